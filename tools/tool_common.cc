@@ -1,0 +1,90 @@
+#include "tools/tool_common.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "ktmfs_config.h"
+
+namespace ktmfs::tools {
+namespace {
+const char* g_program = "ktmfs";
+}
+
+void SetProgramName(const char* argv0) {
+  const char* slash = std::strrchr(argv0, '/');
+  g_program = slash ? slash + 1 : argv0;
+}
+
+const char* ProgramName() {
+  return g_program;
+}
+
+void Warn(const char* fmt, ...) {
+  std::fprintf(stderr, "%s: ", g_program);
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fputc('\n', stderr);
+}
+
+int OpenMount(const std::string& path, int* exit_code) {
+  // O_RDONLY works for files and directories alike and is all FUSE needs to pass an ioctl on.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    Warn("%s: %s", path.c_str(), std::strerror(errno));
+    *exit_code = KTMFS_EXIT_FAILED;
+    return -1;
+  }
+  int rc = ktmfs_hello(fd, nullptr);
+  if (rc != 0) {
+    if (rc == -ENOTTY)
+      Warn("%s: not on a ktmfs mount", path.c_str());
+    else
+      Warn("%s: cannot talk to ktmfs: %s", path.c_str(), std::strerror(-rc));
+    close(fd);
+    *exit_code = rc == -ENOTTY ? KTMFS_EXIT_NOT_KTMFS : KTMFS_EXIT_FAILED;
+    return -1;
+  }
+  return fd;
+}
+
+int ReportError(const std::string& path, const char* what, int neg_errno) {
+  int err = -neg_errno;
+  switch (err) {
+    case ENODATA:
+      Warn("%s: %s: no transaction is bound to this process", path.c_str(), what);
+      return KTMFS_EXIT_NO_TX;
+    case ENOTTY:
+      Warn("%s: not on a ktmfs mount", path.c_str());
+      return KTMFS_EXIT_NOT_KTMFS;
+    case EPERM:
+    case EACCES:
+      Warn("%s: %s: permission denied (the transaction or process belongs to another user)",
+           path.c_str(), what);
+      return KTMFS_EXIT_FAILED;
+    case EBUSY:
+      Warn("%s: %s: conflict: %s", path.c_str(), what,
+           "the process is already bound to a transaction, or an object is held by another");
+      return KTMFS_EXIT_FAILED;
+    case ESRCH:
+      Warn("%s: %s: no such process", path.c_str(), what);
+      return KTMFS_EXIT_FAILED;
+    case ENOENT:
+      Warn("%s: %s: no such transaction", path.c_str(), what);
+      return KTMFS_EXIT_FAILED;
+    default:
+      Warn("%s: %s failed: %s", path.c_str(), what, std::strerror(err));
+      return KTMFS_EXIT_FAILED;
+  }
+}
+
+void PrintVersion() {
+  std::printf("%s (ktmfs) %s\n", g_program, KTMFS_VERSION);
+}
+
+}  // namespace ktmfs::tools

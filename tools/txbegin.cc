@@ -1,0 +1,129 @@
+// txbegin: begins a transaction on a ktmfs mount, bound by default to the calling shell's
+// process tree, and prints its id. See txbegin(1).
+#include <getopt.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "tools/tool_common.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "Usage: txbegin [-s thread|process|tree] [-p PID] [-t SECONDS] [-n DESCRIPTION] "
+               "[PATH]\n"
+               "Begin a transaction on the ktmfs mount holding PATH (default: the current\n"
+               "directory) and print its id. By default the calling shell and every process it\n"
+               "starts afterwards are inside the transaction until txcommit or txrollback.\n"
+               "\n"
+               "  -s, --scope=SCOPE        thread, process or tree (default: tree)\n"
+               "  -p, --pid=PID            the process to bind (default: the calling shell)\n"
+               "  -t, --timeout=SECONDS    roll back if not ended within SECONDS\n"
+               "  -n, --name=DESCRIPTION   a description shown by txstat\n"
+               "  -q, --quiet              do not print the id\n"
+               "      --help               show this help and exit\n"
+               "      --version            show the version and exit\n"
+               "\n"
+               "Exit status: 0 begun, 1 refused or failed, 2 usage error, 4 not a ktmfs mount.\n");
+}
+
+bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out) {
+  if (!*text || *text == '-' || *text == '+') return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(text, &end, 10);
+  if (errno || *end || v > max) return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ktmfs::tools;
+  SetProgramName(argv[0]);
+  enum { kHelp = 256, kVersion };
+  static const option kOptions[] = {
+      {"scope", required_argument, nullptr, 's'},   {"pid", required_argument, nullptr, 'p'},
+      {"timeout", required_argument, nullptr, 't'}, {"name", required_argument, nullptr, 'n'},
+      {"quiet", no_argument, nullptr, 'q'},         {"help", no_argument, nullptr, kHelp},
+      {"version", no_argument, nullptr, kVersion},  {nullptr, 0, nullptr, 0}};
+
+  ktmfs_scope scope = KTMFS_SCOPE_TREE;
+  pid_t pid = getppid();
+  unsigned long timeout = 0;
+  std::string name;
+  bool quiet = false;
+  int c;
+  while ((c = getopt_long(argc, argv, "s:p:t:n:q", kOptions, nullptr)) != -1) {
+    unsigned long v;
+    switch (c) {
+      case 's':
+        if (!std::strcmp(optarg, "thread")) {
+          scope = KTMFS_SCOPE_THREAD;
+        } else if (!std::strcmp(optarg, "process")) {
+          scope = KTMFS_SCOPE_PROCESS;
+        } else if (!std::strcmp(optarg, "tree")) {
+          scope = KTMFS_SCOPE_TREE;
+        } else {
+          Warn("invalid scope '%s' (expected thread, process or tree)", optarg);
+          return KTMFS_EXIT_USAGE;
+        }
+        break;
+      case 'p':
+        if (!ParseUnsigned(optarg, INT_MAX, &v) || v == 0) {
+          Warn("invalid process id '%s'", optarg);
+          return KTMFS_EXIT_USAGE;
+        }
+        pid = static_cast<pid_t>(v);
+        break;
+      case 't':
+        if (!ParseUnsigned(optarg, UINT32_MAX, &v) || v == 0) {
+          Warn("invalid timeout '%s' (expected a positive number of seconds)", optarg);
+          return KTMFS_EXIT_USAGE;
+        }
+        timeout = v;
+        break;
+      case 'n':
+        if (std::strlen(optarg) >= KTMFS_NAME_SIZE) {
+          Warn("description too long (at most %d bytes)", KTMFS_NAME_SIZE - 1);
+          return KTMFS_EXIT_USAGE;
+        }
+        name = optarg;
+        break;
+      case 'q':
+        quiet = true;
+        break;
+      case kHelp:
+        Usage(stdout);
+        return KTMFS_EXIT_OK;
+      case kVersion:
+        PrintVersion();
+        return KTMFS_EXIT_OK;
+      default:
+        Usage(stderr);
+        return KTMFS_EXIT_USAGE;
+    }
+  }
+  if (argc - optind > 1) {
+    Warn("too many arguments");
+    Usage(stderr);
+    return KTMFS_EXIT_USAGE;
+  }
+  std::string path = optind < argc ? argv[optind] : ".";
+
+  int code;
+  int fd = OpenMount(path, &code);
+  if (fd < 0) return code;
+  char id[KTMFS_ID_SIZE];
+  int rc = ktmfs_begin(fd, scope, pid, static_cast<uint32_t>(timeout), name.c_str(), id);
+  close(fd);
+  if (rc != 0) return ReportError(path, "begin", rc);
+  if (!quiet) std::printf("%s\n", id);
+  return KTMFS_EXIT_OK;
+}

@@ -1,0 +1,85 @@
+// txcommit and txrollback: one program, two names. Ends the transaction bound to the calling
+// shell (or the one given with --id). See txcommit(1), txrollback(1).
+#include <getopt.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "tools/tool_common.h"
+
+namespace {
+
+void Usage(FILE* out, bool commit) {
+  const char* prog = commit ? "txcommit" : "txrollback";
+  std::fprintf(out,
+               "Usage: %s [-i ID] [PATH]\n"
+               "%s the transaction bound to the calling process on the ktmfs mount holding\n"
+               "PATH (default: the current directory)%s.\n"
+               "\n"
+               "  -i, --id=ID     end transaction ID instead (you must own it, or be root)\n"
+               "      --help      show this help and exit\n"
+               "      --version   show the version and exit\n"
+               "\n"
+               "Exit status: 0 %s, 1 failed%s, 2 usage error, 3 no transaction bound,\n"
+               "4 not a ktmfs mount.\n",
+               prog, commit ? "Commit" : "Roll back",
+               commit ? "; returns once the transaction is durable" : "",
+               commit ? "committed" : "rolled back",
+               commit ? " (a failed commit is rolled back)" : "");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ktmfs::tools;
+  SetProgramName(argv[0]);
+  const bool commit = std::strcmp(ProgramName(), "txrollback") != 0;
+  enum { kHelp = 256, kVersion };
+  static const option kOptions[] = {{"id", required_argument, nullptr, 'i'},
+                                    {"help", no_argument, nullptr, kHelp},
+                                    {"version", no_argument, nullptr, kVersion},
+                                    {nullptr, 0, nullptr, 0}};
+  std::string id;
+  int c;
+  while ((c = getopt_long(argc, argv, "i:", kOptions, nullptr)) != -1) {
+    switch (c) {
+      case 'i':
+        if (std::strlen(optarg) != KTMFS_ID_LEN) {
+          Warn("invalid transaction id '%s'", optarg);
+          return KTMFS_EXIT_USAGE;
+        }
+        id = optarg;
+        break;
+      case kHelp:
+        Usage(stdout, commit);
+        return KTMFS_EXIT_OK;
+      case kVersion:
+        PrintVersion();
+        return KTMFS_EXIT_OK;
+      default:
+        Usage(stderr, commit);
+        return KTMFS_EXIT_USAGE;
+    }
+  }
+  if (argc - optind > 1) {
+    Warn("too many arguments");
+    Usage(stderr, commit);
+    return KTMFS_EXIT_USAGE;
+  }
+  std::string path = optind < argc ? argv[optind] : ".";
+
+  int code;
+  int fd = OpenMount(path, &code);
+  if (fd < 0) return code;
+  int rc = commit ? ktmfs_commit(fd, id.c_str()) : ktmfs_rollback(fd, id.c_str());
+  close(fd);
+  if (rc == 0) return KTMFS_EXIT_OK;
+  if (commit && (rc == -EIO || rc == -ENOSPC || rc == -ETIMEDOUT)) {
+    Warn("%s: commit failed: %s; the transaction was rolled back", path.c_str(),
+         std::strerror(-rc));
+    return KTMFS_EXIT_FAILED;
+  }
+  return ReportError(path, commit ? "commit" : "rollback", rc);
+}

@@ -1,0 +1,233 @@
+// txstat: lists the transactions of a ktmfs mount, or shows one in detail. See txstat(1).
+#include <getopt.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tools/tool_common.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "Usage: txstat [--json] [PATH] [ID]\n"
+               "List the transactions of the ktmfs mount holding PATH (default: the current\n"
+               "directory), or show transaction ID in detail.\n"
+               "\n"
+               "  -j, --json      print JSON instead of a table\n"
+               "      --help      show this help and exit\n"
+               "      --version   show the version and exit\n"
+               "\n"
+               "Exit status: 0 listed, 1 failed (or ID not found), 2 usage error,\n"
+               "4 not a ktmfs mount.\n");
+}
+
+const char* StateName(uint32_t state) {
+  switch (state) {
+    case KTMFS_STATE_ACTIVE:
+      return "active";
+    case KTMFS_STATE_PREPARING:
+      return "preparing";
+    case KTMFS_STATE_PREPARED:
+      return "prepared";
+    case KTMFS_STATE_COMMITTING:
+      return "committing";
+    case KTMFS_STATE_COMMITTED:
+      return "committed";
+    case KTMFS_STATE_ROLLING_BACK:
+      return "rolling-back";
+    case KTMFS_STATE_ROLLED_BACK:
+      return "rolled-back";
+    default:
+      return "unknown";
+  }
+}
+
+const char* ScopeName(uint32_t scope) {
+  switch (scope) {
+    case KTMFS_SCOPE_THREAD:
+      return "thread";
+    case KTMFS_SCOPE_PROCESS:
+      return "process";
+    case KTMFS_SCOPE_TREE:
+      return "tree";
+    default:
+      return "none";
+  }
+}
+
+std::string UserName(uint32_t uid) {
+  if (const passwd* pw = getpwuid(uid)) return pw->pw_name;
+  return std::to_string(uid);
+}
+
+// Fixed-size C strings from the daemon are not trusted to be terminated.
+std::string Field(const char* s, size_t size) {
+  return std::string(s, strnlen(s, size));
+}
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string Age(uint64_t begin_ns) {
+  uint64_t now = NowNs();
+  uint64_t s = now > begin_ns ? (now - begin_ns) / 1000000000ull : 0;
+  char buf[32];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%llus", static_cast<unsigned long long>(s));
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%llum%02llus", static_cast<unsigned long long>(s / 60),
+                  static_cast<unsigned long long>(s % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lluh%02llum", static_cast<unsigned long long>(s / 3600),
+                  static_cast<unsigned long long>(s / 60 % 60));
+  return buf;
+}
+
+std::string Bytes(uint64_t n) {
+  static const char* kUnits[] = {"B", "K", "M", "G", "T"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%lluB", static_cast<unsigned long long>(n));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f%s", v, kUnits[u]);
+  return buf;
+}
+
+nlohmann::json ToJson(const ktmfs_tx_info& t) {
+  return {{"id", Field(t.id, sizeof t.id)},
+          {"owner_uid", t.owner_uid},
+          {"owner", UserName(t.owner_uid)},
+          {"bound_pid", t.bound_pid},
+          {"scope", ScopeName(t.scope)},
+          {"state", StateName(t.state)},
+          {"begin_time_ns", t.begin_time_ns},
+          {"age_seconds", (NowNs() - std::min(NowNs(), t.begin_time_ns)) / 1000000000ull},
+          {"timeout_seconds", t.timeout_sec},
+          {"resource_managers", t.rm_count},
+          {"objects_locked", t.objects_locked},
+          {"bytes_logged", t.bytes_logged},
+          {"name", Field(t.name, sizeof t.name)}};
+}
+
+int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
+  auto list = std::make_unique<struct ktmfs_list_args>();
+  uint32_t start = 0;
+  for (;;) {
+    std::memset(list.get(), 0, sizeof *list);
+    list->start = start;
+    list->capacity = KTMFS_LIST_MAX;
+    int rc = ktmfs_list_transactions(fd, list.get());
+    if (rc != 0) return ktmfs::tools::ReportError(path, "list", rc);
+    uint32_t n = std::min<uint32_t>(list->count, KTMFS_LIST_MAX);
+    out->insert(out->end(), list->entries, list->entries + n);
+    start += n;
+    if (n == 0 || start >= list->total) return KTMFS_EXIT_OK;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ktmfs::tools;
+  SetProgramName(argv[0]);
+  enum { kHelp = 256, kVersion };
+  static const option kOptions[] = {{"json", no_argument, nullptr, 'j'},
+                                    {"help", no_argument, nullptr, kHelp},
+                                    {"version", no_argument, nullptr, kVersion},
+                                    {nullptr, 0, nullptr, 0}};
+  bool json = false;
+  int c;
+  while ((c = getopt_long(argc, argv, "j", kOptions, nullptr)) != -1) {
+    switch (c) {
+      case 'j':
+        json = true;
+        break;
+      case kHelp:
+        Usage(stdout);
+        return KTMFS_EXIT_OK;
+      case kVersion:
+        PrintVersion();
+        return KTMFS_EXIT_OK;
+      default:
+        Usage(stderr);
+        return KTMFS_EXIT_USAGE;
+    }
+  }
+  // Positionals: an argument that looks like an id is the id; the other is the path.
+  std::string path = ".", id;
+  bool have_path = false;
+  for (int i = optind; i < argc; ++i) {
+    std::string arg = argv[i];
+    bool looks_like_id = arg.size() == KTMFS_ID_LEN && arg.find('/') == std::string::npos &&
+                         arg.find_first_not_of("0123456789abcdefABCDEF-") == std::string::npos;
+    if (looks_like_id && id.empty()) {
+      id = arg;
+    } else if (!have_path) {
+      path = arg;
+      have_path = true;
+    } else {
+      Warn("too many arguments");
+      Usage(stderr);
+      return KTMFS_EXIT_USAGE;
+    }
+  }
+
+  int code;
+  int fd = OpenMount(path, &code);
+  if (fd < 0) return code;
+  std::vector<ktmfs_tx_info> txs;
+  code = FetchAll(fd, path, &txs);
+  close(fd);
+  if (code != KTMFS_EXIT_OK) return code;
+
+  if (!id.empty()) {
+    for (const auto& t : txs) {
+      if (strcasecmp(Field(t.id, sizeof t.id).c_str(), id.c_str()) != 0) continue;
+      if (json) {
+        std::printf("%s\n", ToJson(t).dump(2).c_str());
+      } else {
+        for (const auto& [key, value] : ToJson(t).items())
+          std::printf("%-18s %s\n", (key + ":").c_str(),
+                      value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
+      }
+      return KTMFS_EXIT_OK;
+    }
+    Warn("%s: no transaction %s", path.c_str(), id.c_str());
+    return KTMFS_EXIT_FAILED;
+  }
+
+  if (json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& t : txs)
+      all.push_back(ToJson(t));
+    std::printf("%s\n", all.dump(2).c_str());
+    return KTMFS_EXIT_OK;
+  }
+  std::printf("%-36s  %-8s %7s  %-11s %7s %3s %6s %7s  %s\n", "ID", "OWNER", "PID", "STATE", "AGE",
+              "RMS", "LOCKED", "LOGGED", "NAME");
+  for (const auto& t : txs) {
+    std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
+                UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state),
+                Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
+                Bytes(t.bytes_logged).c_str(), Field(t.name, sizeof t.name).c_str());
+  }
+  return KTMFS_EXIT_OK;
+}
