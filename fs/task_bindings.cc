@@ -1,0 +1,127 @@
+#include "fs/task_bindings.h"
+
+#include <algorithm>
+#include <string>
+
+namespace ktmfs::fs {
+namespace {
+
+// Deeper process trees than this are not walked: the request is then outside any transaction.
+constexpr int kMaxAncestors = 64;
+constexpr size_t kMaxCacheEntries = 4096;
+
+}  // namespace
+
+const Binding* TaskBindings::FindBinding(Scope scope, pid_t pid, uint64_t start_time) const {
+  for (const Binding& b : bindings_)
+    if (b.scope == scope && b.pid == pid && b.start_time == start_time) return &b;
+  return nullptr;
+}
+
+std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
+  if (const Binding* b = FindBinding(Scope::kThread, task.tid, task.start_time)) return b->tx;
+
+  // The process and its ancestors are identified by their own start times, read on the way up.
+  TaskInfo proc = task;
+  if (task.tgid != task.tid) {
+    auto leader = proc_->Read(task.tgid);
+    if (!leader.ok()) return std::nullopt;
+    proc = *leader;
+  }
+  if (const Binding* b = FindBinding(Scope::kProcess, proc.tgid, proc.start_time)) return b->tx;
+
+  for (int depth = 0; depth < kMaxAncestors; ++depth) {
+    if (const Binding* b = FindBinding(Scope::kTree, proc.tgid, proc.start_time)) return b->tx;
+    if (proc.ppid <= 1) break;
+    auto parent = proc_->Read(proc.ppid);
+    if (!parent.ok()) break;
+    proc = *parent;
+  }
+  return std::nullopt;
+}
+
+std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
+  if (tid <= 0) return std::nullopt;
+  {
+    std::lock_guard lock(mu_);
+    if (bindings_.empty()) return std::nullopt;  // the common case costs no /proc read
+  }
+  // One read per request is the price of pid-reuse safety: the start time says whether the
+  // cached answer is about this task or an earlier one with the same id.
+  auto task = proc_->Read(tid);
+  if (!task.ok()) return std::nullopt;
+
+  std::lock_guard lock(mu_);
+  auto it = cache_.find(tid);
+  if (it != cache_.end() && it->second.start_time == task->start_time &&
+      it->second.generation == generation_)
+    return it->second.tx;
+  std::optional<Guid> tx = LookupLocked(*task);
+  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+  cache_[tid] = CacheEntry{task->start_time, generation_, tx};
+  return tx;
+}
+
+Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requester) {
+  auto task = proc_->Read(pid);
+  if (!task.ok() || task->exited())
+    return Status::Error(ESRCH, "no such process " + std::to_string(pid));
+  if (requester != 0 && task->uid != requester)
+    return Status::Error(EPERM, "process " + std::to_string(pid) + " belongs to uid " +
+                                    std::to_string(task->uid) + ", not to uid " +
+                                    std::to_string(requester));
+  Binding binding{tx, scope, task->tid, task->start_time, task->uid};
+  if (scope != Scope::kThread && task->tgid != task->tid) {
+    auto leader = proc_->Read(task->tgid);
+    if (!leader.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(pid));
+    binding.pid = leader->tid;
+    binding.start_time = leader->start_time;
+  }
+
+  std::lock_guard lock(mu_);
+  if (auto current = LookupLocked(*task))
+    return Status::Busy("process " + std::to_string(pid) + " is already in transaction " +
+                        current->ToString());
+  for (const Binding& b : bindings_)
+    if (b.tx == tx) return Status::Busy("transaction " + tx.ToString() + " is already bound");
+  bindings_.push_back(binding);
+  ++generation_;
+  return Status::Ok();
+}
+
+void TaskBindings::Unbind(const Guid& tx) {
+  std::lock_guard lock(mu_);
+  auto it = std::remove_if(bindings_.begin(), bindings_.end(),
+                           [&](const Binding& b) { return b.tx == tx; });
+  if (it == bindings_.end()) return;
+  bindings_.erase(it, bindings_.end());
+  ++generation_;
+}
+
+std::vector<Guid> TaskBindings::FindOrphans() {
+  std::vector<Binding> snapshot;
+  {
+    std::lock_guard lock(mu_);
+    snapshot = bindings_;
+  }
+  std::vector<Guid> orphans;
+  for (const Binding& b : snapshot) {
+    auto task = proc_->Read(b.pid);
+    if (!task.ok() || task->start_time != b.start_time || task->exited()) orphans.push_back(b.tx);
+  }
+  return orphans;
+}
+
+std::optional<Binding> TaskBindings::Get(const Guid& tx) const {
+  std::lock_guard lock(mu_);
+  for (const Binding& b : bindings_)
+    if (b.tx == tx) return b;
+  return std::nullopt;
+}
+
+bool TaskBindings::empty() const {
+  std::lock_guard lock(mu_);
+  return bindings_.empty();
+}
+
+}  // namespace ktmfs::fs

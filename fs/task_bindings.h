@@ -1,0 +1,69 @@
+// Which transaction a request belongs to. A transaction is bound to a scope: one thread, one
+// process, or a process and its descendants. Tasks are identified by pid *and* start time, so a
+// pid reused after the bound task exited never inherits its transaction.
+//
+// FUSE gives the caller's thread id (0 when the caller is outside the daemon's pid namespace:
+// such requests are never inside a transaction). Requests that arrive without a caller (page
+// write-back, release) are attributed through their open file instead; that is not done here.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/proc_reader.h"
+#include "log/status.h"
+#include "src/guid.h"
+
+namespace ktmfs::fs {
+
+enum class Scope { kThread = 1, kProcess = 2, kTree = 3 };
+
+struct Binding {
+  Guid tx;
+  Scope scope;
+  pid_t pid;            // tid for kThread, process id otherwise
+  uint64_t start_time;  // of that task, from /proc
+  uid_t uid;            // owner of the bound task
+};
+
+class TaskBindings {
+ public:
+  explicit TaskBindings(ProcReader* proc) : proc_(proc) {}
+
+  // Binds `pid` (a thread for kThread; for the others any thread of the process) to `tx`.
+  // ESRCH: no such task. EPERM: the task belongs to another user and `requester` is not root.
+  // EBUSY: the task is already inside a transaction.
+  Status Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requester);
+  void Unbind(const Guid& tx);
+
+  // The transaction of the task `tid`, or nullopt.
+  std::optional<Guid> Lookup(pid_t tid);
+
+  // Transactions whose bound task has exited (the caller rolls them back and unbinds them).
+  std::vector<Guid> FindOrphans();
+
+  std::optional<Binding> Get(const Guid& tx) const;
+  bool empty() const;
+
+ private:
+  struct CacheEntry {
+    uint64_t start_time;
+    uint64_t generation;
+    std::optional<Guid> tx;
+  };
+  std::optional<Guid> LookupLocked(const TaskInfo& task);
+  const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
+
+  ProcReader* proc_;
+  mutable std::mutex mu_;
+  std::vector<Binding> bindings_;  // few at a time; a linear scan beats a map here
+  uint64_t generation_ = 0;        // bumped on every change; invalidates the cache
+  std::unordered_map<pid_t, CacheEntry> cache_;
+};
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,65 @@
+#include "fs/proc_reader.h"
+
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <thread>
+
+namespace ktmfs::fs {
+namespace {
+
+TEST(ProcReaderTest, ParsesCommandNamesWithSpacesAndParentheses) {
+  std::string stat =
+      "4242 (evil) (name) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
+  std::string status =
+      "Name:\tevil\nUmask:\t0022\nState:\tS\nTgid:\t4240\nPid:\t4242\n"
+      "PPid:\t17\nUid:\t1000\t1000\t1000\t1000\n";
+  auto info = ParseProcFiles(4242, stat, status);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->tid, 4242);
+  EXPECT_EQ(info->tgid, 4240);
+  EXPECT_EQ(info->ppid, 17);
+  EXPECT_EQ(info->uid, 1000u);
+  EXPECT_EQ(info->start_time, 987654u);
+  EXPECT_EQ(info->state, 'S');
+  EXPECT_FALSE(info->exited());
+}
+
+TEST(ProcReaderTest, RejectsTruncatedFiles) {
+  EXPECT_FALSE(ParseProcFiles(1, "1 (init) S 0 1", "Tgid:\t1\nUid:\t0\n").ok());
+  EXPECT_FALSE(ParseProcFiles(1, "no paren", "Tgid:\t1\nUid:\t0\n").ok());
+  std::string stat = "1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+  EXPECT_FALSE(ParseProcFiles(1, stat, "Uid:\t0\n").ok());
+}
+
+TEST(ProcReaderTest, ReadsThisProcessAndAThread) {
+  SystemProcReader proc;
+  auto self = proc.Read(getpid());
+  ASSERT_TRUE(self.ok()) << self.status().ToString();
+  EXPECT_EQ(self->tgid, getpid());
+  EXPECT_EQ(self->ppid, getppid());
+  EXPECT_EQ(self->uid, getuid());
+  EXPECT_GT(self->start_time, 0u);
+
+  pid_t tid = 0;
+  Result<TaskInfo> thread = Status::NotFound("not read");
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    thread = proc.Read(tid);
+  });
+  t.join();
+  ASSERT_TRUE(thread.ok()) << thread.status().ToString();
+  EXPECT_EQ(thread->tid, tid);
+  EXPECT_EQ(thread->tgid, getpid());
+  EXPECT_NE(tid, getpid());
+}
+
+TEST(ProcReaderTest, MissingTaskIsAnError) {
+  SystemProcReader proc;
+  EXPECT_FALSE(proc.Read(0).ok());
+  EXPECT_FALSE(proc.Read(-5).ok());
+}
+
+}  // namespace
+}  // namespace ktmfs::fs

@@ -1,0 +1,150 @@
+#include "fs/task_bindings.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace ktmfs::fs {
+namespace {
+
+// A made-up process table:  1 init -> 100 sshd -> 200 bash (uid 1000) -> 300 make -> 400 cc
+// with 201 a second thread of bash, and 500 another user's shell under init.
+class FakeProc : public ProcReader {
+ public:
+  FakeProc() {
+    Add(1, 1, 0, 0, 10);
+    Add(100, 100, 1, 0, 20);
+    Add(200, 200, 100, 1000, 30);
+    Add(201, 200, 100, 1000, 31);
+    Add(300, 300, 200, 1000, 40);
+    Add(400, 400, 300, 1000, 50);
+    Add(500, 500, 1, 2000, 60);
+  }
+  void Add(pid_t tid, pid_t tgid, pid_t ppid, uid_t uid, uint64_t start) {
+    TaskInfo t;
+    t.tid = tid;
+    t.tgid = tgid;
+    t.ppid = ppid;
+    t.uid = uid;
+    t.start_time = start;
+    tasks[tid] = t;
+    ++reads_allowed;
+  }
+  void Exit(pid_t tid) { tasks.erase(tid); }
+  Result<TaskInfo> Read(pid_t tid) override {
+    ++reads;
+    auto it = tasks.find(tid);
+    if (it == tasks.end()) return Status::Error(ENOENT, "gone");
+    return it->second;
+  }
+  std::map<pid_t, TaskInfo> tasks;
+  int reads = 0;
+  int reads_allowed = 0;
+};
+
+class TaskBindingsTest : public ::testing::Test {
+ protected:
+  FakeProc proc;
+  TaskBindings bindings{&proc};
+  Guid t1 = Guid::Random();
+  Guid t2 = Guid::Random();
+};
+
+TEST_F(TaskBindingsTest, NothingBoundCostsNoProcRead) {
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  EXPECT_EQ(proc.reads, 0);
+  EXPECT_FALSE(bindings.Lookup(0).has_value());
+}
+
+TEST_F(TaskBindingsTest, TreeScopeCoversDescendantsAndThreadsButNotAncestors) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(200), t1);
+  EXPECT_EQ(bindings.Lookup(201), t1);  // another thread of the bound process
+  EXPECT_EQ(bindings.Lookup(300), t1);
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  EXPECT_FALSE(bindings.Lookup(100).has_value());
+  EXPECT_FALSE(bindings.Lookup(500).has_value());
+}
+
+TEST_F(TaskBindingsTest, ProcessScopeCoversItsThreadsOnly) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 201, 1000).ok());  // any thread names the process
+  EXPECT_EQ(bindings.Get(t1)->pid, 200);
+  EXPECT_EQ(bindings.Lookup(200), t1);
+  EXPECT_EQ(bindings.Lookup(201), t1);
+  EXPECT_FALSE(bindings.Lookup(300).has_value());
+}
+
+TEST_F(TaskBindingsTest, ThreadScopeCoversOneThread) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kThread, 201, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(201), t1);
+  EXPECT_FALSE(bindings.Lookup(200).has_value());
+  // Each thread can run its own transaction.
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kThread, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(200), t2);
+  EXPECT_EQ(bindings.Lookup(201), t1);
+}
+
+TEST_F(TaskBindingsTest, AnotherUsersProcessCannotBeBoundExceptByRoot) {
+  Status s = bindings.Bind(t1, Scope::kTree, 500, 1000);
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("500"), std::string::npos);
+  EXPECT_TRUE(bindings.Bind(t1, Scope::kTree, 500, 0).ok());
+}
+
+TEST_F(TaskBindingsTest, NoSuchProcess) {
+  EXPECT_EQ(bindings.Bind(t1, Scope::kTree, 999, 0).code(), ESRCH);
+}
+
+TEST_F(TaskBindingsTest, ATaskAlreadyInsideCannotBeBoundAgain) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Bind(t2, Scope::kProcess, 300, 1000).code(), EBUSY);
+  EXPECT_EQ(bindings.Bind(t1, Scope::kProcess, 500, 0).code(), EBUSY);  // t1 already bound
+}
+
+TEST_F(TaskBindingsTest, UnbindEndsMembership) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  bindings.Unbind(t1);
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  EXPECT_TRUE(bindings.empty());
+}
+
+TEST_F(TaskBindingsTest, AReusedPidDoesNotInheritTheTransaction) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 300, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  // make (300) and cc (400) exit; new processes get the same pids.
+  proc.Exit(300);
+  proc.Exit(400);
+  proc.Add(300, 300, 100, 1000, 70);
+  proc.Add(400, 400, 300, 1000, 80);
+  EXPECT_FALSE(bindings.Lookup(300).has_value());
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  std::vector<Guid> orphans = bindings.FindOrphans();
+  ASSERT_EQ(orphans.size(), 1u);
+  EXPECT_EQ(orphans[0], t1);
+}
+
+TEST_F(TaskBindingsTest, ExitedAndZombieProcessesAreOrphans) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 500, 0).ok());
+  EXPECT_TRUE(bindings.FindOrphans().empty());
+  proc.tasks[300].state = 'Z';
+  proc.Exit(500);
+  std::vector<Guid> orphans = bindings.FindOrphans();
+  EXPECT_EQ(orphans.size(), 2u);
+}
+
+TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  int reads = proc.reads;
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  EXPECT_EQ(proc.reads, reads + 1);  // only the identity check, no ancestor walk
+  bindings.Unbind(t1);
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 400, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(400), t2);
+}
+
+}  // namespace
+}  // namespace ktmfs::fs
