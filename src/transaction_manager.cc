@@ -640,15 +640,11 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
     Status why = flushed.Annotate(TxName(tx->id) + ": commit record at LSN " +
                                   LsnText(*commit_lsn) + " not durable");
     Result<log::Lsn> abort_lsn = AppendLocked(TmRecordType::kAbort, EncodeTxId(tx->id));
+    // From here a restart area must say "abort": it would otherwise hide the abort record.
+    if (abort_lsn.ok()) tx->decision = Decision::kAbort;
     l.unlock();
     Status aborted = abort_lsn.ok() ? stream_->Flush(*abort_lsn) : abort_lsn.status();
-    if (aborted.ok()) {
-      {
-        std::lock_guard g(mu_);
-        tx->decision = Decision::kAbort;
-      }
-      return rollback(why);
-    }
+    if (aborted.ok()) return rollback(why);
     l.lock();
     if (failed_.ok())
       failed_ = Status::IoError(why.message() + "; the outcome of " + TxName(tx->id) +
