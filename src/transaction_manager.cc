@@ -114,6 +114,7 @@ class TransactionManager::Impl {
   void ExpireTimeouts(Clock::time_point now);
   Status WriteRestartArea() {
     std::lock_guard l(mu_);
+    KTMFS_RETURN_IF_ERROR(Usable());
     return WriteRestartAreaLocked();
   }
   TmStats stats() const {
