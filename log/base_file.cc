@@ -118,7 +118,8 @@ Result<BaseImage> BaseImage::Decode(std::span<const std::byte> slot) {
       b.container_size < 4ull * b.block_size || b.container_size % b.block_size ||
       b.container_size > (1ull << 40) || nring == 0 || nring > b.max_containers || nring > 65536 ||
       b.anchor_index >= nring || b.start_lsn / b.container_size == 0 || b.anchor_logical == 0 ||
-      b.anchor_logical > (UINT64_MAX / b.container_size) - 2) {
+      b.anchor_logical > (UINT64_MAX / b.container_size) - 2 ||
+      b.start_lsn / b.container_size > (UINT64_MAX / b.container_size) - 65536 - 2) {
     return Status::Corruption("base file parameters out of range");
   }
   for (uint32_t i = 0; i < nring; ++i) {

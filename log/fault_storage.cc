@@ -44,6 +44,11 @@ class FaultFile : public File {
   Status Write(std::span<const WriteOp> ops, bool sync) override {
     std::lock_guard lock(storage_->mu_);
     KTMFS_RETURN_IF_ERROR(AliveLocked());
+    for (const WriteOp& op : ops) {
+      if (op.offset + op.data.size() > storage_->max_file_size_) {
+        return Status::Error(ENOSPC, name_ + ": file size limit");
+      }
+    }
     KTMFS_RETURN_IF_ERROR(storage_->BeginEventLocked(name_ + ": write"));
     for (const WriteOp& op : ops) {
       ApplyAt(&node_->current, op.offset, op.data);
@@ -69,6 +74,7 @@ class FaultFile : public File {
   Status Allocate(uint64_t size) override {
     std::lock_guard lock(storage_->mu_);
     KTMFS_RETURN_IF_ERROR(AliveLocked());
+    if (size > storage_->max_file_size_) return Status::Error(ENOSPC, name_ + ": file size limit");
     KTMFS_RETURN_IF_ERROR(storage_->BeginEventLocked(name_ + ": allocate"));
     if (node_->current.size() < size) node_->current.resize(size);
     if (node_->durable.size() < size) node_->durable.resize(size);
@@ -124,6 +130,10 @@ void FaultInjectingStorage::FailAtEvent(uint64_t n, int error) {
   std::lock_guard lock(mu_);
   fail_at_ = n;
   fail_error_ = error;
+}
+void FaultInjectingStorage::set_max_file_size(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  max_file_size_ = bytes;
 }
 uint64_t FaultInjectingStorage::syncs() const {
   std::lock_guard lock(mu_);

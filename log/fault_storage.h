@@ -40,6 +40,8 @@ class FaultInjectingStorage : public Storage {
   // Event n fails with `error` (EIO, ENOSPC, ...) without doing anything; no crash.
   void FailAtEvent(uint64_t n, int error);
   uint64_t syncs() const;
+  // Writes and allocations that would make a file larger than this fail with ENOSPC.
+  void set_max_file_size(uint64_t bytes);
 
   // Test helpers: direct access to a file's current contents (durable after Restart).
   std::vector<std::byte> Contents(const std::string& name) const;
@@ -75,6 +77,7 @@ class FaultInjectingStorage : public Storage {
   CrashMode crash_mode_ = CrashMode::kDropUnsynced;
   uint64_t fail_at_ = 0;
   int fail_error_ = 0;
+  uint64_t max_file_size_ = UINT64_MAX;
 };
 
 }  // namespace ktmfs::log

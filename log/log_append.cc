@@ -68,14 +68,29 @@ uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
 
 Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                                   Lsn undo_next, Reservation* reservation) {
+  std::lock_guard lock(mu_);
+  if (!failed_.ok()) return failed_;
+  if (closed_) return Status::InvalidArgument("log is closed");
+  if (pending_cut_ != kInvalidLsn) {
+    // First append of a session whose open cut a torn tail inside a block: say so first (see
+    // Recover), in the same flush as the record.
+    std::byte cut[8];
+    format::Put64(cut, pending_cut_);
+    auto marker =
+        AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0, nullptr);
+    if (!marker.ok()) return marker.status();
+    pending_cut_ = kInvalidLsn;
+  }
+  return AppendLocked(stream, type, payload, prev, undo_next, reservation);
+}
+
+Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
+                                  Lsn undo_next, Reservation* reservation) {
   if (payload.size() > UINT32_MAX) {
     return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
                                    " bytes is too large");
   }
   const uint64_t total = kRecordHeaderSize + payload.size();
-  std::lock_guard lock(mu_);
-  if (!failed_.ok()) return failed_;
-  if (closed_) return Status::InvalidArgument("log is closed");
   StreamState* st = nullptr;
   if (stream != format::kInternalStream) {
     auto it = streams_.find(stream);

@@ -113,6 +113,8 @@ class LogImpl : public Log {
   };
   Result<Lsn> AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                            Lsn undo_next, Reservation* reservation);
+  Result<Lsn> AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
+                           Lsn undo_next, Reservation* reservation);
   Result<std::unique_ptr<Reservation>> Reserve(uint64_t payload_bytes);
   void Unreserve(uint64_t bytes);
   Status MakeRoomLocked(Lsn needed_end);
@@ -161,6 +163,7 @@ class LogImpl : public Log {
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
   uint64_t reserved_ = 0;
+  Lsn pending_cut_ = kInvalidLsn;  // a cut marker to write before this session's first record
 
   std::map<StreamId, StreamState> streams_;
   std::vector<LsnRange> damaged_;

@@ -1,8 +1,6 @@
 // Opening a log: creating it, loading the base file, the recovery scan that finds the tail, and
 // keeping the base file up to date.
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 
 #include "log/log_impl.h"
 
@@ -11,16 +9,6 @@ namespace ktmfs::log {
 using format::FragmentHeader;
 using format::kFragmentHeaderSize;
 using format::kMinRecordStart;
-
-namespace {
-
-std::string Hex(Lsn lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
-  return buf;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& options,
                                        bool create_if_missing) {
@@ -256,18 +244,13 @@ Status LogImpl::Recover() {
   flushed_ = end_ = buf_start_ = tail_at_open_ = end;
   for (auto& [id, st] : streams_)
     st.base = std::min(st.base, end);
-  if (tail % block_ == 0) return Status::Ok();
-  // The torn tail ended inside a block this session will not write again; say where, so the
-  // next scan skips the rest of that block instead of calling it damage.
-  std::byte payload[8];
-  format::Put64(payload, tail);
-  mu_.unlock();
-  auto lsn =
-      AppendRecord(format::kInternalStream, format::kCutMarkerType, {{}, payload}, 0, 0, nullptr);
-  Status s = lsn.ok() ? Flush(*lsn) : lsn.status();
-  mu_.lock();
-  if (!s.ok()) return s.Annotate("writing the cut marker at LSN " + Hex(end));
-  gaps_.push_back({tail, end, 0});
+  if (tail % block_ != 0) {
+    // The torn tail ended inside a block this session will not write again. The first append
+    // puts a cut marker at `end` saying so, so the next scan skips the rest of that block
+    // instead of calling it damage.
+    gaps_.push_back({tail, end, 0});
+    pending_cut_ = tail;
+  }
   return Status::Ok();
 }
 
