@@ -35,7 +35,10 @@ inline constexpr uint16_t kCutMarkerType = 1;
 inline constexpr uint16_t kFirstReservedType = kFirstReservedRecordType;
 inline constexpr uint16_t kRestartAreaType = kRestartAreaRecordType;
 
+// A flush writes at most this much per data sync, and at most kMaxInflightFlushes flushes are
+// in the kernel at once; together they bound how far ahead recovery looks for evidence of damage.
 inline constexpr uint64_t kMaxFlushBytes = 4 << 20;
+inline constexpr uint64_t kMaxInflightFlushes = 4;
 
 inline void Put16(std::byte* p, uint16_t v) {
   std::memcpy(p, &v, 2);
@@ -68,7 +71,7 @@ uint64_t Checksum(std::span<const std::byte> data);
 struct FragmentHeader {
   uint64_t checksum = 0;    // XXH3 of bytes [8, 32 + length)
   Lsn address = 0;          // where this fragment lives; rejects data of an earlier lap
-  uint32_t flush_back = 0;  // address - start of the flush that wrote it
+  uint32_t flush_back = 0;  // address - the LSN before which all was durable when it was written
   uint32_t epoch = 0;       // the open (session) that wrote it
   uint16_t length = 0;      // bytes of data after the header
   uint8_t type = kZero;
@@ -96,7 +99,7 @@ struct FragmentHeader {
     h.stream = Get16(p + 28);
     return h;
   }
-  Lsn flush_start() const { return address - flush_back; }
+  Lsn durable_before() const { return address - flush_back; }
 };
 
 // Computes and stores the checksum of the fragment at p (header + data).

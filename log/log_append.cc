@@ -237,6 +237,11 @@ void LogImpl::SealLocked() {
   end_ = BlockCeil(end_);
 }
 
+// Group commit: a caller whose record is not yet in any flush issues a new flush of everything
+// appended so far, unless max_inflight_ flushes are already in the kernel (one by default:
+// while it runs, the next batch collects); then it waits, and its record goes out with a later
+// flush. flushed_ moves only over a prefix of
+// completed flushes, so Flush returns only once everything before its LSN is durable.
 Status LogImpl::Flush(Lsn lsn) {
   std::unique_lock lock(mu_);
   stats_.flushes_requested++;
@@ -244,24 +249,32 @@ Status LogImpl::Flush(Lsn lsn) {
   const Lsn target = lsn >= end_ ? end_ : lsn + 1;
   while (flushed_ < target) {
     if (!failed_.ok()) return failed_;
-    if (flushing_) {
+    if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
       flushed_cv_.wait(lock);
       continue;
     }
-    flushing_ = true;
     SealLocked();
-    const Lsn start = buf_start_;
+    inflight_.push_back(std::make_unique<InFlight>());
+    InFlight* f = inflight_.back().get();
+    f->start = buf_start_;
+    f->end = end_;
     std::vector<std::byte> data;
     data.swap(buf_);
     buf_start_ = end_;
+    const Lsn durable = flushed_;
     lock.unlock();
-    Status s = WriteOut(start, data);
+    Status s = WriteOut(f, data, durable);
     lock.lock();
-    flushing_ = false;
-    if (s.ok()) {
-      flushed_ = start + data.size();
-    } else {
-      failed_ = s;
+    f->done = true;
+    f->status = s;
+    while (!inflight_.empty() && inflight_.front()->done) {
+      const InFlight& e = *inflight_.front();
+      if (failed_.ok() && e.status.ok()) {
+        flushed_ = e.end;
+      } else if (failed_.ok()) {
+        failed_ = e.status;  // nothing after a failed flush counts as durable
+      }
+      inflight_.pop_front();
     }
     if (buf_.empty() && buf_.capacity() < data.capacity()) {
       data.clear();
@@ -272,26 +285,37 @@ Status LogImpl::Flush(Lsn lsn) {
   return Status::Ok();
 }
 
-Status LogImpl::WriteOut(Lsn start, std::vector<std::byte>& data) {
+// Stamps every fragment with its distance to `durable` (all before it was durable when this
+// write was issued: recovery's evidence that a bad spot before it is damage, not a torn tail)
+// and its checksum, then writes and syncs in pieces of at most kMaxFlushBytes.
+Status LogImpl::WriteOut(InFlight* f, std::vector<std::byte>& data, Lsn durable) {
+  const Lsn start = f->start;
   for (uint64_t cs = 0; cs < data.size(); cs += format::kMaxFlushBytes) {
     const uint64_t ce = std::min<uint64_t>(data.size(), cs + format::kMaxFlushBytes);
-    const Lsn fstart = start + cs;
-    for (Lsn p = fstart; p < start + ce;) {
+    if (cs > 0) {
+      // A later piece may claim its own earlier pieces as durable once every earlier flush is
+      // done too (and so flush_back stays small).
+      std::unique_lock lock(mu_);
+      flushed_cv_.wait(lock, [&] { return inflight_.front().get() == f || !failed_.ok(); });
+      if (!failed_.ok()) return failed_;
+      durable = start + cs;
+    }
+    for (Lsn p = start + cs; p < start + ce;) {
       const uint64_t room = block_ - p % block_;
       if (p % block_ != 0 && room < kMinRecordStart) {
         p += room;
         continue;
       }
-      std::byte* f = data.data() + (p - start);
-      if (static_cast<uint8_t>(f[26]) == format::kZero) {
+      std::byte* frag = data.data() + (p - start);
+      if (static_cast<uint8_t>(frag[26]) == format::kZero) {
         p = BlockFloor(p) + block_;
         continue;
       }
-      format::Put32(f + 16, uint32_t(p - fstart));
-      format::SealFragment(f);
-      p += kFragmentHeaderSize + format::Get16(f + 24);
+      format::Put32(frag + 16, uint32_t(p - durable));
+      format::SealFragment(frag);
+      p += kFragmentHeaderSize + format::Get16(frag + 24);
     }
-    for (Lsn a = fstart; a < start + ce;) {
+    for (Lsn a = start + cs; a < start + ce;) {
       const uint64_t logical = a / container_;
       const Lsn cend = std::min<Lsn>(start + ce, (logical + 1) * container_);
       File* file;

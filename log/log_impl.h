@@ -3,6 +3,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,9 +79,17 @@ class BlockReader {
 // A record read from the log, with where the next one may start.
 struct ParsedRecord {
   Record record;
-  Lsn next = 0;         // first byte after its last fragment
-  uint32_t epoch = 0;   // of its first fragment
-  Lsn flush_start = 0;  // of its first fragment
+  Lsn next = 0;            // first byte after its last fragment
+  uint32_t epoch = 0;      // of its first fragment
+  Lsn durable_before = 0;  // of its first fragment
+};
+
+// One flush between its issue and its completion.
+struct InFlight {
+  Lsn start = 0;
+  Lsn end = 0;
+  bool done = false;
+  Status status;
 };
 
 class LogImpl : public Log {
@@ -120,7 +129,7 @@ class LogImpl : public Log {
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
   void SealLocked();
-  Status WriteOut(Lsn start, std::vector<std::byte>& data);
+  Status WriteOut(InFlight* flush, std::vector<std::byte>& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
   // --- log_read.cc
@@ -159,7 +168,9 @@ class LogImpl : public Log {
   Lsn buf_start_ = 0;
   Lsn end_ = 0;
   Lsn flushed_ = 0;
-  bool flushing_ = false;
+  // Flushes issued and not yet folded into flushed_, oldest first.
+  std::deque<std::unique_ptr<InFlight>> inflight_;
+  size_t max_inflight_ = 1;
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
   uint64_t reserved_ = 0;

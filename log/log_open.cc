@@ -13,6 +13,8 @@ using format::kMinRecordStart;
 Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& options,
                                        bool create_if_missing) {
   auto log = std::make_unique<LogImpl>(storage);
+  log->max_inflight_ =
+      std::clamp<size_t>(options.max_inflight_flushes, 1, format::kMaxInflightFlushes);
   auto base = BaseFile::Open(storage, &log->image_);
   if (base.ok()) {
     log->base_file_ = std::move(*base);
@@ -148,15 +150,16 @@ Status LogImpl::StoreBaseLocked() {
 // Scans from the oldest needed block to the tail. Valid records are accepted while their epoch
 // does not go down. At the first position with nothing valid, it decides between
 //  - the end of a block cut by an earlier session (a cut marker right after says so): skip it;
-//  - damage: some valid fragment ahead was written by a flush that began after this position,
-//    so this position had been synced; remember the range and continue after it;
+//  - damage: some valid fragment ahead was written when everything up to past this position
+//    was durable, so this position had been synced; remember the range and continue after it;
 //  - otherwise the torn tail: the log ends here.
 Status LogImpl::Recover() {
   BlockReader reader(this);
   const Lsn start = image_.start_lsn;
   const uint64_t ring_bytes = image_.ring.size() * container_;
   const Lsn limit = (start / container_ + image_.ring.size()) * container_;
-  const uint64_t window = std::min<uint64_t>(format::kMaxFlushBytes, ring_bytes) + block_;
+  const uint64_t window =
+      std::min<uint64_t>(format::kMaxInflightFlushes * format::kMaxFlushBytes, ring_bytes) + block_;
   Lsn pos = BlockFloor(start);
   Lsn tail = pos;
   uint32_t last_epoch = image_.epoch_floor;
@@ -224,7 +227,7 @@ Status LogImpl::Recover() {
       FragmentHeader g;
       if (!CheckFragment(*b, q, &g) || g.epoch < last_epoch) continue;
       if (resync == 0) resync = q;
-      if (g.flush_start() > p) {
+      if (g.durable_before() > p) {
         later_flush = true;
         break;
       }

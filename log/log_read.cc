@@ -190,7 +190,7 @@ Result<ParsedRecord> LogImpl::ParseRecordAt(BlockReader* reader, Lsn lsn, uint32
   if (h.type != format::kFull && h.type != format::kFirst) return bad("not the start of a record");
   ParsedRecord out;
   out.epoch = h.epoch;
-  out.flush_start = h.flush_start();
+  out.durable_before = h.durable_before();
   std::vector<std::byte> data((*blk) + lsn % block_ + kFragmentHeaderSize,
                               (*blk) + lsn % block_ + kFragmentHeaderSize + h.length);
   if (data.size() < kRecordHeaderSize) return bad("record header cut short");

@@ -1,11 +1,13 @@
-// Storage on a real directory. Writes and their data sync go through one io_uring per storage
-// (guarded by a mutex), the sync linked after the writes with IOSQE_IO_LINK so it runs only once
-// they are done. Reads use pread: they need no ordering and may run concurrently.
+// Storage on a real directory. Writes and their data sync go through io_uring (a few rings per
+// storage, each used by one write at a time), the sync linked after the writes with
+// IOSQE_IO_LINK so it runs only once they are done. Reads use pread: they need no ordering and may
+// run concurrently.
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -90,7 +92,9 @@ class UringStorage : public Storage {
   UringStorage(std::string dir, const UringStorageOptions& options)
       : dir_(std::move(dir)), options_(options) {}
   ~UringStorage() override {
-    if (ring_ok_) io_uring_queue_exit(&ring_);
+    for (auto& r : rings_) {
+      if (r->ok) io_uring_queue_exit(&r->ring);
+    }
   }
 
   Status Init() {
@@ -98,9 +102,13 @@ class UringStorage : public Storage {
     std::filesystem::create_directories(dir_, ec);
     if (ec) return Status::Error(ec.value(), dir_ + ": " + ec.message());
     unsigned depth = options_.queue_depth < 4 ? 4 : options_.queue_depth;
-    int r = io_uring_queue_init(depth, &ring_, 0);
-    if (r < 0) return Errno(-r, dir_ + ": io_uring_queue_init");
-    ring_ok_ = true;
+    const unsigned n = options_.rings < 1 ? 1 : options_.rings;
+    for (unsigned i = 0; i < n; ++i) {
+      rings_.push_back(std::make_unique<Ring>());
+      int r = io_uring_queue_init(depth, &rings_.back()->ring, 0);
+      if (r < 0) return Errno(-r, dir_ + ": io_uring_queue_init");
+      rings_.back()->ok = true;
+    }
     return Status::Ok();
   }
 
@@ -158,14 +166,32 @@ class UringStorage : public Storage {
   size_t alignment() const override { return options_.direct_io ? kDirectAlignment : 1; }
   std::string Describe() const override { return dir_; }
 
-  std::mutex mu;
-  io_uring ring_;
+  // Each write takes a ring that no other write is using, so several flushes (of the log's
+  // pipelined group commit) can be in the kernel at once.
+  struct Ring {
+    std::mutex mu;
+    io_uring ring;
+    bool ok = false;
+  };
+  std::unique_lock<std::mutex> AcquireRing(Ring** out) {
+    for (auto& r : rings_) {
+      std::unique_lock lock(r->mu, std::try_to_lock);
+      if (lock.owns_lock()) {
+        *out = r.get();
+        return lock;
+      }
+    }
+    Ring* r = rings_[next_.fetch_add(1) % rings_.size()].get();
+    *out = r;
+    return std::unique_lock(r->mu);
+  }
   const UringStorageOptions& options() const { return options_; }
 
  private:
   std::string dir_;
   UringStorageOptions options_;
-  bool ring_ok_ = false;
+  std::vector<std::unique_ptr<Ring>> rings_;
+  std::atomic<unsigned> next_{0};
 };
 
 Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
@@ -202,8 +228,9 @@ Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
 // One submission: every write linked to the next, the data sync linked last. `done` gets the
 // bytes each write completed, so a short write can be finished by the caller.
 Status UringFile::WriteOnce(std::span<const WriteOp> ops, bool sync, std::vector<size_t>* done) {
-  std::lock_guard lock(storage_->mu);
-  io_uring* ring = &storage_->ring_;
+  UringStorage::Ring* slot;
+  auto lock = storage_->AcquireRing(&slot);
+  io_uring* ring = &slot->ring;
   done->assign(ops.size(), 0);
   size_t next = 0;
   const unsigned cap = ring->sq.ring_entries;
