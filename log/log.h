@@ -26,6 +26,11 @@ inline constexpr Lsn kMaxLsn = UINT64_MAX;
 
 using StreamId = uint16_t;
 
+// Record types from kFirstReservedRecordType up belong to the log; Append refuses them. Restart
+// areas come back from reads with kRestartAreaRecordType.
+inline constexpr uint16_t kFirstReservedRecordType = 0xFF00;
+inline constexpr uint16_t kRestartAreaRecordType = 0xFFFF;
+
 struct Record {
   Lsn lsn = kInvalidLsn;
   StreamId stream = 0;
@@ -37,9 +42,14 @@ struct Record {
 };
 
 struct LogOptions {
+  // These three apply when the log is created; an existing log keeps what its base file says.
+  uint32_t block_size = 4096;         // 512 .. 32768, a power of two (the sector size or more)
   uint64_t container_size = 4 << 20;  // a multiple of the block size
   uint32_t initial_containers = 2;
   uint32_t max_containers = 256;  // the ring grows up to this, then appends get "log full"
+  // Flushes in the kernel at once (1 to 4). More overlaps data syncs but makes smaller groups;
+  // on the machines measured so far (tests/bench/log_bench) 1 commits fastest.
+  uint32_t max_inflight_flushes = 1;
 };
 
 struct LogStats {
@@ -81,7 +91,7 @@ class Stream {
 
   struct AppendArgs {
     uint16_t type = 0;
-    std::span<const std::byte> payload;
+    std::span<const std::byte> payload = {};
     Lsn prev_lsn = kInvalidLsn;
     Lsn undo_next_lsn = kInvalidLsn;
   };

@@ -1,0 +1,22 @@
+#include "log/format.h"
+
+#define XXH_STATIC_LINKING_ONLY  // for XXH3_state_t on the stack
+#include <xxhash.h>
+
+namespace ktmfs::log::format {
+
+uint64_t Checksum(std::span<const std::byte> data) {
+  return XXH3_64bits(data.data(), data.size());
+}
+
+uint64_t RecordChecksum(const std::byte* header32, std::span<const std::byte> a,
+                        std::span<const std::byte> b) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, header32, 32);
+  XXH3_64bits_update(&state, a.data(), a.size());
+  XXH3_64bits_update(&state, b.data(), b.size());
+  return XXH3_64bits_digest(&state);
+}
+
+}  // namespace ktmfs::log::format
