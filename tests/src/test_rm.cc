@@ -127,7 +127,16 @@ void TestRm::Handle(const Notification& n) {
       break;
     }
     case NotificationKind::kSinglePhaseCommit: {
-      Status s;
+      Status s = refuse_;
+      if (!s.ok()) {
+        {
+          std::lock_guard l(mu_);
+          (void)Append(kAborted, tx, "", "", nullptr);
+          txs_[tx].state = Tx::kAborted;
+        }
+        (void)tm_->SinglePhaseCommitComplete(tx, id_, s);
+        break;
+      }
       {
         std::lock_guard l(mu_);
         s = Append(kCommitted, tx, "", "", &lsn);

@@ -46,6 +46,7 @@ class TestRm : public ResourceManager {
   // Waits until at least `n` notifications were seen (bounded by a generous limit).
   bool WaitForNotifications(size_t n);
 
+  // Refuses prepare and single-phase commit from now on.
   void RefusePrepare(Status why) { refuse_ = std::move(why); }
   std::vector<SeenNotification> seen() const;
   std::vector<NotificationKind> kinds_for(const Guid& tx) const;
