@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -66,6 +67,69 @@ void Hammer(bool dedicated) {
     }
   };
   check(w);
+  w.CrashAndRestart(log::CrashMode::kDropUnsynced);
+  ASSERT_TRUE(w.Start().ok());
+  check(w);
+}
+
+// Timeouts expire on the TM's thread while commits are under way and RMs reply from their own
+// threads: every transaction ends committed everywhere or rolled back everywhere.
+TEST(TmConcurrencyTest, TimeoutsRaceWithCommits) {
+  constexpr int kThreads = 6, kPerThread = 60, kRms = 3;
+  World w(kRms, /*dedicated=*/false);
+  ASSERT_TRUE(w.Start(ReplyMode::kWorker).ok());
+  struct Outcome {
+    std::string key;
+    std::vector<int> rms;
+    bool committed;
+  };
+  std::vector<Outcome> outcomes;
+  std::mutex mu;
+  std::atomic<int> unexpected{0}, timed_out{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+        Result<Guid> tx = w.tm().Begin(TxOptions(0, key, std::chrono::milliseconds(rng() % 3)));
+        if (!tx.ok()) {
+          ++unexpected;
+          continue;
+        }
+        std::vector<int> rms;
+        bool write_failed = false;
+        for (int r = 0; r < kRms; ++r) {
+          if (rng() % 2 == 0 && !(r == kRms - 1 && rms.empty())) continue;
+          Status s = w.rm(r).Write(*tx, key, "v");
+          if (s.ok()) {
+            rms.push_back(r);
+          } else {
+            write_failed = true;  // the timeout won before the enlistment
+            if (s.code() != ETIMEDOUT && s.code() != EINVAL) ++unexpected;
+          }
+        }
+        Status s = w.tm().Commit(*tx);
+        if (!s.ok() && s.code() != ETIMEDOUT) ++unexpected;
+        if (s.code() == ETIMEDOUT) ++timed_out;
+        if (write_failed && s.ok()) ++unexpected;
+        std::lock_guard l(mu);
+        outcomes.push_back({key, rms, s.ok()});
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(unexpected.load(), 0);
+  std::printf("[          ] %d of %d transactions timed out\n", timed_out.load(),
+              kThreads * kPerThread);
+  auto check = [&](World& world) {
+    for (const Outcome& o : outcomes)
+      for (int r : o.rms)
+        EXPECT_EQ(world.rm(r).data().count(o.key), o.committed ? 1u : 0u) << o.key << " rm" << r;
+  };
+  check(w);
+  EXPECT_TRUE(w.tm().List().empty());
   w.CrashAndRestart(log::CrashMode::kDropUnsynced);
   ASSERT_TRUE(w.Start().ok());
   check(w);
