@@ -62,7 +62,6 @@ struct Transaction {
   bool recovered = false;
   Decision decision = Decision::kNone;  // the decision appended to the log (maybe not durable)
   bool single_phase = false;  // the one RM decides: neither timeout nor rollback can interrupt
-  bool end_blocked = false;   // an RM's commit record may not be durable: never log the end
   Status reason;              // why it rolls back
   bool finished = false;
   Status failure;  // set when the outcome could not be decided (the TM has failed)
@@ -140,6 +139,7 @@ class TransactionManager::Impl {
   std::vector<TxImage> SnapshotLocked() const;
   Status WriteRestartAreaLocked();
   void MaybeWriteRestartAreaLocked();
+  void RetirePendingEndsLocked(bool flush);
   TransactionInfo InfoLocked(const Transaction& tx) const;
   void RememberLocked(const Transaction& tx);
   const std::pair<TransactionInfo, Status>* RecentLocked(const Guid& id) const;
@@ -157,9 +157,14 @@ class TransactionManager::Impl {
   Status failed_;  // once set, the TM refuses everything: an outcome is unknown until recovery
   std::unordered_map<Guid, TxPtr, GuidHash> txs_;
   std::unordered_map<Guid, Rm, GuidHash> rms_;
-  // Committed transactions forgotten in memory whose end could not be logged safely; kept in
-  // restart areas so that recovery hands their commit outcome out again.
-  std::vector<TxImage> unended_;
+  // Committed transactions whose end record must wait until the commit records of their RMs in
+  // other logs are durable (an end durable before them would let recovery presume an abort).
+  // Kept in restart areas, so recovery hands their commit outcome out again if need be.
+  struct PendingEnd {
+    TxImage image;
+    std::vector<std::pair<log::Log*, log::Lsn>> needs;
+  };
+  std::vector<PendingEnd> pending_ends_;
   // The last finished transactions, so that a late Commit or Query can say what became of them.
   std::deque<std::pair<TransactionInfo, Status>> recent_;
   log::Lsn last_restart_lsn_ = log::kInvalidLsn;
@@ -274,16 +279,19 @@ TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLock
 
 void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state) {
   tx->state = final_state;
+  PendingEnd pending;
+  if (tx->logged && final_state == TxState::kCommitted) {
+    for (auto& e : tx->enlistments)
+      if (e->log != nullptr && e->log != log_ && e->durable_at != log::kInvalidLsn &&
+          e->log->flushed_lsn() <= e->durable_at)  // flushed_lsn is the durable end
+        pending.needs.emplace_back(e->log, e->durable_at);
+  }
   if (tx->logged) {
-    if (tx->end_blocked) {
-      TxImage image;
-      image.id = tx->id;
-      image.owner = tx->owner;
-      image.description = tx->description;
-      image.decision = Decision::kCommit;
+    if (!pending.needs.empty()) {
+      pending.image = {tx->id, tx->owner, tx->description, Decision::kCommit, {}};
       for (auto& e : tx->enlistments)
-        image.enlistments.push_back({e->rm, e->rm_name, e->info});
-      unended_.push_back(std::move(image));
+        pending.image.enlistments.push_back({e->rm, e->rm_name, e->info});
+      pending_ends_.push_back(std::move(pending));
     } else {
       // Not flushed: if it is lost, recovery merely hands the outcome out once more. An append
       // failure (log full) has the same harmless effect.
@@ -300,6 +308,7 @@ void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state
   tx->done.notify_all();
   RememberLocked(*tx);
   txs_.erase(tx->id);
+  RetirePendingEndsLocked(/*flush=*/false);
   MaybeWriteRestartAreaLocked();
 }
 
@@ -687,30 +696,16 @@ Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const
 }
 
 Status TransactionManager::Impl::CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) {
-  log::Log* rm_log = nullptr;
-  {
-    std::lock_guard l(mu_);
-    if (!failed_.ok()) return failed_;
-    Result<TxPtr> found = FindTx(id);
-    if (!found.ok()) return found.status();
-    bool ignore;
-    Result<Enlistment*> e = FindReplier(*found, rm, NotificationKind::kCommit, &ignore);
-    if (!e.ok()) return e.status();
-    rm_log = (*e)->log;
-  }
-  // The end record may only be logged once the RM's commit record is durable. In the TM's own
-  // log that holds by order; another log must be flushed first.
-  bool durable = true;
-  if (rm_log != nullptr && rm_log != log_ && lsn != log::kInvalidLsn)
-    durable = rm_log->Flush(lsn).ok();
   std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
   Result<TxPtr> found = FindTx(id);
   if (!found.ok()) return found.status();
   TxPtr tx = *found;
-  Enlistment* e = tx->Find(rm);
-  if (!e->awaiting_reply) return Status::InvalidArgument(TxName(id) + ": commit answered twice");
-  e->awaiting_reply = false;
-  if (!durable) tx->end_blocked = true;
+  bool ignore;
+  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kCommit, &ignore);
+  if (!e.ok()) return e.status();
+  (*e)->awaiting_reply = false;
+  (*e)->durable_at = lsn;  // the end record waits until this commit record is durable
   for (auto& other : tx->enlistments)
     if (other->awaiting_reply) return Status::Ok();
   FinishLocked(tx, TxState::kCommitted);
@@ -739,8 +734,8 @@ Outcome TransactionManager::Impl::QueryOutcome(const Guid& id) const {
   std::lock_guard l(mu_);
   auto it = txs_.find(id);
   if (it != txs_.end() && it->second->state == TxState::kCommitting) return Outcome::kCommit;
-  for (const TxImage& t : unended_)
-    if (t.id == id) return Outcome::kCommit;
+  for (const PendingEnd& p : pending_ends_)
+    if (p.image.id == id) return Outcome::kCommit;
   return Outcome::kRollback;
 }
 
@@ -824,7 +819,9 @@ void TransactionManager::Impl::TimerLoop() {
 // ---- restart areas
 
 std::vector<TxImage> TransactionManager::Impl::SnapshotLocked() const {
-  std::vector<TxImage> live = unended_;
+  std::vector<TxImage> live;
+  for (const PendingEnd& p : pending_ends_)
+    live.push_back(p.image);
   for (const auto& [id, tx] : txs_) {
     if (!tx->logged) continue;
     TxImage image{id, tx->owner, tx->description, tx->decision, {}};
@@ -849,7 +846,23 @@ Status TransactionManager::Impl::WriteRestartAreaLocked() {
   return Status::Ok();
 }
 
+// Logs the end of every pending transaction whose RMs' commit records have become durable since
+// (usually by the next commit's flushes); with `flush`, makes them durable first.
+void TransactionManager::Impl::RetirePendingEndsLocked(bool flush) {
+  std::erase_if(pending_ends_, [&](PendingEnd& p) {
+    std::erase_if(p.needs, [&](const std::pair<log::Log*, log::Lsn>& n) {
+      return n.first->flushed_lsn() > n.second || (flush && n.first->Flush(n.second).ok());
+    });
+    if (!p.needs.empty()) return false;
+    (void)AppendLocked(TmRecordType::kEnd, EncodeTxId(p.image.id));
+    return true;
+  });
+}
+
 void TransactionManager::Impl::MaybeWriteRestartAreaLocked() {
+  // An idle RM's log may never be flushed by anyone else: bound the list.
+  constexpr size_t kMaxPendingEnds = 256;
+  if (pending_ends_.size() >= kMaxPendingEnds) RetirePendingEndsLocked(/*flush=*/true);
   if (commits_since_restart_ < options_.restart_every_commits &&
       bytes_since_restart_ < options_.restart_every_bytes)
     return;
