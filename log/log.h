@@ -57,6 +57,10 @@ struct LogStats {
   uint64_t flushes_requested = 0;
   uint64_t syncs = 0;  // data syncs actually issued
   uint64_t bytes_written = 0;
+  // What the scan at open found.
+  uint64_t torn_tail_cut_in_block = 0;  // 1 if the tail was cut inside a block
+  uint64_t cut_gaps_skipped = 0;        // ends of blocks cut by earlier sessions
+  uint64_t damaged_ranges = 0;          // damage before the tail (reads there fail)
 };
 
 struct StreamInfo {
