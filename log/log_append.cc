@@ -247,12 +247,24 @@ Status LogImpl::Flush(Lsn lsn) {
   stats_.flushes_requested++;
   // The record starting at lsn must be complete, so flush past its first byte.
   const Lsn target = lsn >= end_ ? end_ : lsn + 1;
-  while (flushed_ < target) {
-    if (!failed_.ok()) return failed_;
-    if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
-      flushed_cv_.wait(lock);
-      continue;
+  wanted_ = std::max(wanted_, target);
+  int led = 0;
+  while (true) {
+    if (flushed_ >= target) {
+      // Having just led a flush, lead the next one at once if others wait for records not yet
+      // in any flush: handing over would cost a thread wake-up while the disk idles.
+      if (led == 0 || led >= kMaxLeadRounds || wanted_ <= buf_start_ ||
+          inflight_.size() >= max_inflight_ || !failed_.ok()) {
+        break;
+      }
+    } else {
+      if (!failed_.ok()) return failed_;
+      if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
+        flushed_cv_.wait(lock);
+        continue;
+      }
     }
+    led++;
     SealLocked();
     inflight_.push_back(std::make_unique<InFlight>());
     InFlight* f = inflight_.back().get();

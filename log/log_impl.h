@@ -171,6 +171,8 @@ class LogImpl : public Log {
   // Flushes issued and not yet folded into flushed_, oldest first.
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
+  Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
+  static constexpr int kMaxLeadRounds = 8;
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
   uint64_t reserved_ = 0;
