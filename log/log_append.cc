@@ -239,9 +239,11 @@ void LogImpl::SealLocked() {
 
 // Group commit: a caller whose record is not yet in any flush issues a new flush of everything
 // appended so far, unless max_inflight_ flushes are already in the kernel (one by default:
-// while it runs, the next batch collects); then it waits, and its record goes out with a later
-// flush. flushed_ moves only over a prefix of
-// completed flushes, so Flush returns only once everything before its LSN is durable.
+// while it runs, the next group collects); then it waits, and its record goes out with a later
+// flush. Having led a flush, a caller leads the next one at once if others wait for records not
+// yet in any flush: handing over would cost a thread wake-up while the disk idles. Waiters are
+// woken one by one, only when their record is durable or when a leader is needed, not all at
+// every flush (on few cores, waking every committer each time costs more than the sync).
 Status LogImpl::Flush(Lsn lsn) {
   std::unique_lock lock(mu_);
   stats_.flushes_requested++;
@@ -251,16 +253,19 @@ Status LogImpl::Flush(Lsn lsn) {
   int led = 0;
   while (true) {
     if (flushed_ >= target) {
-      // Having just led a flush, lead the next one at once if others wait for records not yet
-      // in any flush: handing over would cost a thread wake-up while the disk idles.
       if (led == 0 || led >= kMaxLeadRounds || wanted_ <= buf_start_ ||
           inflight_.size() >= max_inflight_ || !failed_.ok()) {
+        if (led > 0) WakeWaitersLocked(/*need_leader=*/true);
         break;
       }
     } else {
       if (!failed_.ok()) return failed_;
       if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
-        flushed_cv_.wait(lock);
+        Waiter w;
+        w.target = target;
+        waiters_.push_back(&w);
+        w.cv.wait(lock, [&] { return w.woken; });
+        std::erase(waiters_, &w);
         continue;
       }
     }
@@ -292,9 +297,29 @@ Status LogImpl::Flush(Lsn lsn) {
       data.clear();
       buf_.swap(data);  // keep the larger allocation for the next round
     }
-    flushed_cv_.notify_all();
+    flushed_cv_.notify_all();  // a later piece of a large flush may wait for this one
+    WakeWaitersLocked(/*need_leader=*/false);
   }
   return Status::Ok();
+}
+
+// Wakes the waiters whose records are durable (all of them after a failure) and, if asked, the
+// one with the lowest LSN among those that need a new flush, to lead it.
+void LogImpl::WakeWaitersLocked(bool need_leader) {
+  Waiter* leader = nullptr;
+  for (Waiter* w : waiters_) {
+    if (w->woken) continue;
+    if (w->target <= flushed_ || !failed_.ok()) {
+      w->woken = true;
+      w->cv.notify_one();
+    } else if (need_leader && w->target > buf_start_ && (!leader || w->target < leader->target)) {
+      leader = w;
+    }
+  }
+  if (leader && inflight_.size() < max_inflight_) {
+    leader->woken = true;
+    leader->cv.notify_one();
+  }
 }
 
 // Stamps every fragment with its distance to `durable` (all before it was durable when this

@@ -84,6 +84,13 @@ struct ParsedRecord {
   Lsn durable_before = 0;  // of its first fragment
 };
 
+// A thread waiting in Flush.
+struct Waiter {
+  Lsn target = 0;
+  bool woken = false;
+  std::condition_variable cv;
+};
+
 // One flush between its issue and its completion.
 struct InFlight {
   Lsn start = 0;
@@ -129,6 +136,7 @@ class LogImpl : public Log {
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
   void SealLocked();
+  void WakeWaitersLocked(bool need_leader);
   Status WriteOut(InFlight* flush, std::vector<std::byte>& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
@@ -172,6 +180,7 @@ class LogImpl : public Log {
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
   Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
+  std::vector<Waiter*> waiters_;
   static constexpr int kMaxLeadRounds = 8;
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
