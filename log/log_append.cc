@@ -25,14 +25,19 @@ std::string Hex(Lsn lsn) {
 
 class ReservationImpl : public Reservation {
  public:
-  ReservationImpl(LogImpl* log, uint64_t bytes) : log_(log), remaining_(bytes) {}
-  ~ReservationImpl() override { log_->Unreserve(remaining_); }
+  ReservationImpl(std::shared_ptr<LogImpl::Anchor> anchor, uint64_t bytes)
+      : anchor_(std::move(anchor)), remaining_(bytes) {}
+  // A reservation may outlive its log; then there is nothing to give back.
+  ~ReservationImpl() override {
+    std::lock_guard lock(anchor_->mu);
+    if (anchor_->log) anchor_->log->Unreserve(remaining_);
+  }
   uint64_t remaining() const override { return remaining_; }
   uint64_t remaining_bytes_for_log() const { return remaining_; }
   void Take(uint64_t n) { remaining_ -= n; }
 
  private:
-  LogImpl* log_;
+  std::shared_ptr<LogImpl::Anchor> anchor_;
   uint64_t remaining_;
 };
 
@@ -162,7 +167,7 @@ Result<std::unique_ptr<Reservation>> LogImpl::Reserve(uint64_t payload_bytes) {
   if (!failed_.ok()) return failed_;
   KTMFS_RETURN_IF_ERROR(MakeRoomLocked(end_ + block_ + reserved_ + bytes));
   reserved_ += bytes;
-  return std::unique_ptr<Reservation>(new ReservationImpl(this, bytes));
+  return std::unique_ptr<Reservation>(new ReservationImpl(anchor_, bytes));
 }
 
 void LogImpl::Unreserve(uint64_t bytes) {

@@ -101,7 +101,7 @@ struct InFlight {
 
 class LogImpl : public Log {
  public:
-  LogImpl(Storage* storage) : storage_(storage) {}
+  explicit LogImpl(Storage* storage) : storage_(storage), anchor_(std::make_shared<Anchor>(this)) {}
   ~LogImpl() override;
 
   Result<Stream*> OpenStream(const std::string& name, bool create) override;
@@ -159,7 +159,15 @@ class LogImpl : public Log {
   Lsn BlockCeil(Lsn lsn) const { return (lsn + block_ - 1) / block_ * block_; }
   Lsn start_lsn() const;
 
+  // Lets reservations find their log, or learn that it is gone.
+  struct Anchor {
+    explicit Anchor(LogImpl* l) : log(l) {}
+    std::mutex mu;
+    LogImpl* log;
+  };
+
   Storage* storage_;
+  std::shared_ptr<Anchor> anchor_;
   uint32_t block_ = 0;
   uint64_t container_ = 0;
 

@@ -28,7 +28,10 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   return std::unique_ptr<Log>(std::move(log));
 }
 
-LogImpl::~LogImpl() = default;
+LogImpl::~LogImpl() {
+  std::lock_guard lock(anchor_->mu);
+  anchor_->log = nullptr;
+}
 
 Status LogImpl::Create(const LogOptions& options) {
   const uint32_t b = options.block_size;
