@@ -57,6 +57,10 @@ struct LogStats {
   uint64_t flushes_requested = 0;
   uint64_t syncs = 0;  // data syncs actually issued
   uint64_t bytes_written = 0;
+  // What the scan at open found.
+  uint64_t torn_tail_cut_in_block = 0;  // 1 if the tail was cut inside a block
+  uint64_t cut_gaps_skipped = 0;        // ends of blocks cut by earlier sessions
+  uint64_t damaged_ranges = 0;          // damage before the tail (reads there fail)
 };
 
 struct StreamInfo {
@@ -76,7 +80,7 @@ class Cursor {
 };
 
 // Space set aside with Stream::Reserve; an append that draws on it cannot fail with "log full".
-// Unused space is given back when it is destroyed.
+// Unused space is given back when it is destroyed (which may happen after the Log is gone).
 class Reservation {
  public:
   virtual ~Reservation() = default;
@@ -115,6 +119,8 @@ class Stream {
   virtual Result<Record> ReadPreviousRestartArea(Lsn restart_lsn) = 0;
 
   // Records before `lsn` are no longer needed; their space is reused once every stream agrees.
+  // The new base reaches the base file with its next write (a restart area, a new stream,
+  // Close, or when the ring needs the space); after a crash before that, the old base holds.
   virtual Status SetBaseLsn(Lsn lsn) = 0;
   virtual Lsn base_lsn() const = 0;
   virtual Lsn last_lsn() const = 0;  // kInvalidLsn if the stream is empty

@@ -25,14 +25,19 @@ std::string Hex(Lsn lsn) {
 
 class ReservationImpl : public Reservation {
  public:
-  ReservationImpl(LogImpl* log, uint64_t bytes) : log_(log), remaining_(bytes) {}
-  ~ReservationImpl() override { log_->Unreserve(remaining_); }
+  ReservationImpl(std::shared_ptr<LogImpl::Anchor> anchor, uint64_t bytes)
+      : anchor_(std::move(anchor)), remaining_(bytes) {}
+  // A reservation may outlive its log; then there is nothing to give back.
+  ~ReservationImpl() override {
+    std::lock_guard lock(anchor_->mu);
+    if (anchor_->log) anchor_->log->Unreserve(remaining_);
+  }
   uint64_t remaining() const override { return remaining_; }
   uint64_t remaining_bytes_for_log() const { return remaining_; }
   void Take(uint64_t n) { remaining_ -= n; }
 
  private:
-  LogImpl* log_;
+  std::shared_ptr<LogImpl::Anchor> anchor_;
   uint64_t remaining_;
 };
 
@@ -162,7 +167,7 @@ Result<std::unique_ptr<Reservation>> LogImpl::Reserve(uint64_t payload_bytes) {
   if (!failed_.ok()) return failed_;
   KTMFS_RETURN_IF_ERROR(MakeRoomLocked(end_ + block_ + reserved_ + bytes));
   reserved_ += bytes;
-  return std::unique_ptr<Reservation>(new ReservationImpl(this, bytes));
+  return std::unique_ptr<Reservation>(new ReservationImpl(anchor_, bytes));
 }
 
 void LogImpl::Unreserve(uint64_t bytes) {
@@ -239,20 +244,37 @@ void LogImpl::SealLocked() {
 
 // Group commit: a caller whose record is not yet in any flush issues a new flush of everything
 // appended so far, unless max_inflight_ flushes are already in the kernel (one by default:
-// while it runs, the next batch collects); then it waits, and its record goes out with a later
-// flush. flushed_ moves only over a prefix of
-// completed flushes, so Flush returns only once everything before its LSN is durable.
+// while it runs, the next group collects); then it waits, and its record goes out with a later
+// flush. Having led a flush, a caller leads the next one at once if others wait for records not
+// yet in any flush: handing over would cost a thread wake-up while the disk idles. Waiters are
+// woken one by one, only when their record is durable or when a leader is needed, not all at
+// every flush (on few cores, waking every committer each time costs more than the sync).
 Status LogImpl::Flush(Lsn lsn) {
   std::unique_lock lock(mu_);
   stats_.flushes_requested++;
   // The record starting at lsn must be complete, so flush past its first byte.
   const Lsn target = lsn >= end_ ? end_ : lsn + 1;
-  while (flushed_ < target) {
-    if (!failed_.ok()) return failed_;
-    if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
-      flushed_cv_.wait(lock);
-      continue;
+  wanted_ = std::max(wanted_, target);
+  int led = 0;
+  while (true) {
+    if (flushed_ >= target) {
+      if (led == 0 || led >= kMaxLeadRounds || wanted_ <= buf_start_ ||
+          inflight_.size() >= max_inflight_ || !failed_.ok()) {
+        if (led > 0) WakeWaitersLocked(/*need_leader=*/true);
+        break;
+      }
+    } else {
+      if (!failed_.ok()) return failed_;
+      if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
+        Waiter w;
+        w.target = target;
+        waiters_.push_back(&w);
+        w.cv.wait(lock, [&] { return w.woken; });
+        std::erase(waiters_, &w);
+        continue;
+      }
     }
+    led++;
     SealLocked();
     inflight_.push_back(std::make_unique<InFlight>());
     InFlight* f = inflight_.back().get();
@@ -280,9 +302,29 @@ Status LogImpl::Flush(Lsn lsn) {
       data.clear();
       buf_.swap(data);  // keep the larger allocation for the next round
     }
-    flushed_cv_.notify_all();
+    flushed_cv_.notify_all();  // a later piece of a large flush may wait for this one
+    WakeWaitersLocked(/*need_leader=*/false);
   }
   return Status::Ok();
+}
+
+// Wakes the waiters whose records are durable (all of them after a failure) and, if asked, the
+// one with the lowest LSN among those that need a new flush, to lead it.
+void LogImpl::WakeWaitersLocked(bool need_leader) {
+  Waiter* leader = nullptr;
+  for (Waiter* w : waiters_) {
+    if (w->woken) continue;
+    if (w->target <= flushed_ || !failed_.ok()) {
+      w->woken = true;
+      w->cv.notify_one();
+    } else if (need_leader && w->target > buf_start_ && (!leader || w->target < leader->target)) {
+      leader = w;
+    }
+  }
+  if (leader && inflight_.size() < max_inflight_) {
+    leader->woken = true;
+    leader->cv.notify_one();
+  }
 }
 
 // Stamps every fragment with its distance to `durable` (all before it was durable when this

@@ -84,6 +84,13 @@ struct ParsedRecord {
   Lsn durable_before = 0;  // of its first fragment
 };
 
+// A thread waiting in Flush.
+struct Waiter {
+  Lsn target = 0;
+  bool woken = false;
+  std::condition_variable cv;
+};
+
 // One flush between its issue and its completion.
 struct InFlight {
   Lsn start = 0;
@@ -94,7 +101,7 @@ struct InFlight {
 
 class LogImpl : public Log {
  public:
-  LogImpl(Storage* storage) : storage_(storage) {}
+  explicit LogImpl(Storage* storage) : storage_(storage), anchor_(std::make_shared<Anchor>(this)) {}
   ~LogImpl() override;
 
   Result<Stream*> OpenStream(const std::string& name, bool create) override;
@@ -129,6 +136,7 @@ class LogImpl : public Log {
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
   void SealLocked();
+  void WakeWaitersLocked(bool need_leader);
   Status WriteOut(InFlight* flush, std::vector<std::byte>& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
@@ -151,7 +159,15 @@ class LogImpl : public Log {
   Lsn BlockCeil(Lsn lsn) const { return (lsn + block_ - 1) / block_ * block_; }
   Lsn start_lsn() const;
 
+  // Lets reservations find their log, or learn that it is gone.
+  struct Anchor {
+    explicit Anchor(LogImpl* l) : log(l) {}
+    std::mutex mu;
+    LogImpl* log;
+  };
+
   Storage* storage_;
+  std::shared_ptr<Anchor> anchor_;
   uint32_t block_ = 0;
   uint64_t container_ = 0;
 
@@ -171,6 +187,9 @@ class LogImpl : public Log {
   // Flushes issued and not yet folded into flushed_, oldest first.
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
+  Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
+  std::vector<Waiter*> waiters_;
+  static constexpr int kMaxLeadRounds = 8;
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
   uint64_t reserved_ = 0;

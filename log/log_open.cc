@@ -28,7 +28,10 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   return std::unique_ptr<Log>(std::move(log));
 }
 
-LogImpl::~LogImpl() = default;
+LogImpl::~LogImpl() {
+  std::lock_guard lock(anchor_->mu);
+  anchor_->log = nullptr;
+}
 
 Status LogImpl::Create(const LogOptions& options) {
   const uint32_t b = options.block_size;
@@ -247,7 +250,10 @@ Status LogImpl::Recover() {
   flushed_ = end_ = buf_start_ = tail_at_open_ = end;
   for (auto& [id, st] : streams_)
     st.base = std::min(st.base, end);
+  stats_.cut_gaps_skipped = gaps_.size();
+  stats_.damaged_ranges = damaged_.size();
   if (tail % block_ != 0) {
+    stats_.torn_tail_cut_in_block = 1;
     // The torn tail ended inside a block this session will not write again. The first append
     // puts a cut marker at `end` saying so, so the next scan skips the rest of that block
     // instead of calling it damage.

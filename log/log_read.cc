@@ -106,7 +106,8 @@ class BackwardCursor : public Cursor {
 
   Result<bool> Next(Record* out) override {
     if (!failed_.ok()) return failed_;
-    if (next_ == kInvalidLsn) return false;
+    // The chain ends at its start or where truncation has taken the records.
+    if (next_ == kInvalidLsn || next_ < log_->BlockFloor(log_->start_lsn())) return false;
     auto rec = log_->ReadStreamRecord(stream_, next_);
     if (!rec.ok()) return failed_ = rec.status();
     Lsn link = chain_ == Stream::Chain::kStreamPrevious ? rec->stream_prev_lsn
@@ -246,6 +247,7 @@ Result<Record> LogImpl::ReadStreamRecord(StreamId stream, Lsn lsn) {
     if (const LsnRange* d = FindRange(damaged_, lsn)) {
       return Status::Corruption(who + ": damaged (" + Hex(d->begin) + ".." + Hex(d->end) + ")");
     }
+    if (FindRange(gaps_, lsn)) return Status::NotFound(who + ": no such record in the log");
     need_flush = lsn >= flushed_;
   }
   // Reads go to the containers, so a record still in memory is made durable first.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -156,6 +157,15 @@ void Verify(const std::vector<Record>& all, const Model& m, const std::string& w
   *end_out = i + n;
 }
 
+// What the cases covered, so a change that stops exercising a path shows.
+struct Coverage {
+  uint64_t cases = 0;
+  uint64_t lost_unflushed = 0;  // cases where appended but unflushed records were lost
+  uint64_t cut_in_block = 0;
+  uint64_t gaps_skipped = 0;
+};
+Coverage coverage;
+
 void CrashCase(uint64_t seed, const Workload& w, uint64_t event, CrashMode mode) {
   const std::string where = "seed " + std::to_string(seed) + " event " + std::to_string(event) +
                             " mode " + std::to_string(int(mode));
@@ -175,6 +185,11 @@ void CrashCase(uint64_t seed, const Workload& w, uint64_t event, CrashMode mode)
     auto all = ReadEverything(log->get(), kInvalidLsn, &error);
     ASSERT_TRUE(error.ok()) << where << ": " << error.ToString();
     Verify(all, m, where, &first, &end);
+    // A crash is never damage: only torn tails.
+    ASSERT_EQ((*log)->stats().damaged_ranges, 0u) << where;
+    coverage.cases++;
+    coverage.lost_unflushed += end < m.appended.size();
+    coverage.cut_in_block += (*log)->stats().torn_tail_cut_in_block;
     // New appends go after what survived and stay.
     Stream* a = VALUE((*log)->OpenStream("a"));
     if (w.truncate) {
@@ -199,6 +214,8 @@ void CrashCase(uint64_t seed, const Workload& w, uint64_t event, CrashMode mode)
   Status error;
   auto all = ReadEverything(log->get(), kInvalidLsn, &error);
   ASSERT_TRUE(error.ok()) << where << " (second open): " << error.ToString();
+  ASSERT_EQ((*log)->stats().damaged_ranges, 0u) << where << " (second open)";
+  coverage.gaps_skipped += (*log)->stats().cut_gaps_skipped;
   ASSERT_GE(all.size(), 3u) << where;
   for (size_t k = 0; k < 3; ++k) {
     ASSERT_TRUE(Same(all[all.size() - 3 + k], second[k]))
@@ -220,6 +237,7 @@ void CrashCase(uint64_t seed, const Workload& w, uint64_t event, CrashMode mode)
 }
 
 void CrashEverywhere(const Workload& w, uint64_t seeds) {
+  coverage = {};
   for (uint64_t seed = 1; seed <= seeds; ++seed) {
     FaultInjectingStorage dry(seed);
     Model m;
@@ -235,12 +253,26 @@ void CrashEverywhere(const Workload& w, uint64_t seeds) {
   }
 }
 
+void ExpectCoverage() {
+  std::printf(
+      "crash cases: %llu, unflushed records lost in %llu, tail cut inside a block in %llu, cut "
+      "gaps skipped on the second open: %llu\n",
+      (unsigned long long)coverage.cases, (unsigned long long)coverage.lost_unflushed,
+      (unsigned long long)coverage.cut_in_block, (unsigned long long)coverage.gaps_skipped);
+  EXPECT_GT(coverage.cases, 1000u);
+  EXPECT_GT(coverage.lost_unflushed, 0u);
+  EXPECT_GT(coverage.cut_in_block, 0u);
+  EXPECT_GT(coverage.gaps_skipped, 0u);
+}
+
 TEST(LogCrash, EveryEventEveryMode) {
   CrashEverywhere({}, 25);
+  ExpectCoverage();
 }
 
 TEST(LogCrash, EveryEventEveryModeWithTruncationAndGrowth) {
   CrashEverywhere({.truncate = true, .ops = 60, .max_containers = 4}, 15);
+  ExpectCoverage();
 }
 
 TEST(LogCrash, FailedWriteIsReportedAndNothingFlushedIsLost) {

@@ -122,6 +122,18 @@ TEST(LogSpace, DroppedReservationGivesItsSpaceBack) {
   EXPECT_GT(without, 10);
 }
 
+TEST(LogSpace, ReservationMayOutliveItsLog) {
+  FaultInjectingStorage storage;
+  std::unique_ptr<Reservation> r;
+  {
+    auto log = VALUE(Log::Open(&storage, SmallOptions()));
+    Stream* s = VALUE(log->OpenStream("s"));
+    r = VALUE(s->Reserve(100));
+  }
+  EXPECT_GT(r->remaining(), 0u);
+  r.reset();  // must not touch the closed log
+}
+
 TEST(LogSpace, RecordLargerThanTheRingIsLogFull) {
   FaultInjectingStorage storage;
   auto log = VALUE(Log::Open(&storage, SmallOptions(2, 2)));

@@ -95,5 +95,34 @@ TEST(UringStorage, WriteReadAndList) {
   EXPECT_TRUE(storage->Open("a", OpenMode::kExisting).status().IsNotFound());
 }
 
+TEST(UringStorage, ManyWritesInOneCallWithASmallQueue) {
+  TempDir dir;
+  UringStorageOptions so;
+  so.queue_depth = 4;
+  so.rings = 1;
+  auto storage = VALUE(OpenUringStorage(dir.path(), so));
+  auto f = VALUE(storage->Open("many", OpenMode::kCreate));
+  std::vector<std::vector<std::byte>> data;
+  std::vector<WriteOp> ops;
+  for (int i = 0; i < 100; ++i)
+    data.push_back(Payload(700, i));
+  for (int i = 0; i < 100; ++i)
+    ops.push_back({uint64_t(i) * 700, data[i]});
+  ASSERT_OK(f->Write(ops, true));
+  std::vector<std::byte> back(700);
+  for (int i = 0; i < 100; i += 9) {
+    EXPECT_EQ(VALUE(f->Read(uint64_t(i) * 700, back)), 700u);
+    EXPECT_TRUE(back == data[i]) << i;
+  }
+}
+
+TEST(UringStorage, ErrorsNameTheFile) {
+  TempDir dir;
+  auto storage = VALUE(OpenUringStorage(dir.path()));
+  auto missing = storage->Open("nope", OpenMode::kExisting);
+  ASSERT_TRUE(missing.status().IsNotFound());
+  EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ktmfs::log
