@@ -20,8 +20,8 @@ namespace ktmfs::tm {
 //   decides. It appends its commit record, makes it durable (Flush of its stream: one group-
 //   committed flush), makes the changes visible and replies; an error means it rolled back.
 // - Commit: the decision is durable. Append a commit record, make the changes visible, reply
-//   CommitComplete with the record's LSN; the TM makes it durable before forgetting the
-//   transaction.
+//   CommitComplete with the record's LSN; the TM forgets the transaction only once that record
+//   is durable (it never flushes for this: a later flush of the RM's log does it).
 // - Rollback: discard the transaction's changes and reply RollbackComplete.
 //
 // Recovery rule for the RM's own log: a commit record of its own means committed (it is only

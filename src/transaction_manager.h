@@ -42,7 +42,8 @@ struct ResourceManagerOptions {
   Guid id;           // stable across restarts: the TM's records name RMs by it
   ResourceManager* callbacks = nullptr;
   // The log holding the RM's stream. When it is the TM's log, the TM's flushes cover the RM's
-  // records (one flush per commit); otherwise the TM flushes it to the LSNs the RM replies with.
+  // records (one flush per commit); otherwise the TM flushes it to the prepared LSNs the RMs
+  // reply with, and waits for their commit records to become durable before logging the end.
   log::Log* log = nullptr;
 };
 
