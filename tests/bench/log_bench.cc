@@ -1,7 +1,7 @@
 // Group commit benchmark: N committers each append a record and wait until it is durable, on
 // the log (io_uring, group commit) and, side by side in the same run and directory, on the
 // baseline of each committer doing pwrite + fdatasync itself. Prints records/s, syncs and ratios.
-//   log_bench [DIR] [--seconds S] [--rounds R] [--direct]
+//   log_bench [DIR] [--seconds S] [--rounds R] [--inflight N] [--direct]
 // DIR defaults to a new directory under /var/tmp; it is removed afterwards. Each cell runs the
 // log and the baseline alternately in R rounds of S/R seconds each, so a change in machine load
 // hits both alike.
@@ -56,7 +56,7 @@ void RunThreads(int n, double seconds, Body body, Tally* tally) {
 
 class LogTarget {
  public:
-  Status Open(const std::string& dir, bool direct) {
+  Status Open(const std::string& dir, bool direct, uint32_t inflight) {
     std::filesystem::remove_all(dir);
     UringStorageOptions so;
     so.direct_io = direct;
@@ -67,6 +67,7 @@ class LogTarget {
     opts.container_size = 16 << 20;
     opts.initial_containers = 4;
     opts.max_containers = 8;
+    opts.max_inflight_flushes = inflight;
     auto log = Log::Open(storage_.get(), opts);
     if (!log.ok()) return log.status();
     log_ = std::move(*log);
@@ -179,16 +180,20 @@ int main(int argc, char** argv) {
   double seconds = 1.5;
   int rounds = 3;
   bool direct = false;
+  uint32_t inflight = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
     } else if (a == "--rounds" && i + 1 < argc) {
       rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--inflight" && i + 1 < argc) {
+      inflight = uint32_t(std::atoi(argv[++i]));
     } else if (a == "--direct") {
       direct = true;
     } else if (a.starts_with("-")) {
-      std::fprintf(stderr, "usage: %s [DIR] [--seconds S] [--rounds R] [--direct]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [DIR] [--seconds S] [--rounds R] [--inflight N] [--direct]\n",
+                   argv[0]);
       return 2;
     } else {
       dir = a;
@@ -213,7 +218,7 @@ int main(int argc, char** argv) {
   for (size_t record : {size_t(128), size_t(4096), size_t(65536)}) {
     LogTarget log;
     BaselineTarget base;
-    Status s = log.Open(dir + "/log", direct);
+    Status s = log.Open(dir + "/log", direct, inflight);
     if (s.ok()) s = base.Open(dir + "/baseline");
     if (!s.ok()) {
       std::fprintf(stderr, "setup: %s\n", s.ToString().c_str());
