@@ -280,7 +280,7 @@ Status LogImpl::Flush(Lsn lsn) {
     InFlight* f = inflight_.back().get();
     f->start = buf_start_;
     f->end = end_;
-    std::vector<std::byte> data;
+    AlignedBytes data;
     data.swap(buf_);
     buf_start_ = end_;
     const Lsn durable = flushed_;
@@ -330,7 +330,7 @@ void LogImpl::WakeWaitersLocked(bool need_leader) {
 // Stamps every fragment with its distance to `durable` (all before it was durable when this
 // write was issued: recovery's evidence that a bad spot before it is damage, not a torn tail)
 // and its checksum, then writes and syncs in pieces of at most kMaxFlushBytes.
-Status LogImpl::WriteOut(InFlight* f, std::vector<std::byte>& data, Lsn durable) {
+Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
   const Lsn start = f->start;
   for (uint64_t cs = 0; cs < data.size(); cs += format::kMaxFlushBytes) {
     const uint64_t ce = std::min<uint64_t>(data.size(), cs + format::kMaxFlushBytes);
