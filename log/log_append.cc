@@ -73,6 +73,8 @@ uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
 
 Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                                   Lsn undo_next, Reservation* reservation) {
+  // The one pass over the payload that needs no lock.
+  const uint64_t payload_hash = format::PayloadHash(payload.prefix, payload.body);
   std::lock_guard lock(mu_);
   if (!failed_.ok()) return failed_;
   if (closed_) return Status::InvalidArgument("log is closed");
@@ -81,16 +83,16 @@ Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload&
     // Recover), in the same flush as the record.
     std::byte cut[8];
     format::Put64(cut, pending_cut_);
-    auto marker =
-        AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0, nullptr);
+    auto marker = AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0,
+                               nullptr, format::PayloadHash(cut));
     if (!marker.ok()) return marker.status();
     pending_cut_ = kInvalidLsn;
   }
-  return AppendLocked(stream, type, payload, prev, undo_next, reservation);
+  return AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash);
 }
 
 Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                                  Lsn undo_next, Reservation* reservation) {
+                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash) {
   if (payload.size() > UINT32_MAX) {
     return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
                                    " bytes is too large");
@@ -127,7 +129,7 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
   rh.stream_prev = st ? st->last : kInvalidLsn;
   std::byte header[kRecordHeaderSize];
   rh.EncodeTo(header);
-  rh.checksum = format::RecordChecksum(header, payload.prefix, payload.body);
+  rh.checksum = format::RecordChecksum(header, payload_hash);
   rh.EncodeTo(header);
 
   buf_.resize(new_end - buf_start_);

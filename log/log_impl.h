@@ -145,7 +145,7 @@ class LogImpl : public Log {
   Result<Lsn> AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                            Lsn undo_next, Reservation* reservation);
   Result<Lsn> AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                           Lsn undo_next, Reservation* reservation);
+                           Lsn undo_next, Reservation* reservation, uint64_t payload_hash);
   Result<std::unique_ptr<Reservation>> Reserve(uint64_t payload_bytes);
   void Unreserve(uint64_t bytes);
   Status MakeRoomLocked(Lsn needed_end);
