@@ -143,8 +143,9 @@ struct RecordHeader {
   }
 };
 
-// XXH3 of the first 32 header bytes followed by the payload (given in two parts).
-uint64_t RecordChecksum(const std::byte* header32, std::span<const std::byte> a,
-                        std::span<const std::byte> b = {});
+// The record checksum: XXH3 of the first 32 header bytes, seeded with the XXH3 of the payload
+// (given in two parts), so the payload's hash can be taken before the header is known.
+uint64_t PayloadHash(std::span<const std::byte> a, std::span<const std::byte> b = {});
+uint64_t RecordChecksum(const std::byte* header32, uint64_t payload_hash);
 
 }  // namespace ktmfs::log::format

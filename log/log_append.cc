@@ -73,6 +73,8 @@ uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
 
 Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                                   Lsn undo_next, Reservation* reservation) {
+  // The one pass over the payload that needs no lock.
+  const uint64_t payload_hash = format::PayloadHash(payload.prefix, payload.body);
   std::lock_guard lock(mu_);
   if (!failed_.ok()) return failed_;
   if (closed_) return Status::InvalidArgument("log is closed");
@@ -81,16 +83,16 @@ Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload&
     // Recover), in the same flush as the record.
     std::byte cut[8];
     format::Put64(cut, pending_cut_);
-    auto marker =
-        AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0, nullptr);
+    auto marker = AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0,
+                               nullptr, format::PayloadHash(cut));
     if (!marker.ok()) return marker.status();
     pending_cut_ = kInvalidLsn;
   }
-  return AppendLocked(stream, type, payload, prev, undo_next, reservation);
+  return AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash);
 }
 
 Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                                  Lsn undo_next, Reservation* reservation) {
+                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash) {
   if (payload.size() > UINT32_MAX) {
     return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
                                    " bytes is too large");
@@ -127,7 +129,7 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
   rh.stream_prev = st ? st->last : kInvalidLsn;
   std::byte header[kRecordHeaderSize];
   rh.EncodeTo(header);
-  rh.checksum = format::RecordChecksum(header, payload.prefix, payload.body);
+  rh.checksum = format::RecordChecksum(header, payload_hash);
   rh.EncodeTo(header);
 
   buf_.resize(new_end - buf_start_);
@@ -280,7 +282,7 @@ Status LogImpl::Flush(Lsn lsn) {
     InFlight* f = inflight_.back().get();
     f->start = buf_start_;
     f->end = end_;
-    std::vector<std::byte> data;
+    AlignedBytes data;
     data.swap(buf_);
     buf_start_ = end_;
     const Lsn durable = flushed_;
@@ -330,7 +332,7 @@ void LogImpl::WakeWaitersLocked(bool need_leader) {
 // Stamps every fragment with its distance to `durable` (all before it was durable when this
 // write was issued: recovery's evidence that a bad spot before it is damage, not a torn tail)
 // and its checksum, then writes and syncs in pieces of at most kMaxFlushBytes.
-Status LogImpl::WriteOut(InFlight* f, std::vector<std::byte>& data, Lsn durable) {
+Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
   const Lsn start = f->start;
   for (uint64_t cs = 0; cs < data.size(); cs += format::kMaxFlushBytes) {
     const uint64_t ce = std::min<uint64_t>(data.size(), cs + format::kMaxFlushBytes);

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,20 @@
 namespace ktmfs::log {
 
 class LogImpl;
+
+// Marshalling buffers start on a page, so with O_DIRECT they go to the kernel without a copy.
+template <typename T>
+struct PageAlignedAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{4096};
+  PageAlignedAllocator() = default;
+  template <typename U>
+  PageAlignedAllocator(const PageAlignedAllocator<U>&) {}  // NOLINT: rebinding
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  bool operator==(const PageAlignedAllocator&) const { return true; }
+};
+using AlignedBytes = std::vector<std::byte, PageAlignedAllocator<std::byte>>;
 
 class StreamImpl : public Stream {
  public:
@@ -130,14 +145,14 @@ class LogImpl : public Log {
   Result<Lsn> AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                            Lsn undo_next, Reservation* reservation);
   Result<Lsn> AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                           Lsn undo_next, Reservation* reservation);
+                           Lsn undo_next, Reservation* reservation, uint64_t payload_hash);
   Result<std::unique_ptr<Reservation>> Reserve(uint64_t payload_bytes);
   void Unreserve(uint64_t bytes);
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
   void SealLocked();
   void WakeWaitersLocked(bool need_leader);
-  Status WriteOut(InFlight* flush, std::vector<std::byte>& data, Lsn durable);
+  Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
   // --- log_read.cc
@@ -180,7 +195,7 @@ class LogImpl : public Log {
   Lsn tail_at_open_ = 0;
 
   // Marshalling buffer: bytes [buf_start_, end_) not yet handed to a flush.
-  std::vector<std::byte> buf_;
+  AlignedBytes buf_;
   Lsn buf_start_ = 0;
   Lsn end_ = 0;
   Lsn flushed_ = 0;

@@ -215,7 +215,8 @@ Result<ParsedRecord> LogImpl::ParseRecordAt(BlockReader* reader, Lsn lsn, uint32
   }
   if (data.size() != kRecordHeaderSize + uint64_t(rh.length)) return bad("record length mismatch");
   std::span<const std::byte> payload(data.data() + kRecordHeaderSize, rh.length);
-  if (format::RecordChecksum(data.data(), payload) != rh.checksum || rh.stream != h.stream) {
+  if (format::RecordChecksum(data.data(), format::PayloadHash(payload)) != rh.checksum ||
+      rh.stream != h.stream) {
     return bad("record checksum mismatch");
   }
   out.record.lsn = lsn;

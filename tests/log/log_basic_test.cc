@@ -69,6 +69,26 @@ TEST(LogBasic, RecordsOfEverySizeAroundBoundariesRoundTrip) {
   EXPECT_GT(next, appended.back().lsn);
 }
 
+TEST(LogBasic, EverySizeUpToTwoBlocksRoundTripsAcrossContainers) {
+  FaultInjectingStorage storage;
+  LogOptions opts = SmallOptions(2, 64);
+  opts.container_size = 32 << 10;
+  std::vector<Appended> appended;
+  auto log = VALUE(Log::Open(&storage, opts));
+  Stream* s = VALUE(log->OpenStream("sizes"));
+  for (size_t size = 0; size <= 1100; ++size) {
+    auto payload = Payload(size, 3);
+    Lsn lsn = VALUE(s->Append({.type = 4, .payload = payload}));
+    appended.push_back({lsn, s->id(), 4, payload});
+    if (size % 97 == 0) ASSERT_OK(s->Flush(lsn));  // flushes end at varied places in a block
+  }
+  auto all = ReadEverything(log.get());
+  ASSERT_EQ(all.size(), appended.size());
+  for (size_t i = 0; i < all.size(); ++i)
+    ExpectSame(all[i], appended[i]);
+  EXPECT_GT(log->end_lsn() / opts.container_size, 10u);  // crossed many containers
+}
+
 TEST(LogBasic, InterleavedStreamsKeepTheirChains) {
   FaultInjectingStorage storage;
   auto log = VALUE(Log::Open(&storage, SmallOptions(2, 16)));
