@@ -13,7 +13,7 @@
 namespace ktmfs::tm::testing {
 namespace {
 
-enum class End { kCommit, kRollback, kLeaveOpen };
+enum class End { kCommit, kRollback, kRefused, kLeaveOpen };  // kRefused: the last RM refuses
 
 struct PlannedTx {
   std::string key;
@@ -36,6 +36,8 @@ std::vector<PlannedTx> Plan(int rm_count) {
       {"t4", {rm_count - 1}, End::kCommit},
       {"t5", all, End::kLeaveOpen},
   };
+  // Others prepared durably, then the last RM refuses: rolled back everywhere, no decision.
+  if (rm_count >= 2) plan.insert(plan.begin() + 3, PlannedTx{"t7", all, End::kRefused});
   // Two-phase among all RMs but the first, so the TM's log is flushed while the first RM's
   // commit record of t0 may still be unflushed in a log of its own.
   if (rm_count >= 3) plan.insert(plan.begin() + 1, PlannedTx{"t6", {1, 2}, End::kCommit});
@@ -57,6 +59,14 @@ void RunWorkload(World& w, std::vector<PlannedTx>& plan) {
     p.attempted = true;
     if (p.end == End::kRollback) {
       if (!w.tm().Rollback(*tx).ok()) return;
+      continue;
+    }
+    if (p.end == End::kRefused) {
+      TestRm& last = w.rm(p.rms.back());
+      last.RefusePrepare(Status::Error(EROFS, "refused by the test"));
+      Status s = w.tm().Commit(*tx);
+      last.RefusePrepare(Status::Ok());
+      if (s.code() != EROFS) return;  // a crash came first
       continue;
     }
     Status s = w.tm().Commit(*tx);
