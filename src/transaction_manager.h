@@ -5,7 +5,9 @@
 // Start-up order, as in KTM: open the log(s); TransactionManager::Open; Recover(); for each RM:
 // open its stream, RegisterResourceManager, RecoverResourceManager; then serve requests.
 //
-// Thread safety: every method may be called from any thread.
+// Thread safety: every method may be called from any thread. Destroy the TM only when no call is
+// in progress and no RM will reply any more; unfinished transactions then roll back at the next
+// recovery (presumed abort).
 #pragma once
 
 #include <chrono>
