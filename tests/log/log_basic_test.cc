@@ -296,6 +296,35 @@ TEST(LogBasic, BothBaseCopiesBadIsAnError) {
   EXPECT_TRUE(log.status().IsCorruption()) << log.status().ToString();
 }
 
+TEST(LogBasic, AnExistingLogKeepsItsOwnGeometry) {
+  FaultInjectingStorage storage;
+  Lsn lsn;
+  {
+    auto log = VALUE(Log::Open(&storage, SmallOptions()));
+    Stream* s = VALUE(log->OpenStream("s"));
+    lsn = VALUE(s->Append({.type = 1, .payload = Payload(2000, 1)}));
+    ASSERT_OK(log->Close());
+  }
+  LogOptions other;  // 4 KiB blocks, 4 MiB containers: ignored for an existing log
+  auto log = VALUE(Log::Open(&storage, other, false));
+  Stream* s = VALUE(log->OpenStream("s", false));
+  EXPECT_TRUE(VALUE(s->Read(lsn)).payload == Payload(2000, 1));
+  EXPECT_EQ(log->end_lsn() % 512, 0u);
+  EXPECT_EQ(storage.Contents("container.000000").size(), 8192u);
+}
+
+TEST(LogBasic, BadOptionsAreRefused) {
+  FaultInjectingStorage storage;
+  LogOptions o = SmallOptions();
+  o.block_size = 1000;
+  EXPECT_EQ(Log::Open(&storage, o).status().code(), EINVAL);
+  o = SmallOptions();
+  o.container_size = 5000;
+  EXPECT_EQ(Log::Open(&storage, o).status().code(), EINVAL);
+  o = SmallOptions(4, 2);
+  EXPECT_EQ(Log::Open(&storage, o).status().code(), EINVAL);
+}
+
 TEST(LogBasic, OpenWithoutCreateOnEmptyStorageIsNotFound) {
   FaultInjectingStorage storage;
   EXPECT_TRUE(Log::Open(&storage, SmallOptions(), false).status().IsNotFound());

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -236,8 +237,15 @@ void CrashCase(uint64_t seed, const Workload& w, uint64_t event, CrashMode mode)
   }
 }
 
+// KTMFS_CRASH_SEEDS=N runs N times as many seeds, for a longer soak.
+uint64_t SeedScale() {
+  const char* v = std::getenv("KTMFS_CRASH_SEEDS");
+  return v ? std::max<uint64_t>(1, std::strtoull(v, nullptr, 10)) : 1;
+}
+
 void CrashEverywhere(const Workload& w, uint64_t seeds) {
   coverage = {};
+  seeds *= SeedScale();
   for (uint64_t seed = 1; seed <= seeds; ++seed) {
     FaultInjectingStorage dry(seed);
     Model m;
