@@ -56,6 +56,7 @@ class Storage {
 struct UringStorageOptions {
   bool direct_io = false;
   unsigned queue_depth = 64;
+  unsigned rings = 4;  // io_uring instances, so this many writes can be in flight at once
 };
 
 // Opens (creating if needed) a directory whose files are read and written through io_uring.

@@ -26,6 +26,11 @@ inline constexpr Lsn kMaxLsn = UINT64_MAX;
 
 using StreamId = uint16_t;
 
+// Record types from kFirstReservedRecordType up belong to the log; Append refuses them. Restart
+// areas come back from reads with kRestartAreaRecordType.
+inline constexpr uint16_t kFirstReservedRecordType = 0xFF00;
+inline constexpr uint16_t kRestartAreaRecordType = 0xFFFF;
+
 struct Record {
   Lsn lsn = kInvalidLsn;
   StreamId stream = 0;
@@ -37,9 +42,14 @@ struct Record {
 };
 
 struct LogOptions {
+  // These three apply when the log is created; an existing log keeps what its base file says.
+  uint32_t block_size = 4096;         // 512 .. 32768, a power of two (the sector size or more)
   uint64_t container_size = 4 << 20;  // a multiple of the block size
   uint32_t initial_containers = 2;
   uint32_t max_containers = 256;  // the ring grows up to this, then appends get "log full"
+  // Flushes in the kernel at once (1 to 4). More overlaps data syncs but makes smaller groups;
+  // on the machines measured so far (tests/bench/log_bench) 1 commits fastest.
+  uint32_t max_inflight_flushes = 1;
 };
 
 struct LogStats {
@@ -47,6 +57,10 @@ struct LogStats {
   uint64_t flushes_requested = 0;
   uint64_t syncs = 0;  // data syncs actually issued
   uint64_t bytes_written = 0;
+  // What the scan at open found.
+  uint64_t torn_tail_cut_in_block = 0;  // 1 if the tail was cut inside a block
+  uint64_t cut_gaps_skipped = 0;        // ends of blocks cut by earlier sessions
+  uint64_t damaged_ranges = 0;          // damage before the tail (reads there fail)
 };
 
 struct StreamInfo {
@@ -66,7 +80,7 @@ class Cursor {
 };
 
 // Space set aside with Stream::Reserve; an append that draws on it cannot fail with "log full".
-// Unused space is given back when it is destroyed.
+// Unused space is given back when it is destroyed (which may happen after the Log is gone).
 class Reservation {
  public:
   virtual ~Reservation() = default;
@@ -81,7 +95,7 @@ class Stream {
 
   struct AppendArgs {
     uint16_t type = 0;
-    std::span<const std::byte> payload;
+    std::span<const std::byte> payload = {};
     Lsn prev_lsn = kInvalidLsn;
     Lsn undo_next_lsn = kInvalidLsn;
   };
@@ -105,6 +119,8 @@ class Stream {
   virtual Result<Record> ReadPreviousRestartArea(Lsn restart_lsn) = 0;
 
   // Records before `lsn` are no longer needed; their space is reused once every stream agrees.
+  // The new base reaches the base file with its next write (a restart area, a new stream,
+  // Close, or when the ring needs the space); after a crash before that, the old base holds.
   virtual Status SetBaseLsn(Lsn lsn) = 0;
   virtual Lsn base_lsn() const = 0;
   virtual Lsn last_lsn() const = 0;  // kInvalidLsn if the stream is empty

@@ -1,0 +1,25 @@
+#include "log/format.h"
+
+#define XXH_STATIC_LINKING_ONLY  // for XXH3_state_t on the stack
+#include <xxhash.h>
+
+namespace ktmfs::log::format {
+
+uint64_t Checksum(std::span<const std::byte> data) {
+  return XXH3_64bits(data.data(), data.size());
+}
+
+uint64_t PayloadHash(std::span<const std::byte> a, std::span<const std::byte> b) {
+  if (b.empty()) return XXH3_64bits(a.data(), a.size());
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, a.data(), a.size());
+  XXH3_64bits_update(&state, b.data(), b.size());
+  return XXH3_64bits_digest(&state);
+}
+
+uint64_t RecordChecksum(const std::byte* header32, uint64_t payload_hash) {
+  return XXH3_64bits_withSeed(header32, 32, payload_hash);
+}
+
+}  // namespace ktmfs::log::format

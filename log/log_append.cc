@@ -1,0 +1,384 @@
+// Appending: records are laid out in fragments in the marshalling buffer under the log's mutex;
+// a flush seals the buffer, and the one thread that flushes (the leader) stamps, checksums,
+// writes and syncs it while later appends collect in a new buffer for the next flush. Threads
+// waiting for an LSN the current flush covers just wait for it (group commit).
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+#include "log/log_impl.h"
+
+namespace ktmfs::log {
+
+using format::FragmentHeader;
+using format::kFragmentHeaderSize;
+using format::kMinRecordStart;
+using format::kRecordHeaderSize;
+
+namespace {
+
+std::string Hex(Lsn lsn) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
+  return buf;
+}
+
+class ReservationImpl : public Reservation {
+ public:
+  ReservationImpl(std::shared_ptr<LogImpl::Anchor> anchor, uint64_t bytes)
+      : anchor_(std::move(anchor)), remaining_(bytes) {}
+  // A reservation may outlive its log; then there is nothing to give back.
+  ~ReservationImpl() override {
+    std::lock_guard lock(anchor_->mu);
+    if (anchor_->log) anchor_->log->Unreserve(remaining_);
+  }
+  uint64_t remaining() const override { return remaining_; }
+  uint64_t remaining_bytes_for_log() const { return remaining_; }
+  void Take(uint64_t n) { remaining_ -= n; }
+
+ private:
+  std::shared_ptr<LogImpl::Anchor> anchor_;
+  uint64_t remaining_;
+};
+
+// Calls f(address, type, offset, length) for each fragment of a record of `total` bytes
+// (record header included) placed at `pos`; returns the end.
+template <typename F>
+Lsn Layout(uint32_t block, Lsn pos, uint64_t total, F&& f) {
+  const uint64_t room = block - pos % block;
+  if (room < kMinRecordStart) pos += room;
+  uint64_t done = 0;
+  bool first = true;
+  while (true) {
+    const uint64_t avail = block - pos % block - kFragmentHeaderSize;
+    const uint64_t n = std::min(avail, total - done);
+    const bool last = done + n == total;
+    uint8_t type =
+        first ? (last ? format::kFull : format::kFirst) : (last ? format::kLast : format::kMiddle);
+    f(pos, type, done, n);
+    pos += kFragmentHeaderSize + n;
+    done += n;
+    first = false;
+    if (last) return pos;
+  }
+}
+
+}  // namespace
+
+uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
+  const uint64_t per = block_ - kFragmentHeaderSize;
+  const uint64_t frags = (kRecordHeaderSize + payload_bytes + per - 1) / per;
+  return (frags + 2) * block_;
+}
+
+Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
+                                  Lsn undo_next, Reservation* reservation) {
+  // The one pass over the payload that needs no lock.
+  const uint64_t payload_hash = format::PayloadHash(payload.prefix, payload.body);
+  std::lock_guard lock(mu_);
+  if (!failed_.ok()) return failed_;
+  if (closed_) return Status::InvalidArgument("log is closed");
+  if (pending_cut_ != kInvalidLsn) {
+    // First append of a session whose open cut a torn tail inside a block: say so first (see
+    // Recover), in the same flush as the record.
+    std::byte cut[8];
+    format::Put64(cut, pending_cut_);
+    auto marker = AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0,
+                               nullptr, format::PayloadHash(cut));
+    if (!marker.ok()) return marker.status();
+    pending_cut_ = kInvalidLsn;
+  }
+  return AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash);
+}
+
+Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
+                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash) {
+  if (payload.size() > UINT32_MAX) {
+    return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
+                                   " bytes is too large");
+  }
+  const uint64_t total = kRecordHeaderSize + payload.size();
+  StreamState* st = nullptr;
+  if (stream != format::kInternalStream) {
+    auto it = streams_.find(stream);
+    if (it == streams_.end()) return Status::NotFound("no stream " + std::to_string(stream));
+    st = &it->second;
+  }
+  const Lsn new_end = Layout(block_, end_, total, [](Lsn, uint8_t, uint64_t, uint64_t) {});
+  const uint64_t charge = new_end - end_ + block_;  // the block covers a flush's padding after it
+  if (reservation != nullptr) {
+    auto* r = static_cast<ReservationImpl*>(reservation);
+    if (r->remaining() < charge) {
+      return Status::InvalidArgument("stream " + StreamNameLocked(stream) + ": a record of " +
+                                     std::to_string(payload.size()) +
+                                     " bytes does not fit its reservation");
+    }
+    r->Take(charge);
+    reserved_ -= charge;
+  } else {
+    Status s = MakeRoomLocked(new_end + block_ + reserved_);
+    if (!s.ok()) return s.Annotate("stream " + StreamNameLocked(stream));
+  }
+
+  format::RecordHeader rh;
+  rh.stream = stream;
+  rh.type = type;
+  rh.length = uint32_t(payload.size());
+  rh.prev = prev;
+  rh.undo_next = undo_next;
+  rh.stream_prev = st ? st->last : kInvalidLsn;
+  std::byte header[kRecordHeaderSize];
+  rh.EncodeTo(header);
+  rh.checksum = format::RecordChecksum(header, payload_hash);
+  rh.EncodeTo(header);
+
+  buf_.resize(new_end - buf_start_);
+  Lsn lsn = kInvalidLsn;
+  Layout(block_, end_, total, [&](Lsn at, uint8_t ftype, uint64_t off, uint64_t n) {
+    if (lsn == kInvalidLsn) lsn = at;
+    std::byte* p = buf_.data() + (at - buf_start_);
+    FragmentHeader fh;
+    fh.address = at;
+    fh.epoch = epoch_;
+    fh.length = uint16_t(n);
+    fh.type = ftype;
+    fh.stream = stream;
+    fh.EncodeTo(p);  // flush_back and checksum are stamped by the flush
+    p += kFragmentHeaderSize;
+    // Copy [off, off + n) of header | prefix | body.
+    auto copy = [&](std::span<const std::byte> part, uint64_t part_off) {
+      if (part.empty() || off + n <= part_off || off >= part_off + part.size()) return;
+      uint64_t from = std::max(off, part_off);
+      uint64_t to = std::min(off + n, part_off + part.size());
+      std::memcpy(p + (from - off), part.data() + (from - part_off), to - from);
+    };
+    copy({header, kRecordHeaderSize}, 0);
+    copy(payload.prefix, kRecordHeaderSize);
+    copy(payload.body, kRecordHeaderSize + payload.prefix.size());
+  });
+  end_ = new_end;
+  if (st) st->last = lsn;
+  stats_.appends++;
+  return lsn;
+}
+
+Result<std::unique_ptr<Reservation>> LogImpl::Reserve(uint64_t payload_bytes) {
+  if (payload_bytes > UINT32_MAX) return Status::InvalidArgument("reservation too large");
+  const uint64_t bytes = WorstCaseBytes(payload_bytes);
+  std::lock_guard lock(mu_);
+  if (!failed_.ok()) return failed_;
+  KTMFS_RETURN_IF_ERROR(MakeRoomLocked(end_ + block_ + reserved_ + bytes));
+  reserved_ += bytes;
+  return std::unique_ptr<Reservation>(new ReservationImpl(anchor_, bytes));
+}
+
+void LogImpl::Unreserve(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  reserved_ -= bytes;
+}
+
+// Makes the ring reach needed_end: by persisting a later start (space every stream released),
+// or by adding a container; "log full" when neither is possible.
+Status LogImpl::MakeRoomLocked(Lsn needed_end) {
+  while (true) {
+    const uint64_t n = image_.ring.size();
+    const Lsn limit = (image_.start_lsn / container_ + n) * container_;
+    if (needed_end <= limit) return Status::Ok();
+    Lsn candidate = flushed_;
+    for (const auto& [id, st] : streams_)
+      candidate = std::min(candidate, st.base);
+    if (candidate / container_ > image_.start_lsn / container_) {
+      KTMFS_RETURN_IF_ERROR(StoreBaseLocked());
+      continue;
+    }
+    if (n < image_.max_containers) {
+      KTMFS_RETURN_IF_ERROR(GrowLocked());
+      continue;
+    }
+    std::string pin = "unflushed records";
+    Lsn pin_lsn = flushed_;
+    for (const auto& [id, st] : streams_) {
+      if (st.base <= pin_lsn) pin_lsn = st.base, pin = "stream " + StreamNameLocked(id);
+    }
+    return Status::LogFull("log full: " + std::to_string(n) + " of " +
+                           std::to_string(image_.max_containers) + " containers in use and " + pin +
+                           " holds LSN " + Hex(pin_lsn));
+  }
+}
+
+// Inserts a new container after the newest one in logical order, so the containers already in
+// use keep their place relative to the anchor.
+Status LogImpl::GrowLocked() {
+  const uint64_t n = image_.ring.size();
+  const uint64_t new_logical = image_.start_lsn / container_ + n;
+  const uint32_t id = image_.next_container_id;
+  auto file = storage_->Open(ContainerFileName(id), OpenMode::kCreate);
+  if (!file.ok()) return file.status();
+  KTMFS_RETURN_IF_ERROR((*file)->Allocate(container_));
+  KTMFS_RETURN_IF_ERROR(storage_->SyncDir());
+  // Index of the newest container in use, then the new one right after it.
+  const int64_t d = int64_t(new_logical - 1 - image_.anchor_logical) % int64_t(n);
+  const uint64_t newest = uint64_t((int64_t(image_.anchor_index) + d + int64_t(n)) % int64_t(n));
+  image_.ring.insert(image_.ring.begin() + int64_t(newest + 1), id);
+  image_.anchor_logical = new_logical;
+  image_.anchor_index = uint32_t(newest + 1);
+  image_.next_container_id = id + 1;
+  files_[id] = std::move(*file);
+  return StoreBaseLocked();
+}
+
+// Ends the buffer at a block boundary: a flush never leaves a block for a later write to
+// rewrite, so a torn write can only harm unflushed data.
+void LogImpl::SealLocked() {
+  if (end_ % block_ == 0) return;
+  const uint64_t room = block_ - end_ % block_;
+  buf_.resize(BlockCeil(end_) - buf_start_);
+  if (room >= kMinRecordStart) {
+    FragmentHeader fh;
+    fh.address = end_;
+    fh.epoch = epoch_;
+    fh.length = uint16_t(room - kFragmentHeaderSize);
+    fh.type = format::kPad;
+    fh.EncodeTo(buf_.data() + (end_ - buf_start_));
+  }
+  end_ = BlockCeil(end_);
+}
+
+// Group commit: a caller whose record is not yet in any flush issues a new flush of everything
+// appended so far, unless max_inflight_ flushes are already in the kernel (one by default:
+// while it runs, the next group collects); then it waits, and its record goes out with a later
+// flush. Having led a flush, a caller leads the next one at once if others wait for records not
+// yet in any flush: handing over would cost a thread wake-up while the disk idles. Waiters are
+// woken one by one, only when their record is durable or when a leader is needed, not all at
+// every flush (on few cores, waking every committer each time costs more than the sync).
+Status LogImpl::Flush(Lsn lsn) {
+  std::unique_lock lock(mu_);
+  stats_.flushes_requested++;
+  // The record starting at lsn must be complete, so flush past its first byte.
+  const Lsn target = lsn >= end_ ? end_ : lsn + 1;
+  wanted_ = std::max(wanted_, target);
+  int led = 0;
+  while (true) {
+    if (flushed_ >= target) {
+      if (led == 0 || led >= kMaxLeadRounds || wanted_ <= buf_start_ ||
+          inflight_.size() >= max_inflight_ || !failed_.ok()) {
+        if (led > 0) WakeWaitersLocked(/*need_leader=*/true);
+        break;
+      }
+    } else {
+      if (!failed_.ok()) return failed_;
+      if (target <= buf_start_ || inflight_.size() >= max_inflight_) {
+        Waiter w;
+        w.target = target;
+        waiters_.push_back(&w);
+        w.cv.wait(lock, [&] { return w.woken; });
+        std::erase(waiters_, &w);
+        continue;
+      }
+    }
+    led++;
+    SealLocked();
+    inflight_.push_back(std::make_unique<InFlight>());
+    InFlight* f = inflight_.back().get();
+    f->start = buf_start_;
+    f->end = end_;
+    AlignedBytes data;
+    data.swap(buf_);
+    buf_start_ = end_;
+    const Lsn durable = flushed_;
+    lock.unlock();
+    Status s = WriteOut(f, data, durable);
+    lock.lock();
+    f->done = true;
+    f->status = s;
+    while (!inflight_.empty() && inflight_.front()->done) {
+      const InFlight& e = *inflight_.front();
+      if (failed_.ok() && e.status.ok()) {
+        flushed_ = e.end;
+      } else if (failed_.ok()) {
+        failed_ = e.status;  // nothing after a failed flush counts as durable
+      }
+      inflight_.pop_front();
+    }
+    if (buf_.empty() && buf_.capacity() < data.capacity()) {
+      data.clear();
+      buf_.swap(data);  // keep the larger allocation for the next round
+    }
+    flushed_cv_.notify_all();  // a later piece of a large flush may wait for this one
+    WakeWaitersLocked(/*need_leader=*/false);
+  }
+  return Status::Ok();
+}
+
+// Wakes the waiters whose records are durable (all of them after a failure) and, if asked, the
+// one with the lowest LSN among those that need a new flush, to lead it.
+void LogImpl::WakeWaitersLocked(bool need_leader) {
+  Waiter* leader = nullptr;
+  for (Waiter* w : waiters_) {
+    if (w->woken) continue;
+    if (w->target <= flushed_ || !failed_.ok()) {
+      w->woken = true;
+      w->cv.notify_one();
+    } else if (need_leader && w->target > buf_start_ && (!leader || w->target < leader->target)) {
+      leader = w;
+    }
+  }
+  if (leader && inflight_.size() < max_inflight_) {
+    leader->woken = true;
+    leader->cv.notify_one();
+  }
+}
+
+// Stamps every fragment with its distance to `durable` (all before it was durable when this
+// write was issued: recovery's evidence that a bad spot before it is damage, not a torn tail)
+// and its checksum, then writes and syncs in pieces of at most kMaxFlushBytes.
+Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
+  const Lsn start = f->start;
+  for (uint64_t cs = 0; cs < data.size(); cs += format::kMaxFlushBytes) {
+    const uint64_t ce = std::min<uint64_t>(data.size(), cs + format::kMaxFlushBytes);
+    if (cs > 0) {
+      // A later piece may claim its own earlier pieces as durable once every earlier flush is
+      // done too (and so flush_back stays small).
+      std::unique_lock lock(mu_);
+      flushed_cv_.wait(lock, [&] { return inflight_.front().get() == f || !failed_.ok(); });
+      if (!failed_.ok()) return failed_;
+      durable = start + cs;
+    }
+    for (Lsn p = start + cs; p < start + ce;) {
+      const uint64_t room = block_ - p % block_;
+      if (p % block_ != 0 && room < kMinRecordStart) {
+        p += room;
+        continue;
+      }
+      std::byte* frag = data.data() + (p - start);
+      if (static_cast<uint8_t>(frag[26]) == format::kZero) {
+        p = BlockFloor(p) + block_;
+        continue;
+      }
+      format::Put32(frag + 16, uint32_t(p - durable));
+      format::SealFragment(frag);
+      p += kFragmentHeaderSize + format::Get16(frag + 24);
+    }
+    for (Lsn a = start + cs; a < start + ce;) {
+      const uint64_t logical = a / container_;
+      const Lsn cend = std::min<Lsn>(start + ce, (logical + 1) * container_);
+      File* file;
+      {
+        std::lock_guard lock(mu_);
+        file = FileForLocked(logical);
+      }
+      WriteOp op{a % container_, {data.data() + (a - start), size_t(cend - a)}};
+      Status s = file->Write({&op, 1}, true);
+      if (!s.ok()) return s.Annotate("flushing LSN " + Hex(a) + ".." + Hex(cend));
+      {
+        std::lock_guard lock(mu_);
+        stats_.syncs++;
+        stats_.bytes_written += cend - a;
+      }
+      a = cend;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace ktmfs::log

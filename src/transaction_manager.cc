@@ -1,0 +1,948 @@
+#include "src/transaction_manager.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "src/tm_records.h"
+
+namespace ktmfs::tm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string TxName(const Guid& id) {
+  return "transaction " + id.ToString();
+}
+
+std::string LsnText(log::Lsn lsn) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
+  return buf;
+}
+
+struct Rm {
+  std::string name;
+  ResourceManager* callbacks = nullptr;
+  log::Log* log = nullptr;
+};
+
+struct Enlistment {
+  Guid rm;
+  std::string rm_name;
+  std::vector<std::byte> info;
+  ResourceManager* callbacks = nullptr;  // null for enlistments found by recovery
+  log::Log* log = nullptr;
+  NotificationKind awaiting = NotificationKind::kPrepare;
+  bool awaiting_reply = false;
+  log::Lsn durable_at = log::kInvalidLsn;
+  bool resolved = false;  // recovered enlistments: the RM has redone or discarded it
+  // Notifications queued for delivery; one thread delivers at a time so the RM sees them in
+  // order even when replies and timeouts race.
+  std::deque<NotificationKind> outbox;
+  bool delivering = false;
+};
+
+struct Transaction {
+  Guid id;
+  uint32_t owner = 0;
+  std::string description;
+  std::optional<std::chrono::milliseconds> timeout;
+  Clock::time_point begin;
+  std::optional<Clock::time_point> deadline;
+  TxState state = TxState::kActive;
+  std::vector<std::unique_ptr<Enlistment>> enlistments;
+  bool logged = false;  // a record of it is in the log, so its end must be logged too
+  bool recovered = false;
+  Decision decision = Decision::kNone;  // the decision appended to the log (maybe not durable)
+  bool single_phase = false;  // the one RM decides: neither timeout nor rollback can interrupt
+  Status reason;              // why it rolls back
+  bool finished = false;
+  Status failure;  // set when the outcome could not be decided (the TM has failed)
+  std::condition_variable done;
+
+  Enlistment* Find(const Guid& rm) {
+    for (auto& e : enlistments)
+      if (e->rm == rm) return e.get();
+    return nullptr;
+  }
+};
+
+using TxPtr = std::shared_ptr<Transaction>;
+
+}  // namespace
+
+class TransactionManager::Impl {
+ public:
+  Impl(log::Log* log, log::Stream* stream, TmOptions options)
+      : log_(log), stream_(stream), options_(std::move(options)) {
+    if (options_.timeout_thread) timer_ = std::thread([this] { TimerLoop(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    timer_cv_.notify_all();
+    if (timer_.joinable()) timer_.join();
+  }
+
+  Status Recover();
+  Status RegisterResourceManager(const ResourceManagerOptions& o);
+  Status RecoverResourceManager(const Guid& rm,
+                                const std::function<Status(const InDoubtEnlistment&)>& resolve);
+  Result<Guid> Begin(const BeginOptions& o);
+  Status Enlist(const Guid& id, const Guid& rm);
+  Status SetEnlistmentInfo(const Guid& id, const Guid& rm, std::span<const std::byte> info);
+  Status Commit(const Guid& id);
+  Status Rollback(const Guid& id);
+  Status PrepareComplete(const Guid& id, const Guid& rm, const Status& result, log::Lsn lsn);
+  Status SinglePhaseCommitComplete(const Guid& id, const Guid& rm, const Status& result);
+  Status CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn);
+  Status RollbackComplete(const Guid& id, const Guid& rm);
+  Outcome QueryOutcome(const Guid& id) const;
+  std::vector<TransactionInfo> List() const;
+  Result<TransactionInfo> Query(const Guid& id) const;
+  void ExpireTimeouts(Clock::time_point now);
+  Status WriteRestartArea() {
+    std::lock_guard l(mu_);
+    KTMFS_RETURN_IF_ERROR(Usable());
+    return WriteRestartAreaLocked();
+  }
+  TmStats stats() const {
+    std::lock_guard l(mu_);
+    return stats_;
+  }
+  log::Stream* stream() const { return stream_; }
+
+ private:
+  using Deliveries = std::vector<std::pair<TxPtr, Enlistment*>>;
+
+  Status Usable() const;  // mu_ held
+  Result<TxPtr> FindTx(const Guid& id) const;
+  Result<Enlistment*> FindReplier(const TxPtr& tx, const Guid& rm, NotificationKind kind,
+                                  bool* ignore);
+  Result<log::Lsn> AppendLocked(TmRecordType type, const std::vector<std::byte>& payload);
+  void Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind, Deliveries* out);
+  void Deliver(const Deliveries& d);
+  Deliveries StartRollbackLocked(const TxPtr& tx, Status reason);
+  void FinishLocked(const TxPtr& tx, TxState final_state);
+  void Decide(const TxPtr& tx);
+  Status WaitLocked(std::unique_lock<std::mutex>& l, const TxPtr& tx);
+  std::vector<TxImage> SnapshotLocked() const;
+  Status WriteRestartAreaLocked();
+  void MaybeWriteRestartAreaLocked();
+  void RetirePendingEndsLocked(bool flush);
+  TransactionInfo InfoLocked(const Transaction& tx) const;
+  void RememberLocked(const Transaction& tx);
+  const std::pair<TransactionInfo, Status>* RecentLocked(const Guid& id) const;
+  static bool CanRollBack(const Transaction& tx) {
+    return tx.state == TxState::kActive || (tx.state == TxState::kPreparing && !tx.single_phase);
+  }
+  void TimerLoop();
+
+  log::Log* const log_;
+  log::Stream* const stream_;
+  const TmOptions options_;
+
+  mutable std::mutex mu_;
+  bool recovered_ = false;
+  Status failed_;  // once set, the TM refuses everything: an outcome is unknown until recovery
+  std::unordered_map<Guid, TxPtr, GuidHash> txs_;
+  std::unordered_map<Guid, Rm, GuidHash> rms_;
+  // Committed transactions whose end record must wait until the commit records of their RMs in
+  // other logs are durable (an end durable before them would let recovery presume an abort).
+  // Kept in restart areas, so recovery hands their commit outcome out again if need be.
+  struct PendingEnd {
+    TxImage image;
+    std::vector<std::pair<log::Log*, log::Lsn>> needs;
+  };
+  std::vector<PendingEnd> pending_ends_;
+  // The last finished transactions, so that a late Commit or Query can say what became of them.
+  std::deque<std::pair<TransactionInfo, Status>> recent_;
+  log::Lsn last_restart_lsn_ = log::kInvalidLsn;
+  uint32_t commits_since_restart_ = 0;
+  uint64_t bytes_since_restart_ = 0;
+  TmStats stats_;
+
+  std::thread timer_;
+  std::condition_variable timer_cv_;
+  bool stop_ = false;
+};
+
+// ---- helpers
+
+Status TransactionManager::Impl::Usable() const {
+  if (!failed_.ok()) return failed_;
+  if (!recovered_)
+    return Status::InvalidArgument("stream " + stream_->name() +
+                                   ": Recover() must run before the TM is used");
+  return Status::Ok();
+}
+
+Result<TxPtr> TransactionManager::Impl::FindTx(const Guid& id) const {
+  auto it = txs_.find(id);
+  if (it != txs_.end()) return it->second;
+  if (const auto* recent = RecentLocked(id)) {
+    const Status& why = recent->second;
+    std::string what = TxName(id) + " has finished: " + ToString(recent->first.state);
+    if (!why.ok()) what += " (" + why.message() + ")";
+    return Status::Error(why.ok() ? EINVAL : why.code(), what);
+  }
+  return Status::NotFound(TxName(id) + ": no such transaction");
+}
+
+void TransactionManager::Impl::RememberLocked(const Transaction& tx) {
+  constexpr size_t kRecent = 4096;
+  if (recent_.size() == kRecent) recent_.pop_front();
+  recent_.emplace_back(InfoLocked(tx), tx.failure.ok() ? tx.reason : tx.failure);
+}
+
+const std::pair<TransactionInfo, Status>* TransactionManager::Impl::RecentLocked(
+    const Guid& id) const {
+  for (auto it = recent_.rbegin(); it != recent_.rend(); ++it)
+    if (it->first.id == id) return &*it;
+  return nullptr;
+}
+
+Result<Enlistment*> TransactionManager::Impl::FindReplier(const TxPtr& tx, const Guid& rm,
+                                                          NotificationKind kind, bool* ignore) {
+  *ignore = false;
+  Enlistment* e = tx->Find(rm);
+  if (e == nullptr)
+    return Status::NotFound(TxName(tx->id) + ": resource manager " + rm.ToString() +
+                            " is not enlisted");
+  if (e->awaiting_reply && e->awaiting == kind) return e;
+  // A prepare overtaken by a rollback (timeout, another RM refused) is answered late: harmless.
+  if (kind == NotificationKind::kPrepare && tx->state == TxState::kRollingBack) {
+    *ignore = true;
+    return e;
+  }
+  return Status::InvalidArgument(TxName(tx->id) + ": resource manager " + e->rm_name +
+                                 " replied to " + ToString(kind) + " but was not asked (state " +
+                                 ToString(tx->state) + ")");
+}
+
+Result<log::Lsn> TransactionManager::Impl::AppendLocked(TmRecordType type,
+                                                        const std::vector<std::byte>& payload) {
+  log::Stream::AppendArgs args;
+  args.type = static_cast<uint16_t>(type);
+  args.payload = payload;
+  Result<log::Lsn> lsn = stream_->Append(args);
+  if (lsn.ok()) bytes_since_restart_ += payload.size();
+  return lsn;
+}
+
+void TransactionManager::Impl::Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind,
+                                     Deliveries* out) {
+  if (kind == NotificationKind::kRollback) e->outbox.clear();  // supersedes anything queued
+  e->awaiting = kind;
+  e->awaiting_reply = true;
+  e->outbox.push_back(kind);
+  out->emplace_back(tx, e);
+}
+
+void TransactionManager::Impl::Deliver(const Deliveries& deliveries) {
+  std::unique_lock l(mu_);
+  for (const auto& [tx, e] : deliveries) {
+    if (e->delivering) continue;  // the thread already delivering will send it, in order
+    e->delivering = true;
+    while (!e->outbox.empty()) {
+      NotificationKind kind = e->outbox.front();
+      e->outbox.pop_front();
+      ResourceManager* rm = e->callbacks;
+      l.unlock();
+      rm->Notify(Notification{kind, tx->id});
+      l.lock();
+    }
+    e->delivering = false;
+  }
+}
+
+TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLocked(const TxPtr& tx,
+                                                                                   Status reason) {
+  Deliveries d;
+  tx->state = TxState::kRollingBack;
+  tx->reason = std::move(reason);
+  for (auto& e : tx->enlistments)
+    Queue(tx, e.get(), NotificationKind::kRollback, &d);
+  if (tx->enlistments.empty()) FinishLocked(tx, TxState::kRolledBack);
+  return d;
+}
+
+void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state) {
+  tx->state = final_state;
+  PendingEnd pending;
+  if (tx->logged && final_state == TxState::kCommitted) {
+    for (auto& e : tx->enlistments)
+      if (e->log != nullptr && e->log != log_ && e->durable_at != log::kInvalidLsn &&
+          e->log->flushed_lsn() <= e->durable_at)  // flushed_lsn is the durable end
+        pending.needs.emplace_back(e->log, e->durable_at);
+  }
+  if (tx->logged) {
+    if (!pending.needs.empty()) {
+      pending.image = {tx->id, tx->owner, tx->description, Decision::kCommit, {}};
+      for (auto& e : tx->enlistments)
+        pending.image.enlistments.push_back({e->rm, e->rm_name, e->info});
+      pending_ends_.push_back(std::move(pending));
+    } else {
+      // Not flushed: if it is lost, recovery merely hands the outcome out once more. An append
+      // failure (log full) has the same harmless effect.
+      (void)AppendLocked(TmRecordType::kEnd, EncodeTxId(tx->id));
+    }
+  }
+  if (final_state == TxState::kCommitted) {
+    ++stats_.commits;
+    ++commits_since_restart_;
+  } else {
+    ++stats_.rollbacks;
+  }
+  tx->finished = true;
+  tx->done.notify_all();
+  RememberLocked(*tx);
+  txs_.erase(tx->id);
+  RetirePendingEndsLocked(/*flush=*/false);
+  MaybeWriteRestartAreaLocked();
+}
+
+Status TransactionManager::Impl::WaitLocked(std::unique_lock<std::mutex>& l, const TxPtr& tx) {
+  tx->done.wait(l, [&] { return tx->finished; });
+  if (!tx->failure.ok()) return tx->failure;
+  if (tx->state == TxState::kCommitted) return Status::Ok();
+  return tx->reason.ok() ? Status::Error(ECANCELED, TxName(tx->id) + ": rolled back") : tx->reason;
+}
+
+// ---- recovery
+
+Status TransactionManager::Impl::Recover() {
+  std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
+  if (recovered_)
+    return Status::InvalidArgument("stream " + stream_->name() + ": already recovered");
+  const std::string& sname = stream_->name();
+
+  std::map<Guid, TxImage> live;
+  log::Lsn from = stream_->base_lsn();
+  log::Lsn restart_lsn = log::kInvalidLsn;
+  Result<log::Record> restart = stream_->ReadRestartArea();
+  if (!restart.ok() && restart.status().IsCorruption()) {
+    // The newest restart area is damaged: fall back to the one before it.
+    for (const log::StreamInfo& s : log_->Streams())
+      if (s.id == stream_->id()) restart_lsn = s.restart_lsn;
+    restart = stream_->ReadPreviousRestartArea(restart_lsn);
+  }
+  if (restart.ok()) {
+    Result<std::vector<TxImage>> images = DecodeRestartArea(*restart, sname);
+    if (!images.ok()) return images.status();
+    for (TxImage& tx : *images)
+      live[tx.id] = std::move(tx);
+    from = restart_lsn = restart->lsn;
+    last_restart_lsn_ = restart->lsn;
+  } else if (!restart.status().IsNotFound()) {
+    return restart.status().Annotate("stream " + sname + ": reading the restart area");
+  }
+
+  std::unique_ptr<log::Cursor> cursor = stream_->ReadForward(from);
+  log::Record rec;
+  for (;;) {
+    Result<bool> more = cursor->Next(&rec);
+    if (!more.ok()) return more.status().Annotate("stream " + sname + ": recovery");
+    if (!*more) break;
+    if (rec.lsn == restart_lsn || !IsTmRecordType(rec.type)) continue;
+    Result<TmRecord> r = DecodeTmRecord(rec, sname);
+    if (!r.ok()) return r.status();
+    TxImage& tx = r->tx;
+    switch (r->type) {
+      case TmRecordType::kEnlist: {
+        TxImage& t = live[tx.id];
+        if (t.id.IsNil()) {
+          t.id = tx.id;
+          t.owner = tx.owner;
+          t.description = tx.description;
+        }
+        bool known =
+            std::any_of(t.enlistments.begin(), t.enlistments.end(),
+                        [&](const EnlistmentImage& e) { return e.rm == r->enlistment.rm; });
+        if (!known) t.enlistments.push_back(r->enlistment);
+        break;
+      }
+      case TmRecordType::kEnlistInfo: {
+        auto it = live.find(tx.id);
+        if (it == live.end()) break;
+        for (EnlistmentImage& e : it->second.enlistments)
+          if (e.rm == r->enlistment.rm) e.info = r->enlistment.info;
+        break;
+      }
+      case TmRecordType::kCommit:
+        live[tx.id] = std::move(tx);
+        break;
+      case TmRecordType::kAbort: {
+        auto it = live.find(tx.id);
+        if (it != live.end()) it->second.decision = Decision::kAbort;
+        break;
+      }
+      case TmRecordType::kEnd:
+        live.erase(tx.id);
+        break;
+    }
+  }
+
+  Clock::time_point now = Clock::now();
+  for (auto& [id, image] : live) {
+    if (image.enlistments.empty()) continue;
+    auto tx = std::make_shared<Transaction>();
+    tx->id = id;
+    tx->owner = image.owner;
+    tx->description = image.description;
+    tx->begin = now;
+    tx->logged = true;
+    tx->recovered = true;
+    tx->decision = image.decision;
+    // Presumed abort: without a commit decision in the log, the transaction rolls back.
+    tx->state = image.decision == Decision::kCommit ? TxState::kCommitting : TxState::kRollingBack;
+    for (EnlistmentImage& e : image.enlistments) {
+      auto en = std::make_unique<Enlistment>();
+      en->rm = e.rm;
+      en->rm_name = e.rm_name;
+      en->info = std::move(e.info);
+      tx->enlistments.push_back(std::move(en));
+    }
+    txs_[id] = std::move(tx);
+  }
+  recovered_ = true;
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::RegisterResourceManager(const ResourceManagerOptions& o) {
+  std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
+  if (o.callbacks == nullptr || o.name.empty() || o.id.IsNil())
+    return Status::InvalidArgument("resource manager '" + o.name +
+                                   "': a name, an id and callbacks are required");
+  if (rms_.count(o.id))
+    return Status::Busy("resource manager " + o.id.ToString() + " is already registered");
+  for (const auto& [id, rm] : rms_)
+    if (rm.name == o.name)
+      return Status::Busy("resource manager name '" + o.name + "' is already registered");
+  rms_[o.id] = Rm{o.name, o.callbacks, o.log};
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::RecoverResourceManager(
+    const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) {
+  std::vector<std::pair<TxPtr, InDoubtEnlistment>> work;
+  {
+    std::lock_guard l(mu_);
+    KTMFS_RETURN_IF_ERROR(Usable());
+    if (!rms_.count(rm))
+      return Status::NotFound("resource manager " + rm.ToString() + " is not registered");
+    for (const auto& [id, tx] : txs_) {
+      if (!tx->recovered) continue;
+      Enlistment* e = tx->Find(rm);
+      if (e == nullptr || e->resolved) continue;
+      Outcome outcome = tx->state == TxState::kCommitting ? Outcome::kCommit : Outcome::kRollback;
+      work.push_back({tx, InDoubtEnlistment{id, outcome, e->info}});
+    }
+  }
+  for (auto& [tx, item] : work) {
+    Status s = resolve(item);
+    if (!s.ok())
+      return s.Annotate(TxName(tx->id) + ": resource manager " + rm.ToString() + ": " +
+                        ToString(item.outcome));
+    std::lock_guard l(mu_);
+    tx->Find(rm)->resolved = true;
+    bool all = std::all_of(tx->enlistments.begin(), tx->enlistments.end(),
+                           [](const auto& e) { return e->resolved; });
+    if (all && !tx->finished)
+      FinishLocked(tx,
+                   item.outcome == Outcome::kCommit ? TxState::kCommitted : TxState::kRolledBack);
+  }
+  return Status::Ok();
+}
+
+// ---- transactions
+
+Result<Guid> TransactionManager::Impl::Begin(const BeginOptions& o) {
+  std::lock_guard l(mu_);
+  KTMFS_RETURN_IF_ERROR(Usable());
+  auto tx = std::make_shared<Transaction>();
+  tx->id = Guid::Random();
+  tx->owner = o.owner;
+  tx->description = o.description;
+  tx->timeout = o.timeout;
+  tx->begin = Clock::now();
+  if (o.timeout) tx->deadline = tx->begin + *o.timeout;
+  txs_[tx->id] = tx;
+  if (o.timeout) timer_cv_.notify_all();
+  return tx->id;
+}
+
+Status TransactionManager::Impl::Enlist(const Guid& id, const Guid& rm) {
+  std::lock_guard l(mu_);
+  KTMFS_RETURN_IF_ERROR(Usable());
+  auto rit = rms_.find(rm);
+  if (rit == rms_.end())
+    return Status::NotFound("resource manager " + rm.ToString() + " is not registered");
+  Result<TxPtr> tx = FindTx(id);
+  if (!tx.ok()) return tx.status();
+  TxPtr t = *tx;
+  if (t->state != TxState::kActive)
+    return Status::InvalidArgument(TxName(id) + " is " + ToString(t->state) + ": cannot enlist " +
+                                   rit->second.name);
+  if (t->Find(rm) != nullptr) return Status::Ok();
+  TxImage image{id, t->owner, t->description, Decision::kNone, {}};
+  EnlistmentImage ei{rm, rit->second.name, {}};
+  Result<log::Lsn> lsn = AppendLocked(TmRecordType::kEnlist, EncodeEnlist(image, ei));
+  if (!lsn.ok()) return lsn.status().Annotate(TxName(id) + ": enlisting " + rit->second.name);
+  auto e = std::make_unique<Enlistment>();
+  e->rm = rm;
+  e->rm_name = rit->second.name;
+  e->callbacks = rit->second.callbacks;
+  e->log = rit->second.log;
+  t->enlistments.push_back(std::move(e));
+  t->logged = true;
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::SetEnlistmentInfo(const Guid& id, const Guid& rm,
+                                                   std::span<const std::byte> info) {
+  std::lock_guard l(mu_);
+  KTMFS_RETURN_IF_ERROR(Usable());
+  Result<TxPtr> tx = FindTx(id);
+  if (!tx.ok()) return tx.status();
+  Enlistment* e = (*tx)->Find(rm);
+  if (e == nullptr)
+    return Status::NotFound(TxName(id) + ": resource manager " + rm.ToString() +
+                            " is not enlisted");
+  TxState s = (*tx)->state;
+  if (s != TxState::kActive && s != TxState::kPreparing)
+    return Status::InvalidArgument(TxName(id) + " is " + ToString(s) +
+                                   ": recovery information can no longer change");
+  Result<log::Lsn> lsn = AppendLocked(TmRecordType::kEnlistInfo, EncodeEnlistInfo(id, rm, info));
+  if (!lsn.ok()) return lsn.status().Annotate(TxName(id) + ": recovery information");
+  e->info.assign(info.begin(), info.end());
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::Commit(const Guid& id) {
+  std::unique_lock l(mu_);
+  KTMFS_RETURN_IF_ERROR(Usable());
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  if (tx->state == TxState::kRollingBack && !tx->reason.ok())
+    return tx->reason.Annotate(TxName(id) + ": cannot commit");
+  if (tx->state != TxState::kActive || tx->recovered)
+    return Status::InvalidArgument(TxName(id) + " is " + ToString(tx->state) + ": cannot commit");
+  Deliveries d;
+  if (tx->enlistments.empty()) {
+    FinishLocked(tx, TxState::kCommitted);
+    return Status::Ok();
+  }
+  tx->state = TxState::kPreparing;
+  tx->single_phase = tx->enlistments.size() == 1;
+  NotificationKind kind =
+      tx->single_phase ? NotificationKind::kSinglePhaseCommit : NotificationKind::kPrepare;
+  for (auto& e : tx->enlistments)
+    Queue(tx, e.get(), kind, &d);
+  l.unlock();
+  Deliver(d);
+  l.lock();
+  return WaitLocked(l, tx);
+}
+
+Status TransactionManager::Impl::Rollback(const Guid& id) {
+  std::unique_lock l(mu_);
+  KTMFS_RETURN_IF_ERROR(Usable());
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  if (tx->recovered)
+    return Status::InvalidArgument(TxName(id) + " was recovered (" + ToString(tx->state) +
+                                   "): it finishes when its resource managers recover");
+  if (CanRollBack(*tx)) {
+    Deliveries d =
+        StartRollbackLocked(tx, Status::Error(ECANCELED, TxName(id) + ": rolled back by request"));
+    l.unlock();
+    Deliver(d);
+    l.lock();
+  } else if (tx->state != TxState::kRollingBack) {
+    return Status::InvalidArgument(TxName(id) + " is " + ToString(tx->state) +
+                                   ": too late to roll back");
+  }
+  Status s = WaitLocked(l, tx);
+  if (tx->state == TxState::kRolledBack && tx->failure.ok()) return Status::Ok();
+  return s.ok() ? Status::InvalidArgument(TxName(id) + " committed before the rollback") : s;
+}
+
+// ---- replies
+
+Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
+                                                 const Status& result, log::Lsn lsn) {
+  std::unique_lock l(mu_);
+  if (!failed_.ok()) return failed_;
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  bool ignore;
+  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kPrepare, &ignore);
+  if (!e.ok() || ignore) return e.status();
+  (*e)->awaiting_reply = false;
+  (*e)->durable_at = lsn;
+  if (!result.ok()) {
+    Deliveries d = StartRollbackLocked(tx, result.Annotate(TxName(id) + ": resource manager " +
+                                                           (*e)->rm_name + " refused to prepare"));
+    l.unlock();
+    Deliver(d);
+    return Status::Ok();
+  }
+  for (auto& other : tx->enlistments)
+    if (other->awaiting_reply) return Status::Ok();
+  tx->state = TxState::kPrepared;
+  l.unlock();
+  Decide(tx);
+  return Status::Ok();
+}
+
+// Every RM is prepared: make their prepared state and then the decision durable, then tell them.
+void TransactionManager::Impl::Decide(const TxPtr& tx) {
+  auto rollback = [&](Status why) {
+    std::unique_lock l(mu_);
+    Deliveries d = StartRollbackLocked(tx, std::move(why));
+    l.unlock();
+    Deliver(d);
+  };
+  // RMs in other logs: flush them to their prepared records (the TM's flush covers the rest).
+  for (auto& e : tx->enlistments) {
+    if (e->log == nullptr || e->log == log_ || e->durable_at == log::kInvalidLsn) continue;
+    Status s = e->log->Flush(e->durable_at);
+    if (!s.ok())
+      return rollback(s.Annotate(TxName(tx->id) + ": making " + e->rm_name + "'s prepare durable"));
+  }
+  std::unique_lock l(mu_);
+  if (!failed_.ok()) {
+    l.unlock();
+    return rollback(failed_);
+  }
+  TxImage image{tx->id, tx->owner, tx->description, Decision::kCommit, {}};
+  for (auto& e : tx->enlistments)
+    image.enlistments.push_back({e->rm, e->rm_name, e->info});
+  Result<log::Lsn> commit_lsn = AppendLocked(TmRecordType::kCommit, EncodeCommit(image));
+  if (!commit_lsn.ok()) {
+    l.unlock();
+    return rollback(commit_lsn.status().Annotate(TxName(tx->id) + ": logging the commit"));
+  }
+  tx->decision = Decision::kCommit;
+  l.unlock();
+  // Group commit: concurrent deciders' flushes are coalesced by the log.
+  Status flushed = stream_->Flush(*commit_lsn);
+  l.lock();
+  if (!flushed.ok()) {
+    // The decision may or may not have reached the disk. A later abort record overrides it; if
+    // even that cannot be made durable, nobody can know the outcome until recovery.
+    Status why = flushed.Annotate(TxName(tx->id) + ": commit record at LSN " +
+                                  LsnText(*commit_lsn) + " not durable");
+    Result<log::Lsn> abort_lsn = AppendLocked(TmRecordType::kAbort, EncodeTxId(tx->id));
+    // From here a restart area must say "abort": it would otherwise hide the abort record.
+    if (abort_lsn.ok()) tx->decision = Decision::kAbort;
+    l.unlock();
+    Status aborted = abort_lsn.ok() ? stream_->Flush(*abort_lsn) : abort_lsn.status();
+    if (aborted.ok()) return rollback(why);
+    l.lock();
+    if (failed_.ok())
+      failed_ = Status::IoError(why.message() + "; the outcome of " + TxName(tx->id) +
+                                " is unknown until the log is recovered");
+    tx->failure = failed_;
+    tx->finished = true;
+    tx->done.notify_all();
+    RememberLocked(*tx);
+    txs_.erase(tx->id);
+    return;
+  }
+  tx->state = TxState::kCommitting;
+  Deliveries d;
+  for (auto& e : tx->enlistments)
+    Queue(tx, e.get(), NotificationKind::kCommit, &d);
+  l.unlock();
+  Deliver(d);
+}
+
+Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const Guid& rm,
+                                                           const Status& result) {
+  std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  bool ignore;
+  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kSinglePhaseCommit, &ignore);
+  if (!e.ok()) return e.status();
+  (*e)->awaiting_reply = false;
+  if (result.ok()) {
+    FinishLocked(tx, TxState::kCommitted);
+  } else {
+    tx->reason = result.Annotate(TxName(id) + ": resource manager " + (*e)->rm_name +
+                                 " rolled back in single-phase commit");
+    FinishLocked(tx, TxState::kRolledBack);
+  }
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) {
+  std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  bool ignore;
+  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kCommit, &ignore);
+  if (!e.ok()) return e.status();
+  (*e)->awaiting_reply = false;
+  (*e)->durable_at = lsn;  // the end record waits until this commit record is durable
+  for (auto& other : tx->enlistments)
+    if (other->awaiting_reply) return Status::Ok();
+  FinishLocked(tx, TxState::kCommitted);
+  return Status::Ok();
+}
+
+Status TransactionManager::Impl::RollbackComplete(const Guid& id, const Guid& rm) {
+  std::lock_guard l(mu_);
+  if (!failed_.ok()) return failed_;
+  Result<TxPtr> found = FindTx(id);
+  if (!found.ok()) return found.status();
+  TxPtr tx = *found;
+  bool ignore;
+  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kRollback, &ignore);
+  if (!e.ok()) return e.status();
+  (*e)->awaiting_reply = false;
+  for (auto& other : tx->enlistments)
+    if (other->awaiting_reply) return Status::Ok();
+  FinishLocked(tx, TxState::kRolledBack);
+  return Status::Ok();
+}
+
+// ---- queries
+
+Outcome TransactionManager::Impl::QueryOutcome(const Guid& id) const {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(id);
+  if (it != txs_.end() && it->second->state == TxState::kCommitting) return Outcome::kCommit;
+  for (const PendingEnd& p : pending_ends_)
+    if (p.image.id == id) return Outcome::kCommit;
+  return Outcome::kRollback;
+}
+
+TransactionInfo TransactionManager::Impl::InfoLocked(const Transaction& tx) const {
+  TransactionInfo info;
+  info.id = tx.id;
+  info.owner = tx.owner;
+  info.state = tx.state;
+  info.age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - tx.begin);
+  info.timeout = tx.timeout;
+  info.description = tx.description;
+  info.recovered = tx.recovered;
+  for (const auto& e : tx.enlistments)
+    info.resource_managers.push_back(e->rm_name);
+  return info;
+}
+
+std::vector<TransactionInfo> TransactionManager::Impl::List() const {
+  std::lock_guard l(mu_);
+  std::vector<TransactionInfo> out;
+  for (const auto& [id, tx] : txs_)
+    out.push_back(InfoLocked(*tx));
+  std::sort(out.begin(), out.end(),
+            [](const TransactionInfo& a, const TransactionInfo& b) { return a.age > b.age; });
+  return out;
+}
+
+Result<TransactionInfo> TransactionManager::Impl::Query(const Guid& id) const {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(id);
+  if (it != txs_.end()) return InfoLocked(*it->second);
+  if (const auto* recent = RecentLocked(id)) return recent->first;
+  return Status::NotFound(TxName(id) + ": no such transaction");
+}
+
+// ---- timeouts
+
+void TransactionManager::Impl::ExpireTimeouts(Clock::time_point now) {
+  std::vector<Guid> expired;
+  Deliveries d;
+  {
+    std::lock_guard l(mu_);
+    std::vector<TxPtr> due;
+    for (const auto& [id, tx] : txs_)
+      if (tx->deadline && *tx->deadline <= now && CanRollBack(*tx)) due.push_back(tx);
+    for (const TxPtr& tx : due) {
+      expired.push_back(tx->id);
+      Deliveries more = StartRollbackLocked(
+          tx, Status::Error(ETIMEDOUT, TxName(tx->id) + ": timeout of " +
+                                           std::to_string(tx->timeout->count()) + " ms expired"));
+      d.insert(d.end(), more.begin(), more.end());
+    }
+  }
+  Deliver(d);
+  if (options_.on_timeout)
+    for (const Guid& id : expired)
+      options_.on_timeout(id);
+}
+
+void TransactionManager::Impl::TimerLoop() {
+  std::unique_lock l(mu_);
+  while (!stop_) {
+    std::optional<Clock::time_point> next;
+    for (const auto& [id, tx] : txs_)
+      if (tx->deadline && CanRollBack(*tx))
+        if (!next || *tx->deadline < *next) next = tx->deadline;
+    if (!next) {
+      timer_cv_.wait(l);
+      continue;
+    }
+    if (Clock::now() < *next) {
+      timer_cv_.wait_until(l, *next);
+      continue;
+    }
+    l.unlock();
+    ExpireTimeouts(Clock::now());
+    l.lock();
+  }
+}
+
+// ---- restart areas
+
+std::vector<TxImage> TransactionManager::Impl::SnapshotLocked() const {
+  std::vector<TxImage> live;
+  for (const PendingEnd& p : pending_ends_)
+    live.push_back(p.image);
+  for (const auto& [id, tx] : txs_) {
+    if (!tx->logged) continue;
+    TxImage image{id, tx->owner, tx->description, tx->decision, {}};
+    for (const auto& e : tx->enlistments)
+      if (!e->resolved) image.enlistments.push_back({e->rm, e->rm_name, e->info});
+    live.push_back(std::move(image));
+  }
+  return live;
+}
+
+// Runs with mu_ held, so no record can slip in between the snapshot and the restart area: the
+// records after the restart area are exactly what the snapshot does not contain. Everything
+// before the previous restart area is then no longer needed (that one stays as a fallback).
+Status TransactionManager::Impl::WriteRestartAreaLocked() {
+  std::vector<std::byte> payload = EncodeRestartArea(SnapshotLocked());
+  Result<log::Lsn> lsn = stream_->WriteRestartArea(payload, last_restart_lsn_);
+  if (!lsn.ok()) return lsn.status().Annotate("stream " + stream_->name() + ": restart area");
+  last_restart_lsn_ = *lsn;
+  commits_since_restart_ = 0;
+  bytes_since_restart_ = 0;
+  ++stats_.restart_areas;
+  return Status::Ok();
+}
+
+// Logs the end of every pending transaction whose RMs' commit records have become durable since
+// (usually by the next commit's flushes); with `flush`, makes them durable first.
+void TransactionManager::Impl::RetirePendingEndsLocked(bool flush) {
+  std::erase_if(pending_ends_, [&](PendingEnd& p) {
+    std::erase_if(p.needs, [&](const std::pair<log::Log*, log::Lsn>& n) {
+      return n.first->flushed_lsn() > n.second || (flush && n.first->Flush(n.second).ok());
+    });
+    if (!p.needs.empty()) return false;
+    (void)AppendLocked(TmRecordType::kEnd, EncodeTxId(p.image.id));
+    return true;
+  });
+}
+
+void TransactionManager::Impl::MaybeWriteRestartAreaLocked() {
+  // An idle RM's log may never be flushed by anyone else: bound the list.
+  constexpr size_t kMaxPendingEnds = 256;
+  if (pending_ends_.size() >= kMaxPendingEnds) RetirePendingEndsLocked(/*flush=*/true);
+  if (commits_since_restart_ < options_.restart_every_commits &&
+      bytes_since_restart_ < options_.restart_every_bytes)
+    return;
+  // A failure here leaves the stream longer, nothing worse; the next attempt retries.
+  (void)WriteRestartAreaLocked();
+}
+
+// ---- the public face
+
+TransactionManager::TransactionManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TransactionManager::~TransactionManager() = default;
+
+Result<std::unique_ptr<TransactionManager>> TransactionManager::Open(log::Log* log,
+                                                                     TmOptions options) {
+  Result<log::Stream*> stream = log->OpenStream(options.stream_name, true);
+  if (!stream.ok()) return stream.status().Annotate("opening the TM stream " + options.stream_name);
+  return std::unique_ptr<TransactionManager>(
+      new TransactionManager(std::make_unique<Impl>(log, *stream, std::move(options))));
+}
+
+Status TransactionManager::Recover() {
+  return impl_->Recover();
+}
+Status TransactionManager::RegisterResourceManager(const ResourceManagerOptions& o) {
+  return impl_->RegisterResourceManager(o);
+}
+Status TransactionManager::RecoverResourceManager(
+    const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) {
+  return impl_->RecoverResourceManager(rm, resolve);
+}
+Result<Guid> TransactionManager::Begin(const BeginOptions& o) {
+  return impl_->Begin(o);
+}
+Status TransactionManager::Enlist(const Guid& tx, const Guid& rm) {
+  return impl_->Enlist(tx, rm);
+}
+Status TransactionManager::SetEnlistmentInfo(const Guid& tx, const Guid& rm,
+                                             std::span<const std::byte> info) {
+  return impl_->SetEnlistmentInfo(tx, rm, info);
+}
+Status TransactionManager::Commit(const Guid& tx) {
+  return impl_->Commit(tx);
+}
+Status TransactionManager::Rollback(const Guid& tx) {
+  return impl_->Rollback(tx);
+}
+Status TransactionManager::PrepareComplete(const Guid& tx, const Guid& rm, const Status& result,
+                                           log::Lsn durable_at) {
+  return impl_->PrepareComplete(tx, rm, result, durable_at);
+}
+Status TransactionManager::SinglePhaseCommitComplete(const Guid& tx, const Guid& rm,
+                                                     const Status& result) {
+  return impl_->SinglePhaseCommitComplete(tx, rm, result);
+}
+Status TransactionManager::CommitComplete(const Guid& tx, const Guid& rm, log::Lsn durable_at) {
+  return impl_->CommitComplete(tx, rm, durable_at);
+}
+Status TransactionManager::RollbackComplete(const Guid& tx, const Guid& rm) {
+  return impl_->RollbackComplete(tx, rm);
+}
+Outcome TransactionManager::QueryOutcome(const Guid& tx) const {
+  return impl_->QueryOutcome(tx);
+}
+std::vector<TransactionInfo> TransactionManager::List() const {
+  return impl_->List();
+}
+Result<TransactionInfo> TransactionManager::Query(const Guid& tx) const {
+  return impl_->Query(tx);
+}
+void TransactionManager::ExpireTimeouts(std::chrono::steady_clock::time_point now) {
+  impl_->ExpireTimeouts(now);
+}
+Status TransactionManager::WriteRestartArea() {
+  return impl_->WriteRestartArea();
+}
+TmStats TransactionManager::stats() const {
+  return impl_->stats();
+}
+log::Stream* TransactionManager::stream() const {
+  return impl_->stream();
+}
+
+}  // namespace ktmfs::tm
