@@ -2,6 +2,7 @@
 // and serves requests until unmounted. Backgrounds only once the mount is live (unless -f).
 #include <fuse_lowlevel.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <climits>
@@ -30,6 +31,15 @@ int Serve(fuse_session* se, const Options& o) {
   return fuse_session_loop_mt(se, cfg.get());
 }
 
+// Every inode the kernel knows holds an O_PATH descriptor: allow as many as the system does.
+void RaiseFileLimit() {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
@@ -51,6 +61,7 @@ int Run(int argc, char** argv) {
   }
   Options& options = cl->options;
   umask(0);  // the kernel has applied the caller's umask already
+  RaiseFileLimit();
   IdentityScope::InitProcessIdentity();
 
   auto layout = Layout::Create(options);

@@ -84,7 +84,8 @@ timespec TimeToSet(int to_set, int set_bit, int now_bit, const timespec& value) 
 }
 
 int ApplySetattr(Inode* inode, const struct stat* attr, int to_set, fuse_file_info* fi) {
-  const int fh = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+  // Only regular files carry a backing descriptor in fh (directories hold a DirHandle).
+  const int fh = fi != nullptr && inode->type == S_IFREG ? static_cast<int>(fi->fh) : -1;
   if (to_set & FUSE_SET_ATTR_MODE) {
     int r = fh >= 0 ? fchmod(fh, attr->st_mode) : chmod(ProcPath(inode->fd).c_str(), attr->st_mode);
     if (r != 0) return errno;

@@ -28,7 +28,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // Locks are handled by the kernel locally (see ktmfs(8)): every user goes through this mount.
   conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
-  Want(conn, FUSE_CAP_EXPORT_SUPPORT);
+  // No FUSE_CAP_EXPORT_SUPPORT: node ids are inode addresses, valid only while the kernel
+  // holds a lookup count, so they must not outlive it inside NFS file handles.
   Want(conn, FUSE_CAP_SPLICE_WRITE);
   Want(conn, FUSE_CAP_SPLICE_MOVE);
   Want(conn, FUSE_CAP_SPLICE_READ);

@@ -31,6 +31,7 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # fio_bw DIR NAME ARGS... -> prints "MiB/s" (write or read, whichever the job did)
 fio_bw() {
   local dir=$1 name=$2; shift 2
+  sync  # start every job without the previous one's dirty pages being written back
   fio --directory="$dir" --name="$name" --output-format=json "$@" |
     python3 -c 'import json,sys
 j=json.load(sys.stdin)["jobs"][0]
@@ -47,11 +48,12 @@ measure() {
   fio_bw "$dir" seq --rw=read --bs=1M --size=512M --ioengine=psync >"$work/v"
   echo "$label seq_read $(cat "$work/v")" >>"$work/results"
   rm -f "$dir"/seq.*
-  # Cached random reads: lay the file out and read it once so every page is in memory.
+  # Cached random reads: lay the file out and read it once so every page is in memory (and tell
+  # fio not to drop it: its default invalidates the file's cache before a job).
   fio --directory="$dir" --name=rnd --rw=write --bs=1M --size=256M --ioengine=psync \
     --output-format=terse >/dev/null
   cat "$dir"/rnd.* >/dev/null
-  fio_bw "$dir" rnd --rw=randread --bs=4k --size=256M --ioengine=psync --time_based \
+  fio_bw "$dir" rnd --rw=randread --bs=4k --size=256M --ioengine=psync --invalidate=0 --time_based \
     --runtime="$runtime" >"$work/v"
   echo "$label rand_read_4k $(cat "$work/v")" >>"$work/results"
   fio_bw "$dir" rnd --rw=randwrite --bs=4k --size=256M --ioengine=psync --time_based \
@@ -59,6 +61,7 @@ measure() {
   echo "$label rand_write_4k $(cat "$work/v")" >>"$work/results"
   rm -f "$dir"/rnd.*
   mkdir "$dir/meta"
+  sync
   read -r c s u < <("$work/meta" "$dir/meta" "$meta_files")
   rmdir "$dir/meta"
   python3 -c "n=$meta_files; print('$label create %.0f\n$label stat %.0f\n$label unlink %.0f' % (n/$c, n/$s, n/$u))" >>"$work/results"

@@ -69,6 +69,21 @@ TEST_F(PosixTest, AppendTruncateAndSparseExtend) {
     TRY(write(fd, "def", 3));
     TRY(pwrite(fd, "XY", 2, 0));  // O_APPEND: still appends
     close(fd);
+    return 0L;
+  });
+  // A large append takes the spliced write path, which cannot write to O_APPEND files itself.
+  std::string big(256 << 10, 'b');
+  Same([&](const std::string& r) {
+    int fd = open(P(r, "a").c_str(), O_WRONLY | O_APPEND);
+    TRY(fd);
+    TRY(write(fd, big.data(), big.size()));
+    close(fd);
+    struct stat st;
+    TRY(stat(P(r, "a").c_str(), &st));
+    return st.st_size;
+  });
+  EXPECT_EQ(ReadFile(mnt_ + "/a").size(), 8u + big.size());  // "abcdefXY" + big
+  Same([](const std::string& r) {
     TRY(truncate(P(r, "a").c_str(), 20));
     struct stat st;
     TRY(stat(P(r, "a").c_str(), &st));
