@@ -4,12 +4,19 @@
 
 #include <errno.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "mount_harness.h"
+
+// The mount tests run as root, as CI does: they mount, drop caches and act as other users.
+#define KTMFS_REQUIRE_ROOT()                                                        \
+  do {                                                                              \
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (mounts, drop_caches, setuid)"; \
+  } while (0)
 
 namespace ktmfs::fs::testing {
 
@@ -33,6 +40,7 @@ class MountedTest : public ::testing::Test {
   virtual void PrepareBacking() {}
 
   void SetUp() override {
+    KTMFS_REQUIRE_ROOT();
     ASSERT_FALSE(tmp_.path().empty());
     backing_ = tmp_.MakeDir("backing");
     plain_ = tmp_.MakeDir("plain");

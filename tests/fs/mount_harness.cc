@@ -297,11 +297,12 @@ std::string WithKtmfsInstalled(const std::function<std::string()>& fn) {
   return out;
 }
 
-int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value) {
+int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value,
+           const std::vector<gid_t>& groups) {
   pid_t pid = fork();
   if (pid == 0) {
-    if (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 ||
-        setresuid(uid, uid, uid) != 0) {
+    if (setgroups(groups.size(), groups.empty() ? nullptr : groups.data()) != 0 ||
+        setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0) {
       _exit(255);
     }
     umask(umask_value);

@@ -74,9 +74,10 @@ class Mount {
   std::string log_path_;
 };
 
-// Runs `fn` in a child process with the given uid/gid (no supplementary groups) and umask;
+// Runs `fn` in a child process with the given uid/gid, supplementary groups and umask;
 // returns fn's result: 0, or an errno.
-int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value = 022);
+int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value = 022,
+           const std::vector<gid_t>& groups = {});
 
 // Runs `fn` in a child process with a private mount namespace in which /usr/local/sbin holds
 // the ktmfs under test, so mount(8) finds it: mount(8) drops PATH from the environment before

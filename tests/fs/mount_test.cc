@@ -10,6 +10,7 @@
 
 #include <set>
 
+#include "compare_fixture.h"
 #include "mount_harness.h"
 
 namespace ktmfs::fs::testing {
@@ -30,6 +31,7 @@ std::set<std::string> List(const std::string& dir) {
 }
 
 TEST(MountTest, NamedSourcesUnderAReadOnlyRoot) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string a = t.MakeDir("a"), b = t.MakeDir("b"), mnt = t.MakeDir("mnt");
   ASSERT_TRUE(WriteFile(a + "/x", "in a"));
@@ -65,6 +67,7 @@ TEST(MountTest, NamedSourcesUnderAReadOnlyRoot) {
 }
 
 TEST(MountTest, SourceIsTheFsnameInProcMounts) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt");
   Mount m;
@@ -76,6 +79,7 @@ TEST(MountTest, SourceIsTheFsnameInProcMounts) {
 }
 
 TEST(MountTest, BackgroundsOnlyOnceTheMountIsLive) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt");
   ASSERT_TRUE(WriteFile(src + "/f", "ready"));
@@ -100,6 +104,7 @@ struct Checks {
 };
 
 TEST(MountTest, MountCommandAndFusermountUnmount) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt");
   std::string failures = WithKtmfsInstalled([&] {
@@ -131,6 +136,7 @@ TEST(MountTest, MountCommandAndFusermountUnmount) {
 }
 
 TEST(MountTest, FstabEntry) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt"), state = t.Sub("state");
   std::string fstab = t.Sub("fstab");
@@ -159,6 +165,7 @@ TEST(MountTest, FstabEntry) {
 }
 
 TEST(MountTest, SigtermUnmountsAndExitsCleanly) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt");
   Mount m;
@@ -169,6 +176,7 @@ TEST(MountTest, SigtermUnmountsAndExitsCleanly) {
 }
 
 TEST(MountTest, BadOptionsAreRefusedAndNothingIsMounted) {
+  KTMFS_REQUIRE_ROOT();
   TempDir t;
   std::string src = t.MakeDir("src"), mnt = t.MakeDir("mnt");
   struct Case {

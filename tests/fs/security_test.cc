@@ -21,6 +21,7 @@ namespace ktmfs::fs::testing {
 namespace {
 
 constexpr uid_t kNobody = 65534;
+constexpr gid_t kTeam = 4242;  // a supplementary group of the caller in some cases
 
 std::set<std::string> List(const std::string& dir) {
   std::set<std::string> names;
@@ -170,13 +171,21 @@ class OtherUserTest : public MountedTest, public ::testing::WithParamInterface<b
       ASSERT_EQ(chmod((root + "/shared").c_str(), 01777), 0);
       ASSERT_TRUE(WriteFile(root + "/shared/rootfile", "r"));
       ASSERT_EQ(mkdir((root + "/private").c_str(), 0700), 0);
+      ASSERT_EQ(mkdir((root + "/team").c_str(), 0770), 0);
+      ASSERT_EQ(chown((root + "/team").c_str(), 0, kTeam), 0);
+      ASSERT_EQ(chmod((root + "/team").c_str(), 0770), 0);
+      ASSERT_EQ(mkdir((root + "/sgid").c_str(), 0775), 0);
+      ASSERT_EQ(chown((root + "/sgid").c_str(), 0, kTeam), 0);
+      ASSERT_EQ(chmod((root + "/sgid").c_str(), 02777), 0);
       ASSERT_TRUE(WriteFile(root + "/private/inner", "i"));
     }
   }
   // Runs `op` on the plain directory and on the mount as nobody; expects the same errno.
-  int SameAsNobody(const std::string& what, const std::function<long(const std::string&)>& op) {
+  int SameAsNobody(const std::string& what, const std::function<long(const std::string&)>& op,
+                   const std::vector<gid_t>& groups = {}) {
     auto run = [&](const std::string& root) {
-      return AsUser(kNobody, kNobody, [&] { return Err(op(root)); });
+      return AsUser(
+          kNobody, kNobody, [&] { return Err(op(root)); }, 022, groups);
     };
     int plain = run(plain_), mounted = run(mnt_);
     EXPECT_EQ(plain, mounted) << what << ": plain directory vs ktmfs";
@@ -301,6 +310,25 @@ TEST_P(OtherUserTest, CreatedObjectsBelongToTheCaller) {
     // The caller's umask (022) applies as on the plain directory.
     EXPECT_EQ(b.st_mode, pl.st_mode) << name;
   }
+}
+
+TEST_P(OtherUserTest, SupplementaryGroupsCount) {
+  auto create = [](const char* rel) {
+    return [rel](const std::string& r) {
+      int fd = open((r + "/" + rel).c_str(), O_CREAT | O_WRONLY, 0666);
+      if (fd >= 0) close(fd);
+      return static_cast<long>(fd);
+    };
+  };
+  EXPECT_EQ(SameAsNobody("create in team without the group", create("team/a")), EACCES);
+  EXPECT_EQ(SameAsNobody("create in team with the group", create("team/b"), {kTeam}), 0);
+  EXPECT_EQ(SameAsNobody("create in a set-group-ID directory", create("sgid/c")), 0);
+  struct stat b, sg;
+  ASSERT_EQ(stat((backing_ + "/team/b").c_str(), &b), 0);
+  EXPECT_EQ(b.st_uid, kNobody);
+  EXPECT_EQ(b.st_gid, kNobody);
+  ASSERT_EQ(stat((backing_ + "/sgid/c").c_str(), &sg), 0);
+  EXPECT_EQ(sg.st_gid, kTeam);  // inherited from the directory, as on the backing filesystem
 }
 
 INSTANTIATE_TEST_SUITE_P(Permissions, OtherUserTest, ::testing::Bool(), [](const auto& info) {
