@@ -141,6 +141,13 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_f
 }
 
 void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  // With the writeback cache, data may still sit in the kernel's pages (the kernel does not
+  // flush before SEEK_DATA/SEEK_HOLE), so the backing file's holes are not the file's. ENOSYS
+  // makes the kernel answer itself from then on: all of the file is data, the hole is at EOF.
+  if (Fs(req).options().cache.writeback) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   off_t r = lseek(static_cast<int>(fi->fh), off, whence);
   if (r < 0) {
     fuse_reply_err(req, errno);
