@@ -24,6 +24,25 @@ Result<std::string> CanonicalDirectory(const std::string& path, const std::strin
   return std::string(buf);
 }
 
+// Records the directory `c` (canonical) as hidden if it lies strictly inside a source.
+Status HideIfInside(const std::string& c, const std::string& what,
+                    const std::vector<Source>& sources, std::vector<HiddenEntry>* hidden) {
+  struct stat st, pst;
+  std::string parent = c.substr(0, c.rfind('/'));
+  if (parent.empty()) parent = "/";
+  if (stat(c.c_str(), &st) != 0 || stat(parent.c_str(), &pst) != 0) {
+    return Status::Error(errno, what + " " + c + ": " + strerror(errno));
+  }
+  for (const Source& s : sources) {
+    if (c.compare(0, s.path.size() + 1, s.path + "/") == 0 || (s.path == "/" && c != "/")) {
+      hidden->push_back(
+          HiddenEntry{pst.st_dev, pst.st_ino, c.substr(c.rfind('/') + 1), st.st_dev, st.st_ino});
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
 // Creates `path` (mode 0700) if missing and records it as hidden if it lies inside a source.
 Status PrepareStateDir(const std::string& path, const std::vector<Source>& sources,
                        std::vector<HiddenEntry>* hidden) {
@@ -32,24 +51,13 @@ Status PrepareStateDir(const std::string& path, const std::vector<Source>& sourc
   }
   auto canon = CanonicalDirectory(path, "state directory");
   if (!canon.ok()) return canon.status();
-  const std::string& c = *canon;
-  struct stat st, pst;
-  std::string parent = c.substr(0, c.rfind('/'));
-  if (parent.empty()) parent = "/";
-  if (stat(c.c_str(), &st) != 0 || stat(parent.c_str(), &pst) != 0) {
-    return Status::Error(errno, "state directory " + c + ": " + strerror(errno));
-  }
   for (const Source& s : sources) {
-    if (c == s.path) {
-      return Status::InvalidArgument("state directory " + c + " cannot be a backing directory");
-    }
-    if (c.compare(0, s.path.size() + 1, s.path + "/") == 0 || s.path == "/") {
-      hidden->push_back(
-          HiddenEntry{pst.st_dev, pst.st_ino, c.substr(c.rfind('/') + 1), st.st_dev, st.st_ino});
-      break;
+    if (*canon == s.path) {
+      return Status::InvalidArgument("state directory " + *canon +
+                                     " cannot be a backing directory");
     }
   }
-  return Status::Ok();
+  return HideIfInside(*canon, "state directory", sources, hidden);
 }
 
 bool ValidName(const std::string& n) {
@@ -111,6 +119,13 @@ Result<Layout> Layout::Create(const Options& options) {
       }
       if (!already) KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_));
     }
+  }
+  if (!options.mountpoint.empty()) {
+    // A mountpoint inside a source would lead the daemon into its own mount (a deadlock):
+    // inside the mount it is an invisible entry, like the state directory.
+    auto mp = CanonicalDirectory(options.mountpoint, "mountpoint");
+    if (!mp.ok()) return mp.status();
+    KTMFS_RETURN_IF_ERROR(HideIfInside(*mp, "mountpoint", l.sources_, &l.hidden_));
   }
   char buf[PATH_MAX];
   if (realpath(l.state_dir_.c_str(), buf) != nullptr) l.state_dir_ = buf;

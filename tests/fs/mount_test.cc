@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +62,10 @@ TEST(MountTest, NamedSourcesUnderAReadOnlyRoot) {
   ASSERT_EQ(stat((mnt + "/data/..").c_str(), &up), 0);
   EXPECT_EQ(root.st_ino, up.st_ino);
   EXPECT_TRUE(S_ISDIR(root.st_mode));
+  struct statvfs vr, va;  // the virtual root reports the first source's filesystem
+  ASSERT_EQ(statvfs(mnt.c_str(), &vr), 0);
+  ASSERT_EQ(statvfs(a.c_str(), &va), 0);
+  EXPECT_EQ(vr.f_blocks, va.f_blocks);
   std::string line = ProcMountsLine(mnt);
   EXPECT_EQ(line.rfind(source + " " + mnt + " fuse.ktmfs ", 0), 0u) << line;
   EXPECT_EQ(m.Stop(), "");
@@ -205,6 +210,21 @@ TEST(MountTest, BadOptionsAreRefusedAndNothingIsMounted) {
   CommandResult usage = RunCommand({KtmfsBinary(), src});
   EXPECT_NE(usage.exit_code, 0);
   EXPECT_EQ(ProcMountsLine(mnt), "");
+}
+
+TEST(MountTest, MountpointInsideTheSourceIsInvisible) {
+  KTMFS_REQUIRE_ROOT();
+  TempDir t;
+  std::string src = t.MakeDir("src"), mnt = t.MakeDir("src/mnt");
+  ASSERT_TRUE(WriteFile(src + "/f", "x"));
+  Mount m;
+  ASSERT_EQ(m.Start(src, mnt), "");
+  // Without the rule, looking up "mnt" would make the daemon open its own mountpoint.
+  // (mnt.log is the harness's log of the daemon, next to the mountpoint.)
+  EXPECT_EQ(List(mnt), (std::set<std::string>{".", "..", "f", "mnt.log"}));
+  struct stat st;
+  EXPECT_EQ(Err(stat((mnt + "/mnt").c_str(), &st)), ENOENT);
+  EXPECT_EQ(m.Stop(), "");
 }
 
 TEST(MountTest, HelpAndVersion) {

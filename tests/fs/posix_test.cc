@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -300,6 +301,12 @@ TEST_P(PosixTest, FifoAndSpecialFiles) {
     return S_ISFIFO(st.st_mode) ? static_cast<long>(st.st_mode & 0777) : -2L;
   });
   Same([](const std::string& r) { return mknod(P(r, "fifo").c_str(), S_IFIFO | 0600, 0); });
+  Same([](const std::string& r) {  // a device node can be made (the mount is nodev)
+    TRY(mknod(P(r, "null").c_str(), S_IFCHR | 0600, makedev(1, 3)));
+    struct stat st;
+    TRY(lstat(P(r, "null").c_str(), &st));
+    return S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3) ? 0L : 1L;
+  });
   Same([](const std::string& r) {
     TRY(mknod(P(r, "reg").c_str(), S_IFREG | 0600, 0));
     struct stat st;
@@ -558,6 +565,17 @@ TEST_P(PosixTest, UnknownIoctlIsNotATty) {
     return res;
   });
   EXPECT_EQ(o.err, ENOTTY);
+  auto dir = Same([](const std::string& r) {
+    int fd = open(r.c_str(), O_RDONLY | O_DIRECTORY);
+    TRY(fd);
+    uint32_t v = 0;
+    long res = ioctl(fd, _IOW('k', 0x43, uint32_t), &v);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return res;
+  });
+  EXPECT_EQ(dir.err, ENOTTY);
 }
 
 TEST_P(PosixTest, SharedMmapWritesReachTheFile) {
