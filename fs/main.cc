@@ -1,14 +1,99 @@
-// Placeholder entry point until the passthrough daemon lands: it only reports its version.
-#include <cstdio>
-#include <cstring>
+// The ktmfs daemon: parses the command line, prepares the layout and state directory, mounts,
+// and serves requests until unmounted. Backgrounds only once the mount is live (unless -f).
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
 
+#include <climits>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "fs/caller.h"
+#include "fs/filesystem.h"
+#include "fs/layout.h"
+#include "fs/options.h"
 #include "ktmfs_config.h"
 
-int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--version") == 0) {
-    std::printf("ktmfs %s\n", KTMFS_VERSION);
+namespace ktmfs::fs {
+namespace {
+
+int Serve(fuse_session* se, const Options& o) {
+  if (o.single_thread) return fuse_session_loop(se);
+  std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> cfg(fuse_loop_cfg_create(),
+                                                                     fuse_loop_cfg_destroy);
+  fuse_loop_cfg_set_clone_fd(cfg.get(), o.clone_fd ? 1 : 0);
+  // libfuse marks "not given" with 0 or UINT_MAX depending on the field.
+  auto given = [](unsigned v) { return v != 0 && v != UINT_MAX; };
+  if (given(o.max_idle_threads)) fuse_loop_cfg_set_idle_threads(cfg.get(), o.max_idle_threads);
+  if (given(o.max_threads)) fuse_loop_cfg_set_max_threads(cfg.get(), o.max_threads);
+  return fuse_session_loop_mt(se, cfg.get());
+}
+
+int Run(int argc, char** argv) {
+  auto cl = ParseCommandLine(argc, argv);
+  if (!cl.ok()) {
+    std::fprintf(stderr, "ktmfs: %s\n", cl.status().message().c_str());
+    return 1;
+  }
+  if (cl->action == CommandLine::Action::kHelp) {
+    PrintUsage(argv[0]);
+    fuse_cmdline_help();
+    fuse_lowlevel_help();
     return 0;
   }
-  std::fprintf(stderr, "ktmfs: the filesystem daemon is not implemented yet\n");
-  return 1;
+  if (cl->action == CommandLine::Action::kVersion) {
+    std::printf("ktmfs %s\n", KTMFS_VERSION);
+    std::printf("FUSE library version %s\n", fuse_pkgversion());
+    fuse_lowlevel_version();
+    return 0;
+  }
+  Options& options = cl->options;
+  umask(0);  // the kernel has applied the caller's umask already
+  IdentityScope::InitProcessIdentity();
+
+  auto layout = Layout::Create(options);
+  if (!layout.ok()) {
+    std::fprintf(stderr, "ktmfs: %s\n", layout.status().message().c_str());
+    return 1;
+  }
+  Filesystem fs(options, std::move(*layout));
+  if (Status s = fs.OpenRoots(); !s.ok()) {
+    std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+    return 1;
+  }
+
+  fuse_lowlevel_ops ops{};
+  AddEntryOps(&ops);
+  AddFileOps(&ops);
+  AddDirOps(&ops);
+  AddXattrOps(&ops);
+  AddSessionOps(&ops);
+  AddControlOps(&ops);
+
+  std::vector<char*> argv_fuse;
+  for (std::string& a : options.fuse_args)
+    argv_fuse.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv_fuse.size()), argv_fuse.data());
+  // fuse_session_new may reallocate the argument list; it is freed on every path.
+  std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_guard(&args, fuse_opt_free_args);
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+  if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
+  int ret = 1;
+  if (fuse_set_signal_handlers(se) == 0) {
+    if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {
+      fuse_daemonize(options.foreground ? 1 : 0);
+      ret = Serve(se, options);
+      fuse_session_unmount(se);
+    }
+    fuse_remove_signal_handlers(se);
+  }
+  fuse_session_destroy(se);
+  return ret == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace ktmfs::fs
+
+int main(int argc, char** argv) {
+  return ktmfs::fs::Run(argc, argv);
 }

@@ -1,0 +1,128 @@
+#include "fs/filesystem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace ktmfs::fs {
+
+ProcPath::ProcPath(int fd) {
+  std::snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd);
+}
+
+Filesystem::Filesystem(Options options, Layout layout)
+    : options_(std::move(options)), layout_(std::move(layout)) {
+  clock_gettime(CLOCK_REALTIME, &mounted_at_);
+}
+
+Status Filesystem::OpenRoots() {
+  const auto& sources = layout_.sources();
+  for (size_t i = 0; i < sources.size(); i++) {
+    int fd = open(sources[i].path.c_str(), O_PATH | O_DIRECTORY);
+    if (fd < 0) {
+      return Status::Error(errno, "source " + sources[i].path + ": " + std::strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      int err = errno;
+      close(fd);
+      return Status::Error(err, "source " + sources[i].path + ": " + std::strerror(err));
+    }
+    auto inode = std::make_unique<Inode>();
+    inode->fd = fd;
+    inode->dev = st.st_dev;
+    inode->ino = st.st_ino;
+    inode->type = S_IFDIR;
+    inode->source_index = static_cast<int>(i);
+    source_roots_.push_back(inodes_.AddPinned(std::move(inode)));
+  }
+  if (layout_.virtual_root()) {
+    auto root = std::make_unique<Inode>();
+    root->kind = Inode::Kind::kVirtualRoot;
+    root->type = S_IFDIR;
+    root->ino = FUSE_ROOT_ID;
+    inodes_.SetRoot(inodes_.AddPinned(std::move(root)));
+  } else {
+    inodes_.SetRoot(source_roots_[0]);
+  }
+  return Status::Ok();
+}
+
+void Filesystem::VirtualRootAttr(struct stat* st) const {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = FUSE_ROOT_ID;
+  // Read-only names: the sources are fixed by the mount command.
+  st->st_mode = S_IFDIR | 0555;
+  st->st_nlink = 2 + source_roots_.size();
+  st->st_uid = getuid();
+  st->st_gid = getgid();
+  st->st_blksize = 4096;
+  st->st_atim = st->st_mtim = st->st_ctim = mounted_at_;
+}
+
+int Filesystem::Stat(Inode* inode, struct stat* st) const {
+  if (inode->is_virtual_root()) {
+    VirtualRootAttr(st);
+    return 0;
+  }
+  if (fstatat(inode->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  return 0;
+}
+
+int Filesystem::FillEntry(Inode* inode, fuse_entry_param* e) {
+  std::memset(e, 0, sizeof *e);
+  int err = Stat(inode, &e->attr);
+  if (err != 0) return err;
+  e->ino = inodes_.NodeId(inode);
+  e->generation = inode == inodes_.root() ? 0 : inode->generation;
+  e->attr_timeout = options_.cache.attr_timeout;
+  e->entry_timeout = options_.cache.entry_timeout;
+  return 0;
+}
+
+int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
+  if (parent->is_virtual_root()) {
+    if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) {
+      inodes_.Ref(parent);
+      return FillEntry(parent, e);
+    }
+    const auto& sources = layout_.sources();
+    for (size_t i = 0; i < sources.size(); i++) {
+      if (sources[i].name == name) {
+        inodes_.Ref(source_roots_[i]);
+        return FillEntry(source_roots_[i], e);
+      }
+    }
+    return ENOENT;
+  }
+  if (std::strcmp(name, "..") == 0 && parent->pinned) {
+    // A root's parent is the mount's root: no walk leads above a backing directory.
+    Inode* root = inodes_.root();
+    inodes_.Ref(root);
+    return FillEntry(root, e);
+  }
+  if (IsHiddenName(parent, name)) return ENOENT;
+  int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW);
+  if (fd < 0) return errno;
+  std::memset(e, 0, sizeof *e);
+  if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  if (layout_.IsHiddenObject(e->attr.st_dev, e->attr.st_ino)) {
+    close(fd);
+    return ENOENT;
+  }
+  Inode* inode = inodes_.Acquire(fd, e->attr, parent->source_index);
+  e->ino = inodes_.NodeId(inode);
+  e->generation = inode == inodes_.root() ? 0 : inode->generation;
+  e->attr_timeout = options_.cache.attr_timeout;
+  e->entry_timeout = options_.cache.entry_timeout;
+  return 0;
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,81 @@
+// The inode table: one Inode per backing object, keyed by its (dev, ino) and held open by an
+// O_PATH descriptor, so a name renamed behind the kernel's back still reaches the same object
+// and hard links share one node. The kernel's node id is the Inode's address (the root is
+// FUSE_ROOT_ID); lookup counts follow the kernel's LOOKUP/FORGET protocol.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+namespace ktmfs::fs {
+
+struct Inode {
+  enum class Kind { kBacking, kVirtualRoot };
+  Kind kind = Kind::kBacking;
+  int fd = -1;  // O_PATH, O_NOFOLLOW; -1 for the virtual root
+  dev_t dev = 0;
+  ino_t ino = 0;
+  mode_t type = 0;  // S_IFMT bits, fixed for the object's life
+  uint64_t generation = 0;
+  uint64_t nlookup = 0;   // guarded by the table's mutex
+  bool pinned = false;    // a root: never dropped by FORGET
+  int source_index = -1;  // the source this object belongs to
+
+  ~Inode();
+  bool is_virtual_root() const { return kind == Kind::kVirtualRoot; }
+};
+
+class InodeTable {
+ public:
+  InodeTable() = default;
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  // Installs a pinned root (a source root or the virtual root) owned by the table.
+  Inode* AddPinned(std::unique_ptr<Inode> inode);
+  void SetRoot(Inode* root) { root_ = root; }
+  Inode* root() const { return root_; }
+
+  // Finds or adds the object described by `st`; takes ownership of `fd` (closes it if the
+  // object is already known) and counts one lookup.
+  Inode* Acquire(int fd, const struct stat& st, int source_index);
+  // Counts another lookup of a known inode (readdirplus of an already-held object).
+  void Ref(Inode* inode, uint64_t n = 1);
+  // FORGET: drops `n` lookups; frees the inode when none remain.
+  void Forget(Inode* inode, uint64_t n);
+
+  Inode* FromNodeId(fuse_ino_t id) const {
+    return id == FUSE_ROOT_ID ? root_ : reinterpret_cast<Inode*>(static_cast<uintptr_t>(id));
+  }
+  fuse_ino_t NodeId(const Inode* inode) const {
+    return inode == root_ ? FUSE_ROOT_ID
+                          : static_cast<fuse_ino_t>(reinterpret_cast<uintptr_t>(inode));
+  }
+  size_t size() const;
+
+ private:
+  struct Key {
+    dev_t dev;
+    ino_t ino;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      return std::hash<uint64_t>()(k.ino * 1000003u ^ k.dev);
+    }
+  };
+  mutable std::mutex mu_;
+  std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
+  std::unique_ptr<Inode> virtual_root_;
+  Inode* root_ = nullptr;
+  std::atomic<uint64_t> next_generation_{1};
+};
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,207 @@
+// Directory handles: opendir/readdir/readdirplus/releasedir/fsyncdir. Hidden entries (the state
+// directory) are skipped; the virtual root lists the named sources.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "fs/caller.h"
+#include "fs/filesystem.h"
+
+namespace ktmfs::fs {
+namespace {
+
+struct DirHandle {
+  Inode* inode = nullptr;
+  DIR* dp = nullptr;  // null for the virtual root
+  off_t offset = 0;
+  dirent* entry = nullptr;  // read but not yet returned (did not fit)
+  std::mutex mu;
+  ~DirHandle() {
+    if (dp != nullptr) closedir(dp);
+  }
+};
+
+DirHandle* Handle(fuse_file_info* fi) {
+  return reinterpret_cast<DirHandle*>(fi->fh);
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  auto d = std::make_unique<DirHandle>();
+  d->inode = fs.Get(ino);
+  if (!d->inode->is_virtual_root()) {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    int fd = openat(d->inode->fd, ".", O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    d->dp = fdopendir(fd);
+    if (d->dp == nullptr) {
+      int err = errno;
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  fi->fh = reinterpret_cast<uint64_t>(d.get());
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == 0) d.release();
+}
+
+// The virtual root: ".", "..", then one entry per source; offsets are positions.
+void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  const auto& sources = fs.layout().sources();
+  for (size_t i = static_cast<size_t>(off); i < sources.size() + 2; i++) {
+    const char* name = i == 0 ? "." : i == 1 ? ".." : sources[i - 2].name.c_str();
+    size_t n;
+    if (plus && i >= 2) {
+      fuse_entry_param e;
+      if (fs.Lookup(fs.inodes().root(), name, &e) != 0) continue;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+      if (n > size - used) {
+        fs.inodes().Forget(fs.Get(e.ino), 1);
+        break;
+      }
+    } else if (plus) {
+      fuse_entry_param e{};
+      e.attr.st_ino = FUSE_ROOT_ID;
+      e.attr.st_mode = S_IFDIR;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+      if (n > size - used) break;
+    } else {
+      struct stat st {};
+      st.st_ino = i < 2 ? FUSE_ROOT_ID : i;
+      st.st_mode = S_IFDIR;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, i + 1);
+      if (n > size - used) break;
+    }
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+bool IsDotOrDotDot(const char* n) {
+  return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi,
+             bool plus) {
+  Filesystem& fs = Fs(req);
+  DirHandle* d = Handle(fi);
+  if (d->inode->is_virtual_root()) {
+    ReadVirtualRoot(req, fs, size, off, plus);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  std::lock_guard lock(d->mu);
+  if (off != d->offset) {
+    seekdir(d->dp, off);
+    d->entry = nullptr;
+    d->offset = off;
+  }
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  while (true) {
+    if (d->entry == nullptr) {
+      errno = 0;
+      d->entry = readdir(d->dp);
+      if (d->entry == nullptr) {
+        err = errno;
+        break;
+      }
+    }
+    const char* name = d->entry->d_name;
+    off_t next = d->entry->d_off;
+    if (fs.IsHiddenName(d->inode, name)) {
+      d->entry = nullptr;
+      d->offset = next;
+      continue;
+    }
+    size_t n;
+    if (plus && !IsDotOrDotDot(name)) {
+      fuse_entry_param e;
+      int lerr = fs.Lookup(d->inode, name, &e);
+      if (lerr == ENOENT) {  // removed since readdir saw it
+        d->entry = nullptr;
+        d->offset = next;
+        continue;
+      }
+      if (lerr != 0) {
+        err = lerr;
+        break;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      if (n > size - used) {
+        fs.inodes().Forget(fs.Get(e.ino), 1);
+        break;
+      }
+    } else if (plus) {
+      // "." and "..": no node, so no lookup count.
+      fuse_entry_param e{};
+      e.attr.st_ino = d->entry->d_ino;
+      e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      if (n > size - used) break;
+    } else {
+      struct stat st {};
+      st.st_ino = d->entry->d_ino;
+      st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+      if (n > size - used) break;
+    }
+    used += n;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  // An error after some entries is reported by the next call, which starts with it.
+  if (err != 0 && used == 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_buf(req, buf.data(), used);
+  }
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, false);
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  delete Handle(fi);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
+  DirHandle* d = Handle(fi);
+  if (d->dp == nullptr) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  int fd = dirfd(d->dp);
+  int r = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+}  // namespace
+
+void AddDirOps(fuse_lowlevel_ops* ops) {
+  ops->opendir = OpOpendir;
+  ops->readdir = OpReaddir;
+  ops->readdirplus = OpReaddirplus;
+  ops->releasedir = OpReleasedir;
+  ops->fsyncdir = OpFsyncdir;
+}
+
+}  // namespace ktmfs::fs

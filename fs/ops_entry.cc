@@ -1,0 +1,287 @@
+// Name and attribute operations: lookup and forget, getattr/setattr, and everything that
+// creates, links, renames or removes a name. All of them act through *at() calls relative to
+// O_PATH descriptors and never follow a symlink, so no name leads outside the backing trees.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/caller.h"
+#include "fs/filesystem.h"
+
+namespace ktmfs::fs {
+namespace {
+
+// A name operation's parent must be a real directory: the virtual root's entries are fixed.
+int CheckParent(Filesystem& fs, Inode* parent, const char* name) {
+  if (parent->is_virtual_root()) return EPERM;
+  if (fs.IsHiddenName(parent, name)) return EPERM;  // the name is taken by the state directory
+  return 0;
+}
+
+void ReplyNewEntry(fuse_req_t req, Filesystem& fs, Inode* parent, const char* name) {
+  fuse_entry_param e;
+  int err = fs.Lookup(parent, name, &e);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Filesystem& fs = Fs(req);
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  fuse_entry_param e;
+  int err = fs.Lookup(fs.Get(parent), name, &e);
+  if (err == ENOENT && fs.options().cache.negative_timeout > 0) {
+    std::memset(&e, 0, sizeof e);
+    e.entry_timeout = fs.options().cache.negative_timeout;
+    fuse_reply_entry(req, &e);
+  } else if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Filesystem& fs = Fs(req);
+  fs.inodes().Forget(fs.Get(ino), nlookup);
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  Filesystem& fs = Fs(req);
+  for (size_t i = 0; i < count; i++)
+    fs.inodes().Forget(fs.Get(forgets[i].ino), forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  struct stat st;
+  int err;
+  if (fi != nullptr) {
+    err = fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
+  } else {
+    err = fs.Stat(fs.Get(ino), &st);
+  }
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_attr(req, &st, fs.options().cache.attr_timeout);
+  }
+}
+
+timespec TimeToSet(int to_set, int set_bit, int now_bit, const timespec& value) {
+  if (to_set & now_bit) return timespec{0, UTIME_NOW};
+  if (to_set & set_bit) return value;
+  return timespec{0, UTIME_OMIT};
+}
+
+int ApplySetattr(Inode* inode, const struct stat* attr, int to_set, fuse_file_info* fi) {
+  const int fh = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    int r = fh >= 0 ? fchmod(fh, attr->st_mode) : chmod(ProcPath(inode->fd).c_str(), attr->st_mode);
+    if (r != 0) return errno;
+  }
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (fchownat(inode->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    int r = fh >= 0 ? ftruncate(fh, attr->st_size)
+                    : truncate(ProcPath(inode->fd).c_str(), attr->st_size);
+    if (r != 0) return errno;
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                FUSE_SET_ATTR_MTIME_NOW)) {
+    timespec ts[2] = {
+        TimeToSet(to_set, FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW, attr->st_atim),
+        TimeToSet(to_set, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW, attr->st_mtim),
+    };
+    int r = fh >= 0 ? futimens(fh, ts)
+                    : utimensat(inode->fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    if (r != 0) return errno;
+  }
+  return 0;
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  int err;
+  {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    err = ApplySetattr(inode, attr, to_set, fi);
+  }
+  struct stat st;
+  if (err == 0) err = fs.Stat(inode, &st);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_attr(req, &st, fs.options().cache.attr_timeout);
+  }
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  char buf[PATH_MAX + 1];
+  ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->fd, "", buf, sizeof buf);
+  if (n < 0) {
+    fuse_reply_err(req, inode->is_virtual_root() ? EINVAL : errno);
+    return;
+  }
+  if (static_cast<size_t>(n) >= sizeof buf) {
+    fuse_reply_err(req, ENAMETOOLONG);
+    return;
+  }
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  if (int err = CheckParent(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+  if (mknodat(p->fd, name, mode, rdev) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  ReplyNewEntry(req, fs, p, name);
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  if (int err = CheckParent(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+  if (mkdirat(p->fd, name, mode) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  ReplyNewEntry(req, fs, p, name);
+}
+
+void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  if (int err = CheckParent(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+  if (symlinkat(link, p->fd, name) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  ReplyNewEntry(req, fs, p, name);
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  Inode* p = fs.Get(newparent);
+  if (int err = CheckParent(fs, p, newname); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (inode->is_virtual_root() || inode->pinned) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
+  // as the caller does not have.
+  if (linkat(AT_FDCWD, ProcPath(inode->fd).c_str(), p->fd, newname, AT_SYMLINK_FOLLOW) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  ReplyNewEntry(req, fs, p, newname);
+}
+
+void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  if (p->is_virtual_root()) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  if (fs.IsHiddenName(p, name)) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  fuse_reply_err(req, unlinkat(p->fd, name, flags) == 0 ? 0 : errno);
+}
+
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  RemoveName(req, parent, name, 0);
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  RemoveName(req, parent, name, AT_REMOVEDIR);
+}
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned int flags) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  Inode* np = fs.Get(newparent);
+  if (p->is_virtual_root() || np->is_virtual_root()) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  // The state directory cannot be moved, nor replaced, nor anything moved over its name.
+  if (fs.IsHiddenName(p, name)) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (fs.IsHiddenName(np, newname)) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  fuse_reply_err(req, renameat2(p->fd, name, np->fd, newname, flags) == 0 ? 0 : errno);
+}
+
+}  // namespace
+
+void AddEntryOps(fuse_lowlevel_ops* ops) {
+  ops->lookup = OpLookup;
+  ops->forget = OpForget;
+  ops->forget_multi = OpForgetMulti;
+  ops->getattr = OpGetattr;
+  ops->setattr = OpSetattr;
+  ops->readlink = OpReadlink;
+  ops->mknod = OpMknod;
+  ops->mkdir = OpMkdir;
+  ops->symlink = OpSymlink;
+  ops->link = OpLink;
+  ops->unlink = OpUnlink;
+  ops->rmdir = OpRmdir;
+  ops->rename = OpRename;
+}
+
+}  // namespace ktmfs::fs

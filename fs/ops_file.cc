@@ -1,0 +1,167 @@
+// Open files: open/create, read and write (spliced when the kernel allows), flush, release,
+// fsync, fallocate, copy_file_range and lseek. Each open gets its own backing descriptor in
+// fi->fh, so file position, O_APPEND and O_DIRECT behave per open as on the backing directory.
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/caller.h"
+#include "fs/filesystem.h"
+
+namespace ktmfs::fs {
+namespace {
+
+// One fd-backed buffer (FUSE_BUFVEC_INIT is a C compound literal).
+fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  v.buf[0].fd = fd;
+  v.buf[0].pos = pos;
+  return v;
+}
+
+int BackingOpenFlags(const Filesystem& fs, int flags) {
+  // Symlinks never get here (the kernel resolves them); O_NOFOLLOW would refuse /proc's link.
+  flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+  if (fs.options().cache.writeback) {
+    // The writeback cache reads pages around partial writes and tracks the end of file itself.
+    if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    flags &= ~O_APPEND;
+  }
+  return flags;
+}
+
+void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
+  fi->fh = static_cast<uint64_t>(fd);
+  fi->keep_cache = fs.options().cache.keep_cache ? 1 : 0;
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  int fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+  if (fd < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  SetOpenReply(fs, fi, fd);
+  if (fuse_reply_open(req, fi) != 0) close(fd);  // the request was interrupted
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  if (p->is_virtual_root() || fs.IsHiddenName(p, name)) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+  int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
+  int fd = openat(p->fd, name, flags, mode);
+  if (fd < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  fuse_entry_param e;
+  int err = fs.Lookup(p, name, &e);
+  if (err != 0) {
+    close(fd);
+    fuse_reply_err(req, err);
+    return;
+  }
+  SetOpenReply(fs, fi, fd);
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    close(fd);
+    fs.inodes().Forget(fs.Get(e.ino), 1);
+  }
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
+  // An fd buffer lets libfuse splice the data from the backing file into /dev/fuse.
+  fuse_bufvec buf = FdBuffer(size, static_cast<int>(fi->fh), off);
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void OpWriteBuf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
+                fuse_file_info* fi) {
+  fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
+  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  // Closing a duplicate reports the backing filesystem's deferred errors at close(2) time.
+  int dup_fd = dup(static_cast<int>(fi->fh));
+  int err = dup_fd < 0 ? errno : (close(dup_fd) == 0 ? 0 : errno);
+  fuse_reply_err(req, err);
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  close(static_cast<int>(fi->fh));
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
+  int fd = static_cast<int>(fi->fh);
+  int r = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t off, off_t len,
+                 fuse_file_info* fi) {
+  int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
+                     fuse_ino_t /*ino_out*/, off_t off_out, fuse_file_info* fi_out, size_t len,
+                     int flags) {
+  loff_t in = off_in, out = off_out;
+  ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out,
+                              len, static_cast<unsigned>(flags));
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  off_t r = lseek(static_cast<int>(fi->fh), off, whence);
+  if (r < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_lseek(req, r);
+  }
+}
+
+}  // namespace
+
+void AddFileOps(fuse_lowlevel_ops* ops) {
+  ops->open = OpOpen;
+  ops->create = OpCreate;
+  ops->read = OpRead;
+  ops->write_buf = OpWriteBuf;
+  ops->flush = OpFlush;
+  ops->release = OpRelease;
+  ops->fsync = OpFsync;
+  ops->fallocate = OpFallocate;
+  ops->copy_file_range = OpCopyFileRange;
+  ops->lseek = OpLseek;
+}
+
+}  // namespace ktmfs::fs

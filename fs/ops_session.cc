@@ -1,0 +1,83 @@
+// Connection set-up and the whole-filesystem operations: init (capabilities negotiated with the
+// kernel), statfs and access.
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "fs/caller.h"
+#include "fs/filesystem.h"
+
+namespace ktmfs::fs {
+namespace {
+
+void Want(fuse_conn_info* conn, unsigned cap) {
+  if (conn->capable & cap) conn->want |= cap;
+}
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  auto* fs = static_cast<Filesystem*>(userdata);
+  const CacheOptions& cache = fs->options().cache;
+  // The kernel applies the caller's umask; the daemon runs with umask 0 so modes arrive intact.
+  conn->want &= ~FUSE_CAP_DONT_MASK;
+  // The kernel clears set-id bits itself on write, truncate and chown: a root daemon writing
+  // to the backing file would keep them (it has CAP_FSETID).
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+  // The backing tree belongs to the daemon while mounted, so cached pages stay valid; a
+  // changed mtime (our own writes) must not throw them away.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // Locks are handled by the kernel locally (see ktmfs(8)): every user goes through this mount.
+  conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+  Want(conn, FUSE_CAP_EXPORT_SUPPORT);
+  Want(conn, FUSE_CAP_SPLICE_WRITE);
+  Want(conn, FUSE_CAP_SPLICE_MOVE);
+  Want(conn, FUSE_CAP_SPLICE_READ);
+  Want(conn, FUSE_CAP_IOCTL_DIR);
+  Want(conn, FUSE_CAP_PARALLEL_DIROPS);
+  Want(conn, FUSE_CAP_ASYNC_READ);
+  Want(conn, FUSE_CAP_ASYNC_DIO);
+  Want(conn, FUSE_CAP_CACHE_SYMLINKS);
+  if (cache.writeback) Want(conn, FUSE_CAP_WRITEBACK_CACHE);
+  conn->max_write = 1u << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  conn->time_gran = 1;
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) inode = fs.Get(FUSE_ROOT_ID);
+  // The virtual root reports the first source's filesystem.
+  int fd = inode->is_virtual_root() ? -1 : inode->fd;
+  struct statvfs sv;
+  int r = fd >= 0 ? fstatvfs(fd, &sv) : statvfs(fs.layout().sources()[0].path.c_str(), &sv);
+  if (r != 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_statfs(req, &sv);
+  }
+}
+
+// Only sent without default_permissions: the check runs on the backing object as the caller.
+void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    fuse_reply_err(req, (mask & W_OK) ? EACCES : 0);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  int r = faccessat(AT_FDCWD, ProcPath(inode->fd).c_str(), mask, AT_EACCESS);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+}  // namespace
+
+void AddSessionOps(fuse_lowlevel_ops* ops) {
+  ops->init = OpInit;
+  ops->statfs = OpStatfs;
+  ops->access = OpAccess;
+}
+
+}  // namespace ktmfs::fs

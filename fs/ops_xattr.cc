@@ -1,0 +1,123 @@
+// Extended attributes, passed through to the backing object. Names under "user.ktmfs." belong
+// to the control interface: they are never stored, never listed, and cannot be set as data.
+#include <errno.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <vector>
+
+#include "fs/caller.h"
+#include "fs/control.h"
+#include "fs/filesystem.h"
+
+namespace ktmfs::fs {
+namespace {
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root() || IsControlXattr(name)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  ProcPath path(inode->fd);
+  if (size == 0) {
+    ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
+    if (n < 0) {
+      fuse_reply_err(req, errno);
+    } else {
+      fuse_reply_xattr(req, static_cast<size_t>(n));
+    }
+    return;
+  }
+  std::vector<char> buf(size);
+  ssize_t n = getxattr(path.c_str(), name, buf.data(), size);
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+  }
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  std::vector<char> names;
+  if (!inode->is_virtual_root()) {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    ProcPath path(inode->fd);
+    // The list is filtered, so its size is known only after reading it whole.
+    while (true) {
+      ssize_t n = listxattr(path.c_str(), nullptr, 0);
+      if (n < 0) {
+        fuse_reply_err(req, errno);
+        return;
+      }
+      names.resize(static_cast<size_t>(n));
+      n = listxattr(path.c_str(), names.data(), names.size());
+      if (n >= 0) {
+        names.resize(static_cast<size_t>(n));
+        break;
+      }
+      if (errno != ERANGE) {
+        fuse_reply_err(req, errno);
+        return;
+      }
+    }
+  }
+  std::vector<char> shown;
+  for (size_t i = 0; i < names.size();) {
+    const char* name = names.data() + i;
+    size_t len = strnlen(name, names.size() - i);
+    if (!IsControlXattr(name)) shown.insert(shown.end(), name, name + len + 1);
+    i += len + 1;
+  }
+  if (size == 0) {
+    fuse_reply_xattr(req, shown.size());
+  } else if (shown.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, shown.data(), shown.size());
+  }
+}
+
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (IsControlXattr(name)) {
+    fuse_reply_err(req, HandleControlXattr(CallerContext::Of(req), name, value, size));
+    return;
+  }
+  if (inode->is_virtual_root()) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  int r = setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root() || IsControlXattr(name)) {
+    fuse_reply_err(req, inode->is_virtual_root() ? EPERM : ENODATA);
+    return;
+  }
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  int r = removexattr(ProcPath(inode->fd).c_str(), name);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+}  // namespace
+
+void AddXattrOps(fuse_lowlevel_ops* ops) {
+  ops->getxattr = OpGetxattr;
+  ops->listxattr = OpListxattr;
+  ops->setxattr = OpSetxattr;
+  ops->removexattr = OpRemovexattr;
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,224 @@
+#include "fs/options.h"
+
+#include <fuse_opt.h>
+#include <limits.h>
+#include <stdlib.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+namespace ktmfs::fs {
+namespace {
+
+enum Key {
+  kKeyHelp,
+  kKeyVersion,
+  kKeyState,
+  kKeyLog,
+  kKeyEntryTimeout,
+  kKeyAttrTimeout,
+  kKeyNegativeTimeout,
+  kKeyWriteback,
+  kKeyNoWriteback,
+  kKeyKeepCache,
+  kKeyNoKeepCache,
+  kKeyRemount,
+  kKeyDefaultPermissions,
+  kKeyAllowOther,
+};
+
+const fuse_opt kOptionSpecs[] = {
+    FUSE_OPT_KEY("-h", kKeyHelp),
+    FUSE_OPT_KEY("--help", kKeyHelp),
+    FUSE_OPT_KEY("-V", kKeyVersion),
+    FUSE_OPT_KEY("--version", kKeyVersion),
+    FUSE_OPT_KEY("state=", kKeyState),
+    FUSE_OPT_KEY("log=", kKeyLog),
+    FUSE_OPT_KEY("entry_timeout=", kKeyEntryTimeout),
+    FUSE_OPT_KEY("attr_timeout=", kKeyAttrTimeout),
+    FUSE_OPT_KEY("negative_timeout=", kKeyNegativeTimeout),
+    FUSE_OPT_KEY("writeback", kKeyWriteback),
+    FUSE_OPT_KEY("nowriteback", kKeyNoWriteback),
+    FUSE_OPT_KEY("keep_cache", kKeyKeepCache),
+    FUSE_OPT_KEY("nokeep_cache", kKeyNoKeepCache),
+    FUSE_OPT_KEY("remount", kKeyRemount),
+    // Seen and kept: libfuse passes them to the kernel, the daemon adapts its checks to them.
+    FUSE_OPT_KEY("default_permissions", kKeyDefaultPermissions),
+    FUSE_OPT_KEY("allow_other", kKeyAllowOther),
+    FUSE_OPT_END,
+};
+
+struct ParseState {
+  CommandLine* cl;
+  std::string error;
+  bool have_source = false;
+};
+
+const char* ValueOf(const char* arg) {
+  return std::strchr(arg, '=') + 1;
+}
+
+bool ParseSeconds(const char* text, double* out) {
+  char* end = nullptr;
+  double v = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !(v >= 0.0)) return false;
+  *out = v;
+  return true;
+}
+
+int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
+  auto* st = static_cast<ParseState*>(data);
+  Options& o = st->cl->options;
+  switch (key) {
+    case kKeyHelp:
+      st->cl->action = CommandLine::Action::kHelp;
+      return 0;
+    case kKeyVersion:
+      st->cl->action = CommandLine::Action::kVersion;
+      return 0;
+    case kKeyState:
+      o.state_dir = ValueOf(arg);
+      if (o.state_dir.empty()) st->error = "-o state= needs a directory";
+      return 0;
+    case kKeyLog: {
+      std::string v = ValueOf(arg);
+      if (v == "multiplexed") {
+        o.log_mode = LogMode::kMultiplexed;
+      } else if (v == "dedicated") {
+        o.log_mode = LogMode::kDedicated;
+      } else {
+        st->error = "-o log=" + v + ": expected log=multiplexed or log=dedicated";
+      }
+      return 0;
+    }
+    case kKeyEntryTimeout:
+    case kKeyAttrTimeout:
+    case kKeyNegativeTimeout: {
+      double* target = key == kKeyEntryTimeout  ? &o.cache.entry_timeout
+                       : key == kKeyAttrTimeout ? &o.cache.attr_timeout
+                                                : &o.cache.negative_timeout;
+      if (!ParseSeconds(ValueOf(arg), target)) {
+        st->error = std::string("-o ") + arg + ": expected a number of seconds >= 0";
+      }
+      return 0;
+    }
+    case kKeyWriteback:
+      o.cache.writeback = true;
+      return 0;
+    case kKeyNoWriteback:
+      o.cache.writeback = false;
+      return 0;
+    case kKeyKeepCache:
+      o.cache.keep_cache = true;
+      return 0;
+    case kKeyNoKeepCache:
+      o.cache.keep_cache = false;
+      return 0;
+    case kKeyRemount:
+      st->error =
+          "-o remount is not supported: the filesystem is served by a running daemon; "
+          "unmount it and mount it again with the new options";
+      return 0;
+    case kKeyDefaultPermissions:
+      o.default_permissions = true;
+      return 1;
+    case kKeyAllowOther:
+      o.allow_other = true;
+      return 1;
+    case FUSE_OPT_KEY_NONOPT:
+      if (!st->have_source) {
+        st->have_source = true;
+        o.source = arg;
+        return 0;
+      }
+      return 1;  // the mountpoint, for fuse_parse_cmdline
+    default:
+      return 1;
+  }
+}
+
+// Escapes ',' and '\' so a source path can travel inside "-o fsname=...".
+std::string EscapeOptionValue(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<CommandLine> ParseCommandLine(int argc, char** argv) {
+  CommandLine cl;
+  ParseState st{&cl, {}, false};
+  fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  std::unique_ptr<fuse_args, void (*)(fuse_args*)> guard(&args, fuse_opt_free_args);
+  if (fuse_opt_parse(&args, &st, kOptionSpecs, ProcessArg) != 0) {
+    return Status::InvalidArgument("cannot parse the command line");
+  }
+  if (cl.action != CommandLine::Action::kRun) return cl;
+  if (!st.error.empty()) return Status::InvalidArgument(st.error);
+
+  fuse_cmdline_opts copts{};
+  if (fuse_parse_cmdline(&args, &copts) != 0) {
+    return Status::InvalidArgument("bad arguments (see ktmfs --help)");
+  }
+  std::unique_ptr<char, void (*)(void*)> mp(copts.mountpoint, free);
+  if (copts.show_help) {
+    cl.action = CommandLine::Action::kHelp;
+    return cl;
+  }
+  if (copts.show_version) {
+    cl.action = CommandLine::Action::kVersion;
+    return cl;
+  }
+  Options& o = cl.options;
+  if (o.source.empty() || copts.mountpoint == nullptr) {
+    return Status::InvalidArgument("expected SOURCE and MOUNTPOINT (see ktmfs --help)");
+  }
+  o.mountpoint = copts.mountpoint;
+  o.foreground = copts.foreground != 0;
+  o.debug = copts.debug != 0;
+  o.single_thread = copts.singlethread != 0;
+  o.clone_fd = copts.clone_fd != 0;
+  o.max_idle_threads = copts.max_idle_threads;
+  o.max_threads = copts.max_threads;
+
+  bool has_fsname = false, has_subtype = false;
+  for (int i = 0; i < args.argc; i++) {
+    std::string a = args.argv[i];
+    o.fuse_args.push_back(a);
+    if (a.find("fsname=") != std::string::npos) has_fsname = true;
+    if (a.find("subtype=") != std::string::npos) has_subtype = true;
+  }
+  if (o.fuse_args.empty()) o.fuse_args.push_back("ktmfs");
+  if (!has_fsname) o.fuse_args.push_back("-ofsname=" + EscapeOptionValue(o.source));
+  if (!has_subtype) o.fuse_args.push_back("-osubtype=ktmfs");
+  return cl;
+}
+
+void PrintUsage(const char* program) {
+  std::printf(
+      "usage: %s [-f] [-d] [-s] [-o OPTIONS] SOURCE MOUNTPOINT\n"
+      "\n"
+      "SOURCE is one directory (/srv/app) or several named ones\n"
+      "(data=/srv/data:conf=/etc/app), shown as top-level entries of the mount.\n"
+      "\n"
+      "ktmfs options:\n"
+      "    -o state=DIR             state directory (default: .ktmfs in the first source)\n"
+      "    -o log=multiplexed|dedicated  one log for all sources, or one per source\n"
+      "    -o entry_timeout=SECS    name cache timeout (default 86400)\n"
+      "    -o attr_timeout=SECS     attribute cache timeout (default 86400)\n"
+      "    -o negative_timeout=SECS negative lookup cache timeout (default 0)\n"
+      "    -o writeback             enable the kernel's writeback cache (default off)\n"
+      "    -o nowriteback           disable it\n"
+      "    -o keep_cache            keep page cache across opens (default)\n"
+      "    -o nokeep_cache          drop page cache on every open\n"
+      "\n",
+      program);
+}
+
+}  // namespace ktmfs::fs

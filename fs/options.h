@@ -1,0 +1,53 @@
+// The daemon's command line: ktmfs's own options are taken out here, the rest (libfuse's
+// session and mount options) is kept in `fuse_args` and validated by libfuse itself, so an
+// unknown option is rejected with libfuse's message naming it.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <string>
+#include <vector>
+
+#include "log/status.h"
+
+namespace ktmfs::fs {
+
+enum class LogMode { kMultiplexed, kDedicated };
+
+struct CacheOptions {
+  double entry_timeout = 86400.0;  // the backing directories belong to the daemon while mounted
+  double attr_timeout = 86400.0;
+  double negative_timeout = 0.0;
+  bool writeback = false;
+  bool keep_cache = true;
+};
+
+struct Options {
+  std::string source;      // as given: "/srv/app" or "data=/srv/data:conf=/etc/app"
+  std::string mountpoint;  // absolute
+  std::string state_dir;   // empty: <first backing dir>/.ktmfs
+  LogMode log_mode = LogMode::kMultiplexed;
+  CacheOptions cache;
+  bool foreground = false;
+  bool debug = false;
+  bool single_thread = false;
+  bool clone_fd = false;
+  unsigned max_idle_threads = 0;  // 0: libfuse's default
+  unsigned max_threads = 0;
+  bool default_permissions = false;
+  bool allow_other = false;
+  // What is left for fuse_session_new (argv[0], -o fsname=..., libfuse options).
+  std::vector<std::string> fuse_args;
+};
+
+// What the command line asks for: run, or print help/version and exit.
+struct CommandLine {
+  enum class Action { kRun, kHelp, kVersion } action = Action::kRun;
+  Options options;
+};
+
+Result<CommandLine> ParseCommandLine(int argc, char** argv);
+
+void PrintUsage(const char* program);
+
+}  // namespace ktmfs::fs
