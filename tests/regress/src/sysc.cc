@@ -12,6 +12,7 @@
 #include <linux/falloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/xattr.h>
@@ -238,6 +239,50 @@ void ReaddirConcurrent(const std::string& dir) {
   std::printf("readdir-concurrent: after rewinddir the listing is %s\n",
               now == expect ? "exact" : "WRONG");
   closedir(d);
+}
+
+// readdir-seek DIR: telldir/seekdir must bring a directory stream back to where it was: for
+// several saved positions, the entries read after seekdir are the ones first read after telldir.
+void ReaddirSeek(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) {
+    std::printf("readdir-seek: opendir %s\n", ErrName(errno).c_str());
+    return;
+  }
+  std::vector<long> positions;
+  std::vector<std::string> names;
+  for (;;) {
+    positions.push_back(telldir(d));
+    dirent* e = readdir(d);
+    if (!e) break;
+    names.push_back(e->d_name);
+  }
+  int bad = 0, checked = 0;
+  for (size_t i = 0; i < names.size(); i += 37) {
+    seekdir(d, positions[i]);
+    for (size_t j = i; j < names.size() && j < i + 5; ++j) {
+      dirent* e = readdir(d);
+      if (!e || names[j] != e->d_name) ++bad;
+    }
+    ++checked;
+  }
+  std::printf("readdir-seek: %s after seekdir to %s saved positions\n",
+              bad == 0 ? "the same entries" : "DIFFERENT entries", checked > 1 ? "several" : "one");
+  closedir(d);
+}
+
+// statvfs PATH: the stable facts about the filesystem's numbers, not the numbers.
+void Statvfs(const std::string& path) {
+  struct statvfs sv;
+  if (statvfs(path.c_str(), &sv) < 0) {
+    std::printf("statvfs: %s\n", ErrName(errno).c_str());
+    return;
+  }
+  std::printf("statvfs: block size positive: %s\n", sv.f_bsize > 0 ? "yes" : "no");
+  std::printf("statvfs: blocks positive: %s\n", sv.f_blocks > 0 ? "yes" : "no");
+  std::printf("statvfs: free <= total: %s\n", sv.f_bfree <= sv.f_blocks ? "yes" : "no");
+  std::printf("statvfs: available <= free: %s\n", sv.f_bavail <= sv.f_bfree ? "yes" : "no");
+  std::printf("statvfs: name length limit: %lu\n", static_cast<unsigned long>(sv.f_namemax));
 }
 
 using Op = std::function<void(const Args&)>;
@@ -567,6 +612,16 @@ const std::map<std::string, Op>& Ops() {
            nanosleep(&pause, nullptr);
          }
          std::printf("tick: the clock did not pass the file's timestamps in 10 s\n");
+       }},
+      {"readdir-seek",
+       [](const Args& a) {
+         Need(a, 1);
+         ReaddirSeek(a[1]);
+       }},
+      {"statvfs",
+       [](const Args& a) {
+         Need(a, 1);
+         Statvfs(a[1]);
        }},
       {"readdir-concurrent",
        [](const Args& a) {
