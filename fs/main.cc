@@ -1,6 +1,7 @@
 // The ktmfs daemon: parses the command line, prepares the layout and state directory, mounts,
 // and serves requests until unmounted. Backgrounds only once the mount is live (unless -f).
 #include <fuse_lowlevel.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <climits>
@@ -44,6 +45,7 @@ int Run(int argc, char** argv) {
   if (cl->action == CommandLine::Action::kVersion) {
     std::printf("ktmfs %s\n", KTMFS_VERSION);
     std::printf("FUSE library version %s\n", fuse_pkgversion());
+    std::fflush(stdout);  // fuse_lowlevel_version runs fusermount3, which writes directly
     fuse_lowlevel_version();
     return 0;
   }
@@ -88,7 +90,8 @@ int Run(int argc, char** argv) {
     fuse_remove_signal_handlers(se);
   }
   fuse_session_destroy(se);
-  return ret == 0 ? 0 : 1;
+  // SIGINT, SIGTERM and SIGHUP end the loop with the signal's number: a requested, clean stop.
+  return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
 }
 
 }  // namespace

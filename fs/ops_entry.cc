@@ -207,6 +207,10 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
     fuse_reply_err(req, EPERM);
     return;
   }
+  if (inode->source_index != p->source_index) {
+    fuse_reply_err(req, EXDEV);  // each source is its own resource manager
+    return;
+  }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
   // as the caller does not have.
@@ -247,6 +251,10 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   Inode* np = fs.Get(newparent);
   if (p->is_virtual_root() || np->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
+    return;
+  }
+  if (p->source_index != np->source_index) {
+    fuse_reply_err(req, EXDEV);  // each source is its own resource manager
     return;
   }
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) {

@@ -29,12 +29,15 @@ class MountedTest : public ::testing::Test {
  protected:
   // Mount options for this fixture; subclasses override.
   virtual std::vector<std::string> MountOptions() const { return {}; }
+  // Runs before mounting, with backing_ and plain_ created.
+  virtual void PrepareBacking() {}
 
   void SetUp() override {
     ASSERT_FALSE(tmp_.path().empty());
     backing_ = tmp_.MakeDir("backing");
     plain_ = tmp_.MakeDir("plain");
     mnt_ = tmp_.MakeDir("mnt");
+    PrepareBacking();
     std::string err = mount_.Start(backing_, mnt_, MountOptions());
     ASSERT_EQ(err, "");
   }

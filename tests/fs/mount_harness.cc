@@ -6,9 +6,11 @@
 #include <ftw.h>
 #include <grp.h>
 #include <linux/magic.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -243,6 +245,56 @@ std::string Mount::Stop() {
   }
   pid_ = -1;
   return why;
+}
+
+std::string Mount::WaitExit() {
+  if (pid_ <= 0) return "not running";
+  int status = 0;
+  std::string why;
+  if (!WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; })) {
+    Unmount(mountpoint_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    why = "the daemon did not exit";
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    why = "the daemon exited with status " + std::to_string(status) + ": " + ReadFile(log_path_);
+  }
+  pid_ = -1;
+  return why;
+}
+
+std::string WithKtmfsInstalled(const std::function<std::string()>& fn) {
+  TempDir bin;
+  std::string target = KtmfsBinary();
+  if (target.find('/') == std::string::npos) return "KTMFS_BIN must be a path";
+  if (symlink(target.c_str(), bin.Sub("ktmfs").c_str()) != 0) return "cannot link the binary";
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return "pipe failed";
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pipefd[0]);
+    std::string result;
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount(bin.path().c_str(), "/usr/local/sbin", nullptr, MS_BIND, nullptr) != 0) {
+      result = std::string("cannot prepare a mount namespace: ") + strerror(errno);
+    } else {
+      result = fn();
+    }
+    if (write(pipefd[1], result.data(), result.size()) < 0) _exit(2);
+    _exit(0);
+  }
+  close(pipefd[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof buf)) > 0)
+    out.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) out += " (the namespace child failed)";
+  return out;
 }
 
 int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value) {

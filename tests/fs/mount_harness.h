@@ -62,6 +62,8 @@ class Mount {
                     const std::vector<std::string>& options = {});
   // Unmounts and reaps the daemon; "" on success (exit status 0), else the reason.
   std::string Stop();
+  // Waits for the daemon to exit by itself and reaps it; "" if it exited with status 0.
+  std::string WaitExit();
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   const std::string& mountpoint() const { return mountpoint_; }
@@ -75,6 +77,12 @@ class Mount {
 // Runs `fn` in a child process with the given uid/gid (no supplementary groups) and umask;
 // returns fn's result: 0, or an errno.
 int AsUser(uid_t uid, gid_t gid, const std::function<int()>& fn, mode_t umask_value = 022);
+
+// Runs `fn` in a child process with a private mount namespace in which /usr/local/sbin holds
+// the ktmfs under test, so mount(8) finds it: mount(8) drops PATH from the environment before
+// running mount.fuse3, whose shell then searches only the default directories. Returns fn's
+// result ("" for success, else what failed).
+std::string WithKtmfsInstalled(const std::function<std::string()>& fn);
 
 // Reads a whole file ("" if it cannot be read).
 std::string ReadFile(const std::string& path);

@@ -1,0 +1,203 @@
+// The daemon's pieces without a mount: command line, source layout, inode table and the lookup
+// rules (hidden state directory, ".." at a root, symlinks never followed).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/filesystem.h"
+#include "fs/inode_table.h"
+#include "fs/layout.h"
+#include "fs/options.h"
+#include "mount_harness.h"
+
+namespace ktmfs::fs {
+namespace {
+
+using testing::TempDir;
+
+Result<CommandLine> Parse(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  args.insert(args.begin(), "ktmfs");
+  for (std::string& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  return ParseCommandLine(static_cast<int>(args.size()), argv.data());
+}
+
+TEST(CommandLineTest, OwnOptionsAreTakenOut) {
+  TempDir t;
+  auto cl = Parse({"-o", "state=/var/x,log=dedicated,attr_timeout=2.5,writeback,allow_other", "-f",
+                   t.path(), t.path()});
+  ASSERT_TRUE(cl.ok()) << cl.status().ToString();
+  const Options& o = cl->options;
+  EXPECT_EQ(o.source, t.path());
+  EXPECT_EQ(o.mountpoint, t.path());
+  EXPECT_EQ(o.state_dir, "/var/x");
+  EXPECT_EQ(o.log_mode, LogMode::kDedicated);
+  EXPECT_EQ(o.cache.attr_timeout, 2.5);
+  EXPECT_TRUE(o.cache.writeback);
+  EXPECT_TRUE(o.allow_other);
+  EXPECT_TRUE(o.foreground);
+  std::string joined;
+  for (const std::string& a : o.fuse_args)
+    joined += a + " ";
+  EXPECT_NE(joined.find("allow_other"), std::string::npos);
+  EXPECT_EQ(joined.find("state="), std::string::npos);
+  EXPECT_NE(joined.find("-ofsname=" + t.path()), std::string::npos);
+  EXPECT_NE(joined.find("-osubtype=ktmfs"), std::string::npos);
+}
+
+TEST(CommandLineTest, BadValuesAreRejectedWithTheirName) {
+  TempDir t;
+  auto bad_log = Parse({"-o", "log=weird", t.path(), t.path()});
+  ASSERT_FALSE(bad_log.ok());
+  EXPECT_NE(bad_log.status().message().find("log=weird"), std::string::npos);
+  auto bad_timeout = Parse({"-o", "entry_timeout=-1", t.path(), t.path()});
+  ASSERT_FALSE(bad_timeout.ok());
+  EXPECT_NE(bad_timeout.status().message().find("entry_timeout=-1"), std::string::npos);
+  auto remount = Parse({"-o", "remount", t.path(), t.path()});
+  ASSERT_FALSE(remount.ok());
+  EXPECT_NE(remount.status().message().find("remount"), std::string::npos);
+  EXPECT_FALSE(Parse({t.path()}).ok());
+}
+
+TEST(CommandLineTest, HelpAndVersion) {
+  EXPECT_EQ(Parse({"--help"})->action, CommandLine::Action::kHelp);
+  EXPECT_EQ(Parse({"-h"})->action, CommandLine::Action::kHelp);
+  EXPECT_EQ(Parse({"--version"})->action, CommandLine::Action::kVersion);
+}
+
+TEST(SourcesTest, SingleAndNamed) {
+  auto one = ParseSources("/srv/app");
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ((*one)[0].name, "");
+  auto single_with_eq = ParseSources("/srv/a=b");
+  ASSERT_TRUE(single_with_eq.ok());
+  EXPECT_EQ((*single_with_eq)[0].path, "/srv/a=b");
+  auto two = ParseSources("data=/srv/data:conf=/etc/app");
+  ASSERT_TRUE(two.ok());
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ((*two)[1].name, "conf");
+  EXPECT_EQ((*two)[1].path, "/etc/app");
+  EXPECT_FALSE(ParseSources("a=/x:a=/y").ok());
+  EXPECT_FALSE(ParseSources("a=/x:/y").ok());
+  EXPECT_FALSE(ParseSources("..=/x").ok());
+  EXPECT_FALSE(ParseSources("a=").ok());
+}
+
+TEST(LayoutTest, CreatesAndHidesTheStateDirectory) {
+  TempDir t;
+  Options o;
+  o.source = t.MakeDir("b");
+  auto l = Layout::Create(o);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  struct stat st, root;
+  ASSERT_EQ(stat((t.Sub("b/.ktmfs")).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat(t.Sub("b").c_str(), &root), 0);
+  EXPECT_TRUE(l->IsHidden(root.st_dev, root.st_ino, ".ktmfs"));
+  EXPECT_FALSE(l->IsHidden(root.st_dev, root.st_ino, "other"));
+  EXPECT_TRUE(l->IsHiddenObject(st.st_dev, st.st_ino));
+}
+
+TEST(LayoutTest, StateOutsideTheSourcesIsNotHiddenAnywhere) {
+  TempDir t;
+  Options o;
+  o.source = t.MakeDir("b");
+  o.state_dir = t.Sub("state");
+  auto l = Layout::Create(o);
+  ASSERT_TRUE(l.ok());
+  EXPECT_TRUE(l->hidden().empty());
+  struct stat st;
+  EXPECT_NE(stat(t.Sub("b/.ktmfs").c_str(), &st), 0);
+  EXPECT_EQ(stat(t.Sub("state").c_str(), &st), 0);
+}
+
+TEST(LayoutTest, MissingSourceIsNamed) {
+  Options o;
+  o.source = "data=/nonexistent/ktmfs-x";
+  auto l = Layout::Create(o);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("/nonexistent/ktmfs-x"), std::string::npos);
+}
+
+TEST(InodeTableTest, CountsLookupsAndSharesHardLinks) {
+  TempDir t;
+  ASSERT_TRUE(testing::WriteFile(t.Sub("a"), "x"));
+  ASSERT_EQ(link(t.Sub("a").c_str(), t.Sub("b").c_str()), 0);
+  InodeTable table;
+  struct stat st;
+  int fa = open(t.Sub("a").c_str(), O_PATH);
+  ASSERT_EQ(fstat(fa, &st), 0);
+  Inode* a = table.Acquire(fa, st, 0);
+  int fb = open(t.Sub("b").c_str(), O_PATH);
+  Inode* b = table.Acquire(fb, st, 0);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a->nlookup, 2u);
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_EQ(table.FromNodeId(table.NodeId(a)), a);
+  table.Forget(a, 1);
+  EXPECT_EQ(table.size(), 1u);
+  table.Forget(a, 1);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+class LookupTest : public ::testing::Test {
+ protected:
+  void Make(const std::string& source) {
+    Options o;
+    o.source = source;
+    auto l = Layout::Create(o);
+    ASSERT_TRUE(l.ok()) << l.status().ToString();
+    fs_ = std::make_unique<Filesystem>(o, std::move(*l));
+    ASSERT_TRUE(fs_->OpenRoots().ok());
+  }
+  TempDir t_;
+  std::unique_ptr<Filesystem> fs_;
+};
+
+TEST_F(LookupTest, DotDotOfTheRootIsTheRoot) {
+  Make(t_.MakeDir("b"));
+  Inode* root = fs_->inodes().root();
+  fuse_entry_param e;
+  ASSERT_EQ(fs_->Lookup(root, "..", &e), 0);
+  EXPECT_EQ(e.ino, FUSE_ROOT_ID);
+  struct stat st;
+  ASSERT_EQ(stat(t_.Sub("b").c_str(), &st), 0);
+  EXPECT_EQ(e.attr.st_ino, st.st_ino);
+}
+
+TEST_F(LookupTest, DotDotOfANamedSourceIsTheVirtualRoot) {
+  t_.MakeDir("a");
+  t_.MakeDir("b");
+  Make("one=" + t_.Sub("a") + ":two=" + t_.Sub("b"));
+  fuse_entry_param e;
+  ASSERT_EQ(fs_->Lookup(fs_->inodes().root(), "two", &e), 0);
+  Inode* two = fs_->Get(e.ino);
+  EXPECT_FALSE(two->is_virtual_root());
+  fuse_entry_param up;
+  ASSERT_EQ(fs_->Lookup(two, "..", &up), 0);
+  EXPECT_EQ(up.ino, FUSE_ROOT_ID);
+  EXPECT_EQ(fs_->Lookup(fs_->inodes().root(), "three", &e), ENOENT);
+}
+
+TEST_F(LookupTest, StateDirectoryIsNotFound) {
+  Make(t_.MakeDir("b"));
+  fuse_entry_param e;
+  EXPECT_EQ(fs_->Lookup(fs_->inodes().root(), ".ktmfs", &e), ENOENT);
+}
+
+TEST_F(LookupTest, SymlinksAreNodesNotFollowed) {
+  Make(t_.MakeDir("b"));
+  ASSERT_EQ(symlink("/etc", t_.Sub("b/etc").c_str()), 0);
+  fuse_entry_param e;
+  ASSERT_EQ(fs_->Lookup(fs_->inodes().root(), "etc", &e), 0);
+  EXPECT_TRUE(S_ISLNK(e.attr.st_mode));
+  // A name "below" a symlink is not resolved by the daemon.
+  EXPECT_EQ(fs_->Lookup(fs_->Get(e.ino), "passwd", &e), ENOTDIR);
+}
+
+}  // namespace
+}  // namespace ktmfs::fs
