@@ -1,6 +1,6 @@
 // Open files: open/create, read and write (spliced when the kernel allows), flush, release,
 // fsync, fallocate, copy_file_range and lseek. Each open gets its own backing descriptor in
-// fi->fh, so file position, O_APPEND and O_DIRECT behave per open as on the backing directory.
+// fi->fh, so file position and O_APPEND behave per open as on the backing directory.
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -27,6 +27,10 @@ fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
 int BackingOpenFlags(const Filesystem& fs, int flags) {
   // Symlinks never get here (the kernel resolves them); O_NOFOLLOW would refuse /proc's link.
   flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+  // The data of a FUSE write sits in the daemon's request buffer, at no alignment O_DIRECT
+  // would accept (EINVAL). O_DIRECT is honoured on the kernel side instead: the handle gets
+  // direct_io, so the mount's page cache is bypassed as the caller asked.
+  flags &= ~O_DIRECT;
   if (fs.options().cache.writeback) {
     // The writeback cache reads pages around partial writes and tracks the end of file itself.
     if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
@@ -38,6 +42,7 @@ int BackingOpenFlags(const Filesystem& fs, int flags) {
 void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
   fi->fh = static_cast<uint64_t>(fd);
   fi->keep_cache = fs.options().cache.keep_cache ? 1 : 0;
+  if (fi->flags & O_DIRECT) fi->direct_io = 1;
   // close(2) need not wait for a FLUSH round trip: the backing files are local, where close
   // reports nothing that write and fsync did not, and locks are the kernel's (ktmfs(8)). With
   // the writeback cache the kernel still sends FLUSH after writing its dirty pages back.

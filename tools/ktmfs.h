@@ -30,9 +30,10 @@ extern "C" {
 #define KTMFS_XATTR_TX "user.ktmfs.tx"            /* get: the caller's transaction id */
 #define KTMFS_XATTR_BEGIN "user.ktmfs.tx.begin"   /* set: "scope=.. pid=.. timeout=.. name=.." */
 #define KTMFS_XATTR_COMMIT "user.ktmfs.tx.commit" /* set: commit the caller's transaction */
-#define KTMFS_XATTR_ROLLBACK "user.ktmfs.tx.rollback" /* set: roll back the caller's transaction \
-                                                       */
-#define KTMFS_XATTR_HOLDER "user.ktmfs.tx.holder"     /* get: the transaction holding the object */
+#define KTMFS_XATTR_ROLLBACK                                                                 \
+  "user.ktmfs.tx.rollback"                        /* set: roll back the caller's transaction \
+                                                   */
+#define KTMFS_XATTR_HOLDER "user.ktmfs.tx.holder" /* get: the transaction holding the object */
 
 /* ---- Ioctls ------------------------------------------------------------------------------- */
 
@@ -126,10 +127,11 @@ struct ktmfs_list_args {
 #define KTMFS_EXIT_NO_TX 3     /* no transaction is bound to the caller */
 #define KTMFS_EXIT_NOT_KTMFS 4 /* the path is not on a ktmfs mount */
 /* txrun passes on its command's status, so its own outcomes use codes commands rarely do. */
-#define KTMFS_EXIT_TXRUN_USAGE 122     /* txrun: bad command line */
-#define KTMFS_EXIT_TXRUN_NOT_KTMFS 123 /* txrun: the path is not on a ktmfs mount */
-#define KTMFS_EXIT_COMMIT_FAILED 124   /* txrun: the command succeeded, its commit did not */
+#define KTMFS_EXIT_TXRUN_USAGE 121     /* txrun: bad command line */
+#define KTMFS_EXIT_TXRUN_NOT_KTMFS 122 /* txrun: the path is not on a ktmfs mount */
+#define KTMFS_EXIT_COMMIT_FAILED 123   /* txrun: the command succeeded, its commit did not */
 #define KTMFS_EXIT_TXRUN_FAILED 125    /* txrun: could not begin the transaction */
+/* 124 is left to timeout(1), which often runs txrun. */
 
 /* ---- Helpers -----------------------------------------------------------------------------
  * Each takes a descriptor of any file or directory on the mount (O_RDONLY is enough) and

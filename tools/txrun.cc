@@ -31,9 +31,9 @@ void Usage(FILE* out) {
                "      --help               show this help and exit\n"
                "      --version            show the version and exit\n"
                "\n"
-               "Exit status: COMMAND's (128+N if it was killed by signal N); 124 if COMMAND\n"
-               "succeeded but the commit failed; 122 usage error; 123 PATH not on a ktmfs\n"
-               "mount; 125 the transaction could not be begun; 126 COMMAND could not be run;\n"
+               "Exit status: COMMAND's (128+N if it was killed by signal N), except: 121 usage\n"
+               "error; 122 PATH not on a ktmfs mount; 123 COMMAND succeeded but the commit\n"
+               "failed; 125 the transaction could not be begun; 126 COMMAND could not be run;\n"
                "127 COMMAND was not found.\n");
 }
 
