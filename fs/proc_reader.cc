@@ -1,6 +1,7 @@
 #include "fs/proc_reader.h"
 
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -94,6 +95,15 @@ Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
   auto status = ReadSmallFile(dir + "/status");
   if (!status.ok()) return status.status();
   return ParseProcFiles(tid, *stat, *status);
+}
+
+uint64_t SystemProcReader::NowTicks() {
+  // /proc's starttime counts boot-time clock ticks (suspend included), hence CLOCK_BOOTTIME.
+  static const long ticks_per_second = sysconf(_SC_CLK_TCK);
+  timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * static_cast<uint64_t>(ticks_per_second) +
+         static_cast<uint64_t>(ts.tv_nsec) * static_cast<uint64_t>(ticks_per_second) / 1000000000u;
 }
 
 }  // namespace ktmfs::fs

@@ -27,12 +27,15 @@ class ProcReader {
   virtual ~ProcReader() = default;
   // ENOENT (or ESRCH) once the task is gone.
   virtual Result<TaskInfo> Read(pid_t tid) = 0;
+  // Now, on the clock of TaskInfo::start_time (clock ticks since boot).
+  virtual uint64_t NowTicks() = 0;
 };
 
 // Reads /proc/TID/stat and /proc/TID/status.
 class SystemProcReader : public ProcReader {
  public:
   Result<TaskInfo> Read(pid_t tid) override;
+  uint64_t NowTicks() override;
 };
 
 // Parses the text of /proc/TID/stat (start time, ppid) and /proc/TID/status (Tgid, Uid).

@@ -30,11 +30,18 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   }
   if (const Binding* b = FindBinding(Scope::kProcess, proc.tgid, proc.start_time)) return b->tx;
 
+  // `child` is the ancestor just below `proc` on the way up: it (and so everything below it)
+  // must have started after the binding for `proc`'s tree to take it in.
+  std::optional<TaskInfo> child;
   for (int depth = 0; depth < kMaxAncestors; ++depth) {
-    if (const Binding* b = FindBinding(Scope::kTree, proc.tgid, proc.start_time)) return b->tx;
+    if (const Binding* b = FindBinding(Scope::kTree, proc.tgid, proc.start_time)) {
+      if (!child || child->start_time >= b->bound_at) return b->tx;
+      return std::nullopt;
+    }
     if (proc.ppid <= 1) break;
     auto parent = proc_->Read(proc.ppid);
     if (!parent.ok()) break;
+    child = proc;
     proc = *parent;
   }
   return std::nullopt;
@@ -70,7 +77,7 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requeste
     return Status::Error(EPERM, "process " + std::to_string(pid) + " belongs to uid " +
                                     std::to_string(task->uid) + ", not to uid " +
                                     std::to_string(requester));
-  Binding binding{tx, scope, task->tid, task->start_time, task->uid};
+  Binding binding{tx, scope, task->tid, task->start_time, task->uid, proc_->NowTicks()};
   if (scope != Scope::kThread && task->tgid != task->tid) {
     auto leader = proc_->Read(task->tgid);
     if (!leader.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(pid));

@@ -1,6 +1,7 @@
 // Which transaction a request belongs to. A transaction is bound to a scope: one thread, one
-// process, or a process and its descendants. Tasks are identified by pid *and* start time, so a
-// pid reused after the bound task exited never inherits its transaction.
+// process, or a process and the descendants it starts from then on (a shell's background jobs
+// started before txbegin stay outside, as txbegin(1) says). Tasks are identified by pid *and* start
+// time, so a pid reused after the bound task exited never inherits its transaction.
 //
 // FUSE gives the caller's thread id (0 when the caller is outside the daemon's pid namespace:
 // such requests are never inside a transaction). Requests that arrive without a caller (page
@@ -29,6 +30,7 @@ struct Binding {
   pid_t pid;            // tid for kThread, process id otherwise
   uint64_t start_time;  // of that task, from /proc
   uid_t uid;            // owner of the bound task
+  uint64_t bound_at;    // when, on the start-time clock: a tree takes in processes started since
 };
 
 class TaskBindings {

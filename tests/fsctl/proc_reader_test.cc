@@ -55,6 +55,15 @@ TEST(ProcReaderTest, ReadsThisProcessAndAThread) {
   EXPECT_NE(tid, getpid());
 }
 
+TEST(ProcReaderTest, NowIsOnTheClockOfStartTimes) {
+  SystemProcReader proc;
+  auto self = proc.Read(getpid());
+  ASSERT_TRUE(self.ok());
+  uint64_t now = proc.NowTicks();
+  EXPECT_GE(now, self->start_time);
+  EXPECT_LT(now - self->start_time, 100u * 3600);  // this test started less than an hour ago
+}
+
 TEST(ProcReaderTest, MissingTaskIsAnError) {
   SystemProcReader proc;
   EXPECT_FALSE(proc.Read(0).ok());

@@ -31,6 +31,8 @@ class FakeProc : public ProcReader {
     ++reads_allowed;
   }
   void Exit(pid_t tid) { tasks.erase(tid); }
+  uint64_t NowTicks() override { return now; }
+  uint64_t now = 35;  // bash is running; make, cc and 500 start after any begin
   Result<TaskInfo> Read(pid_t tid) override {
     ++reads;
     auto it = tasks.find(tid);
@@ -64,6 +66,16 @@ TEST_F(TaskBindingsTest, TreeScopeCoversDescendantsAndThreadsButNotAncestors) {
   EXPECT_EQ(bindings.Lookup(400), t1);
   EXPECT_FALSE(bindings.Lookup(100).has_value());
   EXPECT_FALSE(bindings.Lookup(500).has_value());
+}
+
+TEST_F(TaskBindingsTest, TreeScopeLeavesOutChildrenStartedBeforeTheBegin) {
+  proc.now = 45;  // make (300, started at 40) is already running; cc (400) is not yet
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(200), t1);
+  EXPECT_FALSE(bindings.Lookup(300).has_value());
+  EXPECT_FALSE(bindings.Lookup(400).has_value());  // below make, so outside too
+  proc.Add(600, 600, 200, 1000, 46);               // started by the shell after the begin
+  EXPECT_EQ(bindings.Lookup(600), t1);
 }
 
 TEST_F(TaskBindingsTest, ProcessScopeCoversItsThreadsOnly) {
