@@ -255,19 +255,18 @@ Status LogImpl::GrowLocked() {
 
 // Ends the buffer at a block boundary: a flush never leaves a block for a later write to
 // rewrite, so a torn write can only harm unflushed data.
-void LogImpl::SealLocked() {
-  if (end_ % block_ == 0) return;
-  const uint64_t room = block_ - end_ % block_;
-  buf_.resize(BlockCeil(end_) - buf_start_);
+void LogImpl::PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const {
+  if (data_end % block_ == 0) return;
+  const uint64_t room = block_ - data_end % block_;
+  data.resize(BlockCeil(data_end) - start);
   if (room >= kMinRecordStart) {
     FragmentHeader fh;
-    fh.address = end_;
+    fh.address = data_end;
     fh.epoch = epoch_;
     fh.length = uint16_t(room - kFragmentHeaderSize);
     fh.type = format::kPad;
-    fh.EncodeTo(buf_.data() + (end_ - buf_start_));
+    fh.EncodeTo(data.data() + (data_end - start));
   }
-  end_ = BlockCeil(end_);
 }
 
 // Group commit: a caller whose record is not yet in any flush issues a new flush of everything
@@ -303,7 +302,9 @@ Status LogImpl::Flush(Lsn lsn) {
       }
     }
     led++;
-    SealLocked();
+    // Seal: the next append starts at the next block; this flush pads to it.
+    const Lsn data_end = end_;
+    end_ = BlockCeil(end_);
     inflight_.push_back(std::make_unique<InFlight>());
     InFlight* f = inflight_.back().get();
     f->start = buf_start_;
@@ -312,9 +313,10 @@ Status LogImpl::Flush(Lsn lsn) {
     data.swap(buf_);
     buf_start_ = end_;
     // Appends into the sealed buffer may still be copying their payloads (the memory moved with
-    // the swap, so their pointers hold); wait for them.
+    // the swap, so their pointers hold); wait for them before the buffer may grow for the pad.
     const uint64_t gen = gen_++;
     copy_cv_.wait(lock, [&] { return copies_.count(gen) == 0; });
+    PadTail(data, f->start, data_end);
     const Lsn durable = flushed_;
     lock.unlock();
     Status s = WriteOut(f, data, durable);

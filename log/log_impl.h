@@ -158,7 +158,8 @@ class LogImpl : public Log {
   void Unreserve(uint64_t bytes);
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
-  void SealLocked();
+  // Ends a sealed buffer at a block boundary (a PAD fragment, or zeros if too little room).
+  void PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const;
   void WakeWaitersLocked(bool need_leader);
   Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
