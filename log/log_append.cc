@@ -73,26 +73,47 @@ uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
 
 Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                                   Lsn undo_next, Reservation* reservation) {
-  // The one pass over the payload that needs no lock.
+  // The passes over the payload happen without the lock: hashing here, and for large records
+  // the copy into the buffer after the space is taken (many committers copy at once).
   const uint64_t payload_hash = format::PayloadHash(payload.prefix, payload.body);
-  std::lock_guard lock(mu_);
+  const bool defer = payload.size() >= kDeferCopyBytes;
+  std::unique_lock lock(mu_);
   if (!failed_.ok()) return failed_;
   if (closed_) return Status::InvalidArgument("log is closed");
+  // The buffer must not move while others copy into it.
+  const uint64_t need = WorstCaseBytes(payload.size()) + WorstCaseBytes(8);
+  while (copies_.count(gen_) && buf_.size() + need > buf_.capacity())
+    copy_cv_.wait(lock);
   if (pending_cut_ != kInvalidLsn) {
     // First append of a session whose open cut a torn tail inside a block: say so first (see
     // Recover), in the same flush as the record.
     std::byte cut[8];
     format::Put64(cut, pending_cut_);
     auto marker = AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0,
-                               nullptr, format::PayloadHash(cut));
+                               nullptr, format::PayloadHash(cut), nullptr);
     if (!marker.ok()) return marker.status();
     pending_cut_ = kInvalidLsn;
   }
-  return AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash);
+  std::vector<CopyJob> jobs;
+  auto lsn = AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash,
+                          defer ? &jobs : nullptr);
+  if (!lsn.ok() || jobs.empty()) return lsn;
+  const uint64_t gen = gen_;
+  copies_[gen]++;
+  lock.unlock();
+  for (const CopyJob& j : jobs)
+    std::memcpy(j.dst, j.src, j.n);
+  lock.lock();
+  if (--copies_[gen] == 0) {
+    copies_.erase(gen);
+    copy_cv_.notify_all();
+  }
+  return lsn;
 }
 
 Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash) {
+                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash,
+                                  std::vector<CopyJob>* deferred) {
   if (payload.size() > UINT32_MAX) {
     return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
                                    " bytes is too large");
@@ -150,7 +171,12 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
       if (part.empty() || off + n <= part_off || off >= part_off + part.size()) return;
       uint64_t from = std::max(off, part_off);
       uint64_t to = std::min(off + n, part_off + part.size());
-      std::memcpy(p + (from - off), part.data() + (from - part_off), to - from);
+      CopyJob job{p + (from - off), part.data() + (from - part_off), size_t(to - from)};
+      if (deferred && part.data() != header) {
+        deferred->push_back(job);
+      } else {
+        std::memcpy(job.dst, job.src, job.n);
+      }
     };
     copy({header, kRecordHeaderSize}, 0);
     copy(payload.prefix, kRecordHeaderSize);
@@ -229,19 +255,18 @@ Status LogImpl::GrowLocked() {
 
 // Ends the buffer at a block boundary: a flush never leaves a block for a later write to
 // rewrite, so a torn write can only harm unflushed data.
-void LogImpl::SealLocked() {
-  if (end_ % block_ == 0) return;
-  const uint64_t room = block_ - end_ % block_;
-  buf_.resize(BlockCeil(end_) - buf_start_);
+void LogImpl::PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const {
+  if (data_end % block_ == 0) return;
+  const uint64_t room = block_ - data_end % block_;
+  data.resize(BlockCeil(data_end) - start);
   if (room >= kMinRecordStart) {
     FragmentHeader fh;
-    fh.address = end_;
+    fh.address = data_end;
     fh.epoch = epoch_;
     fh.length = uint16_t(room - kFragmentHeaderSize);
     fh.type = format::kPad;
-    fh.EncodeTo(buf_.data() + (end_ - buf_start_));
+    fh.EncodeTo(data.data() + (data_end - start));
   }
-  end_ = BlockCeil(end_);
 }
 
 // Group commit: a caller whose record is not yet in any flush issues a new flush of everything
@@ -277,7 +302,9 @@ Status LogImpl::Flush(Lsn lsn) {
       }
     }
     led++;
-    SealLocked();
+    // Seal: the next append starts at the next block; this flush pads to it.
+    const Lsn data_end = end_;
+    end_ = BlockCeil(end_);
     inflight_.push_back(std::make_unique<InFlight>());
     InFlight* f = inflight_.back().get();
     f->start = buf_start_;
@@ -285,6 +312,11 @@ Status LogImpl::Flush(Lsn lsn) {
     AlignedBytes data;
     data.swap(buf_);
     buf_start_ = end_;
+    // Appends into the sealed buffer may still be copying their payloads (the memory moved with
+    // the swap, so their pointers hold); wait for them before the buffer may grow for the pad.
+    const uint64_t gen = gen_++;
+    copy_cv_.wait(lock, [&] { return copies_.count(gen) == 0; });
+    PadTail(data, f->start, data_end);
     const Lsn durable = flushed_;
     lock.unlock();
     Status s = WriteOut(f, data, durable);

@@ -144,13 +144,22 @@ class LogImpl : public Log {
   };
   Result<Lsn> AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
                            Lsn undo_next, Reservation* reservation);
+  // A payload copy left for after the lock is released.
+  struct CopyJob {
+    std::byte* dst;
+    const std::byte* src;
+    size_t n;
+  };
+  static constexpr size_t kDeferCopyBytes = 8 << 10;
   Result<Lsn> AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                           Lsn undo_next, Reservation* reservation, uint64_t payload_hash);
+                           Lsn undo_next, Reservation* reservation, uint64_t payload_hash,
+                           std::vector<CopyJob>* deferred);
   Result<std::unique_ptr<Reservation>> Reserve(uint64_t payload_bytes);
   void Unreserve(uint64_t bytes);
   Status MakeRoomLocked(Lsn needed_end);
   Status GrowLocked();
-  void SealLocked();
+  // Ends a sealed buffer at a block boundary (a PAD fragment, or zeros if too little room).
+  void PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const;
   void WakeWaitersLocked(bool need_leader);
   Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
@@ -203,6 +212,10 @@ class LogImpl : public Log {
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
   Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
+  // Payload copies still running, by buffer generation (gen_ counts seals).
+  uint64_t gen_ = 0;
+  std::map<uint64_t, int> copies_;
+  std::condition_variable copy_cv_;
   std::vector<Waiter*> waiters_;
   static constexpr int kMaxLeadRounds = 8;
   Status failed_;  // sticky: after a failed write nothing more is written

@@ -79,6 +79,43 @@ TEST(LogConcurrency, ConcurrentCommittersAllGetDurableRecords) {
   EXPECT_LE(st.syncs, st.flushes_requested + log->end_lsn() / opts.container_size);
 }
 
+TEST(LogConcurrency, LargeRecordsCopiedConcurrentlyArriveWhole) {
+  FaultInjectingStorage storage;
+  LogOptions opts = testing::SmallOptions(2, 64);
+  opts.container_size = 256 << 10;
+  auto log = VALUE(Log::Open(&storage, opts));
+  Stream* s = VALUE(log->OpenStream("big"));
+  constexpr int kThreads = 6;
+  constexpr int kPerThread = 40;
+  std::vector<std::vector<std::pair<Lsn, size_t>>> got(kThreads);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        size_t size = (i % 3 == 0) ? 100 : 9000 + size_t(t * 997 + i * 131) % 30000;
+        auto lsn = s->Append({.type = 1, .payload = Payload(size, uint64_t(t * 1000 + i))});
+        if (!lsn.ok()) {
+          failures++;
+          return;
+        }
+        got[t].push_back({*lsn, size});
+        if (i % 4 == 3 && !s->Flush(*lsn).ok()) failures++;
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  ASSERT_EQ(failures.load(), 0);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      auto [lsn, size] = got[t][i];
+      auto r = VALUE(s->Read(lsn));
+      ASSERT_TRUE(r.payload == Payload(size, uint64_t(t * 1000 + i))) << t << "/" << i;
+    }
+  }
+}
+
 TEST(LogConcurrency, ReadersRunWhileWritersAppend) {
   FaultInjectingStorage storage;
   auto log = VALUE(Log::Open(&storage, testing::SmallOptions(2, 256)));
