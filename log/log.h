@@ -50,6 +50,10 @@ struct LogOptions {
   // Flushes in the kernel at once (1 to 4). More overlaps data syncs but makes smaller groups;
   // on the machines measured so far (tests/bench/log_bench) 1 commits fastest.
   uint32_t max_inflight_flushes = 1;
+  // For inspection (ktmfs-log): open and scan without writing a byte. Never creates a log;
+  // everything that would write (appends, flushes of new data, restart areas, new streams, base
+  // LSNs) fails with EROFS, and Close writes nothing.
+  bool read_only = false;
 };
 
 struct LogStats {
@@ -61,6 +65,24 @@ struct LogStats {
   uint64_t torn_tail_cut_in_block = 0;  // 1 if the tail was cut inside a block
   uint64_t cut_gaps_skipped = 0;        // ends of blocks cut by earlier sessions
   uint64_t damaged_ranges = 0;          // damage before the tail (reads there fail)
+};
+
+// The shape of a log as its base file records it.
+struct LogGeometry {
+  uint32_t format_version;
+  uint32_t block_size;
+  uint64_t container_size;
+  uint32_t containers;  // in the ring now
+  uint32_t max_containers;
+  Lsn start_lsn;  // the oldest byte still needed by some stream
+};
+
+// A stretch of the log that the open scan found damaged, with valid records after it. Reading
+// into it is a Corruption error naming the stream and LSN; reading can resume at `end`.
+struct DamagedRange {
+  StreamId stream;  // as the damaged header says: a best guess
+  Lsn begin;
+  Lsn end;
 };
 
 struct StreamInfo {
@@ -145,6 +167,8 @@ class Log {
   // Every record of every stream in LSN order, from `from` (what recovery needs).
   virtual std::unique_ptr<Cursor> ReadAll(Lsn from) = 0;
   virtual LogStats stats() const = 0;
+  virtual LogGeometry geometry() const = 0;
+  virtual std::vector<DamagedRange> damaged_ranges() const = 0;
 
   // Flushes everything and writes the base file; the Log must not be used afterwards.
   virtual Status Close() = 0;

@@ -126,6 +126,8 @@ class LogImpl : public Log {
   Lsn end_lsn() const override;
   std::unique_ptr<Cursor> ReadAll(Lsn from) override;
   LogStats stats() const override;
+  LogGeometry geometry() const override;
+  std::vector<DamagedRange> damaged_ranges() const override;
   Status Close() override;
 
   // --- log_open.cc
@@ -220,6 +222,7 @@ class LogImpl : public Log {
   static constexpr int kMaxLeadRounds = 8;
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
+  bool read_only_ = false;
   uint64_t reserved_ = 0;
   Lsn pending_cut_ = kInvalidLsn;  // a cut marker to write before this session's first record
 

@@ -15,10 +15,11 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   auto log = std::make_unique<LogImpl>(storage);
   log->max_inflight_ =
       std::clamp<size_t>(options.max_inflight_flushes, 1, format::kMaxInflightFlushes);
+  log->read_only_ = options.read_only;
   auto base = BaseFile::Open(storage, &log->image_);
   if (base.ok()) {
     log->base_file_ = std::move(*base);
-  } else if (base.status().IsNotFound() && create_if_missing) {
+  } else if (base.status().IsNotFound() && create_if_missing && !options.read_only) {
     KTMFS_RETURN_IF_ERROR(log->Create(options));
   } else {
     return base.status().Annotate("opening the log in " + storage->Describe());
@@ -98,9 +99,15 @@ Status LogImpl::Load() {
     std::lock_guard lock(mu_);
     flushed_ = end_ = buf_start_ = image_.start_lsn;
     tail_at_open_ = 0;  // everything is "before the tail" until the scan is done
-    KTMFS_RETURN_IF_ERROR(StoreBaseLocked());
+    if (!read_only_) KTMFS_RETURN_IF_ERROR(StoreBaseLocked());
   }
-  return Recover();
+  KTMFS_RETURN_IF_ERROR(Recover());
+  if (read_only_) {
+    std::lock_guard lock(mu_);
+    // Every write path stops at failed_ first.
+    failed_ = Status::Error(EROFS, "the log in " + storage_->Describe() + " is open read-only");
+  }
+  return Status::Ok();
 }
 
 Status LogImpl::OpenContainers() {
@@ -316,7 +323,27 @@ LogStats LogImpl::stats() const {
   return stats_;
 }
 
+LogGeometry LogImpl::geometry() const {
+  std::lock_guard lock(mu_);
+  return {format::kFormatVersion, image_.block_size,
+          image_.container_size,  static_cast<uint32_t>(image_.ring.size()),
+          image_.max_containers,  image_.start_lsn};
+}
+
+std::vector<DamagedRange> LogImpl::damaged_ranges() const {
+  std::lock_guard lock(mu_);
+  std::vector<DamagedRange> out;
+  for (const LsnRange& d : damaged_)
+    out.push_back({d.stream, d.begin, d.end});
+  return out;
+}
+
 Status LogImpl::Close() {
+  if (read_only_) {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    return Status::Ok();
+  }
   KTMFS_RETURN_IF_ERROR(Flush(kMaxLsn));
   std::lock_guard lock(mu_);
   if (closed_) return Status::Ok();

@@ -388,6 +388,7 @@ Result<Record> StreamImpl::ReadPreviousRestartArea(Lsn restart_lsn) {
 
 Status StreamImpl::SetBaseLsn(Lsn lsn) {
   std::lock_guard lock(log_->mu_);
+  if (log_->read_only_) return log_->failed_;
   StreamState& st = log_->streams_[id_];
   if (lsn < st.base || lsn > log_->end_) {
     return Status::InvalidArgument("log stream '" + name_ + "': base LSN " + Hex(lsn) +
