@@ -1,5 +1,10 @@
 #include "log/format.h"
 
+#include <cinttypes>
+#include <cstdio>
+
+#include "log/log.h"
+
 #define XXH_STATIC_LINKING_ONLY  // for XXH3_state_t on the stack
 #include <xxhash.h>
 
@@ -23,3 +28,13 @@ uint64_t RecordChecksum(const std::byte* header32, uint64_t payload_hash) {
 }
 
 }  // namespace ktmfs::log::format
+
+namespace ktmfs::log {
+
+std::string LsnToString(Lsn lsn) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
+  return buf;
+}
+
+}  // namespace ktmfs::log

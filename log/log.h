@@ -26,6 +26,9 @@ inline constexpr Lsn kMaxLsn = UINT64_MAX;
 
 using StreamId = uint16_t;
 
+// "0x1f000", the one way LSNs appear in messages and tools.
+std::string LsnToString(Lsn lsn);
+
 // Record types from kFirstReservedRecordType up belong to the log; Append refuses them. Restart
 // areas come back from reads with kRestartAreaRecordType.
 inline constexpr uint16_t kFirstReservedRecordType = 0xFF00;

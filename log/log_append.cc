@@ -3,8 +3,6 @@
 // writes and syncs it while later appends collect in a new buffer for the next flush. Threads
 // waiting for an LSN the current flush covers just wait for it (group commit).
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 
 #include "log/log_impl.h"
 
@@ -16,12 +14,6 @@ using format::kMinRecordStart;
 using format::kRecordHeaderSize;
 
 namespace {
-
-std::string Hex(Lsn lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
-  return buf;
-}
 
 class ReservationImpl : public Reservation {
  public:
@@ -228,7 +220,7 @@ Status LogImpl::MakeRoomLocked(Lsn needed_end) {
     }
     return Status::LogFull("log full: " + std::to_string(n) + " of " +
                            std::to_string(image_.max_containers) + " containers in use and " + pin +
-                           " holds LSN " + Hex(pin_lsn));
+                           " holds LSN " + LsnToString(pin_lsn));
   }
 }
 
@@ -401,7 +393,7 @@ Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
       }
       WriteOp op{a % container_, {data.data() + (a - start), size_t(cend - a)}};
       Status s = file->Write({&op, 1}, true);
-      if (!s.ok()) return s.Annotate("flushing LSN " + Hex(a) + ".." + Hex(cend));
+      if (!s.ok()) return s.Annotate("flushing LSN " + LsnToString(a) + ".." + LsnToString(cend));
       {
         std::lock_guard lock(mu_);
         stats_.syncs++;

@@ -2,8 +2,6 @@
 // believed, records are reassembled and checked again as a whole, and cursors walk the log
 // forward or follow a record's back chains.
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 
 #include "log/log_impl.h"
 
@@ -15,12 +13,6 @@ using format::kMinRecordStart;
 using format::kRecordHeaderSize;
 
 namespace {
-
-std::string Hex(Lsn lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
-  return buf;
-}
 
 // Restart areas keep the previous restart LSN in front of the client's payload.
 void StripRestartPrefix(Record* r) {
@@ -45,9 +37,9 @@ class ForwardCursor : public Cursor {
     const uint32_t block = log_->block_;
     while (pos_ < end_) {
       if (const LsnRange* d = log_->FindRange(log_->damaged_, pos_)) {
-        failed_ =
-            Status::Corruption("log stream " + log_->StreamName(d->stream) + ": LSN " +
-                               Hex(d->begin) + ": damaged record (up to " + Hex(d->end) + ")");
+        failed_ = Status::Corruption("log stream " + log_->StreamName(d->stream) + ": LSN " +
+                                     LsnToString(d->begin) + ": damaged record (up to " +
+                                     LsnToString(d->end) + ")");
         return failed_;
       }
       if (const LsnRange* g = log_->FindRange(log_->gaps_, pos_)) {
@@ -64,7 +56,7 @@ class ForwardCursor : public Cursor {
       FragmentHeader h;
       if (!log_->CheckFragment(*blk, pos_, &h)) {
         failed_ = Status::Corruption("log stream " + log_->StreamName(h.stream) + ": LSN " +
-                                     Hex(pos_) + ": damaged record");
+                                     LsnToString(pos_) + ": damaged record");
         return failed_;
       }
       if (h.type == format::kPad) {
@@ -115,7 +107,8 @@ class BackwardCursor : public Cursor {
                                                         : rec->undo_next_lsn;
     if (link != kInvalidLsn && link >= rec->lsn) {
       failed_ = Status::Corruption("log stream " + log_->StreamName(stream_) + ": LSN " +
-                                   Hex(rec->lsn) + ": back chain points forward to " + Hex(link));
+                                   LsnToString(rec->lsn) + ": back chain points forward to " +
+                                   LsnToString(link));
       return failed_;
     }
     next_ = link;
@@ -161,7 +154,7 @@ Status LogImpl::ReadBytes(Lsn lsn, std::span<std::byte> out) {
       file = FileForLocked(logical);
     }
     auto got = file->Read(at % container_, out.subspan(done, n));
-    if (!got.ok()) return got.status().Annotate("reading LSN " + Hex(at));
+    if (!got.ok()) return got.status().Annotate("reading LSN " + LsnToString(at));
     // Containers are preallocated; anything missing reads as never written.
     std::fill(out.begin() + done + *got, out.begin() + done + n, std::byte{0});
     done += n;
@@ -181,7 +174,7 @@ bool LogImpl::CheckFragment(const std::byte* block, Lsn pos, FragmentHeader* h) 
 
 Result<ParsedRecord> LogImpl::ParseRecordAt(BlockReader* reader, Lsn lsn, uint32_t min_epoch) {
   auto bad = [&](const std::string& why) {
-    return Status::Corruption("LSN " + Hex(lsn) + ": " + why);
+    return Status::Corruption("LSN " + LsnToString(lsn) + ": " + why);
   };
   if (lsn % block_ != 0 && block_ - lsn % block_ < kMinRecordStart) return bad("not a record");
   auto blk = reader->Block(BlockFloor(lsn));
@@ -207,7 +200,7 @@ Result<ParsedRecord> LogImpl::ParseRecordAt(BlockReader* reader, Lsn lsn, uint32
     FragmentHeader c;
     if (!CheckFragment(*b, pos, &c) || c.epoch != out.epoch ||
         (c.type != format::kMiddle && c.type != format::kLast)) {
-      return bad("continuation at LSN " + Hex(pos) + " is missing or damaged");
+      return bad("continuation at LSN " + LsnToString(pos) + " is missing or damaged");
     }
     data.insert(data.end(), (*b) + kFragmentHeaderSize, (*b) + kFragmentHeaderSize + c.length);
     pos += kFragmentHeaderSize + c.length;
@@ -241,12 +234,13 @@ Result<Record> LogImpl::ReadStreamRecord(StreamId stream, Lsn lsn) {
   bool need_flush;
   {
     std::lock_guard lock(mu_);
-    const std::string who = "log stream " + StreamNameLocked(stream) + ": LSN " + Hex(lsn);
+    const std::string who = "log stream " + StreamNameLocked(stream) + ": LSN " + LsnToString(lsn);
     if (lsn >= end_ || lsn < BlockFloor(image_.start_lsn)) {
       return Status::NotFound(who + ": no such record in the log");
     }
     if (const LsnRange* d = FindRange(damaged_, lsn)) {
-      return Status::Corruption(who + ": damaged (" + Hex(d->begin) + ".." + Hex(d->end) + ")");
+      return Status::Corruption(who + ": damaged (" + LsnToString(d->begin) + ".." +
+                                LsnToString(d->end) + ")");
     }
     if (FindRange(gaps_, lsn)) return Status::NotFound(who + ": no such record in the log");
     need_flush = lsn >= flushed_;
@@ -257,7 +251,7 @@ Result<Record> LogImpl::ReadStreamRecord(StreamId stream, Lsn lsn) {
   auto rec = ParseRecordAt(&reader, lsn, 0);
   if (!rec.ok()) return rec.status().Annotate("log stream " + StreamName(stream));
   if (rec->record.stream != stream) {
-    return Status::NotFound("log stream " + StreamName(stream) + ": LSN " + Hex(lsn) +
+    return Status::NotFound("log stream " + StreamName(stream) + ": LSN " + LsnToString(lsn) +
                             " holds a record of stream " + StreamName(rec->record.stream));
   }
   return std::move(rec->record);
@@ -374,14 +368,14 @@ Result<Record> StreamImpl::ReadPreviousRestartArea(Lsn restart_lsn) {
     auto rec = log_->ReadStreamRecord(id_, restart_lsn);
     if (!rec.ok()) return rec.status();
     if (rec->type != format::kRestartAreaType || rec->payload.size() < kRestartPrefix) {
-      return Status::InvalidArgument("log stream '" + name_ + "': LSN " + Hex(restart_lsn) +
+      return Status::InvalidArgument("log stream '" + name_ + "': LSN " + LsnToString(restart_lsn) +
                                      " is not a restart area");
     }
     prev = format::Get64(rec->payload.data());
   }
   if (prev == kInvalidLsn) {
     return Status::NotFound("log stream '" + name_ + "': no restart area before LSN " +
-                            Hex(restart_lsn));
+                            LsnToString(restart_lsn));
   }
   return Read(prev);
 }
@@ -391,7 +385,7 @@ Status StreamImpl::SetBaseLsn(Lsn lsn) {
   if (log_->read_only_) return log_->failed_;
   StreamState& st = log_->streams_[id_];
   if (lsn < st.base || lsn > log_->end_) {
-    return Status::InvalidArgument("log stream '" + name_ + "': base LSN " + Hex(lsn) +
+    return Status::InvalidArgument("log stream '" + name_ + "': base LSN " + LsnToString(lsn) +
                                    " is before the current base or past the end");
   }
   st.base = lsn;
