@@ -47,6 +47,7 @@ bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out) {
 int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
+  argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   enum { kHelp = 256, kVersion };
   static const option kOptions[] = {
       {"scope", required_argument, nullptr, 's'},   {"pid", required_argument, nullptr, 'p'},

@@ -35,6 +35,7 @@ void Usage(FILE* out, bool commit) {
 int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
+  argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   const bool commit = std::strcmp(ProgramName(), "txrollback") != 0;
   enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"id", required_argument, nullptr, 'i'},

@@ -42,6 +42,7 @@ void Usage(FILE* out) {
 int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
+  argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"timeout", required_argument, nullptr, 't'},
                                     {"name", required_argument, nullptr, 'n'},

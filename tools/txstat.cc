@@ -148,6 +148,7 @@ int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
 int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
+  argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"json", no_argument, nullptr, 'j'},
                                     {"help", no_argument, nullptr, kHelp},
