@@ -64,7 +64,11 @@ Status MakeDirs(const std::string& path) {
 
 }  // namespace
 
-Status RemoveTree(const std::string& path) {
+namespace {
+
+// Unlinks bottom-up; durability is the caller's business (one fsync of the top's parent: the
+// contents of a removed directory need no durable removal of their own).
+Status RemoveTreeUnsynced(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0)
     return errno == ENOENT ? Status::Ok() : Errno("stat " + path);
@@ -78,11 +82,18 @@ Status RemoveTree(const std::string& path) {
     }
     ::closedir(d);
     for (const auto& n : names)
-      KTMFS_RETURN_IF_ERROR(RemoveTree(path + "/" + n));
+      KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path + "/" + n));
     if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Errno("rmdir " + path);
   } else if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Errno("unlink " + path);
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RemoveTree(const std::string& path) {
+  KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path));
   return FsyncPath(Parent(path));
 }
 
