@@ -72,6 +72,13 @@ class Applier {
 
   Status Park() {
     std::string park = t_.staging_dir + "/park";
+    // A transaction that staged no data (renames and removals only) has no staging directory
+    // yet; parking needs one.
+    if (!Exists(t_.staging_dir)) {
+      KTMFS_RETURN_IF_ERROR(Mutate("mkdir " + t_.staging_dir));
+      KTMFS_RETURN_IF_ERROR(MakeDirs(t_.staging_dir));
+      dirty_dirs_.insert(Parent(t_.staging_dir));
+    }
     if (!Exists(park)) {
       KTMFS_RETURN_IF_ERROR(Mutate("mkdir " + park));
       if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + park);

@@ -103,21 +103,30 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
 
 Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& ops,
                                          bool log_committed, log::Lsn* committed_lsn) {
-  fstx::Record r;
-  r.tx = tx;
   if (log_committed) {
+    fstx::Record r;
     r.type = RecordType::kCommitted;
+    r.tx = tx;
     auto lsn = Append(r);
     if (!lsn.ok()) return lsn.status();
     if (committed_lsn) *committed_lsn = *lsn;
   }
+  bool applied = false;
+  return ApplyAndFinish(tx, ops, &applied);
+}
+
+Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
+                                         bool* applied) {
   KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
                             .Annotate("applying transaction " + tx.ToString()));
+  *applied = true;
+  fstx::Record r;
   r.type = RecordType::kApplied;
-  auto applied = Append(r);
-  if (!applied.ok()) return applied.status();
+  r.tx = tx;
+  auto lsn = Append(r);
+  if (!lsn.ok()) return lsn.status();
   // Staging may go only once APPLIED is durable: until then a re-run of apply needs it.
-  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*applied));
+  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*lsn));
   return CleanupAppliedTransaction(Target(tx));
 }
 
@@ -177,12 +186,24 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       return;
     }
     case tm::NotificationKind::kCommit: {
-      log::Lsn lsn = log::kInvalidLsn;
-      Status s = CommitAndApply(tx, ops, true, &lsn);
+      fstx::Record r;
+      r.type = RecordType::kCommitted;
+      r.tx = tx;
+      // The decision is durable at the TM, so apply runs even if this append fails (a broken
+      // or full log): a fully applied, fsynced backing directory is itself the proof, and a
+      // later presumed abort then only drops the staging that apply no longer needs.
+      Result<log::Lsn> committed = Append(r);
+      bool applied = false;
+      Status s = ApplyAndFinish(tx, ops, &applied);
       Forget(tx);
-      // A failed apply is redone by recovery: the TM keeps the enlistment until this RM's
-      // commit record is durable, and CommitAndApply flushed it only if apply finished.
-      if (s.ok() || lsn != log::kInvalidLsn) (void)o_.tm->CommitComplete(tx, o_.id, lsn);
+      if (committed.ok()) {
+        (void)o_.tm->CommitComplete(tx, o_.id, *committed);
+      } else if (applied) {
+        (void)o_.tm->CommitComplete(tx, o_.id, log::kInvalidLsn);
+      }
+      // Otherwise neither the log nor the backing directory holds the commit: no reply, so
+      // the TM keeps the decision and hands it to this RM's recovery.
+      (void)s;
       return;
     }
     case tm::NotificationKind::kRollback: {

@@ -71,6 +71,9 @@ class FsResourceManager : public tm::ResourceManager {
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.
   Status CommitAndApply(const Guid& tx, const std::vector<Op>& ops, bool log_committed,
                         log::Lsn* committed_lsn);
+  // Applies, then logs and flushes APPLIED and drops staging; *applied says whether the
+  // backing directory got to match (even if logging APPLIED then failed).
+  Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied);
   Status Abort(const Guid& tx);
   void Forget(const Guid& tx);
   ApplyTarget Target(const Guid& tx) const;

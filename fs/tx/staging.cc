@@ -52,6 +52,8 @@ Status PreadFull(int fd, std::byte* out, size_t len, uint64_t offset, size_t* go
   return Status::Ok();
 }
 
+}  // namespace
+
 // mkdir -p: the staging root's parents (<state>/staging) may not exist on a first mount.
 Status MakeDirs(const std::string& path) {
   if (path.empty() || path == "/" || path == ".") return Status::Ok();
@@ -61,8 +63,6 @@ Status MakeDirs(const std::string& path) {
   if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + path);
   return Status::Ok();
 }
-
-}  // namespace
 
 namespace {
 

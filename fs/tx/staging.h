@@ -99,5 +99,7 @@ class TxStaging {
 // Removes a directory tree (no symlinks followed); fsyncs its parent. Used by Discard and by
 // recovery for staging it finds without a transaction.
 Status RemoveTree(const std::string& path);
+// mkdir -p (mode 0700 for what it creates).
+Status MakeDirs(const std::string& path);
 
 }  // namespace ktmfs::fstx

@@ -231,6 +231,19 @@ TEST(FsRm, SecondTransactionGetsBusy) {
   EXPECT_EQ(data, "ylpha");
 }
 
+TEST(FsRm, TransactionWithoutStagedDataCommits) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Rename(*tx, "a.txt", "z.txt").ok());
+  Status s = w.tm().Commit(*tx);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto now = Snapshot(w.root());
+  EXPECT_EQ(now.count("a.txt"), 0u);
+  EXPECT_EQ(now.count("z.txt"), 1u);
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
 TEST(FsRm, TwoBackingDirectoriesCommitTogether) {
   FsRmWorld w(2);
   ASSERT_TRUE(w.Start().ok());
@@ -240,6 +253,48 @@ TEST(FsRm, TwoBackingDirectoriesCommitTogether) {
   ASSERT_TRUE(w.tm().Commit(*tx).ok());
   EXPECT_EQ(Snapshot(w.root(0)).count("one"), 1u);
   EXPECT_EQ(Snapshot(w.root(1)).count("two"), 1u);
+}
+
+// Two-phase commit across two backing directories, the log crashing at every event: after
+// recovery both directories show the transaction or neither does.
+TEST(FsRm, TwoPhaseCrashAtEveryLogEventIsAtomic) {
+  uint64_t events = 0;
+  {
+    FsRmWorld w(2);
+    ASSERT_TRUE(w.Start().ok());
+    uint64_t before = w.storage().events();
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(w.changes(0).Create(*tx, "one", "1").ok());
+    ASSERT_TRUE(w.changes(1).Write(*tx, "a.txt", 0, "A").ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    events = w.storage().events() - before;
+  }
+  int both = 0, neither = 0;
+  for (uint64_t k = 1; k <= events + 1; ++k) {
+    FsRmWorld w(2);
+    ASSERT_TRUE(w.Start().ok());
+    w.storage().CrashAtEvent(w.storage().events() + k, log::CrashMode::kDropUnsynced);
+    auto tx = w.tm().Begin({});
+    bool committed = false;
+    if (tx.ok() && w.changes(0).Create(*tx, "one", "1").ok() &&
+        w.changes(1).Write(*tx, "a.txt", 0, "A").ok())
+      committed = w.tm().Commit(*tx).ok();
+    w.CrashAndRestart();
+    Status s = w.Start();
+    ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
+    bool one = Snapshot(w.root(0)).count("one") == 1;
+    std::ifstream in(w.root(1) + "/a.txt");
+    std::string a((std::istreambuf_iterator<char>(in)), {});
+    bool written = a == "Alpha";
+    EXPECT_EQ(one, written) << "k=" << k << ": half a transaction";
+    if (committed) {
+      EXPECT_TRUE(one) << "k=" << k;
+    }
+    (one ? both : neither)++;
+    EXPECT_TRUE(StagingEmpty(w.staging_root(0)) && StagingEmpty(w.staging_root(1)));
+  }
+  EXPECT_GT(both, 0);
+  EXPECT_GT(neither, 0);
 }
 
 // Crash the log's storage at every event of a committing run (and, separately, stop apply
