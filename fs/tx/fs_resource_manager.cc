@@ -140,8 +140,8 @@ Status FsResourceManager::Abort(const Guid& tx) {
   return lsn.ok() ? Status::Ok() : lsn.status();
 }
 
-void FsResourceManager::Forget(const Guid& tx) {
-  locks_.ReleaseAll(tx);
+void FsResourceManager::Forget(const Guid& tx, bool release_locks) {
+  if (release_locks) locks_.ReleaseAll(tx);
   std::lock_guard l(mu_);
   txs_.erase(tx);
 }
@@ -175,13 +175,14 @@ void FsResourceManager::Notify(const tm::Notification& n) {
         s = committed.status();
       if (!s.ok()) {
         (void)Abort(tx);
-        Forget(tx);
+        Forget(tx, true);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
       // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
-      (void)CommitAndApply(tx, ops, false, nullptr);
-      Forget(tx);
+      bool applied = false;
+      (void)ApplyAndFinish(tx, ops, &applied);
+      Forget(tx, applied);
       (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
       return;
     }
@@ -195,7 +196,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       Result<log::Lsn> committed = Append(r);
       bool applied = false;
       Status s = ApplyAndFinish(tx, ops, &applied);
-      Forget(tx);
+      Forget(tx, applied);
       if (committed.ok()) {
         (void)o_.tm->CommitComplete(tx, o_.id, *committed);
       } else if (applied) {
@@ -208,7 +209,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
     }
     case tm::NotificationKind::kRollback: {
       (void)Abort(tx);
-      Forget(tx);
+      Forget(tx, true);
       (void)o_.tm->RollbackComplete(tx, o_.id);
       return;
     }

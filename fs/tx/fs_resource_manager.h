@@ -75,7 +75,9 @@ class FsResourceManager : public tm::ResourceManager {
   // backing directory got to match (even if logging APPLIED then failed).
   Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied);
   Status Abort(const Guid& tx);
-  void Forget(const Guid& tx);
+  // A committed transaction whose apply did not finish keeps its locks until recovery redoes
+  // it: another transaction changing those objects first would be overwritten by the redo.
+  void Forget(const Guid& tx, bool release_locks);
   ApplyTarget Target(const Guid& tx) const;
 
   const FsRmOptions o_;
