@@ -173,9 +173,16 @@ void FsResourceManager::Notify(const tm::Notification& n) {
         s = o_.stream->Flush(*committed);
       else
         s = committed.status();
-      if (!s.ok()) {
+      if (!committed.ok()) {
         (void)Abort(tx);
         Forget(tx, true);
+        (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
+        return;
+      }
+      if (!s.ok()) {
+        // The flush failed, yet COMMITTED may have reached the disk: the outcome is in doubt
+        // until recovery reads the log. Keep staging and locks for it; report the failure.
+        Forget(tx, false);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }

@@ -270,35 +270,37 @@ TEST(FsRm, TwoPhaseCrashAtEveryLogEventIsAtomic) {
     events = w.storage().events() - before;
   }
   int both = 0, neither = 0;
-  for (uint64_t k = 1; k <= events + 1; ++k) {
-    FsRmWorld w(2);
-    ASSERT_TRUE(w.Start().ok());
-    w.storage().CrashAtEvent(w.storage().events() + k, log::CrashMode::kDropUnsynced);
-    auto tx = w.tm().Begin({});
-    bool committed = false;
-    if (tx.ok() && w.changes(0).Create(*tx, "one", "1").ok() &&
-        w.changes(1).Write(*tx, "a.txt", 0, "A").ok())
-      committed = w.tm().Commit(*tx).ok();
-    w.CrashAndRestart();
-    Status s = w.Start();
-    ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
-    bool one = Snapshot(w.root(0)).count("one") == 1;
-    std::ifstream in(w.root(1) + "/a.txt");
-    std::string a((std::istreambuf_iterator<char>(in)), {});
-    bool written = a == "Alpha";
-    EXPECT_EQ(one, written) << "k=" << k << ": half a transaction";
-    if (committed) {
-      EXPECT_TRUE(one) << "k=" << k;
+  for (log::CrashMode mode : {log::CrashMode::kDropUnsynced, log::CrashMode::kTearLastWrite,
+                              log::CrashMode::kKeepRandomUnsynced})
+    for (uint64_t k = 1; k <= events + 1; ++k) {
+      FsRmWorld w(2);
+      ASSERT_TRUE(w.Start().ok());
+      w.storage().CrashAtEvent(w.storage().events() + k, mode);
+      auto tx = w.tm().Begin({});
+      bool committed = false;
+      if (tx.ok() && w.changes(0).Create(*tx, "one", "1").ok() &&
+          w.changes(1).Write(*tx, "a.txt", 0, "A").ok())
+        committed = w.tm().Commit(*tx).ok();
+      w.CrashAndRestart();
+      Status s = w.Start();
+      ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
+      bool one = Snapshot(w.root(0)).count("one") == 1;
+      std::ifstream in(w.root(1) + "/a.txt");
+      std::string a((std::istreambuf_iterator<char>(in)), {});
+      bool written = a == "Alpha";
+      EXPECT_EQ(one, written) << "k=" << k << ": half a transaction";
+      if (committed) {
+        EXPECT_TRUE(one) << "k=" << k;
+      }
+      (one ? both : neither)++;
+      EXPECT_TRUE(StagingEmpty(w.staging_root(0)) && StagingEmpty(w.staging_root(1)));
     }
-    (one ? both : neither)++;
-    EXPECT_TRUE(StagingEmpty(w.staging_root(0)) && StagingEmpty(w.staging_root(1)));
-  }
   EXPECT_GT(both, 0);
   EXPECT_GT(neither, 0);
 }
 
-// Crash the log's storage at every event of a committing run (and, separately, stop apply
-// after every change), restart and recover: the backing tree is all-old or all-new, all-new
+// Crash the log's storage at every event of a committing run, in every crash mode the storage
+// offers, restart and recover: the backing tree is all-old or all-new, all-new
 // whenever Commit said OK, and staging is always gone.
 TEST(FsRm, CrashAtEveryLogEventThenRecover) {
   uint64_t events = 0;
@@ -314,25 +316,27 @@ TEST(FsRm, CrashAtEveryLogEventThenRecover) {
   ASSERT_GT(events, 0u);
   auto initial = Initial(), expected = Expected();
   int rolled_back = 0, applied = 0;
-  for (uint64_t k = 1; k <= events + 1; ++k) {
-    FsRmWorld w;
-    ASSERT_TRUE(w.Start().ok());
-    w.storage().CrashAtEvent(w.storage().events() + k, log::CrashMode::kDropUnsynced);
-    auto tx = w.tm().Begin({});
-    bool committed = false;
-    if (tx.ok() && Workload(w, *tx).ok()) committed = w.tm().Commit(*tx).ok();
-    w.CrashAndRestart();
-    Status s = w.Start();
-    ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
-    auto now = Snapshot(w.root());
-    (now == expected ? applied : rolled_back)++;
-    if (committed) {
-      EXPECT_EQ(now, expected) << "k=" << k;
-    } else {
-      EXPECT_TRUE(now == initial || now == expected) << "k=" << k;
+  for (log::CrashMode mode : {log::CrashMode::kDropUnsynced, log::CrashMode::kTearLastWrite,
+                              log::CrashMode::kKeepRandomUnsynced})
+    for (uint64_t k = 1; k <= events + 1; ++k) {
+      FsRmWorld w;
+      ASSERT_TRUE(w.Start().ok());
+      w.storage().CrashAtEvent(w.storage().events() + k, mode);
+      auto tx = w.tm().Begin({});
+      bool committed = false;
+      if (tx.ok() && Workload(w, *tx).ok()) committed = w.tm().Commit(*tx).ok();
+      w.CrashAndRestart();
+      Status s = w.Start();
+      ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
+      auto now = Snapshot(w.root());
+      (now == expected ? applied : rolled_back)++;
+      if (committed) {
+        EXPECT_EQ(now, expected) << "k=" << k;
+      } else {
+        EXPECT_TRUE(now == initial || now == expected) << "k=" << k;
+      }
+      EXPECT_TRUE(StagingEmpty(w.staging_root())) << "k=" << k;
     }
-    EXPECT_TRUE(StagingEmpty(w.staging_root())) << "k=" << k;
-  }
   // Early crashes lose the commit, late ones keep it: both paths of recovery ran.
   EXPECT_GT(rolled_back, 0);
   EXPECT_GT(applied, 0);
