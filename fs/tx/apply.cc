@@ -269,15 +269,28 @@ class Applier {
       for (const auto& n : o.finals)
         dirty_dirs_.insert(Parent(Backing(n)));
     }
+    bool moved_away = false;
     for (const auto& d : dirty_dirs_) {
       int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (fd < 0) {
-        if (errno == ENOENT) continue;  // a directory the transaction removed
+        // A directory that changed and then moved or went away within this apply: it can no
+        // longer be found by that path, so fall back to syncing the whole filesystem below.
+        if (errno == ENOENT || errno == ENOTDIR) {
+          moved_away = true;
+          continue;
+        }
         return Errno("open " + d);
       }
       int rc = ::fsync(fd);
       ::close(fd);
       if (rc != 0) return Errno("fsync " + d);
+    }
+    if (moved_away) {
+      int fd = ::open(t_.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) return Errno("open " + t_.backing_root);
+      int rc = ::syncfs(fd);
+      ::close(fd);
+      if (rc != 0) return Errno("syncfs " + t_.backing_root);
     }
     return Status::Ok();
   }

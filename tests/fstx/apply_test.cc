@@ -82,6 +82,21 @@ void Shuffle(Workload& w) {
   w.Rmdir("box");
 }
 
+// Swaps (RENAME_EXCHANGE) of a file with a directory and of two new objects, a fifo, hard
+// links that outlive the original name.
+void Swaps(Workload& w) {
+  w.Exchange("a.txt", "dir1");
+  w.Mknod("fifo", S_IFIFO | 0640);
+  w.Create("n1", "one");
+  w.Create("n2", "two");
+  w.Exchange("n1", "n2");
+  w.Link("b.txt", "a.txt/sub/b-link");  // a.txt is the directory now
+  w.Unlink("b.txt");
+  w.Rename("fifo", "a.txt/fifo");
+  w.Write("big.bin", 0, "head");
+  w.Exchange("big.bin", "a.txt/sub/d.txt");
+}
+
 struct World {
   TempDir tmp;
   std::string backing = tmp.path() + "/backing";
@@ -114,7 +129,8 @@ void CrashAtEveryStep(const WorkloadFn& fn) {
       ++total;
       return Status::Ok();
     };
-    ASSERT_TRUE(ApplyTransaction(world.target(), world.ops, count).ok());
+    Status s = ApplyTransaction(world.target(), world.ops, count);
+    ASSERT_TRUE(s.ok()) << s.ToString();
   }
   ASSERT_GT(total, 5);
   for (int k = 0; k < total; ++k) {
@@ -149,7 +165,7 @@ TEST(Apply, MixedWorkloadMatchesReference) {
 }
 
 TEST(Apply, RunningTwiceIsHarmless) {
-  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle)}) {
+  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps)}) {
     World world(fn);
     ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
     auto once = Snapshot(world.backing);
@@ -173,8 +189,12 @@ TEST(Apply, ShuffleSurvivesCrashAtEveryStep) {
   CrashAtEveryStep(Shuffle);
 }
 
+TEST(Apply, SwapsSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(Swaps);
+}
+
 TEST(Apply, RollbackLeavesBackingIdentical) {
-  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle)}) {
+  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps)}) {
     TempDir pristine;
     std::string before_root = pristine.path() + "/t";
     BuildInitialTree(before_root);

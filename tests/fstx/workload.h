@@ -73,6 +73,33 @@ class Workload {
                     .gid = ::getgid(),
                     .target = target});
   }
+  void Mknod(const std::string& p, mode_t mode) {
+    uint64_t n = ++next_;
+    ASSERT_EQ(::mknod((ref_ + "/" + p).c_str(), mode, 0), 0) << p;
+    ::chmod((ref_ + "/" + p).c_str(), mode & 07777);
+    BindPath(p, ObjectId::New(n));
+    ASSERT_TRUE(staging_->NewNode(StagedNameForNew(n), mode, 0).ok());
+    ops_.push_back({.kind = OpKind::kMknod,
+                    .object = ObjectId::New(n),
+                    .path = p,
+                    .mode = mode,
+                    .uid = ::getuid(),
+                    .gid = ::getgid()});
+  }
+  // rename(2) with RENAME_EXCHANGE: both names must exist and swap objects.
+  void Exchange(const std::string& a, const std::string& b) {
+    ObjectId ia = Id(a), ib = Id(b);
+    ASSERT_EQ(::renameat2(AT_FDCWD, (ref_ + "/" + a).c_str(), AT_FDCWD, (ref_ + "/" + b).c_str(),
+                          RENAME_EXCHANGE),
+              0)
+        << a << " " << b;
+    ops_.push_back({.kind = OpKind::kRename,
+                    .object = ia,
+                    .path = a,
+                    .path2 = b,
+                    .replaced = ib,
+                    .flags = RENAME_EXCHANGE});
+  }
   void Write(const std::string& p, uint64_t off, const std::string& data) {
     ObjectId id = Id(p);
     int fd = ::open((ref_ + "/" + p).c_str(), O_WRONLY);
