@@ -1,0 +1,318 @@
+#include "fs/tx/apply.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "fs/tx/staging.h"
+
+namespace ktmfs::fstx {
+namespace {
+
+Status Errno(const std::string& what) {
+  int e = errno;
+  return Status::Error(e, what + ": " + std::strerror(e));
+}
+
+std::string Parent(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+class Applier {
+ public:
+  Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)
+      : t_(t), plan_(plan), hook_(hook) {}
+
+  Status Run() {
+    KTMFS_RETURN_IF_ERROR(Park());
+    KTMFS_RETURN_IF_ERROR(Place());
+    KTMFS_RETURN_IF_ERROR(Content());
+    return SyncAll();
+  }
+
+ private:
+  std::string Backing(const std::string& rel) const { return t_.backing_root + "/" + rel; }
+  std::string Parking(const ObjectId& id) const {
+    return t_.staging_dir + "/park/p" + std::to_string(id.dev) + "." + std::to_string(id.ino);
+  }
+  std::string Staged(const ObjectId& id) const {
+    return t_.staging_dir + "/" + StagedNameForNew(id.number);
+  }
+
+  Status Mutate(const std::string& what) { return hook_ ? hook_(what) : Status::Ok(); }
+
+  // Whether `path` holds exactly this existing object.
+  static bool Holds(const std::string& path, const ObjectId& id) {
+    struct stat st;
+    return ::lstat(path.c_str(), &st) == 0 && st.st_dev == id.dev && st.st_ino == id.ino;
+  }
+  static bool Exists(const std::string& path) {
+    struct stat st;
+    return ::lstat(path.c_str(), &st) == 0;
+  }
+  static bool SameInode(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    return ::lstat(a.c_str(), &sa) == 0 && ::lstat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+  }
+
+  Status Rename(const std::string& from, const std::string& to) {
+    KTMFS_RETURN_IF_ERROR(Mutate("rename " + from + " -> " + to));
+    if (::rename(from.c_str(), to.c_str()) != 0) return Errno("rename " + from + " -> " + to);
+    dirty_dirs_.insert(Parent(from));
+    dirty_dirs_.insert(Parent(to));
+    return Status::Ok();
+  }
+
+  Status Park() {
+    std::string park = t_.staging_dir + "/park";
+    // A transaction that staged no data (renames and removals only) has no staging directory
+    // yet; parking needs one.
+    if (!Exists(t_.staging_dir)) {
+      KTMFS_RETURN_IF_ERROR(Mutate("mkdir " + t_.staging_dir));
+      KTMFS_RETURN_IF_ERROR(MakeDirs(t_.staging_dir));
+      dirty_dirs_.insert(Parent(t_.staging_dir));
+    }
+    if (!Exists(park)) {
+      KTMFS_RETURN_IF_ERROR(Mutate("mkdir " + park));
+      if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + park);
+      dirty_dirs_.insert(t_.staging_dir);
+    }
+    std::vector<const PlannedObject*> order;
+    for (const auto& o : plan_.objects)
+      if (o.parks()) order.push_back(&o);
+    // Children before their parents, so every original path still resolves when its turn comes.
+    std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+      return PathDepth(a->original) > PathDepth(b->original);
+    });
+    for (const auto* o : order) {
+      std::string parking = Parking(o->id);
+      if (Holds(parking, o->id)) continue;  // parked by an earlier run
+      std::string original = Backing(o->original);
+      // Neither parked nor at its original name: an earlier run parked and placed it.
+      if (!Holds(original, o->id)) continue;
+      KTMFS_RETURN_IF_ERROR(Rename(original, parking));
+    }
+    return Status::Ok();
+  }
+
+  Status Place() {
+    std::vector<const PlannedObject*> order;
+    for (const auto& o : plan_.objects)
+      if (!o.deleted()) order.push_back(&o);
+    std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+      return PathDepth(a->canonical) < PathDepth(b->canonical);
+    });
+    for (const auto* o : order) {
+      std::string from = o->is_new() ? Staged(o->id) : Parking(o->id);
+      if (!o->is_new() && !o->parks()) continue;  // it never left its original name
+      // The staged or parking name disappears only by this rename, so its absence means done.
+      if (!Exists(from)) continue;
+      KTMFS_RETURN_IF_ERROR(Rename(from, Backing(o->canonical)));
+    }
+    // Extra names are hard links to the canonical one.
+    for (const auto* o : order) {
+      std::string canonical = Backing(o->canonical);
+      for (const auto& name : o->finals) {
+        if (name == o->canonical) continue;
+        std::string path = Backing(name);
+        if (SameInode(path, canonical)) continue;
+        KTMFS_RETURN_IF_ERROR(Mutate("link " + canonical + " -> " + path));
+        if (::link(canonical.c_str(), path.c_str()) != 0)
+          return Errno("link " + canonical + " -> " + path);
+        dirty_dirs_.insert(Parent(path));
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Content() {
+    for (const Op& op : plan_.content_ops) {
+      const PlannedObject* o = plan_.Find(op.object);
+      if (o == nullptr || o->deleted()) continue;  // gone at the end: nothing to set
+      KTMFS_RETURN_IF_ERROR(ContentOp(op, *o, Backing(o->canonical))
+                                .Annotate(std::string(OpKindName(op.kind)) + " " + o->canonical));
+    }
+    return Status::Ok();
+  }
+
+  Status ContentOp(const Op& op, const PlannedObject& o, const std::string& path) {
+    switch (op.kind) {
+      case OpKind::kCreate:
+      case OpKind::kMkdir:
+      case OpKind::kMknod:
+        KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
+        return Chown(path, op.uid, op.gid);
+      case OpKind::kSymlink:
+        return Chown(path, op.uid, op.gid);
+      case OpKind::kSetattr:
+        return Setattr(op, o, path);
+      case OpKind::kSetxattr:
+        KTMFS_RETURN_IF_ERROR(Mutate("setxattr " + path + " " + op.name));
+        // No XATTR_CREATE/REPLACE here: the check was made when the operation ran, and a
+        // re-run must be able to set it again.
+        if (::lsetxattr(path.c_str(), op.name.c_str(), op.value.data(), op.value.size(), 0) != 0)
+          return Errno("setxattr " + op.name);
+        return Status::Ok();
+      case OpKind::kRemovexattr:
+        KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path + " " + op.name));
+        if (::lremovexattr(path.c_str(), op.name.c_str()) != 0 && errno != ENODATA)
+          return Errno("removexattr " + op.name);
+        return Status::Ok();
+      case OpKind::kWriteExtent:
+        if (o.is_new()) return Status::Ok();  // its staged file became the file itself
+        return CopyExtent(op, path);
+      default:
+        return Status::InvalidArgument("not a content operation");
+    }
+  }
+
+  Status Chmod(const std::string& path, uint32_t mode) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return Errno("stat " + path);
+    if (S_ISLNK(st.st_mode)) return Status::Ok();  // symlinks have no mode of their own
+    KTMFS_RETURN_IF_ERROR(Mutate("chmod " + path));
+    if (::chmod(path.c_str(), mode & 07777) != 0) return Errno("chmod " + path);
+    return Status::Ok();
+  }
+
+  Status Chown(const std::string& path, uint32_t uid, uint32_t gid) {
+    KTMFS_RETURN_IF_ERROR(Mutate("chown " + path));
+    if (::lchown(path.c_str(), uid, gid) != 0) return Errno("chown " + path);
+    return Status::Ok();
+  }
+
+  Status Setattr(const Op& op, const PlannedObject& o, const std::string& path) {
+    if (op.set_mask & kSetMode) KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
+    if (op.set_mask & (kSetUid | kSetGid)) {
+      uid_t uid = (op.set_mask & kSetUid) ? op.uid : static_cast<uid_t>(-1);
+      gid_t gid = (op.set_mask & kSetGid) ? op.gid : static_cast<gid_t>(-1);
+      KTMFS_RETURN_IF_ERROR(Mutate("chown " + path));
+      if (::lchown(path.c_str(), uid, gid) != 0) return Errno("chown " + path);
+    }
+    // A new file's staged contents already have their final size.
+    if ((op.set_mask & kSetSize) && !o.is_new()) {
+      KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path));
+      if (::truncate(path.c_str(), static_cast<off_t>(op.size)) != 0)
+        return Errno("truncate " + path);
+      written_files_.insert(path);
+    }
+    if (op.set_mask & (kSetAtime | kSetMtime)) {
+      timespec ts[2];
+      ts[0].tv_nsec = UTIME_OMIT;
+      ts[1].tv_nsec = UTIME_OMIT;
+      if (op.set_mask & kSetAtime)
+        ts[0] = {op.atime_ns / 1'000'000'000, op.atime_ns % 1'000'000'000};
+      if (op.set_mask & kSetMtime)
+        ts[1] = {op.mtime_ns / 1'000'000'000, op.mtime_ns % 1'000'000'000};
+      KTMFS_RETURN_IF_ERROR(Mutate("utimens " + path));
+      if (::utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
+        return Errno("utimens " + path);
+    }
+    return Status::Ok();
+  }
+
+  // Copies what the staged file holds of [offset, offset+length) to the same range of the
+  // final file. A later truncate may have cut the staged file short; the bytes past its end
+  // are not copied, and the truncate that cut them is replayed after this.
+  Status CopyExtent(const Op& op, const std::string& path) {
+    std::string staged = t_.staging_dir + "/" + op.staged_file;
+    int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) return Errno("open staged file " + staged);
+    int out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (out < 0) {
+      Status s = Errno("open " + path);
+      ::close(in);
+      return s;
+    }
+    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+    std::vector<char> buf(1 << 16);
+    uint64_t pos = op.offset, end = op.offset + op.length;
+    while (s.ok() && pos < end) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+      ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(pos));
+      if (n < 0) {
+        s = Errno("read staged file " + staged);
+        break;
+      }
+      if (n == 0) break;
+      if (::pwrite(out, buf.data(), static_cast<size_t>(n), static_cast<off_t>(pos)) != n) {
+        s = Errno("write " + path);
+        break;
+      }
+      pos += static_cast<uint64_t>(n);
+    }
+    ::close(in);
+    ::close(out);
+    if (s.ok()) written_files_.insert(path);
+    return s;
+  }
+
+  Status SyncAll() {
+    for (const auto& f : written_files_) {
+      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0) return Errno("open " + f);
+      int rc = ::fsync(fd);
+      ::close(fd);
+      if (rc != 0) return Errno("fsync " + f);
+    }
+    // Every directory that may have changed, including those a previous (interrupted) run
+    // changed: parents of every original and final name.
+    for (const auto& o : plan_.objects) {
+      if (!o.original.empty()) dirty_dirs_.insert(Parent(Backing(o.original)));
+      for (const auto& n : o.finals)
+        dirty_dirs_.insert(Parent(Backing(n)));
+    }
+    bool moved_away = false;
+    for (const auto& d : dirty_dirs_) {
+      int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) {
+        // A directory that changed and then moved or went away within this apply: it can no
+        // longer be found by that path, so fall back to syncing the whole filesystem below.
+        if (errno == ENOENT || errno == ENOTDIR) {
+          moved_away = true;
+          continue;
+        }
+        return Errno("open " + d);
+      }
+      int rc = ::fsync(fd);
+      ::close(fd);
+      if (rc != 0) return Errno("fsync " + d);
+    }
+    if (moved_away) {
+      int fd = ::open(t_.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) return Errno("open " + t_.backing_root);
+      int rc = ::syncfs(fd);
+      ::close(fd);
+      if (rc != 0) return Errno("syncfs " + t_.backing_root);
+    }
+    return Status::Ok();
+  }
+
+  const ApplyTarget& t_;
+  const ApplyPlan& plan_;
+  const MutationHook& hook_;
+  std::set<std::string> dirty_dirs_;
+  std::set<std::string> written_files_;
+};
+
+}  // namespace
+
+Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
+                        const MutationHook& hook) {
+  auto plan = PlanApply(ops);
+  if (!plan.ok()) return plan.status().Annotate("planning apply");
+  return Applier(target, *plan, hook).Run();
+}
+
+Status CleanupAppliedTransaction(const ApplyTarget& target) {
+  return RemoveTree(target.staging_dir);
+}
+
+}  // namespace ktmfs::fstx

@@ -1,0 +1,39 @@
+// Apply: makes the backing directory match a committed transaction, as redo that may be
+// interrupted at any point and run again from the start (fs/TRANSACTIONS.md, "Apply and
+// recovery"). Each step checks by (device, inode) whether an earlier run already did it:
+//   1. park  existing objects that lose their original name, deepest first, to
+//            <staging>/park/p<dev>.<ino> (done if the parking name holds the object);
+//   2. place new objects (from staging) and parked ones at their first final name, shallowest
+//            first (done if the staged or parking name is gone), then link extra names;
+//   3. content: modes, owners, times, sizes, xattrs and staged extents, absolute values in log
+//            order (repeating is harmless);
+//   4. fsync every file written and every directory whose entries changed.
+// The caller then logs APPLIED and only after that calls Cleanup: the staged data must
+// survive until no re-run can need it.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fs/tx/apply_plan.h"
+#include "log/status.h"
+
+namespace ktmfs::fstx {
+
+struct ApplyTarget {
+  std::string backing_root;  // the backing directory
+  std::string staging_dir;   // the transaction's staging directory (TxStaging::dir())
+};
+
+// Called before every change to the backing or staging tree with a description; an error
+// stops apply there, as a crash would. Tests use it to stop after k changes.
+using MutationHook = std::function<Status(const std::string& what)>;
+
+Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
+                        const MutationHook& hook = nullptr);
+
+// Drops staging and parking (deleted objects go with their parking names).
+Status CleanupAppliedTransaction(const ApplyTarget& target);
+
+}  // namespace ktmfs::fstx

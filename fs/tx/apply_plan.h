@@ -1,0 +1,49 @@
+// What a committed transaction's operations amount to, computed from its op records alone:
+// for every object it touched, where it was in the backing directory before (existing objects)
+// and every name it has at the end. Apply executes this plan; because the plan depends only on
+// the log, a re-run after a crash computes the same plan and can check each step by identity.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fs/tx/records.h"
+#include "log/status.h"
+
+namespace ktmfs::fstx {
+
+// Staged names: a new object lives in the transaction's staging directory under its number
+// until apply renames it into place; an existing file's transactional data under its identity.
+std::string StagedNameForNew(uint64_t number);
+std::string StagedNameForExisting(uint64_t dev, uint64_t ino);
+
+struct PlannedObject {
+  ObjectId id;
+  OpKind created_as = OpKind::kCreate;  // new objects only
+  std::string original;                 // existing objects: backing path before the transaction
+  std::vector<std::string> finals;      // names at the end, shallowest first; empty: deleted
+  // The name every other final name is linked from, and the one data and attributes go to.
+  std::string canonical;
+
+  bool is_new() const { return id.kind == ObjectId::Kind::kNew; }
+  bool deleted() const { return finals.empty(); }
+  // Existing objects that lose their original name are parked before anything is placed.
+  bool parks() const;
+};
+
+struct ApplyPlan {
+  std::vector<PlannedObject> objects;
+  // Data and attribute operations, in log order, each naming an object of `objects`.
+  std::vector<Op> content_ops;
+  const PlannedObject* Find(const ObjectId& id) const;
+};
+
+// InvalidArgument if the operations are inconsistent (an op on a name the transaction had
+// already removed) or use what this version does not support: two pre-existing names of one
+// object touched by the same transaction.
+Result<ApplyPlan> PlanApply(const std::vector<Op>& ops);
+
+// Number of '/' separated components: parents sort before children.
+size_t PathDepth(const std::string& path);
+
+}  // namespace ktmfs::fstx

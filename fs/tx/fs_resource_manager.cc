@@ -1,0 +1,307 @@
+#include "fs/tx/fs_resource_manager.h"
+
+#include <dirent.h>
+
+#include <set>
+
+namespace ktmfs::fstx {
+
+// Every record goes to the stream under one client type; the payload says what it is.
+constexpr uint16_t kFsRecordType = 1;
+
+FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
+FsResourceManager::~FsResourceManager() = default;
+
+Status FsResourceManager::Register() {
+  return o_.tm->RegisterResourceManager({o_.name, o_.id, this, o_.log});
+}
+
+ApplyTarget FsResourceManager::Target(const Guid& tx) const {
+  return {o_.backing_root, o_.staging_root + "/" + tx.ToString()};
+}
+
+Result<log::Lsn> FsResourceManager::Append(const fstx::Record& r) {
+  std::vector<std::byte> payload = EncodeRecord(r);
+  log::Stream::AppendArgs args;
+  args.type = kFsRecordType;
+  args.payload = payload;
+  auto lsn = o_.stream->Append(args);
+  if (!lsn.ok())
+    return lsn.status().Annotate("fs RM " + o_.name + ": transaction " + r.tx.ToString());
+  return lsn;
+}
+
+Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
+  Tx& t = txs_[tx];
+  if (!t.enlisted) {
+    KTMFS_RETURN_IF_ERROR(o_.tm->Enlist(tx, o_.id));
+    t.enlisted = true;
+  }
+  return &t;
+}
+
+Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
+  for (const auto& k : keys)
+    KTMFS_RETURN_IF_ERROR(locks_.Acquire(tx, k));
+  return Status::Ok();
+}
+
+Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto t = Enlisted(tx);
+  if (!t.ok()) return t.status();
+  if (!(*t)->staging) {
+    auto s = TxStaging::Create(o_.staging_root, tx);
+    if (!s.ok()) return s.status();
+    (*t)->staging = std::move(*s);
+  }
+  return (*t)->staging.get();
+}
+
+Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto t = Enlisted(tx);
+  if (!t.ok()) return t.status();
+  return ++(*t)->next_object;
+}
+
+Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
+  std::lock_guard l(mu_);
+  auto t = Enlisted(tx);
+  if (!t.ok()) return t.status();
+  fstx::Record r;
+  r.type = RecordType::kOp;
+  r.tx = tx;
+  r.op = op;
+  auto lsn = Append(r);
+  if (!lsn.ok()) return lsn.status();
+  (*t)->ops.push_back(op);
+  return Status::Ok();
+}
+
+Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
+  std::lock_guard l(mu_);
+  Tx& t = txs_[tx];
+  fstx::Record r;
+  r.type = RecordType::kPrepared;
+  r.tx = tx;
+  r.op_count = t.ops.size();
+  if (t.staging) {
+    // Staged data must be durable before the record that lets recovery rely on it.
+    KTMFS_RETURN_IF_ERROR(t.staging->Sync());
+    r.staged_files = t.staging->file_names();
+  }
+  std::set<ObjectId> objects;
+  for (const Op& op : t.ops)
+    objects.insert(op.object);
+  r.objects.assign(objects.begin(), objects.end());
+  auto appended = Append(r);
+  if (!appended.ok()) return appended.status();
+  *lsn = *appended;
+  return Status::Ok();
+}
+
+Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& ops,
+                                         bool log_committed, log::Lsn* committed_lsn) {
+  if (log_committed) {
+    fstx::Record r;
+    r.type = RecordType::kCommitted;
+    r.tx = tx;
+    auto lsn = Append(r);
+    if (!lsn.ok()) return lsn.status();
+    if (committed_lsn) *committed_lsn = *lsn;
+  }
+  bool applied = false;
+  return ApplyAndFinish(tx, ops, &applied);
+}
+
+Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
+                                         bool* applied) {
+  KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
+                            .Annotate("applying transaction " + tx.ToString()));
+  *applied = true;
+  fstx::Record r;
+  r.type = RecordType::kApplied;
+  r.tx = tx;
+  auto lsn = Append(r);
+  if (!lsn.ok()) return lsn.status();
+  // Staging may go only once APPLIED is durable: until then a re-run of apply needs it.
+  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*lsn));
+  return CleanupAppliedTransaction(Target(tx));
+}
+
+Status FsResourceManager::Abort(const Guid& tx) {
+  KTMFS_RETURN_IF_ERROR(RemoveTree(Target(tx).staging_dir));
+  fstx::Record r;
+  r.type = RecordType::kAborted;
+  r.tx = tx;
+  // Not flushed: without it, recovery presumes abort anyway.
+  auto lsn = Append(r);
+  return lsn.ok() ? Status::Ok() : lsn.status();
+}
+
+void FsResourceManager::Forget(const Guid& tx, bool release_locks) {
+  if (release_locks) locks_.ReleaseAll(tx);
+  std::lock_guard l(mu_);
+  txs_.erase(tx);
+}
+
+void FsResourceManager::Notify(const tm::Notification& n) {
+  const Guid& tx = n.transaction;
+  std::vector<Op> ops;
+  {
+    std::lock_guard l(mu_);
+    auto it = txs_.find(tx);
+    if (it != txs_.end()) ops = it->second.ops;
+  }
+  switch (n.kind) {
+    case tm::NotificationKind::kPrepare: {
+      log::Lsn lsn = log::kInvalidLsn;
+      Status s = Prepare(tx, &lsn);
+      (void)o_.tm->PrepareComplete(tx, o_.id, s, lsn);
+      return;
+    }
+    case tm::NotificationKind::kSinglePhaseCommit: {
+      // Our COMMITTED record is the decision: staging must be durable first, then the record.
+      log::Lsn lsn = log::kInvalidLsn;
+      Status s = Prepare(tx, &lsn);
+      fstx::Record r;
+      r.type = RecordType::kCommitted;
+      r.tx = tx;
+      Result<log::Lsn> committed = s.ok() ? Append(r) : Result<log::Lsn>(s);
+      if (committed.ok())
+        s = o_.stream->Flush(*committed);
+      else
+        s = committed.status();
+      if (!committed.ok()) {
+        (void)Abort(tx);
+        Forget(tx, true);
+        (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
+        return;
+      }
+      if (!s.ok()) {
+        // The flush failed, yet COMMITTED may have reached the disk: the outcome is in doubt
+        // until recovery reads the log. Keep staging and locks for it; report the failure.
+        Forget(tx, false);
+        (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
+        return;
+      }
+      // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
+      bool applied = false;
+      (void)ApplyAndFinish(tx, ops, &applied);
+      Forget(tx, applied);
+      (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
+      return;
+    }
+    case tm::NotificationKind::kCommit: {
+      fstx::Record r;
+      r.type = RecordType::kCommitted;
+      r.tx = tx;
+      // The decision is durable at the TM, so apply runs even if this append fails (a broken
+      // or full log): a fully applied, fsynced backing directory is itself the proof, and a
+      // later presumed abort then only drops the staging that apply no longer needs.
+      Result<log::Lsn> committed = Append(r);
+      bool applied = false;
+      Status s = ApplyAndFinish(tx, ops, &applied);
+      Forget(tx, applied);
+      if (committed.ok()) {
+        (void)o_.tm->CommitComplete(tx, o_.id, *committed);
+      } else if (applied) {
+        (void)o_.tm->CommitComplete(tx, o_.id, log::kInvalidLsn);
+      }
+      // Otherwise neither the log nor the backing directory holds the commit: no reply, so
+      // the TM keeps the decision and hands it to this RM's recovery.
+      (void)s;
+      return;
+    }
+    case tm::NotificationKind::kRollback: {
+      (void)Abort(tx);
+      Forget(tx, true);
+      (void)o_.tm->RollbackComplete(tx, o_.id);
+      return;
+    }
+  }
+}
+
+Status FsResourceManager::Recover() {
+  struct Seen {
+    std::vector<Op> ops;
+    bool committed = false, applied = false, aborted = false;
+  };
+  std::map<Guid, Seen> seen;
+  std::vector<Guid> commit_order;
+  auto cursor = o_.stream->ReadForward(o_.stream->base_lsn());
+  log::Record rec;
+  for (;;) {
+    Result<bool> more = cursor->Next(&rec);
+    if (!more.ok()) return more.status().Annotate("fs RM " + o_.name + ": reading its stream");
+    if (!*more) break;
+    if (rec.type != kFsRecordType) continue;  // restart areas
+    auto r = DecodeRecord(rec.payload, rec.lsn);
+    if (!r.ok()) return r.status().Annotate("fs RM " + o_.name);
+    Seen& s = seen[r->tx];
+    switch (r->type) {
+      case RecordType::kOp:
+        s.ops.push_back(r->op);
+        break;
+      case RecordType::kPrepared:
+        break;
+      case RecordType::kCommitted:
+        s.committed = true;
+        commit_order.push_back(r->tx);
+        break;
+      case RecordType::kApplied:
+        s.applied = true;
+        break;
+      case RecordType::kAborted:
+        s.aborted = true;
+        break;
+    }
+  }
+  // Our own COMMITTED decides: redo in commit order, so later transactions apply over earlier.
+  for (const Guid& tx : commit_order) {
+    Seen& s = seen[tx];
+    if (s.applied) continue;
+    KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, false, nullptr));
+    s.applied = true;
+  }
+  auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
+    Seen& s = seen[tx];
+    if (s.committed || s.applied) return Status::Ok();
+    if (outcome == tm::Outcome::kCommit) {
+      if (s.aborted)
+        return Status::Corruption("fs RM " + o_.name + ": told to commit " + tx.ToString() +
+                                  " which it rolled back");
+      log::Lsn lsn = log::kInvalidLsn;
+      KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, true, &lsn));
+      s.committed = s.applied = true;
+      return Status::Ok();
+    }
+    KTMFS_RETURN_IF_ERROR(Abort(tx));
+    s.aborted = true;
+    return o_.stream->Flush(o_.stream->last_lsn());
+  };
+  KTMFS_RETURN_IF_ERROR(o_.tm->RecoverResourceManager(
+      o_.id, [&](const tm::InDoubtEnlistment& d) { return resolve(d.transaction, d.outcome); }));
+  for (auto& [tx, s] : seen)
+    if (!s.committed && !s.applied && !s.aborted)
+      KTMFS_RETURN_IF_ERROR(resolve(tx, o_.tm->QueryOutcome(tx)));
+  // Whatever staging is left belongs to no live transaction: finished ones dropped theirs
+  // above, and a transaction whose records never became durable left only its staging.
+  DIR* d = ::opendir(o_.staging_root.c_str());
+  if (d) {
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(d);
+    for (const auto& name : names)
+      KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
+  }
+  std::lock_guard l(mu_);
+  txs_.clear();
+  return Status::Ok();
+}
+
+}  // namespace ktmfs::fstx

@@ -1,0 +1,90 @@
+// The filesystem resource manager for one backing directory: takes part in transactions for
+// the changes made under it. Changes are staged (TxStaging) and logged as op records in the
+// RM's own stream as they happen; prepare makes staging durable and logs PREPARED; commit logs
+// COMMITTED, applies (apply.h), logs APPLIED and drops staging; rollback drops staging.
+// Recovery reads the stream and redoes or discards every unfinished transaction.
+//
+// Replies are made synchronously from Notify. Apply runs before the commit is acknowledged, so
+// Commit returns with the backing directory updated.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fs/tx/apply.h"
+#include "fs/tx/lock_table.h"
+#include "fs/tx/records.h"
+#include "fs/tx/staging.h"
+#include "log/log.h"
+#include "src/transaction_manager.h"
+
+namespace ktmfs::fstx {
+
+struct FsRmOptions {
+  std::string name;          // the RM's name in listings, e.g. the mount's backing name
+  Guid id;                   // stable across restarts
+  std::string backing_root;  // the backing directory
+  std::string staging_root;  // <state>/staging/<rm>: same filesystem as backing_root
+  tm::TransactionManager* tm = nullptr;
+  log::Log* log = nullptr;
+  log::Stream* stream = nullptr;  // the RM's own stream in `log`
+};
+
+class FsResourceManager : public tm::ResourceManager {
+ public:
+  explicit FsResourceManager(FsRmOptions options);
+  ~FsResourceManager() override;
+
+  // Start-up, in KTM order, after the TM recovered: Register, then Recover.
+  Status Register();
+  Status Recover();
+
+  // --- What the filesystem operations call, for a request bound to transaction `tx`. ---
+  // Takes the locks the change needs (EBUSY naming the holder, nothing logged, on conflict).
+  Status Lock(const Guid& tx, const std::vector<LockKey>& keys);
+  // The transaction's staging, created (and the RM enlisted) on first use.
+  Result<TxStaging*> Staging(const Guid& tx);
+  // A number for an object the transaction creates (staged as StagedNameForNew(number)).
+  Result<uint64_t> NewObjectNumber(const Guid& tx);
+  // Logs one operation (after its staging work is done); enlists on the first one.
+  Status LogOp(const Guid& tx, const Op& op);
+  LockTable& locks() { return locks_; }
+
+  void Notify(const tm::Notification& n) override;
+
+  // Tests: called before each change apply makes (see MutationHook).
+  void SetApplyHook(MutationHook hook) { apply_hook_ = std::move(hook); }
+
+ private:
+  struct Tx {
+    std::unique_ptr<TxStaging> staging;
+    std::vector<Op> ops;
+    uint64_t next_object = 0;
+    bool enlisted = false;
+  };
+  Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
+  Result<log::Lsn> Append(const fstx::Record& r);
+  Status Prepare(const Guid& tx, log::Lsn* lsn);
+  // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.
+  Status CommitAndApply(const Guid& tx, const std::vector<Op>& ops, bool log_committed,
+                        log::Lsn* committed_lsn);
+  // Applies, then logs and flushes APPLIED and drops staging; *applied says whether the
+  // backing directory got to match (even if logging APPLIED then failed).
+  Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied);
+  Status Abort(const Guid& tx);
+  // A committed transaction whose apply did not finish keeps its locks until recovery redoes
+  // it: another transaction changing those objects first would be overwritten by the redo.
+  void Forget(const Guid& tx, bool release_locks);
+  ApplyTarget Target(const Guid& tx) const;
+
+  const FsRmOptions o_;
+  LockTable locks_;
+  MutationHook apply_hook_;
+  std::mutex mu_;
+  std::map<Guid, Tx> txs_;
+};
+
+}  // namespace ktmfs::fstx

@@ -1,0 +1,62 @@
+// The filesystem RM's lock table: the first transaction to change an object, or a directory
+// entry, holds it until it commits or rolls back; any other change to it fails at once with
+// EBUSY (no waiting, so no deadlocks), as TxF did. Readers never take locks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "log/status.h"
+#include "src/guid.h"
+
+namespace ktmfs::fstx {
+
+// An existing backing object, named by identity so renames do not change what is held.
+struct ObjectKey {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  auto operator<=>(const ObjectKey&) const = default;
+};
+
+// A name in a directory: held so two transactions cannot both create or remove it.
+struct EntryKey {
+  uint64_t dir_dev = 0;
+  uint64_t dir_ino = 0;
+  std::string name;
+  auto operator<=>(const EntryKey&) const = default;
+};
+
+using LockKey = std::variant<ObjectKey, EntryKey>;
+
+// "object 8:1234" or "entry 8:12/name", for messages.
+std::string Describe(const LockKey& key);
+
+class LockTable {
+ public:
+  // OK if the key was free (it is now held by tx) or already held by tx; EBUSY naming the
+  // holder otherwise.
+  Status Acquire(const Guid& tx, const LockKey& key);
+  std::optional<Guid> Holder(const LockKey& key) const;
+  // Drops every lock tx holds; returns how many.
+  size_t ReleaseAll(const Guid& tx);
+  // What txstat shows as "objects locked" (objects and entries together).
+  size_t CountHeldBy(const Guid& tx) const;
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<LockKey, Guid> holders_;
+  // Per-transaction index so ReleaseAll need not scan the whole table.
+  std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;
+};
+
+}  // namespace ktmfs::fstx

@@ -1,0 +1,296 @@
+#include "fs/tx/staging.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace ktmfs::fstx {
+namespace {
+
+Status Errno(const std::string& what) {
+  int e = errno;
+  return Status::Error(e, what + ": " + std::strerror(e));
+}
+
+Status FsyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + path);
+  int rc = ::fsync(fd);
+  Status s = rc == 0 ? Status::Ok() : Errno("fsync " + path);
+  ::close(fd);
+  return s;
+}
+
+std::string Parent(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool ValidName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+Status PreadFull(int fd, std::byte* out, size_t len, uint64_t offset, size_t* got,
+                 const std::string& what) {
+  *got = 0;
+  while (*got < len) {
+    ssize_t n = ::pread(fd, out + *got, len - *got, static_cast<off_t>(offset + *got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read " + what);
+    }
+    if (n == 0) break;
+    *got += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// mkdir -p: the staging root's parents (<state>/staging) may not exist on a first mount.
+Status MakeDirs(const std::string& path) {
+  if (path.empty() || path == "/" || path == ".") return Status::Ok();
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return Status::Ok();
+  KTMFS_RETURN_IF_ERROR(MakeDirs(Parent(path)));
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + path);
+  return Status::Ok();
+}
+
+namespace {
+
+// Unlinks bottom-up; durability is the caller's business (one fsync of the top's parent: the
+// contents of a removed directory need no durable removal of their own).
+Status RemoveTreeUnsynced(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0)
+    return errno == ENOENT ? Status::Ok() : Errno("stat " + path);
+  if (S_ISDIR(st.st_mode)) {
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return Errno("opendir " + path);
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+    for (const auto& n : names)
+      KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path + "/" + n));
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Errno("rmdir " + path);
+  } else if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Errno("unlink " + path);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RemoveTree(const std::string& path) {
+  KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path));
+  return FsyncPath(Parent(path));
+}
+
+StagedFile::StagedFile(std::string name, std::string path, int fd, int committed_fd,
+                       uint64_t committed_size)
+    : name_(std::move(name)),
+      path_(std::move(path)),
+      fd_(fd),
+      committed_fd_(committed_fd),
+      size_(committed_size),
+      committed_limit_(committed_size) {}
+
+StagedFile::~StagedFile() {
+  ::close(fd_);
+  if (committed_fd_ >= 0) ::close(committed_fd_);
+}
+
+Status StagedFile::Write(uint64_t offset, std::span<const std::byte> data) {
+  std::lock_guard lock(mu_);
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n =
+        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write staged file " + path_);
+    }
+    done += static_cast<size_t>(n);
+  }
+  written_.Add(offset, data.size());
+  size_ = std::max(size_, offset + data.size());
+  return Status::Ok();
+}
+
+Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const {
+  std::lock_guard lock(mu_);
+  if (offset >= size_) return size_t{0};
+  uint64_t len = std::min<uint64_t>(out.size(), size_ - offset);
+  for (const auto& p : written_.Split(offset, len)) {
+    std::byte* dst = out.data() + (p.offset - offset);
+    size_t got = 0;
+    if (p.written) {
+      KTMFS_RETURN_IF_ERROR(PreadFull(fd_, dst, p.length, p.offset, &got, path_));
+    } else if (committed_fd_ >= 0 && p.offset < committed_limit_) {
+      size_t want = static_cast<size_t>(std::min(p.length, committed_limit_ - p.offset));
+      KTMFS_RETURN_IF_ERROR(
+          PreadFull(committed_fd_, dst, want, p.offset, &got, "committed file of " + path_));
+    }
+    // Whatever neither file supplied (holes, bytes past a truncate) reads as zeros.
+    std::memset(dst + got, 0, p.length - got);
+  }
+  return static_cast<size_t>(len);
+}
+
+Status StagedFile::Truncate(uint64_t size) {
+  std::lock_guard lock(mu_);
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate " + path_);
+  written_.ClipTo(size);
+  committed_limit_ = std::min(committed_limit_, size);
+  size_ = size;
+  return Status::Ok();
+}
+
+uint64_t StagedFile::size() const {
+  std::lock_guard lock(mu_);
+  return size_;
+}
+
+std::vector<Extent> StagedFile::written() const {
+  std::lock_guard lock(mu_);
+  return written_.extents();
+}
+
+Status StagedFile::Sync() const {
+  if (::fdatasync(fd_) != 0) return Errno("fdatasync " + path_);
+  return Status::Ok();
+}
+
+TxStaging::TxStaging(std::string root, std::string dir, int dir_fd)
+    : root_(std::move(root)), dir_(std::move(dir)), dir_fd_(dir_fd) {}
+
+TxStaging::~TxStaging() {
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+Result<std::unique_ptr<TxStaging>> TxStaging::Create(const std::string& root, const Guid& tx) {
+  KTMFS_RETURN_IF_ERROR(MakeDirs(root));
+  std::string dir = root + "/" + tx.ToString();
+  if (::mkdir(dir.c_str(), 0700) != 0)
+    return Errno("create staging for transaction " + tx.ToString() + " at " + dir);
+  KTMFS_RETURN_IF_ERROR(FsyncPath(root));
+  return Open(root, tx);
+}
+
+Result<std::unique_ptr<TxStaging>> TxStaging::Open(const std::string& root, const Guid& tx) {
+  std::string dir = root + "/" + tx.ToString();
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open staging of transaction " + tx.ToString() + " at " + dir);
+  return std::unique_ptr<TxStaging>(new TxStaging(root, dir, fd));
+}
+
+Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
+  if (!ValidName(name)) return Status::InvalidArgument("bad staged file name '" + name + "'");
+  std::lock_guard lock(mu_);
+  if (auto it = files_.find(name); it != files_.end()) return it->second.get();
+  std::string path = dir_ + "/" + name;
+  uint64_t committed_size = 0;
+  int dup_fd = -1;
+  if (committed_fd >= 0) {
+    struct stat st;
+    if (::fstat(committed_fd, &st) != 0) return Errno("stat committed file for " + path);
+    committed_size = static_cast<uint64_t>(st.st_size);
+    dup_fd = ::fcntl(committed_fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) return Errno("dup committed file for " + path);
+  }
+  // O_EXCL: a staged name is created once; finding one already there means the caller lost
+  // track of it, which must not silently mix two histories.
+  int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    Status s = Errno("create staged file " + path);
+    if (dup_fd >= 0) ::close(dup_fd);
+    return s;
+  }
+  if (committed_size > 0 && ::ftruncate(fd, static_cast<off_t>(committed_size)) != 0) {
+    Status s = Errno("size staged file " + path);
+    ::close(fd);
+    if (dup_fd >= 0) ::close(dup_fd);
+    return s;
+  }
+  auto* f = new StagedFile(name, path, fd, dup_fd, committed_size);
+  files_.emplace(name, std::unique_ptr<StagedFile>(f));
+  return f;
+}
+
+Result<StagedFile*> TxStaging::NewFile(const std::string& name) {
+  return Make(name, -1);
+}
+
+Result<StagedFile*> TxStaging::FileFor(const std::string& name, int committed_fd) {
+  if (committed_fd < 0) return Status::InvalidArgument("no committed file for " + name);
+  return Make(name, committed_fd);
+}
+
+StagedFile* TxStaging::Find(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(name);
+  return it == files_.end() ? nullptr : it->second.get();
+}
+
+Status TxStaging::NewDirectory(const std::string& name, mode_t mode) {
+  if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
+  if (::mkdirat(dir_fd_, name.c_str(), mode & 07777) != 0)
+    return Errno("create staged directory " + dir_ + "/" + name);
+  // mkdir applies the umask; the transaction asked for exactly this mode.
+  if (::fchmodat(dir_fd_, name.c_str(), mode & 07777, 0) != 0)
+    return Errno("chmod staged directory " + dir_ + "/" + name);
+  return Status::Ok();
+}
+
+Status TxStaging::NewSymlink(const std::string& name, const std::string& target) {
+  if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
+  if (::symlinkat(target.c_str(), dir_fd_, name.c_str()) != 0)
+    return Errno("create staged symlink " + dir_ + "/" + name);
+  return Status::Ok();
+}
+
+Status TxStaging::NewNode(const std::string& name, mode_t mode, dev_t rdev) {
+  if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
+  if (::mknodat(dir_fd_, name.c_str(), mode, rdev) != 0)
+    return Errno("create staged node " + dir_ + "/" + name);
+  if (::fchmodat(dir_fd_, name.c_str(), mode & 07777, 0) != 0)
+    return Errno("chmod staged node " + dir_ + "/" + name);
+  return Status::Ok();
+}
+
+Status TxStaging::Sync() {
+  std::lock_guard lock(mu_);
+  for (const auto& [name, f] : files_)
+    KTMFS_RETURN_IF_ERROR(f->Sync());
+  if (::fsync(dir_fd_) != 0) return Errno("fsync " + dir_);
+  return FsyncPath(root_);
+}
+
+Status TxStaging::Discard() {
+  std::lock_guard lock(mu_);
+  files_.clear();
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+  dir_fd_ = -1;
+  return RemoveTree(dir_);
+}
+
+std::vector<std::string> TxStaging::file_names() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, f] : files_)
+    out.push_back(name);
+  return out;
+}
+
+}  // namespace ktmfs::fstx

@@ -1,0 +1,105 @@
+// A transaction's staging: a directory of its own under the RM's staging root (on the same
+// filesystem as the backing directory, so apply can rename staged files into place), holding
+// one sparse file per changed or new regular file. Nothing here is visible to anyone until
+// apply; discarding the directory is the whole of a rollback's data work.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fs/tx/extent_map.h"
+#include "log/status.h"
+#include "src/guid.h"
+
+namespace ktmfs::fstx {
+
+// One file's transactional contents: the bytes the transaction wrote (in the staged file, at
+// the same offsets) over the committed file's bytes.
+class StagedFile {
+ public:
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  Status Write(uint64_t offset, std::span<const std::byte> data);
+  // Fills `out` from `offset`; returns the bytes read (short only at the end of the file).
+  Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;
+  Status Truncate(uint64_t size);
+  uint64_t size() const;
+  std::vector<Extent> written() const;
+  const std::string& name() const { return name_; }
+  Status Sync() const;
+
+ private:
+  friend class TxStaging;
+  StagedFile(std::string name, std::string path, int fd, int committed_fd, uint64_t committed_size);
+
+  const std::string name_;  // within the transaction's directory
+  const std::string path_;  // for messages
+  const int fd_;
+  const int committed_fd_;  // our own dup of the committed file, -1 for a new file
+  mutable std::mutex mu_;
+  ExtentMap written_;
+  uint64_t size_;
+  // Bytes at or past this offset no longer come from the committed file: it was truncated
+  // below them inside the transaction, so they read as zeros unless written again.
+  uint64_t committed_limit_;
+};
+
+class TxStaging {
+ public:
+  // Creates <root>/<tx>/ (the root too if missing). Transaction ids are never reused, so the
+  // directory name is never reused either: apply and recovery can trust what they find in it.
+  static Result<std::unique_ptr<TxStaging>> Create(const std::string& root, const Guid& tx);
+  // Opens an existing one (recovery); NotFound if it is gone.
+  static Result<std::unique_ptr<TxStaging>> Open(const std::string& root, const Guid& tx);
+  ~TxStaging();
+
+  // The staged contents of a new file, empty, staged whole.
+  Result<StagedFile*> NewFile(const std::string& name);
+  // The staged contents of an existing file, reading through to `committed_fd` (duplicated,
+  // so the caller may close its own). Returns the same StagedFile for the same name.
+  Result<StagedFile*> FileFor(const std::string& name, int committed_fd);
+  StagedFile* Find(const std::string& name);
+  // New objects other than regular files are created here too, at the time of the operation,
+  // so apply only ever renames them into place and can tell by the staged name's absence that
+  // it already did.
+  Status NewDirectory(const std::string& name, mode_t mode);
+  Status NewSymlink(const std::string& name, const std::string& target);
+  Status NewNode(const std::string& name, mode_t mode, dev_t rdev);
+
+  // Makes every staged file's data and the directory entries durable: what prepare needs
+  // before its PREPARED record.
+  Status Sync();
+  // Removes the transaction's directory and everything in it (rollback, or after apply).
+  Status Discard();
+
+  const std::string& dir() const { return dir_; }
+  std::vector<std::string> file_names() const;
+
+ private:
+  TxStaging(std::string root, std::string dir, int dir_fd);
+  Result<StagedFile*> Make(const std::string& name, int committed_fd);
+
+  const std::string root_;
+  const std::string dir_;
+  int dir_fd_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::unique_ptr<StagedFile>> files_;
+};
+
+// Removes a directory tree (no symlinks followed); fsyncs its parent. Used by Discard and by
+// recovery for staging it finds without a transaction.
+Status RemoveTree(const std::string& path);
+// mkdir -p (mode 0700 for what it creates).
+Status MakeDirs(const std::string& path);
+
+}  // namespace ktmfs::fstx

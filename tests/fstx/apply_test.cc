@@ -1,0 +1,231 @@
+#include "fs/tx/apply.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <functional>
+
+#include "tests/fstx/temp_dir.h"
+#include "tests/fstx/tree_snapshot.h"
+#include "tests/fstx/workload.h"
+
+namespace ktmfs::fstx {
+namespace {
+
+void Put(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+// The tree every workload starts from, built the same way in backing and reference.
+void BuildInitialTree(const std::string& root) {
+  ASSERT_EQ(::mkdir(root.c_str(), 0755), 0);
+  Put(root + "/a.txt", "alpha");
+  Put(root + "/b.txt", "bravo");
+  ::mkdir((root + "/dir1").c_str(), 0755);
+  Put(root + "/dir1/c.txt", "charlie");
+  ::mkdir((root + "/dir1/sub").c_str(), 0750);
+  Put(root + "/dir1/sub/d.txt", "delta");
+  ::mkdir((root + "/empty").c_str(), 0700);
+  std::string big(100000, 'x');
+  for (size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<char>('a' + i % 26);
+  Put(root + "/big.bin", big);
+  ::setxattr((root + "/b.txt").c_str(), "user.old", "1", 1, 0);
+  ::symlink("a.txt", (root + "/sl").c_str());
+}
+
+using WorkloadFn = std::function<void(Workload&)>;
+
+// Every kind of operation, with renames of files and directories that depend on each other.
+void Mixed(Workload& w) {
+  w.Create("new.txt", "fresh file");
+  w.Write("new.txt", 20, "tail");
+  w.Write("a.txt", 2, "PH");
+  w.Write("big.bin", 50000, std::string(70000, 'Z'));  // overwrite and extend
+  w.Truncate("b.txt", 2);
+  w.Write("b.txt", 4, "!");
+  w.Rename("dir1", "moved");
+  w.Rename("moved/c.txt", "c-top.txt");
+  w.Mkdir("newdir", 0711);
+  w.Rename("a.txt", "newdir/a-inside.txt");
+  w.Symlink("newdir/link", "../c-top.txt");
+  w.Link("c-top.txt", "moved/sub/c-hard");
+  w.Unlink("moved/sub/d.txt");
+  w.Rmdir("empty");
+  w.Chmod("moved/sub", 0700);
+  w.Chmod("new.txt", 0600);
+  w.SetXattr("c-top.txt", "user.k", "v1");
+  w.SetXattr("newdir", "user.dirattr", "d");
+  w.RemoveXattr("b.txt", "user.old");
+  w.Rename("sl", "b.txt");  // replaces an existing file
+}
+
+// A file replaced by a new one under the same name, a directory moved into a new directory
+// and back out, names swapped through a temporary.
+void Shuffle(Workload& w) {
+  w.Unlink("a.txt");
+  w.Create("a.txt", "second alpha");
+  w.Mkdir("box");
+  w.Rename("dir1", "box/dir1");
+  w.Create("box/dir1/sub/e.txt", "echo");
+  w.Rename("box/dir1/sub", "sub2");
+  w.Rename("b.txt", "tmp");
+  w.Rename("big.bin", "b.txt");
+  w.Rename("tmp", "big.bin");
+  w.Truncate("b.txt", 10);
+  w.Write("big.bin", 1, "R");
+  w.Rename("box/dir1", "dir1");
+  w.Rmdir("box");
+}
+
+// Swaps (RENAME_EXCHANGE) of a file with a directory and of two new objects, a fifo, hard
+// links that outlive the original name.
+void Swaps(Workload& w) {
+  w.Exchange("a.txt", "dir1");
+  w.Mknod("fifo", S_IFIFO | 0640);
+  w.Create("n1", "one");
+  w.Create("n2", "two");
+  w.Exchange("n1", "n2");
+  w.Link("b.txt", "a.txt/sub/b-link");  // a.txt is the directory now
+  w.Unlink("b.txt");
+  w.Rename("fifo", "a.txt/fifo");
+  w.Write("big.bin", 0, "head");
+  w.Exchange("big.bin", "a.txt/sub/d.txt");
+}
+
+struct World {
+  TempDir tmp;
+  std::string backing = tmp.path() + "/backing";
+  std::string ref = tmp.path() + "/reference";
+  std::unique_ptr<TxStaging> staging;
+  std::vector<Op> ops;
+  std::unique_ptr<Workload> w;
+
+  explicit World(const WorkloadFn& fn) {
+    BuildInitialTree(backing);
+    BuildInitialTree(ref);
+    auto s = TxStaging::Create(tmp.path() + "/staging/rm", Guid::Random());
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    staging = std::move(*s);
+    w = std::make_unique<Workload>(backing, ref, staging.get());
+    fn(*w);
+    EXPECT_TRUE(staging->Sync().ok());
+    ops = w->ops();
+  }
+  ApplyTarget target() const { return {backing, staging->dir()}; }
+};
+
+// Stops apply after k changes for every k, then runs it again from the start as recovery
+// would; the result must be exactly the reference tree every time.
+void CrashAtEveryStep(const WorkloadFn& fn) {
+  int total = 0;
+  {
+    World world(fn);
+    MutationHook count = [&](const std::string&) {
+      ++total;
+      return Status::Ok();
+    };
+    Status s = ApplyTransaction(world.target(), world.ops, count);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  ASSERT_GT(total, 5);
+  for (int k = 0; k < total; ++k) {
+    World world(fn);
+    int seen = 0;
+    MutationHook stop = [&](const std::string& what) {
+      if (seen++ == k) return Status::IoError("injected crash before " + what);
+      return Status::Ok();
+    };
+    Status first = ApplyTransaction(world.target(), world.ops, stop);
+    ASSERT_EQ(first.code(), EIO) << "k=" << k << " " << first.ToString();
+    Status again = ApplyTransaction(world.target(), world.ops);
+    ASSERT_TRUE(again.ok()) << "k=" << k << " " << again.ToString();
+    ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+    ASSERT_EQ(Snapshot(world.backing), Snapshot(world.ref)) << "crash after " << k << " changes";
+  }
+}
+
+TEST(Apply, MixedWorkloadMatchesReference) {
+  World world(Mixed);
+  ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+  // Moved objects keep their identity: they were renamed, not copied.
+  struct stat st;
+  ASSERT_EQ(::lstat((world.backing + "/c-top.txt").c_str(), &st), 0);
+  EXPECT_EQ(ObjectId::Existing(st.st_dev, st.st_ino), world.w->Original("dir1/c.txt"));
+  ASSERT_EQ(::lstat((world.backing + "/moved").c_str(), &st), 0);
+  EXPECT_EQ(ObjectId::Existing(st.st_dev, st.st_ino), world.w->Original("dir1"));
+  // Staging (and the parked objects in it) is gone.
+  EXPECT_NE(::lstat(world.staging->dir().c_str(), &st), 0);
+}
+
+TEST(Apply, RunningTwiceIsHarmless) {
+  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps)}) {
+    World world(fn);
+    ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
+    auto once = Snapshot(world.backing);
+    int changes = 0;
+    MutationHook count = [&](const std::string&) {
+      ++changes;
+      return Status::Ok();
+    };
+    Status s = ApplyTransaction(world.target(), world.ops, count);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(Snapshot(world.backing), once);
+    ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+    EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+  }
+}
+
+TEST(Apply, MixedSurvivesCrashAtEveryStep) {
+  CrashAtEveryStep(Mixed);
+}
+TEST(Apply, ShuffleSurvivesCrashAtEveryStep) {
+  CrashAtEveryStep(Shuffle);
+}
+
+TEST(Apply, SwapsSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(Swaps);
+}
+
+TEST(Apply, RollbackLeavesBackingIdentical) {
+  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps)}) {
+    TempDir pristine;
+    std::string before_root = pristine.path() + "/t";
+    BuildInitialTree(before_root);
+    World world(fn);
+    auto before = Snapshot(before_root);
+    EXPECT_EQ(Snapshot(world.backing), before);  // staging touched nothing visible
+    ASSERT_TRUE(world.staging->Discard().ok());
+    EXPECT_EQ(Snapshot(world.backing), before);
+    EXPECT_NE(Snapshot(world.ref), before);  // the workload did change something
+  }
+}
+
+TEST(Apply, InconsistentOpsAreRefusedBeforeAnyChange) {
+  World world([](Workload&) {});
+  std::vector<Op> ops = {
+      {.kind = OpKind::kUnlink, .object = ObjectId::Existing(1, 2), .path = "x"},
+      {.kind = OpKind::kSetattr,
+       .object = ObjectId::Existing(1, 3),
+       .path = "x",
+       .mode = 0600,
+       .set_mask = kSetMode},
+  };
+  int changes = 0;
+  MutationHook count = [&](const std::string&) {
+    ++changes;
+    return Status::Ok();
+  };
+  Status s = ApplyTransaction(world.target(), ops, count);
+  EXPECT_EQ(s.code(), EINVAL) << s.ToString();
+  EXPECT_EQ(changes, 0);
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx

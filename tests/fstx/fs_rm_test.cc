@@ -1,0 +1,383 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "fs/tx/fs_resource_manager.h"
+#include "log/fault_storage.h"
+#include "tests/fstx/temp_dir.h"
+#include "tests/fstx/tree_snapshot.h"
+
+namespace ktmfs::fstx {
+namespace {
+
+void Put(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+std::span<const std::byte> B(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+void BuildTree(const std::string& root) {
+  ::mkdir(root.c_str(), 0755);
+  Put(root + "/a.txt", "alpha");
+  Put(root + "/b.txt", "bravo");
+  ::mkdir((root + "/dir").c_str(), 0755);
+}
+
+ObjectId IdOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return ObjectId::Existing(st.st_dev, st.st_ino);
+}
+
+LockKey EntryOf(const std::string& root, const std::string& parent, const std::string& name) {
+  ObjectId dir = IdOf(parent.empty() ? root : root + "/" + parent);
+  return EntryKey{dir.dev, dir.ino, name};
+}
+
+// The calls a filesystem operation makes, for a file at the backing root level.
+struct Changes {
+  FsResourceManager* rm;
+  std::string root;
+
+  Status Create(const Guid& tx, const std::string& name, const std::string& data) {
+    KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {EntryOf(root, "", name)}));
+    auto n = rm->NewObjectNumber(tx);
+    auto st = rm->Staging(tx);
+    if (!n.ok() || !st.ok()) return Status::IoError("staging");
+    auto f = (*st)->NewFile(StagedNameForNew(*n));
+    if (!f.ok()) return f.status();
+    KTMFS_RETURN_IF_ERROR((*f)->Write(0, B(data)));
+    return rm->LogOp(tx, {.kind = OpKind::kCreate,
+                          .object = ObjectId::New(*n),
+                          .path = name,
+                          .mode = 0644,
+                          .staged_file = StagedNameForNew(*n)});
+  }
+  Status Write(const Guid& tx, const std::string& name, uint64_t off, const std::string& data) {
+    ObjectId id = IdOf(root + "/" + name);
+    KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {ObjectKey{id.dev, id.ino}}));
+    auto st = rm->Staging(tx);
+    if (!st.ok()) return st.status();
+    std::string staged = StagedNameForExisting(id.dev, id.ino);
+    StagedFile* f = (*st)->Find(staged);
+    if (!f) {
+      int fd = ::open((root + "/" + name).c_str(), O_RDONLY);
+      auto made = (*st)->FileFor(staged, fd);
+      ::close(fd);
+      if (!made.ok()) return made.status();
+      f = *made;
+    }
+    KTMFS_RETURN_IF_ERROR(f->Write(off, B(data)));
+    return rm->LogOp(tx, {.kind = OpKind::kWriteExtent,
+                          .object = id,
+                          .path = name,
+                          .staged_file = staged,
+                          .offset = off,
+                          .length = data.size()});
+  }
+  Status Rename(const Guid& tx, const std::string& from, const std::string& to) {
+    ObjectId id = IdOf(root + "/" + from);
+    KTMFS_RETURN_IF_ERROR(
+        rm->Lock(tx, {ObjectKey{id.dev, id.ino}, EntryOf(root, "", from), EntryOf(root, "", to)}));
+    return rm->LogOp(tx, {.kind = OpKind::kRename, .object = id, .path = from, .path2 = to});
+  }
+};
+
+// The TM and filesystem RMs over one fault-injecting log; the backing trees are real
+// directories, which a crash of the log's storage leaves as the process last wrote them.
+class FsRmWorld {
+ public:
+  explicit FsRmWorld(int rms = 1) : storage_(7) {
+    for (int i = 0; i < rms; ++i) {
+      roots_.push_back(tmp_.path() + "/backing" + std::to_string(i));
+      BuildTree(roots_.back());
+      ids_.push_back(Guid::Random());
+    }
+  }
+  ~FsRmWorld() { Stop(); }
+
+  Status Start() {
+    Stop();
+    log::LogOptions lo;
+    lo.container_size = 256 << 10;
+    auto l = log::Log::Open(&storage_, lo, true);
+    if (!l.ok()) return l.status();
+    log_ = std::move(*l);
+    tm::TmOptions to;
+    to.timeout_thread = false;
+    auto t = tm::TransactionManager::Open(log_.get(), to);
+    if (!t.ok()) return t.status();
+    tm_ = std::move(*t);
+    KTMFS_RETURN_IF_ERROR(tm_->Recover());
+    for (size_t i = 0; i < roots_.size(); ++i) {
+      auto stream = log_->OpenStream("fs" + std::to_string(i), true);
+      if (!stream.ok()) return stream.status();
+      FsRmOptions o;
+      o.name = "fs" + std::to_string(i);
+      o.id = ids_[i];
+      o.backing_root = roots_[i];
+      o.staging_root = tmp_.path() + "/state/staging/fs" + std::to_string(i);
+      o.tm = tm_.get();
+      o.log = log_.get();
+      o.stream = *stream;
+      rms_.push_back(std::make_unique<FsResourceManager>(o));
+      KTMFS_RETURN_IF_ERROR(rms_.back()->Register());
+      KTMFS_RETURN_IF_ERROR(rms_.back()->Recover());
+    }
+    return Status::Ok();
+  }
+  void Stop() {
+    rms_.clear();
+    tm_.reset();
+    log_.reset();
+  }
+  void CrashAndRestart() {
+    if (!storage_.crashed()) storage_.CrashNow(log::CrashMode::kDropUnsynced);
+    Stop();
+    storage_.Restart();
+  }
+
+  tm::TransactionManager& tm() { return *tm_; }
+  FsResourceManager& rm(size_t i = 0) { return *rms_[i]; }
+  Changes changes(size_t i = 0) { return {rms_[i].get(), roots_[i]}; }
+  const std::string& root(size_t i = 0) const { return roots_[i]; }
+  std::string staging_root(size_t i = 0) const {
+    return tmp_.path() + "/state/staging/fs" + std::to_string(i);
+  }
+  log::FaultInjectingStorage& storage() { return storage_; }
+
+ private:
+  TempDir tmp_;
+  log::FaultInjectingStorage storage_;
+  std::vector<std::string> roots_;
+  std::vector<Guid> ids_;
+  std::unique_ptr<log::Log> log_;
+  std::unique_ptr<tm::TransactionManager> tm_;
+  std::vector<std::unique_ptr<FsResourceManager>> rms_;
+};
+
+bool StagingEmpty(const std::string& root) {
+  return Snapshot(root).empty();
+}
+
+Status Workload(FsRmWorld& w, const Guid& tx) {
+  KTMFS_RETURN_IF_ERROR(w.changes().Create(tx, "new.txt", "fresh"));
+  KTMFS_RETURN_IF_ERROR(w.changes().Write(tx, "a.txt", 1, "LP"));
+  return w.changes().Rename(tx, "b.txt", "c.txt");
+}
+
+std::map<std::string, std::string> Expected() {
+  TempDir t;
+  std::string r = t.path() + "/x";
+  BuildTree(r);
+  Put(r + "/a.txt", "aLPha");
+  ::rename((r + "/b.txt").c_str(), (r + "/c.txt").c_str());
+  Put(r + "/new.txt", "fresh");
+  ::chmod((r + "/new.txt").c_str(), 0644);
+  return Snapshot(r);
+}
+
+std::map<std::string, std::string> Initial() {
+  TempDir t;
+  BuildTree(t.path() + "/x");
+  return Snapshot(t.path() + "/x");
+}
+
+TEST(FsRm, CommitAppliesAndReleasesLocks) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(tx.ok());
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  EXPECT_EQ(Snapshot(w.root()), Initial());  // nothing visible before commit
+  EXPECT_GT(w.rm().locks().CountHeldBy(*tx), 0u);
+  Status s = w.tm().Commit(*tx);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+  EXPECT_EQ(w.rm().locks().CountHeldBy(*tx), 0u);
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
+TEST(FsRm, RollbackLeavesBackingUnchanged) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  ASSERT_TRUE(w.tm().Rollback(*tx).ok());
+  EXPECT_EQ(Snapshot(w.root()), Initial());
+  EXPECT_EQ(w.rm().locks().size(), 0u);
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
+TEST(FsRm, SecondTransactionGetsBusy) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto t1 = w.tm().Begin({});
+  auto t2 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t1, "a.txt", 0, "x").ok());
+  Status s = w.changes().Write(*t2, "a.txt", 0, "y");
+  EXPECT_EQ(s.code(), EBUSY);
+  EXPECT_NE(s.message().find(t1->ToString()), std::string::npos);
+  ASSERT_TRUE(w.tm().Commit(*t1).ok());
+  EXPECT_TRUE(w.changes().Write(*t2, "a.txt", 0, "y").ok());
+  ASSERT_TRUE(w.tm().Commit(*t2).ok());
+  std::ifstream in(w.root() + "/a.txt");
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(data, "ylpha");
+}
+
+TEST(FsRm, TransactionWithoutStagedDataCommits) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Rename(*tx, "a.txt", "z.txt").ok());
+  Status s = w.tm().Commit(*tx);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto now = Snapshot(w.root());
+  EXPECT_EQ(now.count("a.txt"), 0u);
+  EXPECT_EQ(now.count("z.txt"), 1u);
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
+TEST(FsRm, TwoBackingDirectoriesCommitTogether) {
+  FsRmWorld w(2);
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(w.changes(0).Create(*tx, "one", "1").ok());
+  ASSERT_TRUE(w.changes(1).Create(*tx, "two", "2").ok());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  EXPECT_EQ(Snapshot(w.root(0)).count("one"), 1u);
+  EXPECT_EQ(Snapshot(w.root(1)).count("two"), 1u);
+}
+
+// Two-phase commit across two backing directories, the log crashing at every event: after
+// recovery both directories show the transaction or neither does.
+TEST(FsRm, TwoPhaseCrashAtEveryLogEventIsAtomic) {
+  uint64_t events = 0;
+  {
+    FsRmWorld w(2);
+    ASSERT_TRUE(w.Start().ok());
+    uint64_t before = w.storage().events();
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(w.changes(0).Create(*tx, "one", "1").ok());
+    ASSERT_TRUE(w.changes(1).Write(*tx, "a.txt", 0, "A").ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    events = w.storage().events() - before;
+  }
+  int both = 0, neither = 0;
+  for (log::CrashMode mode : {log::CrashMode::kDropUnsynced, log::CrashMode::kTearLastWrite,
+                              log::CrashMode::kKeepRandomUnsynced})
+    for (uint64_t k = 1; k <= events + 1; ++k) {
+      FsRmWorld w(2);
+      ASSERT_TRUE(w.Start().ok());
+      w.storage().CrashAtEvent(w.storage().events() + k, mode);
+      auto tx = w.tm().Begin({});
+      bool committed = false;
+      if (tx.ok() && w.changes(0).Create(*tx, "one", "1").ok() &&
+          w.changes(1).Write(*tx, "a.txt", 0, "A").ok())
+        committed = w.tm().Commit(*tx).ok();
+      w.CrashAndRestart();
+      Status s = w.Start();
+      ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
+      bool one = Snapshot(w.root(0)).count("one") == 1;
+      std::ifstream in(w.root(1) + "/a.txt");
+      std::string a((std::istreambuf_iterator<char>(in)), {});
+      bool written = a == "Alpha";
+      EXPECT_EQ(one, written) << "k=" << k << ": half a transaction";
+      if (committed) {
+        EXPECT_TRUE(one) << "k=" << k;
+      }
+      (one ? both : neither)++;
+      EXPECT_TRUE(StagingEmpty(w.staging_root(0)) && StagingEmpty(w.staging_root(1)));
+    }
+  EXPECT_GT(both, 0);
+  EXPECT_GT(neither, 0);
+}
+
+// Crash the log's storage at every event of a committing run, in every crash mode the storage
+// offers, restart and recover: the backing tree is all-old or all-new, all-new
+// whenever Commit said OK, and staging is always gone.
+TEST(FsRm, CrashAtEveryLogEventThenRecover) {
+  uint64_t events = 0;
+  {
+    FsRmWorld w;
+    ASSERT_TRUE(w.Start().ok());
+    uint64_t before = w.storage().events();
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(Workload(w, *tx).ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    events = w.storage().events() - before;
+  }
+  ASSERT_GT(events, 0u);
+  auto initial = Initial(), expected = Expected();
+  int rolled_back = 0, applied = 0;
+  for (log::CrashMode mode : {log::CrashMode::kDropUnsynced, log::CrashMode::kTearLastWrite,
+                              log::CrashMode::kKeepRandomUnsynced})
+    for (uint64_t k = 1; k <= events + 1; ++k) {
+      FsRmWorld w;
+      ASSERT_TRUE(w.Start().ok());
+      w.storage().CrashAtEvent(w.storage().events() + k, mode);
+      auto tx = w.tm().Begin({});
+      bool committed = false;
+      if (tx.ok() && Workload(w, *tx).ok()) committed = w.tm().Commit(*tx).ok();
+      w.CrashAndRestart();
+      Status s = w.Start();
+      ASSERT_TRUE(s.ok()) << "k=" << k << " " << s.ToString();
+      auto now = Snapshot(w.root());
+      (now == expected ? applied : rolled_back)++;
+      if (committed) {
+        EXPECT_EQ(now, expected) << "k=" << k;
+      } else {
+        EXPECT_TRUE(now == initial || now == expected) << "k=" << k;
+      }
+      EXPECT_TRUE(StagingEmpty(w.staging_root())) << "k=" << k;
+    }
+  // Early crashes lose the commit, late ones keep it: both paths of recovery ran.
+  EXPECT_GT(rolled_back, 0);
+  EXPECT_GT(applied, 0);
+}
+
+TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
+  int total = 0;
+  {
+    FsRmWorld w;
+    ASSERT_TRUE(w.Start().ok());
+    w.rm().SetApplyHook([&](const std::string&) {
+      ++total;
+      return Status::Ok();
+    });
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(Workload(w, *tx).ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  }
+  ASSERT_GT(total, 3);
+  for (int stop = 0; stop < total; ++stop) {
+    FsRmWorld w;
+    ASSERT_TRUE(w.Start().ok());
+    int seen = 0;
+    w.rm().SetApplyHook([&](const std::string& what) {
+      return seen++ == stop ? Status::IoError("stop before " + what) : Status::Ok();
+    });
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(Workload(w, *tx).ok());
+    // The decision is durable before apply starts, so the commit stands.
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    // Half applied: its objects stay locked until recovery finishes the job.
+    EXPECT_GT(w.rm().locks().CountHeldBy(*tx), 0u) << "stop=" << stop;
+    auto other = w.tm().Begin({});
+    EXPECT_EQ(w.changes().Write(*other, "a.txt", 0, "x").code(), EBUSY) << "stop=" << stop;
+    w.CrashAndRestart();
+    Status s = w.Start();
+    ASSERT_TRUE(s.ok()) << "stop=" << stop << " " << s.ToString();
+    EXPECT_EQ(Snapshot(w.root()), Expected()) << "stop=" << stop;
+    EXPECT_TRUE(StagingEmpty(w.staging_root()));
+  }
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx

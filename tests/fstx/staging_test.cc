@@ -1,0 +1,139 @@
+#include "fs/tx/staging.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "tests/fstx/temp_dir.h"
+
+namespace ktmfs::fstx {
+namespace {
+
+std::span<const std::byte> B(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+std::string ReadAll(StagedFile* f, uint64_t offset = 0, size_t len = 4096) {
+  std::string out(len, '?');
+  auto n = f->Read(offset, std::as_writable_bytes(std::span(out.data(), out.size())));
+  EXPECT_TRUE(n.ok()) << n.status().ToString();
+  out.resize(n.ok() ? *n : 0);
+  return out;
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class StagingTest : public ::testing::Test {
+ protected:
+  TempDir tmp;
+  std::string root() { return tmp.path() + "/staging/rm1"; }
+};
+
+TEST_F(StagingTest, NewFileIsStagedWhole) {
+  Guid tx = Guid::Random();
+  auto st = TxStaging::Create(root(), tx);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto f = (*st)->NewFile("n1");
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Write(0, B("hello")).ok());
+  ASSERT_TRUE((*f)->Write(8, B("world")).ok());
+  EXPECT_EQ((*f)->size(), 13u);
+  EXPECT_EQ(ReadAll(*f), std::string("hello\0\0\0world", 13));
+  EXPECT_EQ(ReadAll(*f, 3, 3), std::string("lo\0", 3));
+  EXPECT_EQ(Slurp((*st)->dir() + "/n1"), std::string("hello\0\0\0world", 13));
+  EXPECT_EQ((*st)->dir(), root() + "/" + tx.ToString());
+}
+
+TEST_F(StagingTest, UnwrittenRangesReadThroughToCommittedFile) {
+  std::string committed = tmp.path() + "/committed";
+  WriteFile(committed, "0123456789");
+  int cfd = ::open(committed.c_str(), O_RDONLY);
+  ASSERT_GE(cfd, 0);
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->FileFor("e1", cfd);
+  ::close(cfd);  // the staged file keeps its own descriptor
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ((*f)->size(), 10u);
+  ASSERT_TRUE((*f)->Write(3, B("abc")).ok());
+  ASSERT_TRUE((*f)->Write(12, B("Z")).ok());
+  EXPECT_EQ(ReadAll(*f), std::string("012abc6789\0\0Z", 13));
+  EXPECT_EQ((*f)->written(), (std::vector<Extent>{{3, 3}, {12, 1}}));
+  // The committed file is untouched.
+  EXPECT_EQ(Slurp(committed), "0123456789");
+  // Same name, same staged file.
+  auto again = (*st)->FileFor("e1", 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *f);
+}
+
+TEST_F(StagingTest, TruncateHidesCommittedBytesBeyondIt) {
+  std::string committed = tmp.path() + "/committed";
+  WriteFile(committed, "0123456789");
+  int cfd = ::open(committed.c_str(), O_RDONLY);
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->FileFor("e1", cfd);
+  ::close(cfd);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Write(1, B("xy")).ok());
+  ASSERT_TRUE((*f)->Truncate(4).ok());
+  EXPECT_EQ(ReadAll(*f), "0xy3");
+  ASSERT_TRUE((*f)->Truncate(8).ok());  // growing again: the cut bytes come back as zeros
+  EXPECT_EQ(ReadAll(*f), std::string("0xy3\0\0\0\0", 8));
+  ASSERT_TRUE((*f)->Write(6, B("Q")).ok());
+  EXPECT_EQ(ReadAll(*f), std::string("0xy3\0\0Q\0", 8));
+  ASSERT_TRUE((*f)->Truncate(2).ok());
+  EXPECT_EQ(ReadAll(*f), "0x");
+  EXPECT_EQ((*f)->written(), (std::vector<Extent>{{1, 1}}));
+}
+
+TEST_F(StagingTest, SyncThenDiscardRemovesEverything) {
+  Guid tx = Guid::Random();
+  auto st = TxStaging::Create(root(), tx);
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE((*st)->NewFile("a").ok());
+  ASSERT_TRUE((*(*st)->NewFile("b"))->Write(0, B("data")).ok());
+  EXPECT_EQ((*st)->file_names(), (std::vector<std::string>{"a", "b"}));
+  ASSERT_TRUE((*st)->Sync().ok());
+  // Recovery can open it by transaction id and discard it.
+  auto reopened = TxStaging::Open(root(), tx);
+  ASSERT_TRUE(reopened.ok());
+  ASSERT_TRUE((*st)->Discard().ok());
+  struct stat sb;
+  EXPECT_NE(::stat((root() + "/" + tx.ToString()).c_str(), &sb), 0);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_TRUE(::stat(root().c_str(), &sb) == 0 && S_ISDIR(sb.st_mode));
+  auto gone = TxStaging::Open(root(), tx);
+  EXPECT_EQ(gone.status().code(), ENOENT);
+}
+
+TEST_F(StagingTest, NamesAreNeverReused) {
+  Guid tx = Guid::Random();
+  auto st = TxStaging::Create(root(), tx);
+  ASSERT_TRUE(st.ok());
+  // A second staging for the same transaction id is refused rather than mixed in.
+  EXPECT_EQ(TxStaging::Create(root(), tx).status().code(), EEXIST);
+  // Names must be single components.
+  EXPECT_EQ((*st)->NewFile("../x").status().code(), EINVAL);
+  EXPECT_EQ((*st)->NewFile("").status().code(), EINVAL);
+  // A staged name that exists on disk but not in memory is refused (O_EXCL).
+  WriteFile((*st)->dir() + "/stray", "x");
+  EXPECT_EQ((*st)->NewFile("stray").status().code(), EEXIST);
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx
