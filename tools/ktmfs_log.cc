@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "fs/tx/records.h"
 #include "ktmfs_config.h"
 #include "log/base_file.h"
 #include "log/log.h"
@@ -108,6 +109,31 @@ std::string Describe(const klog::Record& r, const std::string& stream) {
         return "abort decision tx " + tx;
       case tm::TmRecordType::kEnd:
         return "end tx " + tx;
+    }
+  }
+  if (r.type == ktmfs::fstx::kFsRecordType) {
+    namespace fstx = ktmfs::fstx;
+    auto rec = fstx::DecodeRecord(r.payload, r.lsn);
+    if (!rec.ok()) return "fs record (undecodable: " + rec.status().message() + ")";
+    const std::string tx = " tx " + rec->tx.ToString();
+    switch (rec->type) {
+      case fstx::RecordType::kOp: {
+        const fstx::Op& op = rec->op;
+        std::string text = std::string(fstx::OpKindName(op.kind)) + tx + " " + op.path;
+        if (!op.path2.empty()) text += " -> " + op.path2;
+        if (op.kind == fstx::OpKind::kWriteExtent)
+          text += " [" + std::to_string(op.offset) + ", +" + std::to_string(op.length) + ")";
+        return text;
+      }
+      case fstx::RecordType::kPrepared:
+        return "prepared" + tx + " (" + std::to_string(rec->op_count) + " ops, " +
+               std::to_string(rec->staged_files.size()) + " staged files)";
+      case fstx::RecordType::kCommitted:
+        return "committed" + tx;
+      case fstx::RecordType::kApplied:
+        return "applied" + tx;
+      case fstx::RecordType::kAborted:
+        return "aborted" + tx;
     }
   }
   return "type " + Hex(r.type) + " (" + std::to_string(r.payload.size()) + " bytes)";

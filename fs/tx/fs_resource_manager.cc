@@ -6,9 +6,6 @@
 
 namespace ktmfs::fstx {
 
-// Every record goes to the stream under one client type; the payload says what it is.
-constexpr uint16_t kFsRecordType = 1;
-
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
 FsResourceManager::~FsResourceManager() = default;
 

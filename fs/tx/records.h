@@ -16,6 +16,8 @@
 namespace ktmfs::fstx {
 
 inline constexpr uint8_t kRecordFormatVersion = 1;
+// The log record type (log::Record::type) of every record of an fs RM's stream.
+inline constexpr uint16_t kFsRecordType = 1;
 
 // How a record names a filesystem object. Existing objects by backing identity (stable across
 // renames); objects the transaction creates by a number unique within the transaction, because

@@ -34,6 +34,9 @@ check "dump decodes the commit decision" 0 \
   'commit decision tx 0a1b2c3d-0000-4000-8000-000000000001 rms data' -- "$tool" dump "$dir/state"
 check "dump decodes the enlistment" 0 'enlist tx .* rm data owner 1000 "sample"' -- \
   "$tool" dump "$dir/state"
+check "dump decodes a filesystem RM's operation" 0 \
+  'data .* rename tx 0a1b2c3d-0000-4000-8000-000000000001 releases/next -> current' -- \
+  "$tool" dump "$dir/state"
 check "dump of one stream" 0 '^0x[0-9a-f]+ +rm ' -- "$tool" dump -s rm "$dir/state"
 check "dump -x shows payload bytes" 0 '5a 5a 5a' -- "$tool" dump -x -s rm "$dir/state"
 check "verify a sound log" 0 '^verify: OK$' -- "$tool" verify "$dir/state"

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "fs/tx/records.h"
 #include "log/log.h"
 #include "src/tm_records.h"
 
@@ -52,6 +53,16 @@ int main(int argc, char** argv) {
   l = *tms->Append({.type = uint16_t(ktm::TmRecordType::kEnd), .payload = end});
   (void)tms->Flush(l);
   (void)*tms->WriteRestartArea(ktm::EncodeRestartArea({}));
+  // A filesystem RM's stream with one operation of the same transaction.
+  klog::Stream* fss = *(*log)->OpenStream("data");
+  ktmfs::fstx::Record op;
+  op.tx = tx.id;
+  op.op.kind = ktmfs::fstx::OpKind::kRename;
+  op.op.path = "releases/next";
+  op.op.path2 = "current";
+  auto op_bytes = ktmfs::fstx::EncodeRecord(op);
+  l = *fss->Append({.type = ktmfs::fstx::kFsRecordType, .payload = op_bytes});
+  (void)fss->Flush(l);
   if (!(*log)->Close().ok()) return 1;
   std::printf("first rm record at 0x%llx\n", static_cast<unsigned long long>(first));
 
