@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/fstx/temp_dir.h"
@@ -398,6 +400,81 @@ TEST_F(OverlayTest, FailedOpsLeaveTheViewUnchanged) {
   EXPECT_EQ(List("e"), (Names{"x"}));
   EXPECT_EQ(Look("", "d").kind, Kind::kUnchanged);
   EXPECT_EQ(List(""), (Names{"a", "b", "c", "e"}));
+}
+
+TEST_F(OverlayTest, ExchangeOfTwoDirectoriesSwapsTheirSubtrees) {
+  ObjectId a = Id("a");
+  ObjectId c = Id("c");
+  Ok({.kind = OpKind::kCreate, .object = ObjectId::New(1), .path = "c/inc"});
+  Ok({.kind = OpKind::kRename,
+      .object = a,
+      .path = "a",
+      .path2 = "c",
+      .replaced = c,
+      .flags = RENAME_EXCHANGE});
+  EXPECT_EQ(Look("", "c").object, a);
+  EXPECT_EQ(Look("", "a").object, c);
+  EXPECT_EQ(List("c"), (Names{"f", "sub"}));
+  EXPECT_EQ(List("a"), (Names{"inc"}));
+  EXPECT_EQ(Look("c/sub", "g").backing_path, "a/sub/g");
+  EXPECT_EQ(Look("a", "inc").object, ObjectId::New(1));
+  EXPECT_EQ(List(""), (Names{"a", "b", "c"}));
+}
+
+TEST_F(OverlayTest, NestedMovesFollowEachDirectoryToItsBackingPath) {
+  ObjectId a = Id("a");
+  ObjectId sub = Id("a/sub");
+  Ok({.kind = OpKind::kRename, .object = a, .path = "a", .path2 = "x"});
+  Ok({.kind = OpKind::kRename, .object = sub, .path = "x/sub", .path2 = "c/s2"});
+  Ok({.kind = OpKind::kRename, .object = a, .path = "x", .path2 = "c/s2/top"});
+  EXPECT_EQ(Look("c/s2", "g").backing_path, "a/sub/g");
+  EXPECT_EQ(Look("c/s2/top", "f").backing_path, "a/f");
+  EXPECT_EQ(Look("c/s2/top", "sub").kind, Kind::kRemoved);
+  EXPECT_EQ(List("c/s2"), (Names{"g", "top"}));
+  EXPECT_EQ(List("c/s2/top"), (Names{"f"}));
+  EXPECT_EQ(List(""), (Names{"b", "c"}));
+  // A file moved out of a moved directory and back keeps its backing path.
+  ObjectId g = Id("a/sub/g");
+  Ok({.kind = OpKind::kRename, .object = g, .path = "c/s2/g", .path2 = "g2"});
+  EXPECT_EQ(Look("", "g2").backing_path, "a/sub/g");
+  Ok({.kind = OpKind::kRename, .object = g, .path = "g2", .path2 = "c/s2/top/g"});
+  EXPECT_EQ(Look("c/s2/top", "g").backing_path, "a/sub/g");
+  EXPECT_EQ(List("c/s2"), (Names{"top"}));
+  EXPECT_EQ(List(""), (Names{"b", "c"}));
+}
+
+TEST_F(OverlayTest, RenameOverAnEmptyBackingDirectoryHidesItsPath) {
+  ObjectId sub = Id("a/sub");
+  Ok({.kind = OpKind::kUnlink, .object = Id("a/sub/g"), .path = "a/sub/g"});
+  Ok({.kind = OpKind::kCreate, .object = ObjectId::New(1), .path = "c/tmp"});
+  Ok({.kind = OpKind::kUnlink, .object = ObjectId::New(1), .path = "c/tmp"});
+  Ok({.kind = OpKind::kRename, .object = Id("c"), .path = "c", .path2 = "a/sub", .replaced = sub});
+  EXPECT_EQ(Look("a", "sub").object, Id("c"));
+  EXPECT_EQ(Look("a/sub", "g").backing_path, "c/g");
+  EXPECT_EQ(List("a/sub"), Names{});
+  EXPECT_EQ(List(""), (Names{"a", "b"}));
+}
+
+TEST_F(OverlayTest, ConcurrentReadersSeeWholeOps) {
+  // Readers run while a writer applies create/unlink pairs: each lookup sees the name either
+  // present or absent, never a half-applied state (and ASan/UBSan check the locking).
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      auto r = ov_.Lookup("a/sub", "t");
+      if (!r.ok() || (r->kind == Kind::kEntry && r->type != S_IFREG)) bad++;
+      auto l = ov_.ReadDir("a/sub", {"g"});
+      if (!l.ok() || l->empty() || l->front().name != "g") bad++;
+    }
+  });
+  for (uint64_t i = 1; i <= 200; ++i) {
+    Ok({.kind = OpKind::kCreate, .object = ObjectId::New(i), .path = "a/sub/t"});
+    Ok({.kind = OpKind::kUnlink, .object = ObjectId::New(i), .path = "a/sub/t"});
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 }  // namespace
