@@ -181,7 +181,6 @@ Status TxOverlay::Create(const Op& op, uint32_t type) {
   a.mode = type | (op.mode & 07777);
   a.uid = op.uid;
   a.gid = op.gid;
-  if (type == S_IFREG) a.size = 0;
   if (type == S_IFLNK) {
     a.mode = S_IFLNK | 0777;
     a.size = op.target.size();

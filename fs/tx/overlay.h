@@ -45,8 +45,10 @@ struct AttrOverride {
   std::optional<uint32_t> mode;  // with S_IFMT bits for objects the transaction created
   std::optional<uint32_t> uid;
   std::optional<uint32_t> gid;
-  std::optional<uint64_t> size;  // absolute (create, truncate)
-  uint64_t written_end = 0;      // writes past the backing size grow it to this
+  // Absolute (truncate, and a symlink's target length). Without it the size is the backing
+  // object's, or for a new file its staged file's, grown by writes past its end.
+  std::optional<uint64_t> size;
+  uint64_t written_end = 0;
   std::optional<int64_t> atime_ns;
   std::optional<int64_t> mtime_ns;
 
