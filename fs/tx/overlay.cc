@@ -223,6 +223,7 @@ Status TxOverlay::Remove(const Op& op, bool dir) {
   auto d = Materialize(parent);
   if (!d.ok()) return d.status();
   if (is_dir) (void)TakeSubtree(op.path);
+  unlinked_.insert(s->entry.object);
   if (s->entry.backing_has_name) {
     (*d)->entries.insert_or_assign(name, Entry{.removed = true, .backing_has_name = true});
   } else {
@@ -290,6 +291,7 @@ Status TxOverlay::Rename(const Op& op) {
     (*dd)->entries.insert_or_assign(dname, moved);
     return Status::Ok();
   }
+  if (dst_exists) unlinked_.insert(dst->entry.object);
   (*dd)->entries.insert_or_assign(dname, moved);
   if (src_flag) {
     (*sd)->entries.insert_or_assign(sname, Entry{.removed = true, .backing_has_name = true});
@@ -441,6 +443,34 @@ std::optional<std::string> TxOverlay::Readlink(const ObjectId& object) const {
   auto it = symlinks_.find(object);
   if (it == symlinks_.end()) return std::nullopt;
   return it->second;
+}
+
+std::vector<ObjectId> TxOverlay::TouchedObjects() const {
+  std::lock_guard lock(mu_);
+  std::set<ObjectId> out;
+  for (const auto& [path, dir] : dirs_) {
+    for (const auto& [name, e] : dir.entries) {
+      if (!e.removed) out.insert(e.object);
+    }
+  }
+  for (const auto& [id, a] : attrs_)
+    out.insert(id);
+  for (const auto& [id, x] : xattrs_)
+    out.insert(id);
+  out.insert(unlinked_.begin(), unlinked_.end());
+  out.erase(ObjectId{});  // tombstones name no object
+  return {out.begin(), out.end()};
+}
+
+std::vector<std::pair<std::string, std::string>> TxOverlay::ChangedBackingEntries() const {
+  std::lock_guard lock(mu_);
+  std::set<std::pair<std::string, std::string>> out;
+  for (const auto& [path, dir] : dirs_) {
+    if (!dir.backing) continue;
+    for (const auto& [name, e] : dir.entries)
+      out.emplace(*dir.backing, name);
+  }
+  return {out.begin(), out.end()};
 }
 
 }  // namespace ktmfs::fstx

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,12 @@ class TxOverlay {
   XattrLookup GetXattr(const ObjectId& object, const std::string& name) const;
   std::optional<std::string> Readlink(const ObjectId& object) const;
 
+  // What commit or rollback must invalidate in the kernel's caches of the committed view, and
+  // what is served with zero timeouts meanwhile: every object whose name, attributes or xattrs
+  // the transaction changed, and every (backing directory, name) whose entry it changed there.
+  std::vector<ObjectId> TouchedObjects() const;
+  std::vector<std::pair<std::string, std::string>> ChangedBackingEntries() const;
+
  private:
   struct Entry {
     bool removed = false;
@@ -139,6 +146,7 @@ class TxOverlay {
   std::map<ObjectId, AttrOverride> attrs_;
   std::map<ObjectId, std::map<std::string, std::optional<std::string>>> xattrs_;
   std::map<ObjectId, std::string> symlinks_;
+  std::set<ObjectId> unlinked_;  // objects that lost a name (unlink, rmdir, replaced by rename)
 };
 
 }  // namespace ktmfs::fstx

@@ -455,6 +455,29 @@ TEST_F(OverlayTest, RenameOverAnEmptyBackingDirectoryHidesItsPath) {
   EXPECT_EQ(List(""), (Names{"a", "b"}));
 }
 
+TEST_F(OverlayTest, ReportsWhatCommitMustInvalidate) {
+  EXPECT_TRUE(ov_.TouchedObjects().empty());
+  EXPECT_TRUE(ov_.ChangedBackingEntries().empty());
+  ObjectId a = Id("a"), b = Id("b"), g = Id("a/sub/g");
+  Ok({.kind = OpKind::kRename, .object = a, .path = "a", .path2 = "c/a2"});
+  Ok({.kind = OpKind::kUnlink, .object = g, .path = "c/a2/sub/g"});
+  Ok({.kind = OpKind::kCreate, .object = ObjectId::New(1), .path = "c/a2/n"});
+  Ok({.kind = OpKind::kSetattr, .object = b, .path = "b", .mode = 0600, .set_mask = kSetMode});
+  Ok({.kind = OpKind::kRename,
+      .object = Id("a/f"),
+      .path = "c/a2/f",
+      .path2 = "c/a2/n",
+      .replaced = ObjectId::New(1)});
+  // The unlinked and the replaced objects too: their link counts changed.
+  std::vector<ObjectId> want = {a, b, g, Id("a/f"), ObjectId::New(1)};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(ov_.TouchedObjects(), want);
+  using Entries = std::vector<std::pair<std::string, std::string>>;
+  // Named by backing paths: the moved directory's entries are still under "a" there.
+  EXPECT_EQ(ov_.ChangedBackingEntries(),
+            (Entries{{"", "a"}, {"a", "f"}, {"a", "n"}, {"a/sub", "g"}, {"c", "a2"}}));
+}
+
 TEST_F(OverlayTest, ConcurrentReadersSeeWholeOps) {
   // Readers run while a writer applies create/unlink pairs: each lookup sees the name either
   // present or absent, never a half-applied state (and ASan/UBSan check the locking).
