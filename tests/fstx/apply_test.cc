@@ -16,24 +16,20 @@
 namespace ktmfs::fstx {
 namespace {
 
-void Put(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
-
 // The tree every workload starts from, built the same way in backing and reference.
 void BuildInitialTree(const std::string& root) {
   ASSERT_EQ(::mkdir(root.c_str(), 0755), 0);
-  Put(root + "/a.txt", "alpha");
-  Put(root + "/b.txt", "bravo");
+  WriteFile(root + "/a.txt", "alpha");
+  WriteFile(root + "/b.txt", "bravo");
   ::mkdir((root + "/dir1").c_str(), 0755);
-  Put(root + "/dir1/c.txt", "charlie");
+  WriteFile(root + "/dir1/c.txt", "charlie");
   ::mkdir((root + "/dir1/sub").c_str(), 0750);
-  Put(root + "/dir1/sub/d.txt", "delta");
+  WriteFile(root + "/dir1/sub/d.txt", "delta");
   ::mkdir((root + "/empty").c_str(), 0700);
   std::string big(100000, 'x');
   for (size_t i = 0; i < big.size(); ++i)
     big[i] = static_cast<char>('a' + i % 26);
-  Put(root + "/big.bin", big);
+  WriteFile(root + "/big.bin", big);
   ::setxattr((root + "/b.txt").c_str(), "user.old", "1", 1, 0);
   ::symlink("a.txt", (root + "/sl").c_str());
 }

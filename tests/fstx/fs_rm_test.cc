@@ -13,18 +13,14 @@
 namespace ktmfs::fstx {
 namespace {
 
-void Put(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
-
 std::span<const std::byte> B(const std::string& s) {
   return std::as_bytes(std::span(s.data(), s.size()));
 }
 
 void BuildTree(const std::string& root) {
   ::mkdir(root.c_str(), 0755);
-  Put(root + "/a.txt", "alpha");
-  Put(root + "/b.txt", "bravo");
+  WriteFile(root + "/a.txt", "alpha");
+  WriteFile(root + "/b.txt", "bravo");
   ::mkdir((root + "/dir").c_str(), 0755);
 }
 
@@ -175,9 +171,9 @@ std::map<std::string, std::string> Expected() {
   TempDir t;
   std::string r = t.path() + "/x";
   BuildTree(r);
-  Put(r + "/a.txt", "aLPha");
+  WriteFile(r + "/a.txt", "aLPha");
   ::rename((r + "/b.txt").c_str(), (r + "/c.txt").c_str());
-  Put(r + "/new.txt", "fresh");
+  WriteFile(r + "/new.txt", "fresh");
   ::chmod((r + "/new.txt").c_str(), 0644);
   return Snapshot(r);
 }

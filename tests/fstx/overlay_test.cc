@@ -57,14 +57,7 @@ class OverlayTest : public ::testing::Test {
     if (b.ok() && b->has_value()) {
       // A fixed backing order keeps the expectation exact: sorted names.
       std::string full = dir_.path() + (b->value().empty() ? "" : "/" + b->value());
-      std::vector<std::string> names;
-      if (DIR* d = ::opendir(full.c_str())) {
-        while (dirent* e = ::readdir(d)) {
-          std::string n = e->d_name;
-          if (n != "." && n != "..") names.push_back(n);
-        }
-        ::closedir(d);
-      }
+      std::vector<std::string> names = ListNames(full).value_or(std::vector<std::string>{});
       std::sort(names.begin(), names.end());
       backing = names;
     }

@@ -20,20 +20,16 @@
 namespace ktmfs::fstx {
 namespace {
 
-void Put(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
-
 void BuildTree(const std::string& root) {
   ASSERT_EQ(::mkdir(root.c_str(), 0755), 0);
-  Put(root + "/a.txt", "alpha");
-  Put(root + "/b.txt", "bravo");
+  WriteFile(root + "/a.txt", "alpha");
+  WriteFile(root + "/b.txt", "bravo");
   ::mkdir((root + "/dir1").c_str(), 0755);
-  Put(root + "/dir1/c.txt", "charlie");
+  WriteFile(root + "/dir1/c.txt", "charlie");
   ::mkdir((root + "/dir1/sub").c_str(), 0750);
-  Put(root + "/dir1/sub/d.txt", "delta");
+  WriteFile(root + "/dir1/sub/d.txt", "delta");
   ::mkdir((root + "/empty").c_str(), 0700);
-  Put(root + "/big.bin", std::string(5000, 'x'));
+  WriteFile(root + "/big.bin", std::string(5000, 'x'));
   ::setxattr((root + "/b.txt").c_str(), "user.old", "1", 1, 0);
   ::symlink("a.txt", (root + "/sl").c_str());
 }
@@ -75,15 +71,9 @@ std::string Describe(uint32_t mode, uint64_t size, const std::string& target,
 
 void ReferenceInto(const std::string& root, const std::string& rel,
                    std::map<std::string, std::string>* out) {
-  DIR* d = ::opendir((rel.empty() ? root : root + "/" + rel).c_str());
-  ASSERT_NE(d, nullptr) << rel;
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  for (const auto& n : names) {
+  auto names = ListNames(rel.empty() ? root : root + "/" + rel);
+  ASSERT_TRUE(names.has_value()) << rel;
+  for (const auto& n : *names) {
     std::string r = rel.empty() ? n : rel + "/" + n;
     std::string p = root + "/" + r;
     struct stat st;
@@ -111,13 +101,9 @@ class ViewReader {
     std::vector<std::string> backing_names;
     if (bd->has_value()) {
       std::string dir = bd->value().empty() ? backing_ : backing_ + "/" + bd->value();
-      DIR* d = ::opendir(dir.c_str());
-      ASSERT_NE(d, nullptr) << dir;
-      while (dirent* e = ::readdir(d)) {
-        std::string n = e->d_name;
-        if (n != "." && n != "..") backing_names.push_back(n);
-      }
-      ::closedir(d);
+      auto names = ListNames(dir);
+      ASSERT_TRUE(names.has_value()) << dir;
+      backing_names = std::move(*names);
     }
     auto entries = ov_.ReadDir(rel, backing_names);
     ASSERT_TRUE(entries.ok()) << entries.status().ToString();

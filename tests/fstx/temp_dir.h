@@ -1,10 +1,15 @@
-// A fresh directory under /tmp for one test, removed (with everything in it) afterwards.
+// File helpers shared by the fstx tests: a fresh directory under /tmp for one test, removed
+// (with everything in it) afterwards; writing a file; listing a directory.
 #pragma once
 
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "fs/tx/staging.h"
 
@@ -24,5 +29,23 @@ class TempDir {
  private:
   std::string path_;
 };
+
+inline void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+// The names in a directory, without "." and "..", in readdir order; nullopt if it cannot be
+// opened.
+inline std::optional<std::vector<std::string>> ListNames(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return std::nullopt;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
 
 }  // namespace ktmfs::fstx

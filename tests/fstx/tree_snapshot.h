@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/fstx/temp_dir.h"
+
 namespace ktmfs::fstx {
 
 inline std::string DescribeXattrs(const std::string& path) {
@@ -37,15 +39,9 @@ inline std::string DescribeXattrs(const std::string& path) {
 inline void SnapshotInto(const std::string& root, const std::string& rel,
                          std::map<std::string, std::string>* out) {
   std::string path = rel.empty() ? root : root + "/" + rel;
-  DIR* d = ::opendir(path.c_str());
-  if (!d) return;
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  for (const auto& n : names) {
+  auto names = ListNames(path);
+  if (!names) return;
+  for (const auto& n : *names) {
     std::string r = rel.empty() ? n : rel + "/" + n;
     std::string p = root + "/" + r;
     struct stat st;

@@ -18,6 +18,7 @@
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/records.h"
 #include "fs/tx/staging.h"
+#include "tests/fstx/temp_dir.h"
 
 namespace ktmfs::fstx {
 
@@ -178,15 +179,9 @@ class Workload {
   }
   void MapTree(const std::string& rel) {
     std::string r = rel.empty() ? ref_ : ref_ + "/" + rel;
-    DIR* d = ::opendir(r.c_str());
-    if (!d) return;
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-    for (const auto& n : names) {
+    auto names = ListNames(r);
+    if (!names) return;
+    for (const auto& n : *names) {
       std::string child = rel.empty() ? n : rel + "/" + n;
       struct stat b, rs;
       ASSERT_EQ(::lstat((backing_ + "/" + child).c_str(), &b), 0) << child;
