@@ -129,6 +129,11 @@ class TransactionManager::Impl {
   Result<TxPtr> FindTx(const Guid& id) const;
   Result<Enlistment*> FindReplier(const TxPtr& tx, const Guid& rm, NotificationKind kind,
                                   bool* ignore);
+  // The start of every *Complete reply (mu_ held): the TM is usable, the transaction exists and
+  // `rm` owes a reply to `kind`. Sets *tx and *ignore as FindReplier does.
+  Result<Enlistment*> FindReplyLocked(const Guid& id, const Guid& rm, NotificationKind kind,
+                                      TxPtr* tx, bool* ignore);
+  static bool AllRepliedLocked(const TxPtr& tx);
   Result<log::Lsn> AppendLocked(TmRecordType type, const std::vector<std::byte>& payload);
   void Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind, Deliveries* out);
   void Deliver(const Deliveries& d);
@@ -584,15 +589,28 @@ Status TransactionManager::Impl::Rollback(const Guid& id) {
 
 // ---- replies
 
-Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
-                                                 const Status& result, log::Lsn lsn) {
-  std::unique_lock l(mu_);
+Result<Enlistment*> TransactionManager::Impl::FindReplyLocked(const Guid& id, const Guid& rm,
+                                                              NotificationKind kind, TxPtr* tx,
+                                                              bool* ignore) {
   if (!failed_.ok()) return failed_;
   Result<TxPtr> found = FindTx(id);
   if (!found.ok()) return found.status();
-  TxPtr tx = *found;
+  *tx = *found;
+  return FindReplier(*tx, rm, kind, ignore);
+}
+
+bool TransactionManager::Impl::AllRepliedLocked(const TxPtr& tx) {
+  for (auto& e : tx->enlistments)
+    if (e->awaiting_reply) return false;
+  return true;
+}
+
+Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
+                                                 const Status& result, log::Lsn lsn) {
+  std::unique_lock l(mu_);
+  TxPtr tx;
   bool ignore;
-  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kPrepare, &ignore);
+  Result<Enlistment*> e = FindReplyLocked(id, rm, NotificationKind::kPrepare, &tx, &ignore);
   if (!e.ok() || ignore) return e.status();
   (*e)->awaiting_reply = false;
   (*e)->durable_at = lsn;
@@ -603,8 +621,7 @@ Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
     Deliver(d);
     return Status::Ok();
   }
-  for (auto& other : tx->enlistments)
-    if (other->awaiting_reply) return Status::Ok();
+  if (!AllRepliedLocked(tx)) return Status::Ok();
   tx->state = TxState::kPrepared;
   l.unlock();
   Decide(tx);
@@ -677,12 +694,10 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
 Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const Guid& rm,
                                                            const Status& result) {
   std::lock_guard l(mu_);
-  if (!failed_.ok()) return failed_;
-  Result<TxPtr> found = FindTx(id);
-  if (!found.ok()) return found.status();
-  TxPtr tx = *found;
+  TxPtr tx;
   bool ignore;
-  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kSinglePhaseCommit, &ignore);
+  Result<Enlistment*> e =
+      FindReplyLocked(id, rm, NotificationKind::kSinglePhaseCommit, &tx, &ignore);
   if (!e.ok()) return e.status();
   (*e)->awaiting_reply = false;
   if (result.ok()) {
@@ -697,33 +712,25 @@ Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const
 
 Status TransactionManager::Impl::CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) {
   std::lock_guard l(mu_);
-  if (!failed_.ok()) return failed_;
-  Result<TxPtr> found = FindTx(id);
-  if (!found.ok()) return found.status();
-  TxPtr tx = *found;
+  TxPtr tx;
   bool ignore;
-  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kCommit, &ignore);
+  Result<Enlistment*> e = FindReplyLocked(id, rm, NotificationKind::kCommit, &tx, &ignore);
   if (!e.ok()) return e.status();
   (*e)->awaiting_reply = false;
   (*e)->durable_at = lsn;  // the end record waits until this commit record is durable
-  for (auto& other : tx->enlistments)
-    if (other->awaiting_reply) return Status::Ok();
+  if (!AllRepliedLocked(tx)) return Status::Ok();
   FinishLocked(tx, TxState::kCommitted);
   return Status::Ok();
 }
 
 Status TransactionManager::Impl::RollbackComplete(const Guid& id, const Guid& rm) {
   std::lock_guard l(mu_);
-  if (!failed_.ok()) return failed_;
-  Result<TxPtr> found = FindTx(id);
-  if (!found.ok()) return found.status();
-  TxPtr tx = *found;
+  TxPtr tx;
   bool ignore;
-  Result<Enlistment*> e = FindReplier(tx, rm, NotificationKind::kRollback, &ignore);
+  Result<Enlistment*> e = FindReplyLocked(id, rm, NotificationKind::kRollback, &tx, &ignore);
   if (!e.ok()) return e.status();
   (*e)->awaiting_reply = false;
-  for (auto& other : tx->enlistments)
-    if (other->awaiting_reply) return Status::Ok();
+  if (!AllRepliedLocked(tx)) return Status::Ok();
   FinishLocked(tx, TxState::kRolledBack);
   return Status::Ok();
 }
