@@ -151,7 +151,10 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, buf);
 }
 
-void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+// mknod, mkdir and symlink: check the parent and name, make the object as the caller (so it
+// is theirs), and reply with its entry. `make` does the one system call that differs.
+template <typename Make>
+void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   if (int err = CheckParent(fs, p, name); err != 0) {
@@ -159,41 +162,23 @@ void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, d
     return;
   }
   IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (mknodat(p->fd, name, mode, rdev) != 0) {
+  if (make(p->fd) != 0) {
     fuse_reply_err(req, errno);
     return;
   }
   ReplyNewEntry(req, fs, p, name);
+}
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  MakeEntry(req, parent, name, [&](int dirfd) { return mknodat(dirfd, name, mode, rdev); });
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  Filesystem& fs = Fs(req);
-  Inode* p = fs.Get(parent);
-  if (int err = CheckParent(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (mkdirat(p->fd, name, mode) != 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  ReplyNewEntry(req, fs, p, name);
+  MakeEntry(req, parent, name, [&](int dirfd) { return mkdirat(dirfd, name, mode); });
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  Filesystem& fs = Fs(req);
-  Inode* p = fs.Get(parent);
-  if (int err = CheckParent(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (symlinkat(link, p->fd, name) != 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  ReplyNewEntry(req, fs, p, name);
+  MakeEntry(req, parent, name, [&](int dirfd) { return symlinkat(link, dirfd, name); });
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
