@@ -92,7 +92,8 @@ void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     fuse_reply_err(req, errno);
     return;
   }
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+  // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
+  if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
     if (err != 0) {
