@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 
+#include <cstdio>
 #include <set>
 
 namespace ktmfs::fstx {
@@ -93,6 +94,7 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   }
   (*t)->ops.push_back(op);
   (*t)->bytes_logged += payload.size();
+  if ((*t)->first_lsn == log::kInvalidLsn) (*t)->first_lsn = *lsn;
   return Status::Ok();
 }
 
@@ -186,7 +188,38 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
     txs_.erase(tx);
   }
   if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
-  if (release_locks) locks_.ReleaseAll(tx);
+  if (release_locks) {
+    locks_.ReleaseAll(tx);
+  } else {
+    std::lock_guard l(mu_);
+    keep_log_ = true;
+  }
+  MaybeTruncate();
+}
+
+void FsResourceManager::MaybeTruncate() {
+  constexpr uint64_t kTruncateEvery = 1 << 20;  // bytes of stream between restart areas
+  log::Lsn last;
+  {
+    std::lock_guard l(mu_);
+    if (keep_log_) return;
+    last = o_.stream->last_lsn();
+    if (last == log::kInvalidLsn) return;
+    for (const auto& [id, t] : txs_) {
+      if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
+    }
+    // LSNs are byte positions in the log's address space: close enough to bytes appended.
+    log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
+    if (last < from + kTruncateEvery) return;
+    truncated_at_ = last;
+  }
+  // Records appended from now on come after `last`: a transaction starting meanwhile keeps
+  // everything it writes, and live ones start at or after it.
+  auto r = o_.stream->WriteRestartArea({}, last);
+  if (!r.ok())
+    std::fprintf(
+        stderr, "ktmfs: %s\n",
+        r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message().c_str());
 }
 
 void FsResourceManager::Notify(const tm::Notification& n) {
