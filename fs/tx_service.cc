@@ -163,11 +163,8 @@ std::shared_ptr<TxContext> TxService::Find(const Guid& id) const {
 }
 
 TxGuard TxService::Enter(pid_t tid) {
-  if (tid == 0) return {};
-  {
-    std::lock_guard l(mu_);
-    if (txs_.empty()) return {};  // the common case: no transaction, no /proc lookups
-  }
+  // The common case: no transaction, so no /proc lookups and no lock.
+  if (tid == 0 || live_count_.load(std::memory_order_acquire) == 0) return {};
   auto id = bindings_.Lookup(tid);
   if (!id) return {};
   return EnterById(*id);
@@ -225,12 +222,14 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
     // without its context.
     std::lock_guard l(mu_);
     txs_[*id] = ctx;
+    live_count_.store(txs_.size(), std::memory_order_release);
   }
   Status s = bindings_.Bind(*id, scope, target, caller.uid);
   if (!s.ok()) {
     {
       std::lock_guard l(mu_);
       txs_.erase(*id);
+      live_count_.store(txs_.size(), std::memory_order_release);
     }
     (void)tm_->Rollback(*id);
     return s;
@@ -285,6 +284,7 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
   Status s = commit ? tm_->Commit(tx->id) : tm_->Rollback(tx->id);
   std::lock_guard l(mu_);
   txs_.erase(tx->id);
+  live_count_.store(txs_.size(), std::memory_order_release);
   for (auto it = touched_.begin(); it != touched_.end();) {
     std::erase(it->second, tx->id);
     it = it->second.empty() ? touched_.erase(it) : std::next(it);

@@ -153,6 +153,7 @@ class TxService {
 
   mutable std::mutex mu_;
   std::map<Guid, std::shared_ptr<TxContext>> txs_;
+  std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
   std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
