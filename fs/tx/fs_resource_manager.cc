@@ -7,6 +7,27 @@
 
 namespace ktmfs::fstx {
 
+namespace {
+
+// Whether redo of these ops reads anything from the transaction's staging.
+bool NeedsStaging(const std::vector<Op>& ops) {
+  for (const Op& op : ops) {
+    switch (op.kind) {
+      case OpKind::kCreate:
+      case OpKind::kMkdir:
+      case OpKind::kSymlink:
+      case OpKind::kMknod:
+      case OpKind::kWriteExtent:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
 FsResourceManager::~FsResourceManager() = default;
 
@@ -122,8 +143,9 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   r.tx = tx;
   r.op_count = t.ops.size();
   if (t.staging) {
-    // Staged data must be durable before the record that lets recovery rely on it.
-    KTMFS_RETURN_IF_ERROR(t.staging->Sync());
+    // Staged data must be durable before the record that lets recovery rely on it, unless no
+    // op needs it (small writes carry their data in their records).
+    if (NeedsStaging(t.ops)) KTMFS_RETURN_IF_ERROR(t.staging->Sync());
     r.staged_files = t.staging->file_names();
   }
   std::set<ObjectId> objects;
@@ -170,7 +192,8 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
-  KTMFS_RETURN_IF_ERROR(RemoveTree(Target(tx).staging_dir));
+  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove.
+  KTMFS_RETURN_IF_ERROR(RemoveTreeLazily(Target(tx).staging_dir));
   fstx::Record r;
   r.type = RecordType::kAborted;
   r.tx = tx;
