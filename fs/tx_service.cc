@@ -328,6 +328,9 @@ void TxService::Reap() {
       for (auto& [id, tx] : txs_)
         if (tx->deadline <= now) to_end.emplace_back(tx, "its timeout expired");
     }
+    // Staging of applied transactions goes once their APPLIED records are durable.
+    for (auto& rm : rms_)
+      rm->DropDurableStaging(true);
     for (auto& [tx, why] : to_end) {
       Status s = End(tx, false);
       if (s.code() == ENOENT) continue;  // ended meanwhile

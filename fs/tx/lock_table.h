@@ -5,8 +5,8 @@
 
 #include <sys/types.h>
 
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
