@@ -1,0 +1,847 @@
+#!/usr/bin/env python3
+"""crashwork: a randomized crash test of ktmfs transactions, checked against a model.
+
+    crashwork.py --ktmfs DAEMON --backing DIR --mnt DIR [--two] [--recovery-kills]
+                 [--seed N] [--iterations N] [--log FILE] [--daemon-log FILE] [--pidfile FILE]
+
+Each iteration mounts ktmfs (which runs recovery), checks the tree against the model, then lets a
+worker process run a planned series of transactions (several random operations on several files,
+then a commit or, sometimes, a rollback) while this process SIGKILLs the daemon at a randomly
+chosen moment: during the operations of a transaction, while its commit is in flight, shortly
+after a commit was acknowledged, or when the worker is idle. With --recovery-kills it then also
+kills the daemon while it recovers (right after starting it), once or twice, before the next
+iteration mounts again.
+
+The oracle: after each remount the tree must equal the model after the last acknowledged commit
+(a commit call that returned success), or, if a commit was in flight at the kill, the model with
+that transaction wholly applied. Nothing else may differ: names, types, modes, sizes, contents,
+symlink targets and user xattrs are compared. At the end the daemon is unmounted cleanly and the
+backing directories themselves must hold the model.
+
+--two mounts two backing directories as named sources (data=DIR/a:conf=DIR/b); the transactions
+touch both, so their commits go through two-phase commit, and the kills land between prepare and
+decision as well.
+
+The workload depends only on the seed; the kill moments depend on the seed and on timing. Every
+iteration's seed, plan and verdict go to the log; stdout gets one summary line, or what failed.
+Exit status: 0 all matched, 1 a mismatch or a daemon failure, 2 bad usage.
+"""
+
+import argparse
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+MASK64 = (1 << 64) - 1
+
+# ---- The control interface (tools/ktmfs.h) ------------------------------------------------------
+
+XATTR_BEGIN = "user.ktmfs.tx.begin"
+XATTR_COMMIT = "user.ktmfs.tx.commit"
+XATTR_ROLLBACK = "user.ktmfs.tx.rollback"
+ID_SIZE = 40
+NAME_SIZE = 128
+
+
+def _iowr(nr, size):
+    return (3 << 30) | (size << 16) | (0xCE << 8) | nr
+
+
+BEGIN_ARGS = struct.Struct(f"=IiII{NAME_SIZE}s{ID_SIZE}s")  # struct ktmfs_begin_args
+TXID = struct.Struct(f"={ID_SIZE}sII")  # struct ktmfs_txid
+IOC_BEGIN = _iowr(1, BEGIN_ARGS.size)
+IOC_COMMIT = _iowr(2, TXID.size)
+IOC_ROLLBACK = _iowr(3, TXID.size)
+
+
+def tx_call(path, what, via_ioctl):
+    """Begin, commit or roll back the caller's transaction through PATH; raises OSError."""
+    if not via_ioctl:
+        name = {"begin": XATTR_BEGIN, "commit": XATTR_COMMIT, "rollback": XATTR_ROLLBACK}[what]
+        os.setxattr(path, name, b"scope=process name=crashwork" if what == "begin" else b"1")
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if what == "begin":
+            buf = bytearray(BEGIN_ARGS.pack(2, 0, 0, 0, b"crashwork", b""))
+            fcntl.ioctl(fd, IOC_BEGIN, buf)
+        else:
+            buf = bytearray(TXID.pack(b"", 0, 0))
+            fcntl.ioctl(fd, IOC_COMMIT if what == "commit" else IOC_ROLLBACK, buf)
+    finally:
+        os.close(fd)
+
+
+# ---- The model --------------------------------------------------------------------------------
+# A tree is a dict: relative path ('/'-separated) -> entry tuple:
+#   ("f", mode, data bytes, xattrs as a sorted tuple of (name, value))
+#   ("d", mode)
+#   ("l", target)
+# The roots (the mount root, or the named sources' top directories) are not in it.
+
+FILE_NAMES = [f"f{i}" for i in range(8)]
+DIR_NAMES = [f"d{i}" for i in range(4)]
+LINK_NAMES = [f"l{i}" for i in range(3)]
+FILE_MODES = [0o644, 0o600, 0o640, 0o755, 0o444]
+DIR_MODES = [0o755, 0o700, 0o750, 0o711]  # the owner keeps rwx, so the checker can walk in
+XATTR_NAMES = ["user.crash.a", "user.crash.b"]
+MAX_DEPTH = 4
+
+
+def join(parent, name):
+    return f"{parent}/{name}" if parent else name
+
+
+def depth(path):
+    return path.count("/") + 1
+
+
+def describe(entry):
+    if entry is None:
+        return "absent"
+    if entry[0] == "f":
+        sha = hashlib.sha256(entry[2]).hexdigest()[:12]
+        xa = ",".join(f"{n[len('user.'):]}={hashlib.sha256(v).hexdigest()[:6]}/{len(v)}"
+                      for n, v in entry[3])
+        return f"file mode {entry[1]:o} size {len(entry[2])} sha {sha}" + (f" xattrs {xa}" if xa else "")
+    if entry[0] == "d":
+        return f"dir mode {entry[1]:o}"
+    if entry[0] == "l":
+        return f"symlink -> {entry[1]}"
+    return f"other ({entry[1]})"
+
+
+def tree_diff(expected, got, limit=12):
+    """Lines naming each path whose entry differs; empty if the trees are equal."""
+    lines = []
+    for path in sorted(set(expected) | set(got)):
+        e, g = expected.get(path), got.get(path)
+        if e != g:
+            lines.append(f"  {path}: expected {describe(e)}; the tree has {describe(g)}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"  ... and {len(lines) - limit} more"]
+    return lines
+
+
+# ---- The workload generator -------------------------------------------------------------------
+
+
+class Generator:
+    """Plans random operations that are valid on the model, applying them to it as it goes."""
+
+    def __init__(self, rng, roots, xattrs):
+        self.rng = rng
+        self.roots = roots  # "" for one source; ["data", "conf"] for two
+        self.xattrs = xattrs
+
+    def root_of(self, path):
+        return path.split("/", 1)[0] if self.roots != [""] else ""
+
+    def dirs(self, tree, max_depth=MAX_DEPTH - 1):
+        ds = [r for r in self.roots]
+        ds += [p for p, e in tree.items() if e[0] == "d" and depth(p) <= max_depth]
+        return sorted(ds)
+
+    def of_type(self, tree, types):
+        return sorted(p for p, e in tree.items() if e[0] in types)
+
+    def free_name(self, tree, parent, names):
+        free = [n for n in names if join(parent, n) not in tree]
+        return join(parent, self.rng.choice(free)) if free else None
+
+    def content(self, size_hint=None):
+        r = self.rng
+        size = size_hint if size_hint is not None else r.choice(
+            [0, r.randint(1, 600), r.randint(1, 8192), r.randint(8192, 70000)])
+        if r.random() < 0.3:  # compressible, as real files often are
+            return bytes([r.randint(0, 255)]) * size
+        return r.randbytes(size)
+
+    def plan_op(self, tree):
+        """Returns (op tuple, new tree) or None if the chosen kind does not apply now."""
+        r = self.rng
+        kinds = ["create"] * 4 + ["write"] * 3 + ["append"] * 2 + ["truncate"] * 2 + [
+            "unlink", "rename", "renamedir", "mkdir", "mkdir", "rmdir", "symlink", "chmod"]
+        if self.xattrs:
+            kinds += ["setxattr", "removexattr"]
+        kind = r.choice(kinds)
+        files = self.of_type(tree, "f")
+        t = dict(tree)
+        if kind == "create":
+            path = self.free_name(tree, r.choice(self.dirs(tree)), FILE_NAMES)
+            if path is None:
+                return None
+            data = self.content()
+            t[path] = ("f", 0o644, data, ())
+            return ("create", path, data), t
+        if kind in ("write", "append", "truncate", "setxattr", "removexattr"):
+            if not files:
+                return None
+            path = r.choice(files)
+            _, mode, data, xattrs = tree[path]
+            if kind == "write":
+                off = r.randint(0, len(data) + 4096)
+                buf = self.content(r.choice([r.randint(1, 512), r.randint(1, 16384)]))
+                new = data[:off].ljust(off, b"\0") + buf + data[off + len(buf):]
+                t[path] = ("f", mode, new, xattrs)
+                return ("write", path, off, buf), t
+            if kind == "append":
+                buf = self.content(r.randint(1, 9000))
+                t[path] = ("f", mode, data + buf, xattrs)
+                return ("append", path, buf), t
+            if kind == "truncate":
+                size = r.choice([0, r.randint(0, len(data) + 1), r.randint(0, 2 * len(data) + 5000)])
+                t[path] = ("f", mode, data[:size].ljust(size, b"\0"), xattrs)
+                return ("truncate", path, size), t
+            xa = dict(xattrs)
+            if kind == "setxattr":
+                name, value = r.choice(XATTR_NAMES), r.randbytes(r.randint(1, 64))
+                xa[name] = value
+                t[path] = ("f", mode, data, tuple(sorted(xa.items())))
+                return ("setxattr", path, name, value), t
+            if not xa:
+                return None
+            name = r.choice(sorted(xa))
+            del xa[name]
+            t[path] = ("f", mode, data, tuple(sorted(xa.items())))
+            return ("removexattr", path, name), t
+        if kind == "unlink":
+            victims = self.of_type(tree, "fl")
+            if not victims:
+                return None
+            path = r.choice(victims)
+            del t[path]
+            return ("unlink", path), t
+        if kind == "rename":  # a file or symlink, to a free name or over another file
+            srcs = self.of_type(tree, "fl")
+            if not srcs:
+                return None
+            src = r.choice(srcs)
+            root = self.root_of(src)
+            if r.random() < 0.3:
+                dsts = [p for p in self.of_type(tree, "fl") if p != src and self.root_of(p) == root]
+                if not dsts:
+                    return None
+                dst = r.choice(dsts)
+            else:
+                parents = [d for d in self.dirs(tree) if self.root_of(d) == root or d == root]
+                names = FILE_NAMES if tree[src][0] == "f" else LINK_NAMES
+                dst = self.free_name(tree, r.choice(parents), names)
+                if dst is None:
+                    return None
+            t[dst] = t.pop(src)
+            return ("rename", src, dst), t
+        if kind == "renamedir":  # a whole directory, to a free name or over an empty directory
+            srcs = self.of_type(tree, "d")
+            if not srcs:
+                return None
+            src = r.choice(srcs)
+            root = self.root_of(src)
+            sub = [p for p in tree if p.startswith(src + "/")]
+            height = max([depth(p) for p in sub], default=depth(src)) - depth(src)
+            parents = [d for d in self.dirs(tree, MAX_DEPTH - 1 - height)
+                       if (self.root_of(d) == root or d == root)
+                       and d != src and not d.startswith(src + "/")]
+            if not parents:
+                return None
+            parent = r.choice(parents)
+            empties = [join(parent, n) for n in DIR_NAMES if join(parent, n) in tree
+                       and tree[join(parent, n)][0] == "d" and join(parent, n) != src
+                       and not any(p.startswith(join(parent, n) + "/") for p in tree)]
+            if empties and r.random() < 0.3:
+                dst = r.choice(empties)
+            else:
+                dst = self.free_name(tree, parent, DIR_NAMES)
+                if dst is None:
+                    return None
+            t.pop(dst, None)
+            for p in [src] + sub:
+                t[dst + p[len(src):]] = t.pop(p)
+            return ("rename", src, dst), t
+        if kind == "mkdir":
+            path = self.free_name(tree, r.choice(self.dirs(tree)), DIR_NAMES)
+            if path is None:
+                return None
+            t[path] = ("d", 0o755)
+            return ("mkdir", path), t
+        if kind == "rmdir":
+            empties = [p for p in self.of_type(tree, "d")
+                       if not any(q.startswith(p + "/") for q in tree)]
+            if not empties:
+                return None
+            path = r.choice(empties)
+            del t[path]
+            return ("rmdir", path), t
+        if kind == "symlink":
+            path = self.free_name(tree, r.choice(self.dirs(tree)), LINK_NAMES)
+            if path is None:
+                return None
+            target = r.choice(["f0", "../f1", "d0/f2", "nowhere", "/tmp/ktmfs-crash-" + "x" * r.randint(1, 40)])
+            t[path] = ("l", target)
+            return ("symlink", path, target), t
+        if kind == "chmod":
+            objs = self.of_type(tree, "fd")
+            if not objs:
+                return None
+            path = r.choice(objs)
+            e = tree[path]
+            mode = r.choice(FILE_MODES if e[0] == "f" else DIR_MODES)
+            t[path] = (e[0], mode) + e[2:]
+            return ("chmod", path, mode), t
+        raise AssertionError(kind)
+
+    def plan_transaction(self, tree):
+        """(ops, tree after, commit?, via ioctl?)"""
+        r = self.rng
+        ops = []
+        want = r.randint(1, 8)
+        attempts = 0
+        while len(ops) < want and attempts < 100:
+            attempts += 1
+            planned = self.plan_op(tree)
+            if planned:
+                op, tree = planned
+                ops.append(op)
+        return ops, tree, r.random() >= 0.15, r.random() < 0.5
+
+
+def op_text(op):
+    args = []
+    for a in op[1:]:
+        if isinstance(a, bytes):
+            args.append(f"<{len(a)} bytes>")
+        elif isinstance(a, int) and op[0] == "chmod":
+            args.append(f"{a:o}")
+        else:
+            args.append(str(a))
+    return " ".join([op[0]] + args)
+
+
+# ---- Running operations (in the worker) -------------------------------------------------------
+
+
+def run_op(mnt, op):
+    kind, path = op[0], os.path.join(mnt, op[1])
+    if kind == "create":
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            write_all(fd, op[2], 0)
+        finally:
+            os.close(fd)
+    elif kind == "write":
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            write_all(fd, op[3], op[2])
+        finally:
+            os.close(fd)
+    elif kind == "append":
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            write_all(fd, op[2], None)
+        finally:
+            os.close(fd)
+    elif kind == "truncate":
+        os.truncate(path, op[2])
+    elif kind == "unlink":
+        os.unlink(path)
+    elif kind == "rename":
+        os.rename(path, os.path.join(mnt, op[2]))
+    elif kind == "mkdir":
+        os.mkdir(path, 0o755)
+    elif kind == "rmdir":
+        os.rmdir(path)
+    elif kind == "symlink":
+        os.symlink(op[2], path)
+    elif kind == "chmod":
+        os.chmod(path, op[2])
+    elif kind == "setxattr":
+        os.setxattr(path, op[2], op[3])
+    elif kind == "removexattr":
+        os.removexattr(path, op[2])
+    else:
+        raise AssertionError(kind)
+
+
+def write_all(fd, data, off):
+    done = 0
+    while done < len(data):
+        chunk = data[done:done + (1 << 20)]
+        n = os.write(fd, chunk) if off is None else os.pwrite(fd, chunk, off + done)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        done += n
+
+
+def worker(mnt, control, plan, report_fd, go_fd):
+    """Runs the plan; reports each step on report_fd as a line. Never returns."""
+    os.umask(0o022)
+
+    def say(line):
+        os.write(report_fd, (line + "\n").encode())
+
+    status = 0
+    try:
+        for k, (ops, _, commit, via_ioctl) in enumerate(plan):
+            step = "begin"
+            try:
+                tx_call(control, "begin", via_ioctl)
+                for m, op in enumerate(ops):
+                    step = op_text(op)
+                    run_op(mnt, op)
+                    say(f"O {k} {m}")
+                step = "commit" if commit else "rollback"
+                say(f"C {k}" if commit else f"B {k}")
+                if os.read(go_fd, 1) != b"g":
+                    break
+                tx_call(control, step, via_ioctl)
+                say(f"A {k}" if commit else f"R {k}")
+            except OSError as e:
+                say(f"E {k} {errno.errorcode.get(e.errno, e.errno)} {step}")
+                break
+        else:
+            say("D")
+    except BaseException:  # never let the worker run the parent's cleanup
+        status = 1
+    os._exit(status)
+
+
+# ---- The daemon -------------------------------------------------------------------------------
+
+
+def mounted(mnt):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == mnt for line in f)
+
+
+class Daemon:
+    """One ktmfs process at a time; stop() always leaves nothing running or mounted."""
+
+    def __init__(self, args, log):
+        self.args = args
+        self.log = log
+        self.proc = None
+
+    def start(self):
+        a = self.args
+        cmd = [a.ktmfs, "-f"] + (["-o", a.options] if a.options else []) + [a.source, a.mnt]
+        with open(a.daemon_log, "a") as dl:
+            dl.write(f"mount: {' '.join(cmd)}\n")
+            dl.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=dl, stderr=dl,
+                                         start_new_session=True)
+        if a.pidfile:
+            with open(a.pidfile, "w") as f:
+                f.write(f"{self.proc.pid}\n")
+
+    def wait_mounted(self, timeout=20.0):
+        """True once mounted; False (and reaped) if the daemon exits first or takes too long."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if mounted(self.args.mnt):
+                return True
+            if self.proc.poll() is not None:
+                self.reap()
+                return False
+            time.sleep(0.005)
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.reap()
+        self.unmount_dead()
+
+    def reap(self):
+        if self.args.pidfile and os.path.exists(self.args.pidfile):
+            os.unlink(self.args.pidfile)
+        self.proc = None
+
+    def unmount_dead(self):
+        """Takes down the mount of a daemon that is gone (the connection is aborted)."""
+        mnt = self.args.mnt
+        for _ in range(50):
+            if not mounted(mnt):
+                return
+            subprocess.run(["fusermount3", "-u", mnt], stderr=subprocess.DEVNULL)
+            if mounted(mnt):
+                time.sleep(0.1)
+        if mounted(mnt):
+            self.log(f"{mnt} stayed busy; unmounting lazily")
+            subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+
+    def stop_clean(self):
+        """Unmounts and waits for the daemon to exit; returns a problem or None."""
+        mnt, problem = self.args.mnt, None
+        for _ in range(50):
+            if not mounted(mnt):
+                break
+            if subprocess.run(["fusermount3", "-u", mnt], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
+        if mounted(mnt):
+            problem = "the mount stayed busy at unmount"
+        if self.proc is not None:
+            try:
+                status = self.proc.wait(timeout=30)
+                if status != 0:
+                    problem = problem or f"the daemon exited with status {status} after the unmount"
+            except subprocess.TimeoutExpired:
+                problem = problem or "the daemon did not exit within 30 s of the unmount"
+        self.kill()
+        return problem
+
+
+# ---- Reading a tree ---------------------------------------------------------------------------
+
+
+def read_tree(top, skip_top=()):
+    """The tree under top as the model describes it (lstat, never following symlinks)."""
+    tree = {}
+
+    def walk(dirpath, rel):
+        for name in sorted(os.listdir(dirpath)):
+            if not rel and name in skip_top:
+                continue
+            p, r = os.path.join(dirpath, name), join(rel, name)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                tree[r] = ("l", os.readlink(p))
+            elif os.path.isdir(p):
+                tree[r] = ("d", st.st_mode & 0o7777)
+                walk(p, r)
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    data = f.read()
+                names = sorted(n for n in os.listxattr(p) if n.startswith("user."))
+                xattrs = tuple((n, os.getxattr(p, n)) for n in names)
+                tree[r] = ("f", st.st_mode & 0o7777, data, xattrs)
+            else:
+                tree[r] = ("other", oct(st.st_mode))
+
+    walk(top, "")
+    return tree
+
+
+# ---- The harness ------------------------------------------------------------------------------
+
+
+class Failure(Exception):
+    pass
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.logf = open(args.log, "a") if args.log else sys.stderr
+        self.daemon = Daemon(args, self.log)
+        self.worker_pid = None
+        if args.two:
+            self.backings = {"data": os.path.join(args.backing, "a"),
+                             "conf": os.path.join(args.backing, "b")}
+            args.source = ":".join(f"{n}={d}" for n, d in self.backings.items())
+            self.roots = ["data", "conf"]
+        else:
+            self.backings = {"": args.backing}
+            args.source = args.backing
+            self.roots = [""]
+        for d in self.backings.values():
+            os.makedirs(d, exist_ok=True)
+        self.xattrs = self.backing_has_xattrs()
+        self.committed = {}
+        self.candidates = [("the acknowledged state", {})]
+        self.stats = {"ops": 0, "during ops": 0, "during commit": 0, "after commit": 0,
+                      "during rollback": 0, "idle": 0, "in-flight applied": 0,
+                      "in-flight absent": 0, "recovery kills": 0, "commits acked": 0}
+
+    def log(self, text):
+        self.logf.write(text + "\n")
+        self.logf.flush()
+
+    def backing_has_xattrs(self):
+        probe = os.path.join(next(iter(self.backings.values())), ".crashwork-xattr-probe")
+        try:
+            with open(probe, "w"):
+                pass
+            os.setxattr(probe, "user.probe", b"1")
+            return True
+        except OSError as e:
+            self.log(f"the backing filesystem has no user xattrs ({e}); no xattr operations")
+            return False
+        finally:
+            if os.path.exists(probe):
+                os.unlink(probe)
+
+    def mount(self, what):
+        self.daemon.start()
+        if not self.daemon.wait_mounted():
+            tail = self.daemon_log_tail()
+            self.daemon.kill()
+            raise Failure(f"{what}: the daemon did not mount (it must recover and mount)\n{tail}")
+
+    def daemon_log_tail(self, n=15):
+        try:
+            with open(self.args.daemon_log, errors="replace") as f:
+                return "".join("  daemon: " + line for line in f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def check(self, where, it_seed):
+        got = read_tree(self.args.mnt)
+        if self.args.two:
+            tops = {p: e for p, e in got.items() if "/" not in p}
+            if sorted(tops) != ["conf", "data"] or any(e[0] != "d" for e in tops.values()):
+                raise Failure(f"{where} (seed {it_seed}): the root shows "
+                              f"{sorted(tops)}, expected the directories conf and data")
+            got = {p: e for p, e in got.items() if "/" in p}
+        return self.match(where, it_seed, got)
+
+    def match(self, where, it_seed, got):
+        for i, (name, tree) in enumerate(self.candidates):
+            if got == tree:
+                if len(self.candidates) > 1:
+                    self.stats["in-flight applied" if i == 1 else "in-flight absent"] += 1
+                self.log(f"  {where}: the tree matches {name} ({len(tree)} entries)")
+                self.committed = tree
+                self.candidates = [("the acknowledged state", tree)]
+                return
+        lines = [f"{where} (seed {it_seed}): the tree matches none of the allowed states"]
+        for name, tree in self.candidates:
+            lines.append(f" against {name}:")
+            lines += tree_diff(tree, got)
+        raise Failure("\n".join(lines))
+
+    def run(self):
+        a = self.args
+        base = random.Random(a.seed)
+        self.log(f"crashwork: seed {a.seed}, {a.iterations} iterations, "
+                 f"{'two sources' if a.two else 'one source'}"
+                 f"{', kills during recovery' if a.recovery_kills else ''}")
+        for i in range(a.iterations):
+            it_seed = base.getrandbits(63)
+            self.log(f"iteration {i}: seed {it_seed}")
+            self.mount(f"iteration {i}: mount after the kill")
+            self.check(f"iteration {i}: after recovery", it_seed)
+            self.iteration(i, it_seed)
+            if a.recovery_kills:
+                self.kill_recoveries(i, random.Random(it_seed ^ 0x5EED))
+        self.mount("the final mount")
+        self.check("the final mount", a.seed)
+        problem = self.daemon.stop_clean()
+        if problem:
+            raise Failure(f"the final unmount: {problem}\n{self.daemon_log_tail()}")
+        backing = {}
+        for root, d in self.backings.items():
+            for p, e in read_tree(d, skip_top=(".ktmfs",)).items():
+                backing[join(root, p)] = e
+        self.candidates = [("the acknowledged state", self.committed)]
+        self.match("the backing directories after the final unmount", a.seed, backing)
+        self.check_daemon_log()
+        s = self.stats
+        self.log("done: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+
+    def check_daemon_log(self):
+        try:
+            with open(self.args.daemon_log, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                raise Failure(f"the daemon reported a sanitizer error ({marker}); see its log")
+
+    def iteration(self, i, it_seed):
+        rng = random.Random(it_seed)
+        gen = Generator(rng, self.roots, self.xattrs)
+        plan, tree = [], self.committed
+        for _ in range(rng.randint(2, 10)):
+            ops, tree, commit, via_ioctl = gen.plan_transaction(tree)
+            plan.append((ops, tree, commit, via_ioctl))
+        # Where to kill: (phase, transaction, op index, delay in seconds).
+        k = rng.randrange(len(plan))
+        phase = rng.choices(["ops", "end", "after", "idle"], [3, 5, 2, 1])[0]
+        m = rng.randrange(len(plan[k][0])) if plan[k][0] else 0
+        delay = rng.choice([0.0, rng.uniform(0, 0.0005), rng.uniform(0, 0.003)])
+        for n, (ops, _, commit, via_ioctl) in enumerate(plan):
+            self.log(f"  tx {n} ({'commit' if commit else 'rollback'} via "
+                     f"{'ioctl' if via_ioctl else 'xattr'}): " + "; ".join(op_text(o) for o in ops))
+        self.log(f"  kill: {phase} of tx {k}" + (f" after op {m}" if phase == "ops" else "")
+                 + f", delay {delay * 1e6:.0f} us")
+
+        control = os.path.join(self.args.mnt, self.roots[0])
+        report_r, report_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_r)
+            os.close(go_w)
+            worker(self.args.mnt, control, plan, report_w, go_r)
+        self.worker_pid = pid
+        os.close(report_w)
+        os.close(go_r)
+        killed = False
+        inflight = None  # the transaction whose commit is in flight
+        errors = []
+        for line in self.reports(report_r, i, it_seed):
+            f = line.split()
+            kind = f[0]
+            if kind == "O":
+                self.stats["ops"] += 1
+                if not killed and phase == "ops" and int(f[1]) == k and int(f[2]) == m:
+                    self.kill_after(delay, "during ops")
+                    killed = True
+            elif kind in ("C", "B"):
+                n = int(f[1])
+                if kind == "C":
+                    inflight = n
+                try:
+                    os.write(go_w, b"g")
+                except BrokenPipeError:
+                    pass
+                if not killed and n == k and phase in ("end", "ops"):
+                    self.kill_after(delay, "during commit" if kind == "C" else "during rollback")
+                    killed = True
+            elif kind in ("A", "R"):
+                n = int(f[1])
+                if kind == "A":
+                    self.committed = plan[n][1]
+                    self.stats["commits acked"] += 1
+                    inflight = None
+                if not killed and n == k and phase == "after":
+                    self.kill_after(delay, "after commit")
+                    killed = True
+            elif kind == "E":
+                errors.append((killed, line))
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        self.worker_pid = None
+        if not killed:
+            self.kill_after(0, "idle")
+        for was_killed, text in errors:
+            e_name = text.split()[2]
+            if not was_killed and e_name not in ("ENOTCONN", "ECONNABORTED"):
+                raise Failure(f"iteration {i} (seed {it_seed}): an operation failed before any "
+                              f"kill: tx {text.split()[1]}: {' '.join(text.split()[3:])}: {e_name}")
+            if e_name not in ("ENOTCONN", "ECONNABORTED"):
+                raise Failure(f"iteration {i} (seed {it_seed}): after the kill, an operation "
+                              f"failed with {e_name} instead of ENOTCONN/ECONNABORTED: {text}")
+        if status != 0:
+            raise Failure(f"iteration {i} (seed {it_seed}): the worker crashed")
+        self.daemon.kill()  # reaps the killed daemon and takes its dead mount down
+        self.candidates = [("the acknowledged state", self.committed)]
+        if inflight is not None:
+            self.candidates.append((f"the acknowledged state plus tx {inflight} (in flight)",
+                                    plan[inflight][1]))
+            self.log(f"  tx {inflight} was in flight at the kill")
+
+    def reports(self, fd, i, it_seed, quiet_limit=60.0):
+        """The worker's report lines until it closes the pipe. A worker silent for quiet_limit
+        seconds means a hung daemon: that fails the run (the cleanup kills both)."""
+        pending = b""
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            while True:
+                ready, _, _ = select.select([f], [], [], quiet_limit)
+                if not ready:
+                    raise Failure(f"iteration {i} (seed {it_seed}): the worker made no progress "
+                                  f"for {quiet_limit:.0f} s (a request hangs in the daemon?)")
+                chunk = f.read(65536)
+                if not chunk:
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode()
+
+    def kill_after(self, delay, what):
+        if delay:
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                pass
+        self.log(f"  killed the daemon {what}")
+        self.stats[what] += 1
+        self.daemon.proc.send_signal(signal.SIGKILL)
+
+    def kill_recoveries(self, i, rng):
+        for _ in range(rng.randint(1, 2)):
+            self.daemon.kill()  # the previous daemon, killed already; reaps and unmounts it
+            self.daemon.start()
+            delay = rng.uniform(0, 0.03)
+            end = time.monotonic() + delay
+            while time.monotonic() < end and self.daemon.alive():
+                pass
+            was_mounted = mounted(self.args.mnt)
+            self.log(f"  killed the daemon {delay * 1e3:.1f} ms into its recovery"
+                     f" ({'mounted already' if was_mounted else 'not mounted yet'})")
+            self.stats["recovery kills"] += 1
+            self.daemon.kill()
+
+    def cleanup(self):
+        if self.worker_pid:
+            try:
+                os.kill(self.worker_pid, signal.SIGKILL)
+                os.waitpid(self.worker_pid, 0)
+            except OSError:
+                pass
+        self.daemon.kill()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ktmfs", default=os.environ.get("KTMFS"), help="the daemon")
+    p.add_argument("--backing", required=True, help="an empty directory for the backing tree(s)")
+    p.add_argument("--mnt", required=True, help="the mount point")
+    p.add_argument("--options", default=os.environ.get("KTMFS_MOUNT_OPTIONS", ""),
+                   help="mount options (-o)")
+    p.add_argument("--two", action="store_true", help="two named sources, two-phase commit")
+    p.add_argument("--recovery-kills", action="store_true", help="also kill during recovery")
+    p.add_argument("--seed", type=int, default=None, help="replay this seed")
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--log", help="the detailed log (default stderr)")
+    p.add_argument("--daemon-log", help="the daemons' stderr (default BACKING/../daemon.log)")
+    p.add_argument("--pidfile", help="keeps the running daemon's pid, for an outside cleanup")
+    args = p.parse_args()
+    if not args.ktmfs:
+        p.error("--ktmfs (or $KTMFS) is needed")
+    args.mnt = os.path.realpath(args.mnt)
+    args.backing = os.path.realpath(args.backing)
+    if args.seed is None:
+        args.seed = random.SystemRandom().getrandbits(31)
+    if not args.daemon_log:
+        args.daemon_log = os.path.join(os.path.dirname(args.backing), "crashwork-daemon.log")
+
+    h = Harness(args)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        h.run()
+    except Failure as e:
+        text = str(e)
+        h.log("FAILED: " + text)
+        print(f"FAILED: {text}\n(replay: crashwork.py --seed {args.seed} --iterations "
+              f"{args.iterations}{' --two' if args.two else ''}"
+              f"{' --recovery-kills' if args.recovery_kills else ''}; log: {args.log})")
+        return 1
+    finally:
+        h.cleanup()
+    print(f"crashwork: {args.iterations} iterations, every tree matched the model")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
