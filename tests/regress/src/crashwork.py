@@ -97,7 +97,7 @@ MAX_DEPTH = 4
 
 
 def join(parent, name):
-    return f"{parent}/{name}" if parent else name
+    return f"{parent}/{name}" if parent and name else parent or name
 
 
 def depth(path):
@@ -139,15 +139,22 @@ class Generator:
 
     def __init__(self, rng, roots, xattrs):
         self.rng = rng
-        self.roots = roots  # "" for one source; ["data", "conf"] for two
+        # The directories this generator works below, one per source: [""] for the root of a
+        # single source, ["data", "conf"] for two, ["w1"] or ["data/w1", "conf/w1"] for worker 1
+        # of several.
+        self.roots = roots
         self.xattrs = xattrs
+        self.base = depth(roots[0]) if roots[0] else 0
 
     def root_of(self, path):
-        return path.split("/", 1)[0] if self.roots != [""] else ""
+        for r in self.roots:
+            if r == "" or path == r or path.startswith(r + "/"):
+                return r
+        raise AssertionError(path)
 
     def dirs(self, tree, max_depth=MAX_DEPTH - 1):
         ds = [r for r in self.roots]
-        ds += [p for p, e in tree.items() if e[0] == "d" and depth(p) <= max_depth]
+        ds += [p for p, e in tree.items() if e[0] == "d" and depth(p) <= max_depth + self.base]
         return sorted(ds)
 
     def of_type(self, tree, types):
@@ -310,6 +317,17 @@ class Generator:
             if planned:
                 op, tree = planned
                 ops.append(op)
+        # With several sources, most transactions touch all of them, so that their commit is a
+        # two-phase one.
+        missing = set(self.roots) - {self.root_of(op[1]) for op in ops}
+        attempts = 0
+        while len(self.roots) > 1 and missing and attempts < 100 and r.random() < 0.9:
+            attempts += 1
+            planned = self.plan_op(tree)
+            if planned and self.root_of(planned[0][1]) in missing:
+                op, tree = planned
+                ops.append(op)
+                missing.discard(self.root_of(op[1]))
         return ops, tree, r.random() >= 0.15, r.random() < 0.5
 
 
@@ -380,12 +398,13 @@ def write_all(fd, data, off):
         done += n
 
 
-def worker(mnt, control, plan, report_fd, go_fd):
-    """Runs the plan; reports each step on report_fd as a line. Never returns."""
+def worker(w, mnt, control, plan, report_fd, go_fd):
+    """Runs the plan of worker w; reports each step on report_fd as a line (short enough to be
+    written atomically into the pipe the workers share). Never returns."""
     os.umask(0o022)
 
     def say(line):
-        os.write(report_fd, (line + "\n").encode())
+        os.write(report_fd, f"{w} {line}\n".encode())
 
     status = 0
     try:
@@ -547,21 +566,31 @@ class Harness:
         self.args = args
         self.logf = open(args.log, "a") if args.log else sys.stderr
         self.daemon = Daemon(args, self.log)
-        self.worker_pid = None
+        self.worker_pids = []
         if args.two:
             self.backings = {"data": os.path.join(args.backing, "a"),
                              "conf": os.path.join(args.backing, "b")}
             args.source = ":".join(f"{n}={d}" for n, d in self.backings.items())
-            self.roots = ["data", "conf"]
         else:
             self.backings = {"": args.backing}
             args.source = args.backing
-            self.roots = [""]
-        for d in self.backings.values():
+        # Each worker has a directory of its own under every source (the source roots
+        # themselves for a single worker), so that the workers never conflict and each one's
+        # state can be checked on its own.
+        self.roots = []
+        for w in range(args.workers):
+            sub = f"w{w}" if args.workers > 1 else ""
+            self.roots.append([join(top, sub) for top in self.backings])
+        for top, d in self.backings.items():
             os.makedirs(d, exist_ok=True)
+            if args.workers > 1:
+                for w in range(args.workers):
+                    os.makedirs(os.path.join(d, f"w{w}"), exist_ok=True)
+        # Directories that are there from the start, not part of any model.
+        self.fixed = {r for roots in self.roots for r in roots if r} | {t for t in self.backings if t}
         self.xattrs = self.backing_has_xattrs()
-        self.committed = {}
-        self.candidates = [("the acknowledged state", {})]
+        self.committed = [{} for _ in range(args.workers)]
+        self.candidates = [[("the acknowledged state", {})] for _ in range(args.workers)]
         self.stats = {"ops": 0, "during ops": 0, "during commit": 0, "after commit": 0,
                       "during rollback": 0, "idle": 0, "in-flight applied": 0,
                       "in-flight absent": 0, "recovery kills": 0, "commits acked": 0}
@@ -599,35 +628,58 @@ class Harness:
             return ""
 
     def check(self, where, it_seed):
-        got = read_tree(self.args.mnt)
-        if self.args.two:
-            tops = {p: e for p, e in got.items() if "/" not in p}
-            if sorted(tops) != ["conf", "data"] or any(e[0] != "d" for e in tops.values()):
-                raise Failure(f"{where} (seed {it_seed}): the root shows "
-                              f"{sorted(tops)}, expected the directories conf and data")
-            got = {p: e for p, e in got.items() if "/" in p}
-        return self.match(where, it_seed, got)
+        self.match(where, it_seed, read_tree(self.args.mnt))
 
     def match(self, where, it_seed, got):
-        for i, (name, tree) in enumerate(self.candidates):
-            if got == tree:
-                if len(self.candidates) > 1:
-                    self.stats["in-flight applied" if i == 1 else "in-flight absent"] += 1
-                self.log(f"  {where}: the tree matches {name} ({len(tree)} entries)")
-                self.committed = tree
-                self.candidates = [("the acknowledged state", tree)]
-                return
-        lines = [f"{where} (seed {it_seed}): the tree matches none of the allowed states"]
-        for name, tree in self.candidates:
-            lines.append(f" against {name}:")
-            lines += tree_diff(tree, got)
-        raise Failure("\n".join(lines))
+        """Checks a whole tree: the fixed directories, then each worker's part against that
+        worker's candidates; adopts the matching candidates as the acknowledged states."""
+        problems = []
+        for p in sorted(self.fixed):
+            if got.get(p, ("absent",))[0] != "d":
+                problems.append(f" the directory {p} is missing: {describe(got.get(p))}")
+        parts = [{} for _ in self.roots]
+        stray = {}
+        for p, e in got.items():
+            if p in self.fixed:
+                continue
+            owner = [w for w, roots in enumerate(self.roots)
+                     if any(r == "" or p.startswith(r + "/") for r in roots)]
+            if owner:
+                parts[owner[0]][p] = e
+            else:
+                stray[p] = e
+        if stray:
+            problems.append(" entries nobody made:")
+            problems += tree_diff({}, stray)
+        matched = []
+        for w, part in enumerate(parts):
+            who = f" worker {w}:" if len(self.roots) > 1 else ""
+            found = None
+            for i, (name, tree) in enumerate(self.candidates[w]):
+                if part == tree:
+                    found = (i, name, tree)
+                    break
+            if found is None:
+                problems.append(f"{who} matches none of the allowed states")
+                for name, tree in self.candidates[w]:
+                    problems.append(f" against {name}:")
+                    problems += tree_diff(tree, part)
+            else:
+                matched.append((w, found))
+        if problems:
+            raise Failure(f"{where} (seed {it_seed}): the tree is wrong\n" + "\n".join(problems))
+        for w, (i, name, tree) in matched:
+            if len(self.candidates[w]) > 1:
+                self.stats["in-flight applied" if i == 1 else "in-flight absent"] += 1
+            self.log(f"  {where}: worker {w} matches {name} ({len(tree)} entries)")
+            self.committed[w] = tree
+            self.candidates[w] = [("the acknowledged state", tree)]
 
     def run(self):
         a = self.args
         base = random.Random(a.seed)
         self.log(f"crashwork: seed {a.seed}, {a.iterations} iterations, "
-                 f"{'two sources' if a.two else 'one source'}"
+                 f"{'two sources' if a.two else 'one source'}, {a.workers} worker(s)"
                  f"{', kills during recovery' if a.recovery_kills else ''}")
         for i in range(a.iterations):
             it_seed = base.getrandbits(63)
@@ -643,14 +695,14 @@ class Harness:
         if problem:
             raise Failure(f"the final unmount: {problem}\n{self.daemon_log_tail()}")
         backing = {}
-        for root, d in self.backings.items():
+        for top, d in self.backings.items():
+            if top:
+                backing[top] = ("d", os.stat(d).st_mode & 0o7777)
             for p, e in read_tree(d, skip_top=(".ktmfs",)).items():
-                backing[join(root, p)] = e
-        self.candidates = [("the acknowledged state", self.committed)]
+                backing[join(top, p)] = e
         self.match("the backing directories after the final unmount", a.seed, backing)
         self.check_daemon_log()
-        s = self.stats
-        self.log("done: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        self.log("done: " + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
     def check_daemon_log(self):
         try:
@@ -664,97 +716,120 @@ class Harness:
 
     def iteration(self, i, it_seed):
         rng = random.Random(it_seed)
-        gen = Generator(rng, self.roots, self.xattrs)
-        plan, tree = [], self.committed
-        for _ in range(rng.randint(2, 10)):
-            ops, tree, commit, via_ioctl = gen.plan_transaction(tree)
-            plan.append((ops, tree, commit, via_ioctl))
-        # Where to kill: (phase, transaction, op index, delay in seconds).
-        k = rng.randrange(len(plan))
+        plans = []
+        for w, roots in enumerate(self.roots):
+            gen = Generator(random.Random(rng.getrandbits(63)), roots, self.xattrs)
+            plan, tree = [], self.committed[w]
+            for _ in range(rng.randint(2, 10)):
+                ops, tree, commit, via_ioctl = gen.plan_transaction(tree)
+                plan.append((ops, tree, commit, via_ioctl))
+            plans.append(plan)
+            for n, (ops, _, commit, via_ioctl) in enumerate(plan):
+                self.log(f"  worker {w} tx {n} ({'commit' if commit else 'rollback'} via "
+                         f"{'ioctl' if via_ioctl else 'xattr'}): "
+                         + "; ".join(op_text(o) for o in ops))
+        # Where to kill: an event of one worker's plan, then a delay.
+        kw = rng.randrange(len(plans))
+        k = rng.randrange(len(plans[kw]))
         phase = rng.choices(["ops", "end", "after", "idle"], [3, 5, 2, 1])[0]
-        m = rng.randrange(len(plan[k][0])) if plan[k][0] else 0
+        m = rng.randrange(len(plans[kw][k][0])) if plans[kw][k][0] else 0
         delay = rng.choice([0.0, rng.uniform(0, 0.0005), rng.uniform(0, 0.003)])
-        for n, (ops, _, commit, via_ioctl) in enumerate(plan):
-            self.log(f"  tx {n} ({'commit' if commit else 'rollback'} via "
-                     f"{'ioctl' if via_ioctl else 'xattr'}): " + "; ".join(op_text(o) for o in ops))
-        self.log(f"  kill: {phase} of tx {k}" + (f" after op {m}" if phase == "ops" else "")
-                 + f", delay {delay * 1e6:.0f} us")
+        self.log(f"  kill: {phase} of worker {kw} tx {k}"
+                 + (f" after op {m}" if phase == "ops" else "") + f", delay {delay * 1e6:.0f} us")
 
-        control = os.path.join(self.args.mnt, self.roots[0])
         report_r, report_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(report_r)
-            os.close(go_w)
-            worker(self.args.mnt, control, plan, report_w, go_r)
-        self.worker_pid = pid
+        go = []
+        for w, plan in enumerate(plans):
+            go_r, go_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(report_r)
+                os.close(go_w)
+                for _, fd in go:
+                    os.close(fd)
+                worker(w, self.args.mnt, os.path.join(self.args.mnt, self.roots[w][0]), plan,
+                       report_w, go_r)
+            self.worker_pids.append(pid)
+            os.close(go_r)
+            go.append((w, go_w))
         os.close(report_w)
-        os.close(go_r)
+        go = dict(go)
         killed = False
-        inflight = None  # the transaction whose commit is in flight
+        inflight = [None] * len(plans)  # per worker, the transaction whose commit is in flight
         errors = []
         for line in self.reports(report_r, i, it_seed):
             f = line.split()
-            kind = f[0]
+            w, kind = int(f[0]), f[1]
+            ours = not killed and w == kw
             if kind == "O":
                 self.stats["ops"] += 1
-                if not killed and phase == "ops" and int(f[1]) == k and int(f[2]) == m:
+                if ours and phase == "ops" and int(f[2]) == k and int(f[3]) == m:
                     self.kill_after(delay, "during ops")
                     killed = True
             elif kind in ("C", "B"):
-                n = int(f[1])
+                n = int(f[2])
                 if kind == "C":
-                    inflight = n
+                    inflight[w] = n
                 try:
-                    os.write(go_w, b"g")
+                    os.write(go[w], b"g")
                 except BrokenPipeError:
                     pass
-                if not killed and n == k and phase in ("end", "ops"):
+                if ours and n == k and phase in ("end", "ops"):
                     self.kill_after(delay, "during commit" if kind == "C" else "during rollback")
                     killed = True
             elif kind in ("A", "R"):
-                n = int(f[1])
+                n = int(f[2])
                 if kind == "A":
-                    self.committed = plan[n][1]
+                    self.committed[w] = plans[w][n][1]
                     self.stats["commits acked"] += 1
-                    inflight = None
-                if not killed and n == k and phase == "after":
+                    inflight[w] = None
+                if ours and n == k and phase == "after":
                     self.kill_after(delay, "after commit")
                     killed = True
             elif kind == "E":
                 errors.append((killed, line))
-        os.close(go_w)
-        _, status = os.waitpid(pid, 0)
-        self.worker_pid = None
+        for fd in go.values():
+            os.close(fd)
+        crashed = []
+        while self.worker_pids:
+            pid = self.worker_pids.pop()
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                crashed.append(pid)
         if not killed:
             self.kill_after(0, "idle")
         for was_killed, text in errors:
-            e_name = text.split()[2]
-            if not was_killed and e_name not in ("ENOTCONN", "ECONNABORTED"):
-                raise Failure(f"iteration {i} (seed {it_seed}): an operation failed before any "
-                              f"kill: tx {text.split()[1]}: {' '.join(text.split()[3:])}: {e_name}")
+            f = text.split()
+            w, n, e_name, step = f[0], f[2], f[3], " ".join(f[4:])
             if e_name not in ("ENOTCONN", "ECONNABORTED"):
-                raise Failure(f"iteration {i} (seed {it_seed}): after the kill, an operation "
-                              f"failed with {e_name} instead of ENOTCONN/ECONNABORTED: {text}")
-        if status != 0:
-            raise Failure(f"iteration {i} (seed {it_seed}): the worker crashed")
+                when = "after the kill" if was_killed else "before any kill"
+                raise Failure(f"iteration {i} (seed {it_seed}): {when}, worker {w} tx {n}: "
+                              f"{step} failed with {e_name}"
+                              + (" (expected ENOTCONN or ECONNABORTED)" if was_killed else ""))
+            if not was_killed:
+                raise Failure(f"iteration {i} (seed {it_seed}): worker {w} tx {n}: {step} "
+                              f"failed with {e_name} before any kill (the daemon died?)\n"
+                              + self.daemon_log_tail())
+        if crashed:
+            raise Failure(f"iteration {i} (seed {it_seed}): a worker crashed")
         self.daemon.kill()  # reaps the killed daemon and takes its dead mount down
-        self.candidates = [("the acknowledged state", self.committed)]
-        if inflight is not None:
-            self.candidates.append((f"the acknowledged state plus tx {inflight} (in flight)",
-                                    plan[inflight][1]))
-            self.log(f"  tx {inflight} was in flight at the kill")
+        for w, plan in enumerate(plans):
+            self.candidates[w] = [("the acknowledged state", self.committed[w])]
+            if inflight[w] is not None:
+                self.candidates[w].append(
+                    (f"the acknowledged state plus tx {inflight[w]} (in flight)",
+                     plan[inflight[w]][1]))
+                self.log(f"  worker {w} tx {inflight[w]} was in flight at the kill")
 
     def reports(self, fd, i, it_seed, quiet_limit=60.0):
-        """The worker's report lines until it closes the pipe. A worker silent for quiet_limit
-        seconds means a hung daemon: that fails the run (the cleanup kills both)."""
+        """The workers' report lines until they all close the pipe. Silence for quiet_limit
+        seconds means a hung daemon: that fails the run (the cleanup kills everything)."""
         pending = b""
         with os.fdopen(fd, "rb", buffering=0) as f:
             while True:
                 ready, _, _ = select.select([f], [], [], quiet_limit)
                 if not ready:
-                    raise Failure(f"iteration {i} (seed {it_seed}): the worker made no progress "
+                    raise Failure(f"iteration {i} (seed {it_seed}): the workers made no progress "
                                   f"for {quiet_limit:.0f} s (a request hangs in the daemon?)")
                 chunk = f.read(65536)
                 if not chunk:
@@ -775,7 +850,6 @@ class Harness:
 
     def kill_recoveries(self, i, rng):
         for _ in range(rng.randint(1, 2)):
-            self.daemon.kill()  # the previous daemon, killed already; reaps and unmounts it
             self.daemon.start()
             delay = rng.uniform(0, 0.03)
             end = time.monotonic() + delay
@@ -788,12 +862,13 @@ class Harness:
             self.daemon.kill()
 
     def cleanup(self):
-        if self.worker_pid:
+        for pid in self.worker_pids:
             try:
-                os.kill(self.worker_pid, signal.SIGKILL)
-                os.waitpid(self.worker_pid, 0)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             except OSError:
                 pass
+        self.worker_pids = []
         self.daemon.kill()
 
 
@@ -806,6 +881,8 @@ def main():
                    help="mount options (-o)")
     p.add_argument("--two", action="store_true", help="two named sources, two-phase commit")
     p.add_argument("--recovery-kills", action="store_true", help="also kill during recovery")
+    p.add_argument("--workers", type=int, default=1,
+                   help="concurrent transactions, each worker in its own subdirectory")
     p.add_argument("--seed", type=int, default=None, help="replay this seed")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--log", help="the detailed log (default stderr)")
@@ -835,7 +912,8 @@ def main():
         h.log("FAILED: " + text)
         print(f"FAILED: {text}\n(replay: crashwork.py --seed {args.seed} --iterations "
               f"{args.iterations}{' --two' if args.two else ''}"
-              f"{' --recovery-kills' if args.recovery_kills else ''}; log: {args.log})")
+              f"{' --recovery-kills' if args.recovery_kills else ''}"
+              f"{f' --workers {args.workers}' if args.workers > 1 else ''}; log: {args.log})")
         return 1
     finally:
         h.cleanup()
