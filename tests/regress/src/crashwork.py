@@ -2,7 +2,8 @@
 """crashwork: a randomized crash test of ktmfs transactions, checked against a model.
 
     crashwork.py --ktmfs DAEMON --backing DIR --mnt DIR [--two] [--recovery-kills]
-                 [--seed N] [--iterations N] [--log FILE] [--daemon-log FILE] [--pidfile FILE]
+                 [--workers N] [--seed N] [--iterations N] [--log FILE] [--daemon-log FILE]
+                 [--pidfile FILE]
 
 Each iteration mounts ktmfs (which runs recovery), checks the tree against the model, then lets a
 worker process run a planned series of transactions (several random operations on several files,
@@ -22,6 +23,10 @@ backing directories themselves must hold the model.
 touch both, so their commits go through two-phase commit, and the kills land between prepare and
 decision as well.
 
+--workers N runs N worker processes at once, each in its own subdirectory (wI, under every
+source) with its own plan and model, so that their commits share log flushes; each worker's part
+of the tree is checked on its own (its acknowledged commits, its one commit in flight).
+
 The workload depends only on the seed; the kill moments depend on the seed and on timing. Every
 iteration's seed, plan and verdict go to the log; stdout gets one summary line, or what failed.
 Exit status: 0 all matched, 1 a mismatch or a daemon failure, 2 bad usage.
@@ -39,8 +44,6 @@ import struct
 import subprocess
 import sys
 import time
-
-MASK64 = (1 << 64) - 1
 
 # ---- The control interface (tools/ktmfs.h) ------------------------------------------------------
 
