@@ -875,11 +875,51 @@ class Harness:
         self.daemon.kill()
 
 
+def model_check(top, seed, count, log):
+    """Runs `count` planned transactions' operations straight in `top` (no transaction, no
+    daemon of ours) and compares the tree with the model after each: the proof that the model
+    says what plain Linux does, so that a mismatch after a crash is the filesystem's fault."""
+    os.umask(0o022)
+    probe = os.path.join(top, ".crashwork-xattr-probe")
+    try:
+        with open(probe, "w"):
+            pass
+        os.setxattr(probe, "user.probe", b"1")
+        xattrs = True
+    except OSError as e:
+        log(f"no user xattrs here ({e}); no xattr operations")
+        xattrs = False
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
+    gen = Generator(random.Random(seed), [""], xattrs)
+    tree = {}
+    for n in range(count):
+        ops, tree, _, _ = gen.plan_transaction(tree)
+        log(f"tx {n}: " + "; ".join(op_text(o) for o in ops))
+        for op in ops:
+            try:
+                run_op(top, op)
+            except OSError as e:
+                raise Failure(f"tx {n} (seed {seed}): {op_text(op)} failed with "
+                              f"{errno.errorcode.get(e.errno, e.errno)}")
+        if n >= 10 and n % 10 != 9 and n != count - 1:
+            continue  # reading the whole tree each time would make it quadratic
+        diff = tree_diff(tree, read_tree(top))
+        if diff:
+            raise Failure(f"tx {n} (seed {seed}): the tree differs from the model\n"
+                          + "\n".join(diff))
+    log(f"model check: {count} transactions, {len(tree)} entries at the end")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ktmfs", default=os.environ.get("KTMFS"), help="the daemon")
-    p.add_argument("--backing", required=True, help="an empty directory for the backing tree(s)")
-    p.add_argument("--mnt", required=True, help="the mount point")
+    p.add_argument("--backing", help="an empty directory for the backing tree(s)")
+    p.add_argument("--mnt", help="the mount point")
+    p.add_argument("--model-check", metavar="DIR",
+                   help="no daemon, no kills: run --iterations transactions' operations in DIR "
+                        "(an empty directory) and compare the tree with the model after them")
     p.add_argument("--options", default=os.environ.get("KTMFS_MOUNT_OPTIONS", ""),
                    help="mount options (-o)")
     p.add_argument("--two", action="store_true", help="two named sources, two-phase commit")
@@ -892,12 +932,31 @@ def main():
     p.add_argument("--daemon-log", help="the daemons' stderr (default BACKING/../daemon.log)")
     p.add_argument("--pidfile", help="keeps the running daemon's pid, for an outside cleanup")
     args = p.parse_args()
+    if args.seed is None:
+        args.seed = random.SystemRandom().getrandbits(31)
+    if args.model_check:
+        logf = open(args.log, "a") if args.log else sys.stderr
+
+        def log(text):
+            logf.write(text + "\n")
+            logf.flush()
+
+        log(f"crashwork: model check in {args.model_check}, seed {args.seed}")
+        try:
+            model_check(args.model_check, args.seed, args.iterations, log)
+        except Failure as e:
+            log(f"FAILED: {e}")
+            print(f"FAILED: {e}\n(replay: crashwork.py --model-check DIR --seed {args.seed} "
+                  f"--iterations {args.iterations})")
+            return 1
+        print(f"crashwork: {args.iterations} transactions, the tree matched the model")
+        return 0
+    if not args.backing or not args.mnt:
+        p.error("--backing and --mnt are needed (or --model-check)")
     if not args.ktmfs:
         p.error("--ktmfs (or $KTMFS) is needed")
     args.mnt = os.path.realpath(args.mnt)
     args.backing = os.path.realpath(args.backing)
-    if args.seed is None:
-        args.seed = random.SystemRandom().getrandbits(31)
     if not args.daemon_log:
         args.daemon_log = os.path.join(os.path.dirname(args.backing), "crashwork-daemon.log")
 
