@@ -8,8 +8,10 @@
 Each iteration mounts ktmfs (which runs recovery), checks the tree against the model, then lets a
 worker process run a planned series of transactions (several random operations on several files,
 then a commit or, sometimes, a rollback) while this process SIGKILLs the daemon at a randomly
-chosen moment: during the operations of a transaction, while its commit is in flight, shortly
-after a commit was acknowledged, or when the worker is idle. With --recovery-kills it then also
+chosen moment: during the operations of a transaction, while its commit is in flight (after a
+random delay, or right after the daemon's first, second or third write into the log since the
+commit began, seen with inotify), shortly after a commit was acknowledged, or when the worker is
+idle. With --recovery-kills it then also
 kills the daemon while it recovers (right after starting it), once or twice, before the next
 iteration mounts again.
 
@@ -33,6 +35,7 @@ Exit status: 0 all matched, 1 a mismatch or a daemon failure, 2 bad usage.
 """
 
 import argparse
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -435,6 +438,48 @@ def worker(w, mnt, control, plan, report_fd, go_fd):
     os._exit(status)
 
 
+# ---- Watching the log ------------------------------------------------------------------------
+
+
+class LogWatch:
+    """Reports each write into the log's container files (inotify IN_MODIFY, which io_uring
+    writes raise as well), so that a kill can land right after the daemon's n-th log write of a
+    commit: between the prepare records and the decision, for one."""
+
+    IN_MODIFY = 0x2
+    EVENT = struct.Struct("=iIII")
+
+    def __init__(self, state_dir):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.dirs = 0
+        for d, _, _ in os.walk(state_dir):
+            if libc.inotify_add_watch(self.fd, d.encode(), self.IN_MODIFY) >= 0:
+                self.dirs += 1
+
+    def writes(self):
+        """How many container writes happened since the last call (at least: inotify merges
+        identical events that were not read yet, so this is exact only when read promptly)."""
+        n = 0
+        while True:
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return n
+            off = 0
+            while off < len(buf):
+                _, mask, _, length = self.EVENT.unpack_from(buf, off)
+                name = buf[off + self.EVENT.size:off + self.EVENT.size + length].rstrip(b"\0")
+                off += self.EVENT.size + length
+                if mask & self.IN_MODIFY and name.startswith(b"container."):
+                    n += 1
+
+    def close(self):
+        os.close(self.fd)
+
+
 # ---- The daemon -------------------------------------------------------------------------------
 
 
@@ -594,7 +639,8 @@ class Harness:
         self.xattrs = self.backing_has_xattrs()
         self.committed = [{} for _ in range(args.workers)]
         self.candidates = [[("the acknowledged state", {})] for _ in range(args.workers)]
-        self.stats = {"ops": 0, "during ops": 0, "during commit": 0, "after commit": 0,
+        self.stats = {"ops": 0, "during ops": 0, "during commit": 0, "at a log write": 0,
+                      "after commit": 0,
                       "during rollback": 0, "idle": 0, "in-flight applied": 0,
                       "in-flight absent": 0, "recovery kills": 0, "commits acked": 0}
 
@@ -734,11 +780,32 @@ class Harness:
         # Where to kill: an event of one worker's plan, then a delay.
         kw = rng.randrange(len(plans))
         k = rng.randrange(len(plans[kw]))
-        phase = rng.choices(["ops", "end", "after", "idle"], [3, 5, 2, 1])[0]
+        phase = rng.choices(["ops", "end", "logwrite", "after", "idle"], [3, 4, 3, 2, 1])[0]
         m = rng.randrange(len(plans[kw][k][0])) if plans[kw][k][0] else 0
         delay = rng.choice([0.0, rng.uniform(0, 0.0005), rng.uniform(0, 0.003)])
+        nth_write = rng.randint(1, 3)
         self.log(f"  kill: {phase} of worker {kw} tx {k}"
-                 + (f" after op {m}" if phase == "ops" else "") + f", delay {delay * 1e6:.0f} us")
+                 + (f" after op {m}" if phase == "ops" else "")
+                 + (f" at its log write {nth_write}" if phase == "logwrite"
+                    else f", delay {delay * 1e6:.0f} us"))
+        watch = self.watch_log() if phase == "logwrite" else None
+        try:
+            self.run_plans(i, it_seed, plans, kw, k, phase, m, delay, nth_write, watch)
+        finally:
+            if watch:
+                watch.close()
+
+    def watch_log(self):
+        state = os.path.join(next(iter(self.backings.values())), ".ktmfs")
+        for opt in self.args.options.split(","):
+            if opt.startswith("state="):
+                state = opt[len("state="):]
+        watch = LogWatch(state)
+        if not watch.dirs:
+            self.log(f"  cannot watch the log in {state}; the kill falls back to the commit's end")
+        return watch
+
+    def run_plans(self, i, it_seed, plans, kw, k, phase, m, delay, nth_write, watch):
 
         report_r, report_w = os.pipe()
         go = []
@@ -760,8 +827,16 @@ class Harness:
         killed = False
         inflight = [None] * len(plans)  # per worker, the transaction whose commit is in flight
         errors = []
-        for line in self.reports(report_r, i, it_seed):
+        armed, seen = False, 0  # the log writes seen since the watched commit began
+        for line in self.reports(report_r, i, it_seed, watch):
             f = line.split()
+            if f[0] == "L":
+                if armed and not killed:
+                    seen += int(f[1])
+                    if seen >= nth_write:
+                        self.kill_after(0, "at a log write")
+                        killed = True
+                continue
             w, kind = int(f[0]), f[1]
             ours = not killed and w == kw
             if kind == "O":
@@ -780,6 +855,9 @@ class Harness:
                 if ours and n == k and phase in ("end", "ops"):
                     self.kill_after(delay, "during commit" if kind == "C" else "during rollback")
                     killed = True
+                if ours and n == k and phase == "logwrite":
+                    watch.writes()  # forget the writes of the operations before
+                    armed = True
             elif kind in ("A", "R"):
                 n = int(f[2])
                 if kind == "A":
@@ -788,6 +866,11 @@ class Harness:
                     inflight[w] = None
                 if ours and n == k and phase == "after":
                     self.kill_after(delay, "after commit")
+                    killed = True
+                if ours and n == k and phase == "logwrite":
+                    self.log(f"  the {'commit' if kind == 'A' else 'rollback'} ended after "
+                             f"{seen} log writes, fewer than {nth_write}")
+                    self.kill_after(0, "after commit")
                     killed = True
             elif kind == "E":
                 errors.append((killed, line))
@@ -824,13 +907,21 @@ class Harness:
                      plan[inflight[w]][1]))
                 self.log(f"  worker {w} tx {inflight[w]} was in flight at the kill")
 
-    def reports(self, fd, i, it_seed, quiet_limit=60.0):
-        """The workers' report lines until they all close the pipe. Silence for quiet_limit
-        seconds means a hung daemon: that fails the run (the cleanup kills everything)."""
+    def reports(self, fd, i, it_seed, watch=None, quiet_limit=60.0):
+        """The workers' report lines until they all close the pipe, and "L N" when the log was
+        written N times (if watched). Silence for quiet_limit seconds means a hung daemon: that
+        fails the run (the cleanup kills everything)."""
         pending = b""
         with os.fdopen(fd, "rb", buffering=0) as f:
             while True:
-                ready, _, _ = select.select([f], [], [], quiet_limit)
+                fds = [f, watch.fd] if watch else [f]
+                ready, _, _ = select.select(fds, [], [], quiet_limit)
+                if watch and watch.fd in ready:
+                    n = watch.writes()
+                    if n:
+                        yield f"L {n}"
+                    if f not in ready:
+                        continue
                 if not ready:
                     raise Failure(f"iteration {i} (seed {it_seed}): the workers made no progress "
                                   f"for {quiet_limit:.0f} s (a request hangs in the daemon?)")
