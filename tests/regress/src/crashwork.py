@@ -488,6 +488,35 @@ def mounted(mnt):
         return any(line.split()[4] == mnt for line in f)
 
 
+def mount_device(mnt):
+    """The minor device number of the mount on mnt (the FUSE connection's id), or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == mnt:
+                return fields[2].split(":")[1]
+    return None
+
+
+def thread_states(who, pid):
+    """Where each thread of pid waits: for reports of hangs."""
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return f"  {who} {pid}: gone"
+    lines = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                wchan = f.read().strip()
+        except OSError:
+            continue
+        lines.append(f"  {who} {pid} thread {tid}: state {state}, waits in {wchan}")
+    return "\n".join(lines)
+
+
 class Daemon:
     """One ktmfs process at a time; stop() always leaves nothing running or mounted."""
 
@@ -495,6 +524,7 @@ class Daemon:
         self.args = args
         self.log = log
         self.proc = None
+        self.conn = None  # the FUSE connection (the mount's device minor) once mounted
 
     def start(self):
         a = self.args
@@ -513,6 +543,7 @@ class Daemon:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if mounted(self.args.mnt):
+                self.conn = mount_device(self.args.mnt)
                 return True
             if self.proc.poll() is not None:
                 self.reap()
@@ -523,13 +554,52 @@ class Daemon:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def sigkill(self):
+        """SIGKILLs the daemon and waits until it is gone. Returns None, or, if it could not die
+        (a thread blocked in the kernel on its own mount, which nothing but aborting the FUSE
+        connection releases), where its threads were stuck; the connection is then aborted."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        stuck = thread_states("daemon", self.proc.pid)
+        aborted = self.abort_connection()
+        self.log(f"  the daemon did not die within 5 s of SIGKILL:\n{stuck}\n  {aborted}")
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stuck += "\n  (and it still lived 20 s after the abort)"
+        return stuck
+
+    def abort_connection(self):
+        """Aborts the daemon's FUSE connection through fusectl (mounting it if need be)."""
+        conn = mount_device(self.args.mnt) or self.conn
+        if conn is None:
+            return "no FUSE connection to abort"
+        ctl = "/sys/fs/fuse/connections"
+        if not os.path.exists(f"{ctl}/{conn}"):
+            subprocess.run(["mount", "-t", "fusectl", "fusectl", ctl], stderr=subprocess.DEVNULL)
+        try:
+            with open(f"{ctl}/{conn}/abort", "w") as f:
+                f.write("1")
+            return f"aborted FUSE connection {conn}"
+        except OSError as e:
+            return f"could not abort FUSE connection {conn}: {e}"
+
     def kill(self):
+        """Kills the daemon (if alive), reaps it and takes its mount down; returns what sigkill
+        returns."""
+        stuck = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.reap()
+            stuck = self.sigkill()
+            if self.proc.poll() is not None:
+                self.reap()
         self.unmount_dead()
+        return stuck
 
     def reap(self):
         if self.args.pidfile and os.path.exists(self.args.pidfile):
@@ -615,6 +685,8 @@ class Harness:
         self.logf = open(args.log, "a") if args.log else sys.stderr
         self.daemon = Daemon(args, self.log)
         self.worker_pids = []
+        self.hangs = []
+        self.current = (None, None)
         if args.two:
             self.backings = {"data": os.path.join(args.backing, "a"),
                              "conf": os.path.join(args.backing, "b")}
@@ -733,16 +805,20 @@ class Harness:
         for i in range(a.iterations):
             it_seed = base.getrandbits(63)
             self.log(f"iteration {i}: seed {it_seed}")
+            self.current = (i, it_seed)
             self.mount(f"iteration {i}: mount after the kill")
             self.check(f"iteration {i}: after recovery", it_seed)
             self.iteration(i, it_seed)
             if a.recovery_kills:
                 self.kill_recoveries(i, random.Random(it_seed ^ 0x5EED))
+        self.current = ("final", a.seed)
         self.mount("the final mount")
         self.check("the final mount", a.seed)
         problem = self.daemon.stop_clean()
         if problem:
             raise Failure(f"the final unmount: {problem}\n{self.daemon_log_tail()}")
+        if self.hangs:  # before the backing check, which may fail because of them
+            self.log("\n".join(self.hangs))
         backing = {}
         for top, d in self.backings.items():
             if top:
@@ -751,6 +827,9 @@ class Harness:
                 backing[join(top, p)] = e
         self.match("the backing directories after the final unmount", a.seed, backing)
         self.check_daemon_log()
+        if self.hangs:
+            raise Failure(f"{len(self.hangs)} time(s) the daemon could not die; the first:\n"
+                          + self.hangs[0])
         self.log("done: " + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
     def check_daemon_log(self):
@@ -770,8 +849,10 @@ class Harness:
             gen = Generator(random.Random(rng.getrandbits(63)), roots, self.xattrs)
             plan, tree = [], self.committed[w]
             for _ in range(rng.randint(2, 10)):
-                ops, tree, commit, via_ioctl = gen.plan_transaction(tree)
-                plan.append((ops, tree, commit, via_ioctl))
+                ops, after, commit, via_ioctl = gen.plan_transaction(tree)
+                plan.append((ops, after, commit, via_ioctl))
+                if commit:  # a rolled-back transaction leaves the tree as it was
+                    tree = after
             plans.append(plan)
             for n, (ops, _, commit, via_ioctl) in enumerate(plan):
                 self.log(f"  worker {w} tx {n} ({'commit' if commit else 'rollback'} via "
@@ -828,6 +909,7 @@ class Harness:
         inflight = [None] * len(plans)  # per worker, the transaction whose commit is in flight
         errors = []
         armed, seen = False, 0  # the log writes seen since the watched commit began
+        hangs_before = len(self.hangs)
         for line in self.reports(report_r, i, it_seed, watch):
             f = line.split()
             if f[0] == "L":
@@ -876,6 +958,10 @@ class Harness:
                 errors.append((killed, line))
         for fd in go.values():
             os.close(fd)
+        if len(self.hangs) > hangs_before:  # what the workers were doing: their failed steps
+            self.hangs[-1] += "".join(
+                f"\n  worker {e.split()[0]} was in tx {e.split()[2]}: {' '.join(e.split()[4:])}"
+                f" (it failed with {e.split()[3]})" for _, e in errors)
         crashed = []
         while self.worker_pids:
             pid = self.worker_pids.pop()
@@ -907,7 +993,7 @@ class Harness:
                      plan[inflight[w]][1]))
                 self.log(f"  worker {w} tx {inflight[w]} was in flight at the kill")
 
-    def reports(self, fd, i, it_seed, watch=None, quiet_limit=60.0):
+    def reports(self, fd, i, it_seed, watch=None, quiet_limit=20.0):
         """The workers' report lines until they all close the pipe, and "L N" when the log was
         written N times (if watched). Silence for quiet_limit seconds means a hung daemon: that
         fails the run (the cleanup kills everything)."""
@@ -924,7 +1010,8 @@ class Harness:
                         continue
                 if not ready:
                     raise Failure(f"iteration {i} (seed {it_seed}): the workers made no progress "
-                                  f"for {quiet_limit:.0f} s (a request hangs in the daemon?)")
+                                  f"for {quiet_limit:.0f} s (a request hangs in the daemon?)\n"
+                                  + self.process_states())
                 chunk = f.read(65536)
                 if not chunk:
                     return
@@ -933,6 +1020,13 @@ class Harness:
                 for line in lines:
                     yield line.decode()
 
+    def process_states(self):
+        """Where the daemon's threads and the workers wait: for the report of a hang."""
+        pids = [("worker", p) for p in self.worker_pids]
+        if self.daemon.proc is not None:
+            pids.append(("daemon", self.daemon.proc.pid))
+        return "\n".join(thread_states(who, pid) for who, pid in pids)
+
     def kill_after(self, delay, what):
         if delay:
             end = time.monotonic() + delay
@@ -940,7 +1034,16 @@ class Harness:
                 pass
         self.log(f"  killed the daemon {what}")
         self.stats[what] += 1
-        self.daemon.proc.send_signal(signal.SIGKILL)
+        self.note_hang(what, self.daemon.sigkill())
+
+    def note_hang(self, what, stuck):
+        """A daemon that SIGKILL could not end is a failure, reported at the end of the run (its
+        connection was aborted, so the run goes on and still checks every tree)."""
+        if stuck:
+            i, it_seed = self.current
+            self.hangs.append(f"iteration {i} (seed {it_seed}), killed {what}: the daemon did "
+                              f"not die within 5 s of SIGKILL; its FUSE connection had to be "
+                              f"aborted. Its threads:\n{stuck}")
 
     def kill_recoveries(self, i, rng):
         for _ in range(rng.randint(1, 2)):
@@ -953,9 +1056,10 @@ class Harness:
             self.log(f"  killed the daemon {delay * 1e3:.1f} ms into its recovery"
                      f" ({'mounted already' if was_mounted else 'not mounted yet'})")
             self.stats["recovery kills"] += 1
-            self.daemon.kill()
+            self.note_hang("during recovery", self.daemon.kill())
 
     def cleanup(self):
+        self.daemon.kill()  # first: a worker waiting on the daemon cannot die before it
         for pid in self.worker_pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -963,7 +1067,6 @@ class Harness:
             except OSError:
                 pass
         self.worker_pids = []
-        self.daemon.kill()
 
 
 def model_check(top, seed, count, log):
