@@ -143,8 +143,9 @@ def tree_diff(expected, got, limit=12):
 class Generator:
     """Plans random operations that are valid on the model, applying them to it as it goes."""
 
-    def __init__(self, rng, roots, xattrs):
+    def __init__(self, rng, roots, xattrs, skip=()):
         self.rng = rng
+        self.skip = set(skip)  # operation kinds left out (by hand, to look past a known bug)
         # The directories this generator works below, one per source: [""] for the root of a
         # single source, ["data", "conf"] for two, ["w1"] or ["data/w1", "conf/w1"] for worker 1
         # of several.
@@ -185,6 +186,7 @@ class Generator:
             "unlink", "rename", "renamedir", "mkdir", "mkdir", "rmdir", "symlink", "chmod"]
         if self.xattrs:
             kinds += ["setxattr", "removexattr"]
+        kinds = [k for k in kinds if k not in self.skip] or ["create"]
         kind = r.choice(kinds)
         files = self.of_type(tree, "f")
         t = dict(tree)
@@ -846,7 +848,7 @@ class Harness:
         rng = random.Random(it_seed)
         plans = []
         for w, roots in enumerate(self.roots):
-            gen = Generator(random.Random(rng.getrandbits(63)), roots, self.xattrs)
+            gen = Generator(random.Random(rng.getrandbits(63)), roots, self.xattrs, self.args.skip)
             plan, tree = [], self.committed[w]
             for _ in range(rng.randint(2, 10)):
                 ops, after, commit, via_ioctl = gen.plan_transaction(tree)
@@ -928,6 +930,9 @@ class Harness:
                     killed = True
             elif kind in ("C", "B"):
                 n = int(f[2])
+                if killed:  # a commit sent now could not reach the daemon: keep the oracle tight
+                    os.close(go.pop(w))
+                    continue
                 if kind == "C":
                     inflight[w] = n
                 try:
@@ -1121,11 +1126,16 @@ def main():
     p.add_argument("--workers", type=int, default=1,
                    help="concurrent transactions, each worker in its own subdirectory")
     p.add_argument("--seed", type=int, default=None, help="replay this seed")
+    p.add_argument("--skip-ops", default="",
+                   help="operation kinds to leave out, comma-separated (create, write, append, "
+                        "truncate, unlink, rename, renamedir, mkdir, rmdir, symlink, chmod, "
+                        "setxattr, removexattr): by hand, to look past a known bug")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--log", help="the detailed log (default stderr)")
     p.add_argument("--daemon-log", help="the daemons' stderr (default BACKING/../daemon.log)")
     p.add_argument("--pidfile", help="keeps the running daemon's pid, for an outside cleanup")
     args = p.parse_args()
+    args.skip = [k for k in args.skip_ops.split(",") if k]
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(31)
     if args.model_check:
@@ -1167,7 +1177,8 @@ def main():
         text = str(e)
         h.log("FAILED: " + text)
         print(f"FAILED: {text}\n(replay: crashwork.py --seed {args.seed} --iterations "
-              f"{args.iterations}{' --two' if args.two else ''}"
+              f"{args.iterations}{f' --skip-ops {args.skip_ops}' if args.skip else ''}"
+              f"{' --two' if args.two else ''}"
               f"{' --recovery-kills' if args.recovery_kills else ''}"
               f"{f' --workers {args.workers}' if args.workers > 1 else ''}; log: {args.log})")
         return 1
