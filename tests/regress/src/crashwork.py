@@ -1153,7 +1153,7 @@ def main():
             print(f"FAILED: {e}\n(replay: crashwork.py --model-check DIR --seed {args.seed} "
                   f"--iterations {args.iterations})")
             return 1
-        print(f"crashwork: {args.iterations} transactions, the tree matched the model")
+        print("crashwork: the tree matched the model")
         return 0
     if not args.backing or not args.mnt:
         p.error("--backing and --mnt are needed (or --model-check)")
@@ -1184,7 +1184,7 @@ def main():
         return 1
     finally:
         h.cleanup()
-    print(f"crashwork: {args.iterations} iterations, every tree matched the model")
+    print("crashwork: every tree matched the model")  # counts and seeds go to the log
     return 0
 
 
