@@ -129,7 +129,7 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
   Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, op.object, false);
-  if (!inode->is_tx_version()) MarkParent(fs, tx, inode);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }
 
@@ -151,7 +151,7 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
   Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, op.object, false);
-  if (!inode->is_tx_version()) MarkParent(fs, tx, inode);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }
 
