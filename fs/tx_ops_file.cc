@@ -17,8 +17,10 @@ namespace ktmfs::fs::txops {
 namespace {
 
 // Writes up to this size are logged with their data (see fstx::OpKind::kWriteData); larger ones
-// are referenced in the staged file, so big data is written once before apply.
+// are referenced in the staged file, so big data is written once before apply. A transaction
+// carries at most kInlineBudget bytes that way (they stay in memory until it ends).
 constexpr size_t kInlineWriteMax = 64 << 10;
+constexpr uint64_t kInlineBudget = 16 << 20;
 
 // fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
 // pointers, told apart by the top bit.
@@ -256,7 +258,8 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.object = inode->object;
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
-  if (data.size() <= kInlineWriteMax) {
+  if (data.size() <= kInlineWriteMax &&
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
     // Small writes travel in their record: the commit then need not sync the staged file
     // (it still serves the transaction's reads).
     op.kind = fstx::OpKind::kWriteData;
