@@ -171,12 +171,7 @@ void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info
       return;
     }
   }
-  fuse_bufvec v{};
-  v.count = 1;
-  v.buf[0].size = size;
-  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  v.buf[0].fd = fd;
-  v.buf[0].pos = off;
+  fuse_bufvec v = FdBuffer(size, fd, off);
   fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -185,12 +180,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   TxGuard tx = fs.txs()->EnterById(h->tx);
   const size_t size = fuse_buf_size(in);
   auto write_fd = [&](int fd, off_t pos) {
-    fuse_bufvec out{};
-    out.count = 1;
-    out.buf[0].size = size;
-    out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    out.buf[0].fd = fd;
-    out.buf[0].pos = pos;
+    fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (n < 0) {
       fuse_reply_err(req, static_cast<int>(-n));
