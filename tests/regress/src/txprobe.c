@@ -6,6 +6,7 @@
  *   txprobe mmap-write FILE OFF TEXT   writes TEXT at OFF through a MAP_SHARED mapping, msync
  *   txprobe mmap-read FILE LEN    prints the first LEN bytes as a MAP_SHARED mapping sees them
  *   txprobe pread-fd FD LEN       prints the first LEN bytes read through inherited descriptor FD
+ *   txprobe pwrite-fd FD OFF TEXT writes TEXT at OFF through inherited descriptor FD
  *   txprobe fstat-fd FD           prints size and mode of inherited descriptor FD
  *
  * Results are printed as errno names (never strerror text), so golden outputs are exact.
@@ -325,6 +326,15 @@ static int cmd_pread_fd(int fd, size_t len) {
   return 0;
 }
 
+static int cmd_pwrite_fd(int fd, long off, const char* text) {
+  ssize_t n = pwrite(fd, text, strlen(text), off);
+  if (n < 0)
+    printf("pwrite: %s\n", err_name(errno));
+  else
+    printf("pwrite: %zd\n", n);
+  return 0;
+}
+
 static int cmd_fstat_fd(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0)
@@ -355,6 +365,8 @@ int main(int argc, char** argv) {
     return cmd_mmap_read(argv[2], (size_t)number(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "pread-fd"))
     return cmd_pread_fd((int)number(argv[2]), (size_t)number(argv[3]));
+  if (argc == 5 && !strcmp(argv[1], "pwrite-fd"))
+    return cmd_pwrite_fd((int)number(argv[2]), number(argv[3]), argv[4]);
   if (argc == 3 && !strcmp(argv[1], "fstat-fd")) return cmd_fstat_fd((int)number(argv[2]));
   fprintf(stderr, "txprobe: bad command line (see the comment at the top of txprobe.c)\n");
   return 2;
