@@ -219,6 +219,7 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
 int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
   if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
   auto& locks = fs.txs()->rm(parent->source_index).locks();
+  if (locks.empty()) return 0;
   if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;
   // The object the name holds, if a transaction changes it.
   struct stat st;

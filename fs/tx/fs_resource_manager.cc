@@ -2,13 +2,43 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
 namespace ktmfs::fstx {
 
+namespace {
+
+// Whether redo of these ops reads anything from the transaction's staging.
+bool NeedsStaging(const std::vector<Op>& ops) {
+  for (const Op& op : ops) {
+    switch (op.kind) {
+      case OpKind::kCreate:
+      case OpKind::kMkdir:
+      case OpKind::kSymlink:
+      case OpKind::kMknod:
+      case OpKind::kWriteExtent:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
-FsResourceManager::~FsResourceManager() = default;
+FsResourceManager::~FsResourceManager() {
+  // What waits for its APPLIED record to become durable: flush it now and drop the staging.
+  bool any;
+  {
+    std::lock_guard l(mu_);
+    any = !unclean_.empty();
+  }
+  if (any && o_.stream->Flush(o_.stream->last_lsn()).ok()) DropDurableStaging();
+}
 
 Status FsResourceManager::Register() {
   return o_.tm->RegisterResourceManager({o_.name, o_.id, this, o_.log});
@@ -122,8 +152,9 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   r.tx = tx;
   r.op_count = t.ops.size();
   if (t.staging) {
-    // Staged data must be durable before the record that lets recovery rely on it.
-    KTMFS_RETURN_IF_ERROR(t.staging->Sync());
+    // Staged data must be durable before the record that lets recovery rely on it, unless no
+    // op needs it (small writes carry their data in their records).
+    if (NeedsStaging(t.ops)) KTMFS_RETURN_IF_ERROR(t.staging->Sync());
     r.staged_files = t.staging->file_names();
   }
   std::set<ObjectId> objects;
@@ -164,13 +195,53 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   r.tx = tx;
   auto lsn = Append(r);
   if (!lsn.ok()) return lsn.status();
-  // Staging may go only once APPLIED is durable: until then a re-run of apply needs it.
-  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*lsn));
-  return CleanupAppliedTransaction(Target(tx));
+  // APPLIED is not flushed here: the backing directory is already fsynced, and until the record
+  // is durable a crash only means redoing this apply over its own result. A later transaction
+  // on the same objects can only commit after this point, with a flush that covers the
+  // record, so a redo never lands on top of a later transaction's changes. Staging may go only
+  // once the record is durable: until then a redo needs it.
+  {
+    std::lock_guard l(mu_);
+    unclean_.push_back({*lsn, Target(tx)});
+  }
+  DropDurableStaging();
+  return Status::Ok();
+}
+
+void FsResourceManager::DropDurableStaging(bool flush) {
+  if (flush) {
+    log::Lsn newest = log::kInvalidLsn;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& u : unclean_)
+        newest = std::max(newest, u.applied_lsn);
+    }
+    if (newest == log::kInvalidLsn) return;
+    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
+  }
+  const log::Lsn durable = o_.log->flushed_lsn();
+  std::vector<ApplyTarget> done;
+  {
+    std::lock_guard l(mu_);
+    for (auto it = unclean_.begin(); it != unclean_.end();) {
+      if (it->applied_lsn < durable) {  // flushed_lsn() is the end of what is durable
+        done.push_back(std::move(it->target));
+        it = unclean_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& t : done) {
+    Status s = CleanupAppliedTransaction(t);
+    if (!s.ok())
+      std::fprintf(stderr, "ktmfs: fs RM %s: %s\n", o_.name.c_str(), s.message().c_str());
+  }
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
-  KTMFS_RETURN_IF_ERROR(RemoveTree(Target(tx).staging_dir));
+  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove.
+  KTMFS_RETURN_IF_ERROR(RemoveTreeLazily(Target(tx).staging_dir));
   fstx::Record r;
   r.type = RecordType::kAborted;
   r.tx = tx;
@@ -365,8 +436,14 @@ Status FsResourceManager::Recover() {
   for (auto& [tx, s] : seen)
     if (!s.committed && !s.applied && !s.aborted)
       KTMFS_RETURN_IF_ERROR(resolve(tx, o_.tm->QueryOutcome(tx)));
-  // Whatever staging is left belongs to no live transaction: finished ones dropped theirs
-  // above, and a transaction whose records never became durable left only its staging.
+  // Whatever staging is left belongs to no live transaction once the APPLIED records of the
+  // redone ones are durable; a transaction whose records never became durable left only its
+  // staging.
+  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(o_.stream->last_lsn()));
+  {
+    std::lock_guard l(mu_);
+    unclean_.clear();
+  }
   DIR* d = ::opendir(o_.staging_root.c_str());
   if (d) {
     std::vector<std::string> names;
