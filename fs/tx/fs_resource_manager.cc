@@ -69,9 +69,26 @@ Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
 }
 
 Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
+  {
+    // Enlisted before the first lock, so the end of the transaction reaches this RM and
+    // releases them, even when the operation that took them is then refused.
+    std::lock_guard l(mu_);
+    auto t = Enlisted(tx);
+    if (!t.ok()) return t.status();
+  }
   for (const auto& k : keys)
     KTMFS_RETURN_IF_ERROR(locks_.Acquire(tx, k));
   return Status::Ok();
+}
+
+Status FsResourceManager::LockAt(const Guid& tx, const LockKey& key,
+                                 const std::string& backing_path) {
+  {
+    std::lock_guard l(mu_);
+    auto t = Enlisted(tx);
+    if (!t.ok()) return t.status();
+  }
+  return locks_.Acquire(tx, key, backing_path);
 }
 
 Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {

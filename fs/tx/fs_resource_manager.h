@@ -61,6 +61,8 @@ class FsResourceManager : public tm::ResourceManager {
   // --- What the filesystem operations call, for a request bound to transaction `tx`. ---
   // Takes the locks the change needs (EBUSY naming the holder, nothing logged, on conflict).
   Status Lock(const Guid& tx, const std::vector<LockKey>& keys);
+  // One key, with where it is in the backing tree (see LockTable::HeldUnder).
+  Status LockAt(const Guid& tx, const LockKey& key, const std::string& backing_path);
   // The transaction's staging, created (and the RM enlisted) on first use.
   Result<TxStaging*> Staging(const Guid& tx);
   // The transaction's staging if it has any yet (reads must not enlist).
