@@ -57,15 +57,26 @@ struct TxContext {
   std::map<std::pair<int, fstx::ObjectId>, Times> times;
   // Link count changes the view shows (links and unlinks of existing objects).
   std::map<std::pair<int, fstx::ObjectId>, int> nlink_delta;
+  // Bytes of writes logged with their data; the RM keeps those ops in memory until the end,
+  // so past a budget writes are staged instead (a transaction may be larger than memory).
+  std::atomic<uint64_t> inline_bytes{0};
 };
 
 // A transaction held live for one operation; empty if the caller is in none.
 class TxGuard {
  public:
   TxGuard() = default;
-  explicit TxGuard(std::shared_ptr<TxContext> tx);
+  // Holds the transaction live, then `visibility` shared: an operation inside a transaction
+  // reads the backing directory too, and must not see another commit's apply half done.
+  TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility);
   TxGuard(TxGuard&&) = default;
-  TxGuard& operator=(TxGuard&&) = default;
+  // The locks go before the context that owns the mutex they hold.
+  TxGuard& operator=(TxGuard&& other) noexcept {
+    visible_ = std::move(other.visible_);
+    lock_ = std::move(other.lock_);
+    tx_ = std::move(other.tx_);
+    return *this;
+  }
   explicit operator bool() const { return tx_ != nullptr; }
   TxContext* operator->() const { return tx_.get(); }
   TxContext& operator*() const { return *tx_; }
@@ -74,6 +85,7 @@ class TxGuard {
  private:
   std::shared_ptr<TxContext> tx_;
   std::shared_lock<std::shared_mutex> lock_;
+  std::shared_lock<std::shared_mutex> visible_;
 };
 
 // Cache invalidations to send to the kernel once a transaction ends (see Invalidator).
