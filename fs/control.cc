@@ -163,7 +163,7 @@ int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>*
       ktmfs_txid t;
       if (!In(r, &t)) return EINVAL;
       Guid id;
-      if (t.flags != 0 || !ParseId(t.id, &id)) return EINVAL;
+      if (t.flags != 0 || t.reserved != 0 || !ParseId(t.id, &id)) return EINVAL;
       const bool commit = r.cmd == KTMFS_IOC_COMMIT;
       Status s = commit ? txs.Commit(r.caller, id) : txs.Rollback(r.caller, id);
       // An ioctl holds no inode lock, so it can wait for the kernel to drop what the
@@ -177,7 +177,7 @@ int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>*
     case KTMFS_IOC_HOLDER: {
       ktmfs_txid t;
       if (!In(r, &t)) return EINVAL;
-      if (t.flags != 0) return EINVAL;
+      if (t.flags != 0 || t.reserved != 0) return EINVAL;
       auto id = r.cmd == KTMFS_IOC_QUERY ? txs.Current(r.caller.pid) : HolderOf(fs, r.inode);
       if (!id) return ENODATA;
       auto* o = Out<ktmfs_txid>(out);

@@ -61,12 +61,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   SetOpenReply(fs, fi, fd);
-  // While a transaction changes the object, pages cached now could outlive its commit in an
-  // open file: read it uncached until the transaction ends.
-  if (fs.txs() != nullptr && txops::CheckNotHeld(fs, inode) != 0) {
+  // Pages cached before a transaction changed the file must not be read once it commits: an
+  // open while it runs (or is being settled) drops them, in the opener's own context.
+  if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
     fi->keep_cache = 0;
-    fi->direct_io = 1;
-  }
   if (fuse_reply_open(req, fi) != 0) close(fd);  // the request was interrupted
 }
 

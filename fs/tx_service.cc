@@ -122,6 +122,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       std::lock_guard l(mu_);
       ended_.push_back(
           {tx, committed, source, overlay.TouchedObjects(), overlay.ChangedBackingEntries()});
+      // Before the RM lets go of its locks: opens in between must not keep stale pages.
+      for (const auto& o : ended_.back().objects)
+        if (o.kind == fstx::ObjectId::Kind::kExisting) settling_[{o.dev, o.ino}]++;
     };
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
@@ -194,6 +197,14 @@ std::optional<Guid> TxService::Current(pid_t tid) {
 bool TxService::IsTouched(dev_t dev, ino_t ino) const {
   std::lock_guard l(mu_);
   return touched_.contains({dev, ino});
+}
+
+bool TxService::IsUnsettled(int source, dev_t dev, ino_t ino) {
+  if (!rms_[static_cast<size_t>(source)]->locks().empty() &&
+      rms_[static_cast<size_t>(source)]->locks().Holder(fstx::ObjectKey{dev, ino}))
+    return true;
+  std::lock_guard l(mu_);
+  return settling_.contains({dev, ino});
 }
 
 void TxService::MarkTouched(const Guid& tx, dev_t dev, ino_t ino) {
@@ -314,6 +325,14 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
   if (on_ended_) {
     for (const auto& e : ended)
       on_ended_(e);
+  }
+  std::lock_guard l(mu_);
+  for (const auto& e : ended) {
+    for (const auto& o : e.objects) {
+      if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
+      auto it = settling_.find({o.dev, o.ino});
+      if (it != settling_.end() && --it->second == 0) settling_.erase(it);
+    }
   }
   return s;
 }

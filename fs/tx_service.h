@@ -116,6 +116,9 @@ class TxService {
   // Whether a live transaction changed names in, or attributes of, this committed object: its
   // attributes and entries are then served with zero timeouts to everyone.
   bool IsTouched(dev_t dev, ino_t ino) const;
+  // Whether a transaction changes (dev, ino) or just ended with a change to it that the kernel
+  // has not yet been told about: a file opened now must not keep pages cached before.
+  bool IsUnsettled(int source, dev_t dev, ino_t ino);
   void MarkTouched(const Guid& tx, dev_t dev, ino_t ino);
 
   // --- Control ---
@@ -169,6 +172,7 @@ class TxService {
   std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
   std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
   std::vector<EndedTx> ended_;  // reported by the RMs during End, handed on after it
+  std::map<std::pair<dev_t, ino_t>, int> settling_;  // objects of ended_, until handed on
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
 
