@@ -205,7 +205,9 @@ int main(int argc, char** argv) {
       if (json) {
         std::printf("%s\n", ToJson(t).dump(2).c_str());
       } else {
-        for (const auto& [key, value] : ToJson(t).items())
+        // A named object: items() refers into it, and a temporary would die before the loop.
+        const nlohmann::json detail = ToJson(t);
+        for (const auto& [key, value] : detail.items())
           std::printf("%-18s %s\n", (key + ":").c_str(),
                       value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
       }
