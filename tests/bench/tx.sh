@@ -80,6 +80,23 @@ case $rc in
   *) cat "$work/err" >&2; exit 1 ;;
 esac
 
+# A commit returns once durable, but the daemon may go on applying it to the backing files.
+# Before the next row, wait until its CPU time stops growing (at most 60 s), so that work is
+# not charged to whichever row runs next.
+settle() {
+  local before after waited=0
+  [ -n "$daemon" ] || return 0
+  after=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+  while [ "$waited" -lt 300 ]; do
+    before=$after
+    sleep 0.2
+    waited=$((waited + 1))
+    after=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+    [ "$after" = "$before" ] && break
+  done
+  [ "$waited" -le 2 ] || echo "  (ktmfs busy for $((waited / 5)) s after the row)"
+}
+
 failed=0
 # row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM VALUE"
 # (VALUE "-" if not run, "failed" if it failed) to the results.
@@ -105,6 +122,8 @@ row() {
   esac
   echo "$key $system $value" >>"$work/results"
   rm -rf "$dir"
+  [ "$system" != ktmfs ] || settle
+  sync
 }
 
 for rep in $(seq "$repeat"); do
