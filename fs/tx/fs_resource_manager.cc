@@ -55,6 +55,12 @@ Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {
   return (*t)->staging.get();
 }
 
+TxStaging* FsResourceManager::FindStaging(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? nullptr : it->second.staging.get();
+}
+
 Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
@@ -66,19 +72,49 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
   if (!t.ok()) return t.status();
+  if (!(*t)->overlay) (*t)->overlay = std::make_unique<TxOverlay>(o_.backing_root);
   fstx::Record r;
   r.type = RecordType::kOp;
   r.tx = tx;
   r.op = op;
-  auto lsn = Append(r);
-  if (!lsn.ok()) return lsn.status();
+  // The overlay checks the op against the transaction's view first: a refused op is not logged.
+  // Once logged it must be in the view too, so a failed append has to be undone there; the
+  // overlay cannot undo, so check and encode before applying.
+  std::vector<std::byte> payload = EncodeRecord(r);
+  KTMFS_RETURN_IF_ERROR((*t)->overlay->Apply(op));
+  log::Stream::AppendArgs args;
+  args.type = kFsRecordType;
+  args.payload = payload;
+  auto lsn = o_.stream->Append(args);
+  if (!lsn.ok()) {
+    // The view now holds an op the log does not: the transaction can no longer commit.
+    (*t)->broken = true;
+    return lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString());
+  }
   (*t)->ops.push_back(op);
+  (*t)->bytes_logged += payload.size();
   return Status::Ok();
+}
+
+TxOverlay* FsResourceManager::Overlay(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? nullptr : it->second.overlay.get();
+}
+
+uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? 0 : it->second.bytes_logged;
 }
 
 Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   std::lock_guard l(mu_);
   Tx& t = txs_[tx];
+  if (t.broken) {
+    return Status::IoError("fs RM " + o_.name + ": transaction " + tx.ToString() +
+                           " lost an operation to a failed log append; it can only roll back");
+  }
   fstx::Record r;
   r.type = RecordType::kPrepared;
   r.tx = tx;
@@ -114,8 +150,12 @@ Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& 
 
 Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
                                          bool* applied) {
-  KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
-                            .Annotate("applying transaction " + tx.ToString()));
+  {
+    std::unique_lock<std::shared_mutex> visible;
+    if (o_.visibility) visible = std::unique_lock(*o_.visibility);
+    KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
+                              .Annotate("applying transaction " + tx.ToString()));
+  }
   *applied = true;
   fstx::Record r;
   r.type = RecordType::kApplied;
@@ -137,10 +177,16 @@ Status FsResourceManager::Abort(const Guid& tx) {
   return lsn.ok() ? Status::Ok() : lsn.status();
 }
 
-void FsResourceManager::Forget(const Guid& tx, bool release_locks) {
+void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committed) {
+  std::unique_ptr<TxOverlay> overlay;
+  {
+    std::lock_guard l(mu_);
+    auto it = txs_.find(tx);
+    if (it != txs_.end()) overlay = std::move(it->second.overlay);
+    txs_.erase(tx);
+  }
+  if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
   if (release_locks) locks_.ReleaseAll(tx);
-  std::lock_guard l(mu_);
-  txs_.erase(tx);
 }
 
 void FsResourceManager::Notify(const tm::Notification& n) {
@@ -172,21 +218,21 @@ void FsResourceManager::Notify(const tm::Notification& n) {
         s = committed.status();
       if (!committed.ok()) {
         (void)Abort(tx);
-        Forget(tx, true);
+        Forget(tx, true, false);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
       if (!s.ok()) {
         // The flush failed, yet COMMITTED may have reached the disk: the outcome is in doubt
         // until recovery reads the log. Keep staging and locks for it; report the failure.
-        Forget(tx, false);
+        Forget(tx, false, false);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
       // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
       bool applied = false;
       (void)ApplyAndFinish(tx, ops, &applied);
-      Forget(tx, applied);
+      Forget(tx, applied, true);
       (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
       return;
     }
@@ -200,7 +246,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       Result<log::Lsn> committed = Append(r);
       bool applied = false;
       Status s = ApplyAndFinish(tx, ops, &applied);
-      Forget(tx, applied);
+      Forget(tx, applied, true);
       if (committed.ok()) {
         (void)o_.tm->CommitComplete(tx, o_.id, *committed);
       } else if (applied) {
@@ -213,7 +259,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
     }
     case tm::NotificationKind::kRollback: {
       (void)Abort(tx);
-      Forget(tx, true);
+      Forget(tx, true, false);
       (void)o_.tm->RollbackComplete(tx, o_.id);
       return;
     }
@@ -261,6 +307,7 @@ Status FsResourceManager::Recover() {
     if (s.applied) continue;
     KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, false, nullptr));
     s.applied = true;
+    report_.redone++;
   }
   auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
     Seen& s = seen[tx];
@@ -272,10 +319,12 @@ Status FsResourceManager::Recover() {
       log::Lsn lsn = log::kInvalidLsn;
       KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, true, &lsn));
       s.committed = s.applied = true;
+      report_.redone++;
       return Status::Ok();
     }
     KTMFS_RETURN_IF_ERROR(Abort(tx));
     s.aborted = true;
+    report_.rolled_back++;
     return o_.stream->Flush(o_.stream->last_lsn());
   };
   KTMFS_RETURN_IF_ERROR(o_.tm->RecoverResourceManager(
@@ -295,9 +344,18 @@ Status FsResourceManager::Recover() {
     ::closedir(d);
     for (const auto& name : names)
       KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
+    report_.leftovers = names.size();
   }
-  std::lock_guard l(mu_);
-  txs_.clear();
+  {
+    std::lock_guard l(mu_);
+    txs_.clear();
+  }
+  // Every transaction the stream knew is finished: nothing before its end is needed again.
+  log::Lsn last = o_.stream->last_lsn();
+  if (last != log::kInvalidLsn && last != o_.stream->base_lsn()) {
+    auto restart = o_.stream->WriteRestartArea({}, last);
+    if (!restart.ok()) return restart.status().Annotate("fs RM " + o_.name + ": truncating");
+  }
   return Status::Ok();
 }
 
