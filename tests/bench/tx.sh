@@ -66,7 +66,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 mountpoint -q "$mnt" || { cat "$work/daemon.log" >&2; echo "tx.sh: $mnt not mounted after 30 s" >&2; exit 1; }
-echo "native directory: $native; ktmfs: $backing on $mnt"
+echo "native directory: $native; ktmfs (pid $daemon): $backing on $mnt"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 
 ktmfs_reason=
