@@ -182,7 +182,7 @@ for target in ("new", "existing"):
                  False))
 
 print()
-print("%-22s %-9s %-24s %-7s %-24s %-20s %-9s %s" % (
+print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
     "row", "unit", "ktmfs", "vs", "baseline", "ktmfs/baseline", "target", "met"))
 for key, label, unit, base, target, higher in rows:
     k, b = runs.get((key, "ktmfs"), []), runs.get((key, base), [])
@@ -191,7 +191,7 @@ for key, label, unit, base, target, higher in rows:
     ttext = "-" if target is None else ("%s %.2fx" % (">=" if higher else "<=", target))
     met = "-" if target is None or r is None else (
         "yes" if (r >= target if higher else r <= target) else "no")
-    print("%-22s %-9s %-24s %-7s %-24s %-20s %-9s %s" % (
+    print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
         label, unit, cell(k, fmt), base, cell(b, fmt), rtext, ttext, met))
 print()
 print("values: median (min..max) over %d repetition(s); ratios per repetition, then the same." % repeat)
