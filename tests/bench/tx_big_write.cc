@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "ktmfs.h"
@@ -60,6 +61,26 @@ std::string MakeExisting(const BigWrite& w, const std::string& path) {
   return error.empty() ? FsyncPath(w.dir) : error;
 }
 
+// Before the commit, a thread outside the transaction must still see the old state (no file,
+// or the old content), so the row cannot be fast by writing outside any transaction.
+std::string CheckOutside(const BigWrite& w, const std::string& path) {
+  std::string error;
+  std::thread([&] {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno != ENOENT || w.existing) error = ErrnoMessage("open " + path + " outside", errno);
+      return;
+    }
+    std::vector<char> want = Pattern(64, "old content\n"), got(want.size());
+    if (!w.existing || pread(fd, got.data(), got.size(), 0) != static_cast<ssize_t>(got.size()) ||
+        got != want) {
+      error = "a thread outside the transaction sees " + path + " change before the commit";
+    }
+    close(fd);
+  }).join();
+  return error;
+}
+
 // The timed part, from begin (ktmfs) or open (native) to durable.
 std::string WriteDurably(const BigWrite& w, const std::string& path,
                          const std::vector<char>& chunk) {
@@ -82,6 +103,7 @@ std::string WriteDurably(const BigWrite& w, const std::string& path,
       if (close(fd) != 0 && error.empty()) error = ErrnoMessage("close " + path, errno);
     }
   }
+  if (error.empty() && w.ktmfs) error = CheckOutside(w, path);
   if (w.ktmfs && id[0] != '\0') {
     int rc = error.empty() ? ktmfs_commit(dirfd, id) : ktmfs_rollback(dirfd, id);
     if (rc < 0 && error.empty()) error = ErrnoMessage(std::string("commit transaction ") + id, -rc);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "ktmfs.h"
 
@@ -129,6 +130,7 @@ class PosixPairWriter : public PairWriter {
 class KtmfsPairWriter : public PairWriter {
  public:
   std::string Open(const std::string& root, int client) {
+    client_ = client;
     std::string error = dir_.Open(ClientDir(root, client));
     for (int i = 0; i < 2 && error.empty(); ++i) {
       error = WriteInitial(dir_.fd(), dir_.path(), kNames[i], StampedBlob(client, i, 0));
@@ -141,6 +143,10 @@ class KtmfsPairWriter : public PairWriter {
     if (rc < 0) return ErrnoMessage("begin a transaction in " + dir_.path(), -rc);
     std::string error = WriteInTransaction(kNames[0], a);
     if (error.empty()) error = WriteInTransaction(kNames[1], b);
+    if (error.empty() && !checked_) {
+      error = CheckIsolated(id);
+      checked_ = true;
+    }
     if (!error.empty()) {
       rc = ktmfs_rollback(dir_.fd(), id);
       if (rc < 0) error += "; " + ErrnoMessage(std::string("roll back transaction ") + id, -rc);
@@ -165,6 +171,31 @@ class KtmfsPairWriter : public PairWriter {
     return error;
   }
 
+  // Once per client, so the rows cannot be fast by writing outside any transaction: the
+  // written file is held by the transaction, and another thread (not bound to it) still reads
+  // the content of the commit before.
+  std::string CheckIsolated(const char* id) {
+    std::string what = dir_.path() + "/" + kNames[0];
+    int fd = openat(dir_.fd(), kNames[0], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoMessage("open " + what, errno);
+    char holder[KTMFS_ID_SIZE] = {};
+    int rc = ktmfs_holder(fd, holder);
+    close(fd);
+    if (rc < 0) return ErrnoMessage("holder of " + what + " in transaction " + id, -rc);
+    if (std::strcmp(holder, id) != 0) {
+      return what + " is held by " + holder + ", not by its writer's transaction " + id;
+    }
+    Blob outside;
+    std::string error;
+    std::thread([&] { error = ReadFile(dir_.fd(), dir_.path(), kNames[0], &outside); }).join();
+    if (error.empty() && outside != StampedBlob(client_, 0, 0)) {
+      error = "another thread sees " + what + " change before transaction " + id + " commits";
+    }
+    return error;
+  }
+
+  int client_ = 0;
+  bool checked_ = false;
   ClientDirectory dir_;
 };
 
