@@ -23,6 +23,7 @@ struct DirHandle {
   dirent* entry = nullptr;  // read but not yet returned (did not fit)
   // Opened inside a transaction: its view, read whole at opendir; offsets are positions.
   bool in_tx = false;
+  Guid tx;
   std::vector<txops::TxDirEntry> tx_entries;
   std::mutex mu;
   ~DirHandle() {
@@ -42,6 +43,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   switch (Classify(fs, tx, d->inode)) {
     case Route::kTx: {
       d->in_tx = true;
+      d->tx = tx.id();
       if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
         fuse_reply_err(req, err);
         return;
@@ -151,6 +153,14 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
     return;
   }
   if (d->in_tx) {
+    std::lock_guard lock(d->mu);
+    if (off == 0) {
+      // rewinddir: read the view again, as a plain directory shows changes made meanwhile.
+      if (TxGuard tx = fs.txs()->EnterById(d->tx)) {
+        std::vector<txops::TxDirEntry> fresh;
+        if (txops::ListView(fs, tx, d->inode, &fresh) == 0) d->tx_entries = std::move(fresh);
+      }
+    }
     ReadTxListing(req, d, size, off, plus);
     return;
   }

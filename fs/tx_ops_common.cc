@@ -158,8 +158,13 @@ int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::strin
           {n, fstx::OverlayLookup{
                   fstx::OverlayLookup::Kind::kUnchanged, {}, 0, JoinPath(*backing, n)}});
   }
-  out->push_back({".", 0, S_IFDIR});
-  out->push_back({"..", 0, S_IFDIR});
+  // Inode numbers of "." and "..": programs skip entries numbered 0.
+  ino_t self = 1, up = 1;
+  struct stat dst;
+  if (dfd >= 0 && fstat(dfd, &dst) == 0) self = dst.st_ino;
+  if (dfd >= 0 && fstatat(dfd, "..", &dst, 0) == 0) up = dst.st_ino;
+  out->push_back({".", self, S_IFDIR});
+  out->push_back({"..", up, S_IFDIR});
   std::string sdir;
   for (const auto& e : entries) {
     struct stat st {};
@@ -189,8 +194,16 @@ int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 
 int ListView(Filesystem& fs, const TxGuard& tx, Inode* dir, std::vector<TxDirEntry>* out) {
   auto view = ViewDir(fs, tx, dir);
+  // A directory removed in the view, still open or a working directory, lists as empty, as
+  // a removed directory does (not even "." and "..").
+  if (!view.ok() && view.status().code() == ENOENT) return 0;
   if (!view.ok()) return view.status().code();
-  return ListViewPath(fs, tx, dir->source_index, *view, out);
+  int err = ListViewPath(fs, tx, dir->source_index, *view, out);
+  if (err == ENOENT) {
+    out->clear();
+    return 0;
+  }
+  return err;
 }
 
 int CheckNotHeld(Filesystem& fs, const Inode* inode) {
@@ -206,6 +219,7 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
 int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
   if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
   auto& locks = fs.txs()->rm(parent->source_index).locks();
+  if (locks.empty()) return 0;
   if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;
   // The object the name holds, if a transaction changes it.
   struct stat st;

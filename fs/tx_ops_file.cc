@@ -16,6 +16,10 @@
 namespace ktmfs::fs::txops {
 namespace {
 
+// Writes up to this size are logged with their data (see fstx::OpKind::kWriteData); larger ones
+// are referenced in the staged file, so big data is written once before apply.
+constexpr size_t kInlineWriteMax = 64 << 10;
+
 // fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
 // pointers, told apart by the top bit.
 constexpr uint64_t kTxHandleTag = 1ull << 63;
@@ -92,7 +96,8 @@ void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     fuse_reply_err(req, errno);
     return;
   }
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+  // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
+  if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
     if (err != 0) {
@@ -248,12 +253,20 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   }
   Status s = (*f)->Write(static_cast<uint64_t>(off), data);
   fstx::Op op;
-  op.kind = fstx::OpKind::kWriteExtent;
   op.object = inode->object;
   op.path = *path;
-  op.staged_file = (*f)->name();
   op.offset = static_cast<uint64_t>(off);
-  op.length = data.size();
+  if (data.size() <= kInlineWriteMax) {
+    // Small writes travel in their record: the commit then need not sync the staged file
+    // (it still serves the transaction's reads).
+    op.kind = fstx::OpKind::kWriteData;
+    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    op.length = data.size();
+  } else {
+    op.kind = fstx::OpKind::kWriteExtent;
+    op.staged_file = (*f)->name();
+    op.length = data.size();
+  }
   if (s.ok()) s = fs.txs()->rm(source).LogOp(tx.id(), op);
   if (!s.ok()) {
     fuse_reply_err(req, Errno(s));

@@ -98,10 +98,21 @@ void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
   }
 }
 
+// The namespaces a transaction can record: what the backing filesystem would take as plain
+// values. ACLs (system.*) change permissions the view does not model.
+int CheckName(const char* name) {
+  for (const char* prefix : {"user.", "trusted.", "security."}) {
+    size_t n = std::strlen(prefix);
+    if (std::strncmp(name, prefix, n) == 0) return name[n] == '\0' ? EINVAL : 0;
+  }
+  return EOPNOTSUPP;
+}
+
 void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
               const char* value, size_t size, int flags) {
   auto reply = [&](int err) { fuse_reply_err(req, err); };
   if (inode->is_virtual_root()) return reply(EPERM);
+  if (int err = CheckName(name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewValue(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if ((flags & XATTR_CREATE) && cur) return reply(EEXIST);

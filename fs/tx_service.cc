@@ -109,9 +109,11 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.visibility = &visibility_;
     const int source = static_cast<int>(i);
     o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay) {
-      if (!on_ended_) return;
-      EndedTx e{tx, committed, source, overlay.TouchedObjects(), overlay.ChangedBackingEntries()};
-      on_ended_(e);
+      // Kept until End has let go of the transaction: invalidating the kernel's pages may wait
+      // for reads in flight, and reads of its handles wait for End (see End).
+      std::lock_guard l(mu_);
+      ended_.push_back(
+          {tx, committed, source, overlay.TouchedObjects(), overlay.ChangedBackingEntries()});
     };
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
@@ -163,11 +165,8 @@ std::shared_ptr<TxContext> TxService::Find(const Guid& id) const {
 }
 
 TxGuard TxService::Enter(pid_t tid) {
-  if (tid == 0) return {};
-  {
-    std::lock_guard l(mu_);
-    if (txs_.empty()) return {};  // the common case: no transaction, no /proc lookups
-  }
+  // The common case: no transaction, so no /proc lookups and no lock.
+  if (tid == 0 || live_count_.load(std::memory_order_acquire) == 0) return {};
   auto id = bindings_.Lookup(tid);
   if (!id) return {};
   return EnterById(*id);
@@ -225,12 +224,14 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
     // without its context.
     std::lock_guard l(mu_);
     txs_[*id] = ctx;
+    live_count_.store(txs_.size(), std::memory_order_release);
   }
   Status s = bindings_.Bind(*id, scope, target, caller.uid);
   if (!s.ok()) {
     {
       std::lock_guard l(mu_);
       txs_.erase(*id);
+      live_count_.store(txs_.size(), std::memory_order_release);
     }
     (void)tm_->Rollback(*id);
     return s;
@@ -283,11 +284,28 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
   tx->ended = true;
   bindings_.Unbind(tx->id);
   Status s = commit ? tm_->Commit(tx->id) : tm_->Rollback(tx->id);
-  std::lock_guard l(mu_);
-  txs_.erase(tx->id);
-  for (auto it = touched_.begin(); it != touched_.end();) {
-    std::erase(it->second, tx->id);
-    it = it->second.empty() ? touched_.erase(it) : std::next(it);
+  std::vector<EndedTx> ended;
+  {
+    std::lock_guard l(mu_);
+    txs_.erase(tx->id);
+    live_count_.store(txs_.size(), std::memory_order_release);
+    for (auto it = touched_.begin(); it != touched_.end();) {
+      std::erase(it->second, tx->id);
+      it = it->second.empty() ? touched_.erase(it) : std::next(it);
+    }
+    for (auto it = ended_.begin(); it != ended_.end();) {
+      if (it->id == tx->id) {
+        ended.push_back(std::move(*it));
+        it = ended_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  live.unlock();
+  if (on_ended_) {
+    for (const auto& e : ended)
+      on_ended_(e);
   }
   return s;
 }

@@ -128,7 +128,8 @@ class TxService {
   };
   std::vector<Info> List() const;
 
-  // Called with what each ended transaction touched, on the thread that ended it.
+  // Called with what each ended transaction touched, on the thread that ended it, once the
+  // transaction no longer holds back its own operations.
   void SetOnEnded(std::function<void(const EndedTx&)> f) { on_ended_ = std::move(f); }
   // Called before a transaction ends, while its operations still run: the kernel's dirty pages
   // of its files (mmap writes) must reach it through its handles now.
@@ -153,7 +154,9 @@ class TxService {
 
   mutable std::mutex mu_;
   std::map<Guid, std::shared_ptr<TxContext>> txs_;
+  std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
   std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
+  std::vector<EndedTx> ended_;  // reported by the RMs during End, handed on after it
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
 

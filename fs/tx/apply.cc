@@ -168,6 +168,9 @@ class Applier {
       case OpKind::kWriteExtent:
         if (o.is_new()) return Status::Ok();  // its staged file became the file itself
         return CopyExtent(op, path);
+      case OpKind::kWriteData:
+        if (o.is_new()) return Status::Ok();
+        return WriteData(op, path);
       default:
         return Status::InvalidArgument("not a content operation");
     }
@@ -216,6 +219,25 @@ class Applier {
         return Errno("utimens " + path);
     }
     return Status::Ok();
+  }
+
+  Status WriteData(const Op& op, const std::string& path) {
+    int out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (out < 0) return Errno("open " + path);
+    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+    size_t done = 0;
+    while (s.ok() && done < op.data.size()) {
+      ssize_t n = ::pwrite(out, op.data.data() + done, op.data.size() - done,
+                           static_cast<off_t>(op.offset + done));
+      if (n < 0) {
+        s = Errno("write " + path);
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    ::close(out);
+    if (s.ok()) written_files_.insert(path);
+    return s;
   }
 
   // Copies what the staged file holds of [offset, offset+length) to the same range of the
@@ -312,7 +334,8 @@ Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
 }
 
 Status CleanupAppliedTransaction(const ApplyTarget& target) {
-  return RemoveTree(target.staging_dir);
+  // After APPLIED is durable nothing needs it: a removal lost in a crash is recovery's to redo.
+  return RemoveTreeLazily(target.staging_dir);
 }
 
 }  // namespace ktmfs::fstx

@@ -2,9 +2,31 @@
 
 #include <dirent.h>
 
+#include <cstdio>
 #include <set>
 
 namespace ktmfs::fstx {
+
+namespace {
+
+// Whether redo of these ops reads anything from the transaction's staging.
+bool NeedsStaging(const std::vector<Op>& ops) {
+  for (const Op& op : ops) {
+    switch (op.kind) {
+      case OpKind::kCreate:
+      case OpKind::kMkdir:
+      case OpKind::kSymlink:
+      case OpKind::kMknod:
+      case OpKind::kWriteExtent:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+}  // namespace
 
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
 FsResourceManager::~FsResourceManager() = default;
@@ -93,6 +115,7 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   }
   (*t)->ops.push_back(op);
   (*t)->bytes_logged += payload.size();
+  if ((*t)->first_lsn == log::kInvalidLsn) (*t)->first_lsn = *lsn;
   return Status::Ok();
 }
 
@@ -120,8 +143,9 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   r.tx = tx;
   r.op_count = t.ops.size();
   if (t.staging) {
-    // Staged data must be durable before the record that lets recovery rely on it.
-    KTMFS_RETURN_IF_ERROR(t.staging->Sync());
+    // Staged data must be durable before the record that lets recovery rely on it, unless no
+    // op needs it (small writes carry their data in their records).
+    if (NeedsStaging(t.ops)) KTMFS_RETURN_IF_ERROR(t.staging->Sync());
     r.staged_files = t.staging->file_names();
   }
   std::set<ObjectId> objects;
@@ -168,7 +192,8 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
-  KTMFS_RETURN_IF_ERROR(RemoveTree(Target(tx).staging_dir));
+  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove.
+  KTMFS_RETURN_IF_ERROR(RemoveTreeLazily(Target(tx).staging_dir));
   fstx::Record r;
   r.type = RecordType::kAborted;
   r.tx = tx;
@@ -186,7 +211,38 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
     txs_.erase(tx);
   }
   if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
-  if (release_locks) locks_.ReleaseAll(tx);
+  if (release_locks) {
+    locks_.ReleaseAll(tx);
+  } else {
+    std::lock_guard l(mu_);
+    keep_log_ = true;
+  }
+  MaybeTruncate();
+}
+
+void FsResourceManager::MaybeTruncate() {
+  constexpr uint64_t kTruncateEvery = 1 << 20;  // bytes of stream between restart areas
+  log::Lsn last;
+  {
+    std::lock_guard l(mu_);
+    if (keep_log_) return;
+    last = o_.stream->last_lsn();
+    if (last == log::kInvalidLsn) return;
+    for (const auto& [id, t] : txs_) {
+      if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
+    }
+    // LSNs are byte positions in the log's address space: close enough to bytes appended.
+    log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
+    if (last < from + kTruncateEvery) return;
+    truncated_at_ = last;
+  }
+  // Records appended from now on come after `last`: a transaction starting meanwhile keeps
+  // everything it writes, and live ones start at or after it.
+  auto r = o_.stream->WriteRestartArea({}, last);
+  if (!r.ok())
+    std::fprintf(
+        stderr, "ktmfs: %s\n",
+        r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message().c_str());
 }
 
 void FsResourceManager::Notify(const tm::Notification& n) {

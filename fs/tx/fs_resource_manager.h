@@ -89,6 +89,7 @@ class FsResourceManager : public tm::ResourceManager {
     std::unique_ptr<TxOverlay> overlay;
     std::vector<Op> ops;
     uint64_t bytes_logged = 0;
+    log::Lsn first_lsn = log::kInvalidLsn;  // its first record: the stream is needed from here
     uint64_t next_object = 0;
     bool enlisted = false;
     bool broken = false;  // an op reached the overlay but not the log
@@ -106,6 +107,10 @@ class FsResourceManager : public tm::ResourceManager {
   // A committed transaction whose apply did not finish keeps its locks until recovery redoes
   // it: another transaction changing those objects first would be overwritten by the redo.
   void Forget(const Guid& tx, bool release_locks, bool committed);
+  // Nothing before the first record of the oldest live transaction is needed again: moves the
+  // stream's base there (with a restart area, so it is durable) once enough has been appended
+  // since the last time.
+  void MaybeTruncate();
   ApplyTarget Target(const Guid& tx) const;
 
   const FsRmOptions o_;
@@ -114,6 +119,10 @@ class FsResourceManager : public tm::ResourceManager {
   MutationHook apply_hook_;
   std::mutex mu_;
   std::map<Guid, Tx> txs_;
+  // A committed transaction whose apply failed needs its records at the next recovery: the
+  // stream is not truncated until then.
+  bool keep_log_ = false;
+  log::Lsn truncated_at_ = log::kInvalidLsn;
 };
 
 }  // namespace ktmfs::fstx

@@ -151,7 +151,8 @@ Status TxOverlay::Apply(const Op& op) {
       return Setxattr(op);
     case OpKind::kRemovexattr:
       return Removexattr(op);
-    case OpKind::kWriteExtent: {
+    case OpKind::kWriteExtent:
+    case OpKind::kWriteData: {
       AttrOverride& a = attrs_[op.object];
       uint64_t end = op.offset + op.length;
       if (a.size) {

@@ -92,6 +92,10 @@ Status RemoveTreeUnsynced(const std::string& path) {
 
 }  // namespace
 
+Status RemoveTreeLazily(const std::string& path) {
+  return RemoveTreeUnsynced(path);
+}
+
 Status RemoveTree(const std::string& path) {
   KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path));
   return FsyncPath(Parent(path));
