@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "fs/invalidator.h"
 #include "fs/tx_view.h"
@@ -92,16 +93,19 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     if (auto n = inodes_.FindNode(static_cast<dev_t>(o.dev), static_cast<ino_t>(o.ino)))
       invalidator_->InodeNow(*n);
   }
-  // Entries need the directory's lock, which the request that ended the transaction may hold:
-  // they go through the invalidator's thread.
+  // The directories whose names changed: their attributes at once (no lock needed), the
+  // names themselves only when names are cached at all, through the invalidator's thread (they
+  // need the directory's lock, which the request that ended the transaction may hold).
+  const bool names_cached = options_.cache.entry_timeout > 0;
+  std::set<fuse_ino_t> dirs;
   for (const auto& [dir, name] : e.entries) {
     int fd = OpenBeneath(*this, e.source, dir, O_PATH);
     if (fd < 0) continue;
     struct stat st;
     if (fstat(fd, &st) == 0) {
       if (auto n = inodes_.FindNode(st.st_dev, st.st_ino)) {
-        invalidator_->Inode(*n);
-        invalidator_->Entry(*n, name);
+        if (dirs.insert(*n).second) invalidator_->InodeNow(*n);
+        if (names_cached) invalidator_->Entry(*n, name);
       }
     }
     close(fd);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <climits>
+
 namespace ktmfs::fs {
 
 Inode::~Inode() {
@@ -47,7 +49,7 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
                              const struct stat& st, int source_index, const std::string& view_path,
                              const std::string& staged_name) {
   std::lock_guard lock(mu_);
-  auto key = std::make_pair(tx, object);
+  auto key = VersionKey{tx, source_index, object};
   auto it = versions_.find(key);
   if (it != versions_.end()) {
     close(fd);
@@ -108,7 +110,7 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   if (inode->nlookup != 0 || inode->pinned) return;
   if (inode->is_tx_version()) {
     view_paths_.erase(inode);
-    versions_.erase({inode->tx, inode->object});
+    versions_.erase(VersionKey{inode->tx, inode->source_index, inode->object});
   } else {
     by_key_.erase(Key{inode->dev, inode->ino});
   }
@@ -117,8 +119,8 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
 std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
   std::lock_guard lock(mu_);
   std::vector<fuse_ino_t> out;
-  for (auto it = versions_.lower_bound({tx, fstx::ObjectId{}});
-       it != versions_.end() && it->first.first == tx; ++it) {
+  for (auto it = versions_.lower_bound(VersionKey{tx, INT_MIN, fstx::ObjectId{}});
+       it != versions_.end() && std::get<0>(it->first) == tx; ++it) {
     out.push_back(NodeId(it->second.get()));
   }
   return out;

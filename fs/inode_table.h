@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -104,7 +105,9 @@ class InodeTable {
   };
   mutable std::mutex mu_;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
-  std::map<std::pair<Guid, fstx::ObjectId>, std::unique_ptr<Inode>> versions_;
+  // By transaction, source and object: objects a transaction creates are numbered per source.
+  using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;
+  std::map<VersionKey, std::unique_ptr<Inode>> versions_;
   std::unordered_map<const Inode*, std::string> view_paths_;
   std::unique_ptr<Inode> virtual_root_;
   Inode* root_ = nullptr;

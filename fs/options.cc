@@ -216,7 +216,7 @@ void PrintUsage(const char* program) {
       "ktmfs options:\n"
       "    -o state=DIR             state directory (default: .ktmfs in the first source)\n"
       "    -o log=multiplexed|dedicated  one log for all sources, or one per source\n"
-      "    -o entry_timeout=SECS    name cache timeout (default 86400)\n"
+      "    -o entry_timeout=SECS    name cache timeout (default 0: see ktmfs(8))\n"
       "    -o attr_timeout=SECS     attribute cache timeout (default 86400)\n"
       "    -o negative_timeout=SECS negative lookup cache timeout (default 0)\n"
       "    -o writeback             enable the kernel's writeback cache (default off)\n"

@@ -15,7 +15,11 @@ namespace ktmfs::fs {
 enum class LogMode { kMultiplexed, kDedicated };
 
 struct CacheOptions {
-  double entry_timeout = 86400.0;  // the backing directories belong to the daemon while mounted
+  // Names are looked up again on every use: a commit can change any name at one instant, and
+  // the only way to take back a name the kernel cached (FUSE_NOTIFY_INVAL_ENTRY) waits for the
+  // directory's lock, which a request still in the daemon may hold, so a daemon killed then
+  // could never exit. Attributes and pages are invalidated without any lock (see ktmfs(8)).
+  double entry_timeout = 0.0;
   double attr_timeout = 86400.0;
   double negative_timeout = 0.0;
   bool writeback = false;

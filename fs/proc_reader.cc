@@ -1,5 +1,6 @@
 #include "fs/proc_reader.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +96,40 @@ Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
   auto status = ReadSmallFile(dir + "/status");
   if (!status.ok()) return status.status();
   return ParseProcFiles(tid, *stat, *status);
+}
+
+Result<uint64_t> SystemProcReader::StartTime(pid_t tid) {
+  if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
+  auto stat = ReadSmallFile("/proc/" + std::to_string(tid) + "/stat");
+  if (!stat.ok()) return stat.status();
+  // The status file is only needed for fields the start time does not depend on.
+  auto info = ParseProcFiles(tid, *stat, "Tgid:\t0\nUid:\t0\n");
+  if (!info.ok()) return info.status();
+  return info->start_time;
+}
+
+std::vector<pid_t> SystemProcReader::Children(pid_t pid) {
+  std::vector<pid_t> out;
+  std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(tasks.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    auto text = ReadSmallFile(tasks + "/" + e->d_name + "/children");
+    if (!text.ok()) continue;
+    const char* p = text->c_str();
+    while (*p) {
+      char* end = nullptr;
+      long v = std::strtol(p, &end, 10);
+      if (end == p) break;
+      out.push_back(static_cast<pid_t>(v));
+      p = end;
+      while (*p == ' ' || *p == '\n')
+        ++p;
+    }
+  }
+  closedir(d);
+  return out;
 }
 
 uint64_t SystemProcReader::NowTicks() {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "log/status.h"
 
@@ -29,6 +30,15 @@ class ProcReader {
   virtual Result<TaskInfo> Read(pid_t tid) = 0;
   // Now, on the clock of TaskInfo::start_time (clock ticks since boot).
   virtual uint64_t NowTicks() = 0;
+  // The processes whose parent is `pid` now (every thread's children). Empty if unknown.
+  virtual std::vector<pid_t> Children(pid_t /*pid*/) { return {}; }
+  // Only the start time (what tells a task from an earlier one with the same id): cheaper than
+  // Read, and all a cached answer about the task needs.
+  virtual Result<uint64_t> StartTime(pid_t tid) {
+    auto t = Read(tid);
+    if (!t.ok()) return t.status();
+    return t->start_time;
+  }
 };
 
 // Reads /proc/TID/stat and /proc/TID/status.
@@ -36,6 +46,8 @@ class SystemProcReader : public ProcReader {
  public:
   Result<TaskInfo> Read(pid_t tid) override;
   uint64_t NowTicks() override;
+  Result<uint64_t> StartTime(pid_t tid) override;
+  std::vector<pid_t> Children(pid_t pid) override;
 };
 
 // Parses the text of /proc/TID/stat (start time, ppid) and /proc/TID/status (Tgid, Uid).

@@ -35,8 +35,11 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   std::optional<TaskInfo> child;
   for (int depth = 0; depth < kMaxAncestors; ++depth) {
     if (const Binding* b = FindBinding(Scope::kTree, proc.tgid, proc.start_time)) {
-      if (!child || child->start_time >= b->bound_at) return b->tx;
-      return std::nullopt;
+      if (!child) return b->tx;
+      if (child->start_time < b->bound_at) return std::nullopt;
+      for (const auto& [pid, start] : b->earlier_children)
+        if (pid == child->tgid && start == child->start_time) return std::nullopt;
+      return b->tx;
     }
     if (proc.ppid <= 1) break;
     auto parent = proc_->Read(proc.ppid);
@@ -55,14 +58,19 @@ std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   }
   // One read per request is the price of pid-reuse safety: the start time says whether the
   // cached answer is about this task or an earlier one with the same id.
+  auto start = proc_->StartTime(tid);
+  if (!start.ok()) return std::nullopt;
+  {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(tid);
+    if (it != cache_.end() && it->second.start_time == *start &&
+        it->second.generation == generation_)
+      return it->second.tx;
+  }
   auto task = proc_->Read(tid);
   if (!task.ok()) return std::nullopt;
 
   std::lock_guard lock(mu_);
-  auto it = cache_.find(tid);
-  if (it != cache_.end() && it->second.start_time == task->start_time &&
-      it->second.generation == generation_)
-    return it->second.tx;
   std::optional<Guid> tx = LookupLocked(*task);
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
   cache_[tid] = CacheEntry{task->start_time, generation_, tx};
@@ -77,12 +85,19 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requeste
     return Status::Error(EPERM, "process " + std::to_string(pid) + " belongs to uid " +
                                     std::to_string(task->uid) + ", not to uid " +
                                     std::to_string(requester));
-  Binding binding{tx, scope, task->tid, task->start_time, task->uid, proc_->NowTicks()};
+  Binding binding{tx, scope, task->tid, task->start_time, task->uid, proc_->NowTicks(), {}};
   if (scope != Scope::kThread && task->tgid != task->tid) {
     auto leader = proc_->Read(task->tgid);
     if (!leader.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(pid));
     binding.pid = leader->tid;
     binding.start_time = leader->start_time;
+  }
+
+  if (scope == Scope::kTree) {
+    for (pid_t c : proc_->Children(binding.pid)) {
+      auto info = proc_->Read(c);
+      if (info.ok()) binding.earlier_children.emplace_back(info->tgid, info->start_time);
+    }
   }
 
   std::lock_guard lock(mu_);

@@ -31,6 +31,10 @@ struct Binding {
   uint64_t start_time;  // of that task, from /proc
   uid_t uid;            // owner of the bound task
   uint64_t bound_at;    // when, on the start-time clock: a tree takes in processes started since
+  // kTree: the bound process's children when it was bound (pid, start time). The start-time
+  // clock counts 10 ms ticks, so a child started in the same tick just before the binding
+  // would otherwise pass for one started after it.
+  std::vector<std::pair<pid_t, uint64_t>> earlier_children;
 };
 
 class TaskBindings {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 
 #include "fs/invalidator.h"
 #include "fs/tx/apply_plan.h"
@@ -39,28 +40,48 @@ Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* pare
   return ParentViewInfo{*view};
 }
 
-int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {
-  if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
-  Status s = fs.txs()->rm(source).Lock(tx.id(), {fstx::ObjectKey{object.dev, object.ino}});
+namespace {
+
+// Takes `key` for the transaction unless it holds it already (the common case for repeated
+// writes: no path to compute).
+int Take(Filesystem& fs, const TxGuard& tx, int source, const fstx::LockKey& key,
+         const std::function<std::string()>& path) {
+  auto& rm = fs.txs()->rm(source);
+  auto holder = rm.locks().Holder(key);
+  if (holder && *holder == tx.id()) return 0;
+  if (holder) return EBUSY;
+  Status s = rm.LockAt(tx.id(), key, path());
   return s.ok() ? 0 : s.code();
 }
 
+}  // namespace
+
+int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                 const std::string& backing_path) {
+  if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
+  return Take(fs, tx, source, fstx::ObjectKey{object.dev, object.ino},
+              [&] { return backing_path; });
+}
+
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
-  return LockObjectId(fs, tx, inode->source_index, ObjectOf(inode));
+  const fstx::ObjectId object = ObjectOf(inode);
+  if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
+  return Take(fs, tx, inode->source_index, fstx::ObjectKey{object.dev, object.ino}, [&] {
+    auto p = BackingPath(fs, inode);
+    return p.ok() ? *p : std::string();
+  });
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
   if (parent->is_tx_version()) return 0;  // a directory the transaction created
-  Status s = fs.txs()
-                 ->rm(parent->source_index)
-                 .Lock(tx.id(), {fstx::EntryKey{parent->dev, parent->ino, name}});
-  return s.ok() ? 0 : s.code();
+  return Take(fs, tx, parent->source_index, fstx::EntryKey{parent->dev, parent->ino, name}, [&] {
+    auto p = BackingPath(fs, parent);
+    return p.ok() ? JoinPath(*p, name) : std::string();
+  });
 }
 
-int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source) {
-  auto& locks = fs.txs()->rm(source).locks();
-  if (locks.size() > locks.CountHeldBy(tx.id())) return EBUSY;
-  return 0;
+int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir) {
+  return fs.txs()->rm(source).locks().HeldUnder(backing_dir, tx.id()) ? EBUSY : 0;
 }
 
 void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta) {
@@ -73,7 +94,9 @@ void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent) {
 }
 
 void InvalidateEntryLater(Filesystem& fs, Inode* parent, const char* name) {
-  if (fs.invalidator() != nullptr) fs.invalidator()->Entry(fs.inodes().NodeId(parent), name);
+  // With entry_timeout 0 (the default) no name outlives its next use: nothing to retract.
+  if (fs.invalidator() != nullptr && fs.options().cache.entry_timeout > 0)
+    fs.invalidator()->Entry(fs.inodes().NodeId(parent), name);
 }
 
 Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* inode) {
@@ -235,10 +258,14 @@ int CheckRenameNotHeld(Filesystem& fs, const Inode* parent, const char* name,
   if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
   if (int err = CheckEntryNotHeld(fs, parent, name); err != 0) return err;
   if (int err = CheckEntryNotHeld(fs, newparent, newname); err != 0) return err;
-  struct stat st;
-  if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
-      fs.txs()->rm(parent->source_index).locks().size() > 0) {
-    return EBUSY;
+  auto& locks = fs.txs()->rm(parent->source_index).locks();
+  if (locks.empty()) return 0;
+  // A directory moved or replaced would move what transactions hold below it.
+  for (auto [dir, n] : {std::pair{parent, name}, std::pair{newparent, newname}}) {
+    struct stat st;
+    if (fstatat(dir->fd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+    auto path = BackingPath(fs, dir);
+    if (path.ok() && locks.HeldUnder(JoinPath(*path, n), Guid{})) return EBUSY;
   }
   return 0;
 }

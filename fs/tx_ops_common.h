@@ -24,11 +24,12 @@ Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* pare
 
 // Locks (EBUSY if another transaction holds them). Objects the transaction created need none.
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode);
-int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object);
+int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                 const std::string& backing_path);
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name);
 // Moving or removing an existing directory would move objects other transactions hold (their
-// apply finds them by path): refused while another transaction holds anything in the source.
-int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source);
+// apply finds them by path): refused while another transaction holds anything below it.
+int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);
 
 void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta);
 // The transaction changed names in `parent`: its attributes and entries are served with zero

@@ -266,9 +266,10 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     if (entries.size() > 2) return reply(ENOTEMPTY);  // more than "." and ".."
   }
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
-  if (int err = LockObjectId(fs, tx, source, v->object); err != 0) return reply(err);
+  if (int err = LockObjectId(fs, tx, source, v->object, v->backing_path); err != 0)
+    return reply(err);
   if (is_dir && !v->is_new) {
-    if (int err = CheckDirMove(fs, tx, source); err != 0) return reply(err);
+    if (int err = CheckDirMove(fs, tx, source, v->backing_path); err != 0) return reply(err);
   }
   fstx::Op op;
   op.kind = dir ? fstx::OpKind::kRmdir : fstx::OpKind::kUnlink;
@@ -323,12 +324,17 @@ void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   }
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, newparent, newname); err != 0) return reply(err);
-  if (int err = LockObjectId(fs, tx, source, src->object); err != 0) return reply(err);
+  if (int err = LockObjectId(fs, tx, source, src->object, src->backing_path); err != 0)
+    return reply(err);
   if (dst->exists) {
-    if (int err = LockObjectId(fs, tx, source, dst->object); err != 0) return reply(err);
+    if (int err = LockObjectId(fs, tx, source, dst->object, dst->backing_path); err != 0)
+      return reply(err);
   }
-  if ((src_dir && !src->is_new) || (dst_dir && !dst->is_new)) {
-    if (int err = CheckDirMove(fs, tx, source); err != 0) return reply(err);
+  if (src_dir && !src->is_new) {
+    if (int err = CheckDirMove(fs, tx, source, src->backing_path); err != 0) return reply(err);
+  }
+  if (dst_dir && !dst->is_new) {
+    if (int err = CheckDirMove(fs, tx, source, dst->backing_path); err != 0) return reply(err);
   }
   fstx::Op op;
   op.kind = fstx::OpKind::kRename;

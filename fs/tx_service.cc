@@ -84,15 +84,20 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     struct stat src_st;
     if (stat(sources[i].path.c_str(), &src_st) != 0)
       return Status::Error(errno, "source " + sources[i].path + ": " + std::strerror(errno));
+    // With dedicated logs each source keeps its log and staging in its own .ktmfs; otherwise
+    // both live in the state directory.
+    const bool dedicated = options.log_mode == LogMode::kDedicated;
+    const std::string own_state = dedicated ? sources[i].path + "/.ktmfs" : state;
     // Apply renames staged files into place: staging must be on the backing filesystem.
-    if (src_st.st_dev != state_st.st_dev) {
+    if (!dedicated && src_st.st_dev != state_st.st_dev) {
       return Status::InvalidArgument("source " + sources[i].path + " is on another filesystem " +
                                      "than the state directory " + state +
-                                     "; transactions need both on one (use -o state=)");
+                                     "; transactions need both on one (use -o state= or "
+                                     "-o log=dedicated)");
     }
     log::Log* lg = *main_log;
-    if (options.log_mode == LogMode::kDedicated) {
-      auto own = open_log(state + "/log." + label);
+    if (dedicated) {
+      auto own = open_log(own_state + "/log." + label);
       if (!own.ok()) return own.status();
       lg = *own;
     }
@@ -102,7 +107,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.name = label;
     o.id = RmIdFor(label);
     o.backing_root = sources[i].path;
-    o.staging_root = state + "/staging/" + label;
+    o.staging_root = own_state + "/staging/" + label;
     o.tm = tm_.get();
     o.log = lg;
     o.stream = *stream;
@@ -328,6 +333,9 @@ void TxService::Reap() {
       for (auto& [id, tx] : txs_)
         if (tx->deadline <= now) to_end.emplace_back(tx, "its timeout expired");
     }
+    // Staging of applied transactions goes once their APPLIED records are durable.
+    for (auto& rm : rms_)
+      rm->DropDurableStaging(true);
     for (auto& [tx, why] : to_end) {
       Status s = End(tx, false);
       if (s.code() == ENOENT) continue;  // ended meanwhile

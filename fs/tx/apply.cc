@@ -71,6 +71,10 @@ class Applier {
   }
 
   Status Park() {
+    std::vector<const PlannedObject*> order;
+    for (const auto& o : plan_.objects)
+      if (o.parks()) order.push_back(&o);
+    if (order.empty()) return Status::Ok();
     std::string park = t_.staging_dir + "/park";
     // A transaction that staged no data (renames and removals only) has no staging directory
     // yet; parking needs one.
@@ -84,9 +88,6 @@ class Applier {
       if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + park);
       dirty_dirs_.insert(t_.staging_dir);
     }
-    std::vector<const PlannedObject*> order;
-    for (const auto& o : plan_.objects)
-      if (o.parks()) order.push_back(&o);
     // Children before their parents, so every original path still resolves when its turn comes.
     std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
       return PathDepth(a->original) > PathDepth(b->original);
@@ -287,6 +288,8 @@ class Applier {
     // Every directory that may have changed, including those a previous (interrupted) run
     // changed: parents of every original and final name.
     for (const auto& o : plan_.objects) {
+      // An object that keeps its one name changed no directory, in this run or an earlier one.
+      if (!o.is_new() && o.finals.size() == 1 && o.finals[0] == o.original) continue;
       if (!o.original.empty()) dirty_dirs_.insert(Parent(Backing(o.original)));
       for (const auto& n : o.finals)
         dirty_dirs_.insert(Parent(Backing(n)));

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -29,7 +30,15 @@ bool NeedsStaging(const std::vector<Op>& ops) {
 }  // namespace
 
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
-FsResourceManager::~FsResourceManager() = default;
+FsResourceManager::~FsResourceManager() {
+  // What waits for its APPLIED record to become durable: flush it now and drop the staging.
+  bool any;
+  {
+    std::lock_guard l(mu_);
+    any = !unclean_.empty();
+  }
+  if (any && o_.stream->Flush(o_.stream->last_lsn()).ok()) DropDurableStaging();
+}
 
 Status FsResourceManager::Register() {
   return o_.tm->RegisterResourceManager({o_.name, o_.id, this, o_.log});
@@ -60,9 +69,26 @@ Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
 }
 
 Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
+  {
+    // Enlisted before the first lock, so the end of the transaction reaches this RM and
+    // releases them, even when the operation that took them is then refused.
+    std::lock_guard l(mu_);
+    auto t = Enlisted(tx);
+    if (!t.ok()) return t.status();
+  }
   for (const auto& k : keys)
     KTMFS_RETURN_IF_ERROR(locks_.Acquire(tx, k));
   return Status::Ok();
+}
+
+Status FsResourceManager::LockAt(const Guid& tx, const LockKey& key,
+                                 const std::string& backing_path) {
+  {
+    std::lock_guard l(mu_);
+    auto t = Enlisted(tx);
+    if (!t.ok()) return t.status();
+  }
+  return locks_.Acquire(tx, key, backing_path);
 }
 
 Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {
@@ -186,9 +212,48 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   r.tx = tx;
   auto lsn = Append(r);
   if (!lsn.ok()) return lsn.status();
-  // Staging may go only once APPLIED is durable: until then a re-run of apply needs it.
-  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*lsn));
-  return CleanupAppliedTransaction(Target(tx));
+  // APPLIED is not flushed here: the backing directory is already fsynced, and until the record
+  // is durable a crash only means redoing this apply over its own result. A later transaction
+  // on the same objects can only commit after this point, with a flush that covers the
+  // record, so a redo never lands on top of a later transaction's changes. Staging may go only
+  // once the record is durable: until then a redo needs it.
+  {
+    std::lock_guard l(mu_);
+    unclean_.push_back({*lsn, Target(tx)});
+  }
+  DropDurableStaging();
+  return Status::Ok();
+}
+
+void FsResourceManager::DropDurableStaging(bool flush) {
+  if (flush) {
+    log::Lsn newest = log::kInvalidLsn;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& u : unclean_)
+        newest = std::max(newest, u.applied_lsn);
+    }
+    if (newest == log::kInvalidLsn) return;
+    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
+  }
+  const log::Lsn durable = o_.log->flushed_lsn();
+  std::vector<ApplyTarget> done;
+  {
+    std::lock_guard l(mu_);
+    for (auto it = unclean_.begin(); it != unclean_.end();) {
+      if (it->applied_lsn < durable) {  // flushed_lsn() is the end of what is durable
+        done.push_back(std::move(it->target));
+        it = unclean_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& t : done) {
+    Status s = CleanupAppliedTransaction(t);
+    if (!s.ok())
+      std::fprintf(stderr, "ktmfs: fs RM %s: %s\n", o_.name.c_str(), s.message().c_str());
+  }
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
@@ -388,8 +453,14 @@ Status FsResourceManager::Recover() {
   for (auto& [tx, s] : seen)
     if (!s.committed && !s.applied && !s.aborted)
       KTMFS_RETURN_IF_ERROR(resolve(tx, o_.tm->QueryOutcome(tx)));
-  // Whatever staging is left belongs to no live transaction: finished ones dropped theirs
-  // above, and a transaction whose records never became durable left only its staging.
+  // Whatever staging is left belongs to no live transaction once the APPLIED records of the
+  // redone ones are durable; a transaction whose records never became durable left only its
+  // staging.
+  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(o_.stream->last_lsn()));
+  {
+    std::lock_guard l(mu_);
+    unclean_.clear();
+  }
   DIR* d = ::opendir(o_.staging_root.c_str());
   if (d) {
     std::vector<std::string> names;

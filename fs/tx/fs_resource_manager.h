@@ -61,6 +61,8 @@ class FsResourceManager : public tm::ResourceManager {
   // --- What the filesystem operations call, for a request bound to transaction `tx`. ---
   // Takes the locks the change needs (EBUSY naming the holder, nothing logged, on conflict).
   Status Lock(const Guid& tx, const std::vector<LockKey>& keys);
+  // One key, with where it is in the backing tree (see LockTable::HeldUnder).
+  Status LockAt(const Guid& tx, const LockKey& key, const std::string& backing_path);
   // The transaction's staging, created (and the RM enlisted) on first use.
   Result<TxStaging*> Staging(const Guid& tx);
   // The transaction's staging if it has any yet (reads must not enlist).
@@ -77,6 +79,10 @@ class FsResourceManager : public tm::ResourceManager {
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
   LockTable& locks() { return locks_; }
+  // Drops the staging of applied transactions whose APPLIED record is durable by now (done
+  // after every apply). `flush`: make them durable first if they are not (the daemon's idle
+  // housekeeping), so staging does not wait for the next commit.
+  void DropDurableStaging(bool flush = false);
 
   void Notify(const tm::Notification& n) override;
 
@@ -119,6 +125,11 @@ class FsResourceManager : public tm::ResourceManager {
   MutationHook apply_hook_;
   std::mutex mu_;
   std::map<Guid, Tx> txs_;
+  struct Unclean {
+    log::Lsn applied_lsn;
+    ApplyTarget target;
+  };
+  std::vector<Unclean> unclean_;  // applied, staging kept until APPLIED is durable
   // A committed transaction whose apply failed needs its records at the next recovery: the
   // stream is not truncated until then.
   bool keep_log_ = false;

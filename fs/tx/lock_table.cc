@@ -11,11 +11,12 @@ std::string Describe(const LockKey& key) {
   return "entry " + std::to_string(e.dir_dev) + ":" + std::to_string(e.dir_ino) + "/" + e.name;
 }
 
-Status LockTable::Acquire(const Guid& tx, const LockKey& key) {
+Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string& path) {
   std::lock_guard lock(mu_);
   auto [it, inserted] = holders_.try_emplace(key, tx);
   if (inserted) {
     held_[tx].push_back(key);
+    if (!path.empty()) paths_[key] = path;
     count_.store(holders_.size(), std::memory_order_release);
     return Status::Ok();
   }
@@ -36,11 +37,27 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
   auto it = held_.find(tx);
   if (it == held_.end()) return 0;
   size_t n = it->second.size();
-  for (const auto& key : it->second)
+  for (const auto& key : it->second) {
     holders_.erase(key);
+    paths_.erase(key);
+  }
   held_.erase(it);
   count_.store(holders_.size(), std::memory_order_release);
   return n;
+}
+
+bool LockTable::HeldUnder(const std::string& dir, const Guid& except) const {
+  if (empty()) return false;
+  std::lock_guard lock(mu_);
+  for (const auto& [key, path] : paths_) {
+    bool under = dir.empty() || path == dir ||
+                 (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                  path[dir.size()] == '/');
+    if (!under) continue;
+    auto h = holders_.find(key);
+    if (h != holders_.end() && h->second != except) return true;
+  }
+  return false;
 }
 
 size_t LockTable::CountHeldBy(const Guid& tx) const {

@@ -5,8 +5,8 @@
 
 #include <sys/types.h>
 
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -44,8 +44,12 @@ std::string Describe(const LockKey& key);
 class LockTable {
  public:
   // OK if the key was free (it is now held by tx) or already held by tx; EBUSY naming the
-  // holder otherwise.
-  Status Acquire(const Guid& tx, const LockKey& key);
+  // holder otherwise. `path`: where the key is in the backing tree (relative to its root),
+  // for HeldUnder.
+  Status Acquire(const Guid& tx, const LockKey& key, const std::string& path = {});
+  // Whether a transaction other than `except` holds a key at or below `dir` (a backing path;
+  // keys acquired without a path do not count). Moving `dir` would move what they hold.
+  bool HeldUnder(const std::string& dir, const Guid& except) const;
   std::optional<Guid> Holder(const LockKey& key) const;
   // Drops every lock tx holds; returns how many.
   size_t ReleaseAll(const Guid& tx);
@@ -59,6 +63,7 @@ class LockTable {
   mutable std::mutex mu_;
   std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
+  std::map<LockKey, std::string> paths_;
   // Per-transaction index so ReleaseAll need not scan the whole table.
   std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;
 };

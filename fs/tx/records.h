@@ -84,9 +84,9 @@ struct Op {
   std::string name{};         // xattr name
   std::string value{};        // xattr value (binary)
   std::string staged_file{};  // write-extent, create: name of the staged file in the tx's staging
-  uint64_t offset = 0;        // write-extent, write-data: same offset in the staged and the final file
-  uint64_t length = 0;        // write-extent (write-data: data.size())
-  std::string data{};         // write-data
+  uint64_t offset = 0;  // write-extent, write-data: same offset in the staged and the final file
+  uint64_t length = 0;  // write-extent (write-data: data.size())
+  std::string data{};   // write-data
 
   bool operator==(const Op&) const = default;
 };

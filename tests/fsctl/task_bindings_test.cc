@@ -33,6 +33,13 @@ class FakeProc : public ProcReader {
   void Exit(pid_t tid) { tasks.erase(tid); }
   uint64_t NowTicks() override { return now; }
   uint64_t now = 35;  // bash is running; make, cc and 500 start after any begin
+  // Processes "started" by now (the table holds later ones too, with their start times).
+  std::vector<pid_t> Children(pid_t pid) override {
+    std::vector<pid_t> out;
+    for (const auto& [tid, t] : tasks)
+      if (t.ppid == pid && t.tid == t.tgid && t.start_time <= now) out.push_back(tid);
+    return out;
+  }
   Result<TaskInfo> Read(pid_t tid) override {
     ++reads;
     auto it = tasks.find(tid);
@@ -75,6 +82,17 @@ TEST_F(TaskBindingsTest, TreeScopeLeavesOutChildrenStartedBeforeTheBegin) {
   EXPECT_FALSE(bindings.Lookup(300).has_value());
   EXPECT_FALSE(bindings.Lookup(400).has_value());  // below make, so outside too
   proc.Add(600, 600, 200, 1000, 46);               // started by the shell after the begin
+  EXPECT_EQ(bindings.Lookup(600), t1);
+}
+
+// The start-time clock ticks every 10 ms: a child started in the tick of the begin, just before
+// it, is known from the children the bound process had when it was bound.
+TEST_F(TaskBindingsTest, TreeScopeLeavesOutAChildStartedInTheSameTickBeforeTheBegin) {
+  proc.now = 40;  // make (300) started in this very tick, before the begin
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_FALSE(bindings.Lookup(300).has_value());
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  proc.Add(600, 600, 200, 1000, 40);  // started in the same tick, after the begin
   EXPECT_EQ(bindings.Lookup(600), t1);
 }
 

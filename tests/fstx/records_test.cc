@@ -76,7 +76,9 @@ std::vector<Record> SampleRecords() {
       .path = "small",
       .offset = 12,
       .length = 5,
-      .data = std::string("a\0b\xff" "c", 5)});
+      .data = std::string("a\0b\xff"
+                          "c",
+                          5)});
   Record p;
   p.type = RecordType::kPrepared;
   p.tx = tx;
