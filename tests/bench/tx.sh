@@ -10,9 +10,10 @@
 #     transaction). Targets: at 16 clients >= 2x both, at 1 client >= 1x POSIX.
 #   big, new file and existing file: one transaction writes BIG_BYTES in 1 MiB writes and
 #     commits (seconds); against native write + fsync of the same data. Target <= 1.3x.
-# Every repetition runs every row once, the systems of a row back to back, so a change in the
+# Every repetition runs every row once, the systems of a row back to back (the small rows in
+# SLICES slices of SECONDS_PER_ROW/SLICES each, the systems taking turns), so a change in the
 # machine's load hits them alike; the table gives medians, the range over repetitions, and the
-# load average. Environment: SECONDS_PER_ROW (default 5), BIG_BYTES (default 1G; K, M, G
+# load average. Environment: SECONDS_PER_ROW (default 5), SLICES (default 5), BIG_BYTES (default 1G; K, M, G
 # suffixes), REPEAT (default 3), CLIENTS (default "1 16"), ROW_TIMEOUT (default 600 s: a row
 # that takes longer is stopped and reported failed), BENCH_DIR (default a new directory
 # under /tmp; the native directory and the mount's backing directory are both in it, so on
@@ -26,6 +27,8 @@ for exe in "$ktmfs" "$driver"; do
   [ -x "$exe" ] || { echo "tx.sh: $exe not built (ninja -C $build fs/ktmfs tests/bench/tx_bench)" >&2; exit 2; }
 done
 seconds=${SECONDS_PER_ROW:-5}
+slices=${SLICES:-5}
+slice_seconds=$(python3 -c "print($seconds / $slices)")
 big_bytes=${BIG_BYTES:-1G}
 repeat=${REPEAT:-3}
 client_counts=${CLIENTS:-1 16}
@@ -98,15 +101,15 @@ settle() {
 }
 
 failed=0
-# row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM VALUE"
-# (VALUE "-" if not run, "failed" if it failed) to the results.
+# row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM
+# REP VALUE" (VALUE "-" if not run, "failed" if it failed) to the results.
 row() {
   local key=$1 system=$2 dir=$3 value rc
   shift 3
   printf '  %-16s %-7s ' "$key" "$system"
   if [ "$system" = ktmfs ] && [ -n "$ktmfs_reason" ]; then
     echo "not run"
-    echo "$key $system -" >>"$work/results"
+    echo "$key $system $rep -" >>"$work/results"
     return
   fi
   mkdir "$dir"
@@ -120,7 +123,7 @@ row() {
     124 | 137) value=failed; failed=1; echo "FAILED: no result after $row_timeout s" ;;
     *) value=failed; failed=1; echo "FAILED: $(sed 's/^tx_bench: //' "$work/err")" ;;
   esac
-  echo "$key $system $value" >>"$work/results"
+  echo "$key $system $rep $value" >>"$work/results"
   rm -rf "$dir"
   [ "$system" != ktmfs ] || settle
   sync
@@ -129,9 +132,13 @@ row() {
 for rep in $(seq "$repeat"); do
   echo "repetition $rep/$repeat (load $(cut -d' ' -f1 /proc/loadavg))"
   for n in $client_counts; do
-    row "small-$n" ktmfs "$mnt/small" small ktmfs "$mnt/small" "$n" "$seconds"
-    row "small-$n" posix "$native/small" small posix "$native/small" "$n" "$seconds"
-    row "small-$n" sqlite "$native/small" small sqlite "$native/small" "$n" "$seconds"
+    # In short slices, the systems taking turns, so that a burst of disk traffic from others
+    # hits all three rather than whichever ran during it.
+    for _ in $(seq "$slices"); do
+      row "small-$n" ktmfs "$mnt/small" small ktmfs "$mnt/small" "$n" "$slice_seconds"
+      row "small-$n" posix "$native/small" small posix "$native/small" "$n" "$slice_seconds"
+      row "small-$n" sqlite "$native/small" small sqlite "$native/small" "$n" "$slice_seconds"
+    done
   done
   for target in new existing; do
     row "big-$target" ktmfs "$mnt/big" big ktmfs "$mnt/big" "$big_bytes" "$target"
@@ -143,10 +150,23 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$work/results" "$big_bytes" "$ktmfs_reason" "$repeat" <<'PY'
 import statistics, sys
 results, big_bytes, reason, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-runs = {}  # (key, system) -> values in repetition order ("-" or "failed" where not measured)
+# (key, system) -> one value per repetition ("-" or "failed" where not measured): the mean of
+# its slices (equal durations, so the mean rate is the rate over the whole row).
+slices = {}
 for line in open(results):
-    key, system, value = line.split()
-    runs.setdefault((key, system), []).append(value)
+    key, system, rep, value = line.split()
+    slices.setdefault((key, system), {}).setdefault(int(rep), []).append(value)
+runs = {}
+for ks, reps in slices.items():
+    for rep in sorted(reps):
+        vs = reps[rep]
+        if "failed" in vs:
+            v = "failed"
+        elif "-" in vs:
+            v = "-"
+        else:
+            v = repr(statistics.fmean(float(x) for x in vs))
+        runs.setdefault(ks, []).append(v)
 
 def numbers(values):
     return [float(v) for v in values if v not in ("-", "failed")]
@@ -194,7 +214,8 @@ for key, label, unit, base, target, higher in rows:
     print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
         label, unit, cell(k, fmt), base, cell(b, fmt), rtext, ttext, met))
 print()
-print("values: median (min..max) over %d repetition(s); ratios per repetition, then the same." % repeat)
+print("values: median (min..max) over %d repetition(s), a small row's value in a repetition being"
+      " the mean of its slices; ratios per repetition, then the same." % repeat)
 print("commits/s: higher is better; seconds: lower is better (ratio = ktmfs time / native time).")
 if reason:
     print("ktmfs rows not run: " + reason)
