@@ -13,18 +13,22 @@
 # Every repetition runs every row once, the systems of a row back to back (the small rows in
 # SLICES slices of SECONDS_PER_ROW/SLICES each, the systems taking turns), so a change in the
 # machine's load hits them alike; the table gives medians, the range over repetitions, and the
-# load average. Environment: SECONDS_PER_ROW (default 5), SLICES (default 5), BIG_BYTES (default 1G; K, M, G
+# load average.
+# Environment: SECONDS_PER_ROW (default 5), SLICES (default 5), BIG_BYTES (default 1G; K, M, G
 # suffixes), REPEAT (default 3), CLIENTS (default "1 16"), ROW_TIMEOUT (default 600 s: a row
-# that takes longer is stopped and reported failed), BENCH_DIR (default a new directory
-# under /tmp; the native directory and the mount's backing directory are both in it, so on
-# the same disk).
+# that takes longer is stopped and reported failed), BENCH_DIR (default a new directory under
+# /tmp; the native directory and the mount's backing directory are both in it, so on the same
+# disk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 ktmfs=$(pwd)/$build/fs/ktmfs
 driver=$(pwd)/$build/tests/bench/tx_bench
 for exe in "$ktmfs" "$driver"; do
-  [ -x "$exe" ] || { echo "tx.sh: $exe not built (ninja -C $build fs/ktmfs tests/bench/tx_bench)" >&2; exit 2; }
+  if [ ! -x "$exe" ]; then
+    echo "tx.sh: $exe not built (ninja -C $build fs/ktmfs tests/bench/tx_bench)" >&2
+    exit 2
+  fi
 done
 seconds=${SECONDS_PER_ROW:-5}
 slices=${SLICES:-5}
@@ -65,10 +69,19 @@ mkdir -p "$native" "$backing" "$mnt"
 daemon=$!
 for _ in $(seq 300); do
   mountpoint -q "$mnt" && break
-  kill -0 "$daemon" 2>/dev/null || { cat "$work/daemon.log" >&2; daemon=; echo "tx.sh: ktmfs did not mount" >&2; exit 1; }
+  if ! kill -0 "$daemon" 2>/dev/null; then
+    cat "$work/daemon.log" >&2
+    daemon=
+    echo "tx.sh: ktmfs did not mount" >&2
+    exit 1
+  fi
   sleep 0.1
 done
-mountpoint -q "$mnt" || { cat "$work/daemon.log" >&2; echo "tx.sh: $mnt not mounted after 30 s" >&2; exit 1; }
+if ! mountpoint -q "$mnt"; then
+  cat "$work/daemon.log" >&2
+  echo "tx.sh: $mnt not mounted after 30 s" >&2
+  exit 1
+fi
 echo "native directory: $native; ktmfs (pid $daemon): $backing on $mnt"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 
@@ -79,7 +92,10 @@ rc=$?
 set -e
 case $rc in
   0) ;;
-  3) ktmfs_reason=$(sed 's/^tx_bench: //' "$work/err"); echo "$ktmfs_reason: its rows are not run" ;;
+  3)
+    ktmfs_reason=$(sed 's/^tx_bench: //' "$work/err")
+    echo "$ktmfs_reason: its rows are not run"
+    ;;
   *) cat "$work/err" >&2; exit 1 ;;
 esac
 

@@ -62,10 +62,20 @@ bool ParseCount(const char* text, uint64_t* out) {
   if (end == text) return false;
   uint64_t unit = 1;
   switch (*end) {
-    case 'K': unit = uint64_t{1} << 10; ++end; break;
-    case 'M': unit = uint64_t{1} << 20; ++end; break;
-    case 'G': unit = uint64_t{1} << 30; ++end; break;
-    default: break;
+    case 'K':
+      unit = uint64_t{1} << 10;
+      ++end;
+      break;
+    case 'M':
+      unit = uint64_t{1} << 20;
+      ++end;
+      break;
+    case 'G':
+      unit = uint64_t{1} << 30;
+      ++end;
+      break;
+    default:
+      break;
   }
   if (*end != '\0' || n == 0) return false;
   *out = n * unit;
@@ -111,12 +121,14 @@ int RunSmall(PairSystem system, const std::string& dir, int clients, double seco
   ready.wait();
   Clock::time_point start = Clock::now();
   bool all_ready = true;
-  for (const ClientTally& t : tallies) all_ready = all_ready && t.error.empty();
+  for (const ClientTally& t : tallies)
+    all_ready = all_ready && t.error.empty();
   deadline = all_ready ? start + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(seconds))
                        : start;
   go.count_down();
-  for (std::thread& t : threads) t.join();
+  for (std::thread& t : threads)
+    t.join();
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
 
   unsigned long total = 0;

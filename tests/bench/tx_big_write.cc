@@ -26,7 +26,8 @@ std::string ErrnoMessage(const std::string& what, int err) {
 std::vector<char> Pattern(size_t size, const char* text) {
   std::vector<char> chunk(size);
   size_t n = std::strlen(text);
-  for (size_t i = 0; i < size; ++i) chunk[i] = text[i % n];
+  for (size_t i = 0; i < size; ++i)
+    chunk[i] = text[i % n];
   return chunk;
 }
 

@@ -153,7 +153,8 @@ class KtmfsPairWriter : public PairWriter {
       return error + " (transaction " + id + ")";
     }
     rc = ktmfs_commit(dir_.fd(), id);
-    if (rc < 0) return ErrnoMessage(std::string("commit transaction ") + id + " in " + dir_.path(), -rc);
+    if (rc < 0)
+      return ErrnoMessage(std::string("commit transaction ") + id + " in " + dir_.path(), -rc);
     return "";
   }
   std::string ReadBack(Blob* a, Blob* b) override {
@@ -218,7 +219,8 @@ std::mutex sqlite_writer_turn;
 class SqlitePairWriter : public PairWriter {
  public:
   ~SqlitePairWriter() override {
-    for (sqlite3_stmt* s : {begin_, update_, commit_, rollback_, select_}) sqlite3_finalize(s);
+    for (sqlite3_stmt* s : {begin_, update_, commit_, rollback_, select_})
+      sqlite3_finalize(s);
     sqlite3_close(db_);
   }
   std::string Open(const std::string& root, int client) {
@@ -233,10 +235,12 @@ class SqlitePairWriter : public PairWriter {
       return SqliteMessage(db_, "configure " + path_);
     }
     std::string error = Prepare("BEGIN IMMEDIATE", &begin_);
-    if (error.empty()) error = Prepare("UPDATE blobs SET data=?1 WHERE client=?2 AND slot=?3", &update_);
+    if (error.empty())
+      error = Prepare("UPDATE blobs SET data=?1 WHERE client=?2 AND slot=?3", &update_);
     if (error.empty()) error = Prepare("COMMIT", &commit_);
     if (error.empty()) error = Prepare("ROLLBACK", &rollback_);
-    if (error.empty()) error = Prepare("SELECT data FROM blobs WHERE client=?1 AND slot=?2", &select_);
+    if (error.empty())
+      error = Prepare("SELECT data FROM blobs WHERE client=?1 AND slot=?2", &select_);
     if (!error.empty()) return error;
     std::lock_guard<std::mutex> turn(sqlite_writer_turn);
     sqlite3_stmt* insert = nullptr;
@@ -349,7 +353,8 @@ Blob StampedBlob(int client, int slot, unsigned long commit) {
   char line[64];
   int n = std::snprintf(line, sizeof line, "client %d file %d commit %lu\n", client, slot, commit);
   Blob blob(kBlobSize);
-  for (size_t i = 0; i < blob.size(); ++i) blob[i] = line[i % static_cast<size_t>(n)];
+  for (size_t i = 0; i < blob.size(); ++i)
+    blob[i] = line[i % static_cast<size_t>(n)];
   return blob;
 }
 
