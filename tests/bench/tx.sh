@@ -222,7 +222,7 @@ print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
     "row", "unit", "ktmfs", "vs", "baseline", "ktmfs/baseline", "target", "met"))
 for key, label, unit, base, target, higher in rows:
     k, b = runs.get((key, "ktmfs"), []), runs.get((key, base), [])
-    fmt = "%.1f" if higher else "%.2f"
+    fmt = "%.1f" if higher else "%.3f"
     r, rtext = ratio(k, b)
     ttext = "-" if target is None else ("%s %.2fx" % (">=" if higher else "<=", target))
     met = "-" if target is None or r is None else (
