@@ -40,12 +40,15 @@ uint64_t RealtimeNs() {
 
 }  // namespace
 
-TxGuard::TxGuard(std::shared_ptr<TxContext> tx) : tx_(std::move(tx)) {
+TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
+    : tx_(std::move(tx)) {
   lock_ = std::shared_lock(tx_->live);
   if (tx_->ended) {
     lock_ = {};
     tx_.reset();
+    return;
   }
+  visible_ = std::shared_lock(*visibility);
 }
 
 Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, const Layout& layout) {
@@ -180,7 +183,7 @@ TxGuard TxService::Enter(pid_t tid) {
 TxGuard TxService::EnterById(const Guid& id) {
   auto tx = Find(id);
   if (!tx) return {};
-  return TxGuard(std::move(tx));
+  return TxGuard(std::move(tx), &visibility_);
 }
 
 std::optional<Guid> TxService::Current(pid_t tid) {

@@ -63,9 +63,17 @@ struct TxContext {
 class TxGuard {
  public:
   TxGuard() = default;
-  explicit TxGuard(std::shared_ptr<TxContext> tx);
+  // Holds the transaction live, then `visibility` shared: an operation inside a transaction
+  // reads the backing directory too, and must not see another commit's apply half done.
+  TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility);
   TxGuard(TxGuard&&) = default;
-  TxGuard& operator=(TxGuard&&) = default;
+  // The locks go before the context that owns the mutex they hold.
+  TxGuard& operator=(TxGuard&& other) noexcept {
+    visible_ = std::move(other.visible_);
+    lock_ = std::move(other.lock_);
+    tx_ = std::move(other.tx_);
+    return *this;
+  }
   explicit operator bool() const { return tx_ != nullptr; }
   TxContext* operator->() const { return tx_.get(); }
   TxContext& operator*() const { return *tx_; }
@@ -74,6 +82,7 @@ class TxGuard {
  private:
   std::shared_ptr<TxContext> tx_;
   std::shared_lock<std::shared_mutex> lock_;
+  std::shared_lock<std::shared_mutex> visible_;
 };
 
 // Cache invalidations to send to the kernel once a transaction ends (see Invalidator).
