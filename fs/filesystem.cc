@@ -90,12 +90,20 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     invalidator_->InodeNow(n);
   for (const auto& o : e.objects) {
     if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
-    if (auto n = inodes_.FindNode(static_cast<dev_t>(o.dev), static_cast<ino_t>(o.ino)))
-      invalidator_->InodeNow(*n);
+    const dev_t dev = static_cast<dev_t>(o.dev);
+    const ino_t ino = static_cast<ino_t>(o.ino);
+    auto n = inodes_.FindNode(dev, ino);
+    if (!n) continue;
+    invalidator_->InodeNow(*n);
+    // The kernel keeps one dentry per directory node: one the commit moved may still sit at
+    // its old name, and the kernel could not place it at the new one inside a later rename
+    // (ESTALE). A new node for it avoids retracting the old name, which would wait for the
+    // directory's lock (see ktmfs(8), entry_timeout).
+    if (e.committed && S_ISDIR(Get(*n)->type)) inodes_.Retire(dev, ino);
   }
-  // The directories whose names changed: their attributes at once (no lock needed), the
-  // names themselves only when names are cached at all, through the invalidator's thread (they
-  // need the directory's lock, which the request that ended the transaction may hold).
+  // The directories whose names changed: their attributes at once (no lock needed). With a
+  // positive entry_timeout also the names, through the invalidator's thread (they need the
+  // directory's lock, which the request that ended the transaction may hold).
   const bool names_cached = options_.cache.entry_timeout > 0;
   std::set<fuse_ino_t> dirs;
   for (const auto& [dir, name] : e.entries) {

@@ -3,12 +3,14 @@
 // and hidden entries. The operations themselves live in ops_*.cc, grouped by kind.
 #pragma once
 
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
 #include <ctime>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "fs/inode_table.h"
 #include "fs/layout.h"
@@ -89,6 +91,29 @@ struct ProcPath {
   const char* c_str() const { return buf; }
   char buf[40];
 };
+
+// One fd-backed buffer (FUSE_BUFVEC_INIT is a C compound literal): lets libfuse splice.
+inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  v.buf[0].fd = fd;
+  v.buf[0].pos = pos;
+  return v;
+}
+
+// Replies to listxattr with NUL-separated names: their size when asked (size 0), else the
+// names, or ERANGE when they do not fit.
+inline void ReplyXattrNames(fuse_req_t req, const std::vector<char>& names, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, names.size());
+  } else if (names.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, names.data(), names.size());
+  }
+}
 
 // Registers every operation group.
 void AddEntryOps(fuse_lowlevel_ops* ops);

@@ -111,9 +111,20 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   if (inode->is_tx_version()) {
     view_paths_.erase(inode);
     versions_.erase(VersionKey{inode->tx, inode->source_index, inode->object});
+  } else if (auto r = retired_.find(inode); r != retired_.end()) {
+    retired_.erase(r);
   } else {
     by_key_.erase(Key{inode->dev, inode->ino});
   }
+}
+
+void InodeTable::Retire(dev_t dev, ino_t ino) {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  if (it == by_key_.end() || it->second->pinned) return;
+  Inode* raw = it->second.get();
+  retired_.emplace(raw, std::move(it->second));
+  by_key_.erase(it);
 }
 
 std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
@@ -135,7 +146,7 @@ std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
 
 size_t InodeTable::size() const {
   std::lock_guard lock(mu_);
-  return by_key_.size() + versions_.size();
+  return by_key_.size() + versions_.size() + retired_.size();
 }
 
 }  // namespace ktmfs::fs

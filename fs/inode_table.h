@@ -78,6 +78,10 @@ class InodeTable {
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
+  // The next lookup of (dev, ino) gets a new node; the current one lives on for whoever still
+  // holds it (until forgotten). For a directory a commit moved: the kernel keeps one dentry per
+  // directory node, and the old node's may still sit at the old name.
+  void Retire(dev_t dev, ino_t ino);
   // Counts another lookup of a known inode (readdirplus of an already-held object).
   void Ref(Inode* inode, uint64_t n = 1);
   // FORGET: drops `n` lookups; frees the inode when none remain.
@@ -109,6 +113,7 @@ class InodeTable {
   using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;
   std::map<VersionKey, std::unique_ptr<Inode>> versions_;
   std::unordered_map<const Inode*, std::string> view_paths_;
+  std::unordered_map<const Inode*, std::unique_ptr<Inode>> retired_;
   std::unique_ptr<Inode> virtual_root_;
   Inode* root_ = nullptr;
   std::atomic<uint64_t> next_generation_{1};

@@ -25,6 +25,7 @@ class Invalidator {
   // invalidation needs (attributes and pages need none of the inode locks).
   void InodeNow(fuse_ino_t node);
   void Entry(fuse_ino_t parent, const std::string& name);
+
   // Returns once everything queued before the call has been sent.
   void Drain();
 

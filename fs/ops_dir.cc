@@ -35,30 +35,27 @@ DirHandle* Handle(fuse_file_info* fi) {
   return reinterpret_cast<DirHandle*>(fi->fh);
 }
 
+void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<DirHandle> d) {
+  fi->fh = reinterpret_cast<uint64_t>(d.get());
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == 0) d.release();
+}
+
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   auto d = std::make_unique<DirHandle>();
   d->inode = fs.Get(ino);
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, d->inode)) {
-    case Route::kTx: {
-      d->in_tx = true;
-      d->tx = tx.id();
-      if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
-        fuse_reply_err(req, err);
-        return;
-      }
-      fi->fh = reinterpret_cast<uint64_t>(d.get());
-      fi->cache_readdir = 0;
-      if (fuse_reply_open(req, fi) == 0) d.release();
+  auto in_tx = [&] {
+    d->in_tx = true;
+    d->tx = tx.id();
+    if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
+      fuse_reply_err(req, err);
       return;
     }
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+    ReplyOpen(req, fi, std::move(d));
+  };
+  if (Routed(req, Classify(fs, tx, d->inode), in_tx)) return;
   if (!d->inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
     int fd = openat(d->inode->fd, ".", O_RDONLY | O_DIRECTORY);
@@ -74,9 +71,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
   }
-  fi->fh = reinterpret_cast<uint64_t>(d.get());
-  fi->cache_readdir = 0;
-  if (fuse_reply_open(req, fi) == 0) d.release();
+  ReplyOpen(req, fi, std::move(d));
 }
 
 // The virtual root: ".", "..", then one entry per source; offsets are positions.

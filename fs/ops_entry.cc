@@ -37,16 +37,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Filesystem& fs = Fs(req);
   TxGuard tx = fs.EnterTx(req);
   Inode* p = fs.Get(parent);
-  switch (Classify(fs, tx, p)) {
-    case Route::kTx:
-      txops::Lookup(req, fs, tx, p, name);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, p), [&] { txops::Lookup(req, fs, tx, p, name); })) return;
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   fuse_entry_param e;
   auto visible = fs.ReadingCommitted();
@@ -84,16 +75,8 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode* inode = fs.Get(ino);
   if (fi == nullptr) {
     TxGuard tx = fs.EnterTx(req);
-    switch (ClassifyRead(fs, tx, inode)) {
-      case Route::kTx:
-        txops::Getattr(req, fs, tx, inode);
-        return;
-      case Route::kStale:
-        fuse_reply_err(req, ESTALE);
-        return;
-      case Route::kCommitted:
-        break;
-    }
+    if (Routed(req, ClassifyRead(fs, tx, inode), [&] { txops::Getattr(req, fs, tx, inode); }))
+      return;
   }
   struct stat st;
   int err;
@@ -155,16 +138,9 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   }
   if (fi == nullptr) {
     TxGuard tx = fs.EnterTx(req);
-    switch (Classify(fs, tx, inode)) {
-      case Route::kTx:
-        txops::Setattr(req, fs, tx, inode, attr, to_set);
-        return;
-      case Route::kStale:
-        fuse_reply_err(req, ESTALE);
-        return;
-      case Route::kCommitted:
-        break;
-    }
+    if (Routed(req, Classify(fs, tx, inode),
+               [&] { txops::Setattr(req, fs, tx, inode, attr, to_set); }))
+      return;
   }
   if (inode->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
@@ -192,16 +168,8 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   TxGuard tx = fs.EnterTx(req);
-  switch (ClassifyRead(fs, tx, inode)) {
-    case Route::kTx:
-      txops::Readlink(req, fs, tx, inode);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, ClassifyRead(fs, tx, inode), [&] { txops::Readlink(req, fs, tx, inode); }))
+    return;
   char buf[PATH_MAX + 1];
   ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->fd, "", buf, sizeof buf);
   if (n < 0) {
@@ -224,16 +192,9 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, m
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, p)) {
-    case Route::kTx:
-      txops::Make(req, fs, tx, p, name, mode, rdev, link_target);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, p),
+             [&] { txops::Make(req, fs, tx, p, name, mode, rdev, link_target); }))
+    return;
   if (int err = CheckParent(fs, p, name); err != 0) {
     fuse_reply_err(req, err);
     return;
@@ -322,16 +283,9 @@ void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) 
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, p)) {
-    case Route::kTx:
-      txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, p),
+             [&] { txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0); }))
+    return;
   if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
     fuse_reply_err(req, err);
     return;

@@ -14,17 +14,6 @@
 namespace ktmfs::fs {
 namespace {
 
-// One fd-backed buffer (FUSE_BUFVEC_INIT is a C compound literal).
-fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
-  fuse_bufvec v{};
-  v.count = 1;
-  v.buf[0].size = size;
-  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  v.buf[0].fd = fd;
-  v.buf[0].pos = pos;
-  return v;
-}
-
 int BackingOpenFlags(const Filesystem& fs, int flags) {
   // Symlinks never get here (the kernel resolves them); O_NOFOLLOW would refuse /proc's link.
   flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
@@ -58,16 +47,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, inode)) {
-    case Route::kTx:
-      txops::Open(req, fs, tx, inode, fi);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, inode), [&] { txops::Open(req, fs, tx, inode, fi); })) return;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
       fuse_reply_err(req, err);
@@ -95,16 +75,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, p)) {
-    case Route::kTx:
-      txops::Create(req, fs, tx, p, name, mode, fi);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, p), [&] { txops::Create(req, fs, tx, p, name, mode, fi); }))
+    return;
   if (p->is_virtual_root() || fs.IsHiddenName(p, name)) {
     fuse_reply_err(req, EPERM);
     return;

@@ -35,16 +35,9 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     return;
   }
   TxGuard tx = fs.EnterTx(req);
-  switch (ClassifyRead(fs, tx, inode)) {
-    case Route::kTx:
-      txops::Getxattr(req, fs, tx, inode, name, size);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, ClassifyRead(fs, tx, inode),
+             [&] { txops::Getxattr(req, fs, tx, inode, name, size); }))
+    return;
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   ProcPath path(inode->fd);
   if (size == 0) {
@@ -70,16 +63,9 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Inode* inode = fs.Get(ino);
   if (!inode->is_virtual_root()) {
     TxGuard tx = fs.EnterTx(req);
-    switch (ClassifyRead(fs, tx, inode)) {
-      case Route::kTx:
-        txops::Listxattr(req, fs, tx, inode, size);
-        return;
-      case Route::kStale:
-        fuse_reply_err(req, ESTALE);
-        return;
-      case Route::kCommitted:
-        break;
-    }
+    if (Routed(req, ClassifyRead(fs, tx, inode),
+               [&] { txops::Listxattr(req, fs, tx, inode, size); }))
+      return;
   }
   std::vector<char> names;
   if (!inode->is_virtual_root()) {
@@ -111,13 +97,7 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     if (!IsControlXattr(name)) shown.insert(shown.end(), name, name + len + 1);
     i += len + 1;
   }
-  if (size == 0) {
-    fuse_reply_xattr(req, shown.size());
-  } else if (shown.size() > size) {
-    fuse_reply_err(req, ERANGE);
-  } else {
-    fuse_reply_buf(req, shown.data(), shown.size());
-  }
+  ReplyXattrNames(req, shown, size);
 }
 
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
@@ -133,16 +113,9 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     return;
   }
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, inode)) {
-    case Route::kTx:
-      txops::Setxattr(req, fs, tx, inode, name, value, size, flags);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, inode),
+             [&] { txops::Setxattr(req, fs, tx, inode, name, value, size, flags); }))
+    return;
   if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
     fuse_reply_err(req, err);
     return;
@@ -160,16 +133,8 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     return;
   }
   TxGuard tx = fs.EnterTx(req);
-  switch (Classify(fs, tx, inode)) {
-    case Route::kTx:
-      txops::Removexattr(req, fs, tx, inode, name);
-      return;
-    case Route::kStale:
-      fuse_reply_err(req, ESTALE);
-      return;
-    case Route::kCommitted:
-      break;
-  }
+  if (Routed(req, Classify(fs, tx, inode), [&] { txops::Removexattr(req, fs, tx, inode, name); }))
+    return;
   if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
     fuse_reply_err(req, err);
     return;

@@ -73,7 +73,7 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
-  if (parent->is_tx_version()) return 0;  // a directory the transaction created
+  if (ObjectOf(parent).kind == fstx::ObjectId::Kind::kNew) return 0;  // only the tx sees it
   return Take(fs, tx, parent->source_index, fstx::EntryKey{parent->dev, parent->ino, name}, [&] {
     auto p = BackingPath(fs, parent);
     return p.ok() ? JoinPath(*p, name) : std::string();
@@ -90,7 +90,8 @@ void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int d
 }
 
 void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent) {
-  if (!parent->is_tx_version()) fs.txs()->MarkTouched(tx.id(), parent->dev, parent->ino);
+  if (ObjectOf(parent).kind == fstx::ObjectId::Kind::kExisting)
+    fs.txs()->MarkTouched(tx.id(), parent->dev, parent->ino);
 }
 
 void InvalidateEntryLater(Filesystem& fs, Inode* parent, const char* name) {

@@ -17,8 +17,10 @@ namespace ktmfs::fs::txops {
 namespace {
 
 // Writes up to this size are logged with their data (see fstx::OpKind::kWriteData); larger ones
-// are referenced in the staged file, so big data is written once before apply.
+// are referenced in the staged file, so big data is written once before apply. A transaction
+// carries at most kInlineBudget bytes that way (they stay in memory until it ends).
 constexpr size_t kInlineWriteMax = 64 << 10;
+constexpr uint64_t kInlineBudget = 16 << 20;
 
 // fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
 // pointers, told apart by the top bit.
@@ -169,12 +171,7 @@ void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info
       return;
     }
   }
-  fuse_bufvec v{};
-  v.count = 1;
-  v.buf[0].size = size;
-  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  v.buf[0].fd = fd;
-  v.buf[0].pos = off;
+  fuse_bufvec v = FdBuffer(size, fd, off);
   fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -183,12 +180,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   TxGuard tx = fs.txs()->EnterById(h->tx);
   const size_t size = fuse_buf_size(in);
   auto write_fd = [&](int fd, off_t pos) {
-    fuse_bufvec out{};
-    out.count = 1;
-    out.buf[0].size = size;
-    out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    out.buf[0].fd = fd;
-    out.buf[0].pos = pos;
+    fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (n < 0) {
       fuse_reply_err(req, static_cast<int>(-n));
@@ -256,7 +248,8 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.object = inode->object;
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
-  if (data.size() <= kInlineWriteMax) {
+  if (data.size() <= kInlineWriteMax &&
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
     // Small writes travel in their record: the commit then need not sync the staged file
     // (it still serves the transaction's reads).
     op.kind = fstx::OpKind::kWriteData;

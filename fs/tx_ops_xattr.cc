@@ -84,18 +84,10 @@ void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
   }
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
     names = ov->Xattrs(ObjectOf(inode), names);
-  std::string shown;
-  for (const auto& n : names) {
-    shown += n;
-    shown.push_back('\0');
-  }
-  if (size == 0) {
-    fuse_reply_xattr(req, shown.size());
-  } else if (shown.size() > size) {
-    fuse_reply_err(req, ERANGE);
-  } else {
-    fuse_reply_buf(req, shown.data(), shown.size());
-  }
+  std::vector<char> shown;
+  for (const auto& n : names)
+    shown.insert(shown.end(), n.c_str(), n.c_str() + n.size() + 1);
+  ReplyXattrNames(req, shown, size);
 }
 
 // The namespaces a transaction can record: what the backing filesystem would take as plain
@@ -129,7 +121,7 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
   Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, op.object, false);
-  if (!inode->is_tx_version()) MarkParent(fs, tx, inode);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }
 
@@ -151,7 +143,7 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
   Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, op.object, false);
-  if (!inode->is_tx_version()) MarkParent(fs, tx, inode);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }
 

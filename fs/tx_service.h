@@ -57,6 +57,9 @@ struct TxContext {
   std::map<std::pair<int, fstx::ObjectId>, Times> times;
   // Link count changes the view shows (links and unlinks of existing objects).
   std::map<std::pair<int, fstx::ObjectId>, int> nlink_delta;
+  // Bytes of writes logged with their data; the RM keeps those ops in memory until the end,
+  // so past a budget writes are staged instead (a transaction may be larger than memory).
+  std::atomic<uint64_t> inline_bytes{0};
 };
 
 // A transaction held live for one operation; empty if the caller is in none.

@@ -154,14 +154,12 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
     close(fd);
     return ESTALE;  // changed under us; the kernel retries
   }
-  Inode* inode;
-  if (!v->is_new && S_ISDIR(st.st_mode)) {
-    // Existing directories keep their one node: a shell's working directory, opened before
-    // the transaction began, must keep working inside it (see Classify).
-    inode = fs.inodes().Acquire(fd, st, source);
-  } else {
-    inode = fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name), staged);
-  }
+  // Directories get version nodes too: the kernel keeps one dentry per directory inode, and a
+  // rename inside the transaction moves it; with the committed node that move would outlive a
+  // rollback (and the kernel then refuses to put the directory back, ESTALE). A working
+  // directory entered before the transaction keeps its committed node (see Classify).
+  Inode* inode =
+      fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name), staged);
   std::memset(e, 0, sizeof *e);
   int err = TxStat(fs, tx, inode, &e->attr);
   if (err != 0) {

@@ -35,6 +35,21 @@ Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode);
 // answers as committed (an open file's fstat arrives without its file).
 Route ClassifyRead(Filesystem& fs, const TxGuard& tx, Inode* inode);
 
+// Answers a request that does not take the committed path: `in_tx` serves it from the
+// transaction, a stale route gets ESTALE. Returns whether the request was answered.
+template <typename InTx>
+bool Routed(fuse_req_t req, Route route, InTx in_tx) {
+  if (route == Route::kTx) {
+    in_tx();
+    return true;
+  }
+  if (route == Route::kStale) {
+    fuse_reply_err(req, ESTALE);
+    return true;
+  }
+  return false;
+}
+
 // The object a node stands for, as op records name it.
 fstx::ObjectId ObjectOf(const Inode* inode);
 
