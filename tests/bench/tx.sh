@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Transaction benchmark: ktmfs transactions against the alternatives, side by side in one run,
+# reported as ratios (never as pass/fail).
+#   tests/bench/tx.sh [BUILD_DIR]     (default: build; builds nothing: ninja -C build fs/ktmfs
+#                                      tests/bench/tx_bench first)
+# Rows:
+#   small, 1 and 16 clients: each client commits 4 KiB to each of its own two files, over and
+#     over (commits/s); against the careful POSIX way per file (write temp, fsync, rename, fsync
+#     directory) on the native directory, and SQLite (WAL, synchronous=FULL, both blobs in one
+#     transaction). Targets: at 16 clients >= 2x both, at 1 client >= 1x POSIX.
+#   big, new file and existing file: one transaction writes BIG_BYTES in 1 MiB writes and
+#     commits (seconds); against native write + fsync of the same data. Target <= 1.3x.
+# Every repetition runs every row once, the systems of a row back to back (the small rows in
+# SLICES slices of SECONDS_PER_ROW/SLICES each, the systems taking turns), so a change in the
+# machine's load hits them alike; the table gives medians, the range over repetitions, and the
+# load average.
+# Environment: SECONDS_PER_ROW (default 5), SLICES (default 5), BIG_BYTES (default 1G; K, M, G
+# suffixes), REPEAT (default 3), CLIENTS (default "1 16"), ROW_TIMEOUT (default 600 s: a row
+# that takes longer is stopped and reported failed), BENCH_DIR (default a new directory under
+# /tmp; the native directory and the mount's backing directory are both in it, so on the same
+# disk).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+ktmfs=$(pwd)/$build/fs/ktmfs
+driver=$(pwd)/$build/tests/bench/tx_bench
+for exe in "$ktmfs" "$driver"; do
+  if [ ! -x "$exe" ]; then
+    echo "tx.sh: $exe not built (ninja -C $build fs/ktmfs tests/bench/tx_bench)" >&2
+    exit 2
+  fi
+done
+seconds=${SECONDS_PER_ROW:-5}
+slices=${SLICES:-5}
+slice_seconds=$(python3 -c "print($seconds / $slices)")
+big_bytes=${BIG_BYTES:-1G}
+repeat=${REPEAT:-3}
+client_counts=${CLIENTS:-1 16}
+row_timeout=${ROW_TIMEOUT:-600}
+work=${BENCH_DIR:-$(mktemp -d /tmp/ktmfs-txbench-XXXXXX)}
+native=$work/native
+backing=$work/backing
+mnt=$work/mnt
+
+daemon=
+cleanup() {
+  if grep -q " $mnt fuse" /proc/mounts; then
+    fusermount3 -u "$mnt" || umount -l "$mnt" || echo "tx.sh: could not unmount $mnt" >&2
+  fi
+  if [ -n "$daemon" ]; then
+    # It exits by itself once unmounted; only a hung daemon is killed.
+    for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$daemon" 2>/dev/null; then
+      echo "tx.sh: ktmfs (pid $daemon) still running after unmount; killing it" >&2
+      kill -KILL "$daemon"
+    fi
+    wait "$daemon" 2>/dev/null || true
+  fi
+  rm -rf "$native" "$backing" "$work/results" "$work/err" "$work/daemon.log"
+  rmdir "$mnt" "$work" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$native" "$backing" "$mnt"
+: >"$work/results"
+# In the foreground (-f) as a child of this script, so its exit can be awaited.
+"$ktmfs" -f "$backing" "$mnt" 2>"$work/daemon.log" &
+daemon=$!
+for _ in $(seq 300); do
+  mountpoint -q "$mnt" && break
+  if ! kill -0 "$daemon" 2>/dev/null; then
+    cat "$work/daemon.log" >&2
+    daemon=
+    echo "tx.sh: ktmfs did not mount" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if ! mountpoint -q "$mnt"; then
+  cat "$work/daemon.log" >&2
+  echo "tx.sh: $mnt not mounted after 30 s" >&2
+  exit 1
+fi
+echo "native directory: $native; ktmfs (pid $daemon): $backing on $mnt"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+
+ktmfs_reason=
+set +e
+timeout -k 10 60 "$driver" probe "$mnt" 2>"$work/err"
+rc=$?
+set -e
+case $rc in
+  0) ;;
+  3)
+    ktmfs_reason=$(sed 's/^tx_bench: //' "$work/err")
+    echo "$ktmfs_reason: its rows are not run"
+    ;;
+  *) cat "$work/err" >&2; exit 1 ;;
+esac
+
+# A commit returns once durable, but the daemon may go on applying it to the backing files.
+# Before the next row, wait until its CPU time stops growing (at most 60 s), so that work is
+# not charged to whichever row runs next.
+settle() {
+  local before after waited=0
+  [ -n "$daemon" ] || return 0
+  after=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+  while [ "$waited" -lt 300 ]; do
+    before=$after
+    sleep 0.2
+    waited=$((waited + 1))
+    after=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+    [ "$after" = "$before" ] && break
+  done
+  [ "$waited" -le 2 ] || echo "  (ktmfs busy for $((waited / 5)) s after the row)"
+}
+
+failed=0
+# row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM
+# REP VALUE" (VALUE "-" if not run, "failed" if it failed) to the results.
+row() {
+  local key=$1 system=$2 dir=$3 value rc
+  shift 3
+  printf '  %-16s %-7s ' "$key" "$system"
+  if [ "$system" = ktmfs ] && [ -n "$ktmfs_reason" ]; then
+    echo "not run"
+    echo "$key $system $rep -" >>"$work/results"
+    return
+  fi
+  mkdir "$dir"
+  set +e
+  value=$(timeout -k 10 "$row_timeout" "$driver" "$@" 2>"$work/err")
+  rc=$?
+  set -e
+  case $rc in
+    0) echo "$value" ;;
+    3) value=-; echo "not run: $(sed 's/^tx_bench: //' "$work/err")" ;;
+    124 | 137) value=failed; failed=1; echo "FAILED: no result after $row_timeout s" ;;
+    *) value=failed; failed=1; echo "FAILED: $(sed 's/^tx_bench: //' "$work/err")" ;;
+  esac
+  echo "$key $system $rep $value" >>"$work/results"
+  rm -rf "$dir"
+  [ "$system" != ktmfs ] || settle
+  sync
+}
+
+for rep in $(seq "$repeat"); do
+  echo "repetition $rep/$repeat (load $(cut -d' ' -f1 /proc/loadavg))"
+  for n in $client_counts; do
+    # In short slices, the systems taking turns, so that a burst of disk traffic from others
+    # hits all three rather than whichever ran during it.
+    for _ in $(seq "$slices"); do
+      row "small-$n" ktmfs "$mnt/small" small ktmfs "$mnt/small" "$n" "$slice_seconds"
+      row "small-$n" posix "$native/small" small posix "$native/small" "$n" "$slice_seconds"
+      row "small-$n" sqlite "$native/small" small sqlite "$native/small" "$n" "$slice_seconds"
+    done
+  done
+  for target in new existing; do
+    row "big-$target" ktmfs "$mnt/big" big ktmfs "$mnt/big" "$big_bytes" "$target"
+    row "big-$target" native "$native/big" big native "$native/big" "$big_bytes" "$target"
+  done
+done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$work/results" "$big_bytes" "$ktmfs_reason" "$repeat" <<'PY'
+import statistics, sys
+results, big_bytes, reason, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# (key, system) -> one value per repetition ("-" or "failed" where not measured): the mean of
+# its slices (equal durations, so the mean rate is the rate over the whole row).
+slices = {}
+for line in open(results):
+    key, system, rep, value = line.split()
+    slices.setdefault((key, system), {}).setdefault(int(rep), []).append(value)
+runs = {}
+for ks, reps in slices.items():
+    for rep in sorted(reps):
+        vs = reps[rep]
+        if "failed" in vs:
+            v = "failed"
+        elif "-" in vs:
+            v = "-"
+        else:
+            v = repr(statistics.fmean(float(x) for x in vs))
+        runs.setdefault(ks, []).append(v)
+
+def numbers(values):
+    return [float(v) for v in values if v not in ("-", "failed")]
+
+def cell(values, fmt):
+    xs = numbers(values)
+    if not xs:
+        return "failed" if "failed" in values else "not run"
+    text = fmt % statistics.median(xs)
+    return text if len(xs) == 1 else text + " (" + fmt % min(xs) + ".." + fmt % max(xs) + ")"
+
+def ratio(ktmfs, base):
+    # Per repetition, so both sides of a ratio ran under the same load.
+    rs = [float(k) / float(b) for k, b in zip(ktmfs, base)
+          if k not in ("-", "failed") and b not in ("-", "failed") and float(b) > 0]
+    if not rs:
+        return None, "-"
+    text = "%.2fx" % statistics.median(rs)
+    if len(rs) > 1:
+        text += " (%.2f..%.2f)" % (min(rs), max(rs))
+    return statistics.median(rs), text
+
+# (key, label, unit, baseline, target ratio, higher is better)
+rows = []
+for key in sorted({k for k, _ in runs if k.startswith("small-")}, key=lambda k: int(k[6:])):
+    n = int(key[6:])
+    label = "2 x 4 KiB, %d client%s" % (n, "" if n == 1 else "s")
+    # The targets are set for 1 and 16 clients; other counts are shown without one.
+    rows.append((key, label, "commits/s", "posix", {1: 1.0, 16: 2.0}.get(n), True))
+    rows.append((key, label, "commits/s", "sqlite", {16: 2.0}.get(n), True))
+for target in ("new", "existing"):
+    rows.append(("big-" + target, "%s, %s file" % (big_bytes, target), "seconds", "native", 1.3,
+                 False))
+
+print()
+print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+    "row", "unit", "ktmfs", "vs", "baseline", "ktmfs/baseline", "target", "met"))
+for key, label, unit, base, target, higher in rows:
+    k, b = runs.get((key, "ktmfs"), []), runs.get((key, base), [])
+    fmt = "%.1f" if higher else "%.3f"
+    r, rtext = ratio(k, b)
+    ttext = "-" if target is None else ("%s %.2fx" % (">=" if higher else "<=", target))
+    met = "-" if target is None or r is None else (
+        "yes" if (r >= target if higher else r <= target) else "no")
+    print("%-22s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+        label, unit, cell(k, fmt), base, cell(b, fmt), rtext, ttext, met))
+print()
+print("values: median (min..max) over %d repetition(s), a small row's value in a repetition being"
+      " the mean of its slices; ratios per repetition, then the same." % repeat)
+print("commits/s: higher is better; seconds: lower is better (ratio = ktmfs time / native time).")
+if reason:
+    print("ktmfs rows not run: " + reason)
+PY
+exit $failed

@@ -1,0 +1,24 @@
+// The big-transaction rows of tx_bench: one file written in large chunks and made durable,
+// either natively (write, fsync) or as one ktmfs transaction (begin, write, commit).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ktmfs::bench {
+
+struct BigWrite {
+  bool ktmfs = false;     // one transaction on a ktmfs mount; else write + fsync natively
+  bool existing = false;  // overwrite a file of the same size made beforehand; else a new file
+  std::string dir;        // where the file goes (on the mount for ktmfs)
+  uint64_t bytes = 0;
+  size_t chunk = 1 << 20;
+};
+
+// Times the write of `w.bytes` in `w.chunk` writes until it is durable: fsync of the file (and
+// of the directory for a new file) natively, the commit for ktmfs. Preparing the existing
+// file, checking the result and removing the file are not timed. "" or a message.
+std::string TimeBigWrite(const BigWrite& w, double* seconds);
+
+}  // namespace ktmfs::bench
