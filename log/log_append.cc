@@ -91,11 +91,28 @@ Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload&
   auto lsn = AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash,
                           defer ? &jobs : nullptr);
   if (!lsn.ok() || jobs.empty()) return lsn;
+  // A large record's fragments are also sealed here, by its own thread, rather than by the
+  // flush's leader, which would checksum every large record of its group alone. Their D (see
+  // log/FORMAT.md) is what is durable now: no more than when their flush is issued, so still true.
+  const Lsn durable = flushed_;
+  std::vector<std::pair<std::byte*, Lsn>> frags;
+  if (end_ - durable <= UINT32_MAX) {
+    presealed_.push_back({*lsn, end_});
+    for (Lsn p = *lsn; p < end_;) {
+      std::byte* frag = buf_.data() + (p - buf_start_);
+      frags.push_back({frag, p});
+      p += kFragmentHeaderSize + format::Get16(frag + 24);
+    }
+  }
   const uint64_t gen = gen_;
   copies_[gen]++;
   lock.unlock();
   for (const CopyJob& j : jobs)
     std::memcpy(j.dst, j.src, j.n);
+  for (auto [frag, at] : frags) {
+    format::Put32(frag + 16, uint32_t(at - durable));
+    format::SealFragment(frag);
+  }
   lock.lock();
   if (--copies_[gen] == 0) {
     copies_.erase(gen);
@@ -350,6 +367,8 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
   f->end = end_;
   AlignedBytes data;
   data.swap(buf_);
+  std::vector<std::pair<Lsn, Lsn>> presealed;
+  presealed.swap(presealed_);
   buf_start_ = end_;
   joined_ = 0;
   gather_size_ = 0;
@@ -362,10 +381,11 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
   const Lsn durable = flushed_;
   lock.unlock();
   const auto t0 = std::chrono::steady_clock::now();
-  Status s = WriteOut(f, data, durable);
+  Status s = WriteOut(f, data, durable, presealed);
   const auto t1 = std::chrono::steady_clock::now();
   lock.lock();
   last_sync_ = t1 - t0;
+  stats_.flush_nanos += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(last_sync_).count());
   f->done = true;
   f->status = s;
   while (!inflight_.empty() && inflight_.front()->done) {
@@ -414,10 +434,13 @@ size_t LogImpl::WakeWaitersLocked(bool need_leader, std::vector<Waiter*>* wake) 
   return released;
 }
 
-// Stamps every fragment with its distance to `durable` (all before it was durable when this
-// write was issued: recovery's evidence that a bad spot before it is damage, not a torn tail)
-// and its checksum, then writes and syncs in pieces of at most kMaxFlushBytes.
-Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
+// Stamps every fragment not sealed by its appender (`presealed`: LSN ranges in order) with its
+// distance to `durable` (all before it was durable when this write was issued: recovery's
+// evidence that a bad spot before it is damage, not a torn tail) and its checksum, then writes
+// and syncs in pieces of at most kMaxFlushBytes.
+Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable,
+                         const std::vector<std::pair<Lsn, Lsn>>& presealed) {
+  auto sealed = presealed.begin();
   const Lsn start = f->start;
   for (uint64_t cs = 0; cs < data.size(); cs += format::kMaxFlushBytes) {
     const uint64_t ce = std::min<uint64_t>(data.size(), cs + format::kMaxFlushBytes);
@@ -430,6 +453,12 @@ Status LogImpl::WriteOut(InFlight* f, AlignedBytes& data, Lsn durable) {
       durable = start + cs;
     }
     for (Lsn p = start + cs; p < start + ce;) {
+      while (sealed != presealed.end() && sealed->second <= p)
+        ++sealed;
+      if (sealed != presealed.end() && sealed->first <= p) {
+        p = sealed->second;  // sealed by its appender (a later piece may start inside it)
+        continue;
+      }
       const uint64_t room = block_ - p % block_;
       if (p % block_ != 0 && room < kMinRecordStart) {
         p += room;

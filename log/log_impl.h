@@ -169,7 +169,8 @@ class LogImpl : public Log {
   bool GroupReadyLocked() const;
   void LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*>* wake);
   Waiter* AcquireWaiterLocked();
-  Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable);
+  Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable,
+                  const std::vector<std::pair<Lsn, Lsn>>& presealed);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
   // --- log_read.cc
@@ -214,6 +215,7 @@ class LogImpl : public Log {
   // Marshalling buffer: bytes [buf_start_, end_) not yet handed to a flush.
   AlignedBytes buf_;
   Lsn buf_start_ = 0;
+  std::vector<std::pair<Lsn, Lsn>> presealed_;  // records in buf_ that their appenders seal
   Lsn end_ = 0;
   Lsn flushed_ = 0;
   // Flushes issued and not yet folded into flushed_, oldest first.

@@ -37,7 +37,8 @@ struct Tally {
   uint64_t records = 0;
   uint64_t syncs = 0;
   double seconds = 0;
-  double cpu_seconds = 0;  // user + system time of the whole process while it ran
+  double cpu_seconds = 0;    // user + system time of the whole process while it ran
+  double flush_seconds = 0;  // the log's time in its flushes' writes and syncs
   double rate() const { return seconds > 0 ? double(records) / seconds : 0; }
   double cpu_us_per_record() const { return records ? cpu_seconds * 1e6 / double(records) : 0; }
 };
@@ -97,6 +98,7 @@ class LogTarget {
     std::mutex mu;
     Status error;
     const uint64_t syncs0 = log_->stats().syncs;
+    const uint64_t nanos0 = log_->stats().flush_nanos;
     RunThreads(
         committers, seconds,
         [&](int, std::atomic<bool>& stop) {
@@ -118,6 +120,7 @@ class LogTarget {
         },
         tally);
     tally->syncs += log_->stats().syncs - syncs0;
+    tally->flush_seconds += double(log_->stats().flush_nanos - nanos0) / 1e9;
     return error;
   }
 
@@ -316,10 +319,11 @@ int main(int argc, char** argv) {
       "log group commit vs pwrite+fdatasync per commit, in %s%s\n"
       "each cell: %d repetitions of %.1f s (log and baseline alternating in %d rounds, after "
       "%.1f s of warm-up each); rates and speedup are medians, range is the lowest and highest "
-      "repetition's speedup; cpu us is the process's CPU time per record\n",
+      "repetition's speedup; us/sync is the log's time per write+sync, cpu us the process's CPU "
+      "time per record\n",
       dir.c_str(), direct ? ", O_DIRECT" : "", reps, seconds, rounds, warmup);
-  std::printf("%7s %4s | %10s %9s %7s | %10s %7s | %8s %15s\n", "record", "thr", "log rec/s",
-              "syncs/rec", "cpu us", "base rec/s", "cpu us", "speedup", "range");
+  std::printf("%7s %4s | %10s %9s %7s %7s | %10s %7s | %8s %15s\n", "record", "thr", "log rec/s",
+              "syncs/rec", "us/sync", "cpu us", "base rec/s", "cpu us", "speedup", "range");
   int failures = 0;
   double worst16 = 1e9, worst1 = 1e9;
   for (long record : records) {
@@ -332,7 +336,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (long committers : threads) {
-      std::vector<double> log_rates, base_rates, ratios, syncs_per_rec, log_cpu, base_cpu;
+      std::vector<double> log_rates, base_rates, ratios, syncs_per_rec, log_cpu, base_cpu, sync_us;
       // Warm-up: the first syncs after preallocation, thread start-up and the log's first
       // buffers are not what either side sustains.
       if (warmup > 0) {
@@ -351,6 +355,7 @@ int main(int argc, char** argv) {
         ratios.push_back(b.rate() > 0 ? l.rate() / b.rate() : 0);
         syncs_per_rec.push_back(l.records ? double(l.syncs) / double(l.records) : 0.0);
         log_cpu.push_back(l.cpu_us_per_record());
+        sync_us.push_back(l.syncs ? l.flush_seconds * 1e6 / double(l.syncs) : 0.0);
         base_cpu.push_back(b.cpu_us_per_record());
       }
       if (!s.ok()) {
@@ -363,8 +368,9 @@ int main(int argc, char** argv) {
       char range[32];
       std::snprintf(range, sizeof range, "%.2f-%.2fx", *std::min_element(ratios.begin(), ratios.end()),
                     *std::max_element(ratios.begin(), ratios.end()));
-      std::printf("%7ld %4ld | %10.0f %9.3f %7.1f | %10.0f %7.1f | %7.2fx %15s\n", record,
-                  committers, Median(log_rates), Median(syncs_per_rec), Median(log_cpu),
+      std::printf("%7ld %4ld | %10.0f %9.3f %7.0f %7.1f | %10.0f %7.1f | %7.2fx %15s\n", record,
+                  committers, Median(log_rates), Median(syncs_per_rec), Median(sync_us),
+                  Median(log_cpu),
                   Median(base_rates), Median(base_cpu), ratio, range);
       std::fflush(stdout);
       if (committers == 16) worst16 = std::min(worst16, ratio);
