@@ -1,16 +1,18 @@
-// The control interface's entry points (transactions, once the transaction manager is joined):
-// the reserved "user.ktmfs." extended attributes and the restricted ioctls. For now every
-// control request is refused; the plumbing (who called, on which node, with which bytes)
-// is in place so the transaction manager plugs in here.
+// The control interface's entry points: the reserved "user.ktmfs." extended attributes and the
+// restricted ioctls of tools/ktmfs.h, turned into calls on the transaction service.
 #pragma once
 
 #include <cstddef>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "fs/caller.h"
 
 namespace ktmfs::fs {
+
+class Filesystem;
+struct Inode;
 
 inline constexpr char kControlXattrPrefix[] = "user.ktmfs.";
 
@@ -18,14 +20,18 @@ inline bool IsControlXattr(const char* name) {
   return std::strncmp(name, kControlXattrPrefix, sizeof kControlXattrPrefix - 1) == 0;
 }
 
-// setxattr of a control name; returns an errno (EPERM until transactions exist).
-int HandleControlXattr(const CallerContext& caller, const char* name, const char* value,
-                       size_t size);
+// setxattr of a control name; returns an errno.
+int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const char* name,
+                          const char* value, size_t size);
+// getxattr of a control name: fills *value or returns an errno (ENODATA: no transaction).
+int HandleControlGetxattr(Filesystem& fs, const CallerContext& caller, Inode* inode,
+                          const char* name, std::string* value);
 
 // A restricted ioctl as the kernel delivered it: the command, its input (for _IOW/_IOWR) and
 // room for its output (for _IOR/_IOWR), both sized by the command's encoding.
 struct ControlIoctl {
   CallerContext caller;
+  Inode* inode;
   unsigned int cmd;
   bool on_directory;
   const void* in;
@@ -34,6 +40,7 @@ struct ControlIoctl {
 };
 
 // Returns an errno; on success fills `out` (at most out_size bytes) and `*result`.
-int HandleControlIoctl(const ControlIoctl& request, std::vector<char>* out, int* result);
+int HandleControlIoctl(Filesystem& fs, const ControlIoctl& request, std::vector<char>* out,
+                       int* result);
 
 }  // namespace ktmfs::fs

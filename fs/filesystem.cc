@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "fs/invalidator.h"
+#include "fs/tx_view.h"
+
 namespace ktmfs::fs {
 
 ProcPath::ProcPath(int fd) {
@@ -72,14 +75,64 @@ int Filesystem::Stat(Inode* inode, struct stat* st) const {
   return 0;
 }
 
+void Filesystem::BeforeTxEnd(const Guid& tx) {
+  if (invalidator_ == nullptr) return;
+  // Dropping a version node's pages writes its dirty ones back first, through the
+  // transaction's own handles, so mmap writes are part of it.
+  for (fuse_ino_t n : inodes_.VersionNodes(tx))
+    invalidator_->InodeNow(n);
+}
+
+void Filesystem::OnTxEnded(const EndedTx& e) {
+  if (invalidator_ == nullptr) return;
+  for (fuse_ino_t n : inodes_.VersionNodes(e.id))
+    invalidator_->InodeNow(n);
+  for (const auto& o : e.objects) {
+    if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
+    if (auto n = inodes_.FindNode(static_cast<dev_t>(o.dev), static_cast<ino_t>(o.ino)))
+      invalidator_->InodeNow(*n);
+  }
+  // Entries need the directory's lock, which the request that ended the transaction may hold:
+  // they go through the invalidator's thread.
+  for (const auto& [dir, name] : e.entries) {
+    int fd = OpenBeneath(*this, e.source, dir, O_PATH);
+    if (fd < 0) continue;
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+      if (auto n = inodes_.FindNode(st.st_dev, st.st_ino)) {
+        invalidator_->Inode(*n);
+        invalidator_->Entry(*n, name);
+      }
+    }
+    close(fd);
+  }
+}
+
+TxGuard Filesystem::EnterTx(fuse_req_t req) {
+  if (txs_ == nullptr) return {};
+  return txs_->Enter(fuse_req_ctx(req)->pid);
+}
+
+double Filesystem::AttrTimeout(const Inode* inode) const {
+  if (inode->is_tx_version()) return 0;
+  if (txs_ != nullptr && txs_->IsTouched(inode->dev, inode->ino)) return 0;
+  return options_.cache.attr_timeout;
+}
+
+double Filesystem::EntryTimeout(const Inode* inode) const {
+  if (inode->is_tx_version()) return 0;
+  if (txs_ != nullptr && txs_->IsTouched(inode->dev, inode->ino)) return 0;
+  return options_.cache.entry_timeout;
+}
+
 int Filesystem::FillEntry(Inode* inode, fuse_entry_param* e) {
   std::memset(e, 0, sizeof *e);
   int err = Stat(inode, &e->attr);
   if (err != 0) return err;
   e->ino = inodes_.NodeId(inode);
   e->generation = inode == inodes_.root() ? 0 : inode->generation;
-  e->attr_timeout = options_.cache.attr_timeout;
-  e->entry_timeout = options_.cache.entry_timeout;
+  e->attr_timeout = AttrTimeout(inode);
+  e->entry_timeout = EntryTimeout(inode);
   return 0;
 }
 
@@ -120,8 +173,10 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   Inode* inode = inodes_.Acquire(fd, e->attr, parent->source_index);
   e->ino = inodes_.NodeId(inode);
   e->generation = inode == inodes_.root() ? 0 : inode->generation;
-  e->attr_timeout = options_.cache.attr_timeout;
-  e->entry_timeout = options_.cache.entry_timeout;
+  e->attr_timeout = AttrTimeout(inode);
+  // A name a transaction changed in this directory may differ for its own tasks.
+  e->entry_timeout =
+      txs_ != nullptr && txs_->IsTouched(parent->dev, parent->ino) ? 0 : EntryTimeout(inode);
   return 0;
 }
 

@@ -7,13 +7,17 @@
 #include <sys/stat.h>
 
 #include <ctime>
+#include <shared_mutex>
 #include <string>
 
 #include "fs/inode_table.h"
 #include "fs/layout.h"
 #include "fs/options.h"
+#include "fs/tx_service.h"
 
 namespace ktmfs::fs {
+
+class Invalidator;
 
 class Filesystem {
  public:
@@ -28,6 +32,28 @@ class Filesystem {
   bool kernel_checks() const { return options_.default_permissions; }
 
   Inode* Get(fuse_ino_t id) const { return inodes_.FromNodeId(id); }
+  Inode* SourceRoot(int i) const { return source_roots_[static_cast<size_t>(i)]; }
+
+  // Transactions (null until the service has started).
+  void SetTxService(TxService* t) { txs_ = t; }
+  void SetInvalidator(Invalidator* i) { invalidator_ = i; }
+  // The kernel caches around a transaction's end (see TxService::SetBeforeEnd, SetOnEnded).
+  void BeforeTxEnd(const Guid& tx);
+  void OnTxEnded(const EndedTx& e);
+  Invalidator* invalidator() const { return invalidator_; }
+  TxService* txs() const { return txs_; }
+  // The caller's transaction, held live for this request; empty if none.
+  TxGuard EnterTx(fuse_req_t req);
+  // Held by requests that read the committed view, so they see a commit whole or not at all
+  // (apply holds it exclusive); empty when there is no transaction service.
+  std::shared_lock<std::shared_mutex> ReadingCommitted() const {
+    if (txs_ == nullptr) return {};
+    return std::shared_lock(txs_->visibility());
+  }
+  // Timeouts for what the kernel caches about a committed object: zero while a transaction
+  // changes it (its entries or attributes may then differ between callers).
+  double AttrTimeout(const Inode* inode) const;
+  double EntryTimeout(const Inode* inode) const;
 
   // Looks `name` up in `parent` and counts one lookup; returns 0 or an errno. Refuses hidden
   // entries and keeps ".." of a root at the root.
@@ -48,6 +74,8 @@ class Filesystem {
   Layout layout_;
   InodeTable inodes_;
   std::vector<Inode*> source_roots_;
+  TxService* txs_ = nullptr;
+  Invalidator* invalidator_ = nullptr;
   struct timespec mounted_at_ {};
 };
 

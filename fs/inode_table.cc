@@ -43,6 +43,59 @@ Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
   return raw;
 }
 
+Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd,
+                             const struct stat& st, int source_index, const std::string& view_path,
+                             const std::string& staged_name) {
+  std::lock_guard lock(mu_);
+  auto key = std::make_pair(tx, object);
+  auto it = versions_.find(key);
+  if (it != versions_.end()) {
+    close(fd);
+    it->second->nlookup++;
+    view_paths_[it->second.get()] = view_path;
+    return it->second.get();
+  }
+  auto inode = std::make_unique<Inode>();
+  inode->kind = Inode::Kind::kTxVersion;
+  inode->fd = fd;
+  inode->dev = st.st_dev;
+  inode->ino = st.st_ino;
+  inode->type = st.st_mode & S_IFMT;
+  inode->generation = next_generation_++;
+  inode->nlookup = 1;
+  inode->source_index = source_index;
+  inode->tx = tx;
+  inode->object = object;
+  inode->staged_name = staged_name;
+  Inode* raw = inode.get();
+  versions_.emplace(key, std::move(inode));
+  view_paths_[raw] = view_path;
+  return raw;
+}
+
+std::string InodeTable::ViewPath(const Inode* inode) const {
+  std::lock_guard lock(mu_);
+  auto it = view_paths_.find(inode);
+  return it == view_paths_.end() ? std::string() : it->second;
+}
+
+void InodeTable::MoveViewPaths(const Guid& tx, int source_index, const std::string& from,
+                               const std::string& to, bool exchange) {
+  auto under = [](const std::string& path, const std::string& dir) {
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                           path[dir.size()] == '/');
+  };
+  std::lock_guard lock(mu_);
+  for (auto& [inode, path] : view_paths_) {
+    if (inode->tx != tx || inode->source_index != source_index) continue;
+    if (under(path, from)) {
+      path = to + path.substr(from.size());
+    } else if (exchange && under(path, to)) {
+      path = from + path.substr(to.size());
+    }
+  }
+}
+
 void InodeTable::Ref(Inode* inode, uint64_t n) {
   std::lock_guard lock(mu_);
   inode->nlookup += n;
@@ -52,12 +105,35 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   std::lock_guard lock(mu_);
   if (inode->is_virtual_root()) return;
   inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
-  if (inode->nlookup == 0 && !inode->pinned) by_key_.erase(Key{inode->dev, inode->ino});
+  if (inode->nlookup != 0 || inode->pinned) return;
+  if (inode->is_tx_version()) {
+    view_paths_.erase(inode);
+    versions_.erase({inode->tx, inode->object});
+  } else {
+    by_key_.erase(Key{inode->dev, inode->ino});
+  }
+}
+
+std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
+  std::lock_guard lock(mu_);
+  std::vector<fuse_ino_t> out;
+  for (auto it = versions_.lower_bound({tx, fstx::ObjectId{}});
+       it != versions_.end() && it->first.first == tx; ++it) {
+    out.push_back(NodeId(it->second.get()));
+  }
+  return out;
+}
+
+std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  if (it == by_key_.end()) return std::nullopt;
+  return NodeId(it->second.get());
 }
 
 size_t InodeTable::size() const {
   std::lock_guard lock(mu_);
-  return by_key_.size();
+  return by_key_.size() + versions_.size();
 }
 
 }  // namespace ktmfs::fs

@@ -10,14 +10,25 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "fs/tx/records.h"
+#include "src/guid.h"
 
 namespace ktmfs::fs {
 
 struct Inode {
-  enum class Kind { kBacking, kVirtualRoot };
+  // kTxVersion: one transaction's version of an object (see fs/TRANSACTIONS.md, "node ids"):
+  // its own node id, so the kernel keeps its pages and attributes apart from everyone else's.
+  // `fd` then holds the backing object (existing objects) or the staged one (new objects).
+  enum class Kind { kBacking, kVirtualRoot, kTxVersion };
   Kind kind = Kind::kBacking;
   int fd = -1;  // O_PATH, O_NOFOLLOW; -1 for the virtual root
   dev_t dev = 0;
@@ -28,8 +39,14 @@ struct Inode {
   bool pinned = false;    // a root: never dropped by FORGET
   int source_index = -1;  // the source this object belongs to
 
+  // kTxVersion only.
+  Guid tx;
+  fstx::ObjectId object;
+  std::string staged_name;  // new objects: their name in the transaction's staging
+
   ~Inode();
   bool is_virtual_root() const { return kind == Kind::kVirtualRoot; }
+  bool is_tx_version() const { return kind == Kind::kTxVersion; }
 };
 
 class InodeTable {
@@ -46,6 +63,20 @@ class InodeTable {
   // Finds or adds the object described by `st`; takes ownership of `fd` (closes it if the
   // object is already known) and counts one lookup.
   Inode* Acquire(int fd, const struct stat& st, int source_index);
+  // Finds or adds transaction `tx`'s version of `object` (see Inode::kTxVersion); takes
+  // ownership of `fd` like Acquire and counts one lookup. `view_path` is where the transaction
+  // sees it now.
+  Inode* AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd, const struct stat& st,
+                   int source_index, const std::string& view_path, const std::string& staged_name);
+  // Where the transaction sees a version node now ("" for others).
+  std::string ViewPath(const Inode* inode) const;
+  // The transaction renamed `from` to `to` (or exchanged them): its nodes follow.
+  void MoveViewPaths(const Guid& tx, int source_index, const std::string& from,
+                     const std::string& to, bool exchange);
+  // Node ids of every version node of `tx`, and of the committed node of (dev, ino) if the
+  // kernel knows it: what an ending transaction invalidates.
+  std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
+  std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // Counts another lookup of a known inode (readdirplus of an already-held object).
   void Ref(Inode* inode, uint64_t n = 1);
   // FORGET: drops `n` lookups; frees the inode when none remain.
@@ -73,6 +104,8 @@ class InodeTable {
   };
   mutable std::mutex mu_;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
+  std::map<std::pair<Guid, fstx::ObjectId>, std::unique_ptr<Inode>> versions_;
+  std::unordered_map<const Inode*, std::string> view_paths_;
   std::unique_ptr<Inode> virtual_root_;
   Inode* root_ = nullptr;
   std::atomic<uint64_t> next_generation_{1};

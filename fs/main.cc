@@ -12,8 +12,10 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/invalidator.h"
 #include "fs/layout.h"
 #include "fs/options.h"
+#include "fs/tx_service.h"
 #include "ktmfs_config.h"
 
 namespace ktmfs::fs {
@@ -75,6 +77,14 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
+  // Recovery runs before the mount appears: nobody sees a half-applied transaction.
+  auto txs = TxService::Start(options, fs.layout());
+  if (!txs.ok()) {
+    std::fprintf(stderr, "ktmfs: cannot start transactions: %s\n", txs.status().message().c_str());
+    return 1;
+  }
+  fs.SetTxService(txs->get());
+
   fuse_lowlevel_ops ops{};
   AddEntryOps(&ops);
   AddFileOps(&ops);
@@ -91,6 +101,10 @@ int Run(int argc, char** argv) {
   std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_guard(&args, fuse_opt_free_args);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
+  Invalidator invalidator(se);
+  fs.SetInvalidator(&invalidator);
+  (*txs)->SetBeforeEnd([&fs](const Guid& tx) { fs.BeforeTxEnd(tx); });
+  (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {
@@ -100,6 +114,10 @@ int Run(int argc, char** argv) {
     }
     fuse_remove_signal_handlers(se);
   }
+  // Unmounted: whatever is still live rolls back now, with the log still open.
+  fs.SetTxService(nullptr);
+  txs->reset();
+  fs.SetInvalidator(nullptr);
   fuse_session_destroy(se);
   // SIGINT, SIGTERM and SIGHUP end the loop with the signal's number: a requested, clean stop.
   return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;

@@ -11,6 +11,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -20,6 +21,10 @@ struct DirHandle {
   DIR* dp = nullptr;  // null for the virtual root
   off_t offset = 0;
   dirent* entry = nullptr;  // read but not yet returned (did not fit)
+  // Opened inside a transaction: its view, read whole at opendir; offsets are positions.
+  bool in_tx = false;
+  Guid tx;
+  std::vector<txops::TxDirEntry> tx_entries;
   std::mutex mu;
   ~DirHandle() {
     if (dp != nullptr) closedir(dp);
@@ -34,6 +39,26 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   auto d = std::make_unique<DirHandle>();
   d->inode = fs.Get(ino);
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, d->inode)) {
+    case Route::kTx: {
+      d->in_tx = true;
+      d->tx = tx.id();
+      if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
+        fuse_reply_err(req, err);
+        return;
+      }
+      fi->fh = reinterpret_cast<uint64_t>(d.get());
+      fi->cache_readdir = 0;
+      if (fuse_reply_open(req, fi) == 0) d.release();
+      return;
+    }
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
   if (!d->inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
     int fd = openat(d->inode->fd, ".", O_RDONLY | O_DIRECTORY);
@@ -88,6 +113,33 @@ void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, boo
   fuse_reply_buf(req, buf.data(), used);
 }
 
+// A transaction's listing. readdirplus gets entries without nodes (the kernel then looks each
+// name up itself), so no lookup count is taken for a listing the kernel may drop.
+void ReadTxListing(fuse_req_t req, DirHandle* d, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < d->tx_entries.size(); i++) {
+    const auto& e = d->tx_entries[i];
+    size_t n;
+    if (plus) {
+      fuse_entry_param p{};
+      p.attr.st_ino = e.ino;
+      p.attr.st_mode = e.type;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &p,
+                                 static_cast<off_t>(i + 1));
+    } else {
+      struct stat st {};
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                            static_cast<off_t>(i + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
 bool IsDotOrDotDot(const char* n) {
   return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
 }
@@ -100,6 +152,19 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
     ReadVirtualRoot(req, fs, size, off, plus);
     return;
   }
+  if (d->in_tx) {
+    std::lock_guard lock(d->mu);
+    if (off == 0) {
+      // rewinddir: read the view again, as a plain directory shows changes made meanwhile.
+      if (TxGuard tx = fs.txs()->EnterById(d->tx)) {
+        std::vector<txops::TxDirEntry> fresh;
+        if (txops::ListView(fs, tx, d->inode, &fresh) == 0) d->tx_entries = std::move(fresh);
+      }
+    }
+    ReadTxListing(req, d, size, off, plus);
+    return;
+  }
+  auto visible = fs.ReadingCommitted();
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   std::lock_guard lock(d->mu);
   if (off != d->offset) {
@@ -185,7 +250,7 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
   DirHandle* d = Handle(fi);
-  if (d->dp == nullptr) {
+  if (d->dp == nullptr) {  // the virtual root, or a transaction's listing: commit makes it durable
     fuse_reply_err(req, 0);
     return;
   }

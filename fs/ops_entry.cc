@@ -11,6 +11,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -34,9 +35,22 @@ void ReplyNewEntry(fuse_req_t req, Filesystem& fs, Inode* parent, const char* na
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Filesystem& fs = Fs(req);
+  TxGuard tx = fs.EnterTx(req);
+  Inode* p = fs.Get(parent);
+  switch (Classify(fs, tx, p)) {
+    case Route::kTx:
+      txops::Lookup(req, fs, tx, p, name);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   fuse_entry_param e;
-  int err = fs.Lookup(fs.Get(parent), name, &e);
+  auto visible = fs.ReadingCommitted();
+  int err = fs.Lookup(p, name, &e);
   if (err == ENOENT && fs.options().cache.negative_timeout > 0) {
     std::memset(&e, 0, sizeof e);
     e.entry_timeout = fs.options().cache.negative_timeout;
@@ -63,17 +77,36 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
+  if (txops::IsTxHandle(fi)) {
+    txops::GetattrByHandle(req, fs, fi);
+    return;
+  }
+  Inode* inode = fs.Get(ino);
+  if (fi == nullptr) {
+    TxGuard tx = fs.EnterTx(req);
+    switch (ClassifyRead(fs, tx, inode)) {
+      case Route::kTx:
+        txops::Getattr(req, fs, tx, inode);
+        return;
+      case Route::kStale:
+        fuse_reply_err(req, ESTALE);
+        return;
+      case Route::kCommitted:
+        break;
+    }
+  }
   struct stat st;
   int err;
+  auto visible = fs.ReadingCommitted();
   if (fi != nullptr) {
     err = fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
   } else {
-    err = fs.Stat(fs.Get(ino), &st);
+    err = fs.Stat(inode, &st);
   }
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
-    fuse_reply_attr(req, &st, fs.options().cache.attr_timeout);
+    fuse_reply_attr(req, &st, fs.AttrTimeout(inode));
   }
 }
 
@@ -116,11 +149,32 @@ int ApplySetattr(Inode* inode, const struct stat* attr, int to_set, fuse_file_in
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
+  if (txops::IsTxHandle(fi)) {
+    txops::SetattrByHandle(req, fs, attr, to_set, fi);
+    return;
+  }
+  if (fi == nullptr) {
+    TxGuard tx = fs.EnterTx(req);
+    switch (Classify(fs, tx, inode)) {
+      case Route::kTx:
+        txops::Setattr(req, fs, tx, inode, attr, to_set);
+        return;
+      case Route::kStale:
+        fuse_reply_err(req, ESTALE);
+        return;
+      case Route::kCommitted:
+        break;
+    }
+  }
   if (inode->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
     return;
   }
-  int err;
+  int err = txops::CheckNotHeld(fs, inode);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
     err = ApplySetattr(inode, attr, to_set, fi);
@@ -130,13 +184,24 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
-    fuse_reply_attr(req, &st, fs.options().cache.attr_timeout);
+    fuse_reply_attr(req, &st, fs.AttrTimeout(inode));
   }
 }
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
+  TxGuard tx = fs.EnterTx(req);
+  switch (ClassifyRead(fs, tx, inode)) {
+    case Route::kTx:
+      txops::Readlink(req, fs, tx, inode);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
   char buf[PATH_MAX + 1];
   ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->fd, "", buf, sizeof buf);
   if (n < 0) {
@@ -154,10 +219,26 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 // mknod, mkdir and symlink: check the parent and name, make the object as the caller (so it
 // is theirs), and reply with its entry. `make` does the one system call that differs.
 template <typename Make>
-void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make) {
+void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, mode_t mode,
+               dev_t rdev, const char* link_target) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, p)) {
+    case Route::kTx:
+      txops::Make(req, fs, tx, p, name, mode, rdev, link_target);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
   if (int err = CheckParent(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
     fuse_reply_err(req, err);
     return;
   }
@@ -170,21 +251,51 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make) {
 }
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  MakeEntry(req, parent, name, [&](int dirfd) { return mknodat(dirfd, name, mode, rdev); });
+  MakeEntry(
+      req, parent, name, [&](int dirfd) { return mknodat(dirfd, name, mode, rdev); }, mode, rdev,
+      nullptr);
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  MakeEntry(req, parent, name, [&](int dirfd) { return mkdirat(dirfd, name, mode); });
+  MakeEntry(
+      req, parent, name, [&](int dirfd) { return mkdirat(dirfd, name, mode); },
+      S_IFDIR | (mode & 07777), 0, nullptr);
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  MakeEntry(req, parent, name, [&](int dirfd) { return symlinkat(link, dirfd, name); });
+  MakeEntry(
+      req, parent, name, [&](int dirfd) { return symlinkat(link, dirfd, name); }, S_IFLNK | 0777, 0,
+      link);
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   Inode* p = fs.Get(newparent);
+  TxGuard tx = fs.EnterTx(req);
+  Route ri = Classify(fs, tx, inode), rp = Classify(fs, tx, p);
+  if (ri == Route::kStale || rp == Route::kStale) {
+    fuse_reply_err(req, ESTALE);
+    return;
+  }
+  if (tx && ri == Route::kTx && rp == Route::kTx) {
+    txops::Link(req, fs, tx, inode, p, newname);
+    return;
+  }
+  if (tx) {  // a version node of an ended transaction inside another one
+    fuse_reply_err(req, ESTALE);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(fs, inode); err == 0) {
+    err = txops::CheckEntryNotHeld(fs, p, newname);
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  } else {
+    fuse_reply_err(req, err);
+    return;
+  }
   if (int err = CheckParent(fs, p, newname); err != 0) {
     fuse_reply_err(req, err);
     return;
@@ -210,6 +321,21 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
 void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, p)) {
+    case Route::kTx:
+      txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   if (p->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
     return;
@@ -235,6 +361,21 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   Inode* np = fs.Get(newparent);
+  TxGuard tx = fs.EnterTx(req);
+  Route r1 = Classify(fs, tx, p), r2 = Classify(fs, tx, np);
+  if (r1 == Route::kStale || r2 == Route::kStale ||
+      (tx && (r1 != Route::kTx) != (r2 != Route::kTx))) {
+    fuse_reply_err(req, ESTALE);
+    return;
+  }
+  if (r1 == Route::kTx) {
+    txops::Rename(req, fs, tx, p, name, np, newname, flags);
+    return;
+  }
+  if (int err = txops::CheckRenameNotHeld(fs, p, name, np, newname); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   if (p->is_virtual_root() || np->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
     return;

@@ -9,6 +9,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -56,6 +57,23 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, EISDIR);
     return;
   }
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, inode)) {
+    case Route::kTx:
+      txops::Open(req, fs, tx, inode, fi);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
+  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   int fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
   if (fd < 0) {
@@ -63,6 +81,12 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   SetOpenReply(fs, fi, fd);
+  // While a transaction changes the object, pages cached now could outlive its commit in an
+  // open file: read it uncached until the transaction ends.
+  if (fs.txs() != nullptr && txops::CheckNotHeld(fs, inode) != 0) {
+    fi->keep_cache = 0;
+    fi->direct_io = 1;
+  }
   if (fuse_reply_open(req, fi) != 0) close(fd);  // the request was interrupted
 }
 
@@ -70,8 +94,23 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, p)) {
+    case Route::kTx:
+      txops::Create(req, fs, tx, p, name, mode, fi);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
   if (p->is_virtual_root() || fs.IsHiddenName(p, name)) {
     fuse_reply_err(req, EPERM);
+    return;
+  }
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
     return;
   }
   IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
@@ -96,13 +135,26 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Read(req, Fs(req), size, off, fi);
+    return;
+  }
+  auto visible = Fs(req).ReadingCommitted();
   // An fd buffer lets libfuse splice the data from the backing file into /dev/fuse.
   fuse_bufvec buf = FdBuffer(size, static_cast<int>(fi->fh), off);
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void OpWriteBuf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
-                fuse_file_info* fi) {
+void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  if (txops::IsTxHandle(fi)) {
+    txops::Write(req, fs, in, off, fi);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
   ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   if (n < 0) {
@@ -113,6 +165,10 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    fuse_reply_err(req, 0);
+    return;
+  }
   // Closing a duplicate reports the backing filesystem's deferred errors at close(2) time.
   int dup_fd = dup(static_cast<int>(fi->fh));
   int err = dup_fd < 0 ? errno : (close(dup_fd) == 0 ? 0 : errno);
@@ -120,25 +176,51 @@ void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Release(req, fi);
+    return;
+  }
   close(static_cast<int>(fi->fh));
   fuse_reply_err(req, 0);
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Fsync(req, fi);
+    return;
+  }
   int fd = static_cast<int>(fi->fh);
   int r = datasync ? fdatasync(fd) : fsync(fd);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
-void OpFallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t off, off_t len,
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                  fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  if (txops::IsTxHandle(fi)) {
+    txops::Fallocate(req, fs, mode, off, len, fi);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
 void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
-                     fuse_ino_t /*ino_out*/, off_t off_out, fuse_file_info* fi_out, size_t len,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                      int flags) {
+  // Inside a transaction the kernel copies through read and write instead.
+  if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(Fs(req), Fs(req).Get(ino_out)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   loff_t in = off_in, out = off_out;
   ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out,
                               len, static_cast<unsigned>(flags));
@@ -150,6 +232,10 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_f
 }
 
 void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Lseek(req, Fs(req), off, whence, fi);
+    return;
+  }
   // With the writeback cache, data may still sit in the kernel's pages (the kernel does not
   // flush before SEEK_DATA/SEEK_HOLE), so the backing file's holes are not the file's. ENOSYS
   // makes the kernel answer itself from then on: all of the file is data, the hole is at EOF.

@@ -9,6 +9,7 @@
 #include "fs/caller.h"
 #include "fs/control.h"
 #include "fs/filesystem.h"
+#include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -16,9 +17,33 @@ namespace {
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
-  if (inode->is_virtual_root() || IsControlXattr(name)) {
+  if (IsControlXattr(name)) {
+    std::string value;
+    int err = HandleControlGetxattr(fs, CallerContext::Of(req), inode, name, &value);
+    if (err == 0 && size != 0 && value.size() > size) err = ERANGE;
+    if (err != 0) {
+      fuse_reply_err(req, err);
+    } else if (size == 0) {
+      fuse_reply_xattr(req, value.size());
+    } else {
+      fuse_reply_buf(req, value.data(), value.size());
+    }
+    return;
+  }
+  if (inode->is_virtual_root()) {
     fuse_reply_err(req, ENODATA);
     return;
+  }
+  TxGuard tx = fs.EnterTx(req);
+  switch (ClassifyRead(fs, tx, inode)) {
+    case Route::kTx:
+      txops::Getxattr(req, fs, tx, inode, name, size);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   ProcPath path(inode->fd);
@@ -43,6 +68,19 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
+  if (!inode->is_virtual_root()) {
+    TxGuard tx = fs.EnterTx(req);
+    switch (ClassifyRead(fs, tx, inode)) {
+      case Route::kTx:
+        txops::Listxattr(req, fs, tx, inode, size);
+        return;
+      case Route::kStale:
+        fuse_reply_err(req, ESTALE);
+        return;
+      case Route::kCommitted:
+        break;
+    }
+  }
   std::vector<char> names;
   if (!inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
@@ -87,11 +125,26 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   if (IsControlXattr(name)) {
-    fuse_reply_err(req, HandleControlXattr(CallerContext::Of(req), name, value, size));
+    fuse_reply_err(req, HandleControlSetxattr(fs, CallerContext::Of(req), name, value, size));
     return;
   }
   if (inode->is_virtual_root()) {
     fuse_reply_err(req, EPERM);
+    return;
+  }
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, inode)) {
+    case Route::kTx:
+      txops::Setxattr(req, fs, tx, inode, name, value, size, flags);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
+    fuse_reply_err(req, err);
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
@@ -104,6 +157,21 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Inode* inode = fs.Get(ino);
   if (inode->is_virtual_root() || IsControlXattr(name)) {
     fuse_reply_err(req, inode->is_virtual_root() ? EPERM : ENODATA);
+    return;
+  }
+  TxGuard tx = fs.EnterTx(req);
+  switch (Classify(fs, tx, inode)) {
+    case Route::kTx:
+      txops::Removexattr(req, fs, tx, inode, name);
+      return;
+    case Route::kStale:
+      fuse_reply_err(req, ESTALE);
+      return;
+    case Route::kCommitted:
+      break;
+  }
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
+    fuse_reply_err(req, err);
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());

@@ -195,6 +195,12 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
     if (a.find("subtype=") != std::string::npos) has_subtype = true;
   }
   if (o.fuse_args.empty()) o.fuse_args.push_back("ktmfs");
+  // Transactions rely on the kernel checking permissions against the attributes each caller is
+  // served (a transaction's own view included), so the mount always has default_permissions.
+  if (!o.default_permissions) {
+    o.default_permissions = true;
+    o.fuse_args.push_back("-odefault_permissions");
+  }
   if (!has_fsname) o.fuse_args.push_back("-ofsname=" + EscapeOptionValue(o.source));
   if (!has_subtype) o.fuse_args.push_back("-osubtype=ktmfs");
   return cl;
@@ -217,6 +223,9 @@ void PrintUsage(const char* program) {
       "    -o nowriteback           disable it\n"
       "    -o keep_cache            keep page cache across opens (default)\n"
       "    -o nokeep_cache          drop page cache on every open\n"
+      "\n"
+      "The mount always has default_permissions: the kernel checks access against the\n"
+      "attributes each caller sees, a transaction's own changes included.\n"
       "\n",
       program);
 }

@@ -97,6 +97,16 @@ Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
   return ParseProcFiles(tid, *stat, *status);
 }
 
+Result<uint64_t> SystemProcReader::StartTime(pid_t tid) {
+  if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
+  auto stat = ReadSmallFile("/proc/" + std::to_string(tid) + "/stat");
+  if (!stat.ok()) return stat.status();
+  // The status file is only needed for fields the start time does not depend on.
+  auto info = ParseProcFiles(tid, *stat, "Tgid:\t0\nUid:\t0\n");
+  if (!info.ok()) return info.status();
+  return info->start_time;
+}
+
 uint64_t SystemProcReader::NowTicks() {
   // /proc's starttime counts boot-time clock ticks (suspend included), hence CLOCK_BOOTTIME.
   static const long ticks_per_second = sysconf(_SC_CLK_TCK);

@@ -55,14 +55,19 @@ std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   }
   // One read per request is the price of pid-reuse safety: the start time says whether the
   // cached answer is about this task or an earlier one with the same id.
+  auto start = proc_->StartTime(tid);
+  if (!start.ok()) return std::nullopt;
+  {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(tid);
+    if (it != cache_.end() && it->second.start_time == *start &&
+        it->second.generation == generation_)
+      return it->second.tx;
+  }
   auto task = proc_->Read(tid);
   if (!task.ok()) return std::nullopt;
 
   std::lock_guard lock(mu_);
-  auto it = cache_.find(tid);
-  if (it != cache_.end() && it->second.start_time == task->start_time &&
-      it->second.generation == generation_)
-    return it->second.tx;
   std::optional<Guid> tx = LookupLocked(*task);
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
   cache_[tid] = CacheEntry{task->start_time, generation_, tx};

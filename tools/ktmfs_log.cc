@@ -121,7 +121,7 @@ std::string Describe(const klog::Record& r, const std::string& stream) {
         const fstx::Op& op = rec->op;
         std::string text = std::string(fstx::OpKindName(op.kind)) + tx + " " + op.path;
         if (!op.path2.empty()) text += " -> " + op.path2;
-        if (op.kind == fstx::OpKind::kWriteExtent)
+        if (op.kind == fstx::OpKind::kWriteExtent || op.kind == fstx::OpKind::kWriteData)
           text += " [" + std::to_string(op.offset) + ", +" + std::to_string(op.length) + ")";
         return text;
       }

@@ -71,6 +71,10 @@ class Applier {
   }
 
   Status Park() {
+    std::vector<const PlannedObject*> order;
+    for (const auto& o : plan_.objects)
+      if (o.parks()) order.push_back(&o);
+    if (order.empty()) return Status::Ok();
     std::string park = t_.staging_dir + "/park";
     // A transaction that staged no data (renames and removals only) has no staging directory
     // yet; parking needs one.
@@ -84,9 +88,6 @@ class Applier {
       if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + park);
       dirty_dirs_.insert(t_.staging_dir);
     }
-    std::vector<const PlannedObject*> order;
-    for (const auto& o : plan_.objects)
-      if (o.parks()) order.push_back(&o);
     // Children before their parents, so every original path still resolves when its turn comes.
     std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
       return PathDepth(a->original) > PathDepth(b->original);
@@ -168,6 +169,9 @@ class Applier {
       case OpKind::kWriteExtent:
         if (o.is_new()) return Status::Ok();  // its staged file became the file itself
         return CopyExtent(op, path);
+      case OpKind::kWriteData:
+        if (o.is_new()) return Status::Ok();
+        return WriteData(op, path);
       default:
         return Status::InvalidArgument("not a content operation");
     }
@@ -218,6 +222,25 @@ class Applier {
     return Status::Ok();
   }
 
+  Status WriteData(const Op& op, const std::string& path) {
+    int out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (out < 0) return Errno("open " + path);
+    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+    size_t done = 0;
+    while (s.ok() && done < op.data.size()) {
+      ssize_t n = ::pwrite(out, op.data.data() + done, op.data.size() - done,
+                           static_cast<off_t>(op.offset + done));
+      if (n < 0) {
+        s = Errno("write " + path);
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    ::close(out);
+    if (s.ok()) written_files_.insert(path);
+    return s;
+  }
+
   // Copies what the staged file holds of [offset, offset+length) to the same range of the
   // final file. A later truncate may have cut the staged file short; the bytes past its end
   // are not copied, and the truncate that cut them is replayed after this.
@@ -265,6 +288,8 @@ class Applier {
     // Every directory that may have changed, including those a previous (interrupted) run
     // changed: parents of every original and final name.
     for (const auto& o : plan_.objects) {
+      // An object that keeps its one name changed no directory, in this run or an earlier one.
+      if (!o.is_new() && o.finals.size() == 1 && o.finals[0] == o.original) continue;
       if (!o.original.empty()) dirty_dirs_.insert(Parent(Backing(o.original)));
       for (const auto& n : o.finals)
         dirty_dirs_.insert(Parent(Backing(n)));
@@ -312,7 +337,8 @@ Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
 }
 
 Status CleanupAppliedTransaction(const ApplyTarget& target) {
-  return RemoveTree(target.staging_dir);
+  // After APPLIED is durable nothing needs it: a removal lost in a crash is recovery's to redo.
+  return RemoveTreeLazily(target.staging_dir);
 }
 
 }  // namespace ktmfs::fstx

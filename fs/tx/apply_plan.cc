@@ -91,6 +91,7 @@ class Simulator {
       case OpKind::kSetxattr:
       case OpKind::kRemovexattr:
       case OpKind::kWriteExtent:
+      case OpKind::kWriteData:
         KTMFS_RETURN_IF_ERROR(Touch(op.object, op.path));
         content_.push_back(op);
         return Status::Ok();

@@ -2,12 +2,43 @@
 
 #include <dirent.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <set>
 
 namespace ktmfs::fstx {
 
+namespace {
+
+// Whether redo of these ops reads anything from the transaction's staging.
+bool NeedsStaging(const std::vector<Op>& ops) {
+  for (const Op& op : ops) {
+    switch (op.kind) {
+      case OpKind::kCreate:
+      case OpKind::kMkdir:
+      case OpKind::kSymlink:
+      case OpKind::kMknod:
+      case OpKind::kWriteExtent:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
-FsResourceManager::~FsResourceManager() = default;
+FsResourceManager::~FsResourceManager() {
+  // What waits for its APPLIED record to become durable: flush it now and drop the staging.
+  bool any;
+  {
+    std::lock_guard l(mu_);
+    any = !unclean_.empty();
+  }
+  if (any && o_.stream->Flush(o_.stream->last_lsn()).ok()) DropDurableStaging();
+}
 
 Status FsResourceManager::Register() {
   return o_.tm->RegisterResourceManager({o_.name, o_.id, this, o_.log});
@@ -55,6 +86,12 @@ Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {
   return (*t)->staging.get();
 }
 
+TxStaging* FsResourceManager::FindStaging(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? nullptr : it->second.staging.get();
+}
+
 Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
@@ -66,26 +103,58 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
   if (!t.ok()) return t.status();
+  if (!(*t)->overlay) (*t)->overlay = std::make_unique<TxOverlay>(o_.backing_root);
   fstx::Record r;
   r.type = RecordType::kOp;
   r.tx = tx;
   r.op = op;
-  auto lsn = Append(r);
-  if (!lsn.ok()) return lsn.status();
+  // The overlay checks the op against the transaction's view first: a refused op is not logged.
+  // Once logged it must be in the view too, so a failed append has to be undone there; the
+  // overlay cannot undo, so check and encode before applying.
+  std::vector<std::byte> payload = EncodeRecord(r);
+  KTMFS_RETURN_IF_ERROR((*t)->overlay->Apply(op));
+  log::Stream::AppendArgs args;
+  args.type = kFsRecordType;
+  args.payload = payload;
+  auto lsn = o_.stream->Append(args);
+  if (!lsn.ok()) {
+    // The view now holds an op the log does not: the transaction can no longer commit.
+    (*t)->broken = true;
+    return lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString());
+  }
   (*t)->ops.push_back(op);
+  (*t)->bytes_logged += payload.size();
+  if ((*t)->first_lsn == log::kInvalidLsn) (*t)->first_lsn = *lsn;
   return Status::Ok();
+}
+
+TxOverlay* FsResourceManager::Overlay(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? nullptr : it->second.overlay.get();
+}
+
+uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it == txs_.end() ? 0 : it->second.bytes_logged;
 }
 
 Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   std::lock_guard l(mu_);
   Tx& t = txs_[tx];
+  if (t.broken) {
+    return Status::IoError("fs RM " + o_.name + ": transaction " + tx.ToString() +
+                           " lost an operation to a failed log append; it can only roll back");
+  }
   fstx::Record r;
   r.type = RecordType::kPrepared;
   r.tx = tx;
   r.op_count = t.ops.size();
   if (t.staging) {
-    // Staged data must be durable before the record that lets recovery rely on it.
-    KTMFS_RETURN_IF_ERROR(t.staging->Sync());
+    // Staged data must be durable before the record that lets recovery rely on it, unless no
+    // op needs it (small writes carry their data in their records).
+    if (NeedsStaging(t.ops)) KTMFS_RETURN_IF_ERROR(t.staging->Sync());
     r.staged_files = t.staging->file_names();
   }
   std::set<ObjectId> objects;
@@ -114,21 +183,65 @@ Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& 
 
 Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
                                          bool* applied) {
-  KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
-                            .Annotate("applying transaction " + tx.ToString()));
+  {
+    std::unique_lock<std::shared_mutex> visible;
+    if (o_.visibility) visible = std::unique_lock(*o_.visibility);
+    KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
+                              .Annotate("applying transaction " + tx.ToString()));
+  }
   *applied = true;
   fstx::Record r;
   r.type = RecordType::kApplied;
   r.tx = tx;
   auto lsn = Append(r);
   if (!lsn.ok()) return lsn.status();
-  // Staging may go only once APPLIED is durable: until then a re-run of apply needs it.
-  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(*lsn));
-  return CleanupAppliedTransaction(Target(tx));
+  // APPLIED is not flushed here: the backing directory is already fsynced, and until the record
+  // is durable a crash only means redoing this apply over its own result. A later transaction
+  // on the same objects can only commit after this point, with a flush that covers the
+  // record, so a redo never lands on top of a later transaction's changes. Staging may go only
+  // once the record is durable: until then a redo needs it.
+  {
+    std::lock_guard l(mu_);
+    unclean_.push_back({*lsn, Target(tx)});
+  }
+  DropDurableStaging();
+  return Status::Ok();
+}
+
+void FsResourceManager::DropDurableStaging(bool flush) {
+  if (flush) {
+    log::Lsn newest = log::kInvalidLsn;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& u : unclean_)
+        newest = std::max(newest, u.applied_lsn);
+    }
+    if (newest == log::kInvalidLsn) return;
+    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
+  }
+  const log::Lsn durable = o_.log->flushed_lsn();
+  std::vector<ApplyTarget> done;
+  {
+    std::lock_guard l(mu_);
+    for (auto it = unclean_.begin(); it != unclean_.end();) {
+      if (it->applied_lsn < durable) {  // flushed_lsn() is the end of what is durable
+        done.push_back(std::move(it->target));
+        it = unclean_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& t : done) {
+    Status s = CleanupAppliedTransaction(t);
+    if (!s.ok())
+      std::fprintf(stderr, "ktmfs: fs RM %s: %s\n", o_.name.c_str(), s.message().c_str());
+  }
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
-  KTMFS_RETURN_IF_ERROR(RemoveTree(Target(tx).staging_dir));
+  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove.
+  KTMFS_RETURN_IF_ERROR(RemoveTreeLazily(Target(tx).staging_dir));
   fstx::Record r;
   r.type = RecordType::kAborted;
   r.tx = tx;
@@ -137,10 +250,47 @@ Status FsResourceManager::Abort(const Guid& tx) {
   return lsn.ok() ? Status::Ok() : lsn.status();
 }
 
-void FsResourceManager::Forget(const Guid& tx, bool release_locks) {
-  if (release_locks) locks_.ReleaseAll(tx);
-  std::lock_guard l(mu_);
-  txs_.erase(tx);
+void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committed) {
+  std::unique_ptr<TxOverlay> overlay;
+  {
+    std::lock_guard l(mu_);
+    auto it = txs_.find(tx);
+    if (it != txs_.end()) overlay = std::move(it->second.overlay);
+    txs_.erase(tx);
+  }
+  if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
+  if (release_locks) {
+    locks_.ReleaseAll(tx);
+  } else {
+    std::lock_guard l(mu_);
+    keep_log_ = true;
+  }
+  MaybeTruncate();
+}
+
+void FsResourceManager::MaybeTruncate() {
+  constexpr uint64_t kTruncateEvery = 1 << 20;  // bytes of stream between restart areas
+  log::Lsn last;
+  {
+    std::lock_guard l(mu_);
+    if (keep_log_) return;
+    last = o_.stream->last_lsn();
+    if (last == log::kInvalidLsn) return;
+    for (const auto& [id, t] : txs_) {
+      if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
+    }
+    // LSNs are byte positions in the log's address space: close enough to bytes appended.
+    log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
+    if (last < from + kTruncateEvery) return;
+    truncated_at_ = last;
+  }
+  // Records appended from now on come after `last`: a transaction starting meanwhile keeps
+  // everything it writes, and live ones start at or after it.
+  auto r = o_.stream->WriteRestartArea({}, last);
+  if (!r.ok())
+    std::fprintf(
+        stderr, "ktmfs: %s\n",
+        r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message().c_str());
 }
 
 void FsResourceManager::Notify(const tm::Notification& n) {
@@ -172,21 +322,21 @@ void FsResourceManager::Notify(const tm::Notification& n) {
         s = committed.status();
       if (!committed.ok()) {
         (void)Abort(tx);
-        Forget(tx, true);
+        Forget(tx, true, false);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
       if (!s.ok()) {
         // The flush failed, yet COMMITTED may have reached the disk: the outcome is in doubt
         // until recovery reads the log. Keep staging and locks for it; report the failure.
-        Forget(tx, false);
+        Forget(tx, false, false);
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
       // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
       bool applied = false;
       (void)ApplyAndFinish(tx, ops, &applied);
-      Forget(tx, applied);
+      Forget(tx, applied, true);
       (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
       return;
     }
@@ -200,7 +350,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       Result<log::Lsn> committed = Append(r);
       bool applied = false;
       Status s = ApplyAndFinish(tx, ops, &applied);
-      Forget(tx, applied);
+      Forget(tx, applied, true);
       if (committed.ok()) {
         (void)o_.tm->CommitComplete(tx, o_.id, *committed);
       } else if (applied) {
@@ -213,7 +363,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
     }
     case tm::NotificationKind::kRollback: {
       (void)Abort(tx);
-      Forget(tx, true);
+      Forget(tx, true, false);
       (void)o_.tm->RollbackComplete(tx, o_.id);
       return;
     }
@@ -261,6 +411,7 @@ Status FsResourceManager::Recover() {
     if (s.applied) continue;
     KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, false, nullptr));
     s.applied = true;
+    report_.redone++;
   }
   auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
     Seen& s = seen[tx];
@@ -272,10 +423,12 @@ Status FsResourceManager::Recover() {
       log::Lsn lsn = log::kInvalidLsn;
       KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, true, &lsn));
       s.committed = s.applied = true;
+      report_.redone++;
       return Status::Ok();
     }
     KTMFS_RETURN_IF_ERROR(Abort(tx));
     s.aborted = true;
+    report_.rolled_back++;
     return o_.stream->Flush(o_.stream->last_lsn());
   };
   KTMFS_RETURN_IF_ERROR(o_.tm->RecoverResourceManager(
@@ -283,8 +436,14 @@ Status FsResourceManager::Recover() {
   for (auto& [tx, s] : seen)
     if (!s.committed && !s.applied && !s.aborted)
       KTMFS_RETURN_IF_ERROR(resolve(tx, o_.tm->QueryOutcome(tx)));
-  // Whatever staging is left belongs to no live transaction: finished ones dropped theirs
-  // above, and a transaction whose records never became durable left only its staging.
+  // Whatever staging is left belongs to no live transaction once the APPLIED records of the
+  // redone ones are durable; a transaction whose records never became durable left only its
+  // staging.
+  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(o_.stream->last_lsn()));
+  {
+    std::lock_guard l(mu_);
+    unclean_.clear();
+  }
   DIR* d = ::opendir(o_.staging_root.c_str());
   if (d) {
     std::vector<std::string> names;
@@ -295,9 +454,18 @@ Status FsResourceManager::Recover() {
     ::closedir(d);
     for (const auto& name : names)
       KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
+    report_.leftovers = names.size();
   }
-  std::lock_guard l(mu_);
-  txs_.clear();
+  {
+    std::lock_guard l(mu_);
+    txs_.clear();
+  }
+  // Every transaction the stream knew is finished: nothing before its end is needed again.
+  log::Lsn last = o_.stream->last_lsn();
+  if (last != log::kInvalidLsn && last != o_.stream->base_lsn()) {
+    auto restart = o_.stream->WriteRestartArea({}, last);
+    if (!restart.ok()) return restart.status().Annotate("fs RM " + o_.name + ": truncating");
+  }
   return Status::Ok();
 }
 

@@ -16,6 +16,7 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key) {
   auto [it, inserted] = holders_.try_emplace(key, tx);
   if (inserted) {
     held_[tx].push_back(key);
+    count_.store(holders_.size(), std::memory_order_release);
     return Status::Ok();
   }
   if (it->second == tx) return Status::Ok();
@@ -23,6 +24,7 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key) {
 }
 
 std::optional<Guid> LockTable::Holder(const LockKey& key) const {
+  if (empty()) return std::nullopt;
   std::lock_guard lock(mu_);
   auto it = holders_.find(key);
   if (it == holders_.end()) return std::nullopt;
@@ -37,6 +39,7 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
   for (const auto& key : it->second)
     holders_.erase(key);
   held_.erase(it);
+  count_.store(holders_.size(), std::memory_order_release);
   return n;
 }
 

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -51,9 +52,12 @@ class LockTable {
   // What txstat shows as "objects locked" (objects and entries together).
   size_t CountHeldBy(const Guid& tx) const;
   size_t size() const;
+  // Without taking the lock: every write outside a transaction asks, and usually none is held.
+  bool empty() const { return count_.load(std::memory_order_acquire) == 0; }
 
  private:
   mutable std::mutex mu_;
+  std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
   // Per-transaction index so ReleaseAll need not scan the whole table.
   std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;

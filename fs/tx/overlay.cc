@@ -151,7 +151,8 @@ Status TxOverlay::Apply(const Op& op) {
       return Setxattr(op);
     case OpKind::kRemovexattr:
       return Removexattr(op);
-    case OpKind::kWriteExtent: {
+    case OpKind::kWriteExtent:
+    case OpKind::kWriteData: {
       AttrOverride& a = attrs_[op.object];
       uint64_t end = op.offset + op.length;
       if (a.size) {
@@ -354,6 +355,35 @@ Result<OverlayLookup> TxOverlay::Lookup(const std::string& dir_path,
   out.kind = OverlayLookup::Kind::kUnchanged;
   out.backing_path = Join(*r.backing, name);
   return out;
+}
+
+Result<std::string> TxOverlay::ViewPath(const std::string& backing_path) const {
+  std::lock_guard lock(mu_);
+  // The deepest directory the view keeps a record of at or above the backing path: below it
+  // nothing moved, so the rest of the path is the same in the view unless its first name
+  // changed in that directory.
+  const std::string* best_view = nullptr;
+  const Dir* best = nullptr;
+  size_t best_len = 0;
+  for (const auto& [view, dir] : dirs_) {
+    if (!dir.backing) continue;
+    const std::string& b = *dir.backing;
+    if (b == backing_path) return view;
+    bool above = b.empty() ? !backing_path.empty() : IsUnder(backing_path, b);
+    if (above && (best == nullptr || b.size() + 1 > best_len)) {
+      best_view = &view;
+      best = &dir;
+      best_len = b.empty() ? 0 : b.size() + 1;
+    }
+  }
+  if (backing_path.empty()) return std::string();  // the root, which nothing changed
+  std::string rest = backing_path.substr(best_len);
+  if (best != nullptr) {
+    std::string first = rest.substr(0, rest.find('/'));
+    if (best->entries.contains(first)) return Errno(ENOENT, "no longer in the view", backing_path);
+    return Join(*best_view, rest);
+  }
+  return rest;
 }
 
 Result<std::optional<std::string>> TxOverlay::BackingDir(const std::string& dir_path) const {

@@ -76,6 +76,10 @@ class TxOverlay {
 
   // ENOENT/ENOTDIR if `dir_path` is not a directory in the view.
   Result<OverlayLookup> Lookup(const std::string& dir_path, const std::string& name) const;
+  // Where the backing directory at `backing_path` is in the view (its view path), for requests
+  // that name a committed directory by identity; ENOENT if the transaction removed it or a
+  // directory above it, or put something else under its name.
+  Result<std::string> ViewPath(const std::string& backing_path) const;
   // Where the backing entries of the view directory `dir_path` are listed; nullopt for a
   // directory the transaction created (it has only its own entries).
   Result<std::optional<std::string>> BackingDir(const std::string& dir_path) const;

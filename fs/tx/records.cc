@@ -85,6 +85,10 @@ bool OpFields(C& c, Op& op) {
       return c.Text(op.name);
     case OpKind::kWriteExtent:
       return c.Text(op.staged_file) && c.U64(op.offset) && c.U64(op.length);
+    case OpKind::kWriteData:
+      if (!c.U64(op.offset) || !c.Text(op.data)) return false;
+      op.length = op.data.size();
+      return true;
   }
   return false;  // unknown kind
 }
@@ -153,7 +157,7 @@ Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn) {
   uint8_t version = 0, type = 0;
   if (!d.U8(version) || !d.U8(type) || !d.Id(r.tx))
     return Status::Corruption(where + ": truncated header");
-  if (version != kRecordFormatVersion)
+  if (version != 1 && version != kRecordFormatVersion)
     return Status::Corruption(where + ": unknown format version " + std::to_string(version));
   where += " (transaction " + r.tx.ToString() + ")";
   if (type < static_cast<uint8_t>(RecordType::kOp) ||
@@ -161,6 +165,8 @@ Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn) {
     return Status::Corruption(where + ": unknown record type " + std::to_string(type));
   r.type = static_cast<RecordType>(type);
   if (!BodyFields(d, r)) return Status::Corruption(where + ": damaged or truncated body");
+  if (version == 1 && r.type == RecordType::kOp && r.op.kind == OpKind::kWriteData)
+    return Status::Corruption(where + ": write-data op in a version 1 record");
   if (!d.r.done()) return Status::Corruption(where + ": trailing bytes");
   return r;
 }
@@ -191,6 +197,8 @@ const char* OpKindName(OpKind k) {
       return "removexattr";
     case OpKind::kWriteExtent:
       return "write-extent";
+    case OpKind::kWriteData:
+      return "write-data";
   }
   return "unknown";
 }

@@ -15,7 +15,8 @@
 
 namespace ktmfs::fstx {
 
-inline constexpr uint8_t kRecordFormatVersion = 1;
+// Version 2 added the write-data op (kind 13). Records of version 1 are still read.
+inline constexpr uint8_t kRecordFormatVersion = 2;
 // The log record type (log::Record::type) of every record of an fs RM's stream.
 inline constexpr uint16_t kFsRecordType = 1;
 
@@ -47,6 +48,9 @@ enum class OpKind : uint8_t {
   kSetxattr = 10,
   kRemovexattr = 11,
   kWriteExtent = 12,
+  // A small write carried in the record itself: redo needs nothing from staging, so a
+  // transaction of small writes commits without syncing its staged files.
+  kWriteData = 13,
 };
 
 // Which attributes a kSetattr sets (absolute values, so redoing it is harmless).
@@ -80,8 +84,9 @@ struct Op {
   std::string name{};         // xattr name
   std::string value{};        // xattr value (binary)
   std::string staged_file{};  // write-extent, create: name of the staged file in the tx's staging
-  uint64_t offset = 0;        // write-extent: same offset in the staged and the final file
-  uint64_t length = 0;
+  uint64_t offset = 0;  // write-extent, write-data: same offset in the staged and the final file
+  uint64_t length = 0;  // write-extent (write-data: data.size())
+  std::string data{};   // write-data
 
   bool operator==(const Op&) const = default;
 };

@@ -92,6 +92,10 @@ Status RemoveTreeUnsynced(const std::string& path) {
 
 }  // namespace
 
+Status RemoveTreeLazily(const std::string& path) {
+  return RemoveTreeUnsynced(path);
+}
+
 Status RemoveTree(const std::string& path) {
   KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path));
   return FsyncPath(Parent(path));
@@ -184,7 +188,8 @@ Result<std::unique_ptr<TxStaging>> TxStaging::Create(const std::string& root, co
   std::string dir = root + "/" + tx.ToString();
   if (::mkdir(dir.c_str(), 0700) != 0)
     return Errno("create staging for transaction " + tx.ToString() + " at " + dir);
-  KTMFS_RETURN_IF_ERROR(FsyncPath(root));
+  // Not synced here: only prepare needs the directory durable, and Sync makes it so (many
+  // transactions never need it: their redo reads nothing from staging).
   return Open(root, tx);
 }
 

@@ -99,6 +99,9 @@ class TxStaging {
 // Removes a directory tree (no symlinks followed); fsyncs its parent. Used by Discard and by
 // recovery for staging it finds without a transaction.
 Status RemoveTree(const std::string& path);
+// The same without the fsync: for a finished transaction's staging, whose removal needs no
+// durability (recovery removes staging that belongs to no transaction).
+Status RemoveTreeLazily(const std::string& path);
 // mkdir -p (mode 0700 for what it creates).
 Status MakeDirs(const std::string& path);
 

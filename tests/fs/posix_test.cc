@@ -395,8 +395,8 @@ TEST_P(PosixTest, ControlXattrNamesAreReservedAndNeverStored) {
   ASSERT_GE(MakeFile(mnt_ + "/f", "x"), 0);
   std::string f = mnt_ + "/f";
   errno = 0;
-  EXPECT_EQ(setxattr(f.c_str(), "user.ktmfs.tx.begin", "", 0, 0), -1);
-  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(setxattr(f.c_str(), "user.ktmfs.tx.begin", "scope=galaxy", 12, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(setxattr(f.c_str(), "user.ktmfs.anything", "v", 1, 0), -1);
   EXPECT_EQ(errno, EPERM);
   EXPECT_EQ(getxattr(f.c_str(), "user.ktmfs.tx", nullptr, 0), -1);

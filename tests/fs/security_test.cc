@@ -40,12 +40,12 @@ int Err(long r) {
 using StateDirTest = MountedTest;
 
 TEST_F(StateDirTest, InvisibleAndUnreachable) {
-  ASSERT_TRUE(WriteFile(backing_ + "/.ktmfs/log", "state"));
+  ASSERT_TRUE(WriteFile(backing_ + "/.ktmfs/other", "state"));
   ASSERT_TRUE(WriteFile(mnt_ + "/f", "x"));
   ASSERT_EQ(mkdir((mnt_ + "/d").c_str(), 0755), 0);
   struct stat st;
   EXPECT_EQ(Err(stat((mnt_ + "/.ktmfs").c_str(), &st)), ENOENT);
-  EXPECT_EQ(Err(stat((mnt_ + "/.ktmfs/log").c_str(), &st)), ENOENT);
+  EXPECT_EQ(Err(stat((mnt_ + "/.ktmfs/other").c_str(), &st)), ENOENT);
   EXPECT_EQ(List(mnt_), (std::set<std::string>{".", "..", "f", "d"}));
   EXPECT_EQ(Err(mkdir((mnt_ + "/.ktmfs").c_str(), 0755)), EPERM);
   EXPECT_EQ(Err(open((mnt_ + "/.ktmfs").c_str(), O_CREAT | O_WRONLY, 0644)), EPERM);
@@ -55,13 +55,13 @@ TEST_F(StateDirTest, InvisibleAndUnreachable) {
   EXPECT_EQ(Err(rename((mnt_ + "/d").c_str(), (mnt_ + "/.ktmfs").c_str())), EPERM);
   EXPECT_EQ(Err(rename((mnt_ + "/.ktmfs").c_str(), (mnt_ + "/moved").c_str())), ENOENT);
   EXPECT_EQ(Err(rename((mnt_ + "/f").c_str(), (mnt_ + "/.ktmfs/f").c_str())), ENOENT);
-  EXPECT_EQ(Err(rename((mnt_ + "/.ktmfs/log").c_str(), (mnt_ + "/log").c_str())), ENOENT);
+  EXPECT_EQ(Err(rename((mnt_ + "/.ktmfs/other").c_str(), (mnt_ + "/other").c_str())), ENOENT);
   EXPECT_EQ(Err(rmdir((mnt_ + "/.ktmfs").c_str())), ENOENT);
   EXPECT_EQ(Err(unlink((mnt_ + "/.ktmfs").c_str())), ENOENT);
   // The backing state is untouched.
   ASSERT_EQ(stat((backing_ + "/.ktmfs").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
-  EXPECT_EQ(ReadFile(backing_ + "/.ktmfs/log"), "state");
+  EXPECT_EQ(ReadFile(backing_ + "/.ktmfs/other"), "state");
 }
 
 class StateInsideSubdirTest : public MountedTest {

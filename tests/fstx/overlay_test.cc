@@ -131,6 +131,31 @@ TEST_F(OverlayTest, NestedCreatesAreVisibleAndListed) {
   EXPECT_EQ(Err({.kind = OpKind::kCreate, .object = ObjectId::New(6), .path = "a/n/l/q"}), ENOTDIR);
 }
 
+// A committed directory named by identity (the daemon knows its backing path) is found where the
+// view has it: moved with its ancestors, gone with them, or hidden behind a replacement.
+TEST_F(OverlayTest, ViewPathFollowsRenamesOfTheDirectoryAndItsAncestors) {
+  auto view = [&](const std::string& backing) {
+    auto r = ov_.ViewPath(backing);
+    return r.ok() ? *r : "error " + std::to_string(r.status().code());
+  };
+  EXPECT_EQ(view(""), "");
+  EXPECT_EQ(view("a/sub"), "a/sub");
+  Ok({.kind = OpKind::kRename, .object = Id("a"), .path = "a", .path2 = "c/moved"});
+  EXPECT_EQ(view("a"), "c/moved");
+  EXPECT_EQ(view("a/sub"), "c/moved/sub");
+  EXPECT_EQ(view("c"), "c");
+  Ok({.kind = OpKind::kRename, .object = Id("a/sub"), .path = "c/moved/sub", .path2 = "s2"});
+  EXPECT_EQ(view("a/sub"), "s2");
+  EXPECT_EQ(view("a"), "c/moved");
+  // A new object under the old name does not make the old directory visible there.
+  Ok({.kind = OpKind::kMkdir, .object = ObjectId::New(1), .path = "a", .mode = 0755});
+  EXPECT_EQ(view("a"), "c/moved");
+  Ok({.kind = OpKind::kUnlink, .object = Id("a/f"), .path = "c/moved/f"});
+  Ok({.kind = OpKind::kRmdir, .object = Id("a"), .path = "c/moved"});
+  EXPECT_EQ(view("a"), "error " + std::to_string(ENOENT));
+  EXPECT_EQ(view("a/sub"), "s2");
+}
+
 TEST_F(OverlayTest, UnlinkOfABackingFileHidesItAndCreateReusesTheName) {
   Ok({.kind = OpKind::kUnlink, .object = Id("a/f"), .path = "a/f"});
   EXPECT_EQ(Look("a", "f").kind, Kind::kRemoved);

@@ -111,6 +111,16 @@ class Workload {
     StagedFile* f = Staged(id);
     ASSERT_NE(f, nullptr);
     ASSERT_TRUE(f->Write(off, Bytes(data)).ok());
+    // As the daemon logs them: small writes carry their data, big ones name staged extents.
+    if (data.size() <= (64 << 10)) {
+      ops_.push_back({.kind = OpKind::kWriteData,
+                      .object = id,
+                      .path = p,
+                      .offset = off,
+                      .length = data.size(),
+                      .data = data});
+      return;
+    }
     ops_.push_back({.kind = OpKind::kWriteExtent,
                     .object = id,
                     .path = p,

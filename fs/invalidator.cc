@@ -1,0 +1,60 @@
+#include "fs/invalidator.h"
+
+namespace ktmfs::fs {
+
+Invalidator::Invalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {}
+
+Invalidator::~Invalidator() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Invalidator::Inode(fuse_ino_t node) {
+  std::lock_guard l(mu_);
+  queue_.push_back({node, {}});
+  queued_++;
+  cv_.notify_one();
+}
+
+void Invalidator::InodeNow(fuse_ino_t node) {
+  (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
+}
+
+void Invalidator::Entry(fuse_ino_t parent, const std::string& name) {
+  std::lock_guard l(mu_);
+  queue_.push_back({parent, name});
+  queued_++;
+  cv_.notify_one();
+}
+
+void Invalidator::Drain() {
+  std::unique_lock l(mu_);
+  const uint64_t target = queued_;
+  done_cv_.wait(l, [&] { return sent_ >= target || stopping_; });
+}
+
+void Invalidator::Run() {
+  std::unique_lock l(mu_);
+  while (true) {
+    cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty() && stopping_) break;
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    l.unlock();
+    // ENOENT only says the kernel no longer knows the node or name: nothing to drop.
+    if (item.name.empty()) {
+      (void)fuse_lowlevel_notify_inval_inode(se_, item.node, 0, 0);
+    } else {
+      (void)fuse_lowlevel_notify_inval_entry(se_, item.node, item.name.c_str(), item.name.size());
+    }
+    l.lock();
+    sent_++;
+    done_cv_.notify_all();
+  }
+}
+
+}  // namespace ktmfs::fs

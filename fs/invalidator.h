@@ -1,0 +1,48 @@
+// Tells the kernel to drop what it caches about nodes and entries, from a thread of its own:
+// the kernel may hold locks of the very request that caused the change until it is answered,
+// and an invalidation sent from inside that request would wait for them (libfuse's
+// notify_inval_entry documents the deadlock).
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace ktmfs::fs {
+
+class Invalidator {
+ public:
+  explicit Invalidator(fuse_session* se);
+  ~Invalidator();
+
+  void Inode(fuse_ino_t node);
+  // Sends at once, on the calling thread: safe only where the kernel holds no lock the
+  // invalidation needs (attributes and pages need none of the inode locks).
+  void InodeNow(fuse_ino_t node);
+  void Entry(fuse_ino_t parent, const std::string& name);
+  // Returns once everything queued before the call has been sent.
+  void Drain();
+
+ private:
+  struct Item {
+    fuse_ino_t node;
+    std::string name;  // empty: the node's attributes and pages
+  };
+  void Run();
+
+  fuse_session* se_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable done_cv_;
+  std::deque<Item> queue_;
+  uint64_t queued_ = 0, sent_ = 0;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace ktmfs::fs

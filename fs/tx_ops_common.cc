@@ -1,0 +1,246 @@
+#include "fs/tx_ops_common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/invalidator.h"
+#include "fs/tx/apply_plan.h"
+
+namespace ktmfs::fs::txops {
+
+int Errno(const Status& s) {
+  if (!s.ok() && s.code() != 0) {
+    if (s.code() != EBUSY && s.code() != EEXIST && s.code() != ENOENT && s.code() != ENOTEMPTY &&
+        s.code() != ENODATA && s.code() != ENOTDIR && s.code() != EISDIR && s.code() != EINVAL) {
+      std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+    }
+    return s.code();
+  }
+  return s.ok() ? 0 : EIO;
+}
+
+Result<std::string> NodePath(Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  if (inode->is_tx_version()) return fs.inodes().ViewPath(inode);
+  if (inode->type == S_IFDIR) return ViewDir(fs, tx, inode);
+  return Status::Error(ESTALE, "a committed node inside a transaction");
+}
+
+Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* parent,
+                                  const char* name) {
+  if (parent->is_virtual_root()) return Status::Error(EPERM, "the virtual root is read-only");
+  if (fs.IsHiddenName(parent, name)) return Status::Error(EPERM, "the state directory");
+  if (!S_ISDIR(parent->type)) return Status::Error(ENOTDIR, "not a directory");
+  auto view = ViewDir(fs, tx, parent);
+  if (!view.ok()) return view.status();
+  return ParentViewInfo{*view};
+}
+
+int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {
+  if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
+  Status s = fs.txs()->rm(source).Lock(tx.id(), {fstx::ObjectKey{object.dev, object.ino}});
+  return s.ok() ? 0 : s.code();
+}
+
+int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
+  return LockObjectId(fs, tx, inode->source_index, ObjectOf(inode));
+}
+
+int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
+  if (parent->is_tx_version()) return 0;  // a directory the transaction created
+  Status s = fs.txs()
+                 ->rm(parent->source_index)
+                 .Lock(tx.id(), {fstx::EntryKey{parent->dev, parent->ino, name}});
+  return s.ok() ? 0 : s.code();
+}
+
+int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source) {
+  auto& locks = fs.txs()->rm(source).locks();
+  if (locks.size() > locks.CountHeldBy(tx.id())) return EBUSY;
+  return 0;
+}
+
+void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta) {
+  std::lock_guard l(tx->times_mu);
+  tx->nlink_delta[{source, object}] += delta;
+}
+
+void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent) {
+  if (!parent->is_tx_version()) fs.txs()->MarkTouched(tx.id(), parent->dev, parent->ino);
+}
+
+void InvalidateEntryLater(Filesystem& fs, Inode* parent, const char* name) {
+  if (fs.invalidator() != nullptr) fs.invalidator()->Entry(fs.inodes().NodeId(parent), name);
+}
+
+Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  auto staging = fs.txs()->rm(inode->source_index).Staging(tx.id());
+  if (!staging.ok()) return staging.status();
+  const std::string name = fstx::StagedNameForExisting(inode->dev, inode->ino);
+  if (fstx::StagedFile* f = (*staging)->Find(name)) return f;
+  int fd = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, "opening the committed file to stage it");
+  auto f = (*staging)->FileFor(name, fd);
+  close(fd);
+  return f;
+}
+
+int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
+             uint64_t size) {
+  const int source = inode->source_index;
+  auto& rm = fs.txs()->rm(source);
+  if (int err = LockObject(fs, tx, inode); err != 0) return err;
+  if (inode->object.kind == fstx::ObjectId::Kind::kNew) {
+    // A new file's staged file is its content: no record, apply renames it into place.
+    if (truncate(ProcPath(inode->fd).c_str(), static_cast<off_t>(size)) != 0) return errno;
+  } else {
+    auto f = StagedFor(fs, tx, inode);
+    if (!f.ok()) return Errno(f.status());
+    Status s = (*f)->Truncate(size);
+    fstx::Op op;
+    op.kind = fstx::OpKind::kSetattr;
+    op.object = ObjectOf(inode);
+    op.path = path;
+    op.set_mask = fstx::kSetSize;
+    op.size = size;
+    if (s.ok()) s = rm.LogOp(tx.id(), op);
+    if (!s.ok()) return Errno(s);
+  }
+  TouchTimes(tx, source, ObjectOf(inode), true);
+  return 0;
+}
+
+int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::string& view,
+                 std::vector<TxDirEntry>* out) {
+  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
+  std::optional<std::string> backing = view;
+  if (ov != nullptr) {
+    auto b = ov->BackingDir(view);
+    if (!b.ok()) return b.status().code();
+    backing = *b;
+  }
+  std::vector<std::string> names;
+  int dfd = -1;
+  if (backing) {
+    dfd = OpenBeneath(fs, source, *backing, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0) return errno;
+    int listfd = dup(dfd);
+    DIR* d = listfd < 0 ? nullptr : fdopendir(listfd);
+    if (d == nullptr) {
+      int err = errno;
+      if (listfd >= 0) close(listfd);
+      close(dfd);
+      return err;
+    }
+    struct stat dst;
+    fstat(dfd, &dst);
+    while (dirent* e = readdir(d)) {
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      if (fs.layout().IsHidden(dst.st_dev, dst.st_ino, e->d_name)) continue;
+      names.push_back(e->d_name);
+    }
+    closedir(d);
+  }
+  std::vector<fstx::OverlayDirEntry> entries;
+  if (ov != nullptr) {
+    auto r = ov->ReadDir(view, names);
+    if (!r.ok()) {
+      if (dfd >= 0) close(dfd);
+      return r.status().code();
+    }
+    entries = std::move(*r);
+  } else {
+    for (auto& n : names)
+      entries.push_back(
+          {n, fstx::OverlayLookup{
+                  fstx::OverlayLookup::Kind::kUnchanged, {}, 0, JoinPath(*backing, n)}});
+  }
+  // Inode numbers of "." and "..": programs skip entries numbered 0.
+  ino_t self = 1, up = 1;
+  struct stat dst;
+  if (dfd >= 0 && fstat(dfd, &dst) == 0) self = dst.st_ino;
+  if (dfd >= 0 && fstatat(dfd, "..", &dst, 0) == 0) up = dst.st_ino;
+  out->push_back({".", self, S_IFDIR});
+  out->push_back({"..", up, S_IFDIR});
+  std::string sdir;
+  for (const auto& e : entries) {
+    struct stat st {};
+    int r = -1;
+    if (e.entry.kind == fstx::OverlayLookup::Kind::kUnchanged) {
+      r = fstatat(dfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+    } else if (e.entry.object.kind == fstx::ObjectId::Kind::kNew) {
+      if (sdir.empty()) {
+        auto s = StagingDir(fs, tx, source);
+        if (s.ok()) sdir = *s;
+      }
+      std::string p = sdir + "/" + fstx::StagedNameForNew(e.entry.object.number);
+      r = lstat(p.c_str(), &st);
+    } else {
+      int fd = OpenBeneath(fs, source, e.entry.backing_path, O_PATH);
+      if (fd >= 0) {
+        r = fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        close(fd);
+      }
+    }
+    if (r != 0) continue;  // gone meanwhile
+    out->push_back({e.name, st.st_ino, static_cast<mode_t>(st.st_mode & S_IFMT)});
+  }
+  if (dfd >= 0) close(dfd);
+  return 0;
+}
+
+int ListView(Filesystem& fs, const TxGuard& tx, Inode* dir, std::vector<TxDirEntry>* out) {
+  auto view = ViewDir(fs, tx, dir);
+  // A directory removed in the view, still open or a working directory, lists as empty, as
+  // a removed directory does (not even "." and "..").
+  if (!view.ok() && view.status().code() == ENOENT) return 0;
+  if (!view.ok()) return view.status().code();
+  int err = ListViewPath(fs, tx, dir->source_index, *view, out);
+  if (err == ENOENT) {
+    out->clear();
+    return 0;
+  }
+  return err;
+}
+
+int CheckNotHeld(Filesystem& fs, const Inode* inode) {
+  if (fs.txs() == nullptr || inode->is_virtual_root() || inode->source_index < 0) return 0;
+  auto holder = fs.txs()
+                    ->rm(inode->source_index)
+                    .locks()
+                    .Holder(fstx::ObjectKey{static_cast<uint64_t>(inode->dev),
+                                            static_cast<uint64_t>(inode->ino)});
+  return holder ? EBUSY : 0;
+}
+
+int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
+  if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
+  auto& locks = fs.txs()->rm(parent->source_index).locks();
+  if (locks.empty()) return 0;
+  if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;
+  // The object the name holds, if a transaction changes it.
+  struct stat st;
+  if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      locks.Holder(fstx::ObjectKey{st.st_dev, st.st_ino})) {
+    return EBUSY;
+  }
+  return 0;
+}
+
+int CheckRenameNotHeld(Filesystem& fs, const Inode* parent, const char* name,
+                       const Inode* newparent, const char* newname) {
+  if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
+  if (int err = CheckEntryNotHeld(fs, parent, name); err != 0) return err;
+  if (int err = CheckEntryNotHeld(fs, newparent, newname); err != 0) return err;
+  struct stat st;
+  if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+      fs.txs()->rm(parent->source_index).locks().size() > 0) {
+    return EBUSY;
+  }
+  return 0;
+}
+
+}  // namespace ktmfs::fs::txops

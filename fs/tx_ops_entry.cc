@@ -1,0 +1,369 @@
+// Name and attribute operations inside a transaction (see tx_ops.h).
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+
+#include "fs/tx/apply_plan.h"
+#include "fs/tx_ops.h"
+#include "fs/tx_ops_common.h"
+
+namespace ktmfs::fs::txops {
+
+void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name) {
+  fuse_entry_param e;
+  int err;
+  if (parent->is_virtual_root() || std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) {
+    err = fs.Lookup(parent, name, &e);
+  } else if (fs.IsHiddenName(parent, name)) {
+    err = ENOENT;
+  } else {
+    auto view = ViewDir(fs, tx, parent);
+    err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)
+                    : view.status().code();
+  }
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  struct stat st;
+  int err = TxStat(fs, tx, inode, &st);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_attr(req, &st, 0);
+  }
+}
+
+int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat* attr,
+              int to_set) {
+  if (inode->is_virtual_root() || inode->pinned) {
+    // The roots' own attributes are the mount's; changing them is not transacted.
+    if (to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) return EPERM;
+    return 0;
+  }
+  const int source = inode->source_index;
+  const fstx::ObjectId object = ObjectOf(inode);
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) return path.status().code();
+  auto& rm = fs.txs()->rm(source);
+  if (int err = LockObject(fs, tx, inode); err != 0) return err;
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (!S_ISREG(inode->type)) return S_ISDIR(inode->type) ? EISDIR : EINVAL;
+    if (int err = Truncate(fs, tx, inode, *path, static_cast<uint64_t>(attr->st_size)); err != 0)
+      return err;
+  }
+  fstx::Op op;
+  op.kind = fstx::OpKind::kSetattr;
+  op.object = object;
+  op.path = *path;
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    op.set_mask |= fstx::kSetMode;
+    op.mode = attr->st_mode & 07777;
+  }
+  if (to_set & FUSE_SET_ATTR_UID) {
+    op.set_mask |= fstx::kSetUid;
+    op.uid = attr->st_uid;
+  }
+  if (to_set & FUSE_SET_ATTR_GID) {
+    op.set_mask |= fstx::kSetGid;
+    op.gid = attr->st_gid;
+  }
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t now_ns = now.tv_sec * 1000000000ll + now.tv_nsec;
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+    op.set_mask |= fstx::kSetAtime;
+    op.atime_ns = (to_set & FUSE_SET_ATTR_ATIME_NOW)
+                      ? now_ns
+                      : attr->st_atim.tv_sec * 1000000000ll + attr->st_atim.tv_nsec;
+  }
+  std::optional<timespec> mtime;
+  if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+    op.set_mask |= fstx::kSetMtime;
+    mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
+    op.mtime_ns = mtime->tv_sec * 1000000000ll + mtime->tv_nsec;
+  }
+  if (op.set_mask != 0) {
+    Status s = rm.LogOp(tx.id(), op);
+    if (!s.ok()) return Errno(s);
+  }
+  TouchTimes(tx, source, object, false);
+  if (mtime) {
+    std::lock_guard l(tx->times_mu);
+    tx->times[{source, object}].mtime = *mtime;
+  }
+  return 0;
+}
+
+void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+             const struct stat* attr, int to_set) {
+  int err = SetattrIn(fs, tx, inode, attr, to_set);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  Getattr(req, fs, tx, inode);
+}
+
+void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id())) {
+    if (auto target = ov->Readlink(ObjectOf(inode))) {
+      fuse_reply_readlink(req, target->c_str());
+      return;
+    }
+  }
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(inode->fd, "", buf, sizeof buf - 1);
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+namespace {
+
+// The owner and mode a new object gets in `dir` (setgid directories pass their group on).
+void NewOwnership(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* dir, mode_t* mode,
+                  uint32_t* uid, uint32_t* gid) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  *uid = c->uid;
+  *gid = c->gid;
+  struct stat pst;
+  if (TxStat(fs, tx, dir, &pst) == 0 && (pst.st_mode & S_ISGID)) {
+    *gid = pst.st_gid;
+    if (S_ISDIR(*mode)) *mode |= S_ISGID;
+  }
+}
+
+}  // namespace
+
+int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+           mode_t mode, dev_t rdev, const char* link_target, std::string* made_path,
+           uint64_t* number) {
+  auto pv = ParentView(fs, tx, parent, name);
+  if (!pv.ok()) return pv.status().code();
+  const int source = parent->source_index;
+  auto existing = LookupView(fs, tx, source, pv->view, name);
+  if (!existing.ok()) return existing.status().code();
+  if (existing->exists) return EEXIST;
+  auto& rm = fs.txs()->rm(source);
+  if (int err = LockEntry(fs, tx, parent, name); err != 0) return err;
+  auto staging = rm.Staging(tx.id());
+  if (!staging.ok()) return Errno(staging.status());
+  auto n = rm.NewObjectNumber(tx.id());
+  if (!n.ok()) return Errno(n.status());
+  const std::string staged = fstx::StagedNameForNew(*n);
+  fstx::Op op;
+  op.object = fstx::ObjectId::New(*n);
+  op.path = JoinPath(pv->view, name);
+  NewOwnership(req, fs, tx, parent, &mode, &op.uid, &op.gid);
+  op.mode = mode;
+  Status s;
+  if (link_target != nullptr) {
+    op.kind = fstx::OpKind::kSymlink;
+    op.target = link_target;
+    s = (*staging)->NewSymlink(staged, link_target);
+  } else if (S_ISDIR(mode)) {
+    op.kind = fstx::OpKind::kMkdir;
+    s = (*staging)->NewDirectory(staged, mode & 07777);
+  } else if (S_ISREG(mode) || (mode & S_IFMT) == 0) {
+    op.kind = fstx::OpKind::kCreate;
+    op.mode = S_IFREG | (mode & 07777);
+    op.staged_file = staged;
+    auto f = (*staging)->NewFile(staged);
+    s = f.ok() ? Status::Ok() : f.status();
+  } else {
+    op.kind = fstx::OpKind::kMknod;
+    op.rdev = rdev;
+    s = (*staging)->NewNode(staged, mode, rdev);
+  }
+  if (s.ok()) s = rm.LogOp(tx.id(), op);
+  if (!s.ok()) return Errno(s);
+  const fstx::ObjectId pobj = ObjectOf(parent);
+  TouchTimes(tx, source, pobj, true);
+  if (S_ISDIR(mode)) AddLinks(tx, source, pobj, 1);
+  MarkParent(fs, tx, parent);
+  *made_path = pv->view;
+  *number = *n;
+  return 0;
+}
+
+void Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+          mode_t mode, dev_t rdev, const char* link_target) {
+  std::string view;
+  uint64_t n = 0;
+  int err = MakeIn(req, fs, tx, parent, name, mode, rdev, link_target, &view, &n);
+  fuse_entry_param e;
+  if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode* parent,
+          const char* name) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  if (inode->source_index != parent->source_index) return reply(EXDEV);
+  if (S_ISDIR(inode->type)) return reply(EPERM);
+  auto pv = ParentView(fs, tx, parent, name);
+  if (!pv.ok()) return reply(pv.status().code());
+  const int source = parent->source_index;
+  auto existing = LookupView(fs, tx, source, pv->view, name);
+  if (!existing.ok()) return reply(existing.status().code());
+  if (existing->exists) return reply(EEXIST);
+  auto src = NodePath(fs, tx, inode);
+  if (!src.ok()) return reply(src.status().code());
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
+  if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
+  fstx::Op op;
+  op.kind = fstx::OpKind::kLink;
+  op.object = ObjectOf(inode);
+  op.path = *src;
+  op.path2 = JoinPath(pv->view, name);
+  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  if (!s.ok()) return reply(Errno(s));
+  AddLinks(tx, source, op.object, 1);
+  TouchTimes(tx, source, op.object, false);
+  TouchTimes(tx, source, ObjectOf(parent), true);
+  MarkParent(fs, tx, parent);
+  fuse_entry_param e;
+  int err = TxLookupEntry(fs, tx, source, pv->view, name, &e);
+  if (err != 0) return reply(err);
+  fuse_reply_entry(req, &e);
+}
+
+void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+            bool dir) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  auto pv = ParentView(fs, tx, parent, name);
+  if (!pv.ok())
+    return reply(pv.status().code() == EPERM && !parent->is_virtual_root() ? ENOENT
+                                                                           : pv.status().code());
+  const int source = parent->source_index;
+  auto v = LookupView(fs, tx, source, pv->view, name);
+  if (!v.ok()) return reply(v.status().code());
+  if (!v->exists) return reply(ENOENT);
+  const bool is_dir = S_ISDIR(v->st.st_mode);
+  if (dir && !is_dir) return reply(ENOTDIR);
+  if (!dir && is_dir) return reply(EISDIR);
+  const std::string path = JoinPath(pv->view, name);
+  if (is_dir) {
+    std::vector<TxDirEntry> entries;
+    if (int err = ListViewPath(fs, tx, source, path, &entries); err != 0) return reply(err);
+    if (entries.size() > 2) return reply(ENOTEMPTY);  // more than "." and ".."
+  }
+  if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
+  if (int err = LockObjectId(fs, tx, source, v->object); err != 0) return reply(err);
+  if (is_dir && !v->is_new) {
+    if (int err = CheckDirMove(fs, tx, source); err != 0) return reply(err);
+  }
+  fstx::Op op;
+  op.kind = dir ? fstx::OpKind::kRmdir : fstx::OpKind::kUnlink;
+  op.object = v->object;
+  op.path = path;
+  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  if (!s.ok()) return reply(Errno(s));
+  const fstx::ObjectId pobj = ObjectOf(parent);
+  TouchTimes(tx, source, pobj, true);
+  TouchTimes(tx, source, v->object, false);
+  AddLinks(tx, source, v->object, is_dir ? -2 : -1);
+  if (is_dir) AddLinks(tx, source, pobj, -1);
+  MarkParent(fs, tx, parent);
+  reply(0);
+}
+
+void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+            Inode* newparent, const char* newname, unsigned flags) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  if (parent->source_index != newparent->source_index) return reply(EXDEV);
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return reply(EINVAL);
+  const bool exchange = (flags & RENAME_EXCHANGE) != 0;
+  auto sv = ParentView(fs, tx, parent, name);
+  if (!sv.ok()) return reply(sv.status().code() == EPERM ? ENOENT : sv.status().code());
+  auto dv = ParentView(fs, tx, newparent, newname);
+  if (!dv.ok()) return reply(dv.status().code());
+  const int source = parent->source_index;
+  auto src = LookupView(fs, tx, source, sv->view, name);
+  if (!src.ok()) return reply(src.status().code());
+  if (!src->exists) return reply(ENOENT);
+  auto dst = LookupView(fs, tx, source, dv->view, newname);
+  if (!dst.ok()) return reply(dst.status().code());
+  if ((flags & RENAME_NOREPLACE) && dst->exists) return reply(EEXIST);
+  if (exchange && !dst->exists) return reply(ENOENT);
+  const std::string from = JoinPath(sv->view, name);
+  const std::string to = JoinPath(dv->view, newname);
+  const bool src_dir = S_ISDIR(src->st.st_mode);
+  const bool dst_dir = dst->exists && S_ISDIR(dst->st.st_mode);
+  if (dst->exists && src->object == dst->object) return reply(0);  // two names of one object
+  if (src_dir && (to.size() > from.size() && to.compare(0, from.size(), from) == 0 &&
+                  to[from.size()] == '/')) {
+    return reply(EINVAL);
+  }
+  if (dst->exists && !exchange) {
+    if (src_dir && !dst_dir) return reply(ENOTDIR);
+    if (!src_dir && dst_dir) return reply(EISDIR);
+    if (dst_dir) {
+      std::vector<TxDirEntry> entries;
+      if (int err = ListViewPath(fs, tx, source, to, &entries); err != 0) return reply(err);
+      if (entries.size() > 2) return reply(ENOTEMPTY);
+    }
+  }
+  if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
+  if (int err = LockEntry(fs, tx, newparent, newname); err != 0) return reply(err);
+  if (int err = LockObjectId(fs, tx, source, src->object); err != 0) return reply(err);
+  if (dst->exists) {
+    if (int err = LockObjectId(fs, tx, source, dst->object); err != 0) return reply(err);
+  }
+  if ((src_dir && !src->is_new) || (dst_dir && !dst->is_new)) {
+    if (int err = CheckDirMove(fs, tx, source); err != 0) return reply(err);
+  }
+  fstx::Op op;
+  op.kind = fstx::OpKind::kRename;
+  op.object = src->object;
+  op.path = from;
+  op.path2 = to;
+  if (dst->exists) op.replaced = dst->object;
+  op.flags = flags;
+  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  if (!s.ok()) return reply(Errno(s));
+  fs.inodes().MoveViewPaths(tx.id(), source, from, to, exchange);
+  const fstx::ObjectId p1 = ObjectOf(parent), p2 = ObjectOf(newparent);
+  TouchTimes(tx, source, p1, true);
+  TouchTimes(tx, source, p2, true);
+  TouchTimes(tx, source, src->object, false);
+  if (dst->exists) TouchTimes(tx, source, dst->object, false);
+  if (dst->exists && !exchange) AddLinks(tx, source, dst->object, dst_dir ? -2 : -1);
+  if (p1 != p2) {
+    if (src_dir) {
+      AddLinks(tx, source, p1, -1);
+      if (!(dst_dir && !exchange)) AddLinks(tx, source, p2, 1);
+    }
+    if (exchange && dst_dir) {
+      AddLinks(tx, source, p2, -1);
+      AddLinks(tx, source, p1, 1);
+    }
+  } else if (dst_dir && !exchange) {
+    AddLinks(tx, source, p1, -1);
+  }
+  MarkParent(fs, tx, parent);
+  MarkParent(fs, tx, newparent);
+  // The kernel moves its dentry, with the lifetime the old name was looked up with: others
+  // must look the new name up again.
+  InvalidateEntryLater(fs, newparent, newname);
+  reply(0);
+}
+
+}  // namespace ktmfs::fs::txops

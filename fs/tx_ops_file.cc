@@ -1,0 +1,374 @@
+// Files opened inside a transaction (see tx_ops.h). A handle remembers its transaction, so
+// requests that arrive without a useful caller (write-back, mmap writes, release) still belong
+// to it; once the transaction has ended the handle reads and writes the object as it now is.
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "fs/tx/apply_plan.h"
+#include "fs/tx_ops.h"
+#include "fs/tx_ops_common.h"
+
+namespace ktmfs::fs::txops {
+namespace {
+
+// Writes up to this size are logged with their data (see fstx::OpKind::kWriteData); larger ones
+// are referenced in the staged file, so big data is written once before apply.
+constexpr size_t kInlineWriteMax = 64 << 10;
+
+// fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
+// pointers, told apart by the top bit.
+constexpr uint64_t kTxHandleTag = 1ull << 63;
+
+struct TxHandle {
+  Guid tx;
+  Inode* inode;
+  int flags;
+  // New files: the staged file itself (read-write). Existing files: the committed file,
+  // read-only, for the bytes the transaction did not write.
+  int fd = -1;
+  int after_end_fd = -1;  // opened on first use once the transaction has ended
+  std::mutex mu;
+  ~TxHandle() {
+    if (fd >= 0) close(fd);
+    if (after_end_fd >= 0) close(after_end_fd);
+  }
+  bool is_new() const { return inode->object.kind == fstx::ObjectId::Kind::kNew; }
+};
+
+TxHandle* HandleOf(const fuse_file_info* fi) {
+  return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
+}
+
+void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
+  fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
+  // The version node's pages are the transaction's own; dropping them at each open keeps a
+  // rolled-back version from being read back through a later open.
+  fi->keep_cache = 0;
+  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  // close(2) must write back pages dirtied through mmap while the transaction still lives.
+  fi->noflush = 0;
+  if (fuse_reply_open(req, fi) == 0) h.release();
+}
+
+// The descriptor for requests after the transaction ended: the object as committed now.
+int AfterEndFd(TxHandle* h) {
+  std::lock_guard l(h->mu);
+  if (h->after_end_fd < 0) {
+    int acc = h->flags & O_ACCMODE;
+    h->after_end_fd = open(ProcPath(h->inode->fd).c_str(), acc | O_CLOEXEC);
+  }
+  return h->after_end_fd;
+}
+
+Result<uint64_t> ViewSize(Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  struct stat st;
+  int err = TxStat(fs, tx, inode, &st);
+  if (err != 0) return Status::Error(err, "size");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+bool IsTxHandle(const fuse_file_info* fi) {
+  return fi != nullptr && (fi->fh & kTxHandleTag) != 0;
+}
+
+void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
+  if (!S_ISREG(inode->type)) {
+    fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : ENXIO);
+    return;
+  }
+  auto h = std::make_unique<TxHandle>();
+  h->tx = tx.id();
+  h->inode = inode;
+  h->flags = fi->flags;
+  if (h->is_new()) {
+    h->fd = open(ProcPath(inode->fd).c_str(), O_RDWR | O_CLOEXEC);
+  } else {
+    h->fd = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (h->fd < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
+  if (fi->flags & O_TRUNC) {
+    auto path = NodePath(fs, tx, inode);
+    int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  ReplyOpen(req, fi, std::move(h));
+}
+
+void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+            mode_t mode, fuse_file_info* fi) {
+  std::string view;
+  uint64_t n = 0;
+  int err = MakeIn(req, fs, tx, parent, name, S_IFREG | (mode & 07777), 0, nullptr, &view, &n);
+  fuse_entry_param e;
+  if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  Inode* inode = fs.Get(e.ino);
+  auto h = std::make_unique<TxHandle>();
+  h->tx = tx.id();
+  h->inode = inode;
+  h->flags = fi->flags;
+  h->fd = open(ProcPath(inode->fd).c_str(), O_RDWR | O_CLOEXEC);
+  if (h->fd < 0) {
+    int e2 = errno;
+    fs.inodes().Forget(inode, 1);
+    fuse_reply_err(req, e2);
+    return;
+  }
+  fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
+  fi->keep_cache = 0;
+  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  fi->noflush = 0;
+  if (fuse_reply_create(req, &e, fi) == 0) {
+    h.release();
+  } else {
+    fs.inodes().Forget(inode, 1);
+  }
+}
+
+void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  int fd = h->fd;
+  if (!tx) {
+    fd = AfterEndFd(h);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+  } else if (!h->is_new()) {
+    fstx::TxStaging* staging = fs.txs()->rm(h->inode->source_index).FindStaging(tx.id());
+    fstx::StagedFile* f =
+        staging != nullptr
+            ? staging->Find(fstx::StagedNameForExisting(h->inode->dev, h->inode->ino))
+            : nullptr;
+    if (f != nullptr) {
+      std::vector<std::byte> buf(size);
+      auto n = f->Read(static_cast<uint64_t>(off), buf);
+      if (!n.ok()) {
+        fuse_reply_err(req, Errno(n.status()));
+      } else {
+        fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *n);
+      }
+      return;
+    }
+  }
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  v.buf[0].fd = fd;
+  v.buf[0].pos = off;
+  fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
+}
+
+void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  const size_t size = fuse_buf_size(in);
+  auto write_fd = [&](int fd, off_t pos) {
+    fuse_bufvec out{};
+    out.count = 1;
+    out.buf[0].size = size;
+    out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    out.buf[0].fd = fd;
+    out.buf[0].pos = pos;
+    ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    if (n < 0) {
+      fuse_reply_err(req, static_cast<int>(-n));
+    } else {
+      fuse_reply_write(req, static_cast<size_t>(n));
+    }
+  };
+  if (!tx) {
+    // Ended: a plain write to the object, which the usual conflict rule guards.
+    if (int err = CheckNotHeld(fs, h->inode); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    int fd = AfterEndFd(h);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
+    return;
+  }
+  Inode* inode = h->inode;
+  const int source = inode->source_index;
+  if (h->flags & O_APPEND) {
+    auto end = ViewSize(fs, tx, inode);
+    if (!end.ok()) {
+      fuse_reply_err(req, end.status().code());
+      return;
+    }
+    off = static_cast<off_t>(*end);
+  }
+  if (h->is_new()) {
+    TouchTimes(tx, source, inode->object, true);
+    write_fd(h->fd, off);
+    return;
+  }
+  if (int err = LockObject(fs, tx, inode); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) {
+    fuse_reply_err(req, path.status().code());
+    return;
+  }
+  // The data, gathered from the request (it may be spliced), goes to the staged file once.
+  std::vector<std::byte> data(size);
+  fuse_bufvec mem{};
+  mem.count = 1;
+  mem.buf[0].size = size;
+  mem.buf[0].mem = data.data();
+  ssize_t got = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
+  if (got < 0) {
+    fuse_reply_err(req, static_cast<int>(-got));
+    return;
+  }
+  data.resize(static_cast<size_t>(got));
+  auto f = StagedFor(fs, tx, inode);
+  if (!f.ok()) {
+    fuse_reply_err(req, Errno(f.status()));
+    return;
+  }
+  Status s = (*f)->Write(static_cast<uint64_t>(off), data);
+  fstx::Op op;
+  op.object = inode->object;
+  op.path = *path;
+  op.offset = static_cast<uint64_t>(off);
+  if (data.size() <= kInlineWriteMax) {
+    // Small writes travel in their record: the commit then need not sync the staged file
+    // (it still serves the transaction's reads).
+    op.kind = fstx::OpKind::kWriteData;
+    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    op.length = data.size();
+  } else {
+    op.kind = fstx::OpKind::kWriteExtent;
+    op.staged_file = (*f)->name();
+    op.length = data.size();
+  }
+  if (s.ok()) s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  if (!s.ok()) {
+    fuse_reply_err(req, Errno(s));
+    return;
+  }
+  TouchTimes(tx, source, inode->object, true);
+  fuse_reply_write(req, data.size());
+}
+
+void Release(fuse_req_t req, fuse_file_info* fi) {
+  delete HandleOf(fi);
+  fuse_reply_err(req, 0);
+}
+
+void Fsync(fuse_req_t req, fuse_file_info* /*fi*/) {
+  // Inside a transaction durability comes with the commit, for every change at once.
+  fuse_reply_err(req, 0);
+}
+
+void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  if (h->is_new()) {
+    fuse_reply_err(req, fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
+    return;
+  }
+  if (mode & ~FALLOC_FL_KEEP_SIZE) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  // Space is the backing file system's business at apply; what the view shows is the size.
+  auto size = ViewSize(fs, tx, h->inode);
+  int err = size.ok() ? 0 : size.status().code();
+  const uint64_t end = static_cast<uint64_t>(off) + static_cast<uint64_t>(len);
+  if (err == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > *size) {
+    auto path = NodePath(fs, tx, h->inode);
+    err = path.ok() ? Truncate(fs, tx, h->inode, *path, end) : path.status().code();
+  }
+  fuse_reply_err(req, err);
+}
+
+void Lseek(fuse_req_t req, Filesystem& fs, off_t off, int whence, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (h->is_new() || !tx) {
+    off_t r = lseek(tx ? h->fd : AfterEndFd(h), off, whence);
+    if (r < 0) {
+      fuse_reply_err(req, errno);
+    } else {
+      fuse_reply_lseek(req, r);
+    }
+    return;
+  }
+  // Holes of a file the transaction changed are not tracked: all of it reads as data.
+  auto size = ViewSize(fs, tx, h->inode);
+  if (!size.ok()) {
+    fuse_reply_err(req, size.status().code());
+    return;
+  }
+  const off_t end = static_cast<off_t>(*size);
+  if (whence == SEEK_DATA) {
+    if (off >= end) {
+      fuse_reply_err(req, ENXIO);
+    } else {
+      fuse_reply_lseek(req, off);
+    }
+  } else if (whence == SEEK_HOLE) {
+    if (off >= end) {
+      fuse_reply_err(req, ENXIO);
+    } else {
+      fuse_reply_lseek(req, end);
+    }
+  } else {
+    fuse_reply_err(req, EINVAL);
+  }
+}
+
+void SetattrByHandle(fuse_req_t req, Filesystem& fs, const struct stat* attr, int to_set,
+                     fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  Setattr(req, fs, tx, h->inode, attr, to_set);
+}
+
+void GetattrByHandle(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  struct stat st;
+  int err = tx ? TxStat(fs, tx, h->inode, &st) : fs.Stat(h->inode, &st);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_attr(req, &st, 0);
+  }
+}
+
+}  // namespace ktmfs::fs::txops

@@ -1,0 +1,374 @@
+#include "fs/tx_service.h"
+
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "fs/tx/staging.h"
+#include "log/io.h"
+
+namespace ktmfs::fs {
+namespace {
+
+// An RM's id must be the same at every mount (the TM's records name RMs by it), so it is
+// derived from the source's name, which the mount command fixes.
+Guid RmIdFor(const std::string& name) {
+  Guid g;
+  uint64_t h1 = 1469598103934665603ull, h2 = 0x9e3779b97f4a7c15ull;
+  for (unsigned char c : "ktmfs resource manager " + name) {
+    h1 = (h1 ^ c) * 1099511628211ull;
+    h2 = (h2 ^ c) * 0x100000001b3ull + 0x7f4a7c15;
+  }
+  std::memcpy(g.bytes.data(), &h1, 8);
+  std::memcpy(g.bytes.data() + 8, &h2, 8);
+  g.bytes[6] = (g.bytes[6] & 0x0f) | 0x80;  // a name-based GUID (version 8, RFC 9562)
+  g.bytes[8] = (g.bytes[8] & 0x3f) | 0x80;
+  return g;
+}
+
+std::string SourceLabel(const Source& s) {
+  return s.name.empty() ? std::string("root") : s.name;
+}
+
+uint64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+TxGuard::TxGuard(std::shared_ptr<TxContext> tx) : tx_(std::move(tx)) {
+  lock_ = std::shared_lock(tx_->live);
+  if (tx_->ended) {
+    lock_ = {};
+    tx_.reset();
+  }
+}
+
+Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, const Layout& layout) {
+  std::unique_ptr<TxService> s(new TxService());
+  KTMFS_RETURN_IF_ERROR(s->Open(options, layout));
+  s->reaper_ = std::thread([p = s.get()] { p->Reap(); });
+  return s;
+}
+
+Status TxService::Open(const Options& options, const Layout& layout) {
+  const std::string& state = layout.state_dir();
+  auto open_log = [&](const std::string& dir) -> Result<log::Log*> {
+    auto storage = log::OpenUringStorage(dir);
+    if (!storage.ok()) return storage.status().Annotate("log " + dir);
+    auto lg = log::Log::Open(storage->get(), log::LogOptions{}, true);
+    if (!lg.ok()) return lg.status().Annotate("log " + dir);
+    storages_.push_back(std::move(*storage));
+    logs_.push_back(std::move(*lg));
+    return logs_.back().get();
+  };
+  auto main_log = open_log(state + "/log");
+  if (!main_log.ok()) return main_log.status();
+  tm::TmOptions tmo;
+  tmo.timeout_thread = false;  // the reaper ends timed-out transactions itself (see End)
+  auto tm = tm::TransactionManager::Open(*main_log, tmo);
+  if (!tm.ok()) return tm.status().Annotate("transaction manager");
+  tm_ = std::move(*tm);
+  KTMFS_RETURN_IF_ERROR(tm_->Recover().Annotate("transaction manager recovery"));
+
+  const auto& sources = layout.sources();
+  struct stat state_st;
+  if (stat(state.c_str(), &state_st) != 0)
+    return Status::Error(errno, "state directory " + state + ": " + std::strerror(errno));
+  for (size_t i = 0; i < sources.size(); i++) {
+    const std::string label = SourceLabel(sources[i]);
+    struct stat src_st;
+    if (stat(sources[i].path.c_str(), &src_st) != 0)
+      return Status::Error(errno, "source " + sources[i].path + ": " + std::strerror(errno));
+    // Apply renames staged files into place: staging must be on the backing filesystem.
+    if (src_st.st_dev != state_st.st_dev) {
+      return Status::InvalidArgument("source " + sources[i].path + " is on another filesystem " +
+                                     "than the state directory " + state +
+                                     "; transactions need both on one (use -o state=)");
+    }
+    log::Log* lg = *main_log;
+    if (options.log_mode == LogMode::kDedicated) {
+      auto own = open_log(state + "/log." + label);
+      if (!own.ok()) return own.status();
+      lg = *own;
+    }
+    auto stream = lg->OpenStream("fs." + label);
+    if (!stream.ok()) return stream.status().Annotate("resource manager " + label);
+    fstx::FsRmOptions o;
+    o.name = label;
+    o.id = RmIdFor(label);
+    o.backing_root = sources[i].path;
+    o.staging_root = state + "/staging/" + label;
+    o.tm = tm_.get();
+    o.log = lg;
+    o.stream = *stream;
+    o.visibility = &visibility_;
+    const int source = static_cast<int>(i);
+    o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay) {
+      // Kept until End has let go of the transaction: invalidating the kernel's pages may wait
+      // for reads in flight, and reads of its handles wait for End (see End).
+      std::lock_guard l(mu_);
+      ended_.push_back(
+          {tx, committed, source, overlay.TouchedObjects(), overlay.ChangedBackingEntries()});
+    };
+    KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
+    auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
+    KTMFS_RETURN_IF_ERROR(rm->Register().Annotate("resource manager " + label));
+    KTMFS_RETURN_IF_ERROR(rm->Recover().Annotate("recovering resource manager " + label));
+    const auto& r = rm->recovery_report();
+    std::fprintf(stderr,
+                 "ktmfs: recovery of %s (%s): %zu committed transaction(s) applied, %zu "
+                 "unfinished rolled back, %zu leftover staging area(s) removed\n",
+                 label.c_str(), sources[i].path.c_str(), r.redone, r.rolled_back, r.leftovers);
+    rms_.push_back(std::move(rm));
+  }
+  // Transactions the TM recovered but no RM claimed (none of their RMs exists any more) are
+  // rolled back now rather than listed forever.
+  for (const auto& t : tm_->List()) {
+    if (t.recovered && t.state == tm::TxState::kActive) (void)tm_->Rollback(t.id);
+  }
+  return Status::Ok();
+}
+
+TxService::~TxService() {
+  {
+    std::lock_guard l(reaper_mu_);
+    stopping_ = true;
+  }
+  reaper_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  std::vector<std::shared_ptr<TxContext>> live;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [id, tx] : txs_)
+      live.push_back(tx);
+  }
+  for (auto& tx : live) {
+    Status s = End(tx, false);
+    std::fprintf(stderr, "ktmfs: transaction %s rolled back: the filesystem is unmounted%s%s\n",
+                 tx->id.ToString().c_str(), s.ok() ? "" : ": ", s.ok() ? "" : s.message().c_str());
+  }
+  rms_.clear();
+  tm_.reset();
+  logs_.clear();
+  storages_.clear();
+}
+
+std::shared_ptr<TxContext> TxService::Find(const Guid& id) const {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(id);
+  return it == txs_.end() ? nullptr : it->second;
+}
+
+TxGuard TxService::Enter(pid_t tid) {
+  // The common case: no transaction, so no /proc lookups and no lock.
+  if (tid == 0 || live_count_.load(std::memory_order_acquire) == 0) return {};
+  auto id = bindings_.Lookup(tid);
+  if (!id) return {};
+  return EnterById(*id);
+}
+
+TxGuard TxService::EnterById(const Guid& id) {
+  auto tx = Find(id);
+  if (!tx) return {};
+  return TxGuard(std::move(tx));
+}
+
+std::optional<Guid> TxService::Current(pid_t tid) {
+  if (tid == 0) return std::nullopt;
+  return bindings_.Lookup(tid);
+}
+
+bool TxService::IsTouched(dev_t dev, ino_t ino) const {
+  std::lock_guard l(mu_);
+  return touched_.contains({dev, ino});
+}
+
+void TxService::MarkTouched(const Guid& tx, dev_t dev, ino_t ino) {
+  std::lock_guard l(mu_);
+  auto& v = touched_[{dev, ino}];
+  for (const Guid& g : v)
+    if (g == tx) return;
+  v.push_back(tx);
+}
+
+Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pid,
+                              uint32_t timeout_sec, const std::string& name) {
+  pid_t target = pid != 0 ? pid : caller.pid;
+  if (target == 0) {
+    return Status::Error(EPERM,
+                         "the caller is outside the daemon's pid namespace: it cannot be "
+                         "bound to a transaction");
+  }
+  tm::BeginOptions bo;
+  bo.owner = caller.uid;
+  bo.description = name;
+  auto id = tm_->Begin(bo);
+  if (!id.ok()) return id.status();
+  auto ctx = std::make_shared<TxContext>();
+  ctx->id = *id;
+  ctx->owner = caller.uid;
+  ctx->name = name;
+  ctx->scope = scope;
+  ctx->pid = target;
+  ctx->timeout_sec = timeout_sec;
+  if (timeout_sec != 0)
+    ctx->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_sec);
+  ctx->begin_time_ns = RealtimeNs();
+  {
+    // In the table before the binding exists, so no request of the bound task finds a binding
+    // without its context.
+    std::lock_guard l(mu_);
+    txs_[*id] = ctx;
+    live_count_.store(txs_.size(), std::memory_order_release);
+  }
+  Status s = bindings_.Bind(*id, scope, target, caller.uid);
+  if (!s.ok()) {
+    {
+      std::lock_guard l(mu_);
+      txs_.erase(*id);
+      live_count_.store(txs_.size(), std::memory_order_release);
+    }
+    (void)tm_->Rollback(*id);
+    return s;
+  }
+  if (timeout_sec != 0) reaper_cv_.notify_all();
+  return *id;
+}
+
+std::shared_ptr<TxContext> TxService::Authorize(const CallerContext& caller, const Guid& id,
+                                                Status* err) {
+  Guid which = id;
+  if (which.IsNil()) {
+    auto cur = Current(caller.pid);
+    if (!cur) {
+      *err = Status::Error(ENODATA, "no transaction is bound to the caller");
+      return nullptr;
+    }
+    which = *cur;
+  }
+  auto tx = Find(which);
+  if (!tx) {
+    *err = Status::NotFound("no live transaction " + which.ToString());
+    return nullptr;
+  }
+  if (caller.uid != 0 && caller.uid != tx->owner) {
+    *err = Status::Error(EPERM, "transaction " + which.ToString() + " belongs to another user");
+    return nullptr;
+  }
+  return tx;
+}
+
+Status TxService::Commit(const CallerContext& caller, const Guid& id) {
+  Status err;
+  auto tx = Authorize(caller, id, &err);
+  if (!tx) return err;
+  return End(tx, true);
+}
+
+Status TxService::Rollback(const CallerContext& caller, const Guid& id) {
+  Status err;
+  auto tx = Authorize(caller, id, &err);
+  if (!tx) return err;
+  return End(tx, false);
+}
+
+Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
+  if (before_end_) before_end_(tx->id);
+  std::unique_lock live(tx->live);  // waits for the operations in flight inside it
+  if (tx->ended) return Status::NotFound("transaction " + tx->id.ToString() + " has ended");
+  tx->ended = true;
+  bindings_.Unbind(tx->id);
+  Status s = commit ? tm_->Commit(tx->id) : tm_->Rollback(tx->id);
+  std::vector<EndedTx> ended;
+  {
+    std::lock_guard l(mu_);
+    txs_.erase(tx->id);
+    live_count_.store(txs_.size(), std::memory_order_release);
+    for (auto it = touched_.begin(); it != touched_.end();) {
+      std::erase(it->second, tx->id);
+      it = it->second.empty() ? touched_.erase(it) : std::next(it);
+    }
+    for (auto it = ended_.begin(); it != ended_.end();) {
+      if (it->id == tx->id) {
+        ended.push_back(std::move(*it));
+        it = ended_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  live.unlock();
+  if (on_ended_) {
+    for (const auto& e : ended)
+      on_ended_(e);
+  }
+  return s;
+}
+
+void TxService::Reap() {
+  std::unique_lock l(reaper_mu_);
+  while (!stopping_) {
+    // Exits are noticed by polling /proc: a bound process may exit at any moment and nothing
+    // tells the daemon. A fifth of a second keeps a rolled-back transaction's locks short.
+    reaper_cv_.wait_for(l, std::chrono::milliseconds(200));
+    if (stopping_) break;
+    l.unlock();
+    std::vector<std::pair<std::shared_ptr<TxContext>, const char*>> to_end;
+    for (const Guid& id : bindings_.FindOrphans()) {
+      if (auto tx = Find(id)) to_end.emplace_back(tx, "its bound process exited");
+    }
+    const auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard g(mu_);
+      for (auto& [id, tx] : txs_)
+        if (tx->deadline <= now) to_end.emplace_back(tx, "its timeout expired");
+    }
+    // Staging of applied transactions goes once their APPLIED records are durable.
+    for (auto& rm : rms_)
+      rm->DropDurableStaging(true);
+    for (auto& [tx, why] : to_end) {
+      Status s = End(tx, false);
+      if (s.code() == ENOENT) continue;  // ended meanwhile
+      std::fprintf(stderr, "ktmfs: transaction %s rolled back: %s%s%s\n", tx->id.ToString().c_str(),
+                   why, s.ok() ? "" : ": ", s.ok() ? "" : s.message().c_str());
+    }
+    l.lock();
+  }
+}
+
+std::vector<TxService::Info> TxService::List() const {
+  std::vector<std::shared_ptr<TxContext>> live;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [id, tx] : txs_)
+      live.push_back(tx);
+  }
+  std::vector<Info> out;
+  for (auto& tx : live) {
+    Info i{};
+    i.id = tx->id;
+    i.owner = tx->owner;
+    i.pid = tx->pid;
+    i.scope = tx->scope;
+    i.begin_time_ns = tx->begin_time_ns;
+    i.timeout_sec = tx->timeout_sec;
+    i.name = tx->name;
+    auto q = tm_->Query(tx->id);
+    if (!q.ok()) continue;  // ended meanwhile
+    i.state = q->state;
+    i.rm_count = static_cast<uint32_t>(q->resource_managers.size());
+    for (const auto& rm : rms_) {
+      i.bytes_logged += rm->BytesLogged(tx->id);
+      i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(tx->id));
+    }
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,169 @@
+// The daemon's transaction service: the log, the transaction manager and one filesystem
+// resource manager per backing directory, opened and recovered before the mount appears; the
+// table of live transactions (owner, binding, timeout); begin, commit, rollback, query, holder
+// and list for the control interface; and the reaper that rolls back transactions whose bound
+// process exited or whose timeout expired.
+//
+// Lifetime of a transaction as the operations see it: `Enter` finds the caller's transaction
+// and holds it live (shared) until the returned guard goes; commit and rollback wait for the
+// operations in flight and then end it, so an operation never sees a transaction end midway.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/caller.h"
+#include "fs/layout.h"
+#include "fs/options.h"
+#include "fs/task_bindings.h"
+#include "fs/tx/fs_resource_manager.h"
+#include "log/log.h"
+#include "src/transaction_manager.h"
+
+namespace ktmfs::fs {
+
+// What the daemon keeps about one live transaction beyond what the TM and RMs hold.
+struct TxContext {
+  Guid id;
+  uid_t owner = 0;
+  std::string name;
+  Scope scope = Scope::kProcess;
+  pid_t pid = 0;
+  uint32_t timeout_sec = 0;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  uint64_t begin_time_ns = 0;
+  // Shared by every operation working inside the transaction, exclusive to end it.
+  std::shared_mutex live;
+  bool ended = false;  // under `live` (exclusive to set)
+
+  // Times the view shows for objects the transaction changed (the backing objects get theirs
+  // when apply changes them). Keyed by source and object.
+  struct Times {
+    std::optional<timespec> mtime, ctime;
+  };
+  std::mutex times_mu;
+  std::map<std::pair<int, fstx::ObjectId>, Times> times;
+  // Link count changes the view shows (links and unlinks of existing objects).
+  std::map<std::pair<int, fstx::ObjectId>, int> nlink_delta;
+};
+
+// A transaction held live for one operation; empty if the caller is in none.
+class TxGuard {
+ public:
+  TxGuard() = default;
+  explicit TxGuard(std::shared_ptr<TxContext> tx);
+  TxGuard(TxGuard&&) = default;
+  TxGuard& operator=(TxGuard&&) = default;
+  explicit operator bool() const { return tx_ != nullptr; }
+  TxContext* operator->() const { return tx_.get(); }
+  TxContext& operator*() const { return *tx_; }
+  const Guid& id() const { return tx_->id; }
+
+ private:
+  std::shared_ptr<TxContext> tx_;
+  std::shared_lock<std::shared_mutex> lock_;
+};
+
+// Cache invalidations to send to the kernel once a transaction ends (see Invalidator).
+struct EndedTx {
+  Guid id;
+  bool committed = false;
+  int source = 0;
+  std::vector<fstx::ObjectId> objects;
+  std::vector<std::pair<std::string, std::string>> entries;  // (backing dir, name)
+};
+
+class TxService {
+ public:
+  // Opens the log (state_dir/log), the TM and an RM per source, and recovers them, printing
+  // what recovery did on stderr. An error stops the mount.
+  static Result<std::unique_ptr<TxService>> Start(const Options& options, const Layout& layout);
+  // Rolls back every live transaction (unmount) and closes the log.
+  ~TxService();
+
+  // --- Attribution ---
+  // The transaction the calling task is bound to, held live; empty if none.
+  TxGuard Enter(pid_t tid);
+  // The same by id (handles opened inside a transaction); empty if it has ended.
+  TxGuard EnterById(const Guid& id);
+  fstx::FsResourceManager& rm(int source) { return *rms_[source]; }
+  // Readers outside transactions hold this shared, apply holds it exclusive.
+  std::shared_mutex& visibility() { return visibility_; }
+  // Whether a live transaction changed names in, or attributes of, this committed object: its
+  // attributes and entries are then served with zero timeouts to everyone.
+  bool IsTouched(dev_t dev, ino_t ino) const;
+  void MarkTouched(const Guid& tx, dev_t dev, ino_t ino);
+
+  // --- Control ---
+  Result<Guid> Begin(const CallerContext& caller, Scope scope, pid_t pid, uint32_t timeout_sec,
+                     const std::string& name);
+  // `id` nil: the caller's transaction. EPERM unless the caller owns it or is root.
+  Status Commit(const CallerContext& caller, const Guid& id);
+  Status Rollback(const CallerContext& caller, const Guid& id);
+  std::optional<Guid> Current(pid_t tid);
+  struct Info {
+    Guid id;
+    uid_t owner;
+    pid_t pid;
+    Scope scope;
+    tm::TxState state;
+    uint64_t begin_time_ns;
+    uint64_t bytes_logged;
+    uint32_t objects_locked;
+    uint32_t rm_count;
+    uint32_t timeout_sec;
+    std::string name;
+  };
+  std::vector<Info> List() const;
+
+  // Called with what each ended transaction touched, on the thread that ended it, once the
+  // transaction no longer holds back its own operations.
+  void SetOnEnded(std::function<void(const EndedTx&)> f) { on_ended_ = std::move(f); }
+  // Called before a transaction ends, while its operations still run: the kernel's dirty pages
+  // of its files (mmap writes) must reach it through its handles now.
+  void SetBeforeEnd(std::function<void(const Guid&)> f) { before_end_ = std::move(f); }
+
+ private:
+  TxService() = default;
+  Status Open(const Options& options, const Layout& layout);
+  std::shared_ptr<TxContext> Find(const Guid& id) const;
+  std::shared_ptr<TxContext> Authorize(const CallerContext& caller, const Guid& id, Status* err);
+  // Ends a transaction: waits for its operations, then commits or rolls it back.
+  Status End(const std::shared_ptr<TxContext>& tx, bool commit);
+  void Reap();
+
+  std::vector<std::unique_ptr<log::Storage>> storages_;
+  std::vector<std::unique_ptr<log::Log>> logs_;
+  std::unique_ptr<tm::TransactionManager> tm_;
+  std::vector<std::unique_ptr<fstx::FsResourceManager>> rms_;
+  SystemProcReader proc_;
+  TaskBindings bindings_{&proc_};
+  std::shared_mutex visibility_;
+
+  mutable std::mutex mu_;
+  std::map<Guid, std::shared_ptr<TxContext>> txs_;
+  std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
+  std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
+  std::vector<EndedTx> ended_;  // reported by the RMs during End, handed on after it
+  std::function<void(const EndedTx&)> on_ended_;
+  std::function<void(const Guid&)> before_end_;
+
+  std::mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+  bool stopping_ = false;
+  std::thread reaper_;
+};
+
+}  // namespace ktmfs::fs
