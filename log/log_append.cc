@@ -314,7 +314,6 @@ Status LogImpl::FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn,
   stats_.flushes_requested++;
   // The record starting at lsn must be complete, so flush past its first byte.
   const Lsn target = lsn >= end_ ? end_ : lsn + 1;
-  wanted_ = std::max(wanted_, target);
   if (target > buf_start_) joined_++;
   while (true) {
     if (flushed_ >= target) return Status::Ok();

@@ -221,7 +221,6 @@ class LogImpl : public Log {
   // Flushes issued and not yet folded into flushed_, oldest first.
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
-  Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
   // Payload copies still running, by buffer generation (gen_ counts seals).
   uint64_t gen_ = 0;
   std::map<uint64_t, int> copies_;
