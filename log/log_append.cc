@@ -410,6 +410,16 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
   if (timer_waiter_ == nullptr) WakeWaitersLocked(/*need_leader=*/true, wake);
 }
 
+// After a failure outside a flush, every waiter must see it. Notified under the lock: waiters are
+// pooled, and this is the rare path.
+void LogImpl::WakeAllWaitersLocked() {
+  for (Waiter* w : waiters_) {
+    if (w->woken) continue;
+    w->woken = true;
+    w->cv.notify_one();
+  }
+}
+
 // Wakes the waiters whose records are durable (all of them after a failure) and, if asked, the
 // one with the lowest LSN among those that need a new flush, to lead it or keep the group's
 // deadline. Returns how many records' waiters it released.

@@ -167,6 +167,7 @@ class LogImpl : public Log {
   Status FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn, std::vector<Waiter*>* wake);
   size_t WakeWaitersLocked(bool need_leader, std::vector<Waiter*>* wake);
   bool GroupReadyLocked() const;
+  void WakeAllWaitersLocked();
   void LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*>* wake);
   Waiter* AcquireWaiterLocked();
   Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable,
