@@ -63,6 +63,7 @@ struct LogStats {
   uint64_t appends = 0;
   uint64_t flushes_requested = 0;
   uint64_t syncs = 0;  // data syncs actually issued
+  uint64_t flush_nanos = 0;  // time spent writing and syncing flushes, summed over flushes
   uint64_t bytes_written = 0;
   // What the scan at open found.
   uint64_t torn_tail_cut_in_block = 0;  // 1 if the tail was cut inside a block

@@ -2,6 +2,7 @@
 // log_append.cc (marshalling, space, group commit) and log_read.cc (records and cursors).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -162,8 +163,15 @@ class LogImpl : public Log {
   Status GrowLocked();
   // Ends a sealed buffer at a block boundary (a PAD fragment, or zeros if too little room).
   void PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const;
-  void WakeWaitersLocked(bool need_leader);
-  Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable);
+  // Waiters to notify once the lock is released go to *wake.
+  Status FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn, std::vector<Waiter*>* wake);
+  size_t WakeWaitersLocked(bool need_leader, std::vector<Waiter*>* wake);
+  bool GroupReadyLocked() const;
+  void WakeAllWaitersLocked();
+  void LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*>* wake);
+  Waiter* AcquireWaiterLocked();
+  Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable,
+                  const std::vector<std::pair<Lsn, Lsn>>& presealed);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
 
   // --- log_read.cc
@@ -208,18 +216,26 @@ class LogImpl : public Log {
   // Marshalling buffer: bytes [buf_start_, end_) not yet handed to a flush.
   AlignedBytes buf_;
   Lsn buf_start_ = 0;
+  std::vector<std::pair<Lsn, Lsn>> presealed_;  // records in buf_ that their appenders seal
   Lsn end_ = 0;
   Lsn flushed_ = 0;
   // Flushes issued and not yet folded into flushed_, oldest first.
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
-  Lsn wanted_ = 0;  // the highest LSN any Flush call has asked for
   // Payload copies still running, by buffer generation (gen_ counts seals).
   uint64_t gen_ = 0;
   std::map<uint64_t, int> copies_;
   std::condition_variable copy_cv_;
   std::vector<Waiter*> waiters_;
-  static constexpr int kMaxLeadRounds = 8;
+  std::vector<std::unique_ptr<Waiter>> waiter_store_;  // never shrinks (see Flush)
+  std::vector<Waiter*> free_waiters_;
+  // Gathering the next group (see Flush): callers whose records are in no flush yet, how many to
+  // wait for (0: none), until when, and the waiter that keeps that deadline.
+  size_t joined_ = 0;
+  size_t gather_size_ = 0;
+  std::chrono::steady_clock::time_point gather_until_;
+  Waiter* timer_waiter_ = nullptr;
+  std::chrono::steady_clock::duration last_sync_{};  // how long the last flush's write took
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;
   bool read_only_ = false;

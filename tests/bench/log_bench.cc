@@ -1,12 +1,16 @@
 // Group commit benchmark: N committers each append a record and wait until it is durable, on
 // the log (io_uring, group commit) and, side by side in the same run and directory, on the
 // baseline of each committer doing pwrite + fdatasync itself. Prints records/s, syncs and ratios.
-//   log_bench [DIR] [--seconds S] [--rounds R] [--inflight N] [--direct]
-// DIR defaults to a new directory under /var/tmp; it is removed afterwards. Each cell runs the
-// log and the baseline alternately in R rounds of S/R seconds each, so a change in machine load
-// hits both alike.
+//   log_bench [DIR] [--seconds S] [--rounds R] [--reps N] [--warmup S] [--records B,B..]
+//             [--threads N,N..] [--inflight N] [--direct] [--no-recovery]
+// DIR defaults to a new directory under /var/tmp; it is removed afterwards. Both sides use files
+// of the same size, zero-filled in advance, in the same directory. Each cell first warms both up,
+// then runs N repetitions; in each, the log and the baseline alternate in R rounds of S/R seconds,
+// so a change in machine load hits both alike, and the repetition's speedup is the ratio of the
+// two. The table shows medians over the repetitions and the range of the speedup.
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,8 +37,18 @@ struct Tally {
   uint64_t records = 0;
   uint64_t syncs = 0;
   double seconds = 0;
+  double cpu_seconds = 0;    // user + system time of the whole process while it ran
+  double flush_seconds = 0;  // the log's time in its flushes' writes and syncs
   double rate() const { return seconds > 0 ? double(records) / seconds : 0; }
+  double cpu_us_per_record() const { return records ? cpu_seconds * 1e6 / double(records) : 0; }
 };
+
+double CpuSeconds() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  auto s = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return s(ru.ru_utime) + s(ru.ru_stime);
+}
 
 // Runs `body(thread, stop)` on n threads for `seconds`; body returns the records it committed.
 template <typename Body>
@@ -43,6 +57,7 @@ void RunThreads(int n, double seconds, Body body, Tally* tally) {
   std::atomic<uint64_t> total{0};
   std::vector<std::thread> threads;
   auto t0 = Clock::now();
+  const double cpu0 = CpuSeconds();
   for (int t = 0; t < n; ++t) {
     threads.emplace_back([&, t] { total += body(t, stop); });
   }
@@ -51,6 +66,7 @@ void RunThreads(int n, double seconds, Body body, Tally* tally) {
   for (auto& th : threads)
     th.join();
   tally->seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  tally->cpu_seconds += CpuSeconds() - cpu0;
   tally->records += total;
 }
 
@@ -82,6 +98,7 @@ class LogTarget {
     std::mutex mu;
     Status error;
     const uint64_t syncs0 = log_->stats().syncs;
+    const uint64_t nanos0 = log_->stats().flush_nanos;
     RunThreads(
         committers, seconds,
         [&](int, std::atomic<bool>& stop) {
@@ -103,6 +120,7 @@ class LogTarget {
         },
         tally);
     tally->syncs += log_->stats().syncs - syncs0;
+    tally->flush_seconds += double(log_->stats().flush_nanos - nanos0) / 1e9;
     return error;
   }
 
@@ -146,7 +164,8 @@ class BaselineTarget {
         [&](int, std::atomic<bool>& stop) {
           uint64_t n = 0;
           while (!stop && !failed) {
-            uint64_t off = next_.fetch_add(record) % (kSize - record);
+            // Records side by side, like the log's; wraps to the start of the file.
+            uint64_t off = next_.fetch_add(1) % (kSize / record) * record;
             if (::pwrite(fd_, payload.data(), record, off_t(off)) != ssize_t(record) ||
                 ::fdatasync(fd_) != 0) {
               failed = true;
@@ -225,26 +244,61 @@ void BenchRecovery(const std::string& dir, uint64_t bytes, bool direct) {
   std::filesystem::remove_all(dir);
 }
 
+// "1,4,16" -> {1, 4, 16}
+std::vector<long> ParseList(const char* text) {
+  std::vector<long> out;
+  for (const char* p = text; *p;) {
+    char* end;
+    out.push_back(std::strtol(p, &end, 10));
+    p = *end == ',' ? end + 1 : end;
+    if (end == p && *p) break;
+  }
+  return out;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string dir;
   double seconds = 1.5;
   int rounds = 3;
+  int reps = 3;
+  double warmup = 0.3;
   bool direct = false;
+  bool recovery = true;
   uint32_t inflight = 1;
+  std::vector<long> records = {128, 4096, 65536};
+  std::vector<long> threads = {1, 4, 16, 64};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
     } else if (a == "--rounds" && i + 1 < argc) {
       rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--warmup" && i + 1 < argc) {
+      warmup = std::atof(argv[++i]);
     } else if (a == "--inflight" && i + 1 < argc) {
       inflight = uint32_t(std::atoi(argv[++i]));
+    } else if (a == "--records" && i + 1 < argc) {
+      records = ParseList(argv[++i]);
+    } else if (a == "--threads" && i + 1 < argc) {
+      threads = ParseList(argv[++i]);
+    } else if (a == "--no-recovery") {
+      recovery = false;
     } else if (a == "--direct") {
       direct = true;
     } else if (a.starts_with("-")) {
-      std::fprintf(stderr, "usage: %s [DIR] [--seconds S] [--rounds R] [--inflight N] [--direct]\n",
+      std::fprintf(stderr,
+                   "usage: %s [DIR] [--seconds S] [--rounds R] [--reps N] [--warmup S] "
+                   "[--records B,B..] [--threads N,N..] [--inflight N] [--direct] "
+                   "[--no-recovery]\n",
                    argv[0]);
       return 2;
     } else {
@@ -261,13 +315,18 @@ int main(int argc, char** argv) {
     dir = tmpl;
     made = true;
   }
-  std::printf("log group commit vs pwrite+fdatasync per commit, in %s, %.1f s per cell%s\n",
-              dir.c_str(), seconds, direct ? ", O_DIRECT" : "");
-  std::printf("%7s %4s | %10s %8s | %10s %8s | %8s %9s\n", "record", "thr", "log rec/s", "syncs",
-              "base rec/s", "syncs", "speedup", "syncs/rec");
+  std::printf(
+      "log group commit vs pwrite+fdatasync per commit, in %s%s\n"
+      "each cell: %d repetitions of %.1f s (log and baseline alternating in %d rounds, after "
+      "%.1f s of warm-up each); rates and speedup are medians, range is the lowest and highest "
+      "repetition's speedup; us/sync is the log's time per write+sync, cpu us the process's CPU "
+      "time per record\n",
+      dir.c_str(), direct ? ", O_DIRECT" : "", reps, seconds, rounds, warmup);
+  std::printf("%7s %4s | %10s %9s %7s %7s | %10s %7s | %8s %15s\n", "record", "thr", "log rec/s",
+              "syncs/rec", "us/sync", "cpu us", "base rec/s", "cpu us", "speedup", "range");
   int failures = 0;
   double worst16 = 1e9, worst1 = 1e9;
-  for (size_t record : {size_t(128), size_t(4096), size_t(65536)}) {
+  for (long record : records) {
     LogTarget log;
     BaselineTarget base;
     Status s = log.Open(dir + "/log", direct, inflight);
@@ -276,31 +335,53 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "setup: %s\n", s.ToString().c_str());
       return 1;
     }
-    for (int committers : {1, 4, 16, 64}) {
-      Tally l, b;
-      for (int r = 0; r < rounds && s.ok(); ++r) {
-        s = log.Run(record, committers, seconds / rounds, &l);
-        if (s.ok()) s = base.Run(record, committers, seconds / rounds, &b);
+    for (long committers : threads) {
+      std::vector<double> log_rates, base_rates, ratios, syncs_per_rec, log_cpu, base_cpu, sync_us;
+      // Warm-up: the first syncs after preallocation, thread start-up and the log's first
+      // buffers are not what either side sustains.
+      if (warmup > 0) {
+        Tally wl, wb;
+        s = log.Run(size_t(record), int(committers), warmup, &wl);
+        if (s.ok()) s = base.Run(size_t(record), int(committers), warmup, &wb);
+      }
+      for (int rep = 0; rep < reps && s.ok(); ++rep) {
+        Tally l, b;
+        for (int r = 0; r < rounds && s.ok(); ++r) {
+          s = log.Run(size_t(record), int(committers), seconds / rounds, &l);
+          if (s.ok()) s = base.Run(size_t(record), int(committers), seconds / rounds, &b);
+        }
+        log_rates.push_back(l.rate());
+        base_rates.push_back(b.rate());
+        ratios.push_back(b.rate() > 0 ? l.rate() / b.rate() : 0);
+        syncs_per_rec.push_back(l.records ? double(l.syncs) / double(l.records) : 0.0);
+        log_cpu.push_back(l.cpu_us_per_record());
+        sync_us.push_back(l.syncs ? l.flush_seconds * 1e6 / double(l.syncs) : 0.0);
+        base_cpu.push_back(b.cpu_us_per_record());
       }
       if (!s.ok()) {
-        std::printf("%7zu %4d | error: %s\n", record, committers, s.ToString().c_str());
+        std::printf("%7ld %4ld | error: %s\n", record, committers, s.ToString().c_str());
         failures++;
         s = Status::Ok();
         continue;
       }
-      std::printf("%7zu %4d | %10.0f %8llu | %10.0f %8llu | %7.2fx %9.3f\n", record, committers,
-                  l.rate(), (unsigned long long)l.syncs, b.rate(), (unsigned long long)b.syncs,
-                  l.rate() / b.rate(), l.records ? double(l.syncs) / double(l.records) : 0.0);
+      const double ratio = Median(ratios);
+      char range[32];
+      std::snprintf(range, sizeof range, "%.2f-%.2fx", *std::min_element(ratios.begin(), ratios.end()),
+                    *std::max_element(ratios.begin(), ratios.end()));
+      std::printf("%7ld %4ld | %10.0f %9.3f %7.0f %7.1f | %10.0f %7.1f | %7.2fx %15s\n", record,
+                  committers, Median(log_rates), Median(syncs_per_rec), Median(sync_us),
+                  Median(log_cpu),
+                  Median(base_rates), Median(base_cpu), ratio, range);
       std::fflush(stdout);
-      if (committers == 16) worst16 = std::min(worst16, l.rate() / b.rate());
-      if (committers == 1) worst1 = std::min(worst1, l.rate() / b.rate());
+      if (committers == 16) worst16 = std::min(worst16, ratio);
+      if (committers == 1) worst1 = std::min(worst1, ratio);
     }
     log.Close();
     base.Close();
   }
-  BenchRecovery(dir + "/recovery", 256ull << 20, direct);
+  if (recovery) BenchRecovery(dir + "/recovery", 256ull << 20, direct);
   std::printf(
-      "lowest speedup at 16 committers: %.2fx (target 5x); at 1 committer: %.2fx "
+      "lowest median speedup at 16 committers: %.2fx (target 5x); at 1 committer: %.2fx "
       "(target 1x)\n",
       worst16, worst1);
   if (made) std::filesystem::remove_all(dir);

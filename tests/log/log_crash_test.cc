@@ -40,10 +40,11 @@ struct Workload {
   bool truncate = false;  // advance base LSNs so the ring wraps and grows
   int ops = 30;
   uint32_t max_containers = 16;
+  bool large = false;  // also records of 8 KiB and more, which their appenders seal
 };
 
-size_t PickSize(std::mt19937_64& rng) {
-  switch (rng() % 5) {
+size_t PickSize(std::mt19937_64& rng, bool large) {
+  switch (rng() % (large ? 6 : 5)) {
     case 0:
       return rng() % 40;
     case 1:
@@ -52,8 +53,10 @@ size_t PickSize(std::mt19937_64& rng) {
       return 900 + rng() % 200;
     case 3:
       return 3000 + rng() % 2000;  // several blocks
-    default:
+    case 4:
       return 100 + rng() % 200;
+    default:
+      return (8 << 10) + rng() % 6000;
   }
 }
 
@@ -71,7 +74,7 @@ void RunWorkload(Storage* storage, uint64_t seed, const Workload& w, Model* m) {
     Stream* s = streams[rng() % 2];
     int op = int(rng() % 10);
     if (op < 6) {
-      auto payload = Payload(PickSize(rng), rng());
+      auto payload = Payload(PickSize(rng, w.large), rng());
       auto lsn = s->Append({.type = uint16_t(op), .payload = payload});
       if (!lsn.ok()) return;
       m->appended.push_back({*lsn, s->id(), uint16_t(op), payload});
@@ -281,6 +284,14 @@ TEST(LogCrash, EveryEventEveryMode) {
 TEST(LogCrash, EveryEventEveryModeWithTruncationAndGrowth) {
   CrashEverywhere({.truncate = true, .ops = 60, .max_containers = 4}, 15);
   ExpectCoverage();
+}
+
+TEST(LogCrash, EveryEventEveryModeWithLargeRecords) {
+  CrashEverywhere({.ops = 30, .max_containers = 64, .large = true}, 15);
+  std::printf("crash cases: %llu, unflushed records lost in %llu\n",
+              (unsigned long long)coverage.cases, (unsigned long long)coverage.lost_unflushed);
+  EXPECT_GT(coverage.cases, 1000u);
+  EXPECT_GT(coverage.lost_unflushed, 0u);
 }
 
 TEST(LogCrash, FailedWriteIsReportedAndNothingFlushedIsLost) {

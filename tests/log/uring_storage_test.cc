@@ -95,6 +95,26 @@ TEST(UringStorage, WriteReadAndList) {
   EXPECT_TRUE(storage->Open("a", OpenMode::kExisting).status().IsNotFound());
 }
 
+// One range with sync takes the RWF_DSYNC path; several take the linked io_uring path.
+TEST(UringStorage, OneSyncedRangeWritesAndExtendsTheFile) {
+  TempDir dir;
+  auto storage = VALUE(OpenUringStorage(dir.path()));
+  auto f = VALUE(storage->Open("one", OpenMode::kCreate));
+  ASSERT_OK(f->Allocate(4096));
+  auto inside = Payload(1000, 7), beyond = Payload(5000, 8);
+  WriteOp first{100, inside};
+  ASSERT_OK(f->Write({&first, 1}, true));
+  WriteOp second{6000, beyond};
+  ASSERT_OK(f->Write({&second, 1}, true));
+  EXPECT_EQ(VALUE(f->Size()), 11000u);
+  std::vector<std::byte> back(5000);
+  EXPECT_EQ(VALUE(f->Read(6000, back)), 5000u);
+  EXPECT_TRUE(back == beyond);
+  back.resize(1000);
+  EXPECT_EQ(VALUE(f->Read(100, back)), 1000u);
+  EXPECT_TRUE(back == inside);
+}
+
 TEST(UringStorage, ManyWritesInOneCallWithASmallQueue) {
   TempDir dir;
   UringStorageOptions so;
