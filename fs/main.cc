@@ -1,9 +1,13 @@
 // The ktmfs daemon: parses the command line, prepares the layout and state directory, mounts,
 // and serves requests until unmounted. Backgrounds only once the mount is live (unless -f).
+#include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdio>
@@ -42,6 +46,50 @@ void RaiseFileLimit() {
   }
 }
 
+// Forks. The child returns -1 and is the daemon (in a new session); the parent waits for the
+// daemon to write one byte on *ready_fd (the mount is live) or to exit, and returns the exit
+// status the command should have.
+int BackgroundAndWait(int* ready_fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    std::perror("ktmfs: pipe");
+    return 1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("ktmfs: fork");
+    return 1;
+  }
+  if (pid == 0) {
+    close(p[0]);
+    setsid();
+    *ready_fd = p[1];
+    return -1;
+  }
+  close(p[1]);
+  char byte;
+  ssize_t n;
+  do {
+    n = read(p[0], &byte, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n == 1) return 0;
+  // The daemon exited before mounting: its own messages said why.
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+}
+
+// What fuse_daemonize does once the daemon is on its own: no terminal, no working directory.
+void DetachStdio() {
+  (void)!chdir("/");  // a failure only keeps the old directory busy
+  int null = open("/dev/null", O_RDWR);
+  if (null < 0) return;
+  dup2(null, 0);
+  dup2(null, 1);
+  dup2(null, 2);
+  if (null > 2) close(null);
+}
+
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
@@ -77,6 +125,13 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
+  // The transaction service runs threads, which a fork after it would lose: the daemon goes to
+  // the background first, and the foreground process waits until the mount is live.
+  int ready_fd = -1;
+  if (!options.foreground) {
+    int rc = BackgroundAndWait(&ready_fd);
+    if (rc >= 0) return rc;  // the foreground process, with the daemon's verdict
+  }
   // Recovery runs before the mount appears: nobody sees a half-applied transaction.
   auto txs = TxService::Start(options, fs.layout());
   if (!txs.ok()) {
@@ -108,7 +163,14 @@ int Run(int argc, char** argv) {
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {
-      fuse_daemonize(options.foreground ? 1 : 0);
+      if (ready_fd >= 0) {
+        // Mounted: let the foreground process exit 0, and leave the terminal alone.
+        char ok = 0;
+        (void)!write(ready_fd, &ok, 1);
+        close(ready_fd);
+        ready_fd = -1;
+        DetachStdio();
+      }
       ret = Serve(se, options);
       fuse_session_unmount(se);
     }
