@@ -24,14 +24,7 @@ Inode* InodeTable::AddPinned(std::unique_ptr<Inode> inode) {
   return raw;
 }
 
-Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
-  std::lock_guard lock(mu_);
-  auto it = by_key_.find(Key{st.st_dev, st.st_ino});
-  if (it != by_key_.end()) {
-    close(fd);
-    it->second->nlookup++;
-    return it->second.get();
-  }
+std::unique_ptr<Inode> InodeTable::NewInode(int fd, const struct stat& st, int source_index) {
   auto inode = std::make_unique<Inode>();
   inode->fd = fd;
   inode->dev = st.st_dev;
@@ -40,14 +33,26 @@ Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
   inode->generation = next_generation_++;
   inode->nlookup = 1;
   inode->source_index = source_index;
+  return inode;
+}
+
+Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{st.st_dev, st.st_ino});
+  if (it != by_key_.end()) {
+    close(fd);
+    it->second->nlookup++;
+    return it->second.get();
+  }
+  auto inode = NewInode(fd, st, source_index);
   Inode* raw = inode.get();
   by_key_.emplace(Key{st.st_dev, st.st_ino}, std::move(inode));
   return raw;
 }
 
 Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd,
-                             const struct stat& st, int source_index, const std::string& view_path,
-                             const std::string& staged_name) {
+                             const struct stat& st, int source_index,
+                             const std::string& view_path) {
   std::lock_guard lock(mu_);
   auto key = VersionKey{tx, source_index, object};
   auto it = versions_.find(key);
@@ -57,18 +62,10 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
     view_paths_[it->second.get()] = view_path;
     return it->second.get();
   }
-  auto inode = std::make_unique<Inode>();
+  auto inode = NewInode(fd, st, source_index);
   inode->kind = Inode::Kind::kTxVersion;
-  inode->fd = fd;
-  inode->dev = st.st_dev;
-  inode->ino = st.st_ino;
-  inode->type = st.st_mode & S_IFMT;
-  inode->generation = next_generation_++;
-  inode->nlookup = 1;
-  inode->source_index = source_index;
   inode->tx = tx;
   inode->object = object;
-  inode->staged_name = staged_name;
   Inode* raw = inode.get();
   versions_.emplace(key, std::move(inode));
   view_paths_[raw] = view_path;

@@ -43,7 +43,6 @@ struct Inode {
   // kTxVersion only.
   Guid tx;
   fstx::ObjectId object;
-  std::string staged_name;  // new objects: their name in the transaction's staging
 
   ~Inode();
   bool is_virtual_root() const { return kind == Kind::kVirtualRoot; }
@@ -68,7 +67,7 @@ class InodeTable {
   // ownership of `fd` like Acquire and counts one lookup. `view_path` is where the transaction
   // sees it now.
   Inode* AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd, const struct stat& st,
-                   int source_index, const std::string& view_path, const std::string& staged_name);
+                   int source_index, const std::string& view_path);
   // Where the transaction sees a version node now ("" for others).
   std::string ViewPath(const Inode* inode) const;
   // The transaction renamed `from` to `to` (or exchanged them): its nodes follow.
@@ -107,6 +106,9 @@ class InodeTable {
       return std::hash<uint64_t>()(k.ino * 1000003u ^ k.dev);
     }
   };
+  // A counted, unregistered inode for the object `fd` holds (mu_ held).
+  std::unique_ptr<Inode> NewInode(int fd, const struct stat& st, int source_index);
+
   mutable std::mutex mu_;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
   // By transaction, source and object: objects a transaction creates are numbered per source.

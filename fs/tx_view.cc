@@ -139,12 +139,11 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
   if (!v.ok()) return v.status().code();
   if (!v->exists) return ENOENT;
   int fd;
-  std::string staged;
   if (v->is_new) {
     auto sdir = StagingDir(fs, tx, source);
     if (!sdir.ok()) return sdir.status().code();
-    staged = fstx::StagedNameForNew(v->object.number);
-    fd = open((*sdir + "/" + staged).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    const std::string staged = *sdir + "/" + fstx::StagedNameForNew(v->object.number);
+    fd = open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   } else {
     fd = OpenBeneath(fs, source, v->backing_path, O_PATH);
   }
@@ -158,8 +157,7 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
   // rename inside the transaction moves it; with the committed node that move would outlive a
   // rollback (and the kernel then refuses to put the directory back, ESTALE). A working
   // directory entered before the transaction keeps its committed node (see Classify).
-  Inode* inode =
-      fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name), staged);
+  Inode* inode = fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name));
   std::memset(e, 0, sizeof *e);
   int err = TxStat(fs, tx, inode, &e->attr);
   if (err != 0) {
