@@ -289,28 +289,31 @@ void LogImpl::PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const {
 // flush), so the next flush waits until as many callers have joined as were active in the last
 // round (the group released, its leader, and those already waiting), or until as long as the last
 // sync took has passed: whichever comes first. The caller that completes the group leads its flush
-// itself; the first waiter keeps the deadline. A lone committer's group is itself, so it never
+// itself; the first sleeper keeps the deadline. A lone committer's group is itself, so it never
 // waits. (The bound: on the 2-core development VM, sixteen committers need about half to one sync's
 // time to come back; with a quarter the groups stayed at about 8 and commits/s barely moved.)
 //
-// Waiters are woken one by one, only when their record is durable or when a leader is needed, not
-// all at every flush (on few cores, waking every committer each time costs more than the sync).
+// Sleeping: the committers of one flush sleep on its slot's word, and its completion releases
+// them all with one system call, so they come back for the next round together. Nobody else is
+// woken: not the next group (on few cores, waking every committer at every flush costs more than
+// the sync), unless it has no leader and no deadline keeper, nor a flush's group before its
+// records are durable.
 Status LogImpl::Flush(Lsn lsn) {
-  std::vector<Waiter*> wake;
+  std::vector<WakeWord*> wake;
   Status s;
   {
     std::unique_lock lock(mu_);
     s = FlushLocked(lock, lsn, &wake);
   }
-  // Notified after the lock is released, so they do not wake only to block on it. Waiters are
-  // pooled and live as long as the log: one that already left (a timeout) takes no harm.
-  for (Waiter* w : wake)
-    w->cv.notify_one();
+  // Woken after the lock is released, so the sleepers do not wake only to block on it. Slots live
+  // as long as the log, and a sleeper that already left takes no harm.
+  for (WakeWord* w : wake)
+    w->WakeAll();
   return s;
 }
 
 Status LogImpl::FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn,
-                            std::vector<Waiter*>* wake) {
+                            std::vector<WakeWord*>* wake) {
   stats_.flushes_requested++;
   // The record starting at lsn must be complete, so flush past its first byte.
   const Lsn target = lsn >= end_ ? end_ : lsn + 1;
@@ -323,30 +326,47 @@ Status LogImpl::FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn,
       LeadLocked(lock, wake);  // then wait for earlier flushes, if any, or see its failure
       continue;
     }
-    Waiter* w = AcquireWaiterLocked();
-    w->target = target;
-    waiters_.push_back(w);
-    if (can_issue && timer_waiter_ == nullptr) {
-      timer_waiter_ = w;
-      w->cv.wait_until(lock, gather_until_, [&] { return w->woken; });
-      if (timer_waiter_ == w) timer_waiter_ = nullptr;
+    FlushSlot& slot = SlotForLocked(target);
+    const uint32_t seen = slot.word.value();
+    slot.sleepers++;
+    uint64_t timer = 0;
+    if (can_issue && timer_ == 0) timer = timer_ = ++timer_ids_;
+    const auto deadline = gather_until_;
+    lock.unlock();
+    if (timer != 0) {
+      slot.word.WaitUntil(seen, deadline);
     } else {
-      w->cv.wait(lock, [&] { return w->woken; });
+      slot.word.Wait(seen);
     }
-    std::erase(waiters_, w);
-    free_waiters_.push_back(w);
+    slot.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    // The common wake: the record is durable. Leaving without the mutex spares a released group
+    // from queueing on it.
+    if (timer == 0 && durable_.load(std::memory_order_acquire) >= target) return Status::Ok();
+    lock.lock();
+    if (timer != 0 && timer_ == timer) timer_ = 0;
   }
 }
 
-Waiter* LogImpl::AcquireWaiterLocked() {
-  if (free_waiters_.empty()) {
-    waiter_store_.push_back(std::make_unique<Waiter>());
-    free_waiters_.push_back(waiter_store_.back().get());
+// The slot of the flush that makes `target` durable: one in flight, or the gathering one.
+FlushSlot& LogImpl::SlotForLocked(Lsn target) {
+  uint64_t seq = next_seq_;
+  if (target <= buf_start_) {
+    for (const auto& f : inflight_) {
+      if (target <= f->end) {
+        seq = f->seq;
+        break;
+      }
+    }
   }
-  Waiter* w = free_waiters_.back();
-  free_waiters_.pop_back();
-  w->woken = false;
-  return w;
+  return slots_[seq % kFlushSlots];
+}
+
+size_t LogImpl::ReleaseSlotLocked(FlushSlot& slot, std::vector<WakeWord*>* wake) {
+  slot.word.Bump();
+  const uint32_t sleepers = slot.sleepers.load(std::memory_order_relaxed);
+  if (sleepers == 0) return 0;
+  if (std::find(wake->begin(), wake->end(), &slot.word) == wake->end()) wake->push_back(&slot.word);
+  return sleepers;
 }
 
 bool LogImpl::GroupReadyLocked() const {
@@ -356,12 +376,13 @@ bool LogImpl::GroupReadyLocked() const {
 
 // Seals the buffer, writes and syncs it, and then wakes those whose records are durable and sets
 // up the gathering of the next group (see Flush).
-void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*>* wake) {
+void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<WakeWord*>* wake) {
   // Seal: the next append starts at the next block; this flush pads to it.
   const Lsn data_end = end_;
   end_ = BlockCeil(end_);
   inflight_.push_back(std::make_unique<InFlight>());
   InFlight* f = inflight_.back().get();
+  f->seq = next_seq_++;
   f->start = buf_start_;
   f->end = end_;
   AlignedBytes data;
@@ -371,7 +392,7 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
   buf_start_ = end_;
   joined_ = 0;
   gather_size_ = 0;
-  timer_waiter_ = nullptr;  // its record is in this flush now
+  timer_ = 0;  // its record is in this flush now
   // Appends into the sealed buffer may still be copying their payloads (the memory moved with
   // the swap, so their pointers hold); wait for them before the buffer may grow for the pad.
   const uint64_t gen = gen_++;
@@ -387,13 +408,16 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
   stats_.flush_nanos += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(last_sync_).count());
   f->done = true;
   f->status = s;
+  size_t released = 0;
   while (!inflight_.empty() && inflight_.front()->done) {
     const InFlight& e = *inflight_.front();
     if (failed_.ok() && e.status.ok()) {
       flushed_ = e.end;
+      durable_.store(flushed_, std::memory_order_release);
     } else if (failed_.ok()) {
       failed_ = e.status;  // nothing after a failed flush counts as durable
     }
+    released += ReleaseSlotLocked(slots_[e.seq % kFlushSlots], wake);
     inflight_.pop_front();
   }
   if (buf_.empty() && buf_.capacity() < data.capacity()) {
@@ -401,46 +425,26 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*
     buf_.swap(data);  // keep the larger allocation for the next round
   }
   flushed_cv_.notify_all();  // a later piece of a large flush may wait for this one
-  const size_t released = WakeWaitersLocked(/*need_leader=*/false, wake);
-  if (failed_.ok()) {
+  if (!failed_.ok()) {
+    for (FlushSlot& slot : slots_)
+      ReleaseSlotLocked(slot, wake);
+  } else {
     gather_size_ = released + 1 + joined_;
     gather_until_ = t1 + last_sync_;
-  }
-  // Someone waiting for records in no flush must keep the deadline or lead.
-  if (timer_waiter_ == nullptr) WakeWaitersLocked(/*need_leader=*/true, wake);
-}
-
-// After a failure outside a flush, every waiter must see it. Notified under the lock: waiters are
-// pooled, and this is the rare path.
-void LogImpl::WakeAllWaitersLocked() {
-  for (Waiter* w : waiters_) {
-    if (w->woken) continue;
-    w->woken = true;
-    w->cv.notify_one();
-  }
-}
-
-// Wakes the waiters whose records are durable (all of them after a failure) and, if asked, the
-// one with the lowest LSN among those that need a new flush, to lead it or keep the group's
-// deadline. Returns how many records' waiters it released.
-size_t LogImpl::WakeWaitersLocked(bool need_leader, std::vector<Waiter*>* wake) {
-  Waiter* leader = nullptr;
-  size_t released = 0;
-  for (Waiter* w : waiters_) {
-    if (w->woken) continue;
-    if (w->target <= flushed_ || !failed_.ok()) {
-      w->woken = true;
-      wake->push_back(w);
-      released++;
-    } else if (need_leader && w->target > buf_start_ && (!leader || w->target < leader->target)) {
-      leader = w;
+    // Someone waiting for records in no flush must keep the deadline or lead.
+    if (timer_ == 0 && inflight_.size() < max_inflight_) {
+      ReleaseSlotLocked(slots_[next_seq_ % kFlushSlots], wake);
     }
   }
-  if (leader && inflight_.size() < max_inflight_) {
-    leader->woken = true;
-    wake->push_back(leader);
+}
+
+// After a failure outside a flush, every sleeper must see it. Woken under the lock: this is the
+// rare path.
+void LogImpl::WakeAllWaitersLocked() {
+  for (FlushSlot& slot : slots_) {
+    slot.word.Bump();
+    slot.word.WakeAll();
   }
-  return released;
 }
 
 // Stamps every fragment not sealed by its appender (`presealed`: LSN ranges in order) with its

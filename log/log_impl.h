@@ -2,6 +2,8 @@
 // log_append.cc (marshalling, space, group commit) and log_read.cc (records and cursors).
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -15,6 +17,7 @@
 #include "log/base_file.h"
 #include "log/format.h"
 #include "log/log.h"
+#include "log/wake_word.h"
 
 namespace ktmfs::log {
 
@@ -100,15 +103,16 @@ struct ParsedRecord {
   Lsn durable_before = 0;  // of its first fragment
 };
 
-// A thread waiting in Flush.
-struct Waiter {
-  Lsn target = 0;
-  bool woken = false;
-  std::condition_variable cv;
+// Where the committers of one flush sleep: the flush's group while it gathers, then while it is
+// in the kernel.
+struct FlushSlot {
+  WakeWord word;
+  std::atomic<uint32_t> sleepers{0};  // raised under the log's mutex, lowered without it
 };
 
 // One flush between its issue and its completion.
 struct InFlight {
+  uint64_t seq = 0;  // its slot is slots_[seq % kFlushSlots]
   Lsn start = 0;
   Lsn end = 0;
   bool done = false;
@@ -163,13 +167,14 @@ class LogImpl : public Log {
   Status GrowLocked();
   // Ends a sealed buffer at a block boundary (a PAD fragment, or zeros if too little room).
   void PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const;
-  // Waiters to notify once the lock is released go to *wake.
-  Status FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn, std::vector<Waiter*>* wake);
-  size_t WakeWaitersLocked(bool need_leader, std::vector<Waiter*>* wake);
+  // Slots whose sleepers are to be woken once the lock is released go to *wake.
+  Status FlushLocked(std::unique_lock<std::mutex>& lock, Lsn lsn, std::vector<WakeWord*>* wake);
+  FlushSlot& SlotForLocked(Lsn target);
+  // Bumps a slot's word; returns how many slept on it (then its word is in *wake).
+  size_t ReleaseSlotLocked(FlushSlot& slot, std::vector<WakeWord*>* wake);
   bool GroupReadyLocked() const;
   void WakeAllWaitersLocked();
-  void LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<Waiter*>* wake);
-  Waiter* AcquireWaiterLocked();
+  void LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<WakeWord*>* wake);
   Status WriteOut(InFlight* flush, AlignedBytes& data, Lsn durable,
                   const std::vector<std::pair<Lsn, Lsn>>& presealed);
   uint64_t WorstCaseBytes(uint64_t payload_bytes) const;
@@ -219,6 +224,8 @@ class LogImpl : public Log {
   std::vector<std::pair<Lsn, Lsn>> presealed_;  // records in buf_ that their appenders seal
   Lsn end_ = 0;
   Lsn flushed_ = 0;
+  // flushed_, for sleepers to see their record durable without taking the mutex.
+  std::atomic<Lsn> durable_{0};
   // Flushes issued and not yet folded into flushed_, oldest first.
   std::deque<std::unique_ptr<InFlight>> inflight_;
   size_t max_inflight_ = 1;
@@ -226,15 +233,19 @@ class LogImpl : public Log {
   uint64_t gen_ = 0;
   std::map<uint64_t, int> copies_;
   std::condition_variable copy_cv_;
-  std::vector<Waiter*> waiters_;
-  std::vector<std::unique_ptr<Waiter>> waiter_store_;  // never shrinks (see Flush)
-  std::vector<Waiter*> free_waiters_;
+  // Committers sleep in the slot of the flush their record goes out with (see Flush). Live
+  // flushes (those in flight and the gathering one) never share a slot.
+  static constexpr size_t kFlushSlots = 8;
+  static_assert(kFlushSlots > format::kMaxInflightFlushes + 1);
+  std::array<FlushSlot, kFlushSlots> slots_;
+  uint64_t next_seq_ = 0;  // the gathering group's flush
   // Gathering the next group (see Flush): callers whose records are in no flush yet, how many to
-  // wait for (0: none), until when, and the waiter that keeps that deadline.
+  // wait for (0: none), until when, and which sleeper keeps that deadline (0: none).
   size_t joined_ = 0;
   size_t gather_size_ = 0;
   std::chrono::steady_clock::time_point gather_until_;
-  Waiter* timer_waiter_ = nullptr;
+  uint64_t timer_ = 0;
+  uint64_t timer_ids_ = 0;
   std::chrono::steady_clock::duration last_sync_{};  // how long the last flush's write took
   Status failed_;  // sticky: after a failed write nothing more is written
   bool closed_ = false;

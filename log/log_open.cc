@@ -98,6 +98,7 @@ Status LogImpl::Load() {
   {
     std::lock_guard lock(mu_);
     flushed_ = end_ = buf_start_ = image_.start_lsn;
+    durable_ = flushed_;
     tail_at_open_ = 0;  // everything is "before the tail" until the scan is done
     if (!read_only_) KTMFS_RETURN_IF_ERROR(StoreBaseLocked());
   }
@@ -258,6 +259,7 @@ Status LogImpl::Recover() {
   }
   const Lsn end = std::max(BlockCeil(tail), BlockCeil(start));
   flushed_ = end_ = buf_start_ = tail_at_open_ = end;
+  durable_ = flushed_;
   for (auto& [id, st] : streams_)
     st.base = std::min(st.base, end);
   stats_.cut_gaps_skipped = gaps_.size();
