@@ -164,6 +164,9 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
   rh.EncodeTo(header);
 
   buf_.resize(new_end - buf_start_);
+  if (const uint64_t room = block_ - end_ % block_; room < kMinRecordStart) {
+    std::memset(buf_.data() + (end_ - buf_start_), 0, room);  // too little room: zeros (FORMAT.md)
+  }
   Lsn lsn = kInvalidLsn;
   Layout(block_, end_, total, [&](Lsn at, uint8_t ftype, uint64_t off, uint64_t n) {
     if (lsn == kInvalidLsn) lsn = at;
@@ -269,6 +272,7 @@ void LogImpl::PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const {
   if (data_end % block_ == 0) return;
   const uint64_t room = block_ - data_end % block_;
   data.resize(BlockCeil(data_end) - start);
+  std::memset(data.data() + (data_end - start), 0, room);
   if (room >= kMinRecordStart) {
     FragmentHeader fh;
     fh.address = data_end;

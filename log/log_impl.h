@@ -12,6 +12,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "log/base_file.h"
@@ -24,6 +25,9 @@ namespace ktmfs::log {
 class LogImpl;
 
 // Marshalling buffers start on a page, so with O_DIRECT they go to the kernel without a copy.
+// Growing one does not zero the new bytes (for a large record that was a pass over its space,
+// under the log's mutex, before the payload was copied over it): whoever lays out the bytes
+// writes every one of them, zeros included (AppendLocked, PadTail).
 template <typename T>
 struct PageAlignedAllocator {
   using value_type = T;
@@ -33,6 +37,14 @@ struct PageAlignedAllocator {
   PageAlignedAllocator(const PageAlignedAllocator<U>&) {}  // NOLINT: rebinding
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
   void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    if constexpr (sizeof...(Args) == 0) {
+      ::new (static_cast<void*>(p)) U;  // default-initialized: left as it is
+    } else {
+      ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+  }
   bool operator==(const PageAlignedAllocator&) const { return true; }
 };
 using AlignedBytes = std::vector<std::byte, PageAlignedAllocator<std::byte>>;
