@@ -72,6 +72,11 @@ std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   if (tid <= 0) return std::nullopt;
   std::lock_guard lock(mu_);
   if (bindings_.empty()) return std::nullopt;  // the common case costs no /proc read
+  // The answer for this very task since the last bind or unbind: only its identity to check.
+  if (auto it = cache_.find(tid); it != cache_.end() && it->second.generation == generation_ &&
+                                  proc_->SameTask(tid, it->second.info.start_time)) {
+    return it->second.tx;
+  }
   auto task = Current(tid);
   if (!task.ok()) return std::nullopt;
   auto it = cache_.find(tid);

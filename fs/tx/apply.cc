@@ -312,7 +312,8 @@ Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector
 }
 
 Status SyncApplied(const AppliedChanges& changes) {
-  return SyncTogether({&changes});
+  // One transaction's few fsyncs: not worth a ring of their own.
+  return SyncTogether(/*use_ring=*/false).Sync({&changes});
 }
 
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,

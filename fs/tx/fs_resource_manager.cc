@@ -278,6 +278,7 @@ Status FsResourceManager::WaitAppliedDurable() {
 }
 
 void FsResourceManager::SyncLoop() {
+  SyncTogether syncer;
   std::unique_lock l(sync_mu_);
   for (;;) {
     sync_wake_.wait(l, [&] { return stop_sync_ || !queued_.empty(); });
@@ -289,7 +290,7 @@ void FsResourceManager::SyncLoop() {
     std::vector<const AppliedChanges*> all;
     for (const auto& u : syncing_)
       all.push_back(&u.changes);
-    Status s = SyncTogether(all);
+    Status s = syncer.Sync(all);
     if (s.ok()) {
       for (const auto& u : syncing_)
         if (s.ok()) s = Applied(u.tx);

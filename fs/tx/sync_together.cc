@@ -18,46 +18,50 @@ Status Errno(int e, const std::string& what) {
   return Status::Error(e, what + ": " + std::strerror(e));
 }
 
+}  // namespace
+
+SyncTogether::SyncTogether(bool use_ring) {
+  have_ring_ = use_ring && io_uring_queue_init(kRingEntries, &ring_, 0) == 0;
+}
+
+SyncTogether::~SyncTogether() {
+  if (have_ring_) io_uring_queue_exit(&ring_);
+}
+
 // fsyncs `fds` (paths for messages), up to kRingEntries at a time in flight.
-Status FsyncAll(const std::vector<int>& fds, const std::vector<std::string>& paths) {
-  io_uring ring;
-  if (io_uring_queue_init(kRingEntries, &ring, 0) != 0) {
-    // No io_uring (seccomp, an old kernel): one at a time.
+Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std::string>& paths) {
+  if (!have_ring_ || fds.size() == 1) {
     for (size_t i = 0; i < fds.size(); i++)
       if (::fsync(fds[i]) != 0) return Errno(errno, "fsync " + paths[i]);
     return Status::Ok();
   }
-  Status s;
-  for (size_t start = 0; start < fds.size() && s.ok(); start += kRingEntries) {
+  for (size_t start = 0; start < fds.size(); start += kRingEntries) {
     size_t end = std::min(fds.size(), start + kRingEntries);
     for (size_t i = start; i < end; i++) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       io_uring_prep_fsync(sqe, fds[i], 0);
       io_uring_sqe_set_data64(sqe, i);
     }
-    int submitted = io_uring_submit(&ring);
-    if (submitted < 0) {
-      s = Errno(-submitted, "submitting fsyncs");
-      break;
-    }
+    int submitted = io_uring_submit(&ring_);
+    if (submitted < 0) return Errno(-submitted, "submitting fsyncs");
+    // Every completion is reaped before returning, errors or not: the ring is used again.
+    Status s;
     for (int n = 0; n < submitted; n++) {
       io_uring_cqe* cqe = nullptr;
-      int rc = io_uring_wait_cqe(&ring, &cqe);
-      if (rc < 0) {
-        s = Errno(-rc, "waiting for fsyncs");
-        break;
-      }
+      int rc;
+      do {
+        rc = io_uring_wait_cqe(&ring_, &cqe);
+      } while (rc == -EINTR);
+      if (rc < 0) return Errno(-rc, "waiting for fsyncs");
       if (cqe->res < 0 && s.ok()) s = Errno(-cqe->res, "fsync " + paths[cqe->user_data]);
-      io_uring_cqe_seen(&ring, cqe);
+      io_uring_cqe_seen(&ring_, cqe);
     }
+    if (!s.ok()) return s;
   }
-  io_uring_queue_exit(&ring);
-  return s;
+  return Status::Ok();
 }
 
-}  // namespace
-
-Status SyncTogether(const std::vector<const AppliedChanges*>& changes) {
+Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
   std::set<std::string> paths, dirs, moved_away_roots;
   for (const AppliedChanges* c : changes) {
     paths.insert(c->files.begin(), c->files.end());
