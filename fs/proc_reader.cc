@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,25 +14,38 @@
 namespace ktmfs::fs {
 namespace {
 
-Result<std::string> ReadSmallFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::Error(errno, path);
+// PIDFD_THREAD (Linux 6.9): a pidfd for one thread, readable when that thread exits.
+constexpr unsigned kPidfdThread = O_EXCL;
+
+// Stat files kept open at most; beyond that the cache starts again (tasks come and go).
+constexpr size_t kMaxOpenStatFiles = 256;
+
+// The whole of an open proc file, from its start: proc files are generated at each read.
+Result<std::string> ReadAll(int fd, const std::string& path) {
   std::string text(4096, '\0');
   size_t len = 0;
   for (;;) {
-    ssize_t n = read(fd, text.data() + len, text.size() - len);
+    ssize_t n = pread(fd, text.data() + len, text.size() - len, static_cast<off_t>(len));
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      close(fd);
-      return Status::Error(err, path);
+      return Status::Error(errno, path);
     }
     if (n == 0) break;
     len += static_cast<size_t>(n);
+    // These files are made whole at each read: a short one that ends a line is all of it,
+    // and saves the read that would return 0.
+    if (len < text.size() && text[len - 1] == '\n') break;
     if (len == text.size()) text.resize(text.size() * 2);
   }
-  close(fd);
   text.resize(len);
+  return text;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, path);
+  auto text = ReadAll(fd, path);
+  close(fd);
   return text;
 }
 
@@ -88,24 +103,90 @@ Result<TaskInfo> ParseProcFiles(pid_t tid, const std::string& stat, const std::s
   return info;
 }
 
-Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
+SystemProcReader::~SystemProcReader() {
+  for (const auto& [tid, fd] : stat_fds_)
+    close(fd);
+  for (const auto& [tid, t] : pidfds_)
+    close(t.fd);
+}
+
+bool SystemProcReader::SameTask(pid_t tid, uint64_t start_time) {
+  if (tid <= 0) return false;
+  {
+    std::lock_guard l(mu_);
+    auto it = pidfds_.find(tid);
+    if (it != pidfds_.end()) {
+      if (it->second.start_time == start_time) {
+        pollfd p{it->second.fd, POLLIN, 0};
+        // Readable once the task has exited; until then the id cannot name another one.
+        if (poll(&p, 1, 0) == 0) return true;
+      }
+      close(it->second.fd);
+      pidfds_.erase(it);
+    }
+  }
+  int fd = pidfds_work_ ? static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread)) : -1;
+  if (fd < 0 && errno == EINVAL) pidfds_work_ = false;  // before Linux 6.9
+  // The stat file read after the pidfd was opened says which task the pidfd names.
+  auto stat = ReadStat(tid);
+  const bool same = stat.ok() && stat->start_time == start_time;
+  if (fd < 0) return same;
+  if (!same) {
+    close(fd);
+    return false;
+  }
+  std::lock_guard l(mu_);
+  if (pidfds_.size() >= kMaxOpenStatFiles) {
+    for (const auto& [t, f] : pidfds_)
+      close(f.fd);
+    pidfds_.clear();
+  }
+  pidfds_[tid] = {fd, start_time};
+  return true;
+}
+
+Result<std::string> SystemProcReader::StatText(pid_t tid) {
   if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
-  std::string dir = "/proc/" + std::to_string(tid);
-  auto stat = ReadSmallFile(dir + "/stat");
+  std::string path = "/proc/" + std::to_string(tid) + "/stat";
+  std::lock_guard l(mu_);
+  auto it = stat_fds_.find(tid);
+  if (it != stat_fds_.end()) {
+    auto text = ReadAll(it->second, path);
+    if (text.ok()) return text;
+    // That task is gone; the id may name a newer one now.
+    close(it->second);
+    stat_fds_.erase(it);
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, path);
+  auto text = ReadAll(fd, path);
+  if (!text.ok()) {
+    close(fd);
+    return text;
+  }
+  if (stat_fds_.size() >= kMaxOpenStatFiles) {
+    for (const auto& [t, f] : stat_fds_)
+      close(f);
+    stat_fds_.clear();
+  }
+  stat_fds_[tid] = fd;
+  return text;
+}
+
+Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
+  auto stat = StatText(tid);
   if (!stat.ok()) return stat.status();
-  auto status = ReadSmallFile(dir + "/status");
+  auto status = ReadSmallFile("/proc/" + std::to_string(tid) + "/status");
   if (!status.ok()) return status.status();
   return ParseProcFiles(tid, *stat, *status);
 }
 
-Result<uint64_t> SystemProcReader::StartTime(pid_t tid) {
-  if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
-  auto stat = ReadSmallFile("/proc/" + std::to_string(tid) + "/stat");
+Result<TaskInfo> SystemProcReader::ReadStat(pid_t tid) {
+  auto stat = StatText(tid);
   if (!stat.ok()) return stat.status();
-  // The status file is only needed for fields the start time does not depend on.
   auto info = ParseProcFiles(tid, *stat, "Tgid:\t0\nUid:\t0\n");
   if (!info.ok()) return info.status();
-  return info->start_time;
+  return info;
 }
 
 std::vector<pid_t> SystemProcReader::Children(pid_t pid) {

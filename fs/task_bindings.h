@@ -57,12 +57,20 @@ class TaskBindings {
   bool empty() const;
 
  private:
+  // What was last read of a task, and its transaction as of `generation` (kUnknown: not
+  // worked out yet). Only trusted while /proc still shows the same start time.
   struct CacheEntry {
-    uint64_t start_time;
+    TaskInfo info;
     uint64_t generation;
     std::optional<Guid> tx;
   };
+  static constexpr uint64_t kUnknown = ~uint64_t{0};
   std::optional<Guid> LookupLocked(const TaskInfo& task);
+  // The task `pid`: its cached identity while it is still that task (SameTask), else read
+  // afresh. Its parent and state may be stale. mu_ held.
+  Result<TaskInfo> Identify(pid_t pid);
+  // The same with its parent and state as /proc shows them now. mu_ held.
+  Result<TaskInfo> Current(pid_t pid);
   const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
 
   ProcReader* proc_;
