@@ -297,11 +297,11 @@ void LogImpl::PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const {
 // waits. (The bound: on the 2-core development VM, sixteen committers need about half to one sync's
 // time to come back; with a quarter the groups stayed at about 8 and commits/s barely moved.)
 //
-// Sleeping: the committers of one flush sleep on its slot's word, and its completion releases
-// them all with one system call, so they come back for the next round together. Nobody else is
-// woken: not the next group (on few cores, waking every committer at every flush costs more than
-// the sync), unless it has no leader and no deadline keeper, nor a flush's group before its
-// records are durable.
+// Sleeping: the committers of one flush sleep on its slot's word; once their records are durable
+// one system call releases them all, and they leave without taking the log's mutex, so the group
+// comes back for the next round together. Nobody else is woken: the gathering group only when it
+// has neither a leader nor a deadline keeper (on few cores, waking every committer at every flush
+// costs more than the sync).
 Status LogImpl::Flush(Lsn lsn) {
   std::vector<WakeWord*> wake;
   Status s;
