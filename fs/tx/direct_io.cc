@@ -1,0 +1,193 @@
+#include "fs/tx/direct_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace ktmfs::fstx {
+namespace {
+
+// Direct I/O goes in pieces of this size through the bounce buffer: big enough that a
+// device's per-request cost disappears.
+constexpr size_t kChunk = 4 << 20;
+
+uint64_t Down(uint64_t x) { return x & ~(kDirectAlign - 1); }
+uint64_t Up(uint64_t x) { return Down(x + kDirectAlign - 1); }
+bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0; }
+
+Status Errno(int e, const std::string& what) {
+  return Status::Error(e, what + ": " + std::strerror(e));
+}
+
+class AlignedBuffer {
+ public:
+  ~AlignedBuffer() { std::free(p_); }
+  // Empty when memory is short: callers then take the ordinary path.
+  std::span<std::byte> Get(size_t n) {
+    if (n > size_) {
+      std::free(p_);
+      p_ = nullptr;
+      size_ = 0;
+      void* q = nullptr;
+      size_t want = static_cast<size_t>(Up(std::max<size_t>(n, 1)));
+      if (posix_memalign(&q, kDirectAlign, want) != 0) return {};
+      p_ = static_cast<std::byte*>(q);
+      size_ = want;
+    }
+    return {p_, n};
+  }
+
+ private:
+  std::byte* p_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Two per thread: callers gather into one, and a write from it may need to bounce through the
+// other.
+thread_local AlignedBuffer gather_buffer;
+thread_local AlignedBuffer bounce_buffer;
+
+Status PwriteAll(int fd, const std::byte* p, uint64_t len, uint64_t off, const std::string& what) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, p, static_cast<size_t>(len), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno(errno, "write " + what);
+    }
+    p += n;
+    len -= static_cast<uint64_t>(n);
+    off += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Adds to *pos what reached the file; returns 0 or the errno that stopped it (EINVAL: the
+// filesystem wants something direct I/O cannot give here, so the caller goes on without).
+int PwriteDirect(int fd, const std::byte* p, uint64_t len, uint64_t* pos) {
+  uint64_t off = *pos;
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, p, static_cast<size_t>(len), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    // A short direct write leaves an unaligned rest: the ordinary path finishes it.
+    if (Down(static_cast<uint64_t>(n)) != static_cast<uint64_t>(n)) {
+      *pos += static_cast<uint64_t>(n);
+      return EINVAL;
+    }
+    p += n;
+    len -= static_cast<uint64_t>(n);
+    off += static_cast<uint64_t>(n);
+    *pos = off;
+  }
+  return 0;
+}
+
+// Copies until `length` bytes or the end of `in`, in the kernel where the filesystems allow,
+// else through a buffer.
+Status CopyOrdinary(int in, int out, uint64_t offset, uint64_t length, const std::string& what) {
+  uint64_t pos = offset, end = offset + length;
+  bool kernel = true;
+  std::vector<std::byte> buf;
+  while (pos < end) {
+    if (kernel) {
+      loff_t ipos = static_cast<loff_t>(pos), opos = static_cast<loff_t>(pos);
+      ssize_t n = ::copy_file_range(in, &ipos, out, &opos, static_cast<size_t>(end - pos), 0);
+      if (n > 0) {
+        pos += static_cast<uint64_t>(n);
+        continue;
+      }
+      if (n == 0) return Status::Ok();  // the end of `in`
+      if (errno == EINTR) continue;
+      if (errno != EXDEV && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+        return Errno(errno, "copy " + what);
+      kernel = false;
+      buf.resize(kChunk);
+    }
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+    ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(pos));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno(errno, "read " + what);
+    }
+    if (n == 0) return Status::Ok();
+    KTMFS_RETURN_IF_ERROR(PwriteAll(out, buf.data(), static_cast<uint64_t>(n), pos, what));
+    pos += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int ReopenDirect(int fd, int flags) {
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  return ::open(path.c_str(), flags | O_DIRECT);
+}
+
+std::span<std::byte> ThreadBuffer(size_t size) {
+  return gather_buffer.Get(size);
+}
+
+Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t offset,
+               const std::string& what) {
+  const uint64_t end = offset + data.size();
+  const uint64_t mid_begin = Up(offset), mid_end = Down(end);
+  if (direct_fd < 0 || mid_begin >= mid_end)
+    return PwriteAll(fd, data.data(), data.size(), offset, what);
+  KTMFS_RETURN_IF_ERROR(PwriteAll(fd, data.data(), mid_begin - offset, offset, what));
+  uint64_t pos = mid_begin;
+  while (pos < mid_end) {
+    const std::byte* src = data.data() + (pos - offset);
+    uint64_t len = mid_end - pos;
+    if (!Aligned(src)) {
+      len = std::min<uint64_t>(len, kChunk);
+      auto b = bounce_buffer.Get(static_cast<size_t>(len));
+      if (b.empty()) break;
+      std::memcpy(b.data(), src, static_cast<size_t>(len));
+      src = b.data();
+    }
+    int err = PwriteDirect(direct_fd, src, len, &pos);
+    if (err == EINVAL) break;
+    if (err != 0) return Errno(err, "write " + what);
+  }
+  // The tail, and whatever direct I/O could not take.
+  return PwriteAll(fd, data.data() + (pos - offset), end - pos, pos, what);
+}
+
+Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, uint64_t length,
+              const std::string& what) {
+  const uint64_t end = offset + length;
+  const uint64_t mid_begin = Up(offset), mid_end = Down(end);
+  uint64_t pos = offset;
+  if (in_direct >= 0 && out_direct >= 0 && mid_begin < mid_end) {
+    KTMFS_RETURN_IF_ERROR(CopyOrdinary(in, out, offset, mid_begin - offset, what));
+    pos = mid_begin;
+    auto buf = bounce_buffer.Get(kChunk);
+    while (!buf.empty() && pos < mid_end) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, mid_end - pos));
+      ssize_t n = ::pread(in_direct, buf.data(), want, static_cast<off_t>(pos));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL) break;
+        return Errno(errno, "read " + what);
+      }
+      // Short at the end of `in`: the ordinary copy below takes the unaligned rest.
+      uint64_t whole = Down(static_cast<uint64_t>(n));
+      if (whole == 0) break;
+      int err = PwriteDirect(out_direct, buf.data(), whole, &pos);
+      if (err == EINVAL) break;
+      if (err != 0) return Errno(err, "write " + what);
+      if (whole < want) break;
+    }
+  }
+  return CopyOrdinary(in, out, pos, end - pos, what);
+}
+
+}  // namespace ktmfs::fstx
