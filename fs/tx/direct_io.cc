@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 namespace ktmfs::fstx {
@@ -51,6 +54,100 @@ class AlignedBuffer {
 // other.
 thread_local AlignedBuffer gather_buffer;
 thread_local AlignedBuffer bounce_buffer;
+thread_local AlignedBuffer ahead_buffer;  // CopyAt's second buffer
+
+// Reads [begin, end) of a file chunk by chunk on a thread of its own, one chunk ahead of the
+// caller: the device reads the next chunk while the caller writes this one. Two buffers,
+// taken in turn; the caller hands each back with Done before asking for the one after next.
+class ReadAhead {
+ public:
+  struct Chunk {
+    std::byte* data = nullptr;
+    uint64_t want = 0;
+    uint64_t got = 0;  // 0 with err 0: the end
+    int err = 0;
+  };
+
+  ReadAhead(int fd, uint64_t begin, uint64_t end, std::span<std::byte> a, std::span<std::byte> b)
+      : fd_(fd), begin_(begin), end_(end), buffers_{a, b} {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ReadAhead() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+
+  Chunk Next() {
+    std::unique_lock l(mu_);
+    const int slot = static_cast<int>(next_ % 2);
+    cv_.wait(l, [&] { return full_[slot] || finished_; });
+    return full_[slot] ? chunks_[slot] : Chunk{};
+  }
+  void Done() {
+    {
+      std::lock_guard l(mu_);
+      full_[next_ % 2] = false;
+      ++next_;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void Run() {
+    uint64_t pos = begin_;
+    for (uint64_t i = 0; pos < end_; ++i) {
+      const int slot = static_cast<int>(i % 2);
+      {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return !full_[slot] || stop_; });
+        if (stop_) break;
+      }
+      Chunk c;
+      c.data = buffers_[slot].data();
+      c.want = std::min<uint64_t>(buffers_[slot].size(), end_ - pos);
+      ssize_t n;
+      do {
+        n = ::pread(fd_, c.data, static_cast<size_t>(c.want), static_cast<off_t>(pos));
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) {
+        c.err = errno;
+      } else {
+        c.got = static_cast<uint64_t>(n);
+      }
+      {
+        std::lock_guard l(mu_);
+        chunks_[slot] = c;
+        full_[slot] = true;
+      }
+      cv_.notify_all();
+      if (c.err != 0 || c.got < c.want) break;
+      pos += c.got;
+    }
+    {
+      std::lock_guard l(mu_);
+      finished_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  const int fd_;
+  const uint64_t begin_, end_;
+  const std::span<std::byte> buffers_[2];
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Chunk chunks_[2];
+  bool full_[2] = {false, false};
+  bool stop_ = false;
+  bool finished_ = false;
+  uint64_t next_ = 0;  // the caller's next chunk
+  std::thread thread_;
+};
 
 Status PwriteAll(int fd, const std::byte* p, uint64_t len, uint64_t off, const std::string& what) {
   while (len > 0) {
@@ -169,22 +266,23 @@ Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, u
   if (in_direct >= 0 && out_direct >= 0 && mid_begin < mid_end) {
     KTMFS_RETURN_IF_ERROR(CopyOrdinary(in, out, offset, mid_begin - offset, what));
     pos = mid_begin;
-    auto buf = bounce_buffer.Get(kChunk);
-    while (!buf.empty() && pos < mid_end) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, mid_end - pos));
-      ssize_t n = ::pread(in_direct, buf.data(), want, static_cast<off_t>(pos));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EINVAL) break;
-        return Errno(errno, "read " + what);
+    auto a = bounce_buffer.Get(kChunk);
+    auto b = ahead_buffer.Get(kChunk);
+    if (!a.empty() && !b.empty()) {
+      ReadAhead reads(in_direct, pos, mid_end, a, b);
+      for (;;) {
+        ReadAhead::Chunk c = reads.Next();
+        if (c.err == EINVAL) break;
+        if (c.err != 0) return Errno(c.err, "read " + what);
+        // Short at the end of `in`: the ordinary copy below takes the unaligned rest.
+        uint64_t whole = Down(c.got);
+        if (whole == 0) break;
+        int err = PwriteDirect(out_direct, c.data, whole, &pos);
+        if (err == EINVAL) break;
+        if (err != 0) return Errno(err, "write " + what);
+        if (whole < c.want) break;
+        reads.Done();
       }
-      // Short at the end of `in`: the ordinary copy below takes the unaligned rest.
-      uint64_t whole = Down(static_cast<uint64_t>(n));
-      if (whole == 0) break;
-      int err = PwriteDirect(out_direct, buf.data(), whole, &pos);
-      if (err == EINVAL) break;
-      if (err != 0) return Errno(err, "write " + what);
-      if (whole < want) break;
     }
   }
   return CopyOrdinary(in, out, pos, end - pos, what);
