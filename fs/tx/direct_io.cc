@@ -50,11 +50,11 @@ class AlignedBuffer {
   size_t size_ = 0;
 };
 
-// Two per thread: callers gather into one, and a write from it may need to bounce through the
-// other.
+// Per thread, kept for its next request: callers gather into the first, and a write from it
+// may need to bounce through the second; CopyAt reads into the second and the third in turn.
 thread_local AlignedBuffer gather_buffer;
 thread_local AlignedBuffer bounce_buffer;
-thread_local AlignedBuffer ahead_buffer;  // CopyAt's second buffer
+thread_local AlignedBuffer ahead_buffer;
 
 // Reads [begin, end) of a file chunk by chunk on a thread of its own, one chunk ahead of the
 // caller: the device reads the next chunk while the caller writes this one. Two buffers,
