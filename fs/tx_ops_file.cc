@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/direct_io.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
 
@@ -34,10 +35,14 @@ struct TxHandle {
   // read-only, for the bytes the transaction did not write.
   int fd = -1;
   int after_end_fd = -1;  // opened on first use once the transaction has ended
+  // New files: the staged file with O_DIRECT, opened by the first big write (-1: refused).
+  int direct_fd = kNotOpened;
+  static constexpr int kNotOpened = -2;
   std::mutex mu;
   ~TxHandle() {
     if (fd >= 0) close(fd);
     if (after_end_fd >= 0) close(after_end_fd);
+    if (direct_fd >= 0) close(direct_fd);
   }
   bool is_new() const { return inode->object.kind == fstx::ObjectId::Kind::kNew; }
 };
@@ -55,6 +60,28 @@ void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) 
   // close(2) must write back pages dirtied through mmap while the transaction still lives.
   fi->noflush = 0;
   if (fuse_reply_open(req, fi) == 0) h.release();
+}
+
+int DirectFd(TxHandle* h) {
+  std::lock_guard l(h->mu);
+  if (h->direct_fd == TxHandle::kNotOpened)
+    h->direct_fd = fstx::ReopenDirect(h->fd, O_WRONLY | O_CLOEXEC);
+  return h->direct_fd;
+}
+
+// The data of a write request, gathered into the calling thread's aligned buffer (it may
+// arrive spliced, in a pipe), valid until this thread's next request.
+Result<std::span<const std::byte>> Gather(fuse_bufvec* in) {
+  const size_t size = fuse_buf_size(in);
+  std::span<std::byte> buf = fstx::ThreadBuffer(size);
+  if (buf.size() < size) return Status::Error(ENOMEM, "no buffer for a write");
+  fuse_bufvec mem{};
+  mem.count = 1;
+  mem.buf[0].size = size;
+  mem.buf[0].mem = buf.data();
+  ssize_t got = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
+  if (got < 0) return Status::Error(static_cast<int>(-got), "reading a write request");
+  return std::span<const std::byte>(buf.data(), static_cast<size_t>(got));
 }
 
 // The descriptor for requests after the transaction ended: the object as committed now.
@@ -214,7 +241,21 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   }
   if (h->is_new()) {
     TouchTimes(tx, source, inode->object, true);
-    write_fd(h->fd, off);
+    if (size < fstx::kDirectAlign) {
+      write_fd(h->fd, off);
+      return;
+    }
+    // A big write goes to the staged file past the page cache: it is read again only by the
+    // transaction, and prepare need not write it back (see fs/tx/direct_io.h).
+    auto data = Gather(in);
+    Status s = data.ok() ? fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
+                                         "staged file of a new file")
+                         : data.status();
+    if (!s.ok()) {
+      fuse_reply_err(req, Errno(s));
+    } else {
+      fuse_reply_write(req, data->size());
+    }
     return;
   }
   if (int err = LockObject(fs, tx, inode); err != 0) {
@@ -227,17 +268,12 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     return;
   }
   // The data, gathered from the request (it may be spliced), goes to the staged file once.
-  std::vector<std::byte> data(size);
-  fuse_bufvec mem{};
-  mem.count = 1;
-  mem.buf[0].size = size;
-  mem.buf[0].mem = data.data();
-  ssize_t got = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
-  if (got < 0) {
-    fuse_reply_err(req, static_cast<int>(-got));
+  auto gathered = Gather(in);
+  if (!gathered.ok()) {
+    fuse_reply_err(req, Errno(gathered.status()));
     return;
   }
-  data.resize(static_cast<size_t>(got));
+  std::span<const std::byte> data = *gathered;
   auto f = StagedFor(fs, tx, inode);
   if (!f.ok()) {
     fuse_reply_err(req, Errno(f.status()));

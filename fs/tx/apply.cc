@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "fs/tx/direct_io.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/sync_together.h"
 
@@ -135,13 +136,38 @@ class Applier {
   }
 
   Status Content() {
-    for (const Op& op : plan_.content_ops) {
-      const PlannedObject* o = plan_.Find(op.object);
+    const std::vector<Op>& ops = plan_.content_ops;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const PlannedObject* o = plan_.Find(ops[i].object);
       if (o == nullptr || o->deleted()) continue;  // gone at the end: nothing to set
+      Op merged;
+      const Op& op = MergeExtents(ops, &i, &merged);
       KTMFS_RETURN_IF_ERROR(ContentOp(op, *o, Backing(o->canonical))
                                 .Annotate(std::string(OpKindName(op.kind)) + " " + o->canonical));
     }
     return Status::Ok();
+  }
+
+  // A file written in many requests has as many write-extent records, usually each starting
+  // where the previous one ended. Copying their union at once gives the same bytes (every
+  // extent copies the staged file's final content of its range) in fewer, bigger I/Os.
+  // Returns ops[*i], or the merge of it and the records after it (then *i is the last one).
+  static const Op& MergeExtents(const std::vector<Op>& ops, size_t* i, Op* merged) {
+    const Op& first = ops[*i];
+    if (first.kind != OpKind::kWriteExtent) return first;
+    size_t j = *i;
+    uint64_t end = first.offset + first.length;
+    while (j + 1 < ops.size() && ops[j + 1].kind == OpKind::kWriteExtent &&
+           ops[j + 1].object == first.object && ops[j + 1].staged_file == first.staged_file &&
+           ops[j + 1].offset == end) {
+      ++j;
+      end += ops[j].length;
+    }
+    if (j == *i) return first;
+    *merged = first;
+    merged->length = end - first.offset;
+    *i = j;
+    return *merged;
   }
 
   Status ContentOp(const Op& op, const PlannedObject& o, const std::string& path) {
@@ -244,7 +270,9 @@ class Applier {
 
   // Copies what the staged file holds of [offset, offset+length) to the same range of the
   // final file. A later truncate may have cut the staged file short; the bytes past its end
-  // are not copied, and the truncate that cut them is replayed after this.
+  // are not copied, and the truncate that cut them is replayed after this. Big ranges go past
+  // the page cache on both sides (see direct_io.h): the staged bytes are read this once, and
+  // the final file's are made durable by the sync step anyway.
   Status CopyExtent(const Op& op, const std::string& path) {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
     int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
@@ -255,25 +283,18 @@ class Applier {
       ::close(in);
       return s;
     }
-    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
-    std::vector<char> buf(1 << 16);
-    uint64_t pos = op.offset, end = op.offset + op.length;
-    while (s.ok() && pos < end) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
-      ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(pos));
-      if (n < 0) {
-        s = Errno("read staged file " + staged);
-        break;
-      }
-      if (n == 0) break;
-      if (::pwrite(out, buf.data(), static_cast<size_t>(n), static_cast<off_t>(pos)) != n) {
-        s = Errno("write " + path);
-        break;
-      }
-      pos += static_cast<uint64_t>(n);
+    int in_direct = -1, out_direct = -1;
+    if (op.length >= kDirectAlign) {
+      in_direct = ReopenDirect(in, O_RDONLY | O_CLOEXEC);
+      if (in_direct >= 0) out_direct = ReopenDirect(out, O_WRONLY | O_CLOEXEC);
     }
-    ::close(in);
-    ::close(out);
+    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+    if (s.ok()) {
+      s = CopyAt(in, in_direct, out, out_direct, op.offset, op.length,
+                 staged + " -> " + path);
+    }
+    for (int fd : {in, out, in_direct, out_direct})
+      if (fd >= 0) ::close(fd);
     if (s.ok()) written_files_.insert(path);
     return s;
   }

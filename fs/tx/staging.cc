@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "fs/tx/direct_io.h"
+
 namespace ktmfs::fstx {
 namespace {
 
@@ -113,6 +115,7 @@ StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, i
 
 StagedFile::~StagedFile() {
   if (fd_ >= 0) ::close(fd_);
+  if (direct_fd_ >= 0) ::close(direct_fd_);
   if (committed_fd_ >= 0) ::close(committed_fd_);
 }
 
@@ -180,16 +183,9 @@ Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data)
 }
 
 Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n =
-        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("write staged file " + path_);
-    }
-    done += static_cast<size_t>(n);
-  }
+  if (direct_fd_ == kNotOpened && data.size() >= kDirectAlign)
+    direct_fd_ = ReopenDirect(fd_, O_WRONLY | O_CLOEXEC);
+  KTMFS_RETURN_IF_ERROR(WriteAt(fd_, direct_fd_, data, offset, "staged file " + path_));
   written_.Add(offset, data.size());
   size_ = std::max(size_, offset + data.size());
   return Status::Ok();

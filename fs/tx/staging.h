@@ -66,6 +66,10 @@ class StagedFile {
   std::vector<std::byte> memory_;  // while fd_ < 0: the written bytes at their offsets
   const int committed_fd_;         // our own dup of the committed file, -1 for a new file
   mutable std::mutex mu_;
+  // The same file with O_DIRECT, for big writes (see direct_io.h): opened by the first one,
+  // -1 where the filesystem refuses it.
+  static constexpr int kNotOpened = -2;
+  int direct_fd_ = kNotOpened;
   ExtentMap written_;
   uint64_t size_;
   // Bytes at or past this offset no longer come from the committed file: it was truncated

@@ -93,6 +93,29 @@ void Swaps(Workload& w) {
   w.Exchange("big.bin", "a.txt/sub/d.txt");
 }
 
+// Big writes of existing files as the daemon logs them, one extent per request: runs of
+// contiguous extents (apply copies each run at once), offsets off the O_DIRECT alignment, a
+// truncate between writes that cuts staged bytes an earlier extent names, growth past the end.
+void BigWrites(Workload& w) {
+  auto fill = [](size_t n, char c) {
+    std::string s(n, c);
+    for (size_t i = 0; i < n; i += 97)
+      s[i] = static_cast<char>(c + 1 + i % 5);
+    return s;
+  };
+  w.Write("big.bin", 0, fill(200000, 'A'));
+  w.Write("big.bin", 200000, fill(150000, 'D'));
+  w.Write("big.bin", 350000, fill(70001, 'G'));
+  w.Truncate("big.bin", 300003);
+  w.Write("big.bin", 4097, fill(90000, 'J'));
+  w.Write("big.bin", 94097, fill(80000, 'M'));
+  w.Write("a.txt", 70000, fill(70000, 'P'));
+  w.Write("a.txt", 140000, fill(65537, 'S'));
+  w.Write("big.bin", 5, "small");
+  w.Chmod("big.bin", 0640);
+  w.SetXattr("a.txt", "user.big", "1");
+}
+
 struct World {
   TempDir tmp;
   std::string backing = tmp.path() + "/backing";
@@ -161,7 +184,8 @@ TEST(Apply, MixedWorkloadMatchesReference) {
 }
 
 TEST(Apply, RunningTwiceIsHarmless) {
-  for (const WorkloadFn& fn : {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps)}) {
+  for (const WorkloadFn& fn :
+       {WorkloadFn(Mixed), WorkloadFn(Shuffle), WorkloadFn(Swaps), WorkloadFn(BigWrites)}) {
     World world(fn);
     ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
     auto once = Snapshot(world.backing);
@@ -187,6 +211,23 @@ TEST(Apply, ShuffleSurvivesCrashAtEveryStep) {
 
 TEST(Apply, SwapsSurviveCrashAtEveryStep) {
   CrashAtEveryStep(Swaps);
+}
+
+TEST(Apply, BigWritesSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(BigWrites);
+}
+
+// Apply keeps an existing file's inode: it is written in place, never replaced.
+TEST(Apply, BigWritesKeepTheInode) {
+  World world(BigWrites);
+  struct stat before, after;
+  ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &before), 0);
+  ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
+  ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(after.st_size, 300003);
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
 }
 
 TEST(Apply, RollbackLeavesBackingIdentical) {

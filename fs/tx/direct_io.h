@@ -1,0 +1,45 @@
+// Big transactional data bypasses the page cache. A transaction's data is written once to its
+// staged file and read once more, by apply, to reach the backing file: neither pass needs the
+// bytes cached, and filling the page cache with them costs memory (fresh pages to allocate)
+// and, at prepare, a writeback of everything. O_DIRECT writes them straight to the device.
+//
+// O_DIRECT wants offsets, lengths and memory aligned; these helpers take any range, send its
+// aligned middle through a second descriptor opened with O_DIRECT (a bounce buffer where the
+// memory is not aligned) and the unaligned head and tail through the ordinary one. The kernel
+// keeps the two coherent (a direct write writes back and drops cached pages of its range).
+// Where a filesystem refuses O_DIRECT (no descriptor, or EINVAL on an I/O) the ordinary
+// descriptor does it all.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "log/status.h"
+
+namespace ktmfs::fstx {
+
+// The alignment used for offsets, lengths and memory: a page, which covers every common
+// logical block size.
+inline constexpr uint64_t kDirectAlign = 4096;
+
+// A descriptor for the same open file with O_DIRECT added (`flags` is the access mode and
+// extras such as O_CLOEXEC), or -1 when the filesystem does not allow it.
+int ReopenDirect(int fd, int flags);
+
+// Writes all of `data` at `offset` of the file that `fd` and `direct_fd` (-1: none) both open.
+Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t offset,
+               const std::string& what);
+
+// Copies [offset, offset+length) of one file to the same range of another. Each side has an
+// ordinary descriptor and a direct one (-1: none). Without direct descriptors the copy stays
+// in the kernel (copy_file_range) where it can.
+Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, uint64_t length,
+              const std::string& what);
+
+// A buffer aligned for O_DIRECT, at least `size` bytes, owned by the calling thread and
+// reused by its next call (FUSE workers gather request data into it).
+std::span<std::byte> ThreadBuffer(size_t size);
+
+}  // namespace ktmfs::fstx
