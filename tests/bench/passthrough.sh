@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Passthrough benchmark: the same workloads on a native directory and through ktmfs mounts of
-# a directory on the same disk, side by side in one run, reported as ratios to native.
+# Passthrough benchmark: the same workloads on a native directory, through libfuse's own
+# high-performance passthrough example (passthrough_hp, the baseline to meet) and through ktmfs
+# (default options, and -o writeback), each over a directory on the same disk, side by side in
+# one run; reported as ratios to native and ktmfs's ratios to passthrough_hp.
 #   tests/bench/passthrough.sh [BUILD_DIR]      (default: build; run as root)
 # Workloads: sequential write and read of a 512 MiB file in 1 MiB blocks (reads after dropping
 # caches), 4 KiB random reads of a cached 256 MiB file, 4 KiB random writes, and a metadata
-# load (create, stat, unlink of small files; meta_total is one file's create+stat+unlink). Environment: SECONDS_PER_JOB (default 8),
-# META_FILES (default 4000), BENCH_DIR (default a new directory under /tmp).
+# load (create, stat, unlink of small files; meta_total is one file's create+stat+unlink).
+# passthrough_hp is fetched and built at bench time by build_passthrough_hp.sh; when that fails
+# its column says "not run" and why. Environment: SECONDS_PER_JOB (default 8), META_FILES
+# (default 4000), BENCH_DIR (default a new directory under /tmp), PASSTHROUGH_HP_SRC (an
+# unpacked libfuse source tree to build the example from, instead of fetching it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -16,15 +21,25 @@ command -v fio >/dev/null || { echo "passthrough.sh: fio is missing (scripts/ins
 runtime=${SECONDS_PER_JOB:-8}
 meta_files=${META_FILES:-4000}
 work=${BENCH_DIR:-$(mktemp -d /tmp/ktmfs-bench-XXXXXX)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
 mnt=$work/mnt
+hp_pid=
 
 cleanup() {
   if grep -q " $mnt fuse" /proc/mounts; then fusermount3 -u "$mnt" || umount -l "$mnt"; fi
+  if [ -n "$hp_pid" ] && kill -0 "$hp_pid" 2>/dev/null; then kill "$hp_pid"; wait "$hp_pid" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 c++ -O2 -std=c++20 -o "$work/meta" tests/bench/passthrough_meta.cc
+
+if hp=$(tests/bench/build_passthrough_hp.sh "$work/hp-build" 2>"$work/hp-reason"); then
+  hp_reason=
+else
+  hp_reason=$(tail -1 "$work/hp-reason")
+fi
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
@@ -67,10 +82,40 @@ measure() {
   python3 -c "n=$meta_files; print('$label create %.0f\n$label stat %.0f\n$label unlink %.0f\n$label meta_total %.0f' % (n/$c, n/$s, n/$u, n/($c+$s+$u)))" >>"$work/results"
 }
 
+# Waits (bounded) until $mnt is a FUSE mount: passthrough_hp mounts only after it started.
+wait_mounted() {
+  for _ in $(seq 100); do
+    grep -q " $mnt fuse" /proc/mounts && return 0
+    kill -0 "$hp_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
 : >"$work/results"
-mkdir -p "$work/native" "$work/backing" "$mnt"
+mkdir -p "$work/native" "$work/hp-backing" "$work/backing" "$mnt"
 echo "native directory: $work/native"
 measure native "$work/native"
+
+if [ -z "$hp_reason" ]; then
+  # Its defaults: writeback cache, entry and attribute timeouts of 86400 s, keep_cache, splice
+  # read and write, default_permissions, libfuse's thread pool without clone_fd.
+  echo "passthrough_hp ($hp, its default options: writeback cache, entry/attr timeout 86400 s," \
+    "keep_cache, splice; built as libfuse's meson does, so without xattr operations):" \
+    "$work/hp-backing on $mnt"
+  "$hp" --foreground "$work/hp-backing" "$mnt" >"$work/hp.log" 2>&1 &
+  hp_pid=$!
+  if wait_mounted; then
+    measure passthrough_hp "$mnt"
+    fusermount3 -u "$mnt"
+    wait "$hp_pid" || true
+  else
+    hp_reason="passthrough_hp did not mount: $(tail -1 "$work/hp.log")"
+  fi
+  hp_pid=
+fi
+[ -n "$hp_reason" ] && echo "passthrough_hp: not run: $hp_reason"
+
 for variant in default writeback; do
   opts=()
   [ "$variant" = writeback ] && opts=(-o writeback)
@@ -80,24 +125,34 @@ for variant in default writeback; do
   fusermount3 -u "$mnt"
 done
 
-python3 - "$work/results" <<'PY'
+python3 - "$work/results" "$hp_reason" <<'PY'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
     label, key, value = line.split()
     rows.setdefault(key, {})[label] = float(value)
+hp_reason = sys.argv[2]
 units = {"seq_write": "MiB/s", "seq_read": "MiB/s", "rand_read_4k": "MiB/s",
          "rand_write_4k": "MiB/s", "create": "files/s", "stat": "files/s", "unlink": "files/s",
          "meta_total": "files/s"}
-# libfuse 3.14's passthrough_hp, as ratios to native (the target to meet or beat).
-target = {"seq_write": 0.85, "seq_read": 0.5, "rand_read_4k": 0.85, "rand_write_4k": 0.25,
-          "create": 0.5, "stat": 0.5, "unlink": 0.5, "meta_total": 0.5}
 print()
-print("%-14s %12s %12s %7s %12s %7s %8s" % ("workload", "native", "ktmfs", "ratio",
-                                            "ktmfs+wb", "ratio", "target"))
-for key in units:
+print("values in the unit shown; (x) = ratio to native; /hp = ratio to passthrough_hp")
+print("%-13s %9s | %9s %6s | %9s %6s %6s | %9s %6s %6s" % (
+    "workload", "native", "pthru_hp", "(x)", "ktmfs", "(x)", "/hp", "ktmfs+wb", "(x)", "/hp"))
+for key, unit in units.items():
     r = rows[key]
-    n, d, w = r["native"], r["ktmfs-default"], r["ktmfs-writeback"]
-    print("%-14s %12.1f %12.1f %6.2fx %12.1f %6.2fx %7.2fx   (%s)" % (
-        key, n, d, d / n, w, w / n, target[key], units[key]))
+    n = r["native"]
+    def cells(label, hp=None):
+        if label not in r:
+            return "%9s %6s" % ("not run", "") + ("" if hp is None else " %6s" % "")
+        v = r[label]
+        s = "%9.1f %5.2fx" % (v, v / n)
+        if hp is not None:
+            s += " %5.2fx" % (v / hp) if hp > 0 else " %6s" % "-"
+        return s
+    hp = r.get("passthrough_hp", 0)
+    print("%-13s %9.1f | %s | %s | %s   %s" % (key, n, cells("passthrough_hp"),
+          cells("ktmfs-default", hp), cells("ktmfs-writeback", hp), unit))
+if hp_reason:
+    print("passthrough_hp not run: " + hp_reason)
 PY
