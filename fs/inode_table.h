@@ -63,6 +63,10 @@ class InodeTable {
   // Finds or adds the object described by `st`; takes ownership of `fd` (closes it if the
   // object is already known) and counts one lookup.
   Inode* Acquire(int fd, const struct stat& st, int source_index);
+  // The known inode of the object `st` describes, with one more lookup counted; null when the
+  // table has none (the caller then opens the object and calls Acquire). A known (dev, ino)
+  // always names the object its descriptor holds open, so the number cannot have been reused.
+  Inode* AcquireKnown(const struct stat& st);
   // Finds or adds transaction `tx`'s version of `object` (see Inode::kTxVersion); takes
   // ownership of `fd` like Acquire and counts one lookup. `view_path` is where the transaction
   // sees it now.

@@ -3,7 +3,8 @@
 # the installed libfuse3-dev, as the baseline of passthrough.sh. Its source is fetched here, at
 # bench time, and never kept in this repository.
 #   tests/bench/build_passthrough_hp.sh OUTDIR
-# Prints the built binary's path. On failure prints one line saying why on stderr and exits 1.
+# Prints the path of passthrough_hp (passthrough_hp_xattr is built next to it, see below). On
+# failure prints one line saying why on stderr and exits 1.
 # The source comes from PASSTHROUGH_HP_SRC (an unpacked libfuse source tree) when set, else from
 # the Debian source package of the installed libfuse3-dev version, fetched with apt-get through
 # a private list directory (deb-src lines made from this machine's own apt sources), so the
@@ -46,9 +47,15 @@ fi
 
 # The flags libfuse's meson build gives C++ files. Its private config (HAVE_SETXATTR,
 # HAVE_POSIX_FALLOCATE) reaches only C files, so the example is built without xattr and
-# fallocate operations there too, and so here.
-c++ -std=c++17 -O2 -D_REENTRANT -DHAVE_CONFIG_H -D_GNU_SOURCE -w \
-  -o "$out/passthrough_hp" "$src/example/passthrough_hp.cc" \
-  $(pkg-config --cflags --libs fuse3) -lpthread >"$out/cc.log" 2>&1 ||
-  fail "compiling passthrough_hp.cc failed: $(head -1 "$out/cc.log")"
+# fallocate operations there too, and so here: passthrough_hp. passthrough_hp_xattr has them,
+# as a filesystem that serves xattrs must (the kernel then asks for security.capability
+# before every write).
+for variant in passthrough_hp passthrough_hp_xattr; do
+  defs=()
+  [ "$variant" = passthrough_hp_xattr ] && defs=(-DHAVE_SETXATTR -DHAVE_POSIX_FALLOCATE)
+  c++ -std=c++17 -O2 -D_REENTRANT -DHAVE_CONFIG_H -D_GNU_SOURCE "${defs[@]}" -w \
+    -o "$out/$variant" "$src/example/passthrough_hp.cc" \
+    $(pkg-config --cflags --libs fuse3) -lpthread >"$out/cc.log" 2>&1 ||
+    fail "compiling passthrough_hp.cc failed: $(head -1 "$out/cc.log")"
+done
 echo "$out/passthrough_hp"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Passthrough benchmark: the same workloads on a native directory, through libfuse's own
 # high-performance passthrough example (passthrough_hp, the baseline to meet) and through ktmfs
-# (default options, and -o writeback), each over a directory on the same disk, side by side in
-# one run; reported as ratios to native and ktmfs's ratios to passthrough_hp.
+# (default options, -o writeback, and -o writeback with names cached as long as passthrough_hp
+# caches them), each over a directory on the same disk, side by side in one run; reported as
+# ratios to native and ktmfs's ratios to passthrough_hp.
 #   tests/bench/passthrough.sh [BUILD_DIR]      (default: build; run as root)
 # Workloads: sequential write and read of a 512 MiB file in 1 MiB blocks (reads after dropping
 # caches), 4 KiB random reads of a cached 256 MiB file, 4 KiB random writes, and a metadata
@@ -93,34 +94,46 @@ wait_mounted() {
 }
 
 : >"$work/results"
-mkdir -p "$work/native" "$work/hp-backing" "$work/backing" "$mnt"
+mkdir -p "$work/native" "$work/backing" "$mnt"
 echo "native directory: $work/native"
 measure native "$work/native"
 
-if [ -z "$hp_reason" ]; then
-  # Its defaults: writeback cache, entry and attribute timeouts of 86400 s, keep_cache, splice
-  # read and write, default_permissions, libfuse's thread pool without clone_fd.
-  echo "passthrough_hp ($hp, its default options: writeback cache, entry/attr timeout 86400 s," \
-    "keep_cache, splice; built as libfuse's meson does, so without xattr operations):" \
-    "$work/hp-backing on $mnt"
-  "$hp" --foreground "$work/hp-backing" "$mnt" >"$work/hp.log" 2>&1 &
+# run_hp LABEL BINARY: mounts a passthrough_hp build with its default options and measures it.
+run_hp() {
+  local label=$1 bin=$2
+  rm -rf "$work/hp-backing" && mkdir "$work/hp-backing"
+  "$bin" --foreground "$work/hp-backing" "$mnt" >"$work/hp.log" 2>&1 &
   hp_pid=$!
   if wait_mounted; then
-    measure passthrough_hp "$mnt"
+    echo "$label: $bin on $mnt"
+    measure "$label" "$mnt"
     fusermount3 -u "$mnt"
     wait "$hp_pid" || true
   else
-    hp_reason="passthrough_hp did not mount: $(tail -1 "$work/hp.log")"
+    hp_reason="$label did not mount: $(tail -1 "$work/hp.log")"
   fi
   hp_pid=
+}
+
+if [ -z "$hp_reason" ]; then
+  echo "passthrough_hp runs with its default options: writeback cache, entry and attribute" \
+    "timeouts of 86400 s, keep_cache, splice, default_permissions; built as libfuse's meson" \
+    "builds it, so without xattr operations (passthrough_hp_xattr: with them)"
+  run_hp passthrough_hp "$hp"
+  [ -z "$hp_reason" ] && run_hp passthrough_hp_xattr "${hp}_xattr"
 fi
 [ -n "$hp_reason" ] && echo "passthrough_hp: not run: $hp_reason"
 
-for variant in default writeback; do
-  opts=()
-  [ "$variant" = writeback ] && opts=(-o writeback)
+# cached: the options that make ktmfs cache what passthrough_hp caches (names and their absence
+# for as long; see ktmfs(8) for what a positive entry_timeout costs).
+for variant in default writeback cached; do
+  case $variant in
+    default) opts=() ;;
+    writeback) opts=(-o writeback) ;;
+    cached) opts=(-o writeback,entry_timeout=86400,negative_timeout=86400) ;;
+  esac
   "$ktmfs" "${opts[@]}" "$work/backing" "$mnt"
-  echo "ktmfs ($variant): $work/backing on $mnt"
+  echo "ktmfs ($variant${opts[*]:+: ${opts[*]}}): $work/backing on $mnt"
   measure "ktmfs-$variant" "$mnt"
   fusermount3 -u "$mnt"
 done
@@ -137,8 +150,9 @@ units = {"seq_write": "MiB/s", "seq_read": "MiB/s", "rand_read_4k": "MiB/s",
          "meta_total": "files/s"}
 print()
 print("values in the unit shown; (x) = ratio to native; /hp = ratio to passthrough_hp")
-print("%-13s %9s | %9s %6s | %9s %6s %6s | %9s %6s %6s" % (
-    "workload", "native", "pthru_hp", "(x)", "ktmfs", "(x)", "/hp", "ktmfs+wb", "(x)", "/hp"))
+print("%-13s %9s | %9s %6s | %9s %6s | %9s %6s %6s | %9s %6s %6s | %9s %6s %6s" % (
+    "workload", "native", "pthru_hp", "(x)", "hp+xattr", "(x)", "ktmfs", "(x)", "/hp",
+    "ktmfs+wb", "(x)", "/hp", "cached", "(x)", "/hp"))
 for key, unit in units.items():
     r = rows[key]
     n = r["native"]
@@ -151,8 +165,9 @@ for key, unit in units.items():
             s += " %5.2fx" % (v / hp) if hp > 0 else " %6s" % "-"
         return s
     hp = r.get("passthrough_hp", 0)
-    print("%-13s %9.1f | %s | %s | %s   %s" % (key, n, cells("passthrough_hp"),
-          cells("ktmfs-default", hp), cells("ktmfs-writeback", hp), unit))
+    print("%-13s %9.1f | %s | %s | %s | %s | %s   %s" % (
+        key, n, cells("passthrough_hp"), cells("passthrough_hp_xattr"), cells("ktmfs-default", hp),
+        cells("ktmfs-writeback", hp), cells("ktmfs-cached", hp), unit))
 if hp_reason:
     print("passthrough_hp not run: " + hp_reason)
 PY
