@@ -94,6 +94,8 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     const ino_t ino = static_cast<ino_t>(o.ino);
     auto n = inodes_.FindNode(dev, ino);
     if (!n) continue;
+    // The commit may have set xattrs (capabilities among them) on the object.
+    Get(*n)->XattrsChanging();
     invalidator_->InodeNow(*n);
     // The kernel keeps one dentry per directory node: one the commit moved may still sit at
     // its old name, and the kernel could not place it at the new one inside a later rename
@@ -105,8 +107,7 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
   // positive entry or negative timeout also the names (a created name may be cached as absent),
   // through the invalidator's thread (they need the directory's lock, which the request that
   // ended the transaction may hold).
-  const bool names_cached =
-      options_.cache.entry_timeout > 0 || options_.cache.negative_timeout > 0;
+  const bool names_cached = options_.cache.entry_timeout > 0 || options_.cache.negative_timeout > 0;
   std::set<fuse_ino_t> dirs;
   for (const auto& [dir, name] : e.entries) {
     int fd = OpenBeneath(*this, e.source, dir, O_PATH);

@@ -40,6 +40,14 @@ struct Inode {
   bool pinned = false;    // a root: never dropped by FORGET
   int source_index = -1;  // the source this object belongs to
 
+  // The kernel asks for security.capability before every write(2) to a FUSE file (see
+  // ops_xattr.cc). Its absence is known while caps_absent_at == xattr_gen + 1; every xattr
+  // change to the object bumps xattr_gen before and after, so an answer read while a change
+  // ran is never kept.
+  std::atomic<uint64_t> xattr_gen{0};
+  std::atomic<uint64_t> caps_absent_at{0};
+  void XattrsChanging() { xattr_gen.fetch_add(1, std::memory_order_acq_rel); }
+
   // kTxVersion only.
   Guid tx;
   fstx::ObjectId object;
