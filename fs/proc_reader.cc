@@ -12,25 +12,35 @@
 namespace ktmfs::fs {
 namespace {
 
-Result<std::string> ReadSmallFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::Error(errno, path);
+// Stat files kept open at most; beyond that the cache starts again (tasks come and go).
+constexpr size_t kMaxOpenStatFiles = 256;
+
+// The whole of an open proc file, from its start: proc files are generated at each read.
+Result<std::string> ReadAll(int fd, const std::string& path) {
   std::string text(4096, '\0');
   size_t len = 0;
   for (;;) {
-    ssize_t n = read(fd, text.data() + len, text.size() - len);
+    ssize_t n = pread(fd, text.data() + len, text.size() - len, static_cast<off_t>(len));
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      close(fd);
-      return Status::Error(err, path);
+      return Status::Error(errno, path);
     }
     if (n == 0) break;
     len += static_cast<size_t>(n);
+    // These files are made whole at each read: a short one that ends a line is all of it,
+    // and saves the read that would return 0.
+    if (len < text.size() && text[len - 1] == '\n') break;
     if (len == text.size()) text.resize(text.size() * 2);
   }
-  close(fd);
   text.resize(len);
+  return text;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, path);
+  auto text = ReadAll(fd, path);
+  close(fd);
   return text;
 }
 
@@ -88,24 +98,53 @@ Result<TaskInfo> ParseProcFiles(pid_t tid, const std::string& stat, const std::s
   return info;
 }
 
-Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
+SystemProcReader::~SystemProcReader() {
+  for (const auto& [tid, fd] : stat_fds_)
+    close(fd);
+}
+
+Result<std::string> SystemProcReader::StatText(pid_t tid) {
   if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
-  std::string dir = "/proc/" + std::to_string(tid);
-  auto stat = ReadSmallFile(dir + "/stat");
+  std::string path = "/proc/" + std::to_string(tid) + "/stat";
+  std::lock_guard l(mu_);
+  auto it = stat_fds_.find(tid);
+  if (it != stat_fds_.end()) {
+    auto text = ReadAll(it->second, path);
+    if (text.ok()) return text;
+    // That task is gone; the id may name a newer one now.
+    close(it->second);
+    stat_fds_.erase(it);
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, path);
+  auto text = ReadAll(fd, path);
+  if (!text.ok()) {
+    close(fd);
+    return text;
+  }
+  if (stat_fds_.size() >= kMaxOpenStatFiles) {
+    for (const auto& [t, f] : stat_fds_)
+      close(f);
+    stat_fds_.clear();
+  }
+  stat_fds_[tid] = fd;
+  return text;
+}
+
+Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
+  auto stat = StatText(tid);
   if (!stat.ok()) return stat.status();
-  auto status = ReadSmallFile(dir + "/status");
+  auto status = ReadSmallFile("/proc/" + std::to_string(tid) + "/status");
   if (!status.ok()) return status.status();
   return ParseProcFiles(tid, *stat, *status);
 }
 
-Result<uint64_t> SystemProcReader::StartTime(pid_t tid) {
-  if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
-  auto stat = ReadSmallFile("/proc/" + std::to_string(tid) + "/stat");
+Result<TaskInfo> SystemProcReader::ReadStat(pid_t tid) {
+  auto stat = StatText(tid);
   if (!stat.ok()) return stat.status();
-  // The status file is only needed for fields the start time does not depend on.
   auto info = ParseProcFiles(tid, *stat, "Tgid:\t0\nUid:\t0\n");
   if (!info.ok()) return info.status();
-  return info->start_time;
+  return info;
 }
 
 std::vector<pid_t> SystemProcReader::Children(pid_t pid) {

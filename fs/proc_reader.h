@@ -5,7 +5,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "log/status.h"
@@ -32,22 +34,31 @@ class ProcReader {
   virtual uint64_t NowTicks() = 0;
   // The processes whose parent is `pid` now (every thread's children). Empty if unknown.
   virtual std::vector<pid_t> Children(pid_t /*pid*/) { return {}; }
-  // Only the start time (what tells a task from an earlier one with the same id): cheaper than
-  // Read, and all a cached answer about the task needs.
-  virtual Result<uint64_t> StartTime(pid_t tid) {
-    auto t = Read(tid);
-    if (!t.ok()) return t.status();
-    return t->start_time;
-  }
+  // What /proc/TID/stat says (start time, parent, state; tgid and uid left 0): all a cached
+  // answer about the task needs to be checked, and cheaper than Read.
+  virtual Result<TaskInfo> ReadStat(pid_t tid) { return Read(tid); }
 };
 
-// Reads /proc/TID/stat and /proc/TID/status.
+// Reads /proc/TID/stat and /proc/TID/status. The stat files of recent tasks stay open: a proc
+// file keeps naming the task it was opened for (reads fail with ESRCH once that task is reaped,
+// even if its id is reused), so a re-read costs one pread instead of a path walk, open and close.
 class SystemProcReader : public ProcReader {
  public:
+  SystemProcReader() = default;
+  ~SystemProcReader() override;
+  SystemProcReader(const SystemProcReader&) = delete;
+  SystemProcReader& operator=(const SystemProcReader&) = delete;
+
   Result<TaskInfo> Read(pid_t tid) override;
   uint64_t NowTicks() override;
-  Result<uint64_t> StartTime(pid_t tid) override;
+  Result<TaskInfo> ReadStat(pid_t tid) override;
   std::vector<pid_t> Children(pid_t pid) override;
+
+ private:
+  Result<std::string> StatText(pid_t tid);
+
+  std::mutex mu_;
+  std::unordered_map<pid_t, int> stat_fds_;
 };
 
 // Parses the text of /proc/TID/stat (start time, ppid) and /proc/TID/status (Tgid, Uid).

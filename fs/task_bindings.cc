@@ -24,7 +24,7 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   // The process and its ancestors are identified by their own start times, read on the way up.
   TaskInfo proc = task;
   if (task.tgid != task.tid) {
-    auto leader = proc_->Read(task.tgid);
+    auto leader = Current(task.tgid);
     if (!leader.ok()) return std::nullopt;
     proc = *leader;
   }
@@ -42,7 +42,7 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
       return b->tx;
     }
     if (proc.ppid <= 1) break;
-    auto parent = proc_->Read(proc.ppid);
+    auto parent = Current(proc.ppid);
     if (!parent.ok()) break;
     child = proc;
     proc = *parent;
@@ -50,30 +50,36 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   return std::nullopt;
 }
 
+Result<TaskInfo> TaskBindings::Current(pid_t pid) {
+  auto stat = proc_->ReadStat(pid);
+  if (!stat.ok()) return stat.status();
+  auto it = cache_.find(pid);
+  if (it != cache_.end() && it->second.info.start_time == stat->start_time) {
+    // The same task: what only /proc/PID/stat says may have changed (a new parent when the old
+    // one exits, its state), the rest is its own for life.
+    it->second.info.ppid = stat->ppid;
+    it->second.info.state = stat->state;
+    return it->second.info;
+  }
+  auto task = proc_->Read(pid);
+  if (!task.ok()) return task.status();
+  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+  cache_[pid] = CacheEntry{*task, kUnknown, std::nullopt};
+  return task;
+}
+
 std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   if (tid <= 0) return std::nullopt;
-  {
-    std::lock_guard lock(mu_);
-    if (bindings_.empty()) return std::nullopt;  // the common case costs no /proc read
-  }
-  // One read per request is the price of pid-reuse safety: the start time says whether the
-  // cached answer is about this task or an earlier one with the same id.
-  auto start = proc_->StartTime(tid);
-  if (!start.ok()) return std::nullopt;
-  {
-    std::lock_guard lock(mu_);
-    auto it = cache_.find(tid);
-    if (it != cache_.end() && it->second.start_time == *start &&
-        it->second.generation == generation_)
-      return it->second.tx;
-  }
-  auto task = proc_->Read(tid);
-  if (!task.ok()) return std::nullopt;
-
   std::lock_guard lock(mu_);
+  if (bindings_.empty()) return std::nullopt;  // the common case costs no /proc read
+  auto task = Current(tid);
+  if (!task.ok()) return std::nullopt;
+  auto it = cache_.find(tid);
+  if (it != cache_.end() && it->second.generation == generation_) return it->second.tx;
+  // Worked out afresh after every bind and unbind (the walk may refill the cache).
   std::optional<Guid> tx = LookupLocked(*task);
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_[tid] = CacheEntry{task->start_time, generation_, tx};
+  cache_[tid] = CacheEntry{*task, generation_, tx};
   return tx;
 }
 

@@ -57,12 +57,18 @@ class TaskBindings {
   bool empty() const;
 
  private:
+  // What was last read of a task, and its transaction as of `generation` (kUnknown: not
+  // worked out yet). Only trusted while /proc still shows the same start time.
   struct CacheEntry {
-    uint64_t start_time;
+    TaskInfo info;
     uint64_t generation;
     std::optional<Guid> tx;
   };
+  static constexpr uint64_t kUnknown = ~uint64_t{0};
   std::optional<Guid> LookupLocked(const TaskInfo& task);
+  // The task `pid` now: its cached identity if /proc still shows that task, else read afresh.
+  // mu_ held.
+  Result<TaskInfo> Current(pid_t pid);
   const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
 
   ProcReader* proc_;

@@ -29,11 +29,11 @@ class Applier {
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)
       : t_(t), plan_(plan), hook_(hook) {}
 
-  Status Run() {
+  Result<AppliedChanges> Run() {
     KTMFS_RETURN_IF_ERROR(Park());
     KTMFS_RETURN_IF_ERROR(Place());
     KTMFS_RETURN_IF_ERROR(Content());
-    return SyncAll();
+    return Changes();
   }
 
  private:
@@ -277,14 +277,7 @@ class Applier {
     return s;
   }
 
-  Status SyncAll() {
-    for (const auto& f : written_files_) {
-      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      if (fd < 0) return Errno("open " + f);
-      int rc = ::fsync(fd);
-      ::close(fd);
-      if (rc != 0) return Errno("fsync " + f);
-    }
+  AppliedChanges Changes() {
     // Every directory that may have changed, including those a previous (interrupted) run
     // changed: parents of every original and final name.
     for (const auto& o : plan_.objects) {
@@ -294,30 +287,11 @@ class Applier {
       for (const auto& n : o.finals)
         dirty_dirs_.insert(Parent(Backing(n)));
     }
-    bool moved_away = false;
-    for (const auto& d : dirty_dirs_) {
-      int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (fd < 0) {
-        // A directory that changed and then moved or went away within this apply: it can no
-        // longer be found by that path, so fall back to syncing the whole filesystem below.
-        if (errno == ENOENT || errno == ENOTDIR) {
-          moved_away = true;
-          continue;
-        }
-        return Errno("open " + d);
-      }
-      int rc = ::fsync(fd);
-      ::close(fd);
-      if (rc != 0) return Errno("fsync " + d);
-    }
-    if (moved_away) {
-      int fd = ::open(t_.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (fd < 0) return Errno("open " + t_.backing_root);
-      int rc = ::syncfs(fd);
-      ::close(fd);
-      if (rc != 0) return Errno("syncfs " + t_.backing_root);
-    }
-    return Status::Ok();
+    AppliedChanges c;
+    c.backing_root = t_.backing_root;
+    c.files.assign(written_files_.begin(), written_files_.end());
+    c.dirs.assign(dirty_dirs_.begin(), dirty_dirs_.end());
+    return c;
   }
 
   const ApplyTarget& t_;
@@ -329,11 +303,52 @@ class Applier {
 
 }  // namespace
 
-Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
-                        const MutationHook& hook) {
+Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
+                                    const MutationHook& hook) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return plan.status().Annotate("planning apply");
   return Applier(target, *plan, hook).Run();
+}
+
+Status SyncApplied(const AppliedChanges& changes) {
+  for (const auto& f : changes.files) {
+    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return Errno("open " + f);
+    int rc = ::fsync(fd);
+    ::close(fd);
+    if (rc != 0) return Errno("fsync " + f);
+  }
+  bool moved_away = false;
+  for (const auto& d : changes.dirs) {
+    int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      // A directory that changed and then moved or went away within this apply: it can no
+      // longer be found by that path, so fall back to syncing the whole filesystem below.
+      if (errno == ENOENT || errno == ENOTDIR) {
+        moved_away = true;
+        continue;
+      }
+      return Errno("open " + d);
+    }
+    int rc = ::fsync(fd);
+    ::close(fd);
+    if (rc != 0) return Errno("fsync " + d);
+  }
+  if (moved_away) {
+    int fd = ::open(changes.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Errno("open " + changes.backing_root);
+    int rc = ::syncfs(fd);
+    ::close(fd);
+    if (rc != 0) return Errno("syncfs " + changes.backing_root);
+  }
+  return Status::Ok();
+}
+
+Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
+                        const MutationHook& hook) {
+  auto changes = ApplyChanges(target, ops, hook);
+  if (!changes.ok()) return changes.status();
+  return SyncApplied(*changes);
 }
 
 Status CleanupAppliedTransaction(const ApplyTarget& target) {

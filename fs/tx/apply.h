@@ -30,6 +30,21 @@ struct ApplyTarget {
 // stops apply there, as a crash would. Tests use it to stop after k changes.
 using MutationHook = std::function<Status(const std::string& what)>;
 
+// What step 4 makes durable: the files written and the directories whose entries may have
+// changed, in this run or an interrupted earlier one.
+struct AppliedChanges {
+  std::string backing_root;
+  std::vector<std::string> files;
+  std::vector<std::string> dirs;
+};
+
+// Steps 1-3: afterwards the backing directory shows the transaction, not yet durably.
+Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
+                                    const MutationHook& hook = nullptr);
+// Step 4. Separate so that a caller can let readers in before it (syncing changes nothing
+// they can see).
+Status SyncApplied(const AppliedChanges& changes);
+// All four steps.
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
                         const MutationHook& hook = nullptr);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 namespace ktmfs::fstx {
@@ -200,12 +201,19 @@ Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& 
 
 Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
                                          bool* applied) {
+  std::optional<AppliedChanges> changes;
+  Status s;
   {
     std::unique_lock<std::shared_mutex> visible;
     if (o_.visibility) visible = std::unique_lock(*o_.visibility);
-    KTMFS_RETURN_IF_ERROR(ApplyTransaction(Target(tx), ops, apply_hook_)
-                              .Annotate("applying transaction " + tx.ToString()));
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_);
+    if (r.ok()) changes = std::move(*r);
+    s = r.status();
   }
+  // Syncing changes nothing a reader sees, so readers and other commits go on meanwhile; this
+  // transaction keeps its locks until the sync is done, so nothing lands on its objects first.
+  if (s.ok()) s = SyncApplied(*changes);
+  KTMFS_RETURN_IF_ERROR(s.Annotate("applying transaction " + tx.ToString()));
   *applied = true;
   fstx::Record r;
   r.type = RecordType::kApplied;

@@ -46,8 +46,19 @@ class FakeProc : public ProcReader {
     if (it == tasks.end()) return Status::Error(ENOENT, "gone");
     return it->second;
   }
+  // What /proc/PID/stat alone tells: no tgid, no uid.
+  Result<TaskInfo> ReadStat(pid_t tid) override {
+    ++stat_reads;
+    auto it = tasks.find(tid);
+    if (it == tasks.end()) return Status::Error(ENOENT, "gone");
+    TaskInfo t = it->second;
+    t.tgid = 0;
+    t.uid = 0;
+    return t;
+  }
   std::map<pid_t, TaskInfo> tasks;
   int reads = 0;
+  int stat_reads = 0;
   int reads_allowed = 0;
 };
 
@@ -168,12 +179,29 @@ TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
   EXPECT_FALSE(bindings.Lookup(400).has_value());
   ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
-  int reads = proc.reads;
+  int reads = proc.reads, stat_reads = proc.stat_reads;
   EXPECT_EQ(bindings.Lookup(400), t1);
-  EXPECT_EQ(proc.reads, reads + 1);  // only the identity check, no ancestor walk
+  // Only the identity check, no ancestor walk.
+  EXPECT_EQ(proc.stat_reads, stat_reads + 1);
+  EXPECT_EQ(proc.reads, reads);
   bindings.Unbind(t1);
   ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 400, 1000).ok());
+  reads = proc.reads;
   EXPECT_EQ(bindings.Lookup(400), t2);
+  // Worked out again, from what was read of the same tasks before.
+  EXPECT_EQ(proc.reads, reads);
+}
+
+TEST_F(TaskBindingsTest, AnOrphanLeavesTheTreeEvenWhenItsOldParentsPidIsReused) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  EXPECT_EQ(bindings.Lookup(400), t1);
+  // make (300) exits: cc (400) is handed to init, and a new child of bash gets pid 300.
+  proc.Exit(300);
+  proc.tasks[400].ppid = 1;
+  proc.Add(300, 300, 200, 1000, 70);
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 500, 0).ok());  // answers are worked out again
+  EXPECT_EQ(bindings.Lookup(300), t1);                           // the new child is in the tree
+  EXPECT_FALSE(bindings.Lookup(400).has_value());  // cc is not any more: its parent is init
 }
 
 }  // namespace
