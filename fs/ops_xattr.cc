@@ -40,8 +40,11 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     return;
   // The kernel's question before every write(2): answered from the inode when the object is
   // known to have no capabilities (reading security.* needs no permission, so the answer is
-  // the same for every caller), saving a walk through /proc per write.
-  const bool caps = inode->type == S_IFREG && std::strcmp(name, "security.capability") == 0;
+  // the same for every caller), saving a walk through /proc per write. Not for version nodes:
+  // once their transaction ended they share the object with its committed node, whose xattr
+  // changes they would not see.
+  const bool caps = inode->type == S_IFREG && !inode->is_tx_version() &&
+                    std::strcmp(name, "security.capability") == 0;
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
   if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1) {
     fuse_reply_err(req, ENODATA);
