@@ -13,19 +13,31 @@ Invalidator::~Invalidator() {
   thread_.join();
 }
 
+void Invalidator::Discard() {
+  std::unique_lock l(mu_);
+  discarded_ = true;
+  sent_ += queue_.size();
+  queue_.clear();
+  done_cv_.notify_all();
+  done_cv_.wait(l, [&] { return !sending_; });
+}
+
 void Invalidator::Inode(fuse_ino_t node) {
   std::lock_guard l(mu_);
+  if (discarded_) return;
   queue_.push_back({node, {}});
   queued_++;
   cv_.notify_one();
 }
 
 void Invalidator::InodeNow(fuse_ino_t node) {
+  if (discarded_) return;
   (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
 }
 
 void Invalidator::Entry(fuse_ino_t parent, const std::string& name) {
   std::lock_guard l(mu_);
+  if (discarded_) return;
   queue_.push_back({parent, name});
   queued_++;
   cv_.notify_one();
@@ -44,6 +56,7 @@ void Invalidator::Run() {
     if (queue_.empty() && stopping_) break;
     Item item = std::move(queue_.front());
     queue_.pop_front();
+    sending_ = true;
     l.unlock();
     // ENOENT only says the kernel no longer knows the node or name: nothing to drop.
     if (item.name.empty()) {
@@ -52,6 +65,7 @@ void Invalidator::Run() {
       (void)fuse_lowlevel_notify_inval_entry(se_, item.node, item.name.c_str(), item.name.size());
     }
     l.lock();
+    sending_ = false;
     sent_++;
     done_cv_.notify_all();
   }

@@ -6,6 +6,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -28,6 +29,9 @@ class Invalidator {
 
   // Returns once everything queued before the call has been sent.
   void Drain();
+  // Forgets what is queued and sends nothing more: once the filesystem is unmounted the kernel
+  // holds nothing to drop, and the session can no longer be written to.
+  void Discard();
 
  private:
   struct Item {
@@ -43,6 +47,8 @@ class Invalidator {
   std::deque<Item> queue_;
   uint64_t queued_ = 0, sent_ = 0;
   bool stopping_ = false;
+  bool sending_ = false;  // the thread is writing to the session
+  std::atomic<bool> discarded_{false};
   std::thread thread_;
 };
 

@@ -176,7 +176,10 @@ int Run(int argc, char** argv) {
     }
     fuse_remove_signal_handlers(se);
   }
-  // Unmounted: whatever is still live rolls back now, with the log still open.
+  // Unmounted: the kernel caches nothing of the mount any more and the session's device is
+  // closed, so the rollbacks below have nothing to invalidate. Whatever is still live rolls
+  // back now, with the log still open.
+  invalidator.Discard();
   fs.SetTxService(nullptr);
   txs->reset();
   fs.SetInvalidator(nullptr);

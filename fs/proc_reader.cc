@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,6 +13,9 @@
 
 namespace ktmfs::fs {
 namespace {
+
+// PIDFD_THREAD (Linux 6.9): a pidfd for one thread, readable when that thread exits.
+constexpr unsigned kPidfdThread = O_EXCL;
 
 // Stat files kept open at most; beyond that the cache starts again (tasks come and go).
 constexpr size_t kMaxOpenStatFiles = 256;
@@ -101,6 +106,43 @@ Result<TaskInfo> ParseProcFiles(pid_t tid, const std::string& stat, const std::s
 SystemProcReader::~SystemProcReader() {
   for (const auto& [tid, fd] : stat_fds_)
     close(fd);
+  for (const auto& [tid, t] : pidfds_)
+    close(t.fd);
+}
+
+bool SystemProcReader::SameTask(pid_t tid, uint64_t start_time) {
+  if (tid <= 0) return false;
+  {
+    std::lock_guard l(mu_);
+    auto it = pidfds_.find(tid);
+    if (it != pidfds_.end()) {
+      if (it->second.start_time == start_time) {
+        pollfd p{it->second.fd, POLLIN, 0};
+        // Readable once the task has exited; until then the id cannot name another one.
+        if (poll(&p, 1, 0) == 0) return true;
+      }
+      close(it->second.fd);
+      pidfds_.erase(it);
+    }
+  }
+  int fd = pidfds_work_ ? static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread)) : -1;
+  if (fd < 0 && errno == EINVAL) pidfds_work_ = false;  // before Linux 6.9
+  // The stat file read after the pidfd was opened says which task the pidfd names.
+  auto stat = ReadStat(tid);
+  const bool same = stat.ok() && stat->start_time == start_time;
+  if (fd < 0) return same;
+  if (!same) {
+    close(fd);
+    return false;
+  }
+  std::lock_guard l(mu_);
+  if (pidfds_.size() >= kMaxOpenStatFiles) {
+    for (const auto& [t, f] : pidfds_)
+      close(f.fd);
+    pidfds_.clear();
+  }
+  pidfds_[tid] = {fd, start_time};
+  return true;
 }
 
 Result<std::string> SystemProcReader::StatText(pid_t tid) {

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -37,11 +38,19 @@ class ProcReader {
   // What /proc/TID/stat says (start time, parent, state; tgid and uid left 0): all a cached
   // answer about the task needs to be checked, and cheaper than Read.
   virtual Result<TaskInfo> ReadStat(pid_t tid) { return Read(tid); }
+  // Whether `tid` still names the task that started at `start_time`: all a cached answer about
+  // it needs, asked on every request, so as cheap as can be.
+  virtual bool SameTask(pid_t tid, uint64_t start_time) {
+    auto t = ReadStat(tid);
+    return t.ok() && t->start_time == start_time;
+  }
 };
 
 // Reads /proc/TID/stat and /proc/TID/status. The stat files of recent tasks stay open: a proc
 // file keeps naming the task it was opened for (reads fail with ESRCH once that task is reaped,
 // even if its id is reused), so a re-read costs one pread instead of a path walk, open and close.
+// SameTask keeps a pidfd of each recent task (per thread, Linux 6.9 and later; else it reads
+// the stat file): polling it says whether that very task has exited, with no text to format.
 class SystemProcReader : public ProcReader {
  public:
   SystemProcReader() = default;
@@ -52,6 +61,7 @@ class SystemProcReader : public ProcReader {
   Result<TaskInfo> Read(pid_t tid) override;
   uint64_t NowTicks() override;
   Result<TaskInfo> ReadStat(pid_t tid) override;
+  bool SameTask(pid_t tid, uint64_t start_time) override;
   std::vector<pid_t> Children(pid_t pid) override;
 
  private:
@@ -59,6 +69,12 @@ class SystemProcReader : public ProcReader {
 
   std::mutex mu_;
   std::unordered_map<pid_t, int> stat_fds_;
+  struct TaskFd {
+    int fd;
+    uint64_t start_time;
+  };
+  std::unordered_map<pid_t, TaskFd> pidfds_;
+  std::atomic<bool> pidfds_work_{true};  // until the kernel refuses thread pidfds
 };
 
 // Parses the text of /proc/TID/stat (start time, ppid) and /proc/TID/status (Tgid, Uid).

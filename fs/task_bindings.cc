@@ -24,11 +24,21 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   // The process and its ancestors are identified by their own start times, read on the way up.
   TaskInfo proc = task;
   if (task.tgid != task.tid) {
-    auto leader = Current(task.tgid);
+    auto leader = Identify(task.tgid);
     if (!leader.ok()) return std::nullopt;
     proc = *leader;
   }
   if (const Binding* b = FindBinding(Scope::kProcess, proc.tgid, proc.start_time)) return b->tx;
+
+  // Trees are walked through parents, which change when one exits: only then is the fresh
+  // parent needed, so without tree bindings nothing more is read.
+  if (std::none_of(bindings_.begin(), bindings_.end(),
+                   [](const Binding& b) { return b.scope == Scope::kTree; })) {
+    return std::nullopt;
+  }
+  auto fresh = Current(proc.tgid);
+  if (!fresh.ok() || fresh->start_time != proc.start_time) return std::nullopt;
+  proc = *fresh;
 
   // `child` is the ancestor just below `proc` on the way up: it (and so everything below it)
   // must have started after the binding for `proc`'s tree to take it in.
@@ -48,6 +58,17 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
     proc = *parent;
   }
   return std::nullopt;
+}
+
+Result<TaskInfo> TaskBindings::Identify(pid_t pid) {
+  auto it = cache_.find(pid);
+  if (it != cache_.end() && proc_->SameTask(pid, it->second.info.start_time))
+    return it->second.info;
+  auto task = proc_->Read(pid);
+  if (!task.ok()) return task.status();
+  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+  cache_[pid] = CacheEntry{*task, kUnknown, std::nullopt};
+  return task;
 }
 
 Result<TaskInfo> TaskBindings::Current(pid_t pid) {
@@ -72,7 +93,12 @@ std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   if (tid <= 0) return std::nullopt;
   std::lock_guard lock(mu_);
   if (bindings_.empty()) return std::nullopt;  // the common case costs no /proc read
-  auto task = Current(tid);
+  // The answer for this very task since the last bind or unbind: only its identity to check.
+  if (auto it = cache_.find(tid); it != cache_.end() && it->second.generation == generation_ &&
+                                  proc_->SameTask(tid, it->second.info.start_time)) {
+    return it->second.tx;
+  }
+  auto task = Identify(tid);
   if (!task.ok()) return std::nullopt;
   auto it = cache_.find(tid);
   if (it != cache_.end() && it->second.generation == generation_) return it->second.tx;

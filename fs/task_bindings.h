@@ -66,8 +66,10 @@ class TaskBindings {
   };
   static constexpr uint64_t kUnknown = ~uint64_t{0};
   std::optional<Guid> LookupLocked(const TaskInfo& task);
-  // The task `pid` now: its cached identity if /proc still shows that task, else read afresh.
-  // mu_ held.
+  // The task `pid`: its cached identity while it is still that task (SameTask), else read
+  // afresh. Its parent and state may be stale. mu_ held.
+  Result<TaskInfo> Identify(pid_t pid);
+  // The same with its parent and state as /proc shows them now. mu_ held.
   Result<TaskInfo> Current(pid_t pid);
   const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
 

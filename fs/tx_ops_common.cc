@@ -230,8 +230,22 @@ int ListView(Filesystem& fs, const TxGuard& tx, Inode* dir, std::vector<TxDirEnt
   return err;
 }
 
+namespace {
+
+// A change outside transactions is not logged: a commit whose apply is not durable yet must
+// become so first, or a crash would have recovery redo it over this change.
+int WaitAppliedDurable(Filesystem& fs, int source) {
+  fstx::FsResourceManager& rm = fs.txs()->rm(source);
+  if (!rm.AppliedPending()) return 0;
+  Status s = rm.WaitAppliedDurable();
+  return s.ok() ? 0 : EIO;
+}
+
+}  // namespace
+
 int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   if (fs.txs() == nullptr || inode->is_virtual_root() || inode->source_index < 0) return 0;
+  if (int err = WaitAppliedDurable(fs, inode->source_index); err != 0) return err;
   auto holder = fs.txs()
                     ->rm(inode->source_index)
                     .locks()
@@ -242,6 +256,7 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
 
 int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
   if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
+  if (int err = WaitAppliedDurable(fs, parent->source_index); err != 0) return err;
   auto& locks = fs.txs()->rm(parent->source_index).locks();
   if (locks.empty()) return 0;
   if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;

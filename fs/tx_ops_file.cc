@@ -243,19 +243,21 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     fuse_reply_err(req, Errno(f.status()));
     return;
   }
-  Status s = (*f)->Write(static_cast<uint64_t>(off), data);
+  Status s;
   fstx::Op op;
   op.object = inode->object;
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
   if (data.size() <= kInlineWriteMax &&
       tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
-    // Small writes travel in their record: the commit then need not sync the staged file
-    // (it still serves the transaction's reads).
+    // Small writes travel in their record: the commit then need not sync the staged file,
+    // which only serves the transaction's reads (and may stay in memory).
+    s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
     op.kind = fstx::OpKind::kWriteData;
     op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
     op.length = data.size();
   } else {
+    s = (*f)->Write(static_cast<uint64_t>(off), data);
     op.kind = fstx::OpKind::kWriteExtent;
     op.staged_file = (*f)->name();
     op.length = data.size();

@@ -115,6 +115,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.log = lg;
     o.stream = *stream;
     o.visibility = &visibility_;
+    o.sync_in_background = true;
     const int source = static_cast<int>(i);
     o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay) {
       // Kept until End has let go of the transaction: invalidating the kernel's pages may wait

@@ -21,6 +21,18 @@
 namespace ktmfs::log {
 namespace {
 
+// mkdir -p with mode 0700 for what it makes: a log holds the contents of everything logged, so
+// only its owner may read it, whatever the process umask.
+Status MakePrivateDirs(const std::string& dir) {
+  if (dir.empty() || ::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return Status::Ok();
+  if (errno != ENOENT) return Status::Error(errno, dir + ": mkdir: " + std::strerror(errno));
+  std::string parent = std::filesystem::path(dir).parent_path();
+  if (parent == dir) return Status::Error(ENOENT, dir + ": mkdir: no parent");
+  KTMFS_RETURN_IF_ERROR(MakePrivateDirs(parent));
+  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return Status::Ok();
+  return Status::Error(errno, dir + ": mkdir: " + std::strerror(errno));
+}
+
 constexpr size_t kDirectAlignment = 4096;
 
 Status Errno(int err, const std::string& what) {
@@ -101,9 +113,7 @@ class UringStorage : public Storage {
   }
 
   Status Init() {
-    std::error_code ec;
-    std::filesystem::create_directories(dir_, ec);
-    if (ec) return Status::Error(ec.value(), dir_ + ": " + ec.message());
+    KTMFS_RETURN_IF_ERROR(MakePrivateDirs(dir_));
     unsigned depth = options_.queue_depth < 4 ? 4 : options_.queue_depth;
     const unsigned n = options_.rings < 1 ? 1 : options_.rings;
     for (unsigned i = 0; i < n; ++i) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "fs/tx/staging.h"
+#include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
 namespace {
@@ -311,37 +312,8 @@ Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector
 }
 
 Status SyncApplied(const AppliedChanges& changes) {
-  for (const auto& f : changes.files) {
-    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return Errno("open " + f);
-    int rc = ::fsync(fd);
-    ::close(fd);
-    if (rc != 0) return Errno("fsync " + f);
-  }
-  bool moved_away = false;
-  for (const auto& d : changes.dirs) {
-    int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      // A directory that changed and then moved or went away within this apply: it can no
-      // longer be found by that path, so fall back to syncing the whole filesystem below.
-      if (errno == ENOENT || errno == ENOTDIR) {
-        moved_away = true;
-        continue;
-      }
-      return Errno("open " + d);
-    }
-    int rc = ::fsync(fd);
-    ::close(fd);
-    if (rc != 0) return Errno("fsync " + d);
-  }
-  if (moved_away) {
-    int fd = ::open(changes.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Errno("open " + changes.backing_root);
-    int rc = ::syncfs(fd);
-    ::close(fd);
-    if (rc != 0) return Errno("syncfs " + changes.backing_root);
-  }
-  return Status::Ok();
+  // One transaction's few fsyncs: not worth a ring of their own.
+  return SyncTogether(/*use_ring=*/false).Sync({&changes});
 }
 
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,

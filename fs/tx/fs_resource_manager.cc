@@ -7,6 +7,8 @@
 #include <optional>
 #include <set>
 
+#include "fs/tx/sync_together.h"
+
 namespace ktmfs::fstx {
 
 namespace {
@@ -30,8 +32,18 @@ bool NeedsStaging(const std::vector<Op>& ops) {
 
 }  // namespace
 
-FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {}
+FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {
+  if (o_.sync_in_background) syncer_ = std::thread([this] { SyncLoop(); });
+}
 FsResourceManager::~FsResourceManager() {
+  if (syncer_.joinable()) {
+    {
+      std::lock_guard l(sync_mu_);
+      stop_sync_ = true;  // the thread syncs what is queued first
+    }
+    sync_wake_.notify_all();
+    syncer_.join();
+  }
   // What waits for its APPLIED record to become durable: flush it now and drop the staging.
   bool any;
   {
@@ -159,6 +171,9 @@ uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
 }
 
 Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
+  // Commits applied before must be durable before this one can change the backing directory:
+  // a redo of theirs must never find this one's changes (a directory it moved, say) half there.
+  if (AppliedPending()) KTMFS_RETURN_IF_ERROR(WaitAppliedDurable());
   std::lock_guard l(mu_);
   Tx& t = txs_[tx];
   if (t.broken) {
@@ -199,8 +214,8 @@ Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& 
   return ApplyAndFinish(tx, ops, &applied);
 }
 
-Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops,
-                                         bool* applied) {
+Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
+                                         bool background) {
   std::optional<AppliedChanges> changes;
   Status s;
   {
@@ -210,11 +225,34 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     if (r.ok()) changes = std::move(*r);
     s = r.status();
   }
+  KTMFS_RETURN_IF_ERROR(s.Annotate("applying transaction " + tx.ToString()));
+  if (background) {
+    log::Lsn first;
+    {
+      std::lock_guard l(mu_);
+      auto it = txs_.find(tx);
+      first = it == txs_.end() ? log::kInvalidLsn : it->second.first_lsn;
+    }
+    {
+      std::lock_guard l(sync_mu_);
+      queued_.push_back({tx, first, std::move(*changes)});
+      queued_count_++;
+      unsynced_.fetch_add(1, std::memory_order_release);
+    }
+    sync_wake_.notify_one();
+    *applied = true;
+    return Status::Ok();
+  }
   // Syncing changes nothing a reader sees, so readers and other commits go on meanwhile; this
   // transaction keeps its locks until the sync is done, so nothing lands on its objects first.
-  if (s.ok()) s = SyncApplied(*changes);
-  KTMFS_RETURN_IF_ERROR(s.Annotate("applying transaction " + tx.ToString()));
+  KTMFS_RETURN_IF_ERROR(SyncApplied(*changes).Annotate("applying transaction " + tx.ToString()));
   *applied = true;
+  KTMFS_RETURN_IF_ERROR(Applied(tx));
+  DropDurableStaging();
+  return Status::Ok();
+}
+
+Status FsResourceManager::Applied(const Guid& tx) {
   fstx::Record r;
   r.type = RecordType::kApplied;
   r.tx = tx;
@@ -225,12 +263,63 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   // on the same objects can only commit after this point, with a flush that covers the
   // record, so a redo never lands on top of a later transaction's changes. Staging may go only
   // once the record is durable: until then a redo needs it.
-  {
-    std::lock_guard l(mu_);
-    unclean_.push_back({*lsn, Target(tx)});
-  }
-  DropDurableStaging();
+  std::lock_guard l(mu_);
+  unclean_.push_back({*lsn, Target(tx)});
   return Status::Ok();
+}
+
+Status FsResourceManager::WaitAppliedDurable() {
+  std::unique_lock l(sync_mu_);
+  const uint64_t target = queued_count_;
+  sync_waiters_++;
+  sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
+  sync_waiters_--;
+  return sync_error_;
+}
+
+void FsResourceManager::SyncLoop() {
+  SyncTogether syncer;
+  std::unique_lock l(sync_mu_);
+  for (;;) {
+    sync_wake_.wait(l, [&] { return stop_sync_ || !queued_.empty(); });
+    if (queued_.empty()) return;  // stopping, and nothing left
+    syncing_ = std::move(queued_);
+    queued_.clear();
+    l.unlock();
+    if (sync_hook_) sync_hook_();
+    std::vector<const AppliedChanges*> all;
+    for (const auto& u : syncing_)
+      all.push_back(&u.changes);
+    Status s = syncer.Sync(all);
+    if (s.ok()) {
+      for (const auto& u : syncing_)
+        if (s.ok()) s = Applied(u.tx);
+    }
+    // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
+    // must be durable before them, or a crash would redo these commits over them.
+    if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
+    if (!s.ok()) {
+      std::fprintf(stderr,
+                   "ktmfs: fs RM %s: %s; the log keeps the commits for recovery at the next "
+                   "mount, and changes here fail until then\n",
+                   o_.name.c_str(), s.message().c_str());
+      std::lock_guard ml(mu_);
+      keep_log_ = true;
+    }
+    l.lock();
+    if (!s.ok() && sync_error_.ok())
+      sync_error_ = s.Annotate("fs RM " + o_.name + ": making applied commits durable");
+    synced_count_ += syncing_.size();
+    unsynced_.fetch_sub(syncing_.size(), std::memory_order_release);
+    syncing_.clear();
+    sync_done_.notify_all();
+    if (s.ok()) {
+      // Nobody waits for this part.
+      l.unlock();
+      DropDurableStaging();
+      l.lock();
+    }
+  }
 }
 
 void FsResourceManager::DropDurableStaging(bool flush) {
@@ -304,6 +393,11 @@ void FsResourceManager::MaybeTruncate() {
     for (const auto& [id, t] : txs_) {
       if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
     }
+    // Commits not yet synced may need a redo from their records.
+    std::lock_guard sl(sync_mu_);
+    for (const auto* batch : {&queued_, &syncing_})
+      for (const auto& u : *batch)
+        if (u.first_lsn != log::kInvalidLsn && u.first_lsn < last) last = u.first_lsn;
     // LSNs are byte positions in the log's address space: close enough to bytes appended.
     log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
     if (last < from + kTruncateEvery) return;
@@ -360,7 +454,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       }
       // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
       bool applied = false;
-      (void)ApplyAndFinish(tx, ops, &applied);
+      (void)ApplyAndFinish(tx, ops, &applied, o_.sync_in_background);
       Forget(tx, applied, true);
       (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
       return;

@@ -5,15 +5,19 @@
 // Recovery reads the stream and redoes or discards every unfinished transaction.
 //
 // Replies are made synchronously from Notify. Apply runs before the commit is acknowledged, so
-// Commit returns with the backing directory updated.
+// Commit returns with the backing directory updated; with sync_in_background, the fsyncs of
+// a single-phase commit's apply (and its APPLIED record) follow in a background thread.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fs/tx/apply.h"
@@ -40,6 +44,12 @@ struct FsRmOptions {
   // Called once a transaction this RM took part in has ended here (committed and applied, or
   // rolled back), before its overlay is dropped, so the daemon can invalidate what it touched.
   std::function<void(const Guid& tx, bool committed, const TxOverlay& overlay)> on_end;
+  // A single-phase commit is acknowledged once its COMMITTED record is durable and apply has
+  // made the backing directory show it; fsyncing what apply changed and logging APPLIED follow
+  // in a background thread, for several commits at once. The log keeps such a commit for redo
+  // until then. What must not land on its changes before they are durable waits for them
+  // (WaitAppliedDurable): every later Prepare here, and the daemon's non-transactional changes.
+  bool sync_in_background = false;
 };
 
 class FsResourceManager : public tm::ResourceManager {
@@ -84,10 +94,24 @@ class FsResourceManager : public tm::ResourceManager {
   // housekeeping), so staging does not wait for the next commit.
   void DropDurableStaging(bool flush = false);
 
+  // Returns once every commit applied so far is durable in the backing directory (see
+  // FsRmOptions::sync_in_background); an error if a background sync failed, after which the
+  // backing directory is only known to be right after recovery.
+  Status WaitAppliedDurable();
+  // Whether some applied commit is not durable yet (cheap: callers test it first).
+  bool AppliedPending() const { return unsynced_.load(std::memory_order_acquire) > 0; }
+
   void Notify(const tm::Notification& n) override;
 
   // Tests: called before each change apply makes (see MutationHook).
   void SetApplyHook(MutationHook hook) { apply_hook_ = std::move(hook); }
+  // Tests: called by the sync thread before it syncs a batch. Set before the first commit.
+  void SetSyncHook(std::function<void()> hook) { sync_hook_ = std::move(hook); }
+  // Tests: how many callers are inside WaitAppliedDurable.
+  int sync_waiters() {
+    std::lock_guard l(sync_mu_);
+    return sync_waiters_;
+  }
 
  private:
   struct Tx {
@@ -106,9 +130,16 @@ class FsResourceManager : public tm::ResourceManager {
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.
   Status CommitAndApply(const Guid& tx, const std::vector<Op>& ops, bool log_committed,
                         log::Lsn* committed_lsn);
-  // Applies, then logs and flushes APPLIED and drops staging; *applied says whether the
-  // backing directory got to match (even if logging APPLIED then failed).
-  Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied);
+  // Applies, then logs APPLIED and drops staging once durable; *applied says whether the
+  // backing directory got to match (even if logging APPLIED then failed). `background`: the
+  // sync and APPLIED are left to the sync thread.
+  Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
+                        bool background = false);
+  // Logs APPLIED for a transaction whose apply is durable; DropDurableStaging drops its
+  // staging once the record is durable.
+  Status Applied(const Guid& tx);
+  // The background sync thread: syncs what queued commits changed, all at once.
+  void SyncLoop();
   Status Abort(const Guid& tx);
   // A committed transaction whose apply did not finish keeps its locks until recovery redoes
   // it: another transaction changing those objects first would be overwritten by the redo.
@@ -134,6 +165,26 @@ class FsResourceManager : public tm::ResourceManager {
   // stream is not truncated until then.
   bool keep_log_ = false;
   log::Lsn truncated_at_ = log::kInvalidLsn;
+
+  // Background sync (sync_in_background). Lock order: mu_ before sync_mu_.
+  struct Unsynced {
+    Guid tx;
+    log::Lsn first_lsn;  // the log is needed from here until it is synced
+    AppliedChanges changes;
+  };
+  std::mutex sync_mu_;
+  std::condition_variable sync_wake_;  // the thread: work queued, or stop
+  std::condition_variable sync_done_;  // waiters: synced_ moved, or an error
+  std::vector<Unsynced> queued_;       // waiting for the thread
+  std::vector<Unsynced> syncing_;      // the thread's current batch
+  uint64_t queued_count_ = 0;          // ever queued
+  uint64_t synced_count_ = 0;          // ever synced (or failed)
+  Status sync_error_;
+  bool stop_sync_ = false;
+  std::atomic<uint64_t> unsynced_{0};
+  int sync_waiters_ = 0;
+  std::function<void()> sync_hook_;
+  std::thread syncer_;
 };
 
 }  // namespace ktmfs::fstx

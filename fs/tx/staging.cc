@@ -101,9 +101,10 @@ Status RemoveTree(const std::string& path) {
   return FsyncPath(Parent(path));
 }
 
-StagedFile::StagedFile(std::string name, std::string path, int fd, int committed_fd,
-                       uint64_t committed_size)
-    : name_(std::move(name)),
+StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, int fd,
+                       int committed_fd, uint64_t committed_size)
+    : staging_(staging),
+      name_(std::move(name)),
       path_(std::move(path)),
       fd_(fd),
       committed_fd_(committed_fd),
@@ -111,12 +112,74 @@ StagedFile::StagedFile(std::string name, std::string path, int fd, int committed
       committed_limit_(committed_size) {}
 
 StagedFile::~StagedFile() {
-  ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
   if (committed_fd_ >= 0) ::close(committed_fd_);
+}
+
+bool StagedFile::on_disk() const {
+  std::lock_guard lock(mu_);
+  return fd_ >= 0;
+}
+
+Status StagedFile::SpillLocked() {
+  if (fd_ >= 0) return Status::Ok();
+  auto dir = staging_->DirFd();
+  if (!dir.ok()) return dir.status();
+  // O_EXCL: a staged name is created once; finding one already there means the caller lost
+  // track of it, which must not silently mix two histories.
+  int fd = ::openat(*dir, name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("create staged file " + path_);
+  Status s;
+  if (size_ > 0 && ::ftruncate(fd, static_cast<off_t>(size_)) != 0) s = Errno("size " + path_);
+  for (const Extent& e : written_.extents()) {
+    if (!s.ok()) break;
+    size_t done = 0;
+    while (done < e.length) {
+      ssize_t n = ::pwrite(fd, memory_.data() + e.offset + done, e.length - done,
+                           static_cast<off_t>(e.offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        s = Errno("write staged file " + path_);
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  if (!s.ok()) {
+    ::close(fd);
+    ::unlinkat(*dir, name_.c_str(), 0);
+    return s;
+  }
+  fd_ = fd;
+  memory_.clear();
+  memory_.shrink_to_fit();
+  return Status::Ok();
 }
 
 Status StagedFile::Write(uint64_t offset, std::span<const std::byte> data) {
   std::lock_guard lock(mu_);
+  KTMFS_RETURN_IF_ERROR(SpillLocked());
+  return WriteFd(offset, data);
+}
+
+Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data) {
+  std::lock_guard lock(mu_);
+  const uint64_t end = offset + data.size();
+  if (fd_ < 0) {
+    const uint64_t grow = end > memory_.size() ? end - memory_.size() : 0;
+    if (end <= kMemoryExtent && (grow == 0 || staging_->TakeMemory(grow))) {
+      if (grow > 0) memory_.resize(end);
+      std::memcpy(memory_.data() + offset, data.data(), data.size());
+      written_.Add(offset, data.size());
+      size_ = std::max(size_, end);
+      return Status::Ok();
+    }
+    KTMFS_RETURN_IF_ERROR(SpillLocked());
+  }
+  return WriteFd(offset, data);
+}
+
+Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data) {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n =
@@ -139,7 +202,10 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
   for (const auto& p : written_.Split(offset, len)) {
     std::byte* dst = out.data() + (p.offset - offset);
     size_t got = 0;
-    if (p.written) {
+    if (p.written && fd_ < 0) {
+      std::memcpy(dst, memory_.data() + p.offset, p.length);
+      got = p.length;
+    } else if (p.written) {
       KTMFS_RETURN_IF_ERROR(PreadFull(fd_, dst, p.length, p.offset, &got, path_));
     } else if (committed_fd_ >= 0 && p.offset < committed_limit_) {
       size_t want = static_cast<size_t>(std::min(p.length, committed_limit_ - p.offset));
@@ -154,7 +220,9 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
 
 Status StagedFile::Truncate(uint64_t size) {
   std::lock_guard lock(mu_);
-  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate " + path_);
+  if (fd_ >= 0 && ::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+    return Errno("truncate " + path_);
+  // Held in memory, the bytes past `size` stay but no extent covers them any more.
   written_.ClipTo(size);
   committed_limit_ = std::min(committed_limit_, size);
   size_ = size;
@@ -172,6 +240,9 @@ std::vector<Extent> StagedFile::written() const {
 }
 
 Status StagedFile::Sync() const {
+  std::lock_guard lock(mu_);
+  // Held in memory only while every write to it travels in its own log record.
+  if (fd_ < 0) return Status::Ok();
   if (::fdatasync(fd_) != 0) return Errno("fdatasync " + path_);
   return Status::Ok();
 }
@@ -184,13 +255,8 @@ TxStaging::~TxStaging() {
 }
 
 Result<std::unique_ptr<TxStaging>> TxStaging::Create(const std::string& root, const Guid& tx) {
-  KTMFS_RETURN_IF_ERROR(MakeDirs(root));
   std::string dir = root + "/" + tx.ToString();
-  if (::mkdir(dir.c_str(), 0700) != 0)
-    return Errno("create staging for transaction " + tx.ToString() + " at " + dir);
-  // Not synced here: only prepare needs the directory durable, and Sync makes it so (many
-  // transactions never need it: their redo reads nothing from staging).
-  return Open(root, tx);
+  return std::unique_ptr<TxStaging>(new TxStaging(root, dir, -1));
 }
 
 Result<std::unique_ptr<TxStaging>> TxStaging::Open(const std::string& root, const Guid& tx) {
@@ -198,6 +264,27 @@ Result<std::unique_ptr<TxStaging>> TxStaging::Open(const std::string& root, cons
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Errno("open staging of transaction " + tx.ToString() + " at " + dir);
   return std::unique_ptr<TxStaging>(new TxStaging(root, dir, fd));
+}
+
+Result<int> TxStaging::DirFd() {
+  std::lock_guard lock(dir_mu_);
+  if (dir_fd_ >= 0) return dir_fd_;
+  KTMFS_RETURN_IF_ERROR(MakeDirs(root_));
+  if (::mkdir(dir_.c_str(), 0700) != 0) return Errno("create staging " + dir_);
+  // Not synced here: only prepare needs the directory durable, and Sync makes it so (many
+  // transactions never need it: their redo reads nothing from staging).
+  int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open staging " + dir_);
+  dir_fd_ = fd;
+  return fd;
+}
+
+bool TxStaging::TakeMemory(uint64_t bytes) {
+  uint64_t used = memory_used_.load();
+  do {
+    if (used + bytes > kMemoryBudget) return false;
+  } while (!memory_used_.compare_exchange_weak(used, used + bytes));
+  return true;
 }
 
 Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
@@ -214,23 +301,14 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
     dup_fd = ::fcntl(committed_fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) return Errno("dup committed file for " + path);
   }
-  // O_EXCL: a staged name is created once; finding one already there means the caller lost
-  // track of it, which must not silently mix two histories.
-  int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    Status s = Errno("create staged file " + path);
-    if (dup_fd >= 0) ::close(dup_fd);
-    return s;
+  auto f =
+      std::unique_ptr<StagedFile>(new StagedFile(this, name, path, -1, dup_fd, committed_size));
+  // A new file is the file apply renames into place: it exists from the start.
+  if (committed_fd < 0) {
+    std::lock_guard file_lock(f->mu_);
+    KTMFS_RETURN_IF_ERROR(f->SpillLocked());
   }
-  if (committed_size > 0 && ::ftruncate(fd, static_cast<off_t>(committed_size)) != 0) {
-    Status s = Errno("size staged file " + path);
-    ::close(fd);
-    if (dup_fd >= 0) ::close(dup_fd);
-    return s;
-  }
-  auto* f = new StagedFile(name, path, fd, dup_fd, committed_size);
-  files_.emplace(name, std::unique_ptr<StagedFile>(f));
-  return f;
+  return files_.emplace(name, std::move(f)).first->second.get();
 }
 
 Result<StagedFile*> TxStaging::NewFile(const std::string& name) {
@@ -250,26 +328,32 @@ StagedFile* TxStaging::Find(const std::string& name) {
 
 Status TxStaging::NewDirectory(const std::string& name, mode_t mode) {
   if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
-  if (::mkdirat(dir_fd_, name.c_str(), mode & 07777) != 0)
+  auto dir = DirFd();
+  if (!dir.ok()) return dir.status();
+  if (::mkdirat(*dir, name.c_str(), mode & 07777) != 0)
     return Errno("create staged directory " + dir_ + "/" + name);
   // mkdir applies the umask; the transaction asked for exactly this mode.
-  if (::fchmodat(dir_fd_, name.c_str(), mode & 07777, 0) != 0)
+  if (::fchmodat(*dir, name.c_str(), mode & 07777, 0) != 0)
     return Errno("chmod staged directory " + dir_ + "/" + name);
   return Status::Ok();
 }
 
 Status TxStaging::NewSymlink(const std::string& name, const std::string& target) {
   if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
-  if (::symlinkat(target.c_str(), dir_fd_, name.c_str()) != 0)
+  auto dir = DirFd();
+  if (!dir.ok()) return dir.status();
+  if (::symlinkat(target.c_str(), *dir, name.c_str()) != 0)
     return Errno("create staged symlink " + dir_ + "/" + name);
   return Status::Ok();
 }
 
 Status TxStaging::NewNode(const std::string& name, mode_t mode, dev_t rdev) {
   if (!ValidName(name)) return Status::InvalidArgument("bad staged name '" + name + "'");
-  if (::mknodat(dir_fd_, name.c_str(), mode, rdev) != 0)
+  auto dir = DirFd();
+  if (!dir.ok()) return dir.status();
+  if (::mknodat(*dir, name.c_str(), mode, rdev) != 0)
     return Errno("create staged node " + dir_ + "/" + name);
-  if (::fchmodat(dir_fd_, name.c_str(), mode & 07777, 0) != 0)
+  if (::fchmodat(*dir, name.c_str(), mode & 07777, 0) != 0)
     return Errno("chmod staged node " + dir_ + "/" + name);
   return Status::Ok();
 }
@@ -278,6 +362,8 @@ Status TxStaging::Sync() {
   std::lock_guard lock(mu_);
   for (const auto& [name, f] : files_)
     KTMFS_RETURN_IF_ERROR(f->Sync());
+  std::lock_guard dir_lock(dir_mu_);
+  if (dir_fd_ < 0) return Status::Ok();  // nothing was ever needed on disk
   if (::fsync(dir_fd_) != 0) return Errno("fsync " + dir_);
   return FsyncPath(root_);
 }
@@ -285,6 +371,7 @@ Status TxStaging::Sync() {
 Status TxStaging::Discard() {
   std::lock_guard lock(mu_);
   files_.clear();
+  std::lock_guard dir_lock(dir_mu_);
   if (dir_fd_ >= 0) ::close(dir_fd_);
   dir_fd_ = -1;
   return RemoveTree(dir_);
@@ -294,7 +381,7 @@ std::vector<std::string> TxStaging::file_names() const {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
   for (const auto& [name, f] : files_)
-    out.push_back(name);
+    if (f->on_disk()) out.push_back(name);
   return out;
 }
 

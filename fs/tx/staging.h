@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -21,8 +22,13 @@
 
 namespace ktmfs::fstx {
 
+class TxStaging;
+
 // One file's transactional contents: the bytes the transaction wrote (in the staged file, at
-// the same offsets) over the committed file's bytes.
+// the same offsets) over the committed file's bytes. An existing file's logged writes
+// (WriteLogged) are held in memory while they stay within its first kMemoryExtent bytes and
+// the transaction's kMemoryBudget: small transactions then create no file at all. The file is
+// made on disk ("spilled") on the first write beyond that or the first plain Write.
 class StagedFile {
  public:
   ~StagedFile();
@@ -30,22 +36,35 @@ class StagedFile {
   StagedFile& operator=(const StagedFile&) = delete;
 
   Status Write(uint64_t offset, std::span<const std::byte> data);
+  // The same for a write whose op record carries its data (OpKind::kWriteData): nothing reads
+  // it from the staged file but the transaction itself, so it may be held in memory.
+  Status WriteLogged(uint64_t offset, std::span<const std::byte> data);
   // Fills `out` from `offset`; returns the bytes read (short only at the end of the file).
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;
   Status Truncate(uint64_t size);
   uint64_t size() const;
   std::vector<Extent> written() const;
   const std::string& name() const { return name_; }
+  // Whether the staged file exists on disk (see the class comment).
+  bool on_disk() const;
   Status Sync() const;
+
+  static constexpr uint64_t kMemoryExtent = 256 << 10;
 
  private:
   friend class TxStaging;
-  StagedFile(std::string name, std::string path, int fd, int committed_fd, uint64_t committed_size);
+  StagedFile(TxStaging* staging, std::string name, std::string path, int fd, int committed_fd,
+             uint64_t committed_size);
+  // Makes the file exist on disk with everything written so far.
+  Status SpillLocked();
+  Status WriteFd(uint64_t offset, std::span<const std::byte> data);
 
-  const std::string name_;  // within the transaction's directory
-  const std::string path_;  // for messages
-  const int fd_;
-  const int committed_fd_;  // our own dup of the committed file, -1 for a new file
+  TxStaging* const staging_;
+  const std::string name_;         // within the transaction's directory
+  const std::string path_;         // for messages
+  int fd_;                         // -1 while held in memory
+  std::vector<std::byte> memory_;  // while fd_ < 0: the written bytes at their offsets
+  const int committed_fd_;         // our own dup of the committed file, -1 for a new file
   mutable std::mutex mu_;
   ExtentMap written_;
   uint64_t size_;
@@ -56,8 +75,12 @@ class StagedFile {
 
 class TxStaging {
  public:
-  // Creates <root>/<tx>/ (the root too if missing). Transaction ids are never reused, so the
-  // directory name is never reused either: apply and recovery can trust what they find in it.
+  // Bytes of staged files a transaction holds in memory at most (see StagedFile).
+  static constexpr uint64_t kMemoryBudget = 16 << 20;
+
+  // Stages into <root>/<tx>/, made (the root too if missing) when the first thing needs to be
+  // on disk. Transaction ids are never reused, so the directory name is never reused either:
+  // apply and recovery can trust what they find in it.
   static Result<std::unique_ptr<TxStaging>> Create(const std::string& root, const Guid& tx);
   // Opens an existing one (recovery); NotFound if it is gone.
   static Result<std::unique_ptr<TxStaging>> Open(const std::string& root, const Guid& tx);
@@ -83,17 +106,25 @@ class TxStaging {
   Status Discard();
 
   const std::string& dir() const { return dir_; }
+  // The staged files on disk.
   std::vector<std::string> file_names() const;
 
  private:
+  friend class StagedFile;
   TxStaging(std::string root, std::string dir, int dir_fd);
   Result<StagedFile*> Make(const std::string& name, int committed_fd);
+  // The directory's descriptor, made first if need be.
+  Result<int> DirFd();
+  // Takes `bytes` more of the memory budget if it allows.
+  bool TakeMemory(uint64_t bytes);
 
   const std::string root_;
   const std::string dir_;
-  int dir_fd_;
+  std::mutex dir_mu_;
+  int dir_fd_;  // -1 until the directory is made
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<StagedFile>> files_;
+  std::atomic<uint64_t> memory_used_{0};
 };
 
 // Removes a directory tree (no symlinks followed); fsyncs its parent. Used by Discard and by

@@ -70,5 +70,28 @@ TEST(ProcReaderTest, MissingTaskIsAnError) {
   EXPECT_FALSE(proc.Read(-5).ok());
 }
 
+TEST(ProcReaderTest, SameTaskUntilItExits) {
+  SystemProcReader proc;
+  auto self = proc.ReadStat(getpid());
+  ASSERT_TRUE(self.ok());
+  EXPECT_TRUE(proc.SameTask(getpid(), self->start_time));
+  EXPECT_TRUE(proc.SameTask(getpid(), self->start_time));  // now from what it kept
+  EXPECT_FALSE(proc.SameTask(getpid(), self->start_time + 1));
+  // A thread, asked about while alive and after it is gone (its id may even be in use again).
+  pid_t tid = 0;
+  uint64_t start = 0;
+  bool alive_answer = false;
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    auto info = proc.ReadStat(tid);
+    start = info.ok() ? info->start_time : 0;
+    alive_answer = proc.SameTask(tid, start);
+  });
+  t.join();
+  EXPECT_TRUE(alive_answer);
+  EXPECT_FALSE(proc.SameTask(tid, start));
+  EXPECT_FALSE(proc.SameTask(0, 0));
+}
+
 }  // namespace
 }  // namespace ktmfs::fs

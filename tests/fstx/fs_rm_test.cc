@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 #include "fs/tx/fs_resource_manager.h"
 #include "log/fault_storage.h"
@@ -123,6 +125,8 @@ class FsRmWorld {
       o.tm = tm_.get();
       o.log = log_.get();
       o.stream = *stream;
+      o.sync_in_background = background;
+      streams_.push_back(*stream);
       rms_.push_back(std::make_unique<FsResourceManager>(o));
       KTMFS_RETURN_IF_ERROR(rms_.back()->Register());
       KTMFS_RETURN_IF_ERROR(rms_.back()->Recover());
@@ -131,6 +135,7 @@ class FsRmWorld {
   }
   void Stop() {
     rms_.clear();
+    streams_.clear();
     tm_.reset();
     log_.reset();
   }
@@ -140,7 +145,24 @@ class FsRmWorld {
     storage_.Restart();
   }
 
+  // The RMs made by the next Start sync applied commits in the background.
+  bool background = false;
+
   tm::TransactionManager& tm() { return *tm_; }
+  // The RM's records in log order, as (type, transaction).
+  std::vector<std::pair<RecordType, Guid>> Records(size_t i = 0) {
+    std::vector<std::pair<RecordType, Guid>> out;
+    auto cursor = streams_[i]->ReadForward(streams_[i]->base_lsn());
+    log::Record rec;
+    while (true) {
+      auto more = cursor->Next(&rec);
+      if (!more.ok() || !*more) break;
+      if (rec.type != kFsRecordType) continue;
+      auto r = DecodeRecord(rec.payload, rec.lsn);
+      if (r.ok()) out.emplace_back(r->type, r->tx);
+    }
+    return out;
+  }
   FsResourceManager& rm(size_t i = 0) { return *rms_[i]; }
   Changes changes(size_t i = 0) { return {rms_[i].get(), roots_[i]}; }
   const std::string& root(size_t i = 0) const { return roots_[i]; }
@@ -169,8 +191,17 @@ class FsRmWorld {
   std::vector<Guid> ids_;
   std::unique_ptr<log::Log> log_;
   std::unique_ptr<tm::TransactionManager> tm_;
+  std::vector<log::Stream*> streams_;
   std::vector<std::unique_ptr<FsResourceManager>> rms_;
 };
+
+// Where `type` of `tx` is among `records`, or -1.
+int IndexOf(const std::vector<std::pair<RecordType, Guid>>& records, RecordType type,
+            const Guid& tx) {
+  for (size_t i = 0; i < records.size(); i++)
+    if (records[i].first == type && records[i].second == tx) return static_cast<int>(i);
+  return -1;
+}
 
 bool StagingEmpty(const std::string& root) {
   return Snapshot(root).empty();
@@ -388,6 +419,94 @@ TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
     EXPECT_EQ(Snapshot(w.root()), Expected()) << "stop=" << stop;
     EXPECT_TRUE(StagingEmpty(w.staging_root()));
   }
+}
+
+TEST(FsRm, BackgroundSyncLogsAppliedOnlyAfterTheCommitIsVisible) {
+  FsRmWorld w;
+  w.background = true;
+  ASSERT_TRUE(w.Start().ok());
+  std::atomic<bool> release{false};
+  std::atomic<int> batches{0};
+  w.rm().SetSyncHook([&] {
+    batches++;
+    while (!release.load())
+      std::this_thread::yield();
+  });
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  // Acknowledged and visible, its locks free for the next transaction; not yet synced.
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+  EXPECT_EQ(w.rm().locks().CountHeldBy(*tx), 0u);
+  EXPECT_TRUE(w.rm().AppliedPending());
+  EXPECT_EQ(IndexOf(w.Records(), RecordType::kApplied, *tx), -1);
+  release = true;
+  ASSERT_TRUE(w.rm().WaitAppliedDurable().ok());
+  EXPECT_FALSE(w.rm().AppliedPending());
+  EXPECT_EQ(batches.load(), 1);
+  auto records = w.Records();
+  EXPECT_GT(IndexOf(records, RecordType::kApplied, *tx),
+            IndexOf(records, RecordType::kCommitted, *tx));
+  // APPLIED was made durable with the sync: a crash now leaves nothing to redo.
+  w.CrashAndRestart();
+  ASSERT_TRUE(w.Start().ok());
+  EXPECT_EQ(w.rm().recovery_report().redone, 0u);
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+}
+
+TEST(FsRm, CrashBeforeTheBackgroundSyncIsRedoneByRecovery) {
+  FsRmWorld w;
+  w.background = true;
+  ASSERT_TRUE(w.Start().ok());
+  std::atomic<bool> release{false};
+  w.rm().SetSyncHook([&] {
+    while (!release.load())
+      std::this_thread::yield();
+  });
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  w.storage().CrashNow(log::CrashMode::kDropUnsynced);
+  release = true;  // the sync thread's APPLIED now goes nowhere
+  w.CrashAndRestart();
+  ASSERT_TRUE(w.Start().ok());
+  EXPECT_EQ(w.rm().recovery_report().redone, 1u);
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
+TEST(FsRm, ALaterCommitWaitsForTheEarlierOnesSync) {
+  FsRmWorld w;
+  w.background = true;
+  ASSERT_TRUE(w.Start().ok());
+  std::atomic<bool> second_done{false};
+  std::atomic<int> batches{0};
+  FsResourceManager* rm = &w.rm();
+  w.rm().SetSyncHook([&] {
+    // The first batch is held until the second commit either finished (it did not wait: the
+    // records show it) or is waiting for this sync.
+    if (batches++ == 0)
+      while (!second_done.load() && rm->sync_waiters() == 0)
+        std::this_thread::yield();
+  });
+  auto t1 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t1, "a.txt", 0, "1").ok());
+  ASSERT_TRUE(w.tm().Commit(*t1).ok());
+  auto t2 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t2, "a.txt", 1, "2").ok());  // t1's lock is free already
+  std::thread second([&] {
+    EXPECT_TRUE(w.tm().Commit(*t2).ok());
+    second_done = true;
+  });
+  second.join();
+  ASSERT_TRUE(w.rm().WaitAppliedDurable().ok());
+  auto records = w.Records();
+  int applied1 = IndexOf(records, RecordType::kApplied, *t1);
+  ASSERT_GE(applied1, 0);
+  EXPECT_LT(applied1, IndexOf(records, RecordType::kPrepared, *t2));
+  std::ifstream in(w.root() + "/a.txt");
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(data, "12pha");
 }
 
 }  // namespace

@@ -125,14 +125,69 @@ TEST_F(StagingTest, NamesAreNeverReused) {
   Guid tx = Guid::Random();
   auto st = TxStaging::Create(root(), tx);
   ASSERT_TRUE(st.ok());
-  // A second staging for the same transaction id is refused rather than mixed in.
-  EXPECT_EQ(TxStaging::Create(root(), tx).status().code(), EEXIST);
+  ASSERT_TRUE((*st)->NewFile("first").ok());  // makes the directory
+  // A second staging for the same transaction id is refused rather than mixed in, when it
+  // would make the directory.
+  auto second = TxStaging::Create(root(), tx);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)->NewFile("other").status().code(), EEXIST);
   // Names must be single components.
   EXPECT_EQ((*st)->NewFile("../x").status().code(), EINVAL);
   EXPECT_EQ((*st)->NewFile("").status().code(), EINVAL);
   // A staged name that exists on disk but not in memory is refused (O_EXCL).
   WriteFile((*st)->dir() + "/stray", "x");
   EXPECT_EQ((*st)->NewFile("stray").status().code(), EEXIST);
+}
+
+TEST_F(StagingTest, LoggedWritesAreHeldInMemoryUntilTheyOutgrowIt) {
+  const std::string committed = tmp.path() + "/committed";
+  WriteFile(committed, "0123456789");
+  int cfd = ::open(committed.c_str(), O_RDONLY);
+  ASSERT_GE(cfd, 0);
+  Guid tx = Guid::Random();
+  auto st = TxStaging::Create(root(), tx);
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->FileFor("e1", cfd);
+  ::close(cfd);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->WriteLogged(2, B("ab")).ok());
+  ASSERT_TRUE((*f)->WriteLogged(12, B("xy")).ok());
+  ASSERT_TRUE((*f)->Truncate(13).ok());
+  EXPECT_EQ(ReadAll(*f), std::string("01ab456789\0\0x", 13));
+  // Nothing on disk, not even the directory, and nothing to sync.
+  struct stat sb;
+  EXPECT_NE(::stat((*st)->dir().c_str(), &sb), 0);
+  EXPECT_FALSE((*f)->on_disk());
+  EXPECT_TRUE((*st)->file_names().empty());
+  EXPECT_TRUE((*st)->Sync().ok());
+  EXPECT_NE(::stat((*st)->dir().c_str(), &sb), 0);
+  // A write past the memory extent puts the file on disk with everything written before.
+  ASSERT_TRUE((*f)->WriteLogged(StagedFile::kMemoryExtent, B("z")).ok());
+  EXPECT_TRUE((*f)->on_disk());
+  EXPECT_EQ((*st)->file_names(), std::vector<std::string>{"e1"});
+  std::string disk = Slurp((*st)->dir() + "/e1");
+  ASSERT_EQ(disk.size(), StagedFile::kMemoryExtent + 1);
+  EXPECT_EQ(disk.substr(0, 13), std::string("\0\0ab\0\0\0\0\0\0\0\0x", 13));
+  EXPECT_EQ(ReadAll(*f, 0, 13), std::string("01ab456789\0\0x", 13));
+  EXPECT_EQ(ReadAll(*f, StagedFile::kMemoryExtent, 4), "z");
+}
+
+TEST_F(StagingTest, APlainWritePutsAHeldFileOnDisk) {
+  const std::string committed = tmp.path() + "/committed";
+  WriteFile(committed, "abc");
+  int cfd = ::open(committed.c_str(), O_RDONLY);
+  Guid tx = Guid::Random();
+  auto st = TxStaging::Create(root(), tx);
+  auto f = (*st)->FileFor("e2", cfd);
+  ::close(cfd);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->WriteLogged(0, B("X")).ok());
+  EXPECT_FALSE((*f)->on_disk());
+  // A plain write is one an op names the staged file for: it must be there.
+  ASSERT_TRUE((*f)->Write(2, B("Z")).ok());
+  EXPECT_TRUE((*f)->on_disk());
+  EXPECT_EQ(Slurp((*st)->dir() + "/e2"), std::string("X\0Z", 3));
+  EXPECT_EQ(ReadAll(*f), "XbZ");
 }
 
 }  // namespace

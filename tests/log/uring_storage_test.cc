@@ -1,6 +1,7 @@
 // The log on real files through io_uring, buffered and with O_DIRECT.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -57,6 +58,20 @@ void RoundTrip(const UringStorageOptions& so) {
   }
   Stream* s = VALUE(log->OpenStream("data", false));
   EXPECT_TRUE(VALUE(s->ReadRestartArea()).payload == Payload(33, 1));
+}
+
+TEST(UringStorage, MakesItsDirectoriesPrivateWhateverTheUmask) {
+  TempDir dir;
+  const std::string log_dir = dir.path() + "/state/log";
+  mode_t old = ::umask(0);
+  auto storage = OpenUringStorage(log_dir, {});
+  ::umask(old);
+  ASSERT_TRUE(storage.ok()) << storage.status().ToString();
+  for (const std::string& d : {dir.path() + "/state", log_dir}) {
+    struct stat st;
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+  }
 }
 
 TEST(UringStorage, LogRoundTripBuffered) {

@@ -1,0 +1,115 @@
+#include "fs/tx/sync_together.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <string>
+
+namespace ktmfs::fstx {
+namespace {
+
+constexpr unsigned kRingEntries = 64;
+
+Status Errno(int e, const std::string& what) {
+  return Status::Error(e, what + ": " + std::strerror(e));
+}
+
+}  // namespace
+
+SyncTogether::SyncTogether(bool use_ring) {
+  have_ring_ = use_ring && io_uring_queue_init(kRingEntries, &ring_, 0) == 0;
+}
+
+SyncTogether::~SyncTogether() {
+  if (have_ring_) io_uring_queue_exit(&ring_);
+}
+
+// fsyncs `fds` (paths for messages), up to kRingEntries at a time in flight.
+Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std::string>& paths) {
+  if (!have_ring_ || fds.size() == 1) {
+    for (size_t i = 0; i < fds.size(); i++)
+      if (::fsync(fds[i]) != 0) return Errno(errno, "fsync " + paths[i]);
+    return Status::Ok();
+  }
+  for (size_t start = 0; start < fds.size(); start += kRingEntries) {
+    size_t end = std::min(fds.size(), start + kRingEntries);
+    for (size_t i = start; i < end; i++) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      io_uring_prep_fsync(sqe, fds[i], 0);
+      io_uring_sqe_set_data64(sqe, i);
+    }
+    int submitted = io_uring_submit(&ring_);
+    if (submitted < 0) return Errno(-submitted, "submitting fsyncs");
+    // Every completion is reaped before returning, errors or not: the ring is used again.
+    Status s;
+    for (int n = 0; n < submitted; n++) {
+      io_uring_cqe* cqe = nullptr;
+      int rc;
+      do {
+        rc = io_uring_wait_cqe(&ring_, &cqe);
+      } while (rc == -EINTR);
+      if (rc < 0) return Errno(-rc, "waiting for fsyncs");
+      if (cqe->res < 0 && s.ok()) s = Errno(-cqe->res, "fsync " + paths[cqe->user_data]);
+      io_uring_cqe_seen(&ring_, cqe);
+    }
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
+  std::set<std::string> paths, dirs, moved_away_roots;
+  for (const AppliedChanges* c : changes) {
+    paths.insert(c->files.begin(), c->files.end());
+    dirs.insert(c->dirs.begin(), c->dirs.end());
+  }
+  std::vector<int> fds;
+  std::vector<std::string> names;
+  Status s;
+  auto open_one = [&](const std::string& path, int flags) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | flags);
+    if (fd >= 0) {
+      fds.push_back(fd);
+      names.push_back(path);
+      return true;
+    }
+    return false;
+  };
+  for (const auto& f : paths) {
+    if (!open_one(f, O_NOFOLLOW)) {
+      s = Errno(errno, "open " + f);
+      break;
+    }
+  }
+  for (const AppliedChanges* c : changes) {
+    if (!s.ok()) break;
+    for (const auto& d : c->dirs) {
+      if (!dirs.erase(d)) continue;  // opened for an earlier transaction of the batch
+      if (open_one(d, O_DIRECTORY)) continue;
+      // Moved or gone since (within its transaction): its whole filesystem is synced instead.
+      if (errno == ENOENT || errno == ENOTDIR) {
+        moved_away_roots.insert(c->backing_root);
+        continue;
+      }
+      s = Errno(errno, "open " + d);
+      break;
+    }
+  }
+  if (s.ok()) s = FsyncAll(fds, names);
+  for (int fd : fds)
+    ::close(fd);
+  for (const auto& root : moved_away_roots) {
+    if (!s.ok()) break;
+    int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Errno(errno, "open " + root);
+    if (::syncfs(fd) != 0) s = Errno(errno, "syncfs " + root);
+    ::close(fd);
+  }
+  return s;
+}
+
+}  // namespace ktmfs::fstx
