@@ -94,6 +94,8 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     const ino_t ino = static_cast<ino_t>(o.ino);
     auto n = inodes_.FindNode(dev, ino);
     if (!n) continue;
+    // The commit may have set xattrs (capabilities among them) on the object.
+    Get(*n)->XattrsChanging();
     invalidator_->InodeNow(*n);
     // The kernel keeps one dentry per directory node: one the commit moved may still sit at
     // its old name, and the kernel could not place it at the new one inside a later rename
@@ -102,9 +104,10 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     if (e.committed && S_ISDIR(Get(*n)->type)) inodes_.Retire(dev, ino);
   }
   // The directories whose names changed: their attributes at once (no lock needed). With a
-  // positive entry_timeout also the names, through the invalidator's thread (they need the
-  // directory's lock, which the request that ended the transaction may hold).
-  const bool names_cached = options_.cache.entry_timeout > 0;
+  // positive entry or negative timeout also the names (a created name may be cached as absent),
+  // through the invalidator's thread (they need the directory's lock, which the request that
+  // ended the transaction may hold).
+  const bool names_cached = options_.cache.entry_timeout > 0 || options_.cache.negative_timeout > 0;
   std::set<fuse_ino_t> dirs;
   for (const auto& [dir, name] : e.entries) {
     int fd = OpenBeneath(*this, e.source, dir, O_PATH);
@@ -170,19 +173,27 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
     return FillEntry(root, e);
   }
   if (IsHiddenName(parent, name)) return ENOENT;
-  int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW);
-  if (fd < 0) return errno;
   std::memset(e, 0, sizeof *e);
-  if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    int err = errno;
-    close(fd);
-    return err;
+  // With names not cached (entry_timeout 0) every path walk looks up objects the kernel already
+  // holds: for those one fstatat answers, without a descriptor to open and close.
+  if (fstatat(parent->fd, name, &e->attr, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (layout_.IsHiddenObject(e->attr.st_dev, e->attr.st_ino)) return ENOENT;
+  Inode* inode = inodes_.AcquireKnown(e->attr);
+  if (inode == nullptr) {
+    int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW);
+    if (fd < 0) return errno;
+    // The name may have changed since the fstatat: describe what was opened.
+    if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      int err = errno;
+      close(fd);
+      return err;
+    }
+    if (layout_.IsHiddenObject(e->attr.st_dev, e->attr.st_ino)) {
+      close(fd);
+      return ENOENT;
+    }
+    inode = inodes_.Acquire(fd, e->attr, parent->source_index);
   }
-  if (layout_.IsHiddenObject(e->attr.st_dev, e->attr.st_ino)) {
-    close(fd);
-    return ENOENT;
-  }
-  Inode* inode = inodes_.Acquire(fd, e->attr, parent->source_index);
   e->ino = inodes_.NodeId(inode);
   e->generation = inode == inodes_.root() ? 0 : inode->generation;
   e->attr_timeout = AttrTimeout(inode);

@@ -50,6 +50,14 @@ Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
   return raw;
 }
 
+Inode* InodeTable::AcquireKnown(const struct stat& st) {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{st.st_dev, st.st_ino});
+  if (it == by_key_.end()) return nullptr;
+  it->second->nlookup++;
+  return it->second.get();
+}
+
 Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd,
                              const struct stat& st, int source_index,
                              const std::string& view_path) {

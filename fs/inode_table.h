@@ -40,6 +40,14 @@ struct Inode {
   bool pinned = false;    // a root: never dropped by FORGET
   int source_index = -1;  // the source this object belongs to
 
+  // The kernel asks for security.capability before every write(2) to a FUSE file (see
+  // ops_xattr.cc). Its absence is known while caps_absent_at == xattr_gen + 1; every xattr
+  // change to the object bumps xattr_gen before and after, so an answer read while a change
+  // ran is never kept.
+  std::atomic<uint64_t> xattr_gen{0};
+  std::atomic<uint64_t> caps_absent_at{0};
+  void XattrsChanging() { xattr_gen.fetch_add(1, std::memory_order_acq_rel); }
+
   // kTxVersion only.
   Guid tx;
   fstx::ObjectId object;
@@ -63,6 +71,10 @@ class InodeTable {
   // Finds or adds the object described by `st`; takes ownership of `fd` (closes it if the
   // object is already known) and counts one lookup.
   Inode* Acquire(int fd, const struct stat& st, int source_index);
+  // The known inode of the object `st` describes, with one more lookup counted; null when the
+  // table has none (the caller then opens the object and calls Acquire). A known (dev, ino)
+  // always names the object its descriptor holds open, so the number cannot have been reused.
+  Inode* AcquireKnown(const struct stat& st);
   // Finds or adds transaction `tx`'s version of `object` (see Inode::kTxVersion); takes
   // ownership of `fd` like Acquire and counts one lookup. `view_path` is where the transaction
   // sees it now.

@@ -42,7 +42,10 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   fuse_entry_param e;
   auto visible = fs.ReadingCommitted();
   int err = fs.Lookup(p, name, &e);
-  if (err == ENOENT && fs.options().cache.negative_timeout > 0) {
+  // A transaction may create the name in its own view of this directory: the kernel's cached
+  // absence would hide it from the transaction's tasks.
+  if (err == ENOENT && fs.options().cache.negative_timeout > 0 &&
+      !(fs.txs() != nullptr && fs.txs()->IsTouched(p->dev, p->ino))) {
     std::memset(&e, 0, sizeof e);
     e.entry_timeout = fs.options().cache.negative_timeout;
     fuse_reply_entry(req, &e);

@@ -38,11 +38,24 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (Routed(req, ClassifyRead(fs, tx, inode),
              [&] { txops::Getxattr(req, fs, tx, inode, name, size); }))
     return;
+  // The kernel's question before every write(2): answered from the inode when the object is
+  // known to have no capabilities (reading security.* needs no permission, so the answer is
+  // the same for every caller), saving a walk through /proc per write. Not for version nodes:
+  // once their transaction ended they share the object with its committed node, whose xattr
+  // changes they would not see.
+  const bool caps = inode->type == S_IFREG && !inode->is_tx_version() &&
+                    std::strcmp(name, "security.capability") == 0;
+  const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
+  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   ProcPath path(inode->fd);
   if (size == 0) {
     ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
     if (n < 0) {
+      if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
       fuse_reply_err(req, errno);
     } else {
       fuse_reply_xattr(req, static_cast<size_t>(n));
@@ -52,6 +65,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   std::vector<char> buf(size);
   ssize_t n = getxattr(path.c_str(), name, buf.data(), size);
   if (n < 0) {
+    if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
     fuse_reply_err(req, errno);
   } else {
     fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
@@ -121,8 +135,11 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  inode->XattrsChanging();
   int r = setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  int err = r == 0 ? 0 : errno;
+  inode->XattrsChanging();
+  fuse_reply_err(req, err);
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
@@ -140,8 +157,11 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  inode->XattrsChanging();
   int r = removexattr(ProcPath(inode->fd).c_str(), name);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  int err = r == 0 ? 0 : errno;
+  inode->XattrsChanging();
+  fuse_reply_err(req, err);
 }
 
 }  // namespace

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <set>
+#include <thread>
 
 #include "compare_fixture.h"
 
@@ -51,13 +53,15 @@ class PosixTest : public MountedTest, public ::testing::WithParamInterface<const
 };
 
 std::string MountName(const ::testing::TestParamInfo<const char*>& info) {
-  static const char* const kNames[] = {"Default", "Writeback", "DefaultPermissions", "NoCache"};
+  static const char* const kNames[] = {"Default", "Writeback", "DefaultPermissions", "NoCache",
+                                       "CachedNames"};
   return kNames[info.index];
 }
 
 INSTANTIATE_TEST_SUITE_P(Mounts, PosixTest,
                          ::testing::Values("", "writeback", "allow_other,default_permissions",
-                                           "nokeep_cache,attr_timeout=0,entry_timeout=0"),
+                                           "nokeep_cache,attr_timeout=0,entry_timeout=0",
+                                           "writeback,entry_timeout=60,negative_timeout=60"),
                          MountName);
 
 TEST_P(PosixTest, CreateWriteReadAndExclusiveCreate) {
@@ -432,7 +436,7 @@ long SeekDataHole(const std::string& r) {
 }
 
 TEST_P(PosixTest, FallocateAndSeekDataHole) {
-  if (std::string(GetParam()) == "writeback") {
+  if (std::string(GetParam()).starts_with("writeback")) {
     // Documented in ktmfs(8): with the writeback cache the kernel answers SEEK_DATA/SEEK_HOLE
     // itself with the simple rule POSIX allows (all data, one hole at EOF).
     ASSERT_GE(SeekDataHole(plain_), 0);  // the same file, for the comparison below
@@ -606,6 +610,48 @@ TEST_P(PosixTest, InodesAreForgottenAndFoundAgain) {
     ASSERT_EQ(stat((backing_ + "/f" + std::to_string(i)).c_str(), &b), 0);
     EXPECT_EQ(st.st_ino, b.st_ino);
   }
+}
+
+// With negative_timeout the kernel may cache a name's absence, but never in a directory a live
+// transaction changes: another task's lookup there must not hide from the transaction the name
+// it created. Once committed, the name is there for everyone.
+class NegativeCacheTest : public MountedTest {
+ protected:
+  std::vector<std::string> MountOptions() const override { return {"negative_timeout=60"}; }
+};
+
+TEST_F(NegativeCacheTest, OthersMissingANameDoesNotHideItFromTheTransaction) {
+  const std::string d = mnt_ + "/d";
+  ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+  std::promise<void> created, looked;
+  std::future<void> looked_done = looked.get_future();
+  int seen_in_tx = -1, committed = -1;
+  std::thread tx([&] {
+    // Names relative to a directory held from before the transaction (a shell's working
+    // directory) are walked from its cached entries, without a fresh path walk.
+    int dir = open(d.c_str(), O_PATH | O_DIRECTORY);
+    int fd = -1;
+    if (dir >= 0 && setxattr(mnt_.c_str(), "user.ktmfs.tx.begin", "scope=thread", 12, 0) == 0)
+      fd = openat(dir, "x", O_WRONLY | O_CREAT | O_EXCL, 0644);
+    created.set_value();
+    if (fd >= 0) {
+      close(fd);
+      looked_done.wait();
+      struct stat st;
+      seen_in_tx = fstatat(dir, "x", &st, 0) == 0 ? 0 : errno;
+      committed = setxattr(mnt_.c_str(), "user.ktmfs.tx.commit", "", 0, 0) == 0 ? 0 : errno;
+    }
+    if (dir >= 0) close(dir);
+  });
+  created.get_future().wait();
+  struct stat st;
+  EXPECT_EQ(stat((d + "/x").c_str(), &st), -1);  // outside the transaction: not there yet
+  EXPECT_EQ(errno, ENOENT);
+  looked.set_value();
+  tx.join();
+  EXPECT_EQ(seen_in_tx, 0);
+  EXPECT_EQ(committed, 0);
+  EXPECT_EQ(stat((d + "/x").c_str(), &st), 0);
 }
 
 }  // namespace

@@ -152,6 +152,41 @@ TEST_F(EscapeTest, SymlinksOutsideAreReturnedAndFollowedByTheKernel) {
   EXPECT_EQ(Err(open((mnt_ + "/abs/x").c_str(), O_RDONLY)), ENOTDIR);
 }
 
+// File capabilities go with the data: a write removes them, as on the backing filesystem. The
+// daemon remembers that a file has none (the kernel asks before every write), so a capability
+// set later must be seen, and removed by the next write again.
+using CapabilityTest = MountedTest;
+
+TEST_F(CapabilityTest, SetIsSeenAndAWriteRemovesIt) {
+  // struct vfs_cap_data, revision 2, effective, CAP_NET_RAW permitted.
+  const uint32_t caps[5] = {0x02000001u, 1u << 13, 0, 0, 0};
+  auto size = [](const std::string& f) {
+    return getxattr(f.c_str(), "security.capability", nullptr, 0);
+  };
+  auto append = [](const std::string& f) {
+    int fd = open(f.c_str(), O_WRONLY | O_APPEND);
+    if (fd < 0) return -1L;
+    long n = write(fd, "x", 1);
+    return close(fd) == 0 ? n : -1L;
+  };
+  auto set = [&](const std::string& f) {
+    return static_cast<long>(setxattr(f.c_str(), "security.capability", caps, sizeof caps, 0));
+  };
+  for (const std::string& root : {plain_, mnt_})
+    ASSERT_TRUE(WriteFile(root + "/f", "data"));
+  auto f = [](const std::string& r) { return r + "/f"; };
+  // Writes before any capability: the mount learns there is none.
+  EXPECT_EQ(Same([&](const std::string& r) { return append(f(r)); }).ret, 1);
+  EXPECT_EQ(Same([&](const std::string& r) { return append(f(r)); }).ret, 1);
+  for (int round = 0; round < 2; round++) {
+    EXPECT_EQ(Same([&](const std::string& r) { return set(f(r)); }).ret, 0);
+    EXPECT_EQ(Same([&](const std::string& r) { return size(f(r)); }).ret, long{sizeof caps});
+    EXPECT_EQ(Same([&](const std::string& r) { return append(f(r)); }).ret, 1);
+    EXPECT_EQ(Same([&](const std::string& r) { return size(f(r)); }).err, ENODATA);
+    EXPECT_EQ(getxattr(f(backing_).c_str(), "security.capability", nullptr, 0), -1);
+  }
+}
+
 // Another user's files through an allow_other mount: what the backing filesystem denies, the
 // mount denies; what the user creates, the user owns. Run with and without
 // default_permissions (without it, the daemon checks as the caller).
