@@ -60,15 +60,19 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   return std::nullopt;
 }
 
-Result<TaskInfo> TaskBindings::Identify(pid_t pid) {
-  auto it = cache_.find(pid);
-  if (it != cache_.end() && proc_->SameTask(pid, it->second.info.start_time))
-    return it->second.info;
+Result<TaskInfo> TaskBindings::ReadAfresh(pid_t pid) {
   auto task = proc_->Read(pid);
   if (!task.ok()) return task.status();
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
   cache_[pid] = CacheEntry{*task, kUnknown, std::nullopt};
   return task;
+}
+
+Result<TaskInfo> TaskBindings::Identify(pid_t pid) {
+  auto it = cache_.find(pid);
+  if (it != cache_.end() && proc_->SameTask(pid, it->second.info.start_time))
+    return it->second.info;
+  return ReadAfresh(pid);
 }
 
 Result<TaskInfo> TaskBindings::Current(pid_t pid) {
@@ -82,11 +86,7 @@ Result<TaskInfo> TaskBindings::Current(pid_t pid) {
     it->second.info.state = stat->state;
     return it->second.info;
   }
-  auto task = proc_->Read(pid);
-  if (!task.ok()) return task.status();
-  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_[pid] = CacheEntry{*task, kUnknown, std::nullopt};
-  return task;
+  return ReadAfresh(pid);
 }
 
 std::optional<Guid> TaskBindings::Lookup(pid_t tid) {

@@ -71,6 +71,8 @@ class TaskBindings {
   Result<TaskInfo> Identify(pid_t pid);
   // The same with its parent and state as /proc shows them now. mu_ held.
   Result<TaskInfo> Current(pid_t pid);
+  // Reads the task whole and caches it (nothing worked out yet). mu_ held.
+  Result<TaskInfo> ReadAfresh(pid_t pid);
   const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
 
   ProcReader* proc_;
