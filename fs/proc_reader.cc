@@ -17,8 +17,8 @@ namespace {
 // PIDFD_THREAD (Linux 6.9): a pidfd for one thread, readable when that thread exits.
 constexpr unsigned kPidfdThread = O_EXCL;
 
-// Stat files kept open at most; beyond that the cache starts again (tasks come and go).
-constexpr size_t kMaxOpenStatFiles = 256;
+// Descriptors (stat files, pidfds) kept open at most, each kind.
+constexpr size_t kMaxKeptFds = 256;
 
 // The whole of an open proc file, from its start: proc files are generated at each read.
 Result<std::string> ReadAll(int fd, const std::string& path) {
@@ -39,6 +39,16 @@ Result<std::string> ReadAll(int fd, const std::string& path) {
   }
   text.resize(len);
   return text;
+}
+
+// Descriptors kept per task are bounded: past the bound the map starts again (tasks come and
+// go, and the next request of a live one opens its descriptor anew).
+template <typename Map, typename FdOf>
+void MakeRoom(Map& map, FdOf fd_of) {
+  if (map.size() < kMaxKeptFds) return;
+  for (const auto& entry : map)
+    close(fd_of(entry.second));
+  map.clear();
 }
 
 Result<std::string> ReadSmallFile(const std::string& path) {
@@ -136,11 +146,7 @@ bool SystemProcReader::SameTask(pid_t tid, uint64_t start_time) {
     return false;
   }
   std::lock_guard l(mu_);
-  if (pidfds_.size() >= kMaxOpenStatFiles) {
-    for (const auto& [t, f] : pidfds_)
-      close(f.fd);
-    pidfds_.clear();
-  }
+  MakeRoom(pidfds_, [](const TaskFd& t) { return t.fd; });
   pidfds_[tid] = {fd, start_time};
   return true;
 }
@@ -164,11 +170,7 @@ Result<std::string> SystemProcReader::StatText(pid_t tid) {
     close(fd);
     return text;
   }
-  if (stat_fds_.size() >= kMaxOpenStatFiles) {
-    for (const auto& [t, f] : stat_fds_)
-      close(f);
-    stat_fds_.clear();
-  }
+  MakeRoom(stat_fds_, [](int f) { return f; });
   stat_fds_[tid] = fd;
   return text;
 }

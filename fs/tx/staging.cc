@@ -136,17 +136,8 @@ Status StagedFile::SpillLocked() {
   if (size_ > 0 && ::ftruncate(fd, static_cast<off_t>(size_)) != 0) s = Errno("size " + path_);
   for (const Extent& e : written_.extents()) {
     if (!s.ok()) break;
-    size_t done = 0;
-    while (done < e.length) {
-      ssize_t n = ::pwrite(fd, memory_.data() + e.offset + done, e.length - done,
-                           static_cast<off_t>(e.offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        s = Errno("write staged file " + path_);
-        break;
-      }
-      done += static_cast<size_t>(n);
-    }
+    s = WriteAt(fd, -1, std::span<const std::byte>(memory_.data() + e.offset, e.length), e.offset,
+                "staged file " + path_);
   }
   if (!s.ok()) {
     ::close(fd);

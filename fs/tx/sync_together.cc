@@ -63,10 +63,8 @@ Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std
 
 Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
   std::set<std::string> paths, dirs, moved_away_roots;
-  for (const AppliedChanges* c : changes) {
+  for (const AppliedChanges* c : changes)
     paths.insert(c->files.begin(), c->files.end());
-    dirs.insert(c->dirs.begin(), c->dirs.end());
-  }
   std::vector<int> fds;
   std::vector<std::string> names;
   Status s;
@@ -88,7 +86,7 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
   for (const AppliedChanges* c : changes) {
     if (!s.ok()) break;
     for (const auto& d : c->dirs) {
-      if (!dirs.erase(d)) continue;  // opened for an earlier transaction of the batch
+      if (!dirs.insert(d).second) continue;  // opened for an earlier transaction of the batch
       if (open_one(d, O_DIRECTORY)) continue;
       // Moved or gone since (within its transaction): its whole filesystem is synced instead.
       if (errno == ENOENT || errno == ENOTDIR) {
