@@ -61,7 +61,9 @@ Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, cons
 Status TxService::Open(const Options& options, const Layout& layout) {
   const std::string& state = layout.state_dir();
   auto open_log = [&](const std::string& dir) -> Result<log::Log*> {
-    auto storage = log::OpenUringStorage(dir);
+    log::UringStorageOptions so;
+    so.direct_io = true;  // see log/io.h; measured with tests/bench/log_bench
+    auto storage = log::OpenUringStorage(dir, so);
     if (!storage.ok()) return storage.status().Annotate("log " + dir);
     auto lg = log::Log::Open(storage->get(), log::LogOptions{}, true);
     if (!lg.ok()) return lg.status().Annotate("log " + dir);

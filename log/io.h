@@ -54,6 +54,9 @@ class Storage {
 };
 
 struct UringStorageOptions {
+  // O_DIRECT for every file, so a synced write reaches the device without a page-cache copy (and
+  // a one-range sync can be a FUA write). A file on a filesystem that refuses O_DIRECT is opened
+  // without it; alignment() stays the same either way.
   bool direct_io = false;
   unsigned queue_depth = 64;
   unsigned rings = 4;  // io_uring instances, so this many writes can be in flight at once

@@ -54,8 +54,12 @@ class UringStorage;
 
 class UringFile : public File {
  public:
-  UringFile(UringStorage* storage, int fd, std::string name, std::string path)
-      : storage_(storage), fd_(fd), name_(std::move(name)), path_(std::move(path)) {}
+  UringFile(UringStorage* storage, int fd, bool direct, std::string name, std::string path)
+      : storage_(storage),
+        fd_(fd),
+        direct_(direct),
+        name_(std::move(name)),
+        path_(std::move(path)) {}
   ~UringFile() override { ::close(fd_); }
 
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) override;
@@ -98,6 +102,7 @@ class UringFile : public File {
 
   UringStorage* storage_;
   int fd_;
+  bool direct_;  // opened with O_DIRECT (asked for, and the filesystem took it)
   std::string name_;
   std::string path_;
 };
@@ -127,20 +132,22 @@ class UringStorage : public Storage {
 
   Result<std::unique_ptr<File>> Open(const std::string& name, OpenMode mode) override {
     std::string path = dir_ + "/" + name;
-    int flags = O_RDWR | O_CLOEXEC | (options_.direct_io ? O_DIRECT : 0);
-    int fd = ::open(path.c_str(), flags);
-    if (fd < 0 && errno == ENOENT && mode == OpenMode::kCreate) {
-      fd = ::open(path.c_str(), flags | O_CREAT | O_EXCL, 0644);
-      if (fd >= 0) {
-        Status s = SyncDir();
-        if (!s.ok()) {
-          ::close(fd);
+    bool direct = options_.direct_io;
+    auto fd = OpenFile(path, mode, direct);
+    // A filesystem that refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE filesystems) still
+    // gets a working log: the same aligned writes, through the page cache.
+    if (!fd.ok() && fd.status().code() == EINVAL && direct) {
+      fd = OpenFile(path, mode, direct = false);
+      // The refused open may have created the file already, so this one did not sync its name.
+      if (fd.ok() && mode == OpenMode::kCreate) {
+        if (Status s = SyncDir(); !s.ok()) {
+          ::close(*fd);
           return s;
         }
       }
     }
-    if (fd < 0) return Errno(errno, path);
-    return std::unique_ptr<File>(new UringFile(this, fd, name, path));
+    if (!fd.ok()) return fd.status();
+    return std::unique_ptr<File>(new UringFile(this, *fd, direct, name, path));
   }
 
   Status Remove(const std::string& name) override {
@@ -201,6 +208,24 @@ class UringStorage : public Storage {
   const UringStorageOptions& options() const { return options_; }
 
  private:
+  // open(2), creating the file (and making its name durable) if asked.
+  Result<int> OpenFile(const std::string& path, OpenMode mode, bool direct) {
+    const int flags = O_RDWR | O_CLOEXEC | (direct ? O_DIRECT : 0);
+    int fd = ::open(path.c_str(), flags);
+    if (fd < 0 && errno == ENOENT && mode == OpenMode::kCreate) {
+      fd = ::open(path.c_str(), flags | O_CREAT | O_EXCL, 0644);
+      if (fd >= 0) {
+        Status s = SyncDir();
+        if (!s.ok()) {
+          ::close(fd);
+          return s;
+        }
+      }
+    }
+    if (fd < 0) return Errno(errno, path);
+    return fd;
+  }
+
   std::string dir_;
   UringStorageOptions options_;
   std::vector<std::unique_ptr<Ring>> rings_;
@@ -208,7 +233,7 @@ class UringStorage : public Storage {
 };
 
 Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
-  const bool direct = storage_->options().direct_io;
+  const bool direct = direct_;
   size_t total = 0;
   if (!direct) {
     while (total < out.size()) {
@@ -303,7 +328,7 @@ Status UringFile::WriteDsync(const WriteOp& op, std::vector<size_t>* done) {
 }
 
 Status UringFile::Write(std::span<const WriteOp> ops, bool sync) {
-  const bool direct = storage_->options().direct_io;
+  const bool direct = direct_;
   // Direct I/O needs aligned memory; copy into bounce buffers when the caller's is not.
   std::vector<std::unique_ptr<AlignedBuffer>> bounce;
   std::vector<WriteOp> copy;

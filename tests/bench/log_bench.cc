@@ -2,7 +2,7 @@
 // the log (io_uring, group commit) and, side by side in the same run and directory, on the
 // baseline of each committer doing pwrite + fdatasync itself. Prints records/s, syncs and ratios.
 //   log_bench [DIR] [--seconds S] [--rounds R] [--reps N] [--warmup S] [--records B,B..]
-//             [--threads N,N..] [--inflight N] [--direct] [--no-recovery]
+//             [--threads N,N..] [--inflight N] [--buffered] [--no-recovery]
 // DIR defaults to a new directory under /var/tmp; it is removed afterwards. Both sides use files
 // of the same size, zero-filled in advance, in the same directory. Each cell first warms both up,
 // then runs N repetitions; in each, the log and the baseline alternate in R rounds of S/R seconds,
@@ -258,7 +258,9 @@ std::vector<long> ParseList(const char* text) {
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return v.empty()      ? 0
+         : v.size() % 2 ? v[v.size() / 2]
+                        : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 }  // namespace
@@ -269,7 +271,7 @@ int main(int argc, char** argv) {
   int rounds = 3;
   int reps = 3;
   double warmup = 0.3;
-  bool direct = false;
+  bool direct = true;  // as the daemon opens its log
   bool recovery = true;
   uint32_t inflight = 1;
   std::vector<long> records = {128, 4096, 65536};
@@ -292,12 +294,12 @@ int main(int argc, char** argv) {
       threads = ParseList(argv[++i]);
     } else if (a == "--no-recovery") {
       recovery = false;
-    } else if (a == "--direct") {
-      direct = true;
+    } else if (a == "--buffered") {
+      direct = false;
     } else if (a.starts_with("-")) {
       std::fprintf(stderr,
                    "usage: %s [DIR] [--seconds S] [--rounds R] [--reps N] [--warmup S] "
-                   "[--records B,B..] [--threads N,N..] [--inflight N] [--direct] "
+                   "[--records B,B..] [--threads N,N..] [--inflight N] [--buffered] "
                    "[--no-recovery]\n",
                    argv[0]);
       return 2;
@@ -322,7 +324,7 @@ int main(int argc, char** argv) {
       "repetition's speedup; us/sync is the log's time per write+sync, gap us the time per sync "
       "spent outside writes and syncs (with one flush in flight: the device idle while the next "
       "group gathers), cpu us the process's CPU time per record\n",
-      dir.c_str(), direct ? ", O_DIRECT" : "", reps, seconds, rounds, warmup);
+      dir.c_str(), direct ? ", O_DIRECT" : ", buffered", reps, seconds, rounds, warmup);
   std::printf("%7s %4s | %10s %9s %7s %7s %7s | %10s %7s | %8s %15s\n", "record", "thr",
               "log rec/s", "syncs/rec", "us/sync", "gap us", "cpu us", "base rec/s", "cpu us",
               "speedup", "range");
@@ -370,12 +372,13 @@ int main(int argc, char** argv) {
       }
       const double ratio = Median(ratios);
       char range[32];
-      std::snprintf(range, sizeof range, "%.2f-%.2fx", *std::min_element(ratios.begin(), ratios.end()),
+      std::snprintf(range, sizeof range, "%.2f-%.2fx",
+                    *std::min_element(ratios.begin(), ratios.end()),
                     *std::max_element(ratios.begin(), ratios.end()));
       std::printf("%7ld %4ld | %10.0f %9.3f %7.0f %7.0f %7.1f | %10.0f %7.1f | %7.2fx %15s\n",
                   record, committers, Median(log_rates), Median(syncs_per_rec), Median(sync_us),
-                  Median(gap_us), Median(log_cpu),
-                  Median(base_rates), Median(base_cpu), ratio, range);
+                  Median(gap_us), Median(log_cpu), Median(base_rates), Median(base_cpu), ratio,
+                  range);
       std::fflush(stdout);
       if (committers == 16) worst16 = std::min(worst16, ratio);
       if (committers == 1) worst1 = std::min(worst1, ratio);
@@ -391,9 +394,10 @@ int main(int argc, char** argv) {
     std::snprintf(text, sizeof text, "%.2fx", worst);
     return std::string(text);
   };
-  std::printf("lowest median speedup at 16 committers: %s (target 5x); at 1 committer: %s "
-              "(target 1x)\n",
-              shown(worst16).c_str(), shown(worst1).c_str());
+  std::printf(
+      "lowest median speedup at 16 committers: %s (target 5x); at 1 committer: %s "
+      "(target 1x)\n",
+      shown(worst16).c_str(), shown(worst1).c_str());
   if (made) std::filesystem::remove_all(dir);
   return failures ? 1 : 0;
 }
