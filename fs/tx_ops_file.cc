@@ -51,21 +51,14 @@ TxHandle* HandleOf(const fuse_file_info* fi) {
   return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
 }
 
-// close(2) must write back pages dirtied through mmap while the transaction still lives, so it
-// sends FLUSH; but mmap(2) needs a descriptor open for reading, so a write-only one has no such
-// pages and its close can skip the round trip. (With the writeback cache the kernel flushes
-// regardless.)
-bool NoFlush(const fuse_file_info* fi) {
-  return (fi->flags & O_ACCMODE) == O_WRONLY;
-}
-
 void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
   fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
   // The version node's pages are the transaction's own; dropping them at each open keeps a
   // rolled-back version from being read back through a later open.
   fi->keep_cache = 0;
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->noflush = NoFlush(fi);
+  // close(2) must write back pages dirtied through mmap while the transaction still lives.
+  fi->noflush = 0;
   if (fuse_reply_open(req, fi) == 0) h.release();
 }
 
@@ -170,7 +163,7 @@ void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
   fi->keep_cache = 0;
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->noflush = NoFlush(fi);
+  fi->noflush = 0;
   if (fuse_reply_create(req, &e, fi) == 0) {
     h.release();
   } else {
