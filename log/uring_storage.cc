@@ -205,7 +205,6 @@ class UringStorage : public Storage {
     *out = r;
     return std::unique_lock(r->mu);
   }
-  const UringStorageOptions& options() const { return options_; }
 
  private:
   // open(2), creating the file (and making its name durable) if asked.
@@ -233,9 +232,8 @@ class UringStorage : public Storage {
 };
 
 Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
-  const bool direct = direct_;
   size_t total = 0;
-  if (!direct) {
+  if (!direct_) {
     while (total < out.size()) {
       ssize_t n = ::pread(fd_, out.data() + total, out.size() - total, off_t(offset + total));
       if (n < 0 && errno == EINTR) continue;
@@ -328,11 +326,10 @@ Status UringFile::WriteDsync(const WriteOp& op, std::vector<size_t>* done) {
 }
 
 Status UringFile::Write(std::span<const WriteOp> ops, bool sync) {
-  const bool direct = direct_;
   // Direct I/O needs aligned memory; copy into bounce buffers when the caller's is not.
   std::vector<std::unique_ptr<AlignedBuffer>> bounce;
   std::vector<WriteOp> copy;
-  if (direct) {
+  if (direct_) {
     for (const WriteOp& op : ops) {
       if (op.offset % kDirectAlignment || op.data.size() % kDirectAlignment) {
         return Status::InvalidArgument(path_ + ": unaligned direct write");
