@@ -30,8 +30,10 @@ int Report(const char* what, const Status& s) {
 // The transaction holding the object a node stands for.
 std::optional<Guid> HolderOf(Filesystem& fs, Inode* inode) {
   if (inode->is_virtual_root() || inode->source_index < 0) return std::nullopt;
-  if (inode->is_tx_version() && fs.txs()->EnterById(inode->tx)) {
-    if (inode->object.kind == fstx::ObjectId::Kind::kNew) return inode->tx;
+  if (inode->is_tx_version()) {
+    const Guid owner = inode->bound_tx();
+    if (fs.txs()->EnterById(owner) && inode->object.kind == fstx::ObjectId::Kind::kNew)
+      return owner;
   }
   return fs.txs()
       ->rm(inode->source_index)

@@ -88,6 +88,7 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
   if (invalidator_ == nullptr) return;
   for (fuse_ino_t n : inodes_.VersionNodes(e.id))
     invalidator_->InodeNow(n);
+  inodes_.MarkTxEnded(e.id);
   for (const auto& o : e.objects) {
     if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
     const dev_t dev = static_cast<dev_t>(o.dev);

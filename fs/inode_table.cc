@@ -59,8 +59,9 @@ Inode* InodeTable::AcquireKnown(const struct stat& st) {
 }
 
 Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd,
-                             const struct stat& st, int source_index,
-                             const std::string& view_path) {
+                             const struct stat& st, int source_index, const std::string& view_path,
+                             bool* handed_over) {
+  if (handed_over != nullptr) *handed_over = false;
   std::lock_guard lock(mu_);
   auto key = VersionKey{tx, source_index, object};
   auto it = versions_.find(key);
@@ -70,6 +71,34 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
     view_paths_[it->second.get()] = view_path;
     return it->second.get();
   }
+  // Directories keep a node per transaction: the kernel keeps one dentry per directory node,
+  // and an ended transaction's may sit at a name it rolled back. Objects it created are
+  // numbered per transaction, so never meet again.
+  if (handed_over != nullptr && object.kind == fstx::ObjectId::Kind::kExisting &&
+      !S_ISDIR(st.st_mode)) {
+    auto [from, to] = ended_versions_.equal_range({source_index, object});
+    for (auto e = from; e != to; ++e) {
+      Inode* v = e->second;
+      {
+        // An open increments open_handles before it reads the node's transaction (under
+        // tx_mu): it either sees the new transaction or keeps the node from being handed over.
+        std::lock_guard l(v->tx_mu);
+        if (v->open_handles.load() != 0) continue;
+        auto node = versions_.extract(VersionKey{v->tx, source_index, object});
+        node.key() = key;
+        versions_.insert(std::move(node));
+        v->tx = tx;
+      }
+      ended_versions_.erase(e);
+      v->tx_ended = false;
+      v->nlookup++;
+      v->XattrsChanging();  // what it knew of security.capability was the other view's
+      view_paths_[v] = view_path;
+      close(fd);  // v's descriptor holds the same object, which keeps its number from reuse
+      *handed_over = true;
+      return v;
+    }
+  }
   auto inode = NewInode(fd, st, source_index);
   inode->kind = Inode::Kind::kTxVersion;
   inode->tx = tx;
@@ -78,6 +107,18 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
   versions_.emplace(key, std::move(inode));
   view_paths_[raw] = view_path;
   return raw;
+}
+
+void InodeTable::MarkTxEnded(const Guid& tx) {
+  std::lock_guard lock(mu_);
+  for (auto it = versions_.lower_bound(VersionKey{tx, INT_MIN, fstx::ObjectId{}});
+       it != versions_.end() && std::get<0>(it->first) == tx; ++it) {
+    Inode* v = it->second.get();
+    if (v->tx_ended || v->object.kind != fstx::ObjectId::Kind::kExisting || S_ISDIR(v->type))
+      continue;
+    v->tx_ended = true;
+    ended_versions_.emplace(std::make_pair(v->source_index, v->object), v);
+  }
 }
 
 std::string InodeTable::ViewPath(const Inode* inode) const {
@@ -115,6 +156,15 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   if (inode->nlookup != 0 || inode->pinned) return;
   if (inode->is_tx_version()) {
     view_paths_.erase(inode);
+    if (inode->tx_ended) {
+      auto [from, to] = ended_versions_.equal_range({inode->source_index, inode->object});
+      for (auto e = from; e != to; ++e) {
+        if (e->second == inode) {
+          ended_versions_.erase(e);
+          break;
+        }
+      }
+    }
     versions_.erase(VersionKey{inode->tx, inode->source_index, inode->object});
   } else if (auto r = retired_.find(inode); r != retired_.end()) {
     retired_.erase(r);

@@ -48,9 +48,21 @@ struct Inode {
   std::atomic<uint64_t> caps_absent_at{0};
   void XattrsChanging() { xattr_gen.fetch_add(1, std::memory_order_acq_rel); }
 
-  // kTxVersion only.
+  // File handles open on the node (counted from the start of an open until its release): a
+  // version node is handed to a later transaction only while none is open (see
+  // InodeTable::AcquireTx).
+  std::atomic<uint32_t> open_handles{0};
+
+  // kTxVersion only. `tx` changes when the node is handed to a later transaction: read it with
+  // bound_tx() outside the table.
   Guid tx;
   fstx::ObjectId object;
+  bool tx_ended = false;  // guarded by the table's mutex
+  mutable std::mutex tx_mu;
+  Guid bound_tx() const {
+    std::lock_guard l(tx_mu);
+    return tx;
+  }
 
   ~Inode();
   bool is_virtual_root() const { return kind == Kind::kVirtualRoot; }
@@ -78,8 +90,18 @@ class InodeTable {
   // Finds or adds transaction `tx`'s version of `object` (see Inode::kTxVersion); takes
   // ownership of `fd` like Acquire and counts one lookup. `view_path` is where the transaction
   // sees it now.
+  //
+  // A file (not a directory) the kernel still knows by the version node of a transaction that
+  // has ended (MarkTxEnded) with no handle open on it is handed over to `tx` instead of getting
+  // a new node: the kernel's dentry then still names the right node, and its path walk needs
+  // one lookup instead of a lookup, a forget and a second lookup. `*handed_over` tells the
+  // caller, which must then have the kernel drop the node's pages and attributes (they were the
+  // earlier transaction's view).
   Inode* AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd, const struct stat& st,
-                   int source_index, const std::string& view_path);
+                   int source_index, const std::string& view_path, bool* handed_over = nullptr);
+  // The transaction has ended, and the kernel has been told to drop its version nodes' pages
+  // and attributes: they may be handed to later transactions.
+  void MarkTxEnded(const Guid& tx);
   // Where the transaction sees a version node now ("" for others).
   std::string ViewPath(const Inode* inode) const;
   // The transaction renamed `from` to `to` (or exchanged them): its nodes follow.
@@ -126,6 +148,8 @@ class InodeTable {
   // By transaction, source and object: objects a transaction creates are numbered per source.
   using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;
   std::map<VersionKey, std::unique_ptr<Inode>> versions_;
+  // Version nodes of ended transactions that may be handed over, by source and object.
+  std::multimap<std::pair<int, fstx::ObjectId>, Inode*> ended_versions_;
   std::unordered_map<const Inode*, std::string> view_paths_;
   std::unordered_map<const Inode*, std::unique_ptr<Inode>> retired_;
   std::unique_ptr<Inode> virtual_root_;

@@ -29,6 +29,24 @@ int BackingOpenFlags(const Filesystem& fs, int flags) {
   return flags;
 }
 
+// Counts a handle on a node from the start of its open (before the request reads the node's
+// transaction: see InodeTable::AcquireTx) and uncounts it unless the kernel got it; OpRelease
+// uncounts the kept ones.
+class HandleCount {
+ public:
+  explicit HandleCount(Inode* inode) : inode_(inode) { inode_->open_handles.fetch_add(1); }
+  ~HandleCount() {
+    if (!kept_) inode_->open_handles.fetch_sub(1);
+  }
+  HandleCount(const HandleCount&) = delete;
+  HandleCount& operator=(const HandleCount&) = delete;
+  void Keep(bool kept = true) { kept_ = kept; }
+
+ private:
+  Inode* inode_;
+  bool kept_ = false;
+};
+
 void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
   fi->fh = static_cast<uint64_t>(fd);
   fi->keep_cache = fs.options().cache.keep_cache ? 1 : 0;
@@ -46,8 +64,11 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, EISDIR);
     return;
   }
+  HandleCount count(inode);
   TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, inode), [&] { txops::Open(req, fs, tx, inode, fi); })) return;
+  if (Routed(req, Classify(fs, tx, inode),
+             [&] { count.Keep(txops::Open(req, fs, tx, inode, fi)); }))
+    return;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
       fuse_reply_err(req, err);
@@ -65,7 +86,11 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // open while it runs (or is being settled) drops them, in the opener's own context.
   if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
     fi->keep_cache = 0;
-  if (fuse_reply_open(req, fi) != 0) close(fd);  // the request was interrupted
+  if (fuse_reply_open(req, fi) != 0) {
+    close(fd);  // the request was interrupted
+    return;
+  }
+  count.Keep();
 }
 
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -98,10 +123,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     return;
   }
   SetOpenReply(fs, fi, fd);
+  HandleCount count(fs.Get(e.ino));
   if (fuse_reply_create(req, &e, fi) != 0) {
     close(fd);
     fs.inodes().Forget(fs.Get(e.ino), 1);
+    return;
   }
+  count.Keep();
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
@@ -145,7 +173,8 @@ void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
   fuse_reply_err(req, err);
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Fs(req).Get(ino)->open_handles.fetch_sub(1);
   if (txops::IsTxHandle(fi)) {
     txops::Release(req, fi);
     return;

@@ -24,9 +24,11 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
 void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
             Inode* newparent, const char* newname, unsigned flags);
 
-// Files opened inside a transaction carry it (TxHandle) for every later request on them.
-void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi);
-void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+// Files opened inside a transaction carry it (TxHandle) for every later request on them. Both
+// answer the request and return whether the kernel got the handle (counted in
+// Inode::open_handles: Create counts it, Open's caller did already).
+bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi);
+bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
             mode_t mode, fuse_file_info* fi);
 bool IsTxHandle(const fuse_file_info* fi);
 void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi);

@@ -51,7 +51,7 @@ TxHandle* HandleOf(const fuse_file_info* fi) {
   return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
 }
 
-void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
+bool ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
   fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
   // The version node's pages are the transaction's own; dropping them at each open keeps a
   // rolled-back version from being read back through a later open.
@@ -59,7 +59,9 @@ void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) 
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
   // close(2) must write back pages dirtied through mmap while the transaction still lives.
   fi->noflush = 0;
-  if (fuse_reply_open(req, fi) == 0) h.release();
+  if (fuse_reply_open(req, fi) != 0) return false;
+  h.release();
+  return true;
 }
 
 int DirectFd(TxHandle* h) {
@@ -107,10 +109,10 @@ bool IsTxHandle(const fuse_file_info* fi) {
   return fi != nullptr && (fi->fh & kTxHandleTag) != 0;
 }
 
-void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
+bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
   if (!S_ISREG(inode->type)) {
     fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : ENXIO);
-    return;
+    return false;
   }
   auto h = std::make_unique<TxHandle>();
   h->tx = tx.id();
@@ -123,7 +125,7 @@ void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   }
   if (h->fd < 0) {
     fuse_reply_err(req, errno);
-    return;
+    return false;
   }
   // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
   if (fi->flags & O_TRUNC) {
@@ -131,13 +133,13 @@ void Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
     if (err != 0) {
       fuse_reply_err(req, err);
-      return;
+      return false;
     }
   }
-  ReplyOpen(req, fi, std::move(h));
+  return ReplyOpen(req, fi, std::move(h));
 }
 
-void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
             mode_t mode, fuse_file_info* fi) {
   std::string view;
   uint64_t n = 0;
@@ -146,7 +148,7 @@ void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
   if (err != 0) {
     fuse_reply_err(req, err);
-    return;
+    return false;
   }
   Inode* inode = fs.Get(e.ino);
   auto h = std::make_unique<TxHandle>();
@@ -158,17 +160,20 @@ void Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     int e2 = errno;
     fs.inodes().Forget(inode, 1);
     fuse_reply_err(req, e2);
-    return;
+    return false;
   }
   fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
   fi->keep_cache = 0;
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
   fi->noflush = 0;
-  if (fuse_reply_create(req, &e, fi) == 0) {
-    h.release();
-  } else {
+  inode->open_handles.fetch_add(1);
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    inode->open_handles.fetch_sub(1);
     fs.inodes().Forget(inode, 1);
+    return false;
   }
+  h.release();
+  return true;
 }
 
 void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi) {

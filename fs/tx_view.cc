@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 
+#include "fs/invalidator.h"
 #include "fs/tx/apply_plan.h"
 
 namespace ktmfs::fs {
@@ -25,9 +26,10 @@ fstx::ObjectId ObjectOf(const Inode* inode) {
 
 Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   if (inode->is_tx_version()) {
-    if (tx && tx.id() == inode->tx) return Route::kTx;
+    const Guid owner = inode->bound_tx();
+    if (tx && tx.id() == owner) return Route::kTx;
     // Another transaction's version: stale for everyone while it lives, the object after.
-    if (fs.txs() != nullptr && fs.txs()->EnterById(inode->tx)) return Route::kStale;
+    if (fs.txs() != nullptr && fs.txs()->EnterById(owner)) return Route::kStale;
     return Route::kCommitted;
   }
   if (!tx || inode->is_virtual_root()) return Route::kCommitted;
@@ -157,7 +159,14 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
   // rename inside the transaction moves it; with the committed node that move would outlive a
   // rollback (and the kernel then refuses to put the directory back, ESTALE). A working
   // directory entered before the transaction keeps its committed node (see Classify).
-  Inode* inode = fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name));
+  bool handed_over = false;
+  Inode* inode = fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name),
+                                       fs.invalidator() != nullptr ? &handed_over : nullptr);
+  // What the kernel cached for a handed-over node was an ended transaction's view. The
+  // transaction's opens drop the node's pages anyway (ReplyOpen) and its attributes are never
+  // cached, but nothing of that view should outlive the hand-over. No handle is open on the node
+  // and a lookup holds none of its locks, so this cannot wait on the request.
+  if (handed_over) fs.invalidator()->InodeNow(fs.inodes().NodeId(inode));
   std::memset(e, 0, sizeof *e);
   int err = TxStat(fs, tx, inode, &e->attr);
   if (err != 0) {

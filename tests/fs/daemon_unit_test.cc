@@ -144,6 +144,91 @@ TEST(InodeTableTest, CountsLookupsAndSharesHardLinks) {
   EXPECT_EQ(table.size(), 0u);
 }
 
+// Version nodes (fs/TRANSACTIONS.md, node ids): the file node of an ended transaction goes to
+// the next transaction that looks the file up, unless a handle is still open on it.
+class VersionHandOverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(testing::WriteFile(t_.Sub("f"), "x"));
+    ASSERT_EQ(mkdir(t_.Sub("d").c_str(), 0755), 0);
+  }
+  // A lookup of `name` by `tx`, as TxLookupEntry makes it.
+  Inode* Acquire(const Guid& tx, const char* name, bool* handed_over) {
+    int fd = open(t_.Sub(name).c_str(), O_PATH);
+    EXPECT_GE(fd, 0);
+    struct stat st;
+    EXPECT_EQ(fstat(fd, &st), 0);
+    auto object = fstx::ObjectId::Existing(st.st_dev, st.st_ino);
+    return table_.AcquireTx(tx, object, fd, st, 0, name, handed_over);
+  }
+  TempDir t_;
+  InodeTable table_;
+  const Guid t1_ = Guid::Random(), t2_ = Guid::Random(), t3_ = Guid::Random();
+};
+
+TEST_F(VersionHandOverTest, AnEndedTransactionsFileNodeGoesToTheNext) {
+  bool handed = true;
+  Inode* v = Acquire(t1_, "f", &handed);
+  EXPECT_FALSE(handed);
+  table_.MarkTxEnded(t1_);
+  Inode* w = Acquire(t2_, "f", &handed);
+  EXPECT_TRUE(handed);
+  EXPECT_EQ(w, v);
+  EXPECT_EQ(v->bound_tx(), t2_);
+  EXPECT_EQ(v->nlookup, 2u);
+  EXPECT_TRUE(table_.VersionNodes(t1_).empty());
+  EXPECT_EQ(table_.VersionNodes(t2_), std::vector<fuse_ino_t>{table_.NodeId(v)});
+  // The next lookup by the same transaction finds it as its own.
+  EXPECT_EQ(Acquire(t2_, "f", &handed), v);
+  EXPECT_FALSE(handed);
+  table_.Forget(v, 3);
+  EXPECT_EQ(table_.size(), 0u);
+}
+
+TEST_F(VersionHandOverTest, NotWhileTheTransactionLives) {
+  bool handed = true;
+  Inode* v = Acquire(t1_, "f", &handed);
+  Inode* w = Acquire(t2_, "f", &handed);
+  EXPECT_FALSE(handed);
+  EXPECT_NE(w, v);
+  EXPECT_EQ(v->bound_tx(), t1_);
+  EXPECT_EQ(table_.size(), 2u);
+}
+
+TEST_F(VersionHandOverTest, NotWhileAHandleIsOpenOnIt) {
+  bool handed = true;
+  Inode* v = Acquire(t1_, "f", &handed);
+  table_.MarkTxEnded(t1_);
+  v->open_handles = 1;
+  Inode* w = Acquire(t2_, "f", &handed);
+  EXPECT_FALSE(handed);
+  EXPECT_NE(w, v);
+  EXPECT_EQ(v->bound_tx(), t1_);
+  // Once the handle is released, a later transaction may have it.
+  v->open_handles = 0;
+  EXPECT_EQ(Acquire(t3_, "f", &handed), v);
+  EXPECT_TRUE(handed);
+}
+
+TEST_F(VersionHandOverTest, NotDirectories) {
+  bool handed = true;
+  Inode* v = Acquire(t1_, "d", &handed);
+  table_.MarkTxEnded(t1_);
+  EXPECT_NE(Acquire(t2_, "d", &handed), v);
+  EXPECT_FALSE(handed);
+}
+
+TEST_F(VersionHandOverTest, NotOnceTheKernelForgotIt) {
+  bool handed = true;
+  Inode* v = Acquire(t1_, "f", &handed);
+  table_.MarkTxEnded(t1_);
+  table_.Forget(v, 1);
+  EXPECT_EQ(table_.size(), 0u);
+  Acquire(t2_, "f", &handed);
+  EXPECT_FALSE(handed);
+  EXPECT_EQ(table_.size(), 1u);
+}
+
 class LookupTest : public ::testing::Test {
  protected:
   void Make(const std::string& source) {
