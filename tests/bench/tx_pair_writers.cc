@@ -230,8 +230,10 @@ class SqlitePairWriter : public PairWriter {
                         nullptr) != SQLITE_OK) {
       return SqliteMessage(db_, "open " + path_);
     }
-    const char* setup = "PRAGMA synchronous=FULL; PRAGMA busy_timeout=60000;";
-    if (sqlite3_exec(db_, setup, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    // The busy timeout first: a connection's first statement reads the schema, which can find
+    // the database busy while another client's commit or checkpoint runs ("database is locked").
+    sqlite3_busy_timeout(db_, 60000);
+    if (sqlite3_exec(db_, "PRAGMA synchronous=FULL;", nullptr, nullptr, nullptr) != SQLITE_OK) {
       return SqliteMessage(db_, "configure " + path_);
     }
     std::string error = Prepare("BEGIN IMMEDIATE", &begin_);
