@@ -123,13 +123,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     return;
   }
   SetOpenReply(fs, fi, fd);
-  HandleCount count(fs.Get(e.ino));
+  Inode* inode = fs.Get(e.ino);
+  inode->open_handles.fetch_add(1);
   if (fuse_reply_create(req, &e, fi) != 0) {
+    inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
     close(fd);
-    fs.inodes().Forget(fs.Get(e.ino), 1);
-    return;
+    fs.inodes().Forget(inode, 1);
   }
-  count.Keep();
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {

@@ -168,7 +168,7 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   fi->noflush = 0;
   inode->open_handles.fetch_add(1);
   if (fuse_reply_create(req, &e, fi) != 0) {
-    inode->open_handles.fetch_sub(1);
+    inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
     fs.inodes().Forget(inode, 1);
     return false;
   }
