@@ -168,6 +168,13 @@ TxService::~TxService() {
   }
   rms_.clear();
   tm_.reset();
+  // A clean unmount leaves the log closed: what was appended but never waited for (the
+  // transaction manager's END records) made durable and the base file current, so the next
+  // mount finds nothing to hand out again.
+  for (auto& lg : logs_) {
+    Status s = lg->Close();
+    if (!s.ok()) std::fprintf(stderr, "ktmfs: closing the log: %s\n", s.message().c_str());
+  }
   logs_.clear();
   storages_.clear();
 }

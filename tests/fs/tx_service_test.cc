@@ -15,7 +15,10 @@
 #include "fs/layout.h"
 #include "fs/options.h"
 #include "fs/tx/apply_plan.h"
+#include "log/io.h"
+#include "log/log.h"
 #include "mount_harness.h"
+#include "src/tm_records.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -188,6 +191,44 @@ TEST_F(TxServiceTest, StoppingRollsBackAndRestartRecovers) {
   txs_ = std::move(*s);
   EXPECT_TRUE(txs_->List().empty());
   EXPECT_NE(access((backing_ + "/d").c_str(), F_OK), 0);
+}
+
+// The transaction manager appends END records without waiting for them (losing one costs only
+// handing an outcome out again after a crash); a clean stop still leaves them in the log.
+TEST_F(TxServiceTest, StoppingLeavesTheEndOfEveryTransactionInTheLog) {
+  auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "");
+  ASSERT_TRUE(id.ok());
+  auto& rm = txs_->rm(0);
+  auto staging = rm.Staging(*id);
+  ASSERT_TRUE(staging.ok());
+  auto n = rm.NewObjectNumber(*id);
+  ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0755).ok());
+  fstx::Op op;
+  op.kind = fstx::OpKind::kMkdir;
+  op.object = fstx::ObjectId::New(*n);
+  op.path = "d";
+  op.mode = S_IFDIR | 0755;
+  ASSERT_TRUE(rm.LogOp(*id, op).ok());
+  ASSERT_TRUE(txs_->Rollback(Me(), *id).ok());
+  txs_.reset();
+
+  auto storage = log::OpenUringStorage(layout_->state_dir() + "/log", {});
+  ASSERT_TRUE(storage.ok()) << storage.status().ToString();
+  log::LogOptions lo;
+  lo.read_only = true;
+  auto lg = log::Log::Open(storage->get(), lo, false);
+  ASSERT_TRUE(lg.ok()) << lg.status().ToString();
+  const std::vector<std::byte> end = tm::EncodeTxId(*id);
+  bool found = false;
+  auto cursor = (*lg)->ReadAll(0);
+  log::Record r;
+  while (true) {
+    auto more = cursor->Next(&r);
+    ASSERT_TRUE(more.ok()) << more.status().ToString();
+    if (!*more) break;
+    if (r.type == static_cast<uint16_t>(tm::TmRecordType::kEnd) && r.payload == end) found = true;
+  }
+  EXPECT_TRUE(found) << "no END record of " << id->ToString() << " after a clean stop";
 }
 
 }  // namespace
