@@ -51,6 +51,21 @@ class TxServiceTest : public ::testing::Test {
     txs_ = std::move(*s);
   }
   CallerContext Me(uid_t uid = 0) const { return CallerContext{uid, 0, Tid()}; }
+  // Transaction `id` makes the directory `path`, staged and logged as the daemon does it.
+  void LogMkdir(const Guid& id, const std::string& path) {
+    auto& rm = txs_->rm(0);
+    auto staging = rm.Staging(id);
+    ASSERT_TRUE(staging.ok());
+    auto n = rm.NewObjectNumber(id);
+    ASSERT_TRUE(n.ok());
+    ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0755).ok());
+    fstx::Op op;
+    op.kind = fstx::OpKind::kMkdir;
+    op.object = fstx::ObjectId::New(*n);
+    op.path = path;
+    op.mode = S_IFDIR | 0755;
+    ASSERT_TRUE(rm.LogOp(id, op).ok());
+  }
   // Waits (bounded) for the reaper to end every transaction.
   bool WaitUntilNoneLive() {
     for (int i = 0; i < 200; i++) {
@@ -173,17 +188,7 @@ TEST_F(TxServiceTest, ChangesReachTheBackingDirectoryOnlyOnCommit) {
 TEST_F(TxServiceTest, StoppingRollsBackAndRestartRecovers) {
   auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "");
   ASSERT_TRUE(id.ok());
-  auto& rm = txs_->rm(0);
-  auto staging = rm.Staging(*id);
-  ASSERT_TRUE(staging.ok());
-  auto n = rm.NewObjectNumber(*id);
-  ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0755).ok());
-  fstx::Op op;
-  op.kind = fstx::OpKind::kMkdir;
-  op.object = fstx::ObjectId::New(*n);
-  op.path = "d";
-  op.mode = S_IFDIR | 0755;
-  ASSERT_TRUE(rm.LogOp(*id, op).ok());
+  ASSERT_NO_FATAL_FAILURE(LogMkdir(*id, "d"));
   txs_.reset();  // unmount: rolled back
   EXPECT_NE(access((backing_ + "/d").c_str(), F_OK), 0);
   auto s = TxService::Start(options_, *layout_);
@@ -198,17 +203,7 @@ TEST_F(TxServiceTest, StoppingRollsBackAndRestartRecovers) {
 TEST_F(TxServiceTest, StoppingLeavesTheEndOfEveryTransactionInTheLog) {
   auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "");
   ASSERT_TRUE(id.ok());
-  auto& rm = txs_->rm(0);
-  auto staging = rm.Staging(*id);
-  ASSERT_TRUE(staging.ok());
-  auto n = rm.NewObjectNumber(*id);
-  ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0755).ok());
-  fstx::Op op;
-  op.kind = fstx::OpKind::kMkdir;
-  op.object = fstx::ObjectId::New(*n);
-  op.path = "d";
-  op.mode = S_IFDIR | 0755;
-  ASSERT_TRUE(rm.LogOp(*id, op).ok());
+  ASSERT_NO_FATAL_FAILURE(LogMkdir(*id, "d"));
   ASSERT_TRUE(txs_->Rollback(Me(), *id).ok());
   txs_.reset();
 
