@@ -71,11 +71,7 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
     view_paths_[it->second.get()] = view_path;
     return it->second.get();
   }
-  // Directories keep a node per transaction: the kernel keeps one dentry per directory node,
-  // and an ended transaction's may sit at a name it rolled back. Objects it created are
-  // numbered per transaction, so never meet again.
-  if (handed_over != nullptr && object.kind == fstx::ObjectId::Kind::kExisting &&
-      !S_ISDIR(st.st_mode)) {
+  if (handed_over != nullptr) {
     auto [from, to] = ended_versions_.equal_range({source_index, object});
     for (auto e = from; e != to; ++e) {
       Inode* v = e->second;
@@ -110,6 +106,9 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
 }
 
 void InodeTable::MarkTxEnded(const Guid& tx) {
+  // Directories keep a node per transaction: the kernel keeps one dentry per directory node,
+  // and an ended transaction's may sit at a name it rolled back. Objects it created are
+  // numbered per transaction, so never meet again.
   std::lock_guard lock(mu_);
   for (auto it = versions_.lower_bound(VersionKey{tx, INT_MIN, fstx::ObjectId{}});
        it != versions_.end() && std::get<0>(it->first) == tx; ++it) {

@@ -51,14 +51,19 @@ TxHandle* HandleOf(const fuse_file_info* fi) {
   return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
 }
 
-bool ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
-  fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
+// What the kernel is told of a handle opened (or created) inside a transaction.
+void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
+  fi->fh = reinterpret_cast<uintptr_t>(h) | kTxHandleTag;
   // The version node's pages are the transaction's own; dropping them at each open keeps a
   // rolled-back version from being read back through a later open.
   fi->keep_cache = 0;
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
   // close(2) must write back pages dirtied through mmap while the transaction still lives.
   fi->noflush = 0;
+}
+
+bool ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
+  SetTxOpenReply(fi, h.get());
   if (fuse_reply_open(req, fi) != 0) return false;
   h.release();
   return true;
@@ -162,10 +167,7 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     fuse_reply_err(req, e2);
     return false;
   }
-  fi->fh = reinterpret_cast<uintptr_t>(h.get()) | kTxHandleTag;
-  fi->keep_cache = 0;
-  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->noflush = 0;
+  SetTxOpenReply(fi, h.get());
   inode->open_handles.fetch_add(1);
   if (fuse_reply_create(req, &e, fi) != 0) {
     inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
