@@ -119,14 +119,16 @@ settle() {
 }
 
 failed=0
+# on_mount SYSTEM: whether the system's rows run through the ktmfs mount.
+on_mount() { [ "$1" = ktmfs ] || [ "$1" = mount ]; }
+
 # row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM
 # REP VALUE" (VALUE "-" if not run, "failed" if it failed) to the results.
 row() {
   local key=$1 system=$2 dir=$3 value rc
   shift 3
   printf '  %-16s %-7s ' "$key" "$system"
-  if [ "$system" != posix ] && [ "$system" != sqlite ] && [ "$system" != native ] &&
-    [ -n "$ktmfs_reason" ]; then
+  if on_mount "$system" && [ -n "$ktmfs_reason" ]; then
     echo "not run"
     echo "$key $system $rep -" >>"$work/results"
     return
@@ -144,7 +146,7 @@ row() {
   esac
   echo "$key $system $rep $value" >>"$work/results"
   rm -rf "$dir"
-  [ "$system" != ktmfs ] && [ "$system" != mount ] || settle
+  ! on_mount "$system" || settle
   sync
 }
 
