@@ -57,11 +57,13 @@ struct TxDirEntry {
 };
 int ListView(Filesystem& fs, const TxGuard& tx, Inode* dir, std::vector<TxDirEntry>* out);
 
-// For requests outside any transaction: EBUSY if a transaction holds what the change needs.
+// For requests outside any transaction: EBUSY if a transaction holds what the change needs,
+// by the rule of fs/TRANSACTIONS.md ("Conflicts"): the object or the name itself, a name above
+// it (a directory the transaction removes or moves), or, for a name, anything below it (their
+// apply finds what they changed by path).
 int CheckNotHeld(Filesystem& fs, const Inode* inode);
 int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name);
-// Both names, and for a directory being moved: no transaction may hold anything in the source
-// (their apply finds what they changed by path).
+// Both names.
 int CheckRenameNotHeld(Filesystem& fs, const Inode* parent, const char* name,
                        const Inode* newparent, const char* newname);
 

@@ -246,12 +246,16 @@ int WaitAppliedDurable(Filesystem& fs, int source) {
 int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   if (fs.txs() == nullptr || inode->is_virtual_root() || inode->source_index < 0) return 0;
   if (int err = WaitAppliedDurable(fs, inode->source_index); err != 0) return err;
-  auto holder = fs.txs()
-                    ->rm(inode->source_index)
-                    .locks()
-                    .Holder(fstx::ObjectKey{static_cast<uint64_t>(inode->dev),
-                                            static_cast<uint64_t>(inode->ino)});
-  return holder ? EBUSY : 0;
+  auto& locks = fs.txs()->rm(inode->source_index).locks();
+  if (locks.empty()) return 0;
+  if (locks.Holder(fstx::ObjectKey{static_cast<uint64_t>(inode->dev),
+                                   static_cast<uint64_t>(inode->ino)})) {
+    return EBUSY;
+  }
+  // Below a directory a transaction removes or moves, the object is that transaction's.
+  auto path = BackingPath(fs, inode);
+  if (path.ok() && locks.NameHeldAbove(*path, Guid{})) return EBUSY;
+  return 0;
 }
 
 int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
@@ -266,24 +270,19 @@ int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
       locks.Holder(fstx::ObjectKey{st.st_dev, st.st_ino})) {
     return EBUSY;
   }
+  auto dir = BackingPath(fs, parent);
+  if (!dir.ok()) return 0;
+  const std::string path = JoinPath(*dir, name);
+  // A name inside a directory a transaction removes or moves is that transaction's; and a
+  // directory removed, moved or replaced here would take along what transactions hold below.
+  if (locks.NameHeldAbove(path, Guid{}) || locks.HeldUnder(path, Guid{})) return EBUSY;
   return 0;
 }
 
 int CheckRenameNotHeld(Filesystem& fs, const Inode* parent, const char* name,
                        const Inode* newparent, const char* newname) {
-  if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
   if (int err = CheckEntryNotHeld(fs, parent, name); err != 0) return err;
-  if (int err = CheckEntryNotHeld(fs, newparent, newname); err != 0) return err;
-  auto& locks = fs.txs()->rm(parent->source_index).locks();
-  if (locks.empty()) return 0;
-  // A directory moved or replaced would move what transactions hold below it.
-  for (auto [dir, n] : {std::pair{parent, name}, std::pair{newparent, newname}}) {
-    struct stat st;
-    if (fstatat(dir->fd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
-    auto path = BackingPath(fs, dir);
-    if (path.ok() && locks.HeldUnder(JoinPath(*path, n), Guid{})) return EBUSY;
-  }
-  return 0;
+  return CheckEntryNotHeld(fs, newparent, newname);
 }
 
 }  // namespace ktmfs::fs::txops

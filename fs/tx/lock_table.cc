@@ -11,17 +11,75 @@ std::string Describe(const LockKey& key) {
   return "entry " + std::to_string(e.dir_dev) + ":" + std::to_string(e.dir_ino) + "/" + e.name;
 }
 
+namespace {
+
+bool IsAtOrBelow(const std::string& path, const std::string& dir) {
+  return dir.empty() || path == dir ||
+         (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+          path[dir.size()] == '/');
+}
+
+}  // namespace
+
+const Guid* LockTable::NameAboveLocked(const std::string& path, const Guid& tx) const {
+  // Every ancestor of "a/b/c", and the path itself: "a", "a/b", "a/b/c".
+  for (size_t end = path.find('/');; end = path.find('/', end + 1)) {
+    const std::string prefix = path.substr(0, end);
+    auto [first, last] = by_path_.equal_range(prefix);
+    for (auto it = first; it != last; ++it) {
+      if (!std::holds_alternative<EntryKey>(it->second)) continue;
+      const Guid& holder = holders_.at(it->second);
+      if (holder != tx) return &holder;
+    }
+    if (end == std::string::npos) return nullptr;
+  }
+}
+
+const Guid* LockTable::HeldUnderLocked(const std::string& dir, const Guid& tx) const {
+  auto it = dir.empty() ? by_path_.begin() : by_path_.lower_bound(dir);
+  for (; it != by_path_.end() && IsAtOrBelow(it->first, dir); ++it) {
+    const Guid& holder = holders_.at(it->second);
+    if (holder != tx) return &holder;
+  }
+  // Paths that sort between "dir" and "dir/" ("dir-x", "dir.x") end the run above early; the
+  // subtree itself starts at "dir/".
+  if (!dir.empty()) {
+    for (it = by_path_.lower_bound(dir + "/"); it != by_path_.end() && IsAtOrBelow(it->first, dir);
+         ++it) {
+      const Guid& holder = holders_.at(it->second);
+      if (holder != tx) return &holder;
+    }
+  }
+  return nullptr;
+}
+
 Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string& path) {
   std::lock_guard lock(mu_);
-  auto [it, inserted] = holders_.try_emplace(key, tx);
-  if (inserted) {
-    held_[tx].push_back(key);
-    if (!path.empty()) paths_[key] = path;
-    count_.store(holders_.size(), std::memory_order_release);
-    return Status::Ok();
+  auto found = holders_.find(key);
+  if (found != holders_.end()) {
+    if (found->second == tx) return Status::Ok();
+    return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
   }
-  if (it->second == tx) return Status::Ok();
-  return Status::Busy(Describe(key) + " is held by transaction " + it->second.ToString());
+  if (!path.empty()) {
+    if (const Guid* h = NameAboveLocked(path, tx)) {
+      return Status::Busy("'" + path + "' is below a name that transaction " + h->ToString() +
+                          " removes or moves");
+    }
+    if (std::holds_alternative<EntryKey>(key)) {
+      if (const Guid* h = HeldUnderLocked(path, tx)) {
+        return Status::Busy("transaction " + h->ToString() + " holds something at or below '" +
+                            path + "'");
+      }
+    }
+  }
+  holders_.emplace(key, tx);
+  held_[tx].push_back(key);
+  if (!path.empty()) {
+    paths_[key] = path;
+    by_path_.emplace(path, key);
+  }
+  count_.store(holders_.size(), std::memory_order_release);
+  return Status::Ok();
 }
 
 std::optional<Guid> LockTable::Holder(const LockKey& key) const {
@@ -39,7 +97,16 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
   size_t n = it->second.size();
   for (const auto& key : it->second) {
     holders_.erase(key);
-    paths_.erase(key);
+    auto p = paths_.find(key);
+    if (p == paths_.end()) continue;
+    auto [first, last] = by_path_.equal_range(p->second);
+    for (auto b = first; b != last; ++b) {
+      if (b->second == key) {
+        by_path_.erase(b);
+        break;
+      }
+    }
+    paths_.erase(p);
   }
   held_.erase(it);
   count_.store(holders_.size(), std::memory_order_release);
@@ -49,15 +116,13 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
 bool LockTable::HeldUnder(const std::string& dir, const Guid& except) const {
   if (empty()) return false;
   std::lock_guard lock(mu_);
-  for (const auto& [key, path] : paths_) {
-    bool under = dir.empty() || path == dir ||
-                 (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
-                  path[dir.size()] == '/');
-    if (!under) continue;
-    auto h = holders_.find(key);
-    if (h != holders_.end() && h->second != except) return true;
-  }
-  return false;
+  return HeldUnderLocked(dir, except) != nullptr;
+}
+
+bool LockTable::NameHeldAbove(const std::string& path, const Guid& except) const {
+  if (empty()) return false;
+  std::lock_guard lock(mu_);
+  return NameAboveLocked(path, except) != nullptr;
 }
 
 size_t LockTable::CountHeldBy(const Guid& tx) const {

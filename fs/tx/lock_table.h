@@ -1,6 +1,15 @@
 // The filesystem RM's lock table: the first transaction to change an object, or a directory
 // entry, holds it until it commits or rolls back; any other change to it fails at once with
 // EBUSY (no waiting, so no deadlocks), as TxF did. Readers never take locks.
+//
+// Keys taken with their place in the backing tree also protect the tree around them, because
+// apply finds what a transaction changed by path (the rule in fs/TRANSACTIONS.md, "Conflicts"):
+// - a name a transaction holds covers everything below it: nobody else may change anything
+//   there (the transaction removes, renames or replaces what the name leads to);
+// - changing a name is refused while anybody else holds something below it (the change would
+//   move or remove it).
+// Both directions are checked inside Acquire, under one mutex, so of two transactions racing
+// for a directory and something below it exactly one wins.
 #pragma once
 
 #include <sys/types.h>
@@ -44,12 +53,16 @@ std::string Describe(const LockKey& key);
 class LockTable {
  public:
   // OK if the key was free (it is now held by tx) or already held by tx; EBUSY naming the
-  // holder otherwise. `path`: where the key is in the backing tree (relative to its root),
-  // for HeldUnder.
+  // holder otherwise. `path`: where the key is in the backing tree (relative to its root).
+  // With a path, also EBUSY when another transaction holds a name at or above it, or, for an
+  // entry, anything below it.
   Status Acquire(const Guid& tx, const LockKey& key, const std::string& path = {});
   // Whether a transaction other than `except` holds a key at or below `dir` (a backing path;
   // keys acquired without a path do not count). Moving `dir` would move what they hold.
   bool HeldUnder(const std::string& dir, const Guid& except) const;
+  // Whether a transaction other than `except` holds a name at `path` or at one of its
+  // ancestors: a change at `path` would land in what that transaction removes or moves.
+  bool NameHeldAbove(const std::string& path, const Guid& except) const;
   std::optional<Guid> Holder(const LockKey& key) const;
   // Drops every lock tx holds; returns how many.
   size_t ReleaseAll(const Guid& tx);
@@ -64,6 +77,12 @@ class LockTable {
   std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
   std::map<LockKey, std::string> paths_;
+  // The keys taken with a path, by path: ancestors and subtrees are ranges of this map.
+  std::multimap<std::string, LockKey> by_path_;
+
+  // Under mu_: the holder other than tx of what makes a change at `path` conflict, if any.
+  const Guid* NameAboveLocked(const std::string& path, const Guid& tx) const;
+  const Guid* HeldUnderLocked(const std::string& dir, const Guid& tx) const;
   // Per-transaction index so ReleaseAll need not scan the whole table.
   std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;
 };

@@ -57,6 +57,59 @@ TEST(LockTable, ReleaseAllFreesOnlyThatTransaction) {
   EXPECT_EQ(t.size(), 2u);
 }
 
+TEST(LockTable, NameHeldCoversEverythingBelowIt) {
+  LockTable t;
+  Guid mover = Guid::Random(), other = Guid::Random();
+  // The mover renamed or removed directory "d" (its entry in the root, inode 1).
+  ASSERT_TRUE(t.Acquire(mover, EntryKey{1, 1, "d"}, "d").ok());
+  // Below it, nobody else may change an object or a name, at any depth.
+  Status s = t.Acquire(other, ObjectKey{1, 5}, "d/x");
+  EXPECT_EQ(s.code(), EBUSY);
+  EXPECT_NE(s.message().find(mover.ToString()), std::string::npos) << s.message();
+  EXPECT_EQ(t.Acquire(other, EntryKey{1, 2, "z"}, "d/z").code(), EBUSY);
+  EXPECT_EQ(t.Acquire(other, EntryKey{1, 3, "z"}, "d/sub/z").code(), EBUSY);
+  EXPECT_TRUE(t.NameHeldAbove("d/sub/z", other));
+  EXPECT_FALSE(t.NameHeldAbove("d/sub/z", mover));
+  // Beside it, and for the mover itself, everything goes.
+  EXPECT_TRUE(t.Acquire(other, EntryKey{1, 1, "d2"}, "d2").ok());
+  EXPECT_TRUE(t.Acquire(other, ObjectKey{1, 6}, "d-x/f").ok());
+  EXPECT_TRUE(t.Acquire(mover, ObjectKey{1, 5}, "d/x").ok());
+  // The refused ones left nothing behind.
+  EXPECT_EQ(t.CountHeldBy(other), 2u);
+}
+
+TEST(LockTable, NameCannotChangeWhileAnotherHoldsBelowIt) {
+  LockTable t;
+  Guid writer = Guid::Random(), mover = Guid::Random();
+  ASSERT_TRUE(t.Acquire(writer, EntryKey{1, 2, "new"}, "d/sub/new").ok());
+  EXPECT_EQ(t.Acquire(mover, EntryKey{1, 1, "d"}, "d").code(), EBUSY);
+  EXPECT_EQ(t.Acquire(mover, EntryKey{1, 3, "sub"}, "d/sub").code(), EBUSY);
+  // The object at the same path is the directory itself: changing its mode is no move.
+  EXPECT_TRUE(t.Acquire(mover, ObjectKey{1, 3}, "d/sub").ok());
+  // Names that only share a prefix of characters are not below.
+  EXPECT_TRUE(t.Acquire(mover, EntryKey{1, 1, "d-x"}, "d-x").ok());
+  EXPECT_TRUE(t.Acquire(mover, EntryKey{1, 1, "d.x"}, "d.x").ok());
+  EXPECT_TRUE(t.HeldUnder("d", mover));
+  EXPECT_FALSE(t.HeldUnder("d/sub/new", writer));
+  // Once the writer ends, the move goes through.
+  t.ReleaseAll(writer);
+  EXPECT_FALSE(t.HeldUnder("d", mover));
+  EXPECT_TRUE(t.Acquire(mover, EntryKey{1, 1, "d"}, "d").ok());
+}
+
+TEST(LockTable, RaceForADirectoryAndItsContentsHasOneWinner) {
+  for (int round = 0; round < 200; ++round) {
+    LockTable t;
+    Guid mover = Guid::Random(), writer = Guid::Random();
+    Status moved, wrote;
+    std::thread a([&] { moved = t.Acquire(mover, EntryKey{1, 1, "d"}, "d"); });
+    std::thread b([&] { wrote = t.Acquire(writer, ObjectKey{1, 9}, "d/f"); });
+    a.join();
+    b.join();
+    EXPECT_NE(moved.ok(), wrote.ok()) << "round " << round;
+  }
+}
+
 // Many transactions race for the same keys: each key must end up with exactly one winner,
 // and every loser must have been told EBUSY.
 TEST(LockTable, ConcurrentAcquireHasExactlyOneWinnerPerKey) {
