@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "fs/tx/apply_plan.h"
 #include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
@@ -179,6 +180,12 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   if (t.broken) {
     return Status::IoError("fs RM " + o_.name + ": transaction " + tx.ToString() +
                            " lost an operation to a failed log append; it can only roll back");
+  }
+  // What apply's plan refuses (two pre-existing names of one object, say) must refuse the
+  // commit now: once the decision is durable, apply may no longer fail for it.
+  if (auto plan = PlanApply(t.ops); !plan.ok()) {
+    return plan.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
+                                  " cannot be applied");
   }
   fstx::Record r;
   r.type = RecordType::kPrepared;
