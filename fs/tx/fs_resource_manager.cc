@@ -255,6 +255,12 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   KTMFS_RETURN_IF_ERROR(SyncApplied(*changes).Annotate("applying transaction " + tx.ToString()));
   *applied = true;
   KTMFS_RETURN_IF_ERROR(Applied(tx));
+  // Covers this APPLIED (and the COMMITTED before it) however the newest moves meanwhile.
+  const log::Lsn appended = o_.stream->last_lsn();
+  log::Lsn seen = unflushed_applied_.load(std::memory_order_acquire);
+  while ((seen == log::kInvalidLsn || seen < appended) &&
+         !unflushed_applied_.compare_exchange_weak(seen, appended, std::memory_order_acq_rel)) {
+  }
   DropDurableStaging();
   return Status::Ok();
 }
@@ -276,12 +282,24 @@ Status FsResourceManager::Applied(const Guid& tx) {
 }
 
 Status FsResourceManager::WaitAppliedDurable() {
-  std::unique_lock l(sync_mu_);
-  const uint64_t target = queued_count_;
-  sync_waiters_++;
-  sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
-  sync_waiters_--;
-  return sync_error_;
+  {
+    std::unique_lock l(sync_mu_);
+    const uint64_t target = queued_count_;
+    sync_waiters_++;
+    sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
+    sync_waiters_--;
+    KTMFS_RETURN_IF_ERROR(sync_error_);
+  }
+  log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
+  if (applied == log::kInvalidLsn) return Status::Ok();
+  if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
+    KTMFS_RETURN_IF_ERROR(o_.stream->Flush(applied).Annotate(
+        "fs RM " + o_.name + ": making the APPLIED record at " + log::LsnToString(applied) +
+        " durable"));
+  }
+  // A newer one appended meanwhile stays for the next caller.
+  unflushed_applied_.compare_exchange_strong(applied, log::kInvalidLsn, std::memory_order_acq_rel);
+  return Status::Ok();
 }
 
 void FsResourceManager::SyncLoop() {

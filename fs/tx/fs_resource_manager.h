@@ -98,8 +98,12 @@ class FsResourceManager : public tm::ResourceManager {
   // FsRmOptions::sync_in_background); an error if a background sync failed, after which the
   // backing directory is only known to be right after recovery.
   Status WaitAppliedDurable();
-  // Whether some applied commit is not durable yet (cheap: callers test it first).
-  bool AppliedPending() const { return unsynced_.load(std::memory_order_acquire) > 0; }
+  // Whether some applied commit is not durable yet, in the backing directory or (its APPLIED
+  // record) in the log (cheap: callers test it first).
+  bool AppliedPending() const {
+    return unsynced_.load(std::memory_order_acquire) > 0 ||
+           unflushed_applied_.load(std::memory_order_acquire) != log::kInvalidLsn;
+  }
 
   void Notify(const tm::Notification& n) override;
 
@@ -182,6 +186,10 @@ class FsResourceManager : public tm::ResourceManager {
   Status sync_error_;
   bool stop_sync_ = false;
   std::atomic<uint64_t> unsynced_{0};
+  // The newest APPLIED record appended by a commit applied in the foreground (two-phase) that
+  // no flush may have covered yet; kInvalidLsn when none. A change outside transactions flushes
+  // it first: until it is durable, recovery would redo that commit over the change.
+  std::atomic<log::Lsn> unflushed_applied_{log::kInvalidLsn};
   int sync_waiters_ = 0;
   std::function<void()> sync_hook_;
   std::thread syncer_;
