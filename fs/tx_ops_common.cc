@@ -248,8 +248,8 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   if (int err = WaitAppliedDurable(fs, inode->source_index); err != 0) return err;
   auto& locks = fs.txs()->rm(inode->source_index).locks();
   if (locks.empty()) return 0;
-  if (locks.Holder(fstx::ObjectKey{static_cast<uint64_t>(inode->dev),
-                                   static_cast<uint64_t>(inode->ino)})) {
+  if (locks.Holder(
+          fstx::ObjectKey{static_cast<uint64_t>(inode->dev), static_cast<uint64_t>(inode->ino)})) {
     return EBUSY;
   }
   // Below a directory a transaction removes or moves, the object is that transaction's.

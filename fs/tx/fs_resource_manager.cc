@@ -8,6 +8,7 @@
 #include <set>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/reserve_space.h"
 #include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
@@ -183,9 +184,12 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   }
   // What apply's plan refuses (two pre-existing names of one object, say) must refuse the
   // commit now: once the decision is durable, apply may no longer fail for it.
-  if (auto plan = PlanApply(t.ops); !plan.ok()) {
-    return plan.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
-                                  " cannot be applied");
+  // And so must a backing filesystem too full to hold what apply will write.
+  auto plan = PlanApply(t.ops);
+  Status applicable = plan.ok() ? ReserveApplySpace(o_.backing_root, *plan) : plan.status();
+  if (!applicable.ok()) {
+    return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
+                               " cannot be applied");
   }
   fstx::Record r;
   r.type = RecordType::kPrepared;
@@ -293,9 +297,9 @@ Status FsResourceManager::WaitAppliedDurable() {
   log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
   if (applied == log::kInvalidLsn) return Status::Ok();
   if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
-    KTMFS_RETURN_IF_ERROR(o_.stream->Flush(applied).Annotate(
-        "fs RM " + o_.name + ": making the APPLIED record at " + log::LsnToString(applied) +
-        " durable"));
+    KTMFS_RETURN_IF_ERROR(
+        o_.stream->Flush(applied).Annotate("fs RM " + o_.name + ": making the APPLIED record at " +
+                                           log::LsnToString(applied) + " durable"));
   }
   // A newer one appended meanwhile stays for the next caller.
   unflushed_applied_.compare_exchange_strong(applied, log::kInvalidLsn, std::memory_order_acq_rel);
