@@ -129,15 +129,26 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       for (const auto& o : ended_.back().objects)
         if (o.kind == fstx::ObjectId::Kind::kExisting) settling_[{o.dev, o.ino}]++;
     };
+    o.on_late_apply = [this, source](
+                          const Guid& tx, const std::vector<fstx::ObjectId>& objects,
+                          const std::vector<std::pair<std::string, std::string>>& entries) {
+      // What readers cached while the apply was pending is stale now.
+      if (on_ended_) on_ended_(EndedTx{tx, true, source, objects, entries});
+    };
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
     KTMFS_RETURN_IF_ERROR(rm->Register().Annotate("resource manager " + label));
     KTMFS_RETURN_IF_ERROR(rm->Recover().Annotate("recovering resource manager " + label));
     const auto& r = rm->recovery_report();
-    std::fprintf(stderr,
-                 "ktmfs: recovery of %s (%s): %zu committed transaction(s) applied, %zu "
-                 "unfinished rolled back, %zu leftover staging area(s) removed\n",
-                 label.c_str(), sources[i].path.c_str(), r.redone, r.rolled_back, r.leftovers);
+    // Quiet when there was nothing to recover.
+    if (r.redone + r.rolled_back + r.leftovers + r.pending > 0) {
+      std::fprintf(stderr,
+                   "ktmfs: recovery of %s (%s): %zu committed transaction(s) applied, %zu "
+                   "unfinished rolled back, %zu leftover staging area(s) removed, %zu "
+                   "committed transaction(s) still to apply\n",
+                   label.c_str(), sources[i].path.c_str(), r.redone, r.rolled_back, r.leftovers,
+                   r.pending);
+    }
     rms_.push_back(std::move(rm));
   }
   // Transactions the TM recovered but no RM claimed (none of their RMs exists any more) are
@@ -349,6 +360,7 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
 
 void TxService::Reap() {
   std::unique_lock l(reaper_mu_);
+  uint64_t rounds = 0;
   while (!stopping_) {
     // Exits are noticed by polling /proc: a bound process may exit at any moment and nothing
     // tells the daemon. A fifth of a second keeps a rolled-back transaction's locks short.
@@ -368,6 +380,11 @@ void TxService::Reap() {
     // Staging of applied transactions goes once their APPLIED records are durable.
     for (auto& rm : rms_)
       rm->DropDurableStaging(true);
+    // Committed transactions whose apply failed are tried again now and then (every 5 s).
+    if (++rounds % 25 == 0) {
+      for (auto& rm : rms_)
+        if (!rm->PendingApplies().empty()) rm->RetryPendingApplies();
+    }
     for (auto& [tx, why] : to_end) {
       Status s = End(tx, false);
       if (s.code() == ENOENT) continue;  // ended meanwhile

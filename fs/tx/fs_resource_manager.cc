@@ -1,6 +1,7 @@
 #include "fs/tx/fs_resource_manager.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -404,11 +405,107 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
   if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
   if (release_locks) {
     locks_.ReleaseAll(tx);
-  } else {
+  } else if (!committed) {
     std::lock_guard l(mu_);
     keep_log_ = true;
   }
   MaybeTruncate();
+}
+
+void FsResourceManager::KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn,
+                                    const Status& why, bool owes_commit_reply) {
+  std::fprintf(stderr,
+               "ktmfs: fs RM %s: transaction %s is committed, but applying it failed: %s; its "
+               "apply stays pending (its files stay locked) and is retried, and at every mount\n",
+               o_.name.c_str(), tx.ToString().c_str(), why.message().c_str());
+  std::lock_guard l(mu_);
+  for (auto& p : pending_) {
+    if (p.info.tx == tx) {
+      p.info.error = why.message();
+      p.info.attempts++;
+      return;
+    }
+  }
+  pending_.push_back({{tx, why.message(), 1}, std::move(ops), first_lsn, owes_commit_reply});
+}
+
+std::vector<FsResourceManager::PendingApply> FsResourceManager::PendingApplies() {
+  std::lock_guard l(mu_);
+  std::vector<PendingApply> out;
+  for (const auto& p : pending_)
+    out.push_back(p.info);
+  return out;
+}
+
+size_t FsResourceManager::RetryPendingApplies() {
+  std::vector<Pending> todo;
+  {
+    std::lock_guard l(mu_);
+    todo = pending_;
+  }
+  for (const Pending& p : todo) {
+    bool applied = false;
+    Status s = ApplyAndFinish(p.info.tx, p.ops, &applied);
+    if (!applied) {
+      KeepPending(p.info.tx, p.ops, p.first_lsn, s);
+      continue;
+    }
+    std::fprintf(stderr, "ktmfs: fs RM %s: the pending apply of transaction %s is done\n",
+                 o_.name.c_str(), p.info.tx.ToString().c_str());
+    {
+      std::lock_guard l(mu_);
+      std::erase_if(pending_, [&](const Pending& q) { return q.info.tx == p.info.tx; });
+    }
+    locks_.ReleaseAll(p.info.tx);
+    if (p.owes_commit_reply) (void)o_.tm->CommitComplete(p.info.tx, o_.id, log::kInvalidLsn);
+    if (o_.on_late_apply) {
+      auto plan = PlanApply(p.ops);
+      if (!plan.ok()) continue;
+      std::vector<ObjectId> objects;
+      std::vector<std::pair<std::string, std::string>> entries;
+      auto entry = [&](const std::string& path) {
+        const auto slash = path.find_last_of('/');
+        if (slash == std::string::npos) {
+          entries.emplace_back("", path);
+        } else {
+          entries.emplace_back(path.substr(0, slash), path.substr(slash + 1));
+        }
+      };
+      for (const PlannedObject& o : plan->objects) {
+        if (!o.is_new()) {
+          objects.push_back(o.id);
+          entry(o.original);
+        }
+        for (const auto& name : o.finals)
+          entry(name);
+      }
+      o_.on_late_apply(p.info.tx, objects, entries);
+    }
+  }
+  MaybeTruncate();
+  std::lock_guard l(mu_);
+  return pending_.size();
+}
+
+void FsResourceManager::LockPending(const Guid& tx, const std::vector<Op>& ops) {
+  auto plan = PlanApply(ops);
+  if (!plan.ok()) return;
+  auto lock_name = [&](const std::string& path) {
+    const auto slash = path.find_last_of('/');
+    const std::string dir =
+        o_.backing_root + (slash == std::string::npos ? "" : "/" + path.substr(0, slash));
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0) return;
+    (void)locks_.Acquire(tx, EntryKey{st.st_dev, st.st_ino, path.substr(slash + 1)}, path);
+  };
+  for (const PlannedObject& o : plan->objects) {
+    if (!o.is_new()) {
+      (void)locks_.Acquire(tx, ObjectKey{o.id.dev, o.id.ino}, o.original);
+      lock_name(o.original);
+    }
+    for (const auto& name : o.finals)
+      lock_name(name);
+  }
 }
 
 void FsResourceManager::MaybeTruncate() {
@@ -421,6 +518,9 @@ void FsResourceManager::MaybeTruncate() {
     if (last == log::kInvalidLsn) return;
     for (const auto& [id, t] : txs_) {
       if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
+    }
+    for (const auto& p : pending_) {
+      if (p.first_lsn != log::kInvalidLsn && p.first_lsn < last) last = p.first_lsn;
     }
     // Commits not yet synced may need a redo from their records.
     std::lock_guard sl(sync_mu_);
@@ -444,10 +544,14 @@ void FsResourceManager::MaybeTruncate() {
 void FsResourceManager::Notify(const tm::Notification& n) {
   const Guid& tx = n.transaction;
   std::vector<Op> ops;
+  log::Lsn first_lsn = log::kInvalidLsn;
   {
     std::lock_guard l(mu_);
     auto it = txs_.find(tx);
-    if (it != txs_.end()) ops = it->second.ops;
+    if (it != txs_.end()) {
+      ops = it->second.ops;
+      first_lsn = it->second.first_lsn;
+    }
   }
   switch (n.kind) {
     case tm::NotificationKind::kPrepare: {
@@ -481,9 +585,11 @@ void FsResourceManager::Notify(const tm::Notification& n) {
         (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
         return;
       }
-      // Committed. An apply failure now leaves the rest to recovery (the redo is in the log).
+      // Committed, whatever apply does now: a failure leaves it pending (the redo is in the
+      // log), and the commit is acknowledged as what it is.
       bool applied = false;
-      (void)ApplyAndFinish(tx, ops, &applied, o_.sync_in_background);
+      Status a = ApplyAndFinish(tx, ops, &applied, o_.sync_in_background);
+      if (!applied) KeepPending(tx, ops, first_lsn, a);
       Forget(tx, applied, true);
       (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, Status::Ok());
       return;
@@ -498,6 +604,7 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       Result<log::Lsn> committed = Append(r);
       bool applied = false;
       Status s = ApplyAndFinish(tx, ops, &applied);
+      if (!applied) KeepPending(tx, ops, first_lsn, s, !committed.ok());
       Forget(tx, applied, true);
       if (committed.ok()) {
         (void)o_.tm->CommitComplete(tx, o_.id, *committed);
@@ -521,7 +628,8 @@ void FsResourceManager::Notify(const tm::Notification& n) {
 Status FsResourceManager::Recover() {
   struct Seen {
     std::vector<Op> ops;
-    bool committed = false, applied = false, aborted = false;
+    log::Lsn first_lsn = log::kInvalidLsn;
+    bool committed = false, applied = false, aborted = false, pending = false;
   };
   std::map<Guid, Seen> seen;
   std::vector<Guid> commit_order;
@@ -535,6 +643,7 @@ Status FsResourceManager::Recover() {
     auto r = DecodeRecord(rec.payload, rec.lsn);
     if (!r.ok()) return r.status().Annotate("fs RM " + o_.name);
     Seen& s = seen[r->tx];
+    if (s.first_lsn == log::kInvalidLsn) s.first_lsn = rec.lsn;
     switch (r->type) {
       case RecordType::kOp:
         s.ops.push_back(r->op);
@@ -553,13 +662,26 @@ Status FsResourceManager::Recover() {
         break;
     }
   }
+  // A committed transaction that cannot be applied now stays pending: the mount goes on.
+  auto apply = [&](const Guid& tx, Seen& s, bool log_committed) {
+    log::Lsn lsn = log::kInvalidLsn;
+    Status a = CommitAndApply(tx, s.ops, log_committed, &lsn);
+    s.committed = true;
+    if (a.ok()) {
+      s.applied = true;
+      report_.redone++;
+      return;
+    }
+    KeepPending(tx, s.ops, s.first_lsn, a);
+    LockPending(tx, s.ops);
+    s.pending = true;
+    report_.pending++;
+  };
   // Our own COMMITTED decides: redo in commit order, so later transactions apply over earlier.
   for (const Guid& tx : commit_order) {
     Seen& s = seen[tx];
     if (s.applied) continue;
-    KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, false, nullptr));
-    s.applied = true;
-    report_.redone++;
+    apply(tx, s, false);
   }
   auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
     Seen& s = seen[tx];
@@ -568,10 +690,7 @@ Status FsResourceManager::Recover() {
       if (s.aborted)
         return Status::Corruption("fs RM " + o_.name + ": told to commit " + tx.ToString() +
                                   " which it rolled back");
-      log::Lsn lsn = log::kInvalidLsn;
-      KTMFS_RETURN_IF_ERROR(CommitAndApply(tx, s.ops, true, &lsn));
-      s.committed = s.applied = true;
-      report_.redone++;
+      apply(tx, s, true);
       return Status::Ok();
     }
     KTMFS_RETURN_IF_ERROR(Abort(tx));
@@ -600,16 +719,22 @@ Status FsResourceManager::Recover() {
       if (name != "." && name != "..") names.push_back(name);
     }
     ::closedir(d);
-    for (const auto& name : names)
+    for (const auto& name : names) {
+      auto tx = Guid::Parse(name);
+      if (tx && seen.count(*tx) && seen[*tx].pending) continue;  // a pending apply's
       KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
-    report_.leftovers = names.size();
+      report_.leftovers++;
+    }
   }
   {
     std::lock_guard l(mu_);
     txs_.clear();
   }
-  // Every transaction the stream knew is finished: nothing before its end is needed again.
+  // Every transaction the stream knew is finished: nothing before its end is needed again,
+  // except the records of pending applies.
   log::Lsn last = o_.stream->last_lsn();
+  for (const auto& [tx, s] : seen)
+    if (s.pending && s.first_lsn != log::kInvalidLsn && s.first_lsn < last) last = s.first_lsn;
   if (last != log::kInvalidLsn && last != o_.stream->base_lsn()) {
     auto restart = o_.stream->WriteRestartArea({}, last);
     if (!restart.ok()) return restart.status().Annotate("fs RM " + o_.name + ": truncating");

@@ -50,6 +50,12 @@ struct FsRmOptions {
   // until then. What must not land on its changes before they are durable waits for them
   // (WaitAppliedDurable): every later Prepare here, and the daemon's non-transactional changes.
   bool sync_in_background = false;
+  // Called when a pending apply (see PendingApply) has finally been done, with the existing
+  // objects it changed and the (directory, name) pairs whose entries it changed, so the daemon
+  // can drop what the kernel cached of them meanwhile.
+  std::function<void(const Guid& tx, const std::vector<ObjectId>& objects,
+                     const std::vector<std::pair<std::string, std::string>>& entries)>
+      on_late_apply;
 };
 
 class FsResourceManager : public tm::ResourceManager {
@@ -65,6 +71,7 @@ class FsResourceManager : public tm::ResourceManager {
     size_t redone = 0;       // committed transactions applied again (or for the first time)
     size_t rolled_back = 0;  // unfinished transactions discarded
     size_t leftovers = 0;    // staging directories of no transaction, removed
+    size_t pending = 0;      // committed transactions whose apply failed again: still pending
   };
   const RecoveryReport& recovery_report() const { return report_; }
 
@@ -89,6 +96,21 @@ class FsResourceManager : public tm::ResourceManager {
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
   LockTable& locks() { return locks_; }
+
+  // --- Committed transactions whose apply failed after the decision ---
+  // Apply can fail for reasons outside ktmfs (EIO, an administrator's change behind the
+  // daemon's back). Such a transaction stays committed, with its apply pending: it keeps its
+  // locks (so nothing lands on its objects that a later apply would overwrite), its staging and
+  // its records (the stream is not truncated past its first one), and it is applied again by
+  // RetryPendingApplies and at every mount. A mount never fails because of it.
+  struct PendingApply {
+    Guid tx;
+    std::string error;  // why the last attempt failed
+    size_t attempts = 0;
+  };
+  std::vector<PendingApply> PendingApplies();
+  // Tries every pending apply again; returns how many are still pending.
+  size_t RetryPendingApplies();
   // Drops the staging of applied transactions whose APPLIED record is durable by now (done
   // after every apply). `flush`: make them durable first if they are not (the daemon's idle
   // housekeeping), so staging does not wait for the next commit.
@@ -148,6 +170,12 @@ class FsResourceManager : public tm::ResourceManager {
   // A committed transaction whose apply did not finish keeps its locks until recovery redoes
   // it: another transaction changing those objects first would be overwritten by the redo.
   void Forget(const Guid& tx, bool release_locks, bool committed);
+  // Records a committed transaction whose apply failed (see PendingApply) and says so loudly.
+  void KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn, const Status& why,
+                   bool owes_commit_reply = false);
+  // At recovery, where no lock survived: takes the locks of a pending transaction's objects
+  // and names again, from its plan.
+  void LockPending(const Guid& tx, const std::vector<Op>& ops);
   // Nothing before the first record of the oldest live transaction is needed again: moves the
   // stream's base there (with a restart area, so it is durable) once enough has been appended
   // since the last time.
@@ -165,9 +193,17 @@ class FsResourceManager : public tm::ResourceManager {
     ApplyTarget target;
   };
   std::vector<Unclean> unclean_;  // applied, staging kept until APPLIED is durable
-  // A committed transaction whose apply failed needs its records at the next recovery: the
-  // stream is not truncated until then.
+  // A commit whose outcome is in doubt (its COMMITTED flush failed) needs its records at the
+  // next recovery: the stream is not truncated until then.
   bool keep_log_ = false;
+  struct Pending {
+    PendingApply info;
+    std::vector<Op> ops;
+    log::Lsn first_lsn = log::kInvalidLsn;  // the stream is needed from here
+    // Two-phase commit whose COMMITTED append failed too: the TM still waits for the reply.
+    bool owes_commit_reply = false;
+  };
+  std::vector<Pending> pending_;  // mu_
   log::Lsn truncated_at_ = log::kInvalidLsn;
 
   // Background sync (sync_in_background). Lock order: mu_ before sync_mu_.

@@ -128,6 +128,7 @@ class FsRmWorld {
       o.sync_in_background = background;
       streams_.push_back(*stream);
       rms_.push_back(std::make_unique<FsResourceManager>(o));
+      if (recovery_hook) rms_.back()->SetApplyHook(recovery_hook);
       KTMFS_RETURN_IF_ERROR(rms_.back()->Register());
       KTMFS_RETURN_IF_ERROR(rms_.back()->Recover());
     }
@@ -147,6 +148,8 @@ class FsRmWorld {
 
   // The RMs made by the next Start sync applied commits in the background.
   bool background = false;
+  // The apply hook of the RMs made by the next Start, already during their recovery.
+  MutationHook recovery_hook;
 
   tm::TransactionManager& tm() { return *tm_; }
   // The RM's records in log order, as (type, transaction).
@@ -419,6 +422,77 @@ TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
     EXPECT_EQ(Snapshot(w.root()), Expected()) << "stop=" << stop;
     EXPECT_TRUE(StagingEmpty(w.staging_root()));
   }
+}
+
+// Apply can fail after the decision for reasons outside ktmfs (EIO, an administrator's change).
+// The commit stands and is acknowledged; its apply stays pending with its locks, and a retry
+// finishes it once the cause is gone.
+TEST(FsRm, ApplyFailingAfterTheDecisionStaysPendingUntilARetrySucceeds) {
+  for (bool background : {false, true}) {
+    FsRmWorld w;
+    w.background = background;
+    ASSERT_TRUE(w.Start().ok());
+    bool fail = true;
+    w.rm().SetApplyHook([&](const std::string& what) {
+      return fail ? Status::IoError("injected before " + what) : Status::Ok();
+    });
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(Workload(w, *tx).ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    auto pending = w.rm().PendingApplies();
+    ASSERT_EQ(pending.size(), 1u) << "background=" << background;
+    EXPECT_EQ(pending[0].tx, *tx);
+    EXPECT_NE(pending[0].error.find("injected"), std::string::npos) << pending[0].error;
+    auto other = w.tm().Begin({});
+    EXPECT_EQ(w.changes().Write(*other, "a.txt", 0, "x").code(), EBUSY);
+    EXPECT_EQ(w.rm().RetryPendingApplies(), 1u);  // still failing
+    EXPECT_EQ(w.rm().PendingApplies()[0].attempts, 2u);
+    fail = false;
+    EXPECT_EQ(w.rm().RetryPendingApplies(), 0u);
+    EXPECT_TRUE(w.rm().PendingApplies().empty());
+    EXPECT_EQ(w.rm().locks().CountHeldBy(*tx), 0u);
+    EXPECT_EQ(Snapshot(w.root()), Expected()) << "background=" << background;
+    ASSERT_TRUE(w.tm().Rollback(*other).ok());
+    // A crash now at most redoes it (its APPLIED record may not be durable yet).
+    w.CrashAndRestart();
+    ASSERT_TRUE(w.Start().ok());
+    EXPECT_EQ(w.rm().recovery_report().pending, 0u);
+    EXPECT_EQ(Snapshot(w.root()), Expected());
+  }
+}
+
+// A mount never fails because a committed transaction cannot be applied: recovery keeps it
+// pending, locked, with its records and staging, and a later retry or mount applies it.
+TEST(FsRm, RecoveryKeepsAnUnappliableCommitPendingAndComesUp) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  w.rm().SetApplyHook([](const std::string& what) { return Status::IoError("before " + what); });
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  for (int mount = 0; mount < 2; ++mount) {
+    w.CrashAndRestart();
+    w.recovery_hook = [](const std::string& what) { return Status::IoError("still " + what); };
+    Status s = w.Start();
+    ASSERT_TRUE(s.ok()) << "mount " << mount << ": " << s.ToString();
+    EXPECT_EQ(w.rm().recovery_report().pending, 1u);
+    ASSERT_EQ(w.rm().PendingApplies().size(), 1u);
+    EXPECT_GT(w.rm().locks().CountHeldBy(*tx), 0u);
+    auto other = w.tm().Begin({});
+    EXPECT_EQ(w.changes().Write(*other, "a.txt", 0, "x").code(), EBUSY);
+    ASSERT_TRUE(w.tm().Rollback(*other).ok());
+  }
+  // The cause is gone: the retry applies it whole.
+  w.rm().SetApplyHook(nullptr);
+  EXPECT_EQ(w.rm().RetryPendingApplies(), 0u);
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+  EXPECT_EQ(w.rm().locks().CountHeldBy(*tx), 0u);
+  w.CrashAndRestart();
+  w.recovery_hook = nullptr;
+  ASSERT_TRUE(w.Start().ok());
+  EXPECT_EQ(w.rm().recovery_report().pending, 0u);
+  EXPECT_EQ(Snapshot(w.root()), Expected());
+  EXPECT_TRUE(StagingEmpty(w.staging_root()));
 }
 
 TEST(FsRm, BackgroundSyncLogsAppliedOnlyAfterTheCommitIsVisible) {
