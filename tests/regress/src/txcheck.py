@@ -299,7 +299,7 @@ class Tree:
         return {p: self.describe(p) for p in [""] + [p for p, _ in self.paths()]}
 
 
-def initial_tree():
+def initial_tree(links=True):
     t = Tree()
     nid = 1
     for d in INITIAL_DIRS:
@@ -312,13 +312,13 @@ def initial_tree():
         t.objs[nid] = Obj("f", 0o644, data)
         t.objs[parent].children[name] = nid
         nid += 1
-    for link, target in INITIAL_LINKS.items():
+    for link, target in INITIAL_LINKS.items() if links else ():
         _, parent, name, _ = t.walk(link)
         t.objs[parent].children[name] = t.lookup(target)
     return t, nid
 
 
-def make_initial_tree(top):
+def make_initial_tree(top, links=True):
     """The same tree on disk, made directly (in the backing directory, before mounting)."""
     os.umask(0o022)
     for d in INITIAL_DIRS:
@@ -328,7 +328,7 @@ def make_initial_tree(top):
         with open(os.path.join(top, f), "w") as fh:
             fh.write(data)
         os.chmod(os.path.join(top, f), 0o644)
-    for link, target in INITIAL_LINKS.items():
+    for link, target in INITIAL_LINKS.items() if links else ():
         os.link(os.path.join(top, target), os.path.join(top, link))
 
 
@@ -602,8 +602,8 @@ class ModelError(Exception):
 class Model:
     """The committed tree, the live transactions, and what each actor should see."""
 
-    def __init__(self):
-        self.committed, self.next_id = initial_tree()
+    def __init__(self, links=True):
+        self.committed, self.next_id = initial_tree(links)
         self.txs = {}  # actor -> Tx
 
     def view(self, actor):
@@ -714,9 +714,10 @@ OP_WEIGHTS = {"create": 8, "overwrite": 5, "write": 7, "append": 4, "truncate": 
 
 
 class Generator:
-    def __init__(self, rng, model):
+    def __init__(self, rng, model, skip=()):
         self.rng, self.model = rng, model
         self.tag = 0
+        self.kinds = [k for k in OP_WEIGHTS if k not in skip]
 
     def data(self):
         self.tag += 1
@@ -761,7 +762,7 @@ class Generator:
                     return {"op": "commit"}
                 if r < 0.09:
                     return {"op": "rollback"}
-        kinds = list(OP_WEIGHTS)
+        kinds = self.kinds
         size = len(self.model.view(actor).objs)
         weights = [OP_WEIGHTS[k] * (2 if size > 40 and k in ("rmdir", "unlink") else 1)
                    * (2 if size < 10 and k in ("create", "mkdir") else 1) for k in kinds]
@@ -1027,7 +1028,8 @@ class Run:
         self.given = steps
         self.logf = log
         self.rng = random.Random(seed)
-        self.model = Model()
+        self.look_rng = random.Random(seed ^ 0x5eed)  # which actors look: apart, for replays
+        self.model = Model(links="link" not in cfg.skip)
         self.trace = []  # (step text, expected, got) per step
         self.steps = []  # what ran: ("op", actor, op) or ("kill",)
         self.actors = [f"t{i + 1}" for i in range(cfg.tx_actors)] + \
@@ -1053,7 +1055,7 @@ class Run:
             for name in os.listdir(d):  # each seed starts from a fresh backing directory
                 q = os.path.join(d, name)
                 shutil.rmtree(q) if os.path.isdir(q) and not os.path.islink(q) else os.unlink(q)
-        make_initial_tree(self.backing)
+        make_initial_tree(self.backing, links="link" not in cfg.skip)
         if cfg.native:
             self.mnt = self.backing
         else:
@@ -1109,7 +1111,7 @@ class Run:
         if not self.cfg.native and self.cfg.kill_rate and rng.random() < self.cfg.kill_rate:
             return ("kill",)
         if not hasattr(self, "gen"):
-            self.gen = Generator(rng, self.model)
+            self.gen = Generator(rng, self.model, self.cfg.skip)
         actor = rng.choice(self.actors)
         transactional = actor.startswith("t") and not self.cfg.native
         return ("op", actor, self.gen.op(actor, transactional))
@@ -1134,7 +1136,7 @@ class Run:
         if got == "OK" and "ANY-ERROR" not in accept:
             self.model.apply(actor, op)
         self.check_daemon(text)
-        self.check_views(i, op)
+        self.check_views(i, actor, op)
 
     def judge(self, i, actor, op, accept, posix, kind, got):
         want = "|".join(sorted(accept))
@@ -1159,13 +1161,24 @@ class Run:
 
     # -- views --
 
-    def check_views(self, i, op):
-        paths = set()
+    def lookers(self, actor, op):
+        """Who reads after a step: everyone when a transaction begins or ends, else the actor
+        and one other, an outsider if the actor is inside (reading costs, and whatever one
+        misses the next step's reader may see)."""
+        if op["op"] in ("begin", "commit", "rollback"):
+            return self.actors
+        others = [a for a in self.actors if a != actor]
+        if actor in self.model.txs:
+            others = [a for a in others if a not in self.model.txs] or others
+        return [actor] + ([self.look_rng.choice(others)] if others else [])
+
+    def check_views(self, i, actor, op):
+        paths = {""}
         for p in op_paths(op):
             paths.add(p)
             paths.add(parent_path(p))
         paths = sorted(paths)
-        for a in self.actors:
+        for a in self.lookers(actor, op):
             got = self.agents[a].call({"op": "look", "paths": paths})["v"]
             t = self.model.view(a)
             for p in paths:
@@ -1230,17 +1243,29 @@ class Run:
 # ==== Shrinking ==================================================================================
 
 
-def shrink(cfg, steps, failure, workdir, deadline):
+def shrink(cfg, run, failure, workdir, deadline):
     """Delta debugging: the shortest list of steps (found before the deadline) that still fails
-    with the same kind of failure."""
+    with the same kind of failure. Returns (failure, run) or None."""
     def fails(cand):
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or not cand:
             return None
         r = Run(cfg, 0, workdir, steps=cand)
         f = r.run()
         return (f, r) if f is not None and f.kind == failure.kind else None
 
-    best, best_run = steps, None
+    best, best_run = run.steps, None
+    # Quick passes first: without the steps that failed (they should change nothing), then
+    # without each actor's steps.
+    changed = [s for s, (_, _, got) in zip(run.steps, run.trace) if s[0] != "op" or got == "OK"]
+    if len(changed) < len(best):
+        res = fails(changed)
+        if res:
+            best, best_run = changed, res
+    for a in sorted({s[1] for s in best if s[0] == "op"}):
+        cand = [s for s in best if s[0] != "op" or s[1] != a]
+        res = fails(cand)
+        if res:
+            best, best_run = cand, res
     n = 2
     while len(best) >= 2 and time.monotonic() < deadline:
         chunk = max(1, len(best) // n)
@@ -1263,7 +1288,7 @@ def shrink(cfg, steps, failure, workdir, deadline):
 # ==== The command line ==========================================================================
 
 
-def report(run, failure, seed, cfg, shrunk=None):
+def report(run, failure, seed, cfg, steps_file, shrunk=None):
     out = [f"txcheck: FAILED (seed {seed}): {failure}"]
     show = shrunk or (run, failure)
     r, f = show
@@ -1272,10 +1297,16 @@ def report(run, failure, seed, cfg, shrunk=None):
     out.append("trace (step: expected -> got):")
     for text, want, got in r.trace:
         out.append(f"  {text}: {want} -> {got}" if want or got else f"  {text}")
-    out.append("steps as JSON (for --replay):")
-    out.append("  " + json.dumps(r.steps))
-    out.append(f"replay: txcheck.py --build BUILD --seed {seed} --steps {cfg.steps} "
-               f"--actors {cfg.tx_actors},{cfg.plain_actors} --kill-rate {cfg.kill_rate}")
+    with open(steps_file, "w") as f:
+        json.dump(r.steps, f)
+        f.write("\n")
+    if not cfg.replay:
+        skip = f" --skip-ops {','.join(cfg.skip)}" if cfg.skip else ""
+        out.append(f"again: txcheck.py --build BUILD --seed {seed} --steps {cfg.steps} "
+                   f"--actors {cfg.tx_actors},{cfg.plain_actors} --kill-rate {cfg.kill_rate}"
+                   + skip)
+    out.append(f"these steps alone: txcheck.py --build BUILD --actors "
+               f"{cfg.tx_actors},{cfg.plain_actors} --replay {steps_file}")
     return "\n".join(out)
 
 
@@ -1301,7 +1332,11 @@ def parse_args(argv):
     p.add_argument("--shrink-seconds", type=float, default=120,
                    help="time to spend shrinking a failing trace (0: none)")
     p.add_argument("--op-timeout", type=float, default=30)
-    p.add_argument("--replay", metavar="JSON", help="run these steps (from a failure report)")
+    p.add_argument("--skip-ops", default="",
+                   help="operation kinds to leave out, comma-separated (" + ", ".join(OP_WEIGHTS)
+                   + "): to look past a known bug")
+    p.add_argument("--replay", metavar="FILE",
+                   help="run the steps in FILE (JSON, written by a failure report)")
     p.add_argument("--native", metavar="DIR",
                    help="no daemon: plain actors only in DIR (checks the model against Linux)")
     p.add_argument("--log", help="a detailed log of every step")
@@ -1325,6 +1360,9 @@ def parse_args(argv):
         args.ktmfs = os.path.join(args.build, "fs", "ktmfs")
         if not os.access(args.ktmfs, os.X_OK):
             p.error(f"no daemon at {args.ktmfs}")
+    args.skip = [k for k in args.skip_ops.split(",") if k]
+    if any(k not in OP_WEIGHTS for k in args.skip):
+        p.error(f"--skip-ops: one of {', '.join(OP_WEIGHTS)}")
     for k in ("backing", "mnt"):
         if getattr(args, k):
             setattr(args, k, os.path.realpath(getattr(args, k)))
@@ -1359,8 +1397,10 @@ def main(argv):
     try:
         seed = cfg.seed
         while True:
-            given = json.loads(cfg.replay) if cfg.replay else None
-            given = [tuple(s) for s in given] if given else None
+            given = None
+            if cfg.replay:
+                with open(cfg.replay) as f:
+                    given = [tuple(s) for s in json.load(f)]
             if logf:
                 logf.write(f"=== seed {seed}\n")
             run = Run(cfg, seed, workdir if not cfg.native else os.path.join(workdir, "w"),
@@ -1375,10 +1415,13 @@ def main(argv):
             if failure:
                 shrunk = None
                 if cfg.shrink_seconds > 0 and not cfg.native and len(run.steps) > 1:
-                    shrunk = shrink(cfg, run.steps, failure, workdir,
+                    shrunk = shrink(cfg, run, failure, workdir,
                                     time.monotonic() + cfg.shrink_seconds)
                     shrunk = (shrunk[1], shrunk[0]) if shrunk else None
-                text = report(run, failure, seed, cfg, shrunk)
+                # The steps go next to the log if there is one (a runner may remove workdir).
+                steps_file = (f"{cfg.log}.steps-{seed}.json" if cfg.log
+                              else os.path.join(workdir, f"steps-{seed}.json"))
+                text = report(run, failure, seed, cfg, steps_file, shrunk)
                 print(text)
                 if logf:
                     logf.write(text + "\n")
@@ -1395,7 +1438,7 @@ def main(argv):
             for k, v in sorted(uncertain.items()):
                 logf.write(f"model uncertain: {k}: {v} times\n")
             logf.close()
-        if (not keep or cfg.daemon_log) and not cfg.native:
+        if not keep and not cfg.native:
             shutil.rmtree(workdir, ignore_errors=True)
         elif keep and not cfg.native:
             print(f"(the daemon's log: {cfg.daemon_log or workdir + '/daemon.log'})")
