@@ -529,6 +529,9 @@ def touches(t, op):
     """What op, run in view t, would change (computed before it runs)."""
     h = Holds()
     k = op["op"]
+    if k == "rename" and t.lookup(op["src"]) is not None and \
+            t.lookup(op["src"]) == t.lookup(op["dst"]):
+        return h  # two names of one object (or one name twice): POSIX changes nothing
     for p in op_paths(op):
         h.paths.add(p)
         h.entries.update(t.entries_along(p))
@@ -1253,19 +1256,31 @@ def shrink(cfg, run, failure, workdir, deadline):
         f = r.run()
         return (f, r) if f is not None and f.kind == failure.kind else None
 
+    def without_failed_steps(steps, r):
+        """Drops the steps that failed (they should change nothing) if it still fails."""
+        kept = [s for s, (_, _, got) in zip(steps, r.trace) if s[0] != "op" or got == "OK"]
+        res = fails(kept) if len(kept) < len(steps) else None
+        return (kept, res) if res else (steps, None)
+
     best, best_run = run.steps, None
-    # Quick passes first: without the steps that failed (they should change nothing), then
-    # without each actor's steps.
-    changed = [s for s, (_, _, got) in zip(run.steps, run.trace) if s[0] != "op" or got == "OK"]
-    if len(changed) < len(best):
-        res = fails(changed)
-        if res:
-            best, best_run = changed, res
+    # Quick passes first: without the failed steps, then without each actor's steps.
+    cand, res = without_failed_steps(best, run)
+    if res:
+        best, best_run = cand, res
     for a in sorted({s[1] for s in best if s[0] == "op"}):
         cand = [s for s in best if s[0] != "op" or s[1] != a]
         res = fails(cand)
         if res:
             best, best_run = cand, res
+    best, best_run = ddmin(best, best_run, fails, deadline)
+    if best_run:
+        cand, res = without_failed_steps(best, best_run[1])
+        if res:
+            best_run = res
+    return best_run
+
+
+def ddmin(best, best_run, fails, deadline):
     n = 2
     while len(best) >= 2 and time.monotonic() < deadline:
         chunk = max(1, len(best) // n)
@@ -1282,7 +1297,7 @@ def shrink(cfg, run, failure, workdir, deadline):
             if chunk == 1:
                 break
             n = min(len(best), n * 2)
-    return best_run
+    return best, best_run
 
 
 # ==== The command line ==========================================================================
