@@ -608,6 +608,7 @@ class Model:
     def __init__(self, links=True):
         self.committed, self.next_id = initial_tree(links)
         self.txs = {}  # actor -> Tx
+        self.holders = []  # who holds what the last expected change touches
 
     def view(self, actor):
         tx = self.txs.get(actor)
@@ -624,7 +625,9 @@ class Model:
         trial = t.clone()
         err = apply_op(trial, op, self.next_id)
         touch = touches(t, op)
-        kinds = {conflict(tx, t, touch) for a, tx in self.txs.items() if a != actor}
+        found = {a: conflict(tx, t, touch) for a, tx in self.txs.items() if a != actor}
+        self.holders = sorted(a for a, c in found.items() if c == "strict")
+        kinds = set(found.values())
         kind = ("strict" if "strict" in kinds else "soft" if "soft" in kinds
                 else "weak" if "weak" in kinds else None)
         if err:
@@ -1139,13 +1142,18 @@ class Run:
         if got == "OK" and "ANY-ERROR" not in accept:
             self.model.apply(actor, op)
         self.check_daemon(text)
+        if op["op"] in ("commit", "rollback"):
+            # Where the bugs are: the whole tree, seen by the actor (now outside) and another.
+            others = [a for a in self.actors if a != actor]
+            self.check_all_views(i, [actor] + ([self.look_rng.choice(others)] if others else []))
         self.check_views(i, actor, op)
 
     def judge(self, i, actor, op, accept, posix, kind, got):
         want = "|".join(sorted(accept))
         if accept == {"EBUSY"} and got == "OK" and kind == "strict":
             raise Failure("missed EBUSY", f"step #{i}: {actor} {op_text(op)} succeeded, but "
-                          "it changes what another live transaction holds")
+                          f"it changes what the live transaction of "
+                          f"{', '.join(self.model.holders)} holds")
         if got == "EBUSY" and not self.cfg.strict_ebusy:
             # An EBUSY the rules do not call for: noted, not a failure; the model follows.
             self.note_uncertain(f"{op['op']}: spurious EBUSY")
