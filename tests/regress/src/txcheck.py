@@ -1199,9 +1199,18 @@ class Run:
         for a in actors or self.actors:
             got = self.agents[a].call({"op": "tree"})["v"]
             want = self.model.view(a).describe_all()
+            failures = []
             for p in sorted(set(want) | set(got)):
-                self.compare(i, a, p, want.get(p, {"err": "ENOENT"}),
-                             got.get(p, {"err": "ENOENT"}))
+                try:
+                    self.compare(i, a, p, want.get(p, {"err": "ENOENT"}),
+                                 got.get(p, {"err": "ENOENT"}))
+                except Failure as f:
+                    failures.append(f)
+            if failures:  # the first, with what else differs
+                f = failures[0]
+                more = [str(g).split(" sees ", 1)[-1] for g in failures[1:6]]
+                raise Failure(f.kind, str(f).split(": ", 1)[1]
+                              + "".join(f"\n    and {m}" for m in more))
 
     def compare(self, i, actor, path, want, got):
         if "EBUSY" in got.get("err", ""):
