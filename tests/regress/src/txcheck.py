@@ -1012,8 +1012,10 @@ def op_text_any(op):
 def diff_desc(want, got):
     """What differs between the model's and the mount's description of one path."""
     if "err" in want or "err" in got:
+        def what(d):
+            return d.get("err") or {"f": "a file", "d": "a directory"}.get(d.get("type"), "?")
         return None if want.get("err") == got.get("err") else (
-            f"expected {want.get('err') or want.get('type')}, got {got.get('err') or got.get('type')}")
+            f"expected {what(want)}, got {what(got)}")
     out = []
     for key in ("type", "mode", "size", "nlink", "data", "entries", "xattrs", "mtime"):
         if key not in want or (key == "mtime" and want[key] is None):
