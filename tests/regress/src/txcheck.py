@@ -845,9 +845,10 @@ def mount_info(mnt):
 
 
 class Failure(Exception):
-    def __init__(self, kind, text):
+    def __init__(self, kind, text, sig=None):
         super().__init__(f"{kind}: {text}")
         self.kind = kind
+        self.sig = sig or kind  # what a shrunk trace must still show
 
 
 class Daemon:
@@ -1155,7 +1156,7 @@ class Run:
         if accept == {"EBUSY"} and got == "OK" and kind == "strict":
             raise Failure("missed EBUSY", f"step #{i}: {actor} {op_text(op)} succeeded, but "
                           f"it changes what the live transaction of "
-                          f"{', '.join(self.model.holders)} holds")
+                          f"{' and '.join(self.model.holders)} holds")
         if got == "EBUSY" and not self.cfg.strict_ebusy:
             # An EBUSY the rules do not call for: noted, not a failure; the model follows.
             self.note_uncertain(f"{op['op']}: spurious EBUSY")
@@ -1212,7 +1213,7 @@ class Run:
                 f = failures[0]
                 more = [str(g).split(" sees ", 1)[-1] for g in failures[1:6]]
                 raise Failure(f.kind, str(f).split(": ", 1)[1]
-                              + "".join(f"\n    and {m}" for m in more))
+                              + "".join(f"\n    and {m}" for m in more), sig=f.sig)
 
     def compare(self, i, actor, path, want, got):
         if "EBUSY" in got.get("err", ""):
@@ -1222,7 +1223,7 @@ class Run:
         if d:
             where = "inside its transaction" if actor in self.model.txs else "outside"
             raise Failure("view", f"after step #{i}: {actor} ({where}) sees {path or '/'} "
-                          f"wrong: {d}")
+                          f"wrong: {d}", sig=f"view {path} {d.split(' ', 1)[0]}")
 
     # -- kills --
 
@@ -1267,13 +1268,14 @@ class Run:
 
 def shrink(cfg, run, failure, workdir, deadline):
     """Delta debugging: the shortest list of steps (found before the deadline) that still fails
-    with the same kind of failure. Returns (failure, run) or None."""
+    the same way (same kind; for a view, the same path and detail). Returns (failure, run) or
+    None."""
     def fails(cand):
         if time.monotonic() > deadline or not cand:
             return None
         r = Run(cfg, 0, workdir, steps=cand)
         f = r.run()
-        return (f, r) if f is not None and f.kind == failure.kind else None
+        return (f, r) if f is not None and f.sig == failure.sig else None
 
     def without_failed_steps(steps, r):
         """Drops the steps that failed (they should change nothing) if it still fails."""
