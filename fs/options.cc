@@ -1,5 +1,6 @@
 #include "fs/options.h"
 
+#include <errno.h>
 #include <fuse_opt.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ enum Key {
   kKeyVersion,
   kKeyState,
   kKeyLog,
+  kKeyLogSize,
   kKeyEntryTimeout,
   kKeyAttrTimeout,
   kKeyNegativeTimeout,
@@ -36,6 +38,7 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("--version", kKeyVersion),
     FUSE_OPT_KEY("state=", kKeyState),
     FUSE_OPT_KEY("log=", kKeyLog),
+    FUSE_OPT_KEY("log_size=", kKeyLogSize),
     FUSE_OPT_KEY("entry_timeout=", kKeyEntryTimeout),
     FUSE_OPT_KEY("attr_timeout=", kKeyAttrTimeout),
     FUSE_OPT_KEY("negative_timeout=", kKeyNegativeTimeout),
@@ -58,6 +61,36 @@ struct ParseState {
 
 const char* ValueOf(const char* arg) {
   return std::strchr(arg, '=') + 1;
+}
+
+// "64M", "1G", "8388608": bytes with an optional K, M or G (powers of 1024).
+bool ParseSize(const char* text, uint64_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text, &end, 10);
+  if (end == text || errno != 0 || text[0] == '-') return false;
+  int shift = 0;
+  switch (*end) {
+    case 'K':
+    case 'k':
+      shift = 10;
+      break;
+    case 'M':
+    case 'm':
+      shift = 20;
+      break;
+    case 'G':
+    case 'g':
+      shift = 30;
+      break;
+    default:
+      break;
+  }
+  if (shift != 0) end++;
+  const uint64_t unit = uint64_t{1} << shift;
+  if (*end != '\0' || v > (UINT64_MAX >> 30)) return false;
+  *out = v * unit;
+  return true;
 }
 
 bool ParseSeconds(const char* text, double* out) {
@@ -93,6 +126,14 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       }
       return 0;
     }
+    case kKeyLogSize:
+      // At least 4 MiB: the log keeps a reserve for commits, rollbacks and recovery, and a
+      // restart area per stream, which leave too little for transactions in less.
+      if (!ParseSize(ValueOf(arg), &o.log_size) || o.log_size < (4ull << 20) ||
+          o.log_size > (64ull << 30)) {
+        st->error = std::string("-o ") + arg + ": expected a size from 4M to 64G";
+      }
+      return 0;
     case kKeyEntryTimeout:
     case kKeyAttrTimeout:
     case kKeyNegativeTimeout: {
@@ -216,6 +257,7 @@ void PrintUsage(const char* program) {
       "ktmfs options:\n"
       "    -o state=DIR             state directory (default: .ktmfs in the first source)\n"
       "    -o log=multiplexed|dedicated  one log for all sources, or one per source\n"
+      "    -o log_size=SIZE         most space a new log may take (default 1G; K, M, G)\n"
       "    -o entry_timeout=SECS    name cache timeout (default 0: see ktmfs(8))\n"
       "    -o attr_timeout=SECS     attribute cache timeout (default 86400)\n"
       "    -o negative_timeout=SECS negative lookup cache timeout (default 0)\n"

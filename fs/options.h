@@ -5,6 +5,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct Options {
   std::string mountpoint;  // absolute
   std::string state_dir;   // empty: <first backing dir>/.ktmfs
   LogMode log_mode = LogMode::kMultiplexed;
+  // The most space each log may take (-o log_size=); 0: the log's default (1 GiB). Applies when
+  // a log is created: an existing log keeps the size it was made with.
+  uint64_t log_size = 0;
   CacheOptions cache;
   bool foreground = false;
   bool debug = false;

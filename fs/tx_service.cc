@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -38,6 +39,22 @@ uint64_t RealtimeNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The shape of a log the daemon creates. A small log (-o log_size=) gets smaller containers, so
+// that it still has enough of them for the ring to free space a container at a time.
+log::LogOptions DaemonLogOptions(uint64_t log_size) {
+  log::LogOptions lo;
+  // An eighth of the log is kept for the records that end transactions (and for recovery): new
+  // work gets ENOSPC first, so commits, rollbacks and the next mount always have room.
+  lo.reserve_percent = 12;
+  if (log_size != 0) {
+    uint64_t container = std::clamp<uint64_t>(log_size / 16, 256 << 10, 4 << 20);
+    container -= container % lo.block_size;
+    lo.container_size = container;
+    lo.max_containers = uint32_t(std::max<uint64_t>(log_size / container, 4));
+  }
+  return lo;
+}
+
 }  // namespace
 
 TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
@@ -65,7 +82,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     so.direct_io = true;  // see log/io.h; measured with tests/bench/log_bench
     auto storage = log::OpenUringStorage(dir, so);
     if (!storage.ok()) return storage.status().Annotate("log " + dir);
-    auto lg = log::Log::Open(storage->get(), log::LogOptions{}, true);
+    auto lg = log::Log::Open(storage->get(), DaemonLogOptions(options.log_size), true);
     if (!lg.ok()) return lg.status().Annotate("log " + dir);
     storages_.push_back(std::move(*storage));
     logs_.push_back(std::move(*lg));
@@ -75,10 +92,17 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   if (!main_log.ok()) return main_log.status();
   tm::TmOptions tmo;
   tmo.timeout_thread = false;  // the reaper ends timed-out transactions itself (see End)
+  // The TM's stream holds the log from its previous restart area: keep that a small part of it.
+  const log::LogGeometry g = (*main_log)->geometry();
+  tmo.restart_every_log_bytes =
+      std::min<uint64_t>(tmo.restart_every_log_bytes, g.container_size * g.max_containers / 16);
   auto tm = tm::TransactionManager::Open(*main_log, tmo);
   if (!tm.ok()) return tm.status().Annotate("transaction manager");
   tm_ = std::move(*tm);
   KTMFS_RETURN_IF_ERROR(tm_->Recover().Annotate("transaction manager recovery"));
+  // The restart area lists the transactions in doubt, so the log before it is no longer the
+  // TM's: the RMs' recovery finds room even if the last session filled the log.
+  KTMFS_RETURN_IF_ERROR(tm_->Checkpoint().Annotate("transaction manager restart area"));
 
   const auto& sources = layout.sources();
   struct stat state_st;
@@ -156,7 +180,8 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   for (const auto& t : tm_->List()) {
     if (t.recovered && t.state == tm::TxState::kActive) (void)tm_->Rollback(t.id);
   }
-  return Status::Ok();
+  // Recovery ended the transactions in doubt: the next restart area forgets them.
+  return tm_->Checkpoint().Annotate("transaction manager restart area");
 }
 
 TxService::~TxService() {
@@ -177,7 +202,12 @@ TxService::~TxService() {
     std::fprintf(stderr, "ktmfs: transaction %s rolled back: the filesystem is unmounted%s%s\n",
                  tx->id.ToString().c_str(), s.ok() ? "" : ": ", s.ok() ? "" : s.message().c_str());
   }
-  rms_.clear();
+  rms_.clear();  // each moves its stream's base to its end
+  if (tm_) {
+    // The next mount then reads nothing of the TM's stream before this point.
+    Status s = tm_->Checkpoint();
+    if (!s.ok()) std::fprintf(stderr, "ktmfs: unmounting: %s\n", s.message().c_str());
+  }
   tm_.reset();
   // A clean unmount leaves the log closed: what was appended but never waited for (the
   // transaction manager's END records) made durable and the base file current, so the next

@@ -50,6 +50,12 @@ struct LogOptions {
   uint64_t container_size = 4 << 20;  // a multiple of the block size
   uint32_t initial_containers = 2;
   uint32_t max_containers = 256;  // the ring grows up to this, then appends get "log full"
+  // The share of the most space the log may take (max_containers * container_size) that only
+  // appends with AppendArgs::use_reserve, restart areas and the log's own records may fill
+  // (0 to 50). Ordinary appends get "log full" while that much is still free, so the records
+  // that end transactions, and the restart areas that let the log be truncated, always fit
+  // (unless they themselves use it up). Not stored: it applies to this open.
+  uint32_t reserve_percent = 0;
   // Flushes in the kernel at once (1 to 4). More overlaps data syncs but makes smaller groups;
   // on the machines measured so far (tests/bench/log_bench) 1 commits fastest.
   uint32_t max_inflight_flushes = 1;
@@ -62,7 +68,7 @@ struct LogOptions {
 struct LogStats {
   uint64_t appends = 0;
   uint64_t flushes_requested = 0;
-  uint64_t syncs = 0;  // data syncs actually issued
+  uint64_t syncs = 0;        // data syncs actually issued
   uint64_t flush_nanos = 0;  // time spent writing and syncing flushes, summed over flushes
   uint64_t bytes_written = 0;
   // What the scan at open found.
@@ -124,6 +130,9 @@ class Stream {
     std::span<const std::byte> payload = {};
     Lsn prev_lsn = kInvalidLsn;
     Lsn undo_next_lsn = kInvalidLsn;
+    // May fill the reserve (LogOptions::reserve_percent): for records that end work already
+    // begun (commit, rollback, recovery), never for records of new work.
+    bool use_reserve = false;
   };
   // Appends to the marshalling buffers (not yet durable) and returns the record's LSN.
   virtual Result<Lsn> Append(const AppendArgs& args, Reservation* reservation = nullptr) = 0;

@@ -65,7 +65,7 @@ uint64_t LogImpl::WorstCaseBytes(uint64_t payload_bytes) const {
 }
 
 Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                                  Lsn undo_next, Reservation* reservation) {
+                                  Lsn undo_next, Reservation* reservation, bool use_reserve) {
   // The passes over the payload happen without the lock: hashing here, and for large records
   // the copy into the buffer after the space is taken (many committers copy at once).
   const uint64_t payload_hash = format::PayloadHash(payload.prefix, payload.body);
@@ -83,13 +83,13 @@ Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload&
     std::byte cut[8];
     format::Put64(cut, pending_cut_);
     auto marker = AppendLocked(format::kInternalStream, format::kCutMarkerType, {{}, cut}, 0, 0,
-                               nullptr, format::PayloadHash(cut), nullptr);
+                               nullptr, true, format::PayloadHash(cut), nullptr);
     if (!marker.ok()) return marker.status();
     pending_cut_ = kInvalidLsn;
   }
   std::vector<CopyJob> jobs;
-  auto lsn = AppendLocked(stream, type, payload, prev, undo_next, reservation, payload_hash,
-                          defer ? &jobs : nullptr);
+  auto lsn = AppendLocked(stream, type, payload, prev, undo_next, reservation, use_reserve,
+                          payload_hash, defer ? &jobs : nullptr);
   if (!lsn.ok() || jobs.empty()) return lsn;
   // A large record's fragments are also sealed here, by its own thread, rather than by the
   // flush's leader, which would checksum every large record of its group alone. Their D (see
@@ -122,8 +122,8 @@ Result<Lsn> LogImpl::AppendRecord(StreamId stream, uint16_t type, const Payload&
 }
 
 Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                                  Lsn undo_next, Reservation* reservation, uint64_t payload_hash,
-                                  std::vector<CopyJob>* deferred) {
+                                  Lsn undo_next, Reservation* reservation, bool use_reserve,
+                                  uint64_t payload_hash, std::vector<CopyJob>* deferred) {
   if (payload.size() > UINT32_MAX) {
     return Status::InvalidArgument("record of " + std::to_string(payload.size()) +
                                    " bytes is too large");
@@ -147,7 +147,7 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
     r->Take(charge);
     reserved_ -= charge;
   } else {
-    Status s = MakeRoomLocked(new_end + block_ + reserved_);
+    Status s = MakeRoomLocked(new_end + block_ + reserved_, use_reserve ? 0 : reserve_);
     if (!s.ok()) return s.Annotate("stream " + StreamNameLocked(stream));
   }
 
@@ -206,7 +206,8 @@ Result<std::unique_ptr<Reservation>> LogImpl::Reserve(uint64_t payload_bytes) {
   const uint64_t bytes = WorstCaseBytes(payload_bytes);
   std::lock_guard lock(mu_);
   if (!failed_.ok()) return failed_;
-  KTMFS_RETURN_IF_ERROR(MakeRoomLocked(end_ + block_ + reserved_ + bytes));
+  // Reservations are taken for new work: they leave the reserve alone.
+  KTMFS_RETURN_IF_ERROR(MakeRoomLocked(end_ + block_ + reserved_ + bytes, reserve_));
   reserved_ += bytes;
   return std::unique_ptr<Reservation>(new ReservationImpl(anchor_, bytes));
 }
@@ -216,9 +217,10 @@ void LogImpl::Unreserve(uint64_t bytes) {
   reserved_ -= bytes;
 }
 
-// Makes the ring reach needed_end: by persisting a later start (space every stream released),
-// or by adding a container; "log full" when neither is possible.
-Status LogImpl::MakeRoomLocked(Lsn needed_end) {
+// Makes the ring reach needed_end + keep: by persisting a later start (space every stream
+// released), or by adding a container; "log full" when neither is possible.
+Status LogImpl::MakeRoomLocked(Lsn needed_end, uint64_t keep) {
+  needed_end += keep;
   while (true) {
     const uint64_t n = image_.ring.size();
     const Lsn limit = (image_.start_lsn / container_ + n) * container_;
@@ -239,9 +241,14 @@ Status LogImpl::MakeRoomLocked(Lsn needed_end) {
     for (const auto& [id, st] : streams_) {
       if (st.base <= pin_lsn) pin_lsn = st.base, pin = "stream " + StreamNameLocked(id);
     }
+    std::string kept;
+    if (keep != 0) {
+      kept = " (" + std::to_string(keep >> 10) +
+             " KiB of them kept for commits, rollbacks and recovery)";
+    }
     return Status::LogFull("log full: " + std::to_string(n) + " of " +
-                           std::to_string(image_.max_containers) + " containers in use and " + pin +
-                           " holds LSN " + LsnToString(pin_lsn));
+                           std::to_string(image_.max_containers) + " containers in use" + kept +
+                           " and " + pin + " holds LSN " + LsnToString(pin_lsn));
   }
 }
 
@@ -409,7 +416,8 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<WakeWor
   const auto t1 = std::chrono::steady_clock::now();
   lock.lock();
   last_sync_ = t1 - t0;
-  stats_.flush_nanos += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(last_sync_).count());
+  stats_.flush_nanos +=
+      uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(last_sync_).count());
   f->done = true;
   f->status = s;
   size_t released = 0;

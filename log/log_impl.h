@@ -162,7 +162,7 @@ class LogImpl : public Log {
     size_t size() const { return prefix.size() + body.size(); }
   };
   Result<Lsn> AppendRecord(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                           Lsn undo_next, Reservation* reservation);
+                           Lsn undo_next, Reservation* reservation, bool use_reserve);
   // A payload copy left for after the lock is released.
   struct CopyJob {
     std::byte* dst;
@@ -171,11 +171,12 @@ class LogImpl : public Log {
   };
   static constexpr size_t kDeferCopyBytes = 8 << 10;
   Result<Lsn> AppendLocked(StreamId stream, uint16_t type, const Payload& payload, Lsn prev,
-                           Lsn undo_next, Reservation* reservation, uint64_t payload_hash,
-                           std::vector<CopyJob>* deferred);
+                           Lsn undo_next, Reservation* reservation, bool use_reserve,
+                           uint64_t payload_hash, std::vector<CopyJob>* deferred);
   Result<std::unique_ptr<Reservation>> Reserve(uint64_t payload_bytes);
   void Unreserve(uint64_t bytes);
-  Status MakeRoomLocked(Lsn needed_end);
+  // `keep`: bytes past needed_end that must stay free (the reserve, for ordinary appends).
+  Status MakeRoomLocked(Lsn needed_end, uint64_t keep = 0);
   Status GrowLocked();
   // Ends a sealed buffer at a block boundary (a PAD fragment, or zeros if too little room).
   void PadTail(AlignedBytes& data, Lsn start, Lsn data_end) const;
@@ -263,6 +264,8 @@ class LogImpl : public Log {
   bool closed_ = false;
   bool read_only_ = false;
   uint64_t reserved_ = 0;
+  // LogOptions::reserve_percent of the most space the log may take, in bytes.
+  uint64_t reserve_ = 0;
   Lsn pending_cut_ = kInvalidLsn;  // a cut marker to write before this session's first record
 
   std::map<StreamId, StreamState> streams_;

@@ -16,6 +16,10 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   log->max_inflight_ =
       std::clamp<size_t>(options.max_inflight_flushes, 1, format::kMaxInflightFlushes);
   log->read_only_ = options.read_only;
+  if (options.reserve_percent > 50) {
+    return Status::InvalidArgument("the log's reserve must be at most 50% of its size, not " +
+                                   std::to_string(options.reserve_percent) + "%");
+  }
   auto base = BaseFile::Open(storage, &log->image_);
   if (base.ok()) {
     log->base_file_ = std::move(*base);
@@ -26,6 +30,10 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   }
   Status s = log->Load();
   if (!s.ok()) return s.Annotate("opening the log in " + storage->Describe());
+  // Of the size the base file says (an existing log keeps the size it was created with), rounded
+  // to blocks.
+  const uint64_t capacity = uint64_t(log->image_.max_containers) * log->image_.container_size;
+  log->reserve_ = log->BlockCeil(capacity / 100 * options.reserve_percent);
   return std::unique_ptr<Log>(std::move(log));
 }
 

@@ -281,7 +281,7 @@ Result<Lsn> StreamImpl::Append(const AppendArgs& args, Reservation* reservation)
                                    std::to_string(args.type) + " is reserved");
   }
   return log_->AppendRecord(id_, args.type, {{}, args.payload}, args.prev_lsn, args.undo_next_lsn,
-                            reservation);
+                            reservation, args.use_reserve);
 }
 
 Result<std::unique_ptr<Reservation>> StreamImpl::Reserve(uint64_t payload_bytes) {
@@ -326,7 +326,10 @@ Result<Lsn> StreamImpl::WriteRestartArea(std::span<const std::byte> payload, Lsn
   }
   std::byte prefix[kRestartPrefix];
   format::Put64(prefix, prev);
-  auto lsn = log_->AppendRecord(id_, format::kRestartAreaType, {prefix, payload}, prev, 0, nullptr);
+  // A restart area is what lets a stream's base, and so the log's start, move: it may use the
+  // reserve, or a full log could never be truncated.
+  auto lsn =
+      log_->AppendRecord(id_, format::kRestartAreaType, {prefix, payload}, prev, 0, nullptr, true);
   if (!lsn.ok()) return lsn.status();
   KTMFS_RETURN_IF_ERROR(log_->Flush(*lsn));
   std::lock_guard lock(log_->mu_);

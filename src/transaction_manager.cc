@@ -116,6 +116,14 @@ class TransactionManager::Impl {
     KTMFS_RETURN_IF_ERROR(Usable());
     return WriteRestartAreaLocked();
   }
+  Status Checkpoint() {
+    std::lock_guard l(mu_);
+    KTMFS_RETURN_IF_ERROR(Usable());
+    // The first moves the base to the previous restart area, which may be far back (written
+    // long ago, or by the last session); the second moves it to the first, just behind itself.
+    KTMFS_RETURN_IF_ERROR(WriteRestartAreaLocked());
+    return WriteRestartAreaLocked();
+  }
   TmStats stats() const {
     std::lock_guard l(mu_);
     return stats_;
@@ -173,6 +181,7 @@ class TransactionManager::Impl {
   // The last finished transactions, so that a late Commit or Query can say what became of them.
   std::deque<std::pair<TransactionInfo, Status>> recent_;
   log::Lsn last_restart_lsn_ = log::kInvalidLsn;
+  log::Lsn log_mark_ = 0;  // the log's end at the last restart area (or at recovery)
   uint32_t commits_since_restart_ = 0;
   uint64_t bytes_since_restart_ = 0;
   TmStats stats_;
@@ -240,6 +249,10 @@ Result<log::Lsn> TransactionManager::Impl::AppendLocked(TmRecordType type,
   log::Stream::AppendArgs args;
   args.type = static_cast<uint16_t>(type);
   args.payload = payload;
+  // Records that end a transaction may use the log's reserve: a full log must never keep a
+  // transaction from committing or rolling back. Enlistments are new work and may not.
+  args.use_reserve =
+      type == TmRecordType::kCommit || type == TmRecordType::kAbort || type == TmRecordType::kEnd;
   Result<log::Lsn> lsn = stream_->Append(args);
   if (lsn.ok()) bytes_since_restart_ += payload.size();
   return lsn;
@@ -422,6 +435,7 @@ Status TransactionManager::Impl::Recover() {
     txs_[id] = std::move(tx);
   }
   recovered_ = true;
+  log_mark_ = log_->end_lsn();
   return Status::Ok();
 }
 
@@ -847,6 +861,7 @@ Status TransactionManager::Impl::WriteRestartAreaLocked() {
   Result<log::Lsn> lsn = stream_->WriteRestartArea(payload, last_restart_lsn_);
   if (!lsn.ok()) return lsn.status().Annotate("stream " + stream_->name() + ": restart area");
   last_restart_lsn_ = *lsn;
+  log_mark_ = *lsn;
   commits_since_restart_ = 0;
   bytes_since_restart_ = 0;
   ++stats_.restart_areas;
@@ -870,8 +885,11 @@ void TransactionManager::Impl::MaybeWriteRestartAreaLocked() {
   // An idle RM's log may never be flushed by anyone else: bound the list.
   constexpr size_t kMaxPendingEnds = 256;
   if (pending_ends_.size() >= kMaxPendingEnds) RetirePendingEndsLocked(/*flush=*/true);
+  // The whole log's growth counts too: with one RM single-phase commits log almost nothing in the
+  // TM's stream, yet its base, until it moves, holds every other stream's records after it.
+  const bool log_grew = log_->end_lsn() - log_mark_ >= options_.restart_every_log_bytes;
   if (commits_since_restart_ < options_.restart_every_commits &&
-      bytes_since_restart_ < options_.restart_every_bytes)
+      bytes_since_restart_ < options_.restart_every_bytes && !log_grew)
     return;
   // A failure here leaves the stream longer, nothing worse; the next attempt retries.
   (void)WriteRestartAreaLocked();
@@ -944,6 +962,9 @@ void TransactionManager::ExpireTimeouts(std::chrono::steady_clock::time_point no
 }
 Status TransactionManager::WriteRestartArea() {
   return impl_->WriteRestartArea();
+}
+Status TransactionManager::Checkpoint() {
+  return impl_->Checkpoint();
 }
 TmStats TransactionManager::stats() const {
   return impl_->stats();

@@ -32,6 +32,11 @@ struct TmOptions {
   // the TM stream since the last one, whichever comes first; it lets the stream's base advance.
   uint32_t restart_every_commits = 1024;
   uint64_t restart_every_bytes = 1 << 20;
+  // ... or after this many bytes appended to the whole log (every stream) since the last one,
+  // checked as transactions end. The TM's base is its previous restart area, so in a log
+  // shared with busy RMs this bounds how much of the log the TM's stream holds: about twice
+  // this much (a few commits' TM records are little, but the RMs' records between them are not).
+  uint64_t restart_every_log_bytes = 4 << 20;
   // Expire timeouts on a background thread. Tests turn it off and call ExpireTimeouts.
   bool timeout_thread = true;
   // Called (from the thread that expired it, no lock held) after a transaction's timeout expired
@@ -103,6 +108,11 @@ class TransactionManager {
   void ExpireTimeouts(std::chrono::steady_clock::time_point now);
   // Writes a restart area now (also done automatically, see TmOptions).
   Status WriteRestartArea();
+  // Writes restart areas until the stream's base is right behind the newest one, so the TM
+  // holds nothing of the log before it: at mount once Recover() has run (the restart area then
+  // lists the transactions in doubt, so the RMs' recovery has the log the TM held) and at a
+  // clean shutdown. Two flushes.
+  Status Checkpoint();
   TmStats stats() const;
   log::Stream* stream() const;
 

@@ -54,6 +54,8 @@ FsResourceManager::~FsResourceManager() {
     any = !unclean_.empty();
   }
   if (any && o_.stream->Flush(o_.stream->last_lsn()).ok()) DropDurableStaging();
+  // A clean shutdown leaves the next mount nothing of this stream to read.
+  MaybeTruncate(/*force=*/true);
 }
 
 Status FsResourceManager::Register() {
@@ -69,6 +71,9 @@ Result<log::Lsn> FsResourceManager::Append(const fstx::Record& r) {
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;
   args.payload = payload;
+  // PREPARED, COMMITTED, APPLIED and ABORTED end work already begun: they may use the log's
+  // reserve, so a full log never keeps a transaction from committing, rolling back or recovering.
+  args.use_reserve = r.type != RecordType::kOp;
   auto lsn = o_.stream->Append(args);
   if (!lsn.ok())
     return lsn.status().Annotate("fs RM " + o_.name + ": transaction " + r.tx.ToString());
@@ -78,10 +83,26 @@ Result<log::Lsn> FsResourceManager::Append(const fstx::Record& r) {
 Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
   Tx& t = txs_[tx];
   if (!t.enlisted) {
-    KTMFS_RETURN_IF_ERROR(o_.tm->Enlist(tx, o_.id));
+    Status s = o_.tm->Enlist(tx, o_.id);
+    if (!s.ok()) return NamePinnerLocked(s);
     t.enlisted = true;
   }
   return &t;
+}
+
+// A full log is most often held by a transaction that has been open for long: say which, so its
+// owner can end it (the log's message names only the stream and LSN). The stream's base cannot
+// pass the first record of its oldest live transaction.
+Status FsResourceManager::NamePinnerLocked(const Status& s) const {
+  if (!s.IsLogFull()) return s;
+  const Guid* oldest = nullptr;
+  log::Lsn first = log::kMaxLsn;
+  for (const auto& [id, t] : txs_) {
+    if (t.first_lsn != log::kInvalidLsn && t.first_lsn < first) first = t.first_lsn, oldest = &id;
+  }
+  if (oldest == nullptr) return s;
+  return s.Annotate("transaction " + oldest->ToString() + " holds the log of " + o_.name +
+                    " from LSN " + log::LsnToString(first) + ": commit or roll it back");
 }
 
 Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
@@ -153,7 +174,8 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   if (!lsn.ok()) {
     // The view now holds an op the log does not: the transaction can no longer commit.
     (*t)->broken = true;
-    return lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString());
+    return NamePinnerLocked(
+        lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString()));
   }
   (*t)->ops.push_back(op);
   (*t)->bytes_logged += payload.size();
@@ -508,8 +530,12 @@ void FsResourceManager::LockPending(const Guid& tx, const std::vector<Op>& ops) 
   }
 }
 
-void FsResourceManager::MaybeTruncate() {
-  constexpr uint64_t kTruncateEvery = 1 << 20;  // bytes of stream between restart areas
+void FsResourceManager::MaybeTruncate(bool force) {
+  // Bytes of log between restart areas: a MiB, or a sixteenth of a smaller log, so that what the
+  // stream holds behind its oldest live transaction stays a small part of the log.
+  const log::LogGeometry g = o_.log->geometry();
+  const uint64_t every =
+      force ? 1 : std::min<uint64_t>(1 << 20, g.container_size * g.max_containers / 16);
   log::Lsn last;
   {
     std::lock_guard l(mu_);
@@ -529,7 +555,7 @@ void FsResourceManager::MaybeTruncate() {
         if (u.first_lsn != log::kInvalidLsn && u.first_lsn < last) last = u.first_lsn;
     // LSNs are byte positions in the log's address space: close enough to bytes appended.
     log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
-    if (last < from + kTruncateEvery) return;
+    if (last < from + every) return;
     truncated_at_ = last;
   }
   // Records appended from now on come after `last`: a transaction starting meanwhile keeps

@@ -179,7 +179,10 @@ class FsResourceManager : public tm::ResourceManager {
   // Nothing before the first record of the oldest live transaction is needed again: moves the
   // stream's base there (with a restart area, so it is durable) once enough has been appended
   // since the last time.
-  void MaybeTruncate();
+  // `force`: however little was appended (a clean shutdown).
+  void MaybeTruncate(bool force = false);
+  // `s`, and if it is "log full" and a live transaction here holds the stream's base, its name.
+  Status NamePinnerLocked(const Status& s) const;  // mu_ held
   ApplyTarget Target(const Guid& tx) const;
 
   const FsRmOptions o_;

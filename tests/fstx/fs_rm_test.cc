@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -78,6 +79,17 @@ struct Changes {
                           .offset = off,
                           .length = data.size()});
   }
+  // A small write carried in its record.
+  Status WriteData(const Guid& tx, const std::string& name, uint64_t off, const std::string& data) {
+    ObjectId id = IdOf(root + "/" + name);
+    KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {ObjectKey{id.dev, id.ino}}));
+    return rm->LogOp(tx, {.kind = OpKind::kWriteData,
+                          .object = id,
+                          .path = name,
+                          .offset = off,
+                          .length = data.size(),
+                          .data = data});
+  }
   Status Rename(const Guid& tx, const std::string& from, const std::string& to) {
     ObjectId id = IdOf(root + "/" + from);
     KTMFS_RETURN_IF_ERROR(
@@ -105,15 +117,20 @@ class FsRmWorld {
     Stop();
     log::LogOptions lo;
     lo.container_size = 256 << 10;
+    lo.max_containers = max_containers;
+    lo.reserve_percent = reserve_percent;
     auto l = log::Log::Open(&storage_, lo, true);
     if (!l.ok()) return l.status();
     log_ = std::move(*l);
     tm::TmOptions to;
     to.timeout_thread = false;
+    to.restart_every_log_bytes = std::min<uint64_t>(
+        to.restart_every_log_bytes, uint64_t(lo.container_size) * max_containers / 16);
     auto t = tm::TransactionManager::Open(log_.get(), to);
     if (!t.ok()) return t.status();
     tm_ = std::move(*t);
     KTMFS_RETURN_IF_ERROR(tm_->Recover());
+    if (checkpoint) KTMFS_RETURN_IF_ERROR(tm_->Checkpoint());
     for (size_t i = 0; i < roots_.size(); ++i) {
       auto stream = log_->OpenStream("fs" + std::to_string(i), true);
       if (!stream.ok()) return stream.status();
@@ -132,6 +149,7 @@ class FsRmWorld {
       KTMFS_RETURN_IF_ERROR(rms_.back()->Register());
       KTMFS_RETURN_IF_ERROR(rms_.back()->Recover());
     }
+    if (checkpoint) KTMFS_RETURN_IF_ERROR(tm_->Checkpoint());
     return Status::Ok();
   }
   void Stop() {
@@ -150,6 +168,11 @@ class FsRmWorld {
   bool background = false;
   // The apply hook of the RMs made by the next Start, already during their recovery.
   MutationHook recovery_hook;
+  // The log the next Start creates, and whether it starts as the daemon does (TM restart areas
+  // after recovery).
+  uint32_t max_containers = 256;
+  uint32_t reserve_percent = 0;
+  bool checkpoint = false;
 
   tm::TransactionManager& tm() { return *tm_; }
   // The RM's records in log order, as (type, transaction).
@@ -581,6 +604,72 @@ TEST(FsRm, ALaterCommitWaitsForTheEarlierOnesSync) {
   std::ifstream in(w.root() + "/a.txt");
   std::string data((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(data, "12pha");
+}
+
+// A transaction left open pins the log: new work gets ENOSPC naming it, before the log is too
+// full for work already begun to commit (its records use the reserve), and the next start
+// recovers in the full log. Committed work alone never fills it.
+TEST(FsRm, AnIdleTransactionThatFillsTheLogStopsNewWorkOnly) {
+  FsRmWorld w;
+  w.max_containers = 8;  // 2 MiB
+  w.reserve_percent = 12;
+  w.checkpoint = true;
+  ASSERT_TRUE(w.Start().ok());
+  const std::string chunk(48 << 10, 'x');
+  for (int i = 0; i < 100; ++i) {  // about 5 MiB through a 2 MiB log
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    Status s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
+    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
+    s = w.tm().Commit(*tx);
+    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
+  }
+  auto idle = w.tm().Begin({});
+  ASSERT_TRUE(idle.ok());
+  ASSERT_TRUE(w.changes().WriteData(*idle, "a.txt", 0, "I").ok());
+  auto begun = w.tm().Begin({});
+  ASSERT_TRUE(begun.ok());
+  ASSERT_TRUE(w.changes().Create(*begun, "new.txt", "n").ok());
+  Status full;
+  int commits = 0;
+  for (int i = 0; i < 200 && full.ok(); ++i) {
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    Status s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
+    if (!s.ok()) {
+      full = s;
+      ASSERT_TRUE(w.tm().Rollback(*tx).ok());
+      break;
+    }
+    s = w.tm().Commit(*tx);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    commits++;
+  }
+  ASSERT_EQ(full.code(), ENOSPC) << full.ToString();
+  EXPECT_NE(full.message().find("transaction " + idle->ToString() + " holds the log"),
+            std::string::npos)
+      << full.message();
+  EXPECT_GT(commits, 5);
+  Status s = w.tm().Commit(*begun);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+
+  w.CrashAndRestart();
+  s = w.Start();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto content = [&](const std::string& name) {
+    std::ifstream in(w.root() + "/" + name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(content("a.txt"), "alpha");  // the idle transaction rolled back
+  EXPECT_EQ(content("new.txt"), "n");
+  EXPECT_EQ(content("b.txt"), chunk);
+  for (int i = 0; i < 50; ++i) {  // the log has room again
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
+    ASSERT_TRUE(s.ok()) << "after recovery, commit " << i << ": " << s.ToString();
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  }
 }
 
 }  // namespace

@@ -105,6 +105,60 @@ TEST(LogSpace, ReservedSpaceIsThereWhenTheLogIsFull) {
             EINVAL);
 }
 
+// The reserve (LogOptions::reserve_percent): ordinary appends get "log full" while it is still
+// free, appends that may use it and restart areas go on, and the log reopens full.
+TEST(LogSpace, TheReserveIsLeftForAppendsThatUseIt) {
+  FaultInjectingStorage storage;
+  LogOptions opts = SmallOptions(2, 4);
+  opts.reserve_percent = 25;  // 8 KiB of 32
+  std::vector<Lsn> lsns;
+  {
+    auto log = VALUE(Log::Open(&storage, opts));
+    Stream* s = VALUE(log->OpenStream("s"));
+    Status full;
+    for (int i = 0; i < 1000 && full.ok(); ++i) {
+      auto lsn = s->Append({.type = 1, .payload = Payload(200, i)});
+      if (lsn.ok()) lsns.push_back(*lsn);
+      if (!lsn.ok()) full = lsn.status();
+    }
+    ASSERT_TRUE(full.IsLogFull()) << full.ToString();
+    EXPECT_NE(full.message().find("kept for commits, rollbacks and recovery"), std::string::npos)
+        << full.message();
+    // Far from the end of the ring: about the reserve is still free.
+    EXPECT_LE(log->end_lsn() + 6 * 1024, log->geometry().start_lsn + 4 * opts.container_size);
+    EXPECT_TRUE(s->Reserve(100).status().IsLogFull());  // reservations are ordinary work
+    int reserved = 0;
+    for (int i = 0; i < 10; ++i) {
+      auto lsn = s->Append({.type = 2, .payload = Payload(200, i), .use_reserve = true});
+      ASSERT_OK(lsn.status());
+      lsns.push_back(*lsn);
+      reserved++;
+    }
+    EXPECT_EQ(reserved, 10);
+    VALUE(s->WriteRestartArea(Payload(16, 1)));
+    EXPECT_TRUE(s->Append({.type = 1, .payload = Payload(200, 0)}).status().IsLogFull());
+    ASSERT_OK(log->Close());
+  }
+  // A full log opens, reads back whole and still takes what may use the reserve.
+  auto log = VALUE(Log::Open(&storage, opts, false));
+  Stream* s = VALUE(log->OpenStream("s", false));
+  auto all = ReadEverything(log.get());
+  EXPECT_GE(all.size(), lsns.size());
+  EXPECT_TRUE(s->Append({.type = 1, .payload = Payload(200, 0)}).status().IsLogFull());
+  ASSERT_OK(s->Append({.type = 2, .payload = Payload(200, 0), .use_reserve = true}).status());
+  // Moving the base frees the ring for everyone again.
+  ASSERT_OK(s->SetBaseLsn(log->end_lsn()));
+  VALUE(s->WriteRestartArea(Payload(16, 2)));
+  ASSERT_OK(s->Append({.type = 1, .payload = Payload(200, 0)}).status());
+}
+
+TEST(LogSpace, ReserveOfMoreThanHalfTheLogIsRefused) {
+  FaultInjectingStorage storage;
+  LogOptions opts = SmallOptions(2, 4);
+  opts.reserve_percent = 51;
+  EXPECT_EQ(Log::Open(&storage, opts).status().code(), EINVAL);
+}
+
 TEST(LogSpace, DroppedReservationGivesItsSpaceBack) {
   FaultInjectingStorage storage;
   auto log = VALUE(Log::Open(&storage, SmallOptions(2, 2)));

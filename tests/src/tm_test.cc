@@ -365,6 +365,64 @@ TEST_F(TmTest, RestartAreasBoundTheStreamAndRecoveryStillWorks) {
   EXPECT_TRUE(world_->tm().List().empty());
 }
 
+// Single-phase commits log next to nothing in the TM's stream, yet until its base moves the
+// TM holds every other stream's records after it: restart areas follow the whole log's growth.
+TEST_F(TmTest, RestartAreasFollowTheGrowthOfTheWholeLog) {
+  TmOptions o;
+  o.restart_every_log_bytes = 64 << 10;
+  Start(1, ReplyMode::kSync, o);
+  log::Stream* stream = tm().stream();
+  Result<log::Stream*> other = world_->log(0).OpenStream("other", true);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  const std::vector<std::byte> filler(8 << 10, std::byte{7});
+  const log::Lsn first_base = stream->base_lsn();
+  for (int n = 0; n < 40; ++n) {
+    Guid tx = Begin();
+    ASSERT_TRUE(rm(0).Write(tx, "k" + std::to_string(n), "v").ok());
+    ASSERT_TRUE(tm().Commit(tx).ok());
+    Result<log::Lsn> lsn = (*other)->Append({.type = 1, .payload = filler});
+    ASSERT_TRUE(lsn.ok()) << lsn.status().ToString();
+    ASSERT_TRUE((*other)->SetBaseLsn(*lsn).ok());
+  }
+  EXPECT_GE(tm().stats().restart_areas, 3u);
+  EXPECT_GT(stream->base_lsn(), first_base);
+  // The TM holds at most about two periods of the log.
+  EXPECT_LT(world_->log(0).end_lsn() - stream->base_lsn(), 3u * (64 << 10));
+  EXPECT_EQ(tm().stats().commits, 40u);
+}
+
+// At mount and at a clean shutdown the TM leaves nothing of the log before its newest restart
+// area but the one before it, and a live transaction survives in it.
+TEST_F(TmTest, CheckpointLeavesTheBaseRightBehindTheNewestRestartArea) {
+  Start(1);
+  log::Stream* stream = tm().stream();
+  Guid open_tx = Begin();
+  ASSERT_TRUE(rm(0).Write(open_tx, "open", "x").ok());
+  for (int n = 0; n < 5; ++n) {
+    Guid tx = Begin();
+    ASSERT_TRUE(rm(0).Write(tx, "k" + std::to_string(n), "v").ok());
+    ASSERT_TRUE(tm().Commit(tx).ok());
+  }
+  const log::Lsn before = stream->base_lsn();
+  ASSERT_TRUE(tm().Checkpoint().ok());
+  EXPECT_EQ(tm().stats().restart_areas, 2u);
+  EXPECT_GT(stream->base_lsn(), before);
+  size_t records = 0;
+  auto cursor = stream->ReadForward(stream->base_lsn());
+  log::Record r;
+  while (*cursor->Next(&r)) {
+    EXPECT_EQ(r.type, log::kRestartAreaRecordType);
+    ++records;
+  }
+  EXPECT_EQ(records, 2u);
+  world_->CrashAndRestart(log::CrashMode::kDropUnsynced);
+  ASSERT_TRUE(world_->Start().ok());
+  EXPECT_EQ(world_->rm(0).data().size(), 5u);
+  EXPECT_EQ(world_->rm(0).data().count("open"), 0u);
+  EXPECT_EQ(world_->rm(0).last_in_doubt().size(), 1u);  // the live one, from the restart area
+  EXPECT_TRUE(world_->tm().List().empty());
+}
+
 // A failed decision flush never acknowledges. Either the TM makes an abort record durable and
 // rolls everyone back, or (a log that refuses all writes after a failed one) the outcome is
 // unknown and the TM refuses further work; recovery then resolves it the same way at every RM.
