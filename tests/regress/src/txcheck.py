@@ -514,6 +514,10 @@ class Holds:
         self.subtrees = set()  # directories the change removes, moves or replaces
         self.parents = set()   # directories whose entries the change adds or removes
         self.moved_paths = set()
+        # The names above a file with several names, on the path the change named it by: the
+        # daemon is given the file, not the path, and checks the names above whichever name it
+        # knows the file by, so a conflict through these alone may or may not be seen.
+        self.via = set()
 
     def update(self, other):
         self.objs |= other.objs
@@ -534,8 +538,13 @@ def touches(t, op):
         return h  # two names of one object (or one name twice): POSIX changes nothing
     for p in op_paths(op):
         h.paths.add(p)
-        h.entries.update(t.entries_along(p))
+        along = t.entries_along(p)
         oid = t.lookup(p)
+        if oid is not None and t.objs[oid].kind != "d" and t.nlink(oid) > 1:
+            h.entries.add(along[-1])
+            h.via.update(along[:-1])
+        else:
+            h.entries.update(along)
         if oid is not None and not (k == "link" and p == op["dst"]):
             h.objs.add(oid)
         if k in ("rmdir", "rename") and oid is not None and t.objs[oid].kind == "d":
@@ -574,6 +583,13 @@ class Tx:
         self.log = []        # its successful ops, with the ids of what they created
         self.holds = Holds()
         self.view = committed.clone()
+        # A file with several names before the transaction can be changed through one of them
+        # only (fs/TRANSACTIONS.md, limits): the commit of a transaction that used two is
+        # refused with EINVAL. Per such file, the committed names its operations named it by.
+        self.names_used = {}
+
+    def uses_two_names_of_one_file(self):
+        return any(len(v) > 1 for v in self.names_used.values())
 
 
 def conflict(tx, t, touch):
@@ -583,12 +599,23 @@ def conflict(tx, t, touch):
     held = tx.holds
     if touch.entries & held.entries or touch.objs & held.objs:
         return "strict"
+    several_names = False
     for d in touch.subtrees:
         below = t.subtree(d)
-        if any(parent in below for parent, _ in held.entries) or held.objs & below:
+        if any(parent in below for parent, _ in held.entries):
             return "strict"
+        objs = held.objs & below
+        if any(t.objs[o].kind == "d" or t.nlink(o) == 1 for o in objs):
+            return "strict"
+        # A file with several names, one of them below: the daemon knows where it holds the
+        # file by the name it found it at, which may be outside (see Holds.via).
+        several_names = several_names or bool(objs)
+    if several_names:
+        return "soft"
     if touch.parents & held.objs:
         return "soft"  # a directory tx changed (mode, xattrs) gets or loses a name
+    if touch.via & held.entries:
+        return "soft"  # see Holds.via
     for p in touch.paths:
         if any(p == h or is_below(p, h) for h in held.paths):
             return "weak"
@@ -619,6 +646,8 @@ class Model:
         k = op["op"]
         if k == "begin":
             return ({"EBUSY"} if actor in self.txs else {"OK"}), None, None
+        if k == "commit" and actor in self.txs and self.txs[actor].uses_two_names_of_one_file():
+            return {"EINVAL"}, None, None
         if k in ("commit", "rollback"):
             return ({"OK"} if actor in self.txs else {"ANY-ERROR"}), None, None
         t = self.view(actor)
@@ -659,6 +688,7 @@ class Model:
         tx = self.txs.get(actor)
         if tx:
             tx.holds.update(held_by_op(tx.view, op, new_id))
+            self.note_names_used(tx, op)
             if apply_op(tx.view, op, new_id):
                 raise ModelError(f"{op_text(op)} succeeded but fails in the model")
             tx.log.append(logged)
@@ -666,6 +696,22 @@ class Model:
             if apply_op(self.committed, op, new_id):
                 raise ModelError(f"{op_text(op)} succeeded but fails in the model")
             self.replay_txs()
+
+    def note_names_used(self, tx, op):
+        if op["op"] == "rename" and tx.view.lookup(op["src"]) == tx.view.lookup(op["dst"]):
+            return  # two names of one object: nothing changes, nothing is logged
+        for p in op_paths(op):
+            err, parent, name, oid = tx.view.walk(p)
+            if err or oid is None or parent not in self.committed.objs:
+                continue
+            if self.committed.objs[parent].children.get(name) != oid:
+                continue  # not a name the file had before the transaction
+            if self.committed.nlink(oid) > 1:
+                tx.names_used.setdefault(oid, set()).add((parent, name))
+
+    def commit_refused(self, actor):
+        """The daemon refused the commit (and rolled the transaction back)."""
+        self.txs.pop(actor, None)
 
     def replay_txs(self):
         """Each live transaction's view is the new committed tree plus its own changes. The
@@ -1144,6 +1190,8 @@ class Run:
                                 "transaction changed is involved")
         if got == "OK" and "ANY-ERROR" not in accept:
             self.model.apply(actor, op)
+        elif op["op"] == "commit" and got == "EINVAL" and ok:
+            self.model.commit_refused(actor)
         self.check_daemon(text)
         if op["op"] in ("commit", "rollback"):
             # Where the bugs are: the whole tree, seen by the actor (now outside) and another.
