@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdarg>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -103,7 +104,12 @@ bool LibfuseAcceptsOptions(const Options& o) {
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   std::unique_ptr<fuse_args, void (*)(fuse_args*)> guard(&args, fuse_opt_free_args);
   fuse_lowlevel_ops ops{};
+  // Its debug lines (with -d) are printed again by the real session.
+  fuse_set_log_func([](fuse_log_level level, const char* fmt, va_list ap) {
+    if (level <= FUSE_LOG_WARNING) std::vfprintf(stderr, fmt, ap);
+  });
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, nullptr);
+  fuse_set_log_func(nullptr);  // libfuse's own again
   if (se == nullptr) return false;
   fuse_session_destroy(se);
   return true;
