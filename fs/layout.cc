@@ -9,6 +9,8 @@
 #include <cstring>
 #include <set>
 
+#include "fs/source_overlap.h"
+
 namespace ktmfs::fs {
 namespace {
 
@@ -106,8 +108,19 @@ Result<Layout> Layout::Create(const Options& options) {
     s.path = *canon;
     l.sources_.push_back(s);
   }
+  // Everything the command line gets wrong is said before anything is created.
+  KTMFS_RETURN_IF_ERROR(CheckSourcesDisjoint(l.sources_));
+  std::string mountpoint;
+  if (!options.mountpoint.empty()) {
+    auto mp = CanonicalDirectory(options.mountpoint, "mountpoint");
+    if (!mp.ok()) return mp.status();
+    mountpoint = *mp;
+  }
   l.state_dir_ = options.state_dir.empty() ? l.sources_[0].path + "/.ktmfs" : options.state_dir;
   KTMFS_RETURN_IF_ERROR(PrepareStateDir(l.state_dir_, l.sources_, &l.hidden_));
+  char buf[PATH_MAX];
+  if (realpath(l.state_dir_.c_str(), buf) != nullptr) l.state_dir_ = buf;
+  l.state_dirs_.push_back(l.state_dir_);
   if (options.log_mode == LogMode::kDedicated) {
     // Each source keeps its own log in its .ktmfs; those are hidden too.
     for (const Source& s : l.sources_) {
@@ -117,18 +130,16 @@ Result<Layout> Layout::Create(const Options& options) {
         struct stat st;
         if (stat(dir.c_str(), &st) == 0 && st.st_dev == h.dev && st.st_ino == h.ino) already = true;
       }
-      if (!already) KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_));
+      if (already) continue;
+      KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_));
+      l.state_dirs_.push_back(dir);
     }
   }
-  if (!options.mountpoint.empty()) {
+  if (!mountpoint.empty()) {
     // A mountpoint inside a source would lead the daemon into its own mount (a deadlock):
     // inside the mount it is an invisible entry, like the state directory.
-    auto mp = CanonicalDirectory(options.mountpoint, "mountpoint");
-    if (!mp.ok()) return mp.status();
-    KTMFS_RETURN_IF_ERROR(HideIfInside(*mp, "mountpoint", l.sources_, &l.hidden_));
+    KTMFS_RETURN_IF_ERROR(HideIfInside(mountpoint, "mountpoint", l.sources_, &l.hidden_));
   }
-  char buf[PATH_MAX];
-  if (realpath(l.state_dir_.c_str(), buf) != nullptr) l.state_dir_ = buf;
   return l;
 }
 

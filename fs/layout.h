@@ -30,12 +30,16 @@ struct HiddenEntry {
 
 class Layout {
  public:
-  // Parses SOURCE, checks each backing directory and creates the state directory (0700).
+  // Parses SOURCE, checks each backing directory (they must not overlap) and the mountpoint,
+  // then creates the state directories (0700).
   static Result<Layout> Create(const Options& options);
 
   bool virtual_root() const { return sources_.size() > 1 || !sources_[0].name.empty(); }
   const std::vector<Source>& sources() const { return sources_; }
   const std::string& state_dir() const { return state_dir_; }
+  // Every state directory the mount writes in: the state directory, and with dedicated logs
+  // each source's own .ktmfs; each appears once.
+  const std::vector<std::string>& state_dirs() const { return state_dirs_; }
   const std::vector<HiddenEntry>& hidden() const { return hidden_; }
 
   // Whether `name` inside the directory (dev, ino) is hidden.
@@ -46,6 +50,7 @@ class Layout {
  private:
   std::vector<Source> sources_;
   std::string state_dir_;
+  std::vector<std::string> state_dirs_;
   std::vector<HiddenEntry> hidden_;
 };
 

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdarg>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fs/caller.h"
@@ -19,6 +21,7 @@
 #include "fs/invalidator.h"
 #include "fs/layout.h"
 #include "fs/options.h"
+#include "fs/state_lock.h"
 #include "fs/tx_service.h"
 #include "ktmfs_config.h"
 
@@ -90,6 +93,28 @@ void DetachStdio() {
   if (null > 2) close(null);
 }
 
+// libfuse checks its own options only when the session is made, which must wait for recovery
+// (the session's callbacks need the transaction service). A throwaway session checks them
+// first, so that a wrong option is refused before anything is created. libfuse prints why.
+bool LibfuseAcceptsOptions(const Options& o) {
+  std::vector<std::string> copy = o.fuse_args;
+  std::vector<char*> argv;
+  for (std::string& a : copy)
+    argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  std::unique_ptr<fuse_args, void (*)(fuse_args*)> guard(&args, fuse_opt_free_args);
+  fuse_lowlevel_ops ops{};
+  // Its debug lines (with -d) are printed again by the real session.
+  fuse_set_log_func([](fuse_log_level level, const char* fmt, va_list ap) {
+    if (level <= FUSE_LOG_WARNING) std::vfprintf(stderr, fmt, ap);
+  });
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, nullptr);
+  fuse_set_log_func(nullptr);  // libfuse's own again
+  if (se == nullptr) return false;
+  fuse_session_destroy(se);
+  return true;
+}
+
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
@@ -110,6 +135,7 @@ int Run(int argc, char** argv) {
     return 0;
   }
   Options& options = cl->options;
+  if (!LibfuseAcceptsOptions(options)) return 1;
   umask(0);  // the kernel has applied the caller's umask already
   RaiseFileLimit();
   IdentityScope::InitProcessIdentity();
@@ -131,6 +157,16 @@ int Run(int argc, char** argv) {
   if (!options.foreground) {
     int rc = BackgroundAndWait(&ready_fd);
     if (rc >= 0) return rc;  // the foreground process, with the daemon's verdict
+  }
+  // Taken by the daemon itself, so that the pid it records is the one that holds them, and
+  // before recovery: a second daemon must not replay or append to a log this one writes.
+  std::vector<std::string> source_paths;
+  for (const Source& s : fs.layout().sources())
+    source_paths.push_back(s.path);
+  auto locks = LockMount(fs.layout().state_dirs(), source_paths);
+  if (!locks.ok()) {
+    std::fprintf(stderr, "ktmfs: %s\n", locks.status().message().c_str());
+    return 1;
   }
   // Recovery runs before the mount appears: nobody sees a half-applied transaction.
   auto txs = TxService::Start(options, fs.layout());

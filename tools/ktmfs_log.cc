@@ -1,7 +1,8 @@
 // ktmfs-log: offline inspection of a ktmfs log (dump, verify, stat). See ktmfs-log(8).
 //
 // The log is opened read-only (LogOptions::read_only): inspecting a log, even a damaged one,
-// never changes a byte of it, so it is safe on the log of a crashed mount before recovery.
+// never changes a byte of it, so it is safe on the log of a crashed mount before recovery. A
+// log a running daemon holds is read too, with a warning: it may change while it is read.
 #include <getopt.h>
 #include <sys/stat.h>
 
@@ -12,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "fs/state_lock.h"
 #include "fs/tx/records.h"
 #include "ktmfs_config.h"
 #include "log/base_file.h"
@@ -69,6 +71,28 @@ std::string LogDirectory(const std::string& dir) {
   if (IsFile(dir + "/" + klog::kBaseFileName)) return dir;
   if (IsFile(dir + "/log/" + klog::kBaseFileName)) return dir + "/log";
   return "";
+}
+
+// The state directory whose lock covers the log in `log_dir`: a log directory lives in one
+// (log/, or log.NAME with dedicated logs).
+std::string StateDirectoryOf(const std::string& log_dir) {
+  std::string d = log_dir;
+  while (d.size() > 1 && d.back() == '/')
+    d.pop_back();
+  size_t slash = d.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : d.substr(0, slash);
+}
+
+void WarnIfInUse(const std::string& dir, const std::string& log_dir) {
+  const std::string state = log_dir == dir ? StateDirectoryOf(log_dir) : dir;
+  auto holder = ktmfs::fs::StateDirLockHolder(state);
+  if (!holder) return;
+  std::fprintf(stderr,
+               "ktmfs-log: warning: %s is in use by the ktmfs daemon %s; the log may change "
+               "while it is read\n",
+               state.c_str(),
+               *holder > 0 ? ("with pid " + std::to_string(*holder)).c_str() : "(pid unknown)");
 }
 
 std::string StreamName(const std::map<klog::StreamId, std::string>& names, klog::StreamId id) {
@@ -288,6 +312,7 @@ int main(int argc, char** argv) {
                  klog::kBaseFileName, klog::kBaseFileName);
     return kExitCannotOpen;
   }
+  WarnIfInUse(dir, log_dir);
   auto storage = klog::OpenUringStorage(log_dir);
   if (!storage.ok()) {
     std::fprintf(stderr, "ktmfs-log: %s: %s\n", log_dir.c_str(),

@@ -203,6 +203,8 @@ TEST(MountTest, BadOptionsAreRefusedAndNothingIsMounted) {
     EXPECT_NE(r.exit_code, 0) << c.mentions;
     EXPECT_NE(r.output.find(c.mentions), std::string::npos) << r.output;
     EXPECT_EQ(ProcMountsLine(mnt), "");
+    // Refused before anything is created in the backing directory.
+    EXPECT_NE(access((src + "/.ktmfs").c_str(), F_OK), 0) << c.mentions;
   }
   CommandResult missing = RunCommand({KtmfsBinary(), t.Sub("absent"), mnt});
   EXPECT_NE(missing.exit_code, 0);
