@@ -12,6 +12,10 @@
 #include "fs/tx_view.h"
 #include "ktmfs.h"
 #include "ktmfs_config.h"
+#include "src/tm_types.h"
+
+// The installed header promises the transaction manager's errno for an unknown outcome.
+static_assert(KTMFS_EOUTCOME_UNKNOWN == ktmfs::tm::kOutcomeUnknownErrno);
 
 namespace ktmfs::fs {
 namespace {

@@ -52,9 +52,12 @@ struct LogOptions {
   uint32_t max_containers = 256;  // the ring grows up to this, then appends get "log full"
   // The share of the most space the log may take (max_containers * container_size) that only
   // appends with AppendArgs::use_reserve, restart areas and the log's own records may fill
-  // (0 to 50). Ordinary appends get "log full" while that much is still free, so the records
-  // that end transactions, and the restart areas that let the log be truncated, always fit
-  // (unless they themselves use it up). Not stored: it applies to this open.
+  // (0 to 50), at most one container. Ordinary appends get "log full" while that much is
+  // still free, so the records that end transactions, and the restart areas that let the log
+  // be truncated, always fit (unless they themselves use it up). At most a container because
+  // those records are small, and because a reserve larger than the free part of the ring makes
+  // the log grow (preallocating containers) before it needs to, which on a full disk fails
+  // ordinary appends that would have fit. Not stored: it applies to this open.
   uint32_t reserve_percent = 0;
   // Flushes in the kernel at once (1 to 4). More overlaps data syncs but makes smaller groups;
   // on the machines measured so far (tests/bench/log_bench) 1 commits fastest.

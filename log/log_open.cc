@@ -33,7 +33,8 @@ Result<std::unique_ptr<Log>> Log::Open(Storage* storage, const LogOptions& optio
   // Of the size the base file says (an existing log keeps the size it was created with), rounded
   // to blocks.
   const uint64_t capacity = uint64_t(log->image_.max_containers) * log->image_.container_size;
-  log->reserve_ = log->BlockCeil(capacity / 100 * options.reserve_percent);
+  log->reserve_ = log->BlockCeil(
+      std::min<uint64_t>(capacity / 100 * options.reserve_percent, log->image_.container_size));
   return std::unique_ptr<Log>(std::move(log));
 }
 

@@ -2,6 +2,7 @@
 // states, outcomes, notifications, and what a listing shows.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -29,6 +30,12 @@ enum class TxState : uint8_t {
 const char* ToString(TxState s);
 
 enum class Outcome : uint8_t { kCommit, kRollback };
+
+// The errno of a commit whose outcome is unknown until recovery: its decision record may or may
+// not have reached the disk (a failed flush). Neither "committed" nor "rolled back" would be
+// true; the next recovery settles it from the log. Documented in ktmfs.h as
+// KTMFS_EOUTCOME_UNKNOWN.
+inline constexpr int kOutcomeUnknownErrno = EINPROGRESS;
 const char* ToString(Outcome o);
 
 enum class NotificationKind : uint8_t { kPrepare, kCommit, kRollback, kSinglePhaseCommit };

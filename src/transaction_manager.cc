@@ -687,10 +687,10 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
     Status aborted = abort_lsn.ok() ? stream_->Flush(*abort_lsn) : abort_lsn.status();
     if (aborted.ok()) return rollback(why);
     l.lock();
-    if (failed_.ok())
-      failed_ = Status::IoError(why.message() + "; the outcome of " + TxName(tx->id) +
-                                " is unknown until the log is recovered");
-    tx->failure = failed_;
+    const std::string unknown = why.message() + "; the outcome of " + TxName(tx->id) +
+                                " is unknown until the log is recovered";
+    if (failed_.ok()) failed_ = Status::IoError(unknown);
+    tx->failure = Status::Error(kOutcomeUnknownErrno, unknown);
     tx->finished = true;
     tx->done.notify_all();
     RememberLocked(*tx);
@@ -716,6 +716,11 @@ Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const
   (*e)->awaiting_reply = false;
   if (result.ok()) {
     FinishLocked(tx, TxState::kCommitted);
+  } else if (result.code() == kOutcomeUnknownErrno) {
+    // The RM's own COMMITTED record is the decision, and it may be on disk: the RM keeps what
+    // recovery needs, and the caller learns that nobody knows yet.
+    tx->failure = result;
+    FinishLocked(tx, TxState::kRolledBack);
   } else {
     tx->reason = result.Annotate(TxName(id) + ": resource manager " + (*e)->rm_name +
                                  " rolled back in single-phase commit");

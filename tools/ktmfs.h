@@ -119,6 +119,10 @@ struct ktmfs_list_args {
 #define KTMFS_IOC_HOLDER _IOWR(KTMFS_IOC_MAGIC, 5, struct ktmfs_txid)
 #define KTMFS_IOC_LIST _IOWR(KTMFS_IOC_MAGIC, 6, struct ktmfs_list_args)
 
+/* A commit that fails with this errno has an unknown outcome: its decision could not be made
+ * durable, yet may have reached the disk. The next mount's recovery settles it. */
+#define KTMFS_EOUTCOME_UNKNOWN EINPROGRESS
+
 /* ---- Exit codes shared by the tools (see each tool's man page) -------------------------- */
 
 #define KTMFS_EXIT_OK 0

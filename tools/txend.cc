@@ -77,6 +77,13 @@ int main(int argc, char** argv) {
   int rc = commit ? ktmfs_commit(fd, id.c_str()) : ktmfs_rollback(fd, id.c_str());
   close(fd);
   if (rc == 0) return KTMFS_EXIT_OK;
+  if (commit && rc == -KTMFS_EOUTCOME_UNKNOWN) {
+    Warn(
+        "%s: the outcome of the commit is unknown until the next mount recovers the log (its "
+        "decision could not be made durable); the daemon's log says more",
+        path.c_str());
+    return KTMFS_EXIT_FAILED;
+  }
   if (commit && (rc == -EIO || rc == -ENOSPC || rc == -ETIMEDOUT)) {
     Warn("%s: commit failed: %s; the transaction was rolled back", path.c_str(),
          std::strerror(-rc));

@@ -142,7 +142,13 @@ int main(int argc, char** argv) {
 
   if (result == 0) {
     rc = ktmfs_commit(fd, id);
-    if (rc != 0) {
+    if (rc == -KTMFS_EOUTCOME_UNKNOWN) {
+      Warn(
+          "%s: the outcome of the commit of %s is unknown until the next mount recovers the "
+          "log (its decision could not be made durable)",
+          path.c_str(), id);
+      result = KTMFS_EXIT_COMMIT_FAILED;
+    } else if (rc != 0) {
       Warn("%s: commit of %s failed: %s; the transaction was rolled back", path.c_str(), id,
            std::strerror(-rc));
       result = KTMFS_EXIT_COMMIT_FAILED;

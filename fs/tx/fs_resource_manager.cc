@@ -606,9 +606,16 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       }
       if (!s.ok()) {
         // The flush failed, yet COMMITTED may have reached the disk: the outcome is in doubt
-        // until recovery reads the log. Keep staging and locks for it; report the failure.
+        // until recovery reads the log. Keep staging and locks for it; say exactly that.
         Forget(tx, false, false);
-        (void)o_.tm->SinglePhaseCommitComplete(tx, o_.id, s);
+        (void)o_.tm->SinglePhaseCommitComplete(
+            tx, o_.id,
+            Status::Error(tm::kOutcomeUnknownErrno,
+                          "fs RM " + o_.name + ": the outcome of transaction " + tx.ToString() +
+                              " is unknown until the next mount recovers the log: its COMMITTED "
+                              "record at " +
+                              log::LsnToString(*committed) +
+                              " could not be made durable: " + s.message()));
         return;
       }
       // Committed, whatever apply does now: a failure leaves it pending (the redo is in the

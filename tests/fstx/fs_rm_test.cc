@@ -518,6 +518,26 @@ TEST(FsRm, RecoveryKeepsAnUnappliableCommitPendingAndComesUp) {
   EXPECT_TRUE(StagingEmpty(w.staging_root()));
 }
 
+// A single-phase commit whose COMMITTED flush fails may or may not be durable: the caller is
+// told the outcome is unknown (never "rolled back"), the objects stay locked, and recovery
+// settles it: wholly applied or wholly absent.
+TEST(FsRm, FailedCommitFlushSaysTheOutcomeIsUnknown) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  w.storage().FailAtEvent(w.storage().events() + 1, EIO);
+  Status s = w.tm().Commit(*tx);
+  EXPECT_EQ(s.code(), tm::kOutcomeUnknownErrno) << s.ToString();
+  EXPECT_NE(s.message().find("unknown until the next mount"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(tx->ToString()), std::string::npos) << s.message();
+  EXPECT_GT(w.rm().locks().CountHeldBy(*tx), 0u);  // kept for recovery
+  w.CrashAndRestart();
+  ASSERT_TRUE(w.Start().ok());
+  const auto tree = Snapshot(w.root());
+  EXPECT_TRUE(tree == Expected() || tree == Initial());
+}
+
 TEST(FsRm, BackgroundSyncLogsAppliedOnlyAfterTheCommitIsVisible) {
   FsRmWorld w;
   w.background = true;
