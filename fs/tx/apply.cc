@@ -10,6 +10,7 @@
 #include <set>
 
 #include "fs/tx/direct_io.h"
+#include "fs/tx/owner_access.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/sync_together.h"
 
@@ -230,8 +231,12 @@ class Applier {
     // A new file's staged contents already have their final size.
     if ((op.set_mask & kSetSize) && !o.is_new()) {
       KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path));
-      if (::truncate(path.c_str(), static_cast<off_t>(op.size)) != 0)
-        return Errno("truncate " + path);
+      int fd = OpenAsOwner(path, O_WRONLY);
+      if (fd < 0) return Errno("open " + path + " to truncate it");
+      const bool cut = ::ftruncate(fd, static_cast<off_t>(op.size)) == 0;
+      Status s = cut ? Status::Ok() : Errno("truncate " + path);
+      ::close(fd);
+      KTMFS_RETURN_IF_ERROR(s);
       written_files_.insert(path);
     }
     if (op.set_mask & (kSetAtime | kSetMtime)) {
@@ -250,7 +255,7 @@ class Applier {
   }
 
   Status WriteData(const Op& op, const std::string& path) {
-    int out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    int out = OpenAsOwner(path, O_WRONLY);
     if (out < 0) return Errno("open " + path);
     Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
     size_t done = 0;
@@ -277,7 +282,7 @@ class Applier {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
     int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0) return Errno("open staged file " + staged);
-    int out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    int out = OpenAsOwner(path, O_WRONLY);
     if (out < 0) {
       Status s = Errno("open " + path);
       ::close(in);
@@ -290,8 +295,7 @@ class Applier {
     }
     Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
     if (s.ok()) {
-      s = CopyAt(in, in_direct, out, out_direct, op.offset, op.length,
-                 staged + " -> " + path);
+      s = CopyAt(in, in_direct, out, out_direct, op.offset, op.length, staged + " -> " + path);
     }
     for (int fd : {in, out, in_direct, out_direct})
       if (fd >= 0) ::close(fd);

@@ -9,6 +9,8 @@
 #include <set>
 #include <string>
 
+#include "fs/tx/owner_access.h"
+
 namespace ktmfs::fstx {
 namespace {
 
@@ -69,7 +71,7 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
   std::vector<std::string> names;
   Status s;
   auto open_one = [&](const std::string& path, int flags) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | flags);
+    int fd = OpenAsOwner(path, O_RDONLY | flags);
     if (fd >= 0) {
       fds.push_back(fd);
       names.push_back(path);
