@@ -55,6 +55,12 @@ class Applier {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0 && st.st_dev == id.dev && st.st_ino == id.ino;
   }
+  // A parked, deleted file with a name besides its parking name.
+  bool HasOtherNames(const PlannedObject& o) const {
+    struct stat st;
+    return ::lstat(Parking(o.id).c_str(), &st) == 0 && st.st_dev == o.id.dev &&
+           st.st_ino == o.id.ino && !S_ISDIR(st.st_mode) && st.st_nlink > 1;
+  }
   static bool Exists(const std::string& path) {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0;
@@ -140,11 +146,20 @@ class Applier {
     const std::vector<Op>& ops = plan_.content_ops;
     for (size_t i = 0; i < ops.size(); ++i) {
       const PlannedObject* o = plan_.Find(ops[i].object);
-      if (o == nullptr || o->deleted()) continue;  // gone at the end: nothing to set
+      if (o == nullptr) continue;
+      std::string path = Backing(o->canonical);
+      if (o->deleted()) {
+        // The transaction removed every name it knew the object by. An existing file can have
+        // more, which it never saw: then it lives on, with this transaction's changes, and its
+        // parking name (a link to it until cleanup) is where they go. Otherwise it is gone at
+        // the end: nothing to set.
+        if (o->is_new() || !HasOtherNames(*o)) continue;
+        path = Parking(o->id);
+      }
       Op merged;
       const Op& op = MergeExtents(ops, &i, &merged);
-      KTMFS_RETURN_IF_ERROR(ContentOp(op, *o, Backing(o->canonical))
-                                .Annotate(std::string(OpKindName(op.kind)) + " " + o->canonical));
+      KTMFS_RETURN_IF_ERROR(
+          ContentOp(op, *o, path).Annotate(std::string(OpKindName(op.kind)) + " " + o->original));
     }
     return Status::Ok();
   }

@@ -17,7 +17,8 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
   for (const Op& op : plan.content_ops) {
     if (op.kind != OpKind::kWriteExtent && op.kind != OpKind::kWriteData) continue;
     const PlannedObject* o = plan.Find(op.object);
-    if (o == nullptr || o->is_new() || o->deleted()) continue;
+    // A deleted file may have names the transaction never saw, and then lives on (apply.h).
+    if (o == nullptr || o->is_new()) continue;
     const uint64_t length = op.kind == OpKind::kWriteData ? op.data.size() : op.length;
     if (length > 0) ranges[o].emplace_back(op.offset, length);
   }
@@ -28,7 +29,7 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     struct stat st;
     // Only the object the transaction changed: whatever else sits at the name is not ours.
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != o->id.dev ||
-        st.st_ino != o->id.ino) {
+        st.st_ino != o->id.ino || (o->deleted() && st.st_nlink < 2)) {
       ::close(fd);
       continue;
     }

@@ -687,6 +687,8 @@ class Model:
         logged = dict(op, new_id=new_id)
         tx = self.txs.get(actor)
         if tx:
+            if k == "rename" and tx.view.lookup(op["src"]) == tx.view.lookup(op["dst"]):
+                return  # two names of one object (or one name twice): nothing to replay
             tx.holds.update(held_by_op(tx.view, op, new_id))
             self.note_names_used(tx, op)
             if apply_op(tx.view, op, new_id):
