@@ -36,6 +36,7 @@ class Applier {
     KTMFS_RETURN_IF_ERROR(Park());
     KTMFS_RETURN_IF_ERROR(Place());
     KTMFS_RETURN_IF_ERROR(Content());
+    KTMFS_RETURN_IF_ERROR(Unpark());
     return Changes();
   }
 
@@ -160,6 +161,34 @@ class Applier {
       const Op& op = MergeExtents(ops, &i, &merged);
       KTMFS_RETURN_IF_ERROR(
           ContentOp(op, *o, path).Annotate(std::string(OpKindName(op.kind)) + " " + o->original));
+    }
+    return Status::Ok();
+  }
+
+  // The parking name of a deleted file would count as one of its links until cleanup: a file
+  // with names the transaction never saw would show one link too many. So it goes now, made
+  // durable first if it was written (the sync step could no longer reach it). A re-run then
+  // finds neither name, and the changes already there.
+  Status Unpark() {
+    for (const auto& o : plan_.objects) {
+      if (o.is_new() || !o.deleted()) continue;
+      const std::string parking = Parking(o.id);
+      struct stat st;
+      if (::lstat(parking.c_str(), &st) != 0 || st.st_dev != o.id.dev || st.st_ino != o.id.ino ||
+          S_ISDIR(st.st_mode)) {
+        continue;  // gone already, or a directory: cleanup removes it
+      }
+      if (written_files_.erase(parking) > 0) {
+        int fd = OpenAsOwner(parking, O_RDONLY);
+        if (fd < 0) return Errno("open " + parking);
+        const bool synced = ::fsync(fd) == 0;
+        Status s = synced ? Status::Ok() : Errno("fsync " + parking);
+        ::close(fd);
+        KTMFS_RETURN_IF_ERROR(s);
+      }
+      KTMFS_RETURN_IF_ERROR(Mutate("unlink " + parking));
+      if (::unlink(parking.c_str()) != 0) return Errno("unlink " + parking);
+      dirty_dirs_.insert(Parent(parking));
     }
     return Status::Ok();
   }

@@ -6,7 +6,9 @@
 //   2. place new objects (from staging) and parked ones at their first final name, shallowest
 //            first (done if the staged or parking name is gone), then link extra names;
 //   3. content: modes, owners, times, sizes, xattrs and staged extents, absolute values in log
-//            order (repeating is harmless);
+//            order (repeating is harmless); a deleted file's through its parking name, since
+//            it may live on under names the transaction never saw; then the parking names of
+//            deleted files go (done if gone);
 //   4. fsync every file written and every directory whose entries changed.
 // The caller then logs APPLIED and only after that calls Cleanup: the staged data must
 // survive until no re-run can need it.

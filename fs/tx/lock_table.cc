@@ -1,5 +1,6 @@
 #include "fs/tx/lock_table.h"
 
+#include <cassert>
 #include <vector>
 
 namespace ktmfs::fstx {
@@ -79,7 +80,16 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
     by_path_.emplace(path, key);
   }
   count_.store(holders_.size(), std::memory_order_release);
+  AssertConsistentLocked();
   return Status::Ok();
+}
+
+void LockTable::AssertConsistentLocked() const {
+  // Every key taken with a path is in both path indexes, once, and is held. (Counts only: a
+  // full cross-check would make every lock cost the size of the table.)
+  assert(paths_.size() == by_path_.size());
+  assert(paths_.size() <= holders_.size());
+  assert(held_.empty() == holders_.empty());
 }
 
 std::optional<Guid> LockTable::Holder(const LockKey& key) const {
@@ -110,6 +120,7 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
   }
   held_.erase(it);
   count_.store(holders_.size(), std::memory_order_release);
+  AssertConsistentLocked();
   return n;
 }
 

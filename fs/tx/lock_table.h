@@ -83,6 +83,8 @@ class LockTable {
   // Under mu_: the holder other than tx of what makes a change at `path` conflict, if any.
   const Guid* NameAboveLocked(const std::string& path, const Guid& tx) const;
   const Guid* HeldUnderLocked(const std::string& dir, const Guid& tx) const;
+  // Debug builds: the indexes agree (mu_ held).
+  void AssertConsistentLocked() const;
   // Per-transaction index so ReleaseAll need not scan the whole table.
   std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;
 };
