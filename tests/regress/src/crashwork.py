@@ -48,6 +48,8 @@ import subprocess
 import sys
 import time
 
+from fuse_mounts import abort_connection, mount_device, mounted
+
 # ---- The control interface (tools/ktmfs.h) ------------------------------------------------------
 
 XATTR_BEGIN = "user.ktmfs.tx.begin"
@@ -485,19 +487,6 @@ class LogWatch:
 # ---- The daemon -------------------------------------------------------------------------------
 
 
-def mounted(mnt):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == mnt for line in f)
-
-
-def mount_device(mnt):
-    """The minor device number of the mount on mnt (the FUSE connection's id), or None."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == mnt:
-                return fields[2].split(":")[1]
-    return None
 
 
 def thread_states(who, pid):
@@ -578,19 +567,8 @@ class Daemon:
         return stuck
 
     def abort_connection(self):
-        """Aborts the daemon's FUSE connection through fusectl (mounting it if need be)."""
-        conn = mount_device(self.args.mnt) or self.conn
-        if conn is None:
-            return "no FUSE connection to abort"
-        ctl = "/sys/fs/fuse/connections"
-        if not os.path.exists(f"{ctl}/{conn}"):
-            subprocess.run(["mount", "-t", "fusectl", "fusectl", ctl], stderr=subprocess.DEVNULL)
-        try:
-            with open(f"{ctl}/{conn}/abort", "w") as f:
-                f.write("1")
-            return f"aborted FUSE connection {conn}"
-        except OSError as e:
-            return f"could not abort FUSE connection {conn}: {e}"
+        """Aborts the daemon's FUSE connection through fusectl."""
+        return abort_connection(mount_device(self.args.mnt) or self.conn)
 
     def kill(self):
         """Kills the daemon (if alive), reaps it and takes its mount down; returns what sigkill

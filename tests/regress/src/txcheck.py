@@ -42,6 +42,8 @@ import sys
 import tempfile
 import time
 
+from fuse_mounts import abort_connection, mount_device
+
 ROOT = 0  # the model's object id of the root directory
 NAMES = ["a", "b", "c", "d", "e", "f", "g", "x", "y", "z"]  # few names: collisions are frequent
 XATTRS = ["user.p", "user.q"]
@@ -882,14 +884,6 @@ class Generator:
 # ==== Processes: the daemon and the actors ======================================================
 
 
-def mount_info(mnt):
-    """The mount's device minor (its FUSE connection) if mnt is mounted, else None."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == mnt:
-                return fields[2].split(":")[1]
-    return None
 
 
 class Failure(Exception):
@@ -922,7 +916,7 @@ class Daemon:
                 f.write(f"{self.proc.pid}\n")
         end = time.monotonic() + 20
         while time.monotonic() < end:
-            self.conn = mount_info(self.mnt)
+            self.conn = mount_device(self.mnt)
             if self.conn is not None:
                 return
             if self.proc.poll() is not None:
@@ -946,17 +940,7 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is None
 
     def abort_connection(self):
-        conn = mount_info(self.mnt) or self.conn
-        if conn is None:
-            return
-        ctl = "/sys/fs/fuse/connections"
-        if not os.path.exists(f"{ctl}/{conn}"):
-            subprocess.run(["mount", "-t", "fusectl", "fusectl", ctl], stderr=subprocess.DEVNULL)
-        try:
-            with open(f"{ctl}/{conn}/abort", "w") as f:
-                f.write("1")
-        except OSError:
-            pass
+        abort_connection(mount_device(self.mnt) or self.conn)
 
     def kill(self):
         """SIGKILLs the daemon (aborting its connection if it cannot die) and unmounts."""
@@ -981,12 +965,12 @@ class Daemon:
 
     def unmount(self, lazy_after):
         for _ in range(lazy_after):
-            if mount_info(self.mnt) is None:
+            if mount_device(self.mnt) is None:
                 return True
             subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
-            if mount_info(self.mnt) is not None:
+            if mount_device(self.mnt) is not None:
                 time.sleep(0.1)
-        if mount_info(self.mnt) is not None:
+        if mount_device(self.mnt) is not None:
             subprocess.run(["fusermount3", "-u", "-z", self.mnt], stderr=subprocess.DEVNULL)
             return False
         return True
@@ -1106,7 +1090,7 @@ class Run:
         self.backing = cfg.backing or os.path.join(self.workdir, "backing")
         self.mnt = cfg.mnt or os.path.join(self.workdir, "mnt")
         for d in (self.backing, self.mnt):
-            if mount_info(d) is not None:
+            if mount_device(d) is not None:
                 raise Failure("setup", f"{d} is mounted")
             os.makedirs(d, exist_ok=True)
             for name in os.listdir(d):  # each seed starts from a fresh backing directory
