@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -63,13 +64,37 @@ int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::Obje
               [&] { return backing_path; });
 }
 
+namespace {
+
+// Where an object's key is in the backing tree: where the transaction's ops name it, since
+// that is where apply will look for it. The daemon's descriptor of a file with several names
+// may have been opened through any of them (a version node handed over from an earlier
+// transaction, say), so for such a file the name the transaction reached it by is looked up.
+std::string LockPath(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
+  auto p = BackingPath(fs, inode);
+  if (!p.ok()) return {};
+  struct stat st;
+  if (!inode->is_tx_version() || S_ISDIR(inode->type) || fstat(inode->fd, &st) != 0 ||
+      st.st_nlink < 2) {
+    return *p;
+  }
+  const std::string view = fs.inodes().ViewPath(inode);
+  if (view.empty()) return *p;
+  const auto slash = view.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "" : view.substr(0, slash);
+  const std::string name = slash == std::string::npos ? view : view.substr(slash + 1);
+  auto v = LookupView(fs, tx, inode->source_index, dir, name);
+  if (v.ok() && v->exists && !v->backing_path.empty()) return v->backing_path;
+  return *p;
+}
+
+}  // namespace
+
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   const fstx::ObjectId object = ObjectOf(inode);
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
-  return Take(fs, tx, inode->source_index, fstx::ObjectKey{object.dev, object.ino}, [&] {
-    auto p = BackingPath(fs, inode);
-    return p.ok() ? *p : std::string();
-  });
+  return Take(fs, tx, inode->source_index, fstx::ObjectKey{object.dev, object.ino},
+              [&] { return LockPath(fs, tx, inode); });
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
