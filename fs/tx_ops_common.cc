@@ -93,8 +93,17 @@ std::string LockPath(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   const fstx::ObjectId object = ObjectOf(inode);
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
-  return Take(fs, tx, inode->source_index, fstx::ObjectKey{object.dev, object.ino},
-              [&] { return LockPath(fs, tx, inode); });
+  const fstx::ObjectKey key{object.dev, object.ino};
+  auto& locks = fs.txs()->rm(inode->source_index).locks();
+  // Held already, but reached now by another of its names: that name may lie below a name
+  // another transaction holds (the file's key was checked where it was first taken).
+  struct stat st;
+  if (inode->is_tx_version() && !S_ISDIR(inode->type) && locks.Holder(key) == tx.id() &&
+      fstat(inode->fd, &st) == 0 && st.st_nlink > 1 &&
+      locks.NameHeldAbove(LockPath(fs, tx, inode), tx.id())) {
+    return EBUSY;
+  }
+  return Take(fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); });
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
