@@ -33,6 +33,26 @@ bool NeedsStaging(const std::vector<Op>& ops) {
   return false;
 }
 
+// Every backing name a committed transaction's apply touches, as (directory, name): the
+// original names of the existing objects and the final names of all.
+std::vector<std::pair<std::string, std::string>> PlanNames(const ApplyPlan& plan) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto add = [&](const std::string& path) {
+    const auto slash = path.find_last_of('/');
+    if (slash == std::string::npos) {
+      out.emplace_back("", path);
+    } else {
+      out.emplace_back(path.substr(0, slash), path.substr(slash + 1));
+    }
+  };
+  for (const PlannedObject& o : plan.objects) {
+    if (!o.is_new()) add(o.original);
+    for (const auto& name : o.finals)
+      add(name);
+  }
+  return out;
+}
+
 }  // namespace
 
 FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {
@@ -436,18 +456,24 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
 
 void FsResourceManager::KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn,
                                     const Status& why, bool owes_commit_reply) {
-  std::fprintf(stderr,
-               "ktmfs: fs RM %s: transaction %s is committed, but applying it failed: %s; its "
-               "apply stays pending (its files stay locked) and is retried, and at every mount\n",
-               o_.name.c_str(), tx.ToString().c_str(), why.message().c_str());
+  auto say = [&] {
+    std::fprintf(stderr,
+                 "ktmfs: fs RM %s: transaction %s is committed, but applying it failed: %s; its "
+                 "apply stays pending (its files stay locked) and is retried, and at every "
+                 "mount\n",
+                 o_.name.c_str(), tx.ToString().c_str(), why.message().c_str());
+  };
   std::lock_guard l(mu_);
   for (auto& p : pending_) {
     if (p.info.tx == tx) {
+      // A retry every few seconds that fails the same way is not news.
+      if (p.info.error != why.message()) say();
       p.info.error = why.message();
       p.info.attempts++;
       return;
     }
   }
+  say();
   pending_.push_back({{tx, why.message(), 1}, std::move(ops), first_lsn, owes_commit_reply});
 }
 
@@ -484,24 +510,9 @@ size_t FsResourceManager::RetryPendingApplies() {
       auto plan = PlanApply(p.ops);
       if (!plan.ok()) continue;
       std::vector<ObjectId> objects;
-      std::vector<std::pair<std::string, std::string>> entries;
-      auto entry = [&](const std::string& path) {
-        const auto slash = path.find_last_of('/');
-        if (slash == std::string::npos) {
-          entries.emplace_back("", path);
-        } else {
-          entries.emplace_back(path.substr(0, slash), path.substr(slash + 1));
-        }
-      };
-      for (const PlannedObject& o : plan->objects) {
-        if (!o.is_new()) {
-          objects.push_back(o.id);
-          entry(o.original);
-        }
-        for (const auto& name : o.finals)
-          entry(name);
-      }
-      o_.on_late_apply(p.info.tx, objects, entries);
+      for (const PlannedObject& o : plan->objects)
+        if (!o.is_new()) objects.push_back(o.id);
+      o_.on_late_apply(p.info.tx, objects, PlanNames(*plan));
     }
   }
   MaybeTruncate();
@@ -512,21 +523,14 @@ size_t FsResourceManager::RetryPendingApplies() {
 void FsResourceManager::LockPending(const Guid& tx, const std::vector<Op>& ops) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return;
-  auto lock_name = [&](const std::string& path) {
-    const auto slash = path.find_last_of('/');
-    const std::string dir =
-        o_.backing_root + (slash == std::string::npos ? "" : "/" + path.substr(0, slash));
+  for (const PlannedObject& o : plan->objects)
+    if (!o.is_new()) (void)locks_.Acquire(tx, ObjectKey{o.id.dev, o.id.ino}, o.original);
+  for (const auto& [dir, name] : PlanNames(*plan)) {
     struct stat st;
-    if (::stat(dir.c_str(), &st) != 0) return;
-    (void)locks_.Acquire(tx, EntryKey{st.st_dev, st.st_ino, path.substr(slash + 1)}, path);
-  };
-  for (const PlannedObject& o : plan->objects) {
-    if (!o.is_new()) {
-      (void)locks_.Acquire(tx, ObjectKey{o.id.dev, o.id.ino}, o.original);
-      lock_name(o.original);
-    }
-    for (const auto& name : o.finals)
-      lock_name(name);
+    if (::stat((dir.empty() ? o_.backing_root : o_.backing_root + "/" + dir).c_str(), &st) != 0)
+      continue;
+    (void)locks_.Acquire(tx, EntryKey{st.st_dev, st.st_ino, name},
+                         dir.empty() ? name : dir + "/" + name);
   }
 }
 
