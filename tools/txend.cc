@@ -27,7 +27,9 @@ void Usage(FILE* out, bool commit) {
                prog, commit ? "Commit" : "Roll back",
                commit ? "; returns once the transaction is durable" : "",
                commit ? "committed" : "rolled back",
-               commit ? " (a failed commit is rolled back)" : "");
+               commit ? " (a failed commit is rolled back, or its outcome is unknown until\n"
+                        "the next mount)"
+                      : "");
 }
 
 }  // namespace
