@@ -10,6 +10,8 @@
 #include <cstring>
 #include <memory>
 
+#include "ktmfs_config.h"
+
 namespace ktmfs::fs {
 namespace {
 
@@ -241,6 +243,13 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (!o.default_permissions) {
     o.default_permissions = true;
     o.fuse_args.push_back("-odefault_permissions");
+  }
+  if (const char* f = getenv("KTMFS_FAULT_LOG_SYNC"); f != nullptr && *f != '\0') {
+    // A test that asked for a fault must not pass because the daemon cannot inject it.
+    if (!KTMFS_FAULT_HOOKS)
+      return Status::InvalidArgument(
+          "KTMFS_FAULT_LOG_SYNC is set, but this ktmfs was built without -Dfault_hooks=true");
+    o.fault_log_sync = f;
   }
   if (!has_fsname) o.fuse_args.push_back("-ofsname=" + EscapeOptionValue(o.source));
   if (!has_subtype) o.fuse_args.push_back("-osubtype=ktmfs");

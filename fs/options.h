@@ -44,6 +44,9 @@ struct Options {
   unsigned max_threads = 0;
   bool default_permissions = false;
   bool allow_other = false;
+  // From $KTMFS_FAULT_LOG_SYNC, for tests of real mounts (builds with -Dfault_hooks=true only):
+  // while this file exists, the log's next durable write is done and then fails with EIO.
+  std::string fault_log_sync;
   // What is left for fuse_session_new (argv[0], -o fsname=..., libfuse options).
   std::vector<std::string> fuse_args;
 };

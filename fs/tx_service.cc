@@ -9,6 +9,7 @@
 
 #include "fs/tx/staging.h"
 #include "log/io.h"
+#include "log/sync_fault_storage.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -82,6 +83,14 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     so.direct_io = true;  // see log/io.h; measured with tests/bench/log_bench
     auto storage = log::OpenUringStorage(dir, so);
     if (!storage.ok()) return storage.status().Annotate("log " + dir);
+    if (!options.fault_log_sync.empty()) {
+      std::fprintf(stderr,
+                   "ktmfs: fault injection armed for log %s: while %s exists, the next "
+                   "durable log write fails with EIO after it is done\n",
+                   dir.c_str(), options.fault_log_sync.c_str());
+      *storage =
+          std::make_unique<log::SyncFaultStorage>(std::move(*storage), options.fault_log_sync);
+    }
     auto lg = log::Log::Open(storage->get(), DaemonLogOptions(options.log_size), true);
     if (!lg.ok()) return lg.status().Annotate("log " + dir);
     storages_.push_back(std::move(*storage));
@@ -165,6 +174,12 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     KTMFS_RETURN_IF_ERROR(rm->Recover().Annotate("recovering resource manager " + label));
     const auto& r = rm->recovery_report();
     // Quiet when there was nothing to recover.
+    for (const Guid& t : r.redone_txs)
+      std::fprintf(stderr, "ktmfs: recovery of %s: transaction %s was committed: applied\n",
+                   label.c_str(), t.ToString().c_str());
+    for (const Guid& t : r.rolled_back_txs)
+      std::fprintf(stderr, "ktmfs: recovery of %s: transaction %s was unfinished: rolled back\n",
+                   label.c_str(), t.ToString().c_str());
     if (r.redone + r.rolled_back + r.leftovers + r.pending > 0) {
       std::fprintf(stderr,
                    "ktmfs: recovery of %s (%s): %zu committed transaction(s) applied, %zu "
