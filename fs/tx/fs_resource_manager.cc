@@ -707,6 +707,7 @@ Status FsResourceManager::Recover() {
     if (a.ok()) {
       s.applied = true;
       report_.redone++;
+      report_.redone_txs.push_back(tx);
       return;
     }
     KeepPending(tx, s.ops, s.first_lsn, a);
@@ -733,6 +734,7 @@ Status FsResourceManager::Recover() {
     KTMFS_RETURN_IF_ERROR(Abort(tx));
     s.aborted = true;
     report_.rolled_back++;
+    report_.rolled_back_txs.push_back(tx);
     return o_.stream->Flush(o_.stream->last_lsn());
   };
   KTMFS_RETURN_IF_ERROR(o_.tm->RecoverResourceManager(

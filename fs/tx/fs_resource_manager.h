@@ -72,6 +72,9 @@ class FsResourceManager : public tm::ResourceManager {
     size_t rolled_back = 0;  // unfinished transactions discarded
     size_t leftovers = 0;    // staging directories of no transaction, removed
     size_t pending = 0;      // committed transactions whose apply failed again: still pending
+    // Which transactions recovery settled, for the daemon's log: a commit whose outcome the
+    // caller was told is unknown is found here by its id.
+    std::vector<Guid> redone_txs, rolled_back_txs;
   };
   const RecoveryReport& recovery_report() const { return report_; }
 
