@@ -385,6 +385,17 @@ Status SyncApplied(const AppliedChanges& changes) {
   return SyncTogether(/*use_ring=*/false).Sync({&changes});
 }
 
+Status PrepareParking(const ApplyTarget& target, const ApplyPlan& plan) {
+  if (std::none_of(plan.objects.begin(), plan.objects.end(),
+                   [](const PlannedObject& o) { return o.parks(); }))
+    return Status::Ok();
+  const std::string park = target.staging_dir + "/park";
+  struct stat st;
+  if (::stat(park.c_str(), &st) == 0) return Status::Ok();
+  KTMFS_RETURN_IF_ERROR(MakeDirs(park));
+  return SyncApplied({target.backing_root, {}, {Parent(target.staging_dir), target.staging_dir}});
+}
+
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
                         const MutationHook& hook) {
   auto changes = ApplyChanges(target, ops, hook);

@@ -50,6 +50,11 @@ Status SyncApplied(const AppliedChanges& changes);
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,
                         const MutationHook& hook = nullptr);
 
+// Makes, durably, the directories step 1 parks objects in, if the plan parks any: they take
+// space, so a full backing filesystem must refuse the commit at prepare, not stop apply after
+// the decision (regress tx/034).
+Status PrepareParking(const ApplyTarget& target, const ApplyPlan& plan);
+
 // Drops staging and parking (deleted objects go with their parking names).
 Status CleanupAppliedTransaction(const ApplyTarget& target);
 

@@ -230,6 +230,7 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // And so must a backing filesystem too full to hold what apply will write.
   auto plan = PlanApply(t.ops);
   Status applicable = plan.ok() ? ReserveApplySpace(o_.backing_root, *plan) : plan.status();
+  if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (!applicable.ok()) {
     return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
                                " cannot be applied");
