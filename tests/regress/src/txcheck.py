@@ -18,12 +18,18 @@ After every step the return code is checked, and every actor reads what the step
 directory listing, contents, xattrs) and compares it with the model's view for that actor;
 periodically, and after every remount, the whole tree. With --kill-rate the daemon is SIGKILLed
 at random steps and remounted: live transactions are gone, the tree must be the committed one.
+With --disk-mb the backing directory lives on a small ext4 loop filesystem that --fill-rate fills
+and frees at random steps: on a full disk any change may fail with ENOSPC and must then have no
+effect (a create or O_TRUNC whose write failed counts as an empty file), a commit may be refused
+with ENOSPC and must then be wholly absent, a rollback never fails, and a mount (after a kill)
+must come up.
 
 A failure prints the seed and the trace, shrunk by replaying fewer steps. Exit 0 and a one-line
 summary when nothing was found; 1 on a failure; 2 on bad usage or a broken environment.
 
     txcheck.py --build BUILD --seed 7 --steps 300
     txcheck.py --build BUILD --minutes 30 --kill-rate 0.01      # a long run over many seeds
+    txcheck.py --build BUILD --minutes 60 --kill-rate 0.01 --disk-mb 64   # ... and a full disk
     txcheck.py --native /tmp/empty-dir --steps 2000             # the model against plain Linux
 """
 
@@ -108,6 +114,11 @@ def agent_tree(top):
     return out
 
 
+class PartialError(OSError):
+    """A two-step operation whose first step (the create, or the truncate of O_TRUNC) happened
+    before the second (the write) failed: the model follows with the data left out."""
+
+
 def agent_write(p, flags, data, off=None):
     fd = os.open(p, flags, 0o666)
     try:
@@ -115,6 +126,10 @@ def agent_write(p, flags, data, off=None):
             os.write(fd, data.encode("latin-1"))
         else:
             os.pwrite(fd, data.encode("latin-1"), off)
+    except OSError as e:
+        if flags & (os.O_CREAT | os.O_TRUNC):
+            raise PartialError(e.errno, e.strerror)
+        raise
     finally:
         os.close(fd)
 
@@ -181,6 +196,8 @@ def agent_main(top):
         op = json.loads(line)
         try:
             out = {"r": "OK", "v": agent_run(top, op)}
+        except PartialError as e:
+            out = {"r": errname(e.errno), "partial": True}
         except OSError as e:
             out = {"r": errname(e.errno)}
         sys.stdout.write(json.dumps(out) + "\n")
@@ -638,6 +655,10 @@ class Model:
         self.committed, self.next_id = initial_tree(links)
         self.txs = {}  # actor -> Tx
         self.holders = []  # who holds what the last expected change touches
+        # The backing filesystem is full (--disk-mb): any change may get ENOSPC and then has no
+        # effect (two-step ones say how far they got); a commit may be refused with ENOSPC and
+        # is then rolled back wholly; a rollback never fails.
+        self.full = False
 
     def view(self, actor):
         tx = self.txs.get(actor)
@@ -645,6 +666,12 @@ class Model:
 
     def expect(self, actor, op):
         """The results op may have: (accepted set, POSIX result, its kind of conflict)."""
+        accept, posix, kind = self.expect_when_space(actor, op)
+        if self.full and op["op"] != "rollback" and "ANY-ERROR" not in accept:
+            accept = accept | {"ENOSPC"}
+        return accept, posix, kind
+
+    def expect_when_space(self, actor, op):
         k = op["op"]
         if k == "begin":
             return ({"EBUSY"} if actor in self.txs else {"OK"}), None, None
@@ -1087,7 +1114,7 @@ class Run:
 
     def setup(self):
         cfg = self.cfg
-        self.backing = cfg.backing or os.path.join(self.workdir, "backing")
+        self.backing = cfg.backing or os.path.join(cfg.disk or self.workdir, "backing")
         self.mnt = cfg.mnt or os.path.join(self.workdir, "mnt")
         for d in (self.backing, self.mnt):
             if mount_device(d) is not None:
@@ -1133,6 +1160,8 @@ class Run:
                 self.steps.append(step)
                 if step[0] == "kill":
                     self.kill_and_remount(i)
+                elif step[0] in ("fill", "drain"):
+                    self.fill(i) if step[0] == "fill" else self.drain(i)
                 else:
                     self.do_op(i, step[1], step[2])
                 if i % self.cfg.full_every == self.cfg.full_every - 1:
@@ -1151,6 +1180,8 @@ class Run:
         rng = self.rng
         if not self.cfg.native and self.cfg.kill_rate and rng.random() < self.cfg.kill_rate:
             return ("kill",)
+        if self.cfg.disk and rng.random() < self.cfg.fill_rate:
+            return ("drain",) if self.model.full else ("fill",)
         if not hasattr(self, "gen"):
             self.gen = Generator(rng, self.model, self.cfg.skip)
         actor = rng.choice(self.actors)
@@ -1163,7 +1194,8 @@ class Run:
     def do_op(self, i, actor, op):
         accept, posix, kind = self.model.expect(actor, op)
         text = f"#{i} {self.who(actor)}: {op_text(op)}"
-        got = self.agents[actor].call(op)["r"]
+        answer = self.agents[actor].call(op)
+        got = answer["r"]
         self.trace.append((text, "|".join(sorted(accept)), got))
         self.log(f"{text}: expect {'|'.join(sorted(accept))}, got {got}")
         ok = got in accept or ("ANY-ERROR" in accept and got != "OK")
@@ -1176,8 +1208,10 @@ class Run:
                                 "transaction changed is involved")
         if got == "OK" and "ANY-ERROR" not in accept:
             self.model.apply(actor, op)
-        elif op["op"] == "commit" and got == "EINVAL" and ok:
+        elif op["op"] == "commit" and got in ("EINVAL", "ENOSPC") and ok:
             self.model.commit_refused(actor)
+        elif got == "ENOSPC" and ok and answer.get("partial"):
+            self.model.apply(actor, dict(op, data=""))  # created or truncated, then no space
         self.check_daemon(text)
         if op["op"] in ("commit", "rollback"):
             # Where the bugs are: the whole tree, seen by the actor (now outside) and another.
@@ -1259,6 +1293,52 @@ class Run:
             raise Failure("view", f"after step #{i}: {actor} ({where}) sees {path or '/'} "
                           f"wrong: {d}", sig=f"view {path} {d.split(' ', 1)[0]}")
 
+    # -- a full disk (--disk-mb) --
+
+    def filler(self):
+        return os.path.join(self.cfg.disk, "filler")
+
+    def fill(self, i):
+        """Takes every free block of the backing filesystem (the daemon is root: the disk is
+        made without reserved blocks, so there is nothing left for it either)."""
+        text = f"#{i} fill the disk"
+        self.trace.append((text, "", ""))
+        self.log(text)
+        fd = os.open(self.filler(), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for chunk in (1 << 20, 1 << 12):
+                while True:
+                    try:
+                        os.posix_fallocate(fd, os.fstat(fd).st_size, chunk)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        break
+            block = b"\0" * 4096
+            os.lseek(fd, 0, os.SEEK_END)
+            while True:  # what fallocate could not take in whole blocks
+                try:
+                    os.write(fd, block)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        st = os.statvfs(self.cfg.disk)
+        self.log(f"  {st.f_bfree} blocks free")
+        self.model.full = True
+
+    def drain(self, i):
+        text = f"#{i} free the disk"
+        self.trace.append((text, "", ""))
+        self.log(text)
+        if os.path.exists(self.filler()):
+            os.unlink(self.filler())
+        os.sync()  # ext4 reuses the blocks after its journal commits
+        self.model.full = False
+
     # -- kills --
 
     def kill_and_remount(self, i):
@@ -1277,6 +1357,8 @@ class Run:
         """A clean unmount; the backing tree must be the committed one; it mounts again."""
         if self.cfg.native:
             return
+        if self.model.full:
+            self.drain(len(self.steps))
         self.stop_agents()
         self.trace.append(("end: unmount, compare the backing tree, mount again", "", ""))
         self.daemon.stop()
@@ -1393,6 +1475,12 @@ def parse_args(argv):
                    help="TX,PLAIN: transactional and plain actors (default 3,2)")
     p.add_argument("--kill-rate", type=float, default=0.0,
                    help="probability per step of SIGKILLing the daemon and remounting")
+    p.add_argument("--disk-mb", type=int, default=0,
+                   help="put the backing directory on an ext4 loop filesystem of this size "
+                   "(root only), which --fill-rate fills and frees")
+    p.add_argument("--fill-rate", type=float, default=0.02,
+                   help="with --disk-mb: probability per step of filling the disk (or of "
+                   "freeing it when full)")
     p.add_argument("--tmpdir", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--options", default=os.environ.get("KTMFS_MOUNT_OPTIONS",
                                                        "allow_other,default_permissions"))
@@ -1438,9 +1526,34 @@ def parse_args(argv):
             setattr(args, k, os.path.realpath(getattr(args, k)))
     if args.tx_actors + args.plain_actors < 1:
         p.error("no actors")
+    if args.disk_mb and (args.native or args.backing):
+        p.error("--disk-mb makes the backing directory itself: not with --native or --backing")
+    if args.disk_mb and os.geteuid() != 0:
+        p.error("--disk-mb needs root (it mounts a loop filesystem)")
+    args.disk = None  # its mount point, once made
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(31)
     return args
+
+
+def make_disk(cfg, workdir):
+    """An ext4 loop filesystem of cfg.disk_mb MiB without reserved blocks, mounted in workdir."""
+    image, disk = os.path.join(workdir, "disk.img"), os.path.join(workdir, "disk")
+    os.makedirs(disk)
+    with open(image, "wb") as f:
+        f.truncate(cfg.disk_mb << 20)
+    for cmd in (["mkfs.ext4", "-q", "-F", "-m", "0", image], ["mount", "-o", "loop", image, disk]):
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise OSError(f"{' '.join(cmd)} failed: {r.stdout.strip()}")
+    cfg.disk = disk
+
+
+def remove_disk(cfg):
+    if cfg.disk and mount_device(cfg.disk) is not None:
+        if subprocess.run(["umount", cfg.disk], stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["umount", "-l", cfg.disk])  # the loop device goes when it is free
+    cfg.disk = None
 
 
 def main(argv):
@@ -1460,6 +1573,14 @@ def main(argv):
             return 2
     else:
         workdir = tempfile.mkdtemp(prefix="txcheck.", dir=cfg.tmpdir)
+    if cfg.disk_mb:
+        try:
+            make_disk(cfg, workdir)
+        except OSError as e:
+            print(f"txcheck: {e}", file=sys.stderr)
+            remove_disk(cfg)
+            shutil.rmtree(workdir, ignore_errors=True)
+            return 2
     end = time.monotonic() + cfg.minutes * 60 if cfg.minutes else None
     seeds = steps = 0
     uncertain = {}
@@ -1504,6 +1625,7 @@ def main(argv):
         print("txcheck: interrupted", file=sys.stderr)
         return 130
     finally:
+        remove_disk(cfg)
         if logf:
             for k, v in sorted(uncertain.items()):
                 logf.write(f"model uncertain: {k}: {v} times\n")
