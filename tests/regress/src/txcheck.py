@@ -477,8 +477,18 @@ def apply_link(t, op):
     return None
 
 
-def apply_op(t, op, new_id):
+CONTENT_OPS = ("overwrite", "write", "append", "truncate", "chmod", "utimes", "setxattr",
+               "removexattr")
+
+
+def apply_op(t, op, new_id, oid=None):
+    """oid: for a content op, the object to change whatever its path now (see Model.apply)."""
     k = op["op"]
+    if oid is not None and k in CONTENT_OPS and oid in t.objs:
+        o = t.objs[oid]
+        if k in ("overwrite", "write", "append", "truncate") and o.kind == "d":
+            return "EISDIR"
+        return apply_content(op, o)
     if k in ("create", "mkdir"):
         return apply_create(t, op, new_id, "f" if k == "create" else "d")
     if k in ("rmdir", "unlink"):
@@ -489,8 +499,14 @@ def apply_op(t, op, new_id):
         return apply_link(t, op)
     if k in ("overwrite", "write", "append", "truncate"):
         err, o = op_file(t, op["path"])
-        if err:
-            return err
+        return err or apply_content(op, o)
+    err, o = op_any(t, op["path"])
+    return err or apply_content(op, o)
+
+
+def apply_content(op, o):
+    k = op["op"]
+    if k in ("overwrite", "write", "append", "truncate"):
         if k == "overwrite":
             put_data(o, op["data"])
         elif k == "append":
@@ -501,9 +517,6 @@ def apply_op(t, op, new_id):
         else:
             put_data(o, o.data[:op["size"]].ljust(op["size"], "\0"))
         return None
-    err, o = op_any(t, op["path"])
-    if err:
-        return err
     if k == "chmod":
         o.mode = op["mode"]
     elif k == "utimes":
@@ -720,6 +733,11 @@ class Model:
                 return  # two names of one object (or one name twice): nothing to replay
             tx.holds.update(held_by_op(tx.view, op, new_id))
             self.note_names_used(tx, op)
+            if k in CONTENT_OPS:
+                # The transaction holds the object, not the path: a file with several names
+                # may be moved by another actor through a name the daemon does not know the
+                # transaction by (the "soft" conflict), and the change follows the object.
+                logged["oid"] = tx.view.lookup(op["path"])
             if apply_op(tx.view, op, new_id):
                 raise ModelError(f"{op_text(op)} succeeded but fails in the model")
             tx.log.append(logged)
@@ -750,7 +768,7 @@ class Model:
         for a, tx in self.txs.items():
             view = self.committed.clone()
             for op in tx.log:
-                err = apply_op(view, op, op["new_id"])
+                err = apply_op(view, op, op["new_id"], op.get("oid"))
                 if err:
                     raise ModelError(f"{a}'s change {op_text(op)} no longer applies ({err}) on "
                                      "the new committed tree: a change by another actor went "
