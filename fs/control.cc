@@ -216,6 +216,7 @@ int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>*
         e.objects_locked = t.objects_locked;
         e.rm_count = t.rm_count;
         e.timeout_sec = t.timeout_sec;
+        e.flags = t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0;
         // Descriptions may name paths: other users' are not shown, except to root.
         if (r.caller.uid == 0 || r.caller.uid == t.owner)
           std::snprintf(e.name, sizeof e.name, "%s", t.name.c_str());

@@ -467,6 +467,36 @@ std::vector<TxService::Info> TxService::List() const {
     }
     out.push_back(std::move(i));
   }
+  // Committed, applied by nobody yet: listed until their retry succeeds, so an administrator
+  // sees what holds their files (contract: a pending apply is shown, not only logged).
+  const size_t live_count = out.size();
+  for (const auto& rm : rms_) {
+    for (const auto& p : rm->PendingApplies()) {
+      auto same = std::find_if(out.begin() + static_cast<std::ptrdiff_t>(live_count), out.end(),
+                               [&](const Info& i) { return i.id == p.tx; });
+      const bool first = same == out.end();
+      Info& i = first ? out.emplace_back() : *same;
+      if (first) {
+        i.id = p.tx;
+        i.state = tm::TxState::kCommitted;
+        i.apply_pending = true;
+        // What the TM still remembers of it; nothing for one recovered at mount.
+        if (auto q = tm_->Query(p.tx); q.ok()) {
+          i.owner = q->owner;
+          i.name = q->description;
+          timespec now;
+          clock_gettime(CLOCK_REALTIME, &now);
+          const uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000ull +
+                                  static_cast<uint64_t>(now.tv_nsec);
+          const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
+          i.begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
+        }
+      }
+      i.rm_count++;
+      i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(p.tx));
+      i.bytes_logged += rm->BytesLogged(p.tx);
+    }
+  }
   return out;
 }
 

@@ -140,7 +140,9 @@ class TxService {
     uint32_t rm_count;
     uint32_t timeout_sec;
     std::string name;
+    bool apply_pending = false;  // committed; its apply failed and is retried
   };
+  // The live transactions, then the committed ones whose apply is pending.
   std::vector<Info> List() const;
 
   // Called with what each ended transaction touched, on the thread that ended it, once the

@@ -91,14 +91,19 @@ struct ktmfs_tx_info {
   int32_t bound_pid;      /* the process (or thread) the scope is bound to; 0 if none */
   uint32_t scope;         /* enum ktmfs_scope */
   uint32_t state;         /* enum ktmfs_state */
-  uint64_t begin_time_ns; /* CLOCK_REALTIME at begin */
+  uint64_t begin_time_ns; /* CLOCK_REALTIME at begin; 0 if unknown (recovered at mount) */
   uint64_t bytes_logged;
   uint32_t objects_locked;
   uint32_t rm_count; /* resource managers (backing directories) enlisted */
   uint32_t timeout_sec;
-  uint32_t reserved;
-  char name[64]; /* description, cut to fit; empty for other users unless root */
+  uint32_t flags; /* KTMFS_TXF_*; was reserved (0) before KTMFS_TXF_APPLY_PENDING */
+  char name[64];  /* description, cut to fit; empty for other users unless root */
 };
+
+/* Committed, but applying it to the backing directory failed for a reason outside ktmfs (EIO,
+ * an administrator's change): the daemon retries it every few seconds and at every mount, its
+ * objects stay locked meanwhile, and its log says why. state is KTMFS_STATE_COMMITTED. */
+#define KTMFS_TXF_APPLY_PENDING 0x1u
 
 #define KTMFS_LIST_MAX 64
 

@@ -30,7 +30,8 @@ void Usage(FILE* out) {
                "4 not a ktmfs mount.\n");
 }
 
-const char* StateName(uint32_t state) {
+const char* StateName(uint32_t state, uint32_t flags) {
+  if (flags & KTMFS_TXF_APPLY_PENDING) return "apply-pending";
   switch (state) {
     case KTMFS_STATE_ACTIVE:
       return "active";
@@ -81,6 +82,7 @@ uint64_t NowNs() {
 }
 
 std::string Age(uint64_t begin_ns) {
+  if (begin_ns == 0) return "-";  // not known: recovered at mount
   uint64_t now = NowNs();
   uint64_t s = now > begin_ns ? (now - begin_ns) / 1000000000ull : 0;
   char buf[32];
@@ -117,9 +119,13 @@ nlohmann::json ToJson(const ktmfs_tx_info& t) {
           {"owner", UserName(t.owner_uid)},
           {"bound_pid", t.bound_pid},
           {"scope", ScopeName(t.scope)},
-          {"state", StateName(t.state)},
+          {"state", StateName(t.state, t.flags)},
+          {"apply_pending", (t.flags & KTMFS_TXF_APPLY_PENDING) != 0},
           {"begin_time_ns", t.begin_time_ns},
-          {"age_seconds", (NowNs() - std::min(NowNs(), t.begin_time_ns)) / 1000000000ull},
+          {"age_seconds",
+           t.begin_time_ns == 0
+               ? nlohmann::json(nullptr)
+               : nlohmann::json((NowNs() - std::min(NowNs(), t.begin_time_ns)) / 1000000000ull)},
           {"timeout_seconds", t.timeout_sec},
           {"resource_managers", t.rm_count},
           {"objects_locked", t.objects_locked},
@@ -228,7 +234,7 @@ int main(int argc, char** argv) {
               "RMS", "LOCKED", "LOGGED", "NAME");
   for (const auto& t : txs) {
     std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
-                UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state),
+                UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state, t.flags),
                 Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
                 Bytes(t.bytes_logged).c_str(), Field(t.name, sizeof t.name).c_str());
   }
