@@ -11,6 +11,7 @@
 
 #include "fs/tx/direct_io.h"
 #include "fs/tx/owner_access.h"
+#include "fs/tx/reserve_space.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/sync_together.h"
 
@@ -33,6 +34,8 @@ class Applier {
       : t_(t), plan_(plan), hook_(hook) {}
 
   Result<AppliedChanges> Run() {
+    // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
+    KTMFS_RETURN_IF_ERROR(RemovePlaceholder(t_.staging_dir));
     KTMFS_RETURN_IF_ERROR(Park());
     KTMFS_RETURN_IF_ERROR(Place());
     KTMFS_RETURN_IF_ERROR(Content());

@@ -231,6 +231,9 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   auto plan = PlanApply(t.ops);
   Status applicable = plan.ok() ? ReserveApplySpace(o_.backing_root, *plan) : plan.status();
   if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
+  // And so must xattrs it cannot hold, and the blocks its new names and xattrs may take.
+  if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
+  if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);
   if (!applicable.ok()) {
     return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
                                " cannot be applied");

@@ -2,12 +2,16 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
+
+#include "fs/tx/staging.h"
 
 namespace ktmfs::fstx {
 
@@ -50,6 +54,130 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     ::close(fd);
   }
   return Status::Ok();
+}
+
+namespace {
+
+std::string PlaceholderPath(const std::string& staging_dir) {
+  return staging_dir + "/space";
+}
+
+std::string ParentOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+uint64_t MetadataBytes(const ApplyPlan& plan) {
+  constexpr uint64_t kBlock = 4096;
+  std::set<std::string> growing_dirs;
+  for (const PlannedObject& o : plan.objects)
+    for (const std::string& name : o.finals)
+      if (o.is_new() || name != o.original) growing_dirs.insert(ParentOf(name));
+  std::map<ObjectId, uint64_t> xattr_bytes;
+  for (const Op& op : plan.content_ops)
+    if (op.kind == OpKind::kSetxattr)
+      xattr_bytes[op.object] += op.name.size() + op.value.size() + 32;  // ext4's entry header
+  uint64_t bytes = growing_dirs.size() * kBlock;
+  for (const auto& [object, n] : xattr_bytes)
+    bytes += (n + kBlock - 1) / kBlock * kBlock;
+  return bytes;
+}
+
+}  // namespace
+
+Status ReserveMetadataSpace(const std::string& staging_dir, const ApplyPlan& plan) {
+  const uint64_t bytes = MetadataBytes(plan);
+  if (bytes == 0) return Status::Ok();
+  KTMFS_RETURN_IF_ERROR(MakeDirs(staging_dir));
+  const std::string placeholder = PlaceholderPath(staging_dir);
+  int fd = ::open(placeholder.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int e = errno;
+    return Status::Error(e, "creating " + placeholder + ": " + std::strerror(e));
+  }
+  Status s;
+  if (::fallocate(fd, 0, 0, static_cast<off_t>(bytes)) != 0) {
+    const int e = errno;
+    if (e == ENOSPC || e == EDQUOT)
+      s = Status::Error(e, "no space for the " + std::to_string(bytes) +
+                               " bytes of directory entries and xattrs apply needs (" +
+                               placeholder + "): " + std::strerror(e));
+  }
+  ::close(fd);
+  if (!s.ok()) ::unlink(placeholder.c_str());
+  return s;
+}
+
+namespace {
+
+// The xattrs at `path` (not following a symlink), or an empty map if there are none to read.
+std::map<std::string, std::string> PresentXattrs(const std::string& path) {
+  std::map<std::string, std::string> out;
+  std::vector<char> names(65536);
+  const ssize_t n = ::llistxattr(path.c_str(), names.data(), names.size());
+  for (ssize_t i = 0; i < n;) {
+    const std::string name(names.data() + i);
+    i += static_cast<ssize_t>(name.size()) + 1;
+    std::vector<char> value(65536);
+    const ssize_t v = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+    if (v >= 0) out[name].assign(value.data(), static_cast<size_t>(v));
+  }
+  return out;
+}
+
+}  // namespace
+
+Status ProbeXattrs(const std::string& backing_root, const std::string& staging_dir,
+                   const ApplyPlan& plan) {
+  std::map<ObjectId, std::map<std::string, std::string>> finals;
+  for (const Op& op : plan.content_ops) {
+    if (op.kind != OpKind::kSetxattr && op.kind != OpKind::kRemovexattr) continue;
+    auto it = finals.find(op.object);
+    if (it == finals.end()) {
+      const PlannedObject* o = plan.Find(op.object);
+      std::map<std::string, std::string> present;
+      if (o != nullptr && !o->is_new()) present = PresentXattrs(backing_root + "/" + o->original);
+      it = finals.emplace(op.object, std::move(present)).first;
+    }
+    if (op.kind == OpKind::kSetxattr)
+      it->second[op.name] = op.value;
+    else
+      it->second.erase(op.name);
+  }
+  if (finals.empty()) return Status::Ok();
+  KTMFS_RETURN_IF_ERROR(MakeDirs(staging_dir));
+  const std::string probe = staging_dir + "/xattr-probe";
+  for (const auto& [object, xattrs] : finals) {
+    if (xattrs.empty()) continue;
+    ::unlink(probe.c_str());
+    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      const int e = errno;
+      return Status::Error(e, "creating " + probe + ": " + std::strerror(e));
+    }
+    Status s;
+    for (const auto& [name, value] : xattrs) {
+      if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) == 0) continue;
+      const int e = errno;
+      const PlannedObject* o = plan.Find(object);
+      s = Status::Error(e, "the backing filesystem cannot hold xattr " + name + " (" +
+                               std::to_string(value.size()) + " bytes) of " +
+                               (o && !o->is_new() ? o->original : std::string("a new file")) +
+                               " with its others: " + std::strerror(e));
+      break;
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+    KTMFS_RETURN_IF_ERROR(s);
+  }
+  return Status::Ok();
+}
+
+Status RemovePlaceholder(const std::string& staging_dir) {
+  const std::string placeholder = PlaceholderPath(staging_dir);
+  if (::unlink(placeholder.c_str()) == 0 || errno == ENOENT) return Status::Ok();
+  const int e = errno;
+  return Status::Error(e, "removing " + placeholder + ": " + std::strerror(e));
 }
 
 }  // namespace ktmfs::fstx

@@ -18,4 +18,21 @@ namespace ktmfs::fstx {
 // then reports what fails, and the commit stays pending).
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan);
 
+// What apply allocates besides file data: a block for each directory that gains a name (it may
+// have to grow) and room for the xattrs it sets. Taken now as a placeholder file fallocated in
+// the transaction's staging directory, which apply removes before its first step
+// (RemovePlaceholder), so the blocks it frees are there for apply's own allocations (ext4 retries
+// an allocation that failed once its journal commit has freed blocks). ENOSPC or EDQUOT if they are
+// not there. Best effort: a writer that races in between may still take them (fs/TRANSACTIONS.md,
+// limits).
+Status ReserveMetadataSpace(const std::string& staging_dir, const ApplyPlan& plan);
+Status RemovePlaceholder(const std::string& staging_dir);
+
+// Sets, on a probe file in the staging directory, the xattrs each object will have after apply
+// (its present ones, changed by the transaction's): what the backing filesystem cannot hold (a
+// value too big for its blocks, no space) refuses the commit now, with the error apply would
+// have met after the decision. The probe is removed again.
+Status ProbeXattrs(const std::string& backing_root, const std::string& staging_dir,
+                   const ApplyPlan& plan);
+
 }  // namespace ktmfs::fstx

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <cstring>
 
 #include "tests/fstx/temp_dir.h"
 
@@ -70,6 +73,75 @@ TEST(ReserveApplySpace, NewFilesNeedNothing) {
   auto plan = PlanApply(ops);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   EXPECT_TRUE(ReserveApplySpace(dir.path(), *plan).ok());
+}
+
+TEST(ReserveMetadataSpace, SetsAsideABlockPerGrowingDirectoryAndTheXattrsUntilApplyRemovesIt) {
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir.path() + "/d").c_str(), 0755), 0);
+  WriteFile(dir.path() + "/f", "x");
+  const ObjectId f = IdOf(dir.path() + "/f");
+  std::vector<Op> ops = {
+      {.kind = OpKind::kLink, .object = f, .path = "f", .path2 = "d/f2"},
+      {.kind = OpKind::kSetxattr,
+       .object = f,
+       .path = "f",
+       .name = "user.a",
+       .value = std::string(5000, 'v')},
+  };
+  auto plan = PlanApply(ops);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string staging = dir.path() + "/staging";
+  Status s = ReserveMetadataSpace(staging, *plan);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  // d gains a name (one block); f's xattrs round up to two blocks.
+  EXPECT_EQ(StatOf(staging + "/space").st_size, 3 * 4096);
+  EXPECT_TRUE(RemovePlaceholder(staging).ok());
+  struct stat st;
+  EXPECT_NE(::stat((staging + "/space").c_str(), &st), 0);
+  EXPECT_TRUE(RemovePlaceholder(staging).ok()) << "a second removal (a redo) is harmless";
+}
+
+TEST(ReserveMetadataSpace, ContentOnlyTransactionsNeedNothing) {
+  TempDir dir;
+  WriteFile(dir.path() + "/f", "x");
+  const ObjectId f = IdOf(dir.path() + "/f");
+  std::vector<Op> ops = {
+      {.kind = OpKind::kWriteData, .object = f, .path = "f", .offset = 0, .data = "y"},
+  };
+  auto plan = PlanApply(ops);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(ReserveMetadataSpace(dir.path() + "/staging", *plan).ok());
+  struct stat st;
+  EXPECT_NE(::stat((dir.path() + "/staging").c_str(), &st), 0) << "no staging made for nothing";
+}
+
+TEST(ProbeXattrs, RefusesWhatTheFilesystemCannotHoldAndLeavesNoProbe) {
+  TempDir dir;
+  WriteFile(dir.path() + "/f", "x");
+  const ObjectId f = IdOf(dir.path() + "/f");
+  if (::setxattr((dir.path() + "/f").c_str(), "user.probe", "1", 1, 0) != 0)
+    GTEST_SKIP() << "no user xattrs on this filesystem: " << std::strerror(errno);
+  std::vector<Op> ops = {
+      {.kind = OpKind::kSetxattr, .object = f, .path = "f", .name = "user.small", .value = "v"},
+  };
+  auto plan = PlanApply(ops);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string staging = dir.path() + "/staging";
+  Status s = ProbeXattrs(dir.path(), staging, *plan);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // Bigger than any xattr value Linux allows (XATTR_SIZE_MAX is 64 KiB).
+  ops.push_back({.kind = OpKind::kSetxattr,
+                 .object = f,
+                 .path = "f",
+                 .name = "user.big",
+                 .value = std::string(70000, 'v')});
+  plan = PlanApply(ops);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  s = ProbeXattrs(dir.path(), staging, *plan);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("user.big"), std::string::npos) << s.ToString();
+  struct stat st;
+  EXPECT_NE(::stat((staging + "/xattr-probe").c_str(), &st), 0);
 }
 
 }  // namespace
