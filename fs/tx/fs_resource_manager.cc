@@ -227,13 +227,14 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   }
   // What apply's plan refuses (two pre-existing names of one object, say) must refuse the
   // commit now: once the decision is durable, apply may no longer fail for it.
-  // And so must a backing filesystem too full to hold what apply will write.
+  // And so must a backing filesystem too full to hold what apply will do: its parking
+  // directory, the xattrs (can it hold them at all?), new names, and last (what it allocates
+  // in users' files outlives a refusal) the data it writes into existing files.
   auto plan = PlanApply(t.ops);
-  Status applicable = plan.ok() ? ReserveApplySpace(o_.backing_root, *plan) : plan.status();
-  if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
-  // And so must xattrs it cannot hold, and the blocks its new names and xattrs may take.
+  Status applicable = plan.ok() ? PrepareParking(Target(tx), *plan) : plan.status();
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
   if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);
+  if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan);
   if (!applicable.ok()) {
     return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
                                " cannot be applied");
