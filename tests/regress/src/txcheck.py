@@ -1470,13 +1470,15 @@ def report(run, failure, seed, cfg, steps_file, shrunk=None):
     with open(steps_file, "w") as f:
         json.dump(r.steps, f)
         f.write("\n")
+    disk = f" --disk-mb {cfg.disk_mb}" if cfg.disk_mb else ""
     if not cfg.replay:
         skip = f" --skip-ops {','.join(cfg.skip)}" if cfg.skip else ""
+        fill = f" --fill-rate {cfg.fill_rate}" if cfg.disk_mb else ""
         out.append(f"again: txcheck.py --build BUILD --seed {seed} --steps {cfg.steps} "
                    f"--actors {cfg.tx_actors},{cfg.plain_actors} --kill-rate {cfg.kill_rate}"
-                   + skip)
+                   + disk + fill + skip)
     out.append(f"these steps alone: txcheck.py --build BUILD --actors "
-               f"{cfg.tx_actors},{cfg.plain_actors} --replay {steps_file}")
+               f"{cfg.tx_actors},{cfg.plain_actors}{disk} --replay {steps_file}")
     return "\n".join(out)
 
 
@@ -1610,6 +1612,10 @@ def main(argv):
             if cfg.replay:
                 with open(cfg.replay) as f:
                     given = [tuple(s) for s in json.load(f)]
+                if not cfg.disk and any(s[0] in ("fill", "drain") for s in given):
+                    print("txcheck: these steps fill a disk: replay them with --disk-mb",
+                          file=sys.stderr)
+                    return 2
             if logf:
                 logf.write(f"=== seed {seed}\n")
             run = Run(cfg, seed, workdir if not cfg.native else os.path.join(workdir, "w"),
