@@ -110,7 +110,8 @@ void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, boo
 
 // A transaction's listing. readdirplus gets entries without nodes (the kernel then looks each
 // name up itself), so no lookup count is taken for a listing the kernel may drop.
-void ReadTxListing(fuse_req_t req, DirHandle* d, size_t size, off_t off, bool plus) {
+// The reply's entries; the caller replies once it has let go of d->mu.
+std::vector<char> ReadTxListing(fuse_req_t req, DirHandle* d, size_t size, off_t off, bool plus) {
   std::vector<char> buf(size);
   size_t used = 0;
   for (size_t i = static_cast<size_t>(off); i < d->tx_entries.size(); i++) {
@@ -132,43 +133,23 @@ void ReadTxListing(fuse_req_t req, DirHandle* d, size_t size, off_t off, bool pl
     if (n > size - used) break;
     used += n;
   }
-  fuse_reply_buf(req, buf.data(), used);
+  buf.resize(used);
+  return buf;
 }
 
 bool IsDotOrDotDot(const char* n) {
   return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
 }
 
-void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi,
-             bool plus) {
-  Filesystem& fs = Fs(req);
-  DirHandle* d = Handle(fi);
-  if (d->inode->is_virtual_root()) {
-    ReadVirtualRoot(req, fs, size, off, plus);
-    return;
-  }
-  if (d->in_tx) {
-    std::lock_guard lock(d->mu);
-    if (off == 0) {
-      // rewinddir: read the view again, as a plain directory shows changes made meanwhile.
-      if (TxGuard tx = fs.txs()->EnterById(d->tx)) {
-        std::vector<txops::TxDirEntry> fresh;
-        if (txops::ListView(fs, tx, d->inode, &fresh) == 0) d->tx_entries = std::move(fresh);
-      }
-    }
-    ReadTxListing(req, d, size, off, plus);
-    return;
-  }
-  auto visible = fs.ReadingCommitted();
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  std::lock_guard lock(d->mu);
+// Fills buf from the backing directory, holding d->mu; returns the error that stopped it.
+int FillListing(fuse_req_t req, Filesystem& fs, DirHandle* d, size_t size, off_t off, bool plus,
+                std::vector<char>& buf, size_t* used_out) {
   if (off != d->offset) {
     seekdir(d->dp, off);
     d->entry = nullptr;
     d->offset = off;
   }
-  std::vector<char> buf(size);
-  size_t used = 0;
+  size_t& used = *used_out;
   int err = 0;
   while (true) {
     if (d->entry == nullptr) {
@@ -221,6 +202,45 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
     used += n;
     d->entry = nullptr;
     d->offset = next;
+  }
+  return err;
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi,
+             bool plus) {
+  Filesystem& fs = Fs(req);
+  DirHandle* d = Handle(fi);
+  if (d->inode->is_virtual_root()) {
+    ReadVirtualRoot(req, fs, size, off, plus);
+    return;
+  }
+  // Every reply below is sent after d->mu is let go: once the kernel has the reply, the caller
+  // may close the directory, and RELEASEDIR, on another thread, deletes d (TSan under txcheck
+  // saw the unlock write to freed memory).
+  if (d->in_tx) {
+    std::vector<char> listing;
+    {
+      std::lock_guard lock(d->mu);
+      if (off == 0) {
+        // rewinddir: read the view again, as a plain directory shows changes made meanwhile.
+        if (TxGuard tx = fs.txs()->EnterById(d->tx)) {
+          std::vector<txops::TxDirEntry> fresh;
+          if (txops::ListView(fs, tx, d->inode, &fresh) == 0) d->tx_entries = std::move(fresh);
+        }
+      }
+      listing = ReadTxListing(req, d, size, off, plus);
+    }
+    fuse_reply_buf(req, listing.data(), listing.size());
+    return;
+  }
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  {
+    auto visible = fs.ReadingCommitted();
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    std::lock_guard lock(d->mu);
+    err = FillListing(req, fs, d, size, off, plus, buf, &used);
   }
   // An error after some entries is reported by the next call, which starts with it.
   if (err != 0 && used == 0) {
