@@ -19,7 +19,7 @@ void Invalidator::Discard() {
   sent_ += queue_.size();
   queue_.clear();
   done_cv_.notify_all();
-  done_cv_.wait(l, [&] { return !sending_; });
+  done_cv_.wait(l, [&] { return !sending_ && now_senders_ == 0; });
 }
 
 void Invalidator::Inode(fuse_ino_t node) {
@@ -31,8 +31,14 @@ void Invalidator::Inode(fuse_ino_t node) {
 }
 
 void Invalidator::InodeNow(fuse_ino_t node) {
-  if (discarded_) return;
+  {
+    std::lock_guard l(mu_);
+    if (discarded_) return;
+    now_senders_++;
+  }
   (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
+  std::lock_guard l(mu_);
+  if (--now_senders_ == 0) done_cv_.notify_all();
 }
 
 void Invalidator::Entry(fuse_ino_t parent, const std::string& name) {

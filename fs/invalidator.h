@@ -29,8 +29,9 @@ class Invalidator {
 
   // Returns once everything queued before the call has been sent.
   void Drain();
-  // Forgets what is queued and sends nothing more: once the filesystem is unmounted the kernel
-  // holds nothing to drop, and the session can no longer be written to.
+  // Forgets what is queued and sends nothing more, once every send in progress (InodeNow's
+  // included) is done: the filesystem is being unmounted, the kernel will hold nothing to drop,
+  // and the session's descriptor is about to be closed (its number may then name another file).
   void Discard();
 
  private:
@@ -48,6 +49,7 @@ class Invalidator {
   uint64_t queued_ = 0, sent_ = 0;
   bool stopping_ = false;
   bool sending_ = false;  // the thread is writing to the session
+  int now_senders_ = 0;   // InodeNow callers writing to it
   std::atomic<bool> discarded_{false};
   std::thread thread_;
 };

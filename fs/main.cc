@@ -208,6 +208,10 @@ int Run(int argc, char** argv) {
         DetachStdio();
       }
       ret = Serve(se, options);
+      // Before the unmount closes the session's descriptor: a transaction ending meanwhile (the
+      // reaper's) would write its invalidations to a closed descriptor, or to a file that
+      // reuses its number (TSan under txcheck).
+      invalidator.Discard();
       fuse_session_unmount(se);
     }
     fuse_remove_signal_handlers(se);
@@ -215,7 +219,7 @@ int Run(int argc, char** argv) {
   // Unmounted: the kernel caches nothing of the mount any more and the session's device is
   // closed, so the rollbacks below have nothing to invalidate. Whatever is still live rolls
   // back now, with the log still open.
-  invalidator.Discard();
+  invalidator.Discard();  // again, for the paths that never mounted
   fs.SetTxService(nullptr);
   txs->reset();
   fs.SetInvalidator(nullptr);
