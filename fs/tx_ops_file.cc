@@ -57,7 +57,9 @@ void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
   // The version node's pages are the transaction's own; dropping them at each open keeps a
   // rolled-back version from being read back through a later open.
   fi->keep_cache = 0;
-  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  // O_DIRECT without direct_io, as outside transactions (see SetOpenReply in ops_file.cc): the
+  // kernel sends its reads and writes here one request per call, so they read and write the
+  // view (writes go to staging) and the handle can still be mapped.
   // close(2) must write back pages dirtied through mmap while the transaction still lives.
   fi->noflush = 0;
 }
