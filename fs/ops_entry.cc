@@ -11,6 +11,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
@@ -154,9 +155,13 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     fuse_reply_err(req, err);
     return;
   }
+  // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
+  // is before the change.
+  struct stat a = *attr, before;
+  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    err = ApplySetattr(inode, attr, to_set, fi);
+    err = ApplySetattr(inode, &a, to_set, fi);
   }
   struct stat st;
   if (err == 0) err = fs.Stat(inode, &st);

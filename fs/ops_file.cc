@@ -9,6 +9,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
@@ -77,11 +78,26 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
   }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  int fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+  int fd, open_err = 0;
+  {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+    if (fd < 0) open_err = errno;
+  }
   if (fd < 0) {
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, open_err);
     return;
+  }
+  // The kernel leaves an O_TRUNC open to the daemon (atomic_o_trunc), set-id bits included.
+  if (fi->flags & O_TRUNC) {
+    struct stat st;
+    mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
+    if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) {
+      int err = errno;
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
   }
   SetOpenReply(fs, fi, fd);
   // Pages cached before a transaction changed the file must not be read once it commits: an

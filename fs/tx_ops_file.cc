@@ -138,6 +138,8 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
+    // The kernel leaves set-id bits to the daemon on an O_TRUNC open (atomic_o_trunc).
+    if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
     if (err != 0) {
       fuse_reply_err(req, err);
       return false;
