@@ -11,6 +11,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
@@ -132,6 +133,15 @@ int ApplySetattr(Inode* inode, const struct stat* attr, int to_set, fuse_file_in
   return 0;
 }
 
+// A SETATTR that sets nothing is the kernel's chown(f, -1, -1), or what is left of its clearing
+// of set-id bits for a write: the local filesystem would change ctime (fs/setid.h). chown(-1, -1)
+// by the daemon changes nothing else: the kernel has already sent the clearing of whatever
+// bit root's chown would clear. Best effort: the caller's chown itself succeeded.
+void TouchCtime(Inode* inode) {
+  (void)fchownat(inode->fd, "", static_cast<uid_t>(-1), static_cast<gid_t>(-1),
+                 AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+}
+
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
@@ -154,10 +164,15 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     fuse_reply_err(req, err);
     return;
   }
+  // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
+  // is before the change.
+  struct stat a = *attr, before;
+  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    err = ApplySetattr(inode, attr, to_set, fi);
+    err = ApplySetattr(inode, &a, to_set, fi);
   }
+  if (err == 0 && (to_set & ~FUSE_SET_ATTR_CTIME) == 0) TouchCtime(inode);
   struct stat st;
   if (err == 0) err = fs.Stat(inode, &st);
   if (err != 0) {

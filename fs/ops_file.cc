@@ -9,6 +9,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
@@ -18,8 +19,7 @@ int BackingOpenFlags(const Filesystem& fs, int flags) {
   // Symlinks never get here (the kernel resolves them); O_NOFOLLOW would refuse /proc's link.
   flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
   // The data of a FUSE write sits in the daemon's request buffer, at no alignment O_DIRECT
-  // would accept (EINVAL). O_DIRECT is honoured on the kernel side instead: the handle gets
-  // direct_io, so the mount's page cache is bypassed as the caller asked.
+  // would accept (EINVAL). O_DIRECT is honoured on the kernel side instead (SetOpenReply).
   flags &= ~O_DIRECT;
   if (fs.options().cache.writeback) {
     // The writeback cache reads pages around partial writes and tracks the end of file itself.
@@ -50,7 +50,10 @@ class HandleCount {
 void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
   fi->fh = static_cast<uint64_t>(fd);
   fi->keep_cache = fs.options().cache.keep_cache ? 1 : 0;
-  if (fi->flags & O_DIRECT) fi->direct_io = 1;
+  // No direct_io for O_DIRECT opens: the kernel serves O_DIRECT on a cached file itself (its
+  // reads and writes reach the daemon one request per call, around the page cache, which it
+  // writes back and invalidates for the range), while a direct_io handle could not be mapped
+  // (ENODEV) and its writes would skip the kernel's clearing of set-id bits.
   // close(2) need not wait for a FLUSH round trip: the backing files are local, where close
   // reports nothing that write and fsync did not, and locks are the kernel's (ktmfs(8)). With
   // the writeback cache the kernel still sends FLUSH after writing its dirty pages back.
@@ -75,11 +78,26 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
   }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  int fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+  int fd, open_err = 0;
+  {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+    if (fd < 0) open_err = errno;
+  }
   if (fd < 0) {
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, open_err);
     return;
+  }
+  // The kernel leaves an O_TRUNC open to the daemon (atomic_o_trunc), set-id bits included.
+  if (fi->flags & O_TRUNC) {
+    struct stat st;
+    mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
+    if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) {
+      int err = errno;
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
   }
   SetOpenReply(fs, fi, fd);
   // Pages cached before a transaction changed the file must not be read once it commits: an

@@ -13,6 +13,9 @@ void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
 void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
              const struct stat* attr, int to_set);
+// Clears in the view the set-id bits a write (truncate, O_TRUNC) by the caller of `req` drops
+// (see fs/setid.h); the commit carries the change like any chmod.
+int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 // mknod (regular files and special files), mkdir and symlink.
 void Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstring>
 
+#include "fs/setid.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
@@ -106,12 +107,26 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat
 
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
              const struct stat* attr, int to_set) {
-  int err = SetattrIn(fs, tx, inode, attr, to_set);
+  // The set-id bits the kernel leaves set for the daemon to clear (fs/setid.h), decided on the
+  // view before the change, join the change as a mode.
+  struct stat a = *attr, before;
+  if (TxStat(fs, tx, inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
+  int err = SetattrIn(fs, tx, inode, &a, to_set);
   if (err != 0) {
     fuse_reply_err(req, err);
     return;
   }
   Getattr(req, fs, tx, inode);
+}
+
+int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  struct stat st;
+  if (TxStat(fs, tx, inode, &st) != 0) return 0;
+  const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
+  if (drop == 0) return 0;
+  struct stat a {};
+  a.st_mode = st.st_mode & 07777 & ~drop;
+  return SetattrIn(fs, tx, inode, &a, FUSE_SET_ATTR_MODE);
 }
 
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {

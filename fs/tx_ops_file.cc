@@ -57,7 +57,9 @@ void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
   // The version node's pages are the transaction's own; dropping them at each open keeps a
   // rolled-back version from being read back through a later open.
   fi->keep_cache = 0;
-  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  // O_DIRECT without direct_io, as outside transactions (see SetOpenReply in ops_file.cc): the
+  // kernel sends its reads and writes here one request per call, so they read and write the
+  // view (writes go to staging) and the handle can still be mapped.
   // close(2) must write back pages dirtied through mmap while the transaction still lives.
   fi->noflush = 0;
 }
@@ -136,6 +138,8 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
+    // The kernel leaves set-id bits to the daemon on an O_TRUNC open (atomic_o_trunc).
+    if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
     if (err != 0) {
       fuse_reply_err(req, err);
       return false;
