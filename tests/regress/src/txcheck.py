@@ -478,7 +478,7 @@ def apply_link(t, op):
 
 
 CONTENT_OPS = ("overwrite", "write", "append", "truncate", "chmod", "utimes", "setxattr",
-               "removexattr")
+               "removexattr", "touch")
 
 
 def apply_op(t, op, new_id, oid=None):
@@ -517,7 +517,9 @@ def apply_content(op, o):
         else:
             put_data(o, o.data[:op["size"]].ljust(op["size"], "\0"))
         return None
-    if k == "chmod":
+    if k == "touch":  # the model's own: the mtime is no longer known (see mtime_unknown)
+        o.mtime = None
+    elif k == "chmod":
         o.mode = op["mode"]
     elif k == "utimes":
         o.mtime = op["mtime"]
@@ -757,6 +759,20 @@ class Model:
                 continue  # not a name the file had before the transaction
             if self.committed.nlink(oid) > 1:
                 tx.names_used.setdefault(oid, set()).add((parent, name))
+
+    def mtime_unknown(self, actor, path):
+        """A write that failed with ENOSPC may have stamped the file's mtime first, as Linux
+        does natively (file_modified comes before the data is copied)."""
+        oid = self.view(actor).lookup(path)
+        if oid is None:
+            return
+        op = {"op": "touch", "path": path, "new_id": 0, "oid": oid}
+        tx = self.txs.get(actor)
+        apply_op(tx.view if tx else self.committed, op, 0, oid)
+        if tx:
+            tx.log.append(op)  # replayed with the rest of the transaction
+        else:
+            self.replay_txs()
 
     def commit_refused(self, actor):
         """The daemon refused the commit (and rolled the transaction back)."""
@@ -1230,6 +1246,8 @@ class Run:
             self.model.commit_refused(actor)
         elif got == "ENOSPC" and ok and answer.get("partial"):
             self.model.apply(actor, dict(op, data=""))  # created or truncated, then no space
+        elif got == "ENOSPC" and ok and op["op"] in ("write", "append", "overwrite", "truncate"):
+            self.model.mtime_unknown(actor, op["path"])
         self.check_daemon(text)
         if op["op"] in ("commit", "rollback"):
             # Where the bugs are: the whole tree, seen by the actor (now outside) and another.
