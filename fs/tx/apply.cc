@@ -233,12 +233,11 @@ class Applier {
         KTMFS_RETURN_IF_ERROR(Mutate("setxattr " + path + " " + op.name));
         // No XATTR_CREATE/REPLACE here: the check was made when the operation ran, and a
         // re-run must be able to set it again.
-        if (::lsetxattr(path.c_str(), op.name.c_str(), op.value.data(), op.value.size(), 0) != 0)
-          return Errno("setxattr " + op.name);
+        if (SetXattrAsOwner(path, op.name, op.value) != 0) return Errno("setxattr " + op.name);
         return Status::Ok();
       case OpKind::kRemovexattr:
         KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path + " " + op.name));
-        if (::lremovexattr(path.c_str(), op.name.c_str()) != 0 && errno != ENODATA)
+        if (RemoveXattrAsOwner(path, op.name) != 0 && errno != ENODATA)
           return Errno("removexattr " + op.name);
         return Status::Ok();
       case OpKind::kWriteExtent:

@@ -14,4 +14,10 @@ namespace ktmfs::fstx {
 // open(2) otherwise.
 int OpenAsOwner(const std::string& path, int flags);
 
+// lsetxattr(2) / lremovexattr(2) of `path`, which a user.* attribute allows only with write
+// access: on EACCES, if the daemon owns the object, again with the owner's write bit set for
+// the moment (regress tx/030). -1 and errno as the call otherwise.
+int SetXattrAsOwner(const std::string& path, const std::string& name, const std::string& value);
+int RemoveXattrAsOwner(const std::string& path, const std::string& name);
+
 }  // namespace ktmfs::fstx
