@@ -11,8 +11,9 @@ namespace ktmfs::fs::txops {
 
 void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name);
 void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
+// `by_handle`: through a handle opened inside the transaction.
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-             const struct stat* attr, int to_set);
+             const struct stat* attr, int to_set, bool by_handle = false);
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 // mknod (regular files and special files), mkdir and symlink.
 void Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
