@@ -59,7 +59,7 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return path.status().code();
   auto& rm = fs.txs()->rm(source);
-  // Permission before the lock: one the caller may not change it, it must not hold.
+  // Permission before the lock: a transaction holds nothing its caller may not change.
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
   if (int err = MaySetattr(who, st, to_set, *attr, by_handle); err != 0) return err;
