@@ -126,7 +126,14 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
 
 TxGuard Filesystem::EnterTx(fuse_req_t req) {
   if (txs_ == nullptr) return {};
-  return txs_->Enter(fuse_req_ctx(req)->pid);
+  const fuse_ctx* c = fuse_req_ctx(req);
+  TxGuard tx = txs_->Enter(c->pid);
+  // A task acts inside a user's transaction only with that user's authority. A set-id program
+  // run by a bound shell is bound too (tree scope) but runs with ids its owner could not
+  // ptrace, so it could not have been bound on its own (TaskBindings::Bind): its changes stay
+  // outside, or the owner could roll back what a setuid-root helper did for it.
+  if (tx && tx->owner != 0 && c->uid != tx->owner) return {};
+  return tx;
 }
 
 double Filesystem::AttrTimeout(const Inode* inode) const {

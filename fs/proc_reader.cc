@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,50 @@ Result<TaskInfo> SystemProcReader::Read(pid_t tid) {
   auto status = ReadSmallFile("/proc/" + std::to_string(tid) + "/status");
   if (!status.ok()) return status.status();
   return ParseProcFiles(tid, *stat, *status);
+}
+
+Result<TaskCredentials> ParseCredentials(pid_t tid, const std::string& status, uid_t owner_uid,
+                                         gid_t owner_gid) {
+  TaskCredentials c;
+  for (const char* key : {"Uid", "Gid"}) {
+    // The key starts a line: the text's first, or one after a newline.
+    const std::string needle = std::string(key) + ":";
+    size_t at = 0;
+    if (status.compare(0, needle.size(), needle) != 0) {
+      at = status.find("\n" + needle);
+      if (at == std::string::npos)
+        return Status::Corruption("/proc/" + std::to_string(tid) + "/status: no " + key + " line");
+      ++at;
+    }
+    const char* p = status.c_str() + at + needle.size();
+    for (int i = 0; i < 4; ++i) {
+      char* end = nullptr;
+      const unsigned long v = std::strtoul(p, &end, 10);
+      if (end == p)
+        return Status::Corruption("/proc/" + std::to_string(tid) + "/status: cannot parse " + key);
+      if (key[0] == 'U') {
+        c.uid[i] = static_cast<uid_t>(v);
+      } else {
+        c.gid[i] = static_cast<gid_t>(v);
+      }
+      p = end;
+    }
+  }
+  c.dumpable = owner_uid == c.uid[1] && owner_gid == c.gid[1];
+  return c;
+}
+
+Result<TaskCredentials> SystemProcReader::Credentials(pid_t tid) {
+  if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
+  const std::string dir = "/proc/" + std::to_string(tid);
+  // The status first, then the owner: a task that runs a set-id program in between shows
+  // its new effective ids in the status, or becomes root:root (not dumpable) after it, so
+  // either way it is not taken for the task it was.
+  auto status = ReadSmallFile(dir + "/status");
+  if (!status.ok()) return status.status();
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return Status::Error(errno, dir);
+  return ParseCredentials(tid, *status, st.st_uid, st.st_gid);
 }
 
 Result<TaskInfo> SystemProcReader::ReadStat(pid_t tid) {

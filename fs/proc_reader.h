@@ -26,6 +26,14 @@ struct TaskInfo {
   bool exited() const { return state == 'Z' || state == 'X'; }
 };
 
+// What the kernel's ptrace access check looks at (__ptrace_may_access): a task's ids, and
+// whether it is dumpable (a task that ran a set-id program or changed its ids is not).
+struct TaskCredentials {
+  uid_t uid[4] = {};  // real, effective, saved, filesystem (the Uid: line of /proc/TID/status)
+  gid_t gid[4] = {};  // the same for groups (Gid:)
+  bool dumpable = true;
+};
+
 class ProcReader {
  public:
   virtual ~ProcReader() = default;
@@ -38,6 +46,8 @@ class ProcReader {
   // What /proc/TID/stat says (start time, parent, state; tgid and uid left 0): all a cached
   // answer about the task needs to be checked, and cheaper than Read.
   virtual Result<TaskInfo> ReadStat(pid_t tid) { return Read(tid); }
+  // The task's credentials, for deciding who may bind it. ENOENT (or ESRCH) once it is gone.
+  virtual Result<TaskCredentials> Credentials(pid_t tid) = 0;
   // Whether `tid` still names the task that started at `start_time`: all a cached answer about
   // it needs, asked on every request, so as cheap as can be.
   virtual bool SameTask(pid_t tid, uint64_t start_time) {
@@ -61,6 +71,7 @@ class SystemProcReader : public ProcReader {
   Result<TaskInfo> Read(pid_t tid) override;
   uint64_t NowTicks() override;
   Result<TaskInfo> ReadStat(pid_t tid) override;
+  Result<TaskCredentials> Credentials(pid_t tid) override;
   bool SameTask(pid_t tid, uint64_t start_time) override;
   std::vector<pid_t> Children(pid_t pid) override;
 
@@ -80,5 +91,12 @@ class SystemProcReader : public ProcReader {
 // Parses the text of /proc/TID/stat (start time, ppid) and /proc/TID/status (Tgid, Uid).
 // Exposed for tests: the command name in stat may hold spaces and parentheses.
 Result<TaskInfo> ParseProcFiles(pid_t tid, const std::string& stat, const std::string& status);
+
+// Parses the Uid: and Gid: lines of /proc/TID/status. `owner_uid` and `owner_gid` are the owner
+// of the directory /proc/TID, read after the status: proc(5) makes it root:root while the task
+// is not dumpable, its effective ids otherwise (so a task whose effective ids are root's reads
+// as dumpable; the ids alone then keep other users out).
+Result<TaskCredentials> ParseCredentials(pid_t tid, const std::string& status, uid_t owner_uid,
+                                         gid_t owner_gid);
 
 }  // namespace ktmfs::fs

@@ -109,18 +109,51 @@ std::optional<Guid> TaskBindings::Lookup(pid_t tid) {
   return tx;
 }
 
-Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requester) {
+Status MayBind(pid_t pid, const TaskCredentials& target, const Binder& binder) {
+  if (binder.privileged) return Status::Ok();
+  const std::string who = "process " + std::to_string(pid);
+  const std::string why = ": only a process its binder could ptrace can be bound";
+  if (target.uid[0] != binder.uid)
+    return Status::Error(EPERM, who + " belongs to uid " + std::to_string(target.uid[0]) +
+                                    ", not to uid " + std::to_string(binder.uid));
+  for (int i = 1; i < 3; ++i) {
+    if (target.uid[i] != binder.uid)
+      return Status::Error(EPERM, who + " runs with " + (i == 1 ? "effective" : "saved") + " uid " +
+                                      std::to_string(target.uid[i]) + " (set-id?)" + why);
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (target.gid[i] != binder.gid)
+      return Status::Error(EPERM, who + " runs with " +
+                                      (i == 0   ? "real"
+                                       : i == 1 ? "effective"
+                                                : "saved") +
+                                      " gid " + std::to_string(target.gid[i]) + ", not gid " +
+                                      std::to_string(binder.gid) + why);
+  }
+  if (!target.dumpable)
+    return Status::Error(EPERM,
+                         who + " is not dumpable (it ran a set-id program or changed ids)" + why);
+  return Status::Ok();
+}
+
+Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& binder) {
   auto task = proc_->Read(pid);
   if (!task.ok() || task->exited())
     return Status::Error(ESRCH, "no such process " + std::to_string(pid));
-  if (requester != 0 && task->uid != requester)
-    return Status::Error(EPERM, "process " + std::to_string(pid) + " belongs to uid " +
-                                    std::to_string(task->uid) + ", not to uid " +
-                                    std::to_string(requester));
+  // The ids of the task named, and for a process of its leader too: binding a process binds
+  // every thread of it.
+  auto may_bind = [&](pid_t tid) {
+    if (binder.privileged) return Status::Ok();
+    auto creds = proc_->Credentials(tid);
+    if (!creds.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(tid));
+    return MayBind(tid, *creds, binder);
+  };
+  if (Status s = may_bind(pid); !s.ok()) return s;
   Binding binding{tx, scope, task->tid, task->start_time, task->uid, proc_->NowTicks(), {}};
   if (scope != Scope::kThread && task->tgid != task->tid) {
     auto leader = proc_->Read(task->tgid);
     if (!leader.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(pid));
+    if (Status s = may_bind(task->tgid); !s.ok()) return s;
     binding.pid = leader->tid;
     binding.start_time = leader->start_time;
   }

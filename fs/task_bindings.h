@@ -37,14 +37,29 @@ struct Binding {
   std::vector<std::pair<pid_t, uint64_t>> earlier_children;
 };
 
+// Who asks to bind a task: its ids as the daemon sees them (FUSE passes the caller's filesystem
+// ids), and whether it is root, which may bind any task, as root may ptrace any.
+struct Binder {
+  uid_t uid;
+  gid_t gid;
+  bool privileged;
+};
+
+// The kernel's rule for ptrace (__ptrace_may_access), which binding follows: a privileged binder
+// may bind anything; anyone else only a dumpable task whose real, effective and saved uids are
+// all its uid and whose real, effective and saved gids are all its gid. A setuid-root helper the
+// binder started itself (real uid the binder's, effective uid 0) is refused. OK or EPERM with a
+// message that names the process and why.
+Status MayBind(pid_t pid, const TaskCredentials& target, const Binder& binder);
+
 class TaskBindings {
  public:
   explicit TaskBindings(ProcReader* proc) : proc_(proc) {}
 
   // Binds `pid` (a thread for kThread; for the others any thread of the process) to `tx`.
-  // ESRCH: no such task. EPERM: the task belongs to another user and `requester` is not root.
-  // EBUSY: the task is already inside a transaction.
-  Status Bind(const Guid& tx, Scope scope, pid_t pid, uid_t requester);
+  // ESRCH: no such task. EPERM: `binder` may not bind it (MayBind; for a process, neither the
+  // task named nor its leader). EBUSY: the task is already inside a transaction.
+  Status Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& binder);
   void Unbind(const Guid& tx);
 
   // The transaction of the task `tid`, or nullopt.

@@ -11,8 +11,9 @@ namespace ktmfs::fs::txops {
 
 void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name);
 void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
+// `by_handle`: through a handle opened inside the transaction.
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-             const struct stat* attr, int to_set);
+             const struct stat* attr, int to_set, bool by_handle = false);
 // Clears in the view the set-id bits a write (truncate, O_TRUNC) by the caller of `req` drops
 // (see fs/setid.h); the commit carries the change like any chmod.
 int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);

@@ -41,6 +41,59 @@ Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* pare
   return ParentViewInfo{*view};
 }
 
+Requester RequesterOf(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  const uid_t uid = c->uid;
+  const pid_t pid = c->pid;
+  auto groups = [req] {
+    std::vector<gid_t> g(64);
+    int n = fuse_req_getgroups(req, static_cast<int>(g.size()), g.data());
+    if (n > static_cast<int>(g.size())) {
+      g.resize(static_cast<size_t>(n));
+      n = fuse_req_getgroups(req, n, g.data());
+    }
+    g.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return g;
+  };
+  // The caller's effective capabilities; without its pid (another pid namespace) or its
+  // status, uid 0 stands for all of them, as it does for the kernel's root.
+  auto caps = [uid, pid] {
+    const uint64_t fallback = uid == 0 ? ~uint64_t{0} : 0;
+    if (pid <= 0) return fallback;
+    int fd = open(("/proc/" + std::to_string(pid) + "/status").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fallback;
+    std::string text(8192, '\0');
+    ssize_t n = read(fd, text.data(), text.size());
+    close(fd);
+    if (n <= 0) return fallback;
+    text.resize(static_cast<size_t>(n));
+    auto v = ParseCapEff(text);
+    return v ? *v : fallback;
+  };
+  return Requester(c->uid, c->gid, groups, caps);
+}
+
+struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
+                           const fstx::ObjectId& object, struct stat st) {
+  if (fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id())) {
+    if (auto a = ov->Attributes(object)) {
+      if (a->mode) st.st_mode = (st.st_mode & S_IFMT) | (*a->mode & 07777);
+      if (a->uid) st.st_uid = *a->uid;
+      if (a->gid) st.st_gid = *a->gid;
+    }
+  }
+  return st;
+}
+
+bool ProtectedHardlinks() {
+  int fd = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;  // unknown: the stricter rule
+  char c = '1';
+  const bool got = read(fd, &c, 1) == 1;
+  close(fd);
+  return !got || c != '0';
+}
+
 namespace {
 
 // Takes `key` for the transaction unless it holds it already (the common case for repeated

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/permission.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs::txops {
@@ -22,7 +23,19 @@ struct ParentViewInfo {
 Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* parent,
                                   const char* name);
 
+// The caller of `req`, for the checks of fs/permission.h that come before every lock: a
+// transaction takes no lock on what its caller may not change. Its groups and capabilities are
+// read (fuse_req_getgroups, /proc/PID/status) only if a check needs them, before the reply.
+Requester RequesterOf(fuse_req_t req);
+// `st` (an object's backing or staged attributes, as LookupView gives them) with the mode and
+// owner the transaction gave the object.
+struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
+                           const fstx::ObjectId& object, struct stat st);
+// Whether fs.protected_hardlinks is set (link(2) then needs ownership or read-write access).
+bool ProtectedHardlinks();
+
 // Locks (EBUSY if another transaction holds them). Objects the transaction created need none.
+// Every caller checks the requester's permission first (fs/permission.h).
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode);
 int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                  const std::string& backing_path);
@@ -51,6 +64,9 @@ int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
            mode_t mode, dev_t rdev, const char* link_target, std::string* view, uint64_t* number);
 
-int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat* attr, int to_set);
+// `by_handle`: through a descriptor opened inside the transaction (ftruncate needs no write
+// permission on the file then, as the open checked it).
+int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
+              const struct stat* attr, int to_set, bool by_handle);
 
 }  // namespace ktmfs::fs::txops

@@ -44,8 +44,17 @@ void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
   }
 }
 
-int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat* attr,
-              int to_set) {
+int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
+              const struct stat* attr, int to_set, bool by_handle) {
+  // A setattr with none of the fields the daemon sets changes nothing and takes no lock:
+  // chown(f, -1, -1) arrives so, and the kernel checks nothing for it, so any user could
+  // otherwise lock any file it can see. Natively it still stamps ctime: here in the
+  // transaction's own view only (nothing is logged, so the commit does not carry it).
+  if (SetattrFields(to_set) == 0) {
+    if (!inode->is_virtual_root() && !inode->pinned)
+      TouchTimes(tx, inode->source_index, ObjectOf(inode), false);
+    return 0;
+  }
   if (inode->is_virtual_root() || inode->pinned) {
     // The roots' own attributes are the mount's; changing them is not transacted.
     if (to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) return EPERM;
@@ -56,6 +65,10 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return path.status().code();
   auto& rm = fs.txs()->rm(source);
+  // Permission before the lock: a transaction holds nothing its caller may not change.
+  struct stat st;
+  if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
+  if (int err = MaySetattr(who, st, to_set, *attr, by_handle); err != 0) return err;
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (!S_ISREG(inode->type)) return S_ISDIR(inode->type) ? EISDIR : EINVAL;
@@ -106,12 +119,12 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, Inode* inode, const struct stat
 }
 
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-             const struct stat* attr, int to_set) {
+             const struct stat* attr, int to_set, bool by_handle) {
   // The set-id bits the kernel leaves set for the daemon to clear (fs/setid.h), decided on the
   // view before the change, join the change as a mode.
   struct stat a = *attr, before;
   if (TxStat(fs, tx, inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
-  int err = SetattrIn(fs, tx, inode, &a, to_set);
+  int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, to_set, by_handle);
   if (err != 0) {
     fuse_reply_err(req, err);
     return;
@@ -126,7 +139,7 @@ int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* 
   if (drop == 0) return 0;
   struct stat a {};
   a.st_mode = st.st_mode & 07777 & ~drop;
-  return SetattrIn(fs, tx, inode, &a, FUSE_SET_ATTR_MODE);
+  return SetattrIn(fs, tx, RequesterOf(req), inode, &a, FUSE_SET_ATTR_MODE, false);
 }
 
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
@@ -173,6 +186,9 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   if (!existing.ok()) return existing.status().code();
   if (existing->exists) return EEXIST;
   auto& rm = fs.txs()->rm(source);
+  struct stat pst;
+  if (int err = TxStat(fs, tx, parent, &pst); err != 0) return err;
+  if (int err = MayChangeEntry(RequesterOf(req), pst, nullptr); err != 0) return err;
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return err;
   auto staging = rm.Staging(tx.id());
   if (!staging.ok()) return Errno(staging.status());
@@ -241,6 +257,15 @@ void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode
   if (existing->exists) return reply(EEXIST);
   auto src = NodePath(fs, tx, inode);
   if (!src.ok()) return reply(src.status().code());
+  {
+    // may_linkat's protected_hardlinks rule first, then the directory, as link(2) checks them.
+    const Requester who = RequesterOf(req);
+    struct stat st, pst;
+    if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
+    if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
+    if (int err = MayLink(who, st, ProtectedHardlinks()); err != 0) return reply(err);
+    if (int err = MayChangeEntry(who, pst, nullptr); err != 0) return reply(err);
+  }
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   fstx::Op op;
@@ -271,6 +296,13 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   auto v = LookupView(fs, tx, source, pv->view, name);
   if (!v.ok()) return reply(v.status().code());
   if (!v->exists) return reply(ENOENT);
+  {
+    // may_delete: write and search on the directory, then the sticky bit, before the type.
+    struct stat pst;
+    if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
+    const struct stat victim = ViewAttributes(fs, tx, source, v->object, v->st);
+    if (int err = MayChangeEntry(RequesterOf(req), pst, &victim); err != 0) return reply(err);
+  }
   const bool is_dir = S_ISDIR(v->st.st_mode);
   if (dir && !is_dir) return reply(ENOTDIR);
   if (!dir && is_dir) return reply(EISDIR);
@@ -327,6 +359,28 @@ void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   if (src_dir && (to.size() > from.size() && to.compare(0, from.size(), from) == 0 &&
                   to[from.size()] == '/')) {
     return reply(EINVAL);
+  }
+  {
+    // vfs_rename's checks: removing the source name (sticky bit included), creating or
+    // replacing the target name, and a directory that changes parent gets its ".." rewritten.
+    const Requester who = RequesterOf(req);
+    struct stat sp, dp;
+    if (int err = TxStat(fs, tx, parent, &sp); err != 0) return reply(err);
+    if (int err = TxStat(fs, tx, newparent, &dp); err != 0) return reply(err);
+    const struct stat s_st = ViewAttributes(fs, tx, source, src->object, src->st);
+    struct stat d_st {};
+    if (dst->exists) d_st = ViewAttributes(fs, tx, source, dst->object, dst->st);
+    if (int err = MayChangeEntry(who, sp, &s_st); err != 0) return reply(err);
+    if (int err = MayChangeEntry(who, dp, dst->exists ? &d_st : nullptr); err != 0)
+      return reply(err);
+    if (ObjectOf(parent) != ObjectOf(newparent)) {
+      if (src_dir) {
+        if (int err = MayAccess(who, s_st, kMayWrite); err != 0) return reply(err);
+      }
+      if (exchange && dst_dir) {
+        if (int err = MayAccess(who, d_st, kMayWrite); err != 0) return reply(err);
+      }
+    }
   }
   if (dst->exists && !exchange) {
     if (src_dir && !dst_dir) return reply(ENOTDIR);

@@ -134,6 +134,17 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     fuse_reply_err(req, errno);
     return false;
   }
+  // Writes through the handle take the file's lock: the caller must be allowed to write it
+  // (the kernel checked too, against attributes it may have cached).
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+    struct stat st;
+    int err = TxStat(fs, tx, inode, &st);
+    if (err == 0) err = MayAccess(RequesterOf(req), st, kMayWrite);
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return false;
+    }
+  }
   // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
   if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
@@ -398,7 +409,7 @@ void SetattrByHandle(fuse_req_t req, Filesystem& fs, const struct stat* attr, in
     fuse_reply_err(req, EIO);
     return;
   }
-  Setattr(req, fs, tx, h->inode, attr, to_set);
+  Setattr(req, fs, tx, h->inode, attr, to_set, true);
 }
 
 void GetattrByHandle(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {

@@ -100,11 +100,24 @@ int CheckName(const char* name) {
   return EOPNOTSUPP;
 }
 
+namespace {
+
+// xattr_permission and the capability module's rules, on the attributes the transaction sees,
+// before the value is looked at (as the kernel orders them) and before the lock.
+int MayChange(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
+  struct stat st;
+  if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
+  return MayChangeXattr(RequesterOf(req), st, name);
+}
+
+}  // namespace
+
 void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
               const char* value, size_t size, int flags) {
   auto reply = [&](int err) { fuse_reply_err(req, err); };
   if (inode->is_virtual_root()) return reply(EPERM);
   if (int err = CheckName(name); err != 0) return reply(err);
+  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewValue(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if ((flags & XATTR_CREATE) && cur) return reply(EEXIST);
@@ -129,6 +142,7 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
                  const char* name) {
   auto reply = [&](int err) { fuse_reply_err(req, err); };
   if (inode->is_virtual_root()) return reply(EPERM);
+  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewValue(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if (!cur) return reply(ENODATA);

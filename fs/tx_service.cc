@@ -311,7 +311,7 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
     txs_[*id] = ctx;
     live_count_.store(txs_.size(), std::memory_order_release);
   }
-  Status s = bindings_.Bind(*id, scope, target, caller.uid);
+  Status s = bindings_.Bind(*id, scope, target, Binder{caller.uid, caller.gid, caller.uid == 0});
   if (!s.ok()) {
     {
       std::lock_guard l(mu_);

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -124,6 +125,14 @@ int main(int argc, char** argv) {
   char id[KTMFS_ID_SIZE];
   int rc = ktmfs_begin(fd, scope, pid, static_cast<uint32_t>(timeout), name.c_str(), id);
   close(fd);
+  if (rc == -EPERM) {
+    // The daemon refuses a binding the kernel would refuse a ptrace: say what can be bound.
+    Warn(
+        "%s: begin: permission denied: this user may not bind the process (only one it could "
+        "ptrace: of the same user and groups, not running set-id, dumpable)",
+        path.c_str());
+    return KTMFS_EXIT_FAILED;
+  }
   if (rc != 0) return ReportError(path, "begin", rc);
   if (!quiet) std::printf("%s\n", id);
   return KTMFS_EXIT_OK;

@@ -33,6 +33,35 @@ TEST(ProcReaderTest, RejectsTruncatedFiles) {
   EXPECT_FALSE(ParseProcFiles(1, stat, "Uid:\t0\n").ok());
 }
 
+TEST(ProcReaderTest, ParsesCredentials) {
+  const std::string status =
+      "Name:\tsleep\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\nGroups:\t\n";
+  auto c = ParseCredentials(9, status, 0, 0);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->uid[0], 1000u);
+  EXPECT_EQ(c->uid[1], 0u);
+  EXPECT_EQ(c->uid[2], 0u);
+  EXPECT_EQ(c->gid[3], 100u);
+  // /proc/9 is owned by root:root, the effective uid but not the effective gid: not dumpable.
+  EXPECT_FALSE(c->dumpable);
+  const std::string plain = "Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
+  EXPECT_TRUE(ParseCredentials(9, plain, 1000, 100)->dumpable);
+  EXPECT_FALSE(ParseCredentials(9, plain, 0, 0)->dumpable);
+  EXPECT_FALSE(ParseCredentials(9, "Uid:\t1000\t1000\n", 0, 0).ok());
+  EXPECT_FALSE(ParseCredentials(9, "Name:\tx\n", 0, 0).ok());
+}
+
+TEST(ProcReaderTest, CredentialsOfThisProcess) {
+  SystemProcReader reader;
+  auto c = reader.Credentials(getpid());
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->uid[0], getuid());
+  EXPECT_EQ(c->uid[1], geteuid());
+  EXPECT_EQ(c->gid[0], getgid());
+  EXPECT_TRUE(c->dumpable);
+  EXPECT_FALSE(reader.Credentials(-1).ok());
+}
+
 TEST(ProcReaderTest, ReadsThisProcessAndAThread) {
   SystemProcReader proc;
   auto self = proc.Read(getpid());

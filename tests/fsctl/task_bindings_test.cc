@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <map>
 
 namespace ktmfs::fs {
@@ -56,11 +57,39 @@ class FakeProc : public ProcReader {
     t.uid = 0;
     return t;
   }
+  // Each made-up user's group has its uid for number; `creds` overrides a task's ids.
+  Result<TaskCredentials> Credentials(pid_t tid) override {
+    if (auto c = creds.find(tid); c != creds.end()) return c->second;
+    auto it = tasks.find(tid);
+    if (it == tasks.end()) return Status::Error(ENOENT, "gone");
+    TaskCredentials c;
+    for (int i = 0; i < 4; ++i) {
+      c.uid[i] = it->second.uid;
+      c.gid[i] = it->second.uid;
+    }
+    return c;
+  }
   std::map<pid_t, TaskInfo> tasks;
+  std::map<pid_t, TaskCredentials> creds;
   int reads = 0;
   int stat_reads = 0;
   int reads_allowed = 0;
 };
+
+// A binder with the ids of a made-up user (root is privileged).
+Binder User(uid_t uid) {
+  return Binder{uid, uid, uid == 0};
+}
+
+TaskCredentials Creds(std::array<uid_t, 4> uids, std::array<gid_t, 4> gids, bool dumpable = true) {
+  TaskCredentials c;
+  for (int i = 0; i < 4; ++i) {
+    c.uid[i] = uids[i];
+    c.gid[i] = gids[i];
+  }
+  c.dumpable = dumpable;
+  return c;
+}
 
 class TaskBindingsTest : public ::testing::Test {
  protected:
@@ -77,7 +106,7 @@ TEST_F(TaskBindingsTest, NothingBoundCostsNoProcRead) {
 }
 
 TEST_F(TaskBindingsTest, TreeScopeCoversDescendantsAndThreadsButNotAncestors) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(200), t1);
   EXPECT_EQ(bindings.Lookup(201), t1);  // another thread of the bound process
   EXPECT_EQ(bindings.Lookup(300), t1);
@@ -88,7 +117,7 @@ TEST_F(TaskBindingsTest, TreeScopeCoversDescendantsAndThreadsButNotAncestors) {
 
 TEST_F(TaskBindingsTest, TreeScopeLeavesOutChildrenStartedBeforeTheBegin) {
   proc.now = 45;  // make (300, started at 40) is already running; cc (400) is not yet
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(200), t1);
   EXPECT_FALSE(bindings.Lookup(300).has_value());
   EXPECT_FALSE(bindings.Lookup(400).has_value());  // below make, so outside too
@@ -100,7 +129,7 @@ TEST_F(TaskBindingsTest, TreeScopeLeavesOutChildrenStartedBeforeTheBegin) {
 // it, is known from the children the bound process had when it was bound.
 TEST_F(TaskBindingsTest, TreeScopeLeavesOutAChildStartedInTheSameTickBeforeTheBegin) {
   proc.now = 40;  // make (300) started in this very tick, before the begin
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_FALSE(bindings.Lookup(300).has_value());
   EXPECT_FALSE(bindings.Lookup(400).has_value());
   proc.Add(600, 600, 200, 1000, 40);  // started in the same tick, after the begin
@@ -108,7 +137,8 @@ TEST_F(TaskBindingsTest, TreeScopeLeavesOutAChildStartedInTheSameTickBeforeTheBe
 }
 
 TEST_F(TaskBindingsTest, ProcessScopeCoversItsThreadsOnly) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 201, 1000).ok());  // any thread names the process
+  ASSERT_TRUE(
+      bindings.Bind(t1, Scope::kProcess, 201, User(1000)).ok());  // any thread names the process
   EXPECT_EQ(bindings.Get(t1)->pid, 200);
   EXPECT_EQ(bindings.Lookup(200), t1);
   EXPECT_EQ(bindings.Lookup(201), t1);
@@ -116,34 +146,34 @@ TEST_F(TaskBindingsTest, ProcessScopeCoversItsThreadsOnly) {
 }
 
 TEST_F(TaskBindingsTest, ThreadScopeCoversOneThread) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kThread, 201, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kThread, 201, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(201), t1);
   EXPECT_FALSE(bindings.Lookup(200).has_value());
   // Each thread can run its own transaction.
-  ASSERT_TRUE(bindings.Bind(t2, Scope::kThread, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kThread, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(200), t2);
   EXPECT_EQ(bindings.Lookup(201), t1);
 }
 
 TEST_F(TaskBindingsTest, AnotherUsersProcessCannotBeBoundExceptByRoot) {
-  Status s = bindings.Bind(t1, Scope::kTree, 500, 1000);
+  Status s = bindings.Bind(t1, Scope::kTree, 500, User(1000));
   EXPECT_EQ(s.code(), EPERM);
   EXPECT_NE(s.message().find("500"), std::string::npos);
-  EXPECT_TRUE(bindings.Bind(t1, Scope::kTree, 500, 0).ok());
+  EXPECT_TRUE(bindings.Bind(t1, Scope::kTree, 500, User(0)).ok());
 }
 
 TEST_F(TaskBindingsTest, NoSuchProcess) {
-  EXPECT_EQ(bindings.Bind(t1, Scope::kTree, 999, 0).code(), ESRCH);
+  EXPECT_EQ(bindings.Bind(t1, Scope::kTree, 999, User(0)).code(), ESRCH);
 }
 
 TEST_F(TaskBindingsTest, ATaskAlreadyInsideCannotBeBoundAgain) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
-  EXPECT_EQ(bindings.Bind(t2, Scope::kProcess, 300, 1000).code(), EBUSY);
-  EXPECT_EQ(bindings.Bind(t1, Scope::kProcess, 500, 0).code(), EBUSY);  // t1 already bound
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
+  EXPECT_EQ(bindings.Bind(t2, Scope::kProcess, 300, User(1000)).code(), EBUSY);
+  EXPECT_EQ(bindings.Bind(t1, Scope::kProcess, 500, User(0)).code(), EBUSY);  // t1 already bound
 }
 
 TEST_F(TaskBindingsTest, UnbindEndsMembership) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
   bindings.Unbind(t1);
   EXPECT_FALSE(bindings.Lookup(400).has_value());
@@ -151,7 +181,7 @@ TEST_F(TaskBindingsTest, UnbindEndsMembership) {
 }
 
 TEST_F(TaskBindingsTest, AReusedPidDoesNotInheritTheTransaction) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 300, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 300, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
   // make (300) and cc (400) exit; new processes get the same pids.
   proc.Exit(300);
@@ -166,8 +196,8 @@ TEST_F(TaskBindingsTest, AReusedPidDoesNotInheritTheTransaction) {
 }
 
 TEST_F(TaskBindingsTest, ExitedAndZombieProcessesAreOrphans) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, 1000).ok());
-  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 500, 0).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, User(1000)).ok());
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 500, User(0)).ok());
   EXPECT_TRUE(bindings.FindOrphans().empty());
   proc.tasks[300].state = 'Z';
   proc.Exit(500);
@@ -177,7 +207,7 @@ TEST_F(TaskBindingsTest, ExitedAndZombieProcessesAreOrphans) {
 
 TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
   EXPECT_FALSE(bindings.Lookup(400).has_value());
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
   int reads = proc.reads, stat_reads = proc.stat_reads;
   EXPECT_EQ(bindings.Lookup(400), t1);
@@ -185,7 +215,7 @@ TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
   EXPECT_EQ(proc.stat_reads, stat_reads + 1);
   EXPECT_EQ(proc.reads, reads);
   bindings.Unbind(t1);
-  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 400, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 400, User(1000)).ok());
   reads = proc.reads;
   EXPECT_EQ(bindings.Lookup(400), t2);
   // Worked out again, from what was read of the same tasks before.
@@ -193,15 +223,60 @@ TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
 }
 
 TEST_F(TaskBindingsTest, AnOrphanLeavesTheTreeEvenWhenItsOldParentsPidIsReused) {
-  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, 1000).ok());
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
   // make (300) exits: cc (400) is handed to init, and a new child of bash gets pid 300.
   proc.Exit(300);
   proc.tasks[400].ppid = 1;
   proc.Add(300, 300, 200, 1000, 70);
-  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 500, 0).ok());  // answers are worked out again
-  EXPECT_EQ(bindings.Lookup(300), t1);                           // the new child is in the tree
+  ASSERT_TRUE(
+      bindings.Bind(t2, Scope::kProcess, 500, User(0)).ok());  // answers are worked out again
+  EXPECT_EQ(bindings.Lookup(300), t1);                         // the new child is in the tree
   EXPECT_FALSE(bindings.Lookup(400).has_value());  // cc is not any more: its parent is init
+}
+
+TEST(MayBindTest, FollowsThePtraceRule) {
+  const Binder u = User(1000);
+  EXPECT_TRUE(MayBind(7, Creds({1000, 1000, 1000, 1000}, {1000, 1000, 1000, 1000}), u).ok());
+  // The filesystem ids do not count (ptrace looks at real, effective and saved ones).
+  EXPECT_TRUE(MayBind(7, Creds({1000, 1000, 1000, 0}, {1000, 1000, 1000, 0}), u).ok());
+  // A setuid-root helper of the same user: real uid its own, effective (and saved) 0.
+  Status s = MayBind(7, Creds({1000, 0, 0, 0}, {1000, 1000, 1000, 1000}), u);
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("process 7 runs with effective uid 0"), std::string::npos)
+      << s.message();
+  // Dropped back to the real uid but able to regain 0 (saved uid).
+  EXPECT_EQ(MayBind(7, Creds({1000, 1000, 0, 1000}, {1000, 1000, 1000, 1000}), u).code(), EPERM);
+  // setgid helpers and other groups.
+  EXPECT_EQ(MayBind(7, Creds({1000, 1000, 1000, 1000}, {1000, 42, 42, 42}), u).code(), EPERM);
+  EXPECT_EQ(MayBind(7, Creds({1000, 1000, 1000, 1000}, {42, 42, 42, 42}), u).code(), EPERM);
+  // Another user's process.
+  s = MayBind(7, Creds({2000, 2000, 2000, 2000}, {1000, 1000, 1000, 1000}), u);
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("belongs to uid 2000"), std::string::npos) << s.message();
+  // All ids right, but not dumpable (it changed ids, or ran a set-id program and came back).
+  s = MayBind(7, Creds({1000, 1000, 1000, 1000}, {1000, 1000, 1000, 1000}, false), u);
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("not dumpable"), std::string::npos) << s.message();
+  // Root binds anything.
+  EXPECT_TRUE(MayBind(7, Creds({1000, 0, 0, 0}, {1000, 0, 0, 0}, false), User(0)).ok());
+}
+
+TEST_F(TaskBindingsTest, ASetuidHelperOfTheSameUserIsBoundOnlyByRoot) {
+  proc.creds[400] = Creds({1000, 0, 0, 0}, {1000, 1000, 1000, 1000}, false);
+  Status s = bindings.Bind(t1, Scope::kProcess, 400, User(1000));
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("400"), std::string::npos);
+  EXPECT_FALSE(bindings.Lookup(400).has_value());
+  EXPECT_TRUE(bindings.Bind(t1, Scope::kProcess, 400, User(0)).ok());
+}
+
+TEST_F(TaskBindingsTest, AProcessIsCheckedThroughItsLeaderToo) {
+  // Thread 201 of bash looks plain, but bash (200) itself runs setuid.
+  proc.creds[200] = Creds({1000, 0, 0, 0}, {1000, 1000, 1000, 1000});
+  EXPECT_EQ(bindings.Bind(t1, Scope::kProcess, 201, User(1000)).code(), EPERM);
+  // Bound alone, the thread is what it looks like.
+  EXPECT_TRUE(bindings.Bind(t1, Scope::kThread, 201, User(1000)).ok());
 }
 
 }  // namespace
