@@ -23,11 +23,6 @@ Status Errno(const std::string& what) {
   return Status::Error(e, what + ": " + std::strerror(e));
 }
 
-std::string Parent(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
 class Applier {
  public:
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)

@@ -67,17 +67,12 @@ std::string PlaceholderPath(const std::string& staging_dir) {
   return staging_dir + "/space";
 }
 
-std::string ParentOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? std::string() : path.substr(0, slash);
-}
-
 uint64_t MetadataBytes(const ApplyPlan& plan) {
   constexpr uint64_t kBlock = 4096;
   std::set<std::string> growing_dirs;
   for (const PlannedObject& o : plan.objects)
     for (const std::string& name : o.finals)
-      if (o.is_new() || name != o.original) growing_dirs.insert(ParentOf(name));
+      if (o.is_new() || name != o.original) growing_dirs.insert(Parent(name));
   std::map<ObjectId, uint64_t> xattr_bytes;
   for (const Op& op : plan.content_ops)
     if (op.kind == OpKind::kSetxattr)

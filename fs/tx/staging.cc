@@ -28,12 +28,6 @@ Status FsyncPath(const std::string& path) {
   return s;
 }
 
-std::string Parent(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 bool ValidName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
@@ -55,6 +49,12 @@ Status PreadFull(int fd, std::byte* out, size_t len, uint64_t offset, size_t* go
 }
 
 }  // namespace
+
+std::string Parent(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
 
 // mkdir -p: the staging root's parents (<state>/staging) may not exist on a first mount.
 Status MakeDirs(const std::string& path) {

@@ -139,5 +139,7 @@ Status RemoveTree(const std::string& path);
 Status RemoveTreeLazily(const std::string& path);
 // mkdir -p (mode 0700 for what it creates).
 Status MakeDirs(const std::string& path);
+// The directory part of `path`: "." for a bare name, "/" for a name at the root.
+std::string Parent(const std::string& path);
 
 }  // namespace ktmfs::fstx
