@@ -147,14 +147,17 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   const fstx::ObjectId object = ObjectOf(inode);
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
   const fstx::ObjectKey key{object.dev, object.ino};
-  auto& locks = fs.txs()->rm(inode->source_index).locks();
-  // Held already, but reached now by another of its names: that name may lie below a name
-  // another transaction holds (the file's key was checked where it was first taken).
+  auto& rm = fs.txs()->rm(inode->source_index);
+  // Held already, but reached now by another of its names: the key is held at that name too.
+  // It may lie below a name another transaction holds, and while this transaction's ops name
+  // the file there nobody may move or remove a directory above it.
   struct stat st;
-  if (inode->is_tx_version() && !S_ISDIR(inode->type) && locks.Holder(key) == tx.id() &&
-      fstat(inode->fd, &st) == 0 && st.st_nlink > 1 &&
-      locks.NameHeldAbove(LockPath(fs, tx, inode), tx.id())) {
-    return EBUSY;
+  if (inode->is_tx_version() && !S_ISDIR(inode->type) && rm.locks().Holder(key) == tx.id() &&
+      fstat(inode->fd, &st) == 0 && st.st_nlink > 1) {
+    const std::string path = LockPath(fs, tx, inode);
+    if (path.empty()) return 0;
+    Status s = rm.LockAt(tx.id(), key, path);
+    return s.ok() ? 0 : s.code();
   }
   return Take(fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); });
 }

@@ -1,5 +1,6 @@
 #include "fs/tx/lock_table.h"
 
+#include <algorithm>
 #include <cassert>
 #include <vector>
 
@@ -57,10 +58,10 @@ const Guid* LockTable::HeldUnderLocked(const std::string& dir, const Guid& tx) c
 Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string& path) {
   std::lock_guard lock(mu_);
   auto found = holders_.find(key);
-  if (found != holders_.end()) {
-    if (found->second == tx) return Status::Ok();
+  if (found != holders_.end() && found->second != tx)
     return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
-  }
+  const bool held = found != holders_.end();
+  if (held && (path.empty() || HasPathLocked(key, path))) return Status::Ok();
   if (!path.empty()) {
     if (const Guid* h = NameAboveLocked(path, tx)) {
       return Status::Busy("'" + path + "' is below a name that transaction " + h->ToString() +
@@ -73,21 +74,32 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
       }
     }
   }
-  holders_.emplace(key, tx);
-  held_[tx].push_back(key);
+  if (!held) {
+    holders_.emplace(key, tx);
+    held_[tx].push_back(key);
+  }
   if (!path.empty()) {
-    paths_[key] = path;
+    // An object already held, reached now by another of its names: that name is held too, so
+    // nobody moves or removes a directory above it while the transaction's ops name it there.
+    paths_[key].push_back(path);
     by_path_.emplace(path, key);
+    ++path_count_;
   }
   count_.store(holders_.size(), std::memory_order_release);
   AssertConsistentLocked();
   return Status::Ok();
 }
 
+bool LockTable::HasPathLocked(const LockKey& key, const std::string& path) const {
+  auto p = paths_.find(key);
+  return p != paths_.end() &&
+         std::find(p->second.begin(), p->second.end(), path) != p->second.end();
+}
+
 void LockTable::AssertConsistentLocked() const {
   // Every key taken with a path is in both path indexes, once, and is held. (Counts only: a
   // full cross-check would make every lock cost the size of the table.)
-  assert(paths_.size() == by_path_.size());
+  assert(path_count_ == by_path_.size());
   assert(paths_.size() <= holders_.size());
   assert(held_.empty() == holders_.empty());
 }
@@ -109,13 +121,16 @@ size_t LockTable::ReleaseAll(const Guid& tx) {
     holders_.erase(key);
     auto p = paths_.find(key);
     if (p == paths_.end()) continue;
-    auto [first, last] = by_path_.equal_range(p->second);
-    for (auto b = first; b != last; ++b) {
-      if (b->second == key) {
-        by_path_.erase(b);
-        break;
+    for (const std::string& path : p->second) {
+      auto [first, last] = by_path_.equal_range(path);
+      for (auto b = first; b != last; ++b) {
+        if (b->second == key) {
+          by_path_.erase(b);
+          break;
+        }
       }
     }
+    path_count_ -= p->second.size();
     paths_.erase(p);
   }
   held_.erase(it);

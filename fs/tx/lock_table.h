@@ -55,7 +55,8 @@ class LockTable {
   // OK if the key was free (it is now held by tx) or already held by tx; EBUSY naming the
   // holder otherwise. `path`: where the key is in the backing tree (relative to its root).
   // With a path, also EBUSY when another transaction holds a name at or above it, or, for an
-  // entry, anything below it.
+  // entry, anything below it. A key tx holds already, given a path it was not taken at (an
+  // object with several names), is then held at that path as well.
   Status Acquire(const Guid& tx, const LockKey& key, const std::string& path = {});
   // Whether a transaction other than `except` holds a key at or below `dir` (a backing path;
   // keys acquired without a path do not count). Moving `dir` would move what they hold.
@@ -76,13 +77,15 @@ class LockTable {
   mutable std::mutex mu_;
   std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
-  std::map<LockKey, std::string> paths_;
+  std::map<LockKey, std::vector<std::string>> paths_;
+  size_t path_count_ = 0;  // entries of paths_'s lists, for the consistency check
   // The keys taken with a path, by path: ancestors and subtrees are ranges of this map.
   std::multimap<std::string, LockKey> by_path_;
 
   // Under mu_: the holder other than tx of what makes a change at `path` conflict, if any.
   const Guid* NameAboveLocked(const std::string& path, const Guid& tx) const;
   const Guid* HeldUnderLocked(const std::string& dir, const Guid& tx) const;
+  bool HasPathLocked(const LockKey& key, const std::string& path) const;
   // Debug builds: the indexes agree (mu_ held).
   void AssertConsistentLocked() const;
   // Per-transaction index so ReleaseAll need not scan the whole table.

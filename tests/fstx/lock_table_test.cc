@@ -97,6 +97,31 @@ TEST(LockTable, NameCannotChangeWhileAnotherHoldsBelowIt) {
   EXPECT_TRUE(t.Acquire(mover, EntryKey{1, 1, "d"}, "d").ok());
 }
 
+TEST(LockTable, ObjectReachedByASecondNameIsHeldThereToo) {
+  // A file with names "f" and "d/sub/e": a transaction that wrote it as "f" and then links
+  // "d/sub/e" names it in its ops at both, so "d/sub" may not move under it.
+  LockTable t;
+  Guid tx = Guid::Random(), other = Guid::Random();
+  ObjectKey file{8, 50};
+  ASSERT_TRUE(t.Acquire(tx, file, "f").ok());
+  EXPECT_FALSE(t.HeldUnder("d/sub", other));
+  ASSERT_TRUE(t.Acquire(tx, file, "d/sub/e").ok());
+  ASSERT_TRUE(t.Acquire(tx, file, "d/sub/e").ok());  // once is enough
+  EXPECT_EQ(t.CountHeldBy(tx), 1u);
+  EXPECT_TRUE(t.HeldUnder("d/sub", other));
+  EXPECT_TRUE(t.HeldUnder("d", other));
+  // The second name lies below a directory another transaction removes: refused, and the
+  // first name stays held alone.
+  ASSERT_TRUE(t.Acquire(other, EntryKey{8, 3, "gone"}, "gone").ok());
+  EXPECT_EQ(t.Acquire(tx, file, "gone/e").code(), EBUSY);
+  EXPECT_FALSE(t.HeldUnder("gone", other));
+  EXPECT_EQ(t.ReleaseAll(tx), 1u);
+  EXPECT_FALSE(t.HeldUnder("d", other));
+  EXPECT_FALSE(t.HeldUnder("f", other));
+  EXPECT_EQ(t.ReleaseAll(other), 1u);
+  EXPECT_EQ(t.size(), 0u);
+}
+
 TEST(LockTable, RaceForADirectoryAndItsContentsHasOneWinner) {
   for (int round = 0; round < 200; ++round) {
     LockTable t;
