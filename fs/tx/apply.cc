@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "fs/tx/beneath.h"
 #include "fs/tx/direct_io.h"
 #include "fs/tx/owner_access.h"
 #include "fs/tx/reserve_space.h"
@@ -26,7 +27,7 @@ Status Errno(const std::string& what) {
 class Applier {
  public:
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)
-      : t_(t), plan_(plan), hook_(hook) {}
+      : t_(t), plan_(plan), hook_(hook), root_(t.backing_root) {}
 
   Result<AppliedChanges> Run() {
     // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
@@ -39,7 +40,9 @@ class Applier {
   }
 
  private:
-  std::string Backing(const std::string& rel) const { return t_.backing_root + "/" + rel; }
+  // Every name in the backing tree is reached through beneath.h: never through a symlink.
+  BackingName Backing(const std::string& rel) const { return root_.Name(rel); }
+  std::string Shown(const std::string& rel) const { return t_.backing_root + "/" + rel; }
   std::string Parking(const ObjectId& id) const {
     return t_.staging_dir + "/park/p" + std::to_string(id.dev) + "." + std::to_string(id.ino);
   }
@@ -54,6 +57,23 @@ class Applier {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0 && st.st_dev == id.dev && st.st_ino == id.ino;
   }
+  static bool Holds(const BackingName& name, const ObjectId& id) {
+    return name.error() == 0 && Holds(std::string(name.path()), id);
+  }
+  // A name whose directory cannot be reached: only its absence (an earlier run moved what
+  // led there) is for the caller to judge; a symlink on the way, or anything else, is not.
+  static Status Unreachable(const BackingName& name, const std::string& what) {
+    if (name.error() == 0 || name.error() == ENOENT || name.error() == ENOTDIR) return Status::Ok();
+    return name.ErrorStatus(what);
+  }
+  // An existing object's content is changed only in that object: a name that leads to
+  // another one now (replaced behind the daemon's back) is refused.
+  static Status CheckIdentity(int fd, const PlannedObject& o, const BackingName& name) {
+    struct stat st;
+    if (o.is_new() || (::fstat(fd, &st) == 0 && st.st_dev == o.id.dev && st.st_ino == o.id.ino))
+      return Status::Ok();
+    return Status::Error(ESTALE, name.shown() + " is no longer the file the transaction changed");
+  }
   // A parked, deleted file with a name besides its parking name.
   bool HasOtherNames(const PlannedObject& o) const {
     struct stat st;
@@ -64,17 +84,20 @@ class Applier {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0;
   }
-  static bool SameInode(const std::string& a, const std::string& b) {
+  static bool SameInode(const BackingName& a, const BackingName& b) {
     struct stat sa, sb;
-    return ::lstat(a.c_str(), &sa) == 0 && ::lstat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+    return ::lstat(a.path(), &sa) == 0 && ::lstat(b.path(), &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
   }
 
-  Status Rename(const std::string& from, const std::string& to) {
-    KTMFS_RETURN_IF_ERROR(Mutate("rename " + from + " -> " + to));
-    if (::rename(from.c_str(), to.c_str()) != 0) return Errno("rename " + from + " -> " + to);
-    dirty_dirs_.insert(Parent(from));
-    dirty_dirs_.insert(Parent(to));
+  Status Rename(const BackingName& from, const BackingName& to) {
+    const std::string what = "rename " + from.shown() + " -> " + to.shown();
+    if (from.error() != 0) return from.ErrorStatus("rename");
+    if (to.error() != 0) return to.ErrorStatus("rename to");
+    KTMFS_RETURN_IF_ERROR(Mutate(what));
+    if (::rename(from.path(), to.path()) != 0) return Errno(what);
+    dirty_dirs_.insert(Parent(from.shown()));
+    dirty_dirs_.insert(Parent(to.shown()));
     return Status::Ok();
   }
 
@@ -103,10 +126,11 @@ class Applier {
     for (const auto* o : order) {
       std::string parking = Parking(o->id);
       if (Holds(parking, o->id)) continue;  // parked by an earlier run
-      std::string original = Backing(o->original);
+      BackingName original = Backing(o->original);
+      KTMFS_RETURN_IF_ERROR(Unreachable(original, "park"));
       // Neither parked nor at its original name: an earlier run parked and placed it.
       if (!Holds(original, o->id)) continue;
-      KTMFS_RETURN_IF_ERROR(Rename(original, parking));
+      KTMFS_RETURN_IF_ERROR(Rename(original, BackingName::Trusted(parking)));
     }
     return Status::Ok();
   }
@@ -123,19 +147,21 @@ class Applier {
       if (!o->is_new() && !o->parks()) continue;  // it never left its original name
       // The staged or parking name disappears only by this rename, so its absence means done.
       if (!Exists(from)) continue;
-      KTMFS_RETURN_IF_ERROR(Rename(from, Backing(o->canonical)));
+      KTMFS_RETURN_IF_ERROR(Rename(BackingName::Trusted(from), Backing(o->canonical)));
     }
     // Extra names are hard links to the canonical one.
     for (const auto* o : order) {
-      std::string canonical = Backing(o->canonical);
+      BackingName canonical = Backing(o->canonical);
+      if (canonical.error() != 0) return canonical.ErrorStatus("link");
       for (const auto& name : o->finals) {
         if (name == o->canonical) continue;
-        std::string path = Backing(name);
+        BackingName path = Backing(name);
+        if (path.error() != 0) return path.ErrorStatus("link to");
         if (SameInode(path, canonical)) continue;
-        KTMFS_RETURN_IF_ERROR(Mutate("link " + canonical + " -> " + path));
-        if (::link(canonical.c_str(), path.c_str()) != 0)
-          return Errno("link " + canonical + " -> " + path);
-        dirty_dirs_.insert(Parent(path));
+        const std::string what = "link " + canonical.shown() + " -> " + path.shown();
+        KTMFS_RETURN_IF_ERROR(Mutate(what));
+        if (::link(canonical.path(), path.path()) != 0) return Errno(what);
+        dirty_dirs_.insert(Parent(path.shown()));
       }
     }
     return Status::Ok();
@@ -146,14 +172,15 @@ class Applier {
     for (size_t i = 0; i < ops.size(); ++i) {
       const PlannedObject* o = plan_.Find(ops[i].object);
       if (o == nullptr) continue;
-      std::string path = Backing(o->canonical);
+      BackingName path =
+          o->deleted() ? BackingName::Trusted(Parking(o->id)) : Backing(o->canonical);
+      if (path.error() != 0) return path.ErrorStatus("change");
       if (o->deleted()) {
         // The transaction removed every name it knew the object by. An existing file can have
         // more, which it never saw: then it lives on, with this transaction's changes, and its
         // parking name (a link to it until cleanup) is where they go. Otherwise it is gone at
         // the end: nothing to set.
         if (o->is_new() || !HasOtherNames(*o)) continue;
-        path = Parking(o->id);
       }
       Op merged;
       const Op& op = MergeExtents(ops, &i, &merged);
@@ -213,7 +240,7 @@ class Applier {
     return *merged;
   }
 
-  Status ContentOp(const Op& op, const PlannedObject& o, const std::string& path) {
+  Status ContentOp(const Op& op, const PlannedObject& o, const BackingName& path) {
     switch (op.kind) {
       case OpKind::kCreate:
       case OpKind::kMkdir:
@@ -225,60 +252,60 @@ class Applier {
       case OpKind::kSetattr:
         return Setattr(op, o, path);
       case OpKind::kSetxattr:
-        KTMFS_RETURN_IF_ERROR(Mutate("setxattr " + path + " " + op.name));
+        KTMFS_RETURN_IF_ERROR(Mutate("setxattr " + path.shown() + " " + op.name));
         // No XATTR_CREATE/REPLACE here: the check was made when the operation ran, and a
         // re-run must be able to set it again.
-        if (SetXattrAsOwner(path, op.name, op.value) != 0) return Errno("setxattr " + op.name);
+        if (SetXattrAsOwner(path.path(), op.name, op.value) != 0)
+          return Errno("setxattr " + op.name);
         return Status::Ok();
       case OpKind::kRemovexattr:
-        KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path + " " + op.name));
-        if (RemoveXattrAsOwner(path, op.name) != 0 && errno != ENODATA)
+        KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path.shown() + " " + op.name));
+        if (RemoveXattrAsOwner(path.path(), op.name) != 0 && errno != ENODATA)
           return Errno("removexattr " + op.name);
         return Status::Ok();
       case OpKind::kWriteExtent:
         if (o.is_new()) return Status::Ok();  // its staged file became the file itself
-        return CopyExtent(op, path);
+        return CopyExtent(op, o, path);
       case OpKind::kWriteData:
         if (o.is_new()) return Status::Ok();
-        return WriteData(op, path);
+        return WriteData(op, o, path);
       default:
         return Status::InvalidArgument("not a content operation");
     }
   }
 
-  Status Chmod(const std::string& path, uint32_t mode) {
-    struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) return Errno("stat " + path);
-    if (S_ISLNK(st.st_mode)) return Status::Ok();  // symlinks have no mode of their own
-    KTMFS_RETURN_IF_ERROR(Mutate("chmod " + path));
-    if (::chmod(path.c_str(), mode & 07777) != 0) return Errno("chmod " + path);
+  Status Chmod(const BackingName& path, uint32_t mode) {
+    KTMFS_RETURN_IF_ERROR(Mutate("chmod " + path.shown()));
+    // Symlinks have no mode of their own: left alone.
+    if (path.ChmodNoFollow(mode & 07777) != 0) return Errno("chmod " + path.shown());
     return Status::Ok();
   }
 
-  Status Chown(const std::string& path, uint32_t uid, uint32_t gid) {
-    KTMFS_RETURN_IF_ERROR(Mutate("chown " + path));
-    if (::lchown(path.c_str(), uid, gid) != 0) return Errno("chown " + path);
+  Status Chown(const BackingName& path, uint32_t uid, uint32_t gid) {
+    KTMFS_RETURN_IF_ERROR(Mutate("chown " + path.shown()));
+    if (::lchown(path.path(), uid, gid) != 0) return Errno("chown " + path.shown());
     return Status::Ok();
   }
 
-  Status Setattr(const Op& op, const PlannedObject& o, const std::string& path) {
+  Status Setattr(const Op& op, const PlannedObject& o, const BackingName& path) {
     if (op.set_mask & kSetMode) KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
     if (op.set_mask & (kSetUid | kSetGid)) {
       uid_t uid = (op.set_mask & kSetUid) ? op.uid : static_cast<uid_t>(-1);
       gid_t gid = (op.set_mask & kSetGid) ? op.gid : static_cast<gid_t>(-1);
-      KTMFS_RETURN_IF_ERROR(Mutate("chown " + path));
-      if (::lchown(path.c_str(), uid, gid) != 0) return Errno("chown " + path);
+      KTMFS_RETURN_IF_ERROR(Mutate("chown " + path.shown()));
+      if (::lchown(path.path(), uid, gid) != 0) return Errno("chown " + path.shown());
     }
     // A new file's staged contents already have their final size.
     if ((op.set_mask & kSetSize) && !o.is_new()) {
-      KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path));
-      int fd = OpenAsOwner(path, O_WRONLY);
-      if (fd < 0) return Errno("open " + path + " to truncate it");
-      const bool cut = ::ftruncate(fd, static_cast<off_t>(op.size)) == 0;
-      Status s = cut ? Status::Ok() : Errno("truncate " + path);
+      KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path.shown()));
+      int fd = OpenAsOwner(path.path(), O_WRONLY);
+      if (fd < 0) return Errno("open " + path.shown() + " to truncate it");
+      Status s = CheckIdentity(fd, o, path);
+      if (s.ok() && ::ftruncate(fd, static_cast<off_t>(op.size)) != 0)
+        s = Errno("truncate " + path.shown());
       ::close(fd);
       KTMFS_RETURN_IF_ERROR(s);
-      written_files_.insert(path);
+      written_files_.insert(path.shown());
     }
     if (op.set_mask & (kSetAtime | kSetMtime)) {
       timespec ts[2];
@@ -288,29 +315,30 @@ class Applier {
         ts[0] = {op.atime_ns / 1'000'000'000, op.atime_ns % 1'000'000'000};
       if (op.set_mask & kSetMtime)
         ts[1] = {op.mtime_ns / 1'000'000'000, op.mtime_ns % 1'000'000'000};
-      KTMFS_RETURN_IF_ERROR(Mutate("utimens " + path));
-      if (::utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
-        return Errno("utimens " + path);
+      KTMFS_RETURN_IF_ERROR(Mutate("utimens " + path.shown()));
+      if (::utimensat(AT_FDCWD, path.path(), ts, AT_SYMLINK_NOFOLLOW) != 0)
+        return Errno("utimens " + path.shown());
     }
     return Status::Ok();
   }
 
-  Status WriteData(const Op& op, const std::string& path) {
-    int out = OpenAsOwner(path, O_WRONLY);
-    if (out < 0) return Errno("open " + path);
-    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+  Status WriteData(const Op& op, const PlannedObject& o, const BackingName& path) {
+    int out = OpenAsOwner(path.path(), O_WRONLY);
+    if (out < 0) return Errno("open " + path.shown());
+    Status s = CheckIdentity(out, o, path);
+    if (s.ok()) s = Mutate("write " + path.shown() + " @" + std::to_string(op.offset));
     size_t done = 0;
     while (s.ok() && done < op.data.size()) {
       ssize_t n = ::pwrite(out, op.data.data() + done, op.data.size() - done,
                            static_cast<off_t>(op.offset + done));
       if (n < 0) {
-        s = Errno("write " + path);
+        s = Errno("write " + path.shown());
         break;
       }
       done += static_cast<size_t>(n);
     }
     ::close(out);
-    if (s.ok()) written_files_.insert(path);
+    if (s.ok()) written_files_.insert(path.shown());
     return s;
   }
 
@@ -319,28 +347,34 @@ class Applier {
   // are not copied, and the truncate that cut them is replayed after this. Big ranges go past
   // the page cache on both sides (see direct_io.h): the staged bytes are read this once, and
   // the final file's are made durable by the sync step anyway.
-  Status CopyExtent(const Op& op, const std::string& path) {
+  Status CopyExtent(const Op& op, const PlannedObject& o, const BackingName& path) {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
     int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0) return Errno("open staged file " + staged);
-    int out = OpenAsOwner(path, O_WRONLY);
+    int out = OpenAsOwner(path.path(), O_WRONLY);
     if (out < 0) {
-      Status s = Errno("open " + path);
+      Status s = Errno("open " + path.shown());
       ::close(in);
       return s;
+    }
+    if (Status id = CheckIdentity(out, o, path); !id.ok()) {
+      ::close(in);
+      ::close(out);
+      return id;
     }
     int in_direct = -1, out_direct = -1;
     if (op.length >= kDirectAlign) {
       in_direct = ReopenDirect(in, O_RDONLY | O_CLOEXEC);
       if (in_direct >= 0) out_direct = ReopenDirect(out, O_WRONLY | O_CLOEXEC);
     }
-    Status s = Mutate("write " + path + " @" + std::to_string(op.offset));
+    Status s = Mutate("write " + path.shown() + " @" + std::to_string(op.offset));
     if (s.ok()) {
-      s = CopyAt(in, in_direct, out, out_direct, op.offset, op.length, staged + " -> " + path);
+      s = CopyAt(in, in_direct, out, out_direct, op.offset, op.length,
+                 staged + " -> " + path.shown());
     }
     for (int fd : {in, out, in_direct, out_direct})
       if (fd >= 0) ::close(fd);
-    if (s.ok()) written_files_.insert(path);
+    if (s.ok()) written_files_.insert(path.shown());
     return s;
   }
 
@@ -350,9 +384,9 @@ class Applier {
     for (const auto& o : plan_.objects) {
       // An object that keeps its one name changed no directory, in this run or an earlier one.
       if (!o.is_new() && o.finals.size() == 1 && o.finals[0] == o.original) continue;
-      if (!o.original.empty()) dirty_dirs_.insert(Parent(Backing(o.original)));
+      if (!o.original.empty()) dirty_dirs_.insert(Parent(Shown(o.original)));
       for (const auto& n : o.finals)
-        dirty_dirs_.insert(Parent(Backing(n)));
+        dirty_dirs_.insert(Parent(Shown(n)));
     }
     AppliedChanges c;
     c.backing_root = t_.backing_root;
@@ -364,6 +398,7 @@ class Applier {
   const ApplyTarget& t_;
   const ApplyPlan& plan_;
   const MutationHook& hook_;
+  BackingRoot root_;
   std::set<std::string> dirty_dirs_;
   std::set<std::string> written_files_;
 };

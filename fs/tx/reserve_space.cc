@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "fs/tx/beneath.h"
+#include "fs/tx/beneath.h"
 #include "fs/tx/staging.h"
 
 namespace ktmfs::fstx {
@@ -26,9 +28,10 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     const uint64_t length = op.kind == OpKind::kWriteData ? op.data.size() : op.length;
     if (length > 0) ranges[o].emplace_back(op.offset, length);
   }
+  const BackingRoot root(backing_root);
   for (const auto& [o, list] : ranges) {
-    const std::string path = backing_root + "/" + o->original;
-    int fd = ::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    const BackingName name = root.Name(o->original);
+    int fd = ::open(name.path(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) continue;
     struct stat st;
     // Only the object the transaction changed: whatever else sits at the name is not ours.
@@ -129,6 +132,7 @@ std::map<std::string, std::string> PresentXattrs(const std::string& path) {
 
 Status ProbeXattrs(const std::string& backing_root, const std::string& staging_dir,
                    const ApplyPlan& plan) {
+  const BackingRoot root(backing_root);
   std::map<ObjectId, std::map<std::string, std::string>> finals;
   std::set<std::pair<ObjectId, std::string>> changed;
   for (const Op& op : plan.content_ops) {
@@ -137,7 +141,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
     if (it == finals.end()) {
       const PlannedObject* o = plan.Find(op.object);
       std::map<std::string, std::string> present;
-      if (o != nullptr && !o->is_new()) present = PresentXattrs(backing_root + "/" + o->original);
+      if (o != nullptr && !o->is_new()) present = PresentXattrs(root.Name(o->original).path());
       it = finals.emplace(op.object, std::move(present)).first;
     }
     changed.emplace(op.object, op.name);

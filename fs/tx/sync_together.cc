@@ -6,9 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 
+#include "fs/tx/beneath.h"
 #include "fs/tx/owner_access.h"
 
 namespace ktmfs::fstx {
@@ -64,14 +67,27 @@ Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std
 }
 
 Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
-  std::set<std::string> paths, dirs, moved_away_roots;
-  for (const AppliedChanges* c : changes)
-    paths.insert(c->files.begin(), c->files.end());
+  std::set<std::string> files, dirs, moved_away_roots;
+  // Names below a backing root are reopened beneath it, as apply reached them (beneath.h):
+  // opening even read-only what a symlink planted since leads to (a device, say) is not ours.
+  std::map<std::string, std::unique_ptr<BackingRoot>> roots;
+  auto open_beneath = [&](const std::string& root, const std::string& path, int flags) {
+    const std::string prefix = root + "/";
+    if (path.compare(0, prefix.size(), prefix) != 0) return OpenAsOwner(path, flags);
+    auto& r = roots[root];
+    if (!r) r = std::make_unique<BackingRoot>(root);
+    BackingName name = r->Name(path.substr(prefix.size()));
+    if (name.error() != 0) {
+      errno = name.error();
+      return -1;
+    }
+    return OpenAsOwner(name.path(), flags);
+  };
   std::vector<int> fds;
   std::vector<std::string> names;
   Status s;
-  auto open_one = [&](const std::string& path, int flags) {
-    int fd = OpenAsOwner(path, O_RDONLY | flags);
+  auto open_one = [&](const std::string& root, const std::string& path, int flags) {
+    int fd = open_beneath(root, path, O_RDONLY | O_NOFOLLOW | flags);
     if (fd >= 0) {
       fds.push_back(fd);
       names.push_back(path);
@@ -79,19 +95,21 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
     }
     return false;
   };
-  for (const auto& f : paths) {
-    if (!open_one(f, O_NOFOLLOW)) {
-      s = Errno(errno, "open " + f);
-      break;
+  for (const AppliedChanges* c : changes) {
+    for (const auto& f : c->files) {
+      if (!s.ok()) break;
+      if (!files.insert(f).second) continue;
+      if (!open_one(c->backing_root, f, 0)) s = Errno(errno, "open " + f);
     }
   }
   for (const AppliedChanges* c : changes) {
     if (!s.ok()) break;
     for (const auto& d : c->dirs) {
       if (!dirs.insert(d).second) continue;  // opened for an earlier transaction of the batch
-      if (open_one(d, O_DIRECTORY)) continue;
-      // Moved or gone since (within its transaction): its whole filesystem is synced instead.
-      if (errno == ENOENT || errno == ENOTDIR) {
+      if (open_one(c->backing_root, d, O_DIRECTORY)) continue;
+      // Moved or gone since (within its transaction), or replaced by a symlink behind the
+      // daemon's back: its whole filesystem is synced instead.
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
         moved_away_roots.insert(c->backing_root);
         continue;
       }

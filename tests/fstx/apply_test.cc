@@ -244,6 +244,59 @@ TEST(Apply, RollbackLeavesBackingIdentical) {
   }
 }
 
+// A directory the transaction changed things in, replaced behind the daemon's back by a
+// symlink to a directory outside the backing root: apply runs as root, and must fail rather
+// than create, overwrite, chmod or set xattrs there. Then, the symlink gone and the directory
+// back, a re-run completes the transaction.
+TEST(Apply, NeverFollowsASymlinkPlantedOnTheWay) {
+  World world([](Workload& w) {
+    w.Create("dir1/victim", "from the transaction");
+    w.Write("dir1/c.txt", 0, "XX");
+    w.Chmod("dir1/sub/d.txt", 0666);
+    w.SetXattr("dir1/sub/d.txt", "user.planted", "1");
+  });
+  const std::string outside = world.tmp.path() + "/outside";
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((outside + "/sub").c_str(), 0755), 0);
+  WriteFile(outside + "/victim", "precious");
+  WriteFile(outside + "/c.txt", "outside");
+  WriteFile(outside + "/sub/d.txt", "outside");
+  ASSERT_EQ(::chmod((outside + "/sub/d.txt").c_str(), 0600), 0);
+  const std::string dir1 = world.backing + "/dir1", aside = world.tmp.path() + "/dir1-aside";
+  ASSERT_EQ(::rename(dir1.c_str(), aside.c_str()), 0);
+  ASSERT_EQ(::symlink(outside.c_str(), dir1.c_str()), 0);
+
+  Status s = ApplyTransaction(world.target(), world.ops);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("symlink"), std::string::npos) << s.ToString();
+  EXPECT_EQ(ReadFile(outside + "/victim"), "precious");
+  EXPECT_EQ(ReadFile(outside + "/c.txt"), "outside");
+  struct stat st;
+  ASSERT_EQ(::stat((outside + "/sub/d.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_LT(::getxattr((outside + "/sub/d.txt").c_str(), "user.planted", nullptr, 0), 0);
+
+  ASSERT_EQ(::unlink(dir1.c_str()), 0);
+  ASSERT_EQ(::rename(aside.c_str(), dir1.c_str()), 0);
+  s = ApplyTransaction(world.target(), world.ops);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+}
+
+// The same with a file: a name replaced by another file (by a hard link to a file outside the
+// transaction, say) is not written through; the content goes only into the object changed.
+TEST(Apply, WritesOnlyTheObjectTheTransactionChanged) {
+  World world([](Workload& w) { w.Write("a.txt", 0, "XX"); });
+  const std::string other = world.tmp.path() + "/other";
+  WriteFile(other, "someone else's");
+  const std::string a = world.backing + "/a.txt";
+  ASSERT_EQ(::unlink(a.c_str()), 0);
+  ASSERT_EQ(::link(other.c_str(), a.c_str()), 0);
+  Status s = ApplyTransaction(world.target(), world.ops);
+  EXPECT_EQ(s.code(), ESTALE) << s.ToString();
+  EXPECT_EQ(ReadFile(other), "someone else's");
+}
+
 TEST(Apply, InconsistentOpsAreRefusedBeforeAnyChange) {
   World world([](Workload&) {});
   std::vector<Op> ops = {
