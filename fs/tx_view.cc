@@ -30,6 +30,11 @@ Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode) {
     if (tx && tx.id() == owner) return Route::kTx;
     // Another transaction's version: stale for everyone while it lives, the object after.
     if (fs.txs() != nullptr && fs.txs()->EnterById(owner)) return Route::kStale;
+    // Except a directory for a task inside a transaction (a shell whose working directory was
+    // entered during an earlier one): served as committed, the names it creates there would
+    // bypass its transaction and survive the rollback. Its own view of the directory is
+    // reached by looking it up again.
+    if (tx && S_ISDIR(inode->type)) return Route::kStale;
     return Route::kCommitted;
   }
   if (!tx || inode->is_virtual_root()) return Route::kCommitted;

@@ -124,6 +124,15 @@ int main(int argc, char** argv) {
   if (child == 0) {
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGQUIT, &old_quit, nullptr);
+    // The working directory was looked up before the transaction began: it is the committed
+    // directory's node, which everyone shares, and an outsider's inotify watch on it would
+    // report the command's uncommitted names. Looked up again from inside the transaction it
+    // is the transaction's own. If that fails, the command runs where it was anyway.
+    if (char* cwd = getcwd(nullptr, 0)) {
+      if (chdir(cwd) != 0)
+        Warn("re-entering %s inside the transaction: %s", cwd, std::strerror(errno));
+      free(cwd);
+    }
     execvp(command[0], command);
     int err = errno;
     Warn("%s: %s", command[0], std::strerror(err));
