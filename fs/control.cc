@@ -9,6 +9,7 @@
 #include "fs/begin_options.h"
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
+#include "fs/mount_state.h"
 #include "fs/tx_view.h"
 #include "ktmfs.h"
 #include "ktmfs_config.h"
@@ -29,6 +30,19 @@ int Report(const char* what, const Status& s) {
   if (!s.ok() && s.code() != ENODATA && s.code() != EPERM)
     std::fprintf(stderr, "ktmfs: %s: %s\n", what, s.message().c_str());
   return Code(s);
+}
+
+// A read-only mount (mounted or remounted so) takes no commit: it would change the backing
+// directory behind a mount that promises no change. The transaction lives on, to be committed
+// once the mount is read-write again, or rolled back.
+Status CommitUnlessReadOnly(Filesystem& fs, const CallerContext& caller, const Guid& id) {
+  auto ro = IsReadOnly(fs.options().mountpoint);
+  if (ro.ok() && *ro) {
+    return Status::Error(EROFS, fs.options().mountpoint +
+                                    " is mounted read-only: commit after remounting it "
+                                    "read-write, or roll back");
+  }
+  return fs.txs()->Commit(caller, id);
 }
 
 // The transaction holding the object a node stands for.
@@ -115,7 +129,7 @@ int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const cha
     return Code(id.status());
   }
   if (std::strcmp(name, KTMFS_XATTR_COMMIT) == 0)
-    return Report("commit", fs.txs()->Commit(caller, Guid{}));
+    return Report("commit", CommitUnlessReadOnly(fs, caller, Guid{}));
   return Report("rollback", fs.txs()->Rollback(caller, Guid{}));
 }
 
@@ -171,7 +185,7 @@ int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>*
       Guid id;
       if (t.flags != 0 || t.reserved != 0 || !ParseId(t.id, &id)) return EINVAL;
       const bool commit = r.cmd == KTMFS_IOC_COMMIT;
-      Status s = commit ? txs.Commit(r.caller, id) : txs.Rollback(r.caller, id);
+      Status s = commit ? CommitUnlessReadOnly(fs, r.caller, id) : txs.Rollback(r.caller, id);
       // An ioctl holds no inode lock, so it can wait for the kernel to drop what the
       // transaction made stale: once commit returns, every reader sees the new state.
       if (fs.invalidator() != nullptr) fs.invalidator()->Drain();

@@ -20,6 +20,7 @@
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
 #include "fs/layout.h"
+#include "fs/mount_state.h"
 #include "fs/options.h"
 #include "fs/state_lock.h"
 #include "fs/tx_service.h"
@@ -135,6 +136,14 @@ int Run(int argc, char** argv) {
     return 0;
   }
   Options& options = cl->options;
+  if (options.remount) {
+    // mount(8)'s `-o remount` reaches the helper too: no second daemon, the kernel remounts.
+    if (Status s = Remount(options.mountpoint, options.read_only); !s.ok()) {
+      std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+      return 1;
+    }
+    return 0;
+  }
   if (!LibfuseAcceptsOptions(options)) return 1;
   umask(0);  // the kernel has applied the caller's umask already
   RaiseFileLimit();

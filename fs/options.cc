@@ -29,6 +29,8 @@ enum Key {
   kKeyKeepCache,
   kKeyNoKeepCache,
   kKeyRemount,
+  kKeyReadOnly,
+  kKeyReadWrite,
   kKeyDefaultPermissions,
   kKeyAllowOther,
 };
@@ -49,6 +51,8 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("keep_cache", kKeyKeepCache),
     FUSE_OPT_KEY("nokeep_cache", kKeyNoKeepCache),
     FUSE_OPT_KEY("remount", kKeyRemount),
+    FUSE_OPT_KEY("ro", kKeyReadOnly),
+    FUSE_OPT_KEY("rw", kKeyReadWrite),
     // Seen and kept: libfuse passes them to the kernel, the daemon adapts its checks to them.
     FUSE_OPT_KEY("default_permissions", kKeyDefaultPermissions),
     FUSE_OPT_KEY("allow_other", kKeyAllowOther),
@@ -160,10 +164,14 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       o.cache.keep_cache = false;
       return 0;
     case kKeyRemount:
-      st->error =
-          "-o remount is not supported: the filesystem is served by a running daemon; "
-          "unmount it and mount it again with the new options";
+      o.remount = true;
       return 0;
+    case kKeyReadOnly:
+      o.read_only = true;
+      return 1;
+    case kKeyReadWrite:
+      o.read_only = false;
+      return 1;
     case kKeyDefaultPermissions:
       o.default_permissions = true;
       return 1;
@@ -274,6 +282,8 @@ void PrintUsage(const char* program) {
       "    -o nowriteback           disable it\n"
       "    -o keep_cache            keep page cache across opens (default)\n"
       "    -o nokeep_cache          drop page cache on every open\n"
+      "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
+      "                             read-write (what mount -o remount runs) and exit\n"
       "\n"
       "The mount always has default_permissions: the kernel checks access against the\n"
       "attributes each caller sees, a transaction's own changes included.\n"

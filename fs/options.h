@@ -44,6 +44,9 @@ struct Options {
   unsigned max_threads = 0;
   bool default_permissions = false;
   bool allow_other = false;
+  bool read_only = false;  // -o ro (the last of ro and rw counts)
+  // -o remount: remount the running mount at `mountpoint` (read_only or not) instead of serving.
+  bool remount = false;
   // From $KTMFS_FAULT_LOG_SYNC, for tests of real mounts (builds with -Dfault_hooks=true only):
   // while this file exists, the log's next durable write is done and then fails with EIO.
   std::string fault_log_sync;
