@@ -1,5 +1,6 @@
 // The ktmfs daemon: parses the command line, prepares the layout and state directory, mounts,
 // and serves requests until unmounted. Backgrounds only once the mount is live (unless -f).
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -12,6 +13,7 @@
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -116,6 +118,28 @@ bool LibfuseAcceptsOptions(const Options& o) {
   return true;
 }
 
+// Mounting hides what the mountpoint holds; libfuse 3 does it without a word. Said once, on
+// the terminal of whoever mounts, unless they said it was intended.
+void WarnIfMountpointHoldsFiles(const Options& o) {
+  if (o.nonempty) return;
+  DIR* d = opendir(o.mountpoint.c_str());
+  if (d == nullptr) return;  // the mount itself reports what is wrong with it
+  bool empty = true;
+  while (dirent* e = readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      empty = false;
+      break;
+    }
+  }
+  closedir(d);
+  if (!empty) {
+    std::fprintf(stderr,
+                 "ktmfs: warning: %s is not empty: what it holds is hidden while ktmfs is "
+                 "mounted on it (-o nonempty says that is intended)\n",
+                 o.mountpoint.c_str());
+  }
+}
+
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
@@ -145,6 +169,7 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (!LibfuseAcceptsOptions(options)) return 1;
+  WarnIfMountpointHoldsFiles(options);
   umask(0);  // the kernel has applied the caller's umask already
   RaiseFileLimit();
   IdentityScope::InitProcessIdentity();

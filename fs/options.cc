@@ -33,6 +33,7 @@ enum Key {
   kKeyReadWrite,
   kKeyDefaultPermissions,
   kKeyAllowOther,
+  kKeyNonEmpty,
 };
 
 const fuse_opt kOptionSpecs[] = {
@@ -56,6 +57,8 @@ const fuse_opt kOptionSpecs[] = {
     // Seen and kept: libfuse passes them to the kernel, the daemon adapts its checks to them.
     FUSE_OPT_KEY("default_permissions", kKeyDefaultPermissions),
     FUSE_OPT_KEY("allow_other", kKeyAllowOther),
+    // Consent to hide what the mountpoint holds (libfuse 3 mounts there anyway, silently).
+    FUSE_OPT_KEY("nonempty", kKeyNonEmpty),
     FUSE_OPT_END,
 };
 
@@ -178,6 +181,9 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
     case kKeyAllowOther:
       o.allow_other = true;
       return 1;
+    case kKeyNonEmpty:
+      o.nonempty = true;
+      return 0;
     case FUSE_OPT_KEY_NONOPT:
       if (!st->have_source) {
         st->have_source = true;
@@ -282,6 +288,7 @@ void PrintUsage(const char* program) {
       "    -o nowriteback           disable it\n"
       "    -o keep_cache            keep page cache across opens (default)\n"
       "    -o nokeep_cache          drop page cache on every open\n"
+      "    -o nonempty              mount over a non-empty directory without a warning\n"
       "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
       "                             read-write (what mount -o remount runs) and exit\n"
       "\n"

@@ -44,6 +44,7 @@ struct Options {
   unsigned max_threads = 0;
   bool default_permissions = false;
   bool allow_other = false;
+  bool nonempty = false;   // -o nonempty: hiding the mountpoint's contents is intended
   bool read_only = false;  // -o ro (the last of ro and rw counts)
   // -o remount: remount the running mount at `mountpoint` (read_only or not) instead of serving.
   bool remount = false;
