@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "fs/begin_options.h"
+#include "fs/daemon_log.h"
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
 #include "fs/mount_state.h"
@@ -28,7 +29,7 @@ int Code(const Status& s) {
 // Commit and rollback failures are worth a line in the daemon's log; the caller gets the errno.
 int Report(const char* what, const Status& s) {
   if (!s.ok() && s.code() != ENODATA && s.code() != EPERM)
-    std::fprintf(stderr, "ktmfs: %s: %s\n", what, s.message().c_str());
+    DaemonLog(LogLevel::kWarning, std::string(what) + ": " + s.message());
   return Code(s);
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fs/caller.h"
+#include "fs/daemon_log.h"
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
 #include "fs/layout.h"
@@ -133,17 +134,16 @@ void WarnIfMountpointHoldsFiles(const Options& o) {
   }
   closedir(d);
   if (!empty) {
-    std::fprintf(stderr,
-                 "ktmfs: warning: %s is not empty: what it holds is hidden while ktmfs is "
-                 "mounted on it (-o nonempty says that is intended)\n",
-                 o.mountpoint.c_str());
+    DaemonLog(LogLevel::kWarning, "warning: " + o.mountpoint +
+                                      " is not empty: what it holds is hidden while ktmfs is "
+                                      "mounted on it (-o nonempty says that is intended)");
   }
 }
 
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
-    std::fprintf(stderr, "ktmfs: %s\n", cl.status().message().c_str());
+    DaemonLog(LogLevel::kError, cl.status().message());
     return 1;
   }
   if (cl->action == CommandLine::Action::kHelp) {
@@ -163,7 +163,7 @@ int Run(int argc, char** argv) {
   if (options.remount) {
     // mount(8)'s `-o remount` reaches the helper too: no second daemon, the kernel remounts.
     if (Status s = Remount(options.mountpoint, options.read_only); !s.ok()) {
-      std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+      DaemonLog(LogLevel::kError, s.message());
       return 1;
     }
     return 0;
@@ -176,12 +176,12 @@ int Run(int argc, char** argv) {
 
   auto layout = Layout::Create(options);
   if (!layout.ok()) {
-    std::fprintf(stderr, "ktmfs: %s\n", layout.status().message().c_str());
+    DaemonLog(LogLevel::kError, layout.status().message());
     return 1;
   }
   Filesystem fs(options, std::move(*layout));
   if (Status s = fs.OpenRoots(); !s.ok()) {
-    std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+    DaemonLog(LogLevel::kError, s.message());
     return 1;
   }
 
@@ -191,6 +191,7 @@ int Run(int argc, char** argv) {
   if (!options.foreground) {
     int rc = BackgroundAndWait(&ready_fd);
     if (rc >= 0) return rc;  // the foreground process, with the daemon's verdict
+    DaemonLogToSyslog(/*keep_stderr=*/true);
   }
   // Taken by the daemon itself, so that the pid it records is the one that holds them, and
   // before recovery: a second daemon must not replay or append to a log this one writes.
@@ -199,13 +200,13 @@ int Run(int argc, char** argv) {
     source_paths.push_back(s.path);
   auto locks = LockMount(fs.layout().state_dirs(), source_paths);
   if (!locks.ok()) {
-    std::fprintf(stderr, "ktmfs: %s\n", locks.status().message().c_str());
+    DaemonLog(LogLevel::kError, locks.status().message());
     return 1;
   }
   // Recovery runs before the mount appears: nobody sees a half-applied transaction.
   auto txs = TxService::Start(options, fs.layout());
   if (!txs.ok()) {
-    std::fprintf(stderr, "ktmfs: cannot start transactions: %s\n", txs.status().message().c_str());
+    DaemonLog(LogLevel::kError, "cannot start transactions: " + txs.status().message());
     return 1;
   }
   fs.SetTxService(txs->get());
@@ -240,6 +241,7 @@ int Run(int argc, char** argv) {
         close(ready_fd);
         ready_fd = -1;
         DetachStdio();
+        DaemonLogToSyslog(/*keep_stderr=*/false);
       }
       ret = Serve(se, options);
       // Before the unmount closes the session's descriptor: a transaction ending meanwhile (the

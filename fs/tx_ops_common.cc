@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 
+#include "fs/daemon_log.h"
 #include "fs/invalidator.h"
 #include "fs/tx/apply_plan.h"
 
@@ -18,7 +19,7 @@ int Errno(const Status& s) {
   if (!s.ok() && s.code() != 0) {
     if (s.code() != EBUSY && s.code() != EEXIST && s.code() != ENOENT && s.code() != ENOTEMPTY &&
         s.code() != ENODATA && s.code() != ENOTDIR && s.code() != EISDIR && s.code() != EINVAL) {
-      std::fprintf(stderr, "ktmfs: %s\n", s.message().c_str());
+      DaemonLog(LogLevel::kError, s.message());
     }
     return s.code();
   }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "fs/daemon_log.h"
 #include "fs/tx/staging.h"
 #include "log/io.h"
 #include "log/sync_fault_storage.h"
@@ -84,10 +85,10 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     auto storage = log::OpenUringStorage(dir, so);
     if (!storage.ok()) return storage.status().Annotate("log " + dir);
     if (!options.fault_log_sync.empty()) {
-      std::fprintf(stderr,
-                   "ktmfs: fault injection armed for log %s: while %s exists, the next "
-                   "durable log write fails with EIO after it is done\n",
-                   dir.c_str(), options.fault_log_sync.c_str());
+      DaemonLog(LogLevel::kWarning, "fault injection armed for log " + dir + ": while " +
+                                        options.fault_log_sync +
+                                        " exists, the next durable log write fails with EIO "
+                                        "after it is done");
       *storage =
           std::make_unique<log::SyncFaultStorage>(std::move(*storage), options.fault_log_sync);
     }
@@ -162,6 +163,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       for (const auto& o : ended_.back().objects)
         if (o.kind == fstx::ObjectId::Kind::kExisting) settling_[{o.dev, o.ino}]++;
     };
+    o.report = [](bool error, const std::string& message) {
+      DaemonLog(error ? LogLevel::kError : LogLevel::kNotice, message);
+    };
     o.on_late_apply = [this, source](
                           const Guid& tx, const std::vector<fstx::ObjectId>& objects,
                           const std::vector<std::pair<std::string, std::string>>& entries) {
@@ -175,18 +179,18 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     const auto& r = rm->recovery_report();
     // Quiet when there was nothing to recover.
     for (const Guid& t : r.redone_txs)
-      std::fprintf(stderr, "ktmfs: recovery of %s: transaction %s was committed: applied\n",
-                   label.c_str(), t.ToString().c_str());
+      DaemonLog(LogLevel::kNotice, "recovery of " + label + ": transaction " + t.ToString() +
+                                       " was committed: applied");
     for (const Guid& t : r.rolled_back_txs)
-      std::fprintf(stderr, "ktmfs: recovery of %s: transaction %s was unfinished: rolled back\n",
-                   label.c_str(), t.ToString().c_str());
+      DaemonLog(LogLevel::kNotice, "recovery of " + label + ": transaction " + t.ToString() +
+                                       " was unfinished: rolled back");
     if (r.redone + r.rolled_back + r.leftovers + r.pending > 0) {
-      std::fprintf(stderr,
-                   "ktmfs: recovery of %s (%s): %zu committed transaction(s) applied, %zu "
-                   "unfinished rolled back, %zu leftover staging area(s) removed, %zu "
-                   "committed transaction(s) still to apply\n",
-                   label.c_str(), sources[i].path.c_str(), r.redone, r.rolled_back, r.leftovers,
-                   r.pending);
+      DaemonLog(LogLevel::kNotice,
+                "recovery of " + label + " (" + sources[i].path + "): " + std::to_string(r.redone) +
+                    " committed transaction(s) applied, " + std::to_string(r.rolled_back) +
+                    " unfinished rolled back, " + std::to_string(r.leftovers) +
+                    " leftover staging area(s) removed, " + std::to_string(r.pending) +
+                    " committed transaction(s) still to apply");
     }
     rms_.push_back(std::move(rm));
   }
@@ -214,14 +218,15 @@ TxService::~TxService() {
   }
   for (auto& tx : live) {
     Status s = End(tx, false);
-    std::fprintf(stderr, "ktmfs: transaction %s rolled back: the filesystem is unmounted%s%s\n",
-                 tx->id.ToString().c_str(), s.ok() ? "" : ": ", s.ok() ? "" : s.message().c_str());
+    DaemonLog(LogLevel::kNotice, "transaction " + tx->id.ToString() +
+                                     " rolled back: the filesystem is unmounted" +
+                                     (s.ok() ? "" : ": " + s.message()));
   }
   rms_.clear();  // each moves its stream's base to its end
   if (tm_) {
     // The next mount then reads nothing of the TM's stream before this point.
     Status s = tm_->Checkpoint();
-    if (!s.ok()) std::fprintf(stderr, "ktmfs: unmounting: %s\n", s.message().c_str());
+    if (!s.ok()) DaemonLog(LogLevel::kError, "unmounting: " + s.message());
   }
   tm_.reset();
   // A clean unmount leaves the log closed: what was appended but never waited for (the
@@ -229,7 +234,7 @@ TxService::~TxService() {
   // mount finds nothing to hand out again.
   for (auto& lg : logs_) {
     Status s = lg->Close();
-    if (!s.ok()) std::fprintf(stderr, "ktmfs: closing the log: %s\n", s.message().c_str());
+    if (!s.ok()) DaemonLog(LogLevel::kError, "closing the log: " + s.message());
   }
   logs_.clear();
   storages_.clear();
@@ -433,8 +438,8 @@ void TxService::Reap() {
     for (auto& [tx, why] : to_end) {
       Status s = End(tx, false);
       if (s.code() == ENOENT) continue;  // ended meanwhile
-      std::fprintf(stderr, "ktmfs: transaction %s rolled back: %s%s%s\n", tx->id.ToString().c_str(),
-                   why, s.ok() ? "" : ": ", s.ok() ? "" : s.message().c_str());
+      DaemonLog(LogLevel::kNotice, "transaction " + tx->id.ToString() + " rolled back: " + why +
+                                       (s.ok() ? "" : ": " + s.message()));
     }
     l.lock();
   }

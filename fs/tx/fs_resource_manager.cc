@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <optional>
 #include <set>
 
@@ -376,10 +375,9 @@ void FsResourceManager::SyncLoop() {
     // must be durable before them, or a crash would redo these commits over them.
     if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
     if (!s.ok()) {
-      std::fprintf(stderr,
-                   "ktmfs: fs RM %s: %s; the log keeps the commits for recovery at the next "
-                   "mount, and changes here fail until then\n",
-                   o_.name.c_str(), s.message().c_str());
+      Report(true, "fs RM " + o_.name + ": " + s.message() +
+                       "; the log keeps the commits for recovery at the next mount, and "
+                       "changes here fail until then");
       std::lock_guard ml(mu_);
       keep_log_ = true;
     }
@@ -425,8 +423,7 @@ void FsResourceManager::DropDurableStaging(bool flush) {
   }
   for (const auto& t : done) {
     Status s = CleanupAppliedTransaction(t);
-    if (!s.ok())
-      std::fprintf(stderr, "ktmfs: fs RM %s: %s\n", o_.name.c_str(), s.message().c_str());
+    if (!s.ok()) Report(false, "fs RM " + o_.name + ": " + s.message());
   }
 }
 
@@ -459,14 +456,17 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
   MaybeTruncate();
 }
 
+void FsResourceManager::Report(bool error, const std::string& message) const {
+  if (o_.report) o_.report(error, message);
+}
+
 void FsResourceManager::KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn,
                                     const Status& why, bool owes_commit_reply) {
   auto say = [&] {
-    std::fprintf(stderr,
-                 "ktmfs: fs RM %s: transaction %s is committed, but applying it failed: %s; its "
-                 "apply stays pending (its files stay locked) and is retried, and at every "
-                 "mount\n",
-                 o_.name.c_str(), tx.ToString().c_str(), why.message().c_str());
+    Report(true, "fs RM " + o_.name + ": transaction " + tx.ToString() +
+                     " is committed, but applying it failed: " + why.message() +
+                     "; its apply stays pending (its files stay locked) and is retried, and at "
+                     "every mount");
   };
   std::lock_guard l(mu_);
   for (auto& p : pending_) {
@@ -503,8 +503,8 @@ size_t FsResourceManager::RetryPendingApplies() {
       KeepPending(p.info.tx, p.ops, p.first_lsn, s);
       continue;
     }
-    std::fprintf(stderr, "ktmfs: fs RM %s: the pending apply of transaction %s is done\n",
-                 o_.name.c_str(), p.info.tx.ToString().c_str());
+    Report(false, "fs RM " + o_.name + ": the pending apply of transaction " +
+                      p.info.tx.ToString() + " is done");
     {
       std::lock_guard l(mu_);
       std::erase_if(pending_, [&](const Pending& q) { return q.info.tx == p.info.tx; });
@@ -571,9 +571,7 @@ void FsResourceManager::MaybeTruncate(bool force) {
   // everything it writes, and live ones start at or after it.
   auto r = o_.stream->WriteRestartArea({}, last);
   if (!r.ok())
-    std::fprintf(
-        stderr, "ktmfs: %s\n",
-        r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message().c_str());
+    Report(true, r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message());
 }
 
 void FsResourceManager::Notify(const tm::Notification& n) {

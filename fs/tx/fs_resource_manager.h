@@ -56,6 +56,9 @@ struct FsRmOptions {
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects,
                      const std::vector<std::pair<std::string, std::string>>& entries)>
       on_late_apply;
+  // What happens in the background that someone must hear of (an apply that failed and stays
+  // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
+  std::function<void(bool error, const std::string& message)> report;
 };
 
 class FsResourceManager : public tm::ResourceManager {
@@ -173,6 +176,8 @@ class FsResourceManager : public tm::ResourceManager {
   // A committed transaction whose apply did not finish keeps its locks until recovery redoes
   // it: another transaction changing those objects first would be overwritten by the redo.
   void Forget(const Guid& tx, bool release_locks, bool committed);
+  // Passes a background event to FsRmOptions::report, if any.
+  void Report(bool error, const std::string& message) const;
   // Records a committed transaction whose apply failed (see PendingApply) and says so loudly.
   void KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn, const Status& why,
                    bool owes_commit_reply = false);
