@@ -56,10 +56,24 @@ TEST(CommandLineTest, BadValuesAreRejectedWithTheirName) {
   auto bad_timeout = Parse({"-o", "entry_timeout=-1", t.path(), t.path()});
   ASSERT_FALSE(bad_timeout.ok());
   EXPECT_NE(bad_timeout.status().message().find("entry_timeout=-1"), std::string::npos);
-  auto remount = Parse({"-o", "remount", t.path(), t.path()});
-  ASSERT_FALSE(remount.ok());
-  EXPECT_NE(remount.status().message().find("remount"), std::string::npos);
   EXPECT_FALSE(Parse({t.path()}).ok());
+}
+
+// mount(8) runs the helper with the mount's options and "remount": the last of ro and rw says
+// which way.
+TEST(CommandLineTest, RemountTakesTheLastOfRoAndRw) {
+  TempDir t;
+  auto ro = Parse({t.path(), t.path(), "-o", "rw,nosuid,remount,ro"});
+  ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+  EXPECT_TRUE(ro->options.remount);
+  EXPECT_TRUE(ro->options.read_only);
+  auto rw = Parse({t.path(), t.path(), "-o", "ro,remount,rw"});
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  EXPECT_TRUE(rw->options.remount);
+  EXPECT_FALSE(rw->options.read_only);
+  auto plain = Parse({t.path(), t.path()});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->options.remount);
 }
 
 TEST(CommandLineTest, HelpAndVersion) {
