@@ -149,15 +149,21 @@ Result<std::unique_ptr<BaseFile>> BaseFile::Open(Storage* storage, BaseImage* im
   if (!n.ok()) return n.status().Annotate(storage->Describe() + "/" + kBaseFileName);
   buf.resize(*n);
   Result<BaseImage> best = Status::Corruption("no valid copy");
+  // Why each copy was refused, for the message when neither is usable: an administrator
+  // deciding what to do with a damaged log needs to know what is wrong with each.
+  std::string why[2] = {"missing (the file ends before it)", "missing (the file ends before it)"};
   for (int slot = 0; slot < 2; ++slot) {
     if (buf.size() <= slot * kBaseSlotSize) break;
     auto span = std::span<const std::byte>(buf).subspan(slot * kBaseSlotSize);
     auto img = BaseImage::Decode(span.first(std::min<size_t>(span.size(), kBaseSlotSize)));
+    why[slot] = img.ok() ? "valid" : img.status().message();
     if (img.ok() && (!best.ok() || img->seq > best->seq)) best = std::move(img);
   }
   if (!best.ok()) {
-    return best.status().Annotate(storage->Describe() + "/" + kBaseFileName +
-                                  ": neither copy of the base file is valid");
+    return Status::Corruption(storage->Describe() + "/" + kBaseFileName +
+                              ": neither copy of the base file is valid: copy 1 at offset 0: " +
+                              why[0] + "; copy 2 at offset " + std::to_string(kBaseSlotSize) +
+                              ": " + why[1]);
   }
   *image = std::move(*best);
   return std::unique_ptr<BaseFile>(new BaseFile(std::move(*file)));

@@ -289,11 +289,15 @@ TEST(LogBasic, BothBaseCopiesBadIsAnError) {
   }
   auto base = storage.Contents("ktmfs-log.base");
   base[30] ^= std::byte{1};
-  base[65536 + 30] ^= std::byte{1};
+  base[65536] ^= std::byte{1};  // the second copy's magic: no header at all
   storage.SetContents("ktmfs-log.base", base);
   auto log = Log::Open(&storage, SmallOptions(), false);
   ASSERT_FALSE(log.ok());
   EXPECT_TRUE(log.status().IsCorruption()) << log.status().ToString();
+  // Each copy's own reason, with where it is: what an administrator needs to decide.
+  const std::string m = log.status().message();
+  EXPECT_NE(m.find("copy 1 at offset 0: base file checksum mismatch"), std::string::npos) << m;
+  EXPECT_NE(m.find("copy 2 at offset 65536: no base file header"), std::string::npos) << m;
 }
 
 TEST(LogBasic, AnExistingLogKeepsItsOwnGeometry) {
