@@ -140,6 +140,10 @@ void WarnIfMountpointHoldsFiles(const Options& o) {
   }
 }
 
+// How long a mount waits for an unmounted predecessor to let go of the state directory: its
+// unmount checkpoints the log and closes it, which takes well under this.
+constexpr int kWaitForPreviousMs = 30'000;
+
 int Run(int argc, char** argv) {
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
@@ -199,6 +203,20 @@ int Run(int argc, char** argv) {
   for (const Source& s : fs.layout().sources())
     source_paths.push_back(s.path);
   auto locks = LockMount(fs.layout().state_dirs(), source_paths);
+  // `umount` returns before the daemon it unmounted has closed its log: a mount right after it
+  // finds the locks still held. While no mount of the same source is live, the holder is on its
+  // way out: wait for it (a bounded while), rather than fail a mount that is about to be fine.
+  for (int waited_ms = 0; !locks.ok() && locks.status().code() == EBUSY &&
+                          !SourceIsMounted(options.source) && waited_ms < kWaitForPreviousMs;
+       waited_ms += 100) {
+    if (waited_ms == 1000) {
+      DaemonLog(LogLevel::kNotice,
+                "waiting for the previous daemon of " + options.source +
+                    ", which is no longer mounted, to exit: " + locks.status().message());
+    }
+    usleep(100 * 1000);
+    locks = LockMount(fs.layout().state_dirs(), source_paths);
+  }
   if (!locks.ok()) {
     DaemonLog(LogLevel::kError, locks.status().message());
     return 1;

@@ -19,6 +19,7 @@ struct MountEntry {
   std::string mount_point;
   std::vector<std::string> mount_options;  // per mount: rw/ro, nosuid, nodev, ...
   std::string fstype;                      // "fuse.ktmfs"
+  std::string source;                      // ktmfs's: its fsname, the source as given
   std::vector<std::string> super_options;  // per superblock: rw/ro, user_id=, ...
 };
 
@@ -50,10 +51,10 @@ bool Has(const std::vector<std::string>& list, const char* item) {
   return false;
 }
 
-// The topmost mount at `mountpoint` (the last listed: later mounts stack on earlier ones).
-std::optional<MountEntry> Find(const std::string& mountpoint) {
+// Every mount of this namespace, in the order the kernel lists them.
+std::vector<MountEntry> Mounts() {
   std::ifstream in("/proc/self/mountinfo");
-  std::optional<MountEntry> found;
+  std::vector<MountEntry> out;
   for (std::string line; std::getline(in, line);) {
     // id parent major:minor root mount-point mount-options [optional...] - fstype source super
     std::istringstream f(line);
@@ -63,9 +64,17 @@ std::optional<MountEntry> Find(const std::string& mountpoint) {
     }
     std::string fstype, source, super;
     if (!(f >> fstype >> source >> super)) continue;
-    if (Unescape(point) != mountpoint) continue;
-    found = MountEntry{Unescape(point), SplitCommas(options), fstype, SplitCommas(super)};
+    out.push_back(MountEntry{Unescape(point), SplitCommas(options), fstype, Unescape(source),
+                             SplitCommas(super)});
   }
+  return out;
+}
+
+// The topmost mount at `mountpoint` (the last listed: later mounts stack on earlier ones).
+std::optional<MountEntry> Find(const std::string& mountpoint) {
+  std::optional<MountEntry> found;
+  for (MountEntry& e : Mounts())
+    if (e.mount_point == mountpoint) found = std::move(e);
   return found;
 }
 
@@ -76,6 +85,12 @@ Result<bool> IsReadOnly(const std::string& mountpoint) {
   if (!e || e->fstype.compare(0, 4, "fuse") != 0)
     return Status::NotFound("no FUSE filesystem is mounted on " + mountpoint);
   return Has(e->mount_options, "ro") || Has(e->super_options, "ro");
+}
+
+bool SourceIsMounted(const std::string& source) {
+  for (const MountEntry& e : Mounts())
+    if (e.fstype == "fuse.ktmfs" && e.source == source) return true;
+  return false;
 }
 
 Status Remount(const std::string& mountpoint, bool read_only) {

@@ -19,6 +19,10 @@ namespace ktmfs::fs {
 // NotFound if no FUSE filesystem is mounted there.
 Result<bool> IsReadOnly(const std::string& mountpoint);
 
+// Whether a ktmfs filesystem whose source (its fsname) is `source` is mounted in this mount
+// namespace.
+bool SourceIsMounted(const std::string& source);
+
 // Remounts the ktmfs mount at `mountpoint` read-only or read-write, keeping its other mount
 // flags (nosuid, nodev, noexec, atime). Refused unless a fuse.ktmfs filesystem is mounted there;
 // EBUSY from the kernel when going read-only while files are open for writing.
