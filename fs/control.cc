@@ -22,8 +22,23 @@ static_assert(KTMFS_EOUTCOME_UNKNOWN == ktmfs::tm::kOutcomeUnknownErrno);
 namespace ktmfs::fs {
 namespace {
 
+// The message of the failure the current control request ends with, for FailureReasons (a
+// request runs on one thread from start to end).
+thread_local std::string t_failure;
+
 int Code(const Status& s) {
+  if (!s.ok()) t_failure = s.message();
   return s.ok() ? 0 : (s.code() != 0 ? s.code() : EIO);
+}
+
+// Keeps the failure's message for the caller to fetch, and returns the errno.
+int Remember(Filesystem& fs, const CallerContext& caller, int err) {
+  if (err != 0) {
+    fs.reasons().Remember(caller.pid, caller.uid,
+                          t_failure.empty() ? std::string(std::strerror(err)) : t_failure);
+  }
+  t_failure.clear();
+  return err;
 }
 
 // Commit and rollback failures are worth a line in the daemon's log; the caller gets the errno.
@@ -116,8 +131,10 @@ bool In(const ControlIoctl& r, T* v) {
 
 }  // namespace
 
-int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const char* name,
-                          const char* value, size_t size) {
+namespace {
+
+int ControlSetxattr(Filesystem& fs, const CallerContext& caller, const char* name,
+                    const char* value, size_t size) {
   if (std::strcmp(name, KTMFS_XATTR_BEGIN) != 0 && std::strcmp(name, KTMFS_XATTR_COMMIT) != 0 &&
       std::strcmp(name, KTMFS_XATTR_ROLLBACK) != 0) {
     return EPERM;  // the prefix is reserved: no real attribute can be made under it
@@ -132,6 +149,14 @@ int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const cha
   if (std::strcmp(name, KTMFS_XATTR_COMMIT) == 0)
     return Report("commit", CommitUnlessReadOnly(fs, caller, Guid{}));
   return Report("rollback", fs.txs()->Rollback(caller, Guid{}));
+}
+
+}  // namespace
+
+int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const char* name,
+                          const char* value, size_t size) {
+  t_failure.clear();
+  return Remember(fs, caller, ControlSetxattr(fs, caller, name, value, size));
 }
 
 int HandleControlGetxattr(Filesystem& fs, const CallerContext& caller, Inode* inode,
@@ -152,8 +177,19 @@ int HandleControlGetxattr(Filesystem& fs, const CallerContext& caller, Inode* in
   return ENODATA;
 }
 
-int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out, int* result) {
+namespace {
+
+int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out, int* result) {
   *result = 0;
+  if (r.cmd == KTMFS_IOC_REASON) {
+    ktmfs_reason_args a;
+    if (!In(r, &a) || a.flags != 0 || a.reserved != 0) return EINVAL;
+    auto* o = Out<ktmfs_reason_args>(out);
+    *o = {};
+    const std::string m = fs.reasons().Take(r.caller.pid, r.caller.uid);
+    std::snprintf(o->text, sizeof o->text, "%s", m.c_str());
+    return 0;
+  }
   if (r.cmd == KTMFS_IOC_HELLO) {
     ktmfs_hello_args h;
     if (!In(r, &h)) return EINVAL;
@@ -241,6 +277,16 @@ int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>*
     default:
       return ENOTTY;
   }
+}
+
+}  // namespace
+
+int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out, int* result) {
+  t_failure.clear();
+  const int err = DispatchIoctl(fs, r, out, result);
+  // Asking for the reason does not replace the reason.
+  if (r.cmd == KTMFS_IOC_REASON) return err;
+  return Remember(fs, r.caller, err);
 }
 
 namespace {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/failure_reasons.h"
 #include "fs/inode_table.h"
 #include "fs/layout.h"
 #include "fs/options.h"
@@ -44,6 +45,8 @@ class Filesystem {
   void OnTxEnded(const EndedTx& e);
   Invalidator* invalidator() const { return invalidator_; }
   TxService* txs() const { return txs_; }
+  // The last failed control request's message per caller (KTMFS_IOC_REASON).
+  FailureReasons& reasons() { return reasons_; }
   // The caller's transaction, held live for this request; empty if none.
   TxGuard EnterTx(fuse_req_t req);
   // Held by requests that read the committed view, so they see a commit whole or not at all
@@ -78,6 +81,7 @@ class Filesystem {
   std::vector<Inode*> source_roots_;
   TxService* txs_ = nullptr;
   Invalidator* invalidator_ = nullptr;
+  FailureReasons reasons_;
   struct timespec mounted_at_ {};
 };
 

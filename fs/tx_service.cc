@@ -336,14 +336,18 @@ std::shared_ptr<TxContext> TxService::Authorize(const CallerContext& caller, con
   if (which.IsNil()) {
     auto cur = Current(caller.pid);
     if (!cur) {
-      *err = Status::Error(ENODATA, "no transaction is bound to the caller");
+      const std::string ending = EndingOfCaller(caller.pid, caller.uid);
+      *err = Status::Error(ENODATA, "no transaction is bound to the caller" +
+                                        (ending.empty() ? "" : ": its " + ending));
       return nullptr;
     }
     which = *cur;
   }
   auto tx = Find(which);
   if (!tx) {
-    *err = Status::NotFound("no live transaction " + which.ToString());
+    const std::string ending = EndingOf(which);
+    *err = Status::NotFound(ending.empty() ? "no live transaction " + which.ToString()
+                                           : "the " + ending);
     return nullptr;
   }
   if (caller.uid != 0 && caller.uid != tx->owner) {
@@ -367,7 +371,46 @@ Status TxService::Rollback(const CallerContext& caller, const Guid& id) {
   return End(tx, false);
 }
 
-Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
+namespace {
+
+std::string Age(std::chrono::steady_clock::duration d) {
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  return s < 120 ? std::to_string(s) + " s ago" : std::to_string(s / 60) + " min ago";
+}
+
+}  // namespace
+
+std::string TxService::EndingOf(const Guid& id) const {
+  std::lock_guard l(mu_);
+  for (auto it = endings_.rbegin(); it != endings_.rend(); ++it) {
+    if (it->id == id) {
+      return "transaction " + id.ToString() + " " + it->how + " (" +
+             Age(std::chrono::steady_clock::now() - it->when) + ")";
+    }
+  }
+  return {};
+}
+
+std::string TxService::EndingOfCaller(pid_t pid, uid_t uid) {
+  // The caller and its ancestors: txcommit runs as a child of the shell that was bound.
+  std::vector<pid_t> chain;
+  for (pid_t p = pid; p > 1 && chain.size() < 32;) {
+    chain.push_back(p);
+    auto info = proc_.ReadStat(p);
+    if (!info.ok()) break;
+    p = info->ppid;
+  }
+  std::lock_guard l(mu_);
+  for (auto it = endings_.rbegin(); it != endings_.rend(); ++it) {
+    if (uid != 0 && uid != it->owner) continue;
+    if (std::find(chain.begin(), chain.end(), it->pid) == chain.end()) continue;
+    return "transaction " + it->id.ToString() + " " + it->how + " (" +
+           Age(std::chrono::steady_clock::now() - it->when) + ")";
+  }
+  return {};
+}
+
+Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const char* why) {
   if (before_end_) before_end_(tx->id);
   std::unique_lock live(tx->live);  // waits for the operations in flight inside it
   if (tx->ended) return Status::NotFound("transaction " + tx->id.ToString() + " has ended");
@@ -377,6 +420,15 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit) {
   std::vector<EndedTx> ended;
   {
     std::lock_guard l(mu_);
+    Ending e{tx->id, tx->owner, tx->pid, {}, std::chrono::steady_clock::now()};
+    if (commit) {
+      e.how = s.ok() ? "was committed" : "failed to commit: " + s.message();
+    } else {
+      e.how = why != nullptr ? std::string("was rolled back: ") + why
+                             : std::string("was rolled back by request");
+    }
+    endings_.push_back(std::move(e));
+    if (endings_.size() > kRecentEndings) endings_.pop_front();
     txs_.erase(tx->id);
     live_count_.store(txs_.size(), std::memory_order_release);
     for (auto it = touched_.begin(); it != touched_.end();) {
@@ -436,7 +488,7 @@ void TxService::Reap() {
         if (!rm->PendingApplies().empty()) rm->RetryPendingApplies();
     }
     for (auto& [tx, why] : to_end) {
-      Status s = End(tx, false);
+      Status s = End(tx, false, why);
       if (s.code() == ENOENT) continue;  // ended meanwhile
       DaemonLog(LogLevel::kNotice, "transaction " + tx->id.ToString() + " rolled back: " + why +
                                        (s.ok() ? "" : ": " + s.message()));

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -157,8 +158,14 @@ class TxService {
   Status Open(const Options& options, const Layout& layout);
   std::shared_ptr<TxContext> Find(const Guid& id) const;
   std::shared_ptr<TxContext> Authorize(const CallerContext& caller, const Guid& id, Status* err);
-  // Ends a transaction: waits for its operations, then commits or rolls it back.
-  Status End(const std::shared_ptr<TxContext>& tx, bool commit);
+  // Ends a transaction: waits for its operations, then commits or rolls it back. `why`: the
+  // reason for a rollback nobody asked for, remembered with the ending.
+  Status End(const std::shared_ptr<TxContext>& tx, bool commit, const char* why = nullptr);
+  // What became of a transaction that ended lately ("was rolled back 40 s ago: its timeout
+  // expired"); empty if it is not remembered. By id, or the latest one bound to the calling
+  // process or one of its ancestors and visible to `uid`.
+  std::string EndingOf(const Guid& id) const;
+  std::string EndingOfCaller(pid_t pid, uid_t uid);
   void Reap();
 
   std::vector<std::unique_ptr<log::Storage>> storages_;
@@ -171,6 +178,17 @@ class TxService {
 
   mutable std::mutex mu_;
   std::map<Guid, std::shared_ptr<TxContext>> txs_;
+  // Transactions that ended lately, newest last: a caller that comes back to one (commits after
+  // its timeout rolled it back, say) is told what became of it.
+  struct Ending {
+    Guid id;
+    uid_t owner = 0;
+    pid_t pid = 0;    // the bound process
+    std::string how;  // "was committed", "was rolled back: its timeout expired", ...
+    std::chrono::steady_clock::time_point when;
+  };
+  static constexpr size_t kRecentEndings = 256;
+  std::deque<Ending> endings_;         // under mu_
   std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
   std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
   std::vector<EndedTx> ended_;  // reported by the RMs during End, handed on after it

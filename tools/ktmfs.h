@@ -60,8 +60,9 @@ enum ktmfs_state {
   KTMFS_STATE_ROLLED_BACK = 7,
 };
 
-/* The version of this interface; KTMFS_IOC_HELLO reports the daemon's. */
-#define KTMFS_ABI_VERSION 1
+/* The version of this interface; KTMFS_IOC_HELLO reports the daemon's. 2 added
+ * KTMFS_IOC_REASON; a daemon of version 1 answers it with ENOTTY. */
+#define KTMFS_ABI_VERSION 2
 
 struct ktmfs_hello_args {
   uint32_t abi_version; /* out */
@@ -123,6 +124,18 @@ struct ktmfs_list_args {
 #define KTMFS_IOC_QUERY _IOWR(KTMFS_IOC_MAGIC, 4, struct ktmfs_txid)
 #define KTMFS_IOC_HOLDER _IOWR(KTMFS_IOC_MAGIC, 5, struct ktmfs_txid)
 #define KTMFS_IOC_LIST _IOWR(KTMFS_IOC_MAGIC, 6, struct ktmfs_list_args)
+
+/* The daemon's own sentence for the calling thread's last failed control request (ABI version
+ * 2): asked right after the failure, it says what the errno cannot ("transaction ... was rolled
+ * back 40 s ago: its timeout expired"). Each message is given once and kept for a minute at
+ * most; text is empty when there is none. */
+#define KTMFS_REASON_SIZE 512
+struct ktmfs_reason_args {
+  uint32_t flags; /* must be 0 */
+  uint32_t reserved;
+  char text[KTMFS_REASON_SIZE]; /* out: NUL-terminated */
+};
+#define KTMFS_IOC_REASON _IOWR(KTMFS_IOC_MAGIC, 7, struct ktmfs_reason_args)
 
 /* A commit that fails with this errno has an unknown outcome: its decision could not be made
  * durable, yet may have reached the disk. The next mount's recovery settles it. */
@@ -227,6 +240,25 @@ static inline int ktmfs_holder(int fd, char* id_out) {
 }
 
 /* One page of the transaction table; list->start and list->capacity must be set. */
+/* Copies the reason for the caller's last failed request into text (size bytes, NUL-terminated;
+ * empty if the daemon has none). 0, or a negative errno (-ENOTTY from a daemon of version 1). */
+static inline int ktmfs_reason(int fd, char* text, size_t size) {
+  struct ktmfs_reason_args r;
+  int rc;
+  if (size == 0) return -EINVAL;
+  memset(&r, 0, sizeof r);
+  text[0] = '\0';
+  rc = ktmfs_ioctl_(fd, KTMFS_IOC_REASON, &r);
+  if (rc != 0) return rc;
+  {
+    size_t n = strnlen(r.text, KTMFS_REASON_SIZE - 1);
+    if (n > size - 1) n = size - 1;
+    memcpy(text, r.text, n);
+    text[n] = '\0';
+  }
+  return 0;
+}
+
 static inline int ktmfs_list_transactions(int fd, struct ktmfs_list_args* list) {
   return ktmfs_ioctl_(fd, KTMFS_IOC_LIST, list);
 }

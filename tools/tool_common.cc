@@ -53,8 +53,19 @@ int OpenMount(const std::string& path, int* exit_code) {
   return fd;
 }
 
-int ReportError(const std::string& path, const char* what, int neg_errno) {
+std::string DaemonReason(int fd) {
+  char text[KTMFS_REASON_SIZE];
+  if (fd < 0 || ktmfs_reason(fd, text, sizeof text) != 0) return {};
+  return text;
+}
+
+int ReportError(int fd, const std::string& path, const char* what, int neg_errno) {
   int err = -neg_errno;
+  const std::string reason = err == ENOTTY ? std::string() : DaemonReason(fd);
+  if (!reason.empty()) {
+    Warn("%s: %s: %s", path.c_str(), what, reason.c_str());
+    return err == ENODATA ? KTMFS_EXIT_NO_TX : KTMFS_EXIT_FAILED;
+  }
   switch (err) {
     case ENODATA:
       Warn("%s: %s: no transaction is bound to this process", path.c_str(), what);

@@ -20,9 +20,14 @@ const char* ProgramName();
 // KTMFS_EXIT_FAILED if it cannot be opened.
 int OpenMount(const std::string& path, int* exit_code);
 
-// Maps a negative errno from a ktmfs_* call to a message naming `path`, prints it after
-// `what` ("commit"), and returns the exit code for it.
-int ReportError(const std::string& path, const char* what, int neg_errno);
+// The daemon's own sentence for the caller's last failed request on the mount of `fd`
+// (KTMFS_IOC_REASON); empty if it has none (or is older than the request).
+std::string DaemonReason(int fd);
+
+// Prints why a ktmfs_* call on `fd` (still open; -1 if none) failed, naming `path` and `what`
+// ("commit"): the daemon's sentence when it has one, else a message for the errno. Returns the
+// exit code for it.
+int ReportError(int fd, const std::string& path, const char* what, int neg_errno);
 
 void PrintVersion();
 

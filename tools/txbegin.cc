@@ -124,8 +124,8 @@ int main(int argc, char** argv) {
   if (fd < 0) return code;
   char id[KTMFS_ID_SIZE];
   int rc = ktmfs_begin(fd, scope, pid, static_cast<uint32_t>(timeout), name.c_str(), id);
-  close(fd);
-  if (rc == -EPERM) {
+  if (rc == -EPERM && DaemonReason(fd).empty()) {
+    close(fd);
     // The daemon refuses a binding the kernel would refuse a ptrace: say what can be bound.
     Warn(
         "%s: begin: permission denied: this user may not bind the process (only one it could "
@@ -133,7 +133,12 @@ int main(int argc, char** argv) {
         path.c_str());
     return KTMFS_EXIT_FAILED;
   }
-  if (rc != 0) return ReportError(path, "begin", rc);
+  if (rc != 0) {
+    const int result = ReportError(fd, path, "begin", rc);
+    close(fd);
+    return result;
+  }
+  close(fd);
   if (!quiet) std::printf("%s\n", id);
   return KTMFS_EXIT_OK;
 }

@@ -32,6 +32,26 @@ void Usage(FILE* out, bool commit) {
                       : "");
 }
 
+// The exit code for the end's result, after saying why it failed.
+int Report(int fd, const std::string& path, bool commit, int rc) {
+  if (rc == 0) return KTMFS_EXIT_OK;
+  if (commit && rc == -KTMFS_EOUTCOME_UNKNOWN) {
+    const std::string reason = ktmfs::tools::DaemonReason(fd);
+    ktmfs::tools::Warn(
+        "%s: the outcome of the commit is unknown until the next mount recovers the log (its "
+        "decision could not be made durable%s%s)",
+        path.c_str(), reason.empty() ? "" : ": ", reason.c_str());
+    return KTMFS_EXIT_FAILED;
+  }
+  if (commit && (rc == -EIO || rc == -ENOSPC || rc == -ETIMEDOUT)) {
+    const std::string reason = ktmfs::tools::DaemonReason(fd);
+    ktmfs::tools::Warn("%s: commit failed: %s; the transaction was rolled back", path.c_str(),
+                       reason.empty() ? std::strerror(-rc) : reason.c_str());
+    return KTMFS_EXIT_FAILED;
+  }
+  return ktmfs::tools::ReportError(fd, path, commit ? "commit" : "rollback", rc);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,19 +97,7 @@ int main(int argc, char** argv) {
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
   int rc = commit ? ktmfs_commit(fd, id.c_str()) : ktmfs_rollback(fd, id.c_str());
+  const int result = Report(fd, path, commit, rc);
   close(fd);
-  if (rc == 0) return KTMFS_EXIT_OK;
-  if (commit && rc == -KTMFS_EOUTCOME_UNKNOWN) {
-    Warn(
-        "%s: the outcome of the commit is unknown until the next mount recovers the log (its "
-        "decision could not be made durable); the daemon's log says more",
-        path.c_str());
-    return KTMFS_EXIT_FAILED;
-  }
-  if (commit && (rc == -EIO || rc == -ENOSPC || rc == -ETIMEDOUT)) {
-    Warn("%s: commit failed: %s; the transaction was rolled back", path.c_str(),
-         std::strerror(-rc));
-    return KTMFS_EXIT_FAILED;
-  }
-  return ReportError(path, commit ? "commit" : "rollback", rc);
+  return result;
 }

@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   char id[KTMFS_ID_SIZE];
   int rc = ktmfs_begin(fd, KTMFS_SCOPE_TREE, 0, static_cast<uint32_t>(timeout), name.c_str(), id);
   if (rc != 0) {
-    ReportError(path, "begin", rc);
+    ReportError(fd, path, "begin", rc);
     close(fd);
     return KTMFS_EXIT_TXRUN_FAILED;
   }

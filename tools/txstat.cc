@@ -141,7 +141,7 @@ int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
     list->start = start;
     list->capacity = KTMFS_LIST_MAX;
     int rc = ktmfs_list_transactions(fd, list.get());
-    if (rc != 0) return ktmfs::tools::ReportError(path, "list", rc);
+    if (rc != 0) return ktmfs::tools::ReportError(fd, path, "list", rc);
     uint32_t n = std::min<uint32_t>(list->count, KTMFS_LIST_MAX);
     out->insert(out->end(), list->entries, list->entries + n);
     start += n;
