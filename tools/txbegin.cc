@@ -124,19 +124,23 @@ int main(int argc, char** argv) {
   if (fd < 0) return code;
   char id[KTMFS_ID_SIZE];
   int rc = ktmfs_begin(fd, scope, pid, static_cast<uint32_t>(timeout), name.c_str(), id);
-  if (rc == -EPERM && DaemonReason(fd).empty()) {
-    close(fd);
-    // The daemon refuses a binding the kernel would refuse a ptrace: say what can be bound.
-    Warn(
-        "%s: begin: permission denied: this user may not bind the process (only one it could "
-        "ptrace: of the same user and groups, not running set-id, dumpable)",
-        path.c_str());
-    return KTMFS_EXIT_FAILED;
-  }
   if (rc != 0) {
-    const int result = ReportError(fd, path, "begin", rc);
+    // The daemon's sentence, once (asking consumes it).
+    const std::string reason = DaemonReason(fd);
     close(fd);
-    return result;
+    if (!reason.empty()) {
+      Warn("%s: begin: %s", path.c_str(), reason.c_str());
+      return rc == -ENODATA ? KTMFS_EXIT_NO_TX : KTMFS_EXIT_FAILED;
+    }
+    if (rc == -EPERM) {
+      // The daemon refuses a binding the kernel would refuse a ptrace: say what can be bound.
+      Warn(
+          "%s: begin: permission denied: this user may not bind the process (only one it could "
+          "ptrace: of the same user and groups, not running set-id, dumpable)",
+          path.c_str());
+      return KTMFS_EXIT_FAILED;
+    }
+    return ReportError(-1, path, "begin", rc);
   }
   close(fd);
   if (!quiet) std::printf("%s\n", id);
