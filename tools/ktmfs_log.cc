@@ -1,4 +1,4 @@
-// ktmfs-log: offline inspection of a ktmfs log (dump, verify, stat). See ktmfs-log(8).
+// ktmfs-log: offline inspection of a ktmfs log (dump, verify, stat, check). See ktmfs-log(8).
 //
 // The log is opened read-only (LogOptions::read_only): inspecting a log, even a damaged one,
 // never changes a byte of it, so it is safe on the log of a crashed mount before recovery. A
@@ -11,7 +11,10 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "fs/state_lock.h"
 #include "fs/tx/records.h"
@@ -19,12 +22,15 @@
 #include "log/base_file.h"
 #include "log/log.h"
 #include "src/tm_records.h"
+#include "tools/log_check.h"
 
 namespace {
 
 using ktmfs::Result;
 using ktmfs::Status;
 namespace klog = ktmfs::log;
+namespace logcheck = ktmfs::logcheck;
+using json = nlohmann::json;
 
 constexpr int kExitOk = 0;
 constexpr int kExitDamaged = 1;
@@ -34,21 +40,26 @@ constexpr int kExitCannotOpen = 3;
 void Usage(FILE* out) {
   std::fprintf(
       out,
-      "Usage: ktmfs-log [-s STREAM] [-x] dump|verify|stat DIR\n"
+      "Usage: ktmfs-log [-s STREAM] [-x] [-j] dump|verify|stat|check DIR\n"
       "Inspect the ktmfs log in DIR, a state directory (the log is in DIR/log) or a log\n"
       "directory itself, without changing it.\n"
       "\n"
       "  dump     print every record in LSN order, decoded where its type is known\n"
       "  verify   read every record of every stream; report damage with stream and LSN\n"
       "  stat     geometry, streams, LSN ranges, record counts and restart areas\n"
+      "  check    verify, then decode every record and check each transaction's course\n"
+      "           through the streams (enlisted, prepared, decided, applied, ended) and each\n"
+      "           stream's restart area; list the transactions left in flight\n"
       "\n"
       "  -s, --stream=NAME   dump only this stream\n"
       "  -x, --hex           dump: also print each payload in hexadecimal\n"
+      "  -j, --json          print JSON instead of text\n"
       "      --help          show this help and exit\n"
       "      --version       show the version and exit\n"
       "\n"
       "Exit status: 0 the log is sound (a torn tail cut at the last valid record\n"
-      "counts as sound), 1 damage was found, 2 usage error, 3 the log cannot be opened.\n");
+      "counts as sound; transactions in flight are not errors), 1 damage was found\n"
+      "(check: or the protocol was violated), 2 usage error, 3 the log cannot be opened.\n");
 }
 
 std::string Hex(uint64_t v) {
@@ -177,23 +188,119 @@ struct StreamTally {
   klog::Lsn first = klog::kInvalidLsn, last = klog::kInvalidLsn;
 };
 
+struct Damage {
+  std::string stream;  // empty when the message names it
+  klog::Lsn begin = klog::kInvalidLsn, end = klog::kInvalidLsn;
+  std::string message;
+};
+
+std::string ToText(const Damage& d) {
+  if (d.stream.empty()) return d.message;
+  return "log stream '" + d.stream + "': LSN " + Lsn(d.begin) + ": " + d.message + " (up to " +
+         Lsn(d.end) + ")";
+}
+
+// LSNs as JSON numbers (they are byte positions, far below 2^53), "none" as null.
+json JsonLsn(klog::Lsn lsn) {
+  return lsn == klog::kInvalidLsn ? json(nullptr) : json(lsn);
+}
+
+json ToJson(const Damage& d) {
+  return {{"stream", d.stream.empty() ? json(nullptr) : json(d.stream)},
+          {"lsn", JsonLsn(d.begin)},
+          {"end", JsonLsn(d.end)},
+          {"message", ToText(d)}};
+}
+
+std::string HexString(const std::vector<std::byte>& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (std::byte b : bytes) {
+    out += kDigits[static_cast<unsigned>(b) >> 4];
+    out += kDigits[static_cast<unsigned>(b) & 15];
+  }
+  return out;
+}
+
+json RecordJson(const klog::Record& r, const std::string& stream, bool hex) {
+  json j = {{"lsn", r.lsn},
+            {"stream", stream},
+            {"prev_lsn", JsonLsn(r.prev_lsn)},
+            {"undo_next_lsn", JsonLsn(r.undo_next_lsn)},
+            {"type", r.type},
+            {"size", r.payload.size()},
+            {"text", Describe(r, stream)}};
+  namespace tm = ktmfs::tm;
+  if (r.type == klog::kRestartAreaRecordType) {
+    j["kind"] = "restart area";
+  } else if (stream == "tm" && tm::IsTmRecordType(r.type)) {
+    auto rec = tm::DecodeTmRecord(r, stream);
+    if (rec.ok()) {
+      static const std::map<tm::TmRecordType, const char*> kKinds = {
+          {tm::TmRecordType::kEnlist, "enlist"},
+          {tm::TmRecordType::kEnlistInfo, "enlist info"},
+          {tm::TmRecordType::kCommit, "commit"},
+          {tm::TmRecordType::kAbort, "abort"},
+          {tm::TmRecordType::kEnd, "end"}};
+      j["kind"] = kKinds.at(rec->type);
+      j["tx"] = rec->tx.id.ToString();
+      if (rec->type == tm::TmRecordType::kEnlist) j["rm"] = rec->enlistment.rm_name;
+    }
+  } else if (r.type == ktmfs::fstx::kFsRecordType) {
+    namespace fstx = ktmfs::fstx;
+    auto rec = fstx::DecodeRecord(r.payload, r.lsn);
+    if (rec.ok()) {
+      static const std::map<fstx::RecordType, const char*> kKinds = {
+          {fstx::RecordType::kOp, "op"},
+          {fstx::RecordType::kPrepared, "prepared"},
+          {fstx::RecordType::kCommitted, "committed"},
+          {fstx::RecordType::kApplied, "applied"},
+          {fstx::RecordType::kAborted, "aborted"}};
+      j["kind"] = kKinds.at(rec->type);
+      j["tx"] = rec->tx.ToString();
+      if (rec->type == fstx::RecordType::kOp) {
+        j["op"] = fstx::OpKindName(rec->op.kind);
+        j["path"] = rec->op.path;
+        if (!rec->op.path2.empty()) j["path2"] = rec->op.path2;
+      }
+    }
+  }
+  if (hex) j["payload"] = HexString(r.payload);
+  return j;
+}
+
+struct Options {
+  std::string command;
+  std::string only;
+  bool hex = false;
+  bool json = false;
+};
+
 // Reads the whole log in LSN order. Damage stops the cursor; it is reported and the scan
 // resumes stream by stream, so one bad record does not hide the rest.
-int Walk(klog::Log* log, const std::string& command, const std::string& only, bool hex) {
+int Walk(klog::Log* log, const Options& o) {
   std::map<klog::StreamId, std::string> names;
   for (const auto& s : log->Streams())
     names[s.id] = s.name;
   std::map<klog::StreamId, StreamTally> tally;
-  int damage = 0;
+  std::vector<Damage> damage;
+  const klog::LogGeometry g = log->geometry();
+  std::optional<logcheck::ProtocolChecker> checker;
+  if (o.command == "check") checker.emplace(log->Streams(), g.start_lsn);
+  const bool dump = o.command == "dump";
 
   // Damaged ranges the open scan found are reported with stream and LSN, and reading goes on
   // after each, so one bad record does not hide the rest of the log.
-  for (const auto& d : log->damaged_ranges()) {
-    std::printf("DAMAGE: log stream %s: LSN %s: damaged record (up to %s)\n",
-                ("'" + StreamName(names, d.stream) + "'").c_str(), Lsn(d.begin).c_str(),
-                Lsn(d.end).c_str());
-    ++damage;
+  for (const auto& d : log->damaged_ranges())
+    damage.push_back({StreamName(names, d.stream), d.begin, d.end, "damaged record"});
+  if (!o.json) {
+    for (const auto& d : damage)
+      std::printf("DAMAGE: %s\n", ToText(d).c_str());
   }
+  // A dump can be as large as the log: its JSON is written record by record.
+  if (dump && o.json) std::printf("{\"records\": [");
+  bool first_record = true;
   klog::Lsn from = klog::kInvalidLsn, last_read = klog::kInvalidLsn;
   klog::Record r;
   for (bool resumed = true; resumed;) {
@@ -207,12 +314,14 @@ int Walk(klog::Log* log, const std::string& command, const std::string& only, bo
           if (d.end > last_read && d.end > from) {
             from = d.end;
             resumed = true;
+            if (checker) checker->Damaged(d.begin, d.end);
             break;
           }
         }
         if (!resumed) {
-          std::printf("DAMAGE: %s\n", more.status().message().c_str());
-          ++damage;
+          damage.push_back({"", last_read, klog::kInvalidLsn, more.status().message()});
+          if (!o.json) std::printf("DAMAGE: %s\n", more.status().message().c_str());
+          if (checker) checker->Damaged(last_read, klog::kMaxLsn);
         }
         break;
       }
@@ -225,18 +334,92 @@ int Walk(klog::Log* log, const std::string& command, const std::string& only, bo
       if (r.type == klog::kRestartAreaRecordType) ++t.restart_areas;
       if (t.first == klog::kInvalidLsn) t.first = r.lsn;
       t.last = r.lsn;
-      if (command == "dump" && (only.empty() || only == stream)) {
+      if (checker) checker->Add(r);
+      if (dump && (o.only.empty() || o.only == stream)) {
+        if (o.json) {
+          std::printf("%s\n  %s", first_record ? "" : ",",
+                      RecordJson(r, stream, o.hex).dump().c_str());
+          first_record = false;
+          continue;
+        }
         std::printf("%-14s %-10s prev %-14s undo %-14s %s\n", Lsn(r.lsn).c_str(), stream.c_str(),
                     Lsn(r.prev_lsn).c_str(), Lsn(r.undo_next_lsn).c_str(),
                     Describe(r, stream).c_str());
-        if (hex) HexDump(r.payload);
+        if (o.hex) HexDump(r.payload);
       }
     }
   }
 
   const klog::LogStats st = log->stats();
-  if (command == "stat") {
-    const klog::LogGeometry g = log->geometry();
+  const bool torn = st.torn_tail_cut_in_block != 0;
+  json damage_json = json::array();
+  for (const auto& d : damage)
+    damage_json.push_back(ToJson(d));
+  const int rc = damage.empty() ? kExitOk : kExitDamaged;
+
+  if (o.json) {
+    json out;
+    if (o.command == "stat") {
+      json streams = json::array();
+      for (const auto& s : log->Streams()) {
+        const StreamTally& t = tally[s.id];
+        streams.push_back({{"id", s.id},
+                           {"name", s.name},
+                           {"records", t.records},
+                           {"bytes", t.bytes},
+                           {"base_lsn", JsonLsn(s.base_lsn)},
+                           {"first_lsn", JsonLsn(t.first)},
+                           {"last_lsn", JsonLsn(t.last)},
+                           {"restart_lsn", JsonLsn(s.restart_lsn)},
+                           {"restart_areas", t.restart_areas}});
+      }
+      out = {{"format_version", g.format_version}, {"block_size", g.block_size},
+             {"container_size", g.container_size}, {"containers", g.containers},
+             {"max_containers", g.max_containers}, {"start_lsn", JsonLsn(g.start_lsn)},
+             {"end_lsn", JsonLsn(log->end_lsn())}, {"streams", streams}};
+    } else if (o.command == "check") {
+      const logcheck::CheckReport report = checker->Finish();
+      json violations = json::array(), in_flight = json::array();
+      for (const auto& v : report.violations)
+        violations.push_back({{"stream", v.stream},
+                              {"lsn", JsonLsn(v.lsn)},
+                              {"tx", v.tx.IsNil() ? json(nullptr) : json(v.tx.ToString())},
+                              {"what", v.what},
+                              {"message", logcheck::ToString(v)}});
+      for (const auto& f : report.in_flight)
+        in_flight.push_back({{"stream", f.stream},
+                             {"tx", f.tx.ToString()},
+                             {"state", f.state},
+                             {"first_lsn", JsonLsn(f.first)},
+                             {"last_lsn", JsonLsn(f.last)}});
+      const bool bad = !damage.empty() || !report.violations.empty();
+      out = {{"result", !damage.empty()              ? "damaged"
+                        : !report.violations.empty() ? "violations"
+                                                     : "ok"},
+             {"records", report.records},
+             {"transactions", report.transactions},
+             {"violations", violations},
+             {"in_flight", in_flight},
+             {"unchecked_streams", report.unchecked}};
+      out["damage"] = damage_json;
+      out["torn_tail"] = torn;
+      std::printf("%s\n", out.dump(2).c_str());
+      return bad ? kExitDamaged : kExitOk;
+    } else if (o.command == "verify") {
+      out = {{"result", damage.empty() ? "ok" : "damaged"}};
+    }
+    if (dump) {
+      std::printf("\n],\n\"damage\": %s,\n\"torn_tail\": %s}\n", damage_json.dump().c_str(),
+                  torn ? "true" : "false");
+      return rc;
+    }
+    out["damage"] = damage_json;
+    out["torn_tail"] = torn;
+    std::printf("%s\n", out.dump(2).c_str());
+    return rc;
+  }
+
+  if (o.command == "stat") {
     std::printf("format version   %u\n", g.format_version);
     std::printf("block size       %u\n", g.block_size);
     std::printf("container size   %" PRIu64 "\n", g.container_size);
@@ -254,12 +437,28 @@ int Walk(klog::Log* log, const std::string& command, const std::string& only, bo
     }
     std::printf("\n");
   }
-  if (st.torn_tail_cut_in_block)
-    std::printf("tail: torn inside a block; the log ends at the last valid record\n");
-  if (command == "verify" || damage) {
-    bool bad = damage != 0;
-    std::printf("%s\n", bad ? "verify: DAMAGED" : "verify: OK");
-    return bad ? kExitDamaged : kExitOk;
+  if (torn) std::printf("tail: torn inside a block; the log ends at the last valid record\n");
+  if (o.command == "check") {
+    const logcheck::CheckReport report = checker->Finish();
+    for (const auto& v : report.violations)
+      std::printf("VIOLATION: %s\n", logcheck::ToString(v).c_str());
+    for (const auto& s : report.unchecked)
+      std::printf("not checked: stream %s (neither the TM's nor a filesystem RM's)\n", s.c_str());
+    for (const auto& f : report.in_flight)
+      std::printf("in flight at the end of the log: %s\n", logcheck::ToString(f).c_str());
+    const char* verdict = !damage.empty()              ? "DAMAGED"
+                          : !report.violations.empty() ? "PROTOCOL VIOLATED"
+                                                       : "OK";
+    std::printf("check: %s (%" PRIu64 " records, %" PRIu64
+                " transactions, %zu violations, %zu "
+                "in flight)\n",
+                verdict, report.records, report.transactions, report.violations.size(),
+                report.in_flight.size());
+    return !damage.empty() || !report.violations.empty() ? kExitDamaged : kExitOk;
+  }
+  if (o.command == "verify" || !damage.empty()) {
+    std::printf("%s\n", damage.empty() ? "verify: OK" : "verify: DAMAGED");
+    return rc;
   }
   return kExitOk;
 }
@@ -268,21 +467,22 @@ int Walk(klog::Log* log, const std::string& command, const std::string& only, bo
 
 int main(int argc, char** argv) {
   enum { kHelp = 256, kVersion };
-  static const option kOptions[] = {{"stream", required_argument, nullptr, 's'},
-                                    {"hex", no_argument, nullptr, 'x'},
-                                    {"help", no_argument, nullptr, kHelp},
-                                    {"version", no_argument, nullptr, kVersion},
-                                    {nullptr, 0, nullptr, 0}};
-  std::string only;
-  bool hex = false;
+  static const option kOptions[] = {
+      {"stream", required_argument, nullptr, 's'}, {"hex", no_argument, nullptr, 'x'},
+      {"json", no_argument, nullptr, 'j'},         {"help", no_argument, nullptr, kHelp},
+      {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0}};
+  Options o;
   int c;
-  while ((c = getopt_long(argc, argv, "s:x", kOptions, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "s:xj", kOptions, nullptr)) != -1) {
     switch (c) {
       case 's':
-        only = optarg;
+        o.only = optarg;
         break;
       case 'x':
-        hex = true;
+        o.hex = true;
+        break;
+      case 'j':
+        o.json = true;
         break;
       case kHelp:
         Usage(stdout);
@@ -300,10 +500,11 @@ int main(int argc, char** argv) {
     Usage(stderr);
     return kExitUsage;
   }
-  const std::string command = argv[optind], dir = argv[optind + 1];
-  if (command != "dump" && command != "verify" && command != "stat") {
-    std::fprintf(stderr, "ktmfs-log: unknown command '%s' (dump, verify or stat)\n",
-                 command.c_str());
+  o.command = argv[optind];
+  const std::string dir = argv[optind + 1];
+  if (o.command != "dump" && o.command != "verify" && o.command != "stat" && o.command != "check") {
+    std::fprintf(stderr, "ktmfs-log: unknown command '%s' (dump, verify, stat or check)\n",
+                 o.command.c_str());
     return kExitUsage;
   }
   const std::string log_dir = LogDirectory(dir);
@@ -327,7 +528,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ktmfs-log: %s\n", log.status().ToString().c_str());
     return log.status().IsCorruption() ? kExitDamaged : kExitCannotOpen;
   }
-  int rc = Walk(log->get(), command, only, hex);
+  int rc = Walk(log->get(), o);
   (void)(*log)->Close();
   return rc;
 }

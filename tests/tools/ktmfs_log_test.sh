@@ -1,7 +1,8 @@
 #!/bin/bash
-# ktmfs-log on a real log: stat, dump and verify of a sound log; verify and dump of a damaged one
-# name the stream and the LSN and exit 1; usage errors exit 2; a directory without a log exits 3;
-# and no command changes a byte of the log.
+# ktmfs-log on a real log: stat, dump, verify and check (and their --json) of a sound log, where
+# check finds the protocol violation make_log writes; verify, check and dump of a damaged one
+# name the stream and the LSN and exit 1; usage errors exit 2; a directory without a log exits
+# 3; and no command changes a byte of the log.
 # usage: ktmfs_log_test.sh KTMFS_LOG MAKE_LOG
 set -u
 tool=$1 make=$2
@@ -40,6 +41,14 @@ check "dump decodes a filesystem RM's operation" 0 \
 check "dump of one stream" 0 '^0x[0-9a-f]+ +rm ' -- "$tool" dump -s rm "$dir/state"
 check "dump -x shows payload bytes" 0 '5a 5a 5a' -- "$tool" dump -x -s rm "$dir/state"
 check "verify a sound log" 0 '^verify: OK$' -- "$tool" verify "$dir/state"
+# make_log writes a commit decision for a single RM, which only a two-phase commit logs.
+check "check names a protocol violation" 1 \
+  'VIOLATION: stream tm LSN 0x[0-9a-f]+ tx 0a1b2c3d-0000-4000-8000-000000000001: COMMIT of a single rm' \
+  -- "$tool" check "$dir/state"
+check "check lists streams it cannot check" 1 '^not checked: stream rm ' -- "$tool" check "$dir/state"
+check "check --json" 1 '"result": "violations"' -- "$tool" check --json "$dir/state"
+check "stat --json" 0 '"block_size": 4096' -- "$tool" stat --json "$dir/state"
+check "dump --json" 0 '"kind":"commit"' -- "$tool" dump -j "$dir/state"
 [ "$(sum "$dir/state/log")" = "$before" ] && echo "ok   the log is unchanged" ||
   { echo "FAIL ktmfs-log changed the log"; fails=$((fails + 1)); }
 
@@ -48,6 +57,7 @@ first=$("$make" "$dir/bad" damage | sed -n 's/^first rm record at //p')
 check "verify names stream and LSN of damage" 1 "DAMAGE: .*'rm'.*LSN $first" -- \
   "$tool" verify "$dir/bad"
 check "verify says DAMAGED" 1 '^verify: DAMAGED$' -- "$tool" verify "$dir/bad"
+check "check says DAMAGED" 1 '^check: DAMAGED ' -- "$tool" check "$dir/bad"
 check "dump of a damaged log still shows the rest" 1 'commit decision' -- \
   "$tool" dump "$dir/bad"
 
