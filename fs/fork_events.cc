@@ -30,6 +30,24 @@ Status Errno(const std::string& what) {
   return Status::Error(errno, "proc connector: " + what);
 }
 
+// Copies out the connector message in `nl` and its process event (the event follows a 20-byte
+// header, so its 64-bit timestamp is not aligned in place). `len` is how much of the event the
+// kernel sent: the union's members differ in size. False if `nl` holds no process event.
+bool Unpack(const nlmsghdr* nl, cn_msg* cn, proc_event* ev, size_t* len) {
+  if (nl->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg))) return false;
+  const auto* data = static_cast<const char*>(NLMSG_DATA(nl));
+  std::memcpy(cn, data, sizeof *cn);
+  if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC) return false;
+  if (cn->len < offsetof(proc_event, event_data) ||
+      nl->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg) + cn->len)) {
+    return false;
+  }
+  *ev = proc_event{};
+  *len = std::min<size_t>(cn->len, sizeof *ev);
+  std::memcpy(ev, data + sizeof(cn_msg), *len);
+  return true;
+}
+
 }  // namespace
 
 // ---- ProcConnector ---------------------------------------------------------------------------
@@ -125,13 +143,15 @@ Status ProcConnector::Control(bool listen, bool wait_ack) {
     }
     for (auto* nl = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nl, static_cast<size_t>(n));
          nl = NLMSG_NEXT(nl, n)) {
-      if (nl->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg) + sizeof(proc_event))) continue;
-      auto* cn = static_cast<cn_msg*>(NLMSG_DATA(nl));
-      auto* ev = reinterpret_cast<proc_event*>(cn->data);
+      cn_msg cn;
+      proc_event ev;
+      size_t len = 0;
+      if (!Unpack(nl, &cn, &ev, &len)) continue;
       // The kernel answers with our ack number plus one (its sequence number is its own).
-      if (cn->ack != seq + 1 || ev->what != proc_event::PROC_EVENT_NONE) continue;
-      if (ev->event_data.ack.err != 0) {
-        errno = static_cast<int>(ev->event_data.ack.err);
+      if (cn.ack != seq + 1 || ev.what != proc_event::PROC_EVENT_NONE) continue;
+      if (len < offsetof(proc_event, event_data) + sizeof ev.event_data.ack) continue;
+      if (ev.event_data.ack.err != 0) {
+        errno = static_cast<int>(ev.event_data.ack.err);
         return Errno("the kernel refused to send process events");
       }
       return Status::Ok();
@@ -159,19 +179,16 @@ Status ProcConnector::Read(std::vector<ProcEvent>* out) {
     if (from.nl_pid != 0) continue;
     for (auto* nl = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nl, static_cast<size_t>(n));
          nl = NLMSG_NEXT(nl, n)) {
-      if (nl->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg))) continue;
-      auto* cn = static_cast<cn_msg*>(NLMSG_DATA(nl));
-      if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC) continue;
-      // The union's members differ in size; each event is at least as long as what is read.
+      cn_msg cn;
+      proc_event ev;
+      size_t len = 0;
+      if (!Unpack(nl, &cn, &ev, &len)) continue;
       constexpr size_t kHead = offsetof(proc_event, event_data);
-      if (cn->len < kHead || nl->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg) + cn->len)) continue;
-      proc_event ev{};
-      std::memcpy(&ev, cn->data, std::min<size_t>(cn->len, sizeof ev));
-      if (ev.what == proc_event::PROC_EVENT_FORK && cn->len >= kHead + sizeof ev.event_data.fork) {
+      if (ev.what == proc_event::PROC_EVENT_FORK && len >= kHead + sizeof ev.event_data.fork) {
         out->push_back(ProcEvent{ProcEvent::Kind::kFork, ev.event_data.fork.parent_tgid,
                                  ev.event_data.fork.child_pid, ev.event_data.fork.child_tgid});
       } else if (ev.what == proc_event::PROC_EVENT_EXIT &&
-                 cn->len >= kHead + 2 * sizeof(__kernel_pid_t)) {
+                 len >= kHead + 2 * sizeof(__kernel_pid_t)) {
         out->push_back(ProcEvent{ProcEvent::Kind::kExit, 0, ev.event_data.exit.process_pid,
                                  ev.event_data.exit.process_tgid});
       }
