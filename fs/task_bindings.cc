@@ -1,7 +1,10 @@
 #include "fs/task_bindings.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
+
+#include "fs/fork_events.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -35,6 +38,10 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
   if (std::none_of(bindings_.begin(), bindings_.end(),
                    [](const Binding& b) { return b.scope == Scope::kTree; })) {
     return std::nullopt;
+  }
+  // Forked into a tree: inside, wherever it has been reparented since.
+  if (forks_ != nullptr) {
+    if (auto tx = forks_->Lookup(proc.tgid, proc.start_time)) return tx;
   }
   auto fresh = Current(proc.tgid);
   if (!fresh.ok() || fresh->start_time != proc.start_time) return std::nullopt;
@@ -158,12 +165,13 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& 
     binding.start_time = leader->start_time;
   }
 
-  if (scope == Scope::kTree) {
+  auto read_children = [&] {
     for (pid_t c : proc_->Children(binding.pid)) {
       auto info = proc_->Read(c);
       if (info.ok()) binding.earlier_children.emplace_back(info->tgid, info->start_time);
     }
-  }
+  };
+  if (scope == Scope::kTree && forks_ == nullptr) read_children();
 
   std::lock_guard lock(mu_);
   if (auto current = LookupLocked(*task))
@@ -171,6 +179,19 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& 
                         current->ToString());
   for (const Binding& b : bindings_)
     if (b.tx == tx) return Status::Busy("transaction " + tx.ToString() + " is already bound");
+  if (scope == Scope::kTree && forks_ != nullptr) {
+    // The record reads the children itself, between the forks it saw before and those it
+    // records, so that it and the walk leave out the same ones.
+    Status s = forks_->AddTree(tx, binding.pid, binding.start_time, binding.bound_at,
+                               &binding.earlier_children);
+    if (!s.ok()) {
+      std::fprintf(stderr,
+                   "ktmfs: transaction %s: %s; its tree follows the current parents only, so a "
+                   "process reparented away from it leaves it\n",
+                   tx.ToString().c_str(), s.ToString().c_str());
+      read_children();
+    }
+  }
   bindings_.push_back(binding);
   ++generation_;
   return Status::Ok();
@@ -181,8 +202,11 @@ void TaskBindings::Unbind(const Guid& tx) {
   auto it = std::remove_if(bindings_.begin(), bindings_.end(),
                            [&](const Binding& b) { return b.tx == tx; });
   if (it == bindings_.end()) return;
+  const bool tree =
+      std::any_of(it, bindings_.end(), [](const Binding& b) { return b.scope == Scope::kTree; });
   bindings_.erase(it, bindings_.end());
   ++generation_;
+  if (tree && forks_ != nullptr) forks_->RemoveTree(tx);
 }
 
 std::vector<Guid> TaskBindings::FindOrphans() {

@@ -1,7 +1,10 @@
 // Which transaction a request belongs to. A transaction is bound to a scope: one thread, one
 // process, or a process and the descendants it starts from then on (a shell's background jobs
 // started before txbegin stay outside, as txbegin(1) says). Tasks are identified by pid *and* start
-// time, so a pid reused after the bound task exited never inherits its transaction.
+// time, so a pid reused after the bound task exited never inherits its transaction. A tree's
+// descendants are found from the forks recorded since the binding (ForkTracker, where the daemon
+// may listen to them), else by walking the parents /proc shows now, which a process leaves when
+// it is reparented (its parent exits).
 //
 // FUSE gives the caller's thread id (0 when the caller is outside the daemon's pid namespace:
 // such requests are never inside a transaction). Requests that arrive without a caller (page
@@ -21,6 +24,8 @@
 #include "src/guid.h"
 
 namespace ktmfs::fs {
+
+class ForkTracker;
 
 enum class Scope { kThread = 1, kProcess = 2, kTree = 3 };
 
@@ -55,6 +60,11 @@ Status MayBind(pid_t pid, const TaskCredentials& target, const Binder& binder);
 class TaskBindings {
  public:
   explicit TaskBindings(ProcReader* proc) : proc_(proc) {}
+
+  // Tree membership as recorded at each fork (fork_events.h), so that a descendant reparented
+  // away from the bound process stays inside; without it only the current parents count. Set
+  // before the first Bind; `forks` outlives this.
+  void UseForkEvents(ForkTracker* forks) { forks_ = forks; }
 
   // Binds `pid` (a thread for kThread; for the others any thread of the process) to `tx`.
   // ESRCH: no such task. EPERM: `binder` may not bind it (MayBind; for a process, neither the
@@ -91,6 +101,7 @@ class TaskBindings {
   const Binding* FindBinding(Scope scope, pid_t pid, uint64_t start_time) const;
 
   ProcReader* proc_;
+  ForkTracker* forks_ = nullptr;
   mutable std::mutex mu_;
   std::vector<Binding> bindings_;  // few at a time; a linear scan beats a map here
   uint64_t generation_ = 0;        // bumped on every change; invalidates the cache

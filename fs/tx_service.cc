@@ -73,8 +73,30 @@ TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
 Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, const Layout& layout) {
   std::unique_ptr<TxService> s(new TxService());
   KTMFS_RETURN_IF_ERROR(s->Open(options, layout));
+  s->StartForkEvents();
   s->reaper_ = std::thread([p = s.get()] { p->Reap(); });
   return s;
+}
+
+void TxService::StartForkEvents() {
+  auto connector = ProcConnector::Open();
+  if (!connector.ok()) {
+    // Said once: tree scope is weaker from now on (ktmfs-tx(7) says how).
+    std::fprintf(stderr,
+                 "ktmfs: no process events (%s): tree-scoped transactions follow the current "
+                 "parents only, so a process reparented away from the bound one leaves them\n",
+                 connector.status().ToString().c_str());
+    return;
+  }
+  auto forks = std::make_unique<ForkTracker>(&proc_, connector->get());
+  if (Status s = forks->StartThread(); !s.ok()) {
+    std::fprintf(stderr, "ktmfs: %s: tree-scoped transactions follow the current parents only\n",
+                 s.ToString().c_str());
+    return;
+  }
+  proc_events_ = std::move(*connector);
+  forks_ = std::move(forks);
+  bindings_.UseForkEvents(forks_.get());
 }
 
 Status TxService::Open(const Options& options, const Layout& layout) {

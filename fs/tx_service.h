@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "fs/caller.h"
+#include "fs/fork_events.h"
 #include "fs/layout.h"
 #include "fs/options.h"
 #include "fs/task_bindings.h"
@@ -156,6 +157,8 @@ class TxService {
  private:
   TxService() = default;
   Status Open(const Options& options, const Layout& layout);
+  // Lets tree scope follow forks rather than current parents, where the kernel tells them.
+  void StartForkEvents();
   std::shared_ptr<TxContext> Find(const Guid& id) const;
   std::shared_ptr<TxContext> Authorize(const CallerContext& caller, const Guid& id, Status* err);
   // Ends a transaction: waits for its operations, then commits or rolls it back. `why`: the
@@ -173,6 +176,9 @@ class TxService {
   std::unique_ptr<tm::TransactionManager> tm_;
   std::vector<std::unique_ptr<fstx::FsResourceManager>> rms_;
   SystemProcReader proc_;
+  // Fork events, where the kernel lets the daemon listen: they outlive the bindings using them.
+  std::unique_ptr<ProcConnector> proc_events_;
+  std::unique_ptr<ForkTracker> forks_;
   TaskBindings bindings_{&proc_};
   std::shared_mutex visibility_;
 
