@@ -1,10 +1,8 @@
 #include "fs/daemon_log.h"
 
-#include <fuse_log.h>
 #include <syslog.h>
 
 #include <atomic>
-#include <cstdarg>
 #include <cstdio>
 #include <mutex>
 
@@ -30,22 +28,6 @@ int Priority(LogLevel level) {
   return LOG_NOTICE;
 }
 
-LogLevel FromFuse(fuse_log_level level) {
-  if (level <= FUSE_LOG_ERR) return LogLevel::kError;
-  if (level == FUSE_LOG_WARNING) return LogLevel::kWarning;
-  if (level == FUSE_LOG_NOTICE) return LogLevel::kNotice;
-  return LogLevel::kInfo;
-}
-
-void FromLibfuse(fuse_log_level level, const char* fmt, va_list ap) {
-  char buf[1024];
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  std::string message = buf;
-  while (!message.empty() && message.back() == '\n')
-    message.pop_back();
-  syslog(Priority(FromFuse(level)), "%s", message.c_str());
-}
-
 }  // namespace
 
 void DaemonLog(LogLevel level, const std::string& message) {
@@ -56,10 +38,13 @@ void DaemonLog(LogLevel level, const std::string& message) {
   }
 }
 
+bool DaemonLogUsesSyslog() {
+  return to_syslog.load();
+}
+
 void DaemonLogToSyslog(bool keep_stderr) {
   if (!to_syslog.exchange(true)) {
     openlog("ktmfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-    fuse_set_log_func(FromLibfuse);
   }
   to_stderr.store(keep_stderr);
 }

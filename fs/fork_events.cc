@@ -16,6 +16,8 @@
 #include <deque>
 #include <string>
 
+#include "fs/daemon_log.h"
+
 namespace ktmfs::fs {
 namespace {
 
@@ -220,8 +222,8 @@ void ForkTracker::Run(int stop_fd) {
   for (;;) {
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      std::fprintf(stderr, "ktmfs: fork events: poll: %s; tree scope follows parents only now\n",
-                   std::strerror(errno));
+      DaemonLog(LogLevel::kWarning, std::string("fork events: poll: ") + std::strerror(errno) +
+                                        "; tree scope follows parents only now");
       return;
     }
     if (p[1].revents != 0) return;
@@ -242,10 +244,9 @@ void ForkTracker::DrainLocked() {
   if (!batch_.empty()) Apply(batch_);
   if (!s.ok()) {
     // Exits it will not tell could free recorded pids for others: nothing recorded is trusted.
-    std::fprintf(stderr,
-                 "ktmfs: fork events: %s; tree-scoped transactions follow the current parents "
-                 "only from now on\n",
-                 s.ToString().c_str());
+    DaemonLog(LogLevel::kWarning, "fork events: " + s.ToString() +
+                                      "; tree-scoped transactions follow the current parents "
+                                      "only from now on");
     broken_ = true;
     records_.clear();
   }
@@ -276,10 +277,9 @@ void ForkTracker::Apply(const std::vector<ProcEvent>& events) {
         // Said at the 1st, 2nd, 4th... time: a fork storm overflows the buffer again and again.
         ++lost_;
         if ((lost_ & (lost_ - 1)) == 0) {
-          std::fprintf(stderr,
-                       "ktmfs: fork events: the kernel dropped process events (%llu times so "
-                       "far); tree-scoped transactions are re-read from /proc\n",
-                       static_cast<unsigned long long>(lost_));
+          DaemonLog(LogLevel::kWarning,
+                    "fork events: the kernel dropped process events (" + std::to_string(lost_) +
+                        " times so far); tree-scoped transactions are re-read from /proc");
         }
         Resync();
         break;
@@ -342,10 +342,9 @@ void ForkTracker::Insert(pid_t pid, Record r) {
   }
   if (records_.size() >= kMaxRecords) {
     if (!warned_full_) {
-      std::fprintf(stderr,
-                   "ktmfs: fork events: more than %zu processes in tree-scoped transactions; "
-                   "further ones are found by their parents only\n",
-                   kMaxRecords);
+      DaemonLog(LogLevel::kWarning, "fork events: more than " + std::to_string(kMaxRecords) +
+                                        " processes in tree-scoped transactions; further ones "
+                                        "are found by their parents only");
       warned_full_ = true;
     }
     return;
@@ -426,7 +425,7 @@ void ForkTracker::RemoveTree(const Guid& tx) {
   std::erase_if(records_, [&](const auto& kv) { return kv.second.tx == tx; });
   if (trees_.empty()) {
     if (Status s = source_->Listen(false); !s.ok())
-      std::fprintf(stderr, "ktmfs: fork events: %s\n", s.ToString().c_str());
+      DaemonLog(LogLevel::kWarning, "fork events: " + s.ToString());
     DrainLocked();  // what is still queued concerns no tree
     warned_full_ = false;
   }

@@ -196,6 +196,19 @@ int Run(int argc, char** argv) {
     int rc = BackgroundAndWait(&ready_fd);
     if (rc >= 0) return rc;  // the foreground process, with the daemon's verdict
     DaemonLogToSyslog(/*keep_stderr=*/true);
+    // libfuse's messages follow the daemon's.
+    fuse_set_log_func([](fuse_log_level level, const char* fmt, va_list ap) {
+      char buf[1024];
+      std::vsnprintf(buf, sizeof buf, fmt, ap);
+      std::string m = buf;
+      while (!m.empty() && m.back() == '\n')
+        m.pop_back();
+      DaemonLog(level <= FUSE_LOG_ERR       ? LogLevel::kError
+                : level == FUSE_LOG_WARNING ? LogLevel::kWarning
+                : level == FUSE_LOG_NOTICE  ? LogLevel::kNotice
+                                            : LogLevel::kInfo,
+                m);
+    });
   }
   // Taken by the daemon itself, so that the pid it records is the one that holds them, and
   // before recovery: a second daemon must not replay or append to a log this one writes.

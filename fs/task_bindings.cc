@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "fs/daemon_log.h"
 #include "fs/fork_events.h"
 
 namespace ktmfs::fs {
@@ -185,10 +186,9 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& 
     Status s = forks_->AddTree(tx, binding.pid, binding.start_time, binding.bound_at,
                                &binding.earlier_children);
     if (!s.ok()) {
-      std::fprintf(stderr,
-                   "ktmfs: transaction %s: %s; its tree follows the current parents only, so a "
-                   "process reparented away from it leaves it\n",
-                   tx.ToString().c_str(), s.ToString().c_str());
+      DaemonLog(LogLevel::kWarning, "transaction " + tx.ToString() + ": " + s.ToString() +
+                                        "; its tree follows the current parents only, so a "
+                                        "process reparented away from it leaves it");
       read_children();
     }
   }

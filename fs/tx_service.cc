@@ -82,16 +82,16 @@ void TxService::StartForkEvents() {
   auto connector = ProcConnector::Open();
   if (!connector.ok()) {
     // Said once: tree scope is weaker from now on (ktmfs-tx(7) says how).
-    std::fprintf(stderr,
-                 "ktmfs: no process events (%s): tree-scoped transactions follow the current "
-                 "parents only, so a process reparented away from the bound one leaves them\n",
-                 connector.status().ToString().c_str());
+    DaemonLog(LogLevel::kWarning, "no process events (" + connector.status().ToString() +
+                                      "): tree-scoped transactions follow the current parents "
+                                      "only, so a process reparented away from the bound one "
+                                      "leaves them");
     return;
   }
   auto forks = std::make_unique<ForkTracker>(&proc_, connector->get());
   if (Status s = forks->StartThread(); !s.ok()) {
-    std::fprintf(stderr, "ktmfs: %s: tree-scoped transactions follow the current parents only\n",
-                 s.ToString().c_str());
+    DaemonLog(LogLevel::kWarning,
+              s.ToString() + ": tree-scoped transactions follow the current parents only");
     return;
   }
   proc_events_ = std::move(*connector);
