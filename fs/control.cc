@@ -52,6 +52,19 @@ void CopyId(const Guid& id, char* out) {
   std::memcpy(out, s.data(), std::min<size_t>(s.size(), KTMFS_ID_LEN));
 }
 
+// A description cut to a fixed field, NUL-terminated, and never inside a UTF-8 sequence, so
+// that a name that was text stays text.
+void CopyName(const std::string& name, char* out, size_t size) {
+  size_t n = std::min(name.size(), size - 1);
+  // A character is at most 4 bytes: further back, the bytes were no character anyway.
+  for (int k = 0;
+       k < 3 && n > 0 && n < name.size() && (static_cast<unsigned char>(name[n]) & 0xc0) == 0x80;
+       ++k)
+    --n;
+  std::memcpy(out, name.data(), n);
+  out[n] = '\0';
+}
+
 uint32_t StateCode(tm::TxState s) {
   switch (s) {
     case tm::TxState::kActive:
