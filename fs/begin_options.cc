@@ -102,4 +102,24 @@ Result<BeginOptions> ParseBeginOptions(std::string_view value) {
   return opts;
 }
 
+std::string FormatBeginOptions(const BeginOptions& o) {
+  std::string out;
+  auto add = [&out](const std::string& pair) {
+    if (!out.empty()) out += ' ';
+    out += pair;
+  };
+  if (o.scope != Scope::kProcess) add(o.scope == Scope::kThread ? "scope=thread" : "scope=tree");
+  if (o.pid != 0) add("pid=" + std::to_string(o.pid));
+  if (o.timeout_sec != 0) add("timeout=" + std::to_string(o.timeout_sec));
+  if (!o.name.empty()) {
+    std::string quoted = "name=\"";
+    for (char c : o.name) {
+      if (c == '"' || c == '\\') quoted += '\\';
+      quoted += c;
+    }
+    add(quoted + '"');
+  }
+  return out;
+}
+
 }  // namespace ktmfs::fs

@@ -27,4 +27,8 @@ inline constexpr size_t kMaxBeginNameBytes = 127;
 
 Result<BeginOptions> ParseBeginOptions(std::string_view value);
 
+// The value ParseBeginOptions reads back as `o` (the name quoted and escaped, defaults left
+// out): what a program that holds options, not text, sets the attribute to.
+std::string FormatBeginOptions(const BeginOptions& o);
+
 }  // namespace ktmfs::fs

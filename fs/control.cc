@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "fs/begin_options.h"
+#include "fs/control_decode.h"
 #include "fs/daemon_log.h"
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
@@ -82,18 +82,17 @@ void CopyId(const Guid& id, char* out) {
   std::memcpy(out, s.data(), std::min<size_t>(s.size(), KTMFS_ID_LEN));
 }
 
-// An id field: NUL-terminated within its size; empty means the caller's transaction.
-bool ParseId(const char* field, Guid* out) {
-  size_t n = strnlen(field, KTMFS_ID_SIZE);
-  if (n == KTMFS_ID_SIZE) return false;
-  if (n == 0) {
-    *out = Guid{};
-    return true;
-  }
-  auto g = Guid::Parse(std::string_view(field, n));
-  if (!g) return false;
-  *out = *g;
-  return true;
+// A description cut to a fixed field, NUL-terminated, and never inside a UTF-8 sequence, so
+// that a name that was text stays text.
+void CopyName(const std::string& name, char* out, size_t size) {
+  size_t n = std::min(name.size(), size - 1);
+  // A character is at most 4 bytes: further back, the bytes were no character anyway.
+  for (int k = 0;
+       k < 3 && n > 0 && n < name.size() && (static_cast<unsigned char>(name[n]) & 0xc0) == 0x80;
+       ++k)
+    --n;
+  std::memcpy(out, name.data(), n);
+  out[n] = '\0';
 }
 
 uint32_t StateCode(tm::TxState s) {
@@ -122,33 +121,27 @@ T* Out(std::vector<char>* out) {
   return reinterpret_cast<T*>(out->data());
 }
 
-template <typename T>
-bool In(const ControlIoctl& r, T* v) {
-  if (r.in_size != sizeof(T) || r.out_size != sizeof(T) || r.in == nullptr) return false;
-  std::memcpy(v, r.in, sizeof(T));
-  return true;
-}
-
 }  // namespace
 
 namespace {
 
 int ControlSetxattr(Filesystem& fs, const CallerContext& caller, const char* name,
                     const char* value, size_t size) {
-  if (std::strcmp(name, KTMFS_XATTR_BEGIN) != 0 && std::strcmp(name, KTMFS_XATTR_COMMIT) != 0 &&
-      std::strcmp(name, KTMFS_XATTR_ROLLBACK) != 0) {
-    return EPERM;  // the prefix is reserved: no real attribute can be made under it
-  }
+  auto request = DecodeControlSetxattr(name, std::string_view(value != nullptr ? value : "", size));
+  // The prefix is reserved whether or not this mount serves transactions.
+  if (!request.ok() && request.status().code() == EPERM) return EPERM;
   if (fs.txs() == nullptr) return EOPNOTSUPP;
-  if (std::strcmp(name, KTMFS_XATTR_BEGIN) == 0) {
-    auto o = ParseBeginOptions(std::string_view(value != nullptr ? value : "", size));
-    if (!o.ok()) return Code(o.status());
-    auto id = fs.txs()->Begin(caller, o->scope, o->pid, o->timeout_sec, o->name);
-    return Code(id.status());
+  if (!request.ok()) return Code(request.status());
+  switch (request->op) {
+    case ControlOp::kBegin: {
+      const BeginOptions& o = request->begin;
+      return Code(fs.txs()->Begin(caller, o.scope, o.pid, o.timeout_sec, o.name).status());
+    }
+    case ControlOp::kCommit:
+      return Report("commit", CommitUnlessReadOnly(fs, caller, Guid{}));
+    default:
+      return Report("rollback", fs.txs()->Rollback(caller, Guid{}));
   }
-  if (std::strcmp(name, KTMFS_XATTR_COMMIT) == 0)
-    return Report("commit", CommitUnlessReadOnly(fs, caller, Guid{}));
-  return Report("rollback", fs.txs()->Rollback(caller, Guid{}));
 }
 
 }  // namespace
@@ -162,19 +155,12 @@ int HandleControlSetxattr(Filesystem& fs, const CallerContext& caller, const cha
 int HandleControlGetxattr(Filesystem& fs, const CallerContext& caller, Inode* inode,
                           const char* name, std::string* value) {
   if (fs.txs() == nullptr) return ENODATA;
-  if (std::strcmp(name, KTMFS_XATTR_TX) == 0) {
-    auto id = fs.txs()->Current(caller.pid);
-    if (!id) return ENODATA;
-    *value = id->ToString();
-    return 0;
-  }
-  if (std::strcmp(name, KTMFS_XATTR_HOLDER) == 0) {
-    auto id = HolderOf(fs, inode);
-    if (!id) return ENODATA;
-    *value = id->ToString();
-    return 0;
-  }
-  return ENODATA;
+  auto request = DecodeControlGetxattr(name);
+  if (!request.ok()) return Code(request.status());
+  auto id = request->op == ControlOp::kQuery ? fs.txs()->Current(caller.pid) : HolderOf(fs, inode);
+  if (!id) return ENODATA;
+  *value = id->ToString();
+  return 0;
 }
 
 namespace {
@@ -183,78 +169,65 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out,
   *result = 0;
   if (r.cmd == KTMFS_IOC_REASON) {
     ktmfs_reason_args a;
-    if (!In(r, &a) || a.flags != 0 || a.reserved != 0) return EINVAL;
+    if (r.in == nullptr || r.in_size != sizeof a || r.out_size != sizeof a) return EINVAL;
+    std::memcpy(&a, r.in, sizeof a);
+    if (a.flags != 0 || a.reserved != 0) return EINVAL;
     auto* o = Out<ktmfs_reason_args>(out);
-    *o = {};
     const std::string m = fs.reasons().Take(r.caller.pid, r.caller.uid);
     std::snprintf(o->text, sizeof o->text, "%s", m.c_str());
     return 0;
   }
-  if (r.cmd == KTMFS_IOC_HELLO) {
-    ktmfs_hello_args h;
-    if (!In(r, &h)) return EINVAL;
-    auto* o = Out<ktmfs_hello_args>(out);
-    o->abi_version = KTMFS_ABI_VERSION;
-    std::snprintf(o->daemon_version, sizeof o->daemon_version, "%s", KTMFS_VERSION);
-    return 0;
-  }
-  if (fs.txs() == nullptr) return ENOTTY;
-  TxService& txs = *fs.txs();
-  switch (r.cmd) {
-    case KTMFS_IOC_BEGIN: {
-      ktmfs_begin_args b;
-      if (!In(r, &b)) return EINVAL;
-      if (b.flags != 0 || b.scope > KTMFS_SCOPE_TREE || b.pid < 0) return EINVAL;
-      size_t n = strnlen(b.name, sizeof b.name);
-      if (n == sizeof b.name) return EINVAL;
-      Scope scope = b.scope == 0 ? Scope::kProcess : static_cast<Scope>(b.scope);
-      auto id = txs.Begin(r.caller, scope, b.pid, b.timeout_sec, std::string(b.name, n));
+  // Without transactions only HELLO is answered, whatever the argument of another command.
+  if (r.cmd != KTMFS_IOC_HELLO && fs.txs() == nullptr) return ENOTTY;
+  auto request = DecodeControlIoctl(r.cmd, r.in, r.in_size, r.out_size);
+  if (!request.ok()) return Code(request.status());
+  switch (request->op) {
+    case ControlOp::kHello: {
+      auto* o = Out<ktmfs_hello_args>(out);
+      o->abi_version = KTMFS_ABI_VERSION;
+      std::snprintf(o->daemon_version, sizeof o->daemon_version, "%s", KTMFS_VERSION);
+      return 0;
+    }
+    case ControlOp::kBegin: {
+      const BeginOptions& b = request->begin;
+      auto id = fs.txs()->Begin(r.caller, b.scope, b.pid, b.timeout_sec, b.name);
       if (!id.ok()) return Code(id.status());
+      // The reply is the request as given, with the new id.
       auto* o = Out<ktmfs_begin_args>(out);
-      *o = b;
+      std::memcpy(o, r.in, sizeof *o);
       CopyId(*id, o->id);
       return 0;
     }
-    case KTMFS_IOC_COMMIT:
-    case KTMFS_IOC_ROLLBACK: {
-      ktmfs_txid t;
-      if (!In(r, &t)) return EINVAL;
-      Guid id;
-      if (t.flags != 0 || t.reserved != 0 || !ParseId(t.id, &id)) return EINVAL;
-      const bool commit = r.cmd == KTMFS_IOC_COMMIT;
-      Status s = commit ? CommitUnlessReadOnly(fs, r.caller, id) : txs.Rollback(r.caller, id);
+    case ControlOp::kCommit:
+    case ControlOp::kRollback: {
+      const bool commit = request->op == ControlOp::kCommit;
+      TxService& txs = *fs.txs();
+      Status s = commit ? CommitUnlessReadOnly(fs, r.caller, request->id)
+                        : txs.Rollback(r.caller, request->id);
       // An ioctl holds no inode lock, so it can wait for the kernel to drop what the
       // transaction made stale: once commit returns, every reader sees the new state.
       if (fs.invalidator() != nullptr) fs.invalidator()->Drain();
       if (int err = Report(commit ? "commit" : "rollback", s); err != 0) return err;
-      *Out<ktmfs_txid>(out) = t;
+      std::memcpy(Out<ktmfs_txid>(out), r.in, sizeof(ktmfs_txid));
       return 0;
     }
-    case KTMFS_IOC_QUERY:
-    case KTMFS_IOC_HOLDER: {
-      ktmfs_txid t;
-      if (!In(r, &t)) return EINVAL;
-      if (t.flags != 0 || t.reserved != 0) return EINVAL;
-      auto id = r.cmd == KTMFS_IOC_QUERY ? txs.Current(r.caller.pid) : HolderOf(fs, r.inode);
+    case ControlOp::kQuery:
+    case ControlOp::kHolder: {
+      auto id = request->op == ControlOp::kQuery ? fs.txs()->Current(r.caller.pid)
+                                                 : HolderOf(fs, r.inode);
       if (!id) return ENODATA;
-      auto* o = Out<ktmfs_txid>(out);
-      CopyId(*id, o->id);
+      CopyId(*id, Out<ktmfs_txid>(out)->id);
       return 0;
     }
-    case KTMFS_IOC_LIST: {
-      if (r.in_size != sizeof(ktmfs_list_args) || r.out_size != sizeof(ktmfs_list_args))
-        return EINVAL;
-      ktmfs_list_args in;
-      std::memcpy(&in, r.in, sizeof in);
-      if (in.capacity > KTMFS_LIST_MAX) return EINVAL;
-      auto list = txs.List();
+    case ControlOp::kList: {
+      auto list = fs.txs()->List();
       std::sort(list.begin(), list.end(),
                 [](const auto& a, const auto& b) { return a.begin_time_ns < b.begin_time_ns; });
       auto* o = Out<ktmfs_list_args>(out);
-      o->start = in.start;
-      o->capacity = in.capacity;
+      o->start = request->list_start;
+      o->capacity = request->list_capacity;
       o->total = static_cast<uint32_t>(list.size());
-      for (size_t i = in.start; i < list.size() && o->count < in.capacity; i++) {
+      for (size_t i = o->start; i < list.size() && o->count < o->capacity; i++) {
         const auto& t = list[i];
         ktmfs_tx_info& e = o->entries[o->count++];
         CopyId(t.id, e.id);
@@ -269,14 +242,12 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out,
         e.timeout_sec = t.timeout_sec;
         e.flags = t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0;
         // Descriptions may name paths: other users' are not shown, except to root.
-        if (r.caller.uid == 0 || r.caller.uid == t.owner)
-          std::snprintf(e.name, sizeof e.name, "%s", t.name.c_str());
+        if (r.caller.uid == 0 || r.caller.uid == t.owner) CopyName(t.name, e.name, sizeof e.name);
       }
       return 0;
     }
-    default:
-      return ENOTTY;
   }
+  return ENOTTY;
 }
 
 }  // namespace

@@ -75,6 +75,57 @@ std::string Field(const char* s, size_t size) {
   return std::string(s, strnlen(s, size));
 }
 
+// A description as a user gave it may hold any bytes but NUL: terminal escapes, newlines, bytes
+// that are not UTF-8 (which JSON cannot carry: the encoder throws). Those print as \xNN, and a
+// backslash as \\, so root's listing shows every transaction, unambiguously and inertly.
+std::string Shown(const std::string& s) {
+  std::string out;
+  auto escape = [&out](unsigned char c) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\x%02x", c);
+    out += buf;
+  };
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\\') {
+      out += "\\\\";
+      ++i;
+      continue;
+    }
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A whole, shortest-form UTF-8 sequence of a character that is not a control character or a
+    // surrogate passes as it is.
+    size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+               : c >= 0xe0 && c <= 0xef ? 3
+               : c >= 0xf0 && c <= 0xf4 ? 4
+                                        : 0;
+    uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+    for (size_t k = 1; k < n; ++k) {
+      const auto d = i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0;
+      if ((d & 0xc0) != 0x80) {
+        n = 0;
+        break;
+      }
+      cp = cp << 6 | (d & 0x3f);
+    }
+    const bool valid = n != 0 && !(n == 3 && cp < 0x800) &&
+                       !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+                       !(cp >= 0xd800 && cp <= 0xdfff) && !(cp >= 0x80 && cp < 0xa0);
+    if (!valid) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(s, i, n);
+    i += n;
+  }
+  return out;
+}
+
 uint64_t NowNs() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -130,7 +181,7 @@ nlohmann::json ToJson(const ktmfs_tx_info& t) {
           {"resource_managers", t.rm_count},
           {"objects_locked", t.objects_locked},
           {"bytes_logged", t.bytes_logged},
-          {"name", Field(t.name, sizeof t.name)}};
+          {"name", Shown(Field(t.name, sizeof t.name))}};
 }
 
 int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
@@ -236,7 +287,7 @@ int main(int argc, char** argv) {
     std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
                 UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state, t.flags),
                 Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
-                Bytes(t.bytes_logged).c_str(), Field(t.name, sizeof t.name).c_str());
+                Bytes(t.bytes_logged).c_str(), Shown(Field(t.name, sizeof t.name)).c_str());
   }
   return KTMFS_EXIT_OK;
 }

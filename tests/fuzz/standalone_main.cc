@@ -50,7 +50,10 @@ std::vector<uint8_t> Mutate(std::vector<uint8_t> in, const std::vector<std::vect
         break;
       }
       default: {  // overwrite a little-endian integer with an interesting value
-        static const uint64_t kValues[] = {0, 1, 0x7f, 0xff, 0x1000, 0xffffffff, ~0ull, 1ull << 40};
+        // Small numbers too: enums, counts and flags sit just above their limits.
+        static const uint64_t kValues[] = {0,          1,          2,          3,     4,
+                                           8,          0x7f,       0x80,       0xff,  0x1000,
+                                           0x7fffffff, 0x80000000, 0xffffffff, ~0ull, 1ull << 40};
         uint64_t v = kValues[rng() % std::size(kValues)];
         for (size_t i = 0; i < 8 && at + i < in.size(); ++i)
           in[at + i] = uint8_t(v >> (8 * i));
