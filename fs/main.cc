@@ -215,20 +215,29 @@ int Run(int argc, char** argv) {
   std::vector<std::string> source_paths;
   for (const Source& s : fs.layout().sources())
     source_paths.push_back(s.path);
-  auto locks = LockMount(fs.layout().state_dirs(), source_paths);
+  auto locks = LockMount(fs.layout().state_dirs(), source_paths, options.mountpoint);
   // `umount` returns before the daemon it unmounted has closed its log: a mount right after it
-  // finds the locks still held. While no mount of the same source is live, the holder is on its
-  // way out: wait for it (a bounded while), rather than fail a mount that is about to be fine.
-  for (int waited_ms = 0; !locks.ok() && locks.status().code() == EBUSY &&
-                          !SourceIsMounted(options.source) && waited_ms < kWaitForPreviousMs;
+  // finds the locks still held. A holder whose mountpoint (it wrote it into the lock file) has
+  // no ktmfs mount any more is on its way out: wait for it (a bounded while), rather than fail
+  // a mount that is about to be fine. A holder still serving its mount fails this one at once.
+  auto holder_gone = [&] {
+    for (const std::string& dir : fs.layout().state_dirs()) {
+      auto mnt = StateDirLockMountpoint(dir);
+      if (StateDirLockHolder(dir)) return mnt.has_value() && !KtmfsMountedAt(*mnt);
+    }
+    return false;
+  };
+  for (int waited_ms = 0; !locks.ok() && locks.status().code() == EBUSY && holder_gone() &&
+                          waited_ms < kWaitForPreviousMs;
        waited_ms += 100) {
     if (waited_ms == 1000) {
       DaemonLog(LogLevel::kNotice,
-                "waiting for the previous daemon of " + options.source +
-                    ", which is no longer mounted, to exit: " + locks.status().message());
+                "waiting for the previous daemon, which is no longer mounted, "
+                "to exit: " +
+                    locks.status().message());
     }
     usleep(100 * 1000);
-    locks = LockMount(fs.layout().state_dirs(), source_paths);
+    locks = LockMount(fs.layout().state_dirs(), source_paths, options.mountpoint);
   }
   if (!locks.ok()) {
     DaemonLog(LogLevel::kError, locks.status().message());

@@ -87,10 +87,9 @@ Result<bool> IsReadOnly(const std::string& mountpoint) {
   return Has(e->mount_options, "ro") || Has(e->super_options, "ro");
 }
 
-bool SourceIsMounted(const std::string& source) {
-  for (const MountEntry& e : Mounts())
-    if (e.fstype == "fuse.ktmfs" && e.source == source) return true;
-  return false;
+bool KtmfsMountedAt(const std::string& mountpoint) {
+  auto e = Find(mountpoint);
+  return e && e->fstype == "fuse.ktmfs";
 }
 
 Status Remount(const std::string& mountpoint, bool read_only) {

@@ -19,9 +19,8 @@ namespace ktmfs::fs {
 // NotFound if no FUSE filesystem is mounted there.
 Result<bool> IsReadOnly(const std::string& mountpoint);
 
-// Whether a ktmfs filesystem whose source (its fsname) is `source` is mounted in this mount
-// namespace.
-bool SourceIsMounted(const std::string& source);
+// Whether a ktmfs filesystem is mounted at `mountpoint` in this mount namespace.
+bool KtmfsMountedAt(const std::string& mountpoint);
 
 // Remounts the ktmfs mount at `mountpoint` read-only or read-write, keeping its other mount
 // flags (nosuid, nodev, noexec, atime). Refused unless a fuse.ktmfs filesystem is mounted there;

@@ -72,7 +72,7 @@ DirLock::~DirLock() {
   if (fd_ >= 0) close(fd_);
 }
 
-Result<DirLock> DirLock::LockStateDir(const std::string& dir) {
+Result<DirLock> DirLock::LockStateDir(const std::string& dir, const std::string& mountpoint) {
   const std::string path = dir + "/" + kStateLockFileName;
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Status::Error(errno, "lock file " + path + ": " + ErrorText(errno));
@@ -87,7 +87,8 @@ Result<DirLock> DirLock::LockStateDir(const std::string& dir) {
     }
     return Status::Error(errno, "lock file " + path + ": " + ErrorText(errno));
   }
-  const std::string pid = std::to_string(getpid()) + "\n";
+  const std::string pid =
+      std::to_string(getpid()) + "\n" + (mountpoint.empty() ? "" : mountpoint + "\n");
   if (ftruncate(fd, 0) != 0 ||
       pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
     return Status::Error(errno, "lock file " + path + ": " + ErrorText(errno));
@@ -122,11 +123,20 @@ std::optional<pid_t> StateDirLockHolder(const std::string& dir) {
   return holder;
 }
 
+std::optional<std::string> StateDirLockMountpoint(const std::string& dir) {
+  std::ifstream in(dir + "/" + kStateLockFileName);
+  std::string pid, mountpoint;
+  if (!std::getline(in, pid) || !std::getline(in, mountpoint) || mountpoint.empty())
+    return std::nullopt;
+  return mountpoint;
+}
+
 Result<std::vector<DirLock>> LockMount(const std::vector<std::string>& state_dirs,
-                                       const std::vector<std::string>& sources) {
+                                       const std::vector<std::string>& sources,
+                                       const std::string& mountpoint) {
   std::vector<DirLock> locks;
   for (const std::string& d : state_dirs) {
-    auto l = DirLock::LockStateDir(d);
+    auto l = DirLock::LockStateDir(d, mountpoint);
     if (!l.ok()) return l.status();
     locks.push_back(std::move(*l));
   }

@@ -33,7 +33,9 @@ class DirLock {
 
   // Locks DIR/lock (created 0600 if missing) without waiting and writes the caller's pid into
   // it. EBUSY, naming DIR and the holder's pid, if another process holds it.
-  static Result<DirLock> LockStateDir(const std::string& dir);
+  // `mountpoint`, if given, is written on the line after the pid: a daemon that finds the lock
+  // held can tell a holder still serving its mount from one on its way out after an unmount.
+  static Result<DirLock> LockStateDir(const std::string& dir, const std::string& mountpoint = {});
   // Locks the backing directory DIR itself without waiting. EBUSY, naming DIR and the holder's
   // pid if /proc/locks tells it, if another process holds it.
   static Result<DirLock> LockSource(const std::string& dir);
@@ -47,10 +49,13 @@ class DirLock {
 // pid written in DIR/lock (0 if unreadable), or nullopt if nobody holds it (or DIR has no lock
 // file, as a log that was never mounted).
 std::optional<pid_t> StateDirLockHolder(const std::string& dir);
+// The mountpoint the holder of DIR's lock wrote (LockStateDir), if it wrote one.
+std::optional<std::string> StateDirLockMountpoint(const std::string& dir);
 
 // Takes every lock a mount needs: the state directories, then the backing directories. The
 // first that is held elsewhere stops it; the locks taken until then are released.
 Result<std::vector<DirLock>> LockMount(const std::vector<std::string>& state_dirs,
-                                       const std::vector<std::string>& sources);
+                                       const std::vector<std::string>& sources,
+                                       const std::string& mountpoint = {});
 
 }  // namespace ktmfs::fs
