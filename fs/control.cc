@@ -95,6 +95,18 @@ void CopyName(const std::string& name, char* out, size_t size) {
   out[n] = '\0';
 }
 
+uint32_t OutcomeCode(TxService::Ending::Outcome o) {
+  switch (o) {
+    case TxService::Ending::Outcome::kCommitted:
+      return KTMFS_OUTCOME_COMMITTED;
+    case TxService::Ending::Outcome::kRolledBack:
+      return KTMFS_OUTCOME_ROLLED_BACK;
+    case TxService::Ending::Outcome::kCommitFailed:
+      return KTMFS_OUTCOME_COMMIT_FAILED;
+  }
+  return 0;
+}
+
 uint32_t StateCode(tm::TxState s) {
   switch (s) {
     case tm::TxState::kActive:
@@ -243,6 +255,32 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out,
         e.flags = t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0;
         // Descriptions may name paths: other users' are not shown, except to root.
         if (r.caller.uid == 0 || r.caller.uid == t.owner) CopyName(t.name, e.name, sizeof e.name);
+      }
+      return 0;
+    }
+    case ControlOp::kRecent: {
+      const auto recent = fs.txs()->Recent();
+      auto* o = Out<ktmfs_recent_args>(out);
+      o->start = request->list_start;
+      o->capacity = request->list_capacity;
+      o->total = static_cast<uint32_t>(recent.size());
+      for (size_t i = o->start; i < recent.size() && o->count < o->capacity; i++) {
+        const auto& t = recent[i];
+        ktmfs_ended_info& e = o->entries[o->count++];
+        CopyId(t.id, e.id);
+        e.owner_uid = t.owner;
+        e.bound_pid = t.pid;
+        e.outcome = OutcomeCode(t.outcome);
+        e.flags = (t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0) |
+                  (t.recovered ? KTMFS_TXF_RECOVERED : 0);
+        e.begin_time_ns = t.begin_time_ns;
+        e.end_time_ns = t.end_time_ns;
+        // As in the list: descriptions for their owner and root; so too a commit's failure,
+        // which may name paths. Why a transaction rolled back is one of the daemon's phrases.
+        const bool own = r.caller.uid == 0 || r.caller.uid == t.owner;
+        if (own) CopyName(t.name, e.name, sizeof e.name);
+        if (own || t.outcome == TxService::Ending::Outcome::kRolledBack)
+          CopyName(t.reason, e.reason, sizeof e.reason);
       }
       return 0;
     }

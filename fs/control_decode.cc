@@ -130,6 +130,16 @@ Result<ControlRequest> DecodeControlIoctl(unsigned int cmd, const void* in, size
       r.list_capacity = l.capacity;
       return r;
     }
+    case KTMFS_IOC_RECENT: {
+      ktmfs_recent_args l;
+      if (Status s = Fixed("KTMFS_IOC_RECENT", in, in_size, out_size, &l); !s.ok()) return s;
+      if (l.capacity > KTMFS_RECENT_MAX)
+        return Malformed("KTMFS_IOC_RECENT", "capacity above KTMFS_RECENT_MAX");
+      r.op = ControlOp::kRecent;
+      r.list_start = l.start;
+      r.list_capacity = l.capacity;
+      return r;
+    }
     default:
       return Status::Error(ENOTTY, "not a ktmfs ioctl");
   }

@@ -16,14 +16,14 @@
 
 namespace ktmfs::fs {
 
-enum class ControlOp { kHello, kBegin, kCommit, kRollback, kQuery, kHolder, kList };
+enum class ControlOp { kHello, kBegin, kCommit, kRollback, kQuery, kHolder, kList, kRecent };
 
 struct ControlRequest {
   ControlOp op = ControlOp::kHello;
-  BeginOptions begin;  // kBegin
-  Guid id;             // kCommit, kRollback: nil means the caller's own transaction
-  uint32_t list_start = 0;
-  uint32_t list_capacity = 0;  // at most KTMFS_LIST_MAX
+  BeginOptions begin;          // kBegin
+  Guid id;                     // kCommit, kRollback: nil means the caller's own transaction
+  uint32_t list_start = 0;     // kList, kRecent
+  uint32_t list_capacity = 0;  // at most KTMFS_LIST_MAX (kList), KTMFS_RECENT_MAX (kRecent)
 };
 
 // setxattr of a name under the prefix: begin (with its options parsed from `value`), commit or

@@ -49,4 +49,18 @@ void DaemonLogToSyslog(bool keep_stderr) {
   to_stderr.store(keep_stderr);
 }
 
+std::string QuotedForLog(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
 }  // namespace ktmfs::fs

@@ -24,4 +24,8 @@ void DaemonLogToSyslog(bool keep_stderr);
 // Whether messages go to syslog now.
 bool DaemonLogUsesSyslog();
 
+// A user's text (a transaction's description) for a log line: in double quotes, with control
+// bytes, quotes and backslashes as \xNN, so that no description can forge or break a line.
+std::string QuotedForLog(const std::string& text);
+
 }  // namespace ktmfs::fs

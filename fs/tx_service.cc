@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "fs/daemon_log.h"
 #include "fs/tx/staging.h"
@@ -33,6 +34,13 @@ Guid RmIdFor(const std::string& name) {
 
 std::string SourceLabel(const Source& s) {
   return s.name.empty() ? std::string("root") : s.name;
+}
+
+// "0.25 s": how long a step of recovery took, for its report.
+std::string Seconds(std::chrono::steady_clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", std::chrono::duration<double>(d).count());
+  return buf;
 }
 
 uint64_t RealtimeNs() {
@@ -131,7 +139,37 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   auto tm = tm::TransactionManager::Open(*main_log, tmo);
   if (!tm.ok()) return tm.status().Annotate("transaction manager");
   tm_ = std::move(*tm);
+  const auto recovery_began = std::chrono::steady_clock::now();
   KTMFS_RETURN_IF_ERROR(tm_->Recover().Annotate("transaction manager recovery"));
+  // Who began what recovery finds, for its report: the TM logged owner and description.
+  std::map<Guid, tm::TransactionInfo> in_doubt;
+  for (auto& t : tm_->List())
+    if (t.recovered) in_doubt.emplace(t.id, std::move(t));
+  const uint64_t mount_ns = RealtimeNs();
+  // An ending recovery settled, remembered (txstat --recent) and logged once, whichever of
+  // its resource managers settled it first.
+  auto settled = [&](const Guid& tx, bool committed, const std::string& label, const char* what) {
+    Ending e;
+    e.id = tx;
+    e.outcome = committed ? Ending::Outcome::kCommitted : Ending::Outcome::kRolledBack;
+    if (!committed) e.reason = "it was unfinished when the last daemon stopped";
+    e.recovered = true;
+    e.end_time_ns = mount_ns;
+    e.when = std::chrono::steady_clock::now();
+    std::string who = "owner unknown";
+    if (auto it = in_doubt.find(tx); it != in_doubt.end()) {
+      e.owner = it->second.owner;
+      e.name = it->second.description;
+      who = "uid " + std::to_string(e.owner);
+      if (!e.name.empty()) who += ", " + QuotedForLog(e.name);
+    }
+    std::lock_guard l(mu_);
+    for (const auto& known : endings_)
+      if (known.id == tx) return;
+    DaemonLog(LogLevel::kNotice,
+              "recovery of " + label + ": transaction " + tx.ToString() + " (" + who + ") " + what);
+    RememberLocked(std::move(e));
+  };
   // The restart area lists the transactions in doubt, so the log before it is no longer the
   // TM's: the RMs' recovery finds room even if the last session filled the log.
   KTMFS_RETURN_IF_ERROR(tm_->Checkpoint().Annotate("transaction manager restart area"));
@@ -197,22 +235,24 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
     KTMFS_RETURN_IF_ERROR(rm->Register().Annotate("resource manager " + label));
+    const auto rm_began = std::chrono::steady_clock::now();
     KTMFS_RETURN_IF_ERROR(rm->Recover().Annotate("recovering resource manager " + label));
     const auto& r = rm->recovery_report();
     // Quiet when there was nothing to recover.
     for (const Guid& t : r.redone_txs)
-      DaemonLog(LogLevel::kNotice, "recovery of " + label + ": transaction " + t.ToString() +
-                                       " was committed: applied");
+      settled(t, true, label, "was committed: applied");
+    for (const Guid& t : r.pending_txs)
+      settled(t, true, label, "was committed: its apply failed again and stays pending");
     for (const Guid& t : r.rolled_back_txs)
-      DaemonLog(LogLevel::kNotice, "recovery of " + label + ": transaction " + t.ToString() +
-                                       " was unfinished: rolled back");
+      settled(t, false, label, "was unfinished: rolled back");
     if (r.redone + r.rolled_back + r.leftovers + r.pending > 0) {
       DaemonLog(LogLevel::kNotice,
                 "recovery of " + label + " (" + sources[i].path + "): " + std::to_string(r.redone) +
                     " committed transaction(s) applied, " + std::to_string(r.rolled_back) +
                     " unfinished rolled back, " + std::to_string(r.leftovers) +
                     " leftover staging area(s) removed, " + std::to_string(r.pending) +
-                    " committed transaction(s) still to apply");
+                    " committed transaction(s) still to apply, in " +
+                    Seconds(std::chrono::steady_clock::now() - rm_began));
     }
     rms_.push_back(std::move(rm));
   }
@@ -220,6 +260,11 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   // rolled back now rather than listed forever.
   for (const auto& t : tm_->List()) {
     if (t.recovered && t.state == tm::TxState::kActive) (void)tm_->Rollback(t.id);
+  }
+  if (!in_doubt.empty()) {
+    DaemonLog(LogLevel::kNotice, "recovery: " + std::to_string(in_doubt.size()) +
+                                     " transaction(s) found unfinished, settled in " +
+                                     Seconds(std::chrono::steady_clock::now() - recovery_began));
   }
   // Recovery ended the transactions in doubt: the next restart area forgets them.
   return tm_->Checkpoint().Annotate("transaction manager restart area");
@@ -239,7 +284,7 @@ TxService::~TxService() {
       live.push_back(tx);
   }
   for (auto& tx : live) {
-    Status s = End(tx, false);
+    Status s = End(tx, false, "the filesystem is unmounted");
     DaemonLog(LogLevel::kNotice, "transaction " + tx->id.ToString() +
                                      " rolled back: the filesystem is unmounted" +
                                      (s.ok() ? "" : ": " + s.message()));
@@ -402,14 +447,33 @@ std::string Age(std::chrono::steady_clock::duration d) {
 
 }  // namespace
 
+namespace {
+
+std::string Sentence(const TxService::Ending& e) {
+  using Outcome = TxService::Ending::Outcome;
+  std::string how;
+  switch (e.outcome) {
+    case Outcome::kCommitted:
+      how = e.recovered ? "was committed before the last daemon stopped (recovered at mount)"
+                        : "was committed";
+      break;
+    case Outcome::kRolledBack:
+      how = e.reason.empty() ? "was rolled back by request" : "was rolled back: " + e.reason;
+      break;
+    case Outcome::kCommitFailed:
+      how = "failed to commit: " + e.reason;
+      break;
+  }
+  return "transaction " + e.id.ToString() + " " + how + " (" +
+         Age(std::chrono::steady_clock::now() - e.when) + ")";
+}
+
+}  // namespace
+
 std::string TxService::EndingOf(const Guid& id) const {
   std::lock_guard l(mu_);
-  for (auto it = endings_.rbegin(); it != endings_.rend(); ++it) {
-    if (it->id == id) {
-      return "transaction " + id.ToString() + " " + it->how + " (" +
-             Age(std::chrono::steady_clock::now() - it->when) + ")";
-    }
-  }
+  for (auto it = endings_.rbegin(); it != endings_.rend(); ++it)
+    if (it->id == id) return Sentence(*it);
   return {};
 }
 
@@ -425,11 +489,30 @@ std::string TxService::EndingOfCaller(pid_t pid, uid_t uid) {
   std::lock_guard l(mu_);
   for (auto it = endings_.rbegin(); it != endings_.rend(); ++it) {
     if (uid != 0 && uid != it->owner) continue;
-    if (std::find(chain.begin(), chain.end(), it->pid) == chain.end()) continue;
-    return "transaction " + it->id.ToString() + " " + it->how + " (" +
-           Age(std::chrono::steady_clock::now() - it->when) + ")";
+    if (it->pid == 0 || std::find(chain.begin(), chain.end(), it->pid) == chain.end()) continue;
+    return Sentence(*it);
   }
   return {};
+}
+
+void TxService::RememberLocked(Ending e) {
+  endings_.push_back(std::move(e));
+  if (endings_.size() > kRecentEndings) endings_.pop_front();
+}
+
+std::vector<TxService::Ending> TxService::Recent() const {
+  std::vector<Ending> out;
+  {
+    std::lock_guard l(mu_);
+    out.assign(endings_.rbegin(), endings_.rend());
+  }
+  std::set<Guid> pending;
+  for (const auto& rm : rms_)
+    for (const auto& p : rm->PendingApplies())
+      pending.insert(p.tx);
+  for (auto& e : out)
+    e.apply_pending = e.outcome == Ending::Outcome::kCommitted && pending.count(e.id) != 0;
+  return out;
 }
 
 Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const char* why) {
@@ -442,15 +525,22 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const c
   std::vector<EndedTx> ended;
   {
     std::lock_guard l(mu_);
-    Ending e{tx->id, tx->owner, tx->pid, {}, std::chrono::steady_clock::now()};
+    Ending e;
+    e.id = tx->id;
+    e.owner = tx->owner;
+    e.pid = tx->pid;
+    e.name = tx->name;
+    e.begin_time_ns = tx->begin_time_ns;
+    e.end_time_ns = RealtimeNs();
+    e.when = std::chrono::steady_clock::now();
     if (commit) {
-      e.how = s.ok() ? "was committed" : "failed to commit: " + s.message();
+      e.outcome = s.ok() ? Ending::Outcome::kCommitted : Ending::Outcome::kCommitFailed;
+      if (!s.ok()) e.reason = s.message();
     } else {
-      e.how = why != nullptr ? std::string("was rolled back: ") + why
-                             : std::string("was rolled back by request");
+      e.outcome = Ending::Outcome::kRolledBack;
+      if (why != nullptr) e.reason = why;
     }
-    endings_.push_back(std::move(e));
-    if (endings_.size() > kRecentEndings) endings_.pop_front();
+    RememberLocked(std::move(e));
     txs_.erase(tx->id);
     live_count_.store(txs_.size(), std::memory_order_release);
     for (auto it = touched_.begin(); it != touched_.end();) {
@@ -563,10 +653,7 @@ std::vector<TxService::Info> TxService::List() const {
         if (auto q = tm_->Query(p.tx); q.ok()) {
           i.owner = q->owner;
           i.name = q->description;
-          timespec now;
-          clock_gettime(CLOCK_REALTIME, &now);
-          const uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000ull +
-                                  static_cast<uint64_t>(now.tv_nsec);
+          const uint64_t now_ns = RealtimeNs();
           const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
           i.begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
         }

@@ -147,6 +147,26 @@ class TxService {
   // The live transactions, then the committed ones whose apply is pending.
   std::vector<Info> List() const;
 
+  // A transaction that ended since the mount, or that recovery settled at it.
+  struct Ending {
+    enum class Outcome { kCommitted, kRolledBack, kCommitFailed };
+    Guid id;
+    uid_t owner = 0;
+    pid_t pid = 0;  // the bound process
+    Outcome outcome = Outcome::kCommitted;
+    // Why it rolled back when nobody asked ("its timeout expired"), or why its commit failed;
+    // empty otherwise.
+    std::string reason;
+    std::string name;
+    uint64_t begin_time_ns = 0;  // CLOCK_REALTIME; 0 if unknown
+    uint64_t end_time_ns = 0;
+    bool recovered = false;      // settled by recovery at mount
+    bool apply_pending = false;  // committed, its apply not done yet (filled by Recent)
+    std::chrono::steady_clock::time_point when;
+  };
+  // The last few hundred endings, newest first.
+  std::vector<Ending> Recent() const;
+
   // Called with what each ended transaction touched, on the thread that ended it, once the
   // transaction no longer holds back its own operations.
   void SetOnEnded(std::function<void(const EndedTx&)> f) { on_ended_ = std::move(f); }
@@ -169,6 +189,7 @@ class TxService {
   // process or one of its ancestors and visible to `uid`.
   std::string EndingOf(const Guid& id) const;
   std::string EndingOfCaller(pid_t pid, uid_t uid);
+  void RememberLocked(Ending e);  // with mu_ held
   void Reap();
 
   std::vector<std::unique_ptr<log::Storage>> storages_;
@@ -184,15 +205,6 @@ class TxService {
 
   mutable std::mutex mu_;
   std::map<Guid, std::shared_ptr<TxContext>> txs_;
-  // Transactions that ended lately, newest last: a caller that comes back to one (commits after
-  // its timeout rolled it back, say) is told what became of it.
-  struct Ending {
-    Guid id;
-    uid_t owner = 0;
-    pid_t pid = 0;    // the bound process
-    std::string how;  // "was committed", "was rolled back: its timeout expired", ...
-    std::chrono::steady_clock::time_point when;
-  };
   static constexpr size_t kRecentEndings = 256;
   std::deque<Ending> endings_;         // under mu_
   std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request

@@ -61,8 +61,8 @@ enum ktmfs_state {
 };
 
 /* The version of this interface; KTMFS_IOC_HELLO reports the daemon's. 2 added
- * KTMFS_IOC_REASON; a daemon of version 1 answers it with ENOTTY. */
-#define KTMFS_ABI_VERSION 2
+ * KTMFS_IOC_REASON, 3 KTMFS_IOC_RECENT; an older daemon answers a newer command with ENOTTY. */
+#define KTMFS_ABI_VERSION 3
 
 struct ktmfs_hello_args {
   uint32_t abi_version; /* out */
@@ -136,6 +136,41 @@ struct ktmfs_reason_args {
   char text[KTMFS_REASON_SIZE]; /* out: NUL-terminated */
 };
 #define KTMFS_IOC_REASON _IOWR(KTMFS_IOC_MAGIC, 7, struct ktmfs_reason_args)
+
+/* How a transaction ended (ABI version 3). */
+enum ktmfs_outcome {
+  KTMFS_OUTCOME_COMMITTED = 1,
+  KTMFS_OUTCOME_ROLLED_BACK = 2,   /* reason says why when nobody asked for it */
+  KTMFS_OUTCOME_COMMIT_FAILED = 3, /* reason says why; rolled back unless it says otherwise */
+};
+
+/* Settled by recovery at mount: it was unfinished or unapplied when the last daemon stopped. */
+#define KTMFS_TXF_RECOVERED 0x2u
+
+struct ktmfs_ended_info {
+  char id[KTMFS_ID_SIZE];
+  uint32_t owner_uid;
+  int32_t bound_pid;      /* 0 if none or unknown */
+  uint32_t outcome;       /* enum ktmfs_outcome */
+  uint32_t flags;         /* KTMFS_TXF_APPLY_PENDING (still being applied), KTMFS_TXF_RECOVERED */
+  uint64_t begin_time_ns; /* CLOCK_REALTIME; 0 if unknown (recovered at mount) */
+  uint64_t end_time_ns;   /* CLOCK_REALTIME */
+  char name[64];          /* description, cut to fit; empty for other users unless root */
+  char reason[128];       /* e.g. "its timeout expired"; empty for other users unless root */
+};
+
+#define KTMFS_RECENT_MAX 32
+
+/* One page of the transactions that ended lately, newest first (the daemon remembers the last
+ * few hundred since it mounted, those recovery settled included). Set start and capacity. */
+struct ktmfs_recent_args {
+  uint32_t start;    /* in: index of the first entry wanted */
+  uint32_t capacity; /* in: entries the caller has room for, at most KTMFS_RECENT_MAX */
+  uint32_t count;    /* out: entries filled */
+  uint32_t total;    /* out: endings remembered */
+  struct ktmfs_ended_info entries[KTMFS_RECENT_MAX];
+};
+#define KTMFS_IOC_RECENT _IOWR(KTMFS_IOC_MAGIC, 8, struct ktmfs_recent_args)
 
 /* A commit that fails with this errno has an unknown outcome: its decision could not be made
  * durable, yet may have reached the disk. The next mount's recovery settles it. */
@@ -239,7 +274,6 @@ static inline int ktmfs_holder(int fd, char* id_out) {
   return rc;
 }
 
-/* One page of the transaction table; list->start and list->capacity must be set. */
 /* Copies the reason for the caller's last failed request into text (size bytes, NUL-terminated;
  * empty if the daemon has none). 0, or a negative errno (-ENOTTY from a daemon of version 1). */
 static inline int ktmfs_reason(int fd, char* text, size_t size) {
@@ -259,8 +293,15 @@ static inline int ktmfs_reason(int fd, char* text, size_t size) {
   return 0;
 }
 
+/* One page of the transaction table; list->start and list->capacity must be set. */
 static inline int ktmfs_list_transactions(int fd, struct ktmfs_list_args* list) {
   return ktmfs_ioctl_(fd, KTMFS_IOC_LIST, list);
+}
+
+/* One page of the transactions that ended lately; recent->start and recent->capacity must be
+ * set. -ENOTTY from a daemon older than ABI version 3. */
+static inline int ktmfs_recent_transactions(int fd, struct ktmfs_recent_args* recent) {
+  return ktmfs_ioctl_(fd, KTMFS_IOC_RECENT, recent);
 }
 
 #ifdef __cplusplus

@@ -4,6 +4,7 @@
 // never changes a byte of it, so it is safe on the log of a crashed mount before recovery. A
 // log a running daemon holds is read too, with a warning: it may change while it is read.
 #include <getopt.h>
+#include <pwd.h>
 #include <sys/stat.h>
 
 #include <cinttypes>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/daemon_log.h"
 #include "fs/state_lock.h"
 #include "fs/tx/records.h"
 #include "ktmfs_config.h"
@@ -41,6 +43,7 @@ void Usage(FILE* out) {
   std::fprintf(
       out,
       "Usage: ktmfs-log [-s STREAM] [-x] [-j] dump|verify|stat|check DIR\n"
+      "       ktmfs-log [-j] recover --dry-run DIR\n"
       "Inspect the ktmfs log in DIR, a state directory (the log is in DIR/log) or a log\n"
       "directory itself, without changing it.\n"
       "\n"
@@ -54,6 +57,8 @@ void Usage(FILE* out) {
       "  -s, --stream=NAME   dump only this stream\n"
       "  -x, --hex           dump: also print each payload in hexadecimal\n"
       "  -j, --json          print JSON instead of text\n"
+      "  -n, --dry-run       recover: only say what would be done (recovery itself runs\n"
+      "                      at mount, so recover is always a dry run)\n"
       "      --help          show this help and exit\n"
       "      --version       show the version and exit\n"
       "\n"
@@ -275,7 +280,50 @@ struct Options {
   std::string only;
   bool hex = false;
   bool json = false;
+  bool dry_run = false;
 };
+
+std::string Who(const logcheck::PlannedStep& p) {
+  if (!p.owner_known) return "owner unknown";
+  std::string who = "uid " + std::to_string(p.owner);
+  if (const passwd* pw = getpwuid(p.owner)) who += " (" + std::string(pw->pw_name) + ")";
+  if (!p.description.empty()) who += ", " + ktmfs::fs::QuotedForLog(p.description);
+  return who;
+}
+
+// recover --dry-run: what the next mount would do. A damaged or inconsistent log stops the
+// mount, so the plan is only printed for a log the mount would accept.
+int PrintPlan(const logcheck::CheckReport& report, bool damaged, bool json_out) {
+  using json = nlohmann::json;
+  const bool refuse = damaged || !report.violations.empty();
+  if (json_out) {
+    json steps = json::array();
+    for (const auto& p : report.plan)
+      steps.push_back({{"tx", p.tx.ToString()},
+                       {"stream", p.stream},
+                       {"action", logcheck::ActionName(p.action)},
+                       {"why", p.why},
+                       {"owner_uid", p.owner_known ? json(p.owner) : json(nullptr)},
+                       {"description", p.owner_known ? json(p.description) : json(nullptr)}});
+    std::printf("%s\n", json{{"mount_would_refuse", refuse}, {"steps", steps}}.dump(2).c_str());
+    return refuse ? kExitDamaged : kExitOk;
+  }
+  if (refuse) {
+    std::printf("recover: the next mount would stop: the log is %s (see above)\n",
+                damaged ? "damaged" : "inconsistent");
+    return kExitDamaged;
+  }
+  if (report.plan.empty()) {
+    std::printf("recover: nothing to do: every transaction in the log is finished\n");
+    return kExitOk;
+  }
+  for (const auto& p : report.plan)
+    std::printf("%-9s tx %s in %s (%s): %s\n", logcheck::ActionName(p.action),
+                p.tx.ToString().c_str(), p.stream.c_str(), Who(p).c_str(), p.why.c_str());
+  std::printf("recover: the next mount would settle %zu transaction(s); nothing was changed\n",
+              report.plan.size());
+  return kExitOk;
+}
 
 // Reads the whole log in LSN order. Damage stops the cursor; it is reported and the scan
 // resumes stream by stream, so one bad record does not hide the rest.
@@ -287,7 +335,8 @@ int Walk(klog::Log* log, const Options& o) {
   std::vector<Damage> damage;
   const klog::LogGeometry g = log->geometry();
   std::optional<logcheck::ProtocolChecker> checker;
-  if (o.command == "check") checker.emplace(log->Streams(), g.start_lsn);
+  const bool checking = o.command == "check" || o.command == "recover";
+  if (checking) checker.emplace(log->Streams(), g.start_lsn);
   const bool dump = o.command == "dump";
 
   // Damaged ranges the open scan found are reported with stream and LSN, and reading goes on
@@ -377,6 +426,8 @@ int Walk(klog::Log* log, const Options& o) {
              {"container_size", g.container_size}, {"containers", g.containers},
              {"max_containers", g.max_containers}, {"start_lsn", JsonLsn(g.start_lsn)},
              {"end_lsn", JsonLsn(log->end_lsn())}, {"streams", streams}};
+    } else if (o.command == "recover") {
+      return PrintPlan(checker->Finish(), !damage.empty(), true);
     } else if (o.command == "check") {
       const logcheck::CheckReport report = checker->Finish();
       json violations = json::array(), in_flight = json::array();
@@ -438,6 +489,12 @@ int Walk(klog::Log* log, const Options& o) {
     std::printf("\n");
   }
   if (torn) std::printf("tail: torn inside a block; the log ends at the last valid record\n");
+  if (o.command == "recover") {
+    const logcheck::CheckReport report = checker->Finish();
+    for (const auto& v : report.violations)
+      std::printf("VIOLATION: %s\n", logcheck::ToString(v).c_str());
+    return PrintPlan(report, !damage.empty(), false);
+  }
   if (o.command == "check") {
     const logcheck::CheckReport report = checker->Finish();
     for (const auto& v : report.violations)
@@ -467,13 +524,16 @@ int Walk(klog::Log* log, const Options& o) {
 
 int main(int argc, char** argv) {
   enum { kHelp = 256, kVersion };
-  static const option kOptions[] = {
-      {"stream", required_argument, nullptr, 's'}, {"hex", no_argument, nullptr, 'x'},
-      {"json", no_argument, nullptr, 'j'},         {"help", no_argument, nullptr, kHelp},
-      {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {{"stream", required_argument, nullptr, 's'},
+                                    {"hex", no_argument, nullptr, 'x'},
+                                    {"json", no_argument, nullptr, 'j'},
+                                    {"dry-run", no_argument, nullptr, 'n'},
+                                    {"help", no_argument, nullptr, kHelp},
+                                    {"version", no_argument, nullptr, kVersion},
+                                    {nullptr, 0, nullptr, 0}};
   Options o;
   int c;
-  while ((c = getopt_long(argc, argv, "s:xj", kOptions, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "s:xjn", kOptions, nullptr)) != -1) {
     switch (c) {
       case 's':
         o.only = optarg;
@@ -483,6 +543,9 @@ int main(int argc, char** argv) {
         break;
       case 'j':
         o.json = true;
+        break;
+      case 'n':
+        o.dry_run = true;
         break;
       case kHelp:
         Usage(stdout);
@@ -502,9 +565,16 @@ int main(int argc, char** argv) {
   }
   o.command = argv[optind];
   const std::string dir = argv[optind + 1];
-  if (o.command != "dump" && o.command != "verify" && o.command != "stat" && o.command != "check") {
-    std::fprintf(stderr, "ktmfs-log: unknown command '%s' (dump, verify, stat or check)\n",
+  if (o.command != "dump" && o.command != "verify" && o.command != "stat" && o.command != "check" &&
+      o.command != "recover") {
+    std::fprintf(stderr, "ktmfs-log: unknown command '%s' (dump, verify, stat, check or recover)\n",
                  o.command.c_str());
+    return kExitUsage;
+  }
+  if (o.command == "recover" && !o.dry_run) {
+    std::fprintf(stderr,
+                 "ktmfs-log: recover needs --dry-run: recovery itself runs when the directory is "
+                 "mounted (ktmfs(8)); --dry-run says what it would do\n");
     return kExitUsage;
   }
   const std::string log_dir = LogDirectory(dir);

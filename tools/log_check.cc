@@ -42,6 +42,15 @@ struct TmTx {
   };
   std::map<Guid, Rm> rms;
   log::Lsn commit = log::kInvalidLsn, abort = log::kInvalidLsn, end = log::kInvalidLsn;
+  // Who began it, from an ENLIST, a COMMIT or a restart area, for the recovery plan.
+  bool owner_known = false;
+  uint32_t owner = 0;
+  std::string description;
+  void Learn(const tm::TxImage& img) {
+    owner_known = true;
+    owner = img.owner;
+    description = img.description;
+  }
 
   // The furthest step taken, for "X after Y".
   const char* Latest() const {
@@ -163,6 +172,8 @@ struct ProtocolChecker::Impl {
            (fit->second.committed != log::kInvalidLsn || fit->second.applied != log::kInvalidLsn);
   }
 
+  // Fills report.plan from what is left open, once every record is in.
+  void Plan();
   void AddTm(StreamState& s, const log::Record& r);
   void TmRestartArea(StreamState& s, const log::Record& r);
   void TmEnd(StreamState& s, log::Lsn lsn, const Guid& id, const TmTx& t);
@@ -186,6 +197,8 @@ void ProtocolChecker::Impl::AddTm(StreamState& s, const log::Record& r) {
   t.last = r.lsn;
   auto v = [&](std::string what) { Violate(s, r.lsn, id, std::move(what)); };
   const char* latest = t.Latest();
+  if (rec->type == tm::TmRecordType::kEnlist || rec->type == tm::TmRecordType::kCommit)
+    t.Learn(rec->tx);
   switch (rec->type) {
     case tm::TmRecordType::kEnlist: {
       // Enlist needs an active transaction: nothing decided, nothing ended.
@@ -278,6 +291,7 @@ void ProtocolChecker::Impl::TmRestartArea(StreamState& s, const log::Record& r) 
     auto v = [&](std::string what) { Violate(s, r.lsn, img.id, std::move(what)); };
     auto [it, fresh] = s.tm.try_emplace(img.id);
     TmTx& t = it->second;
+    t.Learn(img);
     if (fresh) {
       // Its earlier records may be gone: the restart area stands for them.
       t.first = t.last = r.lsn;
@@ -507,8 +521,81 @@ CheckReport ProtocolChecker::Finish() {
                    [](const InFlight& a, const InFlight& b) {
                      return std::tie(a.stream, a.first) < std::tie(b.stream, b.first);
                    });
+  m.Plan();
   m.report.transactions = m.txs.size();
   return m.report;
+}
+
+void ProtocolChecker::Impl::Plan() {
+  using Action = PlannedStep::Action;
+  auto step = [&](const Guid& tx, const std::string& stream, Action action, std::string why) {
+    PlannedStep p;
+    p.tx = tx;
+    p.stream = stream;
+    p.action = action;
+    p.why = std::move(why);
+    if (tm != nullptr) {
+      auto it = tm->tm.find(tx);
+      if (it != tm->tm.end() && it->second.owner_known) {
+        p.owner_known = true;
+        p.owner = it->second.owner;
+        p.description = it->second.description;
+      }
+    }
+    report.plan.push_back(std::move(p));
+  };
+  std::set<Guid> settled_by_rm;
+  for (const auto& [id, s] : streams) {
+    if (s.kind != Kind::kFs) continue;
+    for (const auto& [tx, t] : s.fs) {
+      if (t.applied != log::kInvalidLsn || t.aborted != log::kInvalidLsn) continue;
+      settled_by_rm.insert(tx);
+      if (t.committed != log::kInvalidLsn) {
+        step(tx, s.info.name, Action::kApply,
+             "its COMMITTED record is at LSN " + At(t.committed) + ", its APPLIED is not logged");
+        continue;
+      }
+      const TmTx* d = nullptr;
+      if (tm != nullptr) {
+        auto it = tm->tm.find(tx);
+        if (it != tm->tm.end()) d = &it->second;
+      }
+      if (d != nullptr && d->commit != log::kInvalidLsn && d->abort == log::kInvalidLsn) {
+        step(tx, s.info.name, Action::kApply,
+             "the transaction manager's COMMIT decision is at LSN " + At(d->commit));
+      } else if (t.prepared != log::kInvalidLsn) {
+        step(tx, s.info.name, Action::kRollBack,
+             "prepared at LSN " + At(t.prepared) + ", but no commit decision was logged");
+      } else {
+        step(tx, s.info.name, Action::kRollBack,
+             "unfinished: " + std::to_string(t.ops) + " change(s) logged, no decision");
+      }
+    }
+  }
+  if (tm == nullptr) return;
+  for (const auto& [tx, t] : tm->tm) {
+    if (t.end != log::kInvalidLsn || t.forgotten || settled_by_rm.count(tx)) continue;
+    if (t.abort != log::kInvalidLsn) {
+      step(tx, tm->info.name, Action::kFinish,
+           "aborted at LSN " + At(t.abort) + ", END not logged");
+    } else if (t.commit != log::kInvalidLsn || CommittedByItsRm(tx, t)) {
+      step(tx, tm->info.name, Action::kFinish, "committed and applied, END not logged");
+    } else {
+      step(tx, tm->info.name, Action::kRollBack, "unfinished, with no resource manager's records");
+    }
+  }
+}
+
+const char* ActionName(PlannedStep::Action a) {
+  switch (a) {
+    case PlannedStep::Action::kApply:
+      return "apply";
+    case PlannedStep::Action::kRollBack:
+      return "roll back";
+    case PlannedStep::Action::kFinish:
+      return "finish";
+  }
+  return "?";
 }
 
 std::string ToString(const Violation& v) {

@@ -40,9 +40,24 @@ struct InFlight {
   std::string state;  // "committed, apply pending", "unfinished", ...
 };
 
+// What the next mount's recovery will do with one transaction the log leaves open, as
+// FsResourceManager::Recover and TxService decide it: an RM's own COMMITTED, or the TM's COMMIT
+// decision, means apply (redo); anything else is rolled back (presumed abort).
+struct PlannedStep {
+  enum class Action { kApply, kRollBack, kFinish };
+  Guid tx;
+  std::string stream;  // the fs RM's stream that acts; the TM's when no fs RM holds records
+  Action action = Action::kRollBack;
+  std::string why;
+  bool owner_known = false;  // owner and description, as the TM logged them
+  uint32_t owner = 0;
+  std::string description;
+};
+
 struct CheckReport {
   std::vector<Violation> violations;
   std::vector<InFlight> in_flight;
+  std::vector<PlannedStep> plan;
   uint64_t records = 0;
   uint64_t transactions = 0;           // distinct transaction ids
   std::vector<std::string> unchecked;  // streams that are neither the TM's nor an fs RM's
@@ -74,5 +89,7 @@ class ProtocolChecker {
 std::string ToString(const Violation& v);
 // "stream fs.root tx <id>: committed, apply pending"
 std::string ToString(const InFlight& f);
+// "apply", "roll back", "finish"
+const char* ActionName(PlannedStep::Action a);
 
 }  // namespace ktmfs::logcheck

@@ -18,11 +18,13 @@ namespace {
 
 void Usage(FILE* out) {
   std::fprintf(out,
-               "Usage: txstat [--json] [PATH] [ID]\n"
+               "Usage: txstat [--json] [--recent] [PATH] [ID]\n"
                "List the transactions of the ktmfs mount holding PATH (default: the current\n"
                "directory), or show transaction ID in detail.\n"
                "\n"
                "  -j, --json      print JSON instead of a table\n"
+               "  -r, --recent    list the transactions that ended lately, newest first, with\n"
+               "                  their outcome (those recovery settled at mount included)\n"
                "      --help      show this help and exit\n"
                "      --version   show the version and exit\n"
                "\n"
@@ -184,20 +186,115 @@ nlohmann::json ToJson(const ktmfs_tx_info& t) {
           {"name", Shown(Field(t.name, sizeof t.name))}};
 }
 
-int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
-  auto list = std::make_unique<struct ktmfs_list_args>();
+const char* OutcomeName(uint32_t outcome, uint32_t flags) {
+  switch (outcome) {
+    case KTMFS_OUTCOME_COMMITTED:
+      return flags & KTMFS_TXF_APPLY_PENDING ? "apply-pending" : "committed";
+    case KTMFS_OUTCOME_ROLLED_BACK:
+      return "rolled-back";
+    case KTMFS_OUTCOME_COMMIT_FAILED:
+      return "commit-failed";
+    default:
+      return "unknown";
+  }
+}
+
+// Why it ended as it did, in words for the table: the daemon's reason, else what the flags say.
+std::string Why(const ktmfs_ended_info& t) {
+  std::string reason = Field(t.reason, sizeof t.reason);
+  if (!reason.empty()) return Shown(reason);
+  if (t.flags & KTMFS_TXF_RECOVERED) return "recovered at mount";
+  if (t.outcome == KTMFS_OUTCOME_ROLLED_BACK) return "by request";
+  return "";
+}
+
+nlohmann::json ToJson(const ktmfs_ended_info& t) {
+  return {{"id", Field(t.id, sizeof t.id)},
+          {"owner_uid", t.owner_uid},
+          {"owner", UserName(t.owner_uid)},
+          {"bound_pid", t.bound_pid},
+          {"outcome", OutcomeName(t.outcome, t.flags)},
+          {"apply_pending", (t.flags & KTMFS_TXF_APPLY_PENDING) != 0},
+          {"recovered", (t.flags & KTMFS_TXF_RECOVERED) != 0},
+          {"begin_time_ns", t.begin_time_ns},
+          {"end_time_ns", t.end_time_ns},
+          {"ended_seconds_ago", (NowNs() - std::min(NowNs(), t.end_time_ns)) / 1000000000ull},
+          {"name", Shown(Field(t.name, sizeof t.name))},
+          {"reason", Why(t)}};
+}
+
+// Pages through a table the daemon hands out KTMFS_LIST_MAX or KTMFS_RECENT_MAX at a time.
+template <typename Args, typename Entry>
+int FetchPages(int fd, const std::string& path, const char* what, uint32_t page,
+               int (*fetch)(int, Args*), std::vector<Entry>* out) {
+  auto args = std::make_unique<Args>();
   uint32_t start = 0;
   for (;;) {
-    std::memset(list.get(), 0, sizeof *list);
-    list->start = start;
-    list->capacity = KTMFS_LIST_MAX;
-    int rc = ktmfs_list_transactions(fd, list.get());
-    if (rc != 0) return ktmfs::tools::ReportError(fd, path, "list", rc);
-    uint32_t n = std::min<uint32_t>(list->count, KTMFS_LIST_MAX);
-    out->insert(out->end(), list->entries, list->entries + n);
+    std::memset(args.get(), 0, sizeof *args);
+    args->start = start;
+    args->capacity = page;
+    int rc = fetch(fd, args.get());
+    if (rc != 0) return ktmfs::tools::ReportError(fd, path, what, rc);
+    uint32_t n = std::min<uint32_t>(args->count, page);
+    out->insert(out->end(), args->entries, args->entries + n);
     start += n;
-    if (n == 0 || start >= list->total) return KTMFS_EXIT_OK;
+    if (n == 0 || start >= args->total) return KTMFS_EXIT_OK;
   }
+}
+
+// Prints one entry in detail, a field per line, or as JSON.
+void PrintDetail(const nlohmann::json& detail, bool json) {
+  if (json) {
+    std::printf("%s\n", detail.dump(2).c_str());
+    return;
+  }
+  for (const auto& [key, value] : detail.items())
+    std::printf("%-18s %s\n", (key + ":").c_str(),
+                value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
+}
+
+// The entry with this id, as JSON, or null.
+template <typename Entry>
+nlohmann::json FindById(const std::vector<Entry>& entries, const std::string& id) {
+  for (const auto& t : entries)
+    if (strcasecmp(Field(t.id, sizeof t.id).c_str(), id.c_str()) == 0) return ToJson(t);
+  return nullptr;
+}
+
+int ShowRecent(int fd, const std::string& path, const std::string& id, bool json) {
+  std::vector<ktmfs_ended_info> recent;
+  int code = FetchPages(fd, path, "list recent transactions", KTMFS_RECENT_MAX,
+                        ktmfs_recent_transactions, &recent);
+  if (code != KTMFS_EXIT_OK) return code;
+  if (!id.empty()) {
+    const nlohmann::json detail = FindById(recent, id);
+    if (detail.is_null()) {
+      ktmfs::tools::Warn("%s: no recently ended transaction %s", path.c_str(), id.c_str());
+      return KTMFS_EXIT_FAILED;
+    }
+    PrintDetail(detail, json);
+    return KTMFS_EXIT_OK;
+  }
+  if (json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& t : recent)
+      all.push_back(ToJson(t));
+    std::printf("%s\n", all.dump(2).c_str());
+    return KTMFS_EXIT_OK;
+  }
+  std::printf("%-36s  %-8s %7s  %-13s %7s  %-24s %s\n", "ID", "OWNER", "PID", "OUTCOME", "ENDED",
+              "NAME", "WHY");
+  for (const auto& t : recent) {
+    std::printf("%-36s  %-8s %7d  %-13s %7s  %-24s %s\n", Field(t.id, sizeof t.id).c_str(),
+                UserName(t.owner_uid).c_str(), t.bound_pid, OutcomeName(t.outcome, t.flags),
+                Age(t.end_time_ns).c_str(), Shown(Field(t.name, sizeof t.name)).c_str(),
+                Why(t).c_str());
+  }
+  return KTMFS_EXIT_OK;
+}
+
+int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
+  return FetchPages(fd, path, "list", KTMFS_LIST_MAX, ktmfs_list_transactions, out);
 }
 
 }  // namespace
@@ -208,15 +305,19 @@ int main(int argc, char** argv) {
   argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"json", no_argument, nullptr, 'j'},
+                                    {"recent", no_argument, nullptr, 'r'},
                                     {"help", no_argument, nullptr, kHelp},
                                     {"version", no_argument, nullptr, kVersion},
                                     {nullptr, 0, nullptr, 0}};
-  bool json = false;
+  bool json = false, recent = false;
   int c;
-  while ((c = getopt_long(argc, argv, "j", kOptions, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "jr", kOptions, nullptr)) != -1) {
     switch (c) {
       case 'j':
         json = true;
+        break;
+      case 'r':
+        recent = true;
         break;
       case kHelp:
         Usage(stdout);
@@ -251,27 +352,24 @@ int main(int argc, char** argv) {
   int code;
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
+  if (recent) {
+    code = ShowRecent(fd, path, id, json);
+    close(fd);
+    return code;
+  }
   std::vector<ktmfs_tx_info> txs;
   code = FetchAll(fd, path, &txs);
   close(fd);
   if (code != KTMFS_EXIT_OK) return code;
 
   if (!id.empty()) {
-    for (const auto& t : txs) {
-      if (strcasecmp(Field(t.id, sizeof t.id).c_str(), id.c_str()) != 0) continue;
-      if (json) {
-        std::printf("%s\n", ToJson(t).dump(2).c_str());
-      } else {
-        // A named object: items() refers into it, and a temporary would die before the loop.
-        const nlohmann::json detail = ToJson(t);
-        for (const auto& [key, value] : detail.items())
-          std::printf("%-18s %s\n", (key + ":").c_str(),
-                      value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
-      }
-      return KTMFS_EXIT_OK;
+    const nlohmann::json detail = FindById(txs, id);
+    if (detail.is_null()) {
+      Warn("%s: no transaction %s", path.c_str(), id.c_str());
+      return KTMFS_EXIT_FAILED;
     }
-    Warn("%s: no transaction %s", path.c_str(), id.c_str());
-    return KTMFS_EXIT_FAILED;
+    PrintDetail(detail, json);
+    return KTMFS_EXIT_OK;
   }
 
   if (json) {

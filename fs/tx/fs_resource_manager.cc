@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <set>
 
@@ -717,12 +718,21 @@ Status FsResourceManager::Recover() {
     LockPending(tx, s.ops);
     s.pending = true;
     report_.pending++;
+    report_.pending_txs.push_back(tx);
   };
   // Our own COMMITTED decides: redo in commit order, so later transactions apply over earlier.
-  for (const Guid& tx : commit_order) {
-    Seen& s = seen[tx];
+  // A long redo says how far it got, every few seconds, so a slow mount is not a silent one.
+  auto last_progress = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < commit_order.size(); i++) {
+    Seen& s = seen[commit_order[i]];
     if (s.applied) continue;
-    apply(tx, s, false);
+    apply(commit_order[i], s, false);
+    if (o_.report && std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
+      last_progress = std::chrono::steady_clock::now();
+      o_.report(false, "recovery of " + o_.name + ": " + std::to_string(i + 1) + " of " +
+                           std::to_string(commit_order.size()) +
+                           " committed transaction(s) of its stream looked at");
+    }
   }
   auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
     Seen& s = seen[tx];

@@ -77,7 +77,7 @@ class FsResourceManager : public tm::ResourceManager {
     size_t pending = 0;      // committed transactions whose apply failed again: still pending
     // Which transactions recovery settled, for the daemon's log: a commit whose outcome the
     // caller was told is unknown is found here by its id.
-    std::vector<Guid> redone_txs, rolled_back_txs;
+    std::vector<Guid> redone_txs, rolled_back_txs, pending_txs;
   };
   const RecoveryReport& recovery_report() const { return report_; }
 

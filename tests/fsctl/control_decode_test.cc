@@ -57,7 +57,7 @@ TEST(ControlDecodeTest, EveryCommandNeedsItsOwnSizeBothWays) {
       {KTMFS_IOC_HELLO, sizeof(ktmfs_hello_args)}, {KTMFS_IOC_BEGIN, sizeof(ktmfs_begin_args)},
       {KTMFS_IOC_COMMIT, sizeof(ktmfs_txid)},      {KTMFS_IOC_ROLLBACK, sizeof(ktmfs_txid)},
       {KTMFS_IOC_QUERY, sizeof(ktmfs_txid)},       {KTMFS_IOC_HOLDER, sizeof(ktmfs_txid)},
-      {KTMFS_IOC_LIST, sizeof(ktmfs_list_args)}};
+      {KTMFS_IOC_LIST, sizeof(ktmfs_list_args)},   {KTMFS_IOC_RECENT, sizeof(ktmfs_recent_args)}};
   for (auto [cmd, size] : commands) {
     EXPECT_EQ(Errno(DecodeControlIoctl(cmd, buf.data(), size, size)), 0) << cmd;
     EXPECT_EQ(Errno(DecodeControlIoctl(cmd, buf.data(), size - 1, size)), EINVAL) << cmd;
@@ -199,6 +199,20 @@ TEST(ControlDecodeTest, ListCapacityAndStart) {
   EXPECT_EQ(Errno(Decode(KTMFS_IOC_LIST, l)), EINVAL);
   l.capacity = UINT32_MAX;
   EXPECT_EQ(Errno(Decode(KTMFS_IOC_LIST, l)), EINVAL);
+}
+
+TEST(ControlDecodeTest, RecentCapacityAndStart) {
+  ktmfs_recent_args l{};
+  l.start = 7;
+  l.capacity = KTMFS_RECENT_MAX;
+  l.total = UINT32_MAX;  // output fields: anything goes in
+  auto r = Decode(KTMFS_IOC_RECENT, l);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->op, ControlOp::kRecent);
+  EXPECT_EQ(r->list_start, 7u);
+  EXPECT_EQ(r->list_capacity, uint32_t{KTMFS_RECENT_MAX});
+  l.capacity = KTMFS_RECENT_MAX + 1;
+  EXPECT_EQ(Errno(Decode(KTMFS_IOC_RECENT, l)), EINVAL);
 }
 
 }  // namespace

@@ -80,7 +80,7 @@ void Xattr(std::string_view rest) {
 
 constexpr uint32_t kCommands[] = {KTMFS_IOC_HELLO,    KTMFS_IOC_BEGIN, KTMFS_IOC_COMMIT,
                                   KTMFS_IOC_ROLLBACK, KTMFS_IOC_QUERY, KTMFS_IOC_HOLDER,
-                                  KTMFS_IOC_LIST};
+                                  KTMFS_IOC_LIST,     KTMFS_IOC_RECENT};
 
 // A command is its whole number: ktmfs's numbers with another size or direction are others'.
 bool IsKtmfsCommand(uint32_t cmd) {
@@ -139,6 +139,9 @@ void Ioctl(const uint8_t* data, size_t size) {
     }
     case ControlOp::kList:
       if (r->list_capacity > KTMFS_LIST_MAX) Broken("ioctl", "list capacity above the maximum");
+      break;
+    case ControlOp::kRecent:
+      if (r->list_capacity > KTMFS_RECENT_MAX) Broken("ioctl", "recent capacity above the maximum");
       break;
     default:
       break;

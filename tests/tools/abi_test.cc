@@ -22,18 +22,23 @@ static_assert(offsetof(ktmfs_tx_info, begin_time_ns) == 56);
 static_assert(sizeof(ktmfs_list_args) == 16 + KTMFS_LIST_MAX * sizeof(ktmfs_tx_info));
 // FUSE passes at most 16 KiB of ioctl data in restricted mode.
 static_assert(sizeof(ktmfs_list_args) <= 16384);
+static_assert(sizeof(ktmfs_ended_info) == 264);
+static_assert(offsetof(ktmfs_ended_info, begin_time_ns) == 56);
+static_assert(sizeof(ktmfs_recent_args) == 16 + KTMFS_RECENT_MAX * sizeof(ktmfs_ended_info));
+static_assert(sizeof(ktmfs_recent_args) <= 16384);
 
 TEST(AbiTest, IoctlEncodingsCarryTheStructSizes) {
   EXPECT_EQ(_IOC_SIZE(KTMFS_IOC_BEGIN), sizeof(ktmfs_begin_args));
   EXPECT_EQ(_IOC_SIZE(KTMFS_IOC_LIST), sizeof(ktmfs_list_args));
+  EXPECT_EQ(_IOC_SIZE(KTMFS_IOC_RECENT), sizeof(ktmfs_recent_args));
   EXPECT_EQ(_IOC_DIR(KTMFS_IOC_COMMIT), unsigned{_IOC_READ | _IOC_WRITE});
   EXPECT_EQ(_IOC_TYPE(KTMFS_IOC_QUERY), unsigned{KTMFS_IOC_MAGIC});
 }
 
 TEST(AbiTest, CommandsAreDistinct) {
-  const unsigned long cmds[] = {KTMFS_IOC_HELLO,    KTMFS_IOC_BEGIN, KTMFS_IOC_COMMIT,
-                                KTMFS_IOC_ROLLBACK, KTMFS_IOC_QUERY, KTMFS_IOC_HOLDER,
-                                KTMFS_IOC_LIST};
+  const unsigned long cmds[] = {KTMFS_IOC_HELLO,    KTMFS_IOC_BEGIN,  KTMFS_IOC_COMMIT,
+                                KTMFS_IOC_ROLLBACK, KTMFS_IOC_QUERY,  KTMFS_IOC_HOLDER,
+                                KTMFS_IOC_LIST,     KTMFS_IOC_REASON, KTMFS_IOC_RECENT};
   for (size_t i = 0; i < std::size(cmds); ++i)
     for (size_t j = i + 1; j < std::size(cmds); ++j)
       EXPECT_NE(cmds[i], cmds[j]);

@@ -224,6 +224,42 @@ TEST(LogCheck, InFlightAtTheEndIsListedNotAnError) {
   EXPECT_EQ(r.in_flight[1].first, op1);
 }
 
+// What recovery will do, per transaction: redo what its RM or the TM decided to commit, roll back
+// the rest (presumed abort), and finish what the TM alone still holds.
+TEST(LogCheck, RecoveryPlanFollowsTheDecisions) {
+  Log l;
+  l.Enlist(Tx(1));
+  l.Fs(Tx(1), Fs::kOp);  // unfinished
+  l.Enlist(Tx(2));
+  l.Fs(Tx(2), Fs::kPrepared);
+  l.Fs(Tx(2), Fs::kCommitted);  // single phase: its RM decided
+  l.Enlist(Tx(3), kRootRm);
+  l.Enlist(Tx(3), kDataRm);
+  l.Fs(Tx(3), Fs::kPrepared, 0, kRoot);
+  l.Fs(Tx(3), Fs::kPrepared, 0, kData);
+  l.Commit(Tx(3), {kRootRm, kDataRm});  // two phase: the TM decided
+  l.Enlist(Tx(4), kRootRm);
+  l.Enlist(Tx(4), kDataRm);
+  l.Fs(Tx(4), Fs::kPrepared, 0, kRoot);  // prepared, never decided
+  l.Enlist(Tx(5));
+  l.Fs(Tx(5), Fs::kPrepared);
+  l.Fs(Tx(5), Fs::kCommitted);
+  l.Fs(Tx(5), Fs::kApplied);  // applied, END not logged
+  std::vector<std::string> plan;
+  for (const auto& p : l.Check().plan) {
+    plan.push_back(std::string(ActionName(p.action)) + " " + p.tx.ToString().substr(24) + " " +
+                   p.stream + (p.owner_known ? " uid " + std::to_string(p.owner) : ""));
+  }
+  EXPECT_EQ(plan, (std::vector<std::string>{
+                      "roll back 000000000001 fs.root uid 1000",
+                      "apply 000000000002 fs.root uid 1000",
+                      "apply 000000000003 fs.root uid 1000",
+                      "roll back 000000000004 fs.root uid 1000",
+                      "apply 000000000003 fs.data uid 1000",
+                      "finish 000000000005 tm uid 1000",
+                  }));
+}
+
 TEST(LogCheck, FsStepsOutOfOrder) {
   Log l;
   l.Enlist(Tx(1));

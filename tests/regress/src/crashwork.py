@@ -782,9 +782,11 @@ class Harness:
         self.log(f"crashwork: seed {a.seed}, {a.iterations} iterations, "
                  f"{'two sources' if a.two else 'one source'}, {a.workers} worker(s)"
                  f"{', kills during recovery' if a.recovery_kills else ''}")
+        began = time.monotonic()
         for i in range(a.iterations):
             it_seed = base.getrandbits(63)
-            self.log(f"iteration {i}: seed {it_seed}")
+            # The time stamps show, in the log of a run that ran out of time, which step was slow.
+            self.log(f"iteration {i}: seed {it_seed} ({time.monotonic() - began:.1f} s into the run)")
             self.current = (i, it_seed)
             self.mount(f"iteration {i}: mount after the kill")
             self.check(f"iteration {i}: after recovery", it_seed)
@@ -1145,6 +1147,10 @@ def main():
     h = Harness(args)
 
     def on_signal(signum, _frame):
+        # The runner's time limit ends a run with SIGTERM: say where it was and what waited.
+        where = h.current if hasattr(h, "current") else None
+        h.log(f"terminated by signal {signum} in {where} (iteration, seed); where the processes "
+              f"wait:\n{h.process_states()}")
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)

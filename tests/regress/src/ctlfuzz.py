@@ -41,6 +41,7 @@ TXID_SIZE = ID_SIZE + 8
 TX_INFO_SIZE = 152
 LIST_SIZE = 16 + LIST_MAX * TX_INFO_SIZE
 REASON_SIZE = 8 + 512  # struct ktmfs_reason_args
+RECENT_SIZE = 16 + 32 * 264  # struct ktmfs_recent_args: KTMFS_RECENT_MAX ktmfs_ended_info
 IOC_READ, IOC_WRITE = 2, 1
 
 
@@ -57,6 +58,7 @@ COMMANDS = {
     "holder": (5, TXID_SIZE),
     "list": (6, LIST_SIZE),
     "reason": (7, REASON_SIZE),
+    "recent": (8, RECENT_SIZE),
 }
 CMD_NUMBERS = {ioc(IOC_READ | IOC_WRITE, nr, size): name for name, (nr, size) in COMMANDS.items()}
 
@@ -197,8 +199,8 @@ class Worker:
 
     def random_ioctl(self, fd, on):
         direction = self.rng.randrange(4)
-        nr = self.rng.choice([self.rng.randrange(8), self.rng.randrange(256)])
-        size = self.rng.choice([0, HELLO_SIZE, BEGIN_SIZE, TXID_SIZE, LIST_SIZE,
+        nr = self.rng.choice([self.rng.randrange(len(COMMANDS)), self.rng.randrange(256)])
+        size = self.rng.choice([0, HELLO_SIZE, BEGIN_SIZE, TXID_SIZE, LIST_SIZE, RECENT_SIZE,
                                 self.rng.randrange(1, 64), self.rng.randrange(1 << 14)])
         if self.rng.random() < 0.3:
             size = max(0, min((1 << 14) - 1, size + self.rng.choice([-1, 1, 8, -8])))
