@@ -25,6 +25,8 @@
 #include "log/log.h"
 #include "src/tm_records.h"
 #include "tools/log_check.h"
+#include "tools/log_read.h"
+#include "tools/salvage_command.h"
 
 namespace {
 
@@ -44,6 +46,7 @@ void Usage(FILE* out) {
       out,
       "Usage: ktmfs-log [-s STREAM] [-x] [-j] dump|verify|stat|check DIR\n"
       "       ktmfs-log [-j] recover --dry-run DIR\n"
+      "       ktmfs-log [-j] [-n] salvage DIR\n"
       "Inspect the ktmfs log in DIR, a state directory (the log is in DIR/log) or a log\n"
       "directory itself, without changing it.\n"
       "\n"
@@ -57,14 +60,15 @@ void Usage(FILE* out) {
       "  -s, --stream=NAME   dump only this stream\n"
       "  -x, --hex           dump: also print each payload in hexadecimal\n"
       "  -j, --json          print JSON instead of text\n"
-      "  -n, --dry-run       recover: only say what would be done (recovery itself runs\n"
-      "                      at mount, so recover is always a dry run)\n"
+      "  -n, --dry-run       recover, salvage: only say what would be done (recovery\n"
+      "                      itself runs at mount, so recover is always a dry run)\n"
       "      --help          show this help and exit\n"
       "      --version       show the version and exit\n"
       "\n"
       "Exit status: 0 the log is sound (a torn tail cut at the last valid record\n"
       "counts as sound; transactions in flight are not errors), 1 damage was found\n"
-      "(check: or the protocol was violated), 2 usage error, 3 the log cannot be opened.\n");
+      "(check, recover: or the protocol was violated; salvage: it could not finish), 2 usage\n"
+      "error, 3 the log cannot be opened (salvage: or a daemon uses it).\n");
 }
 
 std::string Hex(uint64_t v) {
@@ -350,54 +354,37 @@ int Walk(klog::Log* log, const Options& o) {
   // A dump can be as large as the log: its JSON is written record by record.
   if (dump && o.json) std::printf("{\"records\": [");
   bool first_record = true;
-  klog::Lsn from = klog::kInvalidLsn, last_read = klog::kInvalidLsn;
-  klog::Record r;
-  for (bool resumed = true; resumed;) {
-    resumed = false;
-    auto cursor = log->ReadAll(from);
-    for (;;) {
-      auto more = cursor->Next(&r);
-      if (!more.ok()) {
-        // In a damaged range the scan found (reported above): go on after it.
-        for (const auto& d : log->damaged_ranges()) {
-          if (d.end > last_read && d.end > from) {
-            from = d.end;
-            resumed = true;
-            if (checker) checker->Damaged(d.begin, d.end);
-            break;
-          }
-        }
-        if (!resumed) {
-          damage.push_back({"", last_read, klog::kInvalidLsn, more.status().message()});
-          if (!o.json) std::printf("DAMAGE: %s\n", more.status().message().c_str());
-          if (checker) checker->Damaged(last_read, klog::kMaxLsn);
-        }
-        break;
-      }
-      if (!*more) break;
-      last_read = r.lsn;
-      const std::string stream = StreamName(names, r.stream);
-      StreamTally& t = tally[r.stream];
-      ++t.records;
-      t.bytes += r.payload.size();
-      if (r.type == klog::kRestartAreaRecordType) ++t.restart_areas;
-      if (t.first == klog::kInvalidLsn) t.first = r.lsn;
-      t.last = r.lsn;
-      if (checker) checker->Add(r);
-      if (dump && (o.only.empty() || o.only == stream)) {
-        if (o.json) {
-          std::printf("%s\n  %s", first_record ? "" : ",",
-                      RecordJson(r, stream, o.hex).dump().c_str());
-          first_record = false;
-          continue;
-        }
-        std::printf("%-14s %-10s prev %-14s undo %-14s %s\n", Lsn(r.lsn).c_str(), stream.c_str(),
-                    Lsn(r.prev_lsn).c_str(), Lsn(r.undo_next_lsn).c_str(),
-                    Describe(r, stream).c_str());
-        if (o.hex) HexDump(r.payload);
-      }
+  auto on_damage = [&](klog::Lsn begin, klog::Lsn end, const std::string& message) {
+    // A range the open scan found is reported above already.
+    if (!message.empty()) {
+      damage.push_back({"", begin, klog::kInvalidLsn, message});
+      if (!o.json) std::printf("DAMAGE: %s\n", message.c_str());
     }
-  }
+    if (checker) checker->Damaged(begin, end);
+  };
+  auto on_record = [&](const klog::Record& r) {
+    const std::string stream = StreamName(names, r.stream);
+    StreamTally& t = tally[r.stream];
+    ++t.records;
+    t.bytes += r.payload.size();
+    if (r.type == klog::kRestartAreaRecordType) ++t.restart_areas;
+    if (t.first == klog::kInvalidLsn) t.first = r.lsn;
+    t.last = r.lsn;
+    if (checker) checker->Add(r);
+    if (dump && (o.only.empty() || o.only == stream)) {
+      if (o.json) {
+        std::printf("%s\n  %s", first_record ? "" : ",",
+                    RecordJson(r, stream, o.hex).dump().c_str());
+        first_record = false;
+        return;
+      }
+      std::printf("%-14s %-10s prev %-14s undo %-14s %s\n", Lsn(r.lsn).c_str(), stream.c_str(),
+                  Lsn(r.prev_lsn).c_str(), Lsn(r.undo_next_lsn).c_str(),
+                  Describe(r, stream).c_str());
+      if (o.hex) HexDump(r.payload);
+    }
+  };
+  ktmfs::tools::ReadPastDamage(log, on_record, on_damage);
 
   const klog::LogStats st = log->stats();
   const bool torn = st.torn_tail_cut_in_block != 0;
@@ -566,8 +553,10 @@ int main(int argc, char** argv) {
   o.command = argv[optind];
   const std::string dir = argv[optind + 1];
   if (o.command != "dump" && o.command != "verify" && o.command != "stat" && o.command != "check" &&
-      o.command != "recover") {
-    std::fprintf(stderr, "ktmfs-log: unknown command '%s' (dump, verify, stat, check or recover)\n",
+      o.command != "recover" && o.command != "salvage") {
+    std::fprintf(stderr,
+                 "ktmfs-log: unknown command '%s' (dump, verify, stat, check, recover or "
+                 "salvage)\n",
                  o.command.c_str());
     return kExitUsage;
   }
@@ -582,6 +571,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ktmfs-log: %s: no ktmfs log here (neither %s nor log/%s)\n", dir.c_str(),
                  klog::kBaseFileName, klog::kBaseFileName);
     return kExitCannotOpen;
+  }
+  if (o.command == "salvage") {
+    return ktmfs::tools::RunSalvage(log_dir, log_dir == dir ? StateDirectoryOf(log_dir) : dir,
+                                    o.dry_run, o.json);
   }
   WarnIfInUse(dir, log_dir);
   auto storage = klog::OpenUringStorage(log_dir);

@@ -11,6 +11,7 @@
 
 #include "fs/tx/records.h"
 #include "src/tm_records.h"
+#include "tools/log_salvage.h"
 
 namespace ktmfs::logcheck {
 namespace {
@@ -93,6 +94,28 @@ class Log {
       c.Add(r);
     }
     return c.Finish();
+  }
+  // What salvage would lose: the transactions (their last 12 digits) and whether committed.
+  std::vector<std::string> Salvage() {
+    std::vector<log::StreamInfo> infos = {
+        {kTm, "tm", kStart, tm_restart_, log::kInvalidLsn},
+        {kRoot, "fs.root", kStart, log::kInvalidLsn, log::kInvalidLsn},
+        {kData, "fs.data", kStart, log::kInvalidLsn, log::kInvalidLsn}};
+    salvage::SalvagePlanner p(infos);
+    bool pending = damage_at_.has_value();
+    const log::Lsn damage = damage_at_.value_or(log::kInvalidLsn);
+    for (const auto& r : records_) {
+      if (pending && r.lsn >= damage) {
+        p.Damaged(damage, damage + 0x40);
+        pending = false;
+      }
+      p.Add(r);
+    }
+    if (pending) p.Damaged(damage, damage + 0x40);
+    std::vector<std::string> out;
+    for (const auto& l : p.Finish().lost)
+      out.push_back(l.tx.ToString().substr(24) + (l.committed ? " committed" : " uncommitted"));
+    return out;
   }
   // The next record follows damage: the checker is told so before it.
   void DamageHere() { damage_at_ = next_; }
@@ -258,6 +281,51 @@ TEST(LogCheck, RecoveryPlanFollowsTheDecisions) {
                       "apply 000000000003 fs.data uid 1000",
                       "finish 000000000005 tm uid 1000",
                   }));
+}
+
+// Salvage keeps what the damage left whole and loses what it may have cut (tools/log_salvage.h).
+TEST(LogSalvage, KeepsWholeTransactionsAndLosesCutOnes) {
+  Log l;
+  l.Enlist(Tx(1));  // finished before the damage: kept
+  l.Fs(Tx(1), Fs::kOp);
+  l.Fs(Tx(1), Fs::kPrepared, 1);
+  l.Fs(Tx(1), Fs::kCommitted);
+  l.Fs(Tx(1), Fs::kApplied);
+  l.End(Tx(1));
+  l.Enlist(Tx(2));  // committed, one of its two OPs in the damage: lost
+  l.Fs(Tx(2), Fs::kOp);
+  l.Enlist(Tx(3));  // prepared, its decision may be in the damage: lost
+  l.Fs(Tx(3), Fs::kOp);
+  l.Fs(Tx(3), Fs::kPrepared, 1);
+  l.Enlist(Tx(4));  // ended, every record of it in fs.root lost: lost, maybe pending
+  l.Enlist(Tx(5));  // unfinished, begun before the damage: its PREPARED may be in it
+  l.Fs(Tx(5), Fs::kOp);
+  l.DamageHere();
+  l.End(Tx(4));
+  l.Fs(Tx(2), Fs::kPrepared, 2);
+  l.Fs(Tx(2), Fs::kCommitted);
+  l.Enlist(Tx(6));  // begun after the damage, committed whole: kept, redone
+  l.Fs(Tx(6), Fs::kOp);
+  l.Fs(Tx(6), Fs::kPrepared, 1);
+  l.Fs(Tx(6), Fs::kCommitted);
+  l.Enlist(Tx(7));  // unfinished after the damage: kept, rolled back
+  l.Fs(Tx(7), Fs::kOp);
+  EXPECT_EQ(l.Salvage(), (std::vector<std::string>{
+                             "000000000002 committed",
+                             "000000000003 uncommitted",
+                             "000000000004 committed",
+                             "000000000005 uncommitted",
+                         }));
+}
+
+TEST(LogSalvage, NothingIsLostWithoutDamage) {
+  Log l;
+  l.Enlist(Tx(1));
+  l.Fs(Tx(1), Fs::kOp);
+  l.Fs(Tx(1), Fs::kPrepared, 1);
+  l.Enlist(Tx(2));
+  l.Fs(Tx(2), Fs::kOp);
+  EXPECT_EQ(l.Salvage(), std::vector<std::string>{});
 }
 
 TEST(LogCheck, FsStepsOutOfOrder) {

@@ -1,0 +1,301 @@
+#include "tools/salvage_command.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "fs/state_lock.h"
+#include "log/io.h"
+#include "log/log.h"
+#include "src/tm_records.h"
+#include "tools/log_read.h"
+#include "tools/log_salvage.h"
+
+namespace ktmfs::tools {
+
+namespace {
+
+namespace klog = ktmfs::log;
+constexpr int kExitOk = 0, kExitFailed = 1, kExitCannotOpen = 3;
+constexpr char kTmStream[] = "tm";
+
+std::string Errno(const std::string& what) {
+  return what + ": " + std::strerror(errno);
+}
+
+bool SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string Parent(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string Stamp() {
+  char buf[32];
+  const time_t now = time(nullptr);
+  std::tm t;
+  gmtime_r(&now, &t);
+  strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &t);
+  return buf;
+}
+
+// Everything readable in the damaged log, and the plan for it.
+struct Reading {
+  std::vector<klog::StreamInfo> streams;
+  klog::LogGeometry geometry{};
+  std::vector<klog::Record> records;  // what the new log may take: from each stream's base
+  std::vector<std::string> damage;    // what could not be read
+  std::vector<tm::TxImage> tm_live;   // the TM's newest restart area, if it could be read
+  bool tm_restart_read = false;
+  salvage::SalvagePlan plan;
+};
+
+Result<Reading> ReadDamaged(const std::string& log_dir) {
+  auto storage = klog::OpenUringStorage(log_dir);
+  if (!storage.ok()) return storage.status().Annotate(log_dir);
+  klog::LogOptions options;
+  options.read_only = true;
+  auto log = klog::Log::Open(storage->get(), options, /*create_if_missing=*/false);
+  if (!log.ok()) return log.status();
+  Reading r;
+  r.streams = (*log)->Streams();
+  r.geometry = (*log)->geometry();
+  std::map<klog::StreamId, klog::StreamInfo> by_id;
+  for (const auto& s : r.streams)
+    by_id[s.id] = s;
+  salvage::SalvagePlanner planner(r.streams, kTmStream);
+  ReadPastDamage(
+      log->get(),
+      [&](const klog::Record& rec) {
+        planner.Add(rec);
+        auto s = by_id.find(rec.stream);
+        if (s == by_id.end() || rec.type == klog::kRestartAreaRecordType) return;
+        // The TM reads from its restart area on, an fs RM from its base.
+        const klog::Lsn from =
+            s->second.name == kTmStream && s->second.restart_lsn != klog::kInvalidLsn
+                ? s->second.restart_lsn
+                : s->second.base_lsn;
+        if (rec.lsn >= from) r.records.push_back(rec);
+      },
+      [&](klog::Lsn begin, klog::Lsn end, const std::string& message) {
+        planner.Damaged(begin, end);
+        r.damage.push_back(message.empty()
+                               ? "damaged records from LSN " + klog::LsnToString(begin) +
+                                     " up to " + klog::LsnToString(end)
+                               : message);
+      });
+  r.plan = planner.Finish();
+  for (const auto& s : r.streams) {
+    if (s.name != kTmStream || s.restart_lsn == klog::kInvalidLsn) continue;
+    auto stream = (*log)->OpenStream(s.name, /*create=*/false);
+    if (!stream.ok()) continue;
+    auto area = (*stream)->ReadRestartArea();
+    if (!area.ok()) continue;
+    auto live = tm::DecodeRestartArea(*area, s.name);
+    if (!live.ok()) continue;
+    r.tm_live = std::move(*live);
+    r.tm_restart_read = true;
+  }
+  (void)(*log)->Close();
+  return r;
+}
+
+// Writes the kept records into a new log in `dir`, of the damaged log's shape.
+Status WriteSalvaged(const std::string& dir, const Reading& r) {
+  auto storage = klog::OpenUringStorage(dir);
+  if (!storage.ok()) return storage.status().Annotate(dir);
+  klog::LogOptions options;
+  options.block_size = r.geometry.block_size;
+  options.container_size = r.geometry.container_size;
+  options.max_containers = r.geometry.max_containers;
+  auto log = klog::Log::Open(storage->get(), options, /*create_if_missing=*/true);
+  if (!log.ok()) return log.status().Annotate("creating the salvaged log in " + dir);
+  std::map<klog::StreamId, klog::Stream*> streams;
+  for (const auto& s : r.streams) {
+    auto stream = (*log)->OpenStream(s.name, /*create=*/true);
+    if (!stream.ok()) return stream.status().Annotate("salvaged log: stream " + s.name);
+    streams[s.id] = *stream;
+    if (s.name == kTmStream && r.tm_restart_read) {
+      // The TM starts its recovery from its restart area: the live transactions it lists,
+      // without the lost ones.
+      std::vector<tm::TxImage> live;
+      for (const auto& img : r.tm_live)
+        if (r.plan.Keeps(img.id)) live.push_back(img);
+      auto area = (*stream)->WriteRestartArea(tm::EncodeRestartArea(live));
+      if (!area.ok()) return area.status().Annotate("salvaged log: the TM's restart area");
+    }
+  }
+  std::map<klog::StreamId, std::string> names;
+  for (const auto& s : r.streams)
+    names[s.id] = s.name;
+  for (const auto& rec : r.records) {
+    if (!r.plan.Keeps(salvage::TransactionOf(rec, names[rec.stream], kTmStream))) continue;
+    klog::Stream::AppendArgs a;
+    a.type = rec.type;
+    a.payload = rec.payload;
+    auto lsn = streams[rec.stream]->Append(a);
+    if (!lsn.ok())
+      return lsn.status().Annotate("salvaged log: copying the record at LSN " +
+                                   klog::LsnToString(rec.lsn));
+  }
+  KTMFS_RETURN_IF_ERROR((*log)->Flush());
+  return (*log)->Close();
+}
+
+// The staged data of a lost transaction: STATE/staging/NAME/ID for any NAME.
+std::vector<std::pair<std::string, std::string>> StagingOf(const std::string& state,
+                                                           const Guid& tx) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string root = state + "/staging";
+  DIR* d = ::opendir(root.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    const std::string path = root + "/" + name + "/" + tx.ToString();
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0) out.emplace_back(name, path);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::string LostLine(const salvage::Lost& l) {
+  return "tx " + l.tx.ToString() + " in " + l.stream + " (" +
+         (l.committed ? "committed: it may have been acknowledged and be partly applied"
+                      : "not committed") +
+         "): " + l.why;
+}
+
+}  // namespace
+
+int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dry_run, bool json) {
+  // No daemon may use the log while it is replaced; the lock also keeps one from starting.
+  std::optional<fs::DirLock> lock;
+  if (!dry_run) {
+    auto l = fs::DirLock::LockStateDir(state_dir);
+    if (!l.ok()) {
+      std::fprintf(stderr, "ktmfs-log: salvage: %s (unmount it first)\n",
+                   l.status().message().c_str());
+      return kExitCannotOpen;
+    }
+    lock.emplace(std::move(*l));
+  }
+  auto reading = ReadDamaged(log_dir);
+  if (!reading.ok()) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s: %s\n", log_dir.c_str(),
+                 reading.status().ToString().c_str());
+    return kExitCannotOpen;
+  }
+  const Reading& r = *reading;
+  const salvage::SalvagePlan& plan = r.plan;
+  if (json) {
+    nlohmann::json lost = nlohmann::json::array();
+    for (const auto& l : plan.lost)
+      lost.push_back({{"tx", l.tx.ToString()},
+                      {"stream", l.stream},
+                      {"committed", l.committed},
+                      {"why", l.why}});
+    nlohmann::json out = {{"damage", r.damage},
+                          {"records_read", plan.records_read},
+                          {"records_kept", plan.records_kept},
+                          {"transactions_kept", plan.transactions_kept},
+                          {"lost", lost},
+                          {"dry_run", dry_run}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    for (const auto& d : r.damage)
+      std::printf("DAMAGE: %s\n", d.c_str());
+    for (const auto& l : plan.lost)
+      std::printf("lost: %s\n", LostLine(l).c_str());
+  }
+  if (r.damage.empty()) {
+    if (!json)
+      std::printf("salvage: the log is not damaged; the next mount recovers it as it is\n");
+    return kExitOk;
+  }
+  if (dry_run) {
+    if (!json)
+      std::printf(
+          "salvage: would keep %llu of %llu readable records (%llu transactions) and lose "
+          "%zu transaction(s); nothing was changed\n",
+          static_cast<unsigned long long>(plan.records_kept),
+          static_cast<unsigned long long>(plan.records_read),
+          static_cast<unsigned long long>(plan.transactions_kept), plan.lost.size());
+    return kExitOk;
+  }
+
+  const std::string stamp = Stamp();
+  const std::string fresh = log_dir + ".salvage-new";
+  const std::string kept_aside = log_dir + ".damaged-" + stamp;
+  const std::string salvaged = state_dir + "/salvaged-" + stamp;
+  auto fail = [&](const std::string& what) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s; the damaged log is unchanged\n", what.c_str());
+    return kExitFailed;
+  };
+  if (::mkdir(fresh.c_str(), 0700) != 0) return fail(Errno("creating " + fresh));
+  if (Status s = WriteSalvaged(fresh, r); !s.ok()) return fail(s.ToString());
+  // The swap is one step: a crash leaves either log whole in place, never none (a mount that
+  // found no log would start an empty one and forget every transaction silently).
+  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, log_dir.c_str(), RENAME_EXCHANGE) != 0)
+    return fail(Errno("swapping " + fresh + " and " + log_dir));
+  if (::rename(fresh.c_str(), kept_aside.c_str()) != 0 || !SyncDir(Parent(log_dir))) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s; the salvaged log is in place\n",
+                 Errno("renaming the damaged log to " + kept_aside).c_str());
+  }
+  // The lost transactions' staged data, put aside for whoever wants to look at it: the next
+  // mount would remove it as belonging to no transaction.
+  std::string report = "ktmfs-log salvage of " + log_dir + " at " + stamp + "\n";
+  for (const auto& d : r.damage)
+    report += "damage: " + d + "\n";
+  report += "damaged log kept as " + kept_aside + "\n";
+  for (const auto& l : plan.lost) {
+    report += "lost: " + LostLine(l) + "\n";
+    for (const auto& [name, path] : StagingOf(state_dir, l.tx)) {
+      const std::string dir = salvaged + "/" + name;
+      const std::string to = dir + "/" + l.tx.ToString();
+      if ((::mkdir(salvaged.c_str(), 0700) != 0 && errno != EEXIST) ||
+          (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ||
+          ::rename(path.c_str(), to.c_str()) != 0) {
+        report += "  its staged data stays in " + path + ": " + std::strerror(errno) + "\n";
+      } else {
+        report += "  its staged data is in " + to + "\n";
+      }
+    }
+  }
+  if (::mkdir(salvaged.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s\n", Errno("creating " + salvaged).c_str());
+  } else if (FILE* f = std::fopen((salvaged + "/REPORT").c_str(), "w")) {
+    std::fputs(report.c_str(), f);
+    std::fclose(f);
+    SyncDir(salvaged);
+  }
+  SyncDir(state_dir);
+  if (!json) {
+    std::printf(
+        "salvage: kept %llu of %llu readable records (%llu transactions), lost %zu "
+        "transaction(s); the damaged log is %s, the report %s/REPORT\n",
+        static_cast<unsigned long long>(plan.records_kept),
+        static_cast<unsigned long long>(plan.records_read),
+        static_cast<unsigned long long>(plan.transactions_kept), plan.lost.size(),
+        kept_aside.c_str(), salvaged.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace ktmfs::tools
