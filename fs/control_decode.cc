@@ -25,6 +25,21 @@ Status Fixed(const char* what, const void* in, size_t in_size, size_t out_size, 
   return Status::Ok();
 }
 
+// A request for one page of a table (the live transactions, the recent endings): only the two
+// leading fields are input; the entries are output and may be anything.
+template <typename Args>
+Result<ControlRequest> Page(const char* what, uint32_t max, ControlOp op, const void* in,
+                            size_t in_size, size_t out_size) {
+  Args a;
+  if (Status s = Fixed(what, in, in_size, out_size, &a); !s.ok()) return s;
+  if (a.capacity > max) return Malformed(what, "capacity above " + std::to_string(max));
+  ControlRequest r;
+  r.op = op;
+  r.list_start = a.start;
+  r.list_capacity = a.capacity;
+  return r;
+}
+
 Status CheckTxIdFields(const char* what, const ktmfs_txid& t) {
   if (t.flags != 0 || t.reserved != 0) return Malformed(what, "flags and reserved must be 0");
   return Status::Ok();
@@ -119,27 +134,12 @@ Result<ControlRequest> DecodeControlIoctl(unsigned int cmd, const void* in, size
       r.op = cmd == KTMFS_IOC_QUERY ? ControlOp::kQuery : ControlOp::kHolder;
       return r;
     }
-    case KTMFS_IOC_LIST: {
-      // Only the two leading fields are input; the entries are output and may be anything.
-      ktmfs_list_args l;
-      if (Status s = Fixed("KTMFS_IOC_LIST", in, in_size, out_size, &l); !s.ok()) return s;
-      if (l.capacity > KTMFS_LIST_MAX)
-        return Malformed("KTMFS_IOC_LIST", "capacity above KTMFS_LIST_MAX");
-      r.op = ControlOp::kList;
-      r.list_start = l.start;
-      r.list_capacity = l.capacity;
-      return r;
-    }
-    case KTMFS_IOC_RECENT: {
-      ktmfs_recent_args l;
-      if (Status s = Fixed("KTMFS_IOC_RECENT", in, in_size, out_size, &l); !s.ok()) return s;
-      if (l.capacity > KTMFS_RECENT_MAX)
-        return Malformed("KTMFS_IOC_RECENT", "capacity above KTMFS_RECENT_MAX");
-      r.op = ControlOp::kRecent;
-      r.list_start = l.start;
-      r.list_capacity = l.capacity;
-      return r;
-    }
+    case KTMFS_IOC_LIST:
+      return Page<ktmfs_list_args>("KTMFS_IOC_LIST", KTMFS_LIST_MAX, ControlOp::kList, in, in_size,
+                                   out_size);
+    case KTMFS_IOC_RECENT:
+      return Page<ktmfs_recent_args>("KTMFS_IOC_RECENT", KTMFS_RECENT_MAX, ControlOp::kRecent, in,
+                                     in_size, out_size);
     default:
       return Status::Error(ENOTTY, "not a ktmfs ioctl");
   }

@@ -50,6 +50,19 @@ bool Unpack(const nlmsghdr* nl, cn_msg* cn, proc_event* ev, size_t* len) {
   return true;
 }
 
+// Calls f(cn, event, length of the event) for each connector message of a datagram.
+template <typename F>
+void ForEachMessage(char* buf, size_t size, F f) {
+  int n = static_cast<int>(size);
+  for (auto* nl = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nl, static_cast<size_t>(n));
+       nl = NLMSG_NEXT(nl, n)) {
+    cn_msg cn;
+    proc_event ev;
+    size_t len = 0;
+    if (Unpack(nl, &cn, &ev, &len)) f(cn, ev, len);
+  }
+}
+
 }  // namespace
 
 // ---- ProcConnector ---------------------------------------------------------------------------
@@ -138,53 +151,56 @@ Status ProcConnector::Control(bool listen, bool wait_ack) {
     }
     pollfd p{fd_, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return Errno("poll");
-    ssize_t n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR || errno == ENOBUFS) continue;
-      return Errno("recv");
-    }
-    for (auto* nl = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nl, static_cast<size_t>(n));
-         nl = NLMSG_NEXT(nl, n)) {
-      cn_msg cn;
-      proc_event ev;
-      size_t len = 0;
-      if (!Unpack(nl, &cn, &ev, &len)) continue;
+    bool lost = false;
+    auto n = ReceiveFromKernel(buf, sizeof buf, &lost);
+    if (!n.ok()) return n.status();
+    std::optional<Status> answer;
+    ForEachMessage(buf, *n, [&](const cn_msg& cn, const proc_event& ev, size_t len) {
       // The kernel answers with our ack number plus one (its sequence number is its own).
-      if (cn.ack != seq + 1 || ev.what != proc_event::PROC_EVENT_NONE) continue;
-      if (len < offsetof(proc_event, event_data) + sizeof ev.event_data.ack) continue;
+      if (answer || cn.ack != seq + 1 || ev.what != proc_event::PROC_EVENT_NONE) return;
+      if (len < offsetof(proc_event, event_data) + sizeof ev.event_data.ack) return;
       if (ev.event_data.ack.err != 0) {
         errno = static_cast<int>(ev.event_data.ack.err);
-        return Errno("the kernel refused to send process events");
+        answer = Errno("the kernel refused to send process events");
+        return;
       }
-      return Status::Ok();
+      answer = Status::Ok();
+    });
+    if (answer) return *answer;
+  }
+}
+
+Result<size_t> ProcConnector::ReceiveFromKernel(char* buf, size_t size, bool* lost) {
+  for (;;) {
+    sockaddr_nl from{};
+    socklen_t from_len = sizeof from;
+    ssize_t n =
+        recvfrom(fd_, buf, size, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (n < 0) {
+      if (errno == EAGAIN) return size_t{0};
+      if (errno == EINTR) continue;
+      if (errno == ENOBUFS) {
+        *lost = true;
+        continue;
+      }
+      return Errno("recv");
     }
+    // Only the kernel's word counts: an event puts processes into transactions, an answer
+    // decides whether tree scope may rely on events.
+    if (from.nl_pid != 0) continue;
+    return static_cast<size_t>(n);
   }
 }
 
 Status ProcConnector::Read(std::vector<ProcEvent>* out) {
   alignas(nlmsghdr) char buf[4096];
   for (;;) {
-    sockaddr_nl from{};
-    socklen_t from_len = sizeof from;
-    ssize_t n =
-        recvfrom(fd_, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
-    if (n < 0) {
-      if (errno == EAGAIN) return Status::Ok();
-      if (errno == EINTR) continue;
-      if (errno == ENOBUFS) {
-        out->push_back(ProcEvent{ProcEvent::Kind::kLost, 0, 0, 0});
-        continue;
-      }
-      return Errno("recv");
-    }
-    // Only the kernel's word counts: an event puts processes into transactions.
-    if (from.nl_pid != 0) continue;
-    for (auto* nl = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nl, static_cast<size_t>(n));
-         nl = NLMSG_NEXT(nl, n)) {
-      cn_msg cn;
-      proc_event ev;
-      size_t len = 0;
-      if (!Unpack(nl, &cn, &ev, &len)) continue;
+    bool lost = false;
+    auto n = ReceiveFromKernel(buf, sizeof buf, &lost);
+    if (lost) out->push_back(ProcEvent{ProcEvent::Kind::kLost, 0, 0, 0});
+    if (!n.ok()) return n.status();
+    if (*n == 0) return Status::Ok();
+    ForEachMessage(buf, *n, [&](const cn_msg&, const proc_event& ev, size_t len) {
       constexpr size_t kHead = offsetof(proc_event, event_data);
       if (ev.what == proc_event::PROC_EVENT_FORK && len >= kHead + sizeof ev.event_data.fork) {
         out->push_back(ProcEvent{ProcEvent::Kind::kFork, ev.event_data.fork.parent_tgid,
@@ -194,7 +210,7 @@ Status ProcConnector::Read(std::vector<ProcEvent>* out) {
         out->push_back(ProcEvent{ProcEvent::Kind::kExit, 0, ev.event_data.exit.process_pid,
                                  ev.event_data.exit.process_tgid});
       }
-    }
+    });
   }
 }
 

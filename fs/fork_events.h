@@ -78,6 +78,9 @@ class ProcConnector : public ProcEventSource {
   explicit ProcConnector(int fd) : fd_(fd), seq_(static_cast<uint32_t>(getpid()) << 12) {}
   // Sends PROC_CN_MCAST_LISTEN or _IGNORE; with `wait_ack`, waits for the kernel's answer.
   Status Control(bool listen, bool wait_ack);
+  // One datagram the kernel sent (others' are skipped): its size, 0 if none is waiting. Sets
+  // *lost when the socket overflowed (events were dropped) meanwhile.
+  Result<size_t> ReceiveFromKernel(char* buf, size_t size, bool* lost);
 
   int fd_;
   uint32_t seq_;  // starts apart from other listeners', whose answers come to us too

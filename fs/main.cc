@@ -222,8 +222,9 @@ int Run(int argc, char** argv) {
   // a mount that is about to be fine. A holder still serving its mount fails this one at once.
   auto holder_gone = [&] {
     for (const std::string& dir : fs.layout().state_dirs()) {
+      if (!StateDirLockHolder(dir)) continue;
       auto mnt = StateDirLockMountpoint(dir);
-      if (StateDirLockHolder(dir)) return mnt.has_value() && !KtmfsMountedAt(*mnt);
+      return mnt.has_value() && !KtmfsMountedAt(*mnt);
     }
     return false;
   };

@@ -19,7 +19,6 @@ struct MountEntry {
   std::string mount_point;
   std::vector<std::string> mount_options;  // per mount: rw/ro, nosuid, nodev, ...
   std::string fstype;                      // "fuse.ktmfs"
-  std::string source;                      // ktmfs's: its fsname, the source as given
   std::vector<std::string> super_options;  // per superblock: rw/ro, user_id=, ...
 };
 
@@ -64,8 +63,7 @@ std::vector<MountEntry> Mounts() {
     }
     std::string fstype, source, super;
     if (!(f >> fstype >> source >> super)) continue;
-    out.push_back(MountEntry{Unescape(point), SplitCommas(options), fstype, Unescape(source),
-                             SplitCommas(super)});
+    out.push_back(MountEntry{Unescape(point), SplitCommas(options), fstype, SplitCommas(super)});
   }
   return out;
 }

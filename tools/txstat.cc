@@ -261,15 +261,14 @@ nlohmann::json FindById(const std::vector<Entry>& entries, const std::string& id
   return nullptr;
 }
 
-int ShowRecent(int fd, const std::string& path, const std::string& id, bool json) {
-  std::vector<ktmfs_ended_info> recent;
-  int code = FetchPages(fd, path, "list recent transactions", KTMFS_RECENT_MAX,
-                        ktmfs_recent_transactions, &recent);
-  if (code != KTMFS_EXIT_OK) return code;
+// One entry in detail (with an id), or all as JSON, or all as the table `table` prints.
+template <typename Entry>
+int Show(const std::vector<Entry>& entries, const std::string& path, const std::string& id,
+         bool json, const char* what, void (*table)(const std::vector<Entry>&)) {
   if (!id.empty()) {
-    const nlohmann::json detail = FindById(recent, id);
+    const nlohmann::json detail = FindById(entries, id);
     if (detail.is_null()) {
-      ktmfs::tools::Warn("%s: no recently ended transaction %s", path.c_str(), id.c_str());
+      ktmfs::tools::Warn("%s: no %s %s", path.c_str(), what, id.c_str());
       return KTMFS_EXIT_FAILED;
     }
     PrintDetail(detail, json);
@@ -277,11 +276,16 @@ int ShowRecent(int fd, const std::string& path, const std::string& id, bool json
   }
   if (json) {
     nlohmann::json all = nlohmann::json::array();
-    for (const auto& t : recent)
+    for (const auto& t : entries)
       all.push_back(ToJson(t));
     std::printf("%s\n", all.dump(2).c_str());
     return KTMFS_EXIT_OK;
   }
+  table(entries);
+  return KTMFS_EXIT_OK;
+}
+
+void RecentTable(const std::vector<ktmfs_ended_info>& recent) {
   std::printf("%-36s  %-8s %7s  %-13s %7s  %-24s %s\n", "ID", "OWNER", "PID", "OUTCOME", "ENDED",
               "NAME", "WHY");
   for (const auto& t : recent) {
@@ -290,7 +294,17 @@ int ShowRecent(int fd, const std::string& path, const std::string& id, bool json
                 Age(t.end_time_ns).c_str(), Shown(Field(t.name, sizeof t.name)).c_str(),
                 Why(t).c_str());
   }
-  return KTMFS_EXIT_OK;
+}
+
+void LiveTable(const std::vector<ktmfs_tx_info>& txs) {
+  std::printf("%-36s  %-8s %7s  %-11s %7s %3s %6s %7s  %s\n", "ID", "OWNER", "PID", "STATE", "AGE",
+              "RMS", "LOCKED", "LOGGED", "NAME");
+  for (const auto& t : txs) {
+    std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
+                UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state, t.flags),
+                Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
+                Bytes(t.bytes_logged).c_str(), Shown(Field(t.name, sizeof t.name)).c_str());
+  }
 }
 
 int FetchAll(int fd, const std::string& path, std::vector<ktmfs_tx_info>* out) {
@@ -353,39 +367,16 @@ int main(int argc, char** argv) {
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
   if (recent) {
-    code = ShowRecent(fd, path, id, json);
+    std::vector<ktmfs_ended_info> ended;
+    code = FetchPages(fd, path, "list recent transactions", KTMFS_RECENT_MAX,
+                      ktmfs_recent_transactions, &ended);
     close(fd);
-    return code;
+    if (code != KTMFS_EXIT_OK) return code;
+    return Show(ended, path, id, json, "recently ended transaction", RecentTable);
   }
   std::vector<ktmfs_tx_info> txs;
   code = FetchAll(fd, path, &txs);
   close(fd);
   if (code != KTMFS_EXIT_OK) return code;
-
-  if (!id.empty()) {
-    const nlohmann::json detail = FindById(txs, id);
-    if (detail.is_null()) {
-      Warn("%s: no transaction %s", path.c_str(), id.c_str());
-      return KTMFS_EXIT_FAILED;
-    }
-    PrintDetail(detail, json);
-    return KTMFS_EXIT_OK;
-  }
-
-  if (json) {
-    nlohmann::json all = nlohmann::json::array();
-    for (const auto& t : txs)
-      all.push_back(ToJson(t));
-    std::printf("%s\n", all.dump(2).c_str());
-    return KTMFS_EXIT_OK;
-  }
-  std::printf("%-36s  %-8s %7s  %-11s %7s %3s %6s %7s  %s\n", "ID", "OWNER", "PID", "STATE", "AGE",
-              "RMS", "LOCKED", "LOGGED", "NAME");
-  for (const auto& t : txs) {
-    std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
-                UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state, t.flags),
-                Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
-                Bytes(t.bytes_logged).c_str(), Shown(Field(t.name, sizeof t.name)).c_str());
-  }
-  return KTMFS_EXIT_OK;
+  return Show(txs, path, id, json, "transaction", LiveTable);
 }
