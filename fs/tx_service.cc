@@ -81,6 +81,7 @@ TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
 Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, const Layout& layout) {
   std::unique_ptr<TxService> s(new TxService());
   KTMFS_RETURN_IF_ERROR(s->Open(options, layout));
+  s->opened_ = true;
   s->StartForkEvents();
   s->reaper_ = std::thread([p = s.get()] { p->Reap(); });
   return s;
@@ -290,8 +291,9 @@ TxService::~TxService() {
                                      (s.ok() ? "" : ": " + s.message()));
   }
   rms_.clear();  // each moves its stream's base to its end
-  if (tm_) {
-    // The next mount then reads nothing of the TM's stream before this point.
+  if (tm_ && opened_) {
+    // The next mount then reads nothing of the TM's stream before this point. (Not after a
+    // failed start: the TM may not have recovered, and the log must stay as it was found.)
     Status s = tm_->Checkpoint();
     if (!s.ok()) DaemonLog(LogLevel::kError, "unmounting: " + s.message());
   }

@@ -192,6 +192,7 @@ class TxService {
   void RememberLocked(Ending e);  // with mu_ held
   void Reap();
 
+  bool opened_ = false;  // Open succeeded: recovery ran
   std::vector<std::unique_ptr<log::Storage>> storages_;
   std::vector<std::unique_ptr<log::Log>> logs_;
   std::unique_ptr<tm::TransactionManager> tm_;

@@ -178,7 +178,8 @@ std::vector<std::pair<std::string, std::string>> StagingOf(const std::string& st
 std::string LostLine(const salvage::Lost& l) {
   return "tx " + l.tx.ToString() + " in " + l.stream + " (" +
          (l.committed ? "committed: it may have been acknowledged and be partly applied"
-                      : "not committed") +
+                      : "outcome unknown: it may have been committed, acknowledged and partly "
+                        "applied") +
          "): " + l.why;
 }
 
