@@ -168,6 +168,9 @@ SalvagePlan SalvagePlanner::Finish() {
     if (lost.count(tx)) continue;
     for (const std::string& rm : t.rms) {
       const std::string name = "fs." + rm;
+      // With dedicated logs (-o log=dedicated) the RM's stream is in another log, salvaged
+      // on its own.
+      if (m.base_of.count(name) == 0) continue;
       auto stream = m.fs.find(name);
       const bool seen = stream != m.fs.end() && stream->second.count(tx) != 0;
       auto base = m.base_of.find(name);

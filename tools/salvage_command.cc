@@ -233,7 +233,7 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
   if (dry_run) {
     if (!json)
       std::printf(
-          "salvage: would keep %llu of %llu readable records (%llu transactions) and lose "
+          "salvage: would keep %llu of %llu readable records (%llu transaction(s)) and lose "
           "%zu transaction(s); nothing was changed\n",
           static_cast<unsigned long long>(plan.records_kept),
           static_cast<unsigned long long>(plan.records_read),
@@ -289,7 +289,7 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
   SyncDir(state_dir);
   if (!json) {
     std::printf(
-        "salvage: kept %llu of %llu readable records (%llu transactions), lost %zu "
+        "salvage: kept %llu of %llu readable records (%llu transaction(s)), lost %zu "
         "transaction(s); the damaged log is %s, the report %s/REPORT\n",
         static_cast<unsigned long long>(plan.records_kept),
         static_cast<unsigned long long>(plan.records_read),

@@ -318,6 +318,22 @@ TEST(LogSalvage, KeepsWholeTransactionsAndLosesCutOnes) {
                          }));
 }
 
+// With dedicated logs the TM's log holds no fs stream: its transactions are not lost for want of
+// RM records that live in another log.
+TEST(LogSalvage, RmStreamsInAnotherLogAreNotMissing) {
+  std::vector<log::StreamInfo> infos = {{kTm, "tm", kStart, log::kInvalidLsn, log::kInvalidLsn}};
+  salvage::SalvagePlanner p(infos);
+  log::Record enlist;
+  enlist.lsn = kStart;
+  enlist.stream = kTm;
+  enlist.type = uint16_t(TmRecordType::kEnlist);
+  enlist.payload =
+      tm::EncodeEnlist({Tx(1), 1000, "", tm::Decision::kNone, {}}, {kRootRm, "root", {}});
+  p.Add(enlist);
+  p.Damaged(kStart + 0x40, kStart + 0x80);
+  EXPECT_TRUE(p.Finish().lost.empty());
+}
+
 TEST(LogSalvage, NothingIsLostWithoutDamage) {
   Log l;
   l.Enlist(Tx(1));
