@@ -250,11 +250,9 @@ int Run(int argc, char** argv) {
     std::string hint;
     // A damaged log stops every mount until someone acts: say how.
     if (txs.status().IsCorruption()) {
-      std::string dirs;
-      for (const std::string& d : fs.layout().state_dirs())
-        dirs += (dirs.empty() ? "" : " ") + d;
-      hint = "; `ktmfs-log check " + dirs + "` shows the damage, `ktmfs-log salvage` gets past " +
-             "it keeping what is whole (ktmfs-log(8))";
+      hint =
+          "; `ktmfs-log check` on that log's directory shows the damage, `ktmfs-log salvage` "
+          "gets past it keeping what is whole (ktmfs-log(8))";
     }
     DaemonLog(LogLevel::kError, "cannot start transactions: " + txs.status().message() + hint);
     return 1;

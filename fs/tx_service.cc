@@ -141,7 +141,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   if (!tm.ok()) return tm.status().Annotate("transaction manager");
   tm_ = std::move(*tm);
   const auto recovery_began = std::chrono::steady_clock::now();
-  KTMFS_RETURN_IF_ERROR(tm_->Recover().Annotate("transaction manager recovery"));
+  // Recovery errors name the log's directory: what ktmfs-log is pointed at.
+  KTMFS_RETURN_IF_ERROR(
+      tm_->Recover().Annotate("transaction manager recovery (log " + state + "/log)"));
   // Who began what recovery finds, for its report: the TM logged owner and description.
   std::map<Guid, tm::TransactionInfo> in_doubt;
   for (auto& t : tm_->List())
@@ -196,8 +198,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
                                      "-o log=dedicated)");
     }
     log::Log* lg = *main_log;
+    const std::string log_dir = dedicated ? own_state + "/log." + label : state + "/log";
     if (dedicated) {
-      auto own = open_log(own_state + "/log." + label);
+      auto own = open_log(log_dir);
       if (!own.ok()) return own.status();
       lg = *own;
     }
@@ -237,7 +240,8 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
     KTMFS_RETURN_IF_ERROR(rm->Register().Annotate("resource manager " + label));
     const auto rm_began = std::chrono::steady_clock::now();
-    KTMFS_RETURN_IF_ERROR(rm->Recover().Annotate("recovering resource manager " + label));
+    KTMFS_RETURN_IF_ERROR(
+        rm->Recover().Annotate("recovering resource manager " + label + " (log " + log_dir + ")"));
     const auto& r = rm->recovery_report();
     // Quiet when there was nothing to recover.
     for (const Guid& t : r.redone_txs)

@@ -79,6 +79,13 @@ Result<Reading> ReadDamaged(const std::string& log_dir) {
   for (const auto& s : r.streams)
     by_id[s.id] = s;
   salvage::SalvagePlanner planner(r.streams, kTmStream);
+  // The ranges the open scan found; reading may pass some without an error (ktmfs-log's
+  // other commands report them the same way, before reading).
+  for (const auto& d : (*log)->damaged_ranges()) {
+    planner.Damaged(d.begin, d.end);
+    r.damage.push_back("damaged records from LSN " + klog::LsnToString(d.begin) + " up to " +
+                       klog::LsnToString(d.end));
+  }
   ReadPastDamage(
       log->get(),
       [&](const klog::Record& rec) {
@@ -93,11 +100,9 @@ Result<Reading> ReadDamaged(const std::string& log_dir) {
         if (rec.lsn >= from) r.records.push_back(rec);
       },
       [&](klog::Lsn begin, klog::Lsn end, const std::string& message) {
+        if (message.empty()) return;  // one of the ranges above
         planner.Damaged(begin, end);
-        r.damage.push_back(message.empty()
-                               ? "damaged records from LSN " + klog::LsnToString(begin) +
-                                     " up to " + klog::LsnToString(end)
-                               : message);
+        r.damage.push_back(message);
       });
   r.plan = planner.Finish();
   for (const auto& s : r.streams) {

@@ -74,8 +74,10 @@ FsResourceManager::~FsResourceManager() {
     any = !unclean_.empty();
   }
   if (any && o_.stream->Flush(o_.stream->last_lsn()).ok()) DropDurableStaging();
-  // A clean shutdown leaves the next mount nothing of this stream to read.
-  MaybeTruncate(/*force=*/true);
+  // A clean shutdown leaves the next mount nothing of this stream to read. Not after a failed
+  // or missing recovery: the stream may hold what the next mount must still see (damage that
+  // stopped this one, transactions not yet redone), and truncating would skip it silently.
+  if (recovered_) MaybeTruncate(/*force=*/true);
 }
 
 Status FsResourceManager::Register() {
@@ -791,6 +793,7 @@ Status FsResourceManager::Recover() {
     auto restart = o_.stream->WriteRestartArea({}, last);
     if (!restart.ok()) return restart.status().Annotate("fs RM " + o_.name + ": truncating");
   }
+  recovered_ = true;
   return Status::Ok();
 }
 

@@ -195,6 +195,7 @@ class FsResourceManager : public tm::ResourceManager {
 
   const FsRmOptions o_;
   RecoveryReport report_;
+  bool recovered_ = false;  // Recover() finished: the stream may be truncated at shutdown
   LockTable locks_;
   MutationHook apply_hook_;
   std::mutex mu_;
