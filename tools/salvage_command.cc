@@ -92,12 +92,7 @@ Result<Reading> ReadDamaged(const std::string& log_dir) {
         planner.Add(rec);
         auto s = by_id.find(rec.stream);
         if (s == by_id.end() || rec.type == klog::kRestartAreaRecordType) return;
-        // The TM reads from its restart area on, an fs RM from its base.
-        const klog::Lsn from =
-            s->second.name == kTmStream && s->second.restart_lsn != klog::kInvalidLsn
-                ? s->second.restart_lsn
-                : s->second.base_lsn;
-        if (rec.lsn >= from) r.records.push_back(rec);
+        if (rec.lsn >= s->second.base_lsn) r.records.push_back(rec);
       },
       [&](klog::Lsn begin, klog::Lsn end, const std::string& message) {
         if (message.empty()) return;  // one of the ranges above
@@ -148,7 +143,15 @@ Status WriteSalvaged(const std::string& dir, const Reading& r) {
   std::map<klog::StreamId, std::string> names;
   for (const auto& s : r.streams)
     names[s.id] = s.name;
+  // The TM recovers from its restart area on, so what is before it is not needed, when the
+  // restart area could be read. When it could not, the TM's records from its base are all the
+  // new log gets of its decisions: every one of them goes in (a decision left out would make
+  // recovery presume an abort of a committed transaction).
+  klog::Lsn tm_from = klog::kInvalidLsn;
+  for (const auto& s : r.streams)
+    if (s.name == kTmStream && r.tm_restart_read) tm_from = s.restart_lsn;
   for (const auto& rec : r.records) {
+    if (names[rec.stream] == kTmStream && rec.lsn < tm_from) continue;
     if (!r.plan.Keeps(salvage::TransactionOf(rec, names[rec.stream], kTmStream))) continue;
     klog::Stream::AppendArgs a;
     a.type = rec.type;
