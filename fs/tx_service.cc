@@ -160,6 +160,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     e.end_time_ns = mount_ns;
     e.when = std::chrono::steady_clock::now();
     std::string who = "owner unknown";
+    e.owner = static_cast<uid_t>(-1);  // KTMFS_UID_UNKNOWN until the TM's records say
     if (auto it = in_doubt.find(tx); it != in_doubt.end()) {
       e.owner = it->second.owner;
       e.name = it->second.description;

@@ -147,9 +147,12 @@ enum ktmfs_outcome {
 /* Settled by recovery at mount: it was unfinished or unapplied when the last daemon stopped. */
 #define KTMFS_TXF_RECOVERED 0x2u
 
+/* owner_uid of a transaction recovery settled without knowing who began it. */
+#define KTMFS_UID_UNKNOWN 0xFFFFFFFFu
+
 struct ktmfs_ended_info {
   char id[KTMFS_ID_SIZE];
-  uint32_t owner_uid;
+  uint32_t owner_uid;     /* KTMFS_UID_UNKNOWN if not known */
   int32_t bound_pid;      /* 0 if none or unknown */
   uint32_t outcome;       /* enum ktmfs_outcome */
   uint32_t flags;         /* KTMFS_TXF_APPLY_PENDING (still being applied), KTMFS_TXF_RECOVERED */

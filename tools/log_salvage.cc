@@ -21,6 +21,7 @@ struct FsTx {
   bool prepared = false;
   uint64_t op_count = 0;  // as PREPARED says
   log::Lsn prepared_lsn = log::kInvalidLsn;
+  log::Lsn committed_lsn = log::kInvalidLsn;
   bool committed = false, applied = false, aborted = false;
 };
 
@@ -36,7 +37,7 @@ struct SalvagePlanner::Impl {
   std::set<Guid> tm_committed;  // the TM's COMMIT decision was read
   // What the TM's stream shows of each transaction: its first record, END, the RMs enlisted.
   struct TmTx {
-    log::Lsn first = log::kInvalidLsn;
+    log::Lsn first = log::kInvalidLsn, last = log::kInvalidLsn;
     bool ended = false;
     std::set<std::string> rms;
   };
@@ -48,6 +49,10 @@ struct SalvagePlanner::Impl {
   bool DamageAfter(log::Lsn lsn) const {
     return std::any_of(damaged.begin(), damaged.end(),
                        [lsn](const auto& d) { return d.second > lsn; });
+  }
+  bool DamageBefore(log::Lsn lsn) const {
+    return std::any_of(damaged.begin(), damaged.end(),
+                       [lsn](const auto& d) { return d.first < lsn; });
   }
 };
 
@@ -91,6 +96,7 @@ void SalvagePlanner::Add(const log::Record& r) {
     if (rec->type == tm::TmRecordType::kCommit) m.tm_committed.insert(rec->tx.id);
     auto& t = m.tm[rec->tx.id];
     if (t.first == log::kInvalidLsn) t.first = r.lsn;
+    t.last = r.lsn;
     if (rec->type == tm::TmRecordType::kEnlist) t.rms.insert(rec->enlistment.rm_name);
     if (rec->type == tm::TmRecordType::kEnd) t.ended = true;
     return;
@@ -113,6 +119,7 @@ void SalvagePlanner::Add(const log::Record& r) {
       break;
     case fstx::RecordType::kCommitted:
       t.committed = true;
+      t.committed_lsn = r.lsn;
       break;
     case fstx::RecordType::kApplied:
       t.applied = true;
@@ -137,15 +144,22 @@ SalvagePlan SalvagePlanner::Finish() {
       const bool committed = t.committed || m.tm_committed.count(tx) != 0;
       const bool whole = t.prepared && t.ops == t.op_count;
       std::string why;
-      if (committed && !t.prepared && t.ops == 0) {
+      if (committed && !t.prepared && t.ops == 0 && !m.DamageBefore(t.committed_lsn)) {
         continue;  // it changed nothing (it only locked): nothing to redo
       } else if (committed && !t.prepared) {
         why = "its commit was read but not its PREPARED: its changes cannot be counted";
       } else if (t.prepared && !whole) {
         why = "PREPARED counts " + std::to_string(t.op_count) + " change(s), " +
               std::to_string(t.ops) + " could be read";
+      } else if (committed &&
+                 m.DamageAfter(t.committed_lsn == log::kInvalidLsn ? t.prepared_lsn
+                                                                   : t.committed_lsn)) {
+        // Redone blindly, it could overwrite what later commits wrote over it once applied.
+        why =
+            "committed, and its APPLIED may be in the damage after it: redoing it could undo "
+            "later commits";
       } else if (committed) {
-        continue;  // whole and decided: the next mount redoes it
+        continue;  // whole and decided, and not applied: the next mount redoes it
       } else if (t.prepared && m.DamageAfter(t.prepared_lsn)) {
         why = "prepared at LSN " + log::LsnToString(t.prepared_lsn) +
               ", and its decision may be in the damage after it";
@@ -168,13 +182,24 @@ SalvagePlan SalvagePlanner::Finish() {
     if (lost.count(tx)) continue;
     for (const std::string& rm : t.rms) {
       const std::string name = "fs." + rm;
-      // With dedicated logs (-o log=dedicated) the RM's stream is in another log, salvaged
-      // on its own.
-      if (m.base_of.count(name) == 0) continue;
+      // With dedicated logs (-o log=dedicated) the RM's stream is in another log, salvaged on
+      // its own; but a decision the TM's damage may have held is reported here.
+      if (m.base_of.count(name) == 0) {
+        if (t.ended || !m.DamageAfter(t.first)) continue;
+        lost.try_emplace(tx, Lost{tx, name, m.tm_committed.count(tx) != 0,
+                                  "its commit decision may be in the damage of the TM's log, and "
+                                  "rm " +
+                                      rm +
+                                      "'s log (another log) would presume an abort: "
+                                      "check that log's transaction by hand"});
+        break;
+      }
       auto stream = m.fs.find(name);
       const bool seen = stream != m.fs.end() && stream->second.count(tx) != 0;
       auto base = m.base_of.find(name);
-      const bool truncated = base != m.base_of.end() && base->second > t.first;
+      // Its records were truncated away only if the base is past everything the TM logged of it
+      // (an RM may truncate past a transaction that has not logged in its stream yet).
+      const bool truncated = base != m.base_of.end() && base->second > t.last;
       if (seen || truncated || !m.DamageAfter(t.first)) continue;
       lost.try_emplace(
           tx, Lost{tx, name, t.ended || m.tm_committed.count(tx) != 0,

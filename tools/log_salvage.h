@@ -3,13 +3,14 @@
 // be read and where the damage is, which transactions survive whole (their records go into the
 // new log, and the next mount recovers them as usual) and which cannot be trusted (left out,
 // their staged data put aside and reported). No I/O here, so the rules are unit tested on
-// synthetic record sequences (tests/tools/log_salvage_test.cc).
+// synthetic record sequences (tests/tools/log_check_test.cc, LogSalvage).
 //
 // The rules, per transaction, from what its filesystem RM streams show (fs/tx/FORMAT.md: OP...,
 // PREPARED with the count of OPs, COMMITTED, APPLIED; or ABORTED). Kept:
 //  - finished (APPLIED or ABORTED): nothing left to do;
 //  - decided to commit (its RM's COMMITTED or the TM's COMMIT) with every OP its PREPARED
-//    counts: the next mount redoes it;
+//    counts, and no damage after the decision (where its APPLIED could be): the next mount
+//    redoes it (redoing one whose APPLIED was lost could undo later commits over it);
 //  - prepared with every OP and no damage after its PREPARED: in doubt, the TM decides;
 //  - unfinished (not prepared) with no damage after its first record: rolled back.
 // Lost (left out, its staged data put aside and reported): a committed or prepared one with

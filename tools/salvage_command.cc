@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fs/state_lock.h"
+#include "fs/tx/staging.h"
 #include "log/io.h"
 #include "log/log.h"
 #include "src/tm_records.h"
@@ -25,6 +26,7 @@ namespace ktmfs::tools {
 namespace {
 
 namespace klog = ktmfs::log;
+namespace fstx = ktmfs::fstx;
 constexpr int kExitOk = 0, kExitFailed = 1, kExitCannotOpen = 3;
 constexpr char kTmStream[] = "tm";
 
@@ -38,6 +40,25 @@ bool SyncDir(const std::string& dir) {
   const bool ok = ::fsync(fd) == 0;
   ::close(fd);
   return ok;
+}
+
+// Gives the directory `dir` and its files the owner and group of the log it replaces, and the
+// directory its mode.
+Status TakeOwnership(const std::string& dir, const struct stat& like) {
+  std::vector<std::string> paths{dir};
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != "..") paths.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  for (const auto& p : paths)
+    if (::lchown(p.c_str(), like.st_uid, like.st_gid) != 0)
+      return Status::Error(errno, Errno("giving " + p + " the old log's owner"));
+  if (::chmod(dir.c_str(), like.st_mode & 07777) != 0)
+    return Status::Error(errno, Errno("giving " + dir + " the old log's mode"));
+  return Status::Ok();
 }
 
 std::string Parent(const std::string& path) {
@@ -60,8 +81,12 @@ struct Reading {
   klog::LogGeometry geometry{};
   std::vector<klog::Record> records;  // what the new log may take: from each stream's base
   std::vector<std::string> damage;    // what could not be read
-  std::vector<tm::TxImage> tm_live;   // the TM's newest restart area, if it could be read
+  std::vector<tm::TxImage> tm_live;   // the TM's restart area read (as its recovery reads it)
   bool tm_restart_read = false;
+  klog::Lsn tm_restart_lsn = klog::kInvalidLsn;  // where that restart area is
+  bool tm_restart_lost = false;                  // the TM has restart areas and none could be read
+  // Reading stopped at damage the open scan did not know of: what follows was never seen.
+  std::string stopped;
   salvage::SalvagePlan plan;
 };
 
@@ -98,18 +123,25 @@ Result<Reading> ReadDamaged(const std::string& log_dir) {
         if (message.empty()) return;  // one of the ranges above
         planner.Damaged(begin, end);
         r.damage.push_back(message);
+        r.stopped = message;
       });
   r.plan = planner.Finish();
+  // The TM's restart area as its recovery finds it: the newest, or the one before when the
+  // newest is damaged (TransactionManager::Recover does the same).
   for (const auto& s : r.streams) {
     if (s.name != kTmStream || s.restart_lsn == klog::kInvalidLsn) continue;
+    r.tm_restart_lost = true;
     auto stream = (*log)->OpenStream(s.name, /*create=*/false);
     if (!stream.ok()) continue;
     auto area = (*stream)->ReadRestartArea();
+    if (!area.ok()) area = (*stream)->ReadPreviousRestartArea(s.restart_lsn);
     if (!area.ok()) continue;
     auto live = tm::DecodeRestartArea(*area, s.name);
     if (!live.ok()) continue;
     r.tm_live = std::move(*live);
     r.tm_restart_read = true;
+    r.tm_restart_lsn = area->lsn;
+    r.tm_restart_lost = false;
   }
   (void)(*log)->Close();
   return r;
@@ -147,9 +179,7 @@ Status WriteSalvaged(const std::string& dir, const Reading& r) {
   // restart area could be read. When it could not, the TM's records from its base are all the
   // new log gets of its decisions: every one of them goes in (a decision left out would make
   // recovery presume an abort of a committed transaction).
-  klog::Lsn tm_from = klog::kInvalidLsn;
-  for (const auto& s : r.streams)
-    if (s.name == kTmStream && r.tm_restart_read) tm_from = s.restart_lsn;
+  const klog::Lsn tm_from = r.tm_restart_read ? r.tm_restart_lsn : klog::kInvalidLsn;
   for (const auto& rec : r.records) {
     if (names[rec.stream] == kTmStream && rec.lsn < tm_from) continue;
     if (!r.plan.Keeps(salvage::TransactionOf(rec, names[rec.stream], kTmStream))) continue;
@@ -193,7 +223,12 @@ std::string LostLine(const salvage::Lost& l) {
 
 }  // namespace
 
-int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dry_run, bool json) {
+int RunSalvage(const std::string& log_dir_arg, const std::string& state_dir, bool dry_run,
+               bool json) {
+  // "log/" as completion gives it would put the new log inside the old one.
+  std::string log_dir = log_dir_arg;
+  while (log_dir.size() > 1 && log_dir.back() == '/')
+    log_dir.pop_back();
   // No daemon may use the log while it is replaced; the lock also keeps one from starting.
   std::optional<fs::DirLock> lock;
   if (!dry_run) {
@@ -213,6 +248,17 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
   }
   const Reading& r = *reading;
   const salvage::SalvagePlan& plan = r.plan;
+  // What salvage cannot do without losing what it cannot name: the records after damage the
+  // scan did not know of were never read, and without a restart area the TM's live set is
+  // gone. Those logs are left alone.
+  std::string refusal;
+  if (!r.stopped.empty())
+    refusal = "reading stopped at damage the open scan did not find (" + r.stopped +
+              "): what follows could not be read, so what salvage would drop is unknown";
+  else if (r.tm_restart_lost)
+    refusal =
+        "neither of the transaction manager's two newest restart areas can be read: the "
+        "transactions it listed as live cannot be named";
   if (json) {
     nlohmann::json lost = nlohmann::json::array();
     for (const auto& l : plan.lost)
@@ -220,12 +266,14 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
                       {"stream", l.stream},
                       {"committed", l.committed},
                       {"why", l.why}});
-    nlohmann::json out = {{"damage", r.damage},
-                          {"records_read", plan.records_read},
-                          {"records_kept", plan.records_kept},
-                          {"transactions_kept", plan.transactions_kept},
-                          {"lost", lost},
-                          {"dry_run", dry_run}};
+    nlohmann::json out = {
+        {"damage", r.damage},
+        {"records_read", plan.records_read},
+        {"records_kept", plan.records_kept},
+        {"transactions_kept", plan.transactions_kept},
+        {"lost", lost},
+        {"refused", refusal.empty() ? nlohmann::json(nullptr) : nlohmann::json(refusal)},
+        {"dry_run", dry_run}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     for (const auto& d : r.damage)
@@ -237,6 +285,10 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
     if (!json)
       std::printf("salvage: the log is not damaged; the next mount recovers it as it is\n");
     return kExitOk;
+  }
+  if (!refusal.empty()) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s; nothing was changed\n", refusal.c_str());
+    return kExitFailed;
   }
   if (dry_run) {
     if (!json)
@@ -257,29 +309,29 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
     std::fprintf(stderr, "ktmfs-log: salvage: %s; the damaged log is unchanged\n", what.c_str());
     return kExitFailed;
   };
+  struct stat old_st;
+  if (::stat(log_dir.c_str(), &old_st) != 0) return fail(Errno(log_dir));
+  // A new log left by a salvage that was interrupted is this run's to replace (the lock is ours).
+  if (Status s = fstx::RemoveTree(fresh); !s.ok()) return fail(s.ToString());
   if (::mkdir(fresh.c_str(), 0700) != 0) return fail(Errno("creating " + fresh));
   if (Status s = WriteSalvaged(fresh, r); !s.ok()) return fail(s.ToString());
-  // The swap is one step: a crash leaves either log whole in place, never none (a mount that
-  // found no log would start an empty one and forget every transaction silently).
-  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, log_dir.c_str(), RENAME_EXCHANGE) != 0)
-    return fail(Errno("swapping " + fresh + " and " + log_dir));
-  if (::rename(fresh.c_str(), kept_aside.c_str()) != 0 || !SyncDir(Parent(log_dir))) {
-    std::fprintf(stderr, "ktmfs-log: salvage: %s; the salvaged log is in place\n",
-                 Errno("renaming the damaged log to " + kept_aside).c_str());
-  }
-  // The lost transactions' staged data, put aside for whoever wants to look at it: the next
-  // mount would remove it as belonging to no transaction.
+  // The daemon that mounts this directory owns the log, not whoever ran salvage.
+  if (Status s = TakeOwnership(fresh, old_st); !s.ok()) return fail(s.ToString());
+
+  // The lost transactions' staged data and the report go aside before the swap: once the new
+  // log is in place, the next mount would remove that staging as belonging to no transaction.
   std::string report = "ktmfs-log salvage of " + log_dir + " at " + stamp + "\n";
   for (const auto& d : r.damage)
     report += "damage: " + d + "\n";
   report += "damaged log kept as " + kept_aside + "\n";
+  if (::mkdir(salvaged.c_str(), 0700) != 0 && errno != EEXIST)
+    return fail(Errno("creating " + salvaged));
   for (const auto& l : plan.lost) {
     report += "lost: " + LostLine(l) + "\n";
     for (const auto& [name, path] : StagingOf(state_dir, l.tx)) {
       const std::string dir = salvaged + "/" + name;
       const std::string to = dir + "/" + l.tx.ToString();
-      if ((::mkdir(salvaged.c_str(), 0700) != 0 && errno != EEXIST) ||
-          (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ||
+      if ((::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ||
           ::rename(path.c_str(), to.c_str()) != 0) {
         report += "  its staged data stays in " + path + ": " + std::strerror(errno) + "\n";
       } else {
@@ -287,14 +339,27 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
       }
     }
   }
-  if (::mkdir(salvaged.c_str(), 0700) != 0 && errno != EEXIST) {
-    std::fprintf(stderr, "ktmfs-log: salvage: %s\n", Errno("creating " + salvaged).c_str());
-  } else if (FILE* f = std::fopen((salvaged + "/REPORT").c_str(), "w")) {
+  if (FILE* f = std::fopen((salvaged + "/REPORT").c_str(), "w")) {
     std::fputs(report.c_str(), f);
+    const bool ok = std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
     std::fclose(f);
-    SyncDir(salvaged);
+    if (!ok) return fail(Errno("writing " + salvaged + "/REPORT"));
+  } else {
+    return fail(Errno("writing " + salvaged + "/REPORT"));
   }
+  SyncDir(salvaged);
   SyncDir(state_dir);
+
+  // The swap is one step: a crash leaves either log whole in place, never none (a mount that
+  // found no log would start an empty one and forget every transaction silently).
+  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, log_dir.c_str(), RENAME_EXCHANGE) != 0)
+    return fail(Errno("swapping " + fresh + " and " + log_dir));
+  const bool renamed = ::rename(fresh.c_str(), kept_aside.c_str()) == 0;
+  if (!renamed) {
+    std::fprintf(stderr, "ktmfs-log: salvage: %s; the salvaged log is in place\n",
+                 Errno("renaming the damaged log to " + kept_aside).c_str());
+  }
+  SyncDir(Parent(log_dir));
   if (!json) {
     std::printf(
         "salvage: kept %llu of %llu readable records (%llu transaction(s)), lost %zu "
@@ -302,7 +367,7 @@ int RunSalvage(const std::string& log_dir, const std::string& state_dir, bool dr
         static_cast<unsigned long long>(plan.records_kept),
         static_cast<unsigned long long>(plan.records_read),
         static_cast<unsigned long long>(plan.transactions_kept), plan.lost.size(),
-        kept_aside.c_str(), salvaged.c_str());
+        renamed ? kept_aside.c_str() : fresh.c_str(), salvaged.c_str());
   }
   return kExitOk;
 }

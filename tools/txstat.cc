@@ -68,6 +68,7 @@ const char* ScopeName(uint32_t scope) {
 }
 
 std::string UserName(uint32_t uid) {
+  if (uid == KTMFS_UID_UNKNOWN) return "-";
   if (const passwd* pw = getpwuid(uid)) return pw->pw_name;
   return std::to_string(uid);
 }

@@ -300,6 +300,10 @@ TEST(LogSalvage, KeepsWholeTransactionsAndLosesCutOnes) {
   l.Enlist(Tx(4));  // ended, every record of it in fs.root lost: lost, maybe pending
   l.Enlist(Tx(5));  // unfinished, begun before the damage: its PREPARED may be in it
   l.Fs(Tx(5), Fs::kOp);
+  l.Enlist(Tx(8));       // committed whole, its APPLIED may be in the damage: a redo could undo
+  l.Fs(Tx(8), Fs::kOp);  // later commits over it, so lost
+  l.Fs(Tx(8), Fs::kPrepared, 1);
+  l.Fs(Tx(8), Fs::kCommitted);
   l.DamageHere();
   l.End(Tx(4));
   l.Fs(Tx(2), Fs::kPrepared, 2);
@@ -315,23 +319,34 @@ TEST(LogSalvage, KeepsWholeTransactionsAndLosesCutOnes) {
                              "000000000003 uncommitted",
                              "000000000004 committed",
                              "000000000005 uncommitted",
+                             "000000000008 committed",
                          }));
 }
 
-// With dedicated logs the TM's log holds no fs stream: its transactions are not lost for want of
-// RM records that live in another log.
-TEST(LogSalvage, RmStreamsInAnotherLogAreNotMissing) {
+// With dedicated logs the TM's log holds no fs stream: an ended transaction is not lost for want
+// of RM records that live in another log; one without END whose decision may be in the damage
+// is reported (its RM's log would presume an abort).
+TEST(LogSalvage, RmStreamsInAnotherLog) {
   std::vector<log::StreamInfo> infos = {{kTm, "tm", kStart, log::kInvalidLsn, log::kInvalidLsn}};
   salvage::SalvagePlanner p(infos);
-  log::Record enlist;
-  enlist.lsn = kStart;
-  enlist.stream = kTm;
-  enlist.type = uint16_t(TmRecordType::kEnlist);
-  enlist.payload =
-      tm::EncodeEnlist({Tx(1), 1000, "", tm::Decision::kNone, {}}, {kRootRm, "root", {}});
-  p.Add(enlist);
-  p.Damaged(kStart + 0x40, kStart + 0x80);
-  EXPECT_TRUE(p.Finish().lost.empty());
+  log::Lsn lsn = kStart;
+  auto add = [&](TmRecordType type, std::vector<std::byte> payload) {
+    log::Record r;
+    r.lsn = lsn;
+    r.stream = kTm;
+    r.type = uint16_t(type);
+    r.payload = std::move(payload);
+    lsn += 0x40;
+    p.Add(r);
+  };
+  for (int n : {1, 2})
+    add(TmRecordType::kEnlist,
+        tm::EncodeEnlist({Tx(n), 1000, "", tm::Decision::kNone, {}}, {kRootRm, "root", {}}));
+  add(TmRecordType::kEnd, tm::EncodeTxId(Tx(1)));
+  p.Damaged(lsn, lsn + 0x40);
+  const auto lost = p.Finish().lost;
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].tx, Tx(2));
 }
 
 TEST(LogSalvage, NothingIsLostWithoutDamage) {
