@@ -26,9 +26,10 @@ namespace {
 // request runs on one thread from start to end).
 thread_local std::string t_failure;
 
+// The errno a control request ends with is the Status's code; its message is kept for Remember.
 int Code(const Status& s) {
   if (!s.ok()) t_failure = s.message();
-  return s.ok() ? 0 : (s.code() != 0 ? s.code() : EIO);
+  return s.code();
 }
 
 // Keeps the failure's message for the caller to fetch, and returns the errno.

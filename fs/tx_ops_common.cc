@@ -16,14 +16,12 @@
 namespace ktmfs::fs::txops {
 
 int Errno(const Status& s) {
-  if (!s.ok() && s.code() != 0) {
-    if (s.code() != EBUSY && s.code() != EEXIST && s.code() != ENOENT && s.code() != ENOTEMPTY &&
-        s.code() != ENODATA && s.code() != ENOTDIR && s.code() != EISDIR && s.code() != EINVAL) {
-      DaemonLog(LogLevel::kError, s.message());
-    }
-    return s.code();
+  const int err = s.code();
+  if (err != 0 && err != EBUSY && err != EEXIST && err != ENOENT && err != ENOTEMPTY &&
+      err != ENODATA && err != ENOTDIR && err != EISDIR && err != EINVAL) {
+    DaemonLog(LogLevel::kError, s.message());
   }
-  return s.ok() ? 0 : EIO;
+  return err;
 }
 
 Result<std::string> NodePath(Filesystem& fs, const TxGuard& tx, Inode* inode) {

@@ -14,7 +14,11 @@ class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
   static Status Ok() { return Status(); }
-  static Status Error(int code, std::string message) { return Status(code, std::move(message)); }
+  // An errno that is not a failure (0, as a call that forgot to set errno leaves it) becomes EIO,
+  // and a negative one (liburing's -errno) its positive: an error must never read as OK.
+  static Status Error(int code, std::string message) {
+    return Status(code > 0 ? code : (code < 0 ? -code : EIO), std::move(message));
+  }
   // The conditions callers branch on get names; any other errno goes through Error().
   static Status IoError(std::string m) { return Status(EIO, std::move(m)); }
   static Status Corruption(std::string m) { return Status(EUCLEAN, std::move(m)); }
@@ -24,6 +28,8 @@ class [[nodiscard]] Status {
   static Status Busy(std::string m) { return Status(EBUSY, std::move(m)); }
 
   bool ok() const { return code_ == 0; }
+  // The errno the kernel and the tools get for this Status, as it is: 0 when OK, and a positive
+  // errno for every failure (Error() sees to that). There is no other mapping.
   int code() const { return code_; }
   const std::string& message() const { return message_; }
   bool IsCorruption() const { return code_ == EUCLEAN; }

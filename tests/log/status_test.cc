@@ -19,6 +19,17 @@ TEST(StatusTest, ErrorKeepsCodeAndMessage) {
   EXPECT_NE(s.ToString().find("LSN 0x1000"), std::string::npos);
 }
 
+// A failure's code is what the kernel gets: an errno of 0 (a call that failed without setting
+// errno) must not turn an error into OK, and liburing's negative errnos come out positive.
+TEST(StatusTest, ErrorCodeIsAlwaysAPositiveErrno) {
+  Status zero = Status::Error(0, "read of log.blf failed");
+  EXPECT_FALSE(zero.ok());
+  EXPECT_EQ(zero.code(), EIO);
+  EXPECT_EQ(zero.message(), "read of log.blf failed");
+  EXPECT_EQ(Status::Error(-ENOSPC, "fallocate").code(), ENOSPC);
+  EXPECT_EQ(Status::Error(EROFS, "commit").code(), EROFS);
+}
+
 TEST(StatusTest, AnnotatePrefixesContextOnlyOnError) {
   EXPECT_TRUE(Status::Ok().Annotate("ctx").ok());
   Status s = Status::IoError("short read").Annotate("container 3");
