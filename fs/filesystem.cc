@@ -202,6 +202,14 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
     }
     inode = inodes_.Acquire(fd, e->attr, parent->source_index);
   }
+  // While transactions hold locks, a plain change to a file must be checked at every name the
+  // kernel reaches it by (txops::CheckNotHeld), not only at the name its descriptor was opened
+  // by, which may be gone or be another link.
+  if (!S_ISDIR(e->attr.st_mode) && txs_ != nullptr && parent->source_index >= 0 &&
+      !txs_->rm(parent->source_index).locks().empty()) {
+    if (auto dir = BackingPath(*this, parent); dir.ok())
+      inode->NoteLookedUpAs(JoinPath(*dir, name));
+  }
   e->ino = inodes_.NodeId(inode);
   e->generation = inode == inodes_.root() ? 0 : inode->generation;
   e->attr_timeout = AttrTimeout(inode);

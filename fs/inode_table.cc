@@ -2,12 +2,29 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 
 namespace ktmfs::fs {
 
 Inode::~Inode() {
   if (fd >= 0) close(fd);
+}
+
+void Inode::NoteLookedUpAs(const std::string& path) {
+  // Enough for the links one file usually has; the oldest go first, and a stale one costs
+  // only a stat in the check.
+  constexpr size_t kKept = 4;
+  std::lock_guard l(names_mu);
+  auto it = std::find(looked_up_as.begin(), looked_up_as.end(), path);
+  if (it != looked_up_as.end()) looked_up_as.erase(it);
+  if (looked_up_as.size() == kKept) looked_up_as.erase(looked_up_as.begin());
+  looked_up_as.push_back(path);
+}
+
+std::vector<std::string> Inode::LookedUpAs() const {
+  std::lock_guard l(names_mu);
+  return looked_up_as;
 }
 
 Inode* InodeTable::AddPinned(std::unique_ptr<Inode> inode) {

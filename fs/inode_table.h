@@ -53,12 +53,21 @@ struct Inode {
   // InodeTable::AcquireTx).
   std::atomic<uint32_t> open_handles{0};
 
+  // Backing paths lookups found this non-directory at while transactions held locks (the
+  // newest last, a few at most). The descriptor's own path is the name it was first opened by,
+  // which may since have been removed or be one of several links; the plain conflict check
+  // (CheckNotHeld) must also see the names the kernel reached it by.
+  void NoteLookedUpAs(const std::string& path);
+  std::vector<std::string> LookedUpAs() const;
+
   // kTxVersion only. `tx` changes when the node is handed to a later transaction: read it with
   // bound_tx() outside the table.
   Guid tx;
   fstx::ObjectId object;
   bool tx_ended = false;  // guarded by the table's mutex
   mutable std::mutex tx_mu;
+  mutable std::mutex names_mu;
+  std::vector<std::string> looked_up_as;  // guarded by names_mu
   Guid bound_tx() const {
     std::lock_guard l(tx_mu);
     return tx;

@@ -341,9 +341,19 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
           fstx::ObjectKey{static_cast<uint64_t>(inode->dev), static_cast<uint64_t>(inode->ino)})) {
     return EBUSY;
   }
-  // Below a directory a transaction removes or moves, the object is that transaction's.
+  // Below a directory a transaction removes or moves, the object is that transaction's: at the
+  // name its descriptor holds, and at the names lookups found it by (a removed name or another
+  // link), as far as they still name it.
   auto path = BackingPath(fs, inode);
   if (path.ok() && locks.NameHeldAbove(*path, Guid{})) return EBUSY;
+  const int root_fd = fs.SourceRoot(inode->source_index)->fd;
+  for (const std::string& name : inode->LookedUpAs()) {
+    struct stat st;
+    if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == inode->dev &&
+        st.st_ino == inode->ino && locks.NameHeldAbove(name, Guid{})) {
+      return EBUSY;
+    }
+  }
   return 0;
 }
 
