@@ -219,4 +219,16 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   return 0;
 }
 
+void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n) {
+  // fi->flags of a WRITE are the file's open flags; writepage marks the kernel's own write-back
+  // of cached pages, which must keep them.
+  Invalidator* inval = Fs(req).invalidator();
+  if (inval != nullptr && (fi->flags & O_DIRECT) && !fi->writepage && n > 0) {
+    // An O_APPEND write lands at the end, wherever the kernel thought that was: drop all after.
+    const off_t len = (fi->flags & O_APPEND) ? 0 : static_cast<off_t>(n);
+    inval->InodeNow(node, off, len);
+  }
+  fuse_reply_write(req, n);
+}
+
 }  // namespace ktmfs::fs

@@ -107,6 +107,13 @@ inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
   return v;
 }
 
+// Replies to a write of N bytes at OFF through FI. An O_DIRECT write first drops the range from
+// the page cache: the kernel does that around a synchronous direct write, but not once an
+// asynchronous one (AIO, io_uring) completes, so pages a buffered reader cached while the write
+// was in flight would outlive it (fstests generic/451). The backing file has the data by now,
+// and the kernel holds no page lock of this request, so the drop is sent at once.
+void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n);
+
 // Replies to listxattr with NUL-separated names: their size when asked (size 0), else the
 // names, or ERANGE when they do not fit.
 inline void ReplyXattrNames(fuse_req_t req, const std::vector<char>& names, size_t size) {

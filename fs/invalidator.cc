@@ -30,13 +30,13 @@ void Invalidator::Inode(fuse_ino_t node) {
   cv_.notify_one();
 }
 
-void Invalidator::InodeNow(fuse_ino_t node) {
+void Invalidator::InodeNow(fuse_ino_t node, off_t off, off_t len) {
   {
     std::lock_guard l(mu_);
     if (discarded_) return;
     now_senders_++;
   }
-  (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
+  (void)fuse_lowlevel_notify_inval_inode(se_, node, off, len);
   std::lock_guard l(mu_);
   if (--now_senders_ == 0) done_cv_.notify_all();
 }

@@ -24,7 +24,8 @@ class Invalidator {
   void Inode(fuse_ino_t node);
   // Sends at once, on the calling thread: safe only where the kernel holds no lock the
   // invalidation needs (attributes and pages need none of the inode locks).
-  void InodeNow(fuse_ino_t node);
+  // OFF and LEN name the pages to drop (LEN 0: to the end); the attributes always go.
+  void InodeNow(fuse_ino_t node, off_t off = 0, off_t len = 0);
   void Entry(fuse_ino_t parent, const std::string& name);
 
   // Returns once everything queued before the call has been sent.

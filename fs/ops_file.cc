@@ -176,7 +176,7 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
   if (n < 0) {
     fuse_reply_err(req, static_cast<int>(-n));
   } else {
-    fuse_reply_write(req, static_cast<size_t>(n));
+    ReplyWrite(req, ino, fi, off, static_cast<size_t>(n));
   }
 }
 

@@ -234,7 +234,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     if (n < 0) {
       fuse_reply_err(req, static_cast<int>(-n));
     } else {
-      fuse_reply_write(req, static_cast<size_t>(n));
+      ReplyWrite(req, fs.inodes().NodeId(h->inode), fi, pos, static_cast<size_t>(n));
     }
   };
   if (!tx) {
@@ -276,7 +276,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     if (!s.ok()) {
       fuse_reply_err(req, Errno(s));
     } else {
-      fuse_reply_write(req, data->size());
+      ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data->size());
     }
     return;
   }
@@ -326,7 +326,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     return;
   }
   TouchTimes(tx, source, inode->object, true);
-  fuse_reply_write(req, data.size());
+  ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 
 void Release(fuse_req_t req, fuse_file_info* fi) {
