@@ -628,6 +628,61 @@ const std::map<std::string, Op>& Ops() {
          Need(a, 1);
          ReaddirConcurrent(a[1]);
        }},
+      {"name_to_handle",
+       [](const Args& a) {
+         // name_to_handle PATH FILE: PATH's file handle, kept in FILE for open_by_handle in a
+         // later run (after a cache drop, say).
+         Need(a, 2);
+         std::vector<char> buf(sizeof(file_handle) + MAX_HANDLE_SZ);
+         auto* fh = reinterpret_cast<file_handle*>(buf.data());
+         fh->handle_bytes = MAX_HANDLE_SZ;
+         int mount_id = 0;
+         if (name_to_handle_at(AT_FDCWD, a[1].c_str(), fh, &mount_id, 0) < 0) {
+           Report("name_to_handle", -1);
+           return;
+         }
+         FILE* out = std::fopen(a[2].c_str(), "wb");
+         size_t size = sizeof(file_handle) + fh->handle_bytes;
+         bool ok = out && std::fwrite(buf.data(), 1, size, out) == size;
+         if (out) ok = std::fclose(out) == 0 && ok;
+         if (!ok) Usage("cannot write " + a[2]);
+         std::printf("name_to_handle: OK\n");
+       }},
+      {"open_by_handle",
+       [](const Args& a) {
+         // open_by_handle MOUNTDIR FILE FLAGS: opens the handle kept in FILE, on the filesystem
+         // mounted at MOUNTDIR; the descriptor takes the next slot, as open's do.
+         Need(a, 3);
+         std::vector<char> buf(sizeof(file_handle) + MAX_HANDLE_SZ);
+         FILE* in = std::fopen(a[2].c_str(), "rb");
+         if (!in) Usage("cannot read " + a[2]);
+         size_t got = std::fread(buf.data(), 1, buf.size(), in);
+         std::fclose(in);
+         auto* fh = reinterpret_cast<file_handle*>(buf.data());
+         if (got < sizeof(file_handle) || got != sizeof(file_handle) + fh->handle_bytes)
+           Usage("not a file handle: " + a[2]);
+         int mount_fd = open(a[1].c_str(), O_RDONLY | O_DIRECTORY);
+         if (mount_fd < 0) Usage("cannot open " + a[1]);
+         int fd = open_by_handle_at(mount_fd, fh, Flags(a[3], kOpenFlags));
+         int err = errno;
+         close(mount_fd);
+         g_fds.push_back(fd);
+         if (fd >= 0) {
+           std::printf("open_by_handle: OK #%zu\n", g_fds.size() - 1);
+         } else {
+           std::printf("open_by_handle: %s\n", ErrName(err).c_str());
+         }
+       }},
+      {"drop_caches",
+       [](const Args& a) {
+         // Drops the kernel's unused dentries and inodes (root only): a FUSE filesystem then
+         // gets FORGET for every node no one holds.
+         Need(a, 0);
+         int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+         int rc = fd < 0 ? -1 : static_cast<int>(write(fd, "2", 1));
+         if (fd >= 0) close(fd);
+         Report("drop_caches", rc < 0 ? -1 : 0);
+       }},
       {"copy_file_range",
        [](const Args& a) {
          // copy_file_range #IN OFF_IN #OUT OFF_OUT LEN
