@@ -45,9 +45,21 @@ int Serve(fuse_session* se, const Options& o) {
 }
 
 // Every inode the kernel knows holds an O_PATH descriptor: allow as many as the system does.
+// A root daemon may raise the hard limit up to the kernel's fs.nr_open; any other only its
+// soft limit, up to the hard one.
 void RaiseFileLimit() {
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  unsigned long long nr_open = 0;
+  if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+    if (std::fscanf(f, "%llu", &nr_open) != 1) nr_open = 0;
+    std::fclose(f);
+  }
+  if (nr_open > rl.rlim_max) {
+    struct rlimit most = {static_cast<rlim_t>(nr_open), static_cast<rlim_t>(nr_open)};
+    if (setrlimit(RLIMIT_NOFILE, &most) == 0) return;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }

@@ -21,6 +21,8 @@ enum Key {
   kKeyState,
   kKeyLog,
   kKeyLogSize,
+  kKeyMaxUserTransactions,
+  kKeyMaxUserMemory,
   kKeyEntryTimeout,
   kKeyAttrTimeout,
   kKeyNegativeTimeout,
@@ -44,6 +46,8 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("state=", kKeyState),
     FUSE_OPT_KEY("log=", kKeyLog),
     FUSE_OPT_KEY("log_size=", kKeyLogSize),
+    FUSE_OPT_KEY("max_user_transactions=", kKeyMaxUserTransactions),
+    FUSE_OPT_KEY("max_user_memory=", kKeyMaxUserMemory),
     FUSE_OPT_KEY("entry_timeout=", kKeyEntryTimeout),
     FUSE_OPT_KEY("attr_timeout=", kKeyAttrTimeout),
     FUSE_OPT_KEY("negative_timeout=", kKeyNegativeTimeout),
@@ -141,6 +145,22 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       if (!ParseSize(ValueOf(arg), &o.log_size) || o.log_size < (4ull << 20) ||
           o.log_size > (64ull << 30)) {
         st->error = std::string("-o ") + arg + ": expected a size from 4M to 64G";
+      }
+      return 0;
+    case kKeyMaxUserTransactions: {
+      uint64_t n = 0;
+      const std::string v = ValueOf(arg);
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+          !ParseSize(v.c_str(), &n) || n > 1000000) {
+        st->error = std::string("-o ") + arg + ": expected a number from 0 (no cap) to 1000000";
+      } else {
+        o.user_caps.transactions = static_cast<uint32_t>(n);
+      }
+      return 0;
+    }
+    case kKeyMaxUserMemory:
+      if (!ParseSize(ValueOf(arg), &o.user_caps.memory) || o.user_caps.memory > (1ull << 40)) {
+        st->error = std::string("-o ") + arg + ": expected a size up to 1024G (0: no cap)";
       }
       return 0;
     case kKeyEntryTimeout:
@@ -281,6 +301,10 @@ void PrintUsage(const char* program) {
       "    -o state=DIR             state directory (default: .ktmfs in the first source)\n"
       "    -o log=multiplexed|dedicated  one log for all sources, or one per source\n"
       "    -o log_size=SIZE         most space a new log may take (default 1G; K, M, G)\n"
+      "    -o max_user_transactions=N  live transactions per user (default 128; 0: no\n"
+      "                             cap; root is never capped)\n"
+      "    -o max_user_memory=SIZE  daemon memory one user's live transactions may hold\n"
+      "                             (default 256M; 0: no cap)\n"
       "    -o entry_timeout=SECS    name cache timeout (default 0: see ktmfs(8))\n"
       "    -o attr_timeout=SECS     attribute cache timeout (default 86400)\n"
       "    -o negative_timeout=SECS negative lookup cache timeout (default 0)\n"

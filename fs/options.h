@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/user_quota.h"
 #include "log/status.h"
 
 namespace ktmfs::fs {
@@ -36,6 +37,9 @@ struct Options {
   // a log is created: an existing log keeps the size it was made with.
   uint64_t log_size = 0;
   CacheOptions cache;
+  // What one user's live transactions may hold of the daemon (-o max_user_transactions=,
+  // -o max_user_memory=; see user_quota.h). Root is not capped.
+  UserCaps user_caps{128, 256ull << 20};
   bool foreground = false;
   bool debug = false;
   bool single_thread = false;

@@ -306,8 +306,10 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.object = inode->object;
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
+  // Past the owner's memory cap the write is staged like a big one.
   if (data.size() <= kInlineWriteMax &&
-      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget &&
+      fs.txs()->ChargeMemory(*tx, data.size()).ok()) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);

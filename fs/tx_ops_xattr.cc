@@ -131,7 +131,9 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
   op.path = *path;
   op.name = name;
   op.value.assign(value, size);
-  Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
+  // The op keeps its value in the daemon's memory until the transaction ends.
+  Status s = fs.txs()->ChargeMemory(*tx, op.name.size() + op.value.size());
+  if (s.ok()) s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, op.object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);

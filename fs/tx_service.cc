@@ -80,6 +80,7 @@ TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
 
 Result<std::unique_ptr<TxService>> TxService::Start(const Options& options, const Layout& layout) {
   std::unique_ptr<TxService> s(new TxService());
+  s->quota_ = std::make_unique<UserQuota>(options.user_caps);
   KTMFS_RETURN_IF_ERROR(s->Open(options, layout));
   s->opened_ = true;
   s->StartForkEvents();
@@ -334,6 +335,12 @@ TxGuard TxService::EnterById(const Guid& id) {
   return TxGuard(std::move(tx), &visibility_);
 }
 
+Status TxService::ChargeMemory(TxContext& tx, uint64_t bytes) {
+  KTMFS_RETURN_IF_ERROR(quota_->TakeMemory(tx.owner, bytes));
+  tx.memory_charged += bytes;
+  return Status::Ok();
+}
+
 std::optional<Guid> TxService::Current(pid_t tid) {
   if (tid == 0) return std::nullopt;
   return bindings_.Lookup(tid);
@@ -368,11 +375,15 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
                          "the caller is outside the daemon's pid namespace: it cannot be "
                          "bound to a transaction");
   }
+  KTMFS_RETURN_IF_ERROR(quota_->TakeTransaction(caller.uid));
   tm::BeginOptions bo;
   bo.owner = caller.uid;
   bo.description = name;
   auto id = tm_->Begin(bo);
-  if (!id.ok()) return id.status();
+  if (!id.ok()) {
+    quota_->GiveTransaction(caller.uid);
+    return id.status();
+  }
   auto ctx = std::make_shared<TxContext>();
   ctx->id = *id;
   ctx->owner = caller.uid;
@@ -398,6 +409,7 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
       live_count_.store(txs_.size(), std::memory_order_release);
     }
     (void)tm_->Rollback(*id);
+    quota_->GiveTransaction(caller.uid);
     return s;
   }
   if (timeout_sec != 0) reaper_cv_.notify_all();
@@ -550,6 +562,8 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const c
     RememberLocked(std::move(e));
     txs_.erase(tx->id);
     live_count_.store(txs_.size(), std::memory_order_release);
+    quota_->GiveTransaction(tx->owner);
+    quota_->GiveMemory(tx->owner, tx->memory_charged.exchange(0));
     for (auto it = touched_.begin(); it != touched_.end();) {
       std::erase(it->second, tx->id);
       it = it->second.empty() ? touched_.erase(it) : std::next(it);

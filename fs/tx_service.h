@@ -31,6 +31,7 @@
 #include "fs/options.h"
 #include "fs/task_bindings.h"
 #include "fs/tx/fs_resource_manager.h"
+#include "fs/user_quota.h"
 #include "log/log.h"
 #include "src/transaction_manager.h"
 
@@ -62,6 +63,9 @@ struct TxContext {
   // Bytes of writes logged with their data; the RM keeps those ops in memory until the end,
   // so past a budget writes are staged instead (a transaction may be larger than memory).
   std::atomic<uint64_t> inline_bytes{0};
+  // Bytes counted against the owner's -o max_user_memory (TxService::ChargeMemory), given
+  // back when the transaction ends.
+  std::atomic<uint64_t> memory_charged{0};
 };
 
 // A transaction held live for one operation; empty if the caller is in none.
@@ -130,6 +134,9 @@ class TxService {
   Status Commit(const CallerContext& caller, const Guid& id);
   Status Rollback(const CallerContext& caller, const Guid& id);
   std::optional<Guid> Current(pid_t tid);
+  // Counts `bytes` the daemon now holds in memory for `tx` (data kept with its ops until the
+  // end) against its owner's cap; ENOSPC, with nothing counted, past it.
+  Status ChargeMemory(TxContext& tx, uint64_t bytes);
   struct Info {
     Guid id;
     uid_t owner;
@@ -202,6 +209,7 @@ class TxService {
   std::unique_ptr<ProcConnector> proc_events_;
   std::unique_ptr<ForkTracker> forks_;
   TaskBindings bindings_{&proc_};
+  std::unique_ptr<UserQuota> quota_;  // made by Start from the options
   std::shared_mutex visibility_;
 
   mutable std::mutex mu_;

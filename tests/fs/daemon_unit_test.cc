@@ -59,6 +59,24 @@ TEST(CommandLineTest, BadValuesAreRejectedWithTheirName) {
   EXPECT_FALSE(Parse({t.path()}).ok());
 }
 
+TEST(CommandLineTest, UserCaps) {
+  TempDir t;
+  auto defaults = Parse({t.path(), t.path()});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->options.user_caps.transactions, 128u);
+  EXPECT_EQ(defaults->options.user_caps.memory, 256ull << 20);
+  auto set = Parse({"-o", "max_user_transactions=0,max_user_memory=64K", t.path(), t.path()});
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->options.user_caps.transactions, 0u);
+  EXPECT_EQ(set->options.user_caps.memory, 64u << 10);
+  for (const char* bad : {"max_user_transactions=5K", "max_user_transactions=-1",
+                          "max_user_transactions=", "max_user_memory=lots"}) {
+    auto r = Parse({"-o", bad, t.path(), t.path()});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find(bad), std::string::npos) << r.status().message();
+  }
+}
+
 // mount(8) runs the helper with the mount's options and "remount": the last of ro and rw says
 // which way.
 TEST(CommandLineTest, RemountTakesTheLastOfRoAndRw) {

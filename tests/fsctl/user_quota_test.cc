@@ -1,0 +1,48 @@
+#include "fs/user_quota.h"
+
+#include <gtest/gtest.h>
+
+namespace ktmfs::fs {
+namespace {
+
+TEST(UserQuota, TransactionsPastTheCapAreRefusedForThatUserOnly) {
+  UserQuota q(UserCaps{2, 0});
+  EXPECT_TRUE(q.TakeTransaction(1000).ok());
+  EXPECT_TRUE(q.TakeTransaction(1000).ok());
+  Status third = q.TakeTransaction(1000);
+  EXPECT_EQ(third.code(), EMFILE);
+  EXPECT_NE(third.message().find("max_user_transactions"), std::string::npos);
+  EXPECT_EQ(q.UsageOf(1000).transactions, 2u);
+  EXPECT_TRUE(q.TakeTransaction(1001).ok());  // another user goes on
+  q.GiveTransaction(1000);
+  EXPECT_TRUE(q.TakeTransaction(1000).ok());
+}
+
+TEST(UserQuota, RootIsNotCapped) {
+  UserQuota q(UserCaps{1, 10});
+  EXPECT_TRUE(q.TakeTransaction(0).ok());
+  EXPECT_TRUE(q.TakeTransaction(0).ok());
+  EXPECT_TRUE(q.TakeMemory(0, 1000).ok());
+}
+
+TEST(UserQuota, MemoryPastTheCapIsRefusedAndNothingCounted) {
+  UserQuota q(UserCaps{0, 100});
+  EXPECT_TRUE(q.TakeMemory(7, 60).ok());
+  Status s = q.TakeMemory(7, 41);
+  EXPECT_EQ(s.code(), ENOSPC);
+  EXPECT_EQ(q.UsageOf(7).memory, 60u);
+  EXPECT_TRUE(q.TakeMemory(7, 40).ok());
+  q.GiveMemory(7, 100);
+  EXPECT_EQ(q.UsageOf(7).memory, 0u);
+  EXPECT_TRUE(q.TakeMemory(8, 100).ok());
+}
+
+TEST(UserQuota, ZeroMeansNoCap) {
+  UserQuota q(UserCaps{0, 0});
+  for (int i = 0; i < 1000; i++)
+    ASSERT_TRUE(q.TakeTransaction(5).ok());
+  EXPECT_TRUE(q.TakeMemory(5, 1ull << 40).ok());
+}
+
+}  // namespace
+}  // namespace ktmfs::fs
