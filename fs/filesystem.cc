@@ -205,7 +205,9 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   // While transactions hold locks, a plain change to a file must be checked at every name the
   // kernel reaches it by (txops::CheckNotHeld), not only at the name its descriptor was opened
   // by, which may be gone or be another link.
+  // (A name is kept relative to its source's root, so only names in the file's own source.)
   if (!S_ISDIR(e->attr.st_mode) && txs_ != nullptr && parent->source_index >= 0 &&
+      parent->source_index == inode->source_index &&
       !txs_->rm(parent->source_index).locks().empty()) {
     if (auto dir = BackingPath(*this, parent); dir.ok())
       inode->NoteLookedUpAs(JoinPath(*dir, name));
@@ -222,11 +224,15 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
 void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n) {
   // fi->flags of a WRITE are the file's open flags; writepage marks the kernel's own write-back
   // of cached pages, which must keep them.
-  Invalidator* inval = Fs(req).invalidator();
+  Filesystem& fs = Fs(req);
+  Invalidator* inval = fs.direct_write_invalidator();
   if (inval != nullptr && (fi->flags & O_DIRECT) && !fi->writepage && n > 0) {
     // An O_APPEND write lands at the end, wherever the kernel thought that was: drop all after.
     const off_t len = (fi->flags & O_APPEND) ? 0 : static_cast<off_t>(n);
-    inval->InodeNow(node, off, len);
+    // Long enough for a readahead's READ on another worker; a single-threaded loop cannot
+    // serve one while this request waits.
+    const auto wait = std::chrono::milliseconds(fs.options().single_thread ? 0 : 250);
+    (void)inval->PagesWithin(node, off, len, wait);
   }
   fuse_reply_write(req, n);
 }

@@ -40,10 +40,14 @@ class Filesystem {
   // Transactions (null until the service has started).
   void SetTxService(TxService* t) { txs_ = t; }
   void SetInvalidator(Invalidator* i) { invalidator_ = i; }
+  // A second one, for the pages direct writes make stale (ReplyWrite): its thread may wait for
+  // a page lock held until a request is answered, and must hold up nothing else meanwhile.
+  void SetDirectWriteInvalidator(Invalidator* i) { direct_write_invalidator_ = i; }
   // The kernel caches around a transaction's end (see TxService::SetBeforeEnd, SetOnEnded).
   void BeforeTxEnd(const Guid& tx);
   void OnTxEnded(const EndedTx& e);
   Invalidator* invalidator() const { return invalidator_; }
+  Invalidator* direct_write_invalidator() const { return direct_write_invalidator_; }
   TxService* txs() const { return txs_; }
   // The last failed control request's message per caller (KTMFS_IOC_REASON).
   FailureReasons& reasons() { return reasons_; }
@@ -81,6 +85,7 @@ class Filesystem {
   std::vector<Inode*> source_roots_;
   TxService* txs_ = nullptr;
   Invalidator* invalidator_ = nullptr;
+  Invalidator* direct_write_invalidator_ = nullptr;
   FailureReasons reasons_;
   struct timespec mounted_at_ {};
 };
@@ -110,8 +115,11 @@ inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
 // Replies to a write of N bytes at OFF through FI. An O_DIRECT write first drops the range from
 // the page cache: the kernel does that around a synchronous direct write, but not once an
 // asynchronous one (AIO, io_uring) completes, so pages a buffered reader cached while the write
-// was in flight would outlive it (fstests generic/451). The backing file has the data by now,
-// and the kernel holds no page lock of this request, so the drop is sent at once.
+// was in flight would outlive it (fstests generic/451). The drop runs on a thread of its own,
+// and the reply waits for it only a while: the flags are the file's, so a buffered write on a
+// file someone made O_DIRECT with fcntl arrives with its pages locked until this reply, and a
+// reader's readahead may hold a page whose READ waits for a free worker (or, with -s, for this
+// one).
 void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n);
 
 // Replies to listxattr with NUL-separated names: their size when asked (size 0), else the

@@ -13,13 +13,18 @@ Invalidator::~Invalidator() {
   thread_.join();
 }
 
-void Invalidator::Discard() {
+void Invalidator::Discard(std::chrono::milliseconds most) {
   std::unique_lock l(mu_);
   discarded_ = true;
   sent_ += queue_.size();
   queue_.clear();
   done_cv_.notify_all();
-  done_cv_.wait(l, [&] { return !sending_ && now_senders_ == 0; });
+  auto idle = [&] { return !sending_ && now_senders_ == 0; };
+  if (most == std::chrono::milliseconds::max()) {
+    done_cv_.wait(l, idle);
+  } else {
+    done_cv_.wait_for(l, most, idle);
+  }
 }
 
 void Invalidator::Inode(fuse_ino_t node) {
@@ -30,15 +35,26 @@ void Invalidator::Inode(fuse_ino_t node) {
   cv_.notify_one();
 }
 
-void Invalidator::InodeNow(fuse_ino_t node, off_t off, off_t len) {
+void Invalidator::InodeNow(fuse_ino_t node) {
   {
     std::lock_guard l(mu_);
     if (discarded_) return;
     now_senders_++;
   }
-  (void)fuse_lowlevel_notify_inval_inode(se_, node, off, len);
+  (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
   std::lock_guard l(mu_);
   if (--now_senders_ == 0) done_cv_.notify_all();
+}
+
+bool Invalidator::PagesWithin(fuse_ino_t node, off_t off, off_t len,
+                              std::chrono::milliseconds wait) {
+  std::unique_lock l(mu_);
+  if (discarded_) return false;
+  queue_.push_back({node, {}, off, len});
+  const uint64_t ticket = ++queued_;
+  cv_.notify_one();
+  return done_cv_.wait_for(l, wait, [&] { return sent_ >= ticket || stopping_ || discarded_; }) &&
+         sent_ >= ticket;
 }
 
 void Invalidator::Entry(fuse_ino_t parent, const std::string& name) {
@@ -66,7 +82,7 @@ void Invalidator::Run() {
     l.unlock();
     // ENOENT only says the kernel no longer knows the node or name: nothing to drop.
     if (item.name.empty()) {
-      (void)fuse_lowlevel_notify_inval_inode(se_, item.node, 0, 0);
+      (void)fuse_lowlevel_notify_inval_inode(se_, item.node, item.off, item.len);
     } else {
       (void)fuse_lowlevel_notify_inval_entry(se_, item.node, item.name.c_str(), item.name.size());
     }

@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -24,8 +25,11 @@ class Invalidator {
   void Inode(fuse_ino_t node);
   // Sends at once, on the calling thread: safe only where the kernel holds no lock the
   // invalidation needs (attributes and pages need none of the inode locks).
-  // OFF and LEN name the pages to drop (LEN 0: to the end); the attributes always go.
-  void InodeNow(fuse_ino_t node, off_t off = 0, off_t len = 0);
+  void InodeNow(fuse_ino_t node);
+  // Drops the pages OFF..OFF+LEN of `node` (and its attributes) from the thread, and waits at
+  // most `wait` for that to be done: true if it was. The wait is bounded because the kernel
+  // may hold one of those pages locked until the caller's own request is answered.
+  bool PagesWithin(fuse_ino_t node, off_t off, off_t len, std::chrono::milliseconds wait);
   void Entry(fuse_ino_t parent, const std::string& name);
 
   // Returns once everything queued before the call has been sent.
@@ -33,12 +37,17 @@ class Invalidator {
   // Forgets what is queued and sends nothing more, once every send in progress (InodeNow's
   // included) is done: the filesystem is being unmounted, the kernel will hold nothing to drop,
   // and the session's descriptor is about to be closed (its number may then name another file).
-  void Discard();
+  // `most` bounds the wait for a send in progress: one blocked on a page lock held by a request
+  // nobody will answer now returns only once the descriptor is closed (the send is then inside
+  // the kernel, which holds the file open for it).
+  void Discard(std::chrono::milliseconds most = std::chrono::milliseconds::max());
 
  private:
   struct Item {
     fuse_ino_t node;
     std::string name;  // empty: the node's attributes and pages
+    off_t off = 0;     // with an empty name: the pages from `off`, `len` of them (0: all)
+    off_t len = 0;
   };
   void Run();
 

@@ -289,6 +289,8 @@ int Run(int argc, char** argv) {
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
   Invalidator invalidator(se);
   fs.SetInvalidator(&invalidator);
+  Invalidator direct_writes(se);
+  fs.SetDirectWriteInvalidator(&direct_writes);
   (*txs)->SetBeforeEnd([&fs](const Guid& tx) { fs.BeforeTxEnd(tx); });
   (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
   int ret = 1;
@@ -308,6 +310,7 @@ int Run(int argc, char** argv) {
       // reaper's) would write its invalidations to a closed descriptor, or to a file that
       // reuses its number (TSan under txcheck).
       invalidator.Discard();
+      direct_writes.Discard(std::chrono::seconds(1));
       fuse_session_unmount(se);
     }
     fuse_remove_signal_handlers(se);
@@ -316,9 +319,11 @@ int Run(int argc, char** argv) {
   // closed, so the rollbacks below have nothing to invalidate. Whatever is still live rolls
   // back now, with the log still open.
   invalidator.Discard();  // again, for the paths that never mounted
+  direct_writes.Discard(std::chrono::seconds(1));
   fs.SetTxService(nullptr);
   txs->reset();
   fs.SetInvalidator(nullptr);
+  fs.SetDirectWriteInvalidator(nullptr);
   fuse_session_destroy(se);
   // SIGINT, SIGTERM and SIGHUP end the loop with the signal's number: a requested, clean stop.
   return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
