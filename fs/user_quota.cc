@@ -9,8 +9,8 @@ namespace ktmfs::fs {
 Status UserQuota::TakeTransaction(uid_t uid) {
   std::lock_guard l(mu_);
   Usage& u = usage_[uid];
+  // Refused only with transactions counted, so the entry is never left empty.
   if (uid != 0 && caps_.transactions != 0 && u.transactions >= caps_.transactions) {
-    if (u.transactions == 0 && u.memory == 0) usage_.erase(uid);
     return Status::Error(EMFILE, "user " + std::to_string(uid) + " has " +
                                      std::to_string(caps_.transactions) +
                                      " live transactions, the most -o max_user_transactions "
