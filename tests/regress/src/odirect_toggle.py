@@ -2,9 +2,9 @@
 """odirect_toggle.py FILE WRITES PROGRESS: buffered 100-byte writes into partial pages of FILE, WRITES of
 them, while a child process sharing the open file toggles O_DIRECT on it with fcntl as fast as
 it can. A FUSE WRITE carries the file's flags at the time it is sent, so some buffered writes,
-whose pages stay locked until the daemon answers, reach it marked O_DIRECT. Writes the number of writes done so far to the file PROGRESS every 10
-writes, so a caller can tell a hang from slowness, and prints how many were done at the end;
-the point is that it returns at all."""
+whose pages stay locked until the daemon answers, reach it marked O_DIRECT. Writes the number
+of writes done so far to the file PROGRESS every 10 writes, so a caller can tell a hang from
+slowness, and prints how many were done at the end; the point is that it returns at all."""
 import fcntl
 import os
 import sys
