@@ -1,5 +1,7 @@
 #include "fs/caller.h"
 
+#include <sched.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -15,6 +17,14 @@ bool g_can_switch = false;
 
 void SetThreadGroups(const std::vector<gid_t>& groups) {
   syscall(SYS_setgroups, groups.size(), groups.empty() ? nullptr : groups.data());
+}
+
+// Gives this thread a umask of its own, if it shares one. Asked before every create, not once
+// per thread: a thread libfuse starts from a worker shares that worker's umask until it asks,
+// and the kernel makes the call cheap when nothing is shared. A failure (a seccomp filter,
+// say) leaves the umask alone, and creates apply it to the mode themselves.
+bool ThreadOwnsUmask() {
+  return unshare(CLONE_FS) == 0;
 }
 
 }  // namespace
@@ -37,6 +47,13 @@ void IdentityScope::InitProcessIdentity() {
 }
 
 IdentityScope::IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks) {
+  if (use == IdentityUse::kCreates) {
+    caller_umask_ = fuse_req_ctx(req)->umask & 0777;
+    if (ThreadOwnsUmask()) {
+      umask(caller_umask_);
+      own_umask_ = true;
+    }
+  }
   if (!g_can_switch) return;
   if (use == IdentityUse::kChecks && kernel_checks) return;
   const fuse_ctx* c = fuse_req_ctx(req);
@@ -57,6 +74,8 @@ IdentityScope::IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks
 }
 
 IdentityScope::~IdentityScope() {
+  // The daemon's own files (logs, staging) are made with exactly the modes it asks for.
+  if (own_umask_) umask(0);
   if (!switched_) return;
   syscall(SYS_setfsuid, g_daemon_uid);
   syscall(SYS_setfsgid, g_daemon_gid);

@@ -224,7 +224,7 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, m
     return;
   }
   IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (make(p->fd) != 0) {
+  if (make(p->fd, id) != 0) {
     fuse_reply_err(req, errno);
     return;
   }
@@ -233,20 +233,25 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, m
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   MakeEntry(
-      req, parent, name, [&](int dirfd) { return mknodat(dirfd, name, mode, rdev); }, mode, rdev,
-      nullptr);
+      req, parent, name,
+      [&](int dirfd, const IdentityScope& id) {
+        return mknodat(dirfd, name, id.CreateMode(mode), rdev);
+      },
+      mode, rdev, nullptr);
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   MakeEntry(
-      req, parent, name, [&](int dirfd) { return mkdirat(dirfd, name, mode); },
+      req, parent, name,
+      [&](int dirfd, const IdentityScope& id) { return mkdirat(dirfd, name, id.CreateMode(mode)); },
       S_IFDIR | (mode & 07777), 0, nullptr);
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   MakeEntry(
-      req, parent, name, [&](int dirfd) { return symlinkat(link, dirfd, name); }, S_IFLNK | 0777, 0,
-      link);
+      req, parent, name,
+      [&](int dirfd, const IdentityScope&) { return symlinkat(link, dirfd, name); }, S_IFLNK | 0777,
+      0, link);
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {

@@ -128,7 +128,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
   int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
-  int fd = openat(p->fd, name, flags, mode);
+  int fd = openat(p->fd, name, flags, id.CreateMode(mode));
   if (fd < 0) {
     fuse_reply_err(req, errno);
     return;

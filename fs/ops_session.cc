@@ -18,8 +18,13 @@ void Want(fuse_conn_info* conn, unsigned cap) {
 void OpInit(void* userdata, fuse_conn_info* conn) {
   auto* fs = static_cast<Filesystem*>(userdata);
   const CacheOptions& cache = fs->options().cache;
-  // The kernel applies the caller's umask; the daemon runs with umask 0 so modes arrive intact.
-  conn->want &= ~FUSE_CAP_DONT_MASK;
+  // POSIX ACLs: the kernel checks them (the mount has default_permissions) and caches them,
+  // reading and writing them as system.posix_acl_* xattrs, which pass through to the backing
+  // object (or the transaction's view, fs/posix_acl.h). The umask is then the filesystem's to
+  // apply, since a parent's default ACL replaces it: creates carry the caller's umask
+  // (fs/caller.h), and the daemon itself runs with umask 0.
+  Want(conn, FUSE_CAP_POSIX_ACL);
+  Want(conn, FUSE_CAP_DONT_MASK);
   // The kernel clears set-id bits itself on write, truncate and chown: a root daemon writing
   // to the backing file would keep them (it has CAP_FSETID).
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;

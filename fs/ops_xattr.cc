@@ -1,6 +1,10 @@
 // Extended attributes, passed through to the backing object. Names under "user.ktmfs." belong
 // to the control interface: they are never stored, never listed, and cannot be set as data.
+// ACLs (system.posix_acl_*) pass through too: the backing filesystem keeps mode and ACL in step.
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 
 #include <cstring>
@@ -9,10 +13,18 @@
 #include "fs/caller.h"
 #include "fs/control.h"
 #include "fs/filesystem.h"
+#include "fs/posix_acl.h"
 #include "fs/tx_ops.h"
+#include "fs/tx_ops_common.h"
 
 namespace ktmfs::fs {
 namespace {
+
+// The kernel asks for ACLs before permission checks and takes any error but "none" as a
+// failure of the check: a backing filesystem without ACL support has none.
+int XattrReadErrno(const char* name, int err) {
+  return err == EOPNOTSUPP && IsAclXattr(name) ? ENODATA : err;
+}
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Filesystem& fs = Fs(req);
@@ -56,7 +68,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
     if (n < 0) {
       if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
-      fuse_reply_err(req, errno);
+      fuse_reply_err(req, XattrReadErrno(name, errno));
     } else {
       fuse_reply_xattr(req, static_cast<size_t>(n));
     }
@@ -66,7 +78,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   ssize_t n = getxattr(path.c_str(), name, buf.data(), size);
   if (n < 0) {
     if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, XattrReadErrno(name, errno));
   } else {
     fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
   }
@@ -114,6 +126,19 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   ReplyXattrNames(req, shown, size);
 }
 
+// Setting an access ACL clears the set-group-ID bit unless the caller is in the file's group or
+// has CAP_FSETID (posix_acl_update_mode). The backing filesystem applied that rule to the
+// daemon, which has CAP_FSETID; libfuse 3.14 drops the kernel's FUSE_SETXATTR_ACL_KILL_SGID
+// flag, so the rule is applied here for the caller.
+int DropSetgidAfterAcl(fuse_req_t req, Inode* inode) {
+  struct stat st;
+  if (fstatat(inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (!(st.st_mode & S_ISGID)) return 0;
+  const Requester who = txops::RequesterOf(req);
+  if (who.InGroup(st.st_gid) || who.Capable(CAP_FSETID)) return 0;
+  return chmod(ProcPath(inode->fd).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
+}
+
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
   Filesystem& fs = Fs(req);
@@ -138,6 +163,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   inode->XattrsChanging();
   int r = setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags);
   int err = r == 0 ? 0 : errno;
+  if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(req, inode);
   inode->XattrsChanging();
   fuse_reply_err(req, err);
 }

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "fs/posix_acl.h"
+
 namespace ktmfs::fs {
 
 Requester::Requester(uid_t uid, gid_t gid, std::function<std::vector<gid_t>()> groups,
@@ -41,15 +43,19 @@ bool HasPrefix(const char* name, const char* prefix) {
 
 }  // namespace
 
-int MayAccess(const Requester& who, const struct stat& st, int mask) {
+int MayAccess(const Requester& who, const struct stat& st, int mask, const PosixAcl* acl) {
   mask &= kMayRead | kMayWrite | kMayExec;
   mode_t bits = st.st_mode;
+  // As acl_permission_check: the owner's bits decide for the owner; an ACL is consulted only
+  // when the group class has some permission (a mask of nothing shuts every entry out).
   if (IsOwner(who, st)) {
-    bits >>= 6;
-  } else if (who.InGroup(st.st_gid)) {
-    bits >>= 3;
+    if ((mask & ~static_cast<int>((bits >> 6) & 7)) == 0) return 0;
+  } else if (acl != nullptr && !acl->empty() && (st.st_mode & S_IRWXG)) {
+    if (acl->Permission(who, st, mask) == 0) return 0;
+  } else {
+    if (who.InGroup(st.st_gid)) bits >>= 3;
+    if ((mask & ~static_cast<int>(bits & 7)) == 0) return 0;
   }
-  if ((mask & ~static_cast<int>(bits & 7)) == 0) return 0;
   // The capabilities, as generic_permission applies them.
   if (S_ISDIR(st.st_mode)) {
     if (!(mask & kMayWrite) && who.Capable(CAP_DAC_READ_SEARCH)) return 0;
@@ -68,9 +74,9 @@ int SetattrFields(int to_set) {
 }
 
 int MaySetattr(const Requester& who, const struct stat& st, int to_set, const struct stat& attr,
-               bool by_handle) {
+               bool by_handle, const PosixAcl* acl) {
   if ((to_set & FUSE_SET_ATTR_SIZE) && !by_handle) {
-    if (int err = MayAccess(who, st, kMayWrite); err != 0) return err;
+    if (int err = MayAccess(who, st, kMayWrite, acl); err != 0) return err;
   }
   if (to_set & FUSE_SET_ATTR_UID) {
     const bool keeps_own = IsOwner(who, st) && attr.st_uid == st.st_uid;
@@ -91,7 +97,7 @@ int MaySetattr(const Requester& who, const struct stat& st, int to_set, const st
     const bool clears_setid =
         want != cur && (want & ~cur) == 0 && (want & ~setid) == (cur & ~setid);
     if (!clears_setid) return EPERM;
-    if (!by_handle && MayAccess(who, st, kMayWrite) != 0) return EPERM;
+    if (!by_handle && MayAccess(who, st, kMayWrite, acl) != 0) return EPERM;
   }
   const int times = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
                               FUSE_SET_ATTR_MTIME_NOW);
@@ -108,14 +114,15 @@ int MaySetattr(const Requester& who, const struct stat& st, int to_set, const st
     if (explicit_time || (times != touch && !by_handle)) {
       if (!OwnerOrCapable(who, st)) return EPERM;
     } else if (!OwnerOrCapable(who, st)) {
-      if (int err = MayAccess(who, st, kMayWrite); err != 0) return err;
+      if (int err = MayAccess(who, st, kMayWrite, acl); err != 0) return err;
     }
   }
   return 0;
 }
 
-int MayChangeEntry(const Requester& who, const struct stat& dir, const struct stat* victim) {
-  if (int err = MayAccess(who, dir, kMayWrite | kMayExec); err != 0) return err;
+int MayChangeEntry(const Requester& who, const struct stat& dir, const struct stat* victim,
+                   const PosixAcl* dir_acl) {
+  if (int err = MayAccess(who, dir, kMayWrite | kMayExec, dir_acl); err != 0) return err;
   if (victim != nullptr && (dir.st_mode & S_ISVTX) && !IsOwner(who, dir) &&
       !IsOwner(who, *victim) && !who.Capable(CAP_FOWNER)) {
     return EPERM;
@@ -123,16 +130,23 @@ int MayChangeEntry(const Requester& who, const struct stat& dir, const struct st
   return 0;
 }
 
-int MayLink(const Requester& who, const struct stat& object, bool protected_links) {
+int MayLink(const Requester& who, const struct stat& object, bool protected_links,
+            const PosixAcl* acl) {
   if (!protected_links || OwnerOrCapable(who, object)) return 0;
   const mode_t m = object.st_mode;
   const bool safe = S_ISREG(m) && !(m & S_ISUID) &&
                     (m & (S_ISGID | S_IXGRP)) != (S_ISGID | S_IXGRP) &&
-                    MayAccess(who, object, kMayRead | kMayWrite) == 0;
+                    MayAccess(who, object, kMayRead | kMayWrite, acl) == 0;
   return safe ? 0 : EPERM;
 }
 
-int MayChangeXattr(const Requester& who, const struct stat& st, const char* name) {
+int MayChangeXattr(const Requester& who, const struct stat& st, const char* name,
+                   const PosixAcl* acl) {
+  // posix_acl_xattr_set: only the owner sets an object's ACLs, and symlinks have none.
+  if (IsAclXattr(name)) {
+    if (S_ISLNK(st.st_mode)) return EOPNOTSUPP;
+    return OwnerOrCapable(who, st) ? 0 : EPERM;
+  }
   if (HasPrefix(name, "trusted.")) return who.Capable(CAP_SYS_ADMIN) ? 0 : EPERM;
   if (HasPrefix(name, "security.")) {
     // The capability module's rule: file capabilities need CAP_SETFCAP, the rest of the
@@ -144,7 +158,7 @@ int MayChangeXattr(const Requester& who, const struct stat& st, const char* name
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return EPERM;
     if (S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) && !OwnerOrCapable(who, st)) return EPERM;
   }
-  return MayAccess(who, st, kMayWrite);
+  return MayAccess(who, st, kMayWrite, acl);
 }
 
 std::optional<uint64_t> ParseCapEff(const std::string& status) {

@@ -24,6 +24,8 @@
 
 namespace ktmfs::fs {
 
+class PosixAcl;
+
 // Who asks, as the kernel sees it for filesystem access: the filesystem uid and gid (what FUSE
 // passes), the supplementary groups and the effective capabilities. Groups and capabilities
 // cost a read of /proc, so they are fetched only when the mode bits alone do not decide.
@@ -52,9 +54,11 @@ constexpr int kMayRead = 4;
 constexpr int kMayWrite = 2;
 constexpr int kMayExec = 1;
 
-// generic_permission: the owner, group or other bits of `st`, then CAP_DAC_OVERRIDE (and
-// CAP_DAC_READ_SEARCH for reading and searching). 0 or EACCES.
-int MayAccess(const Requester& who, const struct stat& st, int mask);
+// generic_permission: the owner, group or other bits of `st` (for anyone but the owner, the
+// object's access ACL `acl` instead when it has one), then CAP_DAC_OVERRIDE (and
+// CAP_DAC_READ_SEARCH for reading and searching). 0 or EACCES. Every `acl` below is the
+// access ACL of the object whose attributes come with it, or null when it has none.
+int MayAccess(const Requester& who, const struct stat& st, int mask, const PosixAcl* acl = nullptr);
 
 // The FUSE_SET_ATTR_* bits of `to_set` that change something the daemon keeps (mode, owner,
 // size, times). A setattr with none (chown(f, -1, -1) arrives so, unchecked by the kernel)
@@ -69,23 +73,27 @@ int SetattrFields(int to_set);
 // path write permission (`by_handle`: through a descriptor, which was checked when opened).
 // 0, EPERM or EACCES.
 int MaySetattr(const Requester& who, const struct stat& st, int to_set, const struct stat& attr,
-               bool by_handle);
+               bool by_handle, const PosixAcl* acl = nullptr);
 
 // Creating, removing or renaming a name in directory `dir`: write and search permission on it;
 // for removing or replacing `victim` in a sticky directory, the caller must own the directory
 // or the victim (or have CAP_FOWNER). 0, EACCES or EPERM.
-int MayChangeEntry(const Requester& who, const struct stat& dir, const struct stat* victim);
+int MayChangeEntry(const Requester& who, const struct stat& dir, const struct stat* victim,
+                   const PosixAcl* dir_acl = nullptr);
 
 // link(2) of an existing object with fs.protected_hardlinks set (`protected_links`): the
 // owner, CAP_FOWNER, or read and write permission on a regular file that is not set-id.
 // 0 or EPERM.
-int MayLink(const Requester& who, const struct stat& object, bool protected_links);
+int MayLink(const Requester& who, const struct stat& object, bool protected_links,
+            const PosixAcl* acl = nullptr);
 
 // Setting or removing the extended attribute `name` on an object with the attributes `st`
 // (xattr_permission and the capability module): trusted.* needs CAP_SYS_ADMIN, security.* too
 // (security.capability CAP_SETFCAP), user.* a regular file or directory (not a sticky directory
-// of another user) the caller may write. 0, EPERM or EACCES.
-int MayChangeXattr(const Requester& who, const struct stat& st, const char* name);
+// of another user) the caller may write, system.posix_acl_* the owner (or CAP_FOWNER).
+// 0, EPERM or EACCES.
+int MayChangeXattr(const Requester& who, const struct stat& st, const char* name,
+                   const PosixAcl* acl = nullptr);
 
 // The effective capability set in the text of /proc/PID/status ("CapEff:\t<hex>"); nullopt if
 // there is none.

@@ -1,10 +1,12 @@
 // Helpers shared by the transactional operations (tx_ops_*.cc).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "fs/permission.h"
+#include "fs/posix_acl.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs::txops {
@@ -63,6 +65,21 @@ int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 // object's number.
 int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
            mode_t mode, dev_t rdev, const char* link_target, std::string* view, uint64_t* number);
+
+// An object's extended attribute `name` as the transaction sees it (nullopt: none), or an errno.
+int ViewXattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              std::optional<std::string>* out);
+// The object's ACL of that kind (kAclAccessXattr or kAclDefaultXattr) as the transaction sees
+// it; nullopt when it has none, or none that can be read (the kernel's own check has run on
+// the same value already).
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name);
+// The access ACL of the object a view name leads to.
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, int source,
+                                const ViewEntry& entry);
+// Logs setting `name` to `value` on an object (removing it when `value` is nullopt), with the
+// value counted against the caller's memory.
+Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                const std::string& path, const char* name, const std::optional<std::string>& value);
 
 // `by_handle`: through a descriptor opened inside the transaction (ftruncate needs no write
 // permission on the file then, as the open checked it).

@@ -68,7 +68,8 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
   // Permission before the lock: a transaction holds nothing its caller may not change.
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
-  if (int err = MaySetattr(who, st, to_set, *attr, by_handle); err != 0) return err;
+  const std::optional<PosixAcl> acl = ViewAcl(fs, tx, inode, kAclAccessXattr);
+  if (int err = MaySetattr(who, st, to_set, *attr, by_handle, OrNull(acl)); err != 0) return err;
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (!S_ISREG(inode->type)) return S_ISDIR(inode->type) ? EISDIR : EINVAL;
@@ -108,6 +109,14 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
   }
   if (op.set_mask != 0) {
     Status s = rm.LogOp(tx.id(), op);
+    if (!s.ok()) return Errno(s);
+  }
+  // chmod carries the new permission bits into the access ACL, as the backing filesystem's
+  // chmod will at the commit (posix_acl_chmod).
+  if ((op.set_mask & fstx::kSetMode) && acl) {
+    PosixAcl changed = *acl;
+    changed.Chmod(op.mode);
+    Status s = LogXattr(fs, tx, source, object, *path, kAclAccessXattr, changed.Serialize());
     if (!s.ok()) return Errno(s);
   }
   TouchTimes(tx, source, object, false);
@@ -188,7 +197,10 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   auto& rm = fs.txs()->rm(source);
   struct stat pst;
   if (int err = TxStat(fs, tx, parent, &pst); err != 0) return err;
-  if (int err = MayChangeEntry(RequesterOf(req), pst, nullptr); err != 0) return err;
+  if (int err = MayChangeEntry(RequesterOf(req), pst, nullptr,
+                               OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
+      err != 0)
+    return err;
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return err;
   auto staging = rm.Staging(tx.id());
   if (!staging.ok()) return Errno(staging.status());
@@ -199,6 +211,18 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   op.object = fstx::ObjectId::New(*n);
   op.path = JoinPath(pv->view, name);
   NewOwnership(req, fs, tx, parent, &mode, &op.uid, &op.gid);
+  // The parent's default ACL, when it has one, narrows the mode and becomes the new object's
+  // ACLs (posix_acl_create); otherwise the caller's umask applies. Symlinks take neither.
+  std::optional<PosixAcl> inherited_access, inherited_default;
+  if (link_target == nullptr) {
+    if (auto def = ViewAcl(fs, tx, parent, kAclDefaultXattr)) {
+      PosixAcl access = *def;
+      if (access.CreateMasq(&mode)) inherited_access = std::move(access);
+      if (S_ISDIR(mode)) inherited_default = std::move(def);
+    } else {
+      mode &= ~(fuse_req_ctx(req)->umask & 0777);
+    }
+  }
   op.mode = mode;
   Status s;
   if (link_target != nullptr) {
@@ -220,6 +244,12 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
     s = (*staging)->NewNode(staged, mode, rdev);
   }
   if (s.ok()) s = rm.LogOp(tx.id(), op);
+  if (s.ok() && inherited_access)
+    s = LogXattr(fs, tx, source, op.object, op.path, kAclAccessXattr,
+                 inherited_access->Serialize());
+  if (s.ok() && inherited_default)
+    s = LogXattr(fs, tx, source, op.object, op.path, kAclDefaultXattr,
+                 inherited_default->Serialize());
   if (!s.ok()) return Errno(s);
   const fstx::ObjectId pobj = ObjectOf(parent);
   TouchTimes(tx, source, pobj, true);
@@ -263,8 +293,14 @@ void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode
     struct stat st, pst;
     if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
     if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
-    if (int err = MayLink(who, st, ProtectedHardlinks()); err != 0) return reply(err);
-    if (int err = MayChangeEntry(who, pst, nullptr); err != 0) return reply(err);
+    if (int err =
+            MayLink(who, st, ProtectedHardlinks(), OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
+        err != 0)
+      return reply(err);
+    if (int err =
+            MayChangeEntry(who, pst, nullptr, OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
+        err != 0)
+      return reply(err);
   }
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
@@ -301,7 +337,10 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     struct stat pst;
     if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
     const struct stat victim = ViewAttributes(fs, tx, source, v->object, v->st);
-    if (int err = MayChangeEntry(RequesterOf(req), pst, &victim); err != 0) return reply(err);
+    if (int err = MayChangeEntry(RequesterOf(req), pst, &victim,
+                                 OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
+        err != 0)
+      return reply(err);
   }
   const bool is_dir = S_ISDIR(v->st.st_mode);
   if (dir && !is_dir) return reply(ENOTDIR);
@@ -370,15 +409,23 @@ void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     const struct stat s_st = ViewAttributes(fs, tx, source, src->object, src->st);
     struct stat d_st {};
     if (dst->exists) d_st = ViewAttributes(fs, tx, source, dst->object, dst->st);
-    if (int err = MayChangeEntry(who, sp, &s_st); err != 0) return reply(err);
-    if (int err = MayChangeEntry(who, dp, dst->exists ? &d_st : nullptr); err != 0)
+    if (int err = MayChangeEntry(who, sp, &s_st, OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
+        err != 0)
+      return reply(err);
+    if (int err = MayChangeEntry(who, dp, dst->exists ? &d_st : nullptr,
+                                 OrNull(ViewAcl(fs, tx, newparent, kAclAccessXattr)));
+        err != 0)
       return reply(err);
     if (ObjectOf(parent) != ObjectOf(newparent)) {
       if (src_dir) {
-        if (int err = MayAccess(who, s_st, kMayWrite); err != 0) return reply(err);
+        if (int err = MayAccess(who, s_st, kMayWrite, OrNull(ViewAcl(fs, tx, source, *src)));
+            err != 0)
+          return reply(err);
       }
       if (exchange && dst_dir) {
-        if (int err = MayAccess(who, d_st, kMayWrite); err != 0) return reply(err);
+        if (int err = MayAccess(who, d_st, kMayWrite, OrNull(ViewAcl(fs, tx, source, *dst)));
+            err != 0)
+          return reply(err);
       }
     }
   }

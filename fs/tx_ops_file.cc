@@ -139,7 +139,9 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
     struct stat st;
     int err = TxStat(fs, tx, inode, &st);
-    if (err == 0) err = MayAccess(RequesterOf(req), st, kMayWrite);
+    if (err == 0)
+      err = MayAccess(RequesterOf(req), st, kMayWrite,
+                      OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
     if (err != 0) {
       fuse_reply_err(req, err);
       return false;

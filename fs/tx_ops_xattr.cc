@@ -1,7 +1,10 @@
 // Extended attributes inside a transaction (see tx_ops.h): the view's set and removed names
-// over the backing object's.
+// over the backing object's. Setting an access ACL changes the view's mode with it, as the
+// backing filesystem would (fs/posix_acl.h).
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <vector>
@@ -17,25 +20,33 @@ bool IsNew(const Inode* inode) {
   return inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew;
 }
 
-// The backing object's value: nullopt if it has none (or is new), an errno on failure.
-int BackingValue(const Inode* inode, const char* name, std::optional<std::string>* out) {
+// Whether a failed getxattr means "no such attribute": a backing filesystem without ACLs has
+// none to give.
+bool IsNone(const char* name, int err) {
+  return err == ENODATA || (err == EOPNOTSUPP && IsAclXattr(name));
+}
+
+// The backing object's value (`fd` < 0: a new object, which has none): nullopt if it has none,
+// an errno on failure.
+int BackingValue(int fd, const char* name, std::optional<std::string>* out) {
   out->reset();
-  if (IsNew(inode)) return 0;
-  ProcPath path(inode->fd);
+  if (fd < 0) return 0;
+  ProcPath path(fd);
   ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
-  if (n < 0) return errno == ENODATA ? 0 : errno;
+  if (n < 0) return IsNone(name, errno) ? 0 : errno;
   std::string v(static_cast<size_t>(n), '\0');
   n = getxattr(path.c_str(), name, v.data(), v.size());
-  if (n < 0) return errno == ENODATA ? 0 : errno;
+  if (n < 0) return IsNone(name, errno) ? 0 : errno;
   v.resize(static_cast<size_t>(n));
   *out = std::move(v);
   return 0;
 }
 
-int ViewValue(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-              std::optional<std::string>* out) {
-  if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id())) {
-    auto x = ov->GetXattr(ObjectOf(inode), name);
+// The transaction's value of `object`'s attribute, or the backing object's (by `fd`).
+int XattrOf(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object, int fd,
+            const char* name, std::optional<std::string>* out) {
+  if (fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id())) {
+    auto x = ov->GetXattr(object, name);
     if (x.kind == fstx::XattrLookup::Kind::kValue) {
       *out = x.value;
       return 0;
@@ -45,15 +56,66 @@ int ViewValue(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
       return 0;
     }
   }
-  return BackingValue(inode, name, out);
+  return BackingValue(fd, name, out);
+}
+
+std::optional<PosixAcl> AclFrom(const std::optional<std::string>& v) {
+  if (!v) return std::nullopt;
+  auto acl = PosixAcl::Parse(*v);
+  if (!acl || acl->empty()) return std::nullopt;
+  return acl;
 }
 
 }  // namespace
 
+int ViewXattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              std::optional<std::string>* out) {
+  return XattrOf(fs, tx, inode->source_index, ObjectOf(inode), IsNew(inode) ? -1 : inode->fd, name,
+                 out);
+}
+
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, int source,
+                                const ViewEntry& entry) {
+  if (!entry.exists || S_ISLNK(entry.st.st_mode)) return std::nullopt;
+  int fd = -1;
+  if (!entry.is_new) {
+    fd = OpenBeneath(fs, source, entry.backing_path, O_PATH);
+    if (fd < 0) return std::nullopt;
+  }
+  std::optional<std::string> v;
+  int err = XattrOf(fs, tx, source, entry.object, fd, kAclAccessXattr, &v);
+  if (fd >= 0) close(fd);
+  return err == 0 ? AclFrom(v) : std::nullopt;
+}
+
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
+  if (inode->is_virtual_root() || S_ISLNK(inode->type)) return std::nullopt;
+  std::optional<std::string> v;
+  if (ViewXattr(fs, tx, inode, name, &v) != 0) return std::nullopt;
+  return AclFrom(v);
+}
+
+Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                const std::string& path, const char* name,
+                const std::optional<std::string>& value) {
+  fstx::Op op;
+  op.kind = value ? fstx::OpKind::kSetxattr : fstx::OpKind::kRemovexattr;
+  op.object = object;
+  op.path = path;
+  op.name = name;
+  if (value) op.value = *value;
+  // The op keeps its value in the daemon's memory until the transaction ends.
+  if (value) {
+    Status s = fs.txs()->ChargeMemory(*tx, op.name.size() + op.value.size());
+    if (!s.ok()) return s;
+  }
+  return fs.txs()->rm(source).LogOp(tx.id(), op);
+}
+
 void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
               size_t size) {
   std::optional<std::string> v;
-  int err = ViewValue(fs, tx, inode, name, &v);
+  int err = ViewXattr(fs, tx, inode, name, &v);
   if (err == 0 && !v) err = ENODATA;
   if (err == 0 && size != 0 && v->size() > size) err = ERANGE;
   if (err != 0) {
@@ -91,8 +153,10 @@ void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
 }
 
 // The namespaces a transaction can record: what the backing filesystem would take as plain
-// values. ACLs (system.*) change permissions the view does not model.
+// values, and the two ACLs, which the view keeps in step with the mode. Other system.* names
+// have meanings of their own to the backing filesystem.
 int CheckName(const char* name) {
+  if (IsAclXattr(name)) return 0;
   for (const char* prefix : {"user.", "trusted.", "security."}) {
     size_t n = std::strlen(prefix);
     if (std::strncmp(name, prefix, n) == 0) return name[n] == '\0' ? EINVAL : 0;
@@ -107,7 +171,51 @@ namespace {
 int MayChange(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
-  return MayChangeXattr(RequesterOf(req), st, name);
+  return MayChangeXattr(RequesterOf(req), st, name,
+                        OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
+}
+
+// Setting an ACL (the kernel has parsed and checked it; so is it here, as it reaches the log):
+// the view's mode follows an access ACL, which is not kept at all when the mode says as much
+// (posix_acl_update_mode); a default ACL belongs to directories only.
+void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+            std::string_view value) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  auto acl = PosixAcl::Parse(value);
+  if (!acl) return reply(EINVAL);
+  const bool access = std::strcmp(name, kAclAccessXattr) == 0;
+  if (!access && !S_ISDIR(inode->type)) return reply(acl->empty() ? 0 : EACCES);
+  struct stat st;
+  if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
+  std::optional<std::string> cur;
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) return reply(path.status().code());
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
+  const int source = inode->source_index;
+  const fstx::ObjectId object = ObjectOf(inode);
+  std::optional<std::string> store;
+  mode_t mode = st.st_mode & 07777;
+  if (!acl->empty()) {
+    bool equivalent = false;
+    if (access) mode = ModeAfterAclSet(RequesterOf(req), st, *acl, &equivalent);
+    if (!equivalent) store = acl->Serialize();
+  }
+  Status s = Status::Ok();
+  if (store || cur) s = LogXattr(fs, tx, source, object, *path, name, store);
+  if (s.ok() && mode != (st.st_mode & 07777)) {
+    fstx::Op op;
+    op.kind = fstx::OpKind::kSetattr;
+    op.object = object;
+    op.path = *path;
+    op.set_mask = fstx::kSetMode;
+    op.mode = mode;
+    s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  }
+  if (!s.ok()) return reply(Errno(s));
+  TouchTimes(tx, source, object, false);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
+  reply(0);
 }
 
 }  // namespace
@@ -119,23 +227,20 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
   if (int err = CheckName(name); err != 0) return reply(err);
   if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
-  if (int err = ViewValue(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if ((flags & XATTR_CREATE) && cur) return reply(EEXIST);
+  if (IsAclXattr(name)) {
+    if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
+    return SetAcl(req, fs, tx, inode, name, std::string_view(value, size));
+  }
   if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
-  fstx::Op op;
-  op.kind = fstx::OpKind::kSetxattr;
-  op.object = ObjectOf(inode);
-  op.path = *path;
-  op.name = name;
-  op.value.assign(value, size);
-  // The op keeps its value in the daemon's memory until the transaction ends.
-  Status s = fs.txs()->ChargeMemory(*tx, op.name.size() + op.value.size());
-  if (s.ok()) s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
+  const fstx::ObjectId object = ObjectOf(inode);
+  Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::string(value, size));
   if (!s.ok()) return reply(Errno(s));
-  TouchTimes(tx, inode->source_index, op.object, false);
+  TouchTimes(tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }
@@ -146,19 +251,15 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
   if (inode->is_virtual_root()) return reply(EPERM);
   if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
-  if (int err = ViewValue(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if (!cur) return reply(ENODATA);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
-  fstx::Op op;
-  op.kind = fstx::OpKind::kRemovexattr;
-  op.object = ObjectOf(inode);
-  op.path = *path;
-  op.name = name;
-  Status s = fs.txs()->rm(inode->source_index).LogOp(tx.id(), op);
+  const fstx::ObjectId object = ObjectOf(inode);
+  Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::nullopt);
   if (!s.ok()) return reply(Errno(s));
-  TouchTimes(tx, inode->source_index, op.object, false);
+  TouchTimes(tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);
 }

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "fs/tx/beneath.h"
-#include "fs/tx/beneath.h"
 #include "fs/tx/staging.h"
 
 namespace ktmfs::fstx {
@@ -155,8 +154,23 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
   const std::string probe = staging_dir + "/xattr-probe";
   for (const auto& [object, xattrs] : finals) {
     if (xattrs.empty()) continue;
+    // A directory's attributes are tried on a directory: some belong to directories only (a
+    // default ACL).
+    const PlannedObject* planned = plan.Find(object);
+    bool dir = false;
+    if (planned != nullptr && planned->is_new()) {
+      dir = planned->created_as == OpKind::kMkdir;
+    } else if (planned != nullptr) {
+      struct stat st;
+      dir = ::lstat(root.Name(planned->original).path(), &st) == 0 && S_ISDIR(st.st_mode);
+    }
     ::unlink(probe.c_str());
-    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    ::rmdir(probe.c_str());
+    int fd =
+        dir ? (::mkdir(probe.c_str(), 0700) == 0
+                   ? ::open(probe.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                   : -1)
+            : ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
       const int e = errno;
       return Status::Error(e, "creating " + probe + ": " + std::strerror(e));
@@ -169,15 +183,19 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       // module's label, say) is the object's own business; only room is the probe's question.
       const bool room = e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT;
       if (!room && changed.count({object, name}) == 0) continue;
-      const PlannedObject* o = plan.Find(object);
-      s = Status::Error(e, "the backing filesystem cannot hold xattr " + name + " (" +
-                               std::to_string(value.size()) + " bytes) of " +
-                               (o && !o->is_new() ? o->original : std::string("a new file")) +
-                               " with its others: " + std::strerror(e));
+      s = Status::Error(
+          e, "the backing filesystem cannot hold xattr " + name + " (" +
+                 std::to_string(value.size()) + " bytes) of " +
+                 (planned && !planned->is_new() ? planned->original : std::string("a new file")) +
+                 " with its others: " + std::strerror(e));
       break;
     }
     ::close(fd);
-    ::unlink(probe.c_str());
+    if (dir) {
+      ::rmdir(probe.c_str());
+    } else {
+      ::unlink(probe.c_str());
+    }
     KTMFS_RETURN_IF_ERROR(s);
   }
   return Status::Ok();
