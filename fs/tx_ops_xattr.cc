@@ -185,6 +185,8 @@ void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, con
   if (!acl) return reply(EINVAL);
   const bool access = std::strcmp(name, kAclAccessXattr) == 0;
   if (!access && !S_ISDIR(inode->type)) return reply(acl->empty() ? 0 : EACCES);
+  // An access ACL is part of the mode, and a root's mode is the mount's (as for chmod).
+  if (access && inode->pinned) return reply(EPERM);
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
   std::optional<std::string> cur;
