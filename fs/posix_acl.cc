@@ -30,13 +30,12 @@ void Put16(std::string* out, uint16_t v) {
   out->push_back(static_cast<char>(v >> 8));
 }
 
-// posix_acl_valid: one owner, group and other entry, named entries in increasing id order
-// between them, a mask whenever there is a named entry, and only rwx bits.
+// posix_acl_valid: one owner, group and other entry, named entries between them, a mask
+// whenever there is a named entry, and only rwx bits. The kernel does not ask named entries to
+// be sorted or distinct (setfacl sorts them), so neither is that asked here.
 bool Valid(const std::vector<PosixAcl::Entry>& entries) {
   enum { kWantUserObj, kUsers, kGroups, kWantOther, kDone } state = kWantUserObj;
   bool needs_mask = false;
-  uint32_t last_id = 0;
-  bool have_last = false;
   for (const auto& e : entries) {
     if (e.perm & ~7u) return false;
     switch (e.tag) {
@@ -47,15 +46,11 @@ bool Valid(const std::vector<PosixAcl::Entry>& entries) {
       case PosixAcl::kUser:
       case PosixAcl::kGroup:
         if (state != (e.tag == PosixAcl::kUser ? kUsers : kGroups)) return false;
-        if (e.id == kUndefinedId || (have_last && e.id <= last_id)) return false;
-        last_id = e.id;
-        have_last = true;
         needs_mask = true;
         break;
       case PosixAcl::kGroupObj:
         if (state != kUsers) return false;
         state = kGroups;
-        have_last = false;
         break;
       case PosixAcl::kMask:
         if (state != kGroups) return false;

@@ -254,7 +254,8 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
   if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
-  if (!cur) return reply(ENODATA);
+  // Removing an ACL an object does not have succeeds (vfs_remove_acl).
+  if (!cur) return reply(IsAclXattr(name) ? 0 : ENODATA);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -262,6 +263,16 @@ Result<int> TxStaging::DirFd() {
   // transactions never need it: their redo reads nothing from staging).
   int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Errno("open staging " + dir_);
+  // A default ACL above the state directory would reach every staged object and, through
+  // apply's rename, the tree; a new object's ACLs are only those its transaction logged. (No
+  // ACLs on the backing filesystem, or none to remove: nothing to do.)
+  if (::fremovexattr(fd, "system.posix_acl_default") != 0 && errno != ENODATA &&
+      errno != EOPNOTSUPP) {
+    const int e = errno;
+    ::close(fd);
+    return Status::Error(e,
+                         "removing the default ACL of staging " + dir_ + ": " + std::strerror(e));
+  }
   dir_fd_ = fd;
   return fd;
 }
