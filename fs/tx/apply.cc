@@ -245,8 +245,11 @@ class Applier {
       case OpKind::kCreate:
       case OpKind::kMkdir:
       case OpKind::kMknod:
-        KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
-        return Chown(path, op.uid, op.gid);
+        // The owner first: the kernel clears set-user-ID (and group-executable set-group-ID)
+        // on any chown of a non-directory, root's included, so the mode the transaction showed
+        // must come after it.
+        KTMFS_RETURN_IF_ERROR(Chown(path, op.uid, op.gid));
+        return Chmod(path, op.mode);
       case OpKind::kSymlink:
         return Chown(path, op.uid, op.gid);
       case OpKind::kSetattr:
@@ -288,13 +291,14 @@ class Applier {
   }
 
   Status Setattr(const Op& op, const PlannedObject& o, const BackingName& path) {
-    if (op.set_mask & kSetMode) KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
+    // Owner before mode, as for a create: the mode is what the transaction showed after both.
     if (op.set_mask & (kSetUid | kSetGid)) {
       uid_t uid = (op.set_mask & kSetUid) ? op.uid : static_cast<uid_t>(-1);
       gid_t gid = (op.set_mask & kSetGid) ? op.gid : static_cast<gid_t>(-1);
       KTMFS_RETURN_IF_ERROR(Mutate("chown " + path.shown()));
       if (::lchown(path.path(), uid, gid) != 0) return Errno("chown " + path.shown());
     }
+    if (op.set_mask & kSetMode) KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
     // A new file's staged contents already have their final size.
     if ((op.set_mask & kSetSize) && !o.is_new()) {
       KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path.shown()));
