@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -104,29 +105,53 @@ Status RemoveTree(const std::string& path) {
   return FsyncPath(Parent(path));
 }
 
-StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, int fd,
-                       int committed_fd, uint64_t committed_size)
+StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, int committed_fd,
+                       uint64_t committed_size)
     : staging_(staging),
       name_(std::move(name)),
       path_(std::move(path)),
-      fd_(fd),
       committed_fd_(committed_fd),
       size_(committed_size),
       committed_limit_(committed_size) {}
 
 StagedFile::~StagedFile() {
-  if (fd_ >= 0) ::close(fd_);
-  if (direct_fd_ >= 0) ::close(direct_fd_);
+  if (fd_ >= 0) staging_->Closed(this);
+  CloseFdsLocked();
   if (committed_fd_ >= 0) ::close(committed_fd_);
 }
 
 bool StagedFile::on_disk() const {
   std::lock_guard lock(mu_);
-  return fd_ >= 0;
+  return spilled_;
+}
+
+void StagedFile::CloseFdsLocked() const {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  // A refusal of O_DIRECT (-1) stays known; an open one goes with the file's descriptor.
+  if (direct_fd_ >= 0) {
+    ::close(direct_fd_);
+    direct_fd_ = kNotOpened;
+  }
+}
+
+Result<int> StagedFile::FdLocked() const {
+  assert(spilled_);
+  if (fd_ >= 0) {
+    staging_->Used(this);
+    return fd_;
+  }
+  auto dir = staging_->DirFd();
+  if (!dir.ok()) return dir.status();
+  int fd = ::openat(*dir, name_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return Errno("open staged file " + path_);
+  fd_ = fd;
+  staging_->Opened(this);
+  return fd_;
 }
 
 Status StagedFile::SpillLocked() {
-  if (fd_ >= 0) return Status::Ok();
+  if (spilled_) return Status::Ok();
   auto dir = staging_->DirFd();
   if (!dir.ok()) return dir.status();
   // O_EXCL: a staged name is created once; finding one already there means the caller lost
@@ -146,6 +171,8 @@ Status StagedFile::SpillLocked() {
     return s;
   }
   fd_ = fd;
+  spilled_ = true;
+  staging_->Opened(this);
   memory_.clear();
   memory_.shrink_to_fit();
   return Status::Ok();
@@ -160,7 +187,7 @@ Status StagedFile::Write(uint64_t offset, std::span<const std::byte> data) {
 Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data) {
   std::lock_guard lock(mu_);
   const uint64_t end = offset + data.size();
-  if (fd_ < 0) {
+  if (!spilled_) {
     const uint64_t grow = end > memory_.size() ? end - memory_.size() : 0;
     if (end <= kMemoryExtent && (grow == 0 || staging_->TakeMemory(grow))) {
       if (grow > 0) memory_.resize(end);
@@ -175,9 +202,11 @@ Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data)
 }
 
 Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data) {
+  auto fd = FdLocked();
+  if (!fd.ok()) return fd.status();
   if (direct_fd_ == kNotOpened && data.size() >= kDirectAlign)
-    direct_fd_ = ReopenDirect(fd_, O_WRONLY | O_CLOEXEC);
-  KTMFS_RETURN_IF_ERROR(WriteAt(fd_, direct_fd_, data, offset, "staged file " + path_));
+    direct_fd_ = ReopenDirect(*fd, O_WRONLY | O_CLOEXEC);
+  KTMFS_RETURN_IF_ERROR(WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_));
   written_.Add(offset, data.size());
   size_ = std::max(size_, offset + data.size());
   return Status::Ok();
@@ -190,11 +219,13 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
   for (const auto& p : written_.Split(offset, len)) {
     std::byte* dst = out.data() + (p.offset - offset);
     size_t got = 0;
-    if (p.written && fd_ < 0) {
+    if (p.written && !spilled_) {
       std::memcpy(dst, memory_.data() + p.offset, p.length);
       got = p.length;
     } else if (p.written) {
-      KTMFS_RETURN_IF_ERROR(PreadFull(fd_, dst, p.length, p.offset, &got, path_));
+      auto fd = FdLocked();
+      if (!fd.ok()) return fd.status();
+      KTMFS_RETURN_IF_ERROR(PreadFull(*fd, dst, p.length, p.offset, &got, path_));
     } else if (committed_fd_ >= 0 && p.offset < committed_limit_) {
       size_t want = static_cast<size_t>(std::min(p.length, committed_limit_ - p.offset));
       KTMFS_RETURN_IF_ERROR(
@@ -208,8 +239,11 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
 
 Status StagedFile::Truncate(uint64_t size) {
   std::lock_guard lock(mu_);
-  if (fd_ >= 0 && ::ftruncate(fd_, static_cast<off_t>(size)) != 0)
-    return Errno("truncate " + path_);
+  if (spilled_) {
+    auto fd = FdLocked();
+    if (!fd.ok()) return fd.status();
+    if (::ftruncate(*fd, static_cast<off_t>(size)) != 0) return Errno("truncate " + path_);
+  }
   // Held in memory, the bytes past `size` stay but no extent covers them any more.
   written_.ClipTo(size);
   committed_limit_ = std::min(committed_limit_, size);
@@ -230,8 +264,11 @@ std::vector<Extent> StagedFile::written() const {
 Status StagedFile::Sync() const {
   std::lock_guard lock(mu_);
   // Held in memory only while every write to it travels in its own log record.
-  if (fd_ < 0) return Status::Ok();
-  if (::fdatasync(fd_) != 0) return Errno("fdatasync " + path_);
+  if (!spilled_) return Status::Ok();
+  // A descriptor opened now still reports a write-back error no one has seen yet (errseq).
+  auto fd = FdLocked();
+  if (!fd.ok()) return fd.status();
+  if (::fdatasync(*fd) != 0) return Errno("fdatasync " + path_);
   return Status::Ok();
 }
 
@@ -277,6 +314,32 @@ Result<int> TxStaging::DirFd() {
   return fd;
 }
 
+void TxStaging::Opened(const StagedFile* f) {
+  std::lock_guard lock(open_mu_);
+  open_.push_front(f);
+  f->open_at_ = open_.begin();
+  for (auto it = std::prev(open_.end()); open_.size() > kOpenFiles && it != open_.begin();) {
+    const StagedFile* victim = *it;
+    auto prev = std::prev(it);
+    std::unique_lock victim_lock(victim->mu_, std::try_to_lock);
+    if (victim_lock.owns_lock()) {
+      victim->CloseFdsLocked();
+      open_.erase(it);
+    }
+    it = prev;
+  }
+}
+
+void TxStaging::Used(const StagedFile* f) {
+  std::lock_guard lock(open_mu_);
+  open_.splice(open_.begin(), open_, f->open_at_);
+}
+
+void TxStaging::Closed(const StagedFile* f) {
+  std::lock_guard lock(open_mu_);
+  open_.erase(f->open_at_);
+}
+
 bool TxStaging::TakeMemory(uint64_t bytes) {
   uint64_t used = memory_used_.load();
   do {
@@ -299,8 +362,7 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
     dup_fd = ::fcntl(committed_fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) return Errno("dup committed file for " + path);
   }
-  auto f =
-      std::unique_ptr<StagedFile>(new StagedFile(this, name, path, -1, dup_fd, committed_size));
+  auto f = std::unique_ptr<StagedFile>(new StagedFile(this, name, path, dup_fd, committed_size));
   // A new file is the file apply renames into place: it exists from the start.
   if (committed_fd < 0) {
     std::lock_guard file_lock(f->mu_);

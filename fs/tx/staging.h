@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -53,23 +54,31 @@ class StagedFile {
 
  private:
   friend class TxStaging;
-  StagedFile(TxStaging* staging, std::string name, std::string path, int fd, int committed_fd,
+  StagedFile(TxStaging* staging, std::string name, std::string path, int committed_fd,
              uint64_t committed_size);
   // Makes the file exist on disk with everything written so far.
   Status SpillLocked();
   Status WriteFd(uint64_t offset, std::span<const std::byte> data);
+  // The staged file's descriptor, opened again by name if it was closed to keep the
+  // transaction's open descriptors few (TxStaging::kOpenFiles). Only for a spilled file.
+  Result<int> FdLocked() const;
+  // Closes the descriptors (the file stays on disk); the caller holds mu_.
+  void CloseFdsLocked() const;
 
   TxStaging* const staging_;
   const std::string name_;         // within the transaction's directory
   const std::string path_;         // for messages
-  int fd_;                         // -1 while held in memory
-  std::vector<std::byte> memory_;  // while fd_ < 0: the written bytes at their offsets
+  bool spilled_ = false;           // the file exists on disk with every write in it
+  mutable int fd_ = -1;            // open while in TxStaging's list of open files
+  std::vector<std::byte> memory_;  // until spilled: the written bytes at their offsets
   const int committed_fd_;         // our own dup of the committed file, -1 for a new file
   mutable std::mutex mu_;
   // The same file with O_DIRECT, for big writes (see direct_io.h): opened by the first one,
   // -1 where the filesystem refuses it.
   static constexpr int kNotOpened = -2;
-  int direct_fd_ = kNotOpened;
+  mutable int direct_fd_ = kNotOpened;
+  // Where this file is in TxStaging::open_ while fd_ is open (guarded by open_mu_).
+  mutable std::list<const StagedFile*>::iterator open_at_{};
   ExtentMap written_;
   uint64_t size_;
   // Bytes at or past this offset no longer come from the committed file: it was truncated
@@ -81,6 +90,9 @@ class TxStaging {
  public:
   // Bytes of staged files a transaction holds in memory at most (see StagedFile).
   static constexpr uint64_t kMemoryBudget = 16 << 20;
+  // Staged files a transaction keeps open at most: the least recently used is closed when
+  // another must open, so a transaction that creates many files holds few descriptors.
+  static constexpr size_t kOpenFiles = 32;
 
   // Stages into <root>/<tx>/, made (the root too if missing) when the first thing needs to be
   // on disk. Transaction ids are never reused, so the directory name is never reused either:
@@ -121,11 +133,22 @@ class TxStaging {
   Result<int> DirFd();
   // Takes `bytes` more of the memory budget if it allows.
   bool TakeMemory(uint64_t bytes);
+  // `f` (whose mu_ the caller holds) has just opened its descriptor: it becomes the most
+  // recently used, and files past kOpenFiles close theirs. A file busy with its own I/O is
+  // passed over (try_lock), so no lock is waited for in the wrong order.
+  void Opened(const StagedFile* f);
+  // `f` (mu_ held) is being used: the most recently used.
+  void Used(const StagedFile* f);
+  // `f` (mu_ held) closed its descriptor or is going away.
+  void Closed(const StagedFile* f);
 
   const std::string root_;
   const std::string dir_;
   std::mutex dir_mu_;
   int dir_fd_;  // -1 until the directory is made
+  // Before files_: a StagedFile leaves this list as it is destroyed.
+  std::mutex open_mu_;
+  std::list<const StagedFile*> open_;  // files with an open descriptor, most recent first
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<StagedFile>> files_;
   std::atomic<uint64_t> memory_used_{0};

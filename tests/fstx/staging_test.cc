@@ -1,5 +1,6 @@
 #include "fs/tx/staging.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -7,6 +8,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "tests/fstx/temp_dir.h"
 
@@ -188,6 +190,53 @@ TEST_F(StagingTest, APlainWritePutsAHeldFileOnDisk) {
   EXPECT_TRUE((*f)->on_disk());
   EXPECT_EQ(Slurp((*st)->dir() + "/e2"), std::string("X\0Z", 3));
   EXPECT_EQ(ReadAll(*f), "XbZ");
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx
+
+namespace ktmfs::fstx {
+namespace {
+
+size_t OpenDescriptors() {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr)
+      ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// A transaction that creates many files holds a bounded number of descriptors for them: a
+// file's is closed when others are used, and opened again by name when it is used again.
+TEST_F(StagingTest, ManyFilesHoldFewDescriptors) {
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  const size_t before = OpenDescriptors();
+  constexpr int kFiles = 300;
+  std::vector<StagedFile*> files;
+  for (int i = 0; i < kFiles; ++i) {
+    auto f = (*st)->NewFile("n" + std::to_string(i));
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_TRUE((*f)->Write(0, B("file " + std::to_string(i))).ok());
+    files.push_back(*f);
+  }
+  // The staging directory's own descriptor, and at most kOpenFiles files.
+  EXPECT_LE(OpenDescriptors(), before + 1 + TxStaging::kOpenFiles);
+  // Every file reads, grows, shrinks and syncs through a descriptor opened again.
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string want = "file " + std::to_string(i);
+    ASSERT_EQ(ReadAll(files[i]), want) << i;
+    ASSERT_TRUE(files[i]->Write(want.size(), B("!")).ok());
+    ASSERT_TRUE(files[i]->Truncate(want.size() + 1).ok());
+  }
+  ASSERT_TRUE((*st)->Sync().ok());
+  EXPECT_LE(OpenDescriptors(), before + 1 + TxStaging::kOpenFiles);
+  for (int i = 0; i < kFiles; i += 37)
+    EXPECT_EQ(Slurp((*st)->dir() + "/n" + std::to_string(i)), "file " + std::to_string(i) + "!");
+  ASSERT_TRUE((*st)->Discard().ok());
+  EXPECT_LE(OpenDescriptors(), before);
 }
 
 }  // namespace
