@@ -7,26 +7,14 @@
 #include <gtest/gtest.h>
 #include <linux/capability.h>
 
+#include "tests/fs/made_up_callers.h"
+
 namespace ktmfs::fs {
 namespace {
 
-constexpr uint64_t kRootCaps = ~uint64_t{0} >> 23;  // CAP_CHOWN .. CAP_CHECKPOINT_RESTORE
-
-Requester User(uid_t uid, gid_t gid, std::vector<gid_t> groups = {}, uint64_t caps = 0) {
-  return Requester(
-      uid, gid, [groups] { return groups; }, [caps] { return caps; });
-}
-Requester Root() {
-  return User(0, 0, {}, kRootCaps);
-}
-
-struct stat Obj(mode_t mode, uid_t uid, gid_t gid) {
-  struct stat st {};
-  st.st_mode = mode;
-  st.st_uid = uid;
-  st.st_gid = gid;
-  return st;
-}
+using made_up::Obj;
+using made_up::Root;
+using made_up::User;
 
 TEST(Permission, ModeBitsByClass) {
   const struct stat f = Obj(S_IFREG | 0640, 0, 50);

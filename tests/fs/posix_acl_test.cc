@@ -7,6 +7,7 @@
 #include <linux/capability.h>
 
 #include "fs/permission.h"
+#include "tests/fs/made_up_callers.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -36,18 +37,8 @@ std::vector<E> NamedUser() {
           {PosixAcl::kOther, 4, kNone}};
 }
 
-Requester User(uid_t uid, gid_t gid, std::vector<gid_t> groups = {}, uint64_t caps = 0) {
-  return Requester(
-      uid, gid, [groups] { return groups; }, [caps] { return caps; });
-}
-
-struct stat Obj(mode_t mode, uid_t uid, gid_t gid) {
-  struct stat st {};
-  st.st_mode = mode;
-  st.st_uid = uid;
-  st.st_gid = gid;
-  return st;
-}
+using made_up::Obj;
+using made_up::User;
 
 TEST(PosixAcl, ParsesAndSerializesTheXattrFormat) {
   const std::string v = Xattr(NamedUser());
