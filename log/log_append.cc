@@ -16,6 +16,11 @@ using format::kRecordHeaderSize;
 
 namespace {
 
+// The append buffer's allocation is kept from one flush to the next, up to this size. A burst
+// of big records (a transaction's xattr values) grows it far beyond: kept, that would hold the
+// burst's memory for the life of the daemon.
+constexpr size_t kKeptBufferBytes = 4 << 20;
+
 class ReservationImpl : public Reservation {
  public:
   ReservationImpl(std::shared_ptr<LogImpl::Anchor> anchor, uint64_t bytes)
@@ -432,7 +437,7 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<WakeWor
     released += ReleaseSlotLocked(slots_[e.seq % kFlushSlots], wake);
     inflight_.pop_front();
   }
-  if (buf_.empty() && buf_.capacity() < data.capacity()) {
+  if (buf_.empty() && buf_.capacity() < data.capacity() && data.capacity() <= kKeptBufferBytes) {
     data.clear();
     buf_.swap(data);  // keep the larger allocation for the next round
   }
