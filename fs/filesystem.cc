@@ -9,6 +9,8 @@
 #include <set>
 
 #include "fs/invalidator.h"
+#include "fs/kernel_channel.h"
+#include "fs/setid.h"
 #include "fs/tx_view.h"
 
 namespace ktmfs::fs {
@@ -235,6 +237,15 @@ void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t
     (void)inval->PagesWithin(node, off, len, wait);
   }
   fuse_reply_write(req, n);
+}
+
+int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
+                     const fuse_file_info* fi) {
+  if (fi->writepage || KernelChannel::CurrentWriterKeepsSetid()) return 0;
+  bool cleared = false;
+  int err = DropSetidBeforeWrite(req, fd, &cleared);
+  if (cleared && fs.invalidator() != nullptr) fs.invalidator()->Attributes(node);
+  return err;
 }
 
 }  // namespace ktmfs::fs

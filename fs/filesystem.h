@@ -122,6 +122,16 @@ inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
 // one).
 void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n);
 
+// Before a write through `fi` to the committed file open as the backing descriptor `fd`:
+// clears the set-id bits the write drops, as a local filesystem would, and has the kernel
+// forget the attributes of `node` if it did. The kernel's own clearing is not enough: with
+// HANDLE_KILLPRIV_V2 it leaves clearing to the daemon once it has seen the file without set-id
+// bits (S_NOSEC), and without it, it decides from the mode it cached, which a commit may have
+// changed since (it is fetched again only when someone looks). A writer the kernel vouches has
+// CAP_FSETID (fs/kernel_channel.h) and its own write-back keep them. 0 or an errno.
+int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
+                     const fuse_file_info* fi);
+
 // Replies to listxattr with NUL-separated names: their size when asked (size 0), else the
 // names, or ERANGE when they do not fit.
 inline void ReplyXattrNames(fuse_req_t req, const std::vector<char>& names, size_t size) {

@@ -35,6 +35,14 @@ void Invalidator::Inode(fuse_ino_t node) {
   cv_.notify_one();
 }
 
+void Invalidator::Attributes(fuse_ino_t node) {
+  std::lock_guard l(mu_);
+  if (discarded_) return;
+  queue_.push_back({node, {}, -1, 0});
+  queued_++;
+  cv_.notify_one();
+}
+
 void Invalidator::InodeNow(fuse_ino_t node) {
   {
     std::lock_guard l(mu_);

@@ -23,6 +23,8 @@ class Invalidator {
   ~Invalidator();
 
   void Inode(fuse_ino_t node);
+  // Only the attributes (and cached ACLs) of `node`: its pages stay.
+  void Attributes(fuse_ino_t node);
   // Sends at once, on the calling thread: safe only where the kernel holds no lock the
   // invalidation needs (attributes and pages need none of the inode locks).
   void InodeNow(fuse_ino_t node);
@@ -46,7 +48,8 @@ class Invalidator {
   struct Item {
     fuse_ino_t node;
     std::string name;  // empty: the node's attributes and pages
-    off_t off = 0;     // with an empty name: the pages from `off`, `len` of them (0: all)
+    off_t off = 0;     // with an empty name: the pages from `off`, `len` of them (0: all;
+                       // none if `off` is negative)
     off_t len = 0;
   };
   void Run();

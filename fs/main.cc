@@ -23,6 +23,7 @@
 #include "fs/daemon_log.h"
 #include "fs/filesystem.h"
 #include "fs/invalidator.h"
+#include "fs/kernel_channel.h"
 #include "fs/layout.h"
 #include "fs/mount_state.h"
 #include "fs/options.h"
@@ -298,6 +299,11 @@ int Run(int argc, char** argv) {
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv_fuse.size()), argv_fuse.data());
   // fuse_session_new may reallocate the argument list; it is freed on every path.
   std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_guard(&args, fuse_opt_free_args);
+  // Outlives the session, whose reads and writes go through it once installed.
+  ChannelWants wants;
+  wants.killpriv_v2 = options.killpriv_v2;
+  wants.report_always = options.debug;
+  KernelChannel channel(wants);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
   Invalidator invalidator(se);
@@ -309,6 +315,13 @@ int Run(int argc, char** argv) {
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {
+      // Before the loop reads the kernel's INIT, which is already queued.
+      if (wants.Any()) {
+        if (Status s = channel.Install(se); !s.ok()) {
+          DaemonLog(LogLevel::kWarning,
+                    "serving without the kernel's newer FUSE features: " + s.message());
+        }
+      }
       if (ready_fd >= 0) {
         // Mounted: let the foreground process exit 0, and leave the terminal alone.
         char ok = 0;

@@ -1,4 +1,4 @@
-// Open files: open/create, read and write (spliced when the kernel allows), flush, release,
+// Open files: open/create, read and write (data spliced when the kernel allows), flush, release,
 // fsync, fallocate, copy_file_range and lseek. Each open gets its own backing descriptor in
 // fi->fh, so file position and O_APPEND behave per open as on the backing directory.
 #include <errno.h>
@@ -168,6 +168,10 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
     return;
   }
   if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
     fuse_reply_err(req, err);
     return;
   }

@@ -25,8 +25,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // (fs/caller.h), and the daemon itself runs with umask 0.
   Want(conn, FUSE_CAP_POSIX_ACL);
   Want(conn, FUSE_CAP_DONT_MASK);
-  // The kernel clears set-id bits itself on write, truncate and chown: a root daemon writing
-  // to the backing file would keep them (it has CAP_FSETID).
+  // Never the first HANDLE_KILLPRIV: the kernel would leave every clearing to the daemon
+  // without saying which caller lacks CAP_FSETID. Its successor, HANDLE_KILLPRIV_V2, which
+  // libfuse 3.14 cannot name, is taken through the daemon's channel (fs/kernel_channel.h).
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   // The backing tree belongs to the daemon while mounted, so cached pages stay valid; a
   // changed mtime (our own writes) must not throw them away.

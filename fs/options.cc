@@ -30,6 +30,8 @@ enum Key {
   kKeyNoWriteback,
   kKeyKeepCache,
   kKeyNoKeepCache,
+  kKeyKillprivV2,
+  kKeyNoKillprivV2,
   kKeyRemount,
   kKeyReadOnly,
   kKeyReadWrite,
@@ -55,6 +57,8 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("nowriteback", kKeyNoWriteback),
     FUSE_OPT_KEY("keep_cache", kKeyKeepCache),
     FUSE_OPT_KEY("nokeep_cache", kKeyNoKeepCache),
+    FUSE_OPT_KEY("killpriv_v2", kKeyKillprivV2),
+    FUSE_OPT_KEY("nokillpriv_v2", kKeyNoKillprivV2),
     FUSE_OPT_KEY("remount", kKeyRemount),
     FUSE_OPT_KEY("ro", kKeyReadOnly),
     FUSE_OPT_KEY("rw", kKeyReadWrite),
@@ -186,6 +190,12 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
     case kKeyNoKeepCache:
       o.cache.keep_cache = false;
       return 0;
+    case kKeyKillprivV2:
+      o.killpriv_v2 = true;
+      return 0;
+    case kKeyNoKillprivV2:
+      o.killpriv_v2 = false;
+      return 0;
     case kKeyRemount:
       o.remount = true;
       return 0;
@@ -312,6 +322,11 @@ void PrintUsage(const char* program) {
       "    -o nowriteback           disable it\n"
       "    -o keep_cache            keep page cache across opens (default)\n"
       "    -o nokeep_cache          drop page cache on every open\n"
+      "    -o killpriv_v2           take the kernel's HANDLE_KILLPRIV_V2 offer: the\n"
+      "                             daemon clears set-id bits on write, and the kernel\n"
+      "                             stops asking for security.capability before each\n"
+      "                             write (default)\n"
+      "    -o nokillpriv_v2         decline it\n"
       "    -o nonempty              mount over a non-empty directory without a warning\n"
       "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
       "                             read-write (what mount -o remount runs) and exit\n"

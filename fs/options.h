@@ -46,6 +46,9 @@ struct Options {
   bool clone_fd = false;
   unsigned max_idle_threads = 0;  // 0: libfuse's default
   unsigned max_threads = 0;
+  // -o nokillpriv_v2: leave set-id clearing on write to the kernel even when it offers
+  // FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_channel.h).
+  bool killpriv_v2 = true;
   bool default_permissions = false;
   bool allow_other = false;
   bool nonempty = false;   // -o nonempty: hiding the mountpoint's contents is intended

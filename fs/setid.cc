@@ -1,6 +1,8 @@
 #include "fs/setid.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +88,17 @@ SetidCaller SetidCallerOf(fuse_req_t req) {
 mode_t SetidBitsToDrop(fuse_req_t req, const struct stat& st, SetidChange change) {
   if (!S_ISREG(st.st_mode) || !(st.st_mode & (S_ISUID | S_ISGID))) return 0;
   return SetidBitsToDrop(st.st_mode, st.st_gid, SetidCallerOf(req), change);
+}
+
+int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared) {
+  *cleared = false;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
+  if ((st.st_mode & drop) == 0) return 0;
+  if (fchmod(fd, st.st_mode & 07777 & ~drop) != 0) return errno;
+  *cleared = true;
+  return 0;
 }
 
 bool AdjustSetattrForSetid(fuse_req_t req, const struct stat& before, struct stat* attr,

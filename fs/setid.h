@@ -45,6 +45,11 @@ SetidCaller SetidCallerOf(fuse_req_t req);
 // SetidBitsToDrop for the caller of `req`, which is only looked up when `st` has a set-id bit.
 mode_t SetidBitsToDrop(fuse_req_t req, const struct stat& st, SetidChange change);
 
+// For a write by `req` through the open backing file `fd`: clears the set-id bits the write
+// drops (the kernel marked it FUSE_WRITE_KILL_SUIDGID, fs/kernel_channel.h). Returns 0 or an
+// errno; `*cleared` says whether the mode changed, and with it the kernel's cached attributes.
+int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared);
+
 // A SETATTR from the kernel (`attr`, `to_set`: FUSE_SET_ATTR_* bits) on an object that has the
 // attributes `before`, adjusted so that the set-id bits the change drops are cleared: adds
 // FUSE_SET_ATTR_MODE (or clears bits of the mode it sets) and returns true when it changed

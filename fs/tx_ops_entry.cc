@@ -141,14 +141,18 @@ void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
   Getattr(req, fs, tx, inode);
 }
 
-int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+                      bool* dropped) {
+  if (dropped != nullptr) *dropped = false;
   struct stat st;
   if (TxStat(fs, tx, inode, &st) != 0) return 0;
   const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
-  if (drop == 0) return 0;
+  if ((st.st_mode & drop) == 0) return 0;
   struct stat a {};
   a.st_mode = st.st_mode & 07777 & ~drop;
-  return SetattrIn(fs, tx, RequesterOf(req), inode, &a, FUSE_SET_ATTR_MODE, false);
+  int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, FUSE_SET_ATTR_MODE, false);
+  if (err == 0 && dropped != nullptr) *dropped = true;
+  return err;
 }
 
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {

@@ -9,6 +9,8 @@
 #include <memory>
 #include <vector>
 
+#include "fs/invalidator.h"
+#include "fs/kernel_channel.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/direct_io.h"
 #include "fs/tx_ops.h"
@@ -250,11 +252,25 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
       fuse_reply_err(req, errno);
       return;
     }
+    if (int err = DropSetidOnWrite(req, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
     write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
     return;
   }
   Inode* inode = h->inode;
   const int source = inode->source_index;
+  // The view drops set-id bits as a write by this caller would (see DropSetidOnWrite).
+  if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
+    bool dropped = false;
+    if (int err = DropSetidForWrite(req, fs, tx, inode, &dropped); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    if (dropped && fs.invalidator() != nullptr)
+      fs.invalidator()->Attributes(fs.inodes().NodeId(inode));
+  }
   if (h->flags & O_APPEND) {
     auto end = ViewSize(fs, tx, inode);
     if (!end.ok()) {

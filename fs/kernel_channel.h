@@ -1,0 +1,122 @@
+// The daemon's end of /dev/fuse, put into libfuse's session as custom I/O
+// (fuse_session_custom_io, libfuse 3.14). libfuse reads every request and writes every reply
+// through it, so it sees the raw messages both ways. That is how the daemon gets two things
+// libfuse 3.14 does not know about:
+//
+// - INIT flags newer than it: the reply to the kernel's INIT is patched on its way out to take
+//   FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it. The kernel then marks the superblock
+//   SB_NOSEC and stops asking for security.capability before every write(2) (one GETXATTR
+//   round trip per write), and leaves the clearing of set-id bits to the daemon.
+// - per-request flags it drops: FUSE_WRITE_KILL_SUIDGID of a WRITE (the writer lacks
+//   CAP_FSETID), FUSE_OPEN_KILL_SUIDGID of an OPEN or CREATE. They are kept for the thread that
+//   reads the request, which is the thread that then handles it (libfuse's loops read and
+//   process on one thread), until it reads the next.
+//
+// Requests are read with plain read(2), not spliced (libfuse splices only when given a
+// splice_receive), so every request's bytes pass through here; replies that carry file data
+// may still be spliced to the device (splice_send).
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "log/status.h"
+
+namespace ktmfs::fs {
+
+// What the daemon may take from the kernel's offer (-o options).
+struct ChannelWants {
+  bool killpriv_v2 = true;
+  // Log what INIT settled even when the kernel gave all that was wanted (-d); otherwise a mount
+  // says something only when it runs without a feature it wanted.
+  bool report_always = false;
+  bool Any() const { return killpriv_v2; }
+};
+
+// What INIT settled, for the mount's report and for the handlers.
+struct Negotiated {
+  bool init_seen = false;  // the INIT reply went out
+  uint32_t major = 0, minor = 0;
+  bool killpriv_v2_offered = false;
+  bool killpriv_v2 = false;  // taken: the daemon clears set-id bits on write and truncate
+};
+
+// ---- The message rules, without a device (unit-tested) -----------------------------------
+
+// What the channel notes of one request as read from the device.
+struct RequestFacts {
+  uint32_t opcode = 0;
+  uint64_t unique = 0;
+  bool kill_suidgid = false;  // WRITE, OPEN or CREATE asking the daemon to clear set-id bits
+  uint64_t init_flags = 0;    // INIT: the kernel's offer (flags2 in the high half with INIT_EXT)
+  uint32_t init_major = 0, init_minor = 0;
+};
+
+// Reads the header and the argument fields the channel needs from a request of `len` bytes;
+// a request too short for what its opcode needs yields only its opcode and unique.
+RequestFacts InspectRequest(const void* buf, size_t len);
+
+// The INIT flags (FUSE_* of linux/fuse.h, 32-bit `flags` word) the daemon adds to its INIT
+// reply, given the kernel's offer and what it wants.
+uint32_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants);
+
+// Sets `add` in the `flags` of an INIT reply laid out as libfuse sends it (iov[0] the
+// fuse_out_header, iov[1] the fuse_init_out) when its header names `unique` and carries no
+// error. Returns whether it did.
+bool AddInitReplyFlags(iovec* iov, int count, uint64_t unique, uint32_t add);
+
+// ---- The channel ---------------------------------------------------------------------------
+
+class KernelChannel {
+ public:
+  explicit KernelChannel(const ChannelWants& wants) : wants_(wants) {}
+  KernelChannel(const KernelChannel&) = delete;
+  KernelChannel& operator=(const KernelChannel&) = delete;
+  ~KernelChannel();
+
+  // Makes `se`, mounted and not yet served, read and write its device through this channel.
+  // One channel per process: libfuse hands the callbacks the session's userdata, which is the
+  // filesystem's, so they find the channel through a process-wide pointer.
+  Status Install(fuse_session* se);
+
+  Negotiated negotiated() const;
+  // Whether the kernel handed set-id clearing on write and truncate to the daemon.
+  bool killpriv_v2() const { return killpriv_v2_.load(std::memory_order_acquire); }
+
+  // "kernel FUSE 7.N offers ...; taken: ..." for the mount's log.
+  std::string Report() const;
+
+  // Whether the request this thread is handling asked the daemon to clear set-id bits
+  // (FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID). False without an installed channel.
+  static bool CurrentRequestKillsSuidgid();
+  // Whether the WRITE this thread is handling comes from a writer the kernel vouches has
+  // CAP_FSETID: HANDLE_KILLPRIV_V2 was taken and the request does not ask for clearing. False
+  // when the daemon must decide from the writer's credentials itself.
+  static bool CurrentWriterKeepsSetid();
+
+ private:
+  static ssize_t Read(int fd, void* buf, size_t len, void* userdata);
+  static ssize_t Writev(int fd, iovec* iov, int count, void* userdata);
+  static ssize_t SpliceSend(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
+                            unsigned flags, void* userdata);
+  void OnInitRequest(const RequestFacts& f);
+  void OnReply(iovec* iov, int count);
+  // Notes the INIT reply among the replies going out, patched: true for that one.
+  bool SettleInit(iovec* iov, int count);
+
+  const ChannelWants wants_;
+  std::atomic<bool> init_pending_{false};  // an INIT was read and not answered yet
+  std::atomic<bool> killpriv_v2_{false};
+  mutable std::mutex mu_;
+  uint64_t init_unique_ = 0;
+  uint32_t init_add_ = 0;
+  Negotiated negotiated_;
+};
+
+}  // namespace ktmfs::fs
