@@ -20,12 +20,6 @@
 namespace ktmfs::fs {
 namespace {
 
-// The kernel asks for ACLs before permission checks and takes any error but "none" as a
-// failure of the check: a backing filesystem without ACL support has none.
-int XattrReadErrno(const char* name, int err) {
-  return err == EOPNOTSUPP && IsAclXattr(name) ? ENODATA : err;
-}
-
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);

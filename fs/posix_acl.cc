@@ -73,6 +73,10 @@ bool IsAclXattr(const char* name) {
   return std::strcmp(name, kAclAccessXattr) == 0 || std::strcmp(name, kAclDefaultXattr) == 0;
 }
 
+int XattrReadErrno(const char* name, int err) {
+  return err == EOPNOTSUPP && IsAclXattr(name) ? ENODATA : err;
+}
+
 std::optional<PosixAcl> PosixAcl::Parse(std::string_view value) {
   const auto* p = reinterpret_cast<const unsigned char*>(value.data());
   if (value.size() < kHeaderSize || Le32(p) != kXattrVersion) return std::nullopt;

@@ -33,6 +33,11 @@ inline constexpr const char* kAclDefaultXattr = "system.posix_acl_default";
 // One of the two names above.
 bool IsAclXattr(const char* name);
 
+// The errno a failed read of the backing object's xattr `name` stands for: EOPNOTSUPP for an
+// ACL means none (ENODATA), since a backing filesystem without ACLs has none to give, and the
+// kernel asks for ACLs before permission checks and takes any other error as a failed check.
+int XattrReadErrno(const char* name, int err);
+
 class PosixAcl {
  public:
   enum Tag : uint16_t {

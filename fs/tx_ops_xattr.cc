@@ -20,10 +20,9 @@ bool IsNew(const Inode* inode) {
   return inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew;
 }
 
-// Whether a failed getxattr means "no such attribute": a backing filesystem without ACLs has
-// none to give.
+// Whether a failed getxattr means "no such attribute".
 bool IsNone(const char* name, int err) {
-  return err == ENODATA || (err == EOPNOTSUPP && IsAclXattr(name));
+  return XattrReadErrno(name, err) == ENODATA;
 }
 
 // The backing object's value (`fd` < 0: a new object, which has none): nullopt if it has none,
