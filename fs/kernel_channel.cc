@@ -18,6 +18,7 @@ std::atomic<KernelChannel*> installed{nullptr};
 
 // What the last request read on this thread asked of the daemon.
 thread_local bool current_kill_suidgid = false;
+thread_local uint32_t current_opcode = 0;
 
 // Copies the struct at the start of a request's argument, if the request holds all of it.
 template <typename T>
@@ -45,6 +46,15 @@ RequestFacts InspectRequest(const void* buf, size_t len) {
     case FUSE_OPEN: {
       fuse_open_in o;
       if (ArgOf(buf, len, &o)) f.kill_suidgid = (o.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+      break;
+    }
+    case FUSE_SETATTR: {
+      // A truncate: the kernel asks for clearing only for a caller without CAP_FSETID. A chown
+      // carries the flag for every caller, and the daemon's chown rule decides that one.
+      fuse_setattr_in a;
+      if (ArgOf(buf, len, &a))
+        f.kill_suidgid = (a.valid & FATTR_KILL_SUIDGID) && (a.valid & FATTR_SIZE) &&
+                         !(a.valid & (FATTR_UID | FATTR_GID));
       break;
     }
     case FUSE_CREATE: {
@@ -122,6 +132,7 @@ ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
   const int saved = errno;
   RequestFacts f = InspectRequest(buf, static_cast<size_t>(n));
   current_kill_suidgid = f.kill_suidgid;
+  current_opcode = f.opcode;
   if (f.opcode == FUSE_INIT) {
     if (KernelChannel* c = installed.load()) c->OnInitRequest(f);
   }
@@ -204,7 +215,7 @@ bool KernelChannel::CurrentRequestKillsSuidgid() {
 
 bool KernelChannel::CurrentWriterKeepsSetid() {
   KernelChannel* c = installed.load();
-  return c != nullptr && c->killpriv_v2() && !current_kill_suidgid;
+  return c != nullptr && c->killpriv_v2() && current_opcode == FUSE_WRITE && !current_kill_suidgid;
 }
 
 }  // namespace ktmfs::fs

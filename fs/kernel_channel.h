@@ -7,10 +7,12 @@
 //   FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it. The kernel then marks the superblock
 //   SB_NOSEC and stops asking for security.capability before every write(2) (one GETXATTR
 //   round trip per write), and leaves the clearing of set-id bits to the daemon.
-// - per-request flags it drops: FUSE_WRITE_KILL_SUIDGID of a WRITE (the writer lacks
-//   CAP_FSETID), FUSE_OPEN_KILL_SUIDGID of an OPEN or CREATE. They are kept for the thread that
-//   reads the request, which is the thread that then handles it (libfuse's loops read and
-//   process on one thread), until it reads the next.
+// - per-request flags it drops: FUSE_WRITE_KILL_SUIDGID of a WRITE, FUSE_OPEN_KILL_SUIDGID of
+//   an OPEN or CREATE, FATTR_KILL_SUIDGID of a truncating SETATTR. Each says the caller lacks
+//   CAP_FSETID in the initial user namespace, which /proc/PID/status cannot tell (a user
+//   namespace's root shows a full CapEff there). They are kept for the thread that reads the
+//   request, which is the thread that then handles it (libfuse's loops read and process on one
+//   thread), until it reads the next; the set-id rules (fs/setid.h) take them over /proc.
 //
 // Requests are read with plain read(2), not spliced (libfuse splices only when given a
 // splice_receive), so every request's bytes pass through here; replies that carry file data
@@ -53,7 +55,7 @@ struct Negotiated {
 struct RequestFacts {
   uint32_t opcode = 0;
   uint64_t unique = 0;
-  bool kill_suidgid = false;  // WRITE, OPEN or CREATE asking the daemon to clear set-id bits
+  bool kill_suidgid = false;  // WRITE, OPEN, CREATE or truncate: the caller lacks CAP_FSETID
   uint64_t init_flags = 0;    // INIT: the kernel's offer (flags2 in the high half with INIT_EXT)
   uint32_t init_major = 0, init_minor = 0;
 };
@@ -92,12 +94,12 @@ class KernelChannel {
   // "kernel FUSE 7.N offers ...; taken: ..." for the mount's log.
   std::string Report() const;
 
-  // Whether the request this thread is handling asked the daemon to clear set-id bits
-  // (FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID). False without an installed channel.
+  // Whether the request this thread is handling carries the kernel's word that its caller
+  // lacks CAP_FSETID (see above). False without an installed channel.
   static bool CurrentRequestKillsSuidgid();
-  // Whether the WRITE this thread is handling comes from a writer the kernel vouches has
-  // CAP_FSETID: HANDLE_KILLPRIV_V2 was taken and the request does not ask for clearing. False
-  // when the daemon must decide from the writer's credentials itself.
+  // Whether the request this thread is handling is a WRITE from a writer the kernel vouches
+  // has CAP_FSETID: HANDLE_KILLPRIV_V2 was taken and the WRITE does not ask for clearing. False
+  // when the daemon must decide from the writer's credentials itself (fallocate, copies).
   static bool CurrentWriterKeepsSetid();
 
  private:

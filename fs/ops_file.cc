@@ -226,6 +226,10 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
     fuse_reply_err(req, err);
     return;
   }
+  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
   int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
@@ -238,7 +242,13 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_f
     fuse_reply_err(req, EOPNOTSUPP);
     return;
   }
-  if (int err = txops::CheckNotHeld(Fs(req), Fs(req).Get(ino_out)); err != 0) {
+  Filesystem& fs = Fs(req);
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = DropSetidOnWrite(req, fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
+      err != 0) {
     fuse_reply_err(req, err);
     return;
   }

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "fs/kernel_channel.h"
+
 namespace ktmfs::fs {
 namespace {
 
@@ -52,7 +54,7 @@ mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidC
 SetidCaller SetidCallerOf(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
   SetidCaller caller;
-  caller.fsetid = c->uid == 0;
+  caller.fsetid = c->uid == 0 && !KernelChannel::CurrentRequestKillsSuidgid();
   caller.fsgid = c->gid;
   if (c->pid <= 0) return caller;
   std::string text = "\n";
@@ -69,6 +71,9 @@ SetidCaller SetidCallerOf(fuse_req_t req) {
   }
   const std::string cap = Field(text, "CapEff");
   if (!cap.empty()) caller.fsetid = (std::strtoull(cap.c_str(), nullptr, 16) >> kCapFsetid) & 1;
+  // The kernel's word wins: CapEff is the task's own user namespace's, CAP_FSETID counts only
+  // in the initial one.
+  if (KernelChannel::CurrentRequestKillsSuidgid()) caller.fsetid = false;
   // "Gid:" lists real, effective, saved and filesystem ids.
   unsigned g[4];
   if (std::sscanf(Field(text, "Gid").c_str(), "%u %u %u %u", &g[0], &g[1], &g[2], &g[3]) == 4)

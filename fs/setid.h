@@ -39,15 +39,16 @@ mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidC
 
 // The caller of `req`, from /proc/TID/status (CapEff, Gid, Groups). Without a pid (another pid
 // namespace) or when the task is gone: its uid 0 counts as CAP_FSETID, its gid as its only
-// group.
+// group. A request the kernel marked as from a caller without CAP_FSETID (fs/kernel_channel.h)
+// has none, whatever /proc says.
 SetidCaller SetidCallerOf(fuse_req_t req);
 
 // SetidBitsToDrop for the caller of `req`, which is only looked up when `st` has a set-id bit.
 mode_t SetidBitsToDrop(fuse_req_t req, const struct stat& st, SetidChange change);
 
-// For a write by `req` through the open backing file `fd`: clears the set-id bits the write
-// drops (the kernel marked it FUSE_WRITE_KILL_SUIDGID, fs/kernel_channel.h). Returns 0 or an
-// errno; `*cleared` says whether the mode changed, and with it the kernel's cached attributes.
+// For a write (or fallocate, or copy into) by `req` through the open backing file `fd`:
+// clears the set-id bits the write drops. Returns 0 or an errno; `*cleared` says whether the
+// mode changed, and with it the kernel's cached attributes.
 int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared);
 
 // A SETATTR from the kernel (`attr`, `to_set`: FUSE_SET_ATTR_* bits) on an object that has the

@@ -374,6 +374,14 @@ void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, f
     fuse_reply_err(req, EOPNOTSUPP);
     return;
   }
+  // Set-id bits go as for a write (see DropSetidOnWrite).
+  bool dropped = false;
+  if (int e = DropSetidForWrite(req, fs, tx, h->inode, &dropped); e != 0) {
+    fuse_reply_err(req, e);
+    return;
+  }
+  if (dropped && fs.invalidator() != nullptr)
+    fs.invalidator()->Attributes(fs.inodes().NodeId(h->inode));
   // Space is the backing file system's business at apply; what the view shows is the size.
   auto size = ViewSize(fs, tx, h->inode);
   int err = size.ok() ? 0 : size.status().code();

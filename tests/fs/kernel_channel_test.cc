@@ -51,11 +51,25 @@ TEST(KernelChannelTest, OpenAndCreateFlagsAskToClearSetidBits) {
   EXPECT_FALSE(InspectRequest(buf.data(), buf.size()).kill_suidgid);
 }
 
-TEST(KernelChannelTest, OtherOpcodesWithTheSameBitsAskNothing) {
-  // FUSE_SETATTR's first word is `valid`; bit 0 there is FATTR_MODE, not a kill flag.
+TEST(KernelChannelTest, TruncateFlagSaysTheCallerLacksFsetidButChownsDoNot) {
   fuse_setattr_in s{};
-  s.valid = 1;
+  s.valid = FATTR_SIZE | FATTR_KILL_SUIDGID;
   auto buf = Request(FUSE_SETATTR, 4, s);
+  EXPECT_TRUE(InspectRequest(buf.data(), buf.size()).kill_suidgid);
+  // The kernel marks every chown of a non-directory, whoever asks.
+  s.valid = FATTR_UID | FATTR_KILL_SUIDGID;
+  buf = Request(FUSE_SETATTR, 5, s);
+  EXPECT_FALSE(InspectRequest(buf.data(), buf.size()).kill_suidgid);
+  s.valid = FATTR_SIZE;
+  buf = Request(FUSE_SETATTR, 6, s);
+  EXPECT_FALSE(InspectRequest(buf.data(), buf.size()).kill_suidgid);
+}
+
+TEST(KernelChannelTest, OtherOpcodesWithTheSameBitsAskNothing) {
+  // FUSE_FALLOCATE's first word is the handle; its low bit is no kill flag.
+  fuse_fallocate_in a{};
+  a.fh = 1;
+  auto buf = Request(FUSE_FALLOCATE, 4, a);
   EXPECT_FALSE(InspectRequest(buf.data(), buf.size()).kill_suidgid);
 }
 
