@@ -181,7 +181,6 @@ bool KernelChannel::SettleInit(iovec* iov, int count) {
   std::memcpy(&h, iov[0].iov_base, sizeof h);
   if (h.unique != init_unique_) return false;
   init_pending_.store(false);
-  negotiated_.init_seen = true;
   if (AddInitReplyFlags(iov, count, init_unique_, init_add_)) {
     negotiated_.killpriv_v2 = (init_add_ & FUSE_HANDLE_KILLPRIV_V2) != 0;
     killpriv_v2_.store(negotiated_.killpriv_v2, std::memory_order_release);

@@ -43,10 +43,9 @@ struct ChannelWants {
 
 // What INIT settled, for the mount's report and for the handlers.
 struct Negotiated {
-  bool init_seen = false;  // the INIT reply went out
   uint32_t major = 0, minor = 0;
   bool killpriv_v2_offered = false;
-  bool killpriv_v2 = false;  // taken: the daemon clears set-id bits on write and truncate
+  bool killpriv_v2 = false;  // taken: SB_NOSEC, and set-id clearing left to the daemon
 };
 
 // ---- The message rules, without a device (unit-tested) -----------------------------------
@@ -91,7 +90,7 @@ class KernelChannel {
   // Whether the kernel handed set-id clearing on write and truncate to the daemon.
   bool killpriv_v2() const { return killpriv_v2_.load(std::memory_order_acquire); }
 
-  // "kernel FUSE 7.N offers ...; taken: ..." for the mount's log.
+  // "kernel FUSE 7.N: HANDLE_KILLPRIV_V2 taken (...)" and the like, for the mount's log.
   std::string Report() const;
 
   // Whether the request this thread is handling carries the kernel's word that its caller

@@ -54,7 +54,10 @@ mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidC
 SetidCaller SetidCallerOf(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
   SetidCaller caller;
-  caller.fsetid = c->uid == 0 && !KernelChannel::CurrentRequestKillsSuidgid();
+  // The kernel's word wins over the uid and over CapEff, which is the task's own user
+  // namespace's: CAP_FSETID counts only in the initial one.
+  const bool kernel_says_none = KernelChannel::CurrentRequestKillsSuidgid();
+  caller.fsetid = c->uid == 0 && !kernel_says_none;
   caller.fsgid = c->gid;
   if (c->pid <= 0) return caller;
   std::string text = "\n";
@@ -70,10 +73,9 @@ SetidCaller SetidCallerOf(fuse_req_t req) {
     close(fd);
   }
   const std::string cap = Field(text, "CapEff");
-  if (!cap.empty()) caller.fsetid = (std::strtoull(cap.c_str(), nullptr, 16) >> kCapFsetid) & 1;
-  // The kernel's word wins: CapEff is the task's own user namespace's, CAP_FSETID counts only
-  // in the initial one.
-  if (KernelChannel::CurrentRequestKillsSuidgid()) caller.fsetid = false;
+  if (!cap.empty())
+    caller.fsetid =
+        !kernel_says_none && ((std::strtoull(cap.c_str(), nullptr, 16) >> kCapFsetid) & 1);
   // "Gid:" lists real, effective, saved and filesystem ids.
   unsigned g[4];
   if (std::sscanf(Field(text, "Gid").c_str(), "%u %u %u %u", &g[0], &g[1], &g[2], &g[3]) == 4)

@@ -14,10 +14,10 @@ void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 // `by_handle`: through a handle opened inside the transaction.
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
              const struct stat* attr, int to_set, bool by_handle = false);
-// Clears in the view the set-id bits a write (truncate, O_TRUNC) by the caller of `req` drops
-// (see fs/setid.h); the commit carries the change like any chmod.
-int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-                      bool* dropped = nullptr);
+// Clears in the view the set-id bits a write (truncate, O_TRUNC, fallocate) by the caller of
+// `req` drops (see fs/setid.h), and has the kernel forget the node's attributes if it did; the
+// commit carries the change like any chmod.
+int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode);
 // mknod (regular files and special files), mkdir and symlink.
 void Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstring>
 
+#include "fs/invalidator.h"
 #include "fs/setid.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx_ops.h"
@@ -141,9 +142,7 @@ void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
   Getattr(req, fs, tx, inode);
 }
 
-int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-                      bool* dropped) {
-  if (dropped != nullptr) *dropped = false;
+int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   if (TxStat(fs, tx, inode, &st) != 0) return 0;
   const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
@@ -151,7 +150,9 @@ int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* 
   struct stat a {};
   a.st_mode = st.st_mode & 07777 & ~drop;
   int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, FUSE_SET_ATTR_MODE, false);
-  if (err == 0 && dropped != nullptr) *dropped = true;
+  // The kernel's cached mode still has the bits (nothing replies with the new attributes).
+  if (err == 0 && fs.invalidator() != nullptr)
+    fs.invalidator()->Attributes(fs.inodes().NodeId(inode));
   return err;
 }
 

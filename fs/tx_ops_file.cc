@@ -9,7 +9,6 @@
 #include <memory>
 #include <vector>
 
-#include "fs/invalidator.h"
 #include "fs/kernel_channel.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/direct_io.h"
@@ -263,13 +262,10 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   const int source = inode->source_index;
   // The view drops set-id bits as a write by this caller would (see DropSetidOnWrite).
   if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
-    bool dropped = false;
-    if (int err = DropSetidForWrite(req, fs, tx, inode, &dropped); err != 0) {
+    if (int err = DropSetidForWrite(req, fs, tx, inode); err != 0) {
       fuse_reply_err(req, err);
       return;
     }
-    if (dropped && fs.invalidator() != nullptr)
-      fs.invalidator()->Attributes(fs.inodes().NodeId(inode));
   }
   if (h->flags & O_APPEND) {
     auto end = ViewSize(fs, tx, inode);
@@ -375,13 +371,10 @@ void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, f
     return;
   }
   // Set-id bits go as for a write (see DropSetidOnWrite).
-  bool dropped = false;
-  if (int e = DropSetidForWrite(req, fs, tx, h->inode, &dropped); e != 0) {
+  if (int e = DropSetidForWrite(req, fs, tx, h->inode); e != 0) {
     fuse_reply_err(req, e);
     return;
   }
-  if (dropped && fs.invalidator() != nullptr)
-    fs.invalidator()->Attributes(fs.inodes().NodeId(h->inode));
   // Space is the backing file system's business at apply; what the view shows is the size.
   auto size = ViewSize(fs, tx, h->inode);
   int err = size.ok() ? 0 : size.status().code();
