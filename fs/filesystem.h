@@ -16,6 +16,7 @@
 #include "fs/inode_table.h"
 #include "fs/layout.h"
 #include "fs/options.h"
+#include "fs/passthrough.h"
 #include "fs/tx_service.h"
 
 namespace ktmfs::fs {
@@ -51,6 +52,8 @@ class Filesystem {
   TxService* txs() const { return txs_; }
   // The last failed control request's message per caller (KTMFS_IOC_REASON).
   FailureReasons& reasons() { return reasons_; }
+  // Open files the kernel serves itself (fs/passthrough.h).
+  PassthroughFiles& passthrough() { return passthrough_; }
   // The caller's transaction, held live for this request; empty if none.
   TxGuard EnterTx(fuse_req_t req);
   // Held by requests that read the committed view, so they see a commit whole or not at all
@@ -87,6 +90,7 @@ class Filesystem {
   Invalidator* invalidator_ = nullptr;
   Invalidator* direct_write_invalidator_ = nullptr;
   FailureReasons reasons_;
+  PassthroughFiles passthrough_;
   struct timespec mounted_at_ {};
 };
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -19,6 +20,33 @@ std::atomic<KernelChannel*> installed{nullptr};
 // What the last request read on this thread asked of the daemon.
 thread_local bool current_kill_suidgid = false;
 thread_local uint32_t current_opcode = 0;
+thread_local uint64_t current_unique = 0;
+// Set by the handler just before it replies (PassNextOpenReplyTo).
+thread_local int32_t next_open_backing_id = 0;
+
+// FUSE_DEV_IOC_BACKING_OPEN/CLOSE (linux/fuse.h 7.40).
+struct BackingMap {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+constexpr unsigned long kIocBackingOpen = _IOW(FUSE_DEV_IOC_MAGIC, 1, BackingMap);
+constexpr unsigned long kIocBackingClose = _IOW(FUSE_DEV_IOC_MAGIC, 2, uint32_t);
+
+// fuse_open_out as of 7.40: the 7.38 padding word is the backing id.
+struct OpenOut {
+  uint64_t fh;
+  uint32_t open_flags;
+  int32_t backing_id;
+};
+static_assert(sizeof(OpenOut) == sizeof(fuse_open_out));
+
+bool IsSuccessReplyTo(const iovec* iov, int count, uint64_t unique) {
+  if (count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
+  fuse_out_header h;
+  std::memcpy(&h, iov[0].iov_base, sizeof h);
+  return h.unique == unique && h.error == 0;
+}
 
 // Copies the struct at the start of a request's argument, if the request holds all of it.
 template <typename T>
@@ -82,24 +110,49 @@ RequestFacts InspectRequest(const void* buf, size_t len) {
   return f;
 }
 
-uint32_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants) {
-  uint32_t add = 0;
+uint64_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants) {
+  uint64_t add = 0;
   if (wants.killpriv_v2 && (offered & FUSE_HANDLE_KILLPRIV_V2)) add |= FUSE_HANDLE_KILLPRIV_V2;
+  // flags2 reaches the kernel only with FUSE_INIT_EXT, which it offers along with it.
+  if (wants.passthrough && (offered & kInitPassthrough) && (offered & FUSE_INIT_EXT))
+    add |= kInitPassthrough;
   return add;
 }
 
-bool AddInitReplyFlags(iovec* iov, int count, uint64_t unique, uint32_t add) {
-  if (count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
-  fuse_out_header h;
-  std::memcpy(&h, iov[0].iov_base, sizeof h);
-  if (h.unique != unique || h.error != 0) return false;
+bool AddInitReplyFlags(iovec* iov, int count, uint64_t unique, uint64_t add) {
+  if (!IsSuccessReplyTo(iov, count, unique)) return false;
   constexpr size_t kFlagsAt = offsetof(fuse_init_out, flags);
-  if (iov[1].iov_len < kFlagsAt + sizeof(uint32_t)) return false;
+  constexpr size_t kFlags2At = offsetof(fuse_init_out, flags2);
+  const uint32_t add2 = static_cast<uint32_t>(add >> 32);
+  const size_t need = add2 != 0 ? kInitMaxStackDepthAt + sizeof(uint32_t) : kFlagsAt + 4;
+  if (iov[1].iov_len < need) return false;
   char* out = static_cast<char*>(iov[1].iov_base);
-  uint32_t flags;
-  std::memcpy(&flags, out + kFlagsAt, sizeof flags);
-  flags |= add;
-  std::memcpy(out + kFlagsAt, &flags, sizeof flags);
+  auto or_word = [out](size_t at, uint32_t bits) {
+    uint32_t w;
+    std::memcpy(&w, out + at, sizeof w);
+    w |= bits;
+    std::memcpy(out + at, &w, sizeof w);
+  };
+  or_word(kFlagsAt, static_cast<uint32_t>(add) | (add2 != 0 ? FUSE_INIT_EXT : 0));
+  if (add2 != 0) or_word(kFlags2At, add2);
+  if (add & kInitPassthrough) {
+    const uint32_t depth = 1;
+    std::memcpy(out + kInitMaxStackDepthAt, &depth, sizeof depth);
+  }
+  return true;
+}
+
+bool SetOpenReplyPassthrough(iovec* iov, int count, uint64_t unique, int32_t backing_id) {
+  if (!IsSuccessReplyTo(iov, count, unique)) return false;
+  // OPEN's argument is a fuse_open_out; CREATE's a fuse_entry_out followed by one.
+  iovec& arg = iov[count - 1];
+  if (arg.iov_len < sizeof(OpenOut)) return false;
+  char* at = static_cast<char*>(arg.iov_base) + arg.iov_len - sizeof(OpenOut);
+  OpenOut o;
+  std::memcpy(&o, at, sizeof o);
+  o.open_flags |= kOpenPassthrough;
+  o.backing_id = backing_id;
+  std::memcpy(at, &o, sizeof o);
   return true;
 }
 
@@ -118,7 +171,8 @@ Status KernelChannel::Install(fuse_session* se) {
   // Replies spliced from a file (read data) go straight to the device: nothing in them is the
   // channel's business. Requests are not spliced in: the channel must read them.
   io.splice_send = &KernelChannel::SpliceSend;
-  int r = fuse_session_custom_io(se, &io, fuse_session_fd(se));
+  fd_ = fuse_session_fd(se);
+  int r = fuse_session_custom_io(se, &io, fd_);
   if (r != 0) {
     installed.store(nullptr);
     return Status::Error(-r, "fuse_session_custom_io failed");
@@ -133,6 +187,8 @@ ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
   RequestFacts f = InspectRequest(buf, static_cast<size_t>(n));
   current_kill_suidgid = f.kill_suidgid;
   current_opcode = f.opcode;
+  current_unique = f.unique;
+  next_open_backing_id = 0;
   if (f.opcode == FUSE_INIT) {
     if (KernelChannel* c = installed.load()) c->OnInitRequest(f);
   }
@@ -143,6 +199,12 @@ ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
 ssize_t KernelChannel::Writev(int fd, iovec* iov, int count, void* /*userdata*/) {
   KernelChannel* c = installed.load();
   if (c != nullptr && c->init_pending_.load(std::memory_order_acquire)) c->OnReply(iov, count);
+  if (next_open_backing_id != 0) {
+    // Only the reply this thread sends for its own request; a notification (unique 0) or an
+    // error reply passes unchanged, and the id stays the handler's to release.
+    if (SetOpenReplyPassthrough(iov, count, current_unique, next_open_backing_id))
+      next_open_backing_id = 0;
+  }
   return writev(fd, iov, count);
 }
 
@@ -158,6 +220,7 @@ void KernelChannel::OnInitRequest(const RequestFacts& f) {
   negotiated_.major = f.init_major;
   negotiated_.minor = f.init_minor;
   negotiated_.killpriv_v2_offered = (f.init_flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+  negotiated_.passthrough_offered = (f.init_flags & kInitPassthrough) != 0;
   init_pending_.store(true, std::memory_order_release);
 }
 
@@ -166,6 +229,8 @@ void KernelChannel::OnReply(iovec* iov, int count) {
   const Negotiated n = negotiated();
   if (wants_.killpriv_v2 && !n.killpriv_v2) {
     DaemonLog(LogLevel::kNotice, Report() + ": every write(2) costs one more round trip");
+  } else if (wants_.passthrough && !n.passthrough) {
+    DaemonLog(LogLevel::kNotice, Report() + ": every read(2) and write(2) goes through the daemon");
   } else if (wants_.report_always) {
     DaemonLog(LogLevel::kInfo, Report());
   }
@@ -183,7 +248,9 @@ bool KernelChannel::SettleInit(iovec* iov, int count) {
   init_pending_.store(false);
   if (AddInitReplyFlags(iov, count, init_unique_, init_add_)) {
     negotiated_.killpriv_v2 = (init_add_ & FUSE_HANDLE_KILLPRIV_V2) != 0;
+    negotiated_.passthrough = (init_add_ & kInitPassthrough) != 0;
     killpriv_v2_.store(negotiated_.killpriv_v2, std::memory_order_release);
+    passthrough_.store(negotiated_.passthrough, std::memory_order_release);
   }
   return true;
 }
@@ -205,6 +272,17 @@ std::string KernelChannel::Report() const {
   } else {
     s += "HANDLE_KILLPRIV_V2 offered, but libfuse's INIT reply had an unexpected layout";
   }
+  s += "; ";
+  if (!n.passthrough_offered) {
+    s += "PASSTHROUGH not offered";
+  } else if (n.passthrough) {
+    s += "PASSTHROUGH taken (reads and writes of files open outside transactions go to the "
+         "backing file)";
+  } else if (!wants_.passthrough) {
+    s += "PASSTHROUGH offered, not taken (-o nopassthrough, -o writeback, or not root)";
+  } else {
+    s += "PASSTHROUGH offered, but libfuse's INIT reply had an unexpected layout";
+  }
   return s;
 }
 
@@ -215,6 +293,35 @@ bool KernelChannel::CurrentRequestKillsSuidgid() {
 bool KernelChannel::CurrentWriterKeepsSetid() {
   KernelChannel* c = installed.load();
   return c != nullptr && c->killpriv_v2() && current_opcode == FUSE_WRITE && !current_kill_suidgid;
+}
+
+bool KernelChannel::PassthroughTaken() {
+  KernelChannel* c = installed.load();
+  return c != nullptr && c->passthrough_.load(std::memory_order_acquire);
+}
+
+Result<int32_t> KernelChannel::BackingOpen(int fd) {
+  KernelChannel* c = installed.load();
+  if (c == nullptr || !c->passthrough_.load(std::memory_order_acquire))
+    return Status::Error(EOPNOTSUPP, "passthrough was not negotiated");
+  BackingMap map{fd, 0, 0};
+  int id = ioctl(c->fd_, kIocBackingOpen, &map);
+  if (id < 0) return Status::Error(errno, "FUSE_DEV_IOC_BACKING_OPEN");
+  return static_cast<int32_t>(id);
+}
+
+void KernelChannel::BackingClose(int32_t backing_id) {
+  KernelChannel* c = installed.load();
+  if (c == nullptr || backing_id <= 0) return;
+  uint32_t id = static_cast<uint32_t>(backing_id);
+  if (ioctl(c->fd_, kIocBackingClose, &id) != 0) {
+    DaemonLog(LogLevel::kWarning, "FUSE_DEV_IOC_BACKING_CLOSE of backing id " +
+                                      std::to_string(backing_id) + ": " + strerror(errno));
+  }
+}
+
+void KernelChannel::PassNextOpenReplyTo(int32_t backing_id) {
+  next_open_backing_id = backing_id;
 }
 
 }  // namespace ktmfs::fs

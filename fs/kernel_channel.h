@@ -7,6 +7,12 @@
 //   FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it. The kernel then marks the superblock
 //   SB_NOSEC and stops asking for security.capability before every write(2) (one GETXATTR
 //   round trip per write), and leaves the clearing of set-id bits to the daemon.
+// - kernel passthrough (FUSE_PASSTHROUGH, Linux 6.9): the INIT reply takes it with a stack depth
+//   of one, a backing file is registered on the device (FUSE_DEV_IOC_BACKING_OPEN, which needs
+//   CAP_SYS_ADMIN), and the reply to an OPEN or CREATE the daemon chose to pass through is
+//   patched to carry FOPEN_PASSTHROUGH and the backing id. The kernel then reads, writes and
+//   maps that open file on the backing file itself; which opens may (fs/passthrough.h) is
+//   the daemon's business, not the channel's.
 // - per-request flags it drops: FUSE_WRITE_KILL_SUIDGID of a WRITE, FUSE_OPEN_KILL_SUIDGID of
 //   an OPEN or CREATE, FATTR_KILL_SUIDGID of a truncating SETATTR. Each says the caller lacks
 //   CAP_FSETID in the initial user namespace, which /proc/PID/status cannot tell (a user
@@ -20,6 +26,7 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -35,10 +42,12 @@ namespace ktmfs::fs {
 // What the daemon may take from the kernel's offer (-o options).
 struct ChannelWants {
   bool killpriv_v2 = true;
-  // Log what INIT settled even when the kernel gave all that was wanted (-d); otherwise a mount
-  // says something only when it runs without a feature it wanted.
+  bool passthrough = false;
+  // Log what INIT settled even when the kernel gave all that was wanted: in the foreground and
+  // with -d. A daemon in the background says nothing in syslog about a healthy mount, only when
+  // it runs without a feature it wanted.
   bool report_always = false;
-  bool Any() const { return killpriv_v2; }
+  bool Any() const { return killpriv_v2 || passthrough; }
 };
 
 // What INIT settled, for the mount's report and for the handlers.
@@ -46,7 +55,17 @@ struct Negotiated {
   uint32_t major = 0, minor = 0;
   bool killpriv_v2_offered = false;
   bool killpriv_v2 = false;  // taken: SB_NOSEC, and set-id clearing left to the daemon
+  bool passthrough_offered = false;
+  bool passthrough = false;  // taken: opens may be answered with a backing id
 };
+
+// The kernel's passthrough ABI (linux/fuse.h 7.40), which Debian 12's headers predate.
+inline constexpr uint64_t kInitPassthrough = 1ull << 37;  // FUSE_PASSTHROUGH, in flags2
+inline constexpr uint32_t kOpenPassthrough = 1u << 7;     // FOPEN_PASSTHROUGH
+// The INIT reply's max_stack_depth word (7.40): the first of what 7.38 calls
+// fuse_init_out.unused, right after flags2.
+inline constexpr size_t kInitMaxStackDepthAt = offsetof(fuse_init_out, unused);
+static_assert(kInitMaxStackDepthAt == offsetof(fuse_init_out, flags2) + sizeof(uint32_t));
 
 // ---- The message rules, without a device (unit-tested) -----------------------------------
 
@@ -63,14 +82,21 @@ struct RequestFacts {
 // a request too short for what its opcode needs yields only its opcode and unique.
 RequestFacts InspectRequest(const void* buf, size_t len);
 
-// The INIT flags (FUSE_* of linux/fuse.h, 32-bit `flags` word) the daemon adds to its INIT
+// The INIT flags (FUSE_* of linux/fuse.h, flags2 in the high half) the daemon adds to its INIT
 // reply, given the kernel's offer and what it wants.
-uint32_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants);
+uint64_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants);
 
-// Sets `add` in the `flags` of an INIT reply laid out as libfuse sends it (iov[0] the
+// Sets `add` in the flags of an INIT reply laid out as libfuse sends it (iov[0] the
 // fuse_out_header, iov[1] the fuse_init_out) when its header names `unique` and carries no
-// error. Returns whether it did.
-bool AddInitReplyFlags(iovec* iov, int count, uint64_t unique, uint32_t add);
+// error. Bits of flags2 also set FUSE_INIT_EXT (the kernel reads flags2 only then), and
+// passthrough sets a stack depth of one (the backing filesystem must not be stacked itself).
+// Returns whether it did.
+bool AddInitReplyFlags(iovec* iov, int count, uint64_t unique, uint64_t add);
+
+// Marks the reply to OPEN or CREATE `unique` (its fuse_open_out last in iov[count - 1]) as
+// passed through to `backing_id`, when its header names `unique` and carries no error. Returns
+// whether it did.
+bool SetOpenReplyPassthrough(iovec* iov, int count, uint64_t unique, int32_t backing_id);
 
 // ---- The channel ---------------------------------------------------------------------------
 
@@ -101,6 +127,16 @@ class KernelChannel {
   // when the daemon must decide from the writer's credentials itself (fallocate, copies).
   static bool CurrentWriterKeepsSetid();
 
+  // Passthrough, for fs/passthrough.h. Whether INIT took it.
+  static bool PassthroughTaken();
+  // Registers the regular file open at `fd` (O_PATH will do) as a backing file: its id, or the
+  // errno (EPERM without CAP_SYS_ADMIN, ELOOP for a stacked backing filesystem).
+  static Result<int32_t> BackingOpen(int fd);
+  static void BackingClose(int32_t backing_id);
+  // Makes this thread's next reply, if it answers the request this thread is handling with
+  // success, pass the opened file through to `backing_id` (0: none).
+  static void PassNextOpenReplyTo(int32_t backing_id);
+
  private:
   static ssize_t Read(int fd, void* buf, size_t len, void* userdata);
   static ssize_t Writev(int fd, iovec* iov, int count, void* userdata);
@@ -114,9 +150,11 @@ class KernelChannel {
   const ChannelWants wants_;
   std::atomic<bool> init_pending_{false};  // an INIT was read and not answered yet
   std::atomic<bool> killpriv_v2_{false};
+  std::atomic<bool> passthrough_{false};
+  int fd_ = -1;  // the session's /dev/fuse
   mutable std::mutex mu_;
   uint64_t init_unique_ = 0;
-  uint32_t init_add_ = 0;
+  uint64_t init_add_ = 0;
   Negotiated negotiated_;
 };
 

@@ -302,7 +302,10 @@ int Run(int argc, char** argv) {
   // Outlives the session, whose reads and writes go through it once installed.
   ChannelWants wants;
   wants.killpriv_v2 = options.killpriv_v2;
-  wants.report_always = options.debug;
+  wants.report_always = options.foreground || options.debug;
+  // The kernel serves a passed-through file around its page cache, which the writeback cache
+  // needs; and registering a backing file takes CAP_SYS_ADMIN.
+  wants.passthrough = options.passthrough && !options.cache.writeback && geteuid() == 0;
   KernelChannel channel(wants);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)

@@ -104,12 +104,21 @@ timespec TimeToSet(int to_set, int set_bit, int now_bit, const timespec& value) 
   return timespec{0, UTIME_OMIT};
 }
 
-int ApplySetattr(Inode* inode, const struct stat* attr, int to_set, fuse_file_info* fi) {
+int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_set,
+                 fuse_file_info* fi) {
   // Only regular files carry a backing descriptor in fh (directories hold a DirHandle).
   const int fh = fi != nullptr && inode->type == S_IFREG ? static_cast<int>(fi->fh) : -1;
   if (to_set & FUSE_SET_ATTR_MODE) {
-    int r = fh >= 0 ? fchmod(fh, attr->st_mode) : chmod(ProcPath(inode->fd).c_str(), attr->st_mode);
-    if (r != 0) return errno;
+    auto chmod_it = [&] {
+      int r =
+          fh >= 0 ? fchmod(fh, attr->st_mode) : chmod(ProcPath(inode->fd).c_str(), attr->st_mode);
+      return r == 0 ? 0 : errno;
+    };
+    // Writes the kernel passes through would not clear the bits (fs/passthrough.h).
+    int err = (attr->st_mode & (S_ISUID | S_ISGID))
+                  ? fs.passthrough().WithoutWriters(inode, chmod_it)
+                  : chmod_it();
+    if (err != 0) return err;
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
@@ -172,7 +181,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    err = ApplySetattr(inode, &a, to_set, fi);
+    err = ApplySetattr(fs, inode, &a, to_set, fi);
   }
   if (err == 0 && (to_set & ~FUSE_SET_ATTR_CTIME) == 0) TouchCtime(inode);
   struct stat st;

@@ -9,6 +9,7 @@
 
 #include "fs/caller.h"
 #include "fs/filesystem.h"
+#include "fs/kernel_channel.h"
 #include "fs/setid.h"
 #include "fs/tx_ops.h"
 
@@ -60,6 +61,32 @@ void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
   fi->noflush = 1;
 }
 
+// Replies to a committed OPEN (or, with `e`, CREATE) whose descriptor is `fd`, passing the file
+// through to the kernel when fs/passthrough.h allows. On failure the descriptor is closed and
+// false returned; `inode`'s handle count is the caller's.
+bool ReplyOpenMaybePassedThrough(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi,
+                                 int fd, const fuse_entry_param* e = nullptr) {
+  const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags);
+  if (d.err != 0) {
+    close(fd);
+    fuse_reply_err(req, d.err);
+    return false;
+  }
+  // A passed-through file has no pages of its own; the kernel refuses one that asks to keep
+  // them (FOPEN_KEEP_CACHE is outside FOPEN_PASSTHROUGH_MASK: EIO).
+  if (d.backing_id != 0) fi->keep_cache = 0;
+  KernelChannel::PassNextOpenReplyTo(d.backing_id);
+  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+  KernelChannel::PassNextOpenReplyTo(0);
+  if (r != 0) {
+    // The request was interrupted: the kernel has no file for this open.
+    if (d.backing_id != 0) fs.passthrough().Abandon(fs, inode, fd);
+    close(fd);
+    return false;
+  }
+  return true;
+}
+
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
@@ -104,10 +131,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // open while it runs (or is being settled) drops them, in the opener's own context.
   if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
     fi->keep_cache = 0;
-  if (fuse_reply_open(req, fi) != 0) {
-    close(fd);  // the request was interrupted
-    return;
-  }
+  if (!ReplyOpenMaybePassedThrough(req, fs, inode, fi, fd)) return;
   count.Keep();
 }
 
@@ -126,26 +150,30 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_reply_err(req, err);
     return;
   }
-  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
-  int fd = openat(p->fd, name, flags, id.CreateMode(mode));
-  if (fd < 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
   fuse_entry_param e;
-  int err = fs.Lookup(p, name, &e);
-  if (err != 0) {
-    close(fd);
-    fuse_reply_err(req, err);
-    return;
+  int fd;
+  {
+    IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+    int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
+    fd = openat(p->fd, name, flags, id.CreateMode(mode));
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    int err = fs.Lookup(p, name, &e);
+    if (err != 0) {
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
   }
+  // The daemon's own credentials from here: a backing file is registered with them, and the
+  // kernel does the passed-through file's I/O with them.
   SetOpenReply(fs, fi, fd);
   Inode* inode = fs.Get(e.ino);
   inode->open_handles.fetch_add(1);
-  if (fuse_reply_create(req, &e, fi) != 0) {
+  if (!ReplyOpenMaybePassedThrough(req, fs, inode, fi, fd, &e)) {
     inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
-    close(fd);
     fs.inodes().Forget(inode, 1);
   }
 }
@@ -196,11 +224,17 @@ void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Fs(req).Get(ino)->open_handles.fetch_sub(1);
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
   if (txops::IsTxHandle(fi)) {
+    inode->open_handles.fetch_sub(1);
     txops::Release(req, fi);
     return;
   }
+  // Before the descriptor's number can be reused, and before the count lets a later open of
+  // the node choose differently.
+  fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
+  inode->open_handles.fetch_sub(1);
   close(static_cast<int>(fi->fh));
   fuse_reply_err(req, 0);
 }

@@ -155,8 +155,13 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   inode->XattrsChanging();
-  int r = setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags);
-  int err = r == 0 ? 0 : errno;
+  auto set = [&] {
+    return setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags) == 0 ? 0 : errno;
+  };
+  // Writes the kernel passes through would not clear a capability (fs/passthrough.h).
+  int err = std::strcmp(name, "security.capability") == 0
+                ? fs.passthrough().WithoutWriters(inode, set)
+                : set();
   if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(req, inode);
   inode->XattrsChanging();
   fuse_reply_err(req, err);

@@ -32,6 +32,8 @@ enum Key {
   kKeyNoKeepCache,
   kKeyKillprivV2,
   kKeyNoKillprivV2,
+  kKeyPassthrough,
+  kKeyNoPassthrough,
   kKeyRemount,
   kKeyReadOnly,
   kKeyReadWrite,
@@ -59,6 +61,8 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("nokeep_cache", kKeyNoKeepCache),
     FUSE_OPT_KEY("killpriv_v2", kKeyKillprivV2),
     FUSE_OPT_KEY("nokillpriv_v2", kKeyNoKillprivV2),
+    FUSE_OPT_KEY("passthrough", kKeyPassthrough),
+    FUSE_OPT_KEY("nopassthrough", kKeyNoPassthrough),
     FUSE_OPT_KEY("remount", kKeyRemount),
     FUSE_OPT_KEY("ro", kKeyReadOnly),
     FUSE_OPT_KEY("rw", kKeyReadWrite),
@@ -196,6 +200,12 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
     case kKeyNoKillprivV2:
       o.killpriv_v2 = false;
       return 0;
+    case kKeyPassthrough:
+      o.passthrough = true;
+      return 0;
+    case kKeyNoPassthrough:
+      o.passthrough = false;
+      return 0;
     case kKeyRemount:
       o.remount = true;
       return 0;
@@ -327,6 +337,11 @@ void PrintUsage(const char* program) {
       "                             stops asking for security.capability before each\n"
       "                             write (default)\n"
       "    -o nokillpriv_v2         decline it\n"
+      "    -o passthrough           take the kernel's PASSTHROUGH offer (root only): files\n"
+      "                             open outside transactions are read and written by\n"
+      "                             the kernel on the backing file (default; not with\n"
+      "                             -o writeback)\n"
+      "    -o nopassthrough         decline it\n"
       "    -o nonempty              mount over a non-empty directory without a warning\n"
       "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
       "                             read-write (what mount -o remount runs) and exit\n"

@@ -49,6 +49,9 @@ struct Options {
   // -o nokillpriv_v2: leave set-id clearing on write to the kernel even when it offers
   // FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_channel.h).
   bool killpriv_v2 = true;
+  // -o nopassthrough: serve every read and write in the daemon even when the kernel offers
+  // FUSE_PASSTHROUGH (fs/passthrough.h).
+  bool passthrough = true;
   bool default_permissions = false;
   bool allow_other = false;
   bool nonempty = false;   // -o nonempty: hiding the mountpoint's contents is intended

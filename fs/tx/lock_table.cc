@@ -60,6 +60,11 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
   auto found = holders_.find(key);
   if (found != holders_.end() && found->second != tx)
     return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
+  if (const auto* object = std::get_if<ObjectKey>(&key);
+      object != nullptr && found == holders_.end()) {
+    if (outside_writers_.count(*object) != 0)
+      return Status::Busy(Describe(key) + " is open for writing outside transactions");
+  }
   const bool held = found != holders_.end();
   if (held && (path.empty() || HasPathLocked(key, path))) return Status::Ok();
   if (!path.empty()) {
@@ -88,6 +93,23 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
   count_.store(holders_.size(), std::memory_order_release);
   AssertConsistentLocked();
   return Status::Ok();
+}
+
+Status LockTable::AddOutsideWriter(const ObjectKey& key) {
+  std::lock_guard lock(mu_);
+  auto found = holders_.find(LockKey{key});
+  if (found != holders_.end())
+    return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
+  ++outside_writers_[key];
+  return Status::Ok();
+}
+
+void LockTable::RemoveOutsideWriter(const ObjectKey& key) {
+  std::lock_guard lock(mu_);
+  auto found = outside_writers_.find(key);
+  assert(found != outside_writers_.end() && found->second > 0);
+  if (found == outside_writers_.end()) return;
+  if (--found->second == 0) outside_writers_.erase(found);
 }
 
 bool LockTable::HasPathLocked(const LockKey& key, const std::string& path) const {

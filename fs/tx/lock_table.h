@@ -65,6 +65,14 @@ class LockTable {
   // ancestors: a change at `path` would land in what that transaction removes or moves.
   bool NameHeldAbove(const std::string& path, const Guid& except) const;
   std::optional<Guid> Holder(const LockKey& key) const;
+
+  // Outside writers: files open for writing outside transactions whose writes the kernel makes
+  // on the backing file itself (FUSE passthrough, fs/passthrough.h). Such a write cannot be
+  // refused when it comes, so the conflict is taken at the open instead: EBUSY naming the
+  // holder while a transaction holds the object, and while a writer is open, Acquire of the
+  // object by any transaction is EBUSY. Counted: writers do not conflict with each other.
+  Status AddOutsideWriter(const ObjectKey& key);
+  void RemoveOutsideWriter(const ObjectKey& key);
   // Drops every lock tx holds; returns how many.
   size_t ReleaseAll(const Guid& tx);
   // What txstat shows as "objects locked" (objects and entries together).
@@ -77,6 +85,7 @@ class LockTable {
   mutable std::mutex mu_;
   std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
+  std::map<ObjectKey, uint32_t> outside_writers_;
   std::map<LockKey, std::vector<std::string>> paths_;
   size_t path_count_ = 0;  // entries of paths_'s lists, for the consistency check
   // The keys taken with a path, by path: ancestors and subtrees are ranges of this map.

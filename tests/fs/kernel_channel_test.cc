@@ -111,6 +111,16 @@ TEST(KernelChannelTest, KillprivV2IsTakenOnlyWhenOfferedAndWanted) {
   EXPECT_EQ(InitFlagsToAdd(FUSE_HANDLE_KILLPRIV_V2, no), 0u);
 }
 
+TEST(KernelChannelTest, PassthroughIsTakenOnlyWhenOfferedWithInitExtAndWanted) {
+  ChannelWants yes, no;
+  yes.passthrough = true;
+  const uint64_t offer = kInitPassthrough | FUSE_INIT_EXT | FUSE_HANDLE_KILLPRIV_V2;
+  EXPECT_EQ(InitFlagsToAdd(offer, yes), kInitPassthrough | FUSE_HANDLE_KILLPRIV_V2);
+  EXPECT_EQ(InitFlagsToAdd(offer, no), uint64_t{FUSE_HANDLE_KILLPRIV_V2});
+  // Without FUSE_INIT_EXT the kernel would not read flags2.
+  EXPECT_EQ(InitFlagsToAdd(kInitPassthrough, yes), 0u);
+}
+
 struct InitReply {
   fuse_out_header h{};
   fuse_init_out out{};
@@ -142,6 +152,68 @@ TEST(KernelChannelTest, OtherRepliesAreLeftAlone) {
   InitReply short_arg(5);
   short_arg.iov[1].iov_len = 8;  // ends before `flags`
   EXPECT_FALSE(AddInitReplyFlags(short_arg.iov, 2, 5, FUSE_HANDLE_KILLPRIV_V2));
+}
+
+TEST(KernelChannelTest, PassthroughGoesIntoFlags2WithInitExtAndAStackDepthOfOne) {
+  InitReply r(5);
+  ASSERT_TRUE(AddInitReplyFlags(r.iov, 2, 5, kInitPassthrough | FUSE_HANDLE_KILLPRIV_V2));
+  EXPECT_EQ(r.out.flags,
+            uint32_t{FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_HANDLE_KILLPRIV_V2 | FUSE_INIT_EXT});
+  EXPECT_EQ(r.out.flags2, uint32_t{kInitPassthrough >> 32});
+  uint32_t depth;
+  std::memcpy(&depth, reinterpret_cast<const char*>(&r.out) + kInitMaxStackDepthAt, sizeof depth);
+  EXPECT_EQ(depth, 1u);
+  // A reply too short to carry the stack depth is not half-patched.
+  InitReply short_arg(5);
+  short_arg.iov[1].iov_len = kInitMaxStackDepthAt;
+  EXPECT_FALSE(AddInitReplyFlags(short_arg.iov, 2, 5, kInitPassthrough));
+  EXPECT_EQ(short_arg.out.flags, uint32_t{FUSE_ASYNC_READ | FUSE_BIG_WRITES});
+  EXPECT_EQ(short_arg.out.flags2, 0u);
+}
+
+// The reply to OPEN (fuse_open_out) or CREATE (fuse_entry_out, then fuse_open_out) as libfuse
+// lays it out: the header, then one argument buffer.
+struct OpenReply {
+  fuse_out_header h{};
+  struct {
+    fuse_entry_out entry;
+    fuse_open_out open;
+  } create{};
+  iovec iov[2];
+  OpenReply(uint64_t unique, bool is_create, int32_t error = 0) {
+    h.unique = unique;
+    h.error = error;
+    create.open.fh = 42;
+    create.open.open_flags = FOPEN_NOFLUSH;
+    create.entry.nodeid = 7;
+    iov[0] = {&h, sizeof h};
+    iov[1] = is_create ? iovec{&create, sizeof create} : iovec{&create.open, sizeof create.open};
+  }
+  int32_t backing_id() const {
+    int32_t id;
+    std::memcpy(&id, &create.open.padding, sizeof id);
+    return id;
+  }
+};
+
+TEST(KernelChannelTest, OpenAndCreateRepliesCarryTheBackingId) {
+  for (bool is_create : {false, true}) {
+    OpenReply r(9, is_create);
+    ASSERT_TRUE(SetOpenReplyPassthrough(r.iov, 2, 9, 3)) << is_create;
+    EXPECT_EQ(r.create.open.open_flags, FOPEN_NOFLUSH | kOpenPassthrough);
+    EXPECT_EQ(r.backing_id(), 3);
+    EXPECT_EQ(r.create.open.fh, 42u);
+    EXPECT_EQ(r.create.entry.nodeid, 7u);
+  }
+  // Not this request's reply, an error, or no argument: untouched.
+  OpenReply other(10, false), refused(9, false, -EACCES), bare(9, false);
+  EXPECT_FALSE(SetOpenReplyPassthrough(other.iov, 2, 9, 3));
+  EXPECT_FALSE(SetOpenReplyPassthrough(refused.iov, 2, 9, 3));
+  EXPECT_FALSE(SetOpenReplyPassthrough(bare.iov, 1, 9, 3));
+  for (const OpenReply* r : {&other, &refused, &bare}) {
+    EXPECT_EQ(r->create.open.open_flags, uint32_t{FOPEN_NOFLUSH});
+    EXPECT_EQ(r->backing_id(), 0);
+  }
 }
 
 }  // namespace

@@ -31,6 +31,32 @@ TEST(LockTable, OtherTransactionGetsBusyNamingHolder) {
   EXPECT_EQ(t.Holder(e), a);
 }
 
+TEST(LockTable, OutsideWritersAndTransactionsExcludeEachOther) {
+  LockTable t;
+  Guid a = Guid::Random();
+  ObjectKey f{8, 100}, g{8, 101};
+  // Two outside writers of f: they do not conflict with each other, and a transaction may not
+  // take f until both are gone.
+  ASSERT_TRUE(t.AddOutsideWriter(f).ok());
+  ASSERT_TRUE(t.AddOutsideWriter(f).ok());
+  Status s = t.Acquire(a, f, "dir/f");
+  EXPECT_EQ(s.code(), EBUSY);
+  EXPECT_NE(s.message().find("open for writing outside transactions"), std::string::npos)
+      << s.message();
+  t.RemoveOutsideWriter(f);
+  EXPECT_EQ(t.Acquire(a, f).code(), EBUSY);
+  t.RemoveOutsideWriter(f);
+  EXPECT_TRUE(t.Acquire(a, f).ok());
+  // The other way: a held object takes no outside writer, naming its holder.
+  ASSERT_TRUE(t.Acquire(a, g).ok());
+  s = t.AddOutsideWriter(g);
+  EXPECT_EQ(s.code(), EBUSY);
+  EXPECT_NE(s.message().find(a.ToString()), std::string::npos) << s.message();
+  t.ReleaseAll(a);
+  EXPECT_TRUE(t.AddOutsideWriter(g).ok());
+  EXPECT_TRUE(t.AddOutsideWriter(f).ok());
+}
+
 TEST(LockTable, ObjectsAndEntriesAreDistinctKeys) {
   LockTable t;
   Guid a = Guid::Random(), b = Guid::Random();

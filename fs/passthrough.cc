@@ -1,0 +1,115 @@
+#include "fs/passthrough.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <atomic>
+#include <cassert>
+
+#include "fs/daemon_log.h"
+#include "fs/filesystem.h"
+#include "fs/kernel_channel.h"
+#include "fs/tx_ops.h"
+
+namespace ktmfs::fs {
+namespace {
+
+fstx::ObjectKey KeyOf(const Inode* inode) {
+  return fstx::ObjectKey{static_cast<uint64_t>(inode->dev), static_cast<uint64_t>(inode->ino)};
+}
+
+fstx::LockTable* LocksOf(Filesystem& fs, const Inode* inode) {
+  if (fs.txs() == nullptr || inode->source_index < 0) return nullptr;
+  return &fs.txs()->rm(inode->source_index).locks();
+}
+
+}  // namespace
+
+int PassthroughFiles::WriterRefusal(const Filesystem& /*fs*/, const Inode* /*inode*/, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  if (st.st_mode & (S_ISUID | S_ISGID)) return ETXTBSY;
+  if (fgetxattr(fd, "security.capability", nullptr, 0) >= 0) return ETXTBSY;
+  return 0;
+}
+
+PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, int fd,
+                                                  int open_flags) {
+  if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG || inode->is_tx_version())
+    return {};
+  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
+  // May wait for applied changes to become durable: before the lock, as every plain write does.
+  const int held = writer ? txops::CheckNotHeld(fs, inode) : 0;
+  const bool unsettled =
+      fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
+
+  std::lock_guard l(mu_);
+  auto found = nodes_.find(inode);
+  const bool must = found != nodes_.end();
+  // Another open file of the node that is not passed through (or an open still deciding):
+  // this one cannot be either.
+  if (!must && (inode->open_handles.load() > 1 || unsettled)) return {};
+  fstx::LockTable* locks = writer ? LocksOf(fs, inode) : nullptr;
+  if (writer) {
+    int refusal = held != 0 ? held : WriterRefusal(fs, inode, fd);
+    if (refusal == 0 && locks != nullptr && !locks->AddOutsideWriter(KeyOf(inode)).ok())
+      refusal = EBUSY;
+    if (refusal != 0) return must ? Decision{0, refusal} : Decision{};
+  }
+  Node node = must ? found->second : Node{};
+  if (!must) {
+    auto id = KernelChannel::BackingOpen(fd);
+    if (!id.ok()) {
+      if (writer && locks != nullptr) locks->RemoveOutsideWriter(KeyOf(inode));
+      static std::atomic<bool> told{false};
+      if (!told.exchange(true)) {
+        DaemonLog(LogLevel::kNotice, "passthrough unavailable, files are served by the daemon: " +
+                                         id.status().ToString());
+      }
+      return {};
+    }
+    node.backing_id = *id;
+  }
+  ++node.files;
+  if (writer) ++node.writers;
+  nodes_[inode] = node;
+  files_[fd] = File{inode, writer};
+  return Decision{node.backing_id, 0};
+}
+
+void PassthroughFiles::Release(Filesystem& fs, Inode* inode, int fd) {
+  std::lock_guard l(mu_);
+  ReleaseLocked(fs, inode, fd);
+}
+
+void PassthroughFiles::ReleaseLocked(Filesystem& fs, Inode* inode, int fd) {
+  auto file = files_.find(fd);
+  if (file == files_.end()) return;  // served by the daemon
+  assert(file->second.inode == inode);
+  const bool writer = file->second.writer;
+  files_.erase(file);
+  auto found = nodes_.find(inode);
+  assert(found != nodes_.end() && found->second.files > 0);
+  Node& node = found->second;
+  if (writer) {
+    assert(node.writers > 0);
+    --node.writers;
+    if (fstx::LockTable* locks = LocksOf(fs, inode)) locks->RemoveOutsideWriter(KeyOf(inode));
+  }
+  if (--node.files == 0) {
+    // The kernel dropped its file before it sent the release, so no open file uses the id.
+    KernelChannel::BackingClose(node.backing_id);
+    nodes_.erase(found);
+  }
+}
+
+int PassthroughFiles::WithoutWriters(const Inode* inode, const std::function<int()>& change) {
+  std::lock_guard l(mu_);
+  auto found = nodes_.find(inode);
+  if (found != nodes_.end() && found->second.writers > 0) return ETXTBSY;
+  return change();
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,69 @@
+// Which files open outside transactions the kernel serves itself (FUSE passthrough: it reads,
+// writes and maps the backing file without asking the daemon), and the bookkeeping that keeps
+// that within the contract. The rules (fs/TRANSACTIONS.md, "Passthrough"):
+//
+// - Only regular files, only on the committed route, only when INIT took passthrough.
+// - All open files of one node are passed through or none is (the kernel answers a mix with
+//   EIO), and they share one backing id: registered at the first, closed after the last.
+// - An open for writing is passed through only when no transaction holds the file and the file
+//   has no set-id bits and no security.capability: its writes never reach the daemon, so they
+//   could neither be refused (EBUSY) nor clear those. While it is open the file is an outside
+//   writer in the lock table, so a transaction that would change it gets EBUSY.
+// - A change that would give a file with such a writer set-id bits or a capability is refused
+//   with ETXTBSY (WithoutWriters).
+// - A first open of a file a transaction holds, or whose commit is still being settled, is not
+//   passed through: its reads then wait for apply under the visibility lock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+
+namespace ktmfs::fs {
+
+class Filesystem;
+struct Inode;
+
+class PassthroughFiles {
+ public:
+  // What an open gets: a backing id to pass the file through to, none (0: served by the
+  // daemon), or an errno for an open that can be neither (the node's other files are passed
+  // through and this one may not be).
+  struct Decision {
+    int32_t backing_id = 0;
+    int err = 0;
+  };
+
+  // For an open of `inode` on the committed route, whose own descriptor is `fd` and which the
+  // caller counted in inode->open_handles already. A passed-through open is registered at once:
+  // Abandon it if the reply does not reach the kernel.
+  Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags);
+  void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
+  // At the release of a handle, before its descriptor is closed.
+  void Release(Filesystem& fs, Inode* inode, int fd);
+
+  // Runs `change` (a chmod that adds set-id bits, a security.capability set) unless a
+  // passed-through writer of `inode` is open, and returns its result; ETXTBSY otherwise.
+  int WithoutWriters(const Inode* inode, const std::function<int()>& change);
+
+ private:
+  struct Node {
+    int32_t backing_id = 0;
+    uint32_t files = 0;
+    uint32_t writers = 0;
+  };
+  struct File {
+    const Inode* inode;
+    bool writer;
+  };
+  // Whether a write through a passed-through file could skip a rule only the daemon enforces.
+  static int WriterRefusal(const Filesystem& fs, const Inode* inode, int fd);
+  void ReleaseLocked(Filesystem& fs, Inode* inode, int fd);
+
+  std::mutex mu_;
+  std::unordered_map<const Inode*, Node> nodes_;
+  std::unordered_map<int, File> files_;  // by the daemon's descriptor of the open
+};
+
+}  // namespace ktmfs::fs
