@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cassert>
+#include <string>
 
 #include "fs/daemon_log.h"
 #include "fs/filesystem.h"
@@ -23,6 +24,25 @@ fstx::ObjectKey KeyOf(const Inode* inode) {
 fstx::LockTable* LocksOf(Filesystem& fs, const Inode* inode) {
   if (fs.txs() == nullptr || inode->source_index < 0) return nullptr;
   return &fs.txs()->rm(inode->source_index).locks();
+}
+
+// The first refused registration, for the log: what the kernel's errno means here.
+std::string WhyNoBacking(const Status& s) {
+  std::string why;
+  switch (s.code()) {
+    case ELOOP:
+      why =
+          "the backing filesystem is stacked itself (overlayfs, or a FUSE mount passing "
+          "through), deeper than the kernel stacks";
+      break;
+    case EPERM:
+      why = "registering a backing file takes CAP_SYS_ADMIN";
+      break;
+    default:
+      why = s.ToString();
+  }
+  return "passthrough unavailable, files are served by the daemon: " + why + " (" + s.message() +
+         ")";
 }
 
 }  // namespace
@@ -64,10 +84,7 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
     if (!id.ok()) {
       if (writer && locks != nullptr) locks->RemoveOutsideWriter(KeyOf(inode));
       static std::atomic<bool> told{false};
-      if (!told.exchange(true)) {
-        DaemonLog(LogLevel::kNotice, "passthrough unavailable, files are served by the daemon: " +
-                                         id.status().ToString());
-      }
+      if (!told.exchange(true)) DaemonLog(LogLevel::kNotice, WhyNoBacking(id.status()));
       return {};
     }
     node.backing_id = *id;
