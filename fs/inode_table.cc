@@ -1,5 +1,6 @@
 #include "fs/inode_table.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -213,6 +214,13 @@ std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
   auto it = by_key_.find(Key{dev, ino});
   if (it == by_key_.end()) return std::nullopt;
   return NodeId(it->second.get());
+}
+
+int InodeTable::ReopenObject(dev_t dev, ino_t ino, int flags) const {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  if (it == by_key_.end()) return -1;
+  return open(("/proc/self/fd/" + std::to_string(it->second->fd)).c_str(), flags);
 }
 
 size_t InodeTable::size() const {

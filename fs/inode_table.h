@@ -120,6 +120,9 @@ class InodeTable {
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
+  // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
+  // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.
+  int ReopenObject(dev_t dev, ino_t ino, int flags) const;
   // The next lookup of (dev, ino) gets a new node; the current one lives on for whoever still
   // holds it (until forgotten). For a directory a commit moved: the kernel keeps one dentry per
   // directory node, and the old node's may still sit at the old name.

@@ -236,6 +236,9 @@ int Run(int argc, char** argv) {
                 m);
     });
   }
+  // The passthrough bookkeeping holds a read lease for an instant (fstx::StillOpenForWriting);
+  // a lease break in that instant signals the holder with SIGIO, whose default would kill it.
+  signal(SIGIO, SIG_IGN);
   // Taken by the daemon itself, so that the pid it records is the one that holds them, and
   // before recovery: a second daemon must not replay or append to a log this one writes.
   std::vector<std::string> source_paths;
@@ -284,6 +287,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   fs.SetTxService(txs->get());
+  PassthroughFiles::WatchLingeringWriters(fs);
 
   fuse_lowlevel_ops ops{};
   AddEntryOps(&ops);

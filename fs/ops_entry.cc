@@ -116,7 +116,7 @@ int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_s
     };
     // Writes the kernel passes through would not clear the bits (fs/passthrough.h).
     int err = (attr->st_mode & (S_ISUID | S_ISGID))
-                  ? fs.passthrough().WithoutWriters(inode, chmod_it)
+                  ? fs.passthrough().WithoutWriters(fs, inode, chmod_it)
                   : chmod_it();
     if (err != 0) return err;
   }

@@ -61,17 +61,48 @@ void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
   fi->noflush = 1;
 }
 
-// Replies to a committed OPEN (or, with `e`, CREATE) whose descriptor is `fd`, passing the file
-// through to the kernel when fs/passthrough.h allows. On failure the descriptor is closed and
-// false returned; `inode`'s handle count is the caller's.
-bool ReplyOpenMaybePassedThrough(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi,
-                                 int fd, const fuse_entry_param* e = nullptr) {
+// Truncates the file an O_TRUNC open opened (its descriptor `fd`, opened without O_TRUNC), and
+// drops the set-id bits the kernel leaves to the daemon (atomic_o_trunc). 0 or an errno.
+int TruncateForOpen(fuse_req_t req, Filesystem& fs, int fd, int open_flags) {
+  int r;
+  if ((open_flags & O_ACCMODE) != O_RDONLY) {
+    r = ftruncate(fd, 0);
+  } else {
+    // O_RDONLY|O_TRUNC truncates too (the kernel checked write permission for it).
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    r = truncate(ProcPath(fd).c_str(), 0);
+  }
+  if (r != 0) return errno;
+  struct stat st;
+  mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
+  if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) return errno;
+  return 0;
+}
+
+// Finishes a committed OPEN (or, with `e`, CREATE) whose descriptor is `fd`: decides whether the
+// kernel passes the file through (fs/passthrough.h), then truncates when `truncate` says so
+// (after the decision, so a refused open leaves the file as it was), and replies. On failure
+// the descriptor is closed and false returned; `inode`'s handle count is the caller's.
+bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi, int fd,
+                         bool truncate, const fuse_entry_param* e = nullptr) {
   const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags);
   if (d.err != 0) {
     close(fd);
     fuse_reply_err(req, d.err);
     return false;
   }
+  if (truncate) {
+    if (int err = TruncateForOpen(req, fs, fd, fi->flags); err != 0) {
+      fs.passthrough().Release(fs, inode, fd);
+      fuse_reply_err(req, err);
+      return false;
+    }
+  }
+  SetOpenReply(fs, fi, fd);
+  // Pages cached before a transaction changed the file must not be read once it commits: an
+  // open while it runs (or is being settled) drops them, in the opener's own context.
+  if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
+    fi->keep_cache = 0;
   // A passed-through file has no pages of its own; the kernel refuses one that asks to keep
   // them (FOPEN_KEEP_CACHE is outside FOPEN_PASSTHROUGH_MASK: EIO).
   if (d.backing_id != 0) fi->keep_cache = 0;
@@ -80,8 +111,7 @@ bool ReplyOpenMaybePassedThrough(fuse_req_t req, Filesystem& fs, Inode* inode, f
   KernelChannel::PassNextOpenReplyTo(0);
   if (r != 0) {
     // The request was interrupted: the kernel has no file for this open.
-    if (d.backing_id != 0) fs.passthrough().Abandon(fs, inode, fd);
-    close(fd);
+    fs.passthrough().Release(fs, inode, fd);
     return false;
   }
   return true;
@@ -99,7 +129,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (Routed(req, Classify(fs, tx, inode),
              [&] { count.Keep(txops::Open(req, fs, tx, inode, fi)); }))
     return;
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+  // O_RDONLY|O_TRUNC truncates as well.
+  if (fi->flags & O_TRUNC) {
     if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
       fuse_reply_err(req, err);
       return;
@@ -108,7 +139,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int fd, open_err = 0;
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags));
+    fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags) & ~O_TRUNC);
     if (fd < 0) open_err = errno;
   }
   if (fd < 0) {
@@ -116,22 +147,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   // The kernel leaves an O_TRUNC open to the daemon (atomic_o_trunc), set-id bits included.
-  if (fi->flags & O_TRUNC) {
-    struct stat st;
-    mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
-    if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) {
-      int err = errno;
-      close(fd);
-      fuse_reply_err(req, err);
-      return;
-    }
-  }
-  SetOpenReply(fs, fi, fd);
-  // Pages cached before a transaction changed the file must not be read once it commits: an
-  // open while it runs (or is being settled) drops them, in the opener's own context.
-  if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
-    fi->keep_cache = 0;
-  if (!ReplyOpenMaybePassedThrough(req, fs, inode, fi, fd)) return;
+  if (!FinishCommittedOpen(req, fs, inode, fi, fd, (fi->flags & O_TRUNC) != 0)) return;
   count.Keep();
 }
 
@@ -169,10 +185,11 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   // The daemon's own credentials from here: a backing file is registered with them, and the
   // kernel does the passed-through file's I/O with them.
-  SetOpenReply(fs, fi, fd);
   Inode* inode = fs.Get(e.ino);
   inode->open_handles.fetch_add(1);
-  if (!ReplyOpenMaybePassedThrough(req, fs, inode, fi, fd, &e)) {
+  // openat truncated an existing file itself: CREATE comes for a name the kernel found missing,
+  // so the file is nearly always new.
+  if (!FinishCommittedOpen(req, fs, inode, fi, fd, /*truncate=*/false, &e)) {
     inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
     fs.inodes().Forget(inode, 1);
   }
@@ -231,11 +248,9 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     txops::Release(req, fi);
     return;
   }
-  // Before the descriptor's number can be reused, and before the count lets a later open of
-  // the node choose differently.
+  // Before the count lets a later open of the node choose differently.
   fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
   inode->open_handles.fetch_sub(1);
-  close(static_cast<int>(fi->fh));
   fuse_reply_err(req, 0);
 }
 

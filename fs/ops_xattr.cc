@@ -160,7 +160,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   };
   // Writes the kernel passes through would not clear a capability (fs/passthrough.h).
   int err = std::strcmp(name, "security.capability") == 0
-                ? fs.passthrough().WithoutWriters(inode, set)
+                ? fs.passthrough().WithoutWriters(fs, inode, set)
                 : set();
   if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(req, inode);
   inode->XattrsChanging();

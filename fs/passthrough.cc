@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cassert>
@@ -47,7 +48,7 @@ std::string WhyNoBacking(const Status& s) {
 
 }  // namespace
 
-int PassthroughFiles::WriterRefusal(const Filesystem& /*fs*/, const Inode* /*inode*/, int fd) {
+int PassthroughFiles::WriterRefusal(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
   if (st.st_mode & (S_ISUID | S_ISGID)) return ETXTBSY;
@@ -59,11 +60,12 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
                                                   int open_flags) {
   if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG || inode->is_tx_version())
     return {};
-  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
+  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY || (open_flags & O_TRUNC);
   // May wait for applied changes to become durable: before the lock, as every plain write does.
   const int held = writer ? txops::CheckNotHeld(fs, inode) : 0;
   const bool unsettled =
       fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
+  fstx::LockTable* locks = LocksOf(fs, inode);
 
   std::lock_guard l(mu_);
   auto found = nodes_.find(inode);
@@ -71,10 +73,10 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
   // Another open file of the node that is not passed through (or an open still deciding):
   // this one cannot be either.
   if (!must && (inode->open_handles.load() > 1 || unsettled)) return {};
-  fstx::LockTable* locks = writer ? LocksOf(fs, inode) : nullptr;
   if (writer) {
-    int refusal = held != 0 ? held : WriterRefusal(fs, inode, fd);
-    if (refusal == 0 && locks != nullptr && !locks->AddOutsideWriter(KeyOf(inode)).ok())
+    int refusal = held != 0 ? held : WriterRefusal(fd);
+    // Without the lock table nothing could keep transactions off the file.
+    if (refusal == 0 && (locks == nullptr || !locks->AddOutsideWriter(KeyOf(inode)).ok()))
       refusal = EBUSY;
     if (refusal != 0) return must ? Decision{0, refusal} : Decision{};
   }
@@ -82,7 +84,7 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
   if (!must) {
     auto id = KernelChannel::BackingOpen(fd);
     if (!id.ok()) {
-      if (writer && locks != nullptr) locks->RemoveOutsideWriter(KeyOf(inode));
+      if (writer) locks->RemoveOutsideWriter(KeyOf(inode));
       static std::atomic<bool> told{false};
       if (!told.exchange(true)) DaemonLog(LogLevel::kNotice, WhyNoBacking(id.status()));
       return {};
@@ -90,7 +92,6 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
     node.backing_id = *id;
   }
   ++node.files;
-  if (writer) ++node.writers;
   nodes_[inode] = node;
   files_[fd] = File{inode, writer};
   return Decision{node.backing_id, 0};
@@ -98,34 +99,58 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
 
 void PassthroughFiles::Release(Filesystem& fs, Inode* inode, int fd) {
   std::lock_guard l(mu_);
-  ReleaseLocked(fs, inode, fd);
-}
-
-void PassthroughFiles::ReleaseLocked(Filesystem& fs, Inode* inode, int fd) {
   auto file = files_.find(fd);
-  if (file == files_.end()) return;  // served by the daemon
+  if (file == files_.end()) {  // served by the daemon
+    close(fd);
+    return;
+  }
   assert(file->second.inode == inode);
   const bool writer = file->second.writer;
+  // Forgotten before the number can be reused by another open.
   files_.erase(file);
+  close(fd);
   auto found = nodes_.find(inode);
   assert(found != nodes_.end() && found->second.files > 0);
-  Node& node = found->second;
   if (writer) {
-    assert(node.writers > 0);
-    --node.writers;
-    if (fstx::LockTable* locks = LocksOf(fs, inode)) locks->RemoveOutsideWriter(KeyOf(inode));
+    // A mapping made through this open may still write the backing file (the daemon's own
+    // descriptor, just closed, no longer counts); then the hold lingers.
+    bool still_open = false;
+    int probe = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
+    if (probe >= 0) {
+      still_open = fstx::StillOpenForWriting(probe);
+      close(probe);
+    }
+    if (fstx::LockTable* locks = LocksOf(fs, inode))
+      locks->RemoveOutsideWriter(KeyOf(inode), still_open);
   }
-  if (--node.files == 0) {
+  if (--found->second.files == 0) {
     // The kernel dropped its file before it sent the release, so no open file uses the id.
-    KernelChannel::BackingClose(node.backing_id);
+    KernelChannel::BackingClose(found->second.backing_id);
     nodes_.erase(found);
   }
 }
 
-int PassthroughFiles::WithoutWriters(const Inode* inode, const std::function<int()>& change) {
+void PassthroughFiles::WatchLingeringWriters(Filesystem& fs) {
+  if (fs.txs() == nullptr) return;
+  for (size_t i = 0; i < fs.layout().sources().size(); ++i) {
+    fs.txs()->rm(static_cast<int>(i)).locks().SetWriterProbe([&fs](const fstx::ObjectKey& k) {
+      // Without a committed node the kernel holds no file of the object: a mapping's file keeps
+      // its node (the path it was opened by) alive.
+      int fd = fs.inodes().ReopenObject(static_cast<dev_t>(k.dev), static_cast<ino_t>(k.ino),
+                                        O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return false;
+      const bool open_for_writing = fstx::StillOpenForWriting(fd);
+      close(fd);
+      return open_for_writing;
+    });
+  }
+}
+
+int PassthroughFiles::WithoutWriters(Filesystem& fs, const Inode* inode,
+                                     const std::function<int()>& change) {
   std::lock_guard l(mu_);
-  auto found = nodes_.find(inode);
-  if (found != nodes_.end() && found->second.writers > 0) return ETXTBSY;
+  fstx::LockTable* locks = LocksOf(fs, inode);
+  if (locks != nullptr && locks->HasOutsideWriter(KeyOf(inode))) return ETXTBSY;
   return change();
 }
 

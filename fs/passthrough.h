@@ -7,10 +7,12 @@
 //   EIO), and they share one backing id: registered at the first, closed after the last.
 // - An open for writing is passed through only when no transaction holds the file and the file
 //   has no set-id bits and no security.capability: its writes never reach the daemon, so they
-//   could neither be refused (EBUSY) nor clear those. While it is open the file is an outside
-//   writer in the lock table, so a transaction that would change it gets EBUSY.
+//   could not be refused (EBUSY), and nothing would clear those from the file's real mode.
+//   While it is open the file is an outside writer in the lock table, so a transaction that
+//   would change it gets EBUSY. An O_TRUNC open counts as a writer.
 // - A change that would give a file with such a writer set-id bits or a capability is refused
-//   with ETXTBSY (WithoutWriters).
+//   with ETXTBSY (WithoutWriters). The hold lasts while the backing file stays open for writing
+//   after the release (a shared mapping made through the file writes on after close(2)).
 // - A first open of a file a transaction holds, or whose commit is still being settled, is not
 //   passed through: its reads then wait for apply under the visibility lock.
 #pragma once
@@ -35,31 +37,40 @@ class PassthroughFiles {
     int err = 0;
   };
 
-  // For an open of `inode` on the committed route, whose own descriptor is `fd` and which the
-  // caller counted in inode->open_handles already. A passed-through open is registered at once:
-  // Abandon it if the reply does not reach the kernel.
+  // For an open of `inode` on the committed route, whose own descriptor is `fd` (opened
+  // without O_TRUNC: decide before truncating, so a refused open changes nothing) and which the
+  // caller counted in inode->open_handles already. An O_TRUNC open counts as a writer. A
+  // passed-through open is registered at once: Abandon it if the reply does not reach the
+  // kernel.
   Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
-  // At the release of a handle, before its descriptor is closed.
+  // The release of a committed handle: closes `fd`, and ends what its open registered. A
+  // writer's hold outlives it while the backing file is still open for writing elsewhere (a
+  // shared mapping made through it: fstx::LockTable::RemoveOutsideWriter).
   void Release(Filesystem& fs, Inode* inode, int fd);
 
+  // Lets each source's lock table ask whether a file whose last passed-through writer was
+  // released is still open for writing (a shared mapping made through it); once, before
+  // serving.
+  static void WatchLingeringWriters(Filesystem& fs);
+
   // Runs `change` (a chmod that adds set-id bits, a security.capability set) unless a
-  // passed-through writer of `inode` is open, and returns its result; ETXTBSY otherwise.
-  int WithoutWriters(const Inode* inode, const std::function<int()>& change);
+  // passed-through writer holds the object `inode` stands for (through any of its nodes), and
+  // returns its result; ETXTBSY otherwise.
+  int WithoutWriters(Filesystem& fs, const Inode* inode, const std::function<int()>& change);
 
  private:
   struct Node {
     int32_t backing_id = 0;
     uint32_t files = 0;
-    uint32_t writers = 0;
   };
   struct File {
     const Inode* inode;
     bool writer;
   };
-  // Whether a write through a passed-through file could skip a rule only the daemon enforces.
-  static int WriterRefusal(const Filesystem& fs, const Inode* inode, int fd);
-  void ReleaseLocked(Filesystem& fs, Inode* inode, int fd);
+  // Why a write through a passed-through file could skip a rule only the daemon enforces: an
+  // errno, or 0.
+  static int WriterRefusal(int fd);
 
   std::mutex mu_;
   std::unordered_map<const Inode*, Node> nodes_;

@@ -1,5 +1,7 @@
 #include "fs/tx/lock_table.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cassert>
 #include <vector>
@@ -61,9 +63,8 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
   if (found != holders_.end() && found->second != tx)
     return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
   if (const auto* object = std::get_if<ObjectKey>(&key);
-      object != nullptr && found == holders_.end()) {
-    if (outside_writers_.count(*object) != 0)
-      return Status::Busy(Describe(key) + " is open for writing outside transactions");
+      object != nullptr && found == holders_.end() && OutsideWriterLocked(*object)) {
+    return Status::Busy(Describe(key) + " is open for writing outside transactions");
   }
   const bool held = found != holders_.end();
   if (held && (path.empty() || HasPathLocked(key, path))) return Status::Ok();
@@ -100,16 +101,52 @@ Status LockTable::AddOutsideWriter(const ObjectKey& key) {
   auto found = holders_.find(LockKey{key});
   if (found != holders_.end())
     return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
-  ++outside_writers_[key];
+  ++outside_writers_[key].open;
   return Status::Ok();
 }
 
-void LockTable::RemoveOutsideWriter(const ObjectKey& key) {
+void LockTable::RemoveOutsideWriter(const ObjectKey& key, bool still_open) {
   std::lock_guard lock(mu_);
   auto found = outside_writers_.find(key);
-  assert(found != outside_writers_.end() && found->second > 0);
-  if (found == outside_writers_.end()) return;
-  if (--found->second == 0) outside_writers_.erase(found);
+  assert(found != outside_writers_.end() && found->second.open > 0);
+  if (found == outside_writers_.end() || found->second.open == 0) return;
+  if (--found->second.open > 0) return;
+  if (still_open && writer_probe_) {
+    found->second.lingering = true;
+  } else {
+    outside_writers_.erase(found);
+  }
+}
+
+bool LockTable::HasOutsideWriter(const ObjectKey& key) {
+  std::lock_guard lock(mu_);
+  return OutsideWriterLocked(key);
+}
+
+void LockTable::SetWriterProbe(WriterProbe probe) {
+  std::lock_guard lock(mu_);
+  writer_probe_ = std::move(probe);
+}
+
+bool LockTable::OutsideWriterLocked(const ObjectKey& key) {
+  auto found = outside_writers_.find(key);
+  if (found == outside_writers_.end()) return false;
+  if (found->second.open > 0) return true;
+  if (found->second.lingering && writer_probe_ && writer_probe_(key)) return true;
+  outside_writers_.erase(found);
+  return false;
+}
+
+bool StillOpenForWriting(int fd) {
+  // The kernel grants a read lease only on a file nobody has open for writing (a mapping's
+  // file counts while the mapping lives); the lease is given back at once.
+  if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+    return false;
+  }
+  // EAGAIN: open for writing. Any other answer (a filesystem without leases) cannot tell; the
+  // hold then ends with the last release, as it would without mappings.
+  return errno == EAGAIN;
 }
 
 bool LockTable::HasPathLocked(const LockKey& key, const std::string& path) const {

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -50,6 +51,12 @@ using LockKey = std::variant<ObjectKey, EntryKey>;
 // "object 8:1234" or "entry 8:12/name", for messages.
 std::string Describe(const LockKey& key);
 
+// Whether anyone has the file open for writing (`fd`: read-only, on it), as the kernel's lease
+// rules tell: a read lease is granted only on a file nobody has open for writing. The lease is
+// held for an instant; a process that calls this must ignore SIGIO, which a lease break in
+// that instant sends it (the daemon does).
+bool StillOpenForWriting(int fd);
+
 class LockTable {
  public:
   // OK if the key was free (it is now held by tx) or already held by tx; EBUSY naming the
@@ -72,7 +79,19 @@ class LockTable {
   // holder while a transaction holds the object, and while a writer is open, Acquire of the
   // object by any transaction is EBUSY. Counted: writers do not conflict with each other.
   Status AddOutsideWriter(const ObjectKey& key);
-  void RemoveOutsideWriter(const ObjectKey& key);
+  // The last writer's release may leave the backing file still writable outside the daemon: a
+  // shared mapping made through it keeps writing after close(2), and the kernel may finish
+  // closing the passed-through file only after the daemon hears of the release. With
+  // `still_open` the hold then lingers, and every later question about the object (Acquire,
+  // HasOutsideWriter) asks the probe again until it says the file is no longer open for writing.
+  void RemoveOutsideWriter(const ObjectKey& key, bool still_open = false);
+  // Whether a writer holds the object (an open one, or a lingering one still writing).
+  bool HasOutsideWriter(const ObjectKey& key);
+  // Tells whether an object's backing file is open for writing anywhere (fs/passthrough.h
+  // installs it: the table holds no descriptor, which would keep a removed file's space). Called
+  // under the table's mutex. Without one a lingering hold ends at once.
+  using WriterProbe = std::function<bool(const ObjectKey&)>;
+  void SetWriterProbe(WriterProbe probe);
   // Drops every lock tx holds; returns how many.
   size_t ReleaseAll(const Guid& tx);
   // What txstat shows as "objects locked" (objects and entries together).
@@ -85,7 +104,15 @@ class LockTable {
   mutable std::mutex mu_;
   std::atomic<size_t> count_{0};  // holders_.size()
   std::map<LockKey, Guid> holders_;
-  std::map<ObjectKey, uint32_t> outside_writers_;
+  struct OutsideWriters {
+    uint32_t open = 0;
+    bool lingering = false;  // after the last release, while the file may still be written
+  };
+  WriterProbe writer_probe_;
+  std::map<ObjectKey, OutsideWriters> outside_writers_;
+  // Under mu_: whether the object's writers still hold it; drops a lingering hold that has
+  // ended.
+  bool OutsideWriterLocked(const ObjectKey& key);
   std::map<LockKey, std::vector<std::string>> paths_;
   size_t path_count_ = 0;  // entries of paths_'s lists, for the consistency check
   // The keys taken with a path, by path: ancestors and subtrees are ranges of this map.

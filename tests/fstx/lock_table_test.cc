@@ -1,8 +1,11 @@
 #include "fs/tx/lock_table.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -55,6 +58,43 @@ TEST(LockTable, OutsideWritersAndTransactionsExcludeEachOther) {
   t.ReleaseAll(a);
   EXPECT_TRUE(t.AddOutsideWriter(g).ok());
   EXPECT_TRUE(t.AddOutsideWriter(f).ok());
+}
+
+// A writer's hold outlives its release while the file is still open for writing elsewhere (a
+// shared mapping made through a passed-through file keeps writing after close(2)).
+TEST(LockTable, LingeringOutsideWriterHoldsUntilTheFileIsNoLongerOpenForWriting) {
+  char path[] = "/tmp/lock_table_test_XXXXXX";
+  int still = mkstemp(path);  // another open for writing, as a mapping's file would be
+  ASSERT_GE(still, 0);
+  int probe = open(path, O_RDONLY | O_CLOEXEC);
+  unlink(path);
+  ASSERT_GE(probe, 0);
+  EXPECT_TRUE(StillOpenForWriting(probe));
+  LockTable t;
+  int asked = 0;
+  t.SetWriterProbe([&](const ObjectKey&) {
+    ++asked;
+    return StillOpenForWriting(probe);
+  });
+  Guid a = Guid::Random();
+  ObjectKey f{8, 100}, g{8, 101};
+  ASSERT_TRUE(t.AddOutsideWriter(f).ok());
+  t.RemoveOutsideWriter(f, /*still_open=*/true);
+  EXPECT_TRUE(t.HasOutsideWriter(f));
+  Status s = t.Acquire(a, f);
+  EXPECT_EQ(s.code(), EBUSY);
+  EXPECT_NE(s.message().find("open for writing outside transactions"), std::string::npos);
+  close(still);
+  EXPECT_FALSE(StillOpenForWriting(probe));
+  EXPECT_FALSE(t.HasOutsideWriter(f));
+  EXPECT_TRUE(t.Acquire(a, f).ok());
+  // A release with nothing else open leaves nothing to ask about.
+  const int asked_before = asked;
+  ASSERT_TRUE(t.AddOutsideWriter(g).ok());
+  t.RemoveOutsideWriter(g);
+  EXPECT_TRUE(t.Acquire(a, g).ok());
+  EXPECT_EQ(asked, asked_before);
+  close(probe);
 }
 
 TEST(LockTable, ObjectsAndEntriesAreDistinctKeys) {
