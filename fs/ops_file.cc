@@ -91,7 +91,8 @@ bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file
     fuse_reply_err(req, d.err);
     return false;
   }
-  if (truncate) {
+  // Only a regular file is truncated (the kernel opens FIFOs and devices without the daemon).
+  if (truncate && inode->type == S_IFREG) {
     if (int err = TruncateForOpen(req, fs, fd, fi->flags); err != 0) {
       fs.passthrough().Release(fs, inode, fd);
       fuse_reply_err(req, err);
