@@ -60,7 +60,9 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
                                                   int open_flags) {
   if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG || inode->is_tx_version())
     return {};
-  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY || (open_flags & O_TRUNC);
+  // O_RDONLY|O_TRUNC is no writer: the daemon truncates (and clears set-id bits) itself, after
+  // this decision and the open's own conflict check; the kernel writes nothing through it.
+  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
   // May wait for applied changes to become durable: before the lock, as every plain write does.
   const int held = writer ? txops::CheckNotHeld(fs, inode) : 0;
   const bool unsettled =

@@ -9,7 +9,7 @@
 //   has no set-id bits and no security.capability: its writes never reach the daemon, so they
 //   could not be refused (EBUSY), and nothing would clear those from the file's real mode.
 //   While it is open the file is an outside writer in the lock table, so a transaction that
-//   would change it gets EBUSY. An O_TRUNC open counts as a writer.
+//   would change it gets EBUSY.
 // - A change that would give a file with such a writer set-id bits or a capability is refused
 //   with ETXTBSY (WithoutWriters). The hold lasts while the backing file stays open for writing
 //   after the release (a shared mapping made through the file writes on after close(2)).
@@ -39,9 +39,8 @@ class PassthroughFiles {
 
   // For an open of `inode` on the committed route, whose own descriptor is `fd` (opened
   // without O_TRUNC: decide before truncating, so a refused open changes nothing) and which the
-  // caller counted in inode->open_handles already. An O_TRUNC open counts as a writer. A
-  // passed-through open is registered at once: Abandon it if the reply does not reach the
-  // kernel.
+  // caller counted in inode->open_handles already. A passed-through open is registered at
+  // once: Abandon it if the reply does not reach the kernel.
   Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
   // The release of a committed handle: closes `fd`, and ends what its open registered. A
