@@ -85,7 +85,9 @@ int TruncateForOpen(fuse_req_t req, Filesystem& fs, int fd, int open_flags) {
 // the descriptor is closed and false returned; `inode`'s handle count is the caller's.
 bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi, int fd,
                          bool truncate, const fuse_entry_param* e = nullptr) {
-  const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags);
+  const bool unsettled =
+      fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
+  const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags, unsettled);
   if (d.err != 0) {
     close(fd);
     fuse_reply_err(req, d.err);
@@ -101,12 +103,10 @@ bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file
   }
   SetOpenReply(fs, fi, fd);
   // Pages cached before a transaction changed the file must not be read once it commits: an
-  // open while it runs (or is being settled) drops them, in the opener's own context.
-  if (fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino))
-    fi->keep_cache = 0;
-  // A passed-through file has no pages of its own; the kernel refuses one that asks to keep
+  // open while it runs (or is being settled) drops them, in the opener's own context. A
+  // passed-through file has no pages of its own, and the kernel refuses one that asks to keep
   // them (FOPEN_KEEP_CACHE is outside FOPEN_PASSTHROUGH_MASK: EIO).
-  if (d.backing_id != 0) fi->keep_cache = 0;
+  if (unsettled || d.backing_id != 0) fi->keep_cache = 0;
   KernelChannel::PassNextOpenReplyTo(d.backing_id);
   const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
   KernelChannel::PassNextOpenReplyTo(0);

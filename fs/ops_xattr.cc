@@ -14,6 +14,7 @@
 #include "fs/control.h"
 #include "fs/filesystem.h"
 #include "fs/posix_acl.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
 
@@ -49,8 +50,8 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   // the same for every caller), saving a walk through /proc per write. Not for version nodes:
   // once their transaction ended they share the object with its committed node, whose xattr
   // changes they would not see.
-  const bool caps = inode->type == S_IFREG && !inode->is_tx_version() &&
-                    std::strcmp(name, "security.capability") == 0;
+  const bool caps =
+      inode->type == S_IFREG && !inode->is_tx_version() && std::strcmp(name, kCapabilityXattr) == 0;
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
   if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1) {
     fuse_reply_err(req, ENODATA);
@@ -159,7 +160,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     return setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags) == 0 ? 0 : errno;
   };
   // Writes the kernel passes through would not clear a capability (fs/passthrough.h).
-  int err = std::strcmp(name, "security.capability") == 0
+  int err = std::strcmp(name, kCapabilityXattr) == 0
                 ? fs.passthrough().WithoutWriters(fs, inode, set)
                 : set();
   if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(req, inode);

@@ -13,6 +13,7 @@
 #include "fs/daemon_log.h"
 #include "fs/filesystem.h"
 #include "fs/kernel_channel.h"
+#include "fs/setid.h"
 #include "fs/tx_ops.h"
 
 namespace ktmfs::fs {
@@ -46,18 +47,27 @@ std::string WhyNoBacking(const Status& s) {
          ")";
 }
 
+// Whether the file open at `fd` (read-only, -1 if it could not be opened: the kernel holds no
+// file of it) is open for writing anywhere; closes `fd`.
+bool OpenForWritingElsewhere(int fd) {
+  if (fd < 0) return false;
+  const bool open_for_writing = fstx::StillOpenForWriting(fd);
+  close(fd);
+  return open_for_writing;
+}
+
 }  // namespace
 
 int PassthroughFiles::WriterRefusal(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
   if (st.st_mode & (S_ISUID | S_ISGID)) return ETXTBSY;
-  if (fgetxattr(fd, "security.capability", nullptr, 0) >= 0) return ETXTBSY;
+  if (fgetxattr(fd, kCapabilityXattr, nullptr, 0) >= 0) return ETXTBSY;
   return 0;
 }
 
 PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, int fd,
-                                                  int open_flags) {
+                                                  int open_flags, bool unsettled) {
   if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG || inode->is_tx_version())
     return {};
   // O_RDONLY|O_TRUNC is no writer: the daemon truncates (and clears set-id bits) itself, after
@@ -65,8 +75,6 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
   const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
   // May wait for applied changes to become durable: before the lock, as every plain write does.
   const int held = writer ? txops::CheckNotHeld(fs, inode) : 0;
-  const bool unsettled =
-      fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
   fstx::LockTable* locks = LocksOf(fs, inode);
 
   std::lock_guard l(mu_);
@@ -116,12 +124,8 @@ void PassthroughFiles::Release(Filesystem& fs, Inode* inode, int fd) {
   if (writer) {
     // A mapping made through this open may still write the backing file (the daemon's own
     // descriptor, just closed, no longer counts); then the hold lingers.
-    bool still_open = false;
-    int probe = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
-    if (probe >= 0) {
-      still_open = fstx::StillOpenForWriting(probe);
-      close(probe);
-    }
+    const bool still_open =
+        OpenForWritingElsewhere(open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC));
     if (fstx::LockTable* locks = LocksOf(fs, inode))
       locks->RemoveOutsideWriter(KeyOf(inode), still_open);
   }
@@ -138,12 +142,8 @@ void PassthroughFiles::WatchLingeringWriters(Filesystem& fs) {
     fs.txs()->rm(static_cast<int>(i)).locks().SetWriterProbe([&fs](const fstx::ObjectKey& k) {
       // Without a committed node the kernel holds no file of the object: a mapping's file keeps
       // its node (the path it was opened by) alive.
-      int fd = fs.inodes().ReopenObject(static_cast<dev_t>(k.dev), static_cast<ino_t>(k.ino),
-                                        O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return false;
-      const bool open_for_writing = fstx::StillOpenForWriting(fd);
-      close(fd);
-      return open_for_writing;
+      return OpenForWritingElsewhere(fs.inodes().ReopenObject(
+          static_cast<dev_t>(k.dev), static_cast<ino_t>(k.ino), O_RDONLY | O_CLOEXEC));
     });
   }
 }

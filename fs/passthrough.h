@@ -39,9 +39,10 @@ class PassthroughFiles {
 
   // For an open of `inode` on the committed route, whose own descriptor is `fd` (opened
   // without O_TRUNC: decide before truncating, so a refused open changes nothing) and which the
-  // caller counted in inode->open_handles already. A passed-through open is registered at
+  // caller counted in inode->open_handles already. `unsettled`: a transaction holds the file or
+  // its end is still being settled (TxService::IsUnsettled). A passed-through open is registered at
   // once: Abandon it if the reply does not reach the kernel.
-  Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags);
+  Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags, bool unsettled);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
   // The release of a committed handle: closes `fd`, and ends what its open registered. A
   // writer's hold outlives it while the backing file is still open for writing elsewhere (a

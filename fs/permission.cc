@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "fs/posix_acl.h"
+#include "fs/setid.h"
 
 namespace ktmfs::fs {
 
@@ -151,7 +152,7 @@ int MayChangeXattr(const Requester& who, const struct stat& st, const char* name
   if (HasPrefix(name, "security.")) {
     // The capability module's rule: file capabilities need CAP_SETFCAP, the rest of the
     // namespace CAP_SYS_ADMIN. No write permission is asked for either.
-    const int cap = std::strcmp(name, "security.capability") == 0 ? CAP_SETFCAP : CAP_SYS_ADMIN;
+    const int cap = std::strcmp(name, kCapabilityXattr) == 0 ? CAP_SETFCAP : CAP_SYS_ADMIN;
     return who.Capable(cap) ? 0 : EPERM;
   }
   if (HasPrefix(name, "user.")) {

@@ -18,6 +18,10 @@
 
 namespace ktmfs::fs {
 
+// The file capability xattr: a write by a caller without CAP_FSETID removes it, as it drops
+// set-id bits.
+inline constexpr const char* kCapabilityXattr = "security.capability";
+
 // What the decision needs to know of the caller.
 struct SetidCaller {
   bool fsetid = false;        // CAP_FSETID in its effective set
