@@ -6,7 +6,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "fs/daemon_log.h"
 
@@ -54,6 +56,20 @@ bool ArgOf(const void* buf, size_t len, T* out) {
   if (len < sizeof(fuse_in_header) + sizeof(T)) return false;
   std::memcpy(out, static_cast<const char*>(buf) + sizeof(fuse_in_header), sizeof(T));
   return true;
+}
+
+// The kernel's queue count: one per possible CPU.
+unsigned RingQueues() {
+  static const unsigned queues = [] {
+    std::string list;
+    if (FILE* f = fopen("/sys/devices/system/cpu/possible", "re")) {
+      char line[256];
+      if (fgets(line, sizeof line, f) != nullptr) list = line;
+      fclose(f);
+    }
+    return CountCpuList(list);
+  }();
+  return queues;
 }
 
 }  // namespace
@@ -116,6 +132,8 @@ uint64_t InitFlagsToAdd(uint64_t offered, const ChannelWants& wants) {
   // flags2 reaches the kernel only with FUSE_INIT_EXT, which it offers along with it.
   if (wants.passthrough && (offered & kInitPassthrough) && (offered & FUSE_INIT_EXT))
     add |= kInitPassthrough;
+  if (wants.uring && (offered & kInitOverIoUring) && (offered & FUSE_INIT_EXT))
+    add |= kInitOverIoUring;
   return add;
 }
 
@@ -157,6 +175,7 @@ bool SetOpenReplyPassthrough(iovec* iov, int count, uint64_t unique, int32_t bac
 }
 
 KernelChannel::~KernelChannel() {
+  StopRing();
   KernelChannel* self = this;
   installed.compare_exchange_strong(self, nullptr);
 }
@@ -172,6 +191,7 @@ Status KernelChannel::Install(fuse_session* se) {
   // channel's business. Requests are not spliced in: the channel must read them.
   io.splice_send = &KernelChannel::SpliceSend;
   fd_ = fuse_session_fd(se);
+  se_ = se;
   int r = fuse_session_custom_io(se, &io, fd_);
   if (r != 0) {
     installed.store(nullptr);
@@ -180,11 +200,8 @@ Status KernelChannel::Install(fuse_session* se) {
   return Status::Ok();
 }
 
-ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
-  ssize_t n = read(fd, buf, len);
-  if (n < 0) return n;  // errno is libfuse's to read
-  const int saved = errno;
-  RequestFacts f = InspectRequest(buf, static_cast<size_t>(n));
+void KernelChannel::NoteRequest(const void* buf, size_t len) {
+  RequestFacts f = InspectRequest(buf, len);
   current_kill_suidgid = f.kill_suidgid;
   current_opcode = f.opcode;
   current_unique = f.unique;
@@ -192,6 +209,13 @@ ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
   if (f.opcode == FUSE_INIT) {
     if (KernelChannel* c = installed.load()) c->OnInitRequest(f);
   }
+}
+
+ssize_t KernelChannel::Read(int fd, void* buf, size_t len, void* /*userdata*/) {
+  ssize_t n = read(fd, buf, len);
+  if (n < 0) return n;  // errno is libfuse's to read
+  const int saved = errno;
+  NoteRequest(buf, static_cast<size_t>(n));
   errno = saved;
   return n;
 }
@@ -205,12 +229,39 @@ ssize_t KernelChannel::Writev(int fd, iovec* iov, int count, void* /*userdata*/)
     if (SetOpenReplyPassthrough(iov, count, current_unique, next_open_backing_id))
       next_open_backing_id = 0;
   }
-  return writev(fd, iov, count);
+  if (FuseRing::TakeReply(iov, count)) {
+    ssize_t total = 0;
+    for (int i = 0; i < count; ++i)
+      total += static_cast<ssize_t>(iov[i].iov_len);
+    return total;
+  }
+  ssize_t n = writev(fd, iov, count);
+  // The kernel has taken INIT's reply when the write returns: the ring may register now.
+  if (n >= 0 && c != nullptr && c->start_ring_.exchange(false)) {
+    const int saved = errno;
+    c->StartRing();
+    errno = saved;
+  }
+  return n;
 }
 
 ssize_t KernelChannel::SpliceSend(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
                                   unsigned flags, void* /*userdata*/) {
-  return splice(fdin, offin, fdout, offout, len, flags);
+  if (!FuseRing::ThisThreadOwesReply()) return splice(fdin, offin, fdout, offout, len, flags);
+  // A ring request's reply (read data) was spliced into a pipe for the device: read it back and
+  // give it to the entry. Anything else this thread sends this way goes to the device whole.
+  thread_local std::vector<char> spliced;
+  spliced.resize(len);
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fdin, spliced.data() + got, len - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -1 : static_cast<ssize_t>(got);
+    got += static_cast<size_t>(n);
+  }
+  iovec whole{spliced.data(), len};
+  if (FuseRing::TakeReply(&whole, 1)) return static_cast<ssize_t>(len);
+  return write(fdout, spliced.data(), len);
 }
 
 void KernelChannel::OnInitRequest(const RequestFacts& f) {
@@ -221,6 +272,7 @@ void KernelChannel::OnInitRequest(const RequestFacts& f) {
   negotiated_.minor = f.init_minor;
   negotiated_.killpriv_v2_offered = (f.init_flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
   negotiated_.passthrough_offered = (f.init_flags & kInitPassthrough) != 0;
+  negotiated_.uring_offered = (f.init_flags & kInitOverIoUring) != 0;
   init_pending_.store(true, std::memory_order_release);
 }
 
@@ -249,6 +301,15 @@ bool KernelChannel::SettleInit(iovec* iov, int count) {
   if (AddInitReplyFlags(iov, count, init_unique_, init_add_)) {
     negotiated_.killpriv_v2 = (init_add_ & FUSE_HANDLE_KILLPRIV_V2) != 0;
     negotiated_.passthrough = (init_add_ & kInitPassthrough) != 0;
+    negotiated_.uring = (init_add_ & kInitOverIoUring) != 0;
+    if (iov[1].iov_len >= offsetof(fuse_init_out, max_pages) + sizeof(uint16_t)) {
+      fuse_init_out out;
+      std::memcpy(&out, iov[1].iov_base, std::min(sizeof out, iov[1].iov_len));
+      negotiated_.max_write = out.max_write;
+      // Without FUSE_MAX_PAGES the kernel keeps its default of 32 pages.
+      negotiated_.max_pages = (out.flags & FUSE_MAX_PAGES) ? out.max_pages : 32;
+    }
+    start_ring_.store(negotiated_.uring);
     killpriv_v2_.store(negotiated_.killpriv_v2, std::memory_order_release);
     passthrough_.store(negotiated_.passthrough, std::memory_order_release);
   }
@@ -283,7 +344,46 @@ std::string KernelChannel::Report() const {
   } else {
     s += "PASSTHROUGH offered, but libfuse's INIT reply had an unexpected layout";
   }
+  s += "; ";
+  if (!n.uring_offered) {
+    s += "OVER_IO_URING not offered (root enables it: /sys/module/fuse/parameters/enable_uring)";
+  } else if (n.uring) {
+    s += "OVER_IO_URING taken (" + std::to_string(RingQueues()) + " queues of " +
+         std::to_string(wants_.uring_entries) + " entries)";
+  } else if (!wants_.uring) {
+    s += "OVER_IO_URING offered, not taken (-o nouring)";
+  } else {
+    s += "OVER_IO_URING offered, but libfuse's INIT reply had an unexpected layout";
+  }
   return s;
+}
+
+void KernelChannel::StartRing() {
+  const Negotiated n = negotiated();
+  FuseRing::Config config;
+  config.queues = RingQueues();
+  config.entries_per_queue = wants_.uring_entries;
+  config.payload_size =
+      RingPayloadSize(n.max_write, n.max_pages, static_cast<size_t>(sysconf(_SC_PAGESIZE)));
+  config.report_always = wants_.report_always;
+  if (config.queues == 0) {
+    DaemonLog(LogLevel::kNotice, "FUSE over io_uring: no CPU list in "
+                                 "/sys/devices/system/cpu/possible; requests stay on /dev/fuse");
+    return;
+  }
+  auto ring = std::make_unique<FuseRing>(se_, fd_, config);
+  ring->Start();
+  std::lock_guard l(mu_);
+  ring_ = std::move(ring);
+}
+
+void KernelChannel::StopRing() {
+  std::unique_ptr<FuseRing> ring;
+  {
+    std::lock_guard l(mu_);
+    ring = std::move(ring_);
+  }
+  if (ring) ring->Stop();
 }
 
 bool KernelChannel::CurrentRequestKillsSuidgid() {

@@ -13,6 +13,10 @@
 //   patched to carry FOPEN_PASSTHROUGH and the backing id. The kernel then reads, writes and
 //   maps that open file on the backing file itself; which opens may (fs/passthrough.h) is
 //   the daemon's business, not the channel's.
+// - FUSE over io_uring (FUSE_OVER_IO_URING, Linux 6.14, when root has enabled it): the INIT reply
+//   takes it, and once the reply is written the channel starts the ring (fs/fuse_ring.h), whose
+//   entries then carry the requests and replies /dev/fuse carried. Replies to the ring's requests
+//   pass through this channel's writev and splice_send like any other and are handed to it.
 // - per-request flags it drops: FUSE_WRITE_KILL_SUIDGID of a WRITE, FUSE_OPEN_KILL_SUIDGID of
 //   an OPEN or CREATE, FATTR_KILL_SUIDGID of a truncating SETATTR. Each says the caller lacks
 //   CAP_FSETID in the initial user namespace, which /proc/PID/status cannot tell (a user
@@ -35,6 +39,7 @@
 #include <mutex>
 #include <string>
 
+#include "fs/fuse_ring.h"
 #include "log/status.h"
 
 namespace ktmfs::fs {
@@ -43,11 +48,13 @@ namespace ktmfs::fs {
 struct ChannelWants {
   bool killpriv_v2 = true;
   bool passthrough = false;
+  bool uring = false;
+  unsigned uring_entries = 2;  // ring entries (and threads) per CPU
   // Log what INIT settled even when the kernel gave all that was wanted: in the foreground and
   // with -d. A daemon in the background says nothing in syslog about a healthy mount, only when
   // it runs without a feature it wanted.
   bool report_always = false;
-  bool Any() const { return killpriv_v2 || passthrough; }
+  bool Any() const { return killpriv_v2 || passthrough || uring; }
 };
 
 // What INIT settled, for the mount's report and for the handlers.
@@ -57,6 +64,9 @@ struct Negotiated {
   bool killpriv_v2 = false;  // taken: SB_NOSEC, and set-id clearing left to the daemon
   bool passthrough_offered = false;
   bool passthrough = false;  // taken: opens may be answered with a backing id
+  bool uring_offered = false;
+  bool uring = false;  // taken: requests move to ring entries once they are registered
+  uint32_t max_write = 0, max_pages = 0;  // as the INIT reply settled them
 };
 
 // The kernel's passthrough ABI (linux/fuse.h 7.40), which Debian 12's headers predate.
@@ -119,6 +129,13 @@ class KernelChannel {
   // "kernel FUSE 7.N: HANDLE_KILLPRIV_V2 taken (...)" and the like, for the mount's log.
   std::string Report() const;
 
+  // Stops the ring's threads, if INIT started them; before the session's end.
+  void StopRing();
+
+  // Notes the request in `buf` for the handler this thread runs next (the per-request flags
+  // above, its unique for a patched reply); the ring's threads call it for theirs.
+  static void NoteRequest(const void* buf, size_t len);
+
   // Whether the request this thread is handling carries the kernel's word that its caller
   // lacks CAP_FSETID (see above). False without an installed channel.
   static bool CurrentRequestKillsSuidgid();
@@ -146,12 +163,16 @@ class KernelChannel {
   void OnReply(iovec* iov, int count);
   // Notes the INIT reply among the replies going out, patched: true for that one.
   bool SettleInit(iovec* iov, int count);
+  void StartRing();
 
   const ChannelWants wants_;
   std::atomic<bool> init_pending_{false};  // an INIT was read and not answered yet
   std::atomic<bool> killpriv_v2_{false};
   std::atomic<bool> passthrough_{false};
   int fd_ = -1;  // the session's /dev/fuse
+  fuse_session* se_ = nullptr;
+  std::atomic<bool> start_ring_{false};  // INIT took the ring and its reply is on its way
+  std::unique_ptr<FuseRing> ring_;        // set once, by the thread that wrote INIT's reply
   mutable std::mutex mu_;
   uint64_t init_unique_ = 0;
   uint64_t init_add_ = 0;

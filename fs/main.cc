@@ -310,6 +310,8 @@ int Run(int argc, char** argv) {
   // The kernel serves a passed-through file around its page cache, which the writeback cache
   // needs; and registering a backing file takes CAP_SYS_ADMIN.
   wants.passthrough = options.passthrough && !options.cache.writeback && geteuid() == 0;
+  wants.uring = options.uring;
+  wants.uring_entries = options.uring_entries;
   KernelChannel channel(wants);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
@@ -339,6 +341,8 @@ int Run(int argc, char** argv) {
         DaemonLogToSyslog(/*keep_stderr=*/false);
       }
       ret = Serve(se, options);
+      // The ring's threads run handlers too; they end with the loop, before anything they use.
+      channel.StopRing();
       // Before the unmount closes the session's descriptor: a transaction ending meanwhile (the
       // reaper's) would write its invalidations to a closed descriptor, or to a file that
       // reuses its number (TSan under txcheck).

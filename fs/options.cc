@@ -34,6 +34,9 @@ enum Key {
   kKeyNoKillprivV2,
   kKeyPassthrough,
   kKeyNoPassthrough,
+  kKeyUring,
+  kKeyNoUring,
+  kKeyUringEntries,
   kKeyRemount,
   kKeyReadOnly,
   kKeyReadWrite,
@@ -63,6 +66,9 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("nokillpriv_v2", kKeyNoKillprivV2),
     FUSE_OPT_KEY("passthrough", kKeyPassthrough),
     FUSE_OPT_KEY("nopassthrough", kKeyNoPassthrough),
+    FUSE_OPT_KEY("uring", kKeyUring),
+    FUSE_OPT_KEY("nouring", kKeyNoUring),
+    FUSE_OPT_KEY("uring_entries=", kKeyUringEntries),
     FUSE_OPT_KEY("remount", kKeyRemount),
     FUSE_OPT_KEY("ro", kKeyReadOnly),
     FUSE_OPT_KEY("rw", kKeyReadWrite),
@@ -206,6 +212,23 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
     case kKeyNoPassthrough:
       o.passthrough = false;
       return 0;
+    case kKeyUring:
+      o.uring = true;
+      return 0;
+    case kKeyNoUring:
+      o.uring = false;
+      return 0;
+    case kKeyUringEntries: {
+      const std::string v = ValueOf(arg);
+      char* end = nullptr;
+      unsigned long n = std::strtoul(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || v[0] == '-' || n < 1 || n > 64) {
+        st->error = std::string("-o ") + arg + ": expected a number from 1 to 64";
+      } else {
+        o.uring_entries = static_cast<unsigned>(n);
+      }
+      return 0;
+    }
     case kKeyRemount:
       o.remount = true;
       return 0;
@@ -342,6 +365,13 @@ void PrintUsage(const char* program) {
       "                             the kernel on the backing file (default; not with\n"
       "                             -o writeback)\n"
       "    -o nopassthrough         decline it\n"
+      "    -o uring                 take the kernel's OVER_IO_URING offer: requests and\n"
+      "                             replies travel through io_uring entries, one queue\n"
+      "                             per CPU (default; the kernel offers it once root\n"
+      "                             sets /sys/module/fuse/parameters/enable_uring)\n"
+      "    -o nouring               decline it\n"
+      "    -o uring_entries=N       entries, each with its thread, per CPU queue\n"
+      "                             (default 2)\n"
       "    -o nonempty              mount over a non-empty directory without a warning\n"
       "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
       "                             read-write (what mount -o remount runs) and exit\n"

@@ -52,6 +52,10 @@ struct Options {
   // -o nopassthrough: serve every read and write in the daemon even when the kernel offers
   // FUSE_PASSTHROUGH (fs/passthrough.h).
   bool passthrough = true;
+  // -o nouring: keep every request on /dev/fuse even when the kernel offers FUSE over io_uring
+  // (fs/fuse_ring.h); -o uring_entries=N: entries (and threads) per CPU queue.
+  bool uring = true;
+  unsigned uring_entries = 2;
   bool default_permissions = false;
   bool allow_other = false;
   bool nonempty = false;   // -o nonempty: hiding the mountpoint's contents is intended
