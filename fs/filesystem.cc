@@ -8,6 +8,7 @@
 #include <cstring>
 #include <set>
 
+#include "fs/fuse_ring.h"
 #include "fs/invalidator.h"
 #include "fs/kernel_channel.h"
 #include "fs/setid.h"
@@ -246,6 +247,31 @@ int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
   int err = DropSetidBeforeWrite(req, fd, &cleared);
   if (cleared && fs.invalidator() != nullptr) fs.invalidator()->Attributes(node);
   return err;
+}
+
+}  // namespace ktmfs::fs
+
+namespace ktmfs::fs {
+
+void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos) {
+  // A splice would fill a pipe only for the channel to read it back into the entry.
+  if (char* room = FuseRing::ReplyRoom(size)) {
+    size_t got = 0;
+    while (got < size) {
+      ssize_t n = pread(fd, room + got, size - got, pos + static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        fuse_reply_err(req, errno);
+        return;
+      }
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    fuse_reply_buf(req, room, got);
+    return;
+  }
+  fuse_bufvec v = FdBuffer(size, fd, pos);
+  fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
 }
 
 }  // namespace ktmfs::fs

@@ -116,6 +116,11 @@ inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
   return v;
 }
 
+// Replies to a read with up to `size` bytes of `fd` at `pos`: spliced from the file to /dev/fuse,
+// or, for a request that came over FUSE's io_uring, read straight into the ring entry that
+// carries the reply.
+void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos);
+
 // Replies to a write of N bytes at OFF through FI. An O_DIRECT write first drops the range from
 // the page cache: the kernel does that around a synchronous direct write, but not once an
 // asynchronous one (AIO, io_uring) completes, so pages a buffered reader cached while the write

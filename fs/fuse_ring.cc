@@ -376,6 +376,12 @@ bool FuseRing::TakeReply(const iovec* iov, int count) {
   return false;
 }
 
+char* FuseRing::ReplyRoom(size_t size) {
+  Entry* e = this_entry;
+  if (e == nullptr || e->owed.load() == 0 || size > e->payload_cap) return nullptr;
+  return e->payload;
+}
+
 bool FuseRing::ThisThreadOwesReply() {
   return this_entry != nullptr && this_entry->owed.load() != 0;
 }

@@ -132,6 +132,9 @@ class FuseRing {
   // For the channel's splice_send: whether this thread is handling a ring request it has not
   // answered yet, so a spliced message it sends may be that answer.
   static bool ThisThreadOwesReply();
+  // Where a reply of up to `size` bytes of data may be built for the ring request this thread
+  // handles, so that it is not copied again (see PackReply); null when there is none.
+  static char* ReplyRoom(size_t size);
 
  private:
   void Serve(Entry* e);

@@ -202,9 +202,7 @@ void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fil
     return;
   }
   auto visible = Fs(req).ReadingCommitted();
-  // An fd buffer lets libfuse splice the data from the backing file into /dev/fuse.
-  fuse_bufvec buf = FdBuffer(size, static_cast<int>(fi->fh), off);
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  ReplyWithFileData(req, static_cast<int>(fi->fh), size, off);
 }
 
 void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {

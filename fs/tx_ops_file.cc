@@ -223,8 +223,7 @@ void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info
       return;
     }
   }
-  fuse_bufvec v = FdBuffer(size, fd, off);
-  fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
+  ReplyWithFileData(req, fd, size, off);
 }
 
 void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi) {

@@ -2,15 +2,17 @@
 # Passthrough benchmark: the same workloads on a native directory, through libfuse's own
 # high-performance passthrough example (passthrough_hp, the baseline to meet; and the same
 # example with its xattr operations compiled in) and through ktmfs (default options,
-# -o nopassthrough, -o nokillpriv_v2, -o writeback, and -o writeback with names cached as long as passthrough_hp
-# caches them), each
+# -o nopassthrough, -o nokillpriv_v2, -o nouring, -o writeback, and -o writeback with names
+# cached as long as passthrough_hp caches them), each
 # over its own directory on the same disk, all mounted for the whole run and measured in turns;
 # reported as medians over the repetitions, ratios to native and ktmfs's ratios to
 # passthrough_hp.
 #   tests/bench/passthrough.sh [BUILD_DIR]      (default: build; run as root)
 # Workloads: sequential write and read of a 512 MiB file in 1 MiB blocks (reads after dropping
 # caches), 4 KiB random reads of a cached 256 MiB file, 4 KiB random writes, and a metadata
-# load (create, stat, unlink of small files; meta_total is one file's create+stat+unlink).
+# load (create, stat, unlink of small files; meta_total is one file's create+stat+unlink), and
+# stats from 16 threads at once (stat_x16). FUSE over io_uring is switched on for the run where
+# the kernel has it (/sys/module/fuse/parameters/enable_uring, put back at the end).
 # passthrough_hp is fetched and built at bench time by build_passthrough_hp.sh; when that fails
 # its columns say "not run" and why. Environment: SECONDS_PER_JOB (default 8), META_FILES
 # (default 4000), REPEAT (default 3), BENCH_DIR (default a new directory under /tmp),
@@ -31,7 +33,10 @@ work=$(cd "$work" && pwd)
 hp_pids=()
 mounts=()
 
+uring_param=/sys/module/fuse/parameters/enable_uring
+uring_saved=
 cleanup() {
+  [ -n "$uring_saved" ] && echo "$uring_saved" >"$uring_param"
   for m in "${mounts[@]}"; do
     if grep -q " $m fuse" /proc/mounts; then fusermount3 -u "$m" || umount -l "$m"; fi
   done
@@ -44,6 +49,14 @@ cleanup() {
 trap cleanup EXIT
 
 c++ -O2 -std=c++20 -o "$work/meta" tests/bench/passthrough_meta.cc
+c++ -O2 -std=c++20 -pthread -o "$work/pstat" tests/bench/parallel_stat.cc
+if [ -w "$uring_param" ]; then
+  uring_saved=$(cat "$uring_param")
+  echo Y >"$uring_param"
+  echo "FUSE over io_uring: enabled for this run ($uring_param was $uring_saved)"
+else
+  echo "FUSE over io_uring: not on this kernel ($uring_param is missing); no-ring = ktmfs"
+fi
 
 if hp=$(tests/bench/build_passthrough_hp.sh "$work/hp-build" 2>"$work/hp-reason"); then
   hp_reason=
@@ -90,6 +103,9 @@ measure() {
   read -r c s u < <("$work/meta" "$dir/meta" "$meta_files")
   rmdir "$dir/meta"
   python3 -c "n=$meta_files; print('\n'.join('$label $rep %s %.0f' % kv for kv in (('create', n/$c), ('stat', n/$s), ('unlink', n/$u), ('meta_total', n/($c+$s+$u)))))" >>"$out"
+  mkdir "$dir/pstat"
+  echo "$label $rep stat_x16 $("$work/pstat" "$dir/pstat" 16 "$runtime")" >>"$out"
+  rmdir "$dir/pstat"
 }
 
 # Waits (bounded) until $1 is a FUSE mount served by process $2.
@@ -135,11 +151,13 @@ fi
 # transactions is a request to the daemon (fs/passthrough.h).
 # nokp2: the kernel's HANDLE_KILLPRIV_V2 declined too, which brings back a GETXATTR of
 # security.capability before every write (fs/kernel_channel.h).
-for variant in default nopt nokp2 writeback cached; do
+# noring: FUSE over io_uring declined, so requests travel over /dev/fuse (fs/fuse_ring.h).
+for variant in default nopt nokp2 noring writeback cached; do
   case $variant in
     default) opts=() ;;
     nopt) opts=(-o nopassthrough) ;;
     nokp2) opts=(-o nopassthrough,nokillpriv_v2) ;;
+    noring) opts=(-o nouring) ;;
     writeback) opts=(-o writeback) ;;
     cached) opts=(-o writeback,entry_timeout=86400,negative_timeout=86400) ;;
   esac
@@ -170,7 +188,7 @@ for line in open(sys.argv[1]):
 hp_reason = sys.argv[2]
 units = {"seq_write": "MiB/s", "seq_read": "MiB/s", "rand_read_4k": "MiB/s",
          "rand_write_4k": "MiB/s", "create": "files/s", "stat": "files/s", "unlink": "files/s",
-         "meta_total": "files/s"}
+         "meta_total": "files/s", "stat_x16": "stats/s"}
 
 def median_ratio(a, b, key):
     """The median over repetitions of a's value divided by b's, or None."""
@@ -184,10 +202,10 @@ print()
 print("medians over the repetitions, in the unit shown; (x) = ratio to native;"
       " /hp = ratio to passthrough_hp (each ratio taken within a repetition)")
 print("%-13s %9s | %9s %6s | %9s %6s | %9s %6s %6s | %9s %6s %6s | %9s %6s %6s | %9s %6s %6s"
-      " | %9s %6s %6s" % (
+      " | %9s %6s %6s | %9s %6s %6s" % (
     "workload", "native", "pthru_hp", "(x)", "hp+xattr", "(x)", "ktmfs", "(x)", "/hp",
-    "no-pt", "(x)", "/hp", "no-kp2", "(x)", "/hp", "ktmfs+wb", "(x)", "/hp", "cached", "(x)",
-    "/hp"))
+    "no-pt", "(x)", "/hp", "no-kp2", "(x)", "/hp", "no-ring", "(x)", "/hp", "ktmfs+wb", "(x)",
+    "/hp", "cached", "(x)", "/hp"))
 for key, unit in units.items():
     def cells(label, vs_hp):
         v = vals.get((label, key))
@@ -200,10 +218,11 @@ for key, unit in units.items():
             s += " %5.2fx" % r if r is not None else " %6s" % "-"
         return s
     n = statistics.median(vals[("native", key)].values())
-    print("%-13s %9.1f | %s | %s | %s | %s | %s | %s | %s   %s" % (
+    print("%-13s %9.1f | %s | %s | %s | %s | %s | %s | %s | %s   %s" % (
         key, n, cells("passthrough_hp", False), cells("passthrough_hp_xattr", False),
         cells("ktmfs-default", True), cells("ktmfs-nopt", True), cells("ktmfs-nokp2", True),
-        cells("ktmfs-writeback", True), cells("ktmfs-cached", True), unit))
+        cells("ktmfs-noring", True), cells("ktmfs-writeback", True), cells("ktmfs-cached", True),
+        unit))
 if hp_reason:
     print("passthrough_hp not run: " + hp_reason)
 PY
