@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -242,10 +243,15 @@ void FuseRing::Serve(Entry* e) {
     if (stopping_.load()) return;
     bool first = false;
     if (failure_reported_.compare_exchange_strong(first, true)) {
+      // Before every queue has an entry the kernel keeps requests on /dev/fuse; an entry lost
+      // later leaves its queue the others.
       DaemonLog(LogLevel::kNotice, "FUSE over io_uring: queue " + std::to_string(e->qid) +
                                        ", entry " + std::to_string(e->index) + ": " + what +
                                        ": " + strerror(err) +
-                                       "; requests that queue would take stay on /dev/fuse");
+                                       (e->commit_id == 0
+                                            ? "; requests stay on /dev/fuse unless every queue "
+                                              "registers"
+                                            : "; the queue serves on with its other entries"));
     }
   };
   if (int r = io_uring_queue_init(4, &e->ring, IORING_SETUP_SQE128); r < 0) {
@@ -322,11 +328,10 @@ bool FuseRing::Handle(Entry* e) {
 }
 
 bool FuseRing::Commit(Entry* e) {
+  // One command is in flight per entry and the ring has four slots: one is always free.
   io_uring_sqe* sqe = io_uring_get_sqe(&e->ring);
-  if (sqe == nullptr) {
-    io_uring_submit(&e->ring);
-    sqe = io_uring_get_sqe(&e->ring);
-  }
+  assert(sqe != nullptr);
+  if (sqe == nullptr) return false;
   PrepareCommitAndFetch(sqe, dev_fd_, e->qid, e->commit_id);
   io_uring_sqe_set_data64(sqe, kTagCmd);
   for (;;) {
@@ -334,8 +339,9 @@ bool FuseRing::Commit(Entry* e) {
     if (r >= 0) return true;
     if (r == -EINTR || r == -EAGAIN) continue;
     DaemonLog(LogLevel::kError, "FUSE over io_uring: queue " + std::to_string(e->qid) +
-                                    ": submitting the reply to request " +
-                                    std::to_string(e->commit_id) + ": " + strerror(-r));
+                                    " loses an entry: submitting the reply to request " +
+                                    std::to_string(e->commit_id) + ": " + strerror(-r) +
+                                    " (the request is answered when the connection ends)");
     return false;
   }
 }

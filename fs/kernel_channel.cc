@@ -351,7 +351,7 @@ std::string KernelChannel::Report() const {
     s += "OVER_IO_URING taken (" + std::to_string(RingQueues()) + " queues of " +
          std::to_string(wants_.uring_entries) + " entries)";
   } else if (!wants_.uring) {
-    s += "OVER_IO_URING offered, not taken (-o nouring)";
+    s += "OVER_IO_URING offered, not taken (-o nouring, or -s)";
   } else {
     s += "OVER_IO_URING offered, but libfuse's INIT reply had an unexpected layout";
   }

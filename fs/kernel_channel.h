@@ -49,7 +49,7 @@ struct ChannelWants {
   bool killpriv_v2 = true;
   bool passthrough = false;
   bool uring = false;
-  unsigned uring_entries = 2;  // ring entries (and threads) per CPU
+  unsigned uring_entries = 4;  // ring entries (and threads) per CPU
   // Log what INIT settled even when the kernel gave all that was wanted: in the foreground and
   // with -d. A daemon in the background says nothing in syslog about a healthy mount, only when
   // it runs without a feature it wanted.

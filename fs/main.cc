@@ -310,7 +310,8 @@ int Run(int argc, char** argv) {
   // The kernel serves a passed-through file around its page cache, which the writeback cache
   // needs; and registering a backing file takes CAP_SYS_ADMIN.
   wants.passthrough = options.passthrough && !options.cache.writeback && geteuid() == 0;
-  wants.uring = options.uring;
+  // -s asks for one request at a time; the ring's threads would serve others beside it.
+  wants.uring = options.uring && !options.single_thread;
   wants.uring_entries = options.uring_entries;
   KernelChannel channel(wants);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);

@@ -371,7 +371,7 @@ void PrintUsage(const char* program) {
       "                             sets /sys/module/fuse/parameters/enable_uring)\n"
       "    -o nouring               decline it\n"
       "    -o uring_entries=N       entries, each with its thread, per CPU queue\n"
-      "                             (default 2)\n"
+      "                             (default 4)\n"
       "    -o nonempty              mount over a non-empty directory without a warning\n"
       "    -o remount,ro|rw         remount the live mount on MOUNTPOINT read-only or\n"
       "                             read-write (what mount -o remount runs) and exit\n"

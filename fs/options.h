@@ -55,7 +55,7 @@ struct Options {
   // -o nouring: keep every request on /dev/fuse even when the kernel offers FUSE over io_uring
   // (fs/fuse_ring.h); -o uring_entries=N: entries (and threads) per CPU queue.
   bool uring = true;
-  unsigned uring_entries = 2;
+  unsigned uring_entries = 4;
   bool default_permissions = false;
   bool allow_other = false;
   bool nonempty = false;   // -o nonempty: hiding the mountpoint's contents is intended

@@ -150,8 +150,11 @@ void PassthroughFiles::WatchLingeringWriters(Filesystem& fs) {
 
 int PassthroughFiles::WithoutWriters(Filesystem& fs, const Inode* inode,
                                      const std::function<int()>& change) {
-  std::lock_guard l(mu_);
   fstx::LockTable* locks = LocksOf(fs, inode);
+  // A writer just closed is released by a request that may still be on its way; mu_, which
+  // its release takes, is not held meanwhile.
+  if (locks != nullptr) (void)locks->HasOutsideWriter(KeyOf(inode), /*grace=*/true);
+  std::lock_guard l(mu_);
   if (locks != nullptr && locks->HasOutsideWriter(KeyOf(inode))) return ETXTBSY;
   return change();
 }

@@ -58,7 +58,11 @@ const Guid* LockTable::HeldUnderLocked(const std::string& dir, const Guid& tx) c
 }
 
 Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string& path) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (const auto* object = std::get_if<ObjectKey>(&key);
+      object != nullptr && holders_.find(key) == holders_.end()) {
+    AwaitReleaseLocked(lock, *object);
+  }
   auto found = holders_.find(key);
   if (found != holders_.end() && found->second != tx)
     return Status::Busy(Describe(key) + " is held by transaction " + found->second.ToString());
@@ -110,6 +114,7 @@ void LockTable::RemoveOutsideWriter(const ObjectKey& key, bool still_open) {
   auto found = outside_writers_.find(key);
   assert(found != outside_writers_.end() && found->second.open > 0);
   if (found == outside_writers_.end() || found->second.open == 0) return;
+  writer_released_.notify_all();
   if (--found->second.open > 0) return;
   if (still_open && writer_probe_) {
     found->second.lingering = true;
@@ -118,9 +123,18 @@ void LockTable::RemoveOutsideWriter(const ObjectKey& key, bool still_open) {
   }
 }
 
-bool LockTable::HasOutsideWriter(const ObjectKey& key) {
-  std::lock_guard lock(mu_);
+bool LockTable::HasOutsideWriter(const ObjectKey& key, bool grace) {
+  std::unique_lock lock(mu_);
+  if (grace) AwaitReleaseLocked(lock, key);
   return OutsideWriterLocked(key);
+}
+
+void LockTable::AwaitReleaseLocked(std::unique_lock<std::mutex>& lock, const ObjectKey& key) {
+  auto open = [&] {
+    auto found = outside_writers_.find(key);
+    return found != outside_writers_.end() && found->second.open > 0;
+  };
+  if (open()) writer_released_.wait_for(lock, kReleaseGrace, [&] { return !open(); });
 }
 
 void LockTable::SetWriterProbe(WriterProbe probe) {

@@ -15,6 +15,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -78,6 +80,12 @@ class LockTable {
   // refused when it comes, so the conflict is taken at the open instead: EBUSY naming the
   // holder while a transaction holds the object, and while a writer is open, Acquire of the
   // object by any transaction is EBUSY. Counted: writers do not conflict with each other.
+  //
+  // The kernel sends a file's release after close(2) has returned, and the daemon may take a
+  // request that came after it first. So a writer still open waits for its release for up to
+  // kReleaseGrace before its hold refuses anything: `echo x > f; txbegin .; echo y > f` must
+  // not fail for a descriptor already closed.
+  static constexpr std::chrono::milliseconds kReleaseGrace{2000};
   Status AddOutsideWriter(const ObjectKey& key);
   // The last writer's release may leave the backing file still writable outside the daemon: a
   // shared mapping made through it keeps writing after close(2), and the kernel may finish
@@ -85,8 +93,10 @@ class LockTable {
   // `still_open` the hold then lingers, and every later question about the object (Acquire,
   // HasOutsideWriter) asks the probe again until it says the file is no longer open for writing.
   void RemoveOutsideWriter(const ObjectKey& key, bool still_open = false);
-  // Whether a writer holds the object (an open one, or a lingering one still writing).
-  bool HasOutsideWriter(const ObjectKey& key);
+  // Whether a writer holds the object (an open one, or a lingering one still writing). With
+  // `grace`, an open one first gets kReleaseGrace to be released; the caller then must hold
+  // nothing the release needs.
+  bool HasOutsideWriter(const ObjectKey& key, bool grace = false);
   // Tells whether an object's backing file is open for writing anywhere (fs/passthrough.h
   // installs it: the table holds no descriptor, which would keep a removed file's space). Called
   // under the table's mutex. Without one a lingering hold ends at once.
@@ -110,9 +120,12 @@ class LockTable {
   };
   WriterProbe writer_probe_;
   std::map<ObjectKey, OutsideWriters> outside_writers_;
+  std::condition_variable writer_released_;  // a writer's count went down
   // Under mu_: whether the object's writers still hold it; drops a lingering hold that has
   // ended.
   bool OutsideWriterLocked(const ObjectKey& key);
+  // Under mu_ (in `lock`): waits up to kReleaseGrace while an open writer holds the object.
+  void AwaitReleaseLocked(std::unique_lock<std::mutex>& lock, const ObjectKey& key);
   std::map<LockKey, std::vector<std::string>> paths_;
   size_t path_count_ = 0;  // entries of paths_'s lists, for the consistency check
   // The keys taken with a path, by path: ancestors and subtrees are ranges of this map.
