@@ -229,8 +229,8 @@ void FuseRing::Stop() {
 void FuseRing::Serve(Entry* e) {
   this_entry = e;
   // A thread name holds 15 characters.
-  const std::string name = "ktmfs-ring" + std::to_string(e->qid % 100) + "." +
-                           std::to_string(e->index % 100);
+  const std::string name =
+      "ktmfs-ring" + std::to_string(e->qid % 100) + "." + std::to_string(e->index % 100);
   pthread_setname_np(pthread_self(), name.c_str());
   // The kernel puts a request on the queue of the CPU its caller runs on; the entry's thread
   // answers on that CPU, where the caller waits, when the CPU is online.
@@ -245,13 +245,12 @@ void FuseRing::Serve(Entry* e) {
     if (failure_reported_.compare_exchange_strong(first, true)) {
       // Before every queue has an entry the kernel keeps requests on /dev/fuse; an entry lost
       // later leaves its queue the others.
-      DaemonLog(LogLevel::kNotice, "FUSE over io_uring: queue " + std::to_string(e->qid) +
-                                       ", entry " + std::to_string(e->index) + ": " + what +
-                                       ": " + strerror(err) +
-                                       (e->commit_id == 0
-                                            ? "; requests stay on /dev/fuse unless every queue "
-                                              "registers"
-                                            : "; the queue serves on with its other entries"));
+      DaemonLog(LogLevel::kNotice,
+                "FUSE over io_uring: queue " + std::to_string(e->qid) + ", entry " +
+                    std::to_string(e->index) + ": " + what + ": " + strerror(err) +
+                    (e->commit_id == 0 ? "; requests stay on /dev/fuse unless every queue "
+                                         "registers"
+                                       : "; the queue serves on with its other entries"));
     }
   };
   if (int r = io_uring_queue_init(4, &e->ring, IORING_SETUP_SQE128); r < 0) {

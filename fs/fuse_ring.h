@@ -80,8 +80,7 @@ inline constexpr size_t kRingLegacySlack = sizeof(fuse_in_header) + kRingOpInSiz
 // ends: the header and the first argument go into the kRingLegacySlack bytes before `payload`.
 // Returns where the request starts and sets *len, or an error for a request whose sizes do not
 // add up (header length, payload size and the first argument's room).
-Result<char*> LegacyRequestAt(const RingHeaders& h, char* payload, size_t payload_cap,
-                              size_t* len);
+Result<char*> LegacyRequestAt(const RingHeaders& h, char* payload, size_t payload_cap, size_t* len);
 
 // Puts the reply in `iov` (fuse_out_header first, as libfuse writes to /dev/fuse) into the
 // entry: the header into h->in_out, the arguments one after another into the payload, their
@@ -106,7 +105,7 @@ size_t RingPayloadSize(uint32_t max_write, uint32_t max_pages, size_t page_size)
 class FuseRing {
  public:
   struct Config {
-    unsigned queues = 0;           // the kernel's: one per possible CPU
+    unsigned queues = 0;  // the kernel's: one per possible CPU
     unsigned entries_per_queue = 0;
     size_t payload_size = 0;
     bool report_always = false;  // log, at info, when the ring first serves a request

@@ -367,8 +367,9 @@ void KernelChannel::StartRing() {
       RingPayloadSize(n.max_write, n.max_pages, static_cast<size_t>(sysconf(_SC_PAGESIZE)));
   config.report_always = wants_.report_always;
   if (config.queues == 0) {
-    DaemonLog(LogLevel::kNotice, "FUSE over io_uring: no CPU list in "
-                                 "/sys/devices/system/cpu/possible; requests stay on /dev/fuse");
+    DaemonLog(LogLevel::kNotice,
+              "FUSE over io_uring: no CPU list in "
+              "/sys/devices/system/cpu/possible; requests stay on /dev/fuse");
     return;
   }
   auto ring = std::make_unique<FuseRing>(se_, fd_, config);

@@ -172,7 +172,7 @@ class KernelChannel {
   int fd_ = -1;  // the session's /dev/fuse
   fuse_session* se_ = nullptr;
   std::atomic<bool> start_ring_{false};  // INIT took the ring and its reply is on its way
-  std::unique_ptr<FuseRing> ring_;        // set once, by the thread that wrote INIT's reply
+  std::unique_ptr<FuseRing> ring_;       // set once, by the thread that wrote INIT's reply
   mutable std::mutex mu_;
   uint64_t init_unique_ = 0;
   uint64_t init_add_ = 0;

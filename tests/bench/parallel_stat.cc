@@ -69,8 +69,7 @@ int main(int argc, char** argv) {
   stop = true;
   for (std::thread& w : workers)
     w.join();
-  double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (failed) return 1;
   std::printf("%.0f\n", static_cast<double>(total.load()) / elapsed);
   for (int t = 0; t < threads; t++) {
