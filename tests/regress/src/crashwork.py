@@ -677,10 +677,11 @@ class Harness:
         self.hangs = []
         self.current = (None, None)
         # What a call in flight gets when the daemon dies. Over FUSE's io_uring transport the
-        # kernel ends a request it was handing to the dead daemon's ring with ECANCELED.
+        # kernel may also end the requests of the dead daemon's ring with ECANCELED or EINTR
+        # (both seen on Linux 6.18).
         self.dead_daemon_errors = ["ENOTCONN", "ECONNABORTED"]
         if uring_enabled() and "nouring" not in args.options.split(","):
-            self.dead_daemon_errors.append("ECANCELED")
+            self.dead_daemon_errors += ["ECANCELED", "EINTR"]
         if args.two:
             self.backings = {"data": os.path.join(args.backing, "a"),
                              "conf": os.path.join(args.backing, "b")}
