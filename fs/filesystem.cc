@@ -249,10 +249,6 @@ int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
   return err;
 }
 
-}  // namespace ktmfs::fs
-
-namespace ktmfs::fs {
-
 void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos) {
   // A splice would fill a pipe only for the channel to read it back into the entry.
   if (char* room = FuseRing::ReplyRoom(size)) {
