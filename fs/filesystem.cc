@@ -162,6 +162,38 @@ int Filesystem::FillEntry(Inode* inode, fuse_entry_param* e) {
   return 0;
 }
 
+namespace {
+fstx::VisibilityGate::Key GateKey(const Inode* inode) {
+  return {inode->dev, inode->ino};
+}
+}  // namespace
+
+fstx::VisibilityGate::Pass Filesystem::ReadingCommitted(const Inode* inode) const {
+  if (txs_ == nullptr) return {};
+  return txs_->gate().EnterFor(GateKey(inode));
+}
+
+bool Filesystem::ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
+                                       bool wait) {
+  if (txs_ == nullptr) return true;
+  Inode* child = Get(e->ino);
+  bool again;
+  if (pass.Add(GateKey(child))) {
+    again = pass.ApplyBegan();
+  } else {
+    if (!wait) return false;
+    pass.Release();  // the parent's part is done; holding it could hold up that apply
+    pass = txs_->gate().EnterFor(GateKey(child));
+    again = true;
+  }
+  if (again) {
+    fuse_entry_param fresh;
+    // Removed meanwhile: the lookup's answer stands, as for any lookup racing with an unlink.
+    if (FillEntry(child, &fresh) == 0) *e = fresh;
+  }
+  return true;
+}
+
 int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   if (parent->is_virtual_root()) {
     if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) {

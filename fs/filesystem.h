@@ -56,12 +56,16 @@ class Filesystem {
   PassthroughFiles& passthrough() { return passthrough_; }
   // The caller's transaction, held live for this request; empty if none.
   TxGuard EnterTx(fuse_req_t req);
-  // Held by requests that read the committed view, so they see a commit whole or not at all
-  // (apply holds it exclusive); empty when there is no transaction service.
-  std::shared_lock<std::shared_mutex> ReadingCommitted() const {
-    if (txs_ == nullptr) return {};
-    return std::shared_lock(txs_->visibility());
-  }
+  // Held by a request that reads `inode` in the committed view outside transactions, while it
+  // reads it: it then sees a commit's changes to the object whole or not at all, and waits only
+  // for an apply that changes this object (fs/tx/visibility_gate.h). Empty when there is no
+  // transaction service.
+  fstx::VisibilityGate::Pass ReadingCommitted(const Inode* inode) const;
+  // For what a lookup found under a pass on its parent alone: counts the child in the pass too,
+  // and reads its attributes again into `e` if an apply may have changed them meanwhile. With
+  // `wait` false (the caller holds more than the pass), a child an apply is changing is not
+  // waited for: false, and `e` is as it was.
+  bool ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e, bool wait);
   // Timeouts for what the kernel caches about a committed object: zero while a transaction
   // changes it (its entries or attributes may then differ between callers).
   double AttrTimeout(const Inode* inode) const;

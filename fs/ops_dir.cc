@@ -87,7 +87,7 @@ void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, boo
       if (fs.Lookup(fs.inodes().root(), name, &e) != 0) continue;
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
       if (n > size - used) {
-        fs.inodes().Forget(fs.Get(e.ino), 1);
+        if (e.ino != 0) fs.inodes().Forget(fs.Get(e.ino), 1);
         break;
       }
     } else if (plus) {
@@ -141,9 +141,10 @@ bool IsDotOrDotDot(const char* n) {
   return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
 }
 
-// Fills buf from the backing directory, holding d->mu; returns the error that stopped it.
+// Fills buf from the backing directory, holding d->mu and `visible` (a pass on the directory);
+// returns the error that stopped it.
 int FillListing(fuse_req_t req, Filesystem& fs, DirHandle* d, size_t size, off_t off, bool plus,
-                std::vector<char>& buf, size_t* used_out) {
+                fstx::VisibilityGate::Pass& visible, std::vector<char>& buf, size_t* used_out) {
   if (off != d->offset) {
     seekdir(d->dp, off);
     d->entry = nullptr;
@@ -180,9 +181,18 @@ int FillListing(fuse_req_t req, Filesystem& fs, DirHandle* d, size_t size, off_t
         err = lerr;
         break;
       }
+      if (!fs.ReadingCommittedEntry(visible, &e, /*wait=*/false)) {
+        // A commit's apply is changing it: the name goes without attributes (node id 0), which
+        // the kernel then looks up by itself, waiting for the apply alone.
+        fs.inodes().Forget(fs.Get(e.ino), 1);
+        const struct stat found = e.attr;
+        e = fuse_entry_param{};
+        e.attr.st_ino = found.st_ino;
+        e.attr.st_mode = found.st_mode & S_IFMT;
+      }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
       if (n > size - used) {
-        fs.inodes().Forget(fs.Get(e.ino), 1);
+        if (e.ino != 0) fs.inodes().Forget(fs.Get(e.ino), 1);
         break;
       }
     } else if (plus) {
@@ -237,10 +247,10 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
   size_t used = 0;
   int err = 0;
   {
-    auto visible = fs.ReadingCommitted();
+    auto visible = fs.ReadingCommitted(d->inode);
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
     std::lock_guard lock(d->mu);
-    err = FillListing(req, fs, d, size, off, plus, buf, &used);
+    err = FillListing(req, fs, d, size, off, plus, visible, buf, &used);
   }
   // An error after some entries is reported by the next call, which starts with it.
   if (err != 0 && used == 0) {

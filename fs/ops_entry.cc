@@ -42,8 +42,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (Routed(req, Classify(fs, tx, p), [&] { txops::Lookup(req, fs, tx, p, name); })) return;
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   fuse_entry_param e;
-  auto visible = fs.ReadingCommitted();
+  auto visible = fs.ReadingCommitted(p);
   int err = fs.Lookup(p, name, &e);
+  if (err == 0) fs.ReadingCommittedEntry(visible, &e, /*wait=*/true);
   // A transaction may create the name in its own view of this directory: the kernel's cached
   // absence would hide it from the transaction's tasks.
   if (err == ENOENT && fs.options().cache.negative_timeout > 0 &&
@@ -85,7 +86,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   struct stat st;
   int err;
-  auto visible = fs.ReadingCommitted();
+  auto visible = fs.ReadingCommitted(inode);
   if (fi != nullptr) {
     err = fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
   } else {

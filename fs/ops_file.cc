@@ -196,12 +196,12 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
 }
 
-void OpRead(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
     txops::Read(req, Fs(req), size, off, fi);
     return;
   }
-  auto visible = Fs(req).ReadingCommitted();
+  auto visible = Fs(req).ReadingCommitted(Fs(req).Get(ino));
   ReplyWithFileData(req, static_cast<int>(fi->fh), size, off);
 }
 

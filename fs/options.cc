@@ -328,6 +328,12 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
           "KTMFS_FAULT_LOG_SYNC is set, but this ktmfs was built without -Dfault_hooks=true");
     o.fault_log_sync = f;
   }
+  if (const char* f = getenv("KTMFS_FAULT_APPLY_PAUSE"); f != nullptr && *f != '\0') {
+    if (!KTMFS_FAULT_HOOKS)
+      return Status::InvalidArgument(
+          "KTMFS_FAULT_APPLY_PAUSE is set, but this ktmfs was built without -Dfault_hooks=true");
+    o.fault_apply_pause = f;
+  }
   if (!has_fsname) o.fuse_args.push_back("-ofsname=" + EscapeOptionValue(o.source));
   if (!has_subtype) o.fuse_args.push_back("-osubtype=ktmfs");
   return cl;

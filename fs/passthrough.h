@@ -14,7 +14,7 @@
 //   with ETXTBSY (WithoutWriters). The hold lasts while the backing file stays open for writing
 //   after the release (a shared mapping made through the file writes on after close(2)).
 // - A first open of a file a transaction holds, or whose commit is still being settled, is not
-//   passed through: its reads then wait for apply under the visibility lock.
+//   passed through: its reads then wait for apply at the visibility gate.
 #pragma once
 
 #include <cstdint>

@@ -65,6 +65,20 @@ log::LogOptions DaemonLogOptions(uint64_t log_size) {
   return lo;
 }
 
+// KTMFS_FAULT_APPLY_PAUSE: lets a test look at the mount while an apply is under way.
+fstx::MutationHook PauseApplyWhile(const std::string& file) {
+  return [file](const std::string& what) -> Status {
+    struct stat st;
+    if (stat(file.c_str(), &st) != 0) return Status::Ok();
+    DaemonLog(LogLevel::kWarning,
+              "fault injection: apply paused before \"" + what + "\" while " + file + " exists");
+    while (stat(file.c_str(), &st) == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    DaemonLog(LogLevel::kWarning, "fault injection: apply resumed");
+    return Status::Ok();
+  };
+}
+
 }  // namespace
 
 TxGuard::TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility)
@@ -217,6 +231,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.log = lg;
     o.stream = *stream;
     o.visibility = &visibility_;
+    o.gate = &gate_;
     o.sync_in_background = true;
     const int source = static_cast<int>(i);
     o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay) {
@@ -261,6 +276,8 @@ Status TxService::Open(const Options& options, const Layout& layout) {
                     " committed transaction(s) still to apply, in " +
                     Seconds(std::chrono::steady_clock::now() - rm_began));
     }
+    if (!options.fault_apply_pause.empty())
+      rm->SetApplyHook(PauseApplyWhile(options.fault_apply_pause));
     rms_.push_back(std::move(rm));
   }
   // Transactions the TM recovered but no RM claimed (none of their RMs exists any more) are

@@ -117,8 +117,10 @@ class TxService {
   // The same by id (handles opened inside a transaction); empty if it has ended.
   TxGuard EnterById(const Guid& id);
   fstx::FsResourceManager& rm(int source) { return *rms_[source]; }
-  // Readers outside transactions hold this shared, apply holds it exclusive.
+  // Operations inside transactions hold this shared, apply holds it exclusive.
   std::shared_mutex& visibility() { return visibility_; }
+  // Readers outside transactions pass here, object by object; apply closes what it changes.
+  fstx::VisibilityGate& gate() { return gate_; }
   // Whether a live transaction changed names in, or attributes of, this committed object: its
   // attributes and entries are then served with zero timeouts to everyone.
   bool IsTouched(dev_t dev, ino_t ino) const;
@@ -202,6 +204,7 @@ class TxService {
   bool opened_ = false;  // Open succeeded: recovery ran
   std::vector<std::unique_ptr<log::Storage>> storages_;
   std::vector<std::unique_ptr<log::Log>> logs_;
+  fstx::VisibilityGate gate_;  // before the RMs, which use it
   std::unique_ptr<tm::TransactionManager> tm_;
   std::vector<std::unique_ptr<fstx::FsResourceManager>> rms_;
   SystemProcReader proc_;

@@ -275,13 +275,30 @@ Status FsResourceManager::CommitAndApply(const Guid& tx, const std::vector<Op>& 
   return ApplyAndFinish(tx, ops, &applied);
 }
 
+std::vector<VisibilityGate::Key> FsResourceManager::GateKeys(const Guid& tx) const {
+  std::vector<VisibilityGate::Key> keys;
+  for (const LockKey& k : locks_.HeldBy(tx)) {
+    if (const auto* o = std::get_if<ObjectKey>(&k)) {
+      keys.push_back({o->dev, o->ino});
+    } else {
+      const auto& e = std::get<EntryKey>(k);
+      keys.push_back({e.dir_dev, e.dir_ino});
+    }
+  }
+  return keys;
+}
+
 Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
                                          bool background) {
   std::optional<AppliedChanges> changes;
   Status s;
   {
+    // The lock first: a reader inside a transaction holds it shared and may then wait at the
+    // gate, which is closed only while apply holds the lock.
     std::unique_lock<std::shared_mutex> visible;
     if (o_.visibility) visible = std::unique_lock(*o_.visibility);
+    VisibilityGate::Closed closed;
+    if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
     auto r = ApplyChanges(Target(tx), ops, apply_hook_);
     if (r.ok()) changes = std::move(*r);
     s = r.status();

@@ -25,6 +25,7 @@
 #include "fs/tx/overlay.h"
 #include "fs/tx/records.h"
 #include "fs/tx/staging.h"
+#include "fs/tx/visibility_gate.h"
 #include "log/log.h"
 #include "src/transaction_manager.h"
 
@@ -41,6 +42,10 @@ struct FsRmOptions {
   // Held exclusively while apply changes the backing directory, so a reader holding it shared
   // sees a commit either not at all or whole. Optional.
   std::shared_mutex* visibility = nullptr;
+  // Closed, for the objects a transaction holds and the directories whose entries it holds,
+  // while apply changes them (visibility_gate.h), for the readers of the committed view outside
+  // transactions. Optional.
+  VisibilityGate* gate = nullptr;
   // Called once a transaction this RM took part in has ended here (committed and applied, or
   // rolled back), before its overlay is dropped, so the daemon can invalidate what it touched.
   std::function<void(const Guid& tx, bool committed, const TxOverlay& overlay)> on_end;
@@ -167,6 +172,8 @@ class FsResourceManager : public tm::ResourceManager {
   // sync and APPLIED are left to the sync thread.
   Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
                         bool background = false);
+  // What apply closes to readers (FsRmOptions::gate): what tx holds.
+  std::vector<VisibilityGate::Key> GateKeys(const Guid& tx) const;
   // Logs APPLIED for a transaction whose apply is durable; DropDurableStaging drops its
   // staging once the record is durable.
   Status Applied(const Guid& tx);

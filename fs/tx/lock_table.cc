@@ -230,6 +230,12 @@ size_t LockTable::CountHeldBy(const Guid& tx) const {
   return it == held_.end() ? 0 : it->second.size();
 }
 
+std::vector<LockKey> LockTable::HeldBy(const Guid& tx) const {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(tx);
+  return it == held_.end() ? std::vector<LockKey>{} : it->second;
+}
+
 size_t LockTable::size() const {
   std::lock_guard lock(mu_);
   return holders_.size();

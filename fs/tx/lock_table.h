@@ -106,6 +106,8 @@ class LockTable {
   size_t ReleaseAll(const Guid& tx);
   // What txstat shows as "objects locked" (objects and entries together).
   size_t CountHeldBy(const Guid& tx) const;
+  // Every key tx holds.
+  std::vector<LockKey> HeldBy(const Guid& tx) const;
   size_t size() const;
   // Without taking the lock: every write outside a transaction asks, and usually none is held.
   bool empty() const { return count_.load(std::memory_order_acquire) == 0; }

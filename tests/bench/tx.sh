@@ -12,6 +12,10 @@
 #     commits (seconds); against native write + fsync of the same data. Target <= 1.3x. Shown
 #     under it without a target: the same write + fsync through the mount outside any
 #     transaction, the floor a FUSE mount sets on this machine.
+#   reader: the worst time a reader outside transactions takes to stat, open, read 4 KiB of and
+#     close a file no transaction touches, while a commit overwrites an existing file of
+#     BIG_BYTES, and beside it over 3 s with no commit running (milliseconds). Target: <= 20 ms
+#     during the commit.
 # Every repetition runs every row once, the systems of a row back to back (the small rows in
 # SLICES slices of SECONDS_PER_ROW/SLICES each, the systems taking turns), so a change in the
 # machine's load hits them alike; the table gives medians, the range over repetitions, and the
@@ -174,6 +178,8 @@ for rep in $(seq "$repeat"); do
       row "big-$target" ktmfs "$mnt/big" big ktmfs "$mnt/big" "$big_bytes" "$target"
     fi
   done
+  row reader-commit ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" commit
+  row reader-idle ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" idle
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -245,10 +251,19 @@ for key, label, system, unit, base, target, higher in rows:
     print("%-28s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
         label, unit, cell(k, fmt), base, cell(b, fmt), rtext, ttext, met))
 print()
+busy, idle = runs.get(("reader-commit", "ktmfs"), []), runs.get(("reader-idle", "ktmfs"), [])
+xs = numbers(busy)
+met = "-" if not xs else ("yes" if statistics.median(xs) <= 20 else "no")
+print("%-28s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+    "reader of an unrelated file", "ms worst", cell(busy, "%.2f"), "idle", cell(idle, "%.2f"),
+    "-", "<= 20 ms", met))
+print()
 print("values: median (min..max) over %d repetition(s), a small row's value in a repetition being"
       " the mean of its slices; ratios per repetition, then the same." % repeat)
 print("commits/s: higher is better; seconds: lower is better (ratio = ktmfs time / native time).")
 print("no tx: the same write and fsync through the mount outside a transaction (no target).")
+print("reader: its worst round (stat, open, read 4 KiB, close) during a %s commit, and over 3 s"
+      " with none (idle)." % big_bytes)
 if reason:
     print("ktmfs rows not run: " + reason)
 PY

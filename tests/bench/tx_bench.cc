@@ -6,6 +6,10 @@
 //       SECONDS; afterwards every client's files must hold its last commit.
 //   tx_bench big ktmfs|native DIR BYTES new|existing         -> seconds
 //       one file of BYTES (suffix K, M or G) written in 1 MiB writes, until durable.
+//   tx_bench reader DIR BYTES commit|idle                    -> milliseconds
+//       the worst round of a reader of an unrelated file (stat, then open, read 4 KiB, close):
+//       while one transaction's commit overwrites an existing file of BYTES, or for 3 s of no
+//       commit at all.
 //   tx_bench probe MOUNT                                     -> whether ktmfs serves transactions
 //
 // DIR must be an empty directory (on the mount for ktmfs). Exit status: 0 measured, 1 failed,
@@ -38,6 +42,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tx_bench small ktmfs|posix|sqlite DIR CLIENTS SECONDS\n"
                "       tx_bench big ktmfs|native DIR BYTES new|existing\n"
+               "       tx_bench reader DIR BYTES commit|idle\n"
                "       tx_bench probe MOUNT\n");
   return kExitUsage;
 }
@@ -195,6 +200,40 @@ int Big(int argc, char** argv) {
   return 0;
 }
 
+int Reader(int argc, char** argv) {
+  if (argc != 5) return Usage();
+  BigWrite w;
+  w.ktmfs = true;
+  w.existing = true;
+  w.dir = argv[2];
+  const std::string when = argv[4];
+  if (!ParseCount(argv[3], &w.bytes) || (when != "commit" && when != "idle")) return Usage();
+  if (int rc = ProbeOrExit(w.dir); rc != 0) return rc;
+  const std::string unrelated = w.dir + "/unrelated";
+  {
+    std::FILE* f = std::fopen(unrelated.c_str(), "we");
+    if (f == nullptr) return Fail("create " + unrelated);
+    std::vector<char> bytes(8192, 'u');
+    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+    if (std::fclose(f) != 0 || !ok) return Fail("write " + unrelated);
+  }
+  ReaderProbe probe(unrelated);
+  std::string error;
+  if (when == "commit") {
+    w.probe = &probe;
+    double seconds = 0;
+    error = TimeBigWrite(w, &seconds);
+  } else {
+    probe.Start();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    error = probe.Stop();
+  }
+  std::remove(unrelated.c_str());
+  if (!error.empty()) return Fail(error);
+  std::printf("%.2f\n", probe.worst_ms());
+  return 0;
+}
+
 }  // namespace
 }  // namespace ktmfs::bench
 
@@ -204,6 +243,7 @@ int main(int argc, char** argv) {
   std::string mode = argv[1];
   if (mode == "small") return Small(argc, argv);
   if (mode == "big") return Big(argc, argv);
+  if (mode == "reader") return Reader(argc, argv);
   if (mode == "probe" && argc == 3) return ProbeOrExit(argv[2]);
   return Usage();
 }

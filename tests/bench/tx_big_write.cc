@@ -106,8 +106,13 @@ std::string WriteDurably(const BigWrite& w, const std::string& path,
   }
   if (error.empty() && w.ktmfs) error = CheckOutside(w, path);
   if (w.ktmfs && id[0] != '\0') {
+    if (error.empty() && w.probe) w.probe->Start();
     int rc = error.empty() ? ktmfs_commit(dirfd, id) : ktmfs_rollback(dirfd, id);
     if (rc < 0 && error.empty()) error = ErrnoMessage(std::string("commit transaction ") + id, -rc);
+    if (w.probe) {
+      std::string probe_error = w.probe->Stop();
+      if (error.empty()) error = probe_error;
+    }
   } else if (error.empty() && !w.existing && fsync(dirfd) != 0) {
     error = ErrnoMessage("fsync " + w.dir, errno);
   }

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "tests/bench/tx_reader_probe.h"
+
 namespace ktmfs::bench {
 
 struct BigWrite {
@@ -14,6 +16,8 @@ struct BigWrite {
   std::string dir;        // where the file goes (on the mount for ktmfs)
   uint64_t bytes = 0;
   size_t chunk = 1 << 20;
+  // For ktmfs: runs while the commit is under way (from the call until it returns).
+  ReaderProbe* probe = nullptr;
 };
 
 // Times the write of `w.bytes` in `w.chunk` writes until it is durable: fsync of the file (and

@@ -1,0 +1,110 @@
+// Where readers of the committed view meet apply, object by object.
+//
+// Apply changes the backing directory in place (fs/TRANSACTIONS.md, "Apply and recovery"), so
+// a reader must not read an object while a commit's apply is half done with it. Before, every
+// reader outside transactions took one visibility lock shared and apply took it exclusive: a
+// `stat` of a file no commit touches waited seconds for a big commit's copy. Here apply closes
+// only the objects it changes (the objects its transaction holds, and the directories whose
+// entries it changes) and waits for the readers already inside them; readers of anything else
+// go on.
+//
+// A reader names each object before it reads it (Pass::Add). An object apply has closed is
+// refused: the reader then lets go of everything it counted before it waits (Await), so a
+// reader never holds up an apply while it waits for another one, and no wait can form a cycle.
+// A reader that learns which object it read only after reading it (a lookup finds the child
+// by its name) reads it again when an apply began meanwhile (Pass::ApplyBegan).
+#pragma once
+
+#include <sys/types.h>
+
+#include <compare>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+namespace ktmfs::fstx {
+
+class VisibilityGate {
+ public:
+  struct Key {
+    uint64_t dev = 0;
+    uint64_t ino = 0;
+    auto operator<=>(const Key&) const = default;
+  };
+
+  // A reader's hold on the objects it reads. Movable; lets go when destroyed.
+  class Pass {
+   public:
+    Pass() = default;
+    Pass(Pass&& o) noexcept { *this = std::move(o); }
+    Pass& operator=(Pass&& o) noexcept;
+    Pass(const Pass&) = delete;
+    Pass& operator=(const Pass&) = delete;
+    ~Pass() { Release(); }
+
+    // Counts the reader on `key`; false if an apply has it closed. The caller must then let go
+    // of the pass before it waits for that apply (VisibilityGate::Await).
+    [[nodiscard]] bool Add(Key key);
+    // Whether an apply began after the pass was made: what the reader read before it counted
+    // the object may have been half applied.
+    bool ApplyBegan() const;
+    void Release();
+
+   private:
+    friend class VisibilityGate;
+    VisibilityGate* gate_ = nullptr;
+    uint64_t applies_seen_ = 0;
+    std::vector<Key> keys_;
+  };
+
+  // Apply's hold: the objects stay closed to readers until it is destroyed.
+  class Closed {
+   public:
+    Closed() = default;
+    Closed(Closed&& o) noexcept { *this = std::move(o); }
+    Closed& operator=(Closed&& o) noexcept;
+    Closed(const Closed&) = delete;
+    Closed& operator=(const Closed&) = delete;
+    ~Closed() { Open(); }
+    void Open();
+
+   private:
+    friend class VisibilityGate;
+    VisibilityGate* gate_ = nullptr;
+    std::vector<Key> keys_;
+  };
+
+  VisibilityGate() = default;
+  VisibilityGate(const VisibilityGate&) = delete;
+  VisibilityGate& operator=(const VisibilityGate&) = delete;
+  ~VisibilityGate();
+
+  // An empty pass.
+  Pass Enter();
+  // A pass counting `key`, waiting first while an apply has it closed.
+  Pass EnterFor(Key key);
+  // Waits until no apply has `key` closed (the caller holds no pass).
+  void Await(Key key);
+
+  // Closes `keys` to new readers and waits until the readers counted on them have let go.
+  // Applies that close the same object run one after the other: the second waits here.
+  Closed Close(std::vector<Key> keys);
+
+  // For tests: how many readers are counted on `key` and whether it is closed.
+  size_t ReadersOf(Key key) const;
+  bool IsClosed(Key key) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // a reader let go, or an apply opened its objects
+  std::map<Key, uint32_t> readers_;  // readers counted per object (absent: none)
+  std::set<Key> closed_;             // objects an apply has closed
+  uint64_t applies_begun_ = 0;       // counts Close calls that have closed their objects
+
+  void ReleaseLocked(std::vector<Key>& keys);
+};
+
+}  // namespace ktmfs::fstx

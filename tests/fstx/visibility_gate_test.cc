@@ -1,0 +1,115 @@
+#include "fs/tx/visibility_gate.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <utility>
+
+namespace ktmfs::fstx {
+namespace {
+
+using Key = VisibilityGate::Key;
+constexpr Key kA{8, 1}, kB{8, 2}, kC{8, 3};
+
+// Spins until `done` holds; the thread under test gets there by itself, so no timing decides.
+template <typename F>
+void Until(F done) {
+  while (!done())
+    std::this_thread::yield();
+}
+
+TEST(VisibilityGate, ReadersAreCountedAndLetGo) {
+  VisibilityGate g;
+  {
+    auto p = g.EnterFor(kA);
+    EXPECT_TRUE(p.Add(kB));
+    EXPECT_EQ(g.ReadersOf(kA), 1u);
+    EXPECT_EQ(g.ReadersOf(kB), 1u);
+    auto moved = std::move(p);
+    EXPECT_EQ(g.ReadersOf(kA), 1u);
+  }
+  EXPECT_EQ(g.ReadersOf(kA), 0u);
+  EXPECT_EQ(g.ReadersOf(kB), 0u);
+}
+
+TEST(VisibilityGate, CloseWaitsForItsObjectsReadersOnly) {
+  VisibilityGate g;
+  auto on_a = g.EnterFor(kA);
+  auto on_b = g.EnterFor(kB);
+  std::atomic<bool> closed{false};
+  std::thread apply([&] {
+    auto c = g.Close({kA});
+    closed = true;
+  });
+  Until([&] { return g.IsClosed(kA); });
+  // A new reader of A is refused while the apply waits; B is untouched.
+  auto other = g.Enter();
+  EXPECT_FALSE(other.Add(kA));
+  EXPECT_TRUE(other.Add(kB));
+  EXPECT_TRUE(other.Add(kC));
+  on_b.Release();
+  EXPECT_FALSE(closed);  // still waits for the reader of A
+  on_a.Release();
+  apply.join();
+  EXPECT_TRUE(closed);
+  EXPECT_FALSE(g.IsClosed(kA));  // opened again when the apply's hold ended
+}
+
+TEST(VisibilityGate, EnterForWaitsUntilTheApplyOpens) {
+  VisibilityGate g;
+  auto c = g.Close({kA, kB});
+  std::atomic<bool> entered{false};
+  std::thread reader([&] {
+    auto p = g.EnterFor(kA);
+    entered = true;
+  });
+  // An unrelated object is served while A is closed.
+  auto p = g.EnterFor(kC);
+  EXPECT_EQ(g.ReadersOf(kC), 1u);
+  EXPECT_FALSE(entered);
+  c.Open();
+  reader.join();
+  EXPECT_TRUE(entered);
+}
+
+TEST(VisibilityGate, ApplyBeganTellsAReaderToLookAgain) {
+  VisibilityGate g;
+  auto p = g.Enter();
+  EXPECT_FALSE(p.ApplyBegan());
+  { auto c = g.Close({kB}); }
+  EXPECT_TRUE(p.ApplyBegan());
+  auto q = g.Enter();
+  EXPECT_FALSE(q.ApplyBegan());
+}
+
+TEST(VisibilityGate, AppliesOfTheSameObjectTakeTurns) {
+  VisibilityGate g;
+  auto first = g.Close({kA, kB});
+  std::atomic<bool> second_closed{false};
+  std::thread second([&] {
+    auto c = g.Close({kB, kC});
+    second_closed = true;
+  });
+  // The second apply closes nothing until the first is done: C stays open meanwhile.
+  auto p = g.EnterFor(kC);
+  p.Release();
+  EXPECT_FALSE(second_closed);
+  first.Open();
+  second.join();
+  EXPECT_TRUE(second_closed);
+  EXPECT_FALSE(g.IsClosed(kB));
+  EXPECT_FALSE(g.IsClosed(kC));
+}
+
+TEST(VisibilityGate, DuplicateKeysAreClosedOnce) {
+  VisibilityGate g;
+  {
+    auto c = g.Close({kA, kA, kB});
+    EXPECT_TRUE(g.IsClosed(kA));
+  }
+  EXPECT_FALSE(g.IsClosed(kA));
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx
