@@ -174,24 +174,26 @@ fstx::VisibilityGate::Pass Filesystem::ReadingCommitted(const Inode* inode) cons
 }
 
 bool Filesystem::ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
-                                       bool wait) {
+                                       fstx::VisibilityGate::Key* closed) {
   if (txs_ == nullptr) return true;
   Inode* child = Get(e->ino);
-  bool again;
-  if (pass.Add(GateKey(child))) {
-    again = pass.ApplyBegan();
-  } else {
-    if (!wait) return false;
-    pass.Release();  // the parent's part is done; holding it could hold up that apply
-    pass = txs_->gate().EnterFor(GateKey(child));
-    again = true;
+  if (!pass.Add(GateKey(child))) {
+    *closed = GateKey(child);
+    return false;
   }
-  if (again) {
+  if (pass.ApplyOverlapped()) {
     fuse_entry_param fresh;
     // Removed meanwhile: the lookup's answer stands, as for any lookup racing with an unlink.
-    if (FillEntry(child, &fresh) == 0) *e = fresh;
+    if (FillEntry(child, &fresh) == 0) {
+      e->attr = fresh.attr;
+      e->attr_timeout = fresh.attr_timeout;
+    }
   }
   return true;
+}
+
+void Filesystem::AwaitApply(fstx::VisibilityGate::Key key) {
+  if (txs_ != nullptr) txs_->gate().Await(key);
 }
 
 int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {

@@ -62,10 +62,13 @@ class Filesystem {
   // transaction service.
   fstx::VisibilityGate::Pass ReadingCommitted(const Inode* inode) const;
   // For what a lookup found under a pass on its parent alone: counts the child in the pass too,
-  // and reads its attributes again into `e` if an apply may have changed them meanwhile. With
-  // `wait` false (the caller holds more than the pass), a child an apply is changing is not
-  // waited for: false, and `e` is as it was.
-  bool ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e, bool wait);
+  // and reads its attributes again into `e` if an apply may have changed them meanwhile. False
+  // if an apply is changing the child (`*closed` names it): the caller gives the lookup back,
+  // and a lookup lets go of its pass, waits (AwaitApply) and looks the name up again, parent
+  // first, so its answer is wholly from before the commit or wholly from after it.
+  bool ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
+                             fstx::VisibilityGate::Key* closed);
+  void AwaitApply(fstx::VisibilityGate::Key key);
   // Timeouts for what the kernel caches about a committed object: zero while a transaction
   // changes it (its entries or attributes may then differ between callers).
   double AttrTimeout(const Inode* inode) const;

@@ -181,7 +181,8 @@ int FillListing(fuse_req_t req, Filesystem& fs, DirHandle* d, size_t size, off_t
         err = lerr;
         break;
       }
-      if (!fs.ReadingCommittedEntry(visible, &e, /*wait=*/false)) {
+      fstx::VisibilityGate::Key closed;
+      if (!fs.ReadingCommittedEntry(visible, &e, &closed)) {
         // A commit's apply is changing it: the name goes without attributes (node id 0), which
         // the kernel then looks up by itself, waiting for the apply alone.
         fs.inodes().Forget(fs.Get(e.ino), 1);

@@ -42,9 +42,17 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (Routed(req, Classify(fs, tx, p), [&] { txops::Lookup(req, fs, tx, p, name); })) return;
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   fuse_entry_param e;
-  auto visible = fs.ReadingCommitted(p);
-  int err = fs.Lookup(p, name, &e);
-  if (err == 0) fs.ReadingCommittedEntry(visible, &e, /*wait=*/true);
+  fstx::VisibilityGate::Pass visible;
+  int err;
+  for (;;) {
+    visible = fs.ReadingCommitted(p);
+    err = fs.Lookup(p, name, &e);
+    fstx::VisibilityGate::Key closed;
+    if (err != 0 || fs.ReadingCommittedEntry(visible, &e, &closed)) break;
+    fs.inodes().Forget(fs.Get(e.ino), 1);
+    visible.Release();
+    fs.AwaitApply(closed);
+  }
   // A transaction may create the name in its own view of this directory: the kernel's cached
   // absence would hide it from the transaction's tasks.
   if (err == ENOENT && fs.options().cache.negative_timeout > 0 &&

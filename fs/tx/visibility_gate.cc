@@ -11,6 +11,7 @@ VisibilityGate::Pass& VisibilityGate::Pass::operator=(Pass&& o) noexcept {
     Release();
     gate_ = std::exchange(o.gate_, nullptr);
     applies_seen_ = o.applies_seen_;
+    apply_was_running_ = o.apply_was_running_;
     keys_ = std::move(o.keys_);
     o.keys_.clear();
   }
@@ -26,10 +27,10 @@ bool VisibilityGate::Pass::Add(Key key) {
   return true;
 }
 
-bool VisibilityGate::Pass::ApplyBegan() const {
+bool VisibilityGate::Pass::ApplyOverlapped() const {
   if (gate_ == nullptr) return false;
   std::lock_guard l(gate_->mu_);
-  return gate_->applies_begun_ != applies_seen_;
+  return apply_was_running_ || gate_->applies_begun_ != applies_seen_;
 }
 
 void VisibilityGate::Pass::Release() {
@@ -74,6 +75,8 @@ void VisibilityGate::Closed::Open() {
       [[maybe_unused]] size_t erased = gate_->closed_.erase(k);
       assert(erased == 1);
     }
+    assert(gate_->applies_running_ > 0);
+    gate_->applies_running_--;
   }
   gate_->changed_.notify_all();
   keys_.clear();
@@ -90,6 +93,7 @@ VisibilityGate::Pass VisibilityGate::Enter() {
   p.gate_ = this;
   std::lock_guard l(mu_);
   p.applies_seen_ = applies_begun_;
+  p.apply_was_running_ = applies_running_ > 0;
   return p;
 }
 
@@ -110,6 +114,7 @@ void VisibilityGate::Await(Key key) {
 VisibilityGate::Closed VisibilityGate::Close(std::vector<Key> keys) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  if (keys.empty()) return Closed();
   std::unique_lock l(mu_);
   // Another apply with one of these objects closed goes first; closing only some of them
   // meanwhile could hold that apply's readers and this one's up against each other.
@@ -119,6 +124,7 @@ VisibilityGate::Closed VisibilityGate::Close(std::vector<Key> keys) {
   });
   closed_.insert(keys.begin(), keys.end());
   applies_begun_++;
+  applies_running_++;
   changed_.wait(l, [&] {
     return std::none_of(keys.begin(), keys.end(),
                         [&](const Key& k) { return readers_.contains(k); });

@@ -12,7 +12,7 @@
 // refused: the reader then lets go of everything it counted before it waits (Await), so a
 // reader never holds up an apply while it waits for another one, and no wait can form a cycle.
 // A reader that learns which object it read only after reading it (a lookup finds the child
-// by its name) reads it again when an apply began meanwhile (Pass::ApplyBegan).
+// by its name) reads it again when an apply ran meanwhile (Pass::ApplyOverlapped).
 #pragma once
 
 #include <sys/types.h>
@@ -48,15 +48,16 @@ class VisibilityGate {
     // Counts the reader on `key`; false if an apply has it closed. The caller must then let go
     // of the pass before it waits for that apply (VisibilityGate::Await).
     [[nodiscard]] bool Add(Key key);
-    // Whether an apply began after the pass was made: what the reader read before it counted
-    // the object may have been half applied.
-    bool ApplyBegan() const;
+    // Whether an apply ran at some time since the pass was made (one already under way then
+    // included): what the reader read before it counted the object may have been half applied.
+    bool ApplyOverlapped() const;
     void Release();
 
    private:
     friend class VisibilityGate;
     VisibilityGate* gate_ = nullptr;
     uint64_t applies_seen_ = 0;
+    bool apply_was_running_ = false;
     std::vector<Key> keys_;
   };
 
@@ -90,7 +91,8 @@ class VisibilityGate {
   void Await(Key key);
 
   // Closes `keys` to new readers and waits until the readers counted on them have let go.
-  // Applies that close the same object run one after the other: the second waits here.
+  // Applies that close the same object run one after the other: the second waits here. No keys:
+  // nothing is closed, and no reader has to look again.
   Closed Close(std::vector<Key> keys);
 
   // For tests: how many readers are counted on `key` and whether it is closed.
@@ -103,6 +105,7 @@ class VisibilityGate {
   std::map<Key, uint32_t> readers_;  // readers counted per object (absent: none)
   std::set<Key> closed_;             // objects an apply has closed
   uint64_t applies_begun_ = 0;       // counts Close calls that have closed their objects
+  uint32_t applies_running_ = 0;     // of those, the ones not opened again yet
 
   void ReleaseLocked(std::vector<Key>& keys);
 };

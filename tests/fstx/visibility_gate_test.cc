@@ -73,14 +73,32 @@ TEST(VisibilityGate, EnterForWaitsUntilTheApplyOpens) {
   EXPECT_TRUE(entered);
 }
 
-TEST(VisibilityGate, ApplyBeganTellsAReaderToLookAgain) {
+TEST(VisibilityGate, ApplyOverlappedTellsAReaderToLookAgain) {
   VisibilityGate g;
   auto p = g.Enter();
-  EXPECT_FALSE(p.ApplyBegan());
+  EXPECT_FALSE(p.ApplyOverlapped());
   { auto c = g.Close({kB}); }
-  EXPECT_TRUE(p.ApplyBegan());
+  EXPECT_TRUE(p.ApplyOverlapped());
   auto q = g.Enter();
-  EXPECT_FALSE(q.ApplyBegan());
+  EXPECT_FALSE(q.ApplyOverlapped());
+}
+
+// An apply already under way when the pass is made counts too: the reader may read its object
+// half applied before the apply opens it again.
+TEST(VisibilityGate, ApplyUnderWayAtEnterCounts) {
+  VisibilityGate g;
+  auto c = g.Close({kC});
+  auto p = g.EnterFor(kA);
+  c.Open();
+  EXPECT_TRUE(p.Add(kC));
+  EXPECT_TRUE(p.ApplyOverlapped());
+}
+
+TEST(VisibilityGate, ClosingNothingDisturbsNoReader) {
+  VisibilityGate g;
+  auto p = g.Enter();
+  { auto c = g.Close({}); }
+  EXPECT_FALSE(p.ApplyOverlapped());
 }
 
 TEST(VisibilityGate, AppliesOfTheSameObjectTakeTurns) {
