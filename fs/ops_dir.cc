@@ -87,7 +87,7 @@ void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, boo
       if (fs.Lookup(fs.inodes().root(), name, &e) != 0) continue;
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
       if (n > size - used) {
-        if (e.ino != 0) fs.inodes().Forget(fs.Get(e.ino), 1);
+        fs.inodes().Forget(fs.Get(e.ino), 1);
         break;
       }
     } else if (plus) {
