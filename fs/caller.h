@@ -42,8 +42,6 @@ class IdentityScope {
   IdentityScope(const IdentityScope&) = delete;
   IdentityScope& operator=(const IdentityScope&) = delete;
 
-  bool switched() const { return switched_; }
-
   // The mode to create with: `mode` as the caller asked, when the thread carries the caller's
   // umask; with the umask applied here when it cannot (no per-thread umask on this system).
   mode_t CreateMode(mode_t mode) const { return own_umask_ ? mode : mode & ~caller_umask_; }

@@ -178,8 +178,7 @@ int HandleControlGetxattr(Filesystem& fs, const CallerContext& caller, Inode* in
 
 namespace {
 
-int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out, int* result) {
-  *result = 0;
+int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out) {
   if (r.cmd == KTMFS_IOC_REASON) {
     ktmfs_reason_args a;
     if (r.in == nullptr || r.in_size != sizeof a || r.out_size != sizeof a) return EINVAL;
@@ -291,9 +290,9 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out,
 
 }  // namespace
 
-int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out, int* result) {
+int HandleControlIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out) {
   t_failure.clear();
-  const int err = DispatchIoctl(fs, r, out, result);
+  const int err = DispatchIoctl(fs, r, out);
   // Asking for the reason does not replace the reason.
   if (r.cmd == KTMFS_IOC_REASON) return err;
   return Remember(fs, r.caller, err);
@@ -311,20 +310,14 @@ void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* /*arg*/,
     return;
   }
   Filesystem& fs = Fs(req);
-  ControlIoctl request{CallerContext::Of(req),
-                       fs.Get(ino),
-                       cmd,
-                       (flags & FUSE_IOCTL_DIR) != 0,
-                       in_buf,
-                       in_bufsz,
-                       out_bufsz};
+  ControlIoctl request{CallerContext::Of(req), fs.Get(ino), cmd, in_buf, in_bufsz, out_bufsz};
   std::vector<char> out;
-  int result = 0;
-  int err = HandleControlIoctl(fs, request, &out, &result);
+  int err = HandleControlIoctl(fs, request, &out);
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
-    fuse_reply_ioctl(req, result, out.empty() ? nullptr : out.data(), out.size());
+    // Every command answers through its output structure; the ioctl's own result is 0.
+    fuse_reply_ioctl(req, 0, out.empty() ? nullptr : out.data(), out.size());
   }
 }
 

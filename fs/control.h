@@ -33,14 +33,12 @@ struct ControlIoctl {
   CallerContext caller;
   Inode* inode;
   unsigned int cmd;
-  bool on_directory;
   const void* in;
   size_t in_size;
   size_t out_size;
 };
 
-// Returns an errno; on success fills `out` (at most out_size bytes) and `*result`.
-int HandleControlIoctl(Filesystem& fs, const ControlIoctl& request, std::vector<char>* out,
-                       int* result);
+// Returns an errno; on success fills `out` (at most out_size bytes).
+int HandleControlIoctl(Filesystem& fs, const ControlIoctl& request, std::vector<char>* out);
 
 }  // namespace ktmfs::fs

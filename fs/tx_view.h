@@ -28,7 +28,7 @@ enum class Route {
 // dentries cached before (or by others); ESTALE makes the VFS walk the path again with
 // LOOKUP_REVAL, which asks LOOKUP and gets the transaction's own version node. Version nodes of a
 // live transaction are refused the same way to everyone else; once it ended they act as plain
-// nodes of the object. `path_op`: the request came from a path (no open file of its own).
+// nodes of the object.
 Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode);
 
 // The same for requests that only read: a committed node the transaction has not changed

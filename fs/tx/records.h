@@ -1,7 +1,7 @@
 // The records the filesystem RM appends to its own log stream, one transaction at a time
 // (format and version in FORMAT.md). Operations are logged as they happen so the overlay can be
-// rebuilt and apply can be redone after a crash; data is not copied into the log, only
-// referenced as ranges of staged files.
+// rebuilt and apply can be redone after a crash. Most data is referenced as ranges of staged
+// files; small writes (write-data, format version 2) carry their bytes in the record itself.
 #pragma once
 
 #include <cstdint>
