@@ -30,13 +30,13 @@ Status Filesystem::OpenRoots() {
   for (size_t i = 0; i < sources.size(); i++) {
     int fd = open(sources[i].path.c_str(), O_PATH | O_DIRECTORY);
     if (fd < 0) {
-      return Status::Error(errno, "source " + sources[i].path + ": " + std::strerror(errno));
+      return Status::FromErrno(errno, "source " + sources[i].path);
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
       int err = errno;
       close(fd);
-      return Status::Error(err, "source " + sources[i].path + ": " + std::strerror(err));
+      return Status::FromErrno(err, "source " + sources[i].path);
     }
     auto inode = std::make_unique<Inode>();
     inode->fd = fd;

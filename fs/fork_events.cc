@@ -28,8 +28,8 @@ constexpr int kReceiveBuffer = 16 << 20;
 // where it ignores the request (another pid namespace), and answers at once otherwise.
 constexpr int kAckTimeoutMs = 1000;
 
-Status Errno(const std::string& what) {
-  return Status::Error(errno, "proc connector: " + what);
+Status ConnectorError(const std::string& what) {
+  return Status::FromErrno("proc connector: " + what);
 }
 
 // Copies out the connector message in `nl` and its process event (the event follows a 20-byte
@@ -69,16 +69,16 @@ void ForEachMessage(char* buf, size_t size, F f) {
 
 Result<std::unique_ptr<ProcConnector>> ProcConnector::Open() {
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
-  if (fd < 0) return Errno("socket");
+  if (fd < 0) return ConnectorError("socket");
   std::unique_ptr<ProcConnector> c(new ProcConnector(fd));
   sockaddr_nl addr{};
   addr.nl_family = AF_NETLINK;  // the kernel picks the port id; no group joined yet
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return Errno("bind");
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return ConnectorError("bind");
   // FORCE goes past rmem_max (root only); an unprivileged daemon gets rmem_max at most.
   const int size = kReceiveBuffer;
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0 &&
       setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) {
-    return Errno("SO_RCVBUF");
+    return ConnectorError("SO_RCVBUF");
   }
   // Once, to know the kernel honours it; then quiet until a tree is bound.
   KTMFS_RETURN_IF_ERROR(c->Listen(true));
@@ -98,7 +98,7 @@ Status ProcConnector::Listen(bool on) {
     // Joining the group needs CAP_NET_ADMIN before Linux 6.6: an unprivileged daemon on an
     // older kernel stops here (EPERM).
     if (setsockopt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) != 0)
-      return Errno("joining the proc events group");
+      return ConnectorError("joining the proc events group");
     if (Status s = Control(true, true); !s.ok()) {
       (void)setsockopt(fd_, SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, &group, sizeof group);
       return s;
@@ -110,7 +110,7 @@ Status ProcConnector::Listen(bool on) {
   Status s = Control(false, false);
   listening_ = false;
   if (setsockopt(fd_, SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, &group, sizeof group) != 0 && s.ok())
-    s = Errno("leaving the proc events group");
+    s = ConnectorError("leaving the proc events group");
   return s;
 }
 
@@ -133,7 +133,7 @@ Status ProcConnector::Control(bool listen, bool wait_ack) {
   kernel.nl_family = AF_NETLINK;
   if (sendto(fd_, req, nl->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) !=
       static_cast<ssize_t>(nl->nlmsg_len)) {
-    return Errno(listen ? "asking for events" : "stopping events");
+    return ConnectorError(listen ? "asking for events" : "stopping events");
   }
   if (!wait_ack) return Status::Ok();
 
@@ -150,7 +150,8 @@ Status ProcConnector::Control(bool listen, bool wait_ack) {
                            "(a pid namespace other than the initial one?)");
     }
     pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return Errno("poll");
+    if (poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+      return ConnectorError("poll");
     bool lost = false;
     auto n = ReceiveFromKernel(buf, sizeof buf, &lost);
     if (!n.ok()) return n.status();
@@ -161,7 +162,7 @@ Status ProcConnector::Control(bool listen, bool wait_ack) {
       if (len < offsetof(proc_event, event_data) + sizeof ev.event_data.ack) return;
       if (ev.event_data.ack.err != 0) {
         errno = static_cast<int>(ev.event_data.ack.err);
-        answer = Errno("the kernel refused to send process events");
+        answer = ConnectorError("the kernel refused to send process events");
         return;
       }
       answer = Status::Ok();
@@ -183,7 +184,7 @@ Result<size_t> ProcConnector::ReceiveFromKernel(char* buf, size_t size, bool* lo
         *lost = true;
         continue;
       }
-      return Errno("recv");
+      return ConnectorError("recv");
     }
     // Only the kernel's word counts: an event puts processes into transactions, an answer
     // decides whether tree scope may rely on events.

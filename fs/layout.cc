@@ -17,10 +17,10 @@ namespace {
 Result<std::string> CanonicalDirectory(const std::string& path, const std::string& what) {
   char buf[PATH_MAX];
   if (realpath(path.c_str(), buf) == nullptr) {
-    return Status::Error(errno, what + " " + path + ": " + strerror(errno));
+    return Status::FromErrno(errno, what + " " + path);
   }
   struct stat st;
-  if (stat(buf, &st) != 0) return Status::Error(errno, what + " " + path + ": " + strerror(errno));
+  if (stat(buf, &st) != 0) return Status::FromErrno(errno, what + " " + path);
   if (!S_ISDIR(st.st_mode))
     return Status::Error(ENOTDIR, what + " " + path + " is not a directory");
   return std::string(buf);
@@ -33,7 +33,7 @@ Status HideIfInside(const std::string& c, const std::string& what,
   std::string parent = c.substr(0, c.rfind('/'));
   if (parent.empty()) parent = "/";
   if (stat(c.c_str(), &st) != 0 || stat(parent.c_str(), &pst) != 0) {
-    return Status::Error(errno, what + " " + c + ": " + strerror(errno));
+    return Status::FromErrno(errno, what + " " + c);
   }
   for (const Source& s : sources) {
     if (c.compare(0, s.path.size() + 1, s.path + "/") == 0 || (s.path == "/" && c != "/")) {
@@ -49,7 +49,7 @@ Status HideIfInside(const std::string& c, const std::string& what,
 Status PrepareStateDir(const std::string& path, const std::vector<Source>& sources,
                        std::vector<HiddenEntry>* hidden) {
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Status::Error(errno, "state directory " + path + ": " + strerror(errno));
+    return Status::FromErrno(errno, "state directory " + path);
   }
   auto canon = CanonicalDirectory(path, "state directory");
   if (!canon.ok()) return canon.status();

@@ -21,14 +21,14 @@ Result<std::vector<DirId>> AncestorChain(const std::string& path) {
   // Walking ".." from a descriptor follows the directories themselves, whatever path named
   // them; a path's text would miss an alias made by a symlink or a bind mount.
   int fd = open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::Error(errno, "source " + path + ": " + std::strerror(errno));
+  if (fd < 0) return Status::FromErrno(errno, "source " + path);
   std::vector<DirId> chain;
   for (;;) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
       int err = errno;
       close(fd);
-      return Status::Error(err, "source " + path + ": " + std::strerror(err));
+      return Status::FromErrno(err, "source " + path);
     }
     const DirId id{st.st_dev, st.st_ino};
     // The root is its own parent.
@@ -37,7 +37,7 @@ Result<std::vector<DirId>> AncestorChain(const std::string& path) {
     int parent = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
     int err = errno;
     close(fd);
-    if (parent < 0) return Status::Error(err, "source " + path + ": " + std::strerror(err));
+    if (parent < 0) return Status::FromErrno(err, "source " + path);
     fd = parent;
   }
   close(fd);

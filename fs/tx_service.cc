@@ -196,12 +196,12 @@ Status TxService::Open(const Options& options, const Layout& layout) {
   const auto& sources = layout.sources();
   struct stat state_st;
   if (stat(state.c_str(), &state_st) != 0)
-    return Status::Error(errno, "state directory " + state + ": " + std::strerror(errno));
+    return Status::FromErrno(errno, "state directory " + state);
   for (size_t i = 0; i < sources.size(); i++) {
     const std::string label = SourceLabel(sources[i]);
     struct stat src_st;
     if (stat(sources[i].path.c_str(), &src_st) != 0)
-      return Status::Error(errno, "source " + sources[i].path + ": " + std::strerror(errno));
+      return Status::FromErrno(errno, "source " + sources[i].path);
     // With dedicated logs each source keeps its log and staging in its own .ktmfs; otherwise
     // both live in the state directory.
     const bool dedicated = options.log_mode == LogMode::kDedicated;

@@ -111,8 +111,7 @@ Result<ViewEntry> LookupView(Filesystem& fs, const TxGuard& tx, int source, cons
           auto sdir = StagingDir(fs, tx, source);
           if (!sdir.ok()) return sdir.status();
           std::string p = *sdir + "/" + fstx::StagedNameForNew(l->object.number);
-          if (lstat(p.c_str(), &v.st) != 0)
-            return Status::Error(errno, "staged object " + p + ": " + std::strerror(errno));
+          if (lstat(p.c_str(), &v.st) != 0) return Status::FromErrno(errno, "staged object " + p);
           v.exists = true;
           v.is_new = true;
           v.object = l->object;

@@ -19,6 +19,10 @@ class [[nodiscard]] Status {
   static Status Error(int code, std::string message) {
     return Status(code > 0 ? code : (code < 0 ? -code : EIO), std::move(message));
   }
+  // A failed system call: `what` names the call and what it acted on; ": strerror" follows.
+  static Status FromErrno(int code, const std::string& what);
+  // The same with the calling thread's errno.
+  static Status FromErrno(const std::string& what) { return FromErrno(errno, what); }
   // The conditions callers branch on get names; any other errno goes through Error().
   static Status IoError(std::string m) { return Status(EIO, std::move(m)); }
   static Status Corruption(std::string m) { return Status(EUCLEAN, std::move(m)); }

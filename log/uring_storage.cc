@@ -25,19 +25,15 @@ namespace {
 // only its owner may read it, whatever the process umask.
 Status MakePrivateDirs(const std::string& dir) {
   if (dir.empty() || ::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return Status::Ok();
-  if (errno != ENOENT) return Status::Error(errno, dir + ": mkdir: " + std::strerror(errno));
+  if (errno != ENOENT) return Status::FromErrno(dir + ": mkdir");
   std::string parent = std::filesystem::path(dir).parent_path();
   if (parent == dir) return Status::Error(ENOENT, dir + ": mkdir: no parent");
   KTMFS_RETURN_IF_ERROR(MakePrivateDirs(parent));
   if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return Status::Ok();
-  return Status::Error(errno, dir + ": mkdir: " + std::strerror(errno));
+  return Status::FromErrno(dir + ": mkdir");
 }
 
 constexpr size_t kDirectAlignment = 4096;
-
-Status Errno(int err, const std::string& what) {
-  return Status::Error(err, what + ": " + std::strerror(err));
-}
 
 struct AlignedBuffer {
   explicit AlignedBuffer(size_t n) : size(n) {
@@ -70,7 +66,7 @@ class UringFile : public File {
   }
   Result<uint64_t> Size() override {
     struct stat st;
-    if (::fstat(fd_, &st) != 0) return Errno(errno, path_);
+    if (::fstat(fd_, &st) != 0) return Status::FromErrno(errno, path_);
     return uint64_t(st.st_size);
   }
   // Reserves the blocks, then writes zeros over them: data syncs of later overwrites then need
@@ -80,7 +76,8 @@ class UringFile : public File {
     if (size == 0) return Status::Ok();
     auto current = Size();
     if (!current.ok()) return current.status();
-    if (::fallocate(fd_, 0, 0, off_t(size)) != 0) return Errno(errno, path_ + ": fallocate");
+    if (::fallocate(fd_, 0, 0, off_t(size)) != 0)
+      return Status::FromErrno(errno, path_ + ": fallocate");
     const size_t chunk = 1 << 20;
     AlignedBuffer zeros(chunk);
     std::memset(zeros.data, 0, chunk);
@@ -88,10 +85,10 @@ class UringFile : public File {
       size_t n = size_t(std::min<uint64_t>(chunk, size - at));
       ssize_t w = ::pwrite(fd_, zeros.data, n, off_t(at));
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return Errno(w < 0 ? errno : EIO, path_ + ": zero-filling");
+      if (w <= 0) return Status::FromErrno(w < 0 ? errno : EIO, path_ + ": zero-filling");
       at += uint64_t(w);
     }
-    if (::fsync(fd_) != 0) return Errno(errno, path_ + ": fsync");
+    if (::fsync(fd_) != 0) return Status::FromErrno(errno, path_ + ": fsync");
     return Status::Ok();
   }
   const std::string& name() const override { return name_; }
@@ -124,7 +121,7 @@ class UringStorage : public Storage {
     for (unsigned i = 0; i < n; ++i) {
       rings_.push_back(std::make_unique<Ring>());
       int r = io_uring_queue_init(depth, &rings_.back()->ring, 0);
-      if (r < 0) return Errno(-r, dir_ + ": io_uring_queue_init");
+      if (r < 0) return Status::FromErrno(-r, dir_ + ": io_uring_queue_init");
       rings_.back()->ok = true;
     }
     return Status::Ok();
@@ -152,13 +149,13 @@ class UringStorage : public Storage {
 
   Status Remove(const std::string& name) override {
     std::string path = dir_ + "/" + name;
-    if (::unlink(path.c_str()) != 0) return Errno(errno, path);
+    if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, path);
     return Status::Ok();
   }
 
   Status Rename(const std::string& from, const std::string& to) override {
     if (::rename((dir_ + "/" + from).c_str(), (dir_ + "/" + to).c_str()) != 0) {
-      return Errno(errno, dir_ + "/" + from + " -> " + to);
+      return Status::FromErrno(errno, dir_ + "/" + from + " -> " + to);
     }
     return SyncDir();
   }
@@ -175,11 +172,11 @@ class UringStorage : public Storage {
 
   Status SyncDir() override {
     int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Errno(errno, dir_);
+    if (fd < 0) return Status::FromErrno(errno, dir_);
     int r = ::fsync(fd);
     int err = errno;
     ::close(fd);
-    if (r != 0) return Errno(err, dir_ + ": fsync");
+    if (r != 0) return Status::FromErrno(err, dir_ + ": fsync");
     return Status::Ok();
   }
 
@@ -221,7 +218,7 @@ class UringStorage : public Storage {
         }
       }
     }
-    if (fd < 0) return Errno(errno, path);
+    if (fd < 0) return Status::FromErrno(errno, path);
     return fd;
   }
 
@@ -237,7 +234,7 @@ Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
     while (total < out.size()) {
       ssize_t n = ::pread(fd_, out.data() + total, out.size() - total, off_t(offset + total));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Errno(errno, path_ + ": read");
+      if (n < 0) return Status::FromErrno(errno, path_ + ": read");
       if (n == 0) break;
       total += size_t(n);
     }
@@ -251,7 +248,7 @@ Result<size_t> UringFile::Read(uint64_t offset, std::span<std::byte> out) {
   while (got < buf.size) {
     ssize_t n = ::pread(fd_, buf.data + got, buf.size - got, off_t(start + got));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno(errno, path_ + ": read");
+    if (n < 0) return Status::FromErrno(errno, path_ + ": read");
     if (n == 0) break;
     got += size_t(n);
   }
@@ -290,16 +287,16 @@ Status UringFile::WriteOnce(std::span<const WriteOp> ops, bool sync, std::vector
       submitted++;
     }
     int r = io_uring_submit_and_wait(ring, submitted);
-    if (r < 0) return Errno(-r, path_ + ": io_uring_submit");
+    if (r < 0) return Status::FromErrno(-r, path_ + ": io_uring_submit");
     for (unsigned i = 0; i < submitted; ++i) {
       io_uring_cqe* cqe;
       int w = io_uring_wait_cqe(ring, &cqe);
-      if (w < 0) return Errno(-w, path_ + ": io_uring_wait_cqe");
+      if (w < 0) return Status::FromErrno(-w, path_ + ": io_uring_wait_cqe");
       uint64_t tag = io_uring_cqe_get_data64(cqe);
       int res = cqe->res;
       io_uring_cqe_seen(ring, cqe);
       if (res < 0 && res != -ECANCELED && failure.ok()) {
-        failure = Errno(-res, path_ + (tag == UINT64_MAX ? ": fdatasync" : ": write"));
+        failure = Status::FromErrno(-res, path_ + (tag == UINT64_MAX ? ": fdatasync" : ": write"));
       }
       if (res > 0 && tag != UINT64_MAX) (*done)[tag] = size_t(res);
     }
@@ -319,7 +316,7 @@ Status UringFile::WriteDsync(const WriteOp& op, std::vector<size_t>* done) {
     iovec iov{const_cast<std::byte*>(op.data.data()), op.data.size()};
     ssize_t n = ::pwritev2(fd_, &iov, 1, off_t(op.offset), RWF_DSYNC);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno(errno, path_ + ": write (RWF_DSYNC)");
+    if (n < 0) return Status::FromErrno(errno, path_ + ": write (RWF_DSYNC)");
     (*done)[0] = size_t(n);
     return Status::Ok();
   }
@@ -355,11 +352,11 @@ Status UringFile::Write(std::span<const WriteOp> ops, bool sync) {
       ssize_t n = ::pwrite(fd_, ops[i].data.data() + done[i], ops[i].data.size() - done[i],
                            off_t(ops[i].offset + done[i]));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Errno(n < 0 ? errno : EIO, path_ + ": write");
+      if (n <= 0) return Status::FromErrno(n < 0 ? errno : EIO, path_ + ": write");
       done[i] += size_t(n);
     }
   }
-  if (redo && sync && ::fdatasync(fd_) != 0) return Errno(errno, path_ + ": fdatasync");
+  if (redo && sync && ::fdatasync(fd_) != 0) return Status::FromErrno(errno, path_ + ": fdatasync");
   return Status::Ok();
 }
 

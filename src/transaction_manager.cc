@@ -1,9 +1,7 @@
 #include "src/transaction_manager.h"
 
 #include <algorithm>
-#include <cinttypes>
 #include <condition_variable>
-#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -19,12 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 std::string TxName(const Guid& id) {
   return "transaction " + id.ToString();
-}
-
-std::string LsnText(log::Lsn lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, lsn);
-  return buf;
 }
 
 struct Rm {
@@ -679,7 +671,7 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
     // The decision may or may not have reached the disk. A later abort record overrides it; if
     // even that cannot be made durable, nobody can know the outcome until recovery.
     Status why = flushed.Annotate(TxName(tx->id) + ": commit record at LSN " +
-                                  LsnText(*commit_lsn) + " not durable");
+                                  log::LsnToString(*commit_lsn) + " not durable");
     Result<log::Lsn> abort_lsn = AppendLocked(TmRecordType::kAbort, EncodeTxId(tx->id));
     // From here a restart area must say "abort": it would otherwise hide the abort record.
     if (abort_lsn.ok()) tx->decision = Decision::kAbort;

@@ -78,7 +78,7 @@ std::string Hex(uint64_t v) {
 }
 
 std::string Lsn(klog::Lsn lsn) {
-  return lsn == klog::kInvalidLsn ? "-" : Hex(lsn);
+  return lsn == klog::kInvalidLsn ? "-" : klog::LsnToString(lsn);
 }
 
 bool IsFile(const std::string& path) {

@@ -19,11 +19,6 @@
 namespace ktmfs::fstx {
 namespace {
 
-Status Errno(const std::string& what) {
-  int e = errno;
-  return Status::Error(e, what + ": " + std::strerror(e));
-}
-
 class Applier {
  public:
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)
@@ -95,7 +90,7 @@ class Applier {
     if (from.error() != 0) return from.ErrorStatus("rename");
     if (to.error() != 0) return to.ErrorStatus("rename to");
     KTMFS_RETURN_IF_ERROR(Mutate(what));
-    if (::rename(from.path(), to.path()) != 0) return Errno(what);
+    if (::rename(from.path(), to.path()) != 0) return Status::FromErrno(what);
     dirty_dirs_.insert(Parent(from.shown()));
     dirty_dirs_.insert(Parent(to.shown()));
     return Status::Ok();
@@ -116,7 +111,8 @@ class Applier {
     }
     if (!Exists(park)) {
       KTMFS_RETURN_IF_ERROR(Mutate("mkdir " + park));
-      if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + park);
+      if (::mkdir(park.c_str(), 0700) != 0 && errno != EEXIST)
+        return Status::FromErrno("mkdir " + park);
       dirty_dirs_.insert(t_.staging_dir);
     }
     // Children before their parents, so every original path still resolves when its turn comes.
@@ -160,7 +156,7 @@ class Applier {
         if (SameInode(path, canonical)) continue;
         const std::string what = "link " + canonical.shown() + " -> " + path.shown();
         KTMFS_RETURN_IF_ERROR(Mutate(what));
-        if (::link(canonical.path(), path.path()) != 0) return Errno(what);
+        if (::link(canonical.path(), path.path()) != 0) return Status::FromErrno(what);
         dirty_dirs_.insert(Parent(path.shown()));
       }
     }
@@ -205,14 +201,14 @@ class Applier {
       }
       if (written_files_.erase(parking) > 0) {
         int fd = OpenAsOwner(parking, O_RDONLY);
-        if (fd < 0) return Errno("open " + parking);
+        if (fd < 0) return Status::FromErrno("open " + parking);
         const bool synced = ::fsync(fd) == 0;
-        Status s = synced ? Status::Ok() : Errno("fsync " + parking);
+        Status s = synced ? Status::Ok() : Status::FromErrno("fsync " + parking);
         ::close(fd);
         KTMFS_RETURN_IF_ERROR(s);
       }
       KTMFS_RETURN_IF_ERROR(Mutate("unlink " + parking));
-      if (::unlink(parking.c_str()) != 0) return Errno("unlink " + parking);
+      if (::unlink(parking.c_str()) != 0) return Status::FromErrno("unlink " + parking);
       dirty_dirs_.insert(Parent(parking));
     }
     return Status::Ok();
@@ -259,12 +255,12 @@ class Applier {
         // No XATTR_CREATE/REPLACE here: the check was made when the operation ran, and a
         // re-run must be able to set it again.
         if (SetXattrAsOwner(path.path(), op.name, op.value) != 0)
-          return Errno("setxattr " + op.name);
+          return Status::FromErrno("setxattr " + op.name);
         return Status::Ok();
       case OpKind::kRemovexattr:
         KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path.shown() + " " + op.name));
         if (RemoveXattrAsOwner(path.path(), op.name) != 0 && errno != ENODATA)
-          return Errno("removexattr " + op.name);
+          return Status::FromErrno("removexattr " + op.name);
         return Status::Ok();
       case OpKind::kWriteExtent:
         if (o.is_new()) return Status::Ok();  // its staged file became the file itself
@@ -280,13 +276,13 @@ class Applier {
   Status Chmod(const BackingName& path, uint32_t mode) {
     KTMFS_RETURN_IF_ERROR(Mutate("chmod " + path.shown()));
     // Symlinks have no mode of their own: left alone.
-    if (path.ChmodNoFollow(mode & 07777) != 0) return Errno("chmod " + path.shown());
+    if (path.ChmodNoFollow(mode & 07777) != 0) return Status::FromErrno("chmod " + path.shown());
     return Status::Ok();
   }
 
   Status Chown(const BackingName& path, uint32_t uid, uint32_t gid) {
     KTMFS_RETURN_IF_ERROR(Mutate("chown " + path.shown()));
-    if (::lchown(path.path(), uid, gid) != 0) return Errno("chown " + path.shown());
+    if (::lchown(path.path(), uid, gid) != 0) return Status::FromErrno("chown " + path.shown());
     return Status::Ok();
   }
 
@@ -296,17 +292,17 @@ class Applier {
       uid_t uid = (op.set_mask & kSetUid) ? op.uid : static_cast<uid_t>(-1);
       gid_t gid = (op.set_mask & kSetGid) ? op.gid : static_cast<gid_t>(-1);
       KTMFS_RETURN_IF_ERROR(Mutate("chown " + path.shown()));
-      if (::lchown(path.path(), uid, gid) != 0) return Errno("chown " + path.shown());
+      if (::lchown(path.path(), uid, gid) != 0) return Status::FromErrno("chown " + path.shown());
     }
     if (op.set_mask & kSetMode) KTMFS_RETURN_IF_ERROR(Chmod(path, op.mode));
     // A new file's staged contents already have their final size.
     if ((op.set_mask & kSetSize) && !o.is_new()) {
       KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path.shown()));
       int fd = OpenAsOwner(path.path(), O_WRONLY);
-      if (fd < 0) return Errno("open " + path.shown() + " to truncate it");
+      if (fd < 0) return Status::FromErrno("open " + path.shown() + " to truncate it");
       Status s = CheckIdentity(fd, o, path);
       if (s.ok() && ::ftruncate(fd, static_cast<off_t>(op.size)) != 0)
-        s = Errno("truncate " + path.shown());
+        s = Status::FromErrno("truncate " + path.shown());
       ::close(fd);
       KTMFS_RETURN_IF_ERROR(s);
       written_files_.insert(path.shown());
@@ -321,14 +317,14 @@ class Applier {
         ts[1] = {op.mtime_ns / 1'000'000'000, op.mtime_ns % 1'000'000'000};
       KTMFS_RETURN_IF_ERROR(Mutate("utimens " + path.shown()));
       if (::utimensat(AT_FDCWD, path.path(), ts, AT_SYMLINK_NOFOLLOW) != 0)
-        return Errno("utimens " + path.shown());
+        return Status::FromErrno("utimens " + path.shown());
     }
     return Status::Ok();
   }
 
   Status WriteData(const Op& op, const PlannedObject& o, const BackingName& path) {
     int out = OpenAsOwner(path.path(), O_WRONLY);
-    if (out < 0) return Errno("open " + path.shown());
+    if (out < 0) return Status::FromErrno("open " + path.shown());
     Status s = CheckIdentity(out, o, path);
     if (s.ok()) s = Mutate("write " + path.shown() + " @" + std::to_string(op.offset));
     size_t done = 0;
@@ -336,7 +332,7 @@ class Applier {
       ssize_t n = ::pwrite(out, op.data.data() + done, op.data.size() - done,
                            static_cast<off_t>(op.offset + done));
       if (n < 0) {
-        s = Errno("write " + path.shown());
+        s = Status::FromErrno("write " + path.shown());
         break;
       }
       done += static_cast<size_t>(n);
@@ -354,10 +350,10 @@ class Applier {
   Status CopyExtent(const Op& op, const PlannedObject& o, const BackingName& path) {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
     int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) return Errno("open staged file " + staged);
+    if (in < 0) return Status::FromErrno("open staged file " + staged);
     int out = OpenAsOwner(path.path(), O_WRONLY);
     if (out < 0) {
-      Status s = Errno("open " + path.shown());
+      Status s = Status::FromErrno("open " + path.shown());
       ::close(in);
       return s;
     }

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -19,12 +19,14 @@ namespace {
 // device's per-request cost disappears.
 constexpr size_t kChunk = 4 << 20;
 
-uint64_t Down(uint64_t x) { return x & ~(kDirectAlign - 1); }
-uint64_t Up(uint64_t x) { return Down(x + kDirectAlign - 1); }
-bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0; }
-
-Status Errno(int e, const std::string& what) {
-  return Status::Error(e, what + ": " + std::strerror(e));
+uint64_t Down(uint64_t x) {
+  return x & ~(kDirectAlign - 1);
+}
+uint64_t Up(uint64_t x) {
+  return Down(x + kDirectAlign - 1);
+}
+bool Aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0;
 }
 
 class AlignedBuffer {
@@ -154,7 +156,7 @@ Status PwriteAll(int fd, const std::byte* p, uint64_t len, uint64_t off, const s
     ssize_t n = ::pwrite(fd, p, static_cast<size_t>(len), static_cast<off_t>(off));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno(errno, "write " + what);
+      return Status::FromErrno(errno, "write " + what);
     }
     p += n;
     len -= static_cast<uint64_t>(n);
@@ -204,7 +206,7 @@ Status CopyOrdinary(int in, int out, uint64_t offset, uint64_t length, const std
       if (n == 0) return Status::Ok();  // the end of `in`
       if (errno == EINTR) continue;
       if (errno != EXDEV && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
-        return Errno(errno, "copy " + what);
+        return Status::FromErrno(errno, "copy " + what);
       kernel = false;
       buf.resize(kChunk);
     }
@@ -212,7 +214,7 @@ Status CopyOrdinary(int in, int out, uint64_t offset, uint64_t length, const std
     ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(pos));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno(errno, "read " + what);
+      return Status::FromErrno(errno, "read " + what);
     }
     if (n == 0) return Status::Ok();
     KTMFS_RETURN_IF_ERROR(PwriteAll(out, buf.data(), static_cast<uint64_t>(n), pos, what));
@@ -252,7 +254,7 @@ Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t 
     }
     int err = PwriteDirect(direct_fd, src, len, &pos);
     if (err == EINVAL) break;
-    if (err != 0) return Errno(err, "write " + what);
+    if (err != 0) return Status::FromErrno(err, "write " + what);
   }
   // The tail, and whatever direct I/O could not take.
   return PwriteAll(fd, data.data() + (pos - offset), end - pos, pos, what);
@@ -273,13 +275,13 @@ Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, u
       for (;;) {
         ReadAhead::Chunk c = reads.Next();
         if (c.err == EINVAL) break;
-        if (c.err != 0) return Errno(c.err, "read " + what);
+        if (c.err != 0) return Status::FromErrno(c.err, "read " + what);
         // Short at the end of `in`: the ordinary copy below takes the unaligned rest.
         uint64_t whole = Down(c.got);
         if (whole == 0) break;
         int err = PwriteDirect(out_direct, c.data, whole, &pos);
         if (err == EINVAL) break;
-        if (err != 0) return Errno(err, "write " + what);
+        if (err != 0) return Status::FromErrno(err, "write " + what);
         if (whole < c.want) break;
         reads.Done();
       }

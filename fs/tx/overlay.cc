@@ -26,7 +26,7 @@ bool IsUnder(const std::string& path, const std::string& ancestor) {
          path[ancestor.size()] == '/';
 }
 
-Status Errno(int code, const std::string& what, const std::string& path) {
+Status OverlayError(int code, const std::string& what, const std::string& path) {
   return Status::Error(code, "overlay: " + what + " '" + path + "'");
 }
 
@@ -57,7 +57,7 @@ TxOverlay::Resolved TxOverlay::Resolve(const std::string& path) const {
 
 Result<TxOverlay::Dir*> TxOverlay::Materialize(const std::string& path) {
   Resolved r = Resolve(path);
-  if (r.error != 0) return Errno(r.error, "no directory", path);
+  if (r.error != 0) return OverlayError(r.error, "no directory", path);
   if (r.dir != nullptr) return &dirs_.find(path)->second;
   return &dirs_.emplace(path, Dir{r.backing, {}}).first->second;
 }
@@ -66,7 +66,7 @@ Result<TxOverlay::NameState> TxOverlay::Name(const std::string& path,
                                              const ObjectId& object) const {
   auto [parent, name] = Split(path);
   Resolved p = Resolve(parent);
-  if (p.error != 0) return Errno(p.error, "no directory", parent);
+  if (p.error != 0) return OverlayError(p.error, "no directory", parent);
   NameState s;
   if (p.dir != nullptr) {
     if (auto e = p.dir->entries.find(name); e != p.dir->entries.end()) {
@@ -173,7 +173,7 @@ Status TxOverlay::Create(const Op& op, uint32_t type) {
   auto& entries = (*d)->entries;
   bool backing_has_name = false;
   if (auto e = entries.find(name); e != entries.end()) {
-    if (!e->second.removed) return Errno(EEXIST, "exists", op.path);
+    if (!e->second.removed) return OverlayError(EEXIST, "exists", op.path);
     backing_has_name = e->second.backing_has_name;
   }
   entries.insert_or_assign(name, Entry{false, op.object, type, "", backing_has_name});
@@ -193,9 +193,9 @@ Status TxOverlay::Create(const Op& op, uint32_t type) {
 Status TxOverlay::Link(const Op& op) {
   auto src = Name(op.path, op.object);
   if (!src.ok()) return src.status();
-  if (!src->exists && !src->unchanged) return Errno(ENOENT, "no such entry", op.path);
+  if (!src->exists && !src->unchanged) return OverlayError(ENOENT, "no such entry", op.path);
   if (src->entry.type == S_IFDIR || dirs_.contains(op.path)) {
-    return Errno(EPERM, "cannot link a directory", op.path);
+    return OverlayError(EPERM, "cannot link a directory", op.path);
   }
   auto [parent, name] = Split(op.path2);
   auto d = Materialize(parent);
@@ -203,7 +203,7 @@ Status TxOverlay::Link(const Op& op) {
   auto& entries = (*d)->entries;
   bool backing_has_name = false;
   if (auto e = entries.find(name); e != entries.end()) {
-    if (!e->second.removed) return Errno(EEXIST, "exists", op.path2);
+    if (!e->second.removed) return OverlayError(EEXIST, "exists", op.path2);
     backing_has_name = e->second.backing_has_name;
   }
   Entry e = src->entry;
@@ -215,11 +215,12 @@ Status TxOverlay::Link(const Op& op) {
 Status TxOverlay::Remove(const Op& op, bool dir) {
   auto s = Name(op.path, op.object);
   if (!s.ok()) return s.status();
-  if (!s->exists && !s->unchanged) return Errno(ENOENT, "no such entry", op.path);
+  if (!s->exists && !s->unchanged) return OverlayError(ENOENT, "no such entry", op.path);
   bool is_dir = s->entry.type == S_IFDIR || dirs_.contains(op.path);
-  if (dir && !is_dir && s->entry.type != 0) return Errno(ENOTDIR, "not a directory", op.path);
-  if (!dir && is_dir) return Errno(EISDIR, "is a directory", op.path);
-  if (dir && HasLiveEntries(op.path)) return Errno(ENOTEMPTY, "not empty", op.path);
+  if (dir && !is_dir && s->entry.type != 0)
+    return OverlayError(ENOTDIR, "not a directory", op.path);
+  if (!dir && is_dir) return OverlayError(EISDIR, "is a directory", op.path);
+  if (dir && HasLiveEntries(op.path)) return OverlayError(ENOTEMPTY, "not empty", op.path);
   auto [parent, name] = Split(op.path);
   auto d = Materialize(parent);
   if (!d.ok()) return d.status();
@@ -236,29 +237,29 @@ Status TxOverlay::Remove(const Op& op, bool dir) {
 Status TxOverlay::Rename(const Op& op) {
   const bool exchange = (op.flags & RENAME_EXCHANGE) != 0;
   if (op.path == op.path2) return Status::Ok();
-  if (IsUnder(op.path2, op.path)) return Errno(EINVAL, "rename into itself", op.path2);
+  if (IsUnder(op.path2, op.path)) return OverlayError(EINVAL, "rename into itself", op.path2);
   auto src = Name(op.path, op.object);
   if (!src.ok()) return src.status();
-  if (!src->exists && !src->unchanged) return Errno(ENOENT, "no such entry", op.path);
+  if (!src->exists && !src->unchanged) return OverlayError(ENOENT, "no such entry", op.path);
   auto dst = Name(op.path2, op.replaced);
   if (!dst.ok()) return dst.status();
   // An unchanged target name exists if the caller saw an object there.
   const bool dst_exists =
       dst->exists || (dst->unchanged && op.replaced.kind != ObjectId::Kind::kNone);
-  if ((op.flags & RENAME_NOREPLACE) && dst_exists) return Errno(EEXIST, "exists", op.path2);
-  if (exchange && !dst_exists) return Errno(ENOENT, "no such entry", op.path2);
+  if ((op.flags & RENAME_NOREPLACE) && dst_exists) return OverlayError(EEXIST, "exists", op.path2);
+  if (exchange && !dst_exists) return OverlayError(ENOENT, "no such entry", op.path2);
   const bool src_dir = src->entry.type == S_IFDIR || dirs_.contains(op.path);
   const bool dst_dir = dst_exists && (dst->entry.type == S_IFDIR || dirs_.contains(op.path2));
   if (IsUnder(op.path, op.path2)) {
-    return exchange ? Errno(EINVAL, "exchange with an ancestor", op.path2)
-                    : Errno(ENOTEMPTY, "not empty", op.path2);
+    return exchange ? OverlayError(EINVAL, "exchange with an ancestor", op.path2)
+                    : OverlayError(ENOTEMPTY, "not empty", op.path2);
   }
   if (!exchange && dst_exists) {
     if (src_dir && !dst_dir && dst->entry.type != 0) {
-      return Errno(ENOTDIR, "not a directory", op.path2);
+      return OverlayError(ENOTDIR, "not a directory", op.path2);
     }
-    if (!src_dir && dst_dir) return Errno(EISDIR, "is a directory", op.path2);
-    if (dst_dir && HasLiveEntries(op.path2)) return Errno(ENOTEMPTY, "not empty", op.path2);
+    if (!src_dir && dst_dir) return OverlayError(EISDIR, "is a directory", op.path2);
+    if (dst_dir && HasLiveEntries(op.path2)) return OverlayError(ENOTEMPTY, "not empty", op.path2);
   }
   auto [sparent, sname] = Split(op.path);
   auto [dparent, dname] = Split(op.path2);
@@ -308,8 +309,9 @@ Status TxOverlay::Setxattr(const Op& op) {
   bool known_present = it != names.end() && it->second.has_value();
   bool known_absent = (it != names.end() && !it->second.has_value()) ||
                       (it == names.end() && op.object.kind == ObjectId::Kind::kNew);
-  if ((op.flags & XATTR_CREATE) && known_present) return Errno(EEXIST, "xattr exists", op.name);
-  if ((op.flags & XATTR_REPLACE) && known_absent) return Errno(ENODATA, "no xattr", op.name);
+  if ((op.flags & XATTR_CREATE) && known_present)
+    return OverlayError(EEXIST, "xattr exists", op.name);
+  if ((op.flags & XATTR_REPLACE) && known_absent) return OverlayError(ENODATA, "no xattr", op.name);
   names.insert_or_assign(op.name, op.value);
   return Status::Ok();
 }
@@ -319,7 +321,7 @@ Status TxOverlay::Removexattr(const Op& op) {
   auto it = names.find(op.name);
   bool is_new = op.object.kind == ObjectId::Kind::kNew;
   if ((it != names.end() && !it->second.has_value()) || (it == names.end() && is_new)) {
-    return Errno(ENODATA, "no xattr", op.name);
+    return OverlayError(ENODATA, "no xattr", op.name);
   }
   if (is_new) {
     names.erase(it);
@@ -333,7 +335,7 @@ Result<OverlayLookup> TxOverlay::Lookup(const std::string& dir_path,
                                         const std::string& name) const {
   std::lock_guard lock(mu_);
   Resolved r = Resolve(dir_path);
-  if (r.error != 0) return Errno(r.error, "no directory", dir_path);
+  if (r.error != 0) return OverlayError(r.error, "no directory", dir_path);
   OverlayLookup out;
   if (r.dir != nullptr) {
     if (auto e = r.dir->entries.find(name); e != r.dir->entries.end()) {
@@ -380,7 +382,8 @@ Result<std::string> TxOverlay::ViewPath(const std::string& backing_path) const {
   std::string rest = backing_path.substr(best_len);
   if (best != nullptr) {
     std::string first = rest.substr(0, rest.find('/'));
-    if (best->entries.contains(first)) return Errno(ENOENT, "no longer in the view", backing_path);
+    if (best->entries.contains(first))
+      return OverlayError(ENOENT, "no longer in the view", backing_path);
     return Join(*best_view, rest);
   }
   return rest;
@@ -389,7 +392,7 @@ Result<std::string> TxOverlay::ViewPath(const std::string& backing_path) const {
 Result<std::optional<std::string>> TxOverlay::BackingDir(const std::string& dir_path) const {
   std::lock_guard lock(mu_);
   Resolved r = Resolve(dir_path);
-  if (r.error != 0) return Errno(r.error, "no directory", dir_path);
+  if (r.error != 0) return OverlayError(r.error, "no directory", dir_path);
   return r.backing;
 }
 
@@ -397,7 +400,7 @@ Result<std::vector<OverlayDirEntry>> TxOverlay::ReadDir(
     const std::string& dir_path, const std::vector<std::string>& backing_names) const {
   std::lock_guard lock(mu_);
   Resolved r = Resolve(dir_path);
-  if (r.error != 0) return Errno(r.error, "no directory", dir_path);
+  if (r.error != 0) return OverlayError(r.error, "no directory", dir_path);
   std::vector<OverlayDirEntry> out;
   auto as_entry = [](const Entry& e) {
     return OverlayLookup{OverlayLookup::Kind::kEntry, e.object, e.type, e.backing_path};

@@ -1,7 +1,5 @@
 #include "fs/tx/records.h"
 
-#include <cstdio>
-
 #include "src/codec.h"
 
 namespace ktmfs::fstx {
@@ -130,12 +128,6 @@ bool BodyFields(C& c, Record& r) {
   return false;
 }
 
-std::string LsnText(log::Lsn lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(lsn));
-  return buf;
-}
-
 }  // namespace
 
 std::vector<std::byte> EncodeRecord(const Record& in) {
@@ -151,7 +143,7 @@ std::vector<std::byte> EncodeRecord(const Record& in) {
 }
 
 Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn) {
-  std::string where = "fs RM record at LSN " + LsnText(lsn);
+  std::string where = "fs RM record at LSN " + log::LsnToString(lsn);
   Decoder d{tm::ByteReader(payload)};
   Record r;
   uint8_t version = 0, type = 0;

@@ -47,9 +47,8 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
       }
       const int e = errno;
       if (e == ENOSPC || e == EDQUOT) {
-        s = Status::Error(e, "no space to apply " + std::to_string(length) + " bytes at " +
-                                 std::to_string(offset) + " of " + o->original + ": " +
-                                 std::strerror(e));
+        s = Status::FromErrno(e, "no space to apply " + std::to_string(length) + " bytes at " +
+                                     std::to_string(offset) + " of " + o->original);
       }
       break;  // EOPNOTSUPP and the like: this file cannot be reserved
     }
@@ -95,7 +94,7 @@ Status ReserveMetadataSpace(const std::string& staging_dir, const ApplyPlan& pla
   int fd = ::open(placeholder.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     const int e = errno;
-    return Status::Error(e, "creating " + placeholder + ": " + std::strerror(e));
+    return Status::FromErrno(e, "creating " + placeholder);
   }
   Status s;
   if (::fallocate(fd, 0, 0, static_cast<off_t>(bytes)) != 0) {
@@ -173,7 +172,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
             : ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
       const int e = errno;
-      return Status::Error(e, "creating " + probe + ": " + std::strerror(e));
+      return Status::FromErrno(e, "creating " + probe);
     }
     Status s;
     for (const auto& [name, value] : xattrs) {
@@ -205,7 +204,7 @@ Status RemovePlaceholder(const std::string& staging_dir) {
   const std::string placeholder = PlaceholderPath(staging_dir);
   if (::unlink(placeholder.c_str()) == 0 || errno == ENOENT) return Status::Ok();
   const int e = errno;
-  return Status::Error(e, "removing " + placeholder + ": " + std::strerror(e));
+  return Status::FromErrno(e, "removing " + placeholder);
 }
 
 }  // namespace ktmfs::fstx

@@ -16,16 +16,11 @@
 namespace ktmfs::fstx {
 namespace {
 
-Status Errno(const std::string& what) {
-  int e = errno;
-  return Status::Error(e, what + ": " + std::strerror(e));
-}
-
 Status FsyncPath(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + path);
+  if (fd < 0) return Status::FromErrno("open " + path);
   int rc = ::fsync(fd);
-  Status s = rc == 0 ? Status::Ok() : Errno("fsync " + path);
+  Status s = rc == 0 ? Status::Ok() : Status::FromErrno("fsync " + path);
   ::close(fd);
   return s;
 }
@@ -42,7 +37,7 @@ Status PreadFull(int fd, std::byte* out, size_t len, uint64_t offset, size_t* go
     ssize_t n = ::pread(fd, out + *got, len - *got, static_cast<off_t>(offset + *got));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno("read " + what);
+      return Status::FromErrno("read " + what);
     }
     if (n == 0) break;
     *got += static_cast<size_t>(n);
@@ -64,7 +59,8 @@ Status MakeDirs(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) return Status::Ok();
   KTMFS_RETURN_IF_ERROR(MakeDirs(Parent(path)));
-  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + path);
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+    return Status::FromErrno("mkdir " + path);
   return Status::Ok();
 }
 
@@ -75,10 +71,10 @@ namespace {
 Status RemoveTreeUnsynced(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0)
-    return errno == ENOENT ? Status::Ok() : Errno("stat " + path);
+    return errno == ENOENT ? Status::Ok() : Status::FromErrno("stat " + path);
   if (S_ISDIR(st.st_mode)) {
     DIR* d = ::opendir(path.c_str());
-    if (!d) return Errno("opendir " + path);
+    if (!d) return Status::FromErrno("opendir " + path);
     std::vector<std::string> names;
     while (dirent* e = ::readdir(d)) {
       std::string n = e->d_name;
@@ -87,9 +83,9 @@ Status RemoveTreeUnsynced(const std::string& path) {
     ::closedir(d);
     for (const auto& n : names)
       KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path + "/" + n));
-    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Errno("rmdir " + path);
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("rmdir " + path);
   } else if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Errno("unlink " + path);
+    return Status::FromErrno("unlink " + path);
   }
   return Status::Ok();
 }
@@ -144,7 +140,7 @@ Result<int> StagedFile::FdLocked() const {
   auto dir = staging_->DirFd();
   if (!dir.ok()) return dir.status();
   int fd = ::openat(*dir, name_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return Errno("open staged file " + path_);
+  if (fd < 0) return Status::FromErrno("open staged file " + path_);
   fd_ = fd;
   staging_->Opened(this);
   return fd_;
@@ -157,9 +153,10 @@ Status StagedFile::SpillLocked() {
   // O_EXCL: a staged name is created once; finding one already there means the caller lost
   // track of it, which must not silently mix two histories.
   int fd = ::openat(*dir, name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("create staged file " + path_);
+  if (fd < 0) return Status::FromErrno("create staged file " + path_);
   Status s;
-  if (size_ > 0 && ::ftruncate(fd, static_cast<off_t>(size_)) != 0) s = Errno("size " + path_);
+  if (size_ > 0 && ::ftruncate(fd, static_cast<off_t>(size_)) != 0)
+    s = Status::FromErrno("size " + path_);
   for (const Extent& e : written_.extents()) {
     if (!s.ok()) break;
     s = WriteAt(fd, -1, std::span<const std::byte>(memory_.data() + e.offset, e.length), e.offset,
@@ -242,7 +239,8 @@ Status StagedFile::Truncate(uint64_t size) {
   if (spilled_) {
     auto fd = FdLocked();
     if (!fd.ok()) return fd.status();
-    if (::ftruncate(*fd, static_cast<off_t>(size)) != 0) return Errno("truncate " + path_);
+    if (::ftruncate(*fd, static_cast<off_t>(size)) != 0)
+      return Status::FromErrno("truncate " + path_);
   }
   // Held in memory, the bytes past `size` stay but no extent covers them any more.
   written_.ClipTo(size);
@@ -268,7 +266,7 @@ Status StagedFile::Sync() const {
   // A descriptor opened now still reports a write-back error no one has seen yet (errseq).
   auto fd = FdLocked();
   if (!fd.ok()) return fd.status();
-  if (::fdatasync(*fd) != 0) return Errno("fdatasync " + path_);
+  if (::fdatasync(*fd) != 0) return Status::FromErrno("fdatasync " + path_);
   return Status::Ok();
 }
 
@@ -287,7 +285,8 @@ Result<std::unique_ptr<TxStaging>> TxStaging::Create(const std::string& root, co
 Result<std::unique_ptr<TxStaging>> TxStaging::Open(const std::string& root, const Guid& tx) {
   std::string dir = root + "/" + tx.ToString();
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open staging of transaction " + tx.ToString() + " at " + dir);
+  if (fd < 0)
+    return Status::FromErrno("open staging of transaction " + tx.ToString() + " at " + dir);
   return std::unique_ptr<TxStaging>(new TxStaging(root, dir, fd));
 }
 
@@ -295,11 +294,11 @@ Result<int> TxStaging::DirFd() {
   std::lock_guard lock(dir_mu_);
   if (dir_fd_ >= 0) return dir_fd_;
   KTMFS_RETURN_IF_ERROR(MakeDirs(root_));
-  if (::mkdir(dir_.c_str(), 0700) != 0) return Errno("create staging " + dir_);
+  if (::mkdir(dir_.c_str(), 0700) != 0) return Status::FromErrno("create staging " + dir_);
   // Not synced here: only prepare needs the directory durable, and Sync makes it so (many
   // transactions never need it: their redo reads nothing from staging).
   int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open staging " + dir_);
+  if (fd < 0) return Status::FromErrno("open staging " + dir_);
   // A default ACL above the state directory would reach every staged object and, through
   // apply's rename, the tree; a new object's ACLs are only those its transaction logged. (No
   // ACLs on the backing filesystem, or none to remove: nothing to do.)
@@ -357,10 +356,11 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
   int dup_fd = -1;
   if (committed_fd >= 0) {
     struct stat st;
-    if (::fstat(committed_fd, &st) != 0) return Errno("stat committed file for " + path);
+    if (::fstat(committed_fd, &st) != 0)
+      return Status::FromErrno("stat committed file for " + path);
     committed_size = static_cast<uint64_t>(st.st_size);
     dup_fd = ::fcntl(committed_fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0) return Errno("dup committed file for " + path);
+    if (dup_fd < 0) return Status::FromErrno("dup committed file for " + path);
   }
   auto f = std::unique_ptr<StagedFile>(new StagedFile(this, name, path, dup_fd, committed_size));
   // A new file is the file apply renames into place: it exists from the start.
@@ -391,10 +391,10 @@ Status TxStaging::NewDirectory(const std::string& name, mode_t mode) {
   auto dir = DirFd();
   if (!dir.ok()) return dir.status();
   if (::mkdirat(*dir, name.c_str(), mode & 07777) != 0)
-    return Errno("create staged directory " + dir_ + "/" + name);
+    return Status::FromErrno("create staged directory " + dir_ + "/" + name);
   // mkdir applies the umask; the transaction asked for exactly this mode.
   if (::fchmodat(*dir, name.c_str(), mode & 07777, 0) != 0)
-    return Errno("chmod staged directory " + dir_ + "/" + name);
+    return Status::FromErrno("chmod staged directory " + dir_ + "/" + name);
   return Status::Ok();
 }
 
@@ -403,7 +403,7 @@ Status TxStaging::NewSymlink(const std::string& name, const std::string& target)
   auto dir = DirFd();
   if (!dir.ok()) return dir.status();
   if (::symlinkat(target.c_str(), *dir, name.c_str()) != 0)
-    return Errno("create staged symlink " + dir_ + "/" + name);
+    return Status::FromErrno("create staged symlink " + dir_ + "/" + name);
   return Status::Ok();
 }
 
@@ -412,9 +412,9 @@ Status TxStaging::NewNode(const std::string& name, mode_t mode, dev_t rdev) {
   auto dir = DirFd();
   if (!dir.ok()) return dir.status();
   if (::mknodat(*dir, name.c_str(), mode, rdev) != 0)
-    return Errno("create staged node " + dir_ + "/" + name);
+    return Status::FromErrno("create staged node " + dir_ + "/" + name);
   if (::fchmodat(*dir, name.c_str(), mode & 07777, 0) != 0)
-    return Errno("chmod staged node " + dir_ + "/" + name);
+    return Status::FromErrno("chmod staged node " + dir_ + "/" + name);
   return Status::Ok();
 }
 
@@ -424,7 +424,7 @@ Status TxStaging::Sync() {
     KTMFS_RETURN_IF_ERROR(f->Sync());
   std::lock_guard dir_lock(dir_mu_);
   if (dir_fd_ < 0) return Status::Ok();  // nothing was ever needed on disk
-  if (::fsync(dir_fd_) != 0) return Errno("fsync " + dir_);
+  if (::fsync(dir_fd_) != 0) return Status::FromErrno("fsync " + dir_);
   return FsyncPath(root_);
 }
 

@@ -19,10 +19,6 @@ namespace {
 
 constexpr unsigned kRingEntries = 64;
 
-Status Errno(int e, const std::string& what) {
-  return Status::Error(e, what + ": " + std::strerror(e));
-}
-
 }  // namespace
 
 SyncTogether::SyncTogether(bool use_ring) {
@@ -37,7 +33,7 @@ SyncTogether::~SyncTogether() {
 Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std::string>& paths) {
   if (!have_ring_ || fds.size() == 1) {
     for (size_t i = 0; i < fds.size(); i++)
-      if (::fsync(fds[i]) != 0) return Errno(errno, "fsync " + paths[i]);
+      if (::fsync(fds[i]) != 0) return Status::FromErrno(errno, "fsync " + paths[i]);
     return Status::Ok();
   }
   for (size_t start = 0; start < fds.size(); start += kRingEntries) {
@@ -48,7 +44,7 @@ Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std
       io_uring_sqe_set_data64(sqe, i);
     }
     int submitted = io_uring_submit(&ring_);
-    if (submitted < 0) return Errno(-submitted, "submitting fsyncs");
+    if (submitted < 0) return Status::FromErrno(-submitted, "submitting fsyncs");
     // Every completion is reaped before returning, errors or not: the ring is used again.
     Status s;
     for (int n = 0; n < submitted; n++) {
@@ -57,8 +53,9 @@ Status SyncTogether::FsyncAll(const std::vector<int>& fds, const std::vector<std
       do {
         rc = io_uring_wait_cqe(&ring_, &cqe);
       } while (rc == -EINTR);
-      if (rc < 0) return Errno(-rc, "waiting for fsyncs");
-      if (cqe->res < 0 && s.ok()) s = Errno(-cqe->res, "fsync " + paths[cqe->user_data]);
+      if (rc < 0) return Status::FromErrno(-rc, "waiting for fsyncs");
+      if (cqe->res < 0 && s.ok())
+        s = Status::FromErrno(-cqe->res, "fsync " + paths[cqe->user_data]);
       io_uring_cqe_seen(&ring_, cqe);
     }
     if (!s.ok()) return s;
@@ -99,7 +96,7 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
     for (const auto& f : c->files) {
       if (!s.ok()) break;
       if (!files.insert(f).second) continue;
-      if (!open_one(c->backing_root, f, 0)) s = Errno(errno, "open " + f);
+      if (!open_one(c->backing_root, f, 0)) s = Status::FromErrno(errno, "open " + f);
     }
   }
   for (const AppliedChanges* c : changes) {
@@ -113,7 +110,7 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
         moved_away_roots.insert(c->backing_root);
         continue;
       }
-      s = Errno(errno, "open " + d);
+      s = Status::FromErrno(errno, "open " + d);
       break;
     }
   }
@@ -123,8 +120,8 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
   for (const auto& root : moved_away_roots) {
     if (!s.ok()) break;
     int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Errno(errno, "open " + root);
-    if (::syncfs(fd) != 0) s = Errno(errno, "syncfs " + root);
+    if (fd < 0) return Status::FromErrno(errno, "open " + root);
+    if (::syncfs(fd) != 0) s = Status::FromErrno(errno, "syncfs " + root);
     ::close(fd);
   }
   return s;
