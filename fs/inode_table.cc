@@ -209,6 +209,17 @@ std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
   return out;
 }
 
+std::vector<fstx::ObjectId> InodeTable::OpenVersionObjects(const Guid& tx, int source) const {
+  std::lock_guard lock(mu_);
+  std::vector<fstx::ObjectId> out;
+  for (auto it = versions_.lower_bound(VersionKey{tx, source, fstx::ObjectId{}});
+       it != versions_.end() && std::get<0>(it->first) == tx && std::get<1>(it->first) == source;
+       ++it) {
+    if (it->second->open_handles.load() > 0) out.push_back(std::get<2>(it->first));
+  }
+  return out;
+}
+
 std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{dev, ino});

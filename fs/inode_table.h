@@ -119,6 +119,8 @@ class InodeTable {
   // Node ids of every version node of `tx`, and of the committed node of (dev, ino) if the
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
+  // The objects of source `source` on whose version nodes of `tx` a file is open.
+  std::vector<fstx::ObjectId> OpenVersionObjects(const Guid& tx, int source) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
   // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.

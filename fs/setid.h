@@ -16,11 +16,11 @@
 
 #include <vector>
 
+#include "fs/tx/xattr_names.h"
+
 namespace ktmfs::fs {
 
-// The file capability xattr: a write by a caller without CAP_FSETID removes it, as it drops
-// set-id bits.
-inline constexpr const char* kCapabilityXattr = "security.capability";
+using fstx::kCapabilityXattr;
 
 // What the decision needs to know of the caller.
 struct SetidCaller {

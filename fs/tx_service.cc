@@ -234,15 +234,20 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.gate = &gate_;
     o.sync_in_background = true;
     const int source = static_cast<int>(i);
-    o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay) {
+    o.on_end = [this, source](const Guid& tx, bool committed, const fstx::TxOverlay& overlay,
+                              const std::vector<std::pair<std::string, std::string>>& replaced) {
       // Kept until End has let go of the transaction: invalidating the kernel's pages may wait
       // for reads in flight, and reads of its handles wait for End (see End).
       std::lock_guard l(mu_);
-      ended_.push_back(
-          {tx, committed, source, overlay.TouchedObjects(), overlay.ChangedBackingEntries()});
+      auto entries = overlay.ChangedBackingEntries();
+      entries.insert(entries.end(), replaced.begin(), replaced.end());
+      ended_.push_back({tx, committed, source, overlay.TouchedObjects(), std::move(entries)});
       // Before the RM lets go of its locks: opens in between must not keep stale pages.
       for (const auto& o : ended_.back().objects)
         if (o.kind == fstx::ObjectId::Kind::kExisting) settling_[{o.dev, o.ino}]++;
+    };
+    o.open_objects = [this, source](const Guid& tx) {
+      return open_objects_ ? open_objects_(tx, source) : std::vector<fstx::ObjectId>{};
     };
     o.report = [](bool error, const std::string& message) {
       DaemonLog(error ? LogLevel::kError : LogLevel::kNotice, message);

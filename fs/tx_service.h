@@ -182,6 +182,11 @@ class TxService {
   // Called before a transaction ends, while its operations still run: the kernel's dirty pages
   // of its files (mmap writes) must reach it through its handles now.
   void SetBeforeEnd(std::function<void(const Guid&)> f) { before_end_ = std::move(f); }
+  // The objects of source `source` a transaction has files open on (FsRmOptions::open_objects).
+  // Set before the first transaction begins.
+  void SetOpenObjects(std::function<std::vector<fstx::ObjectId>(const Guid&, int source)> f) {
+    open_objects_ = std::move(f);
+  }
 
  private:
   TxService() = default;
@@ -225,6 +230,7 @@ class TxService {
   std::map<std::pair<dev_t, ino_t>, int> settling_;  // objects of ended_, until handed on
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
+  std::function<std::vector<fstx::ObjectId>(const Guid&, int source)> open_objects_;
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

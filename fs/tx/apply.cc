@@ -12,6 +12,7 @@
 #include "fs/tx/beneath.h"
 #include "fs/tx/direct_io.h"
 #include "fs/tx/owner_access.h"
+#include "fs/tx/replacement.h"
 #include "fs/tx/reserve_space.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/sync_together.h"
@@ -21,14 +22,16 @@ namespace {
 
 class Applier {
  public:
-  Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook)
-      : t_(t), plan_(plan), hook_(hook), root_(t.backing_root) {}
+  Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook,
+          const std::set<ObjectId>& in_place)
+      : t_(t), plan_(plan), hook_(hook), in_place_(in_place), root_(t.backing_root) {}
 
   Result<AppliedChanges> Run() {
     // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
     KTMFS_RETURN_IF_ERROR(RemovePlaceholder(t_.staging_dir));
     KTMFS_RETURN_IF_ERROR(Park());
     KTMFS_RETURN_IF_ERROR(Place());
+    KTMFS_RETURN_IF_ERROR(ReplaceFiles());
     KTMFS_RETURN_IF_ERROR(Content());
     KTMFS_RETURN_IF_ERROR(Unpark());
     return Changes();
@@ -163,6 +166,160 @@ class Applier {
     return Status::Ok();
   }
 
+  // An existing file the transaction rewrote whole (replacement.h) gets its new content by
+  // exchanging names with a file that holds it (RENAME_EXCHANGE), not by writes in place. The
+  // old file then lives on under the new content's name in staging
+  // until cleanup: that is how a re-run knows the exchange was done, and where it finds the old
+  // content, owner, mode and xattrs again. A file with other names stays one file: it is
+  // written in place, as is every file whose new content could not be made (a daemon not
+  // allowed to give it its owner, a full filesystem, a filesystem without RENAME_EXCHANGE):
+  // Content then does what it always did.
+  //
+  // Nothing is synced here: the sync step syncs the new file and its directory. A crash before
+  // that can leave the exchange durable but not what was written into the new file or set on
+  // it, so a re-run that finds the exchange done makes both again (RedoExchanged).
+  Status ReplaceFiles() {
+    for (const auto& o : plan_.objects) {
+      if (o.is_new() || o.deleted() || o.finals.size() != 1) continue;
+      BackingName path = Backing(o.canonical);
+      if (path.error() != 0) continue;  // Content reports it
+      struct stat st;
+      const bool holds =
+          ::lstat(path.path(), &st) == 0 && st.st_dev == o.id.dev && st.st_ino == o.id.ino;
+      if (!holds) {
+        // Exchanged by an earlier run; otherwise replaced behind the daemon's back, which
+        // Content refuses.
+        for (const std::string& old : NewContentNames(o.id))
+          if (Holds(old, o.id)) KTMFS_RETURN_IF_ERROR(RedoExchanged(o, path, old));
+        continue;
+      }
+      if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || in_place_.count(o.id) > 0) continue;
+      auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(st.st_size));
+      if (!r) continue;
+      const std::string content = NewContentName(o.id, *r);
+      KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown()));
+      int fd = -1;
+      Status made = OpenNewContent(*r, content, &fd);
+      if (made.ok()) made = FillNewContent(*r, fd, content);
+      if (made.ok()) made = CopyOwnerModeXattrs(path.path(), st, fd, path.shown());
+      if (fd >= 0) ::close(fd);
+      Status s = made;
+      if (s.ok()) {
+        // What fails here would fail in place too.
+        s = SetAttributes(o, BackingName::Trusted(content));
+        const std::string what = "exchange " + content + " <-> " + path.shown();
+        if (s.ok()) s = Mutate(what);
+        if (s.ok()) {
+          if (::renameat2(AT_FDCWD, content.c_str(), AT_FDCWD, path.path(), RENAME_EXCHANGE) == 0) {
+            Replaced(o, path);
+            continue;
+          }
+          s = Status::FromErrno(what);
+        }
+      }
+      if (r->staged_file.empty()) ::unlink(content.c_str());
+      // Written in place instead when the new content could not be made, or the filesystem
+      // has no RENAME_EXCHANGE; anything else (an immutable file, an I/O error) would stop a
+      // write in place too.
+      if (made.ok() && s.code() != EINVAL) return s;
+    }
+    return Status::Ok();
+  }
+
+  // The transaction's modes, owners, times and xattrs of `o`, set on `target` in log order. A
+  // replaced file gets them before the exchange, so the name never shows the new content with
+  // attributes it will not keep (the visibility gate closes the old object, not the new one).
+  Status SetAttributes(const PlannedObject& o, const BackingName& target) {
+    for (const Op& op : plan_.content_ops) {
+      if (op.object != o.id) continue;
+      if (op.kind != OpKind::kSetattr && op.kind != OpKind::kSetxattr &&
+          op.kind != OpKind::kRemovexattr)
+        continue;
+      Op attrs = op;
+      attrs.set_mask &= ~kSetSize;
+      KTMFS_RETURN_IF_ERROR(ContentOp(attrs, o, target)
+                                .Annotate(std::string(OpKindName(op.kind)) + " " + o.original));
+    }
+    return Status::Ok();
+  }
+
+  void Replaced(const PlannedObject& o, const BackingName& path) {
+    dirty_dirs_.insert(Parent(path.shown()));
+    written_files_.insert(path.shown());
+    replaced_.insert(o.id);
+    replaced_names_.push_back(o.canonical);
+  }
+
+  // The exchange was done by an earlier run, which may have crashed before the new file's data
+  // and attributes were durable: they are made again, from the records (a staged file's data
+  // was durable before the commit) and from the old file, now at `old`.
+  Status RedoExchanged(const PlannedObject& o, const BackingName& path, const std::string& old) {
+    struct stat old_st;
+    if (::lstat(old.c_str(), &old_st) != 0) return Status::FromErrno("stat " + old);
+    auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(old_st.st_size));
+    if (!r) return Status::Error(EINVAL, old + " holds a file apply did not replace");
+    KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown() + " again"));
+    int fd = OpenAsOwner(path.path(), O_RDWR);
+    if (fd < 0) return Status::FromErrno("open " + path.shown());
+    struct stat st;
+    Status s = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1
+                   ? Status::Ok()
+                   : Status::Error(ESTALE, path.shown() + " is no longer the file apply made");
+    if (s.ok() && r->staged_file.empty() && ::ftruncate(fd, 0) != 0)
+      s = Status::FromErrno("truncate " + path.shown());
+    if (s.ok()) s = FillNewContent(*r, fd, path.shown());
+    if (s.ok()) s = CopyOwnerModeXattrs(old.c_str(), old_st, fd, path.shown());
+    ::close(fd);
+    if (s.ok()) s = SetAttributes(o, path);
+    KTMFS_RETURN_IF_ERROR(s);
+    Replaced(o, path);
+    return Status::Ok();
+  }
+
+  // Where a replacement's new content may be: the staged file, or one made here.
+  std::vector<std::string> NewContentNames(const ObjectId& id) const {
+    std::vector<std::string> names{MadeContentName(id)};
+    for (const Op& op : plan_.content_ops)
+      if (op.object == id && op.kind == OpKind::kWriteExtent)
+        names.push_back(t_.staging_dir + "/" + op.staged_file);
+    return names;
+  }
+  std::string MadeContentName(const ObjectId& id) const {
+    return t_.staging_dir + "/r" + std::to_string(id.dev) + "." + std::to_string(id.ino);
+  }
+  std::string NewContentName(const ObjectId& id, const Replacement& r) const {
+    return r.staged_file.empty() ? MadeContentName(id) : t_.staging_dir + "/" + r.staged_file;
+  }
+
+  // Opens the new content: the staged file, or a file to write the records' data into (empty
+  // again, if an earlier run began it).
+  Status OpenNewContent(const Replacement& r, const std::string& name, int* fd) {
+    if (!r.staged_file.empty()) {
+      *fd = ::open(name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+      return *fd >= 0 ? Status::Ok() : Status::FromErrno("open staged file " + name);
+    }
+    // A transaction whose writes all travel in their records made no staging directory.
+    if (!Exists(t_.staging_dir)) KTMFS_RETURN_IF_ERROR(MakeDirs(t_.staging_dir));
+    *fd = ::open(name.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    return *fd >= 0 ? Status::Ok() : Status::FromErrno("create " + name);
+  }
+
+  // Replays the writes and size changes, which all carry their data, on the empty file `fd`;
+  // nothing to do when the staged file is the content.
+  static Status FillNewContent(const Replacement& r, int fd, const std::string& shown) {
+    if (!r.staged_file.empty()) return Status::Ok();
+    for (const Op* op : r.data_ops) {
+      if (op->kind == OpKind::kSetattr) {
+        if (::ftruncate(fd, static_cast<off_t>(op->size)) != 0)
+          return Status::FromErrno("truncate the new content of " + shown);
+        continue;
+      }
+      KTMFS_RETURN_IF_ERROR(
+          WriteAt(fd, -1, std::as_bytes(std::span<const char>(op->data)), op->offset, shown));
+    }
+    return Status::Ok();
+  }
+
   Status Content() {
     const std::vector<Op>& ops = plan_.content_ops;
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -180,6 +337,8 @@ class Applier {
       }
       Op merged;
       const Op& op = MergeExtents(ops, &i, &merged);
+      // Its new content came with everything the transaction set (ReplaceFiles).
+      if (replaced_.count(o->id) > 0) continue;
       KTMFS_RETURN_IF_ERROR(
           ContentOp(op, *o, path).Annotate(std::string(OpKindName(op.kind)) + " " + o->original));
     }
@@ -392,24 +551,28 @@ class Applier {
     c.backing_root = t_.backing_root;
     c.files.assign(written_files_.begin(), written_files_.end());
     c.dirs.assign(dirty_dirs_.begin(), dirty_dirs_.end());
+    c.replaced = replaced_names_;
     return c;
   }
 
   const ApplyTarget& t_;
   const ApplyPlan& plan_;
   const MutationHook& hook_;
+  const std::set<ObjectId>& in_place_;
   BackingRoot root_;
   std::set<std::string> dirty_dirs_;
   std::set<std::string> written_files_;
+  std::set<ObjectId> replaced_;  // files exchanged for their new content, in this run or before
+  std::vector<std::string> replaced_names_;
 };
 
 }  // namespace
 
 Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
-                                    const MutationHook& hook) {
+                                    const MutationHook& hook, const std::set<ObjectId>& in_place) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return plan.status().Annotate("planning apply");
-  return Applier(target, *plan, hook).Run();
+  return Applier(target, *plan, hook, in_place).Run();
 }
 
 Status SyncApplied(const AppliedChanges& changes) {
@@ -425,7 +588,8 @@ Status PrepareParking(const ApplyTarget& target, const ApplyPlan& plan) {
   struct stat st;
   if (::stat(park.c_str(), &st) == 0) return Status::Ok();
   KTMFS_RETURN_IF_ERROR(MakeDirs(park));
-  return SyncApplied({target.backing_root, {}, {Parent(target.staging_dir), target.staging_dir}});
+  return SyncApplied(
+      {target.backing_root, {}, {Parent(target.staging_dir), target.staging_dir}, {}});
 }
 
 Status ApplyTransaction(const ApplyTarget& target, const std::vector<Op>& ops,

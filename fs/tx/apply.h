@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,11 +39,17 @@ struct AppliedChanges {
   std::string backing_root;
   std::vector<std::string> files;
   std::vector<std::string> dirs;
+  // Names (relative to the backing root) that now hold a new file: whole rewrites, whose old
+  // file anyone who resolved the name before still holds.
+  std::vector<std::string> replaced;
 };
 
 // Steps 1-3: afterwards the backing directory shows the transaction, not yet durably.
+// `in_place`: objects to write in place even where replacement.h would replace them: files
+// the transaction still has open, whose descriptors must go on reaching the committed file.
 Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
-                                    const MutationHook& hook = nullptr);
+                                    const MutationHook& hook = nullptr,
+                                    const std::set<ObjectId>& in_place = {});
 // Step 4. Separate so that a caller can let readers in before it (syncing changes nothing
 // they can see).
 Status SyncApplied(const AppliedChanges& changes);

@@ -35,16 +35,16 @@ bool NeedsStaging(const std::vector<Op>& ops) {
 
 // Every backing name a committed transaction's apply touches, as (directory, name): the
 // original names of the existing objects and the final names of all.
+// (directory, name) of a path relative to the backing root.
+std::pair<std::string, std::string> SplitName(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return {"", path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
 std::vector<std::pair<std::string, std::string>> PlanNames(const ApplyPlan& plan) {
   std::vector<std::pair<std::string, std::string>> out;
-  auto add = [&](const std::string& path) {
-    const auto slash = path.find_last_of('/');
-    if (slash == std::string::npos) {
-      out.emplace_back("", path);
-    } else {
-      out.emplace_back(path.substr(0, slash), path.substr(slash + 1));
-    }
-  };
+  auto add = [&](const std::string& path) { out.push_back(SplitName(path)); };
   for (const PlannedObject& o : plan.objects) {
     if (!o.is_new()) add(o.original);
     for (const auto& name : o.finals)
@@ -292,6 +292,11 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
                                          bool background) {
   std::optional<AppliedChanges> changes;
   Status s;
+  // Asked before any lock is taken: it takes the daemon's inode table lock.
+  std::set<ObjectId> in_place;
+  if (o_.open_objects)
+    for (const ObjectId& id : o_.open_objects(tx))
+      in_place.insert(id);
   {
     // The lock first: a reader inside a transaction holds it shared and may then wait at the
     // gate, which is closed only while apply holds the lock.
@@ -299,9 +304,15 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     if (o_.visibility) visible = std::unique_lock(*o_.visibility);
     VisibilityGate::Closed closed;
     if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
-    auto r = ApplyChanges(Target(tx), ops, apply_hook_);
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_, in_place);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
+  }
+  if (changes && !changes->replaced.empty()) {
+    std::lock_guard l(mu_);
+    if (auto it = txs_.find(tx); it != txs_.end())
+      for (const std::string& name : changes->replaced)
+        it->second.replaced.push_back(SplitName(name));
   }
   KTMFS_RETURN_IF_ERROR(s.Annotate("applying transaction " + tx.ToString()));
   if (background) {
@@ -460,13 +471,17 @@ Status FsResourceManager::Abort(const Guid& tx) {
 
 void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committed) {
   std::unique_ptr<TxOverlay> overlay;
+  std::vector<std::pair<std::string, std::string>> replaced;
   {
     std::lock_guard l(mu_);
     auto it = txs_.find(tx);
-    if (it != txs_.end()) overlay = std::move(it->second.overlay);
+    if (it != txs_.end()) {
+      overlay = std::move(it->second.overlay);
+      replaced = std::move(it->second.replaced);
+    }
     txs_.erase(tx);
   }
-  if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay);
+  if (overlay && o_.on_end) o_.on_end(tx, committed, *overlay, replaced);
   if (release_locks) {
     locks_.ReleaseAll(tx);
   } else if (!committed) {

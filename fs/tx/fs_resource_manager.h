@@ -48,7 +48,11 @@ struct FsRmOptions {
   VisibilityGate* gate = nullptr;
   // Called once a transaction this RM took part in has ended here (committed and applied, or
   // rolled back), before its overlay is dropped, so the daemon can invalidate what it touched.
-  std::function<void(const Guid& tx, bool committed, const TxOverlay& overlay)> on_end;
+  // `replaced`: the (directory, name) pairs apply gave a new file (whole rewrites, apply.h),
+  // whose old file the kernel may still hold under that name.
+  std::function<void(const Guid& tx, bool committed, const TxOverlay& overlay,
+                     const std::vector<std::pair<std::string, std::string>>& replaced)>
+      on_end;
   // A single-phase commit is acknowledged once its COMMITTED record is durable and apply has
   // made the backing directory show it; fsyncing what apply changed and logging APPLIED follow
   // in a background thread, for several commits at once. The log keeps such a commit for redo
@@ -61,6 +65,9 @@ struct FsRmOptions {
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects,
                      const std::vector<std::pair<std::string, std::string>>& entries)>
       on_late_apply;
+  // The objects a committing transaction still has files open on: apply writes them in place
+  // (ApplyChanges), so those descriptors keep reaching the committed file. Optional.
+  std::function<std::vector<ObjectId>(const Guid& tx)> open_objects;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
   std::function<void(bool error, const std::string& message)> report;
@@ -160,6 +167,7 @@ class FsResourceManager : public tm::ResourceManager {
     uint64_t next_object = 0;
     bool enlisted = false;
     bool broken = false;  // an op reached the overlay but not the log
+    std::vector<std::pair<std::string, std::string>> replaced;  // see FsRmOptions::on_end
   };
   Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
   Result<log::Lsn> Append(const fstx::Record& r);

@@ -103,7 +103,8 @@ void BigWrites(Workload& w) {
       s[i] = static_cast<char>(c + 1 + i % 5);
     return s;
   };
-  w.Write("big.bin", 0, fill(200000, 'A'));
+  // From byte 1: the old file's first byte stays, so this is no whole rewrite.
+  w.Write("big.bin", 1, fill(199999, 'A'));
   w.Write("big.bin", 200000, fill(150000, 'D'));
   w.Write("big.bin", 350000, fill(70001, 'G'));
   w.Truncate("big.bin", 300003);
@@ -114,6 +115,25 @@ void BigWrites(Workload& w) {
   w.Write("big.bin", 5, "small");
   w.Chmod("big.bin", 0640);
   w.SetXattr("a.txt", "user.big", "1");
+}
+
+// Whole rewrites (replacement.h): big.bin overwritten from its first byte to past its end in
+// staged extents, b.txt truncated and written again in small writes that carry their data,
+// a.txt overwritten exactly; each keeps its mode and xattrs. dir1/c.txt gets a second name
+// first, so it stays one file and is written in place, as is dir1/sub/d.txt, changed in part.
+void WholeRewrites(Workload& w) {
+  w.Write("big.bin", 0, std::string(70000, 'W'));
+  w.Write("big.bin", 70000, std::string(90000, 'X'));
+  w.Chmod("big.bin", 0600);
+  w.Truncate("b.txt", 0);
+  w.Write("b.txt", 0, "new b");
+  w.Write("b.txt", 3, "tail");
+  w.Write("a.txt", 0, "ALPHA");
+  w.SetXattr("a.txt", "user.after", "2");
+  w.Link("dir1/c.txt", "c-link");
+  w.Truncate("dir1/c.txt", 0);
+  w.Write("dir1/c.txt", 0, "CHARLIE");
+  w.Write("dir1/sub/d.txt", 1, "ELT");  // in part: in place
 }
 
 struct World {
@@ -217,7 +237,42 @@ TEST(Apply, BigWritesSurviveCrashAtEveryStep) {
   CrashAtEveryStep(BigWrites);
 }
 
-// Apply keeps an existing file's inode: it is written in place, never replaced.
+TEST(Apply, WholeRewritesSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(WholeRewrites);
+}
+
+// A file rewritten whole is a new file under the old name, with the old one's mode and xattrs;
+// a descriptor opened before the commit still reads the old content, whole. A file with two
+// names, and one changed in part, are written in place.
+TEST(Apply, WholeRewritesReplaceTheFile) {
+  World world(WholeRewrites);
+  struct stat big, b, c, d;
+  ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &big), 0);
+  ASSERT_EQ(::stat((world.backing + "/dir1/sub/d.txt").c_str(), &d), 0);
+  ASSERT_EQ(::stat((world.backing + "/b.txt").c_str(), &b), 0);
+  ASSERT_EQ(::stat((world.backing + "/dir1/c.txt").c_str(), &c), 0);
+  int old_b = ::open((world.backing + "/b.txt").c_str(), O_RDONLY);
+  ASSERT_GE(old_b, 0);
+  ASSERT_TRUE(ApplyTransaction(world.target(), world.ops).ok());
+  struct stat after;
+  ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &after), 0);
+  EXPECT_NE(after.st_ino, big.st_ino);
+  ASSERT_EQ(::stat((world.backing + "/b.txt").c_str(), &after), 0);
+  EXPECT_NE(after.st_ino, b.st_ino);
+  ASSERT_EQ(::stat((world.backing + "/dir1/c.txt").c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, c.st_ino);
+  ASSERT_EQ(::stat((world.backing + "/dir1/sub/d.txt").c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, d.st_ino);
+  char buf[16] = {};
+  EXPECT_EQ(::pread(old_b, buf, sizeof buf, 0), 5);
+  EXPECT_STREQ(buf, "bravo");
+  ::close(old_b);
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  // Modes and xattrs (b.txt's user.old) are part of the snapshot.
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+}
+
+// A file changed in part is written in place: it keeps its inode.
 TEST(Apply, BigWritesKeepTheInode) {
   World world(BigWrites);
   struct stat before, after;
