@@ -209,15 +209,12 @@ std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
   return out;
 }
 
-std::vector<fstx::ObjectId> InodeTable::OpenVersionObjects(const Guid& tx, int source) const {
+bool InodeTable::MayReplace(const Guid& tx, int source, const fstx::ObjectId& id) const {
   std::lock_guard lock(mu_);
-  std::vector<fstx::ObjectId> out;
-  for (auto it = versions_.lower_bound(VersionKey{tx, source, fstx::ObjectId{}});
-       it != versions_.end() && std::get<0>(it->first) == tx && std::get<1>(it->first) == source;
-       ++it) {
-    if (it->second->open_handles.load() > 0) out.push_back(std::get<2>(it->first));
-  }
-  return out;
+  auto own = versions_.find(VersionKey{tx, source, id});
+  if (own != versions_.end() && own->second->open_handles.load() > 0) return false;
+  return by_key_.count(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)}) > 0 ||
+         ended_versions_.count({source, id}) > 0;
 }
 
 std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {

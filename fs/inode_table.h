@@ -119,8 +119,12 @@ class InodeTable {
   // Node ids of every version node of `tx`, and of the committed node of (dev, ino) if the
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
-  // The objects of source `source` on whose version nodes of `tx` a file is open.
-  std::vector<fstx::ObjectId> OpenVersionObjects(const Guid& tx, int source) const;
+  // Whether a commit of `tx` should replace object `id` of source `source` rather than write it
+  // in place (FsRmOptions::replaceable): not while `tx` has a file open on it, whose writes
+  // must keep reaching the committed file; and only if a node besides `tx`'s own knows it (a
+  // committed node, or a version node of an ended transaction), since only such a node can
+  // hold a size or pages from before the commit.
+  bool MayReplace(const Guid& tx, int source, const fstx::ObjectId& id) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
   // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.

@@ -322,8 +322,9 @@ int Run(int argc, char** argv) {
   fs.SetDirectWriteInvalidator(&direct_writes);
   (*txs)->SetBeforeEnd([&fs](const Guid& tx) { fs.BeforeTxEnd(tx); });
   (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
-  (*txs)->SetOpenObjects(
-      [&fs](const Guid& tx, int source) { return fs.inodes().OpenVersionObjects(tx, source); });
+  (*txs)->SetReplaceable([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
+    return fs.inodes().MayReplace(tx, source, id);
+  });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {

@@ -182,10 +182,10 @@ class TxService {
   // Called before a transaction ends, while its operations still run: the kernel's dirty pages
   // of its files (mmap writes) must reach it through its handles now.
   void SetBeforeEnd(std::function<void(const Guid&)> f) { before_end_ = std::move(f); }
-  // The objects of source `source` a transaction has files open on (FsRmOptions::open_objects).
-  // Set before the first transaction begins.
-  void SetOpenObjects(std::function<std::vector<fstx::ObjectId>(const Guid&, int source)> f) {
-    open_objects_ = std::move(f);
+  // Whether a commit may replace an object of source `source` (FsRmOptions::replaceable). Set
+  // before the first transaction begins; without it, every whole rewrite is replaced.
+  void SetReplaceable(std::function<bool(const Guid&, int source, const fstx::ObjectId&)> f) {
+    replaceable_ = std::move(f);
   }
 
  private:
@@ -230,7 +230,7 @@ class TxService {
   std::map<std::pair<dev_t, ino_t>, int> settling_;  // objects of ended_, until handed on
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
-  std::function<std::vector<fstx::ObjectId>(const Guid&, int source)> open_objects_;
+  std::function<bool(const Guid&, int source, const fstx::ObjectId&)> replaceable_;
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

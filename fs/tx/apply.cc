@@ -20,11 +20,32 @@
 namespace ktmfs::fstx {
 namespace {
 
+// The file a replacement's new content is made in when no staged file holds it.
+std::string MadeContentPath(const std::string& staging_dir, const ObjectId& id) {
+  return staging_dir + "/r" + std::to_string(id.dev) + "." + std::to_string(id.ino);
+}
+
+// Where a replacement's new content may be, and so where the old file is once the names were
+// exchanged: the staged file, or the file made for it.
+std::vector<std::string> NewContentNames(const std::string& staging_dir,
+                                         const std::vector<Op>& content_ops, const ObjectId& id) {
+  std::vector<std::string> names{MadeContentPath(staging_dir, id)};
+  for (const Op& op : content_ops)
+    if (op.object == id && op.kind == OpKind::kWriteExtent)
+      names.push_back(staging_dir + "/" + op.staged_file);
+  return names;
+}
+
+bool HoldsObject(const std::string& path, const ObjectId& id) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && st.st_dev == id.dev && st.st_ino == id.ino;
+}
+
 class Applier {
  public:
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook,
-          const std::set<ObjectId>& in_place)
-      : t_(t), plan_(plan), hook_(hook), in_place_(in_place), root_(t.backing_root) {}
+          const std::function<bool(const ObjectId&)>& replaceable)
+      : t_(t), plan_(plan), hook_(hook), replaceable_(replaceable), root_(t.backing_root) {}
 
   Result<AppliedChanges> Run() {
     // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
@@ -48,13 +69,10 @@ class Applier {
     return t_.staging_dir + "/" + StagedNameForNew(id.number);
   }
 
-  Status Mutate(const std::string& what) { return hook_ ? hook_(what) : Status::Ok(); }
+  Status Mutate(const std::string& what) { return hook_ && hooked_ ? hook_(what) : Status::Ok(); }
 
   // Whether `path` holds exactly this existing object.
-  static bool Holds(const std::string& path, const ObjectId& id) {
-    struct stat st;
-    return ::lstat(path.c_str(), &st) == 0 && st.st_dev == id.dev && st.st_ino == id.ino;
-  }
+  static bool Holds(const std::string& path, const ObjectId& id) { return HoldsObject(path, id); }
   static bool Holds(const BackingName& name, const ObjectId& id) {
     return name.error() == 0 && Holds(std::string(name.path()), id);
   }
@@ -183,53 +201,77 @@ class Applier {
       if (o.is_new() || o.deleted() || o.finals.size() != 1) continue;
       BackingName path = Backing(o.canonical);
       if (path.error() != 0) continue;  // Content reports it
-      struct stat st;
-      const bool holds =
-          ::lstat(path.path(), &st) == 0 && st.st_dev == o.id.dev && st.st_ino == o.id.ino;
-      if (!holds) {
+      if (!Holds(path, o.id)) {
         // Exchanged by an earlier run; otherwise replaced behind the daemon's back, which
         // Content refuses.
-        for (const std::string& old : NewContentNames(o.id))
+        for (const std::string& old : NewContentNames(t_.staging_dir, plan_.content_ops, o.id))
           if (Holds(old, o.id)) KTMFS_RETURN_IF_ERROR(RedoExchanged(o, path, old));
         continue;
       }
-      if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || in_place_.count(o.id) > 0) continue;
-      auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(st.st_size));
-      if (!r) continue;
-      const std::string content = NewContentName(o.id, *r);
-      KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown()));
-      int fd = -1;
-      Status made = OpenNewContent(*r, content, &fd);
-      if (made.ok()) made = FillNewContent(*r, fd, content);
-      if (made.ok()) made = CopyOwnerModeXattrs(path.path(), st, fd, path.shown());
-      if (fd >= 0) ::close(fd);
-      Status s = made;
-      if (s.ok()) {
-        // What fails here would fail in place too.
-        s = SetAttributes(o, BackingName::Trusted(content));
-        const std::string what = "exchange " + content + " <-> " + path.shown();
-        if (s.ok()) s = Mutate(what);
-        if (s.ok()) {
-          if (::renameat2(AT_FDCWD, content.c_str(), AT_FDCWD, path.path(), RENAME_EXCHANGE) == 0) {
-            Replaced(o, path);
-            continue;
-          }
-          s = Status::FromErrno(what);
-        }
-      }
-      if (r->staged_file.empty()) ::unlink(content.c_str());
-      // Written in place instead when the new content could not be made, or the filesystem
-      // has no RENAME_EXCHANGE; anything else (an immutable file, an I/O error) would stop a
-      // write in place too.
-      if (made.ok() && s.code() != EINVAL) return s;
+      if (replaceable_ && !replaceable_(o.id)) continue;
+      // The old file's attributes are read through a descriptor of the object itself.
+      const int old_fd = ::open(path.path(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      struct stat st;
+      const bool regular = old_fd >= 0 && ::fstat(old_fd, &st) == 0 && st.st_dev == o.id.dev &&
+                           st.st_ino == o.id.ino && S_ISREG(st.st_mode) && st.st_nlink == 1;
+      Status s = regular ? Replace(o, path, FdPath(old_fd), st) : Status::Ok();
+      if (old_fd >= 0) ::close(old_fd);
+      KTMFS_RETURN_IF_ERROR(s);
     }
     return Status::Ok();
+  }
+
+  // Replaces `o` at `path` (its old file, whose stat is `st`, reachable as `old`) if the
+  // transaction rewrote it whole. A failure to make the new content leaves it to be written in
+  // place; a failure of the exchange itself stops apply, unless the filesystem cannot exchange
+  // those names.
+  Status Replace(const PlannedObject& o, const BackingName& path, const std::string& old,
+                 const struct stat& st) {
+    auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(st.st_size));
+    if (!r) return Status::Ok();
+    const std::string content = NewContentName(o.id, *r);
+    KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown()));
+    int fd = -1;
+    Status made = OpenNewContent(*r, content, &fd);
+    if (made.ok()) made = FillNewContent(*r, fd, content);
+    if (made.ok()) made = CopyOwnerModeXattrs(old.c_str(), st, fd, path.shown());
+    if (fd >= 0) ::close(fd);
+    if (made.ok()) made = SetAttributes(o, BackingName::Trusted(content), /*hooked=*/false);
+    Status exchanged = made;
+    if (made.ok()) {
+      const std::string what = "exchange " + content + " <-> " + path.shown();
+      KTMFS_RETURN_IF_ERROR(Mutate(what));
+      if (::renameat2(AT_FDCWD, content.c_str(), AT_FDCWD, path.path(), RENAME_EXCHANGE) == 0) {
+        // Swapped in behind the daemon's back since it looked: put it back, and refuse.
+        if (!Holds(content, o.id)) {
+          ::renameat2(AT_FDCWD, content.c_str(), AT_FDCWD, path.path(), RENAME_EXCHANGE);
+          return Status::Error(ESTALE, path.shown() +
+                                           " is no longer the file the transaction "
+                                           "changed");
+        }
+        Replaced(o, path);
+        return Status::Ok();
+      }
+      exchanged = Status::FromErrno(what);
+    }
+    if (r->staged_file.empty()) ::unlink(content.c_str());
+    if (made.ok() && exchanged.code() != EINVAL && exchanged.code() != EXDEV) return exchanged;
+    return Status::Ok();  // written in place by Content
   }
 
   // The transaction's modes, owners, times and xattrs of `o`, set on `target` in log order. A
   // replaced file gets them before the exchange, so the name never shows the new content with
   // attributes it will not keep (the visibility gate closes the old object, not the new one).
-  Status SetAttributes(const PlannedObject& o, const BackingName& target) {
+  // `hooked`: whether each change goes through the mutation hook (not for new content that is
+  // not in place yet: it counts as unmade until the exchange).
+  Status SetAttributes(const PlannedObject& o, const BackingName& target, bool hooked) {
+    const bool was = hooked_;
+    hooked_ = hooked;
+    Status s = SetAttributesHooked(o, target);
+    hooked_ = was;
+    return s;
+  }
+  Status SetAttributesHooked(const PlannedObject& o, const BackingName& target) {
     for (const Op& op : plan_.content_ops) {
       if (op.object != o.id) continue;
       if (op.kind != OpKind::kSetattr && op.kind != OpKind::kSetxattr &&
@@ -257,35 +299,43 @@ class Applier {
     struct stat old_st;
     if (::lstat(old.c_str(), &old_st) != 0) return Status::FromErrno("stat " + old);
     auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(old_st.st_size));
-    if (!r) return Status::Error(EINVAL, old + " holds a file apply did not replace");
+    if (!r) {
+      return Status::Error(EINVAL, path.shown() + ": its old file is at " + old +
+                                       ", but the transaction did not rewrite it whole");
+    }
     KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown() + " again"));
-    int fd = OpenAsOwner(path.path(), O_RDWR);
-    if (fd < 0) return Status::FromErrno("open " + path.shown());
+    const int at = ::open(path.path(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (at < 0) return Status::FromErrno("open " + path.shown());
     struct stat st;
-    Status s = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1
-                   ? Status::Ok()
-                   : Status::Error(ESTALE, path.shown() + " is no longer the file apply made");
-    if (s.ok() && r->staged_file.empty() && ::ftruncate(fd, 0) != 0)
+    const bool regular = ::fstat(at, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+    int fd = regular ? ::open(FdPath(at).c_str(), O_RDWR | O_CLOEXEC) : -1;
+    ::close(at);
+    if (!regular) return Status::Error(ESTALE, path.shown() + " is no longer the file apply made");
+    if (fd < 0 && errno == EACCES) {
+      // The transaction may have taken the daemon's own access away (owner_access.h).
+      fd = OpenAsOwner(path.path(), O_RDWR);
+      struct stat again;
+      if (fd >= 0 &&
+          (::fstat(fd, &again) != 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino)) {
+        ::close(fd);
+        return Status::Error(ESTALE, path.shown() + " is no longer the file apply made");
+      }
+    }
+    if (fd < 0) return Status::FromErrno("open " + path.shown());
+    Status s = Status::Ok();
+    if (r->staged_file.empty() && ::ftruncate(fd, 0) != 0)
       s = Status::FromErrno("truncate " + path.shown());
     if (s.ok()) s = FillNewContent(*r, fd, path.shown());
     if (s.ok()) s = CopyOwnerModeXattrs(old.c_str(), old_st, fd, path.shown());
     ::close(fd);
-    if (s.ok()) s = SetAttributes(o, path);
+    if (s.ok()) s = SetAttributes(o, path, /*hooked=*/true);
     KTMFS_RETURN_IF_ERROR(s);
     Replaced(o, path);
     return Status::Ok();
   }
 
-  // Where a replacement's new content may be: the staged file, or one made here.
-  std::vector<std::string> NewContentNames(const ObjectId& id) const {
-    std::vector<std::string> names{MadeContentName(id)};
-    for (const Op& op : plan_.content_ops)
-      if (op.object == id && op.kind == OpKind::kWriteExtent)
-        names.push_back(t_.staging_dir + "/" + op.staged_file);
-    return names;
-  }
   std::string MadeContentName(const ObjectId& id) const {
-    return t_.staging_dir + "/r" + std::to_string(id.dev) + "." + std::to_string(id.ino);
+    return MadeContentPath(t_.staging_dir, id);
   }
   std::string NewContentName(const ObjectId& id, const Replacement& r) const {
     return r.staged_file.empty() ? MadeContentName(id) : t_.staging_dir + "/" + r.staged_file;
@@ -295,7 +345,8 @@ class Applier {
   // again, if an earlier run began it).
   Status OpenNewContent(const Replacement& r, const std::string& name, int* fd) {
     if (!r.staged_file.empty()) {
-      *fd = ::open(name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+      // As the owner: the transaction may have taken the daemon's own access away from it.
+      *fd = OpenAsOwner(name, O_RDWR | O_CLOEXEC);
       return *fd >= 0 ? Status::Ok() : Status::FromErrno("open staged file " + name);
     }
     // A transaction whose writes all travel in their records made no staging directory.
@@ -508,7 +559,7 @@ class Applier {
   // the final file's are made durable by the sync step anyway.
   Status CopyExtent(const Op& op, const PlannedObject& o, const BackingName& path) {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
-    int in = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
+    int in = OpenAsOwner(staged, O_RDONLY | O_CLOEXEC);
     if (in < 0) return Status::FromErrno("open staged file " + staged);
     int out = OpenAsOwner(path.path(), O_WRONLY);
     if (out < 0) {
@@ -558,7 +609,8 @@ class Applier {
   const ApplyTarget& t_;
   const ApplyPlan& plan_;
   const MutationHook& hook_;
-  const std::set<ObjectId>& in_place_;
+  const std::function<bool(const ObjectId&)>& replaceable_;
+  bool hooked_ = true;  // see SetAttributes
   BackingRoot root_;
   std::set<std::string> dirty_dirs_;
   std::set<std::string> written_files_;
@@ -569,10 +621,32 @@ class Applier {
 }  // namespace
 
 Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
-                                    const MutationHook& hook, const std::set<ObjectId>& in_place) {
+                                    const MutationHook& hook,
+                                    const std::function<bool(const ObjectId&)>& replaceable) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return plan.status().Annotate("planning apply");
-  return Applier(target, *plan, hook, in_place).Run();
+  return Applier(target, *plan, hook, replaceable).Run();
+}
+
+std::vector<std::pair<ObjectId, std::string>> ReplacementsMade(const ApplyTarget& target,
+                                                               const std::vector<Op>& ops) {
+  std::vector<std::pair<ObjectId, std::string>> out;
+  auto plan = PlanApply(ops);
+  if (!plan.ok()) return out;
+  BackingRoot root(target.backing_root);
+  for (const PlannedObject& o : plan->objects) {
+    if (o.is_new() || o.deleted() || o.finals.size() != 1) continue;
+    BackingName name = root.Name(o.canonical);
+    struct stat st;
+    if (name.error() != 0 || ::lstat(name.path(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (st.st_dev == o.id.dev && st.st_ino == o.id.ino) continue;
+    for (const std::string& old : NewContentNames(target.staging_dir, plan->content_ops, o.id)) {
+      if (!HoldsObject(old, o.id)) continue;
+      out.emplace_back(ObjectId::Existing(st.st_dev, st.st_ino), o.canonical);
+      break;
+    }
+  }
+  return out;
 }
 
 Status SyncApplied(const AppliedChanges& changes) {

@@ -15,7 +15,6 @@
 #pragma once
 
 #include <functional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -45,11 +44,16 @@ struct AppliedChanges {
 };
 
 // Steps 1-3: afterwards the backing directory shows the transaction, not yet durably.
-// `in_place`: objects to write in place even where replacement.h would replace them: files
-// the transaction still has open, whose descriptors must go on reaching the committed file.
-Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
-                                    const MutationHook& hook = nullptr,
-                                    const std::set<ObjectId>& in_place = {});
+// `replaceable`: whether a file the transaction rewrote whole may be replaced (replacement.h);
+// one it answers false for is written in place. Null: every one may.
+Result<AppliedChanges> ApplyChanges(
+    const ApplyTarget& target, const std::vector<Op>& ops, const MutationHook& hook = nullptr,
+    const std::function<bool(const ObjectId&)>& replaceable = nullptr);
+// The files a run of apply that did not finish put in place of objects of `ops` (whole
+// rewrites whose names it exchanged, replacement.h), with their names: a pending apply holds
+// them as it holds the objects, since every retry makes them again.
+std::vector<std::pair<ObjectId, std::string>> ReplacementsMade(const ApplyTarget& target,
+                                                               const std::vector<Op>& ops);
 // Step 4. Separate so that a caller can let readers in before it (syncing changes nothing
 // they can see).
 Status SyncApplied(const AppliedChanges& changes);

@@ -11,13 +11,9 @@
 
 namespace ktmfs::fstx {
 
-namespace {
-
 std::string FdPath(int fd) {
   return "/proc/self/fd/" + std::to_string(fd);
 }
-
-}  // namespace
 
 BackingName BackingName::Resolve(int root_fd, const std::string& root, const std::string& rel) {
   BackingName n;

@@ -18,6 +18,10 @@
 
 namespace ktmfs::fstx {
 
+// The /proc/self/fd link of `fd`: opening or calling through it acts on the object the
+// descriptor holds, whatever its names are now.
+std::string FdPath(int fd);
+
 class BackingName {
  public:
   // `rel` below the root open as `root_fd` (a descriptor of `root`, for messages). The

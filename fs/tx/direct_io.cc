@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "fs/tx/beneath.h"
+
 namespace ktmfs::fstx {
 namespace {
 
@@ -226,8 +228,7 @@ Status CopyOrdinary(int in, int out, uint64_t offset, uint64_t length, const std
 }  // namespace
 
 int ReopenDirect(int fd, int flags) {
-  std::string path = "/proc/self/fd/" + std::to_string(fd);
-  return ::open(path.c_str(), flags | O_DIRECT);
+  return ::open(FdPath(fd).c_str(), flags | O_DIRECT);
 }
 
 std::span<std::byte> ThreadBuffer(size_t size) {

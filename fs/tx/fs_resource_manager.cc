@@ -292,11 +292,6 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
                                          bool background) {
   std::optional<AppliedChanges> changes;
   Status s;
-  // Asked before any lock is taken: it takes the daemon's inode table lock.
-  std::set<ObjectId> in_place;
-  if (o_.open_objects)
-    for (const ObjectId& id : o_.open_objects(tx))
-      in_place.insert(id);
   {
     // The lock first: a reader inside a transaction holds it shared and may then wait at the
     // gate, which is closed only while apply holds the lock.
@@ -304,7 +299,10 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     if (o_.visibility) visible = std::unique_lock(*o_.visibility);
     VisibilityGate::Closed closed;
     if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
-    auto r = ApplyChanges(Target(tx), ops, apply_hook_, in_place);
+    std::function<bool(const ObjectId&)> replaceable;
+    if (o_.replaceable)
+      replaceable = [this, &tx](const ObjectId& id) { return o_.replaceable(tx, id); };
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replaceable);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
   }
@@ -497,6 +495,7 @@ void FsResourceManager::Report(bool error, const std::string& message) const {
 
 void FsResourceManager::KeepPending(const Guid& tx, std::vector<Op> ops, log::Lsn first_lsn,
                                     const Status& why, bool owes_commit_reply) {
+  LockReplacements(tx, ops);
   auto say = [&] {
     Report(true, "fs RM " + o_.name + ": transaction " + tx.ToString() +
                      " is committed, but applying it failed: " + why.message() +
@@ -560,7 +559,13 @@ size_t FsResourceManager::RetryPendingApplies() {
   return pending_.size();
 }
 
+void FsResourceManager::LockReplacements(const Guid& tx, const std::vector<Op>& ops) {
+  for (const auto& [id, name] : ReplacementsMade(Target(tx), ops))
+    (void)locks_.Acquire(tx, ObjectKey{id.dev, id.ino}, name);
+}
+
 void FsResourceManager::LockPending(const Guid& tx, const std::vector<Op>& ops) {
+  LockReplacements(tx, ops);
   auto plan = PlanApply(ops);
   if (!plan.ok()) return;
   for (const PlannedObject& o : plan->objects)

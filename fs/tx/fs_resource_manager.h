@@ -65,9 +65,10 @@ struct FsRmOptions {
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects,
                      const std::vector<std::pair<std::string, std::string>>& entries)>
       on_late_apply;
-  // The objects a committing transaction still has files open on: apply writes them in place
-  // (ApplyChanges), so those descriptors keep reaching the committed file. Optional.
-  std::function<std::vector<ObjectId>(const Guid& tx)> open_objects;
+  // Whether apply may replace an object the committing transaction rewrote whole (apply.h,
+  // replacement.h) rather than write it in place. Asked while the object is closed at the gate.
+  // Optional: without it, every whole rewrite is replaced.
+  std::function<bool(const Guid& tx, const ObjectId& id)> replaceable;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
   std::function<void(bool error, const std::string& message)> report;
@@ -199,6 +200,10 @@ class FsResourceManager : public tm::ResourceManager {
   // At recovery, where no lock survived: takes the locks of a pending transaction's objects
   // and names again, from its plan.
   void LockPending(const Guid& tx, const std::vector<Op>& ops);
+  // A pending apply that already exchanged a whole rewrite's names makes that file again on
+  // every retry: it holds the new file too (ReplacementsMade), so nobody changes it meanwhile
+  // and readers meet it closed at the gate.
+  void LockReplacements(const Guid& tx, const std::vector<Op>& ops);
   // Nothing before the first record of the oldest live transaction is needed again: moves the
   // stream's base there (with a restart area, so it is durable) once enough has been appended
   // since the last time.

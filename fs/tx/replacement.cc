@@ -23,11 +23,11 @@ uint64_t WriteLength(const Op& op) {
   return op.kind == OpKind::kWriteData ? op.data.size() : op.length;
 }
 
-// The names of `path`'s xattrs (l*xattr: a final symlink is not followed), or the errno.
+// The names of the xattrs of the file `path` leads to (or of `fd`'s).
 Result<std::set<std::string>> XattrNames(const char* path, int fd) {
   std::vector<char> buf(4096);
   for (;;) {
-    ssize_t n = path != nullptr ? ::llistxattr(path, buf.data(), buf.size())
+    ssize_t n = path != nullptr ? ::listxattr(path, buf.data(), buf.size())
                                 : ::flistxattr(fd, buf.data(), buf.size());
     if (n >= 0) {
       std::set<std::string> names;
@@ -41,10 +41,15 @@ Result<std::set<std::string>> XattrNames(const char* path, int fd) {
   }
 }
 
+// The file capability goes as with any write; the integrity xattrs describe the old content.
+bool Carried(const std::string& name) {
+  return name != kCapabilityXattr && name != "security.ima" && name != "security.evm";
+}
+
 Result<std::string> XattrValue(const char* path, const std::string& name) {
   std::string value(256, '\0');
   for (;;) {
-    ssize_t n = ::lgetxattr(path, name.c_str(), value.data(), value.size());
+    ssize_t n = ::getxattr(path, name.c_str(), value.data(), value.size());
     if (n >= 0) {
       value.resize(static_cast<size_t>(n));
       return value;
@@ -90,8 +95,8 @@ Status CopyOwnerModeXattrs(const char* from, const struct stat& st, int to,
     return Status::FromErrno("give the new content of " + shown + " its owner");
   if (::fchmod(to, st.st_mode & 07777) != 0)
     return Status::FromErrno("give the new content of " + shown + " its mode");
-  // Writing a file leaves its access time; the modification time is the new content's.
-  const timespec times[2] = {st.st_atim, {0, UTIME_OMIT}};
+  // Writing a file leaves its access time and sets its modification time.
+  const timespec times[2] = {st.st_atim, {0, UTIME_NOW}};
   if (::futimens(to, times) != 0)
     return Status::FromErrno("give the new content of " + shown + " its access time");
   auto names = XattrNames(from, -1);
@@ -99,12 +104,12 @@ Status CopyOwnerModeXattrs(const char* from, const struct stat& st, int to,
   auto had = XattrNames(nullptr, to);
   if (!had.ok()) return had.status().Annotate("the new content of " + shown);
   for (const std::string& name : *had) {
-    if (names->count(name) > 0 && name != kCapabilityXattr) continue;
+    if (names->count(name) > 0 && Carried(name)) continue;
     if (::fremovexattr(to, name.c_str()) != 0 && errno != ENODATA)
       return Status::FromErrno("remove xattr " + name + " from the new content of " + shown);
   }
   for (const std::string& name : *names) {
-    if (name == kCapabilityXattr) continue;
+    if (!Carried(name)) continue;
     auto value = XattrValue(from, name);
     if (!value.ok()) return value.status().Annotate(shown);
     if (::fsetxattr(to, name.c_str(), value->data(), value->size(), 0) != 0)

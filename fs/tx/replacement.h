@@ -42,9 +42,11 @@ struct Replacement {
 std::optional<Replacement> FindReplacement(const std::vector<Op>& ops, const ObjectId& id,
                                            uint64_t size_now);
 
-// Gives `to` (a descriptor of the new content) the owner, mode, access time and xattrs of `from`
-// (a path that does not follow a final symlink), whose stat is `st`, and drops xattrs `from`
-// lacks. The file capability is not carried: the kernel drops it on any write or truncate.
+// Gives `to` (a descriptor of the new content) the owner, mode, access time and xattrs of the
+// file `from` leads to (a /proc/self/fd link, or a name in staging), whose stat is `st`, and
+// drops xattrs that file lacks; its modification time becomes now, as a write's would. The
+// file capability is not carried (the kernel drops it on any write or truncate), nor are the
+// integrity xattrs (security.ima, security.evm), which describe the old content.
 Status CopyOwnerModeXattrs(const char* from, const struct stat& st, int to,
                            const std::string& shown);
 

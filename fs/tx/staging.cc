@@ -203,7 +203,15 @@ Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data) {
   if (!fd.ok()) return fd.status();
   if (direct_fd_ == kNotOpened && data.size() >= kDirectAlign)
     direct_fd_ = ReopenDirect(*fd, O_WRONLY | O_CLOEXEC);
-  KTMFS_RETURN_IF_ERROR(WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_));
+  Status s = WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_);
+  if (!s.ok()) {
+    // Part of it may be in the file. Past the size it would be bytes no record accounts for,
+    // which a commit that makes this file the new content (replacement.h) would keep.
+    struct stat st;
+    if (::fstat(*fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > size_)
+      (void)::ftruncate(*fd, static_cast<off_t>(size_));
+    return s;
+  }
   written_.Add(offset, data.size());
   size_ = std::max(size_, offset + data.size());
   return Status::Ok();

@@ -484,6 +484,41 @@ TEST(FsRm, ApplyFailingAfterTheDecisionStaysPendingUntilARetrySucceeds) {
   }
 }
 
+// A pending apply may already have given a file it rewrote whole its new content (a new
+// inode under the old name, apply.cc ReplaceFiles) when a later step fails. Every retry makes
+// that file again, so the transaction holds it as it holds the old one: no other writer gets
+// in between, before or after a crash.
+TEST(FsRm, APendingApplyHoldsTheFilesItAlreadyReplaced) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  bool fail = true;
+  auto on_b = [&](const std::string& what) {
+    return fail && what.find("b.txt") != std::string::npos ? Status::IoError("injected: " + what)
+                                                           : Status::Ok();
+  };
+  w.rm().SetApplyHook(on_b);
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*tx, "a.txt", 0, "ALPHA!").ok());  // whole: replaced
+  ASSERT_TRUE(w.changes().Write(*tx, "b.txt", 1, "R").ok());       // in part: in place, fails
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  ASSERT_EQ(w.rm().PendingApplies().size(), 1u);
+  EXPECT_EQ(ReadFile(w.root() + "/a.txt"), "ALPHA!");
+  for (int mount = 0; mount < 2; ++mount) {
+    auto other = w.tm().Begin({});
+    EXPECT_EQ(w.changes().Write(*other, "a.txt", 0, "x").code(), EBUSY) << "mount " << mount;
+    ASSERT_TRUE(w.tm().Rollback(*other).ok());
+    w.CrashAndRestart();
+    w.recovery_hook = on_b;
+    ASSERT_TRUE(w.Start().ok());
+    ASSERT_EQ(w.rm().PendingApplies().size(), 1u);
+  }
+  fail = false;
+  EXPECT_EQ(w.rm().RetryPendingApplies(), 0u);
+  EXPECT_EQ(ReadFile(w.root() + "/a.txt"), "ALPHA!");
+  EXPECT_EQ(ReadFile(w.root() + "/b.txt"), "bRavo");
+  EXPECT_EQ(w.rm().locks().CountHeldBy(*tx), 0u);
+}
+
 // A mount never fails because a committed transaction cannot be applied: recovery keeps it
 // pending, locked, with its records and staging, and a later retry or mount applies it.
 TEST(FsRm, RecoveryKeepsAnUnappliableCommitPendingAndComesUp) {
