@@ -96,16 +96,16 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
     const dev_t dev = static_cast<dev_t>(o.dev);
     const ino_t ino = static_cast<ino_t>(o.ino);
-    auto n = inodes_.FindNode(dev, ino);
-    if (!n) continue;
     // The commit may have set xattrs (capabilities among them) on the object.
-    Get(*n)->XattrsChanging();
-    invalidator_->InodeNow(*n);
+    auto n = inodes_.NoteChanged(dev, ino);
+    if (!n) continue;
+    // The node may be gone by now (a FORGET): the kernel ignores a node it no longer knows.
+    invalidator_->InodeNow(n->node);
     // The kernel keeps one dentry per directory node: one the commit moved may still sit at
     // its old name, and the kernel could not place it at the new one inside a later rename
     // (ESTALE). A new node for it avoids retracting the old name, which would wait for the
     // directory's lock (see ktmfs(8), entry_timeout).
-    if (e.committed && S_ISDIR(Get(*n)->type)) inodes_.Retire(dev, ino);
+    if (e.committed && n->dir) inodes_.Retire(dev, ino);
   }
   // The directories whose names changed: their attributes at once (no lock needed). With a
   // positive entry or negative timeout also the names (a created name may be cached as absent),

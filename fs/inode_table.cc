@@ -217,6 +217,14 @@ bool InodeTable::MayReplace(const Guid& tx, int source, const fstx::ObjectId& id
          ended_versions_.count({source, id}) > 0;
 }
 
+std::optional<InodeTable::Changed> InodeTable::NoteChanged(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  if (it == by_key_.end()) return std::nullopt;
+  it->second->XattrsChanging();
+  return Changed{NodeId(it->second.get()), S_ISDIR(it->second->type)};
+}
+
 std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{dev, ino});

@@ -126,6 +126,14 @@ class InodeTable {
   // hold a size or pages from before the commit.
   bool MayReplace(const Guid& tx, int source, const fstx::ObjectId& id) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
+  // The committed node of (dev, ino), if any, told that its xattrs may have changed, and
+  // whether it is a directory: all under the table's lock, since a FORGET may free the node as
+  // soon as it is let go (the kernel drops a replaced file's node at once).
+  struct Changed {
+    fuse_ino_t node;
+    bool dir;
+  };
+  std::optional<Changed> NoteChanged(dev_t dev, ino_t ino) const;
   // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
   // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.
   int ReopenObject(dev_t dev, ino_t ino, int flags) const;
