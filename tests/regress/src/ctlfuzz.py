@@ -231,12 +231,16 @@ class Worker:
         res = libc.fsetxattr(fd, name, value, len(value), flags)
         err = 0 if res == 0 else ctypes.get_errno()
         what = "setxattr %r=%r on %s" % (name, value[:40], on)
+        # The kernel checks write permission on a user.* set as it checks read permission on a
+        # get, so the descriptor of a file the worker's transaction changed can get ESTALE here
+        # for the same reason (see get_xattr). The read-only files it cannot change.
+        stale = {errno.ESTALE} if fd in self.file_fds and writable else set()
         if not writable:
             self.check(what, err, {errno.EACCES, errno.EPERM})
         elif name not in XATTR_SET:
-            self.check(what, err, {errno.EPERM})
+            self.check(what, err, {errno.EPERM} | stale)
         elif name == XATTR_SET[0] and len(value) > 1024:
-            self.check(what, err, {errno.EINVAL})
+            self.check(what, err, {errno.EINVAL} | stale)
         else:
             self.check(what, err, None)
 
