@@ -255,7 +255,11 @@ class Applier {
       exchanged = Status::FromErrno(what);
     }
     if (r->staged_file.empty()) ::unlink(content.c_str());
-    if (made.ok() && exchanged.code() != EINVAL && exchanged.code() != EXDEV) return exchanged;
+    // EPERM: the directory is immutable or append-only (chattr), which refuses the exchange
+    // but not a write in place.
+    if (made.ok() && exchanged.code() != EINVAL && exchanged.code() != EXDEV &&
+        exchanged.code() != EPERM)
+      return exchanged;
     return Status::Ok();  // written in place by Content
   }
 

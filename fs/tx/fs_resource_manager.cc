@@ -9,6 +9,7 @@
 #include <set>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/inode_flags_check.h"
 #include "fs/tx/reserve_space.h"
 #include "fs/tx/sync_together.h"
 
@@ -229,11 +230,13 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   }
   // What apply's plan refuses (two pre-existing names of one object, say) must refuse the
   // commit now: once the decision is durable, apply may no longer fail for it.
-  // And so must a backing filesystem too full to hold what apply will do: its parking
-  // directory, the xattrs (can it hold them at all?), new names, and last (what it allocates
-  // in users' files outlives a refusal) the data it writes into existing files.
+  // So must an object an administrator made immutable or append-only, and a backing filesystem
+  // too full to hold what apply will do: its parking directory, the xattrs (can it hold them at
+  // all?), new names, and last (what it allocates in users' files outlives a refusal) the data
+  // it writes into existing files.
   auto plan = PlanApply(t.ops);
-  Status applicable = plan.ok() ? PrepareParking(Target(tx), *plan) : plan.status();
+  Status applicable = plan.ok() ? CheckNoUnchangeableFlags(o_.backing_root, *plan) : plan.status();
+  if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
   if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);
   if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan);
