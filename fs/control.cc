@@ -52,14 +52,15 @@ int Report(const char* what, const Status& s) {
 // A read-only mount (mounted or remounted so) takes no commit: it would change the backing
 // directory behind a mount that promises no change. The transaction lives on, to be committed
 // once the mount is read-write again, or rolled back.
-Status CommitUnlessReadOnly(Filesystem& fs, const CallerContext& caller, const Guid& id) {
+Status CommitUnlessReadOnly(Filesystem& fs, const CallerContext& caller, const Guid& id,
+                            std::string* apply_pending = nullptr) {
   auto ro = IsReadOnly(fs.options().mountpoint);
   if (ro.ok() && *ro) {
     return Status::Error(EROFS, fs.options().mountpoint +
                                     " is mounted read-only: commit after remounting it "
                                     "read-write, or roll back");
   }
-  return fs.txs()->Commit(caller, id);
+  return fs.txs()->Commit(caller, id, apply_pending);
 }
 
 // The transaction holding the object a node stands for.
@@ -214,13 +215,20 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out)
     case ControlOp::kRollback: {
       const bool commit = request->op == ControlOp::kCommit;
       TxService& txs = *fs.txs();
-      Status s = commit ? CommitUnlessReadOnly(fs, r.caller, request->id)
+      std::string apply_pending;
+      Status s = commit ? CommitUnlessReadOnly(fs, r.caller, request->id, &apply_pending)
                         : txs.Rollback(r.caller, request->id);
       // An ioctl holds no inode lock, so it can wait for the kernel to drop what the
       // transaction made stale: once commit returns, every reader sees the new state.
       if (fs.invalidator() != nullptr) fs.invalidator()->Drain();
       if (int err = Report(commit ? "commit" : "rollback", s); err != 0) return err;
-      std::memcpy(Out<ktmfs_txid>(out), r.in, sizeof(ktmfs_txid));
+      auto* o = Out<ktmfs_txid>(out);
+      std::memcpy(o, r.in, sizeof *o);
+      if (!apply_pending.empty()) {
+        // Committed and durable, yet not all visible: the committer hears it, with the reason.
+        o->flags = KTMFS_TXF_APPLY_PENDING;
+        fs.reasons().Remember(r.caller.pid, r.caller.uid, apply_pending);
+      }
       return 0;
     }
     case ControlOp::kQuery:

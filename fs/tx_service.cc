@@ -465,11 +465,23 @@ std::shared_ptr<TxContext> TxService::Authorize(const CallerContext& caller, con
   return tx;
 }
 
-Status TxService::Commit(const CallerContext& caller, const Guid& id) {
+Status TxService::Commit(const CallerContext& caller, const Guid& id, std::string* apply_pending) {
   Status err;
   auto tx = Authorize(caller, id, &err);
   if (!tx) return err;
-  return End(tx, true);
+  Status s = End(tx, true);
+  if (apply_pending == nullptr) return s;
+  apply_pending->clear();
+  if (!s.ok()) return s;
+  for (const auto& rm : rms_)
+    for (const auto& p : rm->PendingApplies())
+      if (p.tx == tx->id) {
+        const std::string name = "transaction " + tx->id.ToString();
+        std::string why = p.error;
+        if (why.starts_with("applying " + name + ": ")) why.erase(0, name.size() + 11);
+        *apply_pending = name + " is committed, but applying it failed: " + why;
+      }
+  return s;
 }
 
 Status TxService::Rollback(const CallerContext& caller, const Guid& id) {

@@ -133,7 +133,9 @@ class TxService {
   Result<Guid> Begin(const CallerContext& caller, Scope scope, pid_t pid, uint32_t timeout_sec,
                      const std::string& name);
   // `id` nil: the caller's transaction. EPERM unless the caller owns it or is root.
-  Status Commit(const CallerContext& caller, const Guid& id);
+  // `apply_pending`, if given, gets a sentence saying why applying a commit that succeeded
+  // failed (its apply is then pending: not all of it is visible yet), or is cleared.
+  Status Commit(const CallerContext& caller, const Guid& id, std::string* apply_pending = nullptr);
   Status Rollback(const CallerContext& caller, const Guid& id);
   std::optional<Guid> Current(pid_t tid);
   // Counts `bytes` the daemon now holds in memory for `tx` (data kept with its ops until the

@@ -61,8 +61,9 @@ enum ktmfs_state {
 };
 
 /* The version of this interface; KTMFS_IOC_HELLO reports the daemon's. 2 added
- * KTMFS_IOC_REASON, 3 KTMFS_IOC_RECENT; an older daemon answers a newer command with ENOTTY. */
-#define KTMFS_ABI_VERSION 3
+ * KTMFS_IOC_REASON, 3 KTMFS_IOC_RECENT, 4 KTMFS_TXF_APPLY_PENDING in a commit's answer; an older
+ * daemon answers a newer command with ENOTTY. */
+#define KTMFS_ABI_VERSION 4
 
 struct ktmfs_hello_args {
   uint32_t abi_version; /* out */
@@ -82,7 +83,7 @@ struct ktmfs_begin_args {
 /* For commit, rollback, query and holder: an id in or out. */
 struct ktmfs_txid {
   char id[KTMFS_ID_SIZE]; /* commit/rollback: in, empty = the caller's; query/holder: out */
-  uint32_t flags;         /* in: must be 0 */
+  uint32_t flags;         /* in: must be 0; out, after a commit: KTMFS_TXF_APPLY_PENDING or 0 */
   uint32_t reserved;
 };
 
@@ -103,7 +104,9 @@ struct ktmfs_tx_info {
 
 /* Committed, but applying it to the backing directory failed for a reason outside ktmfs (EIO,
  * an administrator's change): the daemon retries it every few seconds and at every mount, its
- * objects stay locked meanwhile, and its log says why. state is KTMFS_STATE_COMMITTED. */
+ * objects stay locked meanwhile, and its log says why. state is KTMFS_STATE_COMMITTED. A commit
+ * that succeeds with its apply pending answers with this flag (ABI version 4), and
+ * KTMFS_IOC_REASON then says why: not all of its changes are visible yet. */
 #define KTMFS_TXF_APPLY_PENDING 0x1u
 
 #define KTMFS_LIST_MAX 64
@@ -126,9 +129,9 @@ struct ktmfs_list_args {
 #define KTMFS_IOC_LIST _IOWR(KTMFS_IOC_MAGIC, 6, struct ktmfs_list_args)
 
 /* The daemon's own sentence for the calling thread's last failed control request (ABI version
- * 2): asked right after the failure, it says what the errno cannot ("transaction ... was rolled
- * back 40 s ago: its timeout expired"). Each message is given once and kept for a minute at
- * most; text is empty when there is none. */
+ * 2), or for its commit answered with KTMFS_TXF_APPLY_PENDING (4): asked right after, it says
+ * what the errno cannot ("transaction ... was rolled back 40 s ago: its timeout expired"). Each
+ * message is given once and kept for a minute at most; text is empty when there is none. */
 #define KTMFS_REASON_SIZE 512
 struct ktmfs_reason_args {
   uint32_t flags; /* must be 0 */
@@ -237,24 +240,35 @@ static inline int ktmfs_begin(int fd, enum ktmfs_scope scope, pid_t pid, uint32_
   return rc;
 }
 
-static inline int ktmfs_end_(int fd, unsigned long cmd, const char* id) {
+/* flags_out, if not NULL, gets the answer's flags. */
+static inline int ktmfs_end_(int fd, unsigned long cmd, const char* id, uint32_t* flags_out) {
   struct ktmfs_txid t;
+  int rc;
   memset(&t, 0, sizeof t);
+  if (flags_out) *flags_out = 0;
   if (id) {
     if (strlen(id) >= sizeof t.id) return -EINVAL;
     strcpy(t.id, id);
   }
-  return ktmfs_ioctl_(fd, cmd, &t);
+  rc = ktmfs_ioctl_(fd, cmd, &t);
+  if (rc == 0 && flags_out) *flags_out = t.flags;
+  return rc;
 }
 
 /* Commits transaction `id`, or the caller's if id is NULL or empty. Returns once durable. */
 static inline int ktmfs_commit(int fd, const char* id) {
-  return ktmfs_end_(fd, KTMFS_IOC_COMMIT, id);
+  return ktmfs_end_(fd, KTMFS_IOC_COMMIT, id, NULL);
+}
+
+/* As ktmfs_commit, and sets *flags_out to KTMFS_TXF_APPLY_PENDING when the commit succeeded but
+ * its apply is pending (0 otherwise, and from a daemon older than ABI version 4). */
+static inline int ktmfs_commit_flags(int fd, const char* id, uint32_t* flags_out) {
+  return ktmfs_end_(fd, KTMFS_IOC_COMMIT, id, flags_out);
 }
 
 /* Rolls back transaction `id`, or the caller's if id is NULL or empty. */
 static inline int ktmfs_rollback(int fd, const char* id) {
-  return ktmfs_end_(fd, KTMFS_IOC_ROLLBACK, id);
+  return ktmfs_end_(fd, KTMFS_IOC_ROLLBACK, id, NULL);
 }
 
 /* The caller's transaction id into id_out (KTMFS_ID_SIZE bytes); -ENODATA if none. */

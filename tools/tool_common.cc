@@ -59,6 +59,15 @@ std::string DaemonReason(int fd) {
   return text;
 }
 
+void WarnApplyPending(int fd, const std::string& path) {
+  std::string reason = DaemonReason(fd);
+  if (reason.empty()) reason = "the transaction is committed, but applying it failed";
+  Warn(
+      "%s: %s; not all of its changes are visible yet: the daemon retries every few seconds "
+      "and at every mount (txstat lists it as apply-pending meanwhile)",
+      path.c_str(), reason.c_str());
+}
+
 int ReportError(int fd, const std::string& path, const char* what, int neg_errno) {
   int err = -neg_errno;
   const std::string reason = err == ENOTTY ? std::string() : DaemonReason(fd);

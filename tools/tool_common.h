@@ -29,6 +29,10 @@ std::string DaemonReason(int fd);
 // exit code for it.
 int ReportError(int fd, const std::string& path, const char* what, int neg_errno);
 
+// Says, after a commit on `fd` answered KTMFS_TXF_APPLY_PENDING, that the transaction is
+// committed but not all of it is visible yet, and why (the daemon's sentence).
+void WarnApplyPending(int fd, const std::string& path);
+
 void PrintVersion();
 
 }  // namespace ktmfs::tools

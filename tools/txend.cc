@@ -96,8 +96,11 @@ int main(int argc, char** argv) {
   int code;
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
-  int rc = commit ? ktmfs_commit(fd, id.c_str()) : ktmfs_rollback(fd, id.c_str());
+  uint32_t flags = 0;
+  int rc = commit ? ktmfs_commit_flags(fd, id.c_str(), &flags) : ktmfs_rollback(fd, id.c_str());
   const int result = Report(fd, path, commit, rc);
+  // Committed: exit status 0 whatever apply did, so that a script does not do its work again.
+  if (rc == 0 && (flags & KTMFS_TXF_APPLY_PENDING)) ktmfs::tools::WarnApplyPending(fd, path);
   close(fd);
   return result;
 }

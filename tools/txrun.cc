@@ -150,8 +150,11 @@ int main(int argc, char** argv) {
   int result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 
   if (result == 0) {
-    rc = ktmfs_commit(fd, id);
-    if (rc == -KTMFS_EOUTCOME_UNKNOWN) {
+    uint32_t flags = 0;
+    rc = ktmfs_commit_flags(fd, id, &flags);
+    if (rc == 0 && (flags & KTMFS_TXF_APPLY_PENDING)) {
+      WarnApplyPending(fd, path);
+    } else if (rc == -KTMFS_EOUTCOME_UNKNOWN) {
       Warn(
           "%s: the outcome of the commit of %s is unknown until the next mount recovers the "
           "log (its decision could not be made durable)",
