@@ -40,6 +40,24 @@ Status Refuse(const BackingRoot& root, const std::string& rel, uint64_t flags,
   return Status::Error(EPERM, shown + " is " + what + " in the backing directory, " + why);
 }
 
+// Where `path`, a name as it will be after apply, is now: under a directory the plan moves,
+// it is still under that directory's original name.
+std::string PathNow(const ApplyPlan& plan, const std::string& path) {
+  const PlannedObject* moved = nullptr;
+  size_t longest = 0;
+  for (const PlannedObject& o : plan.objects) {
+    if (o.is_new() || o.finals.empty() || !o.parks()) continue;
+    const std::string& to = o.finals.front();
+    const bool under =
+        path == to || (path.size() > to.size() && path.starts_with(to) && path[to.size()] == '/');
+    if (under && to.size() > longest) {
+      moved = &o;
+      longest = to.size();
+    }
+  }
+  return moved == nullptr ? path : moved->original + path.substr(longest);
+}
+
 }  // namespace
 
 Status CheckNoUnchangeableFlags(const std::string& backing_root, const ApplyPlan& plan) {
@@ -59,9 +77,11 @@ Status CheckNoUnchangeableFlags(const std::string& backing_root, const ApplyPlan
   for (const std::string& dir : losing)
     if (uint64_t f = FlagsOf(root, dir); f != 0)
       return Refuse(root, dir, f, "and the transaction removes a name from it");
-  for (const std::string& dir : gaining)
-    if (uint64_t f = FlagsOf(root, dir); f & STATX_ATTR_IMMUTABLE)
-      return Refuse(root, dir, f, "and the transaction adds a name to it");
+  for (const std::string& dir : gaining) {
+    const std::string now = PathNow(plan, dir);
+    if (uint64_t f = FlagsOf(root, now); f & STATX_ATTR_IMMUTABLE)
+      return Refuse(root, now, f, "and the transaction adds a name to it");
+  }
   return Status::Ok();
 }
 

@@ -16,9 +16,10 @@ namespace ktmfs::fstx {
 // EPERM naming the object, if `plan` changes an existing object of `backing_root` that is
 // immutable or append-only (every change apply makes to one fails: data, attributes, names,
 // links), or changes a name in an immutable directory, or removes a name from an append-only
-// directory (which allows only new names). Objects whose filesystem does not report the flags
-// (statx attributes) pass. The flags can still be set after this check: apply then fails as
-// before, and the commit stays pending (fs/TRANSACTIONS.md, limits).
+// directory (which allows only new names); a directory the plan moves is found under its
+// original name. Objects whose filesystem does not report the flags (statx attributes) pass.
+// The flags can still be set after this check: apply then fails as before, and the commit stays
+// pending (fs/TRANSACTIONS.md, limits).
 Status CheckNoUnchangeableFlags(const std::string& backing_root, const ApplyPlan& plan);
 
 }  // namespace ktmfs::fstx

@@ -102,5 +102,15 @@ TEST_F(InodeFlagsCheck, AnImmutableDirectoryTakesNoNameChange) {
   EXPECT_EQ(Check({Existing(2, "d/f", {})}).code(), EPERM);
 }
 
+TEST_F(InodeFlagsCheck, ADirectoryUnderAMovedOneIsFoundWhereItIsNow) {
+  ::mkdir((dir_.path() + "/p").c_str(), 0755);
+  ::mkdir((dir_.path() + "/p/i").c_str(), 0755);
+  ASSERT_EQ(flags_.Set(dir_.path() + "/p/i", FS_IMMUTABLE_FL), 0);
+  Status s = Check({Existing(4, "p", {"q"}), New(1, {"q/i/new"})});
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("/p/i is immutable"), std::string::npos) << s.message();
+  EXPECT_TRUE(Check({Existing(4, "p", {"q"}), New(1, {"q/new"})}).ok());
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx
