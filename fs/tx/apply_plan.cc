@@ -21,6 +21,45 @@ bool PlannedObject::parks() const {
   return std::find(finals.begin(), finals.end(), original) == finals.end();
 }
 
+std::optional<std::string> ApplyPlan::PathBeforeApply(const std::string& path) const {
+  auto under = [](const std::string& p, const std::string& dir) {
+    return p == dir || (p.size() > dir.size() && p.starts_with(dir) && p[dir.size()] == '/');
+  };
+  // The deepest directory moved to an ancestor of `path` carries it.
+  const PlannedObject* moved = nullptr;
+  size_t longest = 0;
+  for (const PlannedObject& o : objects) {
+    if (o.is_new() || o.finals.empty() || !o.parks()) continue;
+    const std::string& to = o.finals.front();
+    if (under(path, to) && to.size() > longest) {
+      moved = &o;
+      longest = to.size();
+    }
+  }
+  const std::string before = moved == nullptr ? path : moved->original + path.substr(longest);
+  // Below what carries it, an object leaving its name leaves the name to the transaction.
+  const size_t carried = moved == nullptr ? 0 : moved->original.size();
+  for (const PlannedObject& o : objects)
+    if (o.parks() && o.original.size() >= carried && &o != moved && under(before, o.original))
+      return std::nullopt;
+  return before;
+}
+
+ApplyPlan::ChangedDirs ApplyPlan::DirsChanged() const {
+  auto parent = [](const std::string& rel) {
+    const size_t slash = rel.rfind('/');
+    return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+  };
+  ChangedDirs dirs;
+  for (const PlannedObject& o : objects) {
+    if (o.parks()) dirs.losing.insert(parent(o.original));
+    for (const std::string& name : o.finals)
+      if (o.is_new() || name != o.original)
+        if (auto before = PathBeforeApply(parent(name))) dirs.gaining.insert(*before);
+  }
+  return dirs;
+}
+
 const PlannedObject* ApplyPlan::Find(const ObjectId& id) const {
   for (const auto& o : objects)
     if (o.id == id) return &o;

@@ -4,6 +4,8 @@
 // the log, a re-run after a crash computes the same plan and can check each step by identity.
 #pragma once
 
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,17 @@ struct ApplyPlan {
   // Data and attribute operations, in log order, each naming an object of `objects`.
   std::vector<Op> content_ops;
   const PlannedObject* Find(const ObjectId& id) const;
+  // Where `path`, a name as it will be after apply, is before it: under a directory the plan
+  // moves, it is still under that directory's original name. Nothing if what is at that name
+  // before apply moves away or is removed (the name is the transaction's own then).
+  std::optional<std::string> PathBeforeApply(const std::string& path) const;
+  // The directories whose entries apply changes, named as they are before it: those that lose
+  // a name (an existing object moved away or removed) and those that gain one (but for those
+  // PathBeforeApply has nothing for).
+  struct ChangedDirs {
+    std::set<std::string> losing, gaining;
+  };
+  ChangedDirs DirsChanged() const;
 };
 
 // InvalidArgument if the operations are inconsistent (an op on a name the transaction had

@@ -9,7 +9,7 @@
 #include <set>
 
 #include "fs/tx/apply_plan.h"
-#include "fs/tx/inode_flags_check.h"
+#include "fs/tx/apply_targets_check.h"
 #include "fs/tx/reserve_space.h"
 #include "fs/tx/sync_together.h"
 
@@ -235,7 +235,7 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // all?), new names, and last (what it allocates in users' files outlives a refusal) the data
   // it writes into existing files.
   auto plan = PlanApply(t.ops);
-  Status applicable = plan.ok() ? CheckNoUnchangeableFlags(o_.backing_root, *plan) : plan.status();
+  Status applicable = plan.ok() ? CheckApplyTargets(o_.backing_root, *plan) : plan.status();
   if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
   if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);

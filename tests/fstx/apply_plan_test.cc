@@ -105,5 +105,24 @@ TEST(ApplyPlan, InconsistentOrUnsupportedOpsAreRefused) {
             EINVAL);
 }
 
+TEST(ApplyPlan, PathBeforeApplyFollowsMovedDirectoriesBack) {
+  auto obj = [](uint64_t ino, std::string original, std::vector<std::string> finals) {
+    PlannedObject o;
+    o.id = ObjectId::Existing(1, ino);
+    o.original = std::move(original);
+    o.finals = std::move(finals);
+    return o;
+  };
+  ApplyPlan plan;
+  plan.objects = {obj(2, "p", {"q"}), obj(3, "p/s", {"q/s/t"}), obj(4, "p/i", {}),
+                  obj(5, "gone", {})};
+  EXPECT_EQ(plan.PathBeforeApply("q/x"), "p/x");
+  EXPECT_EQ(plan.PathBeforeApply("q/s/t/y"), "p/s/y");  // the deepest move carries it
+  EXPECT_EQ(plan.PathBeforeApply("r"), "r");
+  EXPECT_EQ(plan.PathBeforeApply("q/i"), std::nullopt);     // p/i is removed: the name is free
+  EXPECT_EQ(plan.PathBeforeApply("gone/new"), std::nullopt);
+  EXPECT_EQ(plan.PathBeforeApply("p"), std::nullopt);  // p moves away
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx

@@ -1,0 +1,156 @@
+#include "fs/tx/apply_targets_check.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "tests/fstx/temp_dir.h"
+
+namespace ktmfs::fstx {
+namespace {
+
+// Sets inode flags on paths and clears them again on every exit, so the temporary directory
+// can be removed.
+class Flags {
+ public:
+  ~Flags() {
+    for (const std::string& p : set_)
+      (void)Set(p, 0);
+  }
+  // 0, or the errno FS_IOC_SETFLAGS failed with (EPERM without CAP_LINUX_IMMUTABLE, ENOTTY or
+  // EOPNOTSUPP on a filesystem without flags).
+  int Set(const std::string& path, int flags) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int r = ::ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    int err = r == 0 ? 0 : errno;
+    ::close(fd);
+    if (err == 0 && flags != 0) set_.push_back(path);
+    return err;
+  }
+
+ private:
+  std::vector<std::string> set_;
+};
+
+PlannedObject New(uint64_t n, std::vector<std::string> finals) {
+  PlannedObject o;
+  o.id = ObjectId::New(n);
+  o.finals = std::move(finals);
+  return o;
+}
+
+class ApplyTargetsCheck : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::mkdir((dir_.path() + "/d").c_str(), 0755);
+    WriteFile(dir_.path() + "/d/f", "x");
+    WriteFile(dir_.path() + "/g", "x");
+    if (int err = flags_.Set(dir_.path() + "/g", FS_APPEND_FL); err != 0)
+      GTEST_SKIP() << "cannot set inode flags under /tmp: " << strerror(err);
+    (void)flags_.Set(dir_.path() + "/g", 0);
+  }
+  // The object now at `rel`, with its identity.
+  PlannedObject Existing(const std::string& rel, std::vector<std::string> finals) {
+    struct stat st;
+    EXPECT_EQ(::lstat((dir_.path() + "/" + rel).c_str(), &st), 0) << rel;
+    PlannedObject o;
+    o.id = ObjectId::Existing(st.st_dev, st.st_ino);
+    o.original = rel;
+    o.finals = std::move(finals);
+    return o;
+  }
+  Status Check(std::vector<PlannedObject> objects) {
+    ApplyPlan plan;
+    plan.objects = std::move(objects);
+    return CheckApplyTargets(dir_.path(), plan);
+  }
+  TempDir dir_;
+  Flags flags_;
+};
+
+TEST_F(ApplyTargetsCheck, AChangedImmutableOrAppendOnlyObjectIsRefused) {
+  ASSERT_EQ(flags_.Set(dir_.path() + "/d/f", FS_IMMUTABLE_FL), 0);
+  Status s = Check({Existing("d/f", {"d/f"})});
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("/d/f is immutable"), std::string::npos) << s.message();
+  ASSERT_EQ(flags_.Set(dir_.path() + "/g", FS_APPEND_FL), 0);
+  s = Check({Existing("g", {})});
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("/g is append-only"), std::string::npos) << s.message();
+  // Objects the plan does not touch do not matter.
+  EXPECT_TRUE(Check({New(1, {"h"})}).ok());
+}
+
+TEST_F(ApplyTargetsCheck, AnAppendOnlyDirectoryTakesNewNamesOnly) {
+  ASSERT_EQ(flags_.Set(dir_.path() + "/d", FS_APPEND_FL), 0);
+  EXPECT_TRUE(Check({New(1, {"d/new"}), Existing("d/f", {"d/f"})}).ok());
+  EXPECT_EQ(Check({Existing("d/f", {"d/f2"})}).code(), EPERM);  // renamed away
+  EXPECT_EQ(Check({Existing("d/f", {})}).code(), EPERM);        // removed
+  EXPECT_TRUE(Check({Existing("g", {"g", "d/g"})}).ok());       // linked in
+}
+
+TEST_F(ApplyTargetsCheck, AnImmutableDirectoryTakesNoNameChange) {
+  ASSERT_EQ(flags_.Set(dir_.path() + "/d", FS_IMMUTABLE_FL), 0);
+  EXPECT_TRUE(Check({Existing("d/f", {"d/f"})}).ok());  // its file's content may change
+  Status s = Check({New(1, {"d/new"})});
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("/d is immutable"), std::string::npos) << s.message();
+  EXPECT_EQ(Check({Existing("d/f", {})}).code(), EPERM);
+}
+
+TEST_F(ApplyTargetsCheck, ADirectoryUnderAMovedOneIsFoundWhereItIsNow) {
+  ::mkdir((dir_.path() + "/p").c_str(), 0755);
+  ::mkdir((dir_.path() + "/p/i").c_str(), 0755);
+  ASSERT_EQ(flags_.Set(dir_.path() + "/p/i", FS_IMMUTABLE_FL), 0);
+  Status s = Check({Existing("p", {"q"}), New(1, {"q/i/new"})});
+  EXPECT_EQ(s.code(), EPERM);
+  EXPECT_NE(s.message().find("/p/i is immutable"), std::string::npos) << s.message();
+  EXPECT_TRUE(Check({Existing("p", {"q"}), New(1, {"q/new"})}).ok());
+}
+
+TEST_F(ApplyTargetsCheck, AnObjectReplacedOrRemovedBehindTheDaemonIsRefused) {
+  PlannedObject f = Existing("d/f", {"d/f"});
+  ASSERT_EQ(::rename((dir_.path() + "/g").c_str(), (dir_.path() + "/d/f").c_str()), 0);
+  Status s = Check({f});
+  EXPECT_EQ(s.code(), ESTALE);
+  EXPECT_NE(s.message().find("/d/f is no longer the object"), std::string::npos) << s.message();
+  ASSERT_EQ(::unlink((dir_.path() + "/d/f").c_str()), 0);
+  EXPECT_EQ(Check({f}).code(), ESTALE);
+}
+
+TEST_F(ApplyTargetsCheck, ASymlinkOrAFileWhereADirectoryWasIsRefused) {
+  PlannedObject f = Existing("d/f", {"d/f"});
+  ASSERT_EQ(::rename((dir_.path() + "/d").c_str(), (dir_.path() + "/aside").c_str()), 0);
+  ASSERT_EQ(::symlink("aside", (dir_.path() + "/d").c_str()), 0);
+  Status s = Check({f});
+  EXPECT_EQ(s.code(), ELOOP);
+  EXPECT_NE(s.message().find("symlink on the way"), std::string::npos) << s.message();
+  EXPECT_EQ(Check({New(1, {"d/new"})}).code(), ELOOP);
+  // A file where a new name's directory is, unless the plan removes it.
+  PlannedObject g = Existing("g", {});
+  EXPECT_EQ(Check({New(1, {"g/new"})}).code(), ENOTDIR);
+  EXPECT_TRUE(Check({g, New(1, {"g"}), New(2, {"g/new"})}).ok());
+}
+
+TEST_F(ApplyTargetsCheck, SomethingMadeAtANewNameIsRefused) {
+  PlannedObject g = Existing("g", {"d/g"});
+  EXPECT_TRUE(Check({New(1, {"d/new"}), g}).ok());
+  WriteFile(dir_.path() + "/d/new", "planted");
+  WriteFile(dir_.path() + "/d/g", "planted");
+  Status s = Check({New(1, {"d/new"})});
+  EXPECT_EQ(s.code(), EEXIST);
+  EXPECT_NE(s.message().find("/d/new was made"), std::string::npos) << s.message();
+  EXPECT_EQ(Check({g}).code(), EEXIST);
+  // Unless the plan moves it away, or removes it.
+  EXPECT_TRUE(Check({Existing("d/new", {}), New(1, {"d/new"})}).ok());
+  EXPECT_TRUE(Check({Existing("d/g", {"d/g2"}), g}).ok());
+}
+
+}  // namespace
+}  // namespace ktmfs::fstx
