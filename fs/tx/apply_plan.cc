@@ -21,45 +21,6 @@ bool PlannedObject::parks() const {
   return std::find(finals.begin(), finals.end(), original) == finals.end();
 }
 
-std::optional<std::string> ApplyPlan::PathBeforeApply(const std::string& path) const {
-  auto under = [](const std::string& p, const std::string& dir) {
-    return p == dir || (p.size() > dir.size() && p.starts_with(dir) && p[dir.size()] == '/');
-  };
-  // The deepest directory moved to an ancestor of `path` carries it.
-  const PlannedObject* moved = nullptr;
-  size_t longest = 0;
-  for (const PlannedObject& o : objects) {
-    if (o.is_new() || o.finals.empty() || !o.parks()) continue;
-    const std::string& to = o.finals.front();
-    if (under(path, to) && to.size() > longest) {
-      moved = &o;
-      longest = to.size();
-    }
-  }
-  const std::string before = moved == nullptr ? path : moved->original + path.substr(longest);
-  // Below what carries it, an object leaving its name leaves the name to the transaction.
-  const size_t carried = moved == nullptr ? 0 : moved->original.size();
-  for (const PlannedObject& o : objects)
-    if (o.parks() && o.original.size() >= carried && &o != moved && under(before, o.original))
-      return std::nullopt;
-  return before;
-}
-
-ApplyPlan::ChangedDirs ApplyPlan::DirsChanged() const {
-  auto parent = [](const std::string& rel) {
-    const size_t slash = rel.rfind('/');
-    return slash == std::string::npos ? std::string() : rel.substr(0, slash);
-  };
-  ChangedDirs dirs;
-  for (const PlannedObject& o : objects) {
-    if (o.parks()) dirs.losing.insert(parent(o.original));
-    for (const std::string& name : o.finals)
-      if (o.is_new() || name != o.original)
-        if (auto before = PathBeforeApply(parent(name))) dirs.gaining.insert(*before);
-  }
-  return dirs;
-}
-
 const PlannedObject* ApplyPlan::Find(const ObjectId& id) const {
   for (const auto& o : objects)
     if (o.id == id) return &o;
@@ -218,6 +179,64 @@ Result<ApplyPlan> PlanApply(const std::vector<Op>& ops) {
   Simulator sim;
   KTMFS_RETURN_IF_ERROR(sim.Run(ops));
   return sim.Finish();
+}
+
+namespace {
+
+std::string ParentPath(const std::string& rel) {
+  const size_t slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
+// The lengths of `path`'s ancestors and of itself, longest first ("a/b": 3, 1; "" has none).
+std::vector<size_t> PrefixLengths(const std::string& path) {
+  std::vector<size_t> out;
+  if (path.empty()) return out;
+  out.push_back(path.size());
+  for (size_t i = path.size(); i-- > 0;)
+    if (path[i] == '/') out.push_back(i);
+  return out;
+}
+
+}  // namespace
+
+NamesBeforeApply::NamesBeforeApply(const ApplyPlan& plan) : plan_(plan) {
+  for (const PlannedObject& o : plan.objects) {
+    if (!o.parks()) continue;
+    leaving_.insert(o.original);
+    if (!o.finals.empty()) moved_to_.emplace(o.finals.front(), &o);
+  }
+}
+
+std::optional<std::string> NamesBeforeApply::Of(const std::string& path) const {
+  // The deepest directory moved to an ancestor of `path` (or to `path`) carries it.
+  const PlannedObject* moved = nullptr;
+  std::string before = path;
+  for (size_t len : PrefixLengths(path)) {
+    auto it = moved_to_.find(path.substr(0, len));
+    if (it == moved_to_.end()) continue;
+    moved = it->second;
+    before = moved->original + path.substr(len);
+    break;
+  }
+  // Below what carries it, an object leaving its name leaves the name to the transaction.
+  const size_t carried = moved == nullptr ? 0 : moved->original.size();
+  for (size_t len : PrefixLengths(before)) {
+    if (len <= carried) break;
+    if (Vacated(before.substr(0, len))) return std::nullopt;
+  }
+  return before;
+}
+
+NamesBeforeApply::ChangedDirs NamesBeforeApply::DirsChanged() const {
+  ChangedDirs dirs;
+  for (const PlannedObject& o : plan_.objects) {
+    if (o.parks()) dirs.losing.insert(ParentPath(o.original));
+    for (const std::string& name : o.finals)
+      if (o.is_new() || name != o.original)
+        if (auto before = Of(ParentPath(name))) dirs.gaining.insert(*before);
+  }
+  return dirs;
 }
 
 }  // namespace ktmfs::fstx

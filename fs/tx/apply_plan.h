@@ -4,6 +4,7 @@
 // the log, a re-run after a crash computes the same plan and can check each step by identity.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -38,23 +39,37 @@ struct ApplyPlan {
   // Data and attribute operations, in log order, each naming an object of `objects`.
   std::vector<Op> content_ops;
   const PlannedObject* Find(const ObjectId& id) const;
-  // Where `path`, a name as it will be after apply, is before it: under a directory the plan
-  // moves, it is still under that directory's original name. Nothing if what is at that name
-  // before apply moves away or is removed (the name is the transaction's own then).
-  std::optional<std::string> PathBeforeApply(const std::string& path) const;
-  // The directories whose entries apply changes, named as they are before it: those that lose
-  // a name (an existing object moved away or removed) and those that gain one (but for those
-  // PathBeforeApply has nothing for).
-  struct ChangedDirs {
-    std::set<std::string> losing, gaining;
-  };
-  ChangedDirs DirsChanged() const;
 };
 
 // InvalidArgument if the operations are inconsistent (an op on a name the transaction had
 // already removed) or use what this version does not support: two pre-existing names of one
 // object touched by the same transaction.
 Result<ApplyPlan> PlanApply(const std::vector<Op>& ops);
+
+// Names after apply traced back to where they are before it, for what is checked before apply.
+// Built once for a plan, so that a lookup walks the name's ancestors, not the plan.
+class NamesBeforeApply {
+ public:
+  explicit NamesBeforeApply(const ApplyPlan& plan);
+  // Where `path`, a name as it will be after apply, is before it: under a directory the plan
+  // moves, it is still under that directory's original name. Nothing if what is at that name
+  // before apply moves away or is removed (the name is the transaction's own then).
+  std::optional<std::string> Of(const std::string& path) const;
+  // Whether an object of the plan leaves `path`, a name before apply (moved away or removed).
+  bool Vacated(const std::string& path) const { return leaving_.count(path) != 0; }
+
+  // The directories whose entries apply changes, named as they are before it: those that lose
+  // a name and those that gain one (but for those Of has nothing for).
+  struct ChangedDirs {
+    std::set<std::string> losing, gaining;
+  };
+  ChangedDirs DirsChanged() const;
+
+ private:
+  const ApplyPlan& plan_;
+  std::map<std::string, const PlannedObject*> moved_to_;  // by the first final name
+  std::set<std::string> leaving_;                         // original names left
+};
 
 // Number of '/' separated components: parents sort before children.
 size_t PathDepth(const std::string& path);

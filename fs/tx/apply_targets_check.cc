@@ -52,6 +52,7 @@ Status Refuse(const BackingRoot& root, const std::string& rel, uint64_t flags,
 
 Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan) {
   BackingRoot root(backing_root);
+  const NamesBeforeApply before(plan);
   for (const PlannedObject& o : plan.objects) {
     if (o.is_new()) continue;
     struct statx stx;
@@ -76,15 +77,12 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan)
     for (const std::string& name : o.finals) {
       if (!o.is_new() && name == o.original) continue;
       const size_t slash = name.rfind('/');
-      auto dir = plan.PathBeforeApply(slash == std::string::npos ? "" : name.substr(0, slash));
+      auto dir = before.Of(slash == std::string::npos ? "" : name.substr(0, slash));
       if (!dir) continue;
       const std::string leaf = slash == std::string::npos ? name : name.substr(slash + 1);
       const std::string now = dir->empty() ? leaf : *dir + "/" + leaf;
-      bool vacated = false;
-      for (const PlannedObject& p : plan.objects)
-        vacated = vacated || (p.parks() && p.original == now);
       struct statx stx;
-      if (!vacated && Look(root, now, &stx) == 0) {
+      if (!before.Vacated(now) && Look(root, now, &stx) == 0) {
         return Status::Error(EEXIST, Shown(root, now) +
                                          " was made in the backing directory behind ktmfs's "
                                          "back, where the transaction puts " +
@@ -92,7 +90,7 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan)
       }
     }
   }
-  const ApplyPlan::ChangedDirs dirs = plan.DirsChanged();
+  const NamesBeforeApply::ChangedDirs dirs = before.DirsChanged();
   for (const std::string& dir : dirs.losing) {
     // Its objects were looked at above, so it is there.
     struct statx stx;

@@ -105,7 +105,7 @@ TEST(ApplyPlan, InconsistentOrUnsupportedOpsAreRefused) {
             EINVAL);
 }
 
-TEST(ApplyPlan, PathBeforeApplyFollowsMovedDirectoriesBack) {
+TEST(NamesBeforeApply, FollowMovedDirectoriesBack) {
   auto obj = [](uint64_t ino, std::string original, std::vector<std::string> finals) {
     PlannedObject o;
     o.id = ObjectId::Existing(1, ino);
@@ -116,12 +116,16 @@ TEST(ApplyPlan, PathBeforeApplyFollowsMovedDirectoriesBack) {
   ApplyPlan plan;
   plan.objects = {obj(2, "p", {"q"}), obj(3, "p/s", {"q/s/t"}), obj(4, "p/i", {}),
                   obj(5, "gone", {})};
-  EXPECT_EQ(plan.PathBeforeApply("q/x"), "p/x");
-  EXPECT_EQ(plan.PathBeforeApply("q/s/t/y"), "p/s/y");  // the deepest move carries it
-  EXPECT_EQ(plan.PathBeforeApply("r"), "r");
-  EXPECT_EQ(plan.PathBeforeApply("q/i"), std::nullopt);     // p/i is removed: the name is free
-  EXPECT_EQ(plan.PathBeforeApply("gone/new"), std::nullopt);
-  EXPECT_EQ(plan.PathBeforeApply("p"), std::nullopt);  // p moves away
+  const NamesBeforeApply before(plan);
+  EXPECT_EQ(before.Of("q/x"), "p/x");
+  EXPECT_EQ(before.Of("q/s/t/y"), "p/s/y");  // the deepest move carries it
+  EXPECT_EQ(before.Of("r"), "r");
+  EXPECT_EQ(before.Of("q/i"), std::nullopt);  // p/i is removed: the name is free
+  EXPECT_EQ(before.Of("gone/new"), std::nullopt);
+  EXPECT_EQ(before.Of("p"), std::nullopt);  // p moves away
+  EXPECT_EQ(before.Of("q"), "p");
+  EXPECT_TRUE(before.Vacated("p/i"));
+  EXPECT_FALSE(before.Vacated("p/x"));
 }
 
 }  // namespace
