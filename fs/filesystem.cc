@@ -8,9 +8,11 @@
 #include <cstring>
 #include <set>
 
+#include "fs/daemon_log.h"
 #include "fs/fuse_ring.h"
 #include "fs/invalidator.h"
 #include "fs/kernel_channel.h"
+#include "fs/object_handle.h"
 #include "fs/setid.h"
 #include "fs/tx_view.h"
 
@@ -39,12 +41,25 @@ Status Filesystem::OpenRoots() {
       return Status::FromErrno(err, "source " + sources[i].path);
     }
     auto inode = std::make_unique<Inode>();
-    inode->fd = fd;
+    inode->fd_slot->fd = fd;
     inode->dev = st.st_dev;
     inode->ino = st.st_ino;
     inode->type = S_IFDIR;
     inode->source_index = static_cast<int>(i);
     source_roots_.push_back(inodes_.AddPinned(std::move(inode)));
+    // open_by_handle_at(2) wants a descriptor on the filesystem that is not O_PATH.
+    int mount_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = errno;
+    if (mount_fd >= 0 && HandlesWork(mount_fd, &err)) {
+      inodes_.CloseUnusedDescriptors(st.st_dev, mount_fd, options_.node_descriptors);
+    } else {
+      if (mount_fd >= 0) close(mount_fd);
+      DaemonLog(LogLevel::kNotice,
+                "source " + sources[i].path +
+                    ": every object the kernel knows keeps a descriptor "
+                    "open in the daemon, since objects cannot be opened by handle (" +
+                    std::strerror(err) + ")");
+    }
   }
   if (layout_.virtual_root()) {
     auto root = std::make_unique<Inode>();
@@ -75,7 +90,7 @@ int Filesystem::Stat(Inode* inode, struct stat* st) const {
     VirtualRootAttr(st);
     return 0;
   }
-  if (fstatat(inode->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (fstatat(inode->Fd().get(), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   return 0;
 }
 
@@ -221,11 +236,12 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   std::memset(e, 0, sizeof *e);
   // With names not cached (entry_timeout 0) every path walk looks up objects the kernel already
   // holds: for those one fstatat answers, without a descriptor to open and close.
-  if (fstatat(parent->fd, name, &e->attr, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (fstatat(parent->Fd().get(), name, &e->attr, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (layout_.IsHiddenObject(e->attr.st_dev, e->attr.st_ino)) return ENOENT;
   Inode* inode = inodes_.AcquireKnown(e->attr);
   if (inode == nullptr) {
-    int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW);
+    int fd = inodes_.OpenMakingRoom(
+        [&] { return openat(parent->Fd().get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC); });
     if (fd < 0) return errno;
     // The name may have changed since the fstatat: describe what was opened.
     if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {

@@ -1,15 +1,62 @@
 #include "fs/inode_table.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <climits>
 
 namespace ktmfs::fs {
 
-Inode::~Inode() {
+NodeFdSlot::~NodeFdSlot() {
   if (fd >= 0) close(fd);
+}
+
+NodeFd::~NodeFd() {
+  if (counted_ == nullptr) return;
+  // Callers read errno after the call this descriptor served, often once this is gone.
+  const int saved = errno;
+  {
+    std::lock_guard l(counted_->mu);
+    assert(counted_->users > 0);
+    --counted_->users;
+  }
+  errno = saved;
+}
+
+NodeFd Inode::Fd() const {
+  NodeFdSlot& slot = *fd_slot;
+  if (table == nullptr) return NodeFd(nullptr, slot.fd);
+  bool reopened = false;
+  int fd = -1;
+  {
+    std::lock_guard l(slot.mu);
+    if (slot.fd >= 0) {
+      ++slot.users;
+      fd = slot.fd;
+    }
+  }
+  if (fd < 0) {
+    // Opened with no lock held: making room takes the table's lock, then other nodes'.
+    int opened = table->OpenMakingRoom(
+        [this] { return handle->Open(mount_fd, O_PATH | O_NOFOLLOW | O_CLOEXEC); });
+    if (opened < 0) return NodeFd(nullptr, -1);
+    std::lock_guard l(slot.mu);
+    if (slot.fd >= 0) {
+      close(opened);  // another use opened it meanwhile
+    } else {
+      slot.fd = opened;
+      reopened = true;
+    }
+    ++slot.users;
+    fd = slot.fd;
+  }
+  fd_used.store(true, std::memory_order_relaxed);
+  if (reopened) table->Reopened(this);
+  return NodeFd(fd_slot, fd);
 }
 
 void Inode::NoteLookedUpAs(const std::string& path) {
@@ -44,23 +91,156 @@ Inode* InodeTable::AddPinned(std::unique_ptr<Inode> inode) {
 
 std::unique_ptr<Inode> InodeTable::NewInode(int fd, const struct stat& st, int source_index) {
   auto inode = std::make_unique<Inode>();
-  inode->fd = fd;
+  inode->fd_slot->fd = fd;
   inode->dev = st.st_dev;
   inode->ino = st.st_ino;
   inode->type = st.st_mode & S_IFMT;
   inode->generation = next_generation_++;
   inode->nlookup = 1;
   inode->source_index = source_index;
+  for (const auto& [dev, mount_fd] : handle_mounts_) {
+    if (dev != st.st_dev) continue;
+    inode->handle = ObjectHandle::Of(fd);
+    if (inode->handle) {
+      inode->table = this;
+      inode->mount_fd = mount_fd;
+      inode->fd_used.store(true, std::memory_order_relaxed);  // its lookup is using it
+      List(inode.get());
+      TrimDescriptors();
+    }
+    break;
+  }
   return inode;
+}
+
+InodeTable::~InodeTable() {
+  // No request runs any more, so no node opens its object by handle again.
+  for (const auto& m : handle_mounts_)
+    close(m.second);
+}
+
+void InodeTable::CloseUnusedDescriptors(dev_t dev, int mount_fd, size_t budget) {
+  std::lock_guard lock(mu_);
+  handle_mounts_.emplace_back(dev, mount_fd);
+  fixed_budget_ = budget;
+}
+
+size_t InodeTable::OpenDescriptors() const {
+  std::lock_guard lock(mu_);
+  return listed_;
+}
+
+void InodeTable::SetDescriptorsHeldElsewhere(std::function<uint64_t()> held) {
+  std::lock_guard lock(mu_);
+  held_elsewhere_ = std::move(held);
+}
+
+size_t InodeTable::Budget() const {
+  if (fixed_budget_ != 0) return fixed_budget_;
+  // Read each time: an administrator may change the daemon's limit (prlimit(1)) while it runs.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return SIZE_MAX / 2;
+  uint64_t left = rl.rlim_cur;
+  if (held_elsewhere_) {
+    const uint64_t held = held_elsewhere_();
+    left = held < left ? left - held : 0;
+  }
+  return std::max<size_t>(static_cast<size_t>(left / 2), 16);
+}
+
+void InodeTable::List(Inode* inode) {
+  assert(!inode->listed && inode->table == this);
+  inode->lru_prev = lru_tail_;
+  inode->lru_next = nullptr;
+  (lru_tail_ != nullptr ? lru_tail_->lru_next : lru_head_) = inode;
+  lru_tail_ = inode;
+  inode->listed = true;
+  ++listed_;
+}
+
+void InodeTable::Unlist(Inode* inode) {
+  assert(inode->listed && listed_ > 0);
+  if (hand_ == inode) hand_ = inode->lru_next;
+  (inode->lru_prev != nullptr ? inode->lru_prev->lru_next : lru_head_) = inode->lru_next;
+  (inode->lru_next != nullptr ? inode->lru_next->lru_prev : lru_tail_) = inode->lru_prev;
+  inode->lru_prev = inode->lru_next = nullptr;
+  inode->listed = false;
+  --listed_;
+}
+
+void InodeTable::TrimDescriptorsTo(size_t target, bool second_chance) {
+  if (listed_ <= target) return;
+  // Second chance: a descriptor used since the last pass is passed over once. One that is in
+  // use, or whose node has open files (their requests come often), is not closed.
+  size_t steps = 2 * listed_;
+  while (listed_ > target && steps-- > 0) {
+    Inode* n = hand_ != nullptr ? hand_ : lru_head_;
+    hand_ = n->lru_next;
+    if (n->open_handles.load() != 0 ||
+        (n->fd_used.exchange(false, std::memory_order_relaxed) && second_chance))
+      continue;
+    std::lock_guard l(n->fd_slot->mu);
+    if (n->fd_slot->users != 0) continue;
+    close(n->fd_slot->fd);
+    n->fd_slot->fd = -1;
+    Unlist(n);
+  }
+}
+
+int InodeTable::OpenMakingRoom(const std::function<int()>& open) {
+  int fd = open();
+  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+  const int err = errno;
+  size_t before;
+  {
+    std::lock_guard lock(mu_);
+    before = listed_;
+    TrimDescriptorsTo(listed_ / 2, false);
+    if (listed_ == before) {
+      errno = err;
+      return -1;
+    }
+  }
+  return open();
+}
+
+void InodeTable::Reopened(const Inode* node) {
+  // The table owns every node; only its list links change here.
+  Inode* inode = const_cast<Inode*>(node);
+  std::lock_guard lock(mu_);
+  {
+    // Closed again already by a trim that ran before this took the table's lock.
+    std::lock_guard l(inode->fd_slot->mu);
+    if (inode->fd_slot->fd < 0 || inode->listed) return;
+  }
+  List(inode);
+  TrimDescriptors();
+}
+
+bool InodeTable::StillThere(Inode* inode) {
+  if (inode->table == nullptr) return true;
+  NodeFdSlot& slot = *inode->fd_slot;
+  std::lock_guard l(slot.mu);
+  if (slot.fd >= 0) return true;
+  // A number whose object went behind the daemon's back may name a new object now.
+  slot.fd = inode->handle->Open(inode->mount_fd, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (slot.fd < 0) return false;
+  inode->fd_used.store(true, std::memory_order_relaxed);
+  List(inode);
+  return true;
 }
 
 Inode* InodeTable::Acquire(int fd, const struct stat& st, int source_index) {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{st.st_dev, st.st_ino});
   if (it != by_key_.end()) {
-    close(fd);
-    it->second->nlookup++;
-    return it->second.get();
+    if (StillThere(it->second.get())) {
+      close(fd);
+      it->second->nlookup++;
+      return it->second.get();
+    }
+    retired_.emplace(it->second.get(), std::move(it->second));
+    by_key_.erase(it);
   }
   auto inode = NewInode(fd, st, source_index);
   Inode* raw = inode.get();
@@ -72,8 +252,16 @@ Inode* InodeTable::AcquireKnown(const struct stat& st) {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{st.st_dev, st.st_ino});
   if (it == by_key_.end()) return nullptr;
-  it->second->nlookup++;
-  return it->second.get();
+  Inode* inode = it->second.get();
+  if (!StillThere(inode)) {
+    // Its object is gone: whoever still holds the node gets ESTALE, the number a new node.
+    retired_.emplace(inode, std::move(it->second));
+    by_key_.erase(it);
+    return nullptr;
+  }
+  TrimDescriptors();
+  inode->nlookup++;
+  return inode;
 }
 
 Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int fd,
@@ -98,6 +286,11 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
         // tx_mu): it either sees the new transaction or keeps the node from being handed over.
         std::lock_guard l(v->tx_mu);
         if (v->open_handles.load() != 0) continue;
+        // Its descriptor, open, is what keeps the object's number from reuse.
+        if (v->table != nullptr) {
+          std::lock_guard fl(v->fd_slot->mu);
+          if (v->fd_slot->fd < 0) continue;
+        }
         auto node = versions_.extract(VersionKey{v->tx, source_index, object});
         node.key() = key;
         versions_.insert(std::move(node));
@@ -171,6 +364,7 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   if (inode->is_virtual_root()) return;
   inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
   if (inode->nlookup != 0 || inode->pinned) return;
+  if (inode->listed) Unlist(inode);
   if (inode->is_tx_version()) {
     view_paths_.erase(inode);
     if (inode->tx_ended) {
@@ -236,7 +430,10 @@ int InodeTable::ReopenObject(dev_t dev, ino_t ino, int flags) const {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{dev, ino});
   if (it == by_key_.end()) return -1;
-  return open(("/proc/self/fd/" + std::to_string(it->second->fd)).c_str(), flags);
+  Inode* inode = it->second.get();
+  std::lock_guard l(inode->fd_slot->mu);
+  if (inode->fd_slot->fd < 0) return inode->handle->Open(inode->mount_fd, flags | O_CLOEXEC);
+  return open(("/proc/self/fd/" + std::to_string(inode->fd_slot->fd)).c_str(), flags);
 }
 
 size_t InodeTable::size() const {

@@ -1,7 +1,15 @@
-// The inode table: one Inode per backing object, keyed by its (dev, ino) and held open by an
+// The inode table: one Inode per backing object, keyed by its (dev, ino) and reached through an
 // O_PATH descriptor, so a name renamed behind the kernel's back still reaches the same object
 // and hard links share one node. The kernel's node id is the Inode's address (the root is
 // FUSE_ROOT_ID); lookup counts follow the kernel's LOOKUP/FORGET protocol.
+//
+// The kernel decides how many nodes it keeps, and anyone may make it keep more (an `ls -l` of a
+// big directory, a transaction creating files). A descriptor held per node would let that
+// exhaust the daemon's file limit for every user, so the table keeps at most a budget of them
+// open (by default half its soft RLIMIT_NOFILE) and closes the least recently used beyond it.
+// A closed node keeps its object's file handle (ObjectHandle) and opens it again on its next
+// use. Where handles cannot be opened (no CAP_DAC_READ_SEARCH, a filesystem without them) a
+// node keeps its descriptor for life, as roots always do.
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -10,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,10 +29,40 @@
 #include <utility>
 #include <vector>
 
+#include "fs/object_handle.h"
 #include "fs/tx/records.h"
 #include "src/guid.h"
 
 namespace ktmfs::fs {
+
+class InodeTable;
+
+// Where a node keeps its descriptor. Shared with every NodeFd in use: a request replies before
+// its NodeFd goes, and the kernel may then forget the node, so the descriptor and its use
+// count outlive the Inode until the last user is done (which closes it).
+struct NodeFdSlot {
+  std::mutex mu;  // guards fd and users of a node the table may close
+  int fd = -1;
+  uint32_t users = 0;
+  ~NodeFdSlot();
+};
+
+// A node's descriptor, kept open while this lives (the table closes no descriptor in use).
+// get() is -1 when the node's object could not be opened again: it is gone (ESTALE) or the
+// daemon is out of descriptors (EMFILE); errno says which.
+class NodeFd {
+ public:
+  NodeFd() = default;
+  NodeFd(std::shared_ptr<NodeFdSlot> counted, int fd) : counted_(std::move(counted)), fd_(fd) {}
+  NodeFd(NodeFd&& o) noexcept = default;
+  NodeFd& operator=(NodeFd&&) = delete;
+  ~NodeFd();
+  int get() const { return fd_; }
+
+ private:
+  std::shared_ptr<NodeFdSlot> counted_;  // whose use count this holds; null: never closed
+  int fd_ = -1;
+};
 
 struct Inode {
   // kTxVersion: one transaction's version of an object (see fs/TRANSACTIONS.md, "node ids"):
@@ -31,7 +70,10 @@ struct Inode {
   // `fd` then holds the backing object (existing objects) or the staged one (new objects).
   enum class Kind { kBacking, kVirtualRoot, kTxVersion };
   Kind kind = Kind::kBacking;
-  int fd = -1;  // O_PATH, O_NOFOLLOW; -1 for the virtual root
+  // The object's descriptor (O_PATH, O_NOFOLLOW; -1 for the virtual root). Use Fd(): for a node
+  // with a handle the table may close it while unused.
+  const std::shared_ptr<NodeFdSlot> fd_slot = std::make_shared<NodeFdSlot>();
+  NodeFd Fd() const;
   dev_t dev = 0;
   ino_t ino = 0;
   mode_t type = 0;  // S_IFMT bits, fixed for the object's life
@@ -73,7 +115,17 @@ struct Inode {
     return tx;
   }
 
-  ~Inode();
+  // Set by the table for a node whose descriptor it may close (see InodeTable): the handle to
+  // open it again by, and a descriptor on its filesystem. The table's mutex, when taken with
+  // fd_slot's, comes first.
+  InodeTable* table = nullptr;
+  std::optional<ObjectHandle> handle;
+  int mount_fd = -1;
+  mutable std::atomic<bool> fd_used{false};  // since the table last looked (second chance)
+  Inode* lru_prev = nullptr;  // the table's list of closable open descriptors (its mutex)
+  Inode* lru_next = nullptr;
+  bool listed = false;
+
   bool is_virtual_root() const { return kind == Kind::kVirtualRoot; }
   bool is_tx_version() const { return kind == Kind::kTxVersion; }
 };
@@ -86,6 +138,21 @@ class InodeTable {
 
   // Installs a pinned root (a source root or the virtual root) owned by the table.
   Inode* AddPinned(std::unique_ptr<Inode> inode);
+  // From now on nodes on the filesystem `mount_fd` is on (device `dev`) get handles, and their
+  // descriptors may be closed beyond the budget: `budget` descriptors, or 0 for half the soft
+  // RLIMIT_NOFILE (read again as it changes). Only once HandlesWork() said yes; the table owns
+  // `mount_fd` (not O_PATH, which open_by_handle_at refuses).
+  void CloseUnusedDescriptors(dev_t dev, int mount_fd, size_t budget);
+  ~InodeTable();
+  // How many closable descriptors are open now (tests, the daemon's report).
+  size_t OpenDescriptors() const;
+  // How many descriptors the daemon holds for other reasons that grow with use (transactions'
+  // changed files): the default budget is half of what they leave of the file limit.
+  void SetDescriptorsHeldElsewhere(std::function<uint64_t()> held);
+  // Runs `open` (which returns a descriptor, or -1 with errno); when the daemon is out of
+  // descriptors (EMFILE, ENFILE: other descriptors it holds grew, or its limit was lowered),
+  // closes half of the closable ones not in use and runs it once more.
+  int OpenMakingRoom(const std::function<int()>& open);
   void SetRoot(Inode* root) { root_ = root; }
   Inode* root() const { return root_; }
 
@@ -137,6 +204,10 @@ class InodeTable {
   // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
   // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.
   int ReopenObject(dev_t dev, ino_t ino, int flags) const;
+  // A node's descriptor was opened again (Inode::Fd): counts it, and closes others if that goes
+  // past the budget.
+  void Reopened(const Inode* inode);
+
   // The next lookup of (dev, ino) gets a new node; the current one lives on for whoever still
   // holds it (until forgotten). For a directory a commit moved: the kernel keeps one dentry per
   // directory node, and the old node's may still sit at the old name.
@@ -168,6 +239,16 @@ class InodeTable {
   };
   // A counted, unregistered inode for the object `fd` holds (mu_ held).
   std::unique_ptr<Inode> NewInode(int fd, const struct stat& st, int source_index);
+  // The descriptor cache, all with mu_ held. Whether a known node's object is still the one
+  // its number names: its descriptor is open, or its handle opens again (and stays open).
+  bool StillThere(Inode* inode);
+  void List(Inode* inode);
+  void Unlist(Inode* inode);
+  size_t Budget() const;
+  // Closes unused descriptors, least recently used first, until `target` are open or none is
+  // left to close; `second_chance` passes over those used since the last look once.
+  void TrimDescriptorsTo(size_t target, bool second_chance);
+  void TrimDescriptors() { TrimDescriptorsTo(Budget(), true); }
 
   mutable std::mutex mu_;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
@@ -181,6 +262,14 @@ class InodeTable {
   std::unique_ptr<Inode> virtual_root_;
   Inode* root_ = nullptr;
   std::atomic<uint64_t> next_generation_{1};
+  // Closable descriptors (nodes with handles whose descriptor is open), oldest first.
+  std::vector<std::pair<dev_t, int>> handle_mounts_;
+  size_t fixed_budget_ = 0;
+  std::function<uint64_t()> held_elsewhere_;
+  Inode* lru_head_ = nullptr;
+  Inode* lru_tail_ = nullptr;
+  Inode* hand_ = nullptr;  // where the next trim looks first
+  size_t listed_ = 0;
 };
 
 }  // namespace ktmfs::fs

@@ -287,6 +287,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   fs.SetTxService(txs->get());
+  fs.inodes().SetDescriptorsHeldElsewhere([t = txs->get()] { return t->DescriptorsHeld(); });
   PassthroughFiles::WatchLingeringWriters(fs);
 
   fuse_lowlevel_ops ops{};
@@ -361,6 +362,7 @@ int Run(int argc, char** argv) {
   // back now, with the log still open.
   invalidator.Discard();  // again, for the paths that never mounted
   direct_writes.Discard(std::chrono::seconds(1));
+  fs.inodes().SetDescriptorsHeldElsewhere(nullptr);
   fs.SetTxService(nullptr);
   txs->reset();
   fs.SetInvalidator(nullptr);

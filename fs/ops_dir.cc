@@ -58,7 +58,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (Routed(req, Classify(fs, tx, d->inode), in_tx)) return;
   if (!d->inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    int fd = openat(d->inode->fd, ".", O_RDONLY | O_DIRECTORY);
+    int fd = openat(d->inode->Fd().get(), ".", O_RDONLY | O_DIRECTORY);
     if (fd < 0) {
       fuse_reply_err(req, errno);
       return;

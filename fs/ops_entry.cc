@@ -119,8 +119,8 @@ int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_s
   const int fh = fi != nullptr && inode->type == S_IFREG ? static_cast<int>(fi->fh) : -1;
   if (to_set & FUSE_SET_ATTR_MODE) {
     auto chmod_it = [&] {
-      int r =
-          fh >= 0 ? fchmod(fh, attr->st_mode) : chmod(ProcPath(inode->fd).c_str(), attr->st_mode);
+      int r = fh >= 0 ? fchmod(fh, attr->st_mode)
+                      : chmod(ProcPath(inode->Fd().get()).c_str(), attr->st_mode);
       return r == 0 ? 0 : errno;
     };
     // Writes the kernel passes through would not clear the bits (fs/passthrough.h).
@@ -132,11 +132,12 @@ int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_s
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
     gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-    if (fchownat(inode->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    if (fchownat(inode->Fd().get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+      return errno;
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     int r = fh >= 0 ? ftruncate(fh, attr->st_size)
-                    : truncate(ProcPath(inode->fd).c_str(), attr->st_size);
+                    : truncate(ProcPath(inode->Fd().get()).c_str(), attr->st_size);
     if (r != 0) return errno;
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
@@ -146,7 +147,7 @@ int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_s
         TimeToSet(to_set, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW, attr->st_mtim),
     };
     int r = fh >= 0 ? futimens(fh, ts)
-                    : utimensat(inode->fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+                    : utimensat(inode->Fd().get(), "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     if (r != 0) return errno;
   }
   return 0;
@@ -157,7 +158,7 @@ int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_s
 // by the daemon changes nothing else: the kernel has already sent the clearing of whatever
 // bit root's chown would clear. Best effort: the caller's chown itself succeeded.
 void TouchCtime(Inode* inode) {
-  (void)fchownat(inode->fd, "", static_cast<uid_t>(-1), static_cast<gid_t>(-1),
+  (void)fchownat(inode->Fd().get(), "", static_cast<uid_t>(-1), static_cast<gid_t>(-1),
                  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
 }
 
@@ -209,7 +210,7 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   if (Routed(req, ClassifyRead(fs, tx, inode), [&] { txops::Readlink(req, fs, tx, inode); }))
     return;
   char buf[PATH_MAX + 1];
-  ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->fd, "", buf, sizeof buf);
+  ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->Fd().get(), "", buf, sizeof buf);
   if (n < 0) {
     fuse_reply_err(req, inode->is_virtual_root() ? EINVAL : errno);
     return;
@@ -242,7 +243,7 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, m
     return;
   }
   IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (make(p->fd, id) != 0) {
+  if (make(p->Fd().get(), id) != 0) {
     fuse_reply_err(req, errno);
     return;
   }
@@ -315,7 +316,8 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
   // as the caller does not have.
-  if (linkat(AT_FDCWD, ProcPath(inode->fd).c_str(), p->fd, newname, AT_SYMLINK_FOLLOW) != 0) {
+  if (linkat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), p->Fd().get(), newname,
+             AT_SYMLINK_FOLLOW) != 0) {
     fuse_reply_err(req, errno);
     return;
   }
@@ -342,7 +344,7 @@ void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) 
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  fuse_reply_err(req, unlinkat(p->fd, name, flags) == 0 ? 0 : errno);
+  fuse_reply_err(req, unlinkat(p->Fd().get(), name, flags) == 0 ? 0 : errno);
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -395,7 +397,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  fuse_reply_err(req, renameat2(p->fd, name, np->fd, newname, flags) == 0 ? 0 : errno);
+  fuse_reply_err(req,
+                 renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0 : errno);
 }
 
 }  // namespace

@@ -140,7 +140,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int fd, open_err = 0;
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    fd = open(ProcPath(inode->fd).c_str(), BackingOpenFlags(fs, fi->flags) & ~O_TRUNC);
+    fd = fs.inodes().OpenMakingRoom([&] {
+      return open(ProcPath(inode->Fd().get()).c_str(), BackingOpenFlags(fs, fi->flags) & ~O_TRUNC);
+    });
     if (fd < 0) open_err = errno;
   }
   if (fd < 0) {
@@ -172,7 +174,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   {
     IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
     int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
-    fd = openat(p->fd, name, flags, id.CreateMode(mode));
+    fd = fs.inodes().OpenMakingRoom(
+        [&] { return openat(p->Fd().get(), name, flags, id.CreateMode(mode)); });
     if (fd < 0) {
       fuse_reply_err(req, errno);
       return;

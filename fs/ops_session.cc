@@ -56,7 +56,8 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
   Inode* inode = fs.Get(ino);
   if (inode->is_virtual_root()) inode = fs.Get(FUSE_ROOT_ID);
   // The virtual root reports the first source's filesystem.
-  int fd = inode->is_virtual_root() ? -1 : inode->fd;
+  NodeFd node_fd = inode->is_virtual_root() ? NodeFd() : inode->Fd();
+  const int fd = node_fd.get();
   struct statvfs sv;
   int r = fd >= 0 ? fstatvfs(fd, &sv) : statvfs(fs.layout().sources()[0].path.c_str(), &sv);
   if (r != 0) {
@@ -75,7 +76,7 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  int r = faccessat(AT_FDCWD, ProcPath(inode->fd).c_str(), mask, AT_EACCESS);
+  int r = faccessat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), mask, AT_EACCESS);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 

@@ -58,7 +58,8 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  ProcPath path(inode->fd);
+  NodeFd fd = inode->Fd();
+  ProcPath path(fd.get());
   if (size == 0) {
     ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
     if (n < 0) {
@@ -91,7 +92,8 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::vector<char> names;
   if (!inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    ProcPath path(inode->fd);
+    NodeFd fd = inode->Fd();
+    ProcPath path(fd.get());
     // The list is filtered, so its size is known only after reading it whole.
     while (true) {
       ssize_t n = listxattr(path.c_str(), nullptr, 0);
@@ -127,11 +129,11 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 // flag, so the rule is applied here for the caller.
 int DropSetgidAfterAcl(fuse_req_t req, Inode* inode) {
   struct stat st;
-  if (fstatat(inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (fstatat(inode->Fd().get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (!(st.st_mode & S_ISGID)) return 0;
   const Requester who = txops::RequesterOf(req);
   if (who.InGroup(st.st_gid) || who.Capable(CAP_FSETID)) return 0;
-  return chmod(ProcPath(inode->fd).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
+  return chmod(ProcPath(inode->Fd().get()).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
 }
 
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
@@ -157,7 +159,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   inode->XattrsChanging();
   auto set = [&] {
-    return setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags) == 0 ? 0 : errno;
+    return setxattr(ProcPath(inode->Fd().get()).c_str(), name, value, size, flags) == 0 ? 0 : errno;
   };
   // Writes the kernel passes through would not clear a capability (fs/passthrough.h).
   int err = std::strcmp(name, kCapabilityXattr) == 0
@@ -184,7 +186,7 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   inode->XattrsChanging();
-  int r = removexattr(ProcPath(inode->fd).c_str(), name);
+  int r = removexattr(ProcPath(inode->Fd().get()).c_str(), name);
   int err = r == 0 ? 0 : errno;
   inode->XattrsChanging();
   fuse_reply_err(req, err);

@@ -23,6 +23,8 @@ enum Key {
   kKeyLogSize,
   kKeyMaxUserTransactions,
   kKeyMaxUserMemory,
+  kKeyNodeDescriptors,
+  kKeyMaxUserDescriptors,
   kKeyEntryTimeout,
   kKeyAttrTimeout,
   kKeyNegativeTimeout,
@@ -55,6 +57,8 @@ const fuse_opt kOptionSpecs[] = {
     FUSE_OPT_KEY("log_size=", kKeyLogSize),
     FUSE_OPT_KEY("max_user_transactions=", kKeyMaxUserTransactions),
     FUSE_OPT_KEY("max_user_memory=", kKeyMaxUserMemory),
+    FUSE_OPT_KEY("node_descriptors=", kKeyNodeDescriptors),
+    FUSE_OPT_KEY("max_user_descriptors=", kKeyMaxUserDescriptors),
     FUSE_OPT_KEY("entry_timeout=", kKeyEntryTimeout),
     FUSE_OPT_KEY("attr_timeout=", kKeyAttrTimeout),
     FUSE_OPT_KEY("negative_timeout=", kKeyNegativeTimeout),
@@ -177,6 +181,24 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
         st->error = std::string("-o ") + arg + ": expected a size up to 1024G (0: no cap)";
       }
       return 0;
+    case kKeyMaxUserDescriptors: {
+      const std::string v = ValueOf(arg);
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+          !ParseSize(v.c_str(), &o.user_caps.descriptors) || o.user_caps.descriptors > 100000000) {
+        st->error = std::string("-o ") + arg + ": expected a number from 0 (no cap) to 100000000";
+      }
+      return 0;
+    }
+    case kKeyNodeDescriptors: {
+      const std::string v = ValueOf(arg);
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+          !ParseSize(v.c_str(), &o.node_descriptors) || o.node_descriptors > 100000000 ||
+          (o.node_descriptors != 0 && o.node_descriptors < 16)) {
+        st->error = std::string("-o ") + arg +
+                    ": expected a number from 16 to 100000000 (0: half the file limit)";
+      }
+      return 0;
+    }
     case kKeyEntryTimeout:
     case kKeyAttrTimeout:
     case kKeyNegativeTimeout: {
@@ -354,6 +376,12 @@ void PrintUsage(const char* program) {
       "                             cap; root is never capped)\n"
       "    -o max_user_memory=SIZE  daemon memory one user's live transactions may hold\n"
       "                             (default 256M; 0: no cap)\n"
+      "    -o max_user_descriptors=N  descriptors one user's live transactions may keep\n"
+      "                             open, one per existing file changed (default: a\n"
+      "                             quarter of the daemon's file limit; 0: no cap)\n"
+      "    -o node_descriptors=N    descriptors kept open for objects the kernel knows;\n"
+      "                             others are opened again by handle (default 0: half\n"
+      "                             the daemon's file limit)\n"
       "    -o entry_timeout=SECS    name cache timeout (default 0: see ktmfs(8))\n"
       "    -o attr_timeout=SECS     attribute cache timeout (default 86400)\n"
       "    -o negative_timeout=SECS negative lookup cache timeout (default 0)\n"

@@ -38,8 +38,11 @@ struct Options {
   uint64_t log_size = 0;
   CacheOptions cache;
   // What one user's live transactions may hold of the daemon (-o max_user_transactions=,
-  // -o max_user_memory=; see user_quota.h). Root is not capped.
-  UserCaps user_caps{128, 256ull << 20};
+  // -o max_user_memory=, -o max_user_descriptors=; see user_quota.h). Root is not capped.
+  UserCaps user_caps{128, 256ull << 20, UserCaps::kQuarterOfFileLimit};
+  // -o node_descriptors=N: descriptors kept open for objects the kernel knows; 0: half the
+  // daemon's soft file limit (see inode_table.h).
+  uint64_t node_descriptors = 0;
   bool foreground = false;
   bool debug = false;
   bool single_thread = false;

@@ -125,7 +125,7 @@ void PassthroughFiles::Release(Filesystem& fs, Inode* inode, int fd) {
     // A mapping made through this open may still write the backing file (the daemon's own
     // descriptor, just closed, no longer counts); then the hold lingers.
     const bool still_open =
-        OpenForWritingElsewhere(open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC));
+        OpenForWritingElsewhere(open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC));
     if (fstx::LockTable* locks = LocksOf(fs, inode))
       locks->RemoveOutsideWriter(KeyOf(inode), still_open);
   }

@@ -152,6 +152,11 @@ bool SystemProcReader::SameTask(pid_t tid, uint64_t start_time) {
   return true;
 }
 
+size_t SystemProcReader::KeptDescriptors() {
+  std::lock_guard l(mu_);
+  return stat_fds_.size() + pidfds_.size();
+}
+
 Result<std::string> SystemProcReader::StatText(pid_t tid) {
   if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
   std::string path = "/proc/" + std::to_string(tid) + "/stat";

@@ -74,6 +74,8 @@ class SystemProcReader : public ProcReader {
   Result<TaskCredentials> Credentials(pid_t tid) override;
   bool SameTask(pid_t tid, uint64_t start_time) override;
   std::vector<pid_t> Children(pid_t pid) override;
+  // The stat files and pidfds kept open now.
+  size_t KeptDescriptors();
 
  private:
   Result<std::string> StatText(pid_t tid);

@@ -126,7 +126,7 @@ std::string LockPath(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   auto p = BackingPath(fs, inode);
   if (!p.ok()) return {};
   struct stat st;
-  if (!inode->is_tx_version() || S_ISDIR(inode->type) || fstat(inode->fd, &st) != 0 ||
+  if (!inode->is_tx_version() || S_ISDIR(inode->type) || fstat(inode->Fd().get(), &st) != 0 ||
       st.st_nlink < 2) {
     return *p;
   }
@@ -152,7 +152,7 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   // the file there nobody may move or remove a directory above it.
   struct stat st;
   if (inode->is_tx_version() && !S_ISDIR(inode->type) && rm.locks().Holder(key) == tx.id() &&
-      fstat(inode->fd, &st) == 0 && st.st_nlink > 1) {
+      fstat(inode->Fd().get(), &st) == 0 && st.st_nlink > 1) {
     const std::string path = LockPath(fs, tx, inode);
     if (path.empty()) return 0;
     Status s = rm.LockAt(tx.id(), key, path);
@@ -194,7 +194,10 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
   if (!staging.ok()) return staging.status();
   const std::string name = fstx::StagedNameForExisting(inode->dev, inode->ino);
   if (fstx::StagedFile* f = (*staging)->Find(name)) return f;
-  int fd = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
+  // The staged file keeps the committed one open until the transaction ends (which also keeps
+  // the object's number from reuse while the transaction names it).
+  KTMFS_RETURN_IF_ERROR(fs.txs()->ChargeDescriptor(*tx));
+  int fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::Error(errno, "opening the committed file to stage it");
   auto f = (*staging)->FileFor(name, fd);
   close(fd);
@@ -208,7 +211,7 @@ int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string&
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (inode->object.kind == fstx::ObjectId::Kind::kNew) {
     // A new file's staged file is its content: no record, apply renames it into place.
-    if (truncate(ProcPath(inode->fd).c_str(), static_cast<off_t>(size)) != 0) return errno;
+    if (truncate(ProcPath(inode->Fd().get()).c_str(), static_cast<off_t>(size)) != 0) return errno;
   } else {
     auto f = StagedFor(fs, tx, inode);
     if (!f.ok()) return Errno(f.status());
@@ -346,7 +349,7 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   // link), as far as they still name it.
   auto path = BackingPath(fs, inode);
   if (path.ok() && locks.NameHeldAbove(*path, Guid{})) return EBUSY;
-  const int root_fd = fs.SourceRoot(inode->source_index)->fd;
+  const int root_fd = fs.SourceRoot(inode->source_index)->fd_slot->fd;  // a root's: never closed
   for (const std::string& name : inode->LookedUpAs()) {
     struct stat st;
     if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == inode->dev &&
@@ -365,7 +368,7 @@ int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
   if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;
   // The object the name holds, if a transaction changes it.
   struct stat st;
-  if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+  if (fstatat(parent->Fd().get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
       locks.Holder(fstx::ObjectKey{st.st_dev, st.st_ino})) {
     return EBUSY;
   }

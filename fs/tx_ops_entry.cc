@@ -164,7 +164,7 @@ void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
     }
   }
   char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(inode->fd, "", buf, sizeof buf - 1);
+  ssize_t n = readlinkat(inode->Fd().get(), "", buf, sizeof buf - 1);
   if (n < 0) {
     fuse_reply_err(req, errno);
     return;

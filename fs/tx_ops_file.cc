@@ -99,7 +99,7 @@ int AfterEndFd(TxHandle* h) {
   std::lock_guard l(h->mu);
   if (h->after_end_fd < 0) {
     int acc = h->flags & O_ACCMODE;
-    h->after_end_fd = open(ProcPath(h->inode->fd).c_str(), acc | O_CLOEXEC);
+    h->after_end_fd = open(ProcPath(h->inode->Fd().get()).c_str(), acc | O_CLOEXEC);
   }
   return h->after_end_fd;
 }
@@ -127,9 +127,9 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   h->inode = inode;
   h->flags = fi->flags;
   if (h->is_new()) {
-    h->fd = open(ProcPath(inode->fd).c_str(), O_RDWR | O_CLOEXEC);
+    h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDWR | O_CLOEXEC);
   } else {
-    h->fd = open(ProcPath(inode->fd).c_str(), O_RDONLY | O_CLOEXEC);
+    h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   }
   if (h->fd < 0) {
     fuse_reply_err(req, errno);
@@ -178,7 +178,7 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   h->tx = tx.id();
   h->inode = inode;
   h->flags = fi->flags;
-  h->fd = open(ProcPath(inode->fd).c_str(), O_RDWR | O_CLOEXEC);
+  h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDWR | O_CLOEXEC);
   if (h->fd < 0) {
     int e2 = errno;
     fs.inodes().Forget(inode, 1);

@@ -69,8 +69,8 @@ std::optional<PosixAcl> AclFrom(const std::optional<std::string>& v) {
 
 int ViewXattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
               std::optional<std::string>* out) {
-  return XattrOf(fs, tx, inode->source_index, ObjectOf(inode), IsNew(inode) ? -1 : inode->fd, name,
-                 out);
+  return XattrOf(fs, tx, inode->source_index, ObjectOf(inode),
+                 IsNew(inode) ? -1 : inode->Fd().get(), name, out);
 }
 
 std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, int source,
@@ -129,7 +129,8 @@ void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
 void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
   std::vector<std::string> names;
   if (!IsNew(inode)) {
-    ProcPath path(inode->fd);
+    NodeFd fd = inode->Fd();
+    ProcPath path(fd.get());
     ssize_t n = listxattr(path.c_str(), nullptr, 0);
     std::vector<char> buf(n > 0 ? static_cast<size_t>(n) : 0);
     if (n > 0) n = listxattr(path.c_str(), buf.data(), buf.size());

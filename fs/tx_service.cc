@@ -363,6 +363,12 @@ Status TxService::ChargeMemory(TxContext& tx, uint64_t bytes) {
   return Status::Ok();
 }
 
+Status TxService::ChargeDescriptor(TxContext& tx) {
+  KTMFS_RETURN_IF_ERROR(quota_->TakeDescriptor(tx.owner));
+  tx.descriptors_charged++;
+  return Status::Ok();
+}
+
 std::optional<Guid> TxService::Current(pid_t tid) {
   if (tid == 0) return std::nullopt;
   return bindings_.Lookup(tid);
@@ -598,6 +604,7 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const c
     live_count_.store(txs_.size(), std::memory_order_release);
     quota_->GiveTransaction(tx->owner);
     quota_->GiveMemory(tx->owner, tx->memory_charged.exchange(0));
+    quota_->GiveDescriptors(tx->owner, tx->descriptors_charged.exchange(0));
     for (auto it = touched_.begin(); it != touched_.end();) {
       std::erase(it->second, tx->id);
       it = it->second.empty() ? touched_.erase(it) : std::next(it);

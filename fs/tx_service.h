@@ -66,6 +66,9 @@ struct TxContext {
   // Bytes counted against the owner's -o max_user_memory (TxService::ChargeMemory), given
   // back when the transaction ends.
   std::atomic<uint64_t> memory_charged{0};
+  // Descriptors counted against the owner's -o max_user_descriptors (ChargeDescriptor), given
+  // back when the transaction ends.
+  std::atomic<uint64_t> descriptors_charged{0};
 };
 
 // A transaction held live for one operation; empty if the caller is in none.
@@ -141,6 +144,11 @@ class TxService {
   // Counts `bytes` the daemon now holds in memory for `tx` (data kept with its ops until the
   // end) against its owner's cap; ENOSPC, with nothing counted, past it.
   Status ChargeMemory(TxContext& tx, uint64_t bytes);
+  // One more descriptor the transaction keeps open until it ends; EMFILE past its owner's cap.
+  Status ChargeDescriptor(TxContext& tx);
+  // Descriptors kept open that grow with use: live transactions' changed files (all users'
+  // together) and what is known of recent tasks.
+  uint64_t DescriptorsHeld() { return quota_->TotalDescriptors() + proc_.KeptDescriptors(); }
   struct Info {
     Guid id;
     uid_t owner;

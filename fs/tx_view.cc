@@ -55,17 +55,18 @@ Route ClassifyRead(Filesystem& fs, const TxGuard& tx, Inode* inode) {
 
 int OpenBeneath(Filesystem& fs, int source, const std::string& rel, int flags) {
   Inode* root = fs.SourceRoot(source);
-  if (rel.empty()) return openat(root->fd, ".", flags == O_PATH ? O_PATH | O_DIRECTORY : flags);
+  if (rel.empty())
+    return openat(root->Fd().get(), ".", flags == O_PATH ? O_PATH | O_DIRECTORY : flags);
   open_how how{};
   how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, root->fd, rel.c_str(), &how, sizeof how);
+  long fd = syscall(SYS_openat2, root->Fd().get(), rel.c_str(), &how, sizeof how);
   return fd < 0 ? -1 : static_cast<int>(fd);
 }
 
 Result<std::string> BackingPath(Filesystem& fs, const Inode* inode) {
   char buf[PATH_MAX + 1];
-  ssize_t n = readlink(ProcPath(inode->fd).c_str(), buf, PATH_MAX);
+  ssize_t n = readlink(ProcPath(inode->Fd().get()).c_str(), buf, PATH_MAX);
   if (n < 0) return Status::Error(errno, "backing path of a node");
   std::string path(buf, static_cast<size_t>(n));
   const std::string& root = fs.layout().sources()[static_cast<size_t>(inode->source_index)].path;
@@ -149,9 +150,11 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
     auto sdir = StagingDir(fs, tx, source);
     if (!sdir.ok()) return sdir.status().code();
     const std::string staged = *sdir + "/" + fstx::StagedNameForNew(v->object.number);
-    fd = open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fd = fs.inodes().OpenMakingRoom(
+        [&] { return open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); });
   } else {
-    fd = OpenBeneath(fs, source, v->backing_path, O_PATH);
+    fd = fs.inodes().OpenMakingRoom(
+        [&] { return OpenBeneath(fs, source, v->backing_path, O_PATH); });
   }
   if (fd < 0) return errno;
   struct stat st;

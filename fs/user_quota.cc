@@ -1,10 +1,29 @@
 #include "fs/user_quota.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
 #include <string>
 
 namespace ktmfs::fs {
+
+namespace {
+
+UserCaps Resolved(UserCaps caps) {
+  if (caps.descriptors == UserCaps::kQuarterOfFileLimit) {
+    struct rlimit rl;
+    caps.descriptors = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                           ? std::max<uint64_t>(rl.rlim_cur / 4, 16)
+                           : 0;
+  }
+  return caps;
+}
+
+}  // namespace
+
+UserQuota::UserQuota(UserCaps caps) : caps_(Resolved(caps)) {}
 
 Status UserQuota::TakeTransaction(uid_t uid) {
   std::lock_guard l(mu_);
@@ -26,14 +45,14 @@ void UserQuota::GiveTransaction(uid_t uid) {
   assert(it != usage_.end() && it->second.transactions > 0);
   if (it == usage_.end()) return;
   it->second.transactions--;
-  if (it->second.transactions == 0 && it->second.memory == 0) usage_.erase(it);
+  if (it->second.empty()) usage_.erase(it);
 }
 
 Status UserQuota::TakeMemory(uid_t uid, uint64_t bytes) {
   std::lock_guard l(mu_);
   Usage& u = usage_[uid];
   if (uid != 0 && caps_.memory != 0 && u.memory + bytes > caps_.memory) {
-    if (u.transactions == 0 && u.memory == 0) usage_.erase(uid);
+    if (u.empty()) usage_.erase(uid);
     return Status::Error(ENOSPC, "user " + std::to_string(uid) + "'s live transactions hold " +
                                      std::to_string(u.memory) + " bytes in the daemon's memory; " +
                                      std::to_string(bytes) + " more would pass the " +
@@ -51,7 +70,39 @@ void UserQuota::GiveMemory(uid_t uid, uint64_t bytes) {
   assert(it != usage_.end() && it->second.memory >= bytes);
   if (it == usage_.end()) return;
   it->second.memory -= bytes < it->second.memory ? bytes : it->second.memory;
-  if (it->second.transactions == 0 && it->second.memory == 0) usage_.erase(it);
+  if (it->second.empty()) usage_.erase(it);
+}
+
+Status UserQuota::TakeDescriptor(uid_t uid) {
+  std::lock_guard l(mu_);
+  Usage& u = usage_[uid];
+  if (uid != 0 && caps_.descriptors != 0 && u.descriptors >= caps_.descriptors) {
+    if (u.empty()) usage_.erase(uid);
+    return Status::Error(EMFILE, "user " + std::to_string(uid) + "'s live transactions hold " +
+                                     std::to_string(u.descriptors) +
+                                     " changed files open in the daemon, the most -o "
+                                     "max_user_descriptors allows: commit or roll back first");
+  }
+  u.descriptors++;
+  total_descriptors_++;
+  return Status::Ok();
+}
+
+void UserQuota::GiveDescriptors(uid_t uid, uint64_t n) {
+  if (n == 0) return;
+  std::lock_guard l(mu_);
+  auto it = usage_.find(uid);
+  assert(it != usage_.end() && it->second.descriptors >= n);
+  if (it == usage_.end()) return;
+  const uint64_t given = n < it->second.descriptors ? n : it->second.descriptors;
+  it->second.descriptors -= given;
+  total_descriptors_ -= given;
+  if (it->second.empty()) usage_.erase(it);
+}
+
+uint64_t UserQuota::TotalDescriptors() const {
+  std::lock_guard l(mu_);
+  return total_descriptors_;
 }
 
 UserQuota::Usage UserQuota::UsageOf(uid_t uid) const {

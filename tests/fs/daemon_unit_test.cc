@@ -3,11 +3,17 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
 
 #include "fs/filesystem.h"
 #include "fs/inode_table.h"
 #include "fs/layout.h"
+#include "fs/object_handle.h"
 #include "fs/options.h"
 #include "mount_harness.h"
 
@@ -174,6 +180,122 @@ TEST(InodeTableTest, CountsLookupsAndSharesHardLinks) {
   EXPECT_EQ(table.size(), 1u);
   table.Forget(a, 1);
   EXPECT_EQ(table.size(), 0u);
+}
+
+// Past its budget the table closes unused nodes' descriptors and opens them again by handle on
+// their next use; a node whose object is gone meanwhile gives way to a new node for its number.
+class NodeDescriptorBudgetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mount_fd_ = open(t_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(mount_fd_, 0);
+    int err = 0;
+    if (!HandlesWork(mount_fd_, &err)) {
+      close(mount_fd_);
+      GTEST_SKIP() << "cannot open by handle here: " << std::strerror(err);
+    }
+    struct stat st;
+    ASSERT_EQ(fstat(mount_fd_, &st), 0);
+    table_.CloseUnusedDescriptors(st.st_dev, mount_fd_, kBudget);
+  }
+  Inode* Lookup(const std::string& name) {
+    struct stat st;
+    if (lstat(t_.Sub(name).c_str(), &st) != 0) return nullptr;
+    if (Inode* known = table_.AcquireKnown(st)) return known;
+    int fd = open(t_.Sub(name).c_str(), O_PATH | O_NOFOLLOW);
+    EXPECT_GE(fd, 0);
+    return table_.Acquire(fd, st, 0);
+  }
+  static constexpr size_t kBudget = 16;
+  TempDir t_;
+  int mount_fd_ = -1;
+  InodeTable table_;
+};
+
+TEST_F(NodeDescriptorBudgetTest, KeepsAtMostTheBudgetOpenAndReopensOnUse) {
+  std::vector<Inode*> nodes;
+  for (int i = 0; i < 100; i++) {
+    ASSERT_TRUE(testing::WriteFile(t_.Sub("f" + std::to_string(i)), std::to_string(i)));
+    nodes.push_back(Lookup("f" + std::to_string(i)));
+    ASSERT_NE(nodes.back(), nullptr);
+    EXPECT_LE(table_.OpenDescriptors(), kBudget);
+  }
+  for (int i = 0; i < 100; i++) {
+    NodeFd fd = nodes[static_cast<size_t>(i)]->Fd();
+    ASSERT_GE(fd.get(), 0) << i;
+    char buf[8] = {};
+    int rd = open(ProcPath(fd.get()).c_str(), O_RDONLY);
+    ASSERT_GE(rd, 0);
+    ASSERT_GT(read(rd, buf, sizeof buf - 1), 0);
+    close(rd);
+    EXPECT_EQ(std::string(buf), std::to_string(i));
+  }
+  EXPECT_LE(table_.OpenDescriptors(), kBudget);
+  // A descriptor in use is never closed under its user.
+  std::vector<NodeFd> held;
+  for (int i = 0; i < 20; i++)
+    held.push_back(nodes[static_cast<size_t>(i)]->Fd());
+  for (int i = 20; i < 100; i++)
+    (void)nodes[static_cast<size_t>(i)]->Fd();
+  for (int i = 0; i < 20; i++) {
+    struct stat st;
+    ASSERT_EQ(fstat(held[static_cast<size_t>(i)].get(), &st), 0);
+    EXPECT_EQ(st.st_ino, nodes[static_cast<size_t>(i)]->ino);
+  }
+  held.clear();
+  for (Inode* n : nodes)
+    table_.Forget(n, 1);
+  EXPECT_EQ(table_.size(), 0u);
+  EXPECT_EQ(table_.OpenDescriptors(), 0u);
+}
+
+TEST_F(NodeDescriptorBudgetTest, AnObjectGoneWhileClosedIsNotMistakenForItsNumbersNextOwner) {
+  ASSERT_TRUE(testing::WriteFile(t_.Sub("victim"), "old"));
+  Inode* old_node = Lookup("victim");
+  ASSERT_NE(old_node, nullptr);
+  const ino_t number = old_node->ino;
+  // Push its descriptor out, then remove the object behind the table's back.
+  for (size_t i = 0; i < 4 * kBudget; i++) {
+    ASSERT_TRUE(testing::WriteFile(t_.Sub("p" + std::to_string(i)), "x"));
+    (void)Lookup("p" + std::to_string(i));
+  }
+  ASSERT_EQ(unlink(t_.Sub("victim").c_str()), 0);
+  EXPECT_LT(old_node->Fd().get(), 0);
+  EXPECT_EQ(errno, ESTALE);
+  // Whatever number a new object gets, a lookup of it never answers with the old node.
+  for (int i = 0; i < 200; i++) {
+    const std::string name = "n" + std::to_string(i);
+    ASSERT_TRUE(testing::WriteFile(t_.Sub(name), "new"));
+    struct stat st;
+    ASSERT_EQ(lstat(t_.Sub(name).c_str(), &st), 0);
+    Inode* n = Lookup(name);
+    ASSERT_NE(n, nullptr);
+    EXPECT_NE(n, old_node);
+    if (st.st_ino == number) break;
+  }
+}
+
+// A node is opened again on whatever thread uses it, often one serving a caller under the
+// caller's file-system identity, which drops CAP_DAC_READ_SEARCH.
+TEST_F(NodeDescriptorBudgetTest, OpensByHandleUnderACallersIdentity) {
+  ASSERT_TRUE(testing::WriteFile(t_.Sub("f"), "x"));
+  int fd = open(t_.Sub("f").c_str(), O_PATH);
+  ASSERT_GE(fd, 0);
+  auto handle = ObjectHandle::Of(fd);
+  close(fd);
+  ASSERT_TRUE(handle.has_value());
+  int opened = -1, err = 0;
+  uid_t after = 0;
+  std::thread caller([&] {
+    syscall(SYS_setfsuid, 65534);
+    opened = handle->Open(mount_fd_, O_PATH | O_CLOEXEC);
+    err = errno;
+    after = static_cast<uid_t>(syscall(SYS_setfsuid, -1));
+  });
+  caller.join();
+  EXPECT_GE(opened, 0) << std::strerror(err);
+  EXPECT_EQ(after, 65534u);  // the caller's identity is back
+  if (opened >= 0) close(opened);
 }
 
 // Version nodes (fs/TRANSACTIONS.md, node ids): the file node of an ended transaction goes to

@@ -1,6 +1,9 @@
 #include "fs/user_quota.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 namespace ktmfs::fs {
 namespace {
@@ -38,10 +41,36 @@ TEST(UserQuota, MemoryPastTheCapIsRefusedAndNothingCounted) {
 }
 
 TEST(UserQuota, ZeroMeansNoCap) {
-  UserQuota q(UserCaps{0, 0});
-  for (int i = 0; i < 1000; i++)
+  UserQuota q(UserCaps{0, 0, 0});
+  for (int i = 0; i < 1000; i++) {
     ASSERT_TRUE(q.TakeTransaction(5).ok());
+    ASSERT_TRUE(q.TakeDescriptor(5).ok());
+  }
   EXPECT_TRUE(q.TakeMemory(5, 1ull << 40).ok());
+}
+
+TEST(UserQuota, DescriptorsPastTheCapAreRefusedForThatUserOnly) {
+  UserQuota q(UserCaps{0, 0, 2});
+  EXPECT_TRUE(q.TakeDescriptor(1000).ok());
+  EXPECT_TRUE(q.TakeDescriptor(1000).ok());
+  Status third = q.TakeDescriptor(1000);
+  EXPECT_EQ(third.code(), EMFILE);
+  EXPECT_NE(third.message().find("max_user_descriptors"), std::string::npos);
+  EXPECT_EQ(q.UsageOf(1000).descriptors, 2u);
+  EXPECT_TRUE(q.TakeDescriptor(1001).ok());
+  EXPECT_TRUE(q.TakeDescriptor(0).ok());
+  EXPECT_TRUE(q.TakeDescriptor(0).ok());
+  EXPECT_TRUE(q.TakeDescriptor(0).ok());
+  q.GiveDescriptors(1000, 2);
+  EXPECT_EQ(q.UsageOf(1000).descriptors, 0u);
+  EXPECT_TRUE(q.TakeDescriptor(1000).ok());
+}
+
+TEST(UserQuota, TheDefaultDescriptorCapIsAQuarterOfTheFileLimit) {
+  struct rlimit rl;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  UserQuota q(UserCaps{0, 0, UserCaps::kQuarterOfFileLimit});
+  EXPECT_EQ(q.caps().descriptors, std::max<uint64_t>(rl.rlim_cur / 4, 16));
 }
 
 }  // namespace
