@@ -49,9 +49,9 @@ Status Filesystem::OpenRoots() {
     source_roots_.push_back(inodes_.AddPinned(std::move(inode)));
     // open_by_handle_at(2) wants a descriptor on the filesystem that is not O_PATH.
     int mount_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int err = errno;
-    if (mount_fd >= 0 && HandlesWork(mount_fd, &err)) {
-      inodes_.CloseUnusedDescriptors(st.st_dev, mount_fd, options_.node_descriptors);
+    int err = errno, mount_id = -1;
+    if (mount_fd >= 0 && HandlesWork(mount_fd, &mount_id, &err)) {
+      inodes_.CloseUnusedDescriptors(mount_id, mount_fd, options_.node_descriptors);
     } else {
       if (mount_fd >= 0) close(mount_fd);
       DaemonLog(LogLevel::kNotice,

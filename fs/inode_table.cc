@@ -98,17 +98,19 @@ std::unique_ptr<Inode> InodeTable::NewInode(int fd, const struct stat& st, int s
   inode->generation = next_generation_++;
   inode->nlookup = 1;
   inode->source_index = source_index;
-  for (const auto& [dev, mount_fd] : handle_mounts_) {
-    if (dev != st.st_dev) continue;
-    inode->handle = ObjectHandle::Of(fd);
-    if (inode->handle) {
+  if (!handle_mounts_.empty()) {
+    // Objects on other mounts (a bind mount inside a source) keep their descriptors.
+    auto handle = ObjectHandle::Of(fd);
+    for (const auto& [mount_id, mount_fd] : handle_mounts_) {
+      if (!handle || handle->mount_id() != mount_id) continue;
+      inode->handle = std::move(handle);
       inode->table = this;
       inode->mount_fd = mount_fd;
       inode->fd_used.store(true, std::memory_order_relaxed);  // its lookup is using it
       List(inode.get());
       TrimDescriptors();
+      break;
     }
-    break;
   }
   return inode;
 }
@@ -119,9 +121,9 @@ InodeTable::~InodeTable() {
     close(m.second);
 }
 
-void InodeTable::CloseUnusedDescriptors(dev_t dev, int mount_fd, size_t budget) {
+void InodeTable::CloseUnusedDescriptors(int mount_id, int mount_fd, size_t budget) {
   std::lock_guard lock(mu_);
-  handle_mounts_.emplace_back(dev, mount_fd);
+  handle_mounts_.emplace_back(mount_id, mount_fd);
   fixed_budget_ = budget;
 }
 

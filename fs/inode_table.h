@@ -138,11 +138,11 @@ class InodeTable {
 
   // Installs a pinned root (a source root or the virtual root) owned by the table.
   Inode* AddPinned(std::unique_ptr<Inode> inode);
-  // From now on nodes on the filesystem `mount_fd` is on (device `dev`) get handles, and their
+  // From now on nodes on the mount `mount_fd` is on (`mount_id`) get handles, and their
   // descriptors may be closed beyond the budget: `budget` descriptors, or 0 for half the soft
   // RLIMIT_NOFILE (read again as it changes). Only once HandlesWork() said yes; the table owns
   // `mount_fd` (not O_PATH, which open_by_handle_at refuses).
-  void CloseUnusedDescriptors(dev_t dev, int mount_fd, size_t budget);
+  void CloseUnusedDescriptors(int mount_id, int mount_fd, size_t budget);
   ~InodeTable();
   // How many closable descriptors are open now (tests, the daemon's report).
   size_t OpenDescriptors() const;
@@ -263,7 +263,7 @@ class InodeTable {
   Inode* root_ = nullptr;
   std::atomic<uint64_t> next_generation_{1};
   // Closable descriptors (nodes with handles whose descriptor is open), oldest first.
-  std::vector<std::pair<dev_t, int>> handle_mounts_;
+  std::vector<std::pair<int, int>> handle_mounts_;  // mount id, descriptor on it
   size_t fixed_budget_ = 0;
   std::function<uint64_t()> held_elsewhere_;
   Inode* lru_head_ = nullptr;

@@ -27,6 +27,7 @@ std::optional<ObjectHandle> ObjectHandle::Of(int fd) {
   int mount_id = 0;
   if (name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return std::nullopt;
   ObjectHandle h;
+  h.mount_id_ = mount_id;
   h.type_ = fh->handle_type;
   h.bytes_.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
   return h;
@@ -49,12 +50,13 @@ int ObjectHandle::Open(int mount_fd, int flags) const {
   return fd;
 }
 
-bool HandlesWork(int root_fd, int* error) {
+bool HandlesWork(int root_fd, int* mount_id, int* error) {
   auto h = ObjectHandle::Of(root_fd);
   if (!h) {
     *error = errno;
     return false;
   }
+  *mount_id = h->mount_id();
   int fd = h->Open(root_fd, O_PATH | O_CLOEXEC);
   if (fd < 0) {
     *error = errno;

@@ -482,10 +482,8 @@ Status TxService::Commit(const CallerContext& caller, const Guid& id, std::strin
   for (const auto& rm : rms_)
     for (const auto& p : rm->PendingApplies())
       if (p.tx == tx->id) {
-        const std::string name = "transaction " + tx->id.ToString();
-        std::string why = p.error;
-        if (why.starts_with("applying " + name + ": ")) why.erase(0, name.size() + 11);
-        *apply_pending = name + " is committed, but applying it failed: " + why;
+        *apply_pending = "transaction " + tx->id.ToString() +
+                         " is committed, but applying it failed: " + p.error;
       }
   return s;
 }

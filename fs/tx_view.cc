@@ -75,6 +75,18 @@ Result<std::string> BackingPath(Filesystem& fs, const Inode* inode) {
       path[root.size()] == '/') {
     return path.substr(root.size() + 1);
   }
+  // A file opened again by handle (InodeTable) after the kernel dropped its names has a
+  // descriptor with no path ("/"); a directory always has one. The names lookups found it by
+  // say where it is, as far as they still name it.
+  if (!S_ISDIR(inode->type)) {
+    const int root_fd = fs.SourceRoot(inode->source_index)->Fd().get();
+    for (const std::string& name : inode->LookedUpAs()) {
+      struct stat st;
+      if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          st.st_dev == inode->dev && st.st_ino == inode->ino)
+        return name;
+    }
+  }
   return Status::Error(ESTALE, "object no longer in its backing directory: " + path);
 }
 
@@ -169,6 +181,8 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
   bool handed_over = false;
   Inode* inode = fs.inodes().AcquireTx(tx.id(), v->object, fd, st, source, JoinPath(dir, name),
                                        fs.invalidator() != nullptr ? &handed_over : nullptr);
+  // Where the file is, should its descriptor be opened again by handle (see BackingPath).
+  if (!v->is_new && !S_ISDIR(st.st_mode)) inode->NoteLookedUpAs(v->backing_path);
   // What the kernel cached for a handed-over node was an ended transaction's view. The
   // transaction's opens drop the node's pages anyway (ReplyOpen) and its attributes are never
   // cached, but nothing of that view should outlive the hand-over. No handle is open on the node

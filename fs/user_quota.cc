@@ -14,9 +14,9 @@ namespace {
 UserCaps Resolved(UserCaps caps) {
   if (caps.descriptors == UserCaps::kQuarterOfFileLimit) {
     struct rlimit rl;
-    caps.descriptors = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                           ? std::max<uint64_t>(rl.rlim_cur / 4, 16)
-                           : 0;
+    const bool limited = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
+    caps.descriptors = limited ? std::max<uint64_t>(rl.rlim_cur / 4, 16) : 0;
+    caps.all_users_descriptors = limited ? std::max<uint64_t>(rl.rlim_cur / 2, 16) : 0;
   }
   return caps;
 }
@@ -83,8 +83,17 @@ Status UserQuota::TakeDescriptor(uid_t uid) {
                                      " changed files open in the daemon, the most -o "
                                      "max_user_descriptors allows: commit or roll back first");
   }
+  if (uid != 0 && caps_.all_users_descriptors != 0 &&
+      users_descriptors_ >= caps_.all_users_descriptors) {
+    if (u.empty()) usage_.erase(uid);
+    return Status::Error(EMFILE, "users' live transactions together hold " +
+                                     std::to_string(users_descriptors_) +
+                                     " changed files open in the daemon, half its file limit: "
+                                     "commit or roll back first");
+  }
   u.descriptors++;
   total_descriptors_++;
+  if (uid != 0) users_descriptors_++;
   return Status::Ok();
 }
 
@@ -97,6 +106,7 @@ void UserQuota::GiveDescriptors(uid_t uid, uint64_t n) {
   const uint64_t given = n < it->second.descriptors ? n : it->second.descriptors;
   it->second.descriptors -= given;
   total_descriptors_ -= given;
+  if (uid != 0) users_descriptors_ -= given;
   if (it->second.empty()) usage_.erase(it);
 }
 

@@ -24,6 +24,9 @@ struct UserCaps {
   // when the quota is made.
   static constexpr uint64_t kQuarterOfFileLimit = UINT64_MAX;
   uint64_t descriptors = 0;
+  // Descriptors of all users but root together, so that many users at their caps still leave
+  // root room: half the daemon's file limit when the quota is made (0 in tests: no cap).
+  uint64_t all_users_descriptors = 0;
 };
 
 class UserQuota {
@@ -57,6 +60,7 @@ class UserQuota {
   mutable std::mutex mu_;
   std::map<uid_t, Usage> usage_;  // users with something counted
   uint64_t total_descriptors_ = 0;
+  uint64_t users_descriptors_ = 0;  // all but root's
 };
 
 }  // namespace ktmfs::fs

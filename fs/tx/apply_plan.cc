@@ -181,12 +181,12 @@ Result<ApplyPlan> PlanApply(const std::vector<Op>& ops) {
   return sim.Finish();
 }
 
-namespace {
-
 std::string ParentPath(const std::string& rel) {
   const size_t slash = rel.rfind('/');
   return slash == std::string::npos ? std::string() : rel.substr(0, slash);
 }
+
+namespace {
 
 // The lengths of `path`'s ancestors and of itself, longest first ("a/b": 3, 1; "" has none).
 std::vector<size_t> PrefixLengths(const std::string& path) {

@@ -73,5 +73,7 @@ class NamesBeforeApply {
 
 // Number of '/' separated components: parents sort before children.
 size_t PathDepth(const std::string& path);
+// The directory of a name relative to a backing root: "" (the root) for a top-level name.
+std::string ParentPath(const std::string& rel);
 
 }  // namespace ktmfs::fstx

@@ -4,8 +4,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include <cstring>
-
 #include "fs/tx/beneath.h"
 
 namespace ktmfs::fstx {
@@ -34,10 +32,7 @@ uint64_t Unchangeable(const struct statx& stx) {
 }
 
 Status Unreachable(const BackingRoot& root, const std::string& rel, int err) {
-  std::string why = std::strerror(err);
-  if (err == ELOOP) why = "a symlink on the way, which apply does not follow";
-  if (err == EXDEV) why = "the path leads out of the backing directory";
-  return Status::Error(err, "cannot reach " + Shown(root, rel) + ": " + why);
+  return Status::Error(err, "cannot reach " + Shown(root, rel) + ": " + UnreachableReason(err));
 }
 
 Status Refuse(const BackingRoot& root, const std::string& rel, uint64_t flags,
@@ -76,10 +71,9 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan)
   for (const PlannedObject& o : plan.objects) {
     for (const std::string& name : o.finals) {
       if (!o.is_new() && name == o.original) continue;
-      const size_t slash = name.rfind('/');
-      auto dir = before.Of(slash == std::string::npos ? "" : name.substr(0, slash));
+      auto dir = before.Of(ParentPath(name));
       if (!dir) continue;
-      const std::string leaf = slash == std::string::npos ? name : name.substr(slash + 1);
+      const std::string leaf = name.substr(name.rfind('/') + 1);  // npos + 1: the whole name
       const std::string now = dir->empty() ? leaf : *dir + "/" + leaf;
       struct statx stx;
       if (!before.Vacated(now) && Look(root, now, &stx) == 0) {

@@ -63,11 +63,14 @@ BackingName::~BackingName() {
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
+std::string UnreachableReason(int err) {
+  if (err == ELOOP) return "a symlink on the way, which apply does not follow";
+  if (err == EXDEV) return "the path leads out of the backing directory";
+  return std::strerror(err);
+}
+
 Status BackingName::ErrorStatus(const std::string& what) const {
-  std::string why = std::strerror(error_);
-  if (error_ == ELOOP) why = "a symlink on the way, which apply does not follow";
-  if (error_ == EXDEV) why = "the path leads out of the backing directory";
-  return Status::Error(error_, what + " " + shown_ + ": " + why);
+  return Status::Error(error_, what + " " + shown_ + ": " + UnreachableReason(error_));
 }
 
 int BackingName::ChmodNoFollow(unsigned mode) const {

@@ -22,6 +22,10 @@ namespace ktmfs::fstx {
 // descriptor holds, whatever its names are now.
 std::string FdPath(int fd);
 
+// Why a backing name cannot be reached, for messages: `err` said plainly for the two errors
+// resolution gives (ELOOP, EXDEV), strerror for the rest.
+std::string UnreachableReason(int err);
+
 class BackingName {
  public:
   // `rel` below the root open as `root_fd` (a descriptor of `root`, for messages). The

@@ -315,7 +315,8 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       for (const std::string& name : changes->replaced)
         it->second.replaced.push_back(SplitName(name));
   }
-  KTMFS_RETURN_IF_ERROR(s.Annotate("applying transaction " + tx.ToString()));
+  // Unannotated: every failure goes to KeepPending, whose report names the transaction.
+  KTMFS_RETURN_IF_ERROR(s);
   if (background) {
     log::Lsn first;
     {
@@ -335,7 +336,7 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   }
   // Syncing changes nothing a reader sees, so readers and other commits go on meanwhile; this
   // transaction keeps its locks until the sync is done, so nothing lands on its objects first.
-  KTMFS_RETURN_IF_ERROR(SyncApplied(*changes).Annotate("applying transaction " + tx.ToString()));
+  KTMFS_RETURN_IF_ERROR(SyncApplied(*changes));
   *applied = true;
   KTMFS_RETURN_IF_ERROR(Applied(tx));
   // Covers this APPLIED (and the COMMITTED before it) however the newest moves meanwhile.

@@ -189,14 +189,12 @@ class NodeDescriptorBudgetTest : public ::testing::Test {
   void SetUp() override {
     mount_fd_ = open(t_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_GE(mount_fd_, 0);
-    int err = 0;
-    if (!HandlesWork(mount_fd_, &err)) {
+    int err = 0, mount_id = -1;
+    if (!HandlesWork(mount_fd_, &mount_id, &err)) {
       close(mount_fd_);
       GTEST_SKIP() << "cannot open by handle here: " << std::strerror(err);
     }
-    struct stat st;
-    ASSERT_EQ(fstat(mount_fd_, &st), 0);
-    table_.CloseUnusedDescriptors(st.st_dev, mount_fd_, kBudget);
+    table_.CloseUnusedDescriptors(mount_id, mount_fd_, kBudget);
   }
   Inode* Lookup(const std::string& name) {
     struct stat st;

@@ -71,6 +71,24 @@ TEST(UserQuota, TheDefaultDescriptorCapIsAQuarterOfTheFileLimit) {
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
   UserQuota q(UserCaps{0, 0, UserCaps::kQuarterOfFileLimit});
   EXPECT_EQ(q.caps().descriptors, std::max<uint64_t>(rl.rlim_cur / 4, 16));
+  EXPECT_EQ(q.caps().all_users_descriptors, std::max<uint64_t>(rl.rlim_cur / 2, 16));
+}
+
+TEST(UserQuota, UsersTogetherLeaveRootRoom) {
+  UserCaps caps{0, 0, 10};
+  caps.all_users_descriptors = 15;
+  UserQuota q(caps);
+  for (int i = 0; i < 10; i++)
+    ASSERT_TRUE(q.TakeDescriptor(1000).ok());
+  for (int i = 0; i < 5; i++)
+    ASSERT_TRUE(q.TakeDescriptor(1001).ok());
+  Status s = q.TakeDescriptor(1001);
+  EXPECT_EQ(s.code(), EMFILE);
+  EXPECT_NE(s.message().find("together"), std::string::npos);
+  EXPECT_TRUE(q.TakeDescriptor(0).ok());
+  EXPECT_EQ(q.TotalDescriptors(), 16u);
+  q.GiveDescriptors(1000, 1);
+  EXPECT_TRUE(q.TakeDescriptor(1001).ok());
 }
 
 }  // namespace
