@@ -6,7 +6,8 @@
 // The kernel decides how many nodes it keeps, and anyone may make it keep more (an `ls -l` of a
 // big directory, a transaction creating files). A descriptor held per node would let that
 // exhaust the daemon's file limit for every user, so the table keeps at most a budget of them
-// open (by default half its soft RLIMIT_NOFILE) and closes the least recently used beyond it.
+// open (by default half of what its soft RLIMIT_NOFILE leaves after the descriptors held
+// elsewhere, see SetDescriptorsHeldElsewhere) and closes the least recently used beyond it.
 // A closed node keeps its object's file handle (ObjectHandle) and opens it again on its next
 // use. Where handles cannot be opened (no CAP_DAC_READ_SEARCH, a filesystem without them) a
 // node keeps its descriptor for life, as roots always do.
@@ -67,7 +68,8 @@ class NodeFd {
 struct Inode {
   // kTxVersion: one transaction's version of an object (see fs/TRANSACTIONS.md, "node ids"):
   // its own node id, so the kernel keeps its pages and attributes apart from everyone else's.
-  // `fd` then holds the backing object (existing objects) or the staged one (new objects).
+  // Its descriptor then holds the backing object (existing objects) or the staged one (new
+  // objects).
   enum class Kind { kBacking, kVirtualRoot, kTxVersion };
   Kind kind = Kind::kBacking;
   // The object's descriptor (O_PATH, O_NOFOLLOW; -1 for the virtual root). Use Fd(): for a node
@@ -139,9 +141,9 @@ class InodeTable {
   // Installs a pinned root (a source root or the virtual root) owned by the table.
   Inode* AddPinned(std::unique_ptr<Inode> inode);
   // From now on nodes on the mount `mount_fd` is on (`mount_id`) get handles, and their
-  // descriptors may be closed beyond the budget: `budget` descriptors, or 0 for half the soft
-  // RLIMIT_NOFILE (read again as it changes). Only once HandlesWork() said yes; the table owns
-  // `mount_fd` (not O_PATH, which open_by_handle_at refuses).
+  // descriptors may be closed beyond the budget: `budget` descriptors, or 0 for the default
+  // (see the top of this file; read again as the limit changes). Only once HandlesWork() said yes;
+  // the table owns `mount_fd` (not O_PATH, which open_by_handle_at refuses).
   void CloseUnusedDescriptors(int mount_id, int mount_fd, size_t budget);
   ~InodeTable();
   // How many closable descriptors are open now (tests, the daemon's report).
@@ -262,10 +264,10 @@ class InodeTable {
   std::unique_ptr<Inode> virtual_root_;
   Inode* root_ = nullptr;
   std::atomic<uint64_t> next_generation_{1};
-  // Closable descriptors (nodes with handles whose descriptor is open), oldest first.
   std::vector<std::pair<int, int>> handle_mounts_;  // mount id, descriptor on it
   size_t fixed_budget_ = 0;
   std::function<uint64_t()> held_elsewhere_;
+  // Closable descriptors (nodes with handles whose descriptor is open), oldest first.
   Inode* lru_head_ = nullptr;
   Inode* lru_tail_ = nullptr;
   Inode* hand_ = nullptr;  // where the next trim looks first

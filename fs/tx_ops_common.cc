@@ -349,14 +349,8 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   // link), as far as they still name it.
   auto path = BackingPath(fs, inode);
   if (path.ok() && locks.NameHeldAbove(*path, Guid{})) return EBUSY;
-  const int root_fd = fs.SourceRoot(inode->source_index)->Fd().get();  // a root's: never closed
-  for (const std::string& name : inode->LookedUpAs()) {
-    struct stat st;
-    if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == inode->dev &&
-        st.st_ino == inode->ino && locks.NameHeldAbove(name, Guid{})) {
-      return EBUSY;
-    }
-  }
+  for (const std::string& name : NamesStillNaming(fs, inode))
+    if (locks.NameHeldAbove(name, Guid{})) return EBUSY;
   return 0;
 }
 

@@ -79,15 +79,22 @@ Result<std::string> BackingPath(Filesystem& fs, const Inode* inode) {
   // descriptor with no path ("/"); a directory always has one. The names lookups found it by
   // say where it is, as far as they still name it.
   if (!S_ISDIR(inode->type)) {
-    const int root_fd = fs.SourceRoot(inode->source_index)->Fd().get();
-    for (const std::string& name : inode->LookedUpAs()) {
-      struct stat st;
-      if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          st.st_dev == inode->dev && st.st_ino == inode->ino)
-        return name;
-    }
+    auto names = NamesStillNaming(fs, inode);
+    if (!names.empty()) return names.front();
   }
   return Status::Error(ESTALE, "object no longer in its backing directory: " + path);
+}
+
+std::vector<std::string> NamesStillNaming(Filesystem& fs, const Inode* inode) {
+  const int root_fd = fs.SourceRoot(inode->source_index)->Fd().get();  // a root's: never closed
+  std::vector<std::string> out;
+  for (std::string& name : inode->LookedUpAs()) {
+    struct stat st;
+    if (fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == inode->dev &&
+        st.st_ino == inode->ino)
+      out.push_back(std::move(name));
+  }
+  return out;
 }
 
 Result<std::string> ViewDir(Filesystem& fs, const TxGuard& tx, Inode* dir) {

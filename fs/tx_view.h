@@ -57,6 +57,8 @@ fstx::ObjectId ObjectOf(const Inode* inode);
 Result<std::string> ViewDir(Filesystem& fs, const TxGuard& tx, Inode* dir);
 // The path of a committed object relative to its source root (by its descriptor).
 Result<std::string> BackingPath(Filesystem& fs, const Inode* inode);
+// The names lookups found a non-directory by (Inode::LookedUpAs) that still name it.
+std::vector<std::string> NamesStillNaming(Filesystem& fs, const Inode* inode);
 
 // Opens `rel` below the source root without following any symlink on the way (O_PATH unless
 // `flags` says otherwise).
