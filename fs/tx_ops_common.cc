@@ -207,7 +207,6 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
 int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
              uint64_t size) {
   const int source = inode->source_index;
-  auto& rm = fs.txs()->rm(source);
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (inode->object.kind == fstx::ObjectId::Kind::kNew) {
     // A new file's staged file is its content: no record, apply renames it into place.
@@ -222,7 +221,7 @@ int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string&
     op.path = path;
     op.set_mask = fstx::kSetSize;
     op.size = size;
-    if (s.ok()) s = rm.LogOp(tx.id(), op);
+    if (s.ok()) s = fs.txs()->LogOp(*tx, source, op);
     if (!s.ok()) return Errno(s);
   }
   TouchTimes(tx, source, ObjectOf(inode), true);

@@ -65,7 +65,6 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
   const fstx::ObjectId object = ObjectOf(inode);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return path.status().code();
-  auto& rm = fs.txs()->rm(source);
   // Permission before the lock: a transaction holds nothing its caller may not change.
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
@@ -109,7 +108,7 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
     op.mtime_ns = mtime->tv_sec * 1000000000ll + mtime->tv_nsec;
   }
   if (op.set_mask != 0) {
-    Status s = rm.LogOp(tx.id(), op);
+    Status s = fs.txs()->LogOp(*tx, source, op);
     if (!s.ok()) return Errno(s);
   }
   // chmod carries the new permission bits into the access ACL, as the backing filesystem's
@@ -248,7 +247,7 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
     op.rdev = rdev;
     s = (*staging)->NewNode(staged, mode, rdev);
   }
-  if (s.ok()) s = rm.LogOp(tx.id(), op);
+  if (s.ok()) s = fs.txs()->LogOp(*tx, source, op);
   if (s.ok() && inherited_access)
     s = LogXattr(fs, tx, source, op.object, op.path, kAclAccessXattr,
                  inherited_access->Serialize());
@@ -314,7 +313,7 @@ void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode
   op.object = ObjectOf(inode);
   op.path = *src;
   op.path2 = JoinPath(pv->view, name);
-  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
   AddLinks(tx, source, op.object, 1);
   TouchTimes(tx, source, op.object, false);
@@ -366,7 +365,7 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   op.kind = dir ? fstx::OpKind::kRmdir : fstx::OpKind::kUnlink;
   op.object = v->object;
   op.path = path;
-  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
   const fstx::ObjectId pobj = ObjectOf(parent);
   TouchTimes(tx, source, pobj, true);
@@ -464,7 +463,7 @@ void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   op.path2 = to;
   if (dst->exists) op.replaced = dst->object;
   op.flags = flags;
-  Status s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
   fs.inodes().MoveViewPaths(tx.id(), source, from, to, exchange);
   const fstx::ObjectId p1 = ObjectOf(parent), p2 = ObjectOf(newparent);

@@ -319,23 +319,26 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.object = inode->object;
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
-  // Past the owner's memory cap the write is staged like a big one.
+  op.length = data.size();
+  bool counted = false;
   if (data.size() <= kInlineWriteMax &&
-      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget &&
-      fs.txs()->ChargeMemory(*tx, data.size()).ok()) {
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
+    op.kind = fstx::OpKind::kWriteData;
+    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    // Past the owner's memory cap the write is staged like a big one.
+    counted = fs.txs()->ChargeMemory(*tx, fstx::FsResourceManager::MemoryKept(op)).ok();
+  }
+  if (counted) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
-    op.kind = fstx::OpKind::kWriteData;
-    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
-    op.length = data.size();
   } else {
-    s = (*f)->Write(static_cast<uint64_t>(off), data);
     op.kind = fstx::OpKind::kWriteExtent;
+    op.data.clear();
     op.staged_file = (*f)->name();
-    op.length = data.size();
+    s = (*f)->Write(static_cast<uint64_t>(off), data);
   }
-  if (s.ok()) s = fs.txs()->rm(source).LogOp(tx.id(), op);
+  if (s.ok()) s = fs.txs()->LogOp(*tx, source, op, counted);
   if (!s.ok()) {
     fuse_reply_err(req, Errno(s));
     return;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fs/control.h"
+#include "fs/tx/value_file.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
 
@@ -46,8 +47,16 @@ int XattrOf(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId&
             const char* name, std::optional<std::string>* out) {
   if (fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id())) {
     auto x = ov->GetXattr(object, name);
+    if (x.kind == fstx::XattrLookup::Kind::kValue && x.stored) {
+      fstx::TxStaging* staging = fs.txs()->rm(source).FindStaging(tx.id());
+      if (staging == nullptr) return EIO;  // the value was stored there
+      auto v = staging->LoadValue(*x.stored);
+      if (!v.ok()) return Errno(v.status());
+      *out = std::move(*v);
+      return 0;
+    }
     if (x.kind == fstx::XattrLookup::Kind::kValue) {
-      *out = x.value;
+      *out = std::move(x.value);
       return 0;
     }
     if (x.kind == fstx::XattrLookup::Kind::kRemoved) {
@@ -103,12 +112,15 @@ Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   op.path = path;
   op.name = name;
   if (value) op.value = *value;
-  // The op keeps its value in the daemon's memory until the transaction ends.
-  if (value) {
-    Status s = fs.txs()->ChargeMemory(*tx, op.name.size() + op.value.size());
-    if (!s.ok()) return s;
+  // A big value is kept on disk until the end, not in the daemon's memory.
+  if (value && value->size() > fstx::kMaxValueInMemory) {
+    auto staging = fs.txs()->rm(source).Staging(tx.id());
+    if (!staging.ok()) return staging.status();
+    auto stored = (*staging)->StoreValue(*value);
+    if (!stored.ok()) return stored.status();
+    op.stored_value = *stored;
   }
-  return fs.txs()->rm(source).LogOp(tx.id(), op);
+  return fs.txs()->LogOp(*tx, source, op);
 }
 
 void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
@@ -212,7 +224,7 @@ void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, con
     op.path = *path;
     op.set_mask = fstx::kSetMode;
     op.mode = mode;
-    s = fs.txs()->rm(source).LogOp(tx.id(), op);
+    s = fs.txs()->LogOp(*tx, source, op);
   }
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, source, object, false);

@@ -363,6 +363,17 @@ Status TxService::ChargeMemory(TxContext& tx, uint64_t bytes) {
   return Status::Ok();
 }
 
+Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, bool counted) {
+  const uint64_t kept = counted ? 0 : fstx::FsResourceManager::MemoryKept(op);
+  KTMFS_RETURN_IF_ERROR(ChargeMemory(tx, kept));
+  Status s = rm(source).LogOp(tx.id, op);
+  if (!s.ok() && kept > 0) {
+    tx.memory_charged -= kept;
+    quota_->GiveMemory(tx.owner, kept);
+  }
+  return s;
+}
+
 Status TxService::ChargeDescriptor(TxContext& tx) {
   KTMFS_RETURN_IF_ERROR(quota_->TakeDescriptor(tx.owner));
   tx.descriptors_charged++;

@@ -144,6 +144,10 @@ class TxService {
   // Counts `bytes` the daemon now holds in memory for `tx` (data kept with its ops until the
   // end) against its owner's cap; ENOSPC, with nothing counted, past it.
   Status ChargeMemory(TxContext& tx, uint64_t bytes);
+  // Logs `op` for `tx` in `source`'s RM, first counting what the RM keeps of it until the end
+  // (FsResourceManager::MemoryKept) against the owner's cap: ENOSPC, with nothing logged, past
+  // it. `counted`: the caller has counted that already.
+  Status LogOp(TxContext& tx, int source, const fstx::Op& op, bool counted = false);
   // One more descriptor the transaction keeps open until it ends; EMFILE past its owner's cap.
   Status ChargeDescriptor(TxContext& tx);
   // Descriptors kept open that grow with use: live transactions' changed files (all users'

@@ -1,6 +1,7 @@
 // What one user's live transactions may hold of the daemon, so that one user cannot exhaust it
-// for everyone: how many transactions, how many bytes of their data the daemon keeps in memory
-// (extended attribute values set inside them), and how many descriptors they keep open (one
+// for everyone: how many transactions, how many bytes the daemon keeps in memory for them (each
+// op's record and overlay entry, small writes' data, small xattr values; see
+// FsResourceManager::MemoryKept), and how many descriptors they keep open (one
 // per existing file they changed, which holds the object until the transaction ends). The caps
 // come from -o max_user_transactions, -o max_user_memory and -o max_user_descriptors; root is
 // not capped. A user past a cap gets the error for it (EMFILE, ENOSPC) while everyone else

@@ -16,6 +16,7 @@
 #include "fs/tx/reserve_space.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/sync_together.h"
+#include "fs/tx/value_file.h"
 
 namespace ktmfs::fstx {
 namespace {
@@ -468,8 +469,14 @@ class Applier {
         KTMFS_RETURN_IF_ERROR(Mutate("setxattr " + path.shown() + " " + op.name));
         // No XATTR_CREATE/REPLACE here: the check was made when the operation ran, and a
         // re-run must be able to set it again.
-        if (SetXattrAsOwner(path.path(), op.name, op.value) != 0)
+        if (op.stored_value) {
+          auto value = ReadStoredValue(t_.staging_dir, *op.stored_value);
+          if (!value.ok()) return value.status();
+          if (SetXattrAsOwner(path.path(), op.name, *value) != 0)
+            return Status::FromErrno("setxattr " + op.name);
+        } else if (SetXattrAsOwner(path.path(), op.name, op.value) != 0) {
           return Status::FromErrno("setxattr " + op.name);
+        }
         return Status::Ok();
       case OpKind::kRemovexattr:
         KTMFS_RETURN_IF_ERROR(Mutate("removexattr " + path.shown() + " " + op.name));

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <optional>
 #include <set>
@@ -177,6 +178,22 @@ Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
 }
 
 Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
+  auto lsn = LogOpLocked(tx, op);
+  if (!lsn.ok()) return lsn.status();
+  // Unflushed records wait in the log's memory: a transaction that logs much (big xattr values,
+  // many small writes) flushes as it goes, so what it keeps stays on disk, not in the daemon.
+  // The op is in the transaction either way: a failed flush leaves the log failed, which
+  // every commit then reports; the daemon's log hears of it now.
+  if (o_.log != nullptr && o_.log->end_lsn() - o_.log->flushed_lsn() > kMaxUnflushedBytes) {
+    Status s = o_.stream->Flush(*lsn);
+    if (!s.ok())
+      Report(true, "fs RM " + o_.name + ": flushing the records of transaction " + tx.ToString() +
+                       " failed: " + s.ToString());
+  }
+  return Status::Ok();
+}
+
+Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
   if (!t.ok()) return t.status();
@@ -188,6 +205,8 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   // The overlay checks the op against the transaction's view first: a refused op is not logged.
   // Once logged it must be in the view too, so a failed append has to be undone there; the
   // overlay cannot undo, so check and encode before applying.
+  // A stored value is logged as well: recovery finds it in the record.
+  assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
   KTMFS_RETURN_IF_ERROR((*t)->overlay->Apply(op));
   log::Stream::AppendArgs args;
@@ -201,9 +220,20 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
         lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString()));
   }
   (*t)->ops.push_back(op);
+  // A stored value is in the record and in staging: memory keeps only where.
+  if (op.stored_value) std::string().swap((*t)->ops.back().value);
   (*t)->bytes_logged += payload.size();
   if ((*t)->first_lsn == log::kInvalidLsn) (*t)->first_lsn = *lsn;
-  return Status::Ok();
+  return *lsn;
+}
+
+uint64_t FsResourceManager::MemoryKept(const Op& op) {
+  // The overlay's entry: a map node with its key and what it records (a name, attributes, an
+  // xattr's name), about twice an op's fixed part.
+  constexpr uint64_t kOverlayEntry = 2 * sizeof(Op);
+  const uint64_t value = op.stored_value ? 0 : op.value.size();
+  return sizeof(Op) + kOverlayEntry + 2 * (op.path.size() + op.name.size()) + op.path2.size() +
+         op.target.size() + op.staged_file.size() + op.data.size() + 2 * value;
 }
 
 TxOverlay* FsResourceManager::Overlay(const Guid& tx) {

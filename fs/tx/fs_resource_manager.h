@@ -109,6 +109,9 @@ class FsResourceManager : public tm::ResourceManager {
   // an error there changes nothing) and logs it; enlists on the first one. Call after its
   // staging work is done.
   Status LogOp(const Guid& tx, const Op& op);
+  // An estimate of what the RM keeps in memory for `op` until its transaction ends (the op
+  // and its overlay entry): what its owner's memory cap counts.
+  static uint64_t MemoryKept(const Op& op);
   // The transaction's view of this RM's backing directory; nullptr until its first change. Valid
   // until the transaction ends (the caller keeps the transaction from ending meanwhile).
   TxOverlay* Overlay(const Guid& tx);
@@ -170,7 +173,11 @@ class FsResourceManager : public tm::ResourceManager {
     bool broken = false;  // an op reached the overlay but not the log
     std::vector<std::pair<std::string, std::string>> replaced;  // see FsRmOptions::on_end
   };
+  // Records beyond the durable end that one op flushes out of the log's memory.
+  static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
   Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
+  // LogOp's work under mu_: the LSN of the op's record.
+  Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
   Result<log::Lsn> Append(const fstx::Record& r);
   Status Prepare(const Guid& tx, log::Lsn* lsn);
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.

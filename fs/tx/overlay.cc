@@ -312,7 +312,13 @@ Status TxOverlay::Setxattr(const Op& op) {
   if ((op.flags & XATTR_CREATE) && known_present)
     return OverlayError(EEXIST, "xattr exists", op.name);
   if ((op.flags & XATTR_REPLACE) && known_absent) return OverlayError(ENODATA, "no xattr", op.name);
-  names.insert_or_assign(op.name, op.value);
+  XattrValue value;
+  if (op.stored_value) {
+    value.stored = op.stored_value;
+  } else {
+    value.bytes = op.value;
+  }
+  names.insert_or_assign(op.name, std::move(value));
   return Status::Ok();
 }
 
@@ -460,7 +466,8 @@ XattrLookup TxOverlay::GetXattr(const ObjectId& object, const std::string& name)
     if (auto x = it->second.find(name); x != it->second.end()) {
       if (x->second) {
         out.kind = XattrLookup::Kind::kValue;
-        out.value = *x->second;
+        out.value = x->second->bytes;
+        out.stored = x->second->stored;
       } else {
         out.kind = XattrLookup::Kind::kRemoved;
       }

@@ -62,7 +62,9 @@ struct AttrOverride {
 struct XattrLookup {
   enum class Kind { kUnchanged, kRemoved, kValue };
   Kind kind = Kind::kUnchanged;
-  std::string value;
+  std::string value;  // kValue, unless stored
+  // kValue: where the transaction's staging keeps a value too big for memory (value_file.h).
+  std::optional<StoredValue> stored;
 };
 
 class TxOverlay {
@@ -148,7 +150,11 @@ class TxOverlay {
   mutable std::mutex mu_;
   std::map<std::string, Dir> dirs_;  // by view path; every directory the tx created or moved
   std::map<ObjectId, AttrOverride> attrs_;
-  std::map<ObjectId, std::map<std::string, std::optional<std::string>>> xattrs_;
+  struct XattrValue {
+    std::string bytes;  // unless stored
+    std::optional<StoredValue> stored;
+  };
+  std::map<ObjectId, std::map<std::string, std::optional<XattrValue>>> xattrs_;
   std::map<ObjectId, std::string> symlinks_;
   std::set<ObjectId> unlinked_;  // objects that lost a name (unlink, rmdir, replaced by rename)
 };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -63,6 +64,16 @@ enum SetattrMask : uint32_t {
   kSetMtime = 1u << 5,
 };
 
+// Where a transaction keeps an xattr value too big to keep in memory: in its staging's value
+// file (TxStaging::StoreValue), at `offset`. Never logged: the record carries the value itself,
+// so recovery needs no staging for it.
+struct StoredValue {
+  uint64_t offset = 0;
+  uint32_t size = 0;
+
+  bool operator==(const StoredValue&) const = default;
+};
+
 // One operation. Paths are relative to the backing root, as they were when the operation ran;
 // only the fields the kind uses are encoded (FORMAT.md lists them per kind).
 struct Op {
@@ -74,15 +85,18 @@ struct Op {
   uint32_t mode = 0;    // create kinds, setattr
   uint32_t uid = 0;
   uint32_t gid = 0;
-  uint64_t rdev = 0;          // mknod
-  std::string target{};       // symlink
-  uint32_t flags = 0;         // rename (RENAME_NOREPLACE/EXCHANGE), setxattr (XATTR_CREATE/REPLACE)
-  uint32_t set_mask = 0;      // setattr: SetattrMask bits
-  uint64_t size = 0;          // setattr
-  int64_t atime_ns = 0;       // setattr
-  int64_t mtime_ns = 0;       // setattr
-  std::string name{};         // xattr name
-  std::string value{};        // xattr value (binary)
+  uint64_t rdev = 0;      // mknod
+  std::string target{};   // symlink
+  uint32_t flags = 0;     // rename (RENAME_NOREPLACE/EXCHANGE), setxattr (XATTR_CREATE/REPLACE)
+  uint32_t set_mask = 0;  // setattr: SetattrMask bits
+  uint64_t size = 0;      // setattr
+  int64_t atime_ns = 0;   // setattr
+  int64_t mtime_ns = 0;   // setattr
+  std::string name{};     // xattr name
+  std::string value{};    // xattr value (binary)
+  // setxattr, in memory only (never encoded): `value` is in the staging's value file here, and
+  // is empty once the op is logged (FsResourceManager::LogOp).
+  std::optional<StoredValue> stored_value{};
   std::string staged_file{};  // write-extent, create: name of the staged file in the tx's staging
   uint64_t offset = 0;  // write-extent, write-data: same offset in the staged and the final file
   uint64_t length = 0;  // write-extent (write-data: data.size())

@@ -13,6 +13,7 @@
 
 #include "fs/tx/beneath.h"
 #include "fs/tx/staging.h"
+#include "fs/tx/value_file.h"
 
 namespace ktmfs::fstx {
 
@@ -77,7 +78,7 @@ uint64_t MetadataBytes(const ApplyPlan& plan) {
   std::map<ObjectId, uint64_t> xattr_bytes;
   for (const Op& op : plan.content_ops)
     if (op.kind == OpKind::kSetxattr)
-      xattr_bytes[op.object] += op.name.size() + op.value.size() + 32;  // ext4's entry header
+      xattr_bytes[op.object] += op.name.size() + ValueSize(op) + 32;  // ext4's entry header
   uint64_t bytes = growing_dirs.size() * kBlock;
   for (const auto& [object, n] : xattr_bytes)
     bytes += (n + kBlock - 1) / kBlock * kBlock;
@@ -131,31 +132,36 @@ std::map<std::string, std::string> PresentXattrs(const std::string& path) {
 Status ProbeXattrs(const std::string& backing_root, const std::string& staging_dir,
                    const ApplyPlan& plan) {
   const BackingRoot root(backing_root);
-  std::map<ObjectId, std::map<std::string, std::string>> finals;
-  std::set<std::pair<ObjectId, std::string>> changed;
-  for (const Op& op : plan.content_ops) {
-    if (op.kind != OpKind::kSetxattr && op.kind != OpKind::kRemovexattr) continue;
-    auto it = finals.find(op.object);
-    if (it == finals.end()) {
-      const PlannedObject* o = plan.Find(op.object);
-      std::map<std::string, std::string> present;
-      if (o != nullptr && !o->is_new()) present = PresentXattrs(root.Name(o->original).path());
-      it = finals.emplace(op.object, std::move(present)).first;
-    }
-    changed.emplace(op.object, op.name);
-    if (op.kind == OpKind::kSetxattr)
-      it->second[op.name] = op.value;
-    else
-      it->second.erase(op.name);
-  }
-  if (finals.empty()) return Status::Ok();
+  // One object at a time, so that only one object's values are in memory at once: a
+  // transaction's big values are kept on disk (value_file.h).
+  std::map<ObjectId, std::vector<const Op*>> ops_of;
+  for (const Op& op : plan.content_ops)
+    if (op.kind == OpKind::kSetxattr || op.kind == OpKind::kRemovexattr)
+      ops_of[op.object].push_back(&op);
+  if (ops_of.empty()) return Status::Ok();
   KTMFS_RETURN_IF_ERROR(MakeDirs(staging_dir));
   const std::string probe = staging_dir + "/xattr-probe";
-  for (const auto& [object, xattrs] : finals) {
+  for (const auto& [object, ops] : ops_of) {
+    const PlannedObject* o = plan.Find(object);
+    std::map<std::string, std::string> xattrs;
+    if (o != nullptr && !o->is_new()) xattrs = PresentXattrs(root.Name(o->original).path());
+    std::set<std::string> changed;
+    for (const Op* op : ops) {
+      changed.insert(op->name);
+      if (op->kind == OpKind::kRemovexattr) {
+        xattrs.erase(op->name);
+      } else if (op->stored_value) {
+        auto value = ReadStoredValue(staging_dir, *op->stored_value);
+        if (!value.ok()) return value.status();
+        xattrs[op->name] = std::move(*value);
+      } else {
+        xattrs[op->name] = op->value;
+      }
+    }
     if (xattrs.empty()) continue;
     // A directory's attributes are tried on a directory: some belong to directories only (a
     // default ACL).
-    const PlannedObject* planned = plan.Find(object);
+    const PlannedObject* planned = o;
     bool dir = false;
     if (planned != nullptr && planned->is_new()) {
       dir = planned->created_as == OpKind::kMkdir;
@@ -181,7 +187,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       // An attribute the transaction left alone that a plain file cannot carry (a security
       // module's label, say) is the object's own business; only room is the probe's question.
       const bool room = e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT;
-      if (!room && changed.count({object, name}) == 0) continue;
+      if (!room && changed.count(name) == 0) continue;
       s = Status::Error(
           e, "the backing filesystem cannot hold xattr " + name + " (" +
                  std::to_string(value.size()) + " bytes) of " +

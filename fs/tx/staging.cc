@@ -321,6 +321,12 @@ Result<int> TxStaging::DirFd() {
   return fd;
 }
 
+Result<StoredValue> TxStaging::StoreValue(std::string_view value) {
+  auto dir = DirFd();
+  if (!dir.ok()) return dir.status();
+  return values_.Store(*dir, dir_, value);
+}
+
 void TxStaging::Opened(const StagedFile* f) {
   std::lock_guard lock(open_mu_);
   open_.push_front(f);

@@ -15,9 +15,11 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fs/tx/extent_map.h"
+#include "fs/tx/value_file.h"
 #include "log/status.h"
 #include "src/guid.h"
 
@@ -115,6 +117,10 @@ class TxStaging {
   Status NewSymlink(const std::string& name, const std::string& target);
   Status NewNode(const std::string& name, mode_t mode, dev_t rdev);
 
+  // An xattr value the transaction sets, kept on disk rather than in memory (value_file.h).
+  Result<StoredValue> StoreValue(std::string_view value);
+  Result<std::string> LoadValue(const StoredValue& at) const { return ReadStoredValue(dir_, at); }
+
   // Makes every staged file's data and the directory entries durable: what prepare needs
   // before its PREPARED record.
   Status Sync();
@@ -152,6 +158,7 @@ class TxStaging {
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<StagedFile>> files_;
   std::atomic<uint64_t> memory_used_{0};
+  ValueFile values_;
 };
 
 // Removes a directory tree (no symlinks followed); fsyncs its parent. Used by Discard and by

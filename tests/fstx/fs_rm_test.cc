@@ -1,10 +1,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -444,6 +446,59 @@ TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
     ASSERT_TRUE(s.ok()) << "stop=" << stop << " " << s.ToString();
     EXPECT_EQ(Snapshot(w.root()), Expected()) << "stop=" << stop;
     EXPECT_TRUE(StagingEmpty(w.staging_root()));
+  }
+}
+
+// A big xattr value waits in the transaction's staging, not in memory with its op; commit
+// applies it from there, and a redo after a crash takes it from its record.
+TEST(FsRm, ABigXattrValueWaitsInStagingAndCommitsFromThereOrFromItsRecord) {
+  std::string value;
+  for (int i = 0; value.size() < 3000; i++)
+    value += std::to_string(i) + ",";
+  for (bool crash : {false, true}) {
+    FsRmWorld w;
+    ASSERT_TRUE(w.Start().ok());
+    const std::string file = w.root() + "/a.txt";
+    if (::setxattr(file.c_str(), "user.probe", "1", 1, 0) != 0)
+      GTEST_SKIP() << "no user xattrs where the test's directories are: " << std::strerror(errno);
+    ::removexattr(file.c_str(), "user.probe");
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    const ObjectId id = IdOf(file);
+    ASSERT_TRUE(w.rm().Lock(*tx, {ObjectKey{id.dev, id.ino}}).ok());
+    auto staging = w.rm().Staging(*tx);
+    ASSERT_TRUE(staging.ok());
+    auto stored = (*staging)->StoreValue(value);
+    ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+    Status s = w.rm().LogOp(*tx, {.kind = OpKind::kSetxattr,
+                                  .object = id,
+                                  .path = "a.txt",
+                                  .name = "user.big",
+                                  .value = value,
+                                  .stored_value = *stored});
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    XattrLookup seen = w.rm().Overlay(*tx)->GetXattr(id, "user.big");
+    EXPECT_EQ(seen.kind, XattrLookup::Kind::kValue);
+    EXPECT_EQ(seen.stored, *stored);
+    EXPECT_TRUE(seen.value.empty()) << "the view keeps where the value is, not the value";
+    if (crash) {
+      // Apply stops at once; the staging's value file is then lost with the crash.
+      const std::string values = (*staging)->dir() + "/" + kValueFileName;
+      w.rm().SetApplyHook([](const std::string& what) { return Status::IoError("stop: " + what); });
+      ASSERT_TRUE(w.tm().Commit(*tx).ok());
+      w.CrashAndRestart();
+      ASSERT_EQ(::unlink(values.c_str()), 0) << values << ": " << std::strerror(errno);
+      s = w.Start();
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    } else {
+      s = w.tm().Commit(*tx);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
+    std::string got(8192, '\0');
+    const ssize_t n = ::getxattr(file.c_str(), "user.big", got.data(), got.size());
+    ASSERT_GT(n, 0) << "crash=" << crash << ": " << std::strerror(errno);
+    got.resize(static_cast<size_t>(n));
+    EXPECT_EQ(got, value) << "crash=" << crash;
   }
 }
 

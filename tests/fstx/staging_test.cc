@@ -123,6 +123,29 @@ TEST_F(StagingTest, SyncThenDiscardRemovesEverything) {
   EXPECT_EQ(gone.status().code(), ENOENT);
 }
 
+TEST_F(StagingTest, XattrValuesAreKeptInTheStagingDirectoryAndReadBack) {
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  const std::string first(70000, 'a');
+  const std::string second = "a second value, stored after the first";
+  auto a = (*st)->StoreValue(first);
+  auto b = (*st)->StoreValue(second);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
+  EXPECT_EQ(a->offset, 0u);
+  EXPECT_EQ(b->offset, first.size());
+  auto ra = (*st)->LoadValue(*a);
+  auto rb = (*st)->LoadValue(*b);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_EQ(*ra, first);
+  EXPECT_EQ(*rb, second);
+  EXPECT_EQ(Slurp((*st)->dir() + "/" + kValueFileName), first + second);
+  // A value the file does not hold is an error naming the file, never a short value.
+  auto past = (*st)->LoadValue({.offset = first.size(), .size = 1000});
+  EXPECT_EQ(past.status().code(), EIO);
+  EXPECT_NE(past.status().message().find(kValueFileName), std::string::npos);
+  ASSERT_TRUE((*st)->Discard().ok());
+}
+
 TEST_F(StagingTest, NamesAreNeverReused) {
   Guid tx = Guid::Random();
   auto st = TxStaging::Create(root(), tx);
