@@ -274,10 +274,19 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
   auto key = VersionKey{tx, source_index, object};
   auto it = versions_.find(key);
   if (it != versions_.end()) {
-    close(fd);
-    it->second->nlookup++;
-    view_paths_[it->second.get()] = view_path;
-    return it->second.get();
+    Inode* known = it->second.get();
+    // An existing object's number, if its object went while the node's descriptor was closed,
+    // may name another object now, perhaps of another type: that one gets a node of its own.
+    if (StillThere(known)) {
+      close(fd);
+      known->nlookup++;
+      view_paths_[known] = view_path;
+      return known;
+    }
+    if (known->listed) Unlist(known);
+    view_paths_.erase(known);
+    retired_.emplace(known, std::move(it->second));
+    versions_.erase(it);
   }
   if (handed_over != nullptr) {
     auto [from, to] = ended_versions_.equal_range({source_index, object});
@@ -367,7 +376,9 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
   inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
   if (inode->nlookup != 0 || inode->pinned) return;
   if (inode->listed) Unlist(inode);
-  if (inode->is_tx_version()) {
+  if (auto r = retired_.find(inode); r != retired_.end()) {
+    retired_.erase(r);  // a retired version's key names its successor now
+  } else if (inode->is_tx_version()) {
     view_paths_.erase(inode);
     if (inode->tx_ended) {
       auto [from, to] = ended_versions_.equal_range({inode->source_index, inode->object});
@@ -379,8 +390,6 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
       }
     }
     versions_.erase(VersionKey{inode->tx, inode->source_index, inode->object});
-  } else if (auto r = retired_.find(inode); r != retired_.end()) {
-    retired_.erase(r);
   } else {
     by_key_.erase(Key{inode->dev, inode->ino});
   }
