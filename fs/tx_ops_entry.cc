@@ -228,26 +228,44 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
     }
   }
   op.mode = mode;
-  Status s;
   if (link_target != nullptr) {
     op.kind = fstx::OpKind::kSymlink;
     op.target = link_target;
-    s = (*staging)->NewSymlink(staged, link_target);
   } else if (S_ISDIR(mode)) {
     op.kind = fstx::OpKind::kMkdir;
-    s = (*staging)->NewDirectory(staged, mode & 07777);
   } else if (S_ISREG(mode) || (mode & S_IFMT) == 0) {
     op.kind = fstx::OpKind::kCreate;
     op.mode = S_IFREG | (mode & 07777);
     op.staged_file = staged;
-    auto f = (*staging)->NewFile(staged);
-    s = f.ok() ? Status::Ok() : f.status();
   } else {
     op.kind = fstx::OpKind::kMknod;
     op.rdev = rdev;
-    s = (*staging)->NewNode(staged, mode, rdev);
   }
-  if (s.ok()) s = fs.txs()->LogOp(*tx, source, op);
+  // Counted before anything is staged: a create refused for its owner's cap leaves nothing.
+  auto prepaid = fs.txs()->ChargeFor(*tx, op);
+  if (!prepaid.ok()) return Errno(prepaid.status());
+  Status s;
+  switch (op.kind) {
+    case fstx::OpKind::kSymlink:
+      s = (*staging)->NewSymlink(staged, link_target);
+      break;
+    case fstx::OpKind::kMkdir:
+      s = (*staging)->NewDirectory(staged, mode & 07777);
+      break;
+    case fstx::OpKind::kCreate: {
+      auto f = (*staging)->NewFile(staged);
+      s = f.ok() ? Status::Ok() : f.status();
+      break;
+    }
+    default:
+      s = (*staging)->NewNode(staged, mode, rdev);
+      break;
+  }
+  if (s.ok()) {
+    s = fs.txs()->LogOp(*tx, source, op, *prepaid);
+  } else {
+    fs.txs()->Refund(*tx, *prepaid);
+  }
   if (s.ok() && inherited_access)
     s = LogXattr(fs, tx, source, op.object, op.path, kAclAccessXattr,
                  inherited_access->Serialize());

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "fs/kernel_channel.h"
@@ -320,25 +321,33 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
   op.length = data.size();
-  bool counted = false;
+  std::optional<uint64_t> inline_charge;
   if (data.size() <= kInlineWriteMax &&
       tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
     op.kind = fstx::OpKind::kWriteData;
     op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
-    // Past the owner's memory cap the write is staged like a big one.
-    counted = fs.txs()->ChargeMemory(*tx, fstx::FsResourceManager::MemoryKept(op)).ok();
+    auto charged = fs.txs()->ChargeFor(*tx, op);
+    if (charged.ok()) inline_charge = *charged;
   }
-  if (counted) {
+  uint64_t prepaid = 0;
+  if (inline_charge) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
+    prepaid = *inline_charge;
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
   } else {
+    // Staged like a big one, which keeps less in memory; LogOp counts it (past the owner's
+    // cap, ENOSPC).
     op.kind = fstx::OpKind::kWriteExtent;
     op.data.clear();
     op.staged_file = (*f)->name();
     s = (*f)->Write(static_cast<uint64_t>(off), data);
   }
-  if (s.ok()) s = fs.txs()->LogOp(*tx, source, op, counted);
+  if (s.ok()) {
+    s = fs.txs()->LogOp(*tx, source, op, prepaid);
+  } else {
+    fs.txs()->Refund(*tx, prepaid);
+  }
   if (!s.ok()) {
     fuse_reply_err(req, Errno(s));
     return;

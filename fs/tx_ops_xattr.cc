@@ -112,15 +112,24 @@ Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   op.path = path;
   op.name = name;
   if (value) op.value = *value;
-  // A big value is kept on disk until the end, not in the daemon's memory.
-  if (value && value->size() > fstx::kMaxValueInMemory) {
-    auto staging = fs.txs()->rm(source).Staging(tx.id());
-    if (!staging.ok()) return staging.status();
-    auto stored = (*staging)->StoreValue(*value);
-    if (!stored.ok()) return stored.status();
-    op.stored_value = *stored;
+  // A big value is kept on disk until the end, not in the daemon's memory (where: below).
+  const bool big = value && value->size() > fstx::kMaxValueInMemory;
+  if (big) op.stored_value = fstx::StoredValue{.offset = 0, .size = uint32_t(value->size())};
+  // Counted before the value is stored: a change refused for its owner's cap takes no room.
+  auto prepaid = fs.txs()->ChargeFor(*tx, op);
+  if (!prepaid.ok()) return prepaid.status();
+  if (!big) return fs.txs()->LogOp(*tx, source, op, *prepaid);
+  auto staging = fs.txs()->rm(source).Staging(tx.id());
+  auto stored = staging.ok() ? (*staging)->StoreValue(*value) : staging.status();
+  if (!stored.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return stored.status();
   }
-  return fs.txs()->LogOp(*tx, source, op);
+  op.stored_value = *stored;
+  Status s = fs.txs()->LogOp(*tx, source, op, *prepaid);
+  // A refused change's value need not stay either.
+  if (!s.ok()) (*staging)->DropValue(*stored);
+  return s;
 }
 
 void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,

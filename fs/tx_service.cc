@@ -363,14 +363,27 @@ Status TxService::ChargeMemory(TxContext& tx, uint64_t bytes) {
   return Status::Ok();
 }
 
-Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, bool counted) {
-  const uint64_t kept = counted ? 0 : fstx::FsResourceManager::MemoryKept(op);
+Result<uint64_t> TxService::ChargeFor(TxContext& tx, const fstx::Op& op) {
+  const uint64_t kept = fstx::FsResourceManager::MemoryKept(op);
   KTMFS_RETURN_IF_ERROR(ChargeMemory(tx, kept));
-  Status s = rm(source).LogOp(tx.id, op);
-  if (!s.ok() && kept > 0) {
-    tx.memory_charged -= kept;
-    quota_->GiveMemory(tx.owner, kept);
+  return kept;
+}
+
+void TxService::Refund(TxContext& tx, uint64_t bytes) {
+  if (bytes == 0) return;
+  tx.memory_charged -= bytes;
+  quota_->GiveMemory(tx.owner, bytes);
+}
+
+Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t prepaid) {
+  const uint64_t kept = fstx::FsResourceManager::MemoryKept(op);
+  const uint64_t more = kept > prepaid ? kept - prepaid : 0;
+  if (Status s = ChargeMemory(tx, more); !s.ok()) {
+    Refund(tx, prepaid);
+    return s;
   }
+  Status s = rm(source).LogOp(tx.id, op);
+  if (!s.ok()) Refund(tx, prepaid + more);
   return s;
 }
 

@@ -144,10 +144,16 @@ class TxService {
   // Counts `bytes` the daemon now holds in memory for `tx` (data kept with its ops until the
   // end) against its owner's cap; ENOSPC, with nothing counted, past it.
   Status ChargeMemory(TxContext& tx, uint64_t bytes);
-  // Logs `op` for `tx` in `source`'s RM, first counting what the RM keeps of it until the end
-  // (FsResourceManager::MemoryKept) against the owner's cap: ENOSPC, with nothing logged, past
-  // it. `counted`: the caller has counted that already.
-  Status LogOp(TxContext& tx, int source, const fstx::Op& op, bool counted = false);
+  // Counts what the RM will keep of `op` until the end (FsResourceManager::MemoryKept) against
+  // the owner's cap, before the work the op needs (staging) is done, so that a change refused
+  // for the cap leaves nothing behind: ENOSPC past it. The count goes to LogOp as `prepaid`,
+  // or back through Refund if the op goes no further.
+  Result<uint64_t> ChargeFor(TxContext& tx, const fstx::Op& op);
+  void Refund(TxContext& tx, uint64_t bytes);
+  // Logs `op` for `tx` in `source`'s RM, counting what ChargeFor would, less `prepaid`, first
+  // (ENOSPC, with nothing logged, past the cap). If it fails, all the op was charged, `prepaid`
+  // included, is given back.
+  Status LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t prepaid = 0);
   // One more descriptor the transaction keeps open until it ends; EMFILE past its owner's cap.
   Status ChargeDescriptor(TxContext& tx);
   // Descriptors kept open that grow with use: live transactions' changed files (all users'

@@ -5,6 +5,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -143,19 +144,18 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
   const std::string probe = staging_dir + "/xattr-probe";
   for (const auto& [object, ops] : ops_of) {
     const PlannedObject* o = plan.Find(object);
-    std::map<std::string, std::string> xattrs;
-    if (o != nullptr && !o->is_new()) xattrs = PresentXattrs(root.Name(o->original).path());
-    std::set<std::string> changed;
+    // Each final value is where it is: the present ones in memory (the backing filesystem
+    // bounds them), the transaction's as its last op for the name, read when it is tried.
+    std::map<std::string, std::string> present;
+    if (o != nullptr && !o->is_new()) present = PresentXattrs(root.Name(o->original).path());
+    std::map<std::string, const Op*> xattrs;
+    for (const auto& [name, value] : present)
+      xattrs.emplace(name, nullptr);
     for (const Op* op : ops) {
-      changed.insert(op->name);
       if (op->kind == OpKind::kRemovexattr) {
         xattrs.erase(op->name);
-      } else if (op->stored_value) {
-        auto value = ReadStoredValue(staging_dir, *op->stored_value);
-        if (!value.ok()) return value.status();
-        xattrs[op->name] = std::move(*value);
       } else {
-        xattrs[op->name] = op->value;
+        xattrs[op->name] = op;
       }
     }
     if (xattrs.empty()) continue;
@@ -181,13 +181,26 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       return Status::FromErrno(e, "creating " + probe);
     }
     Status s;
-    for (const auto& [name, value] : xattrs) {
+    for (const auto& [name, op] : xattrs) {
+      std::string loaded;
+      if (op != nullptr && op->stored_value) {
+        auto v = ReadStoredValue(staging_dir, *op->stored_value);
+        if (!v.ok()) {
+          s = v.status();
+          break;
+        }
+        loaded = std::move(*v);
+      }
+      const std::string& value =
+          op == nullptr ? present[name] : (op->stored_value ? loaded : op->value);
       if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) == 0) continue;
       const int e = errno;
       // An attribute the transaction left alone that a plain file cannot carry (a security
       // module's label, say) is the object's own business; only room is the probe's question.
       const bool room = e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT;
-      if (!room && changed.count(name) == 0) continue;
+      const bool changed =
+          std::any_of(ops.begin(), ops.end(), [&](const Op* c) { return c->name == name; });
+      if (!room && !changed) continue;
       s = Status::Error(
           e, "the backing filesystem cannot hold xattr " + name + " (" +
                  std::to_string(value.size()) + " bytes) of " +

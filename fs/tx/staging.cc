@@ -327,6 +327,11 @@ Result<StoredValue> TxStaging::StoreValue(std::string_view value) {
   return values_.Store(*dir, dir_, value);
 }
 
+void TxStaging::DropValue(const StoredValue& at) {
+  auto dir = DirFd();
+  if (dir.ok()) values_.Drop(*dir, at);
+}
+
 void TxStaging::Opened(const StagedFile* f) {
   std::lock_guard lock(open_mu_);
   open_.push_front(f);

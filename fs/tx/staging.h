@@ -119,6 +119,8 @@ class TxStaging {
 
   // An xattr value the transaction sets, kept on disk rather than in memory (value_file.h).
   Result<StoredValue> StoreValue(std::string_view value);
+  // A stored value no op refers to (ValueFile::Drop).
+  void DropValue(const StoredValue& at);
   Result<std::string> LoadValue(const StoredValue& at) const { return ReadStoredValue(dir_, at); }
 
   // Makes every staged file's data and the directory entries durable: what prepare needs

@@ -34,6 +34,15 @@ Result<StoredValue> ValueFile::Store(int dir_fd, const std::string& dir, std::st
   return at;
 }
 
+void ValueFile::Drop(int dir_fd, const StoredValue& at) {
+  std::lock_guard lock(mu_);
+  if (at.offset + at.size != end_) return;
+  const int fd = ::openat(dir_fd, kValueFileName, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::ftruncate(fd, static_cast<off_t>(at.offset)) == 0) end_ = at.offset;
+  ::close(fd);
+}
+
 Result<std::string> ReadStoredValue(const std::string& staging_dir, const StoredValue& at) {
   const std::string path = staging_dir + "/" + kValueFileName;
   const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

@@ -25,6 +25,9 @@ class ValueFile {
   // Appends `value` to <dir>/xattr-values (made on first use through `dir_fd`). Errors name
   // the file (ENOSPC when the staging filesystem is full).
   Result<StoredValue> Store(int dir_fd, const std::string& dir, std::string_view value);
+  // Gives back the room of a value no op refers to (its op was refused), if it is the last one
+  // stored; otherwise it stays until the staging goes.
+  void Drop(int dir_fd, const StoredValue& at);
 
  private:
   std::mutex mu_;
