@@ -1,6 +1,7 @@
 #include "src/transaction_manager.h"
 
 #include <algorithm>
+#include <cassert>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -139,6 +140,8 @@ class TransactionManager::Impl {
   void Deliver(const Deliveries& d);
   Deliveries StartRollbackLocked(const TxPtr& tx, Status reason);
   void FinishLocked(const TxPtr& tx, TxState final_state);
+  // Every change of a transaction's state goes here (mu_ held).
+  void SetStateLocked(Transaction& tx, TxState to);
   void Decide(const TxPtr& tx);
   Status WaitLocked(std::unique_lock<std::mutex>& l, const TxPtr& tx);
   std::vector<TxImage> SnapshotLocked() const;
@@ -184,6 +187,36 @@ class TransactionManager::Impl {
 };
 
 // ---- helpers
+
+namespace {
+
+// The transaction state machine (tm_types.h): a debug-build check at every change of state.
+bool LegalTransition(TxState from, TxState to) {
+  switch (from) {
+    case TxState::kActive:  // commit, rollback, or a commit with no enlistment
+      return to == TxState::kPreparing || to == TxState::kRollingBack || to == TxState::kCommitted;
+    case TxState::kPreparing:  // every RM prepared, one refused, or single-phase replied
+      return to == TxState::kPrepared || to == TxState::kRollingBack || to == TxState::kCommitted ||
+             to == TxState::kRolledBack;
+    case TxState::kPrepared:  // the decision durable, or not
+      return to == TxState::kCommitting || to == TxState::kRollingBack;
+    case TxState::kCommitting:
+      return to == TxState::kCommitted;
+    case TxState::kRollingBack:
+      return to == TxState::kRolledBack;
+    case TxState::kCommitted:
+    case TxState::kRolledBack:
+      return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+void TransactionManager::Impl::SetStateLocked(Transaction& tx, TxState to) {
+  assert(LegalTransition(tx.state, to) && "illegal transaction state transition");
+  tx.state = to;
+}
 
 Status TransactionManager::Impl::Usable() const {
   if (!failed_.ok()) return failed_;
@@ -279,7 +312,7 @@ void TransactionManager::Impl::Deliver(const Deliveries& deliveries) {
 TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLocked(const TxPtr& tx,
                                                                                    Status reason) {
   Deliveries d;
-  tx->state = TxState::kRollingBack;
+  SetStateLocked(*tx, TxState::kRollingBack);
   tx->reason = std::move(reason);
   for (auto& e : tx->enlistments)
     Queue(tx, e.get(), NotificationKind::kRollback, &d);
@@ -288,7 +321,7 @@ TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLock
 }
 
 void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state) {
-  tx->state = final_state;
+  SetStateLocked(*tx, final_state);
   PendingEnd pending;
   if (tx->logged && final_state == TxState::kCommitted) {
     for (auto& e : tx->enlistments)
@@ -557,7 +590,7 @@ Status TransactionManager::Impl::Commit(const Guid& id) {
     FinishLocked(tx, TxState::kCommitted);
     return Status::Ok();
   }
-  tx->state = TxState::kPreparing;
+  SetStateLocked(*tx, TxState::kPreparing);
   tx->single_phase = tx->enlistments.size() == 1;
   NotificationKind kind =
       tx->single_phase ? NotificationKind::kSinglePhaseCommit : NotificationKind::kPrepare;
@@ -628,7 +661,7 @@ Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
     return Status::Ok();
   }
   if (!AllRepliedLocked(tx)) return Status::Ok();
-  tx->state = TxState::kPrepared;
+  SetStateLocked(*tx, TxState::kPrepared);
   l.unlock();
   Decide(tx);
   return Status::Ok();
@@ -689,7 +722,7 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
     txs_.erase(tx->id);
     return;
   }
-  tx->state = TxState::kCommitting;
+  SetStateLocked(*tx, TxState::kCommitting);
   Deliveries d;
   for (auto& e : tx->enlistments)
     Queue(tx, e.get(), NotificationKind::kCommit, &d);
