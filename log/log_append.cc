@@ -3,6 +3,7 @@
 // writes and syncs it while later appends collect in a new buffer for the next flush. Threads
 // waiting for an LSN the current flush covers just wait for it (group commit).
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 
 #include "log/log_impl.h"
@@ -150,6 +151,7 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
                                      " bytes does not fit its reservation");
     }
     r->Take(charge);
+    assert(reserved_ >= charge && "a reservation's bytes are counted in reserved_");
     reserved_ -= charge;
   } else {
     Status s = MakeRoomLocked(new_end + block_ + reserved_, use_reserve ? 0 : reserve_);
@@ -200,6 +202,10 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
     copy(payload.prefix, kRecordHeaderSize);
     copy(payload.body, kRecordHeaderSize + payload.prefix.size());
   });
+  // Records follow each other: each one starts at or after the end before it, and a stream's
+  // chain runs backwards in LSN order.
+  assert(lsn != kInvalidLsn && lsn >= end_ && lsn < new_end);
+  assert(st == nullptr || st->last == kInvalidLsn || st->last < lsn);
   end_ = new_end;
   if (st) st->last = lsn;
   stats_.appends++;
@@ -219,6 +225,7 @@ Result<std::unique_ptr<Reservation>> LogImpl::Reserve(uint64_t payload_bytes) {
 
 void LogImpl::Unreserve(uint64_t bytes) {
   std::lock_guard lock(mu_);
+  assert(reserved_ >= bytes);
   reserved_ -= bytes;
 }
 
@@ -429,6 +436,7 @@ void LogImpl::LeadLocked(std::unique_lock<std::mutex>& lock, std::vector<WakeWor
   while (!inflight_.empty() && inflight_.front()->done) {
     const InFlight& e = *inflight_.front();
     if (failed_.ok() && e.status.ok()) {
+      assert(e.end >= flushed_ && "the durable end never moves back");
       flushed_ = e.end;
       durable_.store(flushed_, std::memory_order_release);
     } else if (failed_.ok()) {
