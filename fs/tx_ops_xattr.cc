@@ -6,10 +6,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 #include <vector>
 
 #include "fs/control.h"
+#include "fs/daemon_log.h"
 #include "fs/tx/value_file.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
@@ -49,9 +51,14 @@ int XattrOf(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId&
     auto x = ov->GetXattr(object, name);
     if (x.kind == fstx::XattrLookup::Kind::kValue && x.stored) {
       fstx::TxStaging* staging = fs.txs()->rm(source).FindStaging(tx.id());
-      if (staging == nullptr) return EIO;  // the value was stored there
+      assert(staging != nullptr && "a stored value is in the transaction's staging");
       auto v = staging->LoadValue(*x.stored);
-      if (!v.ok()) return Errno(v.status());
+      if (!v.ok()) {
+        // The caller gets the errno only: the daemon's log says which value and why.
+        DaemonLog(LogLevel::kError, "transaction " + tx.id().ToString() + ": reading xattr " +
+                                        name + ": " + v.status().ToString());
+        return Errno(v.status());
+      }
       *out = std::move(*v);
       return 0;
     }
