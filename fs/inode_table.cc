@@ -414,12 +414,16 @@ std::vector<fuse_ino_t> InodeTable::VersionNodes(const Guid& tx) const {
   return out;
 }
 
-bool InodeTable::MayReplace(const Guid& tx, int source, const fstx::ObjectId& id) const {
+fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
+                                          const fstx::ObjectId& id) const {
   std::lock_guard lock(mu_);
   auto own = versions_.find(VersionKey{tx, source, id});
-  if (own != versions_.end() && own->second->open_handles.load() > 0) return false;
-  return by_key_.count(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)}) > 0 ||
-         ended_versions_.count({source, id}) > 0;
+  if (own != versions_.end() && own->second->open_handles.load() > 0)
+    return fstx::ReplaceWhen::kNever;
+  const bool known =
+      by_key_.count(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)}) > 0 ||
+      ended_versions_.count({source, id}) > 0;
+  return known ? fstx::ReplaceWhen::kIfWhole : fstx::ReplaceWhen::kIfWrittenOnce;
 }
 
 std::optional<InodeTable::Changed> InodeTable::NoteChanged(dev_t dev, ino_t ino) const {

@@ -32,6 +32,7 @@
 
 #include "fs/object_handle.h"
 #include "fs/tx/records.h"
+#include "fs/tx/replacement.h"
 #include "src/guid.h"
 
 namespace ktmfs::fs {
@@ -188,12 +189,12 @@ class InodeTable {
   // Node ids of every version node of `tx`, and of the committed node of (dev, ino) if the
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
-  // Whether a commit of `tx` should replace object `id` of source `source` rather than write it
-  // in place (FsRmOptions::replaceable): not while `tx` has a file open on it, whose writes
-  // must keep reaching the committed file; and only if a node besides `tx`'s own knows it (a
-  // committed node, or a version node of an ended transaction), since only such a node can
-  // hold a size or pages from before the commit.
-  bool MayReplace(const Guid& tx, int source, const fstx::ObjectId& id) const;
+  // When a commit of `tx` replaces object `id` of source `source` rather than write it in place
+  // (FsRmOptions::replace_when): never while `tx` has a file open on it, whose writes must keep
+  // reaching the committed file; whenever rewritten whole if a node besides `tx`'s own knows it
+  // (a committed node, or a version node of an ended transaction), since such a node can hold a
+  // size or pages from before the commit; otherwise only where that saves copying its data.
+  fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // The committed node of (dev, ino), if any, told that its xattrs may have changed, and
   // whether it is a directory: all under the table's lock, since a FORGET may free the node as

@@ -323,8 +323,8 @@ int Run(int argc, char** argv) {
   fs.SetDirectWriteInvalidator(&direct_writes);
   (*txs)->SetBeforeEnd([&fs](const Guid& tx) { fs.BeforeTxEnd(tx); });
   (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
-  (*txs)->SetReplaceable([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
-    return fs.inodes().MayReplace(tx, source, id);
+  (*txs)->SetReplaceWhen([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
+    return fs.inodes().ReplaceWhen(tx, source, id);
   });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {

@@ -246,8 +246,8 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       for (const auto& o : ended_.back().objects)
         if (o.kind == fstx::ObjectId::Kind::kExisting) settling_[{o.dev, o.ino}]++;
     };
-    o.replaceable = [this, source](const Guid& tx, const fstx::ObjectId& id) {
-      return !replaceable_ || replaceable_(tx, source, id);
+    o.replace_when = [this, source](const Guid& tx, const fstx::ObjectId& id) {
+      return replace_when_ ? replace_when_(tx, source, id) : fstx::ReplaceWhen::kIfWhole;
     };
     o.report = [](bool error, const std::string& message) {
       DaemonLog(error ? LogLevel::kError : LogLevel::kNotice, message);

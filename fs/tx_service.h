@@ -202,10 +202,11 @@ class TxService {
   // Called before a transaction ends, while its operations still run: the kernel's dirty pages
   // of its files (mmap writes) must reach it through its handles now.
   void SetBeforeEnd(std::function<void(const Guid&)> f) { before_end_ = std::move(f); }
-  // Whether a commit may replace an object of source `source` (FsRmOptions::replaceable). Set
-  // before the first transaction begins; without it, every whole rewrite is replaced.
-  void SetReplaceable(std::function<bool(const Guid&, int source, const fstx::ObjectId&)> f) {
-    replaceable_ = std::move(f);
+  // When a commit replaces an object of source `source` (FsRmOptions::replace_when). Set before
+  // the first transaction begins; without it, every whole rewrite is replaced.
+  void SetReplaceWhen(
+      std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> f) {
+    replace_when_ = std::move(f);
   }
 
  private:
@@ -250,7 +251,7 @@ class TxService {
   std::map<std::pair<dev_t, ino_t>, int> settling_;  // objects of ended_, until handed on
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
-  std::function<bool(const Guid&, int source, const fstx::ObjectId&)> replaceable_;
+  std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> replace_when_;
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

@@ -45,8 +45,8 @@ bool HoldsObject(const std::string& path, const ObjectId& id) {
 class Applier {
  public:
   Applier(const ApplyTarget& t, const ApplyPlan& plan, const MutationHook& hook,
-          const std::function<bool(const ObjectId&)>& replaceable)
-      : t_(t), plan_(plan), hook_(hook), replaceable_(replaceable), root_(t.backing_root) {}
+          const std::function<ReplaceWhen(const ObjectId&)>& replace_when)
+      : t_(t), plan_(plan), hook_(hook), replace_when_(replace_when), root_(t.backing_root) {}
 
   Result<AppliedChanges> Run() {
     // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
@@ -209,13 +209,14 @@ class Applier {
           if (Holds(old, o.id)) KTMFS_RETURN_IF_ERROR(RedoExchanged(o, path, old));
         continue;
       }
-      if (replaceable_ && !replaceable_(o.id)) continue;
+      const ReplaceWhen when = replace_when_ ? replace_when_(o.id) : ReplaceWhen::kIfWhole;
+      if (when == ReplaceWhen::kNever) continue;
       // The old file's attributes are read through a descriptor of the object itself.
       const int old_fd = ::open(path.path(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
       struct stat st;
       const bool regular = old_fd >= 0 && ::fstat(old_fd, &st) == 0 && st.st_dev == o.id.dev &&
                            st.st_ino == o.id.ino && S_ISREG(st.st_mode) && st.st_nlink == 1;
-      Status s = regular ? Replace(o, path, FdPath(old_fd), st) : Status::Ok();
+      Status s = regular ? Replace(o, path, FdPath(old_fd), st, when) : Status::Ok();
       if (old_fd >= 0) ::close(old_fd);
       KTMFS_RETURN_IF_ERROR(s);
     }
@@ -223,13 +224,14 @@ class Applier {
   }
 
   // Replaces `o` at `path` (its old file, whose stat is `st`, reachable as `old`) if the
-  // transaction rewrote it whole. A failure to make the new content leaves it to be written in
-  // place; a failure of the exchange itself stops apply, unless the filesystem cannot exchange
-  // those names.
+  // transaction rewrote it whole and `when` allows. A failure to make the new content leaves it
+  // to be written in place; a failure of the exchange itself stops apply, unless the filesystem
+  // cannot exchange those names.
   Status Replace(const PlannedObject& o, const BackingName& path, const std::string& old,
-                 const struct stat& st) {
+                 const struct stat& st, ReplaceWhen when) {
     auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(st.st_size));
     if (!r) return Status::Ok();
+    if (when == ReplaceWhen::kIfWrittenOnce && r->staged_file.empty()) return Status::Ok();
     const std::string content = NewContentName(o.id, *r);
     KTMFS_RETURN_IF_ERROR(Mutate("make the new content of " + path.shown()));
     int fd = -1;
@@ -620,7 +622,7 @@ class Applier {
   const ApplyTarget& t_;
   const ApplyPlan& plan_;
   const MutationHook& hook_;
-  const std::function<bool(const ObjectId&)>& replaceable_;
+  const std::function<ReplaceWhen(const ObjectId&)>& replace_when_;
   bool hooked_ = true;  // see SetAttributes
   BackingRoot root_;
   std::set<std::string> dirty_dirs_;
@@ -631,12 +633,12 @@ class Applier {
 
 }  // namespace
 
-Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
-                                    const MutationHook& hook,
-                                    const std::function<bool(const ObjectId&)>& replaceable) {
+Result<AppliedChanges> ApplyChanges(
+    const ApplyTarget& target, const std::vector<Op>& ops, const MutationHook& hook,
+    const std::function<ReplaceWhen(const ObjectId&)>& replace_when) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return plan.status().Annotate("planning apply");
-  return Applier(target, *plan, hook, replaceable).Run();
+  return Applier(target, *plan, hook, replace_when).Run();
 }
 
 std::vector<std::pair<ObjectId, std::string>> ReplacementsMade(const ApplyTarget& target,

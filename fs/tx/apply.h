@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/replacement.h"
 #include "log/status.h"
 
 namespace ktmfs::fstx {
@@ -44,11 +45,11 @@ struct AppliedChanges {
 };
 
 // Steps 1-3: afterwards the backing directory shows the transaction, not yet durably.
-// `replaceable`: whether a file the transaction rewrote whole may be replaced (replacement.h);
-// one it answers false for is written in place. Null: every one may.
+// `replace_when`: when a file the transaction rewrote whole is replaced (replacement.h) rather
+// than written in place. Null: always (ReplaceWhen::kIfWhole).
 Result<AppliedChanges> ApplyChanges(
     const ApplyTarget& target, const std::vector<Op>& ops, const MutationHook& hook = nullptr,
-    const std::function<bool(const ObjectId&)>& replaceable = nullptr);
+    const std::function<ReplaceWhen(const ObjectId&)>& replace_when = nullptr);
 // The files a run of apply that did not finish put in place of objects of `ops` (whole
 // rewrites whose names it exchanged, replacement.h), with their names: a pending apply holds
 // them as it holds the objects, since every retry makes them again.

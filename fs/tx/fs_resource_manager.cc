@@ -332,10 +332,10 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     if (o_.visibility) visible = std::unique_lock(*o_.visibility);
     VisibilityGate::Closed closed;
     if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
-    std::function<bool(const ObjectId&)> replaceable;
-    if (o_.replaceable)
-      replaceable = [this, &tx](const ObjectId& id) { return o_.replaceable(tx, id); };
-    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replaceable);
+    std::function<ReplaceWhen(const ObjectId&)> replace_when;
+    if (o_.replace_when)
+      replace_when = [this, &tx](const ObjectId& id) { return o_.replace_when(tx, id); };
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
   }

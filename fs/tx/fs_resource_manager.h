@@ -65,10 +65,10 @@ struct FsRmOptions {
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects,
                      const std::vector<std::pair<std::string, std::string>>& entries)>
       on_late_apply;
-  // Whether apply may replace an object the committing transaction rewrote whole (apply.h,
+  // When apply replaces an object the committing transaction rewrote whole (apply.h,
   // replacement.h) rather than write it in place. Asked while the object is closed at the gate.
   // Optional: without it, every whole rewrite is replaced.
-  std::function<bool(const Guid& tx, const ObjectId& id)> replaceable;
+  std::function<ReplaceWhen(const Guid& tx, const ObjectId& id)> replace_when;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
   std::function<void(bool error, const std::string& message)> report;

@@ -25,6 +25,19 @@
 
 namespace ktmfs::fstx {
 
+// When apply may replace a file the transaction rewrote whole, asked per object at the commit.
+enum class ReplaceWhen {
+  // The transaction still has the file open: its descriptors must go on reaching the committed
+  // file, so it is written in place.
+  kNever,
+  // No one else can hold a size or pages of it from before the commit, so writing in place
+  // tears nothing: it is replaced only where that saves copying its data (its staged file is the
+  // new content), and written in place where its new data is in the records anyway.
+  kIfWrittenOnce,
+  // A reader may hold a size or pages from before the commit: replaced whenever rewritten whole.
+  kIfWhole,
+};
+
 struct Replacement {
   // The object's staged file, if any of its writes went to one: then it is the whole new
   // content (and durable: prepare synced it).

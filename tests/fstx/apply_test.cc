@@ -272,6 +272,33 @@ TEST(Apply, WholeRewritesReplaceTheFile) {
   EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
 }
 
+// When no reader can hold the old file (ReplaceWhen::kIfWrittenOnce), a whole rewrite is
+// replaced only where its staged file is the new content (big.bin: replacing saves copying
+// it); one whose data is in the records (b.txt) is written in place and keeps its inode. A file
+// the transaction still has open (kNever) is written in place whatever its size.
+TEST(Apply, WholeRewritesReplacedWhenThatSavesTheCopy) {
+  for (ReplaceWhen when : {ReplaceWhen::kIfWrittenOnce, ReplaceWhen::kNever}) {
+    World world(WholeRewrites);
+    struct stat big, b;
+    ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &big), 0);
+    ASSERT_EQ(::stat((world.backing + "/b.txt").c_str(), &b), 0);
+    auto changes =
+        ApplyChanges(world.target(), world.ops, nullptr, [when](const ObjectId&) { return when; });
+    ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+    ASSERT_TRUE(SyncApplied(*changes).ok());
+    struct stat after;
+    ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &after), 0);
+    if (when == ReplaceWhen::kNever)
+      EXPECT_EQ(after.st_ino, big.st_ino);
+    else
+      EXPECT_NE(after.st_ino, big.st_ino);
+    ASSERT_EQ(::stat((world.backing + "/b.txt").c_str(), &after), 0);
+    EXPECT_EQ(after.st_ino, b.st_ino);
+    ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+    EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+  }
+}
+
 // A file changed in part is written in place: it keeps its inode.
 TEST(Apply, BigWritesKeepTheInode) {
   World world(BigWrites);
