@@ -48,6 +48,13 @@ class AlignedBuffer {
     }
     return {p_, n};
   }
+  OwnedBuffer Swap(const std::byte* data, OwnedBuffer replacement) {
+    if (p_ == nullptr || data != p_) return {};
+    OwnedBuffer taken{p_, size_};
+    p_ = replacement.data;
+    size_ = replacement.size;
+    return taken;
+  }
 
  private:
   std::byte* p_ = nullptr;
@@ -233,6 +240,10 @@ int ReopenDirect(int fd, int flags) {
 
 std::span<std::byte> ThreadBuffer(size_t size) {
   return gather_buffer.Get(size);
+}
+
+OwnedBuffer AdoptThreadBuffer(const std::byte* data, OwnedBuffer replacement) {
+  return gather_buffer.Swap(data, replacement);
 }
 
 Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t offset,

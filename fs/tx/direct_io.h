@@ -42,4 +42,14 @@ Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, u
 // reused by its next call (FUSE workers gather request data into it).
 std::span<std::byte> ThreadBuffer(size_t size);
 
+// An aligned buffer (posix_memalign; free with std::free) and its size.
+struct OwnedBuffer {
+  std::byte* data = nullptr;
+  size_t size = 0;
+};
+// If `data` is where this thread's ThreadBuffer starts, hands that buffer over (so data held in
+// it need not be copied) and gives the thread `replacement` for its next request; otherwise
+// returns an empty OwnedBuffer, and `replacement` stays the caller's.
+OwnedBuffer AdoptThreadBuffer(const std::byte* data, OwnedBuffer replacement);
+
 }  // namespace ktmfs::fstx

@@ -122,6 +122,9 @@ bool StagedFile::on_disk() const {
 }
 
 void StagedFile::CloseFdsLocked() const {
+  // The queued writes use the direct descriptor; a failure among them stays in failed_.
+  (void)DrainLocked();
+  queue_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   // A refusal of O_DIRECT (-1) stays known; an open one goes with the file's descriptor.
@@ -178,7 +181,7 @@ Status StagedFile::SpillLocked() {
 Status StagedFile::Write(uint64_t offset, std::span<const std::byte> data) {
   std::lock_guard lock(mu_);
   KTMFS_RETURN_IF_ERROR(SpillLocked());
-  return WriteFd(offset, data);
+  return WriteFd(offset, data, /*may_queue=*/true);
 }
 
 Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data) {
@@ -195,21 +198,77 @@ Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data)
     }
     KTMFS_RETURN_IF_ERROR(SpillLocked());
   }
-  return WriteFd(offset, data);
+  // Not queued: its data is in its record, so prepare may not sync this file (nor wait for it).
+  return WriteFd(offset, data, /*may_queue=*/false);
 }
 
-Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data) {
+Status StagedFile::DrainLocked() const {
+  if (queue_) {
+    Status s = queue_->Drain();
+    if (!s.ok() && failed_.ok()) failed_ = s;
+  }
+  return failed_;
+}
+
+Result<bool> StagedFile::QueueLocked(int fd, uint64_t offset, std::span<const std::byte> data) {
+  const uint64_t length = data.size();
+  if (queue_refused_ || direct_fd_ < 0 || length < kQueueMin || offset % kDirectAlign != 0 ||
+      length % kDirectAlign != 0 || length > AsyncDirectWriter::kMaxWrite)
+    return false;
+  if (!queue_) {
+    queue_ = AsyncDirectWriter::Create("staged file " + path_);
+    if (!queue_) {
+      queue_refused_ = true;
+      return false;
+    }
+  }
+  // The space first, so that a full filesystem refuses this write rather than a later commit;
+  // and ahead of it, twice as far each time up to kAllocateAhead, but not past the end on disk:
+  // the file must stay exactly its content (apply may put it in place), and cutting it back
+  // would wait for the device.
+  bool allocated = true;
+  for (const auto& p : allocated_.Split(offset, length))
+    if (!p.written) allocated = false;
+  if (!allocated) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return false;  // the write, made now, says what is wrong
+    allocate_ahead_ = std::clamp(allocate_ahead_ * 2, length, std::max(length, kAllocateAhead));
+    const uint64_t end = std::max(
+        offset + length, std::min(offset + allocate_ahead_, static_cast<uint64_t>(st.st_size)));
+    if (::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(end - offset)) != 0) {
+      if (errno == EOPNOTSUPP || errno == ENOSYS) queue_refused_ = true;
+      return false;  // the write, made now, says whether it fits
+    }
+    allocated_.Add(offset, end - offset);
+  }
+  auto queued = queue_->Queue(direct_fd_, offset, data);
+  if (!queued.ok()) failed_ = queued.status();
+  return queued;
+}
+
+Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data, bool may_queue) {
+  KTMFS_RETURN_IF_ERROR(failed_);
   auto fd = FdLocked();
   if (!fd.ok()) return fd.status();
   if (direct_fd_ == kNotOpened && data.size() >= kDirectAlign)
     direct_fd_ = ReopenDirect(*fd, O_WRONLY | O_CLOEXEC);
+  auto queued = may_queue ? QueueLocked(*fd, offset, data) : Result<bool>(false);
+  if (!queued.ok()) return queued.status();
+  if (*queued) {
+    written_.Add(offset, data.size());
+    size_ = std::max(size_, offset + data.size());
+    return Status::Ok();
+  }
+  // Written now: after the queued writes, which it might overlap.
+  KTMFS_RETURN_IF_ERROR(DrainLocked());
   Status s = WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_);
   if (!s.ok()) {
     // Part of it may be in the file. Past the size it would be bytes no record accounts for,
     // which a commit that makes this file the new content (replacement.h) would keep.
     struct stat st;
-    if (::fstat(*fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > size_)
-      (void)::ftruncate(*fd, static_cast<off_t>(size_));
+    if (::fstat(*fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > size_ &&
+        ::ftruncate(*fd, static_cast<off_t>(size_)) == 0)
+      allocated_.ClipTo(size_);
     return s;
   }
   written_.Add(offset, data.size());
@@ -228,6 +287,7 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
       std::memcpy(dst, memory_.data() + p.offset, p.length);
       got = p.length;
     } else if (p.written) {
+      KTMFS_RETURN_IF_ERROR(DrainLocked());
       auto fd = FdLocked();
       if (!fd.ok()) return fd.status();
       KTMFS_RETURN_IF_ERROR(PreadFull(*fd, dst, p.length, p.offset, &got, path_));
@@ -245,10 +305,12 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
 Status StagedFile::Truncate(uint64_t size) {
   std::lock_guard lock(mu_);
   if (spilled_) {
+    KTMFS_RETURN_IF_ERROR(DrainLocked());
     auto fd = FdLocked();
     if (!fd.ok()) return fd.status();
     if (::ftruncate(*fd, static_cast<off_t>(size)) != 0)
       return Status::FromErrno("truncate " + path_);
+    allocated_.ClipTo(size);
   }
   // Held in memory, the bytes past `size` stay but no extent covers them any more.
   written_.ClipTo(size);
@@ -271,6 +333,7 @@ Status StagedFile::Sync() const {
   std::lock_guard lock(mu_);
   // Held in memory only while every write to it travels in its own log record.
   if (!spilled_) return Status::Ok();
+  KTMFS_RETURN_IF_ERROR(DrainLocked());
   // A descriptor opened now still reports a write-back error no one has seen yet (errseq).
   auto fd = FdLocked();
   if (!fd.ok()) return fd.status();

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fs/tx/async_direct_writer.h"
 #include "fs/tx/extent_map.h"
 #include "fs/tx/value_file.h"
 #include "log/status.h"
@@ -53,6 +54,10 @@ class StagedFile {
   Status Sync() const;
 
   static constexpr uint64_t kMemoryExtent = 256 << 10;
+  // Aligned writes of at least this size are queued (async_direct_writer.h).
+  static constexpr uint64_t kQueueMin = 64 << 10;
+  // Space is allocated at most this far ahead of a queued write (never past the end).
+  static constexpr uint64_t kAllocateAhead = 32 << 20;
 
  private:
   friend class TxStaging;
@@ -60,7 +65,13 @@ class StagedFile {
              uint64_t committed_size);
   // Makes the file exist on disk with everything written so far.
   Status SpillLocked();
-  Status WriteFd(uint64_t offset, std::span<const std::byte> data);
+  // `may_queue`: whether a big aligned write may be queued (QueueLocked).
+  Status WriteFd(uint64_t offset, std::span<const std::byte> data, bool may_queue);
+  // Queues a big aligned write without waiting for the device (async_direct_writer.h); false:
+  // the caller writes it now.
+  Result<bool> QueueLocked(int fd, uint64_t offset, std::span<const std::byte> data);
+  // Waits for the queued writes; the first failure of any, which every later call returns.
+  Status DrainLocked() const;
   // The staged file's descriptor, opened again by name if it was closed to keep the
   // transaction's open descriptors few (TxStaging::kOpenFiles). Only for a spilled file.
   Result<int> FdLocked() const;
@@ -79,6 +90,15 @@ class StagedFile {
   // -1 where the filesystem refuses it.
   static constexpr int kNotOpened = -2;
   mutable int direct_fd_ = kNotOpened;
+  // Big writes in flight to direct_fd_, made by the first; closed with the descriptors.
+  mutable std::unique_ptr<AsyncDirectWriter> queue_;
+  bool queue_refused_ = false;  // io_uring or fallocate is not to be had here
+  // Space allocated for queued writes, and ahead of them below the end: fallocate waits for the
+  // direct writes in flight, so it is done for many writes at once.
+  ExtentMap allocated_;
+  uint64_t allocate_ahead_ = 0;
+  // A queued write that failed: the file no longer holds what written_ says.
+  mutable Status failed_ = Status::Ok();
   // Where this file is in TxStaging::open_ while fd_ is open (guarded by open_mu_).
   mutable std::list<const StagedFile*>::iterator open_at_{};
   ExtentMap written_;

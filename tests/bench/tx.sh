@@ -11,7 +11,10 @@
 #   big, new file and existing file: one transaction writes BIG_BYTES in 1 MiB writes and
 #     commits (seconds); against native write + fsync of the same data. Target <= 1.3x. Shown
 #     under it without a target: the same write + fsync through the mount outside any
-#     transaction, the floor a FUSE mount sets on this machine.
+#     transaction (passed through to the backing file where the kernel can), and through a
+#     second mount with -o nopassthrough, where the daemon serves every write as it serves a
+#     transaction's: the floor the FUSE transport sets. Target for the transaction against that
+#     floor: <= 1.1x.
 #   reader: the worst time a reader outside transactions takes to stat, open, read 4 KiB of and
 #     close a file no transaction touches, while a commit overwrites an existing file of
 #     BIG_BYTES, and beside it over 3 s with no commit running (milliseconds). Target: <= 20 ms
@@ -47,48 +50,66 @@ work=${BENCH_DIR:-$(mktemp -d /tmp/ktmfs-txbench-XXXXXX)}
 native=$work/native
 backing=$work/backing
 mnt=$work/mnt
+# The second mount: no passthrough, so the daemon serves every write.
+served_backing=$work/served-backing
+served_mnt=$work/served-mnt
 
-daemon=
-cleanup() {
+daemon= served_daemon=
+# unmount MNT PID: unmounts MNT, then waits for its daemon PID to exit (killing it if hung).
+unmount() {
+  local mnt=$1 pid=$2
   if grep -q " $mnt fuse" /proc/mounts; then
     fusermount3 -u "$mnt" || umount -l "$mnt" || echo "tx.sh: could not unmount $mnt" >&2
   fi
-  if [ -n "$daemon" ]; then
+  if [ -n "$pid" ]; then
     # It exits by itself once unmounted; only a hung daemon is killed.
-    for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$daemon" 2>/dev/null; then
-      echo "tx.sh: ktmfs (pid $daemon) still running after unmount; killing it" >&2
-      kill -KILL "$daemon"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "tx.sh: ktmfs (pid $pid) still running after unmount; killing it" >&2
+      kill -KILL "$pid"
     fi
-    wait "$daemon" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   fi
-  rm -rf "$native" "$backing" "$work/results" "$work/err" "$work/daemon.log"
-  rmdir "$mnt" "$work" 2>/dev/null || true
+}
+cleanup() {
+  unmount "$mnt" "$daemon"
+  unmount "$served_mnt" "$served_daemon"
+  rm -rf "$native" "$backing" "$served_backing" "$work/results" "$work/err" "$work/daemon.log" \
+    "$work/served-daemon.log"
+  rmdir "$mnt" "$served_mnt" "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$native" "$backing" "$mnt"
+mkdir -p "$native" "$backing" "$mnt" "$served_backing" "$served_mnt"
 : >"$work/results"
-# In the foreground (-f) as a child of this script, so its exit can be awaited.
-"$ktmfs" -f "$backing" "$mnt" 2>"$work/daemon.log" &
-daemon=$!
-for _ in $(seq 300); do
-  mountpoint -q "$mnt" && break
-  if ! kill -0 "$daemon" 2>/dev/null; then
-    cat "$work/daemon.log" >&2
-    daemon=
-    echo "tx.sh: ktmfs did not mount" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if ! mountpoint -q "$mnt"; then
-  cat "$work/daemon.log" >&2
+# mount BACKING MNT LOG [OPTIONS]: in the foreground (-f) as a child of this script, so its exit
+# can be awaited; sets mounted_pid.
+mount_ktmfs() {
+  local backing=$1 mnt=$2 log=$3
+  shift 3
+  "$ktmfs" -f "$@" "$backing" "$mnt" 2>"$log" &
+  mounted_pid=$!
+  for _ in $(seq 300); do
+    mountpoint -q "$mnt" && return 0
+    if ! kill -0 "$mounted_pid" 2>/dev/null; then
+      cat "$log" >&2
+      mounted_pid=
+      echo "tx.sh: ktmfs did not mount $mnt" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  cat "$log" >&2
   echo "tx.sh: $mnt not mounted after 30 s" >&2
   exit 1
-fi
+}
+mount_ktmfs "$backing" "$mnt" "$work/daemon.log"
+daemon=$mounted_pid
+mount_ktmfs "$served_backing" "$served_mnt" "$work/served-daemon.log" -o nopassthrough
+served_daemon=$mounted_pid
 echo "native directory: $native; ktmfs (pid $daemon): $backing on $mnt"
+echo "ktmfs -o nopassthrough (pid $served_daemon): $served_backing on $served_mnt"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 
 ktmfs_reason=
@@ -123,8 +144,8 @@ settle() {
 }
 
 failed=0
-# on_mount SYSTEM: whether the system's rows run through the ktmfs mount.
-on_mount() { [ "$1" = ktmfs ] || [ "$1" = mount ]; }
+# on_mount SYSTEM: whether the system's rows run through a ktmfs mount.
+on_mount() { [ "$1" = ktmfs ] || [ "$1" = mount ] || [ "$1" = served ]; }
 
 # row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM
 # REP VALUE" (VALUE "-" if not run, "failed" if it failed) to the results.
@@ -172,7 +193,9 @@ for rep in $(seq "$repeat"); do
       row "big-$target" ktmfs "$mnt/big" big ktmfs "$mnt/big" "$big_bytes" "$target"
       row "big-$target" native "$native/big" big native "$native/big" "$big_bytes" "$target"
       row "big-$target" mount "$mnt/big" big native "$mnt/big" "$big_bytes" "$target"
+      row "big-$target" served "$served_mnt/big" big native "$served_mnt/big" "$big_bytes" "$target"
     else
+      row "big-$target" served "$served_mnt/big" big native "$served_mnt/big" "$big_bytes" "$target"
       row "big-$target" mount "$mnt/big" big native "$mnt/big" "$big_bytes" "$target"
       row "big-$target" native "$native/big" big native "$native/big" "$big_bytes" "$target"
       row "big-$target" ktmfs "$mnt/big" big ktmfs "$mnt/big" "$big_bytes" "$target"
@@ -237,9 +260,13 @@ for target in ("new", "existing"):
     label = "%s, %s file" % (big_bytes, target)
     rows.append(("big-" + target, label, "ktmfs", "seconds", "native", 1.3, False))
     rows.append(("big-" + target, label + ", no tx", "mount", "seconds", "native", None, False))
+    rows.append(("big-" + target, label + ", no tx, served", "served", "seconds", "native", None,
+                 False))
+    rows.append(("big-" + target, label + ", tx/served", "ktmfs", "seconds", "served", 1.1,
+                 False))
 
 print()
-print("%-28s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+print("%-34s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
     "row", "unit", "ktmfs", "vs", "baseline", "ktmfs/baseline", "target", "met"))
 for key, label, system, unit, base, target, higher in rows:
     k, b = runs.get((key, system), []), runs.get((key, base), [])
@@ -248,20 +275,20 @@ for key, label, system, unit, base, target, higher in rows:
     ttext = "-" if target is None else ("%s %.2fx" % (">=" if higher else "<=", target))
     met = "-" if target is None or r is None else (
         "yes" if (r >= target if higher else r <= target) else "no")
-    print("%-28s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+    print("%-34s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
         label, unit, cell(k, fmt), base, cell(b, fmt), rtext, ttext, met))
 print()
 busy, idle = runs.get(("reader-commit", "ktmfs"), []), runs.get(("reader-idle", "ktmfs"), [])
 xs = numbers(busy)
 met = "-" if not xs else ("yes" if statistics.median(xs) <= 20 else "no")
-print("%-28s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
+print("%-34s %-9s %-24s %-7s %-24s %-22s %-9s %s" % (
     "reader of an unrelated file", "ms worst", cell(busy, "%.2f"), "idle", cell(idle, "%.2f"),
     "-", "<= 20 ms", met))
 print()
 print("values: median (min..max) over %d repetition(s), a small row's value in a repetition being"
       " the mean of its slices; ratios per repetition, then the same." % repeat)
 print("commits/s: higher is better; seconds: lower is better (ratio = ktmfs time / native time).")
-print("no tx: the same write and fsync through the mount outside a transaction (no target).")
+print("no tx: the same write and fsync through the mount outside a transaction (no target); served: through a mount with -o nopassthrough, every write served by the daemon.")
 print("reader: its worst round (stat, open, read 4 KiB, close) during a %s commit, and over 3 s"
       " with none (idle)." % big_bytes)
 if reason:

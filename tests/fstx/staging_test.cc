@@ -103,6 +103,41 @@ TEST_F(StagingTest, TruncateHidesCommittedBytesBeyondIt) {
   EXPECT_EQ((*f)->written(), (std::vector<Extent>{{1, 1}}));
 }
 
+// Big aligned writes are queued to the device (async_direct_writer.h): reads, a truncate and
+// the sync that prepare makes all see them, over the committed bytes they replace, and the
+// staged file on disk is exactly the transaction's content, no longer (space is allocated
+// ahead of the writes, never past the end).
+TEST_F(StagingTest, QueuedBigWritesAreSeenByReadsTruncateAndSync) {
+  const std::string committed_path = tmp.path() + "/committed";
+  std::string committed(4 << 20, 'c');
+  WriteFile(committed_path, committed);
+  int cfd = ::open(committed_path.c_str(), O_RDONLY);
+  ASSERT_GE(cfd, 0);
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->FileFor("e1", cfd);
+  ::close(cfd);
+  ASSERT_TRUE(f.ok());
+  std::string want = committed;
+  for (int i = 0; i < 20; ++i) {
+    // Out of order, and the last ones past the committed end.
+    const uint64_t offset = static_cast<uint64_t>((i * 7) % 20) * (256 << 10);
+    std::string data(256 << 10, static_cast<char>('A' + i));
+    ASSERT_TRUE((*f)->Write(offset, B(data)).ok());
+    if (want.size() < offset + data.size()) want.resize(offset + data.size(), '\0');
+    want.replace(offset, data.size(), data);
+  }
+  EXPECT_EQ((*f)->size(), want.size());
+  EXPECT_EQ(ReadAll(*f, 0, want.size() + 10), want);
+  ASSERT_TRUE((*f)->Truncate(want.size() - 1000).ok());
+  want.resize(want.size() - 1000);
+  ASSERT_TRUE((*st)->Sync().ok());
+  struct stat on_disk;
+  ASSERT_EQ(::stat(((*st)->dir() + "/e1").c_str(), &on_disk), 0);
+  EXPECT_EQ(static_cast<uint64_t>(on_disk.st_size), want.size());
+  EXPECT_EQ(ReadAll(*f, 0, want.size()), want);
+}
+
 TEST_F(StagingTest, SyncThenDiscardRemovesEverything) {
   Guid tx = Guid::Random();
   auto st = TxStaging::Create(root(), tx);
