@@ -13,13 +13,6 @@
 namespace ktmfs::fstx {
 namespace {
 
-std::string Pattern(size_t n, char seed) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i)
-    s[i] = static_cast<char>(seed + i % 29);
-  return s;
-}
-
 std::span<const std::byte> B(const std::string& s) {
   return std::as_bytes(std::span(s.data(), s.size()));
 }

@@ -17,13 +17,6 @@
 namespace ktmfs::fstx {
 namespace {
 
-std::string Pattern(size_t n, char seed) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i)
-    s[i] = static_cast<char>(seed + i % 23);
-  return s;
-}
-
 std::string Slurp(int fd) {
   std::string out;
   char buf[1 << 16];
@@ -61,8 +54,8 @@ class DirectIoTest : public ::testing::Test {
     return true;
   }
   int Create(const std::string& name, const std::string& content) {
-    int fd = ::open((tmp.path() + "/" + name).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-                    0600);
+    int fd =
+        ::open((tmp.path() + "/" + name).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     EXPECT_GE(fd, 0) << name;
     EXPECT_EQ(::pwrite(fd, content.data(), content.size(), 0),
               static_cast<ssize_t>(content.size()));
@@ -82,10 +75,14 @@ TEST_F(DirectIoTest, WriteAtGivesTheBytesOfAPlainWrite) {
     size_t memory_skew;
   };
   const Case cases[] = {
-      {0, 3 * kDirectAlign, 0},          {0, 3 * kDirectAlign, 1},
-      {100, 2 * kDirectAlign, 0},        {kDirectAlign, kDirectAlign + 7, 0},
-      {5, 10, 0},                        {2 * kDirectAlign + 1, big.size() - 1, 0},
-      {0, big.size() - 1, 1},            {4 * kDirectAlign, (5 << 20), 0},
+      {0, 3 * kDirectAlign, 0},
+      {0, 3 * kDirectAlign, 1},
+      {100, 2 * kDirectAlign, 0},
+      {kDirectAlign, kDirectAlign + 7, 0},
+      {5, 10, 0},
+      {2 * kDirectAlign + 1, big.size() - 1, 0},
+      {0, big.size() - 1, 1},
+      {4 * kDirectAlign, (5 << 20), 0},
       {kDirectAlign - 1, kDirectAlign + 2, 3},
   };
   const bool direct_ok = DirectSupported();
@@ -169,9 +166,8 @@ TEST_F(DirectIoTest, CopyAtCopiesTheRangeUpToTheSourceEnd) {
     uint64_t length;
   };
   const Case cases[] = {
-      {0, src_content.size()},         {7, 3 * kDirectAlign},
-      {kDirectAlign, kDirectAlign},    {kDirectAlign + 1, (5 << 20) + 2},
-      {(9 << 20) - 9, 1 << 20},        {100, 50},
+      {0, src_content.size()},           {7, 3 * kDirectAlign},    {kDirectAlign, kDirectAlign},
+      {kDirectAlign + 1, (5 << 20) + 2}, {(9 << 20) - 9, 1 << 20}, {100, 50},
       {src_content.size() + 10, 500},
   };
   const bool direct_ok = DirectSupported();

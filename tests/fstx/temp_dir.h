@@ -1,5 +1,5 @@
 // File helpers shared by the fstx tests: a fresh directory under /tmp for one test, removed
-// (with everything in it) afterwards; writing a file; listing a directory.
+// (with everything in it) afterwards; writing a file; a test pattern; listing a directory.
 #pragma once
 
 #include <dirent.h>
@@ -33,6 +33,15 @@ class TempDir {
 
 inline void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
+}
+
+// `n` bytes starting at `seed` and cycling through the next 22 characters: a write at the
+// wrong offset shows.
+inline std::string Pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>(seed + i % 23);
+  return s;
 }
 
 inline std::string ReadFile(const std::string& path) {
