@@ -214,14 +214,23 @@ int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string&
   } else {
     auto f = StagedFor(fs, tx, inode);
     if (!f.ok()) return Errno(f.status());
-    Status s = (*f)->Truncate(size);
     fstx::Op op;
     op.kind = fstx::OpKind::kSetattr;
     op.object = ObjectOf(inode);
     op.path = path;
     op.set_mask = fstx::kSetSize;
     op.size = size;
-    if (s.ok()) s = fs.txs()->LogOp(*tx, source, op);
+    // Counted before the staged file is cut (past the owner's cap, ENOSPC, and nothing cut).
+    auto prepaid = fs.txs()->ChargeFor(*tx, op);
+    if (!prepaid.ok()) return Errno(prepaid.status());
+    Status s = (*f)->Truncate(size);
+    if (s.ok()) {
+      s = fs.txs()->LogOp(*tx, source, op, *prepaid);
+      // The staged file is cut, the records do not say so: see StagedFile::Unlogged.
+      if (!s.ok()) (*f)->Unlogged(s);
+    } else {
+      fs.txs()->Refund(*tx, *prepaid);
+    }
     if (!s.ok()) return Errno(s);
   }
   TouchTimes(tx, source, ObjectOf(inode), true);

@@ -336,15 +336,23 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     prepaid = *inline_charge;
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
   } else {
-    // Staged like a big one, which keeps less in memory; LogOp counts it (past the owner's
-    // cap, ENOSPC).
+    // Staged like a big one, which keeps less in memory; counted before it is staged (past the
+    // owner's cap, ENOSPC), so the staged file never holds a write its record lacks.
     op.kind = fstx::OpKind::kWriteExtent;
     op.data.clear();
     op.staged_file = (*f)->name();
+    auto charged = fs.txs()->ChargeFor(*tx, op);
+    if (!charged.ok()) {
+      fuse_reply_err(req, Errno(charged.status()));
+      return;
+    }
+    prepaid = *charged;
     s = (*f)->Write(static_cast<uint64_t>(off), data);
   }
   if (s.ok()) {
     s = fs.txs()->LogOp(*tx, source, op, prepaid);
+    // The staged file has it, the records not: see StagedFile::Unlogged.
+    if (!s.ok()) (*f)->Unlogged(s);
   } else {
     fs.txs()->Refund(*tx, prepaid);
   }

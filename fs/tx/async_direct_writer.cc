@@ -52,7 +52,7 @@ OwnedBuffer AsyncDirectWriter::TakeBuffer(uint64_t length) {
   return {static_cast<std::byte*>(p), size};
 }
 
-Result<bool> AsyncDirectWriter::Queue(int direct_fd, uint64_t offset,
+Result<bool> AsyncDirectWriter::Queue(int fd, int direct_fd, uint64_t offset,
                                       std::span<const std::byte> data) {
   assert(offset % kDirectAlign == 0 && data.size() % kDirectAlign == 0);
   if (!failed_.ok()) return failed_;
@@ -80,24 +80,19 @@ Result<bool> AsyncDirectWriter::Queue(int direct_fd, uint64_t offset,
   }
   Write* w = nullptr;
   for (auto& candidate : writes_)
-    if (candidate->buffer.data == nullptr) w = candidate.get();
+    if (candidate->free()) w = candidate.get();
   if (w == nullptr) w = writes_.emplace_back(std::make_unique<Write>()).get();
-  *w = Write{offset, length, buffer};
+  *w = Write{offset, length, fd, buffer};
   io_uring_prep_write(sqe, direct_fd, buffer.data, static_cast<unsigned>(length),
                       static_cast<off_t>(offset));
   io_uring_sqe_set_data(sqe, w);
+  // Once prepared, the entry is the ring's: a submit that fails now (EAGAIN, EBUSY) leaves it
+  // for the next one, which WaitOne makes. So the write counts as queued either way.
+  in_flight_.push_back(w);
   int r;
   do {
     r = io_uring_submit(&ring_);
   } while (r == -EINTR);
-  if (r < 1) {
-    // Not handed to the kernel: nothing will complete it.
-    w->buffer = {};
-    free_buffers_.push_back(buffer);
-    process_in_flight.fetch_sub(length);
-    return false;
-  }
-  in_flight_.push_back(w);
   return true;
 }
 
@@ -106,31 +101,34 @@ void AsyncDirectWriter::WaitOne() {
   io_uring_cqe* cqe = nullptr;
   int r;
   do {
-    r = io_uring_wait_cqe(&ring_, &cqe);
-  } while (r == -EINTR);
+    // Submits first whatever an earlier submit left in the ring.
+    r = io_uring_submit_and_wait(&ring_, 1);
+    if (r >= 0 || r == -EAGAIN || r == -EBUSY) r = io_uring_wait_cqe(&ring_, &cqe);
+  } while (r == -EINTR || r == -EAGAIN || r == -EBUSY);
   if (r < 0) {
     // The ring itself failed: no completion can be trusted, so every write counts as failed.
     if (failed_.ok()) failed_ = Status::FromErrno(-r, "wait for writes to " + what_);
     for (Write* w : in_flight_) {
       process_in_flight.fetch_sub(w->length);
-      // The kernel may still hold the buffer: it is never reused, nor freed.
-      w->buffer = {};
+      w->lost = true;
     }
     in_flight_.clear();
     return;
   }
   Write* w = static_cast<Write*>(io_uring_cqe_get_data(cqe));
-  const int res = cqe->res;
+  int res = cqe->res;
   io_uring_cqe_seen(&ring_, cqe);
-  if (failed_.ok()) {
-    const std::string where = what_ + " at offset " + std::to_string(w->offset);
-    if (res < 0) {
-      failed_ = Status::FromErrno(-res, "write " + where);
-    } else if (static_cast<uint64_t>(res) != w->length) {
-      failed_ = Status::IoError("write " + where + ": " + std::to_string(res) + " of " +
-                                std::to_string(w->length) + " bytes written");
-    }
+  // What direct I/O did not take (a device with stricter limits, a short write) is written the
+  // ordinary way, as WriteAt does: the data is still in the buffer.
+  const uint64_t done = res > 0 ? static_cast<uint64_t>(res) : 0;
+  if ((res == -EINVAL || (res >= 0 && done < w->length)) && failed_.ok()) {
+    Status rest =
+        WriteAt(w->fd, -1, std::span<const std::byte>(w->buffer.data + done, w->length - done),
+                w->offset + done, what_);
+    res = rest.ok() ? static_cast<int>(w->length) : -rest.code();
   }
+  if (failed_.ok() && res < 0)
+    failed_ = Status::FromErrno(-res, "write " + what_ + " at offset " + std::to_string(w->offset));
   process_in_flight.fetch_sub(w->length);
   free_buffers_.push_back(w->buffer);
   w->buffer = {};

@@ -47,11 +47,13 @@ class AsyncDirectWriter {
   AsyncDirectWriter(const AsyncDirectWriter&) = delete;
   AsyncDirectWriter& operator=(const AsyncDirectWriter&) = delete;
 
-  // Queues a copy of `data` to be written at `offset` (both aligned for O_DIRECT) of
-  // `direct_fd`, which must stay open until Drain. False: not queued (it overlaps a write in
-  // flight, which it could overtake, or is too big, or the process's budget is spent); the
-  // caller drains and writes it itself. An error: an earlier write failed (nothing is queued).
-  Result<bool> Queue(int direct_fd, uint64_t offset, std::span<const std::byte> data);
+  // Queues `data` to be written at `offset` (both aligned for O_DIRECT) of `direct_fd`; what
+  // the device does not take directly (EINVAL, a short write) is written through `fd`, the same
+  // file without O_DIRECT, when it completes. Both must stay open until Drain. False: not
+  // queued (it overlaps a write in flight, which it could overtake, or is too big, or the
+  // process's budget is spent); the caller drains and writes it itself. An error: an earlier
+  // write failed (nothing is queued).
+  Result<bool> Queue(int fd, int direct_fd, uint64_t offset, std::span<const std::byte> data);
   // Waits for every queued write; the first failure of any since the writer was made.
   Status Drain();
   bool idle() const { return in_flight_.empty(); }
@@ -60,7 +62,12 @@ class AsyncDirectWriter {
   struct Write {
     uint64_t offset = 0;
     uint64_t length = 0;
+    int fd = -1;  // for what direct I/O refuses
     OwnedBuffer buffer;
+    // Given up on when the ring failed: the kernel may still use its buffer, so neither is ever
+    // used again (the buffer is leaked on purpose).
+    bool lost = false;
+    bool free() const { return buffer.data == nullptr && !lost; }
   };
   explicit AsyncDirectWriter(std::string what) : what_(std::move(what)) {}
   // Waits for one completion and retires it.

@@ -223,16 +223,18 @@ Result<bool> StagedFile::QueueLocked(int fd, uint64_t offset, std::span<const st
     }
   }
   // The space first, so that a full filesystem refuses this write rather than a later commit;
-  // and ahead of it, twice as far each time up to kAllocateAhead, but not past the end on disk:
-  // the file must stay exactly its content (apply may put it in place), and cutting it back
-  // would wait for the device.
+  // and, for writes that follow each other, ahead of it, twice as far each time up to
+  // kAllocateAhead, but not past the end on disk: the file must stay exactly its content (apply
+  // may put it in place), and cutting it back would wait for the device.
   bool allocated = true;
   for (const auto& p : allocated_.Split(offset, length))
     if (!p.written) allocated = false;
   if (!allocated) {
     struct stat st;
     if (::fstat(fd, &st) != 0) return false;  // the write, made now, says what is wrong
-    allocate_ahead_ = std::clamp(allocate_ahead_ * 2, length, std::max(length, kAllocateAhead));
+    allocate_ahead_ = offset == next_offset_ ? std::clamp(allocate_ahead_ * 2, length,
+                                                          std::max(length, kAllocateAhead))
+                                             : length;
     const uint64_t end = std::max(
         offset + length, std::min(offset + allocate_ahead_, static_cast<uint64_t>(st.st_size)));
     if (::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(end - offset)) != 0) {
@@ -241,7 +243,8 @@ Result<bool> StagedFile::QueueLocked(int fd, uint64_t offset, std::span<const st
     }
     allocated_.Add(offset, end - offset);
   }
-  auto queued = queue_->Queue(direct_fd_, offset, data);
+  next_offset_ = offset + length;
+  auto queued = queue_->Queue(fd, direct_fd_, offset, data);
   if (!queued.ok()) failed_ = queued.status();
   return queued;
 }
@@ -329,8 +332,16 @@ std::vector<Extent> StagedFile::written() const {
   return written_.extents();
 }
 
+void StagedFile::Unlogged(const Status& why) {
+  std::lock_guard lock(mu_);
+  if (unlogged_.ok())
+    unlogged_ = Status::Error(EIO, path_ + " holds a change the log refused (" + why.ToString() +
+                                       "): the transaction cannot commit it, only roll back");
+}
+
 Status StagedFile::Sync() const {
   std::lock_guard lock(mu_);
+  KTMFS_RETURN_IF_ERROR(unlogged_);
   // Held in memory only while every write to it travels in its own log record.
   if (!spilled_) return Status::Ok();
   KTMFS_RETURN_IF_ERROR(DrainLocked());

@@ -52,6 +52,10 @@ class StagedFile {
   // Whether the staged file exists on disk (see the class comment).
   bool on_disk() const;
   Status Sync() const;
+  // A change made to the staged file whose record the log then refused (`why`): the file no
+  // longer holds what the records say, and apply may copy it or put it in place whole. Sync
+  // refuses from then on, so the transaction can only roll back.
+  void Unlogged(const Status& why);
 
   static constexpr uint64_t kMemoryExtent = 256 << 10;
   // Aligned writes of at least this size are queued (async_direct_writer.h).
@@ -97,8 +101,10 @@ class StagedFile {
   // direct writes in flight, so it is done for many writes at once.
   ExtentMap allocated_;
   uint64_t allocate_ahead_ = 0;
+  uint64_t next_offset_ = 0;  // where the last queued write ended
   // A queued write that failed: the file no longer holds what written_ says.
   mutable Status failed_ = Status::Ok();
+  Status unlogged_ = Status::Ok();  // see Unlogged
   // Where this file is in TxStaging::open_ while fd_ is open (guarded by open_mu_).
   mutable std::list<const StagedFile*>::iterator open_at_{};
   ExtentMap written_;

@@ -52,7 +52,7 @@ TEST_F(AsyncDirectWriterTest, QueuedWritesLandByDrain) {
   std::string all;
   for (int i = 0; i < 3 * static_cast<int>(AsyncDirectWriter::kDepth); ++i) {
     std::string data = Pattern(kLen, static_cast<char>('a' + i % 20));
-    auto queued = writer_->Queue(direct_, all.size(), B(data));
+    auto queued = writer_->Queue(fd_, direct_, all.size(), B(data));
     ASSERT_TRUE(queued.ok()) << queued.status().ToString();
     EXPECT_TRUE(*queued);
     all += data;
@@ -66,16 +66,16 @@ TEST_F(AsyncDirectWriterTest, QueuedWritesLandByDrain) {
 // writes it after a drain.
 TEST_F(AsyncDirectWriterTest, AWriteOverlappingOneInFlightIsNotQueued) {
   std::string first = Pattern(128 << 10, 'a'), second = Pattern(128 << 10, 'b');
-  auto q1 = writer_->Queue(direct_, 0, B(first));
+  auto q1 = writer_->Queue(fd_, direct_, 0, B(first));
   ASSERT_TRUE(q1.ok() && *q1);
-  auto q2 = writer_->Queue(direct_, 64 << 10, B(second));
+  auto q2 = writer_->Queue(fd_, direct_, 64 << 10, B(second));
   ASSERT_TRUE(q2.ok());
   EXPECT_FALSE(*q2);
-  auto beside = writer_->Queue(direct_, 128 << 10, B(second));
+  auto beside = writer_->Queue(fd_, direct_, 128 << 10, B(second));
   ASSERT_TRUE(beside.ok());
   EXPECT_TRUE(*beside);
   ASSERT_TRUE(writer_->Drain().ok());
-  auto again = writer_->Queue(direct_, 64 << 10, B(second));
+  auto again = writer_->Queue(fd_, direct_, 64 << 10, B(second));
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(*again);
   ASSERT_TRUE(writer_->Drain().ok());
@@ -89,14 +89,14 @@ TEST_F(AsyncDirectWriterTest, AFailedWriteIsReportedByDrainAndEveryLaterQueue) {
   const int read_only = ReopenDirect(fd_, O_RDONLY | O_CLOEXEC);
   ASSERT_GE(read_only, 0);
   std::string data = Pattern(64 << 10, 'x');
-  auto queued = writer_->Queue(read_only, 1 << 20, B(data));
+  auto queued = writer_->Queue(fd_, read_only, 1 << 20, B(data));
   ASSERT_TRUE(queued.ok());
   ASSERT_TRUE(*queued);
   Status drained = writer_->Drain();
   EXPECT_EQ(drained.code(), EBADF) << drained.ToString();
   EXPECT_NE(drained.ToString().find("test file at offset 1048576"), std::string::npos)
       << drained.ToString();
-  auto later = writer_->Queue(direct_, 0, B(data));
+  auto later = writer_->Queue(fd_, direct_, 0, B(data));
   EXPECT_FALSE(later.ok());
   EXPECT_EQ(later.status().code(), EBADF);
   EXPECT_EQ(writer_->Drain().code(), EBADF);
@@ -112,7 +112,7 @@ TEST_F(AsyncDirectWriterTest, TheThreadBufferIsTakenNotCopied) {
   ASSERT_EQ(gathered.size(), kLen);
   std::string data = Pattern(kLen, 'q');
   std::memcpy(gathered.data(), data.data(), kLen);
-  auto queued = writer_->Queue(direct_, 0, gathered);
+  auto queued = writer_->Queue(fd_, direct_, 0, gathered);
   ASSERT_TRUE(queued.ok() && *queued);
   std::span<std::byte> next = ThreadBuffer(kLen);
   EXPECT_NE(next.data(), gathered.data());

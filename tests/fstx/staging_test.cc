@@ -138,6 +138,25 @@ TEST_F(StagingTest, QueuedBigWritesAreSeenByReadsTruncateAndSync) {
   EXPECT_EQ(ReadAll(*f, 0, want.size()), want);
 }
 
+// A change the log refused after it reached the staged file: the file disagrees with the
+// records, so prepare's sync refuses, naming the file and the log's reason; reads still work.
+TEST_F(StagingTest, AChangeTheLogRefusedRefusesTheSync) {
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->NewFile("n1");
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Write(0, B("kept")).ok());
+  ASSERT_TRUE((*st)->Sync().ok());
+  ASSERT_TRUE((*f)->Write(0, B("lost")).ok());
+  (*f)->Unlogged(Status::Error(ENOSPC, "the log is full"));
+  Status s = (*st)->Sync();
+  EXPECT_EQ(s.code(), EIO);
+  EXPECT_NE(s.ToString().find("n1 holds a change the log refused"), std::string::npos)
+      << s.ToString();
+  EXPECT_NE(s.ToString().find("the log is full"), std::string::npos) << s.ToString();
+  EXPECT_EQ(ReadAll(*f), "lost");
+}
+
 TEST_F(StagingTest, SyncThenDiscardRemovesEverything) {
   Guid tx = Guid::Random();
   auto st = TxStaging::Create(root(), tx);
