@@ -7,7 +7,6 @@
 
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "fs/kernel_channel.h"
@@ -321,19 +320,20 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   op.path = *path;
   op.offset = static_cast<uint64_t>(off);
   op.length = data.size();
-  std::optional<uint64_t> inline_charge;
+  // What the op keeps counts against its owner's memory before anything is staged.
+  uint64_t prepaid = 0;
+  bool carried = false;  // the data travels in the record
   if (data.size() <= kInlineWriteMax &&
       tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
     op.kind = fstx::OpKind::kWriteData;
     op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
     auto charged = fs.txs()->ChargeFor(*tx, op);
-    if (charged.ok()) inline_charge = *charged;
+    carried = charged.ok();
+    if (carried) prepaid = *charged;
   }
-  uint64_t prepaid = 0;
-  if (inline_charge) {
+  if (carried) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
-    prepaid = *inline_charge;
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
   } else {
     // Staged like a big one, which keeps less in memory; counted before it is staged (past the

@@ -257,22 +257,19 @@ Status StagedFile::WriteFd(uint64_t offset, std::span<const std::byte> data, boo
     direct_fd_ = ReopenDirect(*fd, O_WRONLY | O_CLOEXEC);
   auto queued = may_queue ? QueueLocked(*fd, offset, data) : Result<bool>(false);
   if (!queued.ok()) return queued.status();
-  if (*queued) {
-    written_.Add(offset, data.size());
-    size_ = std::max(size_, offset + data.size());
-    return Status::Ok();
-  }
-  // Written now: after the queued writes, which it might overlap.
-  KTMFS_RETURN_IF_ERROR(DrainLocked());
-  Status s = WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_);
-  if (!s.ok()) {
-    // Part of it may be in the file. Past the size it would be bytes no record accounts for,
-    // which a commit that makes this file the new content (replacement.h) would keep.
-    struct stat st;
-    if (::fstat(*fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > size_ &&
-        ::ftruncate(*fd, static_cast<off_t>(size_)) == 0)
-      allocated_.ClipTo(size_);
-    return s;
+  if (!*queued) {
+    // Written now: after the queued writes, which it might overlap.
+    KTMFS_RETURN_IF_ERROR(DrainLocked());
+    Status s = WriteAt(*fd, direct_fd_, data, offset, "staged file " + path_);
+    if (!s.ok()) {
+      // Part of it may be in the file. Past the size it would be bytes no record accounts for,
+      // which a commit that makes this file the new content (replacement.h) would keep.
+      struct stat st;
+      if (::fstat(*fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > size_ &&
+          ::ftruncate(*fd, static_cast<off_t>(size_)) == 0)
+        allocated_.ClipTo(size_);
+      return s;
+    }
   }
   written_.Add(offset, data.size());
   size_ = std::max(size_, offset + data.size());
