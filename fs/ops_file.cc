@@ -246,8 +246,9 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   if (txops::IsTxHandle(fi)) {
+    // Before the count lets a later open of the node choose differently.
+    txops::Release(req, fs, fi);
     inode->open_handles.fetch_sub(1);
-    txops::Release(req, fi);
     return;
   }
   // Before the count lets a later open of the node choose differently.

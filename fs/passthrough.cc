@@ -68,23 +68,45 @@ int PassthroughFiles::WriterRefusal(int fd) {
 
 PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, int fd,
                                                   int open_flags, bool unsettled) {
-  if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG || inode->is_tx_version())
-    return {};
+  if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG) return {};
+  if (inode->is_tx_version()) {
+    // Files of a version node are passed through only inside its transaction (OpenCreated). One
+    // still open from there leaves an open after its end nothing it could share: the kernel
+    // would answer the mix with EIO.
+    std::lock_guard l(mu_);
+    return nodes_.count(inode) != 0 ? Decision{0, EBUSY} : Decision{};
+  }
   // O_RDONLY|O_TRUNC is no writer: the daemon truncates (and clears set-id bits) itself, after
   // this decision and the open's own conflict check; the kernel writes nothing through it.
   const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
   // May wait for applied changes to become durable: before the lock, as every plain write does.
   const int held = writer ? txops::CheckNotHeld(fs, inode) : 0;
-  fstx::LockTable* locks = LocksOf(fs, inode);
-
   std::lock_guard l(mu_);
+  const int refusal = !writer ? 0 : held != 0 ? held : WriterRefusal(fd);
+  return DecideLocked(fs, inode, fd, writer, refusal,
+                      inode->open_handles.load() <= 1 && !unsettled);
+}
+
+PassthroughFiles::Decision PassthroughFiles::OpenCreated(Filesystem& fs, Inode* inode, int fd,
+                                                         int open_flags,
+                                                         const std::function<bool()>& setid) {
+  assert(inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew);
+  if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG) return {};
+  const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
+  std::lock_guard l(mu_);
+  return DecideLocked(fs, inode, fd, writer, writer && setid() ? ETXTBSY : 0,
+                      inode->open_handles.load() <= 1);
+}
+
+PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode* inode, int fd,
+                                                          bool writer, int refusal, bool alone) {
   auto found = nodes_.find(inode);
   const bool must = found != nodes_.end();
   // Another open file of the node that is not passed through (or an open still deciding):
   // this one cannot be either.
-  if (!must && (inode->open_handles.load() > 1 || unsettled)) return {};
+  if (!must && !alone) return {};
+  fstx::LockTable* locks = LocksOf(fs, inode);
   if (writer) {
-    int refusal = held != 0 ? held : WriterRefusal(fd);
     // Without the lock table nothing could keep transactions off the file.
     if (refusal == 0 && (locks == nullptr || !locks->AddOutsideWriter(KeyOf(inode)).ok()))
       refusal = EBUSY;

@@ -15,6 +15,11 @@
 //   after the release (a shared mapping made through the file writes on after close(2)).
 // - A first open of a file a transaction holds, or whose commit is still being settled, is not
 //   passed through: its reads then wait for apply at the visibility gate.
+// - A file a transaction created is passed through to its staged file, which is its whole
+//   content, for the transaction's own opens (OpenCreated): nobody else can reach it before the
+//   commit, and the commit renames that same file into place. A writer holds the object as an
+//   outside writer from its open: a descriptor still open after the commit writes the committed
+//   file, as any outside writer's does.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +48,13 @@ class PassthroughFiles {
   // its end is still being settled (TxService::IsUnsettled). A passed-through open is registered at
   // once: Abandon it if the reply does not reach the kernel.
   Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags, bool unsettled);
+  // For an open, inside its live transaction, of a file the transaction created: `inode` is its
+  // version node, `fd` the staged file opened read-write (counted in open_handles already).
+  // `setid` says whether the transaction's view gives the file set-id bits or a
+  // security.capability, which a write the daemon never sees would not clear; then a writer is
+  // served by the daemon. It is asked under the lock that such a change takes (WithoutWriters).
+  Decision OpenCreated(Filesystem& fs, Inode* inode, int fd, int open_flags,
+                       const std::function<bool()>& setid);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
   // The release of a committed handle: closes `fd`, and ends what its open registered. A
   // writer's hold outlives it while the backing file is still open for writing elsewhere (a
@@ -71,6 +83,9 @@ class PassthroughFiles {
   // Why a write through a passed-through file could skip a rule only the daemon enforces: an
   // errno, or 0.
   static int WriterRefusal(int fd);
+  // The decision once the open's own refusal of a writer (an errno, or 0) is known; `alone`:
+  // no other open file of the node is served by the daemon, nor still deciding. Under mu_.
+  Decision DecideLocked(Filesystem& fs, Inode* inode, int fd, bool writer, int refusal, bool alone);
 
   std::mutex mu_;
   std::unordered_map<const Inode*, Node> nodes_;

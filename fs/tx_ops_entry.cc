@@ -45,8 +45,10 @@ void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
   }
 }
 
-int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
-              const struct stat* attr, int to_set, bool by_handle) {
+namespace {
+
+int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
+                const struct stat* attr, int to_set, bool by_handle) {
   // A setattr with none of the fields the daemon sets changes nothing and takes no lock:
   // chown(f, -1, -1) arrives so, and the kernel checks nothing for it, so any user could
   // otherwise lock any file it can see. Natively it still stamps ctime: here in the
@@ -124,7 +126,24 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
     std::lock_guard l(tx->times_mu);
     tx->times[{source, object}].mtime = *mtime;
   }
+  // A new regular file's modification time is its staged file's (see TxStat), which writes the
+  // daemon does not see move on from here.
+  if (mtime && IsCreatedFile(inode)) {
+    const timespec times[2] = {{0, UTIME_OMIT}, *mtime};
+    if (utimensat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), times, 0) != 0) return errno;
+  }
   return 0;
+}
+
+}  // namespace
+
+int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
+              const struct stat* attr, int to_set, bool by_handle) {
+  auto change = [&] { return SetattrView(fs, tx, who, inode, attr, to_set, by_handle); };
+  // Writes the kernel passes through would not clear set-id bits (fs/passthrough.h).
+  const bool setid = (to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & (S_ISUID | S_ISGID));
+  return setid && IsCreatedFile(inode) ? fs.passthrough().WithoutWriters(fs, inode, change)
+                                       : change();
 }
 
 void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,

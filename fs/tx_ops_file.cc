@@ -7,11 +7,15 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "fs/kernel_channel.h"
+#include "fs/passthrough.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/direct_io.h"
+#include "fs/tx/xattr_names.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
 
@@ -65,9 +69,37 @@ void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
   fi->noflush = 0;
 }
 
-bool ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<TxHandle> h) {
+// Whether the kernel serves the handle of a file the transaction created itself, on its staged
+// file (PassthroughFiles::OpenCreated). A writer is not passed through while the view gives the
+// file set-id bits or a capability: only the daemon would clear them at a write.
+PassthroughFiles::Decision PassCreated(Filesystem& fs, const TxGuard& tx, TxHandle* h) {
+  return fs.passthrough().OpenCreated(fs, h->inode, h->fd, h->flags, [&] {
+    struct stat st;
+    std::optional<std::string> caps;
+    return TxStat(fs, tx, h->inode, &st) != 0 || (st.st_mode & (S_ISUID | S_ISGID)) != 0 ||
+           ViewXattr(fs, tx, h->inode, fstx::kCapabilityXattr, &caps) != 0 || caps.has_value();
+  });
+}
+
+// Closes the handle's descriptor, and ends what a passed-through open registered with it.
+void CloseHandleFd(Filesystem& fs, TxHandle* h) {
+  if (h->fd < 0) return;
+  fs.passthrough().Release(fs, h->inode, h->fd);
+  h->fd = -1;
+}
+
+// Replies to an open (with `e`, a create) of `h`, passed through to `backing_id` if not 0.
+bool ReplyOpen(fuse_req_t req, Filesystem& fs, fuse_file_info* fi, std::unique_ptr<TxHandle> h,
+               int32_t backing_id, const fuse_entry_param* e = nullptr) {
   SetTxOpenReply(fi, h.get());
-  if (fuse_reply_open(req, fi) != 0) return false;
+  KernelChannel::PassNextOpenReplyTo(backing_id);
+  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+  KernelChannel::PassNextOpenReplyTo(0);
+  if (r != 0) {
+    // Interrupted: the kernel has no file for this open.
+    CloseHandleFd(fs, h.get());
+    return false;
+  }
   h.release();
   return true;
 }
@@ -148,6 +180,12 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
       return false;
     }
   }
+  const PassthroughFiles::Decision d =
+      h->is_new() ? PassCreated(fs, tx, h.get()) : PassthroughFiles::Decision{};
+  if (d.err != 0) {
+    fuse_reply_err(req, d.err);
+    return false;
+  }
   // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
   if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
@@ -155,11 +193,12 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     // The kernel leaves set-id bits to the daemon on an O_TRUNC open (atomic_o_trunc).
     if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
     if (err != 0) {
+      CloseHandleFd(fs, h.get());
       fuse_reply_err(req, err);
       return false;
     }
   }
-  return ReplyOpen(req, fi, std::move(h));
+  return ReplyOpen(req, fs, fi, std::move(h), d.backing_id);
 }
 
 bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
@@ -185,15 +224,18 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     fuse_reply_err(req, e2);
     return false;
   }
-  SetTxOpenReply(fi, h.get());
   inode->open_handles.fetch_add(1);
-  if (fuse_reply_create(req, &e, fi) != 0) {
-    inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
-    fs.inodes().Forget(inode, 1);
-    return false;
+  // The view's mode is the one just made, whose set-id bits a caller may give a new file.
+  const PassthroughFiles::Decision d = PassCreated(fs, tx, h.get());
+  int refused = d.err;
+  if (refused == 0 && ReplyOpen(req, fs, fi, std::move(h), d.backing_id, &e)) return true;
+  if (refused != 0) {
+    CloseHandleFd(fs, h.get());
+    fuse_reply_err(req, refused);
   }
-  h.release();
-  return true;
+  inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
+  fs.inodes().Forget(inode, 1);
+  return false;
 }
 
 void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi) {
@@ -364,8 +406,9 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 
-void Release(fuse_req_t req, fuse_file_info* fi) {
-  delete HandleOf(fi);
+void Release(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
+  std::unique_ptr<TxHandle> h(HandleOf(fi));
+  CloseHandleFd(fs, h.get());
   fuse_reply_err(req, 0);
 }
 

@@ -13,6 +13,7 @@
 #include "fs/control.h"
 #include "fs/daemon_log.h"
 #include "fs/tx/value_file.h"
+#include "fs/tx/xattr_names.h"
 #include "fs/tx_ops.h"
 #include "fs/tx_ops_common.h"
 
@@ -268,8 +269,16 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
   if (!path.ok()) return reply(path.status().code());
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const fstx::ObjectId object = ObjectOf(inode);
-  Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::string(value, size));
-  if (!s.ok()) return reply(Errno(s));
+  auto log = [&] {
+    Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::string(value, size));
+    return s.ok() ? 0 : Errno(s);
+  };
+  // Writes the kernel passes through would not clear a capability (fs/passthrough.h).
+  const bool caps = std::strcmp(name, fstx::kCapabilityXattr) == 0;
+  if (int err =
+          caps && IsCreatedFile(inode) ? fs.passthrough().WithoutWriters(fs, inode, log) : log();
+      err != 0)
+    return reply(err);
   TouchTimes(tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   reply(0);

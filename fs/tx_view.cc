@@ -14,6 +14,13 @@
 #include "fs/tx/apply_plan.h"
 
 namespace ktmfs::fs {
+namespace {
+
+bool Later(const timespec& a, const timespec& b) {
+  return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
+}
+
+}  // namespace
 
 std::string JoinPath(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + "/" + name;
@@ -22,6 +29,11 @@ std::string JoinPath(const std::string& dir, const std::string& name) {
 fstx::ObjectId ObjectOf(const Inode* inode) {
   if (inode->is_tx_version()) return inode->object;
   return fstx::ObjectId::Existing(inode->dev, inode->ino);
+}
+
+bool IsCreatedFile(const Inode* inode) {
+  return inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew &&
+         inode->type == S_IFREG;
 }
 
 Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode) {
@@ -212,7 +224,8 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
   if (int err = fs.Stat(inode, st); err != 0) return err;
   if (inode->is_virtual_root()) return 0;
   const fstx::ObjectId object = ObjectOf(inode);
-  const bool is_new = object.kind == fstx::ObjectId::Kind::kNew;
+  // The kernel may write a created file's staged file without the daemon (fs/passthrough.h).
+  const bool staged_content = IsCreatedFile(inode);
   const int source = inode->source_index;
   fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
   if (ov != nullptr) {
@@ -220,20 +233,22 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
       if (a->mode) st->st_mode = (st->st_mode & S_IFMT) | (*a->mode & 07777);
       if (a->uid) st->st_uid = *a->uid;
       if (a->gid) st->st_gid = *a->gid;
-      // A new regular file's staged file is its content, size included.
-      if (!is_new || !S_ISREG(st->st_mode)) {
+      if (!staged_content) {
         st->st_size = static_cast<off_t>(a->Size(static_cast<uint64_t>(st->st_size)));
         st->st_blocks = (st->st_size + 511) / 512;
       }
       if (a->atime_ns) st->st_atim = {*a->atime_ns / 1000000000, *a->atime_ns % 1000000000};
-      if (a->mtime_ns) st->st_mtim = {*a->mtime_ns / 1000000000, *a->mtime_ns % 1000000000};
+      if (a->mtime_ns && !staged_content)
+        st->st_mtim = {*a->mtime_ns / 1000000000, *a->mtime_ns % 1000000000};
     }
   }
   std::lock_guard l(tx->times_mu);
   auto key = std::make_pair(source, object);
   if (auto it = tx->times.find(key); it != tx->times.end()) {
-    if (it->second.mtime) st->st_mtim = *it->second.mtime;
-    if (it->second.ctime) st->st_ctim = *it->second.ctime;
+    if (it->second.mtime && !staged_content) st->st_mtim = *it->second.mtime;
+    // A staged file's own ctime moves with writes the daemon does not see.
+    if (it->second.ctime && (!staged_content || Later(*it->second.ctime, st->st_ctim)))
+      st->st_ctim = *it->second.ctime;
   }
   if (auto it = tx->nlink_delta.find(key); it != tx->nlink_delta.end()) {
     long n = static_cast<long>(st->st_nlink) + it->second;

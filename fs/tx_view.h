@@ -52,6 +52,9 @@ bool Routed(fuse_req_t req, Route route, InTx in_tx) {
 
 // The object a node stands for, as op records name it.
 fstx::ObjectId ObjectOf(const Inode* inode);
+// Whether `inode` is a transaction's version of a regular file it created: the file's staged
+// file is then its whole content, size and modification time included.
+bool IsCreatedFile(const Inode* inode);
 
 // The view path of a directory node for the transaction; ENOENT if it is not in its view.
 Result<std::string> ViewDir(Filesystem& fs, const TxGuard& tx, Inode* dir);
