@@ -259,7 +259,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
-    txops::Fsync(req, fi);
+    txops::Fsync(req, Fs(req), datasync, fi);
     return;
   }
   int fd = static_cast<int>(fi->fh);

@@ -39,7 +39,7 @@ bool IsTxHandle(const fuse_file_info* fi);
 void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi);
 void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi);
 void Release(fuse_req_t req, Filesystem& fs, fuse_file_info* fi);
-void Fsync(fuse_req_t req, fuse_file_info* fi);
+void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi);
 void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi);
 void Lseek(fuse_req_t req, Filesystem& fs, off_t off, int whence, fuse_file_info* fi);
 // setattr through a handle opened inside the transaction (ftruncate, fchmod, ...).

@@ -136,6 +136,14 @@ int AfterEndFd(TxHandle* h) {
   return h->after_end_fd;
 }
 
+// The staged file of an existing file the handle's live transaction wrote (null: none yet).
+fstx::StagedFile* StagedOf(Filesystem& fs, const TxGuard& tx, const TxHandle* h) {
+  fstx::TxStaging* staging = fs.txs()->rm(h->inode->source_index).FindStaging(tx.id());
+  return staging != nullptr
+             ? staging->Find(fstx::StagedNameForExisting(h->inode->dev, h->inode->ino))
+             : nullptr;
+}
+
 Result<uint64_t> ViewSize(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   int err = TxStat(fs, tx, inode, &st);
@@ -249,12 +257,7 @@ void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info
       return;
     }
   } else if (!h->is_new()) {
-    fstx::TxStaging* staging = fs.txs()->rm(h->inode->source_index).FindStaging(tx.id());
-    fstx::StagedFile* f =
-        staging != nullptr
-            ? staging->Find(fstx::StagedNameForExisting(h->inode->dev, h->inode->ino))
-            : nullptr;
-    if (f != nullptr) {
+    if (fstx::StagedFile* f = StagedOf(fs, tx, h)) {
       std::vector<std::byte> buf(size);
       auto n = f->Read(static_cast<uint64_t>(off), buf);
       if (!n.ok()) {
@@ -412,9 +415,21 @@ void Release(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void Fsync(fuse_req_t req, fuse_file_info* /*fi*/) {
-  // Inside a transaction durability comes with the commit, for every change at once.
-  fuse_reply_err(req, 0);
+void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    // Ended: the handle writes the object as committed now (a passed-through one without the
+    // daemon), and those writes are durable only by this.
+    int fd = AfterEndFd(h);
+    int r = fd < 0 ? -1 : datasync ? fdatasync(fd) : fsync(fd);
+    fuse_reply_err(req, r == 0 ? 0 : errno);
+    return;
+  }
+  // Inside a transaction durability comes with the commit, for every change at once; what a
+  // queued write of the file met is reported now, as a buffered write's error is at fsync(2).
+  fstx::StagedFile* f = h->is_new() ? nullptr : StagedOf(fs, tx, h);
+  fuse_reply_err(req, f != nullptr ? Errno(f->Settle()) : 0);
 }
 
 void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi) {

@@ -202,6 +202,11 @@ Status StagedFile::WriteLogged(uint64_t offset, std::span<const std::byte> data)
   return WriteFd(offset, data, /*may_queue=*/false);
 }
 
+Status StagedFile::Settle() const {
+  std::lock_guard lock(mu_);
+  return DrainLocked();
+}
+
 Status StagedFile::DrainLocked() const {
   if (queue_) {
     Status s = queue_->Drain();

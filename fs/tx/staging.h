@@ -52,6 +52,9 @@ class StagedFile {
   // Whether the staged file exists on disk (see the class comment).
   bool on_disk() const;
   Status Sync() const;
+  // Waits for the queued writes, and returns the first error any write met (what a
+  // transaction's fsync(2) of the file reports; durability comes with the commit).
+  Status Settle() const;
   // A change made to the staged file whose record the log then refused (`why`): the file no
   // longer holds what the records say, and apply may copy it or put it in place whole. Sync
   // refuses from then on, so the transaction can only roll back.

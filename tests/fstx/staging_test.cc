@@ -103,8 +103,8 @@ TEST_F(StagingTest, TruncateHidesCommittedBytesBeyondIt) {
   EXPECT_EQ((*f)->written(), (std::vector<Extent>{{1, 1}}));
 }
 
-// Big aligned writes are queued to the device (async_direct_writer.h): reads, a truncate and
-// the sync that prepare makes all see them, over the committed bytes they replace, and the
+// Big aligned writes are queued to the device (async_direct_writer.h): Settle, reads, a truncate
+// and the sync that prepare makes all see them, over the committed bytes they replace, and the
 // staged file on disk is exactly the transaction's content, no longer (space is allocated
 // ahead of the writes, never past the end).
 TEST_F(StagingTest, QueuedBigWritesAreSeenByReadsTruncateAndSync) {
@@ -128,6 +128,19 @@ TEST_F(StagingTest, QueuedBigWritesAreSeenByReadsTruncateAndSync) {
     want.replace(offset, data.size(), data);
   }
   EXPECT_EQ((*f)->size(), want.size());
+  // Settle (a transaction's fsync) waits for them: another descriptor of the staged file then
+  // reads what was written, where the committed file supplies nothing.
+  ASSERT_TRUE((*f)->Settle().ok());
+  std::string on_disk_now(want.size(), '\0');
+  const int sfd = ::open(((*st)->dir() + "/e1").c_str(), O_RDONLY);
+  ASSERT_GE(sfd, 0);
+  const ssize_t got = ::pread(sfd, on_disk_now.data(), on_disk_now.size(), 0);
+  ::close(sfd);
+  ASSERT_EQ(got, static_cast<ssize_t>(want.size()));
+  for (int i = 0; i < 20; ++i) {
+    const uint64_t offset = static_cast<uint64_t>((i * 7) % 20) * (256 << 10);
+    EXPECT_EQ(on_disk_now.substr(offset, 256 << 10), want.substr(offset, 256 << 10)) << i;
+  }
   EXPECT_EQ(ReadAll(*f, 0, want.size() + 10), want);
   ASSERT_TRUE((*f)->Truncate(want.size() - 1000).ok());
   want.resize(want.size() - 1000);
