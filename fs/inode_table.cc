@@ -443,11 +443,18 @@ std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
 
 int InodeTable::ReopenObject(dev_t dev, ino_t ino, int flags) const {
   std::lock_guard lock(mu_);
-  auto it = by_key_.find(Key{dev, ino});
-  if (it == by_key_.end()) return -1;
-  Inode* inode = it->second.get();
+  const Inode* inode = nullptr;
+  if (auto it = by_key_.find(Key{dev, ino}); it != by_key_.end()) inode = it->second.get();
+  // A file a transaction created is known to the kernel by its version node alone, after the
+  // commit too (a mapping made inside the transaction keeps that node). Rarely asked: a scan.
+  for (auto v = versions_.begin(); inode == nullptr && v != versions_.end(); ++v) {
+    const Inode* n = v->second.get();
+    if (n->object.kind == fstx::ObjectId::Kind::kNew && n->dev == dev && n->ino == ino) inode = n;
+  }
+  if (inode == nullptr) return -1;
   std::lock_guard l(inode->fd_slot->mu);
-  if (inode->fd_slot->fd < 0) return inode->handle->Open(inode->mount_fd, flags | O_CLOEXEC);
+  if (inode->fd_slot->fd < 0)
+    return inode->handle ? inode->handle->Open(inode->mount_fd, flags | O_CLOEXEC) : -1;
   return open(("/proc/self/fd/" + std::to_string(inode->fd_slot->fd)).c_str(), flags);
 }
 

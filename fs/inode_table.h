@@ -204,8 +204,9 @@ class InodeTable {
     bool dir;
   };
   std::optional<Changed> NoteChanged(dev_t dev, ino_t ino) const;
-  // Opens the committed node's object (dev, ino) anew with `flags`, while the table keeps its
-  // descriptor from being closed: a new descriptor, or -1 if the kernel knows no such node.
+  // Opens the committed node's object (dev, ino) anew with `flags` (or the version node's, for a
+  // file a transaction created), while the table keeps its descriptor from being closed: a new
+  // descriptor, or -1 if the kernel knows no such node.
   int ReopenObject(dev_t dev, ino_t ino, int flags) const;
   // A node's descriptor was opened again (Inode::Fd): counts it, and closes others if that goes
   // past the budget.

@@ -247,8 +247,9 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode* inode = fs.Get(ino);
   if (txops::IsTxHandle(fi)) {
     // Before the count lets a later open of the node choose differently.
-    txops::Release(req, fs, fi);
+    txops::Release(fs, fi);
     inode->open_handles.fetch_sub(1);
+    fuse_reply_err(req, 0);
     return;
   }
   // Before the count lets a later open of the node choose differently.

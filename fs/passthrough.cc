@@ -114,7 +114,13 @@ PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode*
   }
   Node node = must ? found->second : Node{};
   if (!must) {
-    auto id = KernelChannel::BackingOpen(fd);
+    // The kernel opens the backing file anew for each passed-through file, with that file's
+    // flags; the registered one only names it. Registered read-only, it does not count as a
+    // writer in the lease probe (fstx::StillOpenForWriting) while readers keep it registered.
+    const int ro = open(ProcPath(fd).c_str(), O_RDONLY | O_CLOEXEC);
+    auto id = ro >= 0 ? KernelChannel::BackingOpen(ro)
+                      : Result<int32_t>(Status::FromErrno("reopen for passthrough"));
+    if (ro >= 0) close(ro);
     if (!id.ok()) {
       if (writer) locks->RemoveOutsideWriter(KeyOf(inode));
       static std::atomic<bool> told{false};

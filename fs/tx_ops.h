@@ -38,7 +38,9 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
 bool IsTxHandle(const fuse_file_info* fi);
 void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi);
 void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi);
-void Release(fuse_req_t req, Filesystem& fs, fuse_file_info* fi);
+// Ends a handle; the caller replies (after its own bookkeeping: the reply lets the kernel
+// forget the node).
+void Release(Filesystem& fs, fuse_file_info* fi);
 void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi);
 void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi);
 void Lseek(fuse_req_t req, Filesystem& fs, off_t off, int whence, fuse_file_info* fi);

@@ -105,9 +105,17 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   }
   std::optional<timespec> mtime;
   if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
-    op.set_mask |= fstx::kSetMtime;
     mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
-    op.mtime_ns = mtime->tv_sec * 1000000000ll + mtime->tv_nsec;
+    if (IsCreatedFile(inode)) {
+      // A created file's modification time is its staged file's (see TxStat), and the commit
+      // keeps it as the staged file has it: set there, before anything is logged, and not
+      // logged, so the writes that follow (the daemon may not see them) move it on.
+      const timespec times[2] = {{0, UTIME_OMIT}, *mtime};
+      if (utimensat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), times, 0) != 0) return errno;
+    } else {
+      op.set_mask |= fstx::kSetMtime;
+      op.mtime_ns = mtime->tv_sec * 1000000000ll + mtime->tv_nsec;
+    }
   }
   if (op.set_mask != 0) {
     Status s = fs.txs()->LogOp(*tx, source, op);
@@ -125,12 +133,6 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   if (mtime) {
     std::lock_guard l(tx->times_mu);
     tx->times[{source, object}].mtime = *mtime;
-  }
-  // A new regular file's modification time is its staged file's (see TxStat), which writes the
-  // daemon does not see move on from here.
-  if (mtime && IsCreatedFile(inode)) {
-    const timespec times[2] = {{0, UTIME_OMIT}, *mtime};
-    if (utimensat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), times, 0) != 0) return errno;
   }
   return 0;
 }

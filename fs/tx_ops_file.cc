@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fs/kernel_channel.h"
@@ -36,8 +37,8 @@ struct TxHandle {
   Guid tx;
   Inode* inode;
   int flags;
-  // New files: the staged file itself (read-write). Existing files: the committed file,
-  // read-only, for the bytes the transaction did not write.
+  // New files: the staged file itself (read-write for a writer). Existing files: the committed
+  // file, read-only, for the bytes the transaction did not write.
   int fd = -1;
   int after_end_fd = -1;  // opened on first use once the transaction has ended
   // New files: the staged file with O_DIRECT, opened by the first big write (-1: refused).
@@ -51,6 +52,13 @@ struct TxHandle {
   }
   bool is_new() const { return inode->object.kind == fstx::ObjectId::Kind::kNew; }
 };
+
+// The daemon's own descriptor of a created file for a handle opened with `flags`: read-write
+// only for a writer, since one open for writing keeps a passed-through writer's hold from
+// ending (PassthroughFiles::Release asks whether the file is still open for writing).
+int CreatedFileAccess(int flags) {
+  return (flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR;
+}
 
 TxHandle* HandleOf(const fuse_file_info* fi) {
   return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
@@ -167,7 +175,7 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   h->inode = inode;
   h->flags = fi->flags;
   if (h->is_new()) {
-    h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDWR | O_CLOEXEC);
+    h->fd = open(ProcPath(inode->Fd().get()).c_str(), CreatedFileAccess(fi->flags) | O_CLOEXEC);
   } else {
     h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   }
@@ -225,7 +233,7 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   h->tx = tx.id();
   h->inode = inode;
   h->flags = fi->flags;
-  h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDWR | O_CLOEXEC);
+  h->fd = open(ProcPath(inode->Fd().get()).c_str(), CreatedFileAccess(fi->flags) | O_CLOEXEC);
   if (h->fd < 0) {
     int e2 = errno;
     fs.inodes().Forget(inode, 1);
@@ -409,10 +417,14 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 
-void Release(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
+void Release(Filesystem& fs, fuse_file_info* fi) {
   std::unique_ptr<TxHandle> h(HandleOf(fi));
+  // The daemon's other descriptors first: one open for writing would keep a passed-through
+  // writer's hold lingering (PassthroughFiles::Release asks whether the file is still open for
+  // writing).
+  if (h->after_end_fd >= 0) close(std::exchange(h->after_end_fd, -1));
+  if (h->direct_fd >= 0) close(std::exchange(h->direct_fd, TxHandle::kNotOpened));
   CloseHandleFd(fs, h.get());
-  fuse_reply_err(req, 0);
 }
 
 void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {

@@ -111,9 +111,13 @@ StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, i
       committed_limit_(committed_size) {}
 
 StagedFile::~StagedFile() {
+  CloseLocked();
+  if (committed_fd_ >= 0) ::close(committed_fd_);
+}
+
+void StagedFile::CloseLocked() const {
   if (fd_ >= 0) staging_->Closed(this);
   CloseFdsLocked();
-  if (committed_fd_ >= 0) ::close(committed_fd_);
 }
 
 bool StagedFile::on_disk() const {
@@ -350,7 +354,10 @@ Status StagedFile::Sync() const {
   // A descriptor opened now still reports a write-back error no one has seen yet (errseq).
   auto fd = FdLocked();
   if (!fd.ok()) return fd.status();
-  if (::fdatasync(*fd) != 0) return Status::FromErrno("fdatasync " + path_);
+  // A new file's staged file becomes the file, times included (its modification time is the
+  // one the transaction showed), so its metadata must last too; fdatasync may leave it behind.
+  if (committed_fd_ < 0 ? ::fsync(*fd) != 0 : ::fdatasync(*fd) != 0)
+    return Status::FromErrno("sync " + path_);
   return Status::Ok();
 }
 
@@ -458,10 +465,14 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
     if (dup_fd < 0) return Status::FromErrno("dup committed file for " + path);
   }
   auto f = std::unique_ptr<StagedFile>(new StagedFile(this, name, path, dup_fd, committed_size));
-  // A new file is the file apply renames into place: it exists from the start.
+  // A new file is the file apply renames into place: it exists from the start. Its data is
+  // written through other descriptors (the transaction's handles, or the kernel's own with
+  // passthrough), so this one is not kept: open for writing, it would look like a writer to
+  // the lease probe that ends a passed-through writer's hold (fstx::StillOpenForWriting).
   if (committed_fd < 0) {
     std::lock_guard file_lock(f->mu_);
     KTMFS_RETURN_IF_ERROR(f->SpillLocked());
+    f->CloseLocked();
   }
   return files_.emplace(name, std::move(f)).first->second.get();
 }

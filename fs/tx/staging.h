@@ -84,6 +84,8 @@ class StagedFile {
   Result<int> FdLocked() const;
   // Closes the descriptors (the file stays on disk); the caller holds mu_.
   void CloseFdsLocked() const;
+  // The same, and out of the staging's list of open files.
+  void CloseLocked() const;
 
   TxStaging* const staging_;
   const std::string name_;         // within the transaction's directory

@@ -27,7 +27,8 @@
 # suffixes), REPEAT (default 3), CLIENTS (default "1 16"), ROW_TIMEOUT (default 600 s: a row
 # that takes longer is stopped and reported failed), BENCH_DIR (default a new directory under
 # /tmp; the native directory and the mount's backing directory are both in it, so on the same
-# disk).
+# disk), KTMFS_OPTIONS (default none: mount options for both mounts, e.g. "nouring" or
+# "nopassthrough", to see what a transport feature buys; the transport taken is printed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -104,10 +105,13 @@ mount_ktmfs() {
   echo "tx.sh: $mnt not mounted after 30 s" >&2
   exit 1
 }
-mount_ktmfs "$backing" "$mnt" "$work/daemon.log"
+extra=${KTMFS_OPTIONS:+,$KTMFS_OPTIONS}
+mount_ktmfs "$backing" "$mnt" "$work/daemon.log" ${KTMFS_OPTIONS:+-o "$KTMFS_OPTIONS"}
 daemon=$mounted_pid
-mount_ktmfs "$served_backing" "$served_mnt" "$work/served-daemon.log" -o nopassthrough
+mount_ktmfs "$served_backing" "$served_mnt" "$work/served-daemon.log" -o "nopassthrough$extra"
 served_daemon=$mounted_pid
+# What INIT took (passthrough, FUSE over io_uring), as the daemon reports it.
+sed -n 's/^ktmfs: kernel FUSE/transport: kernel FUSE/p' "$work/daemon.log" | head -n 1
 echo "native directory: $native; ktmfs (pid $daemon): $backing on $mnt"
 echo "ktmfs -o nopassthrough (pid $served_daemon): $served_backing on $served_mnt"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
