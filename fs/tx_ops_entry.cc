@@ -104,14 +104,21 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
                       : attr->st_atim.tv_sec * 1000000000ll + attr->st_atim.tv_nsec;
   }
   std::optional<timespec> mtime;
+  // A created file's modification time is its staged file's (see TxStat), and the commit keeps
+  // it as the staged file has it: set there and not logged, so the writes that follow (the
+  // daemon may not see them) move it on. Set before the rest is logged, and put back if the log
+  // refuses that, so a failed setattr changes nothing.
+  std::optional<timespec> staged_mtime_before;
+  const NodeFd staged_fd = IsCreatedFile(inode) ? inode->Fd() : NodeFd();
+  const ProcPath staged(staged_fd.get());
   if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
     mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
-    if (IsCreatedFile(inode)) {
-      // A created file's modification time is its staged file's (see TxStat), and the commit
-      // keeps it as the staged file has it: set there, before anything is logged, and not
-      // logged, so the writes that follow (the daemon may not see them) move it on.
+    if (staged_fd.get() >= 0) {
+      struct stat before;
+      if (fstat(staged_fd.get(), &before) != 0) return errno;
       const timespec times[2] = {{0, UTIME_OMIT}, *mtime};
-      if (utimensat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), times, 0) != 0) return errno;
+      if (utimensat(AT_FDCWD, staged.c_str(), times, 0) != 0) return errno;
+      staged_mtime_before = before.st_mtim;
     } else {
       op.set_mask |= fstx::kSetMtime;
       op.mtime_ns = mtime->tv_sec * 1000000000ll + mtime->tv_nsec;
@@ -119,7 +126,13 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   }
   if (op.set_mask != 0) {
     Status s = fs.txs()->LogOp(*tx, source, op);
-    if (!s.ok()) return Errno(s);
+    if (!s.ok()) {
+      if (staged_mtime_before) {
+        const timespec times[2] = {{0, UTIME_OMIT}, *staged_mtime_before};
+        (void)utimensat(AT_FDCWD, staged.c_str(), times, 0);
+      }
+      return Errno(s);
+    }
   }
   // chmod carries the new permission bits into the access ACL, as the backing filesystem's
   // chmod will at the commit (posix_acl_chmod).

@@ -432,10 +432,14 @@ void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {
   TxGuard tx = fs.txs()->EnterById(h->tx);
   if (!tx) {
     // Ended: the handle writes the object as committed now (a passed-through one without the
-    // daemon), and those writes are durable only by this.
-    int fd = AfterEndFd(h);
-    int r = fd < 0 ? -1 : datasync ? fdatasync(fd) : fsync(fd);
-    fuse_reply_err(req, r == 0 ? 0 : errno);
+    // daemon), and those writes are durable only by this. Any descriptor of the file syncs it:
+    // a read-only one can be opened whatever the file's mode now, and does not keep it open for
+    // writing (see CreatedFileAccess).
+    const int fd = open(ProcPath(h->inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
+    const int r = fd < 0 ? -1 : datasync ? fdatasync(fd) : fsync(fd);
+    const int err = r == 0 ? 0 : errno;
+    if (fd >= 0) close(fd);
+    fuse_reply_err(req, err);
     return;
   }
   // Inside a transaction durability comes with the commit, for every change at once; what a
