@@ -49,7 +49,8 @@ class PassthroughFiles {
   // once: Abandon it if the reply does not reach the kernel.
   Decision Open(Filesystem& fs, Inode* inode, int fd, int open_flags, bool unsettled);
   // For an open, inside its live transaction, of a file the transaction created: `inode` is its
-  // version node, `fd` the staged file opened read-write (counted in open_handles already).
+  // version node, `fd` the handle's descriptor of the staged file (counted in open_handles
+  // already).
   // `setid` says whether the transaction's view gives the file set-id bits or a
   // security.capability, which a write the daemon never sees would not clear; then a writer is
   // served by the daemon. It is asked under the lock that such a change takes (WithoutWriters).
