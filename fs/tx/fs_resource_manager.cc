@@ -491,8 +491,9 @@ void FsResourceManager::DropDurableStaging(bool flush) {
 }
 
 Status FsResourceManager::Abort(const Guid& tx) {
-  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove.
-  KTMFS_RETURN_IF_ERROR(RemoveTreeLazily(Target(tx).staging_dir));
+  // Staging of a rolled-back transaction left behind by a crash is recovery's to remove. A
+  // rolled-back transaction's staging is never read again, even by recovery.
+  KTMFS_RETURN_IF_ERROR(DiscardTree(Target(tx).staging_dir));
   fstx::Record r;
   r.type = RecordType::kAborted;
   r.tx = tx;

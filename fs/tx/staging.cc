@@ -67,8 +67,10 @@ Status MakeDirs(const std::string& path) {
 namespace {
 
 // Unlinks bottom-up; durability is the caller's business (one fsync of the top's parent: the
-// contents of a removed directory need no durable removal of their own).
-Status RemoveTreeUnsynced(const std::string& path) {
+// contents of a removed directory need no durable removal of their own). `empty_files`: a
+// regular file with no other name is truncated first, so its space comes back even while a
+// descriptor still holds it.
+Status RemoveTreeUnsynced(const std::string& path, bool empty_files = false) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0)
     return errno == ENOENT ? Status::Ok() : Status::FromErrno("stat " + path);
@@ -82,11 +84,14 @@ Status RemoveTreeUnsynced(const std::string& path) {
     }
     ::closedir(d);
     for (const auto& n : names)
-      KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path + "/" + n));
+      KTMFS_RETURN_IF_ERROR(RemoveTreeUnsynced(path + "/" + n, empty_files));
     if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("rmdir " + path);
-  } else if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Status::FromErrno("unlink " + path);
+    return Status::Ok();
   }
+  if (empty_files && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size > 0 &&
+      ::truncate(path.c_str(), 0) != 0 && errno != ENOENT)
+    return Status::FromErrno("truncate " + path);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("unlink " + path);
   return Status::Ok();
 }
 
@@ -94,6 +99,10 @@ Status RemoveTreeUnsynced(const std::string& path) {
 
 Status RemoveTreeLazily(const std::string& path) {
   return RemoveTreeUnsynced(path);
+}
+
+Status DiscardTree(const std::string& path) {
+  return RemoveTreeUnsynced(path, /*empty_files=*/true);
 }
 
 Status RemoveTree(const std::string& path) {

@@ -200,6 +200,11 @@ Status RemoveTree(const std::string& path);
 // The same without the fsync: for a finished transaction's staging, whose removal needs no
 // durability (recovery removes staging that belongs to no transaction).
 Status RemoveTreeLazily(const std::string& path);
+// The same for a rolled-back transaction's staging, whose files nobody will read again: each
+// file with no other name is emptied before it is removed. A file the transaction created is
+// its staged file, which the kernel's node of it keeps open in the daemon until the kernel
+// forgets the node; removing the name alone would keep its space taken until then.
+Status DiscardTree(const std::string& path);
 // mkdir -p (mode 0700 for what it creates).
 Status MakeDirs(const std::string& path);
 // The directory part of `path`: "." for a bare name, "/" for a name at the root.
