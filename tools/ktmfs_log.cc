@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "fs/daemon_log.h"
-#include "fs/state_lock.h"
+#include "fs/mount/daemon_log.h"
+#include "fs/mount/state_lock.h"
 #include "fs/tx/records.h"
 #include "ktmfs_config.h"
 #include "log/base_file.h"

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "fs/state_lock.h"
+#include "fs/mount/state_lock.h"
 #include "fs/tx/staging.h"
 #include "log/io.h"
 #include "log/log.h"

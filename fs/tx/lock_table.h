@@ -76,7 +76,7 @@ class LockTable {
   std::optional<Guid> Holder(const LockKey& key) const;
 
   // Outside writers: files open for writing outside transactions whose writes the kernel makes
-  // on the backing file itself (FUSE passthrough, fs/passthrough.h). Such a write cannot be
+  // on the backing file itself (FUSE passthrough, fs/ops/passthrough.h). Such a write cannot be
   // refused when it comes, so the conflict is taken at the open instead: EBUSY naming the
   // holder while a transaction holds the object, and while a writer is open, Acquire of the
   // object by any transaction is EBUSY. Counted: writers do not conflict with each other.
@@ -97,7 +97,7 @@ class LockTable {
   // `grace`, an open one first gets kReleaseGrace to be released; the caller then must hold
   // nothing the release needs.
   bool HasOutsideWriter(const ObjectKey& key, bool grace = false);
-  // Tells whether an object's backing file is open for writing anywhere (fs/passthrough.h
+  // Tells whether an object's backing file is open for writing anywhere (fs/ops/passthrough.h
   // installs it: the table holds no descriptor, which would keep a removed file's space). Called
   // under the table's mutex. Without one a lingering hold ends at once.
   using WriterProbe = std::function<bool(const ObjectKey&)>;

@@ -148,10 +148,10 @@ fi
 # cached: the options that make ktmfs cache what passthrough_hp caches (names and their absence
 # for as long; see ktmfs(8) for what a positive entry_timeout costs).
 # nopt: kernel passthrough declined, so every read and write of a file open outside
-# transactions is a request to the daemon (fs/passthrough.h).
+# transactions is a request to the daemon (fs/ops/passthrough.h).
 # nokp2: the kernel's HANDLE_KILLPRIV_V2 declined too, which brings back a GETXATTR of
-# security.capability before every write (fs/kernel_channel.h).
-# noring: FUSE over io_uring declined, so requests travel over /dev/fuse (fs/fuse_ring.h).
+# security.capability before every write (fs/fuse/kernel_channel.h).
+# noring: FUSE over io_uring declined, so requests travel over /dev/fuse (fs/fuse/fuse_ring.h).
 for variant in default nopt nokp2 noring writeback cached; do
   case $variant in
     default) opts=() ;;

@@ -10,11 +10,11 @@
 #include <thread>
 #include <vector>
 
-#include "fs/filesystem.h"
-#include "fs/inode_table.h"
-#include "fs/layout.h"
-#include "fs/object_handle.h"
-#include "fs/options.h"
+#include "fs/daemon/command_line.h"
+#include "fs/fuse/inode_table.h"
+#include "fs/fuse/object_handle.h"
+#include "fs/mount/layout.h"
+#include "fs/ops/filesystem.h"
 #include "mount_harness.h"
 
 namespace ktmfs::fs {

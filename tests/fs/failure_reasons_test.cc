@@ -1,4 +1,4 @@
-#include "fs/failure_reasons.h"
+#include "fs/control/failure_reasons.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
-// The message rules of FUSE over io_uring (fs/fuse_ring.h), on entries laid out as the kernel
+// The message rules of FUSE over io_uring (fs/fuse/fuse_ring.h), on entries laid out as the kernel
 // fills them: a request rebuilt in the legacy /dev/fuse layout in front of its payload, a reply
 // packed from libfuse's iovecs, the two commands' SQEs, and the sizes the kernel asks for.
-#include "fs/fuse_ring.h"
+#include "fs/fuse/fuse_ring.h"
 
 #include <gtest/gtest.h>
 #include <liburing.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/kernel_channel.h"
+#include "fs/fuse/kernel_channel.h"
 
 namespace ktmfs::fs {
 namespace {

@@ -1,7 +1,7 @@
-// The message rules of the daemon's /dev/fuse channel (fs/kernel_channel.h): which requests ask
-// the daemon to clear set-id bits, what the kernel offers in INIT, and the patch of the INIT
+// The message rules of the daemon's /dev/fuse channel (fs/fuse/kernel_channel.h): which requests
+// ask the daemon to clear set-id bits, what the kernel offers in INIT, and the patch of the INIT
 // reply, on messages laid out as the kernel and libfuse 3.14 lay them out.
-#include "fs/kernel_channel.h"
+#include "fs/fuse/kernel_channel.h"
 
 #include <gtest/gtest.h>
 #include <linux/fuse.h>

@@ -1,5 +1,5 @@
 // Made-up callers and objects for the tests of the daemon's own permission rules
-// (fs/permission.h, fs/posix_acl.h): no users, processes or files needed.
+// (fs/ops/permission.h, fs/ops/posix_acl.h): no users, processes or files needed.
 #pragma once
 
 #include <sys/stat.h>
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "fs/permission.h"
+#include "fs/ops/permission.h"
 
 namespace ktmfs::fs::made_up {
 

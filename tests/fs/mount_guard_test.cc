@@ -4,10 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs/layout.h"
-#include "fs/options.h"
-#include "fs/source_overlap.h"
-#include "fs/state_lock.h"
+#include "fs/mount/layout.h"
+#include "fs/mount/options.h"
+#include "fs/mount/source_overlap.h"
+#include "fs/mount/state_lock.h"
 #include "mount_harness.h"
 
 namespace ktmfs::fs {

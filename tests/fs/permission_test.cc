@@ -1,6 +1,6 @@
-// The daemon's own permission checks before a transaction takes a lock (fs/permission.h): the
+// The daemon's own permission checks before a transaction takes a lock (fs/ops/permission.h): the
 // kernel's rules, with made-up callers, so every branch is seen without users and mounts.
-#include "fs/permission.h"
+#include "fs/ops/permission.h"
 
 #include <errno.h>
 #include <fuse_lowlevel.h>

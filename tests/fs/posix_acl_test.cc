@@ -1,12 +1,12 @@
-// The kernel's ACL rules as the daemon applies them inside a transaction (fs/posix_acl.h),
+// The kernel's ACL rules as the daemon applies them inside a transaction (fs/ops/posix_acl.h),
 // checked against what ext4 does for the same ACLs (getfacl output noted beside each case).
-#include "fs/posix_acl.h"
+#include "fs/ops/posix_acl.h"
 
 #include <errno.h>
 #include <gtest/gtest.h>
 #include <linux/capability.h>
 
-#include "fs/permission.h"
+#include "fs/ops/permission.h"
 #include "tests/fs/made_up_callers.h"
 
 namespace ktmfs::fs {

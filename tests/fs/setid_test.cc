@@ -1,7 +1,7 @@
-// The set-id rule the daemon applies where the kernel's FUSE code leaves bits set (fs/setid.h),
+// The set-id rule the daemon applies where the kernel's FUSE code leaves bits set (fs/ops/setid.h),
 // against what ext4 did on Linux 6.18 (measured as root and as an unprivileged user; regress
 // generic/005 and 006 run the same cases through a mount).
-#include "fs/setid.h"
+#include "fs/ops/setid.h"
 
 #include <gtest/gtest.h>
 

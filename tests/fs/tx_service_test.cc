@@ -1,7 +1,7 @@
 // The daemon's transaction service without a mount: begin, commit and rollback with their
 // permission rules, attribution of the calling thread, the reaper (exit of the bound process,
 // timeout), recovery at start-up, and rollback of what is live when the service stops.
-#include "fs/tx_service.h"
+#include "fs/service/tx_service.h"
 
 #include <gtest/gtest.h>
 #include <sys/syscall.h>
@@ -12,8 +12,8 @@
 #include <fstream>
 #include <thread>
 
-#include "fs/layout.h"
-#include "fs/options.h"
+#include "fs/mount/layout.h"
+#include "fs/mount/options.h"
 #include "fs/tx/apply_plan.h"
 #include "log/io.h"
 #include "log/log.h"

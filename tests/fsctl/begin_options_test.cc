@@ -1,4 +1,4 @@
-#include "fs/begin_options.h"
+#include "fs/control/begin_options.h"
 
 #include <gtest/gtest.h>
 

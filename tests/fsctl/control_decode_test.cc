@@ -1,4 +1,4 @@
-#include "fs/control_decode.h"
+#include "fs/control/control_decode.h"
 
 #include <gtest/gtest.h>
 

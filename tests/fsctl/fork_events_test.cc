@@ -1,4 +1,4 @@
-#include "fs/fork_events.h"
+#include "fs/control/fork_events.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -7,7 +7,7 @@
 #include <functional>
 #include <map>
 
-#include "fs/task_bindings.h"
+#include "fs/control/task_bindings.h"
 
 namespace ktmfs::fs {
 namespace {

@@ -1,4 +1,4 @@
-#include "fs/proc_reader.h"
+#include "fs/control/proc_reader.h"
 
 #include <gtest/gtest.h>
 #include <sys/syscall.h>

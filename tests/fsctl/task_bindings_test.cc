@@ -1,4 +1,4 @@
-#include "fs/task_bindings.h"
+#include "fs/control/task_bindings.h"
 
 #include <gtest/gtest.h>
 

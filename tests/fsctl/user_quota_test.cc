@@ -1,4 +1,4 @@
-#include "fs/user_quota.h"
+#include "fs/control/user_quota.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>

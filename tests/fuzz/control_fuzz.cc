@@ -1,8 +1,8 @@
-// Fuzz target: every parser of untrusted control input (fs/control_decode.h, fs/begin_options.h
-// and the /proc parsers, whose command names a user chooses) on arbitrary bytes. Besides never
-// crashing, each checks what it promises: an accepted request is exactly a well-formed one, an
-// accepted ioctl begin means the same as the xattr value it formats to, and accepted ids print
-// back as given.
+// Fuzz target: every parser of untrusted control input (fs/control/control_decode.h,
+// fs/control/begin_options.h and the /proc parsers, whose command names a user chooses) on
+// arbitrary bytes. Besides never crashing, each checks what it promises: an accepted request is
+// exactly a well-formed one, an accepted ioctl begin means the same as the xattr value it formats
+// to, and accepted ids print back as given.
 //
 // Input: byte 0 selects the parser (mod 4):
 //   0  the value of user.ktmfs.tx.begin: the rest
@@ -24,9 +24,9 @@
 #include <string_view>
 #include <vector>
 
-#include "fs/begin_options.h"
-#include "fs/control_decode.h"
-#include "fs/proc_reader.h"
+#include "fs/control/begin_options.h"
+#include "fs/control/control_decode.h"
+#include "fs/control/proc_reader.h"
 #include "ktmfs.h"
 
 namespace ktmfs::fs {

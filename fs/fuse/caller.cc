@@ -1,0 +1,85 @@
+#include "fs/fuse/caller.h"
+
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <vector>
+
+namespace ktmfs::fs {
+namespace {
+
+uid_t g_daemon_uid = 0;
+gid_t g_daemon_gid = 0;
+std::vector<gid_t> g_daemon_groups;
+bool g_can_switch = false;
+
+void SetThreadGroups(const std::vector<gid_t>& groups) {
+  syscall(SYS_setgroups, groups.size(), groups.empty() ? nullptr : groups.data());
+}
+
+// Gives this thread a umask of its own, if it shares one. Asked before every create, not once
+// per thread: a thread libfuse starts from a worker shares that worker's umask until it asks,
+// and the kernel makes the call cheap when nothing is shared. A failure (a seccomp filter,
+// say) leaves the umask alone, and creates apply it to the mode themselves.
+bool ThreadOwnsUmask() {
+  return unshare(CLONE_FS) == 0;
+}
+
+}  // namespace
+
+CallerContext CallerContext::Of(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return CallerContext{c->uid, c->gid, c->pid};
+}
+
+void IdentityScope::InitProcessIdentity() {
+  g_daemon_uid = geteuid();
+  g_daemon_gid = getegid();
+  int n = getgroups(0, nullptr);
+  if (n > 0) {
+    g_daemon_groups.resize(n);
+    n = getgroups(n, g_daemon_groups.data());
+    g_daemon_groups.resize(n > 0 ? n : 0);
+  }
+  g_can_switch = g_daemon_uid == 0;
+}
+
+IdentityScope::IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks) {
+  if (use == IdentityUse::kCreates) {
+    caller_umask_ = fuse_req_ctx(req)->umask & 0777;
+    if (ThreadOwnsUmask()) {
+      umask(caller_umask_);
+      own_umask_ = true;
+    }
+  }
+  if (!g_can_switch) return;
+  if (use == IdentityUse::kChecks && kernel_checks) return;
+  const fuse_ctx* c = fuse_req_ctx(req);
+  if (c->uid == g_daemon_uid && c->gid == g_daemon_gid) return;
+  // Supplementary groups matter for group-writable directories; without the caller's pid
+  // (another pid namespace) only the primary group is known.
+  std::vector<gid_t> groups(64);
+  int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+  if (n > static_cast<int>(groups.size())) {
+    groups.resize(n);
+    n = fuse_req_getgroups(req, n, groups.data());
+  }
+  groups.resize(n > 0 ? n : 0);
+  SetThreadGroups(groups);
+  syscall(SYS_setfsgid, c->gid);
+  syscall(SYS_setfsuid, c->uid);
+  switched_ = true;
+}
+
+IdentityScope::~IdentityScope() {
+  // The daemon's own files (logs, staging) are made with exactly the modes it asks for.
+  if (own_umask_) umask(0);
+  if (!switched_) return;
+  syscall(SYS_setfsuid, g_daemon_uid);
+  syscall(SYS_setfsgid, g_daemon_gid);
+  SetThreadGroups(g_daemon_groups);
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,69 @@
+#include "fs/fuse/object_handle.h"
+
+#include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ktmfs::fs {
+
+namespace {
+
+// struct file_handle ends in a flexible array: room for the largest handle any filesystem gives.
+struct HandleBuffer {
+  alignas(struct file_handle) unsigned char storage[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  struct file_handle* get() {
+    return reinterpret_cast<struct file_handle*>(storage);
+  }
+};
+
+}  // namespace
+
+std::optional<ObjectHandle> ObjectHandle::Of(int fd) {
+  HandleBuffer buf;
+  struct file_handle* fh = buf.get();
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return std::nullopt;
+  ObjectHandle h;
+  h.mount_id_ = mount_id;
+  h.type_ = fh->handle_type;
+  h.bytes_.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
+  return h;
+}
+
+int ObjectHandle::Open(int mount_fd, int flags) const {
+  HandleBuffer buf;
+  struct file_handle* fh = buf.get();
+  fh->handle_type = type_;
+  fh->handle_bytes = static_cast<unsigned>(bytes_.size());
+  std::memcpy(fh->f_handle, bytes_.data(), bytes_.size());
+  // setfsuid returns the identity it replaces; back at the daemon's, the capabilities a caller's
+  // identity cleared from the effective set come back from the permitted one.
+  const auto daemon_uid = static_cast<uid_t>(geteuid());
+  const auto previous = static_cast<uid_t>(syscall(SYS_setfsuid, daemon_uid));
+  const int fd = open_by_handle_at(mount_fd, fh, flags);
+  const int err = errno;
+  if (previous != daemon_uid) syscall(SYS_setfsuid, previous);
+  errno = err;
+  return fd;
+}
+
+bool HandlesWork(int root_fd, int* mount_id, int* error) {
+  auto h = ObjectHandle::Of(root_fd);
+  if (!h) {
+    *error = errno;
+    return false;
+  }
+  *mount_id = h->mount_id();
+  int fd = h->Open(root_fd, O_PATH | O_CLOEXEC);
+  if (fd < 0) {
+    *error = errno;
+    return false;
+  }
+  close(fd);
+  return true;
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,298 @@
+// Directory handles: opendir/readdir/readdirplus/releasedir/fsyncdir. Hidden entries (the state
+// directory) are skipped; the virtual root lists the named sources.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "fs/fuse/caller.h"
+#include "fs/ops/filesystem.h"
+#include "fs/ops/tx_ops.h"
+
+namespace ktmfs::fs {
+namespace {
+
+struct DirHandle {
+  Inode* inode = nullptr;
+  DIR* dp = nullptr;  // null for the virtual root
+  off_t offset = 0;
+  dirent* entry = nullptr;  // read but not yet returned (did not fit)
+  // Opened inside a transaction: its view, read whole at opendir; offsets are positions.
+  bool in_tx = false;
+  Guid tx;
+  std::vector<txops::TxDirEntry> tx_entries;
+  std::mutex mu;
+  ~DirHandle() {
+    if (dp != nullptr) closedir(dp);
+  }
+};
+
+DirHandle* Handle(fuse_file_info* fi) {
+  return reinterpret_cast<DirHandle*>(fi->fh);
+}
+
+void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<DirHandle> d) {
+  fi->fh = reinterpret_cast<uint64_t>(d.get());
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == 0) d.release();
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  auto d = std::make_unique<DirHandle>();
+  d->inode = fs.Get(ino);
+  TxGuard tx = fs.EnterTx(req);
+  auto in_tx = [&] {
+    d->in_tx = true;
+    d->tx = tx.id();
+    if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    ReplyOpen(req, fi, std::move(d));
+  };
+  if (Routed(req, Classify(fs, tx, d->inode), in_tx)) return;
+  if (!d->inode->is_virtual_root()) {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    int fd = openat(d->inode->Fd().get(), ".", O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    d->dp = fdopendir(fd);
+    if (d->dp == nullptr) {
+      int err = errno;
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  ReplyOpen(req, fi, std::move(d));
+}
+
+// The virtual root: ".", "..", then one entry per source; offsets are positions.
+void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  const auto& sources = fs.layout().sources();
+  for (size_t i = static_cast<size_t>(off); i < sources.size() + 2; i++) {
+    const char* name = i == 0 ? "." : i == 1 ? ".." : sources[i - 2].name.c_str();
+    size_t n;
+    if (plus && i >= 2) {
+      fuse_entry_param e;
+      if (fs.Lookup(fs.inodes().root(), name, &e) != 0) continue;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+      if (n > size - used) {
+        fs.inodes().Forget(fs.Get(e.ino), 1);
+        break;
+      }
+    } else if (plus) {
+      fuse_entry_param e{};
+      e.attr.st_ino = FUSE_ROOT_ID;
+      e.attr.st_mode = S_IFDIR;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+      if (n > size - used) break;
+    } else {
+      struct stat st {};
+      st.st_ino = i < 2 ? FUSE_ROOT_ID : i;
+      st.st_mode = S_IFDIR;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, i + 1);
+      if (n > size - used) break;
+    }
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+// A transaction's listing. readdirplus gets entries without nodes (the kernel then looks each
+// name up itself), so no lookup count is taken for a listing the kernel may drop.
+// The reply's entries; the caller replies once it has let go of d->mu.
+std::vector<char> ReadTxListing(fuse_req_t req, DirHandle* d, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < d->tx_entries.size(); i++) {
+    const auto& e = d->tx_entries[i];
+    size_t n;
+    if (plus) {
+      fuse_entry_param p{};
+      p.attr.st_ino = e.ino;
+      p.attr.st_mode = e.type;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &p,
+                                 static_cast<off_t>(i + 1));
+    } else {
+      struct stat st {};
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                            static_cast<off_t>(i + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  buf.resize(used);
+  return buf;
+}
+
+bool IsDotOrDotDot(const char* n) {
+  return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
+}
+
+// Fills buf from the backing directory, holding d->mu and `visible` (a pass on the directory);
+// returns the error that stopped it.
+int FillListing(fuse_req_t req, Filesystem& fs, DirHandle* d, size_t size, off_t off, bool plus,
+                fstx::VisibilityGate::Pass& visible, std::vector<char>& buf, size_t* used_out) {
+  if (off != d->offset) {
+    seekdir(d->dp, off);
+    d->entry = nullptr;
+    d->offset = off;
+  }
+  size_t& used = *used_out;
+  int err = 0;
+  while (true) {
+    if (d->entry == nullptr) {
+      errno = 0;
+      d->entry = readdir(d->dp);
+      if (d->entry == nullptr) {
+        err = errno;
+        break;
+      }
+    }
+    const char* name = d->entry->d_name;
+    off_t next = d->entry->d_off;
+    if (fs.IsHiddenName(d->inode, name)) {
+      d->entry = nullptr;
+      d->offset = next;
+      continue;
+    }
+    size_t n;
+    if (plus && !IsDotOrDotDot(name)) {
+      fuse_entry_param e;
+      int lerr = fs.Lookup(d->inode, name, &e);
+      if (lerr == ENOENT) {  // removed since readdir saw it
+        d->entry = nullptr;
+        d->offset = next;
+        continue;
+      }
+      if (lerr != 0) {
+        err = lerr;
+        break;
+      }
+      fstx::VisibilityGate::Key closed;
+      if (!fs.ReadingCommittedEntry(visible, &e, &closed)) {
+        // A commit's apply is changing it: the name goes without attributes (node id 0), which
+        // the kernel then looks up by itself, waiting for the apply alone.
+        fs.inodes().Forget(fs.Get(e.ino), 1);
+        const struct stat found = e.attr;
+        e = fuse_entry_param{};
+        e.attr.st_ino = found.st_ino;
+        e.attr.st_mode = found.st_mode & S_IFMT;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      if (n > size - used) {
+        if (e.ino != 0) fs.inodes().Forget(fs.Get(e.ino), 1);
+        break;
+      }
+    } else if (plus) {
+      // "." and "..": no node, so no lookup count.
+      fuse_entry_param e{};
+      e.attr.st_ino = d->entry->d_ino;
+      e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      if (n > size - used) break;
+    } else {
+      struct stat st {};
+      st.st_ino = d->entry->d_ino;
+      st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+      if (n > size - used) break;
+    }
+    used += n;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  return err;
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi,
+             bool plus) {
+  Filesystem& fs = Fs(req);
+  DirHandle* d = Handle(fi);
+  if (d->inode->is_virtual_root()) {
+    ReadVirtualRoot(req, fs, size, off, plus);
+    return;
+  }
+  // Every reply below is sent after d->mu is let go: once the kernel has the reply, the caller
+  // may close the directory, and RELEASEDIR, on another thread, deletes d (TSan under txcheck
+  // saw the unlock write to freed memory).
+  if (d->in_tx) {
+    std::vector<char> listing;
+    {
+      std::lock_guard lock(d->mu);
+      if (off == 0) {
+        // rewinddir: read the view again, as a plain directory shows changes made meanwhile.
+        if (TxGuard tx = fs.txs()->EnterById(d->tx)) {
+          std::vector<txops::TxDirEntry> fresh;
+          if (txops::ListView(fs, tx, d->inode, &fresh) == 0) d->tx_entries = std::move(fresh);
+        }
+      }
+      listing = ReadTxListing(req, d, size, off, plus);
+    }
+    fuse_reply_buf(req, listing.data(), listing.size());
+    return;
+  }
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  {
+    auto visible = fs.ReadingCommitted(d->inode);
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    std::lock_guard lock(d->mu);
+    err = FillListing(req, fs, d, size, off, plus, visible, buf, &used);
+  }
+  // An error after some entries is reported by the next call, which starts with it.
+  if (err != 0 && used == 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_buf(req, buf.data(), used);
+  }
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, false);
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  delete Handle(fi);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
+  DirHandle* d = Handle(fi);
+  if (d->dp == nullptr) {  // the virtual root, or a transaction's listing: commit makes it durable
+    fuse_reply_err(req, 0);
+    return;
+  }
+  int fd = dirfd(d->dp);
+  int r = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+}  // namespace
+
+void AddDirOps(fuse_lowlevel_ops* ops) {
+  ops->opendir = OpOpendir;
+  ops->readdir = OpReaddir;
+  ops->readdirplus = OpReaddirplus;
+  ops->releasedir = OpReleasedir;
+  ops->fsyncdir = OpFsyncdir;
+}
+
+}  // namespace ktmfs::fs

@@ -1,0 +1,353 @@
+// Open files: open/create, read and write (data spliced when the kernel allows), flush, release,
+// fsync, fallocate, copy_file_range and lseek. Each open gets its own backing descriptor in
+// fi->fh, so file position and O_APPEND behave per open as on the backing directory.
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/fuse/caller.h"
+#include "fs/fuse/kernel_channel.h"
+#include "fs/ops/filesystem.h"
+#include "fs/ops/setid.h"
+#include "fs/ops/tx_ops.h"
+
+namespace ktmfs::fs {
+namespace {
+
+int BackingOpenFlags(const Filesystem& fs, int flags) {
+  // Symlinks never get here (the kernel resolves them); O_NOFOLLOW would refuse /proc's link.
+  flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+  // The data of a FUSE write sits in the daemon's request buffer, at no alignment O_DIRECT
+  // would accept (EINVAL). O_DIRECT is honoured on the kernel side instead (SetOpenReply).
+  flags &= ~O_DIRECT;
+  if (fs.options().cache.writeback) {
+    // The writeback cache reads pages around partial writes and tracks the end of file itself.
+    if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    flags &= ~O_APPEND;
+  }
+  return flags;
+}
+
+// Counts a handle on a node from the start of its open (before the request reads the node's
+// transaction: see InodeTable::AcquireTx) and uncounts it unless the kernel got it; OpRelease
+// uncounts the kept ones.
+class HandleCount {
+ public:
+  explicit HandleCount(Inode* inode) : inode_(inode) { inode_->open_handles.fetch_add(1); }
+  ~HandleCount() {
+    if (!kept_) inode_->open_handles.fetch_sub(1);
+  }
+  HandleCount(const HandleCount&) = delete;
+  HandleCount& operator=(const HandleCount&) = delete;
+  void Keep(bool kept = true) { kept_ = kept; }
+
+ private:
+  Inode* inode_;
+  bool kept_ = false;
+};
+
+void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
+  fi->fh = static_cast<uint64_t>(fd);
+  fi->keep_cache = fs.options().cache.keep_cache ? 1 : 0;
+  // No direct_io for O_DIRECT opens: the kernel serves O_DIRECT on a cached file itself (its
+  // reads and writes reach the daemon one request per call, around the page cache, which it
+  // writes back and invalidates for the range), while a direct_io handle could not be mapped
+  // (ENODEV) and its writes would skip the kernel's clearing of set-id bits.
+  // close(2) need not wait for a FLUSH round trip: the backing files are local, where close
+  // reports nothing that write and fsync did not, and locks are the kernel's (ktmfs(8)). With
+  // the writeback cache the kernel still sends FLUSH after writing its dirty pages back.
+  fi->noflush = 1;
+}
+
+// Truncates the file an O_TRUNC open opened (its descriptor `fd`, opened without O_TRUNC), and
+// drops the set-id bits the kernel leaves to the daemon (atomic_o_trunc). 0 or an errno.
+int TruncateForOpen(fuse_req_t req, Filesystem& fs, int fd, int open_flags) {
+  int r;
+  if ((open_flags & O_ACCMODE) != O_RDONLY) {
+    r = ftruncate(fd, 0);
+  } else {
+    // O_RDONLY|O_TRUNC truncates too (the kernel checked write permission for it).
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    r = truncate(ProcPath(fd).c_str(), 0);
+  }
+  if (r != 0) return errno;
+  struct stat st;
+  mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
+  if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) return errno;
+  return 0;
+}
+
+// Finishes a committed OPEN (or, with `e`, CREATE) whose descriptor is `fd`: decides whether the
+// kernel passes the file through (fs/ops/passthrough.h), then truncates when `truncate` says so
+// (after the decision, so a refused open leaves the file as it was), and replies. On failure
+// the descriptor is closed and false returned; `inode`'s handle count is the caller's.
+bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi, int fd,
+                         bool truncate, const fuse_entry_param* e = nullptr) {
+  const bool unsettled =
+      fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
+  const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags, unsettled);
+  if (d.err != 0) {
+    close(fd);
+    fuse_reply_err(req, d.err);
+    return false;
+  }
+  // Only a regular file is truncated (the kernel opens FIFOs and devices without the daemon).
+  if (truncate && inode->type == S_IFREG) {
+    if (int err = TruncateForOpen(req, fs, fd, fi->flags); err != 0) {
+      fs.passthrough().Release(fs, inode, fd);
+      fuse_reply_err(req, err);
+      return false;
+    }
+  }
+  SetOpenReply(fs, fi, fd);
+  // Pages cached before a transaction changed the file must not be read once it commits: an
+  // open while it runs (or is being settled) drops them, in the opener's own context. A
+  // passed-through file has no pages of its own, and the kernel refuses one that asks to keep
+  // them (FOPEN_KEEP_CACHE is outside FOPEN_PASSTHROUGH_MASK: EIO).
+  if (unsettled || d.backing_id != 0) fi->keep_cache = 0;
+  KernelChannel::PassNextOpenReplyTo(d.backing_id);
+  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+  KernelChannel::PassNextOpenReplyTo(0);
+  if (r != 0) {
+    // The request was interrupted: the kernel has no file for this open.
+    fs.passthrough().Release(fs, inode, fd);
+    return false;
+  }
+  return true;
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  HandleCount count(inode);
+  TxGuard tx = fs.EnterTx(req);
+  if (Routed(req, Classify(fs, tx, inode),
+             [&] { count.Keep(txops::Open(req, fs, tx, inode, fi)); }))
+    return;
+  // O_RDONLY|O_TRUNC truncates as well.
+  if (fi->flags & O_TRUNC) {
+    if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  int fd, open_err = 0;
+  {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    fd = fs.inodes().OpenMakingRoom([&] {
+      return open(ProcPath(inode->Fd().get()).c_str(), BackingOpenFlags(fs, fi->flags) & ~O_TRUNC);
+    });
+    if (fd < 0) open_err = errno;
+  }
+  if (fd < 0) {
+    fuse_reply_err(req, open_err);
+    return;
+  }
+  // The kernel leaves an O_TRUNC open to the daemon (atomic_o_trunc), set-id bits included.
+  if (!FinishCommittedOpen(req, fs, inode, fi, fd, (fi->flags & O_TRUNC) != 0)) return;
+  count.Keep();
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  TxGuard tx = fs.EnterTx(req);
+  if (Routed(req, Classify(fs, tx, p), [&] { txops::Create(req, fs, tx, p, name, mode, fi); }))
+    return;
+  if (p->is_virtual_root() || fs.IsHiddenName(p, name)) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_entry_param e;
+  int fd;
+  {
+    IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+    int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
+    fd = fs.inodes().OpenMakingRoom(
+        [&] { return openat(p->Fd().get(), name, flags, id.CreateMode(mode)); });
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    int err = fs.Lookup(p, name, &e);
+    if (err != 0) {
+      close(fd);
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  // The daemon's own credentials from here: a backing file is registered with them, and the
+  // kernel does the passed-through file's I/O with them.
+  Inode* inode = fs.Get(e.ino);
+  inode->open_handles.fetch_add(1);
+  // openat truncated an existing file itself: CREATE comes for a name the kernel found missing,
+  // so the file is nearly always new.
+  if (!FinishCommittedOpen(req, fs, inode, fi, fd, /*truncate=*/false, &e)) {
+    inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
+    fs.inodes().Forget(inode, 1);
+  }
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Read(req, Fs(req), size, off, fi);
+    return;
+  }
+  auto visible = Fs(req).ReadingCommitted(Fs(req).Get(ino));
+  ReplyWithFileData(req, static_cast<int>(fi->fh), size, off);
+}
+
+void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  if (txops::IsTxHandle(fi)) {
+    txops::Write(req, fs, in, off, fi);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
+  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+  } else {
+    ReplyWrite(req, ino, fi, off, static_cast<size_t>(n));
+  }
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  // Closing a duplicate reports the backing filesystem's deferred errors at close(2) time.
+  int dup_fd = dup(static_cast<int>(fi->fh));
+  int err = dup_fd < 0 ? errno : (close(dup_fd) == 0 ? 0 : errno);
+  fuse_reply_err(req, err);
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (txops::IsTxHandle(fi)) {
+    // Before the count lets a later open of the node choose differently.
+    txops::Release(fs, fi);
+    inode->open_handles.fetch_sub(1);
+    fuse_reply_err(req, 0);
+    return;
+  }
+  // Before the count lets a later open of the node choose differently.
+  fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
+  inode->open_handles.fetch_sub(1);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Fsync(req, Fs(req), datasync, fi);
+    return;
+  }
+  int fd = static_cast<int>(fi->fh);
+  int r = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                 fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  if (txops::IsTxHandle(fi)) {
+    txops::Fallocate(req, fs, mode, off, len, fi);
+    return;
+  }
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                     int flags) {
+  // Inside a transaction the kernel copies through read and write instead.
+  if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  Filesystem& fs = Fs(req);
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (int err = DropSetidOnWrite(req, fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
+      err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  loff_t in = off_in, out = off_out;
+  ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out,
+                              len, static_cast<unsigned>(flags));
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  if (txops::IsTxHandle(fi)) {
+    txops::Lseek(req, Fs(req), off, whence, fi);
+    return;
+  }
+  // With the writeback cache, data may still sit in the kernel's pages (the kernel does not
+  // flush before SEEK_DATA/SEEK_HOLE), so the backing file's holes are not the file's. ENOSYS
+  // makes the kernel answer itself from then on: all of the file is data, the hole is at EOF.
+  if (Fs(req).options().cache.writeback) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
+  off_t r = lseek(static_cast<int>(fi->fh), off, whence);
+  if (r < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_lseek(req, r);
+  }
+}
+
+}  // namespace
+
+void AddFileOps(fuse_lowlevel_ops* ops) {
+  ops->open = OpOpen;
+  ops->create = OpCreate;
+  ops->read = OpRead;
+  ops->write_buf = OpWriteBuf;
+  ops->flush = OpFlush;
+  ops->release = OpRelease;
+  ops->fsync = OpFsync;
+  ops->fallocate = OpFallocate;
+  ops->copy_file_range = OpCopyFileRange;
+  ops->lseek = OpLseek;
+}
+
+}  // namespace ktmfs::fs

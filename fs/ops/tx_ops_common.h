@@ -1,0 +1,89 @@
+// Helpers shared by the transactional operations (tx_ops_*.cc).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fs/ops/permission.h"
+#include "fs/ops/posix_acl.h"
+#include "fs/ops/tx_ops.h"
+
+namespace ktmfs::fs::txops {
+
+// A Status as a FUSE errno (EIO when it has none).
+int Errno(const Status& s);
+
+// Where a node is in the transaction's view.
+Result<std::string> NodePath(Filesystem& fs, const TxGuard& tx, Inode* inode);
+
+struct ParentViewInfo {
+  std::string view;
+};
+// The view path of the directory a name operation works in; EPERM for the virtual root and for
+// the state directory's name.
+Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* parent,
+                                  const char* name);
+
+// The caller of `req`, for the checks of fs/ops/permission.h that come before every lock: a
+// transaction takes no lock on what its caller may not change. Its groups and capabilities are
+// read (fuse_req_getgroups, /proc/PID/status) only if a check needs them, before the reply.
+Requester RequesterOf(fuse_req_t req);
+// `st` (an object's backing or staged attributes, as LookupView gives them) with the mode and
+// owner the transaction gave the object.
+struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
+                           const fstx::ObjectId& object, struct stat st);
+// Whether fs.protected_hardlinks is set (link(2) then needs ownership or read-write access).
+bool ProtectedHardlinks();
+
+// Locks (EBUSY if another transaction holds them). Objects the transaction created need none.
+// Every caller checks the requester's permission first (fs/ops/permission.h).
+int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode);
+int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                 const std::string& backing_path);
+int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name);
+// Moving or removing an existing directory would move objects other transactions hold (their
+// apply finds them by path): refused while another transaction holds anything below it.
+int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);
+
+void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta);
+// The transaction changed names in `parent`: its attributes and entries are served with zero
+// timeouts to everyone until the transaction ends.
+void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent);
+// Asks the kernel to forget a cached entry once the current request has been answered.
+void InvalidateEntryLater(Filesystem& fs, Inode* parent, const char* name);
+
+// An existing file's staged contents, made on first use.
+Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* inode);
+// Sets a regular file's size in the view.
+int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
+             uint64_t size);
+int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::string& view,
+                 std::vector<TxDirEntry>* out);
+
+// Makes a new object (see Make); on success *view is the parent's view path, *number the new
+// object's number.
+int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+           mode_t mode, dev_t rdev, const char* link_target, std::string* view, uint64_t* number);
+
+// An object's extended attribute `name` as the transaction sees it (nullopt: none), or an errno.
+int ViewXattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              std::optional<std::string>* out);
+// The object's ACL of that kind (kAclAccessXattr or kAclDefaultXattr) as the transaction sees
+// it; nullopt when it has none, or none that can be read (the kernel's own check has run on
+// the same value already).
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name);
+// The access ACL of the object a view name leads to.
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, int source,
+                                const ViewEntry& entry);
+// Logs setting `name` to `value` on an object (removing it when `value` is nullopt), with the
+// value counted against the caller's memory.
+Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                const std::string& path, const char* name, const std::optional<std::string>& value);
+
+// `by_handle`: through a descriptor opened inside the transaction (ftruncate needs no write
+// permission on the file then, as the open checked it).
+int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* inode,
+              const struct stat* attr, int to_set, bool by_handle);
+
+}  // namespace ktmfs::fs::txops

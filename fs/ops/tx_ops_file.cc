@@ -1,0 +1,541 @@
+// Files opened inside a transaction (see tx_ops.h). A handle remembers its transaction, so
+// requests that arrive without a useful caller (write-back, mmap writes, release) still belong
+// to it; once the transaction has ended the handle reads and writes the object as it now is.
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fs/fuse/kernel_channel.h"
+#include "fs/ops/passthrough.h"
+#include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_ops_common.h"
+#include "fs/tx/apply_plan.h"
+#include "fs/tx/direct_io.h"
+#include "fs/tx/xattr_names.h"
+
+namespace ktmfs::fs::txops {
+namespace {
+
+// Writes up to this size are logged with their data (see fstx::OpKind::kWriteData); larger ones
+// are referenced in the staged file, so big data is written once before apply. A transaction
+// carries at most kInlineBudget bytes that way (they stay in memory until it ends).
+constexpr size_t kInlineWriteMax = 64 << 10;
+constexpr uint64_t kInlineBudget = 16 << 20;
+
+// fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
+// pointers, told apart by the top bit.
+constexpr uint64_t kTxHandleTag = 1ull << 63;
+
+struct TxHandle {
+  Guid tx;
+  Inode* inode;
+  int flags;
+  // New files: the staged file itself (read-write for a writer). Existing files: the committed
+  // file, read-only, for the bytes the transaction did not write.
+  int fd = -1;
+  int after_end_fd = -1;  // opened on first use once the transaction has ended
+  // New files: the staged file with O_DIRECT, opened by the first big write (-1: refused).
+  int direct_fd = kNotOpened;
+  static constexpr int kNotOpened = -2;
+  std::mutex mu;
+  ~TxHandle() {
+    if (fd >= 0) close(fd);
+    if (after_end_fd >= 0) close(after_end_fd);
+    if (direct_fd >= 0) close(direct_fd);
+  }
+  bool is_new() const { return inode->object.kind == fstx::ObjectId::Kind::kNew; }
+};
+
+// The daemon's own descriptor of a created file for a handle opened with `flags`: read-write
+// only for a writer, since one open for writing keeps a passed-through writer's hold from
+// ending (PassthroughFiles::Release asks whether the file is still open for writing).
+int CreatedFileAccess(int flags) {
+  return (flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR;
+}
+
+TxHandle* HandleOf(const fuse_file_info* fi) {
+  return reinterpret_cast<TxHandle*>(static_cast<uintptr_t>(fi->fh & ~kTxHandleTag));
+}
+
+// What the kernel is told of a handle opened (or created) inside a transaction.
+void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
+  fi->fh = reinterpret_cast<uintptr_t>(h) | kTxHandleTag;
+  // The version node's pages are the transaction's own; dropping them at each open keeps a
+  // rolled-back version from being read back through a later open.
+  fi->keep_cache = 0;
+  // O_DIRECT without direct_io, as outside transactions (see SetOpenReply in ops_file.cc): the
+  // kernel sends its reads and writes here one request per call, so they read and write the
+  // view (writes go to staging) and the handle can still be mapped.
+  // close(2) must write back pages dirtied through mmap while the transaction still lives.
+  fi->noflush = 0;
+}
+
+// Whether the kernel serves the handle of a file the transaction created itself, on its staged
+// file (PassthroughFiles::OpenCreated). A writer is not passed through while the view gives the
+// file set-id bits or a capability: only the daemon would clear them at a write.
+PassthroughFiles::Decision PassCreated(Filesystem& fs, const TxGuard& tx, TxHandle* h) {
+  return fs.passthrough().OpenCreated(fs, h->inode, h->fd, h->flags, [&] {
+    struct stat st;
+    std::optional<std::string> caps;
+    return TxStat(fs, tx, h->inode, &st) != 0 || (st.st_mode & (S_ISUID | S_ISGID)) != 0 ||
+           ViewXattr(fs, tx, h->inode, fstx::kCapabilityXattr, &caps) != 0 || caps.has_value();
+  });
+}
+
+// Closes the handle's descriptor, and ends what a passed-through open registered with it.
+void CloseHandleFd(Filesystem& fs, TxHandle* h) {
+  if (h->fd < 0) return;
+  fs.passthrough().Release(fs, h->inode, h->fd);
+  h->fd = -1;
+}
+
+// Replies to an open (with `e`, a create) of `h`, passed through to `backing_id` if not 0.
+bool ReplyOpen(fuse_req_t req, Filesystem& fs, fuse_file_info* fi, std::unique_ptr<TxHandle> h,
+               int32_t backing_id, const fuse_entry_param* e = nullptr) {
+  SetTxOpenReply(fi, h.get());
+  KernelChannel::PassNextOpenReplyTo(backing_id);
+  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+  KernelChannel::PassNextOpenReplyTo(0);
+  if (r != 0) {
+    // Interrupted: the kernel has no file for this open.
+    CloseHandleFd(fs, h.get());
+    return false;
+  }
+  h.release();
+  return true;
+}
+
+int DirectFd(TxHandle* h) {
+  std::lock_guard l(h->mu);
+  if (h->direct_fd == TxHandle::kNotOpened)
+    h->direct_fd = fstx::ReopenDirect(h->fd, O_WRONLY | O_CLOEXEC);
+  return h->direct_fd;
+}
+
+// The data of a write request, gathered into the calling thread's aligned buffer (it may
+// arrive spliced, in a pipe), valid until this thread's next request.
+Result<std::span<const std::byte>> Gather(fuse_bufvec* in) {
+  const size_t size = fuse_buf_size(in);
+  std::span<std::byte> buf = fstx::ThreadBuffer(size);
+  if (buf.size() < size) return Status::Error(ENOMEM, "no buffer for a write");
+  fuse_bufvec mem{};
+  mem.count = 1;
+  mem.buf[0].size = size;
+  mem.buf[0].mem = buf.data();
+  ssize_t got = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
+  if (got < 0) return Status::Error(static_cast<int>(-got), "reading a write request");
+  return std::span<const std::byte>(buf.data(), static_cast<size_t>(got));
+}
+
+// The descriptor for requests after the transaction ended: the object as committed now.
+int AfterEndFd(TxHandle* h) {
+  std::lock_guard l(h->mu);
+  if (h->after_end_fd < 0) {
+    int acc = h->flags & O_ACCMODE;
+    h->after_end_fd = open(ProcPath(h->inode->Fd().get()).c_str(), acc | O_CLOEXEC);
+  }
+  return h->after_end_fd;
+}
+
+// The staged file of an existing file the handle's live transaction wrote (null: none yet).
+fstx::StagedFile* StagedOf(Filesystem& fs, const TxGuard& tx, const TxHandle* h) {
+  fstx::TxStaging* staging = fs.txs()->rm(h->inode->source_index).FindStaging(tx.id());
+  return staging != nullptr
+             ? staging->Find(fstx::StagedNameForExisting(h->inode->dev, h->inode->ino))
+             : nullptr;
+}
+
+Result<uint64_t> ViewSize(Filesystem& fs, const TxGuard& tx, Inode* inode) {
+  struct stat st;
+  int err = TxStat(fs, tx, inode, &st);
+  if (err != 0) return Status::Error(err, "size");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+bool IsTxHandle(const fuse_file_info* fi) {
+  return fi != nullptr && (fi->fh & kTxHandleTag) != 0;
+}
+
+bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
+  if (!S_ISREG(inode->type)) {
+    fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : ENXIO);
+    return false;
+  }
+  auto h = std::make_unique<TxHandle>();
+  h->tx = tx.id();
+  h->inode = inode;
+  h->flags = fi->flags;
+  if (h->is_new()) {
+    h->fd = open(ProcPath(inode->Fd().get()).c_str(), CreatedFileAccess(fi->flags) | O_CLOEXEC);
+  } else {
+    h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (h->fd < 0) {
+    fuse_reply_err(req, errno);
+    return false;
+  }
+  // Writes through the handle take the file's lock: the caller must be allowed to write it
+  // (the kernel checked too, against attributes it may have cached).
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+    struct stat st;
+    int err = TxStat(fs, tx, inode, &st);
+    if (err == 0)
+      err = MayAccess(RequesterOf(req), st, kMayWrite,
+                      OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return false;
+    }
+  }
+  const PassthroughFiles::Decision d =
+      h->is_new() ? PassCreated(fs, tx, h.get()) : PassthroughFiles::Decision{};
+  if (d.err != 0) {
+    fuse_reply_err(req, d.err);
+    return false;
+  }
+  // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
+  if (fi->flags & O_TRUNC) {
+    auto path = NodePath(fs, tx, inode);
+    int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
+    // The kernel leaves set-id bits to the daemon on an O_TRUNC open (atomic_o_trunc).
+    if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
+    if (err != 0) {
+      CloseHandleFd(fs, h.get());
+      fuse_reply_err(req, err);
+      return false;
+    }
+  }
+  return ReplyOpen(req, fs, fi, std::move(h), d.backing_id);
+}
+
+bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+            mode_t mode, fuse_file_info* fi) {
+  std::string view;
+  uint64_t n = 0;
+  int err = MakeIn(req, fs, tx, parent, name, S_IFREG | (mode & 07777), 0, nullptr, &view, &n);
+  fuse_entry_param e;
+  if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return false;
+  }
+  Inode* inode = fs.Get(e.ino);
+  auto h = std::make_unique<TxHandle>();
+  h->tx = tx.id();
+  h->inode = inode;
+  h->flags = fi->flags;
+  h->fd = open(ProcPath(inode->Fd().get()).c_str(), CreatedFileAccess(fi->flags) | O_CLOEXEC);
+  if (h->fd < 0) {
+    int e2 = errno;
+    fs.inodes().Forget(inode, 1);
+    fuse_reply_err(req, e2);
+    return false;
+  }
+  inode->open_handles.fetch_add(1);
+  // The view's mode is the one just made, whose set-id bits a caller may give a new file.
+  const PassthroughFiles::Decision d = PassCreated(fs, tx, h.get());
+  int refused = d.err;
+  if (refused == 0 && ReplyOpen(req, fs, fi, std::move(h), d.backing_id, &e)) return true;
+  if (refused != 0) {
+    CloseHandleFd(fs, h.get());
+    fuse_reply_err(req, refused);
+  }
+  inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
+  fs.inodes().Forget(inode, 1);
+  return false;
+}
+
+void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  int fd = h->fd;
+  if (!tx) {
+    fd = AfterEndFd(h);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+  } else if (!h->is_new()) {
+    if (fstx::StagedFile* f = StagedOf(fs, tx, h)) {
+      std::vector<std::byte> buf(size);
+      auto n = f->Read(static_cast<uint64_t>(off), buf);
+      if (!n.ok()) {
+        fuse_reply_err(req, Errno(n.status()));
+      } else {
+        fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *n);
+      }
+      return;
+    }
+  }
+  ReplyWithFileData(req, fd, size, off);
+}
+
+void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  const size_t size = fuse_buf_size(in);
+  auto write_fd = [&](int fd, off_t pos) {
+    fuse_bufvec out = FdBuffer(size, fd, pos);
+    ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    if (n < 0) {
+      fuse_reply_err(req, static_cast<int>(-n));
+    } else {
+      ReplyWrite(req, fs.inodes().NodeId(h->inode), fi, pos, static_cast<size_t>(n));
+    }
+  };
+  if (!tx) {
+    // Ended: a plain write to the object, which the usual conflict rule guards.
+    if (int err = CheckNotHeld(fs, h->inode); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    int fd = AfterEndFd(h);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    if (int err = DropSetidOnWrite(req, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
+    return;
+  }
+  Inode* inode = h->inode;
+  const int source = inode->source_index;
+  // The view drops set-id bits as a write by this caller would (see DropSetidOnWrite).
+  if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
+    if (int err = DropSetidForWrite(req, fs, tx, inode); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+  }
+  if (h->flags & O_APPEND) {
+    auto end = ViewSize(fs, tx, inode);
+    if (!end.ok()) {
+      fuse_reply_err(req, end.status().code());
+      return;
+    }
+    off = static_cast<off_t>(*end);
+  }
+  if (h->is_new()) {
+    TouchTimes(tx, source, inode->object, true);
+    if (size < fstx::kDirectAlign) {
+      write_fd(h->fd, off);
+      return;
+    }
+    // A big write goes to the staged file past the page cache: it is read again only by the
+    // transaction, and prepare need not write it back (see fs/tx/direct_io.h).
+    auto data = Gather(in);
+    Status s = data.ok() ? fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
+                                         "staged file of a new file")
+                         : data.status();
+    if (!s.ok()) {
+      fuse_reply_err(req, Errno(s));
+    } else {
+      ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data->size());
+    }
+    return;
+  }
+  if (int err = LockObject(fs, tx, inode); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) {
+    fuse_reply_err(req, path.status().code());
+    return;
+  }
+  // The data, gathered from the request (it may be spliced), goes to the staged file once.
+  auto gathered = Gather(in);
+  if (!gathered.ok()) {
+    fuse_reply_err(req, Errno(gathered.status()));
+    return;
+  }
+  std::span<const std::byte> data = *gathered;
+  auto f = StagedFor(fs, tx, inode);
+  if (!f.ok()) {
+    fuse_reply_err(req, Errno(f.status()));
+    return;
+  }
+  Status s;
+  fstx::Op op;
+  op.object = inode->object;
+  op.path = *path;
+  op.offset = static_cast<uint64_t>(off);
+  op.length = data.size();
+  // What the op keeps counts against its owner's memory before anything is staged.
+  uint64_t prepaid = 0;
+  bool carried = false;  // the data travels in the record
+  if (data.size() <= kInlineWriteMax &&
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
+    op.kind = fstx::OpKind::kWriteData;
+    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    auto charged = fs.txs()->ChargeFor(*tx, op);
+    carried = charged.ok();
+    if (carried) prepaid = *charged;
+  }
+  if (carried) {
+    // Small writes travel in their record: the commit then need not sync the staged file,
+    // which only serves the transaction's reads (and may stay in memory).
+    s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
+  } else {
+    // Staged like a big one, which keeps less in memory; counted before it is staged (past the
+    // owner's cap, ENOSPC), so the staged file never holds a write its record lacks.
+    op.kind = fstx::OpKind::kWriteExtent;
+    op.data.clear();
+    op.staged_file = (*f)->name();
+    auto charged = fs.txs()->ChargeFor(*tx, op);
+    if (!charged.ok()) {
+      fuse_reply_err(req, Errno(charged.status()));
+      return;
+    }
+    prepaid = *charged;
+    s = (*f)->Write(static_cast<uint64_t>(off), data);
+  }
+  if (s.ok()) {
+    s = fs.txs()->LogOp(*tx, source, op, prepaid);
+    // The staged file has it, the records not: see StagedFile::Unlogged.
+    if (!s.ok()) (*f)->Unlogged(s);
+  } else {
+    fs.txs()->Refund(*tx, prepaid);
+  }
+  if (!s.ok()) {
+    fuse_reply_err(req, Errno(s));
+    return;
+  }
+  TouchTimes(tx, source, inode->object, true);
+  ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data.size());
+}
+
+void Release(Filesystem& fs, fuse_file_info* fi) {
+  std::unique_ptr<TxHandle> h(HandleOf(fi));
+  // The daemon's other descriptors first: one open for writing would keep a passed-through
+  // writer's hold lingering (PassthroughFiles::Release asks whether the file is still open for
+  // writing).
+  if (h->after_end_fd >= 0) close(std::exchange(h->after_end_fd, -1));
+  if (h->direct_fd >= 0) close(std::exchange(h->direct_fd, TxHandle::kNotOpened));
+  CloseHandleFd(fs, h.get());
+}
+
+void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    // Ended: the handle writes the object as committed now (a passed-through one without the
+    // daemon), and those writes are durable only by this. Any descriptor of the file syncs it:
+    // a read-only one can be opened whatever the file's mode now, and does not keep it open for
+    // writing (see CreatedFileAccess).
+    const int fd = open(ProcPath(h->inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
+    const int r = fd < 0 ? -1 : datasync ? fdatasync(fd) : fsync(fd);
+    const int err = r == 0 ? 0 : errno;
+    if (fd >= 0) close(fd);
+    fuse_reply_err(req, err);
+    return;
+  }
+  // Inside a transaction durability comes with the commit, for every change at once; what a
+  // queued write of the file met is reported now, as a buffered write's error is at fsync(2).
+  fstx::StagedFile* f = h->is_new() ? nullptr : StagedOf(fs, tx, h);
+  fuse_reply_err(req, f != nullptr ? Errno(f->Settle()) : 0);
+}
+
+void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  if (h->is_new()) {
+    fuse_reply_err(req, fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
+    return;
+  }
+  if (mode & ~FALLOC_FL_KEEP_SIZE) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  // Set-id bits go as for a write (see DropSetidOnWrite).
+  if (int e = DropSetidForWrite(req, fs, tx, h->inode); e != 0) {
+    fuse_reply_err(req, e);
+    return;
+  }
+  // Space is the backing file system's business at apply; what the view shows is the size.
+  auto size = ViewSize(fs, tx, h->inode);
+  int err = size.ok() ? 0 : size.status().code();
+  const uint64_t end = static_cast<uint64_t>(off) + static_cast<uint64_t>(len);
+  if (err == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > *size) {
+    auto path = NodePath(fs, tx, h->inode);
+    err = path.ok() ? Truncate(fs, tx, h->inode, *path, end) : path.status().code();
+  }
+  fuse_reply_err(req, err);
+}
+
+void Lseek(fuse_req_t req, Filesystem& fs, off_t off, int whence, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (h->is_new() || !tx) {
+    off_t r = lseek(tx ? h->fd : AfterEndFd(h), off, whence);
+    if (r < 0) {
+      fuse_reply_err(req, errno);
+    } else {
+      fuse_reply_lseek(req, r);
+    }
+    return;
+  }
+  // Holes of a file the transaction changed are not tracked: all of it reads as data.
+  auto size = ViewSize(fs, tx, h->inode);
+  if (!size.ok()) {
+    fuse_reply_err(req, size.status().code());
+    return;
+  }
+  const off_t end = static_cast<off_t>(*size);
+  if (whence == SEEK_DATA) {
+    if (off >= end) {
+      fuse_reply_err(req, ENXIO);
+    } else {
+      fuse_reply_lseek(req, off);
+    }
+  } else if (whence == SEEK_HOLE) {
+    if (off >= end) {
+      fuse_reply_err(req, ENXIO);
+    } else {
+      fuse_reply_lseek(req, end);
+    }
+  } else {
+    fuse_reply_err(req, EINVAL);
+  }
+}
+
+void SetattrByHandle(fuse_req_t req, Filesystem& fs, const struct stat* attr, int to_set,
+                     fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  if (!tx) {
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  Setattr(req, fs, tx, h->inode, attr, to_set, true);
+}
+
+void GetattrByHandle(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  TxGuard tx = fs.txs()->EnterById(h->tx);
+  struct stat st;
+  int err = tx ? TxStat(fs, tx, h->inode, &st) : fs.Stat(h->inode, &st);
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_attr(req, &st, 0);
+  }
+}
+
+}  // namespace ktmfs::fs::txops

@@ -1,0 +1,307 @@
+// Extended attributes inside a transaction (see tx_ops.h): the view's set and removed names
+// over the backing object's. Setting an access ACL changes the view's mode with it, as the
+// backing filesystem would (fs/ops/posix_acl.h).
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstring>
+#include <vector>
+
+#include "fs/mount/daemon_log.h"
+#include "fs/ops/control.h"
+#include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_ops_common.h"
+#include "fs/tx/value_file.h"
+#include "fs/tx/xattr_names.h"
+
+namespace ktmfs::fs::txops {
+namespace {
+
+bool IsNew(const Inode* inode) {
+  return inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew;
+}
+
+// Whether a failed getxattr means "no such attribute".
+bool IsNone(const char* name, int err) {
+  return XattrReadErrno(name, err) == ENODATA;
+}
+
+// The backing object's value (`fd` < 0: a new object, which has none): nullopt if it has none,
+// an errno on failure.
+int BackingValue(int fd, const char* name, std::optional<std::string>* out) {
+  out->reset();
+  if (fd < 0) return 0;
+  ProcPath path(fd);
+  ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
+  if (n < 0) return IsNone(name, errno) ? 0 : errno;
+  std::string v(static_cast<size_t>(n), '\0');
+  n = getxattr(path.c_str(), name, v.data(), v.size());
+  if (n < 0) return IsNone(name, errno) ? 0 : errno;
+  v.resize(static_cast<size_t>(n));
+  *out = std::move(v);
+  return 0;
+}
+
+// The transaction's value of `object`'s attribute, or the backing object's (by `fd`).
+int XattrOf(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object, int fd,
+            const char* name, std::optional<std::string>* out) {
+  if (fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id())) {
+    auto x = ov->GetXattr(object, name);
+    if (x.kind == fstx::XattrLookup::Kind::kValue && x.stored) {
+      fstx::TxStaging* staging = fs.txs()->rm(source).FindStaging(tx.id());
+      assert(staging != nullptr && "a stored value is in the transaction's staging");
+      auto v = staging->LoadValue(*x.stored);
+      if (!v.ok()) {
+        // The caller gets the errno only: the daemon's log says which value and why.
+        DaemonLog(LogLevel::kError, "transaction " + tx.id().ToString() + ": reading xattr " +
+                                        name + ": " + v.status().ToString());
+        return Errno(v.status());
+      }
+      *out = std::move(*v);
+      return 0;
+    }
+    if (x.kind == fstx::XattrLookup::Kind::kValue) {
+      *out = std::move(x.value);
+      return 0;
+    }
+    if (x.kind == fstx::XattrLookup::Kind::kRemoved) {
+      out->reset();
+      return 0;
+    }
+  }
+  return BackingValue(fd, name, out);
+}
+
+std::optional<PosixAcl> AclFrom(const std::optional<std::string>& v) {
+  if (!v) return std::nullopt;
+  auto acl = PosixAcl::Parse(*v);
+  if (!acl || acl->empty()) return std::nullopt;
+  return acl;
+}
+
+}  // namespace
+
+int ViewXattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              std::optional<std::string>* out) {
+  return XattrOf(fs, tx, inode->source_index, ObjectOf(inode),
+                 IsNew(inode) ? -1 : inode->Fd().get(), name, out);
+}
+
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, int source,
+                                const ViewEntry& entry) {
+  if (!entry.exists || S_ISLNK(entry.st.st_mode)) return std::nullopt;
+  int fd = -1;
+  if (!entry.is_new) {
+    fd = OpenBeneath(fs, source, entry.backing_path, O_PATH);
+    if (fd < 0) return std::nullopt;
+  }
+  std::optional<std::string> v;
+  int err = XattrOf(fs, tx, source, entry.object, fd, kAclAccessXattr, &v);
+  if (fd >= 0) close(fd);
+  return err == 0 ? AclFrom(v) : std::nullopt;
+}
+
+std::optional<PosixAcl> ViewAcl(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
+  if (inode->is_virtual_root() || S_ISLNK(inode->type)) return std::nullopt;
+  std::optional<std::string> v;
+  if (ViewXattr(fs, tx, inode, name, &v) != 0) return std::nullopt;
+  return AclFrom(v);
+}
+
+Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                const std::string& path, const char* name,
+                const std::optional<std::string>& value) {
+  fstx::Op op;
+  op.kind = value ? fstx::OpKind::kSetxattr : fstx::OpKind::kRemovexattr;
+  op.object = object;
+  op.path = path;
+  op.name = name;
+  if (value) op.value = *value;
+  // A big value is kept on disk until the end, not in the daemon's memory (where: below).
+  const bool big = value && value->size() > fstx::kMaxValueInMemory;
+  if (big) op.stored_value = fstx::StoredValue{.offset = 0, .size = uint32_t(value->size())};
+  // Counted before the value is stored: a change refused for its owner's cap takes no room.
+  auto prepaid = fs.txs()->ChargeFor(*tx, op);
+  if (!prepaid.ok()) return prepaid.status();
+  if (!big) return fs.txs()->LogOp(*tx, source, op, *prepaid);
+  auto staging = fs.txs()->rm(source).Staging(tx.id());
+  auto stored = staging.ok() ? (*staging)->StoreValue(*value) : staging.status();
+  if (!stored.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return stored.status();
+  }
+  op.stored_value = *stored;
+  Status s = fs.txs()->LogOp(*tx, source, op, *prepaid);
+  // A refused change's value need not stay either.
+  if (!s.ok()) (*staging)->DropValue(*stored);
+  return s;
+}
+
+void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              size_t size) {
+  std::optional<std::string> v;
+  int err = ViewXattr(fs, tx, inode, name, &v);
+  if (err == 0 && !v) err = ENODATA;
+  if (err == 0 && size != 0 && v->size() > size) err = ERANGE;
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else if (size == 0) {
+    fuse_reply_xattr(req, v->size());
+  } else {
+    fuse_reply_buf(req, v->data(), v->size());
+  }
+}
+
+void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
+  std::vector<std::string> names;
+  if (!IsNew(inode)) {
+    NodeFd fd = inode->Fd();
+    ProcPath path(fd.get());
+    ssize_t n = listxattr(path.c_str(), nullptr, 0);
+    std::vector<char> buf(n > 0 ? static_cast<size_t>(n) : 0);
+    if (n > 0) n = listxattr(path.c_str(), buf.data(), buf.size());
+    if (n < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    for (size_t i = 0; i < static_cast<size_t>(n);) {
+      std::string name(buf.data() + i);
+      i += name.size() + 1;
+      if (!IsControlXattr(name.c_str())) names.push_back(name);
+    }
+  }
+  if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
+    names = ov->Xattrs(ObjectOf(inode), names);
+  std::vector<char> shown;
+  for (const auto& n : names)
+    shown.insert(shown.end(), n.c_str(), n.c_str() + n.size() + 1);
+  ReplyXattrNames(req, shown, size);
+}
+
+// The namespaces a transaction can record: what the backing filesystem would take as plain
+// values, and the two ACLs, which the view keeps in step with the mode. Other system.* names
+// have meanings of their own to the backing filesystem.
+int CheckName(const char* name) {
+  if (IsAclXattr(name)) return 0;
+  for (const char* prefix : {"user.", "trusted.", "security."}) {
+    size_t n = std::strlen(prefix);
+    if (std::strncmp(name, prefix, n) == 0) return name[n] == '\0' ? EINVAL : 0;
+  }
+  return EOPNOTSUPP;
+}
+
+namespace {
+
+// xattr_permission and the capability module's rules, on the attributes the transaction sees,
+// before the value is looked at (as the kernel orders them) and before the lock.
+int MayChange(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
+  struct stat st;
+  if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
+  return MayChangeXattr(RequesterOf(req), st, name,
+                        OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
+}
+
+// Setting an ACL (the kernel has parsed and checked it; so is it here, as it reaches the log):
+// the view's mode follows an access ACL, which is not kept at all when the mode says as much
+// (posix_acl_update_mode); a default ACL belongs to directories only.
+void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+            std::string_view value) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  auto acl = PosixAcl::Parse(value);
+  if (!acl) return reply(EINVAL);
+  const bool access = std::strcmp(name, kAclAccessXattr) == 0;
+  if (!access && !S_ISDIR(inode->type)) return reply(acl->empty() ? 0 : EACCES);
+  // An access ACL is part of the mode, and a root's mode is the mount's (as for chmod).
+  if (access && inode->pinned) return reply(EPERM);
+  struct stat st;
+  if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
+  std::optional<std::string> cur;
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) return reply(path.status().code());
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
+  const int source = inode->source_index;
+  const fstx::ObjectId object = ObjectOf(inode);
+  std::optional<std::string> store;
+  mode_t mode = st.st_mode & 07777;
+  if (!acl->empty()) {
+    bool equivalent = false;
+    if (access) mode = ModeAfterAclSet(RequesterOf(req), st, *acl, &equivalent);
+    if (!equivalent) store = acl->Serialize();
+  }
+  Status s = Status::Ok();
+  if (store || cur) s = LogXattr(fs, tx, source, object, *path, name, store);
+  if (s.ok() && mode != (st.st_mode & 07777)) {
+    fstx::Op op;
+    op.kind = fstx::OpKind::kSetattr;
+    op.object = object;
+    op.path = *path;
+    op.set_mask = fstx::kSetMode;
+    op.mode = mode;
+    s = fs.txs()->LogOp(*tx, source, op);
+  }
+  if (!s.ok()) return reply(Errno(s));
+  TouchTimes(tx, source, object, false);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
+  reply(0);
+}
+
+}  // namespace
+
+void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+              const char* value, size_t size, int flags) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  if (inode->is_virtual_root()) return reply(EPERM);
+  if (int err = CheckName(name); err != 0) return reply(err);
+  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
+  std::optional<std::string> cur;
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  if ((flags & XATTR_CREATE) && cur) return reply(EEXIST);
+  if (IsAclXattr(name)) {
+    if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
+    return SetAcl(req, fs, tx, inode, name, std::string_view(value, size));
+  }
+  if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) return reply(path.status().code());
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
+  const fstx::ObjectId object = ObjectOf(inode);
+  auto log = [&] {
+    Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::string(value, size));
+    return s.ok() ? 0 : Errno(s);
+  };
+  // Writes the kernel passes through would not clear a capability (fs/ops/passthrough.h).
+  const bool caps = std::strcmp(name, fstx::kCapabilityXattr) == 0;
+  if (int err =
+          caps && IsCreatedFile(inode) ? fs.passthrough().WithoutWriters(fs, inode, log) : log();
+      err != 0)
+    return reply(err);
+  TouchTimes(tx, inode->source_index, object, false);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
+  reply(0);
+}
+
+void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+                 const char* name) {
+  auto reply = [&](int err) { fuse_reply_err(req, err); };
+  if (inode->is_virtual_root()) return reply(EPERM);
+  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
+  std::optional<std::string> cur;
+  if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
+  // Removing an ACL an object does not have succeeds (vfs_remove_acl).
+  if (!cur) return reply(IsAclXattr(name) ? 0 : ENODATA);
+  auto path = NodePath(fs, tx, inode);
+  if (!path.ok()) return reply(path.status().code());
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
+  const fstx::ObjectId object = ObjectOf(inode);
+  Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::nullopt);
+  if (!s.ok()) return reply(Errno(s));
+  TouchTimes(tx, inode->source_index, object, false);
+  if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
+  reply(0);
+}
+
+}  // namespace ktmfs::fs::txops
