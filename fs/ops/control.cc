@@ -314,19 +314,15 @@ void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* /*arg*/,
   // Only restricted ioctls reach a FUSE filesystem: sizes come from the command encoding, and
   // fixed-width structures make 32-bit (FUSE_IOCTL_COMPAT) callers encode the same commands.
   if (flags & FUSE_IOCTL_UNRESTRICTED) {
-    fuse_reply_err(req, ENOTTY);
+    Send(req, Reply::Error(ENOTTY));
     return;
   }
   Filesystem& fs = Fs(req);
   ControlIoctl request{CallerContext::Of(req), fs.Get(ino), cmd, in_buf, in_bufsz, out_bufsz};
   std::vector<char> out;
   int err = HandleControlIoctl(fs, request, &out);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    // Every command answers through its output structure; the ioctl's own result is 0.
-    fuse_reply_ioctl(req, 0, out.empty() ? nullptr : out.data(), out.size());
-  }
+  // Every command answers through its output structure; the ioctl's own result is 0.
+  Send(req, err != 0 ? Reply::Error(err) : Reply::Ioctl(std::move(out)));
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <set>
 
-#include "fs/fuse/fuse_ring.h"
 #include "fs/fuse/invalidator.h"
 #include "fs/fuse/kernel_channel.h"
 #include "fs/fuse/object_handle.h"
@@ -274,10 +273,9 @@ int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   return 0;
 }
 
-void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n) {
+Reply WriteDone(Filesystem& fs, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n) {
   // fi->flags of a WRITE are the file's open flags; writepage marks the kernel's own write-back
   // of cached pages, which must keep them.
-  Filesystem& fs = Fs(req);
   Invalidator* inval = fs.direct_write_invalidator();
   if (inval != nullptr && (fi->flags & O_DIRECT) && !fi->writepage && n > 0) {
     // An O_APPEND write lands at the end, wherever the kernel thought that was: drop all after.
@@ -287,7 +285,7 @@ void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t
     const auto wait = std::chrono::milliseconds(fs.options().single_thread ? 0 : 250);
     (void)inval->PagesWithin(node, off, len, wait);
   }
-  fuse_reply_write(req, n);
+  return Reply::Written(n);
 }
 
 int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
@@ -297,27 +295,6 @@ int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
   int err = DropSetidBeforeWrite(req, fd, &cleared);
   if (cleared && fs.invalidator() != nullptr) fs.invalidator()->Attributes(node);
   return err;
-}
-
-void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos) {
-  // A splice would fill a pipe only for the channel to read it back into the entry.
-  if (char* room = FuseRing::ReplyRoom(size)) {
-    size_t got = 0;
-    while (got < size) {
-      ssize_t n = pread(fd, room + got, size - got, pos + static_cast<off_t>(got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        fuse_reply_err(req, errno);
-        return;
-      }
-      if (n == 0) break;
-      got += static_cast<size_t>(n);
-    }
-    fuse_reply_buf(req, room, got);
-    return;
-  }
-  fuse_bufvec v = FdBuffer(size, fd, pos);
-  fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
 }
 
 }  // namespace ktmfs::fs

@@ -14,6 +14,7 @@
 
 #include "fs/control/failure_reasons.h"
 #include "fs/fuse/inode_table.h"
+#include "fs/fuse/reply.h"
 #include "fs/mount/layout.h"
 #include "fs/mount/options.h"
 #include "fs/ops/passthrough.h"
@@ -41,7 +42,7 @@ class Filesystem {
   // Transactions (null until the service has started).
   void SetTxService(TxService* t) { txs_ = t; }
   void SetInvalidator(Invalidator* i) { invalidator_ = i; }
-  // A second one, for the pages direct writes make stale (ReplyWrite): its thread may wait for
+  // A second one, for the pages direct writes make stale (WriteDone): its thread may wait for
   // a page lock held until a request is answered, and must hold up nothing else meanwhile.
   void SetDirectWriteInvalidator(Invalidator* i) { direct_write_invalidator_ = i; }
   // The kernel caches around a transaction's end (see TxService::SetBeforeEnd, SetOnEnded).
@@ -112,23 +113,7 @@ struct ProcPath {
   char buf[40];
 };
 
-// One fd-backed buffer (FUSE_BUFVEC_INIT is a C compound literal): lets libfuse splice.
-inline fuse_bufvec FdBuffer(size_t size, int fd, off_t pos) {
-  fuse_bufvec v{};
-  v.count = 1;
-  v.buf[0].size = size;
-  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  v.buf[0].fd = fd;
-  v.buf[0].pos = pos;
-  return v;
-}
-
-// Replies to a read with up to `size` bytes of `fd` at `pos`: spliced from the file to /dev/fuse,
-// or, for a request that came over FUSE's io_uring, read straight into the ring entry that
-// carries the reply.
-void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos);
-
-// Replies to a write of N bytes at OFF through FI. An O_DIRECT write first drops the range from
+// What a write of N bytes at OFF through FI replies. An O_DIRECT write first drops the range from
 // the page cache: the kernel does that around a synchronous direct write, but not once an
 // asynchronous one (AIO, io_uring) completes, so pages a buffered reader cached while the write
 // was in flight would outlive it (fstests generic/451). The drop runs on a thread of its own,
@@ -136,7 +121,7 @@ void ReplyWithFileData(fuse_req_t req, int fd, size_t size, off_t pos);
 // file someone made O_DIRECT with fcntl arrives with its pages locked until this reply, and a
 // reader's readahead may hold a page whose READ waits for a free worker (or, with -s, for this
 // one).
-void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n);
+Reply WriteDone(Filesystem& fs, fuse_ino_t node, const fuse_file_info* fi, off_t off, size_t n);
 
 // Before a write through `fi` to the committed file open as the backing descriptor `fd`:
 // clears the set-id bits the write drops, as a local filesystem would, and has the kernel
@@ -147,18 +132,6 @@ void ReplyWrite(fuse_req_t req, fuse_ino_t node, const fuse_file_info* fi, off_t
 // CAP_FSETID (fs/fuse/kernel_channel.h) and its own write-back keep them. 0 or an errno.
 int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
                      const fuse_file_info* fi);
-
-// Replies to listxattr with NUL-separated names: their size when asked (size 0), else the
-// names, or ERANGE when they do not fit.
-inline void ReplyXattrNames(fuse_req_t req, const std::vector<char>& names, size_t size) {
-  if (size == 0) {
-    fuse_reply_xattr(req, names.size());
-  } else if (names.size() > size) {
-    fuse_reply_err(req, ERANGE);
-  } else {
-    fuse_reply_buf(req, names.data(), names.size());
-  }
-}
 
 // Registers every operation group.
 void AddEntryOps(fuse_lowlevel_ops* ops);

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "fs/fuse/caller.h"
+#include "fs/fuse/reply.h"
+#include "fs/ops/adapter.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/tx_ops.h"
 
@@ -35,47 +37,49 @@ DirHandle* Handle(fuse_file_info* fi) {
   return reinterpret_cast<DirHandle*>(fi->fh);
 }
 
-void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<DirHandle> d) {
+// The kernel gets the handle `d`; if it refuses the reply, nobody will release it.
+Reply OpenReply(fuse_file_info* fi, std::unique_ptr<DirHandle> d) {
   fi->fh = reinterpret_cast<uint64_t>(d.get());
   fi->cache_readdir = 0;
-  if (fuse_reply_open(req, fi) == 0) d.release();
+  return Reply::Open(*fi).IfRefused([handle = d.release()] { delete handle; });
+}
+
+Reply OpenCommitted(fuse_req_t req, Filesystem& fs, fuse_file_info* fi,
+                    std::unique_ptr<DirHandle> d) {
+  if (!d->inode->is_virtual_root()) {
+    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    int fd = openat(d->inode->Fd().get(), ".", O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return Reply::Error(errno);
+    d->dp = fdopendir(fd);
+    if (d->dp == nullptr) {
+      int err = errno;
+      close(fd);
+      return Reply::Error(err);
+    }
+  }
+  return OpenReply(fi, std::move(d));
+}
+
+Reply OpenInTx(Filesystem& fs, const TxGuard& tx, fuse_file_info* fi,
+               std::unique_ptr<DirHandle> d) {
+  d->in_tx = true;
+  d->tx = tx.id();
+  if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0)
+    return Reply::Error(err);
+  return OpenReply(fi, std::move(d));
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   auto d = std::make_unique<DirHandle>();
-  d->inode = fs.Get(ino);
-  TxGuard tx = fs.EnterTx(req);
-  auto in_tx = [&] {
-    d->in_tx = true;
-    d->tx = tx.id();
-    if (int err = txops::ListView(fs, tx, d->inode, &d->tx_entries); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
-    ReplyOpen(req, fi, std::move(d));
-  };
-  if (Routed(req, Classify(fs, tx, d->inode), in_tx)) return;
-  if (!d->inode->is_virtual_root()) {
-    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    int fd = openat(d->inode->Fd().get(), ".", O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
-    d->dp = fdopendir(fd);
-    if (d->dp == nullptr) {
-      int err = errno;
-      close(fd);
-      fuse_reply_err(req, err);
-      return;
-    }
-  }
-  ReplyOpen(req, fi, std::move(d));
+  Inode* inode = d->inode = fs.Get(ino);
+  Serve(
+      req, inode, Access::kChange, [&] { return OpenCommitted(req, fs, fi, std::move(d)); },
+      [&](const TxGuard& tx) { return OpenInTx(fs, tx, fi, std::move(d)); });
 }
 
 // The virtual root: ".", "..", then one entry per source; offsets are positions.
-void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, bool plus) {
+Reply ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, bool plus) {
   std::vector<char> buf(size);
   size_t used = 0;
   const auto& sources = fs.layout().sources();
@@ -105,7 +109,8 @@ void ReadVirtualRoot(fuse_req_t req, Filesystem& fs, size_t size, off_t off, boo
     }
     used += n;
   }
-  fuse_reply_buf(req, buf.data(), used);
+  buf.resize(used);
+  return Reply::Bytes(std::move(buf));
 }
 
 // A transaction's listing. readdirplus gets entries without nodes (the kernel then looks each
@@ -222,7 +227,7 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
   Filesystem& fs = Fs(req);
   DirHandle* d = Handle(fi);
   if (d->inode->is_virtual_root()) {
-    ReadVirtualRoot(req, fs, size, off, plus);
+    Send(req, ReadVirtualRoot(req, fs, size, off, plus));
     return;
   }
   // Every reply below is sent after d->mu is let go: once the kernel has the reply, the caller
@@ -241,7 +246,7 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
       }
       listing = ReadTxListing(req, d, size, off, plus);
     }
-    fuse_reply_buf(req, listing.data(), listing.size());
+    Send(req, Reply::Bytes(std::move(listing)));
     return;
   }
   std::vector<char> buf(size);
@@ -254,11 +259,8 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
     err = FillListing(req, fs, d, size, off, plus, visible, buf, &used);
   }
   // An error after some entries is reported by the next call, which starts with it.
-  if (err != 0 && used == 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_buf(req, buf.data(), used);
-  }
+  buf.resize(used);
+  Send(req, err != 0 && used == 0 ? Reply::Error(err) : Reply::Bytes(std::move(buf)));
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -271,18 +273,18 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
 
 void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
   delete Handle(fi);
-  fuse_reply_err(req, 0);
+  Send(req, Reply::Ok());
 }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
   DirHandle* d = Handle(fi);
   if (d->dp == nullptr) {  // the virtual root, or a transaction's listing: commit makes it durable
-    fuse_reply_err(req, 0);
+    Send(req, Reply::Ok());
     return;
   }
   int fd = dirfd(d->dp);
   int r = datasync ? fdatasync(fd) : fsync(fd);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  Send(req, Reply::Error(r == 0 ? 0 : errno));
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include <cstring>
 
 #include "fs/fuse/caller.h"
+#include "fs/fuse/reply.h"
+#include "fs/ops/adapter.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/permission.h"
 #include "fs/ops/setid.h"
@@ -25,21 +27,13 @@ int CheckParent(Filesystem& fs, Inode* parent, const char* name) {
   return 0;
 }
 
-void ReplyNewEntry(fuse_req_t req, Filesystem& fs, Inode* parent, const char* name) {
+Reply NewEntry(Filesystem& fs, Inode* parent, const char* name) {
   fuse_entry_param e;
   int err = fs.Lookup(parent, name, &e);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_entry(req, &e);
-  }
+  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }
 
-void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Filesystem& fs = Fs(req);
-  TxGuard tx = fs.EnterTx(req);
-  Inode* p = fs.Get(parent);
-  if (Routed(req, Classify(fs, tx, p), [&] { txops::Lookup(req, fs, tx, p, name); })) return;
+Reply Lookup(fuse_req_t req, Filesystem& fs, Inode* p, const char* name) {
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   fuse_entry_param e;
   fstx::VisibilityGate::Pass visible;
@@ -59,39 +53,34 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       !(fs.txs() != nullptr && fs.txs()->IsTouched(p->dev, p->ino))) {
     std::memset(&e, 0, sizeof e);
     e.entry_timeout = fs.options().cache.negative_timeout;
-    fuse_reply_entry(req, &e);
-  } else if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_entry(req, &e);
+    return Reply::Entry(e);
   }
+  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  Serve(
+      req, p, Access::kChange, [&] { return Lookup(req, fs, p, name); },
+      [&](const TxGuard& tx) { return txops::Lookup(fs, tx, p, name); });
 }
 
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   Filesystem& fs = Fs(req);
   fs.inodes().Forget(fs.Get(ino), nlookup);
-  fuse_reply_none(req);
+  Send(req, Reply::None());
 }
 
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   Filesystem& fs = Fs(req);
   for (size_t i = 0; i < count; i++)
     fs.inodes().Forget(fs.Get(forgets[i].ino), forgets[i].nlookup);
-  fuse_reply_none(req);
+  Send(req, Reply::None());
 }
 
-void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Filesystem& fs = Fs(req);
-  if (txops::IsTxHandle(fi)) {
-    txops::GetattrByHandle(req, fs, fi);
-    return;
-  }
-  Inode* inode = fs.Get(ino);
-  if (fi == nullptr) {
-    TxGuard tx = fs.EnterTx(req);
-    if (Routed(req, ClassifyRead(fs, tx, inode), [&] { txops::Getattr(req, fs, tx, inode); }))
-      return;
-  }
+// The attributes of a committed node, or through a committed file's descriptor `fi`.
+Reply Getattr(Filesystem& fs, Inode* inode, fuse_file_info* fi) {
   struct stat st;
   int err;
   auto visible = fs.ReadingCommitted(inode);
@@ -100,11 +89,24 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   } else {
     err = fs.Stat(inode, &st);
   }
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_attr(req, &st, fs.AttrTimeout(inode));
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode));
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  // A file's handle says which view it belongs to; only a node asks for classifying.
+  if (txops::IsTxHandle(fi)) {
+    ServeTxHandle(req, fi, [&](const TxGuard& tx) { return txops::GetattrByHandle(fs, tx, fi); });
+    return;
   }
+  Inode* inode = fs.Get(ino);
+  if (fi != nullptr) {
+    Send(req, Getattr(fs, inode, fi));
+    return;
+  }
+  Serve(
+      req, inode, Access::kRead, [&] { return Getattr(fs, inode, nullptr); },
+      [&](const TxGuard& tx) { return txops::Getattr(fs, tx, inode); });
 }
 
 timespec TimeToSet(int to_set, int set_bit, int now_bit, const timespec& value) {
@@ -162,29 +164,12 @@ void TouchCtime(Inode* inode) {
                  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
 }
 
-void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-  Filesystem& fs = Fs(req);
-  Inode* inode = fs.Get(ino);
-  if (txops::IsTxHandle(fi)) {
-    txops::SetattrByHandle(req, fs, attr, to_set, fi);
-    return;
-  }
-  if (fi == nullptr) {
-    TxGuard tx = fs.EnterTx(req);
-    if (Routed(req, Classify(fs, tx, inode),
-               [&] { txops::Setattr(req, fs, tx, inode, attr, to_set); }))
-      return;
-  }
-  if (inode->is_virtual_root()) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
+Reply Setattr(fuse_req_t req, Filesystem& fs, Inode* inode, struct stat* attr, int to_set,
+              fuse_file_info* fi) {
+  if (inode->is_virtual_root()) return Reply::Error(EPERM);
   // A setattr that changes nothing (chown(f, -1, -1)) conflicts with no transaction.
   int err = SetattrFields(to_set) != 0 ? txops::CheckNotHeld(fs, inode) : 0;
-  if (err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
+  if (err != 0) return Reply::Error(err);
   // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
   // is before the change.
   struct stat a = *attr, before;
@@ -196,58 +181,65 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (err == 0 && (to_set & ~FUSE_SET_ATTR_CTIME) == 0) TouchCtime(inode);
   struct stat st;
   if (err == 0) err = fs.Stat(inode, &st);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_attr(req, &st, fs.AttrTimeout(inode));
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode));
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (txops::IsTxHandle(fi)) {
+    ServeTxHandle(req, fi, [&](const TxGuard& tx) {
+      return txops::SetattrByHandle(req, fs, tx, attr, to_set, fi);
+    });
+    return;
   }
+  if (fi != nullptr) {
+    Send(req, Setattr(req, fs, inode, attr, to_set, fi));
+    return;
+  }
+  Serve(
+      req, inode, Access::kChange, [&] { return Setattr(req, fs, inode, attr, to_set, nullptr); },
+      [&](const TxGuard& tx) { return txops::Setattr(req, fs, tx, inode, attr, to_set); });
+}
+
+Reply Readlink(Inode* inode) {
+  if (inode->is_virtual_root()) return Reply::Error(EINVAL);
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(inode->Fd().get(), "", buf, sizeof buf);
+  if (n < 0) return Reply::Error(errno);
+  if (static_cast<size_t>(n) >= sizeof buf) return Reply::Error(ENAMETOOLONG);
+  return Reply::Readlink(std::string(buf, static_cast<size_t>(n)));
 }
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, ClassifyRead(fs, tx, inode), [&] { txops::Readlink(req, fs, tx, inode); }))
-    return;
-  char buf[PATH_MAX + 1];
-  ssize_t n = inode->is_virtual_root() ? -1 : readlinkat(inode->Fd().get(), "", buf, sizeof buf);
-  if (n < 0) {
-    fuse_reply_err(req, inode->is_virtual_root() ? EINVAL : errno);
-    return;
-  }
-  if (static_cast<size_t>(n) >= sizeof buf) {
-    fuse_reply_err(req, ENAMETOOLONG);
-    return;
-  }
-  buf[n] = '\0';
-  fuse_reply_readlink(req, buf);
+  Serve(
+      req, inode, Access::kRead, [&] { return Readlink(inode); },
+      [&](const TxGuard& tx) { return txops::Readlink(fs, tx, inode); });
 }
 
 // mknod, mkdir and symlink: check the parent and name, make the object as the caller (so it
 // is theirs), and reply with its entry. `make` does the one system call that differs.
 template <typename Make>
+Reply MakeCommitted(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, Make make) {
+  if (int err = CheckParent(fs, p, name); err != 0) return Reply::Error(err);
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) return Reply::Error(err);
+  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
+  if (make(p->Fd().get(), id) != 0) return Reply::Error(errno);
+  return NewEntry(fs, p, name);
+}
+
+template <typename Make>
 void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, mode_t mode,
                dev_t rdev, const char* link_target) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, p),
-             [&] { txops::Make(req, fs, tx, p, name, mode, rdev, link_target); }))
-    return;
-  if (int err = CheckParent(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (make(p->Fd().get(), id) != 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  ReplyNewEntry(req, fs, p, name);
+  Serve(
+      req, p, Access::kChange, [&] { return MakeCommitted(req, fs, p, name, make); },
+      [&](const TxGuard& tx) {
+        return txops::Make(req, fs, tx, p, name, mode, rdev, link_target);
+      });
 }
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
@@ -273,78 +265,47 @@ void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* 
       0, link);
 }
 
-void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-  Filesystem& fs = Fs(req);
-  Inode* inode = fs.Get(ino);
-  Inode* p = fs.Get(newparent);
-  TxGuard tx = fs.EnterTx(req);
-  Route ri = Classify(fs, tx, inode), rp = Classify(fs, tx, p);
-  if (ri == Route::kStale || rp == Route::kStale) {
-    fuse_reply_err(req, ESTALE);
-    return;
-  }
-  if (tx && ri == Route::kTx && rp == Route::kTx) {
-    txops::Link(req, fs, tx, inode, p, newname);
-    return;
-  }
-  if (tx) {  // a version node of an ended transaction inside another one
-    fuse_reply_err(req, ESTALE);
-    return;
-  }
-  if (int err = txops::CheckNotHeld(fs, inode); err == 0) {
-    err = txops::CheckEntryNotHeld(fs, p, newname);
-    if (err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
-  } else {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (int err = CheckParent(fs, p, newname); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (inode->is_virtual_root() || inode->pinned) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
-  if (inode->source_index != p->source_index) {
-    fuse_reply_err(req, EXDEV);  // each source is its own resource manager
-    return;
-  }
+Reply Link(fuse_req_t req, Filesystem& fs, Inode* inode, Inode* p, const char* newname) {
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
+  if (int err = txops::CheckEntryNotHeld(fs, p, newname); err != 0) return Reply::Error(err);
+  if (int err = CheckParent(fs, p, newname); err != 0) return Reply::Error(err);
+  if (inode->is_virtual_root() || inode->pinned) return Reply::Error(EPERM);
+  // Each source is its own resource manager.
+  if (inode->source_index != p->source_index) return Reply::Error(EXDEV);
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
   // as the caller does not have.
   if (linkat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), p->Fd().get(), newname,
-             AT_SYMLINK_FOLLOW) != 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  ReplyNewEntry(req, fs, p, newname);
+             AT_SYMLINK_FOLLOW) != 0)
+    return Reply::Error(errno);
+  return NewEntry(fs, p, newname);
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  Inode* p = fs.Get(newparent);
+  ServePair(
+      req, inode, p, PairRule::kLink, [&] { return Link(req, fs, inode, p, newname); },
+      [&](const TxGuard& tx) { return txops::Link(req, fs, tx, inode, p, newname); });
+}
+
+Reply RemoveName(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, int flags) {
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) return Reply::Error(err);
+  if (p->is_virtual_root()) return Reply::Error(EPERM);
+  if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  return Reply::Error(unlinkat(p->Fd().get(), name, flags) == 0 ? 0 : errno);
 }
 
 void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, p),
-             [&] { txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0); }))
-    return;
-  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (p->is_virtual_root()) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
-  if (fs.IsHiddenName(p, name)) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  fuse_reply_err(req, unlinkat(p->Fd().get(), name, flags) == 0 ? 0 : errno);
+  Serve(
+      req, p, Access::kChange, [&] { return RemoveName(req, fs, p, name, flags); },
+      [&](const TxGuard& tx) {
+        return txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
+      });
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -355,50 +316,31 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   RemoveName(req, parent, name, AT_REMOVEDIR);
 }
 
+Reply Rename(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, Inode* np,
+             const char* newname, unsigned int flags) {
+  if (int err = txops::CheckRenameNotHeld(fs, p, name, np, newname); err != 0)
+    return Reply::Error(err);
+  if (p->is_virtual_root() || np->is_virtual_root()) return Reply::Error(EPERM);
+  // Each source is its own resource manager.
+  if (p->source_index != np->source_index) return Reply::Error(EXDEV);
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE))
+    return Reply::Error(EINVAL);
+  // The state directory cannot be moved, nor replaced, nor anything moved over its name.
+  if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
+  if (fs.IsHiddenName(np, newname)) return Reply::Error(EPERM);
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  return Reply::Error(renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0
+                                                                                          : errno);
+}
+
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   Inode* np = fs.Get(newparent);
-  TxGuard tx = fs.EnterTx(req);
-  Route r1 = Classify(fs, tx, p), r2 = Classify(fs, tx, np);
-  if (r1 == Route::kStale || r2 == Route::kStale ||
-      (tx && (r1 != Route::kTx) != (r2 != Route::kTx))) {
-    fuse_reply_err(req, ESTALE);
-    return;
-  }
-  if (r1 == Route::kTx) {
-    txops::Rename(req, fs, tx, p, name, np, newname, flags);
-    return;
-  }
-  if (int err = txops::CheckRenameNotHeld(fs, p, name, np, newname); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (p->is_virtual_root() || np->is_virtual_root()) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
-  if (p->source_index != np->source_index) {
-    fuse_reply_err(req, EXDEV);  // each source is its own resource manager
-    return;
-  }
-  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-    fuse_reply_err(req, EINVAL);
-    return;
-  }
-  // The state directory cannot be moved, nor replaced, nor anything moved over its name.
-  if (fs.IsHiddenName(p, name)) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (fs.IsHiddenName(np, newname)) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  fuse_reply_err(req,
-                 renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0 : errno);
+  ServePair(
+      req, p, np, PairRule::kRename, [&] { return Rename(req, fs, p, name, np, newname, flags); },
+      [&](const TxGuard& tx) { return txops::Rename(req, fs, tx, p, name, np, newname, flags); });
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 #include <cstring>
 
 #include "fs/fuse/caller.h"
-#include "fs/fuse/kernel_channel.h"
+#include "fs/fuse/reply.h"
+#include "fs/ops/adapter.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
@@ -41,7 +42,13 @@ class HandleCount {
   }
   HandleCount(const HandleCount&) = delete;
   HandleCount& operator=(const HandleCount&) = delete;
-  void Keep(bool kept = true) { kept_ = kept; }
+  // The reply to the open: if it hands the kernel a file, the count stays with it, and goes
+  // back if the kernel refuses the reply.
+  Reply KeepFor(Reply r) {
+    if (r.error() != 0) return r;
+    kept_ = true;
+    return std::move(r).IfRefused([inode = inode_] { inode->open_handles.fetch_sub(1); });
+  }
 
  private:
   Inode* inode_;
@@ -81,24 +88,23 @@ int TruncateForOpen(fuse_req_t req, Filesystem& fs, int fd, int open_flags) {
 
 // Finishes a committed OPEN (or, with `e`, CREATE) whose descriptor is `fd`: decides whether the
 // kernel passes the file through (fs/ops/passthrough.h), then truncates when `truncate` says so
-// (after the decision, so a refused open leaves the file as it was), and replies. On failure
-// the descriptor is closed and false returned; `inode`'s handle count is the caller's.
-bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi, int fd,
-                         bool truncate, const fuse_entry_param* e = nullptr) {
+// (after the decision, so a refused open leaves the file as it was), and makes the reply, which
+// closes the descriptor if the kernel refuses it. On failure the descriptor is closed; `inode`'s
+// handle count is the caller's.
+Reply FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi, int fd,
+                          bool truncate, const fuse_entry_param* e = nullptr) {
   const bool unsettled =
       fs.txs() != nullptr && fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino);
   const PassthroughFiles::Decision d = fs.passthrough().Open(fs, inode, fd, fi->flags, unsettled);
   if (d.err != 0) {
     close(fd);
-    fuse_reply_err(req, d.err);
-    return false;
+    return Reply::Error(d.err);
   }
   // Only a regular file is truncated (the kernel opens FIFOs and devices without the daemon).
   if (truncate && inode->type == S_IFREG) {
     if (int err = TruncateForOpen(req, fs, fd, fi->flags); err != 0) {
       fs.passthrough().Release(fs, inode, fd);
-      fuse_reply_err(req, err);
-      return false;
+      return Reply::Error(err);
     }
   }
   SetOpenReply(fs, fi, fd);
@@ -107,35 +113,15 @@ bool FinishCommittedOpen(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file
   // passed-through file has no pages of its own, and the kernel refuses one that asks to keep
   // them (FOPEN_KEEP_CACHE is outside FOPEN_PASSTHROUGH_MASK: EIO).
   if (unsettled || d.backing_id != 0) fi->keep_cache = 0;
-  KernelChannel::PassNextOpenReplyTo(d.backing_id);
-  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
-  KernelChannel::PassNextOpenReplyTo(0);
-  if (r != 0) {
-    // The request was interrupted: the kernel has no file for this open.
-    fs.passthrough().Release(fs, inode, fd);
-    return false;
-  }
-  return true;
+  Reply r = e != nullptr ? Reply::Create(*e, *fi, d.backing_id) : Reply::Open(*fi, d.backing_id);
+  // An interrupted request: the kernel has no file for this open.
+  return std::move(r).IfRefused([&fs, inode, fd] { fs.passthrough().Release(fs, inode, fd); });
 }
 
-void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Filesystem& fs = Fs(req);
-  Inode* inode = fs.Get(ino);
-  if (inode->is_virtual_root()) {
-    fuse_reply_err(req, EISDIR);
-    return;
-  }
-  HandleCount count(inode);
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, inode),
-             [&] { count.Keep(txops::Open(req, fs, tx, inode, fi)); }))
-    return;
+Reply Open(fuse_req_t req, Filesystem& fs, Inode* inode, fuse_file_info* fi) {
   // O_RDONLY|O_TRUNC truncates as well.
   if (fi->flags & O_TRUNC) {
-    if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
+    if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
   }
   int fd, open_err = 0;
   {
@@ -145,30 +131,28 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     });
     if (fd < 0) open_err = errno;
   }
-  if (fd < 0) {
-    fuse_reply_err(req, open_err);
-    return;
-  }
+  if (fd < 0) return Reply::Error(open_err);
   // The kernel leaves an O_TRUNC open to the daemon (atomic_o_trunc), set-id bits included.
-  if (!FinishCommittedOpen(req, fs, inode, fi, fd, (fi->flags & O_TRUNC) != 0)) return;
-  count.Keep();
+  return FinishCommittedOpen(req, fs, inode, fi, fd, (fi->flags & O_TRUNC) != 0);
 }
 
-void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-              fuse_file_info* fi) {
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
-  Inode* p = fs.Get(parent);
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, p), [&] { txops::Create(req, fs, tx, p, name, mode, fi); }))
-    return;
-  if (p->is_virtual_root() || fs.IsHiddenName(p, name)) {
-    fuse_reply_err(req, EPERM);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    Send(req, Reply::Error(EISDIR));
     return;
   }
-  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
+  HandleCount count(inode);
+  Serve(
+      req, inode, Access::kChange, [&] { return count.KeepFor(Open(req, fs, inode, fi)); },
+      [&](const TxGuard& tx) { return count.KeepFor(txops::Open(req, fs, tx, inode, fi)); });
+}
+
+Reply Create(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, mode_t mode,
+             fuse_file_info* fi) {
+  if (p->is_virtual_root() || fs.IsHiddenName(p, name)) return Reply::Error(EPERM);
+  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) return Reply::Error(err);
   fuse_entry_param e;
   int fd;
   {
@@ -176,70 +160,82 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     int flags = BackingOpenFlags(fs, fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL);
     fd = fs.inodes().OpenMakingRoom(
         [&] { return openat(p->Fd().get(), name, flags, id.CreateMode(mode)); });
-    if (fd < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
+    if (fd < 0) return Reply::Error(errno);
     int err = fs.Lookup(p, name, &e);
     if (err != 0) {
       close(fd);
-      fuse_reply_err(req, err);
-      return;
+      return Reply::Error(err);
     }
   }
   // The daemon's own credentials from here: a backing file is registered with them, and the
   // kernel does the passed-through file's I/O with them.
   Inode* inode = fs.Get(e.ino);
   inode->open_handles.fetch_add(1);
-  // openat truncated an existing file itself: CREATE comes for a name the kernel found missing,
-  // so the file is nearly always new.
-  if (!FinishCommittedOpen(req, fs, inode, fi, fd, /*truncate=*/false, &e)) {
+  // Unless the kernel gets the file: the handle's count, then the lookup of the entry.
+  auto undo = [&fs, inode] {
     inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
     fs.inodes().Forget(inode, 1);
+  };
+  // openat truncated an existing file itself: CREATE comes for a name the kernel found missing,
+  // so the file is nearly always new.
+  Reply r = FinishCommittedOpen(req, fs, inode, fi, fd, /*truncate=*/false, &e);
+  if (r.error() != 0) {
+    undo();
+    return r;
   }
+  return std::move(r).IfRefused(undo);
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
+  Inode* p = fs.Get(parent);
+  Serve(
+      req, p, Access::kChange, [&] { return Create(req, fs, p, name, mode, fi); },
+      [&](const TxGuard& tx) { return txops::Create(req, fs, tx, p, name, mode, fi); });
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
-    txops::Read(req, Fs(req), size, off, fi);
+    ServeTxHandle(req, fi, [&](const TxGuard& tx) { return txops::Read(fs, tx, size, off, fi); });
     return;
   }
-  auto visible = Fs(req).ReadingCommitted(Fs(req).Get(ino));
-  ReplyWithFileData(req, static_cast<int>(fi->fh), size, off);
+  // The data is read as the reply goes out: the pass lasts until then.
+  auto visible = fs.ReadingCommitted(fs.Get(ino));
+  Send(req, Reply::FileData(static_cast<int>(fi->fh), size, off));
+}
+
+Reply Write(fuse_req_t req, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* in, off_t off,
+            fuse_file_info* fi) {
+  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) return Reply::Error(err);
+  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
+    return Reply::Error(err);
+  fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
+  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) return Reply::Error(static_cast<int>(-n));
+  return WriteDone(fs, ino, fi, off, static_cast<size_t>(n));
 }
 
 void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
-    txops::Write(req, fs, in, off, fi);
+    ServeTxHandle(req, fi,
+                  [&](const TxGuard& tx) { return txops::Write(req, fs, tx, in, off, fi); });
     return;
   }
-  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
-  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-  if (n < 0) {
-    fuse_reply_err(req, static_cast<int>(-n));
-  } else {
-    ReplyWrite(req, ino, fi, off, static_cast<size_t>(n));
-  }
+  Send(req, Write(req, fs, ino, in, off, fi));
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
-    fuse_reply_err(req, 0);
+    Send(req, Reply::Ok());
     return;
   }
   // Closing a duplicate reports the backing filesystem's deferred errors at close(2) time.
   int dup_fd = dup(static_cast<int>(fi->fh));
   int err = dup_fd < 0 ? errno : (close(dup_fd) == 0 ? 0 : errno);
-  fuse_reply_err(req, err);
+  Send(req, Reply::Error(err));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -249,90 +245,77 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Before the count lets a later open of the node choose differently.
     txops::Release(fs, fi);
     inode->open_handles.fetch_sub(1);
-    fuse_reply_err(req, 0);
+    Send(req, Reply::Ok());
     return;
   }
   // Before the count lets a later open of the node choose differently.
   fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
   inode->open_handles.fetch_sub(1);
-  fuse_reply_err(req, 0);
+  Send(req, Reply::Ok());
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
-    txops::Fsync(req, Fs(req), datasync, fi);
+    ServeTxHandle(req, fi,
+                  [&](const TxGuard& tx) { return txops::Fsync(Fs(req), tx, datasync, fi); });
     return;
   }
   int fd = static_cast<int>(fi->fh);
   int r = datasync ? fdatasync(fd) : fsync(fd);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  Send(req, Reply::Error(r == 0 ? 0 : errno));
 }
 
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                  fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
-    txops::Fallocate(req, fs, mode, off, len, fi);
+    ServeTxHandle(req, fi, [&](const TxGuard& tx) {
+      return txops::Fallocate(req, fs, tx, mode, off, len, fi);
+    });
     return;
   }
-  if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  Send(req, [&] {
+    if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) return Reply::Error(err);
+    if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
+      return Reply::Error(err);
+    int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
+    return Reply::Error(r == 0 ? 0 : errno);
+  }());
 }
 
 void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
                      fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                      int flags) {
-  // Inside a transaction the kernel copies through read and write instead.
-  if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) {
-    fuse_reply_err(req, EOPNOTSUPP);
-    return;
-  }
-  Filesystem& fs = Fs(req);
-  if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (int err = DropSetidOnWrite(req, fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
-      err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  loff_t in = off_in, out = off_out;
-  ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out,
-                              len, static_cast<unsigned>(flags));
-  if (n < 0) {
-    fuse_reply_err(req, errno);
-  } else {
-    fuse_reply_write(req, static_cast<size_t>(n));
-  }
+  Send(req, [&] {
+    // Inside a transaction the kernel copies through read and write instead.
+    if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) return Reply::Error(EOPNOTSUPP);
+    Filesystem& fs = Fs(req);
+    if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) return Reply::Error(err);
+    if (int err = DropSetidOnWrite(req, fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
+        err != 0)
+      return Reply::Error(err);
+    loff_t in = off_in, out = off_out;
+    ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh),
+                                &out, len, static_cast<unsigned>(flags));
+    return n < 0 ? Reply::Error(errno) : Reply::Written(static_cast<size_t>(n));
+  }());
 }
 
 void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
-    txops::Lseek(req, Fs(req), off, whence, fi);
+    ServeTxHandle(req, fi,
+                  [&](const TxGuard& tx) { return txops::Lseek(Fs(req), tx, off, whence, fi); });
     return;
   }
   // With the writeback cache, data may still sit in the kernel's pages (the kernel does not
   // flush before SEEK_DATA/SEEK_HOLE), so the backing file's holes are not the file's. ENOSYS
   // makes the kernel answer itself from then on: all of the file is data, the hole is at EOF.
   if (Fs(req).options().cache.writeback) {
-    fuse_reply_err(req, ENOSYS);
+    Send(req, Reply::Error(ENOSYS));
     return;
   }
   off_t r = lseek(static_cast<int>(fi->fh), off, whence);
-  if (r < 0) {
-    fuse_reply_err(req, errno);
-  } else {
-    fuse_reply_lseek(req, r);
-  }
+  Send(req, r < 0 ? Reply::Error(errno) : Reply::Seek(r));
 }
 
 }  // namespace

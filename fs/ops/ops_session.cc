@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "fs/fuse/caller.h"
+#include "fs/fuse/reply.h"
 #include "fs/ops/filesystem.h"
 
 namespace ktmfs::fs {
@@ -60,11 +61,7 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
   const int fd = node_fd.get();
   struct statvfs sv;
   int r = fd >= 0 ? fstatvfs(fd, &sv) : statvfs(fs.layout().sources()[0].path.c_str(), &sv);
-  if (r != 0) {
-    fuse_reply_err(req, errno);
-  } else {
-    fuse_reply_statfs(req, &sv);
-  }
+  Send(req, r != 0 ? Reply::Error(errno) : Reply::Statfs(sv));
 }
 
 // Only sent without default_permissions: the check runs on the backing object as the caller.
@@ -72,12 +69,12 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   if (inode->is_virtual_root()) {
-    fuse_reply_err(req, (mask & W_OK) ? EACCES : 0);
+    Send(req, Reply::Error((mask & W_OK) ? EACCES : 0));
     return;
   }
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   int r = faccessat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), mask, AT_EACCESS);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  Send(req, Reply::Error(r == 0 ? 0 : errno));
 }
 
 }  // namespace

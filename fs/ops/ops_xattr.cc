@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "fs/fuse/caller.h"
+#include "fs/fuse/reply.h"
+#include "fs/ops/adapter.h"
 #include "fs/ops/control.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/posix_acl.h"
@@ -21,30 +23,7 @@
 namespace ktmfs::fs {
 namespace {
 
-void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  Filesystem& fs = Fs(req);
-  Inode* inode = fs.Get(ino);
-  if (IsControlXattr(name)) {
-    std::string value;
-    int err = HandleControlGetxattr(fs, CallerContext::Of(req), inode, name, &value);
-    if (err == 0 && size != 0 && value.size() > size) err = ERANGE;
-    if (err != 0) {
-      fuse_reply_err(req, err);
-    } else if (size == 0) {
-      fuse_reply_xattr(req, value.size());
-    } else {
-      fuse_reply_buf(req, value.data(), value.size());
-    }
-    return;
-  }
-  if (inode->is_virtual_root()) {
-    fuse_reply_err(req, ENODATA);
-    return;
-  }
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, ClassifyRead(fs, tx, inode),
-             [&] { txops::Getxattr(req, fs, tx, inode, name, size); }))
-    return;
+Reply Getxattr(fuse_req_t req, Filesystem& fs, Inode* inode, const char* name, size_t size) {
   // The kernel's question before every write(2): answered from the inode when the object is
   // known to have no capabilities (reading security.* needs no permission, so the answer is
   // the same for every caller), saving a walk through /proc per write. Not for version nodes:
@@ -53,42 +32,41 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   const bool caps =
       inode->type == S_IFREG && !inode->is_tx_version() && std::strcmp(name, kCapabilityXattr) == 0;
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
-  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1) {
-    fuse_reply_err(req, ENODATA);
-    return;
-  }
+  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1)
+    return Reply::Error(ENODATA);
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   NodeFd fd = inode->Fd();
   ProcPath path(fd.get());
-  if (size == 0) {
-    ssize_t n = getxattr(path.c_str(), name, nullptr, 0);
-    if (n < 0) {
-      if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
-      fuse_reply_err(req, XattrReadErrno(name, errno));
-    } else {
-      fuse_reply_xattr(req, static_cast<size_t>(n));
-    }
-    return;
-  }
   std::vector<char> buf(size);
-  ssize_t n = getxattr(path.c_str(), name, buf.data(), size);
+  ssize_t n = getxattr(path.c_str(), name, size == 0 ? nullptr : buf.data(), size);
   if (n < 0) {
     if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
-    fuse_reply_err(req, XattrReadErrno(name, errno));
-  } else {
-    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+    return Reply::Error(XattrReadErrno(name, errno));
   }
+  if (size == 0) return Reply::XattrSize(static_cast<size_t>(n));
+  buf.resize(static_cast<size_t>(n));
+  return Reply::Bytes(std::move(buf));
 }
 
-void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
-  if (!inode->is_virtual_root()) {
-    TxGuard tx = fs.EnterTx(req);
-    if (Routed(req, ClassifyRead(fs, tx, inode),
-               [&] { txops::Listxattr(req, fs, tx, inode, size); }))
-      return;
+  if (IsControlXattr(name)) {
+    std::string value;
+    int err = HandleControlGetxattr(fs, CallerContext::Of(req), inode, name, &value);
+    Send(req, err != 0 ? Reply::Error(err) : Reply::XattrBytes(value, size));
+    return;
   }
+  if (inode->is_virtual_root()) {
+    Send(req, Reply::Error(ENODATA));
+    return;
+  }
+  Serve(
+      req, inode, Access::kRead, [&] { return Getxattr(req, fs, inode, name, size); },
+      [&](const TxGuard& tx) { return txops::Getxattr(fs, tx, inode, name, size); });
+}
+
+Reply Listxattr(fuse_req_t req, Filesystem& fs, Inode* inode, size_t size) {
   std::vector<char> names;
   if (!inode->is_virtual_root()) {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
@@ -97,20 +75,14 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     // The list is filtered, so its size is known only after reading it whole.
     while (true) {
       ssize_t n = listxattr(path.c_str(), nullptr, 0);
-      if (n < 0) {
-        fuse_reply_err(req, errno);
-        return;
-      }
+      if (n < 0) return Reply::Error(errno);
       names.resize(static_cast<size_t>(n));
       n = listxattr(path.c_str(), names.data(), names.size());
       if (n >= 0) {
         names.resize(static_cast<size_t>(n));
         break;
       }
-      if (errno != ERANGE) {
-        fuse_reply_err(req, errno);
-        return;
-      }
+      if (errno != ERANGE) return Reply::Error(errno);
     }
   }
   std::vector<char> shown;
@@ -120,7 +92,19 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     if (!IsControlXattr(name)) shown.insert(shown.end(), name, name + len + 1);
     i += len + 1;
   }
-  ReplyXattrNames(req, shown, size);
+  return Reply::XattrBytes(std::move(shown), size);
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (inode->is_virtual_root()) {
+    Send(req, Listxattr(req, fs, inode, size));
+    return;
+  }
+  Serve(
+      req, inode, Access::kRead, [&] { return Listxattr(req, fs, inode, size); },
+      [&](const TxGuard& tx) { return txops::Listxattr(fs, tx, inode, size); });
 }
 
 // Setting an access ACL clears the set-group-ID bit unless the caller is in the file's group or
@@ -136,26 +120,9 @@ int DropSetgidAfterAcl(fuse_req_t req, Inode* inode) {
   return chmod(ProcPath(inode->Fd().get()).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
 }
 
-void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
-                int flags) {
-  Filesystem& fs = Fs(req);
-  Inode* inode = fs.Get(ino);
-  if (IsControlXattr(name)) {
-    fuse_reply_err(req, HandleControlSetxattr(fs, CallerContext::Of(req), name, value, size));
-    return;
-  }
-  if (inode->is_virtual_root()) {
-    fuse_reply_err(req, EPERM);
-    return;
-  }
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, inode),
-             [&] { txops::Setxattr(req, fs, tx, inode, name, value, size, flags); }))
-    return;
-  if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
+Reply Setxattr(fuse_req_t req, Filesystem& fs, Inode* inode, const char* name, const char* value,
+               size_t size, int flags) {
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
   IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
   inode->XattrsChanging();
   auto set = [&] {
@@ -167,29 +134,49 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
                 : set();
   if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(req, inode);
   inode->XattrsChanging();
-  fuse_reply_err(req, err);
+  return Reply::Error(err);
+}
+
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  Filesystem& fs = Fs(req);
+  Inode* inode = fs.Get(ino);
+  if (IsControlXattr(name)) {
+    Send(req, Reply::Error(HandleControlSetxattr(fs, CallerContext::Of(req), name, value, size)));
+    return;
+  }
+  if (inode->is_virtual_root()) {
+    Send(req, Reply::Error(EPERM));
+    return;
+  }
+  Serve(
+      req, inode, Access::kChange,
+      [&] { return Setxattr(req, fs, inode, name, value, size, flags); },
+      [&](const TxGuard& tx) {
+        return txops::Setxattr(req, fs, tx, inode, name, value, size, flags);
+      });
+}
+
+Reply Removexattr(fuse_req_t req, Filesystem& fs, Inode* inode, const char* name) {
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
+  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  inode->XattrsChanging();
+  int r = removexattr(ProcPath(inode->Fd().get()).c_str(), name);
+  int err = r == 0 ? 0 : errno;
+  inode->XattrsChanging();
+  return Reply::Error(err);
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   if (inode->is_virtual_root() || IsControlXattr(name)) {
-    fuse_reply_err(req, inode->is_virtual_root() ? EPERM : ENODATA);
+    Send(req, Reply::Error(inode->is_virtual_root() ? EPERM : ENODATA));
     return;
   }
-  TxGuard tx = fs.EnterTx(req);
-  if (Routed(req, Classify(fs, tx, inode), [&] { txops::Removexattr(req, fs, tx, inode, name); }))
-    return;
-  if (int err = txops::CheckNotHeld(fs, inode); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  inode->XattrsChanging();
-  int r = removexattr(ProcPath(inode->Fd().get()).c_str(), name);
-  int err = r == 0 ? 0 : errno;
-  inode->XattrsChanging();
-  fuse_reply_err(req, err);
+  Serve(
+      req, inode, Access::kChange, [&] { return Removexattr(req, fs, inode, name); },
+      [&](const TxGuard& tx) { return txops::Removexattr(req, fs, tx, inode, name); });
 }
 
 }  // namespace

@@ -16,7 +16,7 @@
 
 namespace ktmfs::fs::txops {
 
-void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name) {
+Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name) {
   fuse_entry_param e;
   int err;
   if (parent->is_virtual_root() || std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) {
@@ -28,21 +28,13 @@ void Lookup(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
     err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)
                     : view.status().code();
   }
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_entry(req, &e);
-  }
+  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }
 
-void Getattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+Reply Getattr(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   int err = TxStat(fs, tx, inode, &st);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_attr(req, &st, 0);
-  }
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, 0);
 }
 
 namespace {
@@ -161,18 +153,15 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
                                        : change();
 }
 
-void Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-             const struct stat* attr, int to_set, bool by_handle) {
+Reply Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+              const struct stat* attr, int to_set, bool by_handle) {
   // The set-id bits the kernel leaves set for the daemon to clear (fs/ops/setid.h), decided on the
   // view before the change, join the change as a mode.
   struct stat a = *attr, before;
   if (TxStat(fs, tx, inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
   int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, to_set, by_handle);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  Getattr(req, fs, tx, inode);
+  if (err != 0) return Reply::Error(err);
+  return Getattr(fs, tx, inode);
 }
 
 int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
@@ -189,21 +178,14 @@ int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* 
   return err;
 }
 
-void Readlink(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+Reply Readlink(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id())) {
-    if (auto target = ov->Readlink(ObjectOf(inode))) {
-      fuse_reply_readlink(req, target->c_str());
-      return;
-    }
+    if (auto target = ov->Readlink(ObjectOf(inode))) return Reply::Readlink(*target);
   }
   char buf[PATH_MAX + 1];
   ssize_t n = readlinkat(inode->Fd().get(), "", buf, sizeof buf - 1);
-  if (n < 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  buf[n] = '\0';
-  fuse_reply_readlink(req, buf);
+  if (n < 0) return Reply::Error(errno);
+  return Reply::Readlink(std::string(buf, static_cast<size_t>(n)));
 }
 
 namespace {
@@ -316,23 +298,19 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   return 0;
 }
 
-void Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-          mode_t mode, dev_t rdev, const char* link_target) {
+Reply Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+           mode_t mode, dev_t rdev, const char* link_target) {
   std::string view;
   uint64_t n = 0;
   int err = MakeIn(req, fs, tx, parent, name, mode, rdev, link_target, &view, &n);
   fuse_entry_param e;
   if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_entry(req, &e);
-  }
+  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }
 
-void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode* parent,
-          const char* name) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode* parent,
+           const char* name) {
+  auto reply = [](int err) { return Reply::Error(err); };
   if (inode->source_index != parent->source_index) return reply(EXDEV);
   if (S_ISDIR(inode->type)) return reply(EPERM);
   auto pv = ParentView(fs, tx, parent, name);
@@ -374,12 +352,12 @@ void Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode
   fuse_entry_param e;
   int err = TxLookupEntry(fs, tx, source, pv->view, name, &e);
   if (err != 0) return reply(err);
-  fuse_reply_entry(req, &e);
+  return Reply::Entry(e);
 }
 
-void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-            bool dir) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+             bool dir) {
+  auto reply = [](int err) { return Reply::Error(err); };
   auto pv = ParentView(fs, tx, parent, name);
   if (!pv.ok())
     return reply(pv.status().code() == EPERM && !parent->is_virtual_root() ? ENOENT
@@ -425,12 +403,12 @@ void Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   AddLinks(tx, source, v->object, is_dir ? -2 : -1);
   if (is_dir) AddLinks(tx, source, pobj, -1);
   MarkParent(fs, tx, parent);
-  reply(0);
+  return reply(0);
 }
 
-void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-            Inode* newparent, const char* newname, unsigned flags) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+             Inode* newparent, const char* newname, unsigned flags) {
+  auto reply = [](int err) { return Reply::Error(err); };
   if (parent->source_index != newparent->source_index) return reply(EXDEV);
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return reply(EINVAL);
   const bool exchange = (flags & RENAME_EXCHANGE) != 0;
@@ -541,7 +519,7 @@ void Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   // The kernel moves its dentry, with the lifetime the old name was looked up with: others
   // must look the new name up again.
   InvalidateEntryLater(fs, newparent, newname);
-  reply(0);
+  return reply(0);
 }
 
 }  // namespace ktmfs::fs::txops

@@ -96,20 +96,16 @@ void CloseHandleFd(Filesystem& fs, TxHandle* h) {
   h->fd = -1;
 }
 
-// Replies to an open (with `e`, a create) of `h`, passed through to `backing_id` if not 0.
-bool ReplyOpen(fuse_req_t req, Filesystem& fs, fuse_file_info* fi, std::unique_ptr<TxHandle> h,
-               int32_t backing_id, const fuse_entry_param* e = nullptr) {
+// The reply to an open (with `e`, a create) of `h`, passed through to `backing_id` if not 0. If
+// the kernel refuses it (the open was interrupted), it has no file, so nothing will release `h`.
+Reply OpenReply(Filesystem& fs, fuse_file_info* fi, std::unique_ptr<TxHandle> h, int32_t backing_id,
+                const fuse_entry_param* e = nullptr) {
   SetTxOpenReply(fi, h.get());
-  KernelChannel::PassNextOpenReplyTo(backing_id);
-  const int r = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
-  KernelChannel::PassNextOpenReplyTo(0);
-  if (r != 0) {
-    // Interrupted: the kernel has no file for this open.
-    CloseHandleFd(fs, h.get());
-    return false;
-  }
-  h.release();
-  return true;
+  Reply r = e != nullptr ? Reply::Create(*e, *fi, backing_id) : Reply::Open(*fi, backing_id);
+  return std::move(r).IfRefused([&fs, handle = h.release()] {
+    CloseHandleFd(fs, handle);
+    delete handle;
+  });
 }
 
 int DirectFd(TxHandle* h) {
@@ -165,11 +161,12 @@ bool IsTxHandle(const fuse_file_info* fi) {
   return fi != nullptr && (fi->fh & kTxHandleTag) != 0;
 }
 
-bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
-  if (!S_ISREG(inode->type)) {
-    fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : ENXIO);
-    return false;
-  }
+TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi) {
+  return fs.txs()->EnterById(HandleOf(fi)->tx);
+}
+
+Reply Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
+  if (!S_ISREG(inode->type)) return Reply::Error(S_ISDIR(inode->type) ? EISDIR : ENXIO);
   auto h = std::make_unique<TxHandle>();
   h->tx = tx.id();
   h->inode = inode;
@@ -179,10 +176,7 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
   } else {
     h->fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   }
-  if (h->fd < 0) {
-    fuse_reply_err(req, errno);
-    return false;
-  }
+  if (h->fd < 0) return Reply::Error(errno);
   // Writes through the handle take the file's lock: the caller must be allowed to write it
   // (the kernel checked too, against attributes it may have cached).
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
@@ -191,17 +185,11 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     if (err == 0)
       err = MayAccess(RequesterOf(req), st, kMayWrite,
                       OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
-    if (err != 0) {
-      fuse_reply_err(req, err);
-      return false;
-    }
+    if (err != 0) return Reply::Error(err);
   }
   const PassthroughFiles::Decision d =
       h->is_new() ? PassCreated(fs, tx, h.get()) : PassthroughFiles::Decision{};
-  if (d.err != 0) {
-    fuse_reply_err(req, d.err);
-    return false;
-  }
+  if (d.err != 0) return Reply::Error(d.err);
   // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
   if (fi->flags & O_TRUNC) {
     auto path = NodePath(fs, tx, inode);
@@ -210,24 +198,20 @@ bool Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_
     if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
     if (err != 0) {
       CloseHandleFd(fs, h.get());
-      fuse_reply_err(req, err);
-      return false;
+      return Reply::Error(err);
     }
   }
-  return ReplyOpen(req, fs, fi, std::move(h), d.backing_id);
+  return OpenReply(fs, fi, std::move(h), d.backing_id);
 }
 
-bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-            mode_t mode, fuse_file_info* fi) {
+Reply Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+             mode_t mode, fuse_file_info* fi) {
   std::string view;
   uint64_t n = 0;
   int err = MakeIn(req, fs, tx, parent, name, S_IFREG | (mode & 07777), 0, nullptr, &view, &n);
   fuse_entry_param e;
   if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-    return false;
-  }
+  if (err != 0) return Reply::Error(err);
   Inode* inode = fs.Get(e.ino);
   auto h = std::make_unique<TxHandle>();
   h->tx = tx.id();
@@ -237,136 +221,93 @@ bool Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, co
   if (h->fd < 0) {
     int e2 = errno;
     fs.inodes().Forget(inode, 1);
-    fuse_reply_err(req, e2);
-    return false;
+    return Reply::Error(e2);
   }
   inode->open_handles.fetch_add(1);
+  // Unless the kernel gets the file: the handle's count, then the lookup of the entry.
+  auto undo = [&fs, inode] {
+    inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
+    fs.inodes().Forget(inode, 1);
+  };
   // The view's mode is the one just made, whose set-id bits a caller may give a new file.
   const PassthroughFiles::Decision d = PassCreated(fs, tx, h.get());
-  int refused = d.err;
-  if (refused == 0 && ReplyOpen(req, fs, fi, std::move(h), d.backing_id, &e)) return true;
-  if (refused != 0) {
+  if (d.err != 0) {
     CloseHandleFd(fs, h.get());
-    fuse_reply_err(req, refused);
+    undo();
+    return Reply::Error(d.err);
   }
-  inode->open_handles.fetch_sub(1);  // before the forget, which may free the node
-  fs.inodes().Forget(inode, 1);
-  return false;
+  return OpenReply(fs, fi, std::move(h), d.backing_id, &e).IfRefused(undo);
 }
 
-void Read(fuse_req_t req, Filesystem& fs, size_t size, off_t off, fuse_file_info* fi) {
+Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
   int fd = h->fd;
   if (!tx) {
     fd = AfterEndFd(h);
-    if (fd < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
+    if (fd < 0) return Reply::Error(errno);
   } else if (!h->is_new()) {
     if (fstx::StagedFile* f = StagedOf(fs, tx, h)) {
-      std::vector<std::byte> buf(size);
-      auto n = f->Read(static_cast<uint64_t>(off), buf);
-      if (!n.ok()) {
-        fuse_reply_err(req, Errno(n.status()));
-      } else {
-        fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *n);
-      }
-      return;
+      std::vector<char> buf(size);
+      auto n = f->Read(static_cast<uint64_t>(off), std::as_writable_bytes(std::span(buf)));
+      if (!n.ok()) return Reply::Error(Errno(n.status()));
+      buf.resize(*n);
+      return Reply::Bytes(std::move(buf));
     }
   }
-  ReplyWithFileData(req, fd, size, off);
+  return Reply::FileData(fd, size, off);
 }
 
-void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+Reply Write(fuse_req_t req, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, off_t off,
+            fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
   const size_t size = fuse_buf_size(in);
   auto write_fd = [&](int fd, off_t pos) {
     fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-    if (n < 0) {
-      fuse_reply_err(req, static_cast<int>(-n));
-    } else {
-      ReplyWrite(req, fs.inodes().NodeId(h->inode), fi, pos, static_cast<size_t>(n));
-    }
+    if (n < 0) return Reply::Error(static_cast<int>(-n));
+    return WriteDone(fs, fs.inodes().NodeId(h->inode), fi, pos, static_cast<size_t>(n));
   };
   if (!tx) {
     // Ended: a plain write to the object, which the usual conflict rule guards.
-    if (int err = CheckNotHeld(fs, h->inode); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
+    if (int err = CheckNotHeld(fs, h->inode); err != 0) return Reply::Error(err);
     int fd = AfterEndFd(h);
-    if (fd < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
-    if (int err = DropSetidOnWrite(req, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
-    write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
-    return;
+    if (fd < 0) return Reply::Error(errno);
+    if (int err = DropSetidOnWrite(req, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0)
+      return Reply::Error(err);
+    return write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
   }
   Inode* inode = h->inode;
   const int source = inode->source_index;
   // The view drops set-id bits as a write by this caller would (see DropSetidOnWrite).
   if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
-    if (int err = DropSetidForWrite(req, fs, tx, inode); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
+    if (int err = DropSetidForWrite(req, fs, tx, inode); err != 0) return Reply::Error(err);
   }
   if (h->flags & O_APPEND) {
     auto end = ViewSize(fs, tx, inode);
-    if (!end.ok()) {
-      fuse_reply_err(req, end.status().code());
-      return;
-    }
+    if (!end.ok()) return Reply::Error(end.status().code());
     off = static_cast<off_t>(*end);
   }
   if (h->is_new()) {
     TouchTimes(tx, source, inode->object, true);
-    if (size < fstx::kDirectAlign) {
-      write_fd(h->fd, off);
-      return;
-    }
+    if (size < fstx::kDirectAlign) return write_fd(h->fd, off);
     // A big write goes to the staged file past the page cache: it is read again only by the
     // transaction, and prepare need not write it back (see fs/tx/direct_io.h).
     auto data = Gather(in);
     Status s = data.ok() ? fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
                                          "staged file of a new file")
                          : data.status();
-    if (!s.ok()) {
-      fuse_reply_err(req, Errno(s));
-    } else {
-      ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data->size());
-    }
-    return;
+    if (!s.ok()) return Reply::Error(Errno(s));
+    return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data->size());
   }
-  if (int err = LockObject(fs, tx, inode); err != 0) {
-    fuse_reply_err(req, err);
-    return;
-  }
+  if (int err = LockObject(fs, tx, inode); err != 0) return Reply::Error(err);
   auto path = NodePath(fs, tx, inode);
-  if (!path.ok()) {
-    fuse_reply_err(req, path.status().code());
-    return;
-  }
+  if (!path.ok()) return Reply::Error(path.status().code());
   // The data, gathered from the request (it may be spliced), goes to the staged file once.
   auto gathered = Gather(in);
-  if (!gathered.ok()) {
-    fuse_reply_err(req, Errno(gathered.status()));
-    return;
-  }
+  if (!gathered.ok()) return Reply::Error(Errno(gathered.status()));
   std::span<const std::byte> data = *gathered;
   auto f = StagedFor(fs, tx, inode);
-  if (!f.ok()) {
-    fuse_reply_err(req, Errno(f.status()));
-    return;
-  }
+  if (!f.ok()) return Reply::Error(Errno(f.status()));
   Status s;
   fstx::Op op;
   op.object = inode->object;
@@ -395,10 +336,7 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
     op.data.clear();
     op.staged_file = (*f)->name();
     auto charged = fs.txs()->ChargeFor(*tx, op);
-    if (!charged.ok()) {
-      fuse_reply_err(req, Errno(charged.status()));
-      return;
-    }
+    if (!charged.ok()) return Reply::Error(Errno(charged.status()));
     prepaid = *charged;
     s = (*f)->Write(static_cast<uint64_t>(off), data);
   }
@@ -409,12 +347,9 @@ void Write(fuse_req_t req, Filesystem& fs, fuse_bufvec* in, off_t off, fuse_file
   } else {
     fs.txs()->Refund(*tx, prepaid);
   }
-  if (!s.ok()) {
-    fuse_reply_err(req, Errno(s));
-    return;
-  }
+  if (!s.ok()) return Reply::Error(Errno(s));
   TouchTimes(tx, source, inode->object, true);
-  ReplyWrite(req, fs.inodes().NodeId(inode), fi, off, data.size());
+  return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 
 void Release(Filesystem& fs, fuse_file_info* fi) {
@@ -427,9 +362,8 @@ void Release(Filesystem& fs, fuse_file_info* fi) {
   CloseHandleFd(fs, h.get());
 }
 
-void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {
+Reply Fsync(Filesystem& fs, const TxGuard& tx, int datasync, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
   if (!tx) {
     // Ended: the handle writes the object as committed now (a passed-through one without the
     // daemon), and those writes are durable only by this. Any descriptor of the file syncs it:
@@ -439,35 +373,22 @@ void Fsync(fuse_req_t req, Filesystem& fs, int datasync, fuse_file_info* fi) {
     const int r = fd < 0 ? -1 : datasync ? fdatasync(fd) : fsync(fd);
     const int err = r == 0 ? 0 : errno;
     if (fd >= 0) close(fd);
-    fuse_reply_err(req, err);
-    return;
+    return Reply::Error(err);
   }
   // Inside a transaction durability comes with the commit, for every change at once; what a
   // queued write of the file met is reported now, as a buffered write's error is at fsync(2).
   fstx::StagedFile* f = h->is_new() ? nullptr : StagedOf(fs, tx, h);
-  fuse_reply_err(req, f != nullptr ? Errno(f->Settle()) : 0);
+  return Reply::Error(f != nullptr ? Errno(f->Settle()) : 0);
 }
 
-void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, fuse_file_info* fi) {
+Reply Fallocate(fuse_req_t req, Filesystem& fs, const TxGuard& tx, int mode, off_t off, off_t len,
+                fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
-  if (!tx) {
-    fuse_reply_err(req, EIO);
-    return;
-  }
-  if (h->is_new()) {
-    fuse_reply_err(req, fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
-    return;
-  }
-  if (mode & ~FALLOC_FL_KEEP_SIZE) {
-    fuse_reply_err(req, EOPNOTSUPP);
-    return;
-  }
+  if (!tx) return Reply::Error(EIO);
+  if (h->is_new()) return Reply::Error(fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
+  if (mode & ~FALLOC_FL_KEEP_SIZE) return Reply::Error(EOPNOTSUPP);
   // Set-id bits go as for a write (see DropSetidOnWrite).
-  if (int e = DropSetidForWrite(req, fs, tx, h->inode); e != 0) {
-    fuse_reply_err(req, e);
-    return;
-  }
+  if (int e = DropSetidForWrite(req, fs, tx, h->inode); e != 0) return Reply::Error(e);
   // Space is the backing file system's business at apply; what the view shows is the size.
   auto size = ViewSize(fs, tx, h->inode);
   int err = size.ok() ? 0 : size.status().code();
@@ -476,66 +397,36 @@ void Fallocate(fuse_req_t req, Filesystem& fs, int mode, off_t off, off_t len, f
     auto path = NodePath(fs, tx, h->inode);
     err = path.ok() ? Truncate(fs, tx, h->inode, *path, end) : path.status().code();
   }
-  fuse_reply_err(req, err);
+  return Reply::Error(err);
 }
 
-void Lseek(fuse_req_t req, Filesystem& fs, off_t off, int whence, fuse_file_info* fi) {
+Reply Lseek(Filesystem& fs, const TxGuard& tx, off_t off, int whence, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
   if (h->is_new() || !tx) {
     off_t r = lseek(tx ? h->fd : AfterEndFd(h), off, whence);
-    if (r < 0) {
-      fuse_reply_err(req, errno);
-    } else {
-      fuse_reply_lseek(req, r);
-    }
-    return;
+    return r < 0 ? Reply::Error(errno) : Reply::Seek(r);
   }
   // Holes of a file the transaction changed are not tracked: all of it reads as data.
   auto size = ViewSize(fs, tx, h->inode);
-  if (!size.ok()) {
-    fuse_reply_err(req, size.status().code());
-    return;
-  }
+  if (!size.ok()) return Reply::Error(size.status().code());
   const off_t end = static_cast<off_t>(*size);
-  if (whence == SEEK_DATA) {
-    if (off >= end) {
-      fuse_reply_err(req, ENXIO);
-    } else {
-      fuse_reply_lseek(req, off);
-    }
-  } else if (whence == SEEK_HOLE) {
-    if (off >= end) {
-      fuse_reply_err(req, ENXIO);
-    } else {
-      fuse_reply_lseek(req, end);
-    }
-  } else {
-    fuse_reply_err(req, EINVAL);
-  }
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return Reply::Error(EINVAL);
+  if (off >= end) return Reply::Error(ENXIO);
+  return Reply::Seek(whence == SEEK_DATA ? off : end);
 }
 
-void SetattrByHandle(fuse_req_t req, Filesystem& fs, const struct stat* attr, int to_set,
-                     fuse_file_info* fi) {
+Reply SetattrByHandle(fuse_req_t req, Filesystem& fs, const TxGuard& tx, const struct stat* attr,
+                      int to_set, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
-  if (!tx) {
-    fuse_reply_err(req, EIO);
-    return;
-  }
-  Setattr(req, fs, tx, h->inode, attr, to_set, true);
+  if (!tx) return Reply::Error(EIO);
+  return Setattr(req, fs, tx, h->inode, attr, to_set, true);
 }
 
-void GetattrByHandle(fuse_req_t req, Filesystem& fs, fuse_file_info* fi) {
+Reply GetattrByHandle(Filesystem& fs, const TxGuard& tx, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  TxGuard tx = fs.txs()->EnterById(h->tx);
   struct stat st;
   int err = tx ? TxStat(fs, tx, h->inode, &st) : fs.Stat(h->inode, &st);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_attr(req, &st, 0);
-  }
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, 0);
 }
 
 }  // namespace ktmfs::fs::txops

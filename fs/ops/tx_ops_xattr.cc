@@ -140,22 +140,14 @@ Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   return s;
 }
 
-void Getxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-              size_t size) {
+Reply Getxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name, size_t size) {
   std::optional<std::string> v;
   int err = ViewXattr(fs, tx, inode, name, &v);
   if (err == 0 && !v) err = ENODATA;
-  if (err == 0 && size != 0 && v->size() > size) err = ERANGE;
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else if (size == 0) {
-    fuse_reply_xattr(req, v->size());
-  } else {
-    fuse_reply_buf(req, v->data(), v->size());
-  }
+  return err != 0 ? Reply::Error(err) : Reply::XattrBytes(*v, size);
 }
 
-void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
+Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
   std::vector<std::string> names;
   if (!IsNew(inode)) {
     NodeFd fd = inode->Fd();
@@ -163,10 +155,7 @@ void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
     ssize_t n = listxattr(path.c_str(), nullptr, 0);
     std::vector<char> buf(n > 0 ? static_cast<size_t>(n) : 0);
     if (n > 0) n = listxattr(path.c_str(), buf.data(), buf.size());
-    if (n < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
+    if (n < 0) return Reply::Error(errno);
     for (size_t i = 0; i < static_cast<size_t>(n);) {
       std::string name(buf.data() + i);
       i += name.size() + 1;
@@ -178,7 +167,7 @@ void Listxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
   std::vector<char> shown;
   for (const auto& n : names)
     shown.insert(shown.end(), n.c_str(), n.c_str() + n.size() + 1);
-  ReplyXattrNames(req, shown, size);
+  return Reply::XattrBytes(std::move(shown), size);
 }
 
 // The namespaces a transaction can record: what the backing filesystem would take as plain
@@ -207,9 +196,9 @@ int MayChange(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
 // Setting an ACL (the kernel has parsed and checked it; so is it here, as it reaches the log):
 // the view's mode follows an access ACL, which is not kept at all when the mode says as much
 // (posix_acl_update_mode); a default ACL belongs to directories only.
-void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-            std::string_view value) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+             std::string_view value) {
+  auto reply = [](int err) { return Reply::Error(err); };
   auto acl = PosixAcl::Parse(value);
   if (!acl) return reply(EINVAL);
   const bool access = std::strcmp(name, kAclAccessXattr) == 0;
@@ -246,14 +235,14 @@ void SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, con
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, source, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
-  reply(0);
+  return reply(0);
 }
 
 }  // namespace
 
-void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-              const char* value, size_t size, int flags) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+               const char* value, size_t size, int flags) {
+  auto reply = [](int err) { return Reply::Error(err); };
   if (inode->is_virtual_root()) return reply(EPERM);
   if (int err = CheckName(name); err != 0) return reply(err);
   if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
@@ -281,12 +270,12 @@ void Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, c
     return reply(err);
   TouchTimes(tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
-  reply(0);
+  return reply(0);
 }
 
-void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
-                 const char* name) {
-  auto reply = [&](int err) { fuse_reply_err(req, err); };
+Reply Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+                  const char* name) {
+  auto reply = [](int err) { return Reply::Error(err); };
   if (inode->is_virtual_root()) return reply(EPERM);
   if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
@@ -301,7 +290,7 @@ void Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode
   if (!s.ok()) return reply(Errno(s));
   TouchTimes(tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
-  reply(0);
+  return reply(0);
 }
 
 }  // namespace ktmfs::fs::txops

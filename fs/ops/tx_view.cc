@@ -203,7 +203,7 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
   // Where the file is, should its descriptor be opened again by handle (see BackingPath).
   if (!v->is_new && !S_ISDIR(st.st_mode)) inode->NoteLookedUpAs(v->backing_path);
   // What the kernel cached for a handed-over node was an ended transaction's view. The
-  // transaction's opens drop the node's pages anyway (ReplyOpen) and its attributes are never
+  // transaction's opens drop the node's pages anyway (SetTxOpenReply) and its attributes are never
   // cached, but nothing of that view should outlive the hand-over. No handle is open on the node
   // and a lookup holds none of its locks, so this cannot wait on the request.
   if (handed_over) fs.invalidator()->InodeNow(fs.inodes().NodeId(inode));

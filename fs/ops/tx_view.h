@@ -1,7 +1,7 @@
 // How requests from inside a transaction see and change the filesystem: the transaction's view
 // (its overlay over the backing directory) resolved from node ids, attributes as the view has
-// them, and the locks and op records each change needs. The FUSE operations in ops_*.cc call
-// these when the caller is bound to a transaction (fs/TRANSACTIONS.md has the model).
+// them, and the locks and op records each change needs. The adapter (adapter.h) routes by Classify,
+// and the transaction's operations (tx_ops.h) use the rest (fs/TRANSACTIONS.md has the model).
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -34,21 +34,6 @@ Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode);
 // The same for requests that only read: a committed node the transaction has not changed
 // answers as committed (an open file's fstat arrives without its file).
 Route ClassifyRead(Filesystem& fs, const TxGuard& tx, Inode* inode);
-
-// Answers a request that does not take the committed path: `in_tx` serves it from the
-// transaction, a stale route gets ESTALE. Returns whether the request was answered.
-template <typename InTx>
-bool Routed(fuse_req_t req, Route route, InTx in_tx) {
-  if (route == Route::kTx) {
-    in_tx();
-    return true;
-  }
-  if (route == Route::kStale) {
-    fuse_reply_err(req, ESTALE);
-    return true;
-  }
-  return false;
-}
 
 // The object a node stands for, as op records name it.
 fstx::ObjectId ObjectOf(const Inode* inode);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Holds the source tree to its layers (fs/README.md): a file includes only its own folder and
-the folders below it, and nothing below fs/fuse includes a FUSE header.
+the folders below it, nothing below fs/fuse includes a FUSE header, and replies go to libfuse
+from one file only (fs/fuse/reply.cc): the operations return them.
 
 Usage: layering_check.py SOURCE_ROOT
 Prints each include that breaks a rule, with the file and line, and exits 1 if there is one.
@@ -25,6 +26,9 @@ LAYERS = [
 FIRST_FUSE_LAYER = "fs/fuse"
 # Folders of the tree that are not layers of the product but may include product headers.
 UNLAYERED = ("tools", "tests")
+# The one file that calls libfuse's fuse_reply_* functions.
+REPLIES_FROM = "fs/fuse/reply.cc"
+REPLY_CALL = re.compile(r"\bfuse_reply_[a-z_]+\s*\(")
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
@@ -58,6 +62,9 @@ def main():
             continue
         checked += 1
         for n, line in enumerate(file.read_text(errors="replace").splitlines(), 1):
+            if rel != REPLIES_FROM and REPLY_CALL.search(line.split("//", 1)[0]):
+                broken.append(f"{rel}:{n}: replies to libfuse itself (operations return a Reply,"
+                              f" {REPLIES_FROM} sends it)")
             m = INCLUDE.match(line)
             if not m:
                 continue
@@ -78,7 +85,7 @@ def main():
     if checked == 0:
         print(f"no source files found under {root}")
         return 1
-    print(f"{checked} files checked, {len(broken)} includes against the layers")
+    print(f"{checked} files checked, {len(broken)} lines against the layers")
     return 1 if broken else 0
 
 

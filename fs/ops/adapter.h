@@ -1,0 +1,73 @@
+// The one way a FUSE request on nodes reaches an operation. The handler names the node; Serve
+// enters the caller's transaction, classifies the request once (Classify in tx_view.h), calls the
+// committed view's operation or the transaction's, and sends the Reply it returns
+// (fs/fuse/reply.h), all while the caller's transaction stays entered. The operations decide and
+// return; none of them replies.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include "fs/fuse/reply.h"
+#include "fs/ops/filesystem.h"
+#include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_view.h"
+
+namespace ktmfs::fs {
+
+// What the request does to its node: a read of a committed file the transaction has not
+// changed is served as committed (ClassifyRead).
+enum class Access { kChange, kRead };
+
+// `committed()` and `in_tx(const TxGuard&)` each return a Reply.
+template <typename Committed, typename InTx>
+void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, InTx&& in_tx) {
+  Filesystem& fs = Fs(req);
+  TxGuard tx = fs.EnterTx(req);
+  const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
+  switch (route) {
+    case Route::kTx:
+      Send(req, in_tx(tx));
+      return;
+    case Route::kStale:
+      Send(req, Reply::Error(ESTALE));
+      return;
+    case Route::kCommitted:
+      Send(req, committed());
+      return;
+  }
+}
+
+// Requests on two nodes (link: the file and the new parent; rename: both parents). A stale
+// node makes the request stale. Inside a transaction both must be the transaction's (a link
+// also refuses two committed nodes, the virtual root's; a rename lets them through, for the
+// committed view to refuse); outside one, the committed view serves.
+enum class PairRule { kLink, kRename };
+
+template <typename Committed, typename InTx>
+void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& committed,
+               InTx&& in_tx) {
+  Filesystem& fs = Fs(req);
+  TxGuard tx = fs.EnterTx(req);
+  const Route ra = Classify(fs, tx, a), rb = Classify(fs, tx, b);
+  const bool stale = ra == Route::kStale || rb == Route::kStale;
+  const bool both_tx = ra == Route::kTx && rb == Route::kTx;
+  if (stale ||
+      (tx && !both_tx && (rule == PairRule::kLink || ra == Route::kTx || rb == Route::kTx))) {
+    Send(req, Reply::Error(ESTALE));
+  } else if (both_tx) {
+    Send(req, in_tx(tx));
+  } else {
+    Send(req, committed());
+  }
+}
+
+// Requests on a file opened inside a transaction: its handle names the transaction, which is
+// entered (empty once it has ended) for as long as `op(const TxGuard&)` runs and its Reply goes
+// out, since a reply may still read the file (Reply::FileData).
+template <typename Op>
+void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op) {
+  TxGuard tx = txops::EnterByHandle(Fs(req), fi);
+  Send(req, op(tx));
+}
+
+}  // namespace ktmfs::fs
