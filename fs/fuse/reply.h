@@ -16,6 +16,8 @@
 #include <variant>
 #include <vector>
 
+#include "fs/tx/visibility_gate.h"
+
 namespace ktmfs::fs {
 
 class Reply {
@@ -78,10 +80,35 @@ class Reply {
     return std::move(*this);
   }
 
+  // Keeps `pass`, a reader's hold on committed objects (fs/tx/visibility_gate.h), until the
+  // reply has gone out: a commit's apply changes those objects, and has the kernel drop what it
+  // cached of them, only once the kernel has this answer, read before the apply.
+  Reply&& Holding(fstx::VisibilityGate::Pass pass) && {
+    pass_ = std::move(pass);
+    return std::move(*this);
+  }
+
   // The errno of an error reply, 0 for any other.
   int error() const {
     const Err* e = std::get_if<Err>(&out_);
     return e != nullptr ? e->err : 0;
+  }
+  // What a reply carries, for tests of the operations: null when it is of another kind.
+  const fuse_entry_param* entry() const {
+    const EntryOut* r = std::get_if<EntryOut>(&out_);
+    return r != nullptr ? &r->e : nullptr;
+  }
+  const struct stat* attr() const {
+    const AttrOut* r = std::get_if<AttrOut>(&out_);
+    return r != nullptr ? &r->st : nullptr;
+  }
+  const std::string* link() const {
+    const LinkOut* r = std::get_if<LinkOut>(&out_);
+    return r != nullptr ? &r->target : nullptr;
+  }
+  const std::vector<char>* bytes() const {
+    const BytesOut* r = std::get_if<BytesOut>(&out_);
+    return r != nullptr ? &r->data : nullptr;
   }
 
  private:
@@ -143,6 +170,7 @@ class Reply {
 
   Out out_;
   std::function<void()> undo_;
+  fstx::VisibilityGate::Pass pass_;
 };
 
 // One descriptor-backed buffer (FUSE_BUFVEC_INIT is a C compound literal): lets libfuse splice.

@@ -53,9 +53,9 @@ Reply Lookup(fuse_req_t req, Filesystem& fs, Inode* p, const char* name) {
       !(fs.txs() != nullptr && fs.txs()->IsTouched(p->dev, p->ino))) {
     std::memset(&e, 0, sizeof e);
     e.entry_timeout = fs.options().cache.negative_timeout;
-    return Reply::Entry(e);
+    return Reply::Entry(e).Holding(std::move(visible));
   }
-  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
+  return (err != 0 ? Reply::Error(err) : Reply::Entry(e)).Holding(std::move(visible));
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -89,7 +89,8 @@ Reply Getattr(Filesystem& fs, Inode* inode, fuse_file_info* fi) {
   } else {
     err = fs.Stat(inode, &st);
   }
-  return err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode));
+  return (err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode)))
+      .Holding(std::move(visible));
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

@@ -1,0 +1,142 @@
+// The transaction's operations called as the adapter calls them (fs/ops/adapter.h), without a
+// mount: the Reply each returns is what the kernel would be sent.
+#include "fs/ops/tx_ops.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "fs/mount/layout.h"
+#include "fs/mount/options.h"
+#include "fs/ops/filesystem.h"
+#include "fs/service/tx_service.h"
+#include "fs/tx/staging.h"
+#include "mount_harness.h"
+
+namespace ktmfs::fs {
+namespace {
+
+using testing::TempDir;
+
+class TxOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backing_ = dir_.MakeDir("backing");
+    std::ofstream(backing_ + "/old") << "committed";
+    ASSERT_EQ(symlink("target", (backing_ + "/ln").c_str()), 0);
+    ASSERT_EQ(setxattr((backing_ + "/old").c_str(), "user.k", "v", 1, 0), 0);
+    options_.source = backing_;
+    options_.mountpoint = dir_.MakeDir("mnt");
+    auto layout = Layout::Create(options_);
+    ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+    fs_ = std::make_unique<Filesystem>(options_, std::move(*layout));
+    ASSERT_TRUE(fs_->OpenRoots().ok());
+    auto txs = TxService::Start(options_, fs_->layout());
+    ASSERT_TRUE(txs.ok()) << txs.status().ToString();
+    txs_ = std::move(*txs);
+    fs_->SetTxService(txs_.get());
+    auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "ops");
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    id_ = *id;
+  }
+  void TearDown() override {
+    const bool live = txs_ != nullptr && txs_->EnterById(id_);
+    if (live) {
+      EXPECT_TRUE(txs_->Rollback(Me(), id_).ok());
+    }
+    fs_->SetTxService(nullptr);
+  }
+  static CallerContext Me() { return CallerContext{0, 0, static_cast<pid_t>(syscall(SYS_gettid))}; }
+  // The transaction makes the directory `name` in the root, staged and logged as Make does.
+  void Mkdir(const std::string& name) {
+    auto& rm = txs_->rm(0);
+    auto staging = rm.Staging(id_);
+    ASSERT_TRUE(staging.ok());
+    auto n = rm.NewObjectNumber(id_);
+    ASSERT_TRUE(n.ok());
+    ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0750).ok());
+    fstx::Op op;
+    op.kind = fstx::OpKind::kMkdir;
+    op.object = fstx::ObjectId::New(*n);
+    op.path = name;
+    op.mode = S_IFDIR | 0750;
+    ASSERT_TRUE(rm.LogOp(id_, op).ok());
+  }
+  // A node the kernel would hold after `reply`, given back at the end of the test.
+  Inode* Node(const Reply& reply) {
+    EXPECT_NE(reply.entry(), nullptr);
+    if (reply.entry() == nullptr) return nullptr;
+    looked_up_.push_back(reply.entry()->ino);
+    return fs_->Get(reply.entry()->ino);
+  }
+  void ForgetNodes() {
+    for (fuse_ino_t ino : looked_up_)
+      fs_->inodes().Forget(fs_->Get(ino), 1);
+    looked_up_.clear();
+  }
+
+  TempDir dir_;
+  std::string backing_;
+  Options options_;
+  std::unique_ptr<Filesystem> fs_;
+  std::unique_ptr<TxService> txs_;
+  Guid id_;
+  std::vector<fuse_ino_t> looked_up_;
+};
+
+TEST_F(TxOpsTest, TheViewShowsWhatTheTransactionMadeAndNoOneElseSeesIt) {
+  Mkdir("nd");
+  Inode* root = fs_->inodes().root();
+  {
+    TxGuard tx = txs_->EnterById(id_);
+    ASSERT_TRUE(tx);
+    Reply found = txops::Lookup(*fs_, tx, root, "nd");
+    ASSERT_EQ(found.error(), 0);
+    Inode* nd = Node(found);
+    ASSERT_NE(nd, nullptr);
+    EXPECT_TRUE(S_ISDIR(found.entry()->attr.st_mode));
+    Reply attr = txops::Getattr(*fs_, tx, nd);
+    ASSERT_NE(attr.attr(), nullptr);
+    EXPECT_EQ(attr.attr()->st_mode, S_IFDIR | 0750);
+    EXPECT_EQ(txops::Lookup(*fs_, tx, root, "missing").error(), ENOENT);
+  }
+  // The committed view, as every other process gets it, has no such name.
+  fuse_entry_param e;
+  EXPECT_EQ(fs_->Lookup(root, "nd", &e), ENOENT);
+  ForgetNodes();
+}
+
+TEST_F(TxOpsTest, CommittedObjectsReadThroughTheView) {
+  Inode* root = fs_->inodes().root();
+  TxGuard tx = txs_->EnterById(id_);
+  ASSERT_TRUE(tx);
+  Reply ln = txops::Lookup(*fs_, tx, root, "ln");
+  ASSERT_EQ(ln.error(), 0);
+  Reply target = txops::Readlink(*fs_, tx, Node(ln));
+  ASSERT_NE(target.link(), nullptr);
+  EXPECT_EQ(*target.link(), "target");
+
+  Reply old = txops::Lookup(*fs_, tx, root, "old");
+  ASSERT_EQ(old.error(), 0);
+  Inode* node = Node(old);
+  EXPECT_EQ(old.entry()->attr.st_size, 9);
+  Reply value = txops::Getxattr(*fs_, tx, node, "user.k", 16);
+  ASSERT_NE(value.bytes(), nullptr);
+  EXPECT_EQ(std::string(value.bytes()->begin(), value.bytes()->end()), "v");
+  EXPECT_EQ(txops::Getxattr(*fs_, tx, node, "user.k", 0).bytes(), nullptr);  // its size only
+  EXPECT_EQ(txops::Getxattr(*fs_, tx, node, "user.none", 16).error(), ENODATA);
+  Reply names = txops::Listxattr(*fs_, tx, node, 64);
+  ASSERT_NE(names.bytes(), nullptr);
+  EXPECT_EQ(std::string(names.bytes()->begin(), names.bytes()->end()), std::string("user.k\0", 7));
+  EXPECT_EQ(txops::Listxattr(*fs_, tx, node, 3).error(), ERANGE);
+  ForgetNodes();
+}
+
+}  // namespace
+}  // namespace ktmfs::fs
