@@ -21,9 +21,15 @@ class Writer {
     auto* b = static_cast<const std::byte*>(p);
     out.insert(out.end(), b, b + n);
   }
-  void U16(uint16_t v) { Bytes(&v, 2); }
-  void U32(uint32_t v) { Bytes(&v, 4); }
-  void U64(uint64_t v) { Bytes(&v, 8); }
+  template <typename T>
+  void Le(T v) {
+    std::byte b[sizeof(T)];
+    StoreLe(b, v);
+    Bytes(b, sizeof b);
+  }
+  void U16(uint16_t v) { Le(v); }
+  void U32(uint32_t v) { Le(v); }
+  void U64(uint64_t v) { Le(v); }
   std::vector<std::byte> out;
 };
 
@@ -36,9 +42,16 @@ class Reader {
     pos_ += n;
     return true;
   }
-  bool U16(uint16_t* v) { return Bytes(v, 2); }
-  bool U32(uint32_t* v) { return Bytes(v, 4); }
-  bool U64(uint64_t* v) { return Bytes(v, 8); }
+  template <typename T>
+  bool Le(T* v) {
+    std::byte b[sizeof(T)];
+    if (!Bytes(b, sizeof b)) return false;
+    *v = LoadLe<T>(b);
+    return true;
+  }
+  bool U16(uint16_t* v) { return Le(v); }
+  bool U32(uint32_t* v) { return Le(v); }
+  bool U64(uint64_t* v) { return Le(v); }
 
  private:
   std::span<const std::byte> in_;
@@ -160,10 +173,10 @@ Result<std::unique_ptr<BaseFile>> BaseFile::Open(Storage* storage, BaseImage* im
     if (img.ok() && (!best.ok() || img->seq > best->seq)) best = std::move(img);
   }
   if (!best.ok()) {
-    return Status::Corruption(storage->Describe() + "/" + kBaseFileName +
-                              ": neither copy of the base file is valid: copy 1 at offset 0: " +
-                              why[0] + "; copy 2 at offset " + std::to_string(kBaseSlotSize) +
-                              ": " + why[1]);
+    return Status::Corruption(
+        storage->Describe() + "/" + kBaseFileName +
+        ": neither copy of the base file is valid: copy 1 at offset 0: " + why[0] +
+        "; copy 2 at offset " + std::to_string(kBaseSlotSize) + ": " + why[1]);
   }
   *image = std::move(*best);
   return std::unique_ptr<BaseFile>(new BaseFile(std::move(*file)));

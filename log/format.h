@@ -7,6 +7,7 @@
 #include <cstring>
 #include <span>
 
+#include "log/little_endian.h"
 #include "log/log.h"
 
 namespace ktmfs::log::format {
@@ -41,33 +42,27 @@ inline constexpr uint64_t kMaxFlushBytes = 4 << 20;
 inline constexpr uint64_t kMaxInflightFlushes = 4;
 
 inline void Put16(std::byte* p, uint16_t v) {
-  std::memcpy(p, &v, 2);
+  StoreLe(p, v);
 }
 inline void Put32(std::byte* p, uint32_t v) {
-  std::memcpy(p, &v, 4);
+  StoreLe(p, v);
 }
 inline void Put64(std::byte* p, uint64_t v) {
-  std::memcpy(p, &v, 8);
+  StoreLe(p, v);
 }
 inline uint16_t Get16(const std::byte* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
+  return LoadLe<uint16_t>(p);
 }
 inline uint32_t Get32(const std::byte* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
+  return LoadLe<uint32_t>(p);
 }
 inline uint64_t Get64(const std::byte* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
+  return LoadLe<uint64_t>(p);
 }
 
 uint64_t Checksum(std::span<const std::byte> data);
 
-// Little-endian is assumed (x86-64 and arm64 Linux); FORMAT.md says so.
+// Integers are little-endian on disk on any host (log/little_endian.h), as FORMAT.md says.
 struct FragmentHeader {
   uint64_t checksum = 0;    // XXH3 of bytes [8, 32 + length)
   Lsn address = 0;          // where this fragment lives; rejects data of an earlier lap

@@ -1,4 +1,4 @@
-// Little-endian encoding of the TM's log records and restart area (formats in src/README.md).
+// Encoding of the TM's log records and restart area (formats in src/README.md).
 // The reader never trusts its input: running past the end is a Status, not undefined behaviour.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "log/little_endian.h"
 #include "log/status.h"
 #include "src/guid.h"
 
@@ -33,8 +34,9 @@ class ByteWriter {
  private:
   template <typename T>
   void Fixed(T v) {
-    for (size_t i = 0; i < sizeof(T); ++i)
-      U8(static_cast<uint8_t>(v >> (8 * i)));
+    const size_t at = out_.size();
+    out_.resize(at + sizeof(T));
+    log::StoreLe(out_.data() + at, v);
   }
   std::vector<std::byte> out_;
 };
@@ -71,11 +73,8 @@ class ByteReader {
   template <typename T>
   bool Fixed(T* v) {
     if (in_.size() - pos_ < sizeof(T)) return false;
-    T r = 0;
-    for (size_t i = 0; i < sizeof(T); ++i)
-      r |= static_cast<T>(static_cast<T>(std::to_integer<uint8_t>(in_[pos_ + i])) << (8 * i));
+    *v = log::LoadLe<T>(in_.data() + pos_);
     pos_ += sizeof(T);
-    *v = r;
     return true;
   }
   std::span<const std::byte> in_;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "fs/ops/permission.h"
+#include "log/little_endian.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -15,19 +16,12 @@ constexpr size_t kHeaderSize = 4;
 constexpr size_t kEntrySize = 8;
 constexpr uint32_t kUndefinedId = 0xffffffffu;
 
-uint32_t Le32(const unsigned char* p) {
-  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-}
-uint16_t Le16(const unsigned char* p) {
-  return static_cast<uint16_t>(p[0] | p[1] << 8);
-}
-void Put32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i)
-    out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void Put16(std::string* out, uint16_t v) {
-  out->push_back(static_cast<char>(v & 0xff));
-  out->push_back(static_cast<char>(v >> 8));
+// The kernel's xattr form (struct posix_acl_xattr_header and _entry) is little-endian.
+template <typename T>
+void Append(std::string* out, T v) {
+  std::byte b[sizeof(T)];
+  log::StoreLe(b, v);
+  out->append(reinterpret_cast<const char*>(b), sizeof b);
 }
 
 // posix_acl_valid: one owner, group and other entry, named entries between them, a mask
@@ -78,12 +72,13 @@ int XattrReadErrno(const char* name, int err) {
 }
 
 std::optional<PosixAcl> PosixAcl::Parse(std::string_view value) {
-  const auto* p = reinterpret_cast<const unsigned char*>(value.data());
-  if (value.size() < kHeaderSize || Le32(p) != kXattrVersion) return std::nullopt;
+  const auto* p = reinterpret_cast<const std::byte*>(value.data());
+  if (value.size() < kHeaderSize || log::LoadLe<uint32_t>(p) != kXattrVersion) return std::nullopt;
   if ((value.size() - kHeaderSize) % kEntrySize != 0) return std::nullopt;
   PosixAcl acl;
   for (size_t at = kHeaderSize; at < value.size(); at += kEntrySize) {
-    Entry e{Le16(p + at), Le16(p + at + 2), Le32(p + at + 4)};
+    Entry e{log::LoadLe<uint16_t>(p + at), log::LoadLe<uint16_t>(p + at + 2),
+            log::LoadLe<uint32_t>(p + at + 4)};
     if (e.tag != kUser && e.tag != kGroup) e.id = kUndefinedId;
     acl.entries_.push_back(e);
   }
@@ -93,11 +88,11 @@ std::optional<PosixAcl> PosixAcl::Parse(std::string_view value) {
 
 std::string PosixAcl::Serialize() const {
   std::string out;
-  Put32(&out, kXattrVersion);
+  Append(&out, kXattrVersion);
   for (const auto& e : entries_) {
-    Put16(&out, e.tag);
-    Put16(&out, e.perm);
-    Put32(&out, e.tag == kUser || e.tag == kGroup ? e.id : kUndefinedId);
+    Append(&out, e.tag);
+    Append(&out, e.perm);
+    Append(&out, e.tag == kUser || e.tag == kGroup ? e.id : kUndefinedId);
   }
   return out;
 }
