@@ -31,6 +31,8 @@
 #include "fs/fuse/caller.h"
 #include "fs/mount/layout.h"
 #include "fs/mount/options.h"
+#include "fs/service/cache_coherence.h"
+#include "fs/service/ending_history.h"
 #include "fs/tx/fs_resource_manager.h"
 #include "log/log.h"
 #include "src/transaction_manager.h"
@@ -95,15 +97,6 @@ class TxGuard {
   std::shared_ptr<TxContext> tx_;
   std::shared_lock<std::shared_mutex> lock_;
   std::shared_lock<std::shared_mutex> visible_;
-};
-
-// Cache invalidations to send to the kernel once a transaction ends (see Invalidator).
-struct EndedTx {
-  Guid id;
-  bool committed = false;
-  int source = 0;
-  std::vector<fstx::ObjectId> objects;
-  std::vector<std::pair<std::string, std::string>> entries;  // (backing dir, name)
 };
 
 class TxService {
@@ -177,22 +170,7 @@ class TxService {
   std::vector<Info> List() const;
 
   // A transaction that ended since the mount, or that recovery settled at it.
-  struct Ending {
-    enum class Outcome { kCommitted, kRolledBack, kCommitFailed };
-    Guid id;
-    uid_t owner = 0;
-    pid_t pid = 0;  // the bound process
-    Outcome outcome = Outcome::kCommitted;
-    // Why it rolled back when nobody asked ("its timeout expired"), or why its commit failed;
-    // empty otherwise.
-    std::string reason;
-    std::string name;
-    uint64_t begin_time_ns = 0;  // CLOCK_REALTIME; 0 if unknown
-    uint64_t end_time_ns = 0;
-    bool recovered = false;      // settled by recovery at mount
-    bool apply_pending = false;  // committed, its apply not done yet (filled by Recent)
-    std::chrono::steady_clock::time_point when;
-  };
+  using Ending = TxEnding;
   // The last few hundred endings, newest first.
   std::vector<Ending> Recent() const;
 
@@ -222,9 +200,7 @@ class TxService {
   // What became of a transaction that ended lately ("was rolled back 40 s ago: its timeout
   // expired"); empty if it is not remembered. By id, or the latest one bound to the calling
   // process or one of its ancestors and visible to `uid`.
-  std::string EndingOf(const Guid& id) const;
   std::string EndingOfCaller(pid_t pid, uid_t uid);
-  void RememberLocked(Ending e);  // with mu_ held
   void Reap();
 
   bool opened_ = false;  // Open succeeded: recovery ran
@@ -243,12 +219,9 @@ class TxService {
 
   mutable std::mutex mu_;
   std::map<Guid, std::shared_ptr<TxContext>> txs_;
-  static constexpr size_t kRecentEndings = 256;
-  std::deque<Ending> endings_;         // under mu_
   std::atomic<size_t> live_count_{0};  // txs_.size(), read without the mutex on every request
-  std::map<std::pair<dev_t, ino_t>, std::vector<Guid>> touched_;
-  std::vector<EndedTx> ended_;  // reported by the RMs during End, handed on after it
-  std::map<std::pair<dev_t, ino_t>, int> settling_;  // objects of ended_, until handed on
+  EndingHistory endings_;
+  CacheCoherence coherence_;
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&)> before_end_;
   std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> replace_when_;

@@ -16,8 +16,8 @@
 #include "fs/mount/options.h"
 #include "fs/ops/filesystem.h"
 #include "fs/service/tx_service.h"
-#include "fs/tx/staging.h"
 #include "mount_harness.h"
+#include "tx_test_util.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -53,21 +53,6 @@ class TxOpsTest : public ::testing::Test {
     fs_->SetTxService(nullptr);
   }
   static CallerContext Me() { return CallerContext{0, 0, static_cast<pid_t>(syscall(SYS_gettid))}; }
-  // The transaction makes the directory `name` in the root, staged and logged as Make does.
-  void Mkdir(const std::string& name) {
-    auto& rm = txs_->rm(0);
-    auto staging = rm.Staging(id_);
-    ASSERT_TRUE(staging.ok());
-    auto n = rm.NewObjectNumber(id_);
-    ASSERT_TRUE(n.ok());
-    ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0750).ok());
-    fstx::Op op;
-    op.kind = fstx::OpKind::kMkdir;
-    op.object = fstx::ObjectId::New(*n);
-    op.path = name;
-    op.mode = S_IFDIR | 0750;
-    ASSERT_TRUE(rm.LogOp(id_, op).ok());
-  }
   // A node the kernel would hold after `reply`, given back at the end of the test.
   Inode* Node(const Reply& reply) {
     EXPECT_NE(reply.entry(), nullptr);
@@ -91,7 +76,7 @@ class TxOpsTest : public ::testing::Test {
 };
 
 TEST_F(TxOpsTest, TheViewShowsWhatTheTransactionMadeAndNoOneElseSeesIt) {
-  Mkdir("nd");
+  ASSERT_NO_FATAL_FAILURE(LogMkdir(*txs_, id_, "nd", 0750));
   Inode* root = fs_->inodes().root();
   {
     TxGuard tx = txs_->EnterById(id_);

@@ -19,6 +19,7 @@
 #include "log/log.h"
 #include "mount_harness.h"
 #include "src/tm_records.h"
+#include "tx_test_util.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -51,21 +52,6 @@ class TxServiceTest : public ::testing::Test {
     txs_ = std::move(*s);
   }
   CallerContext Me(uid_t uid = 0) const { return CallerContext{uid, 0, Tid()}; }
-  // Transaction `id` makes the directory `path`, staged and logged as the daemon does it.
-  void LogMkdir(const Guid& id, const std::string& path) {
-    auto& rm = txs_->rm(0);
-    auto staging = rm.Staging(id);
-    ASSERT_TRUE(staging.ok());
-    auto n = rm.NewObjectNumber(id);
-    ASSERT_TRUE(n.ok());
-    ASSERT_TRUE((*staging)->NewDirectory(fstx::StagedNameForNew(*n), 0755).ok());
-    fstx::Op op;
-    op.kind = fstx::OpKind::kMkdir;
-    op.object = fstx::ObjectId::New(*n);
-    op.path = path;
-    op.mode = S_IFDIR | 0755;
-    ASSERT_TRUE(rm.LogOp(id, op).ok());
-  }
   // Waits (bounded) for the reaper to end every transaction.
   bool WaitUntilNoneLive() {
     for (int i = 0; i < 200; i++) {
@@ -188,7 +174,7 @@ TEST_F(TxServiceTest, ChangesReachTheBackingDirectoryOnlyOnCommit) {
 TEST_F(TxServiceTest, StoppingRollsBackAndRestartRecovers) {
   auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "");
   ASSERT_TRUE(id.ok());
-  ASSERT_NO_FATAL_FAILURE(LogMkdir(*id, "d"));
+  ASSERT_NO_FATAL_FAILURE(LogMkdir(*txs_, *id, "d", 0755));
   txs_.reset();  // unmount: rolled back
   EXPECT_NE(access((backing_ + "/d").c_str(), F_OK), 0);
   auto s = TxService::Start(options_, *layout_);
@@ -203,7 +189,7 @@ TEST_F(TxServiceTest, StoppingRollsBackAndRestartRecovers) {
 TEST_F(TxServiceTest, StoppingLeavesTheEndOfEveryTransactionInTheLog) {
   auto id = txs_->Begin(Me(), Scope::kThread, 0, 0, "");
   ASSERT_TRUE(id.ok());
-  ASSERT_NO_FATAL_FAILURE(LogMkdir(*id, "d"));
+  ASSERT_NO_FATAL_FAILURE(LogMkdir(*txs_, *id, "d", 0755));
   ASSERT_TRUE(txs_->Rollback(Me(), *id).ok());
   txs_.reset();
 
