@@ -1,18 +1,15 @@
 #include "fs/tx/fs_resource_manager.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cassert>
-#include <chrono>
 #include <optional>
 #include <set>
 
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/apply_targets_check.h"
 #include "fs/tx/reserve_space.h"
-#include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
 
@@ -379,117 +376,6 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   return Status::Ok();
 }
 
-Status FsResourceManager::Applied(const Guid& tx) {
-  fstx::Record r;
-  r.type = RecordType::kApplied;
-  r.tx = tx;
-  auto lsn = Append(r);
-  if (!lsn.ok()) return lsn.status();
-  // APPLIED is not flushed here: the backing directory is already fsynced, and until the record
-  // is durable a crash only means redoing this apply over its own result. A later transaction
-  // on the same objects can only commit after this point, with a flush that covers the
-  // record, so a redo never lands on top of a later transaction's changes. Staging may go only
-  // once the record is durable: until then a redo needs it.
-  std::lock_guard l(mu_);
-  unclean_.push_back({*lsn, Target(tx)});
-  return Status::Ok();
-}
-
-Status FsResourceManager::WaitAppliedDurable() {
-  {
-    std::unique_lock l(sync_mu_);
-    const uint64_t target = queued_count_;
-    sync_waiters_++;
-    sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
-    sync_waiters_--;
-    KTMFS_RETURN_IF_ERROR(sync_error_);
-  }
-  log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
-  if (applied == log::kInvalidLsn) return Status::Ok();
-  if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
-    KTMFS_RETURN_IF_ERROR(
-        o_.stream->Flush(applied).Annotate("fs RM " + o_.name + ": making the APPLIED record at " +
-                                           log::LsnToString(applied) + " durable"));
-  }
-  // A newer one appended meanwhile stays for the next caller.
-  unflushed_applied_.compare_exchange_strong(applied, log::kInvalidLsn, std::memory_order_acq_rel);
-  return Status::Ok();
-}
-
-void FsResourceManager::SyncLoop() {
-  SyncTogether syncer;
-  std::unique_lock l(sync_mu_);
-  for (;;) {
-    sync_wake_.wait(l, [&] { return stop_sync_ || !queued_.empty(); });
-    if (queued_.empty()) return;  // stopping, and nothing left
-    syncing_ = std::move(queued_);
-    queued_.clear();
-    l.unlock();
-    if (sync_hook_) sync_hook_();
-    std::vector<const AppliedChanges*> all;
-    for (const auto& u : syncing_)
-      all.push_back(&u.changes);
-    Status s = syncer.Sync(all);
-    if (s.ok()) {
-      for (const auto& u : syncing_)
-        if (s.ok()) s = Applied(u.tx);
-    }
-    // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
-    // must be durable before them, or a crash would redo these commits over them.
-    if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
-    if (!s.ok()) {
-      Report(true, "fs RM " + o_.name + ": " + s.message() +
-                       "; the log keeps the commits for recovery at the next mount, and "
-                       "changes here fail until then");
-      std::lock_guard ml(mu_);
-      keep_log_ = true;
-    }
-    l.lock();
-    if (!s.ok() && sync_error_.ok())
-      sync_error_ = s.Annotate("fs RM " + o_.name + ": making applied commits durable");
-    synced_count_ += syncing_.size();
-    unsynced_.fetch_sub(syncing_.size(), std::memory_order_release);
-    syncing_.clear();
-    sync_done_.notify_all();
-    if (s.ok()) {
-      // Nobody waits for this part.
-      l.unlock();
-      DropDurableStaging();
-      l.lock();
-    }
-  }
-}
-
-void FsResourceManager::DropDurableStaging(bool flush) {
-  if (flush) {
-    log::Lsn newest = log::kInvalidLsn;
-    {
-      std::lock_guard l(mu_);
-      for (const auto& u : unclean_)
-        newest = std::max(newest, u.applied_lsn);
-    }
-    if (newest == log::kInvalidLsn) return;
-    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
-  }
-  const log::Lsn durable = o_.log->flushed_lsn();
-  std::vector<ApplyTarget> done;
-  {
-    std::lock_guard l(mu_);
-    for (auto it = unclean_.begin(); it != unclean_.end();) {
-      if (it->applied_lsn < durable) {  // flushed_lsn() is the end of what is durable
-        done.push_back(std::move(it->target));
-        it = unclean_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (const auto& t : done) {
-    Status s = CleanupAppliedTransaction(t);
-    if (!s.ok()) Report(false, "fs RM " + o_.name + ": " + s.message());
-  }
-}
-
 Status FsResourceManager::Abort(const Guid& tx) {
   // Staging of a rolled-back transaction left behind by a crash is recovery's to remove. A
   // rolled-back transaction's staging is never read again, even by recovery.
@@ -614,41 +500,6 @@ void FsResourceManager::LockPending(const Guid& tx, const std::vector<Op>& ops) 
   }
 }
 
-void FsResourceManager::MaybeTruncate(bool force) {
-  // Bytes of log between restart areas: a MiB, or a sixteenth of a smaller log, so that what the
-  // stream holds behind its oldest live transaction stays a small part of the log.
-  const log::LogGeometry g = o_.log->geometry();
-  const uint64_t every =
-      force ? 1 : std::min<uint64_t>(1 << 20, g.container_size * g.max_containers / 16);
-  log::Lsn last;
-  {
-    std::lock_guard l(mu_);
-    if (keep_log_) return;
-    last = o_.stream->last_lsn();
-    if (last == log::kInvalidLsn) return;
-    for (const auto& [id, t] : txs_) {
-      if (t.first_lsn != log::kInvalidLsn && t.first_lsn < last) last = t.first_lsn;
-    }
-    for (const auto& p : pending_) {
-      if (p.first_lsn != log::kInvalidLsn && p.first_lsn < last) last = p.first_lsn;
-    }
-    // Commits not yet synced may need a redo from their records.
-    std::lock_guard sl(sync_mu_);
-    for (const auto* batch : {&queued_, &syncing_})
-      for (const auto& u : *batch)
-        if (u.first_lsn != log::kInvalidLsn && u.first_lsn < last) last = u.first_lsn;
-    // LSNs are byte positions in the log's address space: close enough to bytes appended.
-    log::Lsn from = truncated_at_ == log::kInvalidLsn ? o_.stream->base_lsn() : truncated_at_;
-    if (last < from + every) return;
-    truncated_at_ = last;
-  }
-  // Records appended from now on come after `last`: a transaction starting meanwhile keeps
-  // everything it writes, and live ones start at or after it.
-  auto r = o_.stream->WriteRestartArea({}, last);
-  if (!r.ok())
-    Report(true, r.status().Annotate("fs RM " + o_.name + ": truncating its stream").message());
-}
-
 void FsResourceManager::Notify(const tm::Notification& n) {
   const Guid& tx = n.transaction;
   std::vector<Op> ops;
@@ -738,135 +589,6 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       return;
     }
   }
-}
-
-Status FsResourceManager::Recover() {
-  struct Seen {
-    std::vector<Op> ops;
-    log::Lsn first_lsn = log::kInvalidLsn;
-    bool committed = false, applied = false, aborted = false, pending = false;
-  };
-  std::map<Guid, Seen> seen;
-  std::vector<Guid> commit_order;
-  auto cursor = o_.stream->ReadForward(o_.stream->base_lsn());
-  log::Record rec;
-  for (;;) {
-    Result<bool> more = cursor->Next(&rec);
-    if (!more.ok()) return more.status().Annotate("fs RM " + o_.name + ": reading its stream");
-    if (!*more) break;
-    if (rec.type != kFsRecordType) continue;  // restart areas
-    auto r = DecodeRecord(rec.payload, rec.lsn);
-    if (!r.ok()) return r.status().Annotate("fs RM " + o_.name);
-    Seen& s = seen[r->tx];
-    if (s.first_lsn == log::kInvalidLsn) s.first_lsn = rec.lsn;
-    switch (r->type) {
-      case RecordType::kOp:
-        s.ops.push_back(r->op);
-        break;
-      case RecordType::kPrepared:
-        break;
-      case RecordType::kCommitted:
-        s.committed = true;
-        commit_order.push_back(r->tx);
-        break;
-      case RecordType::kApplied:
-        s.applied = true;
-        break;
-      case RecordType::kAborted:
-        s.aborted = true;
-        break;
-    }
-  }
-  // A committed transaction that cannot be applied now stays pending: the mount goes on.
-  auto apply = [&](const Guid& tx, Seen& s, bool log_committed) {
-    log::Lsn lsn = log::kInvalidLsn;
-    Status a = CommitAndApply(tx, s.ops, log_committed, &lsn);
-    s.committed = true;
-    if (a.ok()) {
-      s.applied = true;
-      report_.redone++;
-      report_.redone_txs.push_back(tx);
-      return;
-    }
-    KeepPending(tx, s.ops, s.first_lsn, a);
-    LockPending(tx, s.ops);
-    s.pending = true;
-    report_.pending++;
-    report_.pending_txs.push_back(tx);
-  };
-  // Our own COMMITTED decides: redo in commit order, so later transactions apply over earlier.
-  // A long redo says how far it got, every few seconds, so a slow mount is not a silent one.
-  auto last_progress = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < commit_order.size(); i++) {
-    Seen& s = seen[commit_order[i]];
-    if (s.applied) continue;
-    apply(commit_order[i], s, false);
-    if (o_.report && std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
-      last_progress = std::chrono::steady_clock::now();
-      o_.report(false, "recovery of " + o_.name + ": " + std::to_string(i + 1) + " of " +
-                           std::to_string(commit_order.size()) +
-                           " committed transaction(s) of its stream looked at");
-    }
-  }
-  auto resolve = [&](const Guid& tx, tm::Outcome outcome) -> Status {
-    Seen& s = seen[tx];
-    if (s.committed || s.applied) return Status::Ok();
-    if (outcome == tm::Outcome::kCommit) {
-      if (s.aborted)
-        return Status::Corruption("fs RM " + o_.name + ": told to commit " + tx.ToString() +
-                                  " which it rolled back");
-      apply(tx, s, true);
-      return Status::Ok();
-    }
-    KTMFS_RETURN_IF_ERROR(Abort(tx));
-    s.aborted = true;
-    report_.rolled_back++;
-    report_.rolled_back_txs.push_back(tx);
-    return o_.stream->Flush(o_.stream->last_lsn());
-  };
-  KTMFS_RETURN_IF_ERROR(o_.tm->RecoverResourceManager(
-      o_.id, [&](const tm::InDoubtEnlistment& d) { return resolve(d.transaction, d.outcome); }));
-  for (auto& [tx, s] : seen)
-    if (!s.committed && !s.applied && !s.aborted)
-      KTMFS_RETURN_IF_ERROR(resolve(tx, o_.tm->QueryOutcome(tx)));
-  // Whatever staging is left belongs to no live transaction once the APPLIED records of the
-  // redone ones are durable; a transaction whose records never became durable left only its
-  // staging.
-  KTMFS_RETURN_IF_ERROR(o_.stream->Flush(o_.stream->last_lsn()));
-  {
-    std::lock_guard l(mu_);
-    unclean_.clear();
-  }
-  DIR* d = ::opendir(o_.staging_root.c_str());
-  if (d) {
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    ::closedir(d);
-    for (const auto& name : names) {
-      auto tx = Guid::Parse(name);
-      if (tx && seen.count(*tx) && seen[*tx].pending) continue;  // a pending apply's
-      KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
-      report_.leftovers++;
-    }
-  }
-  {
-    std::lock_guard l(mu_);
-    txs_.clear();
-  }
-  // Every transaction the stream knew is finished: nothing before its end is needed again,
-  // except the records of pending applies.
-  log::Lsn last = o_.stream->last_lsn();
-  for (const auto& [tx, s] : seen)
-    if (s.pending && s.first_lsn != log::kInvalidLsn && s.first_lsn < last) last = s.first_lsn;
-  if (last != log::kInvalidLsn && last != o_.stream->base_lsn()) {
-    auto restart = o_.stream->WriteRestartArea({}, last);
-    if (!restart.ok()) return restart.status().Annotate("fs RM " + o_.name + ": truncating");
-  }
-  recovered_ = true;
-  return Status::Ok();
 }
 
 }  // namespace ktmfs::fstx

@@ -4,6 +4,10 @@
 // COMMITTED, applies (apply.h), logs APPLIED and drops staging; rollback drops staging.
 // Recovery reads the stream and redoes or discards every unfinished transaction.
 //
+// The protocol is fs_resource_manager.cc; the background fsyncs after apply,
+// fs_rm_background_sync.cc; giving the stream back to the log, fs_rm_stream_truncation.cc;
+// recovery, fs_rm_recovery.cc.
+//
 // Replies are made synchronously from Notify. Apply runs before the commit is acknowledged, so
 // Commit returns with the backing directory updated; with sync_in_background, the fsyncs of
 // a single-phase commit's apply (and its APPLIED record) follow in a background thread.

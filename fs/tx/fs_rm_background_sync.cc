@@ -1,0 +1,123 @@
+// The fsyncs that follow a single-phase commit's apply (FsRmOptions::sync_in_background): a
+// thread syncs what several applied commits changed at once, logs their APPLIED records, and
+// then lets their staging go; whatever must not land on their changes before they are durable
+// waits for it (WaitAppliedDurable).
+#include <chrono>
+
+#include "fs/tx/fs_resource_manager.h"
+#include "fs/tx/sync_together.h"
+
+namespace ktmfs::fstx {
+
+Status FsResourceManager::Applied(const Guid& tx) {
+  fstx::Record r;
+  r.type = RecordType::kApplied;
+  r.tx = tx;
+  auto lsn = Append(r);
+  if (!lsn.ok()) return lsn.status();
+  // APPLIED is not flushed here: the backing directory is already fsynced, and until the record
+  // is durable a crash only means redoing this apply over its own result. A later transaction
+  // on the same objects can only commit after this point, with a flush that covers the
+  // record, so a redo never lands on top of a later transaction's changes. Staging may go only
+  // once the record is durable: until then a redo needs it.
+  std::lock_guard l(mu_);
+  unclean_.push_back({*lsn, Target(tx)});
+  return Status::Ok();
+}
+
+Status FsResourceManager::WaitAppliedDurable() {
+  {
+    std::unique_lock l(sync_mu_);
+    const uint64_t target = queued_count_;
+    sync_waiters_++;
+    sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
+    sync_waiters_--;
+    KTMFS_RETURN_IF_ERROR(sync_error_);
+  }
+  log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
+  if (applied == log::kInvalidLsn) return Status::Ok();
+  if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
+    KTMFS_RETURN_IF_ERROR(
+        o_.stream->Flush(applied).Annotate("fs RM " + o_.name + ": making the APPLIED record at " +
+                                           log::LsnToString(applied) + " durable"));
+  }
+  // A newer one appended meanwhile stays for the next caller.
+  unflushed_applied_.compare_exchange_strong(applied, log::kInvalidLsn, std::memory_order_acq_rel);
+  return Status::Ok();
+}
+
+void FsResourceManager::SyncLoop() {
+  SyncTogether syncer;
+  std::unique_lock l(sync_mu_);
+  for (;;) {
+    sync_wake_.wait(l, [&] { return stop_sync_ || !queued_.empty(); });
+    if (queued_.empty()) return;  // stopping, and nothing left
+    syncing_ = std::move(queued_);
+    queued_.clear();
+    l.unlock();
+    if (sync_hook_) sync_hook_();
+    std::vector<const AppliedChanges*> all;
+    for (const auto& u : syncing_)
+      all.push_back(&u.changes);
+    Status s = syncer.Sync(all);
+    if (s.ok()) {
+      for (const auto& u : syncing_)
+        if (s.ok()) s = Applied(u.tx);
+    }
+    // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
+    // must be durable before them, or a crash would redo these commits over them.
+    if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
+    if (!s.ok()) {
+      Report(true, "fs RM " + o_.name + ": " + s.message() +
+                       "; the log keeps the commits for recovery at the next mount, and "
+                       "changes here fail until then");
+      std::lock_guard ml(mu_);
+      keep_log_ = true;
+    }
+    l.lock();
+    if (!s.ok() && sync_error_.ok())
+      sync_error_ = s.Annotate("fs RM " + o_.name + ": making applied commits durable");
+    synced_count_ += syncing_.size();
+    unsynced_.fetch_sub(syncing_.size(), std::memory_order_release);
+    syncing_.clear();
+    sync_done_.notify_all();
+    if (s.ok()) {
+      // Nobody waits for this part.
+      l.unlock();
+      DropDurableStaging();
+      l.lock();
+    }
+  }
+}
+
+void FsResourceManager::DropDurableStaging(bool flush) {
+  if (flush) {
+    log::Lsn newest = log::kInvalidLsn;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& u : unclean_)
+        newest = std::max(newest, u.applied_lsn);
+    }
+    if (newest == log::kInvalidLsn) return;
+    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
+  }
+  const log::Lsn durable = o_.log->flushed_lsn();
+  std::vector<ApplyTarget> done;
+  {
+    std::lock_guard l(mu_);
+    for (auto it = unclean_.begin(); it != unclean_.end();) {
+      if (it->applied_lsn < durable) {  // flushed_lsn() is the end of what is durable
+        done.push_back(std::move(it->target));
+        it = unclean_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& t : done) {
+    Status s = CleanupAppliedTransaction(t);
+    if (!s.ok()) Report(false, "fs RM " + o_.name + ": " + s.message());
+  }
+}
+
+}  // namespace ktmfs::fstx
