@@ -373,6 +373,8 @@ void InodeTable::Ref(Inode* inode, uint64_t n) {
 void InodeTable::Forget(Inode* inode, uint64_t n) {
   std::lock_guard lock(mu_);
   if (inode->is_virtual_root()) return;
+  // The kernel forgets only lookups it was given; the daemon gives back the ones it never sent.
+  assert(n <= inode->nlookup && "more lookups forgotten than counted");
   inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
   if (inode->nlookup != 0 || inode->pinned) return;
   if (inode->listed) Unlist(inode);
