@@ -71,14 +71,14 @@ using TxPtr = std::shared_ptr<Transaction>;
 
 }  // namespace
 
-class TransactionManager::Impl {
+class TransactionManagerImpl final : public TransactionManager {
  public:
-  Impl(log::Log* log, log::Stream* stream, TmOptions options)
+  TransactionManagerImpl(log::Log* log, log::Stream* stream, TmOptions options)
       : log_(log), stream_(stream), options_(std::move(options)) {
     if (options_.timeout_thread) timer_ = std::thread([this] { TimerLoop(); });
   }
 
-  ~Impl() {
+  ~TransactionManagerImpl() override {
     {
       std::lock_guard l(mu_);
       stop_ = true;
@@ -87,29 +87,31 @@ class TransactionManager::Impl {
     if (timer_.joinable()) timer_.join();
   }
 
-  Status Recover();
-  Status RegisterResourceManager(const ResourceManagerOptions& o);
-  Status RecoverResourceManager(const Guid& rm,
-                                const std::function<Status(const InDoubtEnlistment&)>& resolve);
-  Result<Guid> Begin(const BeginOptions& o);
-  Status Enlist(const Guid& id, const Guid& rm);
-  Status SetEnlistmentInfo(const Guid& id, const Guid& rm, std::span<const std::byte> info);
-  Status Commit(const Guid& id);
-  Status Rollback(const Guid& id);
-  Status PrepareComplete(const Guid& id, const Guid& rm, const Status& result, log::Lsn lsn);
-  Status SinglePhaseCommitComplete(const Guid& id, const Guid& rm, const Status& result);
-  Status CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn);
-  Status RollbackComplete(const Guid& id, const Guid& rm);
-  Outcome QueryOutcome(const Guid& id) const;
-  std::vector<TransactionInfo> List() const;
-  Result<TransactionInfo> Query(const Guid& id) const;
-  void ExpireTimeouts(Clock::time_point now);
-  Status WriteRestartArea() {
+  Status Recover() override;
+  Status RegisterResourceManager(const ResourceManagerOptions& o) override;
+  Status RecoverResourceManager(
+      const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) override;
+  Result<Guid> Begin(const BeginOptions& o) override;
+  Status Enlist(const Guid& id, const Guid& rm) override;
+  Status SetEnlistmentInfo(const Guid& id, const Guid& rm,
+                           std::span<const std::byte> info) override;
+  Status Commit(const Guid& id) override;
+  Status Rollback(const Guid& id) override;
+  Status PrepareComplete(const Guid& id, const Guid& rm, const Status& result,
+                         log::Lsn lsn) override;
+  Status SinglePhaseCommitComplete(const Guid& id, const Guid& rm, const Status& result) override;
+  Status CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) override;
+  Status RollbackComplete(const Guid& id, const Guid& rm) override;
+  Outcome QueryOutcome(const Guid& id) const override;
+  std::vector<TransactionInfo> List() const override;
+  Result<TransactionInfo> Query(const Guid& id) const override;
+  void ExpireTimeouts(Clock::time_point now) override;
+  Status WriteRestartArea() override {
     std::lock_guard l(mu_);
     KTMFS_RETURN_IF_ERROR(Usable());
     return WriteRestartAreaLocked();
   }
-  Status Checkpoint() {
+  Status Checkpoint() override {
     std::lock_guard l(mu_);
     KTMFS_RETURN_IF_ERROR(Usable());
     // The first moves the base to the previous restart area, which may be far back (written
@@ -117,11 +119,11 @@ class TransactionManager::Impl {
     KTMFS_RETURN_IF_ERROR(WriteRestartAreaLocked());
     return WriteRestartAreaLocked();
   }
-  TmStats stats() const {
+  TmStats stats() const override {
     std::lock_guard l(mu_);
     return stats_;
   }
-  log::Stream* stream() const { return stream_; }
+  log::Stream* stream() const override { return stream_; }
 
  private:
   using Deliveries = std::vector<std::pair<TxPtr, Enlistment*>>;
@@ -213,12 +215,12 @@ bool LegalTransition(TxState from, TxState to) {
 
 }  // namespace
 
-void TransactionManager::Impl::SetStateLocked(Transaction& tx, TxState to) {
+void TransactionManagerImpl::SetStateLocked(Transaction& tx, TxState to) {
   assert(LegalTransition(tx.state, to) && "illegal transaction state transition");
   tx.state = to;
 }
 
-Status TransactionManager::Impl::Usable() const {
+Status TransactionManagerImpl::Usable() const {
   if (!failed_.ok()) return failed_;
   if (!recovered_)
     return Status::InvalidArgument("stream " + stream_->name() +
@@ -226,7 +228,7 @@ Status TransactionManager::Impl::Usable() const {
   return Status::Ok();
 }
 
-Result<TxPtr> TransactionManager::Impl::FindTx(const Guid& id) const {
+Result<TxPtr> TransactionManagerImpl::FindTx(const Guid& id) const {
   auto it = txs_.find(id);
   if (it != txs_.end()) return it->second;
   if (const auto* recent = RecentLocked(id)) {
@@ -238,21 +240,21 @@ Result<TxPtr> TransactionManager::Impl::FindTx(const Guid& id) const {
   return Status::NotFound(TxName(id) + ": no such transaction");
 }
 
-void TransactionManager::Impl::RememberLocked(const Transaction& tx) {
+void TransactionManagerImpl::RememberLocked(const Transaction& tx) {
   constexpr size_t kRecent = 4096;
   if (recent_.size() == kRecent) recent_.pop_front();
   recent_.emplace_back(InfoLocked(tx), tx.failure.ok() ? tx.reason : tx.failure);
 }
 
-const std::pair<TransactionInfo, Status>* TransactionManager::Impl::RecentLocked(
+const std::pair<TransactionInfo, Status>* TransactionManagerImpl::RecentLocked(
     const Guid& id) const {
   for (auto it = recent_.rbegin(); it != recent_.rend(); ++it)
     if (it->first.id == id) return &*it;
   return nullptr;
 }
 
-Result<Enlistment*> TransactionManager::Impl::FindReplier(const TxPtr& tx, const Guid& rm,
-                                                          NotificationKind kind, bool* ignore) {
+Result<Enlistment*> TransactionManagerImpl::FindReplier(const TxPtr& tx, const Guid& rm,
+                                                        NotificationKind kind, bool* ignore) {
   *ignore = false;
   Enlistment* e = tx->Find(rm);
   if (e == nullptr)
@@ -269,8 +271,8 @@ Result<Enlistment*> TransactionManager::Impl::FindReplier(const TxPtr& tx, const
                                  ToString(tx->state) + ")");
 }
 
-Result<log::Lsn> TransactionManager::Impl::AppendLocked(TmRecordType type,
-                                                        const std::vector<std::byte>& payload) {
+Result<log::Lsn> TransactionManagerImpl::AppendLocked(TmRecordType type,
+                                                      const std::vector<std::byte>& payload) {
   log::Stream::AppendArgs args;
   args.type = static_cast<uint16_t>(type);
   args.payload = payload;
@@ -283,8 +285,8 @@ Result<log::Lsn> TransactionManager::Impl::AppendLocked(TmRecordType type,
   return lsn;
 }
 
-void TransactionManager::Impl::Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind,
-                                     Deliveries* out) {
+void TransactionManagerImpl::Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind,
+                                   Deliveries* out) {
   if (kind == NotificationKind::kRollback) e->outbox.clear();  // supersedes anything queued
   e->awaiting = kind;
   e->awaiting_reply = true;
@@ -292,7 +294,7 @@ void TransactionManager::Impl::Queue(const TxPtr& tx, Enlistment* e, Notificatio
   out->emplace_back(tx, e);
 }
 
-void TransactionManager::Impl::Deliver(const Deliveries& deliveries) {
+void TransactionManagerImpl::Deliver(const Deliveries& deliveries) {
   std::unique_lock l(mu_);
   for (const auto& [tx, e] : deliveries) {
     if (e->delivering) continue;  // the thread already delivering will send it, in order
@@ -309,8 +311,8 @@ void TransactionManager::Impl::Deliver(const Deliveries& deliveries) {
   }
 }
 
-TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLocked(const TxPtr& tx,
-                                                                                   Status reason) {
+TransactionManagerImpl::Deliveries TransactionManagerImpl::StartRollbackLocked(const TxPtr& tx,
+                                                                               Status reason) {
   Deliveries d;
   SetStateLocked(*tx, TxState::kRollingBack);
   tx->reason = std::move(reason);
@@ -320,7 +322,7 @@ TransactionManager::Impl::Deliveries TransactionManager::Impl::StartRollbackLock
   return d;
 }
 
-void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state) {
+void TransactionManagerImpl::FinishLocked(const TxPtr& tx, TxState final_state) {
   SetStateLocked(*tx, final_state);
   PendingEnd pending;
   if (tx->logged && final_state == TxState::kCommitted) {
@@ -355,7 +357,7 @@ void TransactionManager::Impl::FinishLocked(const TxPtr& tx, TxState final_state
   MaybeWriteRestartAreaLocked();
 }
 
-Status TransactionManager::Impl::WaitLocked(std::unique_lock<std::mutex>& l, const TxPtr& tx) {
+Status TransactionManagerImpl::WaitLocked(std::unique_lock<std::mutex>& l, const TxPtr& tx) {
   tx->done.wait(l, [&] { return tx->finished; });
   if (!tx->failure.ok()) return tx->failure;
   if (tx->state == TxState::kCommitted) return Status::Ok();
@@ -364,7 +366,7 @@ Status TransactionManager::Impl::WaitLocked(std::unique_lock<std::mutex>& l, con
 
 // ---- recovery
 
-Status TransactionManager::Impl::Recover() {
+Status TransactionManagerImpl::Recover() {
   std::lock_guard l(mu_);
   if (!failed_.ok()) return failed_;
   if (recovered_)
@@ -464,7 +466,7 @@ Status TransactionManager::Impl::Recover() {
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::RegisterResourceManager(const ResourceManagerOptions& o) {
+Status TransactionManagerImpl::RegisterResourceManager(const ResourceManagerOptions& o) {
   std::lock_guard l(mu_);
   if (!failed_.ok()) return failed_;
   if (o.callbacks == nullptr || o.name.empty() || o.id.IsNil())
@@ -479,7 +481,7 @@ Status TransactionManager::Impl::RegisterResourceManager(const ResourceManagerOp
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::RecoverResourceManager(
+Status TransactionManagerImpl::RecoverResourceManager(
     const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) {
   std::vector<std::pair<TxPtr, InDoubtEnlistment>> work;
   {
@@ -513,7 +515,7 @@ Status TransactionManager::Impl::RecoverResourceManager(
 
 // ---- transactions
 
-Result<Guid> TransactionManager::Impl::Begin(const BeginOptions& o) {
+Result<Guid> TransactionManagerImpl::Begin(const BeginOptions& o) {
   std::lock_guard l(mu_);
   KTMFS_RETURN_IF_ERROR(Usable());
   auto tx = std::make_shared<Transaction>();
@@ -528,7 +530,7 @@ Result<Guid> TransactionManager::Impl::Begin(const BeginOptions& o) {
   return tx->id;
 }
 
-Status TransactionManager::Impl::Enlist(const Guid& id, const Guid& rm) {
+Status TransactionManagerImpl::Enlist(const Guid& id, const Guid& rm) {
   std::lock_guard l(mu_);
   KTMFS_RETURN_IF_ERROR(Usable());
   auto rit = rms_.find(rm);
@@ -555,8 +557,8 @@ Status TransactionManager::Impl::Enlist(const Guid& id, const Guid& rm) {
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::SetEnlistmentInfo(const Guid& id, const Guid& rm,
-                                                   std::span<const std::byte> info) {
+Status TransactionManagerImpl::SetEnlistmentInfo(const Guid& id, const Guid& rm,
+                                                 std::span<const std::byte> info) {
   std::lock_guard l(mu_);
   KTMFS_RETURN_IF_ERROR(Usable());
   Result<TxPtr> tx = FindTx(id);
@@ -575,7 +577,7 @@ Status TransactionManager::Impl::SetEnlistmentInfo(const Guid& id, const Guid& r
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::Commit(const Guid& id) {
+Status TransactionManagerImpl::Commit(const Guid& id) {
   std::unique_lock l(mu_);
   KTMFS_RETURN_IF_ERROR(Usable());
   Result<TxPtr> found = FindTx(id);
@@ -602,7 +604,7 @@ Status TransactionManager::Impl::Commit(const Guid& id) {
   return WaitLocked(l, tx);
 }
 
-Status TransactionManager::Impl::Rollback(const Guid& id) {
+Status TransactionManagerImpl::Rollback(const Guid& id) {
   std::unique_lock l(mu_);
   KTMFS_RETURN_IF_ERROR(Usable());
   Result<TxPtr> found = FindTx(id);
@@ -628,9 +630,9 @@ Status TransactionManager::Impl::Rollback(const Guid& id) {
 
 // ---- replies
 
-Result<Enlistment*> TransactionManager::Impl::FindReplyLocked(const Guid& id, const Guid& rm,
-                                                              NotificationKind kind, TxPtr* tx,
-                                                              bool* ignore) {
+Result<Enlistment*> TransactionManagerImpl::FindReplyLocked(const Guid& id, const Guid& rm,
+                                                            NotificationKind kind, TxPtr* tx,
+                                                            bool* ignore) {
   if (!failed_.ok()) return failed_;
   Result<TxPtr> found = FindTx(id);
   if (!found.ok()) return found.status();
@@ -638,14 +640,14 @@ Result<Enlistment*> TransactionManager::Impl::FindReplyLocked(const Guid& id, co
   return FindReplier(*tx, rm, kind, ignore);
 }
 
-bool TransactionManager::Impl::AllRepliedLocked(const TxPtr& tx) {
+bool TransactionManagerImpl::AllRepliedLocked(const TxPtr& tx) {
   for (auto& e : tx->enlistments)
     if (e->awaiting_reply) return false;
   return true;
 }
 
-Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
-                                                 const Status& result, log::Lsn lsn) {
+Status TransactionManagerImpl::PrepareComplete(const Guid& id, const Guid& rm, const Status& result,
+                                               log::Lsn lsn) {
   std::unique_lock l(mu_);
   TxPtr tx;
   bool ignore;
@@ -668,7 +670,7 @@ Status TransactionManager::Impl::PrepareComplete(const Guid& id, const Guid& rm,
 }
 
 // Every RM is prepared: make their prepared state and then the decision durable, then tell them.
-void TransactionManager::Impl::Decide(const TxPtr& tx) {
+void TransactionManagerImpl::Decide(const TxPtr& tx) {
   auto rollback = [&](Status why) {
     std::unique_lock l(mu_);
     Deliveries d = StartRollbackLocked(tx, std::move(why));
@@ -730,8 +732,8 @@ void TransactionManager::Impl::Decide(const TxPtr& tx) {
   Deliver(d);
 }
 
-Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const Guid& rm,
-                                                           const Status& result) {
+Status TransactionManagerImpl::SinglePhaseCommitComplete(const Guid& id, const Guid& rm,
+                                                         const Status& result) {
   std::lock_guard l(mu_);
   TxPtr tx;
   bool ignore;
@@ -754,7 +756,7 @@ Status TransactionManager::Impl::SinglePhaseCommitComplete(const Guid& id, const
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) {
+Status TransactionManagerImpl::CommitComplete(const Guid& id, const Guid& rm, log::Lsn lsn) {
   std::lock_guard l(mu_);
   TxPtr tx;
   bool ignore;
@@ -767,7 +769,7 @@ Status TransactionManager::Impl::CommitComplete(const Guid& id, const Guid& rm, 
   return Status::Ok();
 }
 
-Status TransactionManager::Impl::RollbackComplete(const Guid& id, const Guid& rm) {
+Status TransactionManagerImpl::RollbackComplete(const Guid& id, const Guid& rm) {
   std::lock_guard l(mu_);
   TxPtr tx;
   bool ignore;
@@ -781,7 +783,7 @@ Status TransactionManager::Impl::RollbackComplete(const Guid& id, const Guid& rm
 
 // ---- queries
 
-Outcome TransactionManager::Impl::QueryOutcome(const Guid& id) const {
+Outcome TransactionManagerImpl::QueryOutcome(const Guid& id) const {
   std::lock_guard l(mu_);
   auto it = txs_.find(id);
   if (it != txs_.end() && it->second->state == TxState::kCommitting) return Outcome::kCommit;
@@ -790,7 +792,7 @@ Outcome TransactionManager::Impl::QueryOutcome(const Guid& id) const {
   return Outcome::kRollback;
 }
 
-TransactionInfo TransactionManager::Impl::InfoLocked(const Transaction& tx) const {
+TransactionInfo TransactionManagerImpl::InfoLocked(const Transaction& tx) const {
   TransactionInfo info;
   info.id = tx.id;
   info.owner = tx.owner;
@@ -804,7 +806,7 @@ TransactionInfo TransactionManager::Impl::InfoLocked(const Transaction& tx) cons
   return info;
 }
 
-std::vector<TransactionInfo> TransactionManager::Impl::List() const {
+std::vector<TransactionInfo> TransactionManagerImpl::List() const {
   std::lock_guard l(mu_);
   std::vector<TransactionInfo> out;
   for (const auto& [id, tx] : txs_)
@@ -814,7 +816,7 @@ std::vector<TransactionInfo> TransactionManager::Impl::List() const {
   return out;
 }
 
-Result<TransactionInfo> TransactionManager::Impl::Query(const Guid& id) const {
+Result<TransactionInfo> TransactionManagerImpl::Query(const Guid& id) const {
   std::lock_guard l(mu_);
   auto it = txs_.find(id);
   if (it != txs_.end()) return InfoLocked(*it->second);
@@ -824,7 +826,7 @@ Result<TransactionInfo> TransactionManager::Impl::Query(const Guid& id) const {
 
 // ---- timeouts
 
-void TransactionManager::Impl::ExpireTimeouts(Clock::time_point now) {
+void TransactionManagerImpl::ExpireTimeouts(Clock::time_point now) {
   std::vector<Guid> expired;
   Deliveries d;
   {
@@ -846,7 +848,7 @@ void TransactionManager::Impl::ExpireTimeouts(Clock::time_point now) {
       options_.on_timeout(id);
 }
 
-void TransactionManager::Impl::TimerLoop() {
+void TransactionManagerImpl::TimerLoop() {
   std::unique_lock l(mu_);
   while (!stop_) {
     std::optional<Clock::time_point> next;
@@ -869,7 +871,7 @@ void TransactionManager::Impl::TimerLoop() {
 
 // ---- restart areas
 
-std::vector<TxImage> TransactionManager::Impl::SnapshotLocked() const {
+std::vector<TxImage> TransactionManagerImpl::SnapshotLocked() const {
   std::vector<TxImage> live;
   for (const PendingEnd& p : pending_ends_)
     live.push_back(p.image);
@@ -886,7 +888,7 @@ std::vector<TxImage> TransactionManager::Impl::SnapshotLocked() const {
 // Runs with mu_ held, so no record can slip in between the snapshot and the restart area: the
 // records after the restart area are exactly what the snapshot does not contain. Everything
 // before the previous restart area is then no longer needed (that one stays as a fallback).
-Status TransactionManager::Impl::WriteRestartAreaLocked() {
+Status TransactionManagerImpl::WriteRestartAreaLocked() {
   std::vector<std::byte> payload = EncodeRestartArea(SnapshotLocked());
   Result<log::Lsn> lsn = stream_->WriteRestartArea(payload, last_restart_lsn_);
   if (!lsn.ok()) return lsn.status().Annotate("stream " + stream_->name() + ": restart area");
@@ -900,7 +902,7 @@ Status TransactionManager::Impl::WriteRestartAreaLocked() {
 
 // Logs the end of every pending transaction whose RMs' commit records have become durable since
 // (usually by the next commit's flushes); with `flush`, makes them durable first.
-void TransactionManager::Impl::RetirePendingEndsLocked(bool flush) {
+void TransactionManagerImpl::RetirePendingEndsLocked(bool flush) {
   std::erase_if(pending_ends_, [&](PendingEnd& p) {
     std::erase_if(p.needs, [&](const std::pair<log::Log*, log::Lsn>& n) {
       return n.first->flushed_lsn() > n.second || (flush && n.first->Flush(n.second).ok());
@@ -911,7 +913,7 @@ void TransactionManager::Impl::RetirePendingEndsLocked(bool flush) {
   });
 }
 
-void TransactionManager::Impl::MaybeWriteRestartAreaLocked() {
+void TransactionManagerImpl::MaybeWriteRestartAreaLocked() {
   // An idle RM's log may never be flushed by anyone else: bound the list.
   constexpr size_t kMaxPendingEnds = 256;
   if (pending_ends_.size() >= kMaxPendingEnds) RetirePendingEndsLocked(/*flush=*/true);
@@ -925,82 +927,14 @@ void TransactionManager::Impl::MaybeWriteRestartAreaLocked() {
   (void)WriteRestartAreaLocked();
 }
 
-// ---- the public face
-
-TransactionManager::TransactionManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-TransactionManager::~TransactionManager() = default;
+// ---- opening
 
 Result<std::unique_ptr<TransactionManager>> TransactionManager::Open(log::Log* log,
                                                                      TmOptions options) {
   Result<log::Stream*> stream = log->OpenStream(options.stream_name, true);
   if (!stream.ok()) return stream.status().Annotate("opening the TM stream " + options.stream_name);
   return std::unique_ptr<TransactionManager>(
-      new TransactionManager(std::make_unique<Impl>(log, *stream, std::move(options))));
-}
-
-Status TransactionManager::Recover() {
-  return impl_->Recover();
-}
-Status TransactionManager::RegisterResourceManager(const ResourceManagerOptions& o) {
-  return impl_->RegisterResourceManager(o);
-}
-Status TransactionManager::RecoverResourceManager(
-    const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) {
-  return impl_->RecoverResourceManager(rm, resolve);
-}
-Result<Guid> TransactionManager::Begin(const BeginOptions& o) {
-  return impl_->Begin(o);
-}
-Status TransactionManager::Enlist(const Guid& tx, const Guid& rm) {
-  return impl_->Enlist(tx, rm);
-}
-Status TransactionManager::SetEnlistmentInfo(const Guid& tx, const Guid& rm,
-                                             std::span<const std::byte> info) {
-  return impl_->SetEnlistmentInfo(tx, rm, info);
-}
-Status TransactionManager::Commit(const Guid& tx) {
-  return impl_->Commit(tx);
-}
-Status TransactionManager::Rollback(const Guid& tx) {
-  return impl_->Rollback(tx);
-}
-Status TransactionManager::PrepareComplete(const Guid& tx, const Guid& rm, const Status& result,
-                                           log::Lsn durable_at) {
-  return impl_->PrepareComplete(tx, rm, result, durable_at);
-}
-Status TransactionManager::SinglePhaseCommitComplete(const Guid& tx, const Guid& rm,
-                                                     const Status& result) {
-  return impl_->SinglePhaseCommitComplete(tx, rm, result);
-}
-Status TransactionManager::CommitComplete(const Guid& tx, const Guid& rm, log::Lsn durable_at) {
-  return impl_->CommitComplete(tx, rm, durable_at);
-}
-Status TransactionManager::RollbackComplete(const Guid& tx, const Guid& rm) {
-  return impl_->RollbackComplete(tx, rm);
-}
-Outcome TransactionManager::QueryOutcome(const Guid& tx) const {
-  return impl_->QueryOutcome(tx);
-}
-std::vector<TransactionInfo> TransactionManager::List() const {
-  return impl_->List();
-}
-Result<TransactionInfo> TransactionManager::Query(const Guid& tx) const {
-  return impl_->Query(tx);
-}
-void TransactionManager::ExpireTimeouts(std::chrono::steady_clock::time_point now) {
-  impl_->ExpireTimeouts(now);
-}
-Status TransactionManager::WriteRestartArea() {
-  return impl_->WriteRestartArea();
-}
-Status TransactionManager::Checkpoint() {
-  return impl_->Checkpoint();
-}
-TmStats TransactionManager::stats() const {
-  return impl_->stats();
-}
-log::Stream* TransactionManager::stream() const {
-  return impl_->stream();
+      std::make_unique<TransactionManagerImpl>(log, *stream, std::move(options)));
 }
 
 }  // namespace ktmfs::tm

@@ -60,66 +60,68 @@ struct TmStats {
   uint64_t restart_areas = 0;
 };
 
+// The transaction manager's interface; its one implementation is in transaction_manager.cc.
 class TransactionManager {
  public:
   // Opens (creating if needed) the TM's stream in `log`, which must outlive the TM.
   static Result<std::unique_ptr<TransactionManager>> Open(log::Log* log, TmOptions options = {});
-  ~TransactionManager();
+  virtual ~TransactionManager() = default;
   TransactionManager(const TransactionManager&) = delete;
   TransactionManager& operator=(const TransactionManager&) = delete;
 
   // Rebuilds every unfinished transaction from the last restart area forward. Required once,
   // before anything else; idempotent across crashes (it writes nothing itself).
-  Status Recover();
+  virtual Status Recover() = 0;
 
-  Status RegisterResourceManager(const ResourceManagerOptions& options);
+  virtual Status RegisterResourceManager(const ResourceManagerOptions& options) = 0;
   // Calls `resolve` (on this thread) for each of the RM's enlistments recovery found
   // unfinished. `resolve` must make its redo or discard durable before returning OK; the TM
   // then forgets the enlistment. An error stops and is returned (call again later).
-  Status RecoverResourceManager(const Guid& rm,
-                                const std::function<Status(const InDoubtEnlistment&)>& resolve);
+  virtual Status RecoverResourceManager(
+      const Guid& rm, const std::function<Status(const InDoubtEnlistment&)>& resolve) = 0;
 
-  Result<Guid> Begin(const BeginOptions& options);
+  virtual Result<Guid> Begin(const BeginOptions& options) = 0;
   // Joins `rm` to an active transaction (again is a no-op) and appends a record of it.
-  Status Enlist(const Guid& tx, const Guid& rm);
+  virtual Status Enlist(const Guid& tx, const Guid& rm) = 0;
   // Replaces the enlistment's recovery bytes; they are logged and handed back by recovery.
-  Status SetEnlistmentInfo(const Guid& tx, const Guid& rm, std::span<const std::byte> info);
+  virtual Status SetEnlistmentInfo(const Guid& tx, const Guid& rm,
+                                   std::span<const std::byte> info) = 0;
 
   // Both return once the outcome is final. Commit returns OK only once the transaction is
   // durably committed at every RM; any other outcome is an error that says why it rolled back
   // (ETIMEDOUT for an expired timeout, the refusing RM's status, the log's error).
-  Status Commit(const Guid& tx);
-  Status Rollback(const Guid& tx);
+  virtual Status Commit(const Guid& tx) = 0;
+  virtual Status Rollback(const Guid& tx) = 0;
 
   // Replies to notifications (see ResourceManager).
-  Status PrepareComplete(const Guid& tx, const Guid& rm, const Status& result,
-                         log::Lsn durable_at = log::kInvalidLsn);
-  Status SinglePhaseCommitComplete(const Guid& tx, const Guid& rm, const Status& result);
-  Status CommitComplete(const Guid& tx, const Guid& rm, log::Lsn durable_at = log::kInvalidLsn);
-  Status RollbackComplete(const Guid& tx, const Guid& rm);
+  virtual Status PrepareComplete(const Guid& tx, const Guid& rm, const Status& result,
+                                 log::Lsn durable_at = log::kInvalidLsn) = 0;
+  virtual Status SinglePhaseCommitComplete(const Guid& tx, const Guid& rm,
+                                           const Status& result) = 0;
+  virtual Status CommitComplete(const Guid& tx, const Guid& rm,
+                                log::Lsn durable_at = log::kInvalidLsn) = 0;
+  virtual Status RollbackComplete(const Guid& tx, const Guid& rm) = 0;
 
   // For an RM's recovery: kCommit only if the TM holds a durable commit decision for `tx`.
-  Outcome QueryOutcome(const Guid& tx) const;
+  virtual Outcome QueryOutcome(const Guid& tx) const = 0;
 
-  std::vector<TransactionInfo> List() const;
-  Result<TransactionInfo> Query(const Guid& tx) const;
+  virtual std::vector<TransactionInfo> List() const = 0;
+  virtual Result<TransactionInfo> Query(const Guid& tx) const = 0;
 
   // Rolls back every active or preparing transaction whose deadline is at or before `now`.
-  void ExpireTimeouts(std::chrono::steady_clock::time_point now);
+  virtual void ExpireTimeouts(std::chrono::steady_clock::time_point now) = 0;
   // Writes a restart area now (also done automatically, see TmOptions).
-  Status WriteRestartArea();
+  virtual Status WriteRestartArea() = 0;
   // Writes restart areas until the stream's base is right behind the newest one, so the TM
   // holds nothing of the log before it: at mount once Recover() has run (the restart area then
   // lists the transactions in doubt, so the RMs' recovery has the log the TM held) and at a
   // clean shutdown. Two flushes.
-  Status Checkpoint();
-  TmStats stats() const;
-  log::Stream* stream() const;
+  virtual Status Checkpoint() = 0;
+  virtual TmStats stats() const = 0;
+  virtual log::Stream* stream() const = 0;
 
- private:
-  class Impl;
-  explicit TransactionManager(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+ protected:
+  TransactionManager() = default;
 };
 
 }  // namespace ktmfs::tm
