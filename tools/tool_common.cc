@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "ktmfs_config.h"
@@ -105,6 +107,35 @@ int ReportError(int fd, const std::string& path, const char* what, int neg_errno
 
 void PrintVersion() {
   std::printf("%s (ktmfs) %s\n", g_program, KTMFS_VERSION);
+}
+
+bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out) {
+  if (!*text || *text == '-' || *text == '+') return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(text, &end, 10);
+  if (errno || *end || v > max) return false;
+  *out = v;
+  return true;
+}
+
+bool TimeoutOption(const char* text, uint32_t* seconds) {
+  unsigned long v;
+  if (!ParseUnsigned(text, UINT32_MAX, &v) || v == 0) {
+    Warn("invalid timeout '%s' (expected a positive number of seconds)", text);
+    return false;
+  }
+  *seconds = static_cast<uint32_t>(v);
+  return true;
+}
+
+bool NameOption(const char* text, std::string* name) {
+  if (std::strlen(text) >= KTMFS_NAME_SIZE) {
+    Warn("description too long (at most %d bytes)", KTMFS_NAME_SIZE - 1);
+    return false;
+  }
+  *name = text;
+  return true;
 }
 
 }  // namespace ktmfs::tools

@@ -2,6 +2,7 @@
 // the man pages document, and the --help/--version conventions.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "ktmfs.h"
@@ -34,5 +35,14 @@ int ReportError(int fd, const std::string& path, const char* what, int neg_errno
 void WarnApplyPending(int fd, const std::string& path);
 
 void PrintVersion();
+
+// The options txbegin and txrun share. Each checks its argument (and says what is wrong with it,
+// returning false) before storing it.
+// -t SECONDS: a positive whole number of seconds that fits the begin request.
+bool TimeoutOption(const char* text, uint32_t* seconds);
+// -n NAME: a description that fits KTMFS_NAME_SIZE with its terminating NUL.
+bool NameOption(const char* text, std::string* name);
+// A decimal number of at most `max`, with no sign.
+bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out);
 
 }  // namespace ktmfs::tools

@@ -33,16 +33,6 @@ void Usage(FILE* out) {
                "Exit status: 0 begun, 1 refused or failed, 2 usage error, 4 not a ktmfs mount.\n");
 }
 
-bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out) {
-  if (!*text || *text == '-' || *text == '+') return false;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long v = std::strtoul(text, &end, 10);
-  if (errno || *end || v > max) return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,7 +48,7 @@ int main(int argc, char** argv) {
 
   ktmfs_scope scope = KTMFS_SCOPE_TREE;
   pid_t pid = getppid();
-  unsigned long timeout = 0;
+  uint32_t timeout = 0;
   std::string name;
   bool quiet = false;
   int c;
@@ -85,18 +75,10 @@ int main(int argc, char** argv) {
         pid = static_cast<pid_t>(v);
         break;
       case 't':
-        if (!ParseUnsigned(optarg, UINT32_MAX, &v) || v == 0) {
-          Warn("invalid timeout '%s' (expected a positive number of seconds)", optarg);
-          return KTMFS_EXIT_USAGE;
-        }
-        timeout = v;
+        if (!TimeoutOption(optarg, &timeout)) return KTMFS_EXIT_USAGE;
         break;
       case 'n':
-        if (std::strlen(optarg) >= KTMFS_NAME_SIZE) {
-          Warn("description too long (at most %d bytes)", KTMFS_NAME_SIZE - 1);
-          return KTMFS_EXIT_USAGE;
-        }
-        name = optarg;
+        if (!NameOption(optarg, &name)) return KTMFS_EXIT_USAGE;
         break;
       case 'q':
         quiet = true;
@@ -123,7 +105,7 @@ int main(int argc, char** argv) {
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
   char id[KTMFS_ID_SIZE];
-  int rc = ktmfs_begin(fd, scope, pid, static_cast<uint32_t>(timeout), name.c_str(), id);
+  int rc = ktmfs_begin(fd, scope, pid, timeout, name.c_str(), id);
   if (rc != 0) {
     // The daemon's sentence, once (asking consumes it).
     const std::string reason = DaemonReason(fd);

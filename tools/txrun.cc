@@ -49,28 +49,17 @@ int main(int argc, char** argv) {
                                     {"help", no_argument, nullptr, kHelp},
                                     {"version", no_argument, nullptr, kVersion},
                                     {nullptr, 0, nullptr, 0}};
-  unsigned long timeout = 0;
+  uint32_t timeout = 0;
   std::string name;
   int c;
   // '+': stop at the first non-option, so COMMAND's own options are left alone.
   while ((c = getopt_long(argc, argv, "+t:n:", kOptions, nullptr)) != -1) {
     switch (c) {
-      case 't': {
-        char* end = nullptr;
-        errno = 0;
-        timeout = std::strtoul(optarg, &end, 10);
-        if (errno || *end || !*optarg || *optarg == '-' || timeout == 0 || timeout > UINT32_MAX) {
-          Warn("invalid timeout '%s' (expected a positive number of seconds)", optarg);
-          return KTMFS_EXIT_TXRUN_USAGE;
-        }
+      case 't':
+        if (!TimeoutOption(optarg, &timeout)) return KTMFS_EXIT_TXRUN_USAGE;
         break;
-      }
       case 'n':
-        if (std::strlen(optarg) >= KTMFS_NAME_SIZE) {
-          Warn("description too long (at most %d bytes)", KTMFS_NAME_SIZE - 1);
-          return KTMFS_EXIT_TXRUN_USAGE;
-        }
-        name = optarg;
+        if (!NameOption(optarg, &name)) return KTMFS_EXIT_TXRUN_USAGE;
         break;
       case kHelp:
         Usage(stdout);
@@ -106,7 +95,7 @@ int main(int argc, char** argv) {
   if (fd < 0)
     return code == KTMFS_EXIT_NOT_KTMFS ? KTMFS_EXIT_TXRUN_NOT_KTMFS : KTMFS_EXIT_TXRUN_FAILED;
   char id[KTMFS_ID_SIZE];
-  int rc = ktmfs_begin(fd, KTMFS_SCOPE_TREE, 0, static_cast<uint32_t>(timeout), name.c_str(), id);
+  int rc = ktmfs_begin(fd, KTMFS_SCOPE_TREE, 0, timeout, name.c_str(), id);
   if (rc != 0) {
     ReportError(fd, path, "begin", rc);
     close(fd);
