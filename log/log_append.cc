@@ -176,6 +176,11 @@ Result<Lsn> LogImpl::AppendLocked(StreamId stream, uint16_t type, const Payload&
   }
   Lsn lsn = kInvalidLsn;
   Layout(block_, end_, total, [&](Lsn at, uint8_t ftype, uint64_t off, uint64_t n) {
+    // The block rules of FORMAT.md: a fragment lies within one block, and a record starts only
+    // where both its headers fit.
+    assert(at % block_ + kFragmentHeaderSize + n <= block_ && "a fragment crosses a block");
+    assert((lsn != kInvalidLsn || block_ - at % block_ >= kMinRecordStart) &&
+           "a record starts where its headers do not fit");
     if (lsn == kInvalidLsn) lsn = at;
     std::byte* p = buf_.data() + (at - buf_start_);
     FragmentHeader fh;
