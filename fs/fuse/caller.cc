@@ -5,7 +5,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <utility>
 #include <vector>
+
+#include "fs/fuse/kernel_channel.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -28,6 +31,33 @@ bool ThreadOwnsUmask() {
 }
 
 }  // namespace
+
+Caller Caller::Of(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Caller caller;
+  caller.req_ = req;
+  caller.uid_ = c->uid;
+  caller.gid_ = c->gid;
+  caller.pid_ = c->pid;
+  caller.umask_ = c->umask & 0777;
+  caller.kernel_denies_fsetid_ = KernelChannel::CurrentRequestKillsSuidgid();
+  return caller;
+}
+
+Caller::Caller(uid_t uid, gid_t gid, pid_t pid, std::vector<gid_t> groups, mode_t umask)
+    : uid_(uid), gid_(gid), pid_(pid), umask_(umask & 0777), groups_(std::move(groups)) {}
+
+std::vector<gid_t> Caller::Groups() const {
+  if (req_ == nullptr) return groups_;
+  std::vector<gid_t> g(64);
+  int n = fuse_req_getgroups(req_, static_cast<int>(g.size()), g.data());
+  if (n > static_cast<int>(g.size())) {
+    g.resize(static_cast<size_t>(n));
+    n = fuse_req_getgroups(req_, n, g.data());
+  }
+  g.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return g;
+}
 
 CallerContext CallerContext::Of(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);

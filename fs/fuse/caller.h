@@ -28,6 +28,35 @@ struct CallerContext {
   static CallerContext Of(fuse_req_t req);
 };
 
+// Who sent one request, as the operations need it. The adapter makes one per request (Of), on
+// the request's thread; a test makes one outright. The supplementary groups are fetched from the
+// kernel only when asked (fuse_req_getgroups reads /proc).
+class Caller {
+ public:
+  static Caller Of(fuse_req_t req);
+  // A caller with no request behind it (tests): its groups are `groups`.
+  Caller(uid_t uid, gid_t gid, pid_t pid, std::vector<gid_t> groups, mode_t umask = 022);
+
+  uid_t uid() const { return uid_; }
+  gid_t gid() const { return gid_; }
+  pid_t pid() const { return pid_; }  // 0 when outside the daemon's pid namespace
+  mode_t umask() const { return umask_; }
+  std::vector<gid_t> Groups() const;
+  // The kernel marked the request as from a caller without CAP_FSETID, whatever /proc says
+  // (fs/fuse/kernel_channel.h).
+  bool kernel_denies_fsetid() const { return kernel_denies_fsetid_; }
+
+ private:
+  Caller() = default;
+  fuse_req_t req_ = nullptr;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  pid_t pid_ = 0;
+  mode_t umask_ = 0;
+  std::vector<gid_t> groups_;  // without a request
+  bool kernel_denies_fsetid_ = false;
+};
+
 // What an operation needs from the caller's identity.
 enum class IdentityUse {
   kCreates,  // creates an object: the caller must own it

@@ -288,11 +288,11 @@ Reply WriteDone(Filesystem& fs, fuse_ino_t node, const fuse_file_info* fi, off_t
   return Reply::Written(n);
 }
 
-int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
+int DropSetidOnWrite(const Caller& who, Filesystem& fs, fuse_ino_t node, int fd,
                      const fuse_file_info* fi) {
   if (fi->writepage || KernelChannel::CurrentWriterKeepsSetid()) return 0;
   bool cleared = false;
-  int err = DropSetidBeforeWrite(req, fd, &cleared);
+  int err = DropSetidBeforeWrite(who, fd, &cleared);
   if (cleared && fs.invalidator() != nullptr) fs.invalidator()->Attributes(node);
   return err;
 }

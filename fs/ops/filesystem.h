@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fs/control/failure_reasons.h"
+#include "fs/fuse/caller.h"
 #include "fs/fuse/inode_table.h"
 #include "fs/fuse/reply.h"
 #include "fs/mount/layout.h"
@@ -130,7 +131,7 @@ Reply WriteDone(Filesystem& fs, fuse_ino_t node, const fuse_file_info* fi, off_t
 // bits (S_NOSEC), and without it, it decides from the mode it cached, which a commit may have
 // changed since (it is fetched again only when someone looks). A writer the kernel vouches has
 // CAP_FSETID (fs/fuse/kernel_channel.h) and its own write-back keep them. 0 or an errno.
-int DropSetidOnWrite(fuse_req_t req, Filesystem& fs, fuse_ino_t node, int fd,
+int DropSetidOnWrite(const Caller& who, Filesystem& fs, fuse_ino_t node, int fd,
                      const fuse_file_info* fi);
 
 // Registers every operation group.

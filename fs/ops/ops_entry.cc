@@ -174,7 +174,7 @@ Reply Setattr(fuse_req_t req, Filesystem& fs, Inode* inode, struct stat* attr, i
   // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
   // is before the change.
   struct stat a = *attr, before;
-  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
+  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(Caller::Of(req), before, &a, &to_set);
   {
     IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
     err = ApplySetattr(fs, inode, &a, to_set, fi);
@@ -190,7 +190,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   Inode* inode = fs.Get(ino);
   if (txops::IsTxHandle(fi)) {
     ServeTxHandle(req, fi, [&](const TxGuard& tx) {
-      return txops::SetattrByHandle(req, fs, tx, attr, to_set, fi);
+      return txops::SetattrByHandle(Caller::Of(req), fs, tx, attr, to_set, fi);
     });
     return;
   }
@@ -200,7 +200,9 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   }
   Serve(
       req, inode, Access::kChange, [&] { return Setattr(req, fs, inode, attr, to_set, nullptr); },
-      [&](const TxGuard& tx) { return txops::Setattr(req, fs, tx, inode, attr, to_set); });
+      [&](const TxGuard& tx) {
+        return txops::Setattr(Caller::Of(req), fs, tx, inode, attr, to_set);
+      });
 }
 
 Reply Readlink(Inode* inode) {
@@ -239,7 +241,7 @@ void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, m
   Serve(
       req, p, Access::kChange, [&] { return MakeCommitted(req, fs, p, name, make); },
       [&](const TxGuard& tx) {
-        return txops::Make(req, fs, tx, p, name, mode, rdev, link_target);
+        return txops::Make(Caller::Of(req), fs, tx, p, name, mode, rdev, link_target);
       });
 }
 
@@ -288,7 +290,7 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   Inode* p = fs.Get(newparent);
   ServePair(
       req, inode, p, PairRule::kLink, [&] { return Link(req, fs, inode, p, newname); },
-      [&](const TxGuard& tx) { return txops::Link(req, fs, tx, inode, p, newname); });
+      [&](const TxGuard& tx) { return txops::Link(Caller::Of(req), fs, tx, inode, p, newname); });
 }
 
 Reply RemoveName(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, int flags) {
@@ -305,7 +307,7 @@ void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) 
   Serve(
       req, p, Access::kChange, [&] { return RemoveName(req, fs, p, name, flags); },
       [&](const TxGuard& tx) {
-        return txops::Remove(req, fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
+        return txops::Remove(Caller::Of(req), fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
       });
 }
 
@@ -341,7 +343,9 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   Inode* np = fs.Get(newparent);
   ServePair(
       req, p, np, PairRule::kRename, [&] { return Rename(req, fs, p, name, np, newname, flags); },
-      [&](const TxGuard& tx) { return txops::Rename(req, fs, tx, p, name, np, newname, flags); });
+      [&](const TxGuard& tx) {
+        return txops::Rename(Caller::Of(req), fs, tx, p, name, np, newname, flags);
+      });
 }
 
 }  // namespace

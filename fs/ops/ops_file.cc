@@ -81,7 +81,7 @@ int TruncateForOpen(fuse_req_t req, Filesystem& fs, int fd, int open_flags) {
   }
   if (r != 0) return errno;
   struct stat st;
-  mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(req, st, SetidChange::kWrite) : 0;
+  mode_t drop = fstat(fd, &st) == 0 ? SetidBitsToDrop(Caller::Of(req), st, SetidChange::kWrite) : 0;
   if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) != 0) return errno;
   return 0;
 }
@@ -146,7 +146,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   HandleCount count(inode);
   Serve(
       req, inode, Access::kChange, [&] { return count.KeepFor(Open(req, fs, inode, fi)); },
-      [&](const TxGuard& tx) { return count.KeepFor(txops::Open(req, fs, tx, inode, fi)); });
+      [&](const TxGuard& tx) {
+        return count.KeepFor(txops::Open(Caller::Of(req), fs, tx, inode, fi));
+      });
 }
 
 Reply Create(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, mode_t mode,
@@ -192,7 +194,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Inode* p = fs.Get(parent);
   Serve(
       req, p, Access::kChange, [&] { return Create(req, fs, p, name, mode, fi); },
-      [&](const TxGuard& tx) { return txops::Create(req, fs, tx, p, name, mode, fi); });
+      [&](const TxGuard& tx) { return txops::Create(Caller::Of(req), fs, tx, p, name, mode, fi); });
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -209,7 +211,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 Reply Write(fuse_req_t req, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* in, off_t off,
             fuse_file_info* fi) {
   if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) return Reply::Error(err);
-  if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
+  if (int err = DropSetidOnWrite(Caller::Of(req), fs, ino, static_cast<int>(fi->fh), fi); err != 0)
     return Reply::Error(err);
   fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
   ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
@@ -220,8 +222,9 @@ Reply Write(fuse_req_t req, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* in, off
 void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
-    ServeTxHandle(req, fi,
-                  [&](const TxGuard& tx) { return txops::Write(req, fs, tx, in, off, fi); });
+    ServeTxHandle(req, fi, [&](const TxGuard& tx) {
+      return txops::Write(Caller::Of(req), fs, tx, in, off, fi);
+    });
     return;
   }
   Send(req, Write(req, fs, ino, in, off, fi));
@@ -270,13 +273,14 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
     ServeTxHandle(req, fi, [&](const TxGuard& tx) {
-      return txops::Fallocate(req, fs, tx, mode, off, len, fi);
+      return txops::Fallocate(Caller::Of(req), fs, tx, mode, off, len, fi);
     });
     return;
   }
   Send(req, [&] {
     if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) return Reply::Error(err);
-    if (int err = DropSetidOnWrite(req, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
+    if (int err = DropSetidOnWrite(Caller::Of(req), fs, ino, static_cast<int>(fi->fh), fi);
+        err != 0)
       return Reply::Error(err);
     int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
     return Reply::Error(r == 0 ? 0 : errno);
@@ -291,7 +295,8 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_f
     if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) return Reply::Error(EOPNOTSUPP);
     Filesystem& fs = Fs(req);
     if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) return Reply::Error(err);
-    if (int err = DropSetidOnWrite(req, fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
+    if (int err =
+            DropSetidOnWrite(Caller::Of(req), fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
         err != 0)
       return Reply::Error(err);
     loff_t in = off_in, out = off_out;

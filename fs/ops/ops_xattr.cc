@@ -115,7 +115,7 @@ int DropSetgidAfterAcl(fuse_req_t req, Inode* inode) {
   struct stat st;
   if (fstatat(inode->Fd().get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (!(st.st_mode & S_ISGID)) return 0;
-  const Requester who = txops::RequesterOf(req);
+  const Requester who = txops::RequesterOf(Caller::Of(req));
   if (who.InGroup(st.st_gid) || who.Capable(CAP_FSETID)) return 0;
   return chmod(ProcPath(inode->Fd().get()).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
 }
@@ -153,7 +153,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
       req, inode, Access::kChange,
       [&] { return Setxattr(req, fs, inode, name, value, size, flags); },
       [&](const TxGuard& tx) {
-        return txops::Setxattr(req, fs, tx, inode, name, value, size, flags);
+        return txops::Setxattr(Caller::Of(req), fs, tx, inode, name, value, size, flags);
       });
 }
 
@@ -176,7 +176,7 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   }
   Serve(
       req, inode, Access::kChange, [&] { return Removexattr(req, fs, inode, name); },
-      [&](const TxGuard& tx) { return txops::Removexattr(req, fs, tx, inode, name); });
+      [&](const TxGuard& tx) { return txops::Removexattr(Caller::Of(req), fs, tx, inode, name); });
 }
 
 }  // namespace

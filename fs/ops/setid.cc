@@ -12,8 +12,6 @@
 #include <optional>
 #include <string>
 
-#include "fs/fuse/kernel_channel.h"
-
 namespace ktmfs::fs {
 namespace {
 
@@ -51,19 +49,18 @@ mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidC
   return drop;
 }
 
-SetidCaller SetidCallerOf(fuse_req_t req) {
-  const fuse_ctx* c = fuse_req_ctx(req);
+SetidCaller SetidCallerOf(const Caller& who) {
   SetidCaller caller;
   // The kernel's word wins over the uid and over CapEff, which is the task's own user
   // namespace's: CAP_FSETID counts only in the initial one.
-  const bool kernel_says_none = KernelChannel::CurrentRequestKillsSuidgid();
-  caller.fsetid = c->uid == 0 && !kernel_says_none;
-  caller.fsgid = c->gid;
-  if (c->pid <= 0) return caller;
+  const bool kernel_says_none = who.kernel_denies_fsetid();
+  caller.fsetid = who.uid() == 0 && !kernel_says_none;
+  caller.fsgid = who.gid();
+  if (who.pid() <= 0) return caller;
   std::string text = "\n";
   {
     // The calling thread's own status: credentials are per thread.
-    const std::string path = "/proc/" + std::to_string(c->pid) + "/status";
+    const std::string path = "/proc/" + std::to_string(who.pid()) + "/status";
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return caller;
     char buf[4096];
@@ -92,23 +89,23 @@ SetidCaller SetidCallerOf(fuse_req_t req) {
   return caller;
 }
 
-mode_t SetidBitsToDrop(fuse_req_t req, const struct stat& st, SetidChange change) {
+mode_t SetidBitsToDrop(const Caller& who, const struct stat& st, SetidChange change) {
   if (!S_ISREG(st.st_mode) || !(st.st_mode & (S_ISUID | S_ISGID))) return 0;
-  return SetidBitsToDrop(st.st_mode, st.st_gid, SetidCallerOf(req), change);
+  return SetidBitsToDrop(st.st_mode, st.st_gid, SetidCallerOf(who), change);
 }
 
-int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared) {
+int DropSetidBeforeWrite(const Caller& who, int fd, bool* cleared) {
   *cleared = false;
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
-  const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
+  const mode_t drop = SetidBitsToDrop(who, st, SetidChange::kWrite);
   if ((st.st_mode & drop) == 0) return 0;
   if (fchmod(fd, st.st_mode & 07777 & ~drop) != 0) return errno;
   *cleared = true;
   return 0;
 }
 
-bool AdjustSetattrForSetid(fuse_req_t req, const struct stat& before, struct stat* attr,
+bool AdjustSetattrForSetid(const Caller& who, const struct stat& before, struct stat* attr,
                            int* to_set) {
   const int set = *to_set;
   const bool sets_mode = (set & FUSE_SET_ATTR_MODE) != 0;
@@ -122,7 +119,7 @@ bool AdjustSetattrForSetid(fuse_req_t req, const struct stat& before, struct sta
   const bool setid_before = S_ISREG(before.st_mode) && (before.st_mode & (S_ISUID | S_ISGID));
   const bool sgid_asked = sets_mode && (attr->st_mode & S_ISGID);
   if (!(change && setid_before) && !sgid_asked) return false;  // no need to ask /proc
-  const SetidCaller caller = SetidCallerOf(req);
+  const SetidCaller caller = SetidCallerOf(who);
   mode_t drop = 0;
   if (change) drop |= SetidBitsToDrop(before.st_mode, before.st_gid, caller, *change);
   if (sgid_asked) {

@@ -16,6 +16,7 @@
 
 #include <vector>
 
+#include "fs/fuse/caller.h"
 #include "fs/tx/xattr_names.h"
 
 namespace ktmfs::fs {
@@ -41,19 +42,19 @@ enum class SetidChange {
 // anything but a regular file, except for kChmod.
 mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidChange change);
 
-// The caller of `req`, from /proc/TID/status (CapEff, Gid, Groups). Without a pid (another pid
+// The request's caller, from /proc/TID/status (CapEff, Gid, Groups). Without a pid (another pid
 // namespace) or when the task is gone: its uid 0 counts as CAP_FSETID, its gid as its only
 // group. A request the kernel marked as from a caller without CAP_FSETID (fs/fuse/kernel_channel.h)
 // has none, whatever /proc says.
-SetidCaller SetidCallerOf(fuse_req_t req);
+SetidCaller SetidCallerOf(const Caller& who);
 
-// SetidBitsToDrop for the caller of `req`, which is only looked up when `st` has a set-id bit.
-mode_t SetidBitsToDrop(fuse_req_t req, const struct stat& st, SetidChange change);
+// SetidBitsToDrop for `who`, which is only looked up when `st` has a set-id bit.
+mode_t SetidBitsToDrop(const Caller& who, const struct stat& st, SetidChange change);
 
-// For a write (or fallocate, or copy into) by `req` through the open backing file `fd`:
+// For a write (or fallocate, or copy into) by `who` through the open backing file `fd`:
 // clears the set-id bits the write drops. Returns 0 or an errno; `*cleared` says whether the
 // mode changed, and with it the kernel's cached attributes.
-int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared);
+int DropSetidBeforeWrite(const Caller& who, int fd, bool* cleared);
 
 // A SETATTR from the kernel (`attr`, `to_set`: FUSE_SET_ATTR_* bits) on an object that has the
 // attributes `before`, adjusted so that the set-id bits the change drops are cleared: adds
@@ -66,7 +67,7 @@ int DropSetidBeforeWrite(fuse_req_t req, int fd, bool* cleared);
 // - a mode that keeps set-group-ID for a caller outside the group without CAP_FSETID: a chmod
 //   never arrives so (the kernel's setattr_prepare drops it), so it is the kernel's clearing of
 //   set-user-ID for a write (ATTR_FORCE skips that check), and the write drops it too.
-bool AdjustSetattrForSetid(fuse_req_t req, const struct stat& before, struct stat* attr,
+bool AdjustSetattrForSetid(const Caller& who, const struct stat& before, struct stat* attr,
                            int* to_set);
 
 }  // namespace ktmfs::fs

@@ -40,20 +40,10 @@ Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* pare
   return ParentViewInfo{*view};
 }
 
-Requester RequesterOf(fuse_req_t req) {
-  const fuse_ctx* c = fuse_req_ctx(req);
-  const uid_t uid = c->uid;
-  const pid_t pid = c->pid;
-  auto groups = [req] {
-    std::vector<gid_t> g(64);
-    int n = fuse_req_getgroups(req, static_cast<int>(g.size()), g.data());
-    if (n > static_cast<int>(g.size())) {
-      g.resize(static_cast<size_t>(n));
-      n = fuse_req_getgroups(req, n, g.data());
-    }
-    g.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    return g;
-  };
+Requester RequesterOf(const Caller& caller) {
+  const uid_t uid = caller.uid();
+  const pid_t pid = caller.pid();
+  auto groups = [caller] { return caller.Groups(); };
   // The caller's effective capabilities; without its pid (another pid namespace) or its
   // status, uid 0 stands for all of them, as it does for the kernel's root.
   auto caps = [uid, pid] {
@@ -69,7 +59,7 @@ Requester RequesterOf(fuse_req_t req) {
     auto v = ParseCapEff(text);
     return v ? *v : fallback;
   };
-  return Requester(c->uid, c->gid, groups, caps);
+  return Requester(uid, caller.gid(), groups, caps);
 }
 
 struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,

@@ -25,10 +25,10 @@ struct ParentViewInfo {
 Result<ParentViewInfo> ParentView(Filesystem& fs, const TxGuard& tx, Inode* parent,
                                   const char* name);
 
-// The caller of `req`, for the checks of fs/ops/permission.h that come before every lock: a
-// transaction takes no lock on what its caller may not change. Its groups and capabilities are
-// read (fuse_req_getgroups, /proc/PID/status) only if a check needs them, before the reply.
-Requester RequesterOf(fuse_req_t req);
+// `caller` for the checks of fs/ops/permission.h that come before every lock: a transaction
+// takes no lock on what its caller may not change. Its groups and capabilities are read
+// (fuse_req_getgroups, /proc/PID/status) only if a check needs them, before the reply.
+Requester RequesterOf(const Caller& caller);
 // `st` (an object's backing or staged attributes, as LookupView gives them) with the mode and
 // owner the transaction gave the object.
 struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
@@ -63,7 +63,7 @@ int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 
 // Makes a new object (see Make); on success *view is the parent's view path, *number the new
 // object's number.
-int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
            mode_t mode, dev_t rdev, const char* link_target, std::string* view, uint64_t* number);
 
 // An object's extended attribute `name` as the transaction sees it (nullopt: none), or an errno.

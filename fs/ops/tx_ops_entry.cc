@@ -153,25 +153,25 @@ int SetattrIn(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* in
                                        : change();
 }
 
-Reply Setattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+Reply Setattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
               const struct stat* attr, int to_set, bool by_handle) {
   // The set-id bits the kernel leaves set for the daemon to clear (fs/ops/setid.h), decided on the
   // view before the change, join the change as a mode.
   struct stat a = *attr, before;
-  if (TxStat(fs, tx, inode, &before) == 0) AdjustSetattrForSetid(req, before, &a, &to_set);
-  int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, to_set, by_handle);
+  if (TxStat(fs, tx, inode, &before) == 0) AdjustSetattrForSetid(caller, before, &a, &to_set);
+  int err = SetattrIn(fs, tx, RequesterOf(caller), inode, &a, to_set, by_handle);
   if (err != 0) return Reply::Error(err);
   return Getattr(fs, tx, inode);
 }
 
-int DropSetidForWrite(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode) {
+int DropSetidForWrite(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   if (TxStat(fs, tx, inode, &st) != 0) return 0;
-  const mode_t drop = SetidBitsToDrop(req, st, SetidChange::kWrite);
+  const mode_t drop = SetidBitsToDrop(caller, st, SetidChange::kWrite);
   if ((st.st_mode & drop) == 0) return 0;
   struct stat a {};
   a.st_mode = st.st_mode & 07777 & ~drop;
-  int err = SetattrIn(fs, tx, RequesterOf(req), inode, &a, FUSE_SET_ATTR_MODE, false);
+  int err = SetattrIn(fs, tx, RequesterOf(caller), inode, &a, FUSE_SET_ATTR_MODE, false);
   // The kernel's cached mode still has the bits (nothing replies with the new attributes).
   if (err == 0 && fs.invalidator() != nullptr)
     fs.invalidator()->Attributes(fs.inodes().NodeId(inode));
@@ -191,11 +191,10 @@ Reply Readlink(Filesystem& fs, const TxGuard& tx, Inode* inode) {
 namespace {
 
 // The owner and mode a new object gets in `dir` (setgid directories pass their group on).
-void NewOwnership(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* dir, mode_t* mode,
+void NewOwnership(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* dir, mode_t* mode,
                   uint32_t* uid, uint32_t* gid) {
-  const fuse_ctx* c = fuse_req_ctx(req);
-  *uid = c->uid;
-  *gid = c->gid;
+  *uid = caller.uid();
+  *gid = caller.gid();
   struct stat pst;
   if (TxStat(fs, tx, dir, &pst) == 0 && (pst.st_mode & S_ISGID)) {
     *gid = pst.st_gid;
@@ -205,7 +204,7 @@ void NewOwnership(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* dir,
 
 }  // namespace
 
-int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
            mode_t mode, dev_t rdev, const char* link_target, std::string* made_path,
            uint64_t* number) {
   auto pv = ParentView(fs, tx, parent, name);
@@ -217,7 +216,7 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   auto& rm = fs.txs()->rm(source);
   struct stat pst;
   if (int err = TxStat(fs, tx, parent, &pst); err != 0) return err;
-  if (int err = MayChangeEntry(RequesterOf(req), pst, nullptr,
+  if (int err = MayChangeEntry(RequesterOf(caller), pst, nullptr,
                                OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
       err != 0)
     return err;
@@ -230,7 +229,7 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   fstx::Op op;
   op.object = fstx::ObjectId::New(*n);
   op.path = JoinPath(pv->view, name);
-  NewOwnership(req, fs, tx, parent, &mode, &op.uid, &op.gid);
+  NewOwnership(caller, fs, tx, parent, &mode, &op.uid, &op.gid);
   // The parent's default ACL, when it has one, narrows the mode and becomes the new object's
   // ACLs (posix_acl_create); otherwise the caller's umask applies. Symlinks take neither.
   std::optional<PosixAcl> inherited_access, inherited_default;
@@ -240,7 +239,7 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
       if (access.CreateMasq(&mode)) inherited_access = std::move(access);
       if (S_ISDIR(mode)) inherited_default = std::move(def);
     } else {
-      mode &= ~(fuse_req_ctx(req)->umask & 0777);
+      mode &= ~caller.umask();
     }
   }
   op.mode = mode;
@@ -298,17 +297,17 @@ int MakeIn(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, con
   return 0;
 }
 
-Reply Make(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
+Reply Make(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
            mode_t mode, dev_t rdev, const char* link_target) {
   std::string view;
   uint64_t n = 0;
-  int err = MakeIn(req, fs, tx, parent, name, mode, rdev, link_target, &view, &n);
+  int err = MakeIn(caller, fs, tx, parent, name, mode, rdev, link_target, &view, &n);
   fuse_entry_param e;
   if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
   return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }
 
-Reply Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode* parent,
+Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode, Inode* parent,
            const char* name) {
   auto reply = [](int err) { return Reply::Error(err); };
   if (inode->source_index != parent->source_index) return reply(EXDEV);
@@ -323,7 +322,7 @@ Reply Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inod
   if (!src.ok()) return reply(src.status().code());
   {
     // may_linkat's protected_hardlinks rule first, then the directory, as link(2) checks them.
-    const Requester who = RequesterOf(req);
+    const Requester who = RequesterOf(caller);
     struct stat st, pst;
     if (int err = TxStat(fs, tx, inode, &st); err != 0) return reply(err);
     if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
@@ -355,8 +354,8 @@ Reply Link(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, Inod
   return Reply::Entry(e);
 }
 
-Reply Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-             bool dir) {
+Reply Remove(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent,
+             const char* name, bool dir) {
   auto reply = [](int err) { return Reply::Error(err); };
   auto pv = ParentView(fs, tx, parent, name);
   if (!pv.ok())
@@ -371,7 +370,7 @@ Reply Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, c
     struct stat pst;
     if (int err = TxStat(fs, tx, parent, &pst); err != 0) return reply(err);
     const struct stat victim = ViewAttributes(fs, tx, source, v->object, v->st);
-    if (int err = MayChangeEntry(RequesterOf(req), pst, &victim,
+    if (int err = MayChangeEntry(RequesterOf(caller), pst, &victim,
                                  OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
         err != 0)
       return reply(err);
@@ -406,8 +405,8 @@ Reply Remove(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, c
   return reply(0);
 }
 
-Reply Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-             Inode* newparent, const char* newname, unsigned flags) {
+Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent,
+             const char* name, Inode* newparent, const char* newname, unsigned flags) {
   auto reply = [](int err) { return Reply::Error(err); };
   if (parent->source_index != newparent->source_index) return reply(EXDEV);
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return reply(EINVAL);
@@ -436,7 +435,7 @@ Reply Rename(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, c
   {
     // vfs_rename's checks: removing the source name (sticky bit included), creating or
     // replacing the target name, and a directory that changes parent gets its ".." rewritten.
-    const Requester who = RequesterOf(req);
+    const Requester who = RequesterOf(caller);
     struct stat sp, dp;
     if (int err = TxStat(fs, tx, parent, &sp); err != 0) return reply(err);
     if (int err = TxStat(fs, tx, newparent, &dp); err != 0) return reply(err);

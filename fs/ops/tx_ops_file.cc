@@ -165,7 +165,8 @@ TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi) {
   return fs.txs()->EnterById(HandleOf(fi)->tx);
 }
 
-Reply Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse_file_info* fi) {
+Reply Open(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
+           fuse_file_info* fi) {
   if (!S_ISREG(inode->type)) return Reply::Error(S_ISDIR(inode->type) ? EISDIR : ENXIO);
   auto h = std::make_unique<TxHandle>();
   h->tx = tx.id();
@@ -183,7 +184,7 @@ Reply Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse
     struct stat st;
     int err = TxStat(fs, tx, inode, &st);
     if (err == 0)
-      err = MayAccess(RequesterOf(req), st, kMayWrite,
+      err = MayAccess(RequesterOf(caller), st, kMayWrite,
                       OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
     if (err != 0) return Reply::Error(err);
   }
@@ -195,7 +196,7 @@ Reply Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse
     auto path = NodePath(fs, tx, inode);
     int err = path.ok() ? Truncate(fs, tx, inode, *path, 0) : path.status().code();
     // The kernel leaves set-id bits to the daemon on an O_TRUNC open (atomic_o_trunc).
-    if (err == 0) err = DropSetidForWrite(req, fs, tx, inode);
+    if (err == 0) err = DropSetidForWrite(caller, fs, tx, inode);
     if (err != 0) {
       CloseHandleFd(fs, h.get());
       return Reply::Error(err);
@@ -204,11 +205,11 @@ Reply Open(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, fuse
   return OpenReply(fs, fi, std::move(h), d.backing_id);
 }
 
-Reply Create(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name,
-             mode_t mode, fuse_file_info* fi) {
+Reply Create(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* parent,
+             const char* name, mode_t mode, fuse_file_info* fi) {
   std::string view;
   uint64_t n = 0;
-  int err = MakeIn(req, fs, tx, parent, name, S_IFREG | (mode & 07777), 0, nullptr, &view, &n);
+  int err = MakeIn(caller, fs, tx, parent, name, S_IFREG | (mode & 07777), 0, nullptr, &view, &n);
   fuse_entry_param e;
   if (err == 0) err = TxLookupEntry(fs, tx, parent->source_index, view, name, &e);
   if (err != 0) return Reply::Error(err);
@@ -257,7 +258,7 @@ Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_
   return Reply::FileData(fd, size, off);
 }
 
-Reply Write(fuse_req_t req, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, off_t off,
+Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, off_t off,
             fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   const size_t size = fuse_buf_size(in);
@@ -272,7 +273,7 @@ Reply Write(fuse_req_t req, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, 
     if (int err = CheckNotHeld(fs, h->inode); err != 0) return Reply::Error(err);
     int fd = AfterEndFd(h);
     if (fd < 0) return Reply::Error(errno);
-    if (int err = DropSetidOnWrite(req, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0)
+    if (int err = DropSetidOnWrite(caller, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0)
       return Reply::Error(err);
     return write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
   }
@@ -280,7 +281,7 @@ Reply Write(fuse_req_t req, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, 
   const int source = inode->source_index;
   // The view drops set-id bits as a write by this caller would (see DropSetidOnWrite).
   if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
-    if (int err = DropSetidForWrite(req, fs, tx, inode); err != 0) return Reply::Error(err);
+    if (int err = DropSetidForWrite(caller, fs, tx, inode); err != 0) return Reply::Error(err);
   }
   if (h->flags & O_APPEND) {
     auto end = ViewSize(fs, tx, inode);
@@ -381,14 +382,14 @@ Reply Fsync(Filesystem& fs, const TxGuard& tx, int datasync, fuse_file_info* fi)
   return Reply::Error(f != nullptr ? Errno(f->Settle()) : 0);
 }
 
-Reply Fallocate(fuse_req_t req, Filesystem& fs, const TxGuard& tx, int mode, off_t off, off_t len,
-                fuse_file_info* fi) {
+Reply Fallocate(const Caller& caller, Filesystem& fs, const TxGuard& tx, int mode, off_t off,
+                off_t len, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   if (!tx) return Reply::Error(EIO);
   if (h->is_new()) return Reply::Error(fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
   if (mode & ~FALLOC_FL_KEEP_SIZE) return Reply::Error(EOPNOTSUPP);
   // Set-id bits go as for a write (see DropSetidOnWrite).
-  if (int e = DropSetidForWrite(req, fs, tx, h->inode); e != 0) return Reply::Error(e);
+  if (int e = DropSetidForWrite(caller, fs, tx, h->inode); e != 0) return Reply::Error(e);
   // Space is the backing file system's business at apply; what the view shows is the size.
   auto size = ViewSize(fs, tx, h->inode);
   int err = size.ok() ? 0 : size.status().code();
@@ -415,11 +416,11 @@ Reply Lseek(Filesystem& fs, const TxGuard& tx, off_t off, int whence, fuse_file_
   return Reply::Seek(whence == SEEK_DATA ? off : end);
 }
 
-Reply SetattrByHandle(fuse_req_t req, Filesystem& fs, const TxGuard& tx, const struct stat* attr,
-                      int to_set, fuse_file_info* fi) {
+Reply SetattrByHandle(const Caller& caller, Filesystem& fs, const TxGuard& tx,
+                      const struct stat* attr, int to_set, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   if (!tx) return Reply::Error(EIO);
-  return Setattr(req, fs, tx, h->inode, attr, to_set, true);
+  return Setattr(caller, fs, tx, h->inode, attr, to_set, true);
 }
 
 Reply GetattrByHandle(Filesystem& fs, const TxGuard& tx, fuse_file_info* fi) {

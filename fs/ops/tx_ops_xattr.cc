@@ -186,18 +186,19 @@ namespace {
 
 // xattr_permission and the capability module's rules, on the attributes the transaction sees,
 // before the value is looked at (as the kernel orders them) and before the lock.
-int MayChange(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name) {
+int MayChange(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
+              const char* name) {
   struct stat st;
   if (int err = TxStat(fs, tx, inode, &st); err != 0) return err;
-  return MayChangeXattr(RequesterOf(req), st, name,
+  return MayChangeXattr(RequesterOf(caller), st, name,
                         OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
 }
 
 // Setting an ACL (the kernel has parsed and checked it; so is it here, as it reaches the log):
 // the view's mode follows an access ACL, which is not kept at all when the mode says as much
 // (posix_acl_update_mode); a default ACL belongs to directories only.
-Reply SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-             std::string_view value) {
+Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
+             const char* name, std::string_view value) {
   auto reply = [](int err) { return Reply::Error(err); };
   auto acl = PosixAcl::Parse(value);
   if (!acl) return reply(EINVAL);
@@ -218,7 +219,7 @@ Reply SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, co
   mode_t mode = st.st_mode & 07777;
   if (!acl->empty()) {
     bool equivalent = false;
-    if (access) mode = ModeAfterAclSet(RequesterOf(req), st, *acl, &equivalent);
+    if (access) mode = ModeAfterAclSet(RequesterOf(caller), st, *acl, &equivalent);
     if (!equivalent) store = acl->Serialize();
   }
   Status s = Status::Ok();
@@ -240,18 +241,18 @@ Reply SetAcl(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, co
 
 }  // namespace
 
-Reply Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
-               const char* value, size_t size, int flags) {
+Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
+               const char* name, const char* value, size_t size, int flags) {
   auto reply = [](int err) { return Reply::Error(err); };
   if (inode->is_virtual_root()) return reply(EPERM);
   if (int err = CheckName(name); err != 0) return reply(err);
-  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
+  if (int err = MayChange(caller, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
   if ((flags & XATTR_CREATE) && cur) return reply(EEXIST);
   if (IsAclXattr(name)) {
     if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
-    return SetAcl(req, fs, tx, inode, name, std::string_view(value, size));
+    return SetAcl(caller, fs, tx, inode, name, std::string_view(value, size));
   }
   if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
   auto path = NodePath(fs, tx, inode);
@@ -273,11 +274,11 @@ Reply Setxattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode, 
   return reply(0);
 }
 
-Reply Removexattr(fuse_req_t req, Filesystem& fs, const TxGuard& tx, Inode* inode,
+Reply Removexattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
                   const char* name) {
   auto reply = [](int err) { return Reply::Error(err); };
   if (inode->is_virtual_root()) return reply(EPERM);
-  if (int err = MayChange(req, fs, tx, inode, name); err != 0) return reply(err);
+  if (int err = MayChange(caller, fs, tx, inode, name); err != 0) return reply(err);
   std::optional<std::string> cur;
   if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
   // Removing an ACL an object does not have succeeds (vfs_remove_acl).

@@ -1,5 +1,5 @@
 // The transaction's operations called as the adapter calls them (fs/ops/adapter.h), without a
-// mount: the Reply each returns is what the kernel would be sent.
+// mount: the caller is a value and the Reply each returns is what the kernel would be sent.
 #include "fs/ops/tx_ops.h"
 
 #include <gtest/gtest.h>
@@ -120,6 +120,58 @@ TEST_F(TxOpsTest, CommittedObjectsReadThroughTheView) {
   ASSERT_NE(names.bytes(), nullptr);
   EXPECT_EQ(std::string(names.bytes()->begin(), names.bytes()->end()), std::string("user.k\0", 7));
   EXPECT_EQ(txops::Listxattr(*fs_, tx, node, 3).error(), ERANGE);
+  ForgetNodes();
+}
+
+TEST_F(TxOpsTest, ChangesAreTheTransactionsUntilItCommits) {
+  const Caller root(0, 0, 0, {});
+  Inode* top = fs_->inodes().root();
+  {
+    TxGuard tx = txs_->EnterById(id_);
+    ASSERT_TRUE(tx);
+    Reply made = txops::Make(root, *fs_, tx, top, "d", S_IFDIR | 0755, 0, nullptr);
+    ASSERT_EQ(made.error(), 0);
+    Inode* d = Node(made);
+    ASSERT_EQ(txops::Make(root, *fs_, tx, d, "f", S_IFREG | 0640, 0, nullptr).error(), 0);
+    EXPECT_EQ(txops::Make(root, *fs_, tx, d, "f", S_IFREG | 0640, 0, nullptr).error(), EEXIST);
+    ASSERT_EQ(txops::Rename(root, *fs_, tx, d, "f", top, "g", 0).error(), 0);
+    EXPECT_EQ(txops::Lookup(*fs_, tx, d, "f").error(), ENOENT);
+    Reply g = txops::Lookup(*fs_, tx, top, "g");
+    ASSERT_EQ(g.error(), 0);
+    EXPECT_EQ(g.entry()->attr.st_mode, S_IFREG | 0640);
+    Node(g);
+    ASSERT_EQ(txops::Remove(root, *fs_, tx, top, "old", false).error(), 0);
+    EXPECT_EQ(txops::Lookup(*fs_, tx, top, "old").error(), ENOENT);
+    EXPECT_EQ(txops::Remove(root, *fs_, tx, top, "d", false).error(), EISDIR);
+  }
+  // Nothing of it is in the backing directory until the commit, and all of it after.
+  struct stat st;
+  EXPECT_NE(stat((backing_ + "/d").c_str(), &st), 0);
+  EXPECT_EQ(stat((backing_ + "/old").c_str(), &st), 0);
+  ForgetNodes();
+  ASSERT_TRUE(txs_->Commit(Me(), id_).ok());
+  EXPECT_TRUE(stat((backing_ + "/d").c_str(), &st) == 0 && S_ISDIR(st.st_mode));
+  ASSERT_EQ(stat((backing_ + "/g").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode, S_IFREG | 0640);
+  EXPECT_NE(stat((backing_ + "/old").c_str(), &st), 0);
+}
+
+TEST_F(TxOpsTest, TheCallersPermissionIsCheckedBeforeAnyLock) {
+  ASSERT_EQ(chmod(backing_.c_str(), 0755), 0);
+  const Caller user(1000, 1000, 0, {1000});
+  Inode* top = fs_->inodes().root();
+  TxGuard tx = txs_->EnterById(id_);
+  ASSERT_TRUE(tx);
+  // The root directory is root's and 0755: no one else may add, remove or rename in it.
+  EXPECT_EQ(txops::Make(user, *fs_, tx, top, "x", S_IFREG | 0644, 0, nullptr).error(), EACCES);
+  EXPECT_EQ(txops::Remove(user, *fs_, tx, top, "old", false).error(), EACCES);
+  EXPECT_EQ(txops::Rename(user, *fs_, tx, top, "old", top, "new", 0).error(), EACCES);
+  struct stat chmod_to {};
+  chmod_to.st_mode = 0600;
+  Reply old = txops::Lookup(*fs_, tx, top, "old");
+  ASSERT_EQ(old.error(), 0);
+  EXPECT_EQ(txops::Setattr(user, *fs_, tx, Node(old), &chmod_to, FUSE_SET_ATTR_MODE).error(),
+            EPERM);  // not the owner
   ForgetNodes();
 }
 
