@@ -27,6 +27,22 @@ std::string Field(const std::string& text, const char* name) {
   return text.substr(at, end == std::string::npos ? std::string::npos : end - at);
 }
 
+// Whether task `pid` is in the daemon's own user namespace. Capabilities in another one (a
+// user namespace's root has them all in its /proc status) are not CAP_FSETID for the kernel's
+// set-id rules, which ask for it in the initial namespace, where the daemon runs. Unknown (the
+// task is gone): as the daemon's.
+bool InDaemonUserNamespace(pid_t pid) {
+  static const std::string own = [] {
+    char buf[64];
+    const ssize_t n = readlink("/proc/self/ns/user", buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  }();
+  char buf[64];
+  const ssize_t n =
+      readlink(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), buf, sizeof buf);
+  return n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
+}
+
 }  // namespace
 
 bool SetidCaller::InGroup(gid_t gid) const {
@@ -52,7 +68,8 @@ mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidC
 SetidCaller SetidCallerOf(const Caller& who) {
   SetidCaller caller;
   // The kernel's word wins over the uid and over CapEff, which is the task's own user
-  // namespace's: CAP_FSETID counts only in the initial one.
+  // namespace's: CAP_FSETID counts only in the initial one. Without its word (no
+  // HANDLE_KILLPRIV_V2), a task in another user namespace is taken to lack it.
   const bool kernel_says_none = who.kernel_denies_fsetid();
   caller.fsetid = who.uid() == 0 && !kernel_says_none;
   caller.fsgid = who.gid();
@@ -71,8 +88,9 @@ SetidCaller SetidCallerOf(const Caller& who) {
   }
   const std::string cap = Field(text, "CapEff");
   if (!cap.empty())
-    caller.fsetid =
-        !kernel_says_none && ((std::strtoull(cap.c_str(), nullptr, 16) >> kCapFsetid) & 1);
+    caller.fsetid = !kernel_says_none &&
+                    ((std::strtoull(cap.c_str(), nullptr, 16) >> kCapFsetid) & 1) &&
+                    InDaemonUserNamespace(who.pid());
   // "Gid:" lists real, effective, saved and filesystem ids.
   unsigned g[4];
   if (std::sscanf(Field(text, "Gid").c_str(), "%u %u %u %u", &g[0], &g[1], &g[2], &g[3]) == 4)
