@@ -18,21 +18,29 @@ namespace ktmfs::fs {
 // changed is served as committed (ClassifyRead).
 enum class Access { kChange, kRead };
 
-// `committed()` and `in_tx(const TxGuard&)` each return a Reply.
-template <typename Committed, typename InTx>
-void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, InTx&& in_tx) {
+// What Serve sends unless told otherwise: the operation's Reply as it is.
+struct AsIs {
+  Reply operator()(Reply r) const { return r; }
+};
+
+// `committed()` and `in_tx(const TxGuard&)` each return a Reply. `last(Reply)`, if given, sees
+// every reply, the stale route's included, just before it is sent: the last moment the request
+// still owns the node (after the reply, the kernel may forget it).
+template <typename Committed, typename InTx, typename Last = AsIs>
+void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, InTx&& in_tx,
+           Last&& last = {}) {
   Filesystem& fs = Fs(req);
   TxGuard tx = fs.EnterTx(req);
   const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
   switch (route) {
     case Route::kTx:
-      Send(req, in_tx(tx));
+      Send(req, last(in_tx(tx)));
       return;
     case Route::kStale:
-      Send(req, Reply::Error(ESTALE));
+      Send(req, last(Reply::Error(ESTALE)));
       return;
     case Route::kCommitted:
-      Send(req, committed());
+      Send(req, last(committed()));
       return;
   }
 }

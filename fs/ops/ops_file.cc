@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 
 #include "fs/fuse/caller.h"
@@ -32,27 +33,30 @@ int BackingOpenFlags(const Filesystem& fs, int flags) {
 }
 
 // Counts a handle on a node from the start of its open (before the request reads the node's
-// transaction: see InodeTable::AcquireTx) and uncounts it unless the kernel got it; OpRelease
-// uncounts the kept ones.
+// transaction: see InodeTable::AcquireTx) until the reply: the count stays with a file the kernel
+// gets, which OpRelease uncounts, and goes before any other reply is sent. After a reply the node
+// is not the request's: once its open has failed, the kernel may forget the node, and a FORGET
+// on another thread free it.
 class HandleCount {
  public:
   explicit HandleCount(Inode* inode) : inode_(inode) { inode_->open_handles.fetch_add(1); }
-  ~HandleCount() {
-    if (!kept_) inode_->open_handles.fetch_sub(1);
-  }
+  ~HandleCount() { assert(settled_ && "the reply was made through For"); }
   HandleCount(const HandleCount&) = delete;
   HandleCount& operator=(const HandleCount&) = delete;
-  // The reply to the open: if it hands the kernel a file, the count stays with it, and goes
-  // back if the kernel refuses the reply.
-  Reply KeepFor(Reply r) {
-    if (r.error() != 0) return r;
-    kept_ = true;
+  // `r`, the open's reply, with the count settled for it: kept with a file (and given back if the
+  // kernel refuses the reply), given back now for anything else.
+  Reply For(Reply r) {
+    settled_ = true;
+    if (r.error() != 0) {
+      inode_->open_handles.fetch_sub(1);
+      return r;
+    }
     return std::move(r).IfRefused([inode = inode_] { inode->open_handles.fetch_sub(1); });
   }
 
  private:
   Inode* inode_;
-  bool kept_ = false;
+  bool settled_ = false;
 };
 
 void SetOpenReply(const Filesystem& fs, fuse_file_info* fi, int fd) {
@@ -145,10 +149,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   HandleCount count(inode);
   Serve(
-      req, inode, Access::kChange, [&] { return count.KeepFor(Open(req, fs, inode, fi)); },
-      [&](const TxGuard& tx) {
-        return count.KeepFor(txops::Open(Caller::Of(req), fs, tx, inode, fi));
-      });
+      req, inode, Access::kChange, [&] { return Open(req, fs, inode, fi); },
+      [&](const TxGuard& tx) { return txops::Open(Caller::Of(req), fs, tx, inode, fi); },
+      [&](Reply r) { return count.For(std::move(r)); });
 }
 
 Reply Create(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, mode_t mode,
