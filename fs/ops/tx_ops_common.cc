@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 #include <functional>
 
@@ -163,9 +164,18 @@ int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::strin
   return fs.txs()->rm(source).locks().HeldUnder(backing_dir, tx.id()) ? EBUSY : 0;
 }
 
-void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta) {
-  std::lock_guard l(tx->times_mu);
-  tx->nlink_delta[{source, object}] += delta;
+void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+              int delta) {
+  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
+  assert(ov != nullptr && "AddLinks after an op logged here");
+  if (ov != nullptr) ov->AddLinks(object, delta);
+}
+
+int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {
+  auto ov = fs.txs()->rm(source).OverlayFor(tx.id());
+  if (!ov.ok()) return Errno(ov.status());
+  TouchTimes(fs, tx, source, object, false);
+  return 0;
 }
 
 void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent) {
@@ -223,7 +233,7 @@ int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string&
     }
     if (!s.ok()) return Errno(s);
   }
-  TouchTimes(tx, source, ObjectOf(inode), true);
+  TouchTimes(fs, tx, source, ObjectOf(inode), true);
   return 0;
 }
 

@@ -46,7 +46,14 @@ int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char
 // apply finds them by path): refused while another transaction holds anything below it.
 int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);
 
-void AddLinks(const TxGuard& tx, int source, const fstx::ObjectId& object, int delta);
+// The view's link count of `object` changes by `delta` (TxOverlay::AddLinks); after an op logged
+// in `source`.
+void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+              int delta);
+// Stamps the ctime of `object` in the view also where the change may have logged nothing
+// (chown(f, -1, -1), an ACL equal to the mode): makes the overlay, enlisting, if no op made it.
+// 0 or an errno.
+int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object);
 // The transaction changed names in `parent`: its attributes and entries are served with zero
 // timeouts to everyone until the transaction ends.
 void MarkParent(Filesystem& fs, const TxGuard& tx, Inode* parent);

@@ -46,9 +46,8 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   // otherwise lock any file it can see. Natively it still stamps ctime: here in the
   // transaction's own view only (nothing is logged, so the commit does not carry it).
   if (SetattrFields(to_set) == 0) {
-    if (!inode->is_virtual_root() && !inode->pinned)
-      TouchTimes(tx, inode->source_index, ObjectOf(inode), false);
-    return 0;
+    if (inode->is_virtual_root() || inode->pinned) return 0;
+    return StampUnlogged(fs, tx, inode->source_index, ObjectOf(inode));
   }
   if (inode->is_virtual_root() || inode->pinned) {
     // The roots' own attributes are the mount's; changing them is not transacted.
@@ -134,11 +133,9 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
     Status s = LogXattr(fs, tx, source, object, *path, kAclAccessXattr, changed.Serialize());
     if (!s.ok()) return Errno(s);
   }
-  TouchTimes(tx, source, object, false);
-  if (mtime) {
-    std::lock_guard l(tx->times_mu);
-    tx->times[{source, object}].mtime = *mtime;
-  }
+  // Only a created file's mtime may be all this logged (it is its staged file's).
+  if (int err = StampUnlogged(fs, tx, source, object); err != 0) return err;
+  if (mtime) fs.txs()->rm(source).Overlay(tx.id())->SetMtime(object, *mtime);
   return 0;
 }
 
@@ -289,8 +286,8 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
                  inherited_default->Serialize());
   if (!s.ok()) return Errno(s);
   const fstx::ObjectId pobj = ObjectOf(parent);
-  TouchTimes(tx, source, pobj, true);
-  if (S_ISDIR(mode)) AddLinks(tx, source, pobj, 1);
+  TouchTimes(fs, tx, source, pobj, true);
+  if (S_ISDIR(mode)) AddLinks(fs, tx, source, pobj, 1);
   MarkParent(fs, tx, parent);
   *made_path = pv->view;
   *number = *n;
@@ -344,9 +341,9 @@ Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
   op.path2 = JoinPath(pv->view, name);
   Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
-  AddLinks(tx, source, op.object, 1);
-  TouchTimes(tx, source, op.object, false);
-  TouchTimes(tx, source, ObjectOf(parent), true);
+  AddLinks(fs, tx, source, op.object, 1);
+  TouchTimes(fs, tx, source, op.object, false);
+  TouchTimes(fs, tx, source, ObjectOf(parent), true);
   MarkParent(fs, tx, parent);
   fuse_entry_param e;
   int err = TxLookupEntry(fs, tx, source, pv->view, name, &e);
@@ -397,10 +394,10 @@ Reply Remove(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
   const fstx::ObjectId pobj = ObjectOf(parent);
-  TouchTimes(tx, source, pobj, true);
-  TouchTimes(tx, source, v->object, false);
-  AddLinks(tx, source, v->object, is_dir ? -2 : -1);
-  if (is_dir) AddLinks(tx, source, pobj, -1);
+  TouchTimes(fs, tx, source, pobj, true);
+  TouchTimes(fs, tx, source, v->object, false);
+  AddLinks(fs, tx, source, v->object, is_dir ? -2 : -1);
+  if (is_dir) AddLinks(fs, tx, source, pobj, -1);
   MarkParent(fs, tx, parent);
   return reply(0);
 }
@@ -496,22 +493,22 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   if (!s.ok()) return reply(Errno(s));
   fs.inodes().MoveViewPaths(tx.id(), source, from, to, exchange);
   const fstx::ObjectId p1 = ObjectOf(parent), p2 = ObjectOf(newparent);
-  TouchTimes(tx, source, p1, true);
-  TouchTimes(tx, source, p2, true);
-  TouchTimes(tx, source, src->object, false);
-  if (dst->exists) TouchTimes(tx, source, dst->object, false);
-  if (dst->exists && !exchange) AddLinks(tx, source, dst->object, dst_dir ? -2 : -1);
+  TouchTimes(fs, tx, source, p1, true);
+  TouchTimes(fs, tx, source, p2, true);
+  TouchTimes(fs, tx, source, src->object, false);
+  if (dst->exists) TouchTimes(fs, tx, source, dst->object, false);
+  if (dst->exists && !exchange) AddLinks(fs, tx, source, dst->object, dst_dir ? -2 : -1);
   if (p1 != p2) {
     if (src_dir) {
-      AddLinks(tx, source, p1, -1);
-      if (!(dst_dir && !exchange)) AddLinks(tx, source, p2, 1);
+      AddLinks(fs, tx, source, p1, -1);
+      if (!(dst_dir && !exchange)) AddLinks(fs, tx, source, p2, 1);
     }
     if (exchange && dst_dir) {
-      AddLinks(tx, source, p2, -1);
-      AddLinks(tx, source, p1, 1);
+      AddLinks(fs, tx, source, p2, -1);
+      AddLinks(fs, tx, source, p1, 1);
     }
   } else if (dst_dir && !exchange) {
-    AddLinks(tx, source, p1, -1);
+    AddLinks(fs, tx, source, p1, -1);
   }
   MarkParent(fs, tx, parent);
   MarkParent(fs, tx, newparent);

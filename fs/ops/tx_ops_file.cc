@@ -289,7 +289,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     off = static_cast<off_t>(*end);
   }
   if (h->is_new()) {
-    TouchTimes(tx, source, inode->object, true);
+    TouchTimes(fs, tx, source, inode->object, true);
     if (size < fstx::kDirectAlign) return write_fd(h->fd, off);
     // A big write goes to the staged file past the page cache: it is read again only by the
     // transaction, and prepare need not write it back (see fs/tx/direct_io.h).
@@ -349,7 +349,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     fs.txs()->Refund(*tx, prepaid);
   }
   if (!s.ok()) return Reply::Error(Errno(s));
-  TouchTimes(tx, source, inode->object, true);
+  TouchTimes(fs, tx, source, inode->object, true);
   return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 

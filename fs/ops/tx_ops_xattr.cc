@@ -234,7 +234,8 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
     s = fs.txs()->LogOp(*tx, source, op);
   }
   if (!s.ok()) return reply(Errno(s));
-  TouchTimes(tx, source, object, false);
+  // An ACL equal to the mode it has logs nothing, and still stamps the ctime.
+  if (int err = StampUnlogged(fs, tx, source, object); err != 0) return reply(err);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);
 }
@@ -269,7 +270,7 @@ Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* i
           caps && IsCreatedFile(inode) ? fs.passthrough().WithoutWriters(fs, inode, log) : log();
       err != 0)
     return reply(err);
-  TouchTimes(tx, inode->source_index, object, false);
+  TouchTimes(fs, tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);
 }
@@ -289,7 +290,7 @@ Reply Removexattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode
   const fstx::ObjectId object = ObjectOf(inode);
   Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::nullopt);
   if (!s.ok()) return reply(Errno(s));
-  TouchTimes(tx, inode->source_index, object, false);
+  TouchTimes(fs, tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);
 }

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <climits>
 #include <cstring>
 
@@ -241,29 +242,25 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
       if (a->mtime_ns && !staged_content)
         st->st_mtim = {*a->mtime_ns / 1000000000, *a->mtime_ns % 1000000000};
     }
-  }
-  std::lock_guard l(tx->times_mu);
-  auto key = std::make_pair(source, object);
-  if (auto it = tx->times.find(key); it != tx->times.end()) {
-    if (it->second.mtime && !staged_content) st->st_mtim = *it->second.mtime;
-    // A staged file's own ctime moves with writes the daemon does not see.
-    if (it->second.ctime && (!staged_content || Later(*it->second.ctime, st->st_ctim)))
-      st->st_ctim = *it->second.ctime;
-  }
-  if (auto it = tx->nlink_delta.find(key); it != tx->nlink_delta.end()) {
-    long n = static_cast<long>(st->st_nlink) + it->second;
-    st->st_nlink = static_cast<nlink_t>(n < 0 ? 0 : n);
+    if (auto t = ov->Stamps(object)) {
+      if (t->mtime && !staged_content) st->st_mtim = *t->mtime;
+      // A staged file's own ctime moves with writes the daemon does not see.
+      if (t->ctime && (!staged_content || Later(*t->ctime, st->st_ctim))) st->st_ctim = *t->ctime;
+      const long n = static_cast<long>(st->st_nlink) + t->nlink_delta;
+      st->st_nlink = static_cast<nlink_t>(n < 0 ? 0 : n);
+    }
   }
   return 0;
 }
 
-void TouchTimes(const TxGuard& tx, int source, const fstx::ObjectId& object, bool data) {
+void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                bool data) {
+  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
+  assert(ov != nullptr && "TouchTimes after an op logged here; else StampUnlogged");
+  if (ov == nullptr) return;
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  std::lock_guard l(tx->times_mu);
-  auto& t = tx->times[{source, object}];
-  t.ctime = now;
-  if (data) t.mtime = now;
+  ov->Touch(object, now, data);
 }
 
 }  // namespace ktmfs::fs

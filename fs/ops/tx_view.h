@@ -71,8 +71,10 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
 // The attributes the transaction sees for a node.
 int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st);
 
-// Records that the transaction changed `object` (times shown in the view).
-void TouchTimes(const TxGuard& tx, int source, const fstx::ObjectId& object, bool data);
+// Stamps the times the view shows for `object`, which the transaction changed now
+// (TxOverlay::Touch): after an op logged in `source`, which made the overlay there.
+void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
+                bool data);
 
 // The transaction's staging directory descriptor path for new objects (its TxStaging::dir()).
 Result<std::string> StagingDir(Filesystem& fs, const TxGuard& tx, int source);

@@ -53,17 +53,9 @@ struct TxContext {
   std::shared_mutex live;
   bool ended = false;  // under `live` (exclusive to set)
 
-  // Times the view shows for objects the transaction changed (the backing objects get theirs
-  // when apply changes them). Keyed by source and object.
-  struct Times {
-    std::optional<timespec> mtime, ctime;
-  };
-  std::mutex times_mu;
-  std::map<std::pair<int, fstx::ObjectId>, Times> times;
-  // Link count changes the view shows (links and unlinks of existing objects).
-  std::map<std::pair<int, fstx::ObjectId>, int> nlink_delta;
   // Bytes of writes logged with their data; the RM keeps those ops in memory until the end,
-  // so past a budget writes are staged instead (a transaction may be larger than memory).
+  // so past a budget writes are staged instead (a transaction may be larger than memory). A
+  // budget over all sources, not part of any view: what the transaction sees is in its overlays.
   std::atomic<uint64_t> inline_bytes{0};
   // Bytes counted against the owner's -o max_user_memory (TxService::ChargeMemory), given
   // back when the transaction ends.

@@ -192,9 +192,9 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
 
 Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   std::lock_guard l(mu_);
-  auto t = Enlisted(tx);
-  if (!t.ok()) return t.status();
-  if (!(*t)->overlay) (*t)->overlay = std::make_unique<TxOverlay>(o_.backing_root);
+  auto ov = OverlayLocked(tx);
+  if (!ov.ok()) return ov.status();
+  Tx* t = &txs_[tx];
   fstx::Record r;
   r.type = RecordType::kOp;
   r.tx = tx;
@@ -205,22 +205,22 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   // A stored value is logged as well: recovery finds it in the record.
   assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
-  KTMFS_RETURN_IF_ERROR((*t)->overlay->Apply(op));
+  KTMFS_RETURN_IF_ERROR((*ov)->Apply(op));
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;
   args.payload = payload;
   auto lsn = o_.stream->Append(args);
   if (!lsn.ok()) {
     // The view now holds an op the log does not: the transaction can no longer commit.
-    (*t)->broken = true;
+    t->broken = true;
     return NamePinnerLocked(
         lsn.status().Annotate("fs RM " + o_.name + ": transaction " + tx.ToString()));
   }
-  (*t)->ops.push_back(op);
+  t->ops.push_back(op);
   // A stored value is in the record and in staging: memory keeps only where.
-  if (op.stored_value) std::string().swap((*t)->ops.back().value);
-  (*t)->bytes_logged += payload.size();
-  if ((*t)->first_lsn == log::kInvalidLsn) (*t)->first_lsn = *lsn;
+  if (op.stored_value) std::string().swap(t->ops.back().value);
+  t->bytes_logged += payload.size();
+  if (t->first_lsn == log::kInvalidLsn) t->first_lsn = *lsn;
   return *lsn;
 }
 
@@ -237,6 +237,18 @@ TxOverlay* FsResourceManager::Overlay(const Guid& tx) {
   std::lock_guard l(mu_);
   auto it = txs_.find(tx);
   return it == txs_.end() ? nullptr : it->second.overlay.get();
+}
+
+Result<TxOverlay*> FsResourceManager::OverlayFor(const Guid& tx) {
+  std::lock_guard l(mu_);
+  return OverlayLocked(tx);
+}
+
+Result<TxOverlay*> FsResourceManager::OverlayLocked(const Guid& tx) {
+  auto t = Enlisted(tx);
+  if (!t.ok()) return t.status();
+  if (!(*t)->overlay) (*t)->overlay = std::make_unique<TxOverlay>(o_.backing_root);
+  return (*t)->overlay.get();
 }
 
 uint64_t FsResourceManager::BytesLogged(const Guid& tx) {

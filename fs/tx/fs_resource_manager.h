@@ -119,6 +119,9 @@ class FsResourceManager : public tm::ResourceManager {
   // The transaction's view of this RM's backing directory; nullptr until its first change. Valid
   // until the transaction ends (the caller keeps the transaction from ending meanwhile).
   TxOverlay* Overlay(const Guid& tx);
+  // The same, made (and the RM enlisted) if it is not there yet: for a change that logs nothing
+  // but shows in the view (chown(f, -1, -1) still stamps the file's ctime).
+  Result<TxOverlay*> OverlayFor(const Guid& tx);
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
   LockTable& locks() { return locks_; }
@@ -179,7 +182,8 @@ class FsResourceManager : public tm::ResourceManager {
   };
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
-  Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
+  Result<Tx*> Enlisted(const Guid& tx);              // mu_ held
+  Result<TxOverlay*> OverlayLocked(const Guid& tx);  // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
   Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
   Result<log::Lsn> Append(const fstx::Record& r);

@@ -440,6 +440,30 @@ std::optional<AttrOverride> TxOverlay::Attributes(const ObjectId& object) const 
   return it->second;
 }
 
+void TxOverlay::Touch(const ObjectId& object, const timespec& now, bool data) {
+  std::lock_guard lock(mu_);
+  ViewStamps& t = stamps_[object];
+  t.ctime = now;
+  if (data) t.mtime = now;
+}
+
+void TxOverlay::SetMtime(const ObjectId& object, const timespec& mtime) {
+  std::lock_guard lock(mu_);
+  stamps_[object].mtime = mtime;
+}
+
+void TxOverlay::AddLinks(const ObjectId& object, int delta) {
+  std::lock_guard lock(mu_);
+  stamps_[object].nlink_delta += delta;
+}
+
+std::optional<ViewStamps> TxOverlay::Stamps(const ObjectId& object) const {
+  std::lock_guard lock(mu_);
+  auto it = stamps_.find(object);
+  if (it == stamps_.end()) return std::nullopt;
+  return it->second;
+}
+
 std::vector<std::string> TxOverlay::Xattrs(const ObjectId& object,
                                            const std::vector<std::string>& backing_names) const {
   std::lock_guard lock(mu_);

@@ -6,6 +6,10 @@
 // caller asks the backing directory (at the backing path it names, which differs from the view
 // path below a directory the transaction renamed).
 //
+// Besides the ops it holds the times and link counts the view shows (ViewStamps): the operations
+// stamp them as they are made. They are the one part not rebuilt from the log, which has no
+// clock: the backing objects get their own times when apply changes them.
+//
 // Apply validates against the view where that is possible without the backing directory
 // (a name the view already holds or removed, a directory the view knows has entries). Where the
 // answer needs the backing directory (a create over a name only the backing directory has, an
@@ -13,6 +17,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <map>
 #include <mutex>
@@ -59,6 +64,13 @@ struct AttrOverride {
   }
 };
 
+// What the view shows of an object beyond its AttrOverride: when the transaction last changed
+// it, and how many links it gained or lost. Unset times are the backing object's.
+struct ViewStamps {
+  std::optional<timespec> mtime, ctime;
+  int nlink_delta = 0;
+};
+
 struct XattrLookup {
   enum class Kind { kUnchanged, kRemoved, kValue };
   Kind kind = Kind::kUnchanged;
@@ -92,6 +104,16 @@ class TxOverlay {
                                                const std::vector<std::string>& backing_names) const;
 
   std::optional<AttrOverride> Attributes(const ObjectId& object) const;
+
+  // The transaction changed `object` at `now`: its status (ctime), and its data or entries
+  // (mtime) if `data`.
+  void Touch(const ObjectId& object, const timespec& now, bool data);
+  // An explicit modification time the view shows (utimensat on a file whose mtime is not logged).
+  void SetMtime(const ObjectId& object, const timespec& mtime);
+  // `object` gained (`delta` > 0) or lost links in the view: a link, an unlink, a directory
+  // made, moved or removed under it.
+  void AddLinks(const ObjectId& object, int delta);
+  std::optional<ViewStamps> Stamps(const ObjectId& object) const;
   // `backing_names`: the backing object's xattr names (empty for new objects).
   std::vector<std::string> Xattrs(const ObjectId& object,
                                   const std::vector<std::string>& backing_names) const;
@@ -150,6 +172,7 @@ class TxOverlay {
   mutable std::mutex mu_;
   std::map<std::string, Dir> dirs_;  // by view path; every directory the tx created or moved
   std::map<ObjectId, AttrOverride> attrs_;
+  std::map<ObjectId, ViewStamps> stamps_;
   struct XattrValue {
     std::string bytes;  // unless stored
     std::optional<StoredValue> stored;

@@ -2,6 +2,7 @@
 // mount: the caller is a value and the Reply each returns is what the kernel would be sent.
 #include "fs/ops/tx_ops.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -154,6 +155,57 @@ TEST_F(TxOpsTest, ChangesAreTheTransactionsUntilItCommits) {
   ASSERT_EQ(stat((backing_ + "/g").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode, S_IFREG | 0640);
   EXPECT_NE(stat((backing_ + "/old").c_str(), &st), 0);
+}
+
+TEST_F(TxOpsTest, TheViewShowsTheTransactionsTimesAndLinkCounts) {
+  const Caller root(0, 0, 0, {});
+  Inode* top = fs_->inodes().root();
+  struct stat committed;
+  ASSERT_EQ(stat((backing_ + "/old").c_str(), &committed), 0);
+  const timespec past{1000, 0};
+  const timespec times[2] = {past, past};
+  ASSERT_EQ(utimensat(AT_FDCWD, (backing_ + "/old").c_str(), times, 0), 0);
+  ASSERT_EQ(utimensat(AT_FDCWD, backing_.c_str(), times, 0), 0);
+  {
+    TxGuard tx = txs_->EnterById(id_);
+    ASSERT_TRUE(tx);
+    Reply old = txops::Lookup(*fs_, tx, top, "old");
+    ASSERT_EQ(old.error(), 0);
+    Inode* f = Node(old);
+    const timespec ctime_before = old.entry()->attr.st_ctim;
+    // chown(f, -1, -1) as the transaction's first change: nothing is logged, and still the view
+    // shows a new ctime.
+    struct stat none {};
+    Reply chowned = txops::Setattr(root, *fs_, tx, f, &none, 0);
+    ASSERT_NE(chowned.attr(), nullptr) << chowned.error();
+    EXPECT_TRUE(chowned.attr()->st_ctim.tv_sec > ctime_before.tv_sec ||
+                (chowned.attr()->st_ctim.tv_sec == ctime_before.tv_sec &&
+                 chowned.attr()->st_ctim.tv_nsec >= ctime_before.tv_nsec));
+    EXPECT_EQ(chowned.attr()->st_mtim.tv_sec, past.tv_sec);  // a status change only
+
+    // A second name: the file's link count goes up, the directory's mtime moves.
+    Reply linked = txops::Link(root, *fs_, tx, f, top, "second");
+    ASSERT_EQ(linked.error(), 0);
+    Node(linked);
+    EXPECT_EQ(linked.entry()->attr.st_nlink, 2u);
+    Reply dir = txops::Getattr(*fs_, tx, top);
+    ASSERT_NE(dir.attr(), nullptr);
+    EXPECT_GT(dir.attr()->st_mtim.tv_sec, past.tv_sec);
+    // A directory made under the root adds a link to it; removing a name takes one away.
+    const nlink_t dir_links = dir.attr()->st_nlink;
+    Reply made = txops::Make(root, *fs_, tx, top, "sub", S_IFDIR | 0755, 0, nullptr);
+    ASSERT_EQ(made.error(), 0);
+    Node(made);
+    EXPECT_EQ(txops::Getattr(*fs_, tx, top).attr()->st_nlink, dir_links + 1);
+    ASSERT_EQ(txops::Remove(root, *fs_, tx, top, "second", false).error(), 0);
+    EXPECT_EQ(txops::Getattr(*fs_, tx, f).attr()->st_nlink, 1u);
+  }
+  // None of it is the committed view's.
+  struct stat st;
+  ASSERT_EQ(stat((backing_ + "/old").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(st.st_mtim.tv_sec, past.tv_sec);
+  ForgetNodes();
 }
 
 TEST_F(TxOpsTest, TheCallersPermissionIsCheckedBeforeAnyLock) {

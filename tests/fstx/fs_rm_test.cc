@@ -314,6 +314,30 @@ TEST(FsRm, TransactionWithoutStagedDataCommits) {
   EXPECT_TRUE(w.StagingGoneOnceAppliedIsDurable());
 }
 
+TEST(FsRm, AViewMadeWithoutAnOpEnlistsAndEndsWithTheTransaction) {
+  // chown(f, -1, -1) logs nothing but stamps a ctime in the view: the overlay it needs is made
+  // with the RM enlisted, so the transaction's end reaches the RM and drops it.
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  const auto before = Snapshot(w.root());
+  for (bool commit : {true, false}) {
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    EXPECT_EQ(w.rm().Overlay(*tx), nullptr);
+    auto ov = w.rm().OverlayFor(*tx);
+    ASSERT_TRUE(ov.ok()) << ov.status().ToString();
+    EXPECT_EQ(w.rm().Overlay(*tx), *ov);
+    auto again = w.rm().OverlayFor(*tx);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *ov);  // one per transaction
+    (*ov)->Touch(ObjectId::Existing(1, 2), {1, 0}, false);
+    Status s = commit ? w.tm().Commit(*tx) : w.tm().Rollback(*tx);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(w.rm().Overlay(*tx), nullptr) << (commit ? "commit" : "rollback");
+    EXPECT_EQ(Snapshot(w.root()), before);
+  }
+}
+
 TEST(FsRm, TwoBackingDirectoriesCommitTogether) {
   FsRmWorld w(2);
   ASSERT_TRUE(w.Start().ok());

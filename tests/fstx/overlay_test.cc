@@ -496,6 +496,38 @@ TEST_F(OverlayTest, ReportsWhatCommitMustInvalidate) {
             (Entries{{"", "a"}, {"a", "f"}, {"a", "n"}, {"a/sub", "g"}, {"c", "a2"}}));
 }
 
+TEST_F(OverlayTest, StampsTimesAndLinksTheOpsDoNotCarry) {
+  const ObjectId f = Id("a/f"), a = Id("a");
+  EXPECT_FALSE(ov_.Stamps(f).has_value());
+  // Ops alone leave no stamps: the operations stamp what the view shows as they make a change.
+  Ok({.kind = OpKind::kLink, .object = f, .path = "a/f", .path2 = "c/f2"});
+  EXPECT_FALSE(ov_.Stamps(f).has_value());
+
+  ov_.Touch(f, {100, 1}, false);
+  ov_.AddLinks(f, 1);
+  auto t = ov_.Stamps(f);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->ctime->tv_sec, 100);
+  EXPECT_FALSE(t->mtime.has_value());  // a status change only
+  EXPECT_EQ(t->nlink_delta, 1);
+
+  // A change to data or entries moves both times; a later explicit mtime wins over it, and a
+  // later change over that.
+  ov_.Touch(a, {200, 0}, true);
+  ov_.SetMtime(a, {50, 0});
+  EXPECT_EQ(ov_.Stamps(a)->mtime->tv_sec, 50);
+  EXPECT_EQ(ov_.Stamps(a)->ctime->tv_sec, 200);
+  ov_.Touch(a, {300, 0}, true);
+  EXPECT_EQ(ov_.Stamps(a)->mtime->tv_sec, 300);
+
+  // Link changes add up; an unlink and a removed directory count down.
+  ov_.AddLinks(a, 1);
+  ov_.AddLinks(a, -2);
+  EXPECT_EQ(ov_.Stamps(a)->nlink_delta, -1);
+  // Stamps are the view's only: they mark nothing for commit to invalidate.
+  EXPECT_EQ(ov_.TouchedObjects(), (std::vector<ObjectId>{f}));
+}
+
 TEST_F(OverlayTest, ConcurrentReadersSeeWholeOps) {
   // Readers run while a writer applies create/unlink pairs: each lookup sees the name either
   // present or absent, never a half-applied state (and ASan/UBSan check the locking).
