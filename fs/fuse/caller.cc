@@ -76,9 +76,9 @@ void IdentityScope::InitProcessIdentity() {
   g_can_switch = g_daemon_uid == 0;
 }
 
-IdentityScope::IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks) {
+IdentityScope::IdentityScope(const Caller& caller, IdentityUse use, bool kernel_checks) {
   if (use == IdentityUse::kCreates) {
-    caller_umask_ = fuse_req_ctx(req)->umask & 0777;
+    caller_umask_ = caller.umask();
     if (ThreadOwnsUmask()) {
       umask(caller_umask_);
       own_umask_ = true;
@@ -86,20 +86,12 @@ IdentityScope::IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks
   }
   if (!g_can_switch) return;
   if (use == IdentityUse::kChecks && kernel_checks) return;
-  const fuse_ctx* c = fuse_req_ctx(req);
-  if (c->uid == g_daemon_uid && c->gid == g_daemon_gid) return;
+  if (caller.uid() == g_daemon_uid && caller.gid() == g_daemon_gid) return;
   // Supplementary groups matter for group-writable directories; without the caller's pid
   // (another pid namespace) only the primary group is known.
-  std::vector<gid_t> groups(64);
-  int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
-  if (n > static_cast<int>(groups.size())) {
-    groups.resize(n);
-    n = fuse_req_getgroups(req, n, groups.data());
-  }
-  groups.resize(n > 0 ? n : 0);
-  SetThreadGroups(groups);
-  syscall(SYS_setfsgid, c->gid);
-  syscall(SYS_setfsuid, c->uid);
+  SetThreadGroups(caller.Groups());
+  syscall(SYS_setfsgid, caller.gid());
+  syscall(SYS_setfsuid, caller.uid());
   switched_ = true;
 }
 

@@ -41,6 +41,7 @@ class Caller {
   gid_t gid() const { return gid_; }
   pid_t pid() const { return pid_; }  // 0 when outside the daemon's pid namespace
   mode_t umask() const { return umask_; }
+  CallerContext context() const { return CallerContext{uid_, gid_, pid_}; }
   std::vector<gid_t> Groups() const;
   // The kernel marked the request as from a caller without CAP_FSETID, whatever /proc says
   // (fs/fuse/kernel_channel.h).
@@ -66,7 +67,7 @@ enum class IdentityUse {
 class IdentityScope {
  public:
   // `kernel_checks`: the mount has default_permissions, so the kernel already checked access.
-  IdentityScope(fuse_req_t req, IdentityUse use, bool kernel_checks);
+  IdentityScope(const Caller& caller, IdentityUse use, bool kernel_checks);
   ~IdentityScope();
   IdentityScope(const IdentityScope&) = delete;
   IdentityScope& operator=(const IdentityScope&) = delete;

@@ -44,10 +44,10 @@ Reply OpenReply(fuse_file_info* fi, std::unique_ptr<DirHandle> d) {
   return Reply::Open(*fi).IfRefused([handle = d.release()] { delete handle; });
 }
 
-Reply OpenCommitted(fuse_req_t req, Filesystem& fs, fuse_file_info* fi,
+Reply OpenCommitted(const Caller& caller, Filesystem& fs, fuse_file_info* fi,
                     std::unique_ptr<DirHandle> d) {
   if (!d->inode->is_virtual_root()) {
-    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
     int fd = openat(d->inode->Fd().get(), ".", O_RDONLY | O_DIRECTORY);
     if (fd < 0) return Reply::Error(errno);
     d->dp = fdopendir(fd);
@@ -74,7 +74,8 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto d = std::make_unique<DirHandle>();
   Inode* inode = d->inode = fs.Get(ino);
   Serve(
-      req, inode, Access::kChange, [&] { return OpenCommitted(req, fs, fi, std::move(d)); },
+      req, inode, Access::kChange,
+      [&] { return OpenCommitted(Caller::Of(req), fs, fi, std::move(d)); },
       [&](const TxGuard& tx) { return OpenInTx(fs, tx, fi, std::move(d)); });
 }
 
@@ -254,7 +255,7 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_fi
   int err = 0;
   {
     auto visible = fs.ReadingCommitted(d->inode);
-    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+    IdentityScope id(Caller::Of(req), IdentityUse::kChecks, fs.kernel_checks());
     std::lock_guard lock(d->mu);
     err = FillListing(req, fs, d, size, off, plus, visible, buf, &used);
   }

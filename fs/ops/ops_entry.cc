@@ -1,6 +1,6 @@
-// Name and attribute operations: lookup and forget, getattr/setattr, and everything that
-// creates, links, renames or removes a name. All of them act through *at() calls relative to
-// O_PATH descriptors and never follow a symlink, so no name leads outside the backing trees.
+// Name and attribute requests: lookup and forget, getattr/setattr, and everything that
+// creates, links, renames or removes a name, served through the adapter by committed_entry.cc or
+// tx_ops_entry.cc.
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 #include "fs/fuse/caller.h"
 #include "fs/fuse/reply.h"
 #include "fs/ops/adapter.h"
+#include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/permission.h"
 #include "fs/ops/setid.h"
@@ -20,49 +21,11 @@
 namespace ktmfs::fs {
 namespace {
 
-// A name operation's parent must be a real directory: the virtual root's entries are fixed.
-int CheckParent(Filesystem& fs, Inode* parent, const char* name) {
-  if (parent->is_virtual_root()) return EPERM;
-  if (fs.IsHiddenName(parent, name)) return EPERM;  // the name is taken by the state directory
-  return 0;
-}
-
-Reply NewEntry(Filesystem& fs, Inode* parent, const char* name) {
-  fuse_entry_param e;
-  int err = fs.Lookup(parent, name, &e);
-  return err != 0 ? Reply::Error(err) : Reply::Entry(e);
-}
-
-Reply Lookup(fuse_req_t req, Filesystem& fs, Inode* p, const char* name) {
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  fuse_entry_param e;
-  fstx::VisibilityGate::Pass visible;
-  int err;
-  for (;;) {
-    visible = fs.ReadingCommitted(p);
-    err = fs.Lookup(p, name, &e);
-    fstx::VisibilityGate::Key closed;
-    if (err != 0 || fs.ReadingCommittedEntry(visible, &e, &closed)) break;
-    fs.inodes().Forget(fs.Get(e.ino), 1);
-    visible.Release();
-    fs.AwaitApply(closed);
-  }
-  // A transaction may create the name in its own view of this directory: the kernel's cached
-  // absence would hide it from the transaction's tasks.
-  if (err == ENOENT && fs.options().cache.negative_timeout > 0 &&
-      !(fs.txs() != nullptr && fs.txs()->IsTouched(p->dev, p->ino))) {
-    std::memset(&e, 0, sizeof e);
-    e.entry_timeout = fs.options().cache.negative_timeout;
-    return Reply::Entry(e).Holding(std::move(visible));
-  }
-  return (err != 0 ? Reply::Error(err) : Reply::Entry(e)).Holding(std::move(visible));
-}
-
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   Serve(
-      req, p, Access::kChange, [&] { return Lookup(req, fs, p, name); },
+      req, p, Access::kChange, [&] { return committed::Lookup(Caller::Of(req), fs, p, name); },
       [&](const TxGuard& tx) { return txops::Lookup(fs, tx, p, name); });
 }
 
@@ -79,20 +42,6 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   Send(req, Reply::None());
 }
 
-// The attributes of a committed node, or through a committed file's descriptor `fi`.
-Reply Getattr(Filesystem& fs, Inode* inode, fuse_file_info* fi) {
-  struct stat st;
-  int err;
-  auto visible = fs.ReadingCommitted(inode);
-  if (fi != nullptr) {
-    err = fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
-  } else {
-    err = fs.Stat(inode, &st);
-  }
-  return (err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode)))
-      .Holding(std::move(visible));
-}
-
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   // A file's handle says which view it belongs to; only a node asks for classifying.
@@ -102,87 +51,12 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   Inode* inode = fs.Get(ino);
   if (fi != nullptr) {
-    Send(req, Getattr(fs, inode, fi));
+    Send(req, committed::Getattr(fs, inode, fi));
     return;
   }
   Serve(
-      req, inode, Access::kRead, [&] { return Getattr(fs, inode, nullptr); },
+      req, inode, Access::kRead, [&] { return committed::Getattr(fs, inode, nullptr); },
       [&](const TxGuard& tx) { return txops::Getattr(fs, tx, inode); });
-}
-
-timespec TimeToSet(int to_set, int set_bit, int now_bit, const timespec& value) {
-  if (to_set & now_bit) return timespec{0, UTIME_NOW};
-  if (to_set & set_bit) return value;
-  return timespec{0, UTIME_OMIT};
-}
-
-int ApplySetattr(Filesystem& fs, Inode* inode, const struct stat* attr, int to_set,
-                 fuse_file_info* fi) {
-  // Only regular files carry a backing descriptor in fh (directories hold a DirHandle).
-  const int fh = fi != nullptr && inode->type == S_IFREG ? static_cast<int>(fi->fh) : -1;
-  if (to_set & FUSE_SET_ATTR_MODE) {
-    auto chmod_it = [&] {
-      int r = fh >= 0 ? fchmod(fh, attr->st_mode)
-                      : chmod(ProcPath(inode->Fd().get()).c_str(), attr->st_mode);
-      return r == 0 ? 0 : errno;
-    };
-    // Writes the kernel passes through would not clear the bits (fs/ops/passthrough.h).
-    int err = (attr->st_mode & (S_ISUID | S_ISGID))
-                  ? fs.passthrough().WithoutWriters(fs, inode, chmod_it)
-                  : chmod_it();
-    if (err != 0) return err;
-  }
-  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-    uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
-    gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-    if (fchownat(inode->Fd().get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
-      return errno;
-  }
-  if (to_set & FUSE_SET_ATTR_SIZE) {
-    int r = fh >= 0 ? ftruncate(fh, attr->st_size)
-                    : truncate(ProcPath(inode->Fd().get()).c_str(), attr->st_size);
-    if (r != 0) return errno;
-  }
-  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-                FUSE_SET_ATTR_MTIME_NOW)) {
-    timespec ts[2] = {
-        TimeToSet(to_set, FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW, attr->st_atim),
-        TimeToSet(to_set, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW, attr->st_mtim),
-    };
-    int r = fh >= 0 ? futimens(fh, ts)
-                    : utimensat(inode->Fd().get(), "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    if (r != 0) return errno;
-  }
-  return 0;
-}
-
-// A SETATTR that sets nothing is the kernel's chown(f, -1, -1), or what is left of its clearing
-// of set-id bits for a write: the local filesystem would change ctime (fs/ops/setid.h). chown(-1,
-// -1) by the daemon changes nothing else: the kernel has already sent the clearing of whatever bit
-// root's chown would clear. Best effort: the caller's chown itself succeeded.
-void TouchCtime(Inode* inode) {
-  (void)fchownat(inode->Fd().get(), "", static_cast<uid_t>(-1), static_cast<gid_t>(-1),
-                 AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-}
-
-Reply Setattr(fuse_req_t req, Filesystem& fs, Inode* inode, struct stat* attr, int to_set,
-              fuse_file_info* fi) {
-  if (inode->is_virtual_root()) return Reply::Error(EPERM);
-  // A setattr that changes nothing (chown(f, -1, -1)) conflicts with no transaction.
-  int err = SetattrFields(to_set) != 0 ? txops::CheckNotHeld(fs, inode) : 0;
-  if (err != 0) return Reply::Error(err);
-  // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
-  // is before the change.
-  struct stat a = *attr, before;
-  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(Caller::Of(req), before, &a, &to_set);
-  {
-    IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-    err = ApplySetattr(fs, inode, &a, to_set, fi);
-  }
-  if (err == 0 && (to_set & ~FUSE_SET_ATTR_CTIME) == 0) TouchCtime(inode);
-  struct stat st;
-  if (err == 0) err = fs.Stat(inode, &st);
-  return err != 0 ? Reply::Error(err) : Reply::Attr(st, fs.AttrTimeout(inode));
 }
 
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -195,93 +69,47 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     return;
   }
   if (fi != nullptr) {
-    Send(req, Setattr(req, fs, inode, attr, to_set, fi));
+    Send(req, committed::Setattr(Caller::Of(req), fs, inode, attr, to_set, fi));
     return;
   }
   Serve(
-      req, inode, Access::kChange, [&] { return Setattr(req, fs, inode, attr, to_set, nullptr); },
+      req, inode, Access::kChange,
+      [&] { return committed::Setattr(Caller::Of(req), fs, inode, attr, to_set, nullptr); },
       [&](const TxGuard& tx) {
         return txops::Setattr(Caller::Of(req), fs, tx, inode, attr, to_set);
       });
-}
-
-Reply Readlink(Inode* inode) {
-  if (inode->is_virtual_root()) return Reply::Error(EINVAL);
-  char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(inode->Fd().get(), "", buf, sizeof buf);
-  if (n < 0) return Reply::Error(errno);
-  if (static_cast<size_t>(n) >= sizeof buf) return Reply::Error(ENAMETOOLONG);
-  return Reply::Readlink(std::string(buf, static_cast<size_t>(n)));
 }
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   Serve(
-      req, inode, Access::kRead, [&] { return Readlink(inode); },
+      req, inode, Access::kRead, [&] { return committed::Readlink(inode); },
       [&](const TxGuard& tx) { return txops::Readlink(fs, tx, inode); });
 }
 
-// mknod, mkdir and symlink: check the parent and name, make the object as the caller (so it
-// is theirs), and reply with its entry. `make` does the one system call that differs.
-template <typename Make>
-Reply MakeCommitted(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, Make make) {
-  if (int err = CheckParent(fs, p, name); err != 0) return Reply::Error(err);
-  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) return Reply::Error(err);
-  IdentityScope id(req, IdentityUse::kCreates, fs.kernel_checks());
-  if (make(p->Fd().get(), id) != 0) return Reply::Error(errno);
-  return NewEntry(fs, p, name);
-}
-
-template <typename Make>
-void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, Make make, mode_t mode,
-               dev_t rdev, const char* link_target) {
+void MakeEntry(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+               const char* link_target) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   Serve(
-      req, p, Access::kChange, [&] { return MakeCommitted(req, fs, p, name, make); },
+      req, p, Access::kChange,
+      [&] { return committed::Make(Caller::Of(req), fs, p, name, mode, rdev, link_target); },
       [&](const TxGuard& tx) {
         return txops::Make(Caller::Of(req), fs, tx, p, name, mode, rdev, link_target);
       });
 }
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  MakeEntry(
-      req, parent, name,
-      [&](int dirfd, const IdentityScope& id) {
-        return mknodat(dirfd, name, id.CreateMode(mode), rdev);
-      },
-      mode, rdev, nullptr);
+  MakeEntry(req, parent, name, mode, rdev, nullptr);
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  MakeEntry(
-      req, parent, name,
-      [&](int dirfd, const IdentityScope& id) { return mkdirat(dirfd, name, id.CreateMode(mode)); },
-      S_IFDIR | (mode & 07777), 0, nullptr);
+  MakeEntry(req, parent, name, S_IFDIR | (mode & 07777), 0, nullptr);
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  MakeEntry(
-      req, parent, name,
-      [&](int dirfd, const IdentityScope&) { return symlinkat(link, dirfd, name); }, S_IFLNK | 0777,
-      0, link);
-}
-
-Reply Link(fuse_req_t req, Filesystem& fs, Inode* inode, Inode* p, const char* newname) {
-  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
-  if (int err = txops::CheckEntryNotHeld(fs, p, newname); err != 0) return Reply::Error(err);
-  if (int err = CheckParent(fs, p, newname); err != 0) return Reply::Error(err);
-  if (inode->is_virtual_root() || inode->pinned) return Reply::Error(EPERM);
-  // Each source is its own resource manager.
-  if (inode->source_index != p->source_index) return Reply::Error(EXDEV);
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
-  // as the caller does not have.
-  if (linkat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), p->Fd().get(), newname,
-             AT_SYMLINK_FOLLOW) != 0)
-    return Reply::Error(errno);
-  return NewEntry(fs, p, newname);
+  MakeEntry(req, parent, name, S_IFLNK | 0777, 0, link);
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
@@ -289,51 +117,25 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   Inode* inode = fs.Get(ino);
   Inode* p = fs.Get(newparent);
   ServePair(
-      req, inode, p, PairRule::kLink, [&] { return Link(req, fs, inode, p, newname); },
+      req, inode, p, PairRule::kLink,
+      [&] { return committed::Link(Caller::Of(req), fs, inode, p, newname); },
       [&](const TxGuard& tx) { return txops::Link(Caller::Of(req), fs, tx, inode, p, newname); });
 }
 
-Reply RemoveName(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, int flags) {
-  if (int err = txops::CheckEntryNotHeld(fs, p, name); err != 0) return Reply::Error(err);
-  if (p->is_virtual_root()) return Reply::Error(EPERM);
-  if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  return Reply::Error(unlinkat(p->Fd().get(), name, flags) == 0 ? 0 : errno);
-}
-
-void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
+void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
   Filesystem& fs = Fs(req);
   Inode* p = fs.Get(parent);
   Serve(
-      req, p, Access::kChange, [&] { return RemoveName(req, fs, p, name, flags); },
-      [&](const TxGuard& tx) {
-        return txops::Remove(Caller::Of(req), fs, tx, p, name, (flags & AT_REMOVEDIR) != 0);
-      });
+      req, p, Access::kChange, [&] { return committed::Remove(Caller::Of(req), fs, p, name, dir); },
+      [&](const TxGuard& tx) { return txops::Remove(Caller::Of(req), fs, tx, p, name, dir); });
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  RemoveName(req, parent, name, 0);
+  RemoveEntry(req, parent, name, false);
 }
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  RemoveName(req, parent, name, AT_REMOVEDIR);
-}
-
-Reply Rename(fuse_req_t req, Filesystem& fs, Inode* p, const char* name, Inode* np,
-             const char* newname, unsigned int flags) {
-  if (int err = txops::CheckRenameNotHeld(fs, p, name, np, newname); err != 0)
-    return Reply::Error(err);
-  if (p->is_virtual_root() || np->is_virtual_root()) return Reply::Error(EPERM);
-  // Each source is its own resource manager.
-  if (p->source_index != np->source_index) return Reply::Error(EXDEV);
-  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE))
-    return Reply::Error(EINVAL);
-  // The state directory cannot be moved, nor replaced, nor anything moved over its name.
-  if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
-  if (fs.IsHiddenName(np, newname)) return Reply::Error(EPERM);
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
-  return Reply::Error(renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0
-                                                                                          : errno);
+  RemoveEntry(req, parent, name, true);
 }
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
@@ -342,7 +144,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   Inode* p = fs.Get(parent);
   Inode* np = fs.Get(newparent);
   ServePair(
-      req, p, np, PairRule::kRename, [&] { return Rename(req, fs, p, name, np, newname, flags); },
+      req, p, np, PairRule::kRename,
+      [&] { return committed::Rename(Caller::Of(req), fs, p, name, np, newname, flags); },
       [&](const TxGuard& tx) {
         return txops::Rename(Caller::Of(req), fs, tx, p, name, np, newname, flags);
       });

@@ -72,7 +72,7 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
     Send(req, Reply::Error((mask & W_OK) ? EACCES : 0));
     return;
   }
-  IdentityScope id(req, IdentityUse::kChecks, fs.kernel_checks());
+  IdentityScope id(Caller::Of(req), IdentityUse::kChecks, fs.kernel_checks());
   int r = faccessat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), mask, AT_EACCESS);
   Send(req, Reply::Error(r == 0 ? 0 : errno));
 }

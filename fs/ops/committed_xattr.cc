@@ -1,0 +1,120 @@
+// The committed view's extended attributes (committed_ops.h), passed through to the backing
+// object as the caller. ACLs (system.posix_acl_*) pass through too: the backing filesystem keeps
+// mode and ACL in step.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <vector>
+
+#include "fs/ops/committed_ops.h"
+#include "fs/ops/control.h"
+#include "fs/ops/filesystem.h"
+#include "fs/ops/posix_acl.h"
+#include "fs/ops/setid.h"
+#include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_ops_common.h"
+
+namespace ktmfs::fs::committed {
+namespace {
+
+// Setting an access ACL clears the set-group-ID bit unless the caller is in the file's group or
+// has CAP_FSETID (posix_acl_update_mode). The backing filesystem applied that rule to the
+// daemon, which has CAP_FSETID; libfuse 3.14 drops the kernel's FUSE_SETXATTR_ACL_KILL_SGID
+// flag, so the rule is applied here for the caller.
+int DropSetgidAfterAcl(const Caller& caller, Inode* inode) {
+  struct stat st;
+  if (fstatat(inode->Fd().get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (!(st.st_mode & S_ISGID)) return 0;
+  const Requester who = txops::RequesterOf(caller);
+  if (who.InGroup(st.st_gid) || who.Capable(CAP_FSETID)) return 0;
+  return chmod(ProcPath(inode->Fd().get()).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* name, size_t size) {
+  // The kernel's question before every write(2): answered from the inode when the object is
+  // known to have no capabilities (reading security.* needs no permission, so the answer is
+  // the same for every caller), saving a walk through /proc per write. Not for version nodes:
+  // once their transaction ended they share the object with its committed node, whose xattr
+  // changes they would not see.
+  const bool caps =
+      inode->type == S_IFREG && !inode->is_tx_version() && std::strcmp(name, kCapabilityXattr) == 0;
+  const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
+  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1)
+    return Reply::Error(ENODATA);
+  IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
+  NodeFd fd = inode->Fd();
+  ProcPath path(fd.get());
+  std::vector<char> buf(size);
+  ssize_t n = getxattr(path.c_str(), name, size == 0 ? nullptr : buf.data(), size);
+  if (n < 0) {
+    if (caps && errno == ENODATA) inode->caps_absent_at.store(gen + 1, std::memory_order_release);
+    return Reply::Error(XattrReadErrno(name, errno));
+  }
+  if (size == 0) return Reply::XattrSize(static_cast<size_t>(n));
+  buf.resize(static_cast<size_t>(n));
+  return Reply::Bytes(std::move(buf));
+}
+
+Reply Listxattr(const Caller& caller, Filesystem& fs, Inode* inode, size_t size) {
+  std::vector<char> names;
+  if (!inode->is_virtual_root()) {
+    IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
+    NodeFd fd = inode->Fd();
+    ProcPath path(fd.get());
+    // The list is filtered, so its size is known only after reading it whole.
+    while (true) {
+      ssize_t n = listxattr(path.c_str(), nullptr, 0);
+      if (n < 0) return Reply::Error(errno);
+      names.resize(static_cast<size_t>(n));
+      n = listxattr(path.c_str(), names.data(), names.size());
+      if (n >= 0) {
+        names.resize(static_cast<size_t>(n));
+        break;
+      }
+      if (errno != ERANGE) return Reply::Error(errno);
+    }
+  }
+  std::vector<char> shown;
+  for (size_t i = 0; i < names.size();) {
+    const char* name = names.data() + i;
+    size_t len = strnlen(name, names.size() - i);
+    if (!IsControlXattr(name)) shown.insert(shown.end(), name, name + len + 1);
+    i += len + 1;
+  }
+  return Reply::XattrBytes(std::move(shown), size);
+}
+
+Reply Setxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* name,
+               const char* value, size_t size, int flags) {
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
+  IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
+  inode->XattrsChanging();
+  auto set = [&] {
+    return setxattr(ProcPath(inode->Fd().get()).c_str(), name, value, size, flags) == 0 ? 0 : errno;
+  };
+  // Writes the kernel passes through would not clear a capability (fs/ops/passthrough.h).
+  int err = std::strcmp(name, kCapabilityXattr) == 0
+                ? fs.passthrough().WithoutWriters(fs, inode, set)
+                : set();
+  if (err == 0 && std::strcmp(name, kAclAccessXattr) == 0) err = DropSetgidAfterAcl(caller, inode);
+  inode->XattrsChanging();
+  return Reply::Error(err);
+}
+
+Reply Removexattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* name) {
+  if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
+  IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
+  inode->XattrsChanging();
+  int r = removexattr(ProcPath(inode->Fd().get()).c_str(), name);
+  int err = r == 0 ? 0 : errno;
+  inode->XattrsChanging();
+  return Reply::Error(err);
+}
+
+}  // namespace ktmfs::fs::committed
