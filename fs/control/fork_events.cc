@@ -255,6 +255,7 @@ bool ForkTracker::Pump() {
 }
 
 void ForkTracker::DrainLocked() {
+  mu_.AssertHeld();
   if (broken_) return;
   batch_.clear();
   Status s = source_->Read(&batch_);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "fs/control/proc_reader.h"
+#include "log/owned_mutex.h"
 #include "log/status.h"
 #include "src/guid.h"
 
@@ -157,7 +158,7 @@ class ForkTracker {
 
   ProcReader* proc_;
   ProcEventSource* source_;
-  mutable std::mutex mu_;
+  mutable OwnedMutex mu_;
   std::vector<Tree> trees_;  // few at a time
   std::unordered_map<pid_t, Record> records_;
   bool warned_full_ = false;

@@ -23,6 +23,7 @@ const Binding* TaskBindings::FindBinding(Scope scope, pid_t pid, uint64_t start_
 }
 
 std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
+  mu_.AssertHeld();
   if (const Binding* b = FindBinding(Scope::kThread, task.tid, task.start_time)) return b->tx;
 
   // The process and its ancestors are identified by their own start times, read on the way up.
@@ -69,6 +70,7 @@ std::optional<Guid> TaskBindings::LookupLocked(const TaskInfo& task) {
 }
 
 Result<TaskInfo> TaskBindings::ReadAfresh(pid_t pid) {
+  mu_.AssertHeld();
   auto task = proc_->Read(pid);
   if (!task.ok()) return task.status();
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
@@ -77,6 +79,7 @@ Result<TaskInfo> TaskBindings::ReadAfresh(pid_t pid) {
 }
 
 Result<TaskInfo> TaskBindings::Identify(pid_t pid) {
+  mu_.AssertHeld();
   auto it = cache_.find(pid);
   if (it != cache_.end() && proc_->SameTask(pid, it->second.info.start_time))
     return it->second.info;
@@ -84,6 +87,7 @@ Result<TaskInfo> TaskBindings::Identify(pid_t pid) {
 }
 
 Result<TaskInfo> TaskBindings::Current(pid_t pid) {
+  mu_.AssertHeld();
   auto stat = proc_->ReadStat(pid);
   if (!stat.ok()) return stat.status();
   auto it = cache_.find(pid);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "fs/control/proc_reader.h"
+#include "log/owned_mutex.h"
 #include "log/status.h"
 #include "src/guid.h"
 
@@ -102,7 +103,7 @@ class TaskBindings {
 
   ProcReader* proc_;
   ForkTracker* forks_ = nullptr;
-  mutable std::mutex mu_;
+  mutable OwnedMutex mu_;
   std::vector<Binding> bindings_;  // few at a time; a linear scan beats a map here
   uint64_t generation_ = 0;        // bumped on every change; invalidates the cache
   std::unordered_map<pid_t, CacheEntry> cache_;

@@ -90,6 +90,7 @@ Inode* InodeTable::AddPinned(std::unique_ptr<Inode> inode) {
 }
 
 std::unique_ptr<Inode> InodeTable::NewInode(int fd, const struct stat& st, int source_index) {
+  mu_.AssertHeld();
   auto inode = std::make_unique<Inode>();
   inode->fd_slot->fd = fd;
   inode->dev = st.st_dev;
@@ -151,6 +152,7 @@ size_t InodeTable::Budget() const {
 }
 
 void InodeTable::List(Inode* inode) {
+  mu_.AssertHeld();
   assert(!inode->listed && inode->table == this);
   inode->lru_prev = lru_tail_;
   inode->lru_next = nullptr;
@@ -161,6 +163,7 @@ void InodeTable::List(Inode* inode) {
 }
 
 void InodeTable::Unlist(Inode* inode) {
+  mu_.AssertHeld();
   assert(inode->listed && listed_ > 0);
   if (hand_ == inode) hand_ = inode->lru_next;
   (inode->lru_prev != nullptr ? inode->lru_prev->lru_next : lru_head_) = inode->lru_next;
@@ -171,6 +174,7 @@ void InodeTable::Unlist(Inode* inode) {
 }
 
 void InodeTable::TrimDescriptorsTo(size_t target, bool second_chance) {
+  mu_.AssertHeld();
   if (listed_ <= target) return;
   // Second chance: a descriptor used since the last pass is passed over once. One that is in
   // use, or whose node has open files (their requests come often), is not closed.
@@ -220,6 +224,7 @@ void InodeTable::Reopened(const Inode* node) {
 }
 
 bool InodeTable::StillThere(Inode* inode) {
+  mu_.AssertHeld();
   if (inode->table == nullptr) return true;
   NodeFdSlot& slot = *inode->fd_slot;
   std::lock_guard l(slot.mu);

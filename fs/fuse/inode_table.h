@@ -33,6 +33,7 @@
 #include "fs/fuse/object_handle.h"
 #include "fs/tx/records.h"
 #include "fs/tx/replacement.h"
+#include "log/owned_mutex.h"
 #include "src/guid.h"
 
 namespace ktmfs::fs {
@@ -254,7 +255,7 @@ class InodeTable {
   void TrimDescriptorsTo(size_t target, bool second_chance);
   void TrimDescriptors() { TrimDescriptorsTo(Budget(), true); }
 
-  mutable std::mutex mu_;
+  mutable OwnedMutex mu_;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
   // By transaction, source and object: objects a transaction creates are numbered per source.
   using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;

@@ -100,6 +100,7 @@ PassthroughFiles::Decision PassthroughFiles::OpenCreated(Filesystem& fs, Inode* 
 
 PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode* inode, int fd,
                                                           bool writer, int refusal, bool alone) {
+  mu_.AssertHeld();
   auto found = nodes_.find(inode);
   const bool must = found != nodes_.end();
   // Another open file of the node that is not passed through (or an open still deciding):

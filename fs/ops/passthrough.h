@@ -27,6 +27,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "log/owned_mutex.h"
+
 namespace ktmfs::fs {
 
 class Filesystem;
@@ -88,7 +90,7 @@ class PassthroughFiles {
   // no other open file of the node is served by the daemon, nor still deciding. Under mu_.
   Decision DecideLocked(Filesystem& fs, Inode* inode, int fd, bool writer, int refusal, bool alone);
 
-  std::mutex mu_;
+  OwnedMutex mu_;
   std::unordered_map<const Inode*, Node> nodes_;
   std::unordered_map<int, File> files_;  // by the daemon's descriptor of the open
 };

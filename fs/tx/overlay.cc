@@ -35,6 +35,7 @@ Status OverlayError(int code, const std::string& what, const std::string& path) 
 TxOverlay::TxOverlay(std::string backing_root) : backing_root_(std::move(backing_root)) {}
 
 TxOverlay::Resolved TxOverlay::Resolve(const std::string& path) const {
+  mu_.AssertHeld();
   if (auto it = dirs_.find(path); it != dirs_.end()) return {0, &it->second, it->second.backing};
   if (path.empty()) return {0, nullptr, std::string()};
   auto [parent, name] = Split(path);
@@ -56,6 +57,7 @@ TxOverlay::Resolved TxOverlay::Resolve(const std::string& path) const {
 }
 
 Result<TxOverlay::Dir*> TxOverlay::Materialize(const std::string& path) {
+  mu_.AssertHeld();
   Resolved r = Resolve(path);
   if (r.error != 0) return OverlayError(r.error, "no directory", path);
   if (r.dir != nullptr) return &dirs_.find(path)->second;
@@ -64,6 +66,7 @@ Result<TxOverlay::Dir*> TxOverlay::Materialize(const std::string& path) {
 
 Result<TxOverlay::NameState> TxOverlay::Name(const std::string& path,
                                              const ObjectId& object) const {
+  mu_.AssertHeld();
   auto [parent, name] = Split(path);
   Resolved p = Resolve(parent);
   if (p.error != 0) return OverlayError(p.error, "no directory", parent);
@@ -87,6 +90,7 @@ Result<TxOverlay::NameState> TxOverlay::Name(const std::string& path,
 }
 
 bool TxOverlay::HasLiveEntries(const std::string& dir_path) const {
+  mu_.AssertHeld();
   auto it = dirs_.find(dir_path);
   if (it == dirs_.end()) return false;
   return std::any_of(it->second.entries.begin(), it->second.entries.end(),
@@ -94,6 +98,7 @@ bool TxOverlay::HasLiveEntries(const std::string& dir_path) const {
 }
 
 std::map<std::string, TxOverlay::Dir> TxOverlay::TakeSubtree(const std::string& path) {
+  mu_.AssertHeld();
   std::map<std::string, Dir> out;
   for (auto it = dirs_.lower_bound(path); it != dirs_.end();) {
     if (it->first != path && !IsUnder(it->first, path)) {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "fs/tx/records.h"
+#include "log/owned_mutex.h"
 #include "log/status.h"
 
 namespace ktmfs::fstx {
@@ -169,7 +170,7 @@ class TxOverlay {
   Status Removexattr(const Op& op);
 
   const std::string backing_root_;
-  mutable std::mutex mu_;
+  mutable OwnedMutex mu_;
   std::map<std::string, Dir> dirs_;  // by view path; every directory the tx created or moved
   std::map<ObjectId, AttrOverride> attrs_;
   std::map<ObjectId, ViewStamps> stamps_;

@@ -120,11 +120,16 @@ StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, i
       committed_limit_(committed_size) {}
 
 StagedFile::~StagedFile() {
-  CloseLocked();
+  {
+    // No one else can reach the file now; held for CloseLocked's rule (and its asserts).
+    std::lock_guard lock(mu_);
+    CloseLocked();
+  }
   if (committed_fd_ >= 0) ::close(committed_fd_);
 }
 
 void StagedFile::CloseLocked() const {
+  mu_.AssertHeld();
   if (fd_ >= 0) staging_->Closed(this);
   CloseFdsLocked();
 }
@@ -135,6 +140,7 @@ bool StagedFile::on_disk() const {
 }
 
 void StagedFile::CloseFdsLocked() const {
+  mu_.AssertHeld();
   // The queued writes use the direct descriptor; a failure among them stays in failed_.
   (void)DrainLocked();
   queue_.reset();
@@ -148,6 +154,7 @@ void StagedFile::CloseFdsLocked() const {
 }
 
 Result<int> StagedFile::FdLocked() const {
+  mu_.AssertHeld();
   assert(spilled_);
   if (fd_ >= 0) {
     staging_->Used(this);
@@ -163,6 +170,7 @@ Result<int> StagedFile::FdLocked() const {
 }
 
 Status StagedFile::SpillLocked() {
+  mu_.AssertHeld();
   if (spilled_) return Status::Ok();
   auto dir = staging_->DirFd();
   if (!dir.ok()) return dir.status();
@@ -221,6 +229,7 @@ Status StagedFile::Settle() const {
 }
 
 Status StagedFile::DrainLocked() const {
+  mu_.AssertHeld();
   if (queue_) {
     Status s = queue_->Drain();
     if (!s.ok() && failed_.ok()) failed_ = s;
@@ -229,6 +238,7 @@ Status StagedFile::DrainLocked() const {
 }
 
 Result<bool> StagedFile::QueueLocked(int fd, uint64_t offset, std::span<const std::byte> data) {
+  mu_.AssertHeld();
   const uint64_t length = data.size();
   if (queue_refused_ || direct_fd_ < 0 || length < kQueueMin || offset % kDirectAlign != 0 ||
       length % kDirectAlign != 0 || length > AsyncDirectWriter::kMaxWrite)
@@ -441,11 +451,13 @@ void TxStaging::Opened(const StagedFile* f) {
 }
 
 void TxStaging::Used(const StagedFile* f) {
+  f->mu_.AssertHeld();
   std::lock_guard lock(open_mu_);
   open_.splice(open_.begin(), open_, f->open_at_);
 }
 
 void TxStaging::Closed(const StagedFile* f) {
+  f->mu_.AssertHeld();
   std::lock_guard lock(open_mu_);
   open_.erase(f->open_at_);
 }

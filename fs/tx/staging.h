@@ -21,6 +21,7 @@
 #include "fs/tx/async_direct_writer.h"
 #include "fs/tx/extent_map.h"
 #include "fs/tx/value_file.h"
+#include "log/owned_mutex.h"
 #include "log/status.h"
 #include "src/guid.h"
 
@@ -94,7 +95,7 @@ class StagedFile {
   mutable int fd_ = -1;            // open while in TxStaging's list of open files
   std::vector<std::byte> memory_;  // until spilled: the written bytes at their offsets
   const int committed_fd_;         // our own dup of the committed file, -1 for a new file
-  mutable std::mutex mu_;
+  mutable OwnedMutex mu_;
   // The same file with O_DIRECT, for big writes (see direct_io.h): opened by the first one,
   // -1 where the filesystem refuses it.
   static constexpr int kNotOpened = -2;
