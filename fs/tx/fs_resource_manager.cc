@@ -54,18 +54,16 @@ std::vector<std::pair<std::string, std::string>> PlanNames(const ApplyPlan& plan
 
 }  // namespace
 
-FsResourceManager::FsResourceManager(FsRmOptions options) : o_(std::move(options)) {
-  if (o_.sync_in_background) syncer_ = std::thread([this] { SyncLoop(); });
+FsResourceManager::FsResourceManager(FsRmOptions options)
+    : o_(std::move(options)), truncator_(o_.log, o_.stream, o_.name) {
+  if (o_.sync_in_background) {
+    syncs_ = std::make_unique<AppliedSyncQueue>(
+        [this](const std::vector<AppliedSyncQueue::Item>& batch) { return SyncBatch(batch); },
+        [this] { DropDurableStaging(); });
+  }
 }
 FsResourceManager::~FsResourceManager() {
-  if (syncer_.joinable()) {
-    {
-      std::lock_guard l(sync_mu_);
-      stop_sync_ = true;  // the thread syncs what is queued first
-    }
-    sync_wake_.notify_all();
-    syncer_.join();
-  }
+  syncs_.reset();  // syncs what is queued first
   // What waits for its APPLIED record to become durable: flush it now and drop the staging.
   bool any;
   {
@@ -102,6 +100,7 @@ Result<log::Lsn> FsResourceManager::Append(const fstx::Record& r) {
 }
 
 Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
+  mu_.AssertHeld();
   Tx& t = txs_[tx];
   if (!t.enlisted) {
     Status s = o_.tm->Enlist(tx, o_.id);
@@ -115,6 +114,7 @@ Result<FsResourceManager::Tx*> FsResourceManager::Enlisted(const Guid& tx) {
 // owner can end it (the log's message names only the stream and LSN). The stream's base cannot
 // pass the first record of its oldest live transaction.
 Status FsResourceManager::NamePinnerLocked(const Status& s) const {
+  mu_.AssertHeld();
   if (!s.IsLogFull()) return s;
   const Guid* oldest = nullptr;
   log::Lsn first = log::kMaxLsn;
@@ -363,13 +363,7 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       auto it = txs_.find(tx);
       first = it == txs_.end() ? log::kInvalidLsn : it->second.first_lsn;
     }
-    {
-      std::lock_guard l(sync_mu_);
-      queued_.push_back({tx, first, std::move(*changes)});
-      queued_count_++;
-      unsynced_.fetch_add(1, std::memory_order_release);
-    }
-    sync_wake_.notify_one();
+    syncs_->Push({tx, first, std::move(*changes)});
     *applied = true;
     return Status::Ok();
   }

@@ -4,9 +4,9 @@
 // COMMITTED, applies (apply.h), logs APPLIED and drops staging; rollback drops staging.
 // Recovery reads the stream and redoes or discards every unfinished transaction.
 //
-// The protocol is fs_resource_manager.cc; the background fsyncs after apply,
-// fs_rm_background_sync.cc; giving the stream back to the log, fs_rm_stream_truncation.cc;
-// recovery, fs_rm_recovery.cc.
+// The protocol is fs_resource_manager.cc; the background fsyncs after apply, queued in an
+// AppliedSyncQueue (applied_sync_queue.h), fs_rm_background_sync.cc; giving the stream back to
+// the log, fs_rm_stream_truncation.cc; recovery, fs_rm_recovery.cc.
 //
 // Replies are made synchronously from Notify. Apply runs before the commit is acknowledged, so
 // Commit returns with the backing directory updated; with sync_in_background, the fsyncs of
@@ -24,13 +24,17 @@
 #include <thread>
 #include <vector>
 
+#include "fs/tx/applied_sync_queue.h"
 #include "fs/tx/apply.h"
 #include "fs/tx/lock_table.h"
 #include "fs/tx/overlay.h"
 #include "fs/tx/records.h"
 #include "fs/tx/staging.h"
+#include "fs/tx/stream_truncator.h"
+#include "fs/tx/sync_together.h"
 #include "fs/tx/visibility_gate.h"
 #include "log/log.h"
+#include "log/owned_mutex.h"
 #include "src/transaction_manager.h"
 
 namespace ktmfs::fstx {
@@ -152,7 +156,7 @@ class FsResourceManager : public tm::ResourceManager {
   // Whether some applied commit is not durable yet, in the backing directory or (its APPLIED
   // record) in the log (cheap: callers test it first).
   bool AppliedPending() const {
-    return unsynced_.load(std::memory_order_acquire) > 0 ||
+    return (syncs_ != nullptr && syncs_->Unsynced()) ||
            unflushed_applied_.load(std::memory_order_acquire) != log::kInvalidLsn;
   }
 
@@ -161,12 +165,11 @@ class FsResourceManager : public tm::ResourceManager {
   // Tests: called before each change apply makes (see MutationHook).
   void SetApplyHook(MutationHook hook) { apply_hook_ = std::move(hook); }
   // Tests: called by the sync thread before it syncs a batch. Set before the first commit.
-  void SetSyncHook(std::function<void()> hook) { sync_hook_ = std::move(hook); }
-  // Tests: how many callers are inside WaitAppliedDurable.
-  int sync_waiters() {
-    std::lock_guard l(sync_mu_);
-    return sync_waiters_;
+  void SetSyncHook(std::function<void()> hook) {
+    if (syncs_) syncs_->SetHook(std::move(hook));
   }
+  // Tests: how many callers are inside WaitAppliedDurable.
+  int sync_waiters() const { return syncs_ ? syncs_->waiters() : 0; }
 
  private:
   struct Tx {
@@ -201,8 +204,9 @@ class FsResourceManager : public tm::ResourceManager {
   // Logs APPLIED for a transaction whose apply is durable; DropDurableStaging drops its
   // staging once the record is durable.
   Status Applied(const Guid& tx);
-  // The background sync thread: syncs what queued commits changed, all at once.
-  void SyncLoop();
+  // The background sync thread's work: syncs what a batch of applied commits changed, all at
+  // once, and logs their APPLIED records (AppliedSyncQueue::SyncBatch).
+  Status SyncBatch(const std::vector<AppliedSyncQueue::Item>& batch);
   Status Abort(const Guid& tx);
   // A committed transaction whose apply did not finish keeps its locks until recovery redoes
   // it: another transaction changing those objects first would be overwritten by the redo.
@@ -233,7 +237,7 @@ class FsResourceManager : public tm::ResourceManager {
   bool recovered_ = false;  // Recover() finished: the stream may be truncated at shutdown
   LockTable locks_;
   MutationHook apply_hook_;
-  std::mutex mu_;
+  mutable OwnedMutex mu_;
   std::map<Guid, Tx> txs_;
   struct Unclean {
     log::Lsn applied_lsn;
@@ -251,31 +255,16 @@ class FsResourceManager : public tm::ResourceManager {
     bool owes_commit_reply = false;
   };
   std::vector<Pending> pending_;  // mu_
-  log::Lsn truncated_at_ = log::kInvalidLsn;
+  StreamTruncator truncator_;
 
-  // Background sync (sync_in_background). Lock order: mu_ before sync_mu_.
-  struct Unsynced {
-    Guid tx;
-    log::Lsn first_lsn;  // the log is needed from here until it is synced
-    AppliedChanges changes;
-  };
-  std::mutex sync_mu_;
-  std::condition_variable sync_wake_;  // the thread: work queued, or stop
-  std::condition_variable sync_done_;  // waiters: synced_ moved, or an error
-  std::vector<Unsynced> queued_;       // waiting for the thread
-  std::vector<Unsynced> syncing_;      // the thread's current batch
-  uint64_t queued_count_ = 0;          // ever queued
-  uint64_t synced_count_ = 0;          // ever synced (or failed)
-  Status sync_error_;
-  bool stop_sync_ = false;
-  std::atomic<uint64_t> unsynced_{0};
+  // The background syncs (sync_in_background; null without). Lock order: mu_ before the
+  // queue's own; its thread calls back with nothing held.
+  std::unique_ptr<SyncTogether> together_;   // the queue's thread's
+  std::unique_ptr<AppliedSyncQueue> syncs_;  // after together_, which its thread uses
   // The newest APPLIED record appended by a commit applied in the foreground (two-phase) that
   // no flush may have covered yet; kInvalidLsn when none. A change outside transactions flushes
   // it first: until it is durable, recovery would redo that commit over the change.
   std::atomic<log::Lsn> unflushed_applied_{log::kInvalidLsn};
-  int sync_waiters_ = 0;
-  std::function<void()> sync_hook_;
-  std::thread syncer_;
 };
 
 }  // namespace ktmfs::fstx

@@ -2,8 +2,6 @@
 // thread syncs what several applied commits changed at once, logs their APPLIED records, and
 // then lets their staging go; whatever must not land on their changes before they are durable
 // waits for it (WaitAppliedDurable).
-#include <chrono>
-
 #include "fs/tx/fs_resource_manager.h"
 #include "fs/tx/sync_together.h"
 
@@ -26,14 +24,7 @@ Status FsResourceManager::Applied(const Guid& tx) {
 }
 
 Status FsResourceManager::WaitAppliedDurable() {
-  {
-    std::unique_lock l(sync_mu_);
-    const uint64_t target = queued_count_;
-    sync_waiters_++;
-    sync_done_.wait(l, [&] { return synced_count_ >= target || !sync_error_.ok(); });
-    sync_waiters_--;
-    KTMFS_RETURN_IF_ERROR(sync_error_);
-  }
+  if (syncs_) KTMFS_RETURN_IF_ERROR(syncs_->WaitSynced());
   log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
   if (applied == log::kInvalidLsn) return Status::Ok();
   if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
@@ -46,48 +37,26 @@ Status FsResourceManager::WaitAppliedDurable() {
   return Status::Ok();
 }
 
-void FsResourceManager::SyncLoop() {
-  SyncTogether syncer;
-  std::unique_lock l(sync_mu_);
-  for (;;) {
-    sync_wake_.wait(l, [&] { return stop_sync_ || !queued_.empty(); });
-    if (queued_.empty()) return;  // stopping, and nothing left
-    syncing_ = std::move(queued_);
-    queued_.clear();
-    l.unlock();
-    if (sync_hook_) sync_hook_();
-    std::vector<const AppliedChanges*> all;
-    for (const auto& u : syncing_)
-      all.push_back(&u.changes);
-    Status s = syncer.Sync(all);
-    if (s.ok()) {
-      for (const auto& u : syncing_)
-        if (s.ok()) s = Applied(u.tx);
-    }
-    // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
-    // must be durable before them, or a crash would redo these commits over them.
-    if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
-    if (!s.ok()) {
-      Report(true, "fs RM " + o_.name + ": " + s.message() +
-                       "; the log keeps the commits for recovery at the next mount, and "
-                       "changes here fail until then");
-      std::lock_guard ml(mu_);
-      keep_log_ = true;
-    }
-    l.lock();
-    if (!s.ok() && sync_error_.ok())
-      sync_error_ = s.Annotate("fs RM " + o_.name + ": making applied commits durable");
-    synced_count_ += syncing_.size();
-    unsynced_.fetch_sub(syncing_.size(), std::memory_order_release);
-    syncing_.clear();
-    sync_done_.notify_all();
-    if (s.ok()) {
-      // Nobody waits for this part.
-      l.unlock();
-      DropDurableStaging();
-      l.lock();
-    }
+Status FsResourceManager::SyncBatch(const std::vector<AppliedSyncQueue::Item>& batch) {
+  if (!together_) together_ = std::make_unique<SyncTogether>();
+  std::vector<const AppliedChanges*> all;
+  for (const auto& item : batch)
+    all.push_back(&item.changes);
+  Status s = together_->Sync(all);
+  for (const auto& item : batch)
+    if (s.ok()) s = Applied(item.tx);
+  // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
+  // must be durable before them, or a crash would redo these commits over them.
+  if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
+  if (s.ok()) return s;
+  Report(true, "fs RM " + o_.name + ": " + s.message() +
+                   "; the log keeps the commits for recovery at the next mount, and "
+                   "changes here fail until then");
+  {
+    std::lock_guard ml(mu_);
+    keep_log_ = true;
   }
+  return s.Annotate("fs RM " + o_.name + ": making applied commits durable");
 }
 
 void FsResourceManager::DropDurableStaging(bool flush) {
