@@ -172,8 +172,13 @@ void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectI
 }
 
 int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {
-  auto ov = fs.txs()->rm(source).OverlayFor(tx.id());
-  if (!ov.ok()) return Errno(ov.status());
+  fstx::TxOverlay* ov = fs.txs()->rm(source).OverlayFor(tx.id());
+  // No op paid for the stamps of an object no op touched, and chown(f, -1, -1) needs no
+  // permission: without a charge, a user could fill the daemon's memory with every file it sees.
+  if (!ov->Stamps(object)) {
+    Status s = fs.txs()->ChargeMemory(*tx, fstx::TxOverlay::kStampBytes);
+    if (!s.ok()) return Errno(s);
+  }
   TouchTimes(fs, tx, source, object, false);
   return 0;
 }

@@ -235,6 +235,9 @@ Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const c
   tx->ended = true;
   bindings_.Unbind(tx->id);
   Status s = commit ? tm_->Commit(tx->id) : tm_->Rollback(tx->id);
+  // The RMs it enlisted in have dropped their part by now; the others may hold a view of it.
+  for (auto& rm : rms_)
+    rm->DropUnenlisted(tx->id);
   std::vector<EndedTx> ended;
   {
     std::lock_guard l(mu_);

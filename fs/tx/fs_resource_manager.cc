@@ -10,6 +10,7 @@
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/apply_targets_check.h"
 #include "fs/tx/reserve_space.h"
+#include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
 
@@ -57,6 +58,9 @@ std::vector<std::pair<std::string, std::string>> PlanNames(const ApplyPlan& plan
 FsResourceManager::FsResourceManager(FsRmOptions options)
     : o_(std::move(options)), truncator_(o_.log, o_.stream, o_.name) {
   if (o_.sync_in_background) {
+    // At mount, not at the first batch: a ring refused later (descriptors short) would leave
+    // every sync of the daemon's life one after another.
+    together_ = std::make_unique<SyncTogether>();
     syncs_ = std::make_unique<AppliedSyncQueue>(
         [this](const std::vector<AppliedSyncQueue::Item>& batch) { return SyncBatch(batch); },
         [this] { DropDurableStaging(); });
@@ -192,9 +196,10 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
 
 Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   std::lock_guard l(mu_);
-  auto ov = OverlayLocked(tx);
-  if (!ov.ok()) return ov.status();
-  Tx* t = &txs_[tx];
+  auto enlisted = Enlisted(tx);
+  if (!enlisted.ok()) return enlisted.status();
+  Tx* t = *enlisted;
+  TxOverlay* ov = OverlayLocked(*t);
   fstx::Record r;
   r.type = RecordType::kOp;
   r.tx = tx;
@@ -205,7 +210,7 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   // A stored value is logged as well: recovery finds it in the record.
   assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
-  KTMFS_RETURN_IF_ERROR((*ov)->Apply(op));
+  KTMFS_RETURN_IF_ERROR(ov->Apply(op));
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;
   args.payload = payload;
@@ -239,16 +244,24 @@ TxOverlay* FsResourceManager::Overlay(const Guid& tx) {
   return it == txs_.end() ? nullptr : it->second.overlay.get();
 }
 
-Result<TxOverlay*> FsResourceManager::OverlayFor(const Guid& tx) {
+TxOverlay* FsResourceManager::OverlayFor(const Guid& tx) {
   std::lock_guard l(mu_);
-  return OverlayLocked(tx);
+  return OverlayLocked(txs_[tx]);
 }
 
-Result<TxOverlay*> FsResourceManager::OverlayLocked(const Guid& tx) {
-  auto t = Enlisted(tx);
-  if (!t.ok()) return t.status();
-  if (!(*t)->overlay) (*t)->overlay = std::make_unique<TxOverlay>(o_.backing_root);
-  return (*t)->overlay.get();
+TxOverlay* FsResourceManager::OverlayLocked(Tx& t) {
+  mu_.AssertHeld();
+  if (!t.overlay) t.overlay = std::make_unique<TxOverlay>(o_.backing_root);
+  return t.overlay.get();
+}
+
+void FsResourceManager::DropUnenlisted(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  if (it == txs_.end() || it->second.enlisted) return;
+  // Nothing but a view: every change that stages, locks or logs enlists first.
+  assert(!it->second.staging && it->second.ops.empty() && it->second.first_lsn == log::kInvalidLsn);
+  txs_.erase(it);
 }
 
 uint64_t FsResourceManager::BytesLogged(const Guid& tx) {

@@ -31,13 +31,14 @@
 #include "fs/tx/records.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/stream_truncator.h"
-#include "fs/tx/sync_together.h"
 #include "fs/tx/visibility_gate.h"
 #include "log/log.h"
 #include "log/owned_mutex.h"
 #include "src/transaction_manager.h"
 
 namespace ktmfs::fstx {
+
+class SyncTogether;
 
 struct FsRmOptions {
   std::string name;          // the RM's name in listings, e.g. the mount's backing name
@@ -123,9 +124,13 @@ class FsResourceManager : public tm::ResourceManager {
   // The transaction's view of this RM's backing directory; nullptr until its first change. Valid
   // until the transaction ends (the caller keeps the transaction from ending meanwhile).
   TxOverlay* Overlay(const Guid& tx);
-  // The same, made (and the RM enlisted) if it is not there yet: for a change that logs nothing
-  // but shows in the view (chown(f, -1, -1) still stamps the file's ctime).
-  Result<TxOverlay*> OverlayFor(const Guid& tx);
+  // The same, made if it is not there yet, without enlisting: for a change that logs nothing but
+  // shows in the view (chown(f, -1, -1) still stamps the file's ctime), and must cost the
+  // commit nothing. The daemon drops it with DropUnenlisted when the transaction ends, unless
+  // a later change enlisted the RM, whose end then drops it.
+  TxOverlay* OverlayFor(const Guid& tx);
+  // The transaction has ended: drops what it kept here without enlisting (OverlayFor).
+  void DropUnenlisted(const Guid& tx);
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
   LockTable& locks() { return locks_; }
@@ -185,8 +190,8 @@ class FsResourceManager : public tm::ResourceManager {
   };
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
-  Result<Tx*> Enlisted(const Guid& tx);              // mu_ held
-  Result<TxOverlay*> OverlayLocked(const Guid& tx);  // mu_ held
+  Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
+  TxOverlay* OverlayLocked(Tx& t);       // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
   Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
   Result<log::Lsn> Append(const fstx::Record& r);
@@ -259,7 +264,7 @@ class FsResourceManager : public tm::ResourceManager {
 
   // The background syncs (sync_in_background; null without). Lock order: mu_ before the
   // queue's own; its thread calls back with nothing held.
-  std::unique_ptr<SyncTogether> together_;   // the queue's thread's
+  std::unique_ptr<SyncTogether> together_;   // made at the start; used by the queue's thread
   std::unique_ptr<AppliedSyncQueue> syncs_;  // after together_, which its thread uses
   // The newest APPLIED record appended by a commit applied in the foreground (two-phase) that
   // no flush may have covered yet; kInvalidLsn when none. A change outside transactions flushes

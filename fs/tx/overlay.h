@@ -115,6 +115,8 @@ class TxOverlay {
   // made, moved or removed under it.
   void AddLinks(const ObjectId& object, int delta);
   std::optional<ViewStamps> Stamps(const ObjectId& object) const;
+  // What one object's stamps keep in memory, about: a map node with its key.
+  static constexpr uint64_t kStampBytes = sizeof(ObjectId) + sizeof(ViewStamps) + 48;
   // `backing_names`: the backing object's xattr names (empty for new objects).
   std::vector<std::string> Xattrs(const ObjectId& object,
                                   const std::vector<std::string>& backing_names) const;

@@ -37,6 +37,7 @@ class OpsTest : public ::testing::Test {
     ASSERT_EQ(setxattr((backing_ + "/old").c_str(), "user.k", "v", 1, 0), 0);
     options_.source = backing_;
     options_.mountpoint = dir_.MakeDir("mnt");
+    Configure(options_);
     auto layout = Layout::Create(options_);
     ASSERT_TRUE(layout.ok()) << layout.status().ToString();
     fs_ = std::make_unique<Filesystem>(options_, std::move(*layout));
@@ -57,6 +58,8 @@ class OpsTest : public ::testing::Test {
     fs_->SetTxService(nullptr);
     umask(umask_);
   }
+  // A test's own options, before anything starts.
+  virtual void Configure(Options& /*options*/) {}
   static CallerContext Me() { return CallerContext{0, 0, static_cast<pid_t>(syscall(SYS_gettid))}; }
   // A node the kernel would hold after `reply`, given back at the end of the test.
   Inode* Node(const Reply& reply) {

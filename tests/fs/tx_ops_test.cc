@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <string>
 
 #include "ops_fixture.h"
@@ -119,9 +121,10 @@ TEST_F(TxOpsTest, TheViewShowsTheTransactionsTimesAndLinkCounts) {
     struct stat none {};
     Reply chowned = txops::Setattr(root, *fs_, tx, f, &none, 0);
     ASSERT_NE(chowned.attr(), nullptr) << chowned.error();
+    // Later than the kernel's coarse clock stamped the file before.
     EXPECT_TRUE(chowned.attr()->st_ctim.tv_sec > ctime_before.tv_sec ||
                 (chowned.attr()->st_ctim.tv_sec == ctime_before.tv_sec &&
-                 chowned.attr()->st_ctim.tv_nsec >= ctime_before.tv_nsec));
+                 chowned.attr()->st_ctim.tv_nsec > ctime_before.tv_nsec));
     EXPECT_EQ(chowned.attr()->st_mtim.tv_sec, past.tv_sec);  // a status change only
 
     // A second name: the file's link count goes up, the directory's mtime moves.
@@ -147,6 +150,89 @@ TEST_F(TxOpsTest, TheViewShowsTheTransactionsTimesAndLinkCounts) {
   EXPECT_EQ(st.st_nlink, 1u);
   EXPECT_EQ(st.st_mtim.tv_sec, past.tv_sec);
   ForgetNodes();
+}
+
+TEST_F(TxOpsTest, AViewOnlyChangeEndsWithItsTransaction) {
+  const Caller root(0, 0, 0, {});
+  Inode* top = fs_->inodes().root();
+  {
+    TxGuard tx = txs_->EnterById(id_);
+    ASSERT_TRUE(tx);
+    Reply old = txops::Lookup(*fs_, tx, top, "old");
+    ASSERT_EQ(old.error(), 0);
+    struct stat none {};
+    ASSERT_EQ(txops::Setattr(root, *fs_, tx, Node(old), &none, 0).error(), 0);  // chown(-1, -1)
+    EXPECT_NE(txs_->rm(0).Overlay(id_), nullptr);
+  }
+  ForgetNodes();
+  ASSERT_TRUE(txs_->Commit(Me(), id_).ok());
+  EXPECT_EQ(txs_->rm(0).Overlay(id_), nullptr);  // the end dropped the view
+}
+
+class TxOpsCappedTest : public OpsTest {
+  void Configure(Options& options) override { options.user_caps.memory = 4096; }
+};
+
+TEST_F(TxOpsCappedTest, ViewOnlyStampsCountAgainstTheOwnersMemory) {
+  // chown(f, -1, -1) needs no permission: a user's transaction could otherwise stamp every file
+  // it can see, each an entry in the daemon's memory.
+  for (int i = 0; i < 200; i++)
+    std::ofstream(backing_ + "/f" + std::to_string(i)) << "x";
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the transaction is another user's";
+  // The transaction must be bound to a process of its owner's: a child as uid 1000, waiting.
+  int ready[2], release[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(release), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char c = 0;
+    if (setgid(1000) != 0 || setuid(1000) != 0) _exit(1);
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    (void)read(release[0], &c, 1);
+    _exit(0);
+  }
+  // Let go and reaped in every path, an assertion's early return included.
+  struct Reap {
+    pid_t pid;
+    int fds[4];
+    ~Reap() {
+      const char c = 0;
+      (void)!write(fds[3], &c, 1);
+      waitpid(pid, nullptr, 0);
+      for (int fd : fds)
+        close(fd);
+    }
+  } reap{child, {ready[0], ready[1], release[0], release[1]}};
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  const CallerContext owner{1000, 1000, child};
+  const Caller user(1000, 1000, child, {1000});
+  auto id = txs_->Begin(owner, Scope::kProcess, child, 0, "stamps");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  Inode* top = fs_->inodes().root();
+  int stamped = 0, refused = 0;
+  {
+    TxGuard tx = txs_->EnterById(*id);
+    ASSERT_TRUE(tx);
+    for (int i = 0; i < 200; i++) {
+      Reply f = txops::Lookup(*fs_, tx, top, ("f" + std::to_string(i)).c_str());
+      ASSERT_EQ(f.error(), 0);
+      struct stat none {};
+      const int err = txops::Setattr(user, *fs_, tx, Node(f), &none, 0).error();
+      if (err == 0) {
+        stamped++;
+      } else {
+        EXPECT_EQ(err, ENOSPC);
+        refused++;
+      }
+    }
+  }
+  EXPECT_GT(stamped, 0);
+  EXPECT_GT(refused, 0);
+  EXPECT_LE(stamped * fstx::TxOverlay::kStampBytes, 4096u);
+  ForgetNodes();
+  EXPECT_TRUE(txs_->Rollback(owner, *id).ok());
 }
 
 TEST_F(TxOpsTest, TheCallersPermissionIsCheckedBeforeAnyLock) {

@@ -314,28 +314,42 @@ TEST(FsRm, TransactionWithoutStagedDataCommits) {
   EXPECT_TRUE(w.StagingGoneOnceAppliedIsDurable());
 }
 
-TEST(FsRm, AViewMadeWithoutAnOpEnlistsAndEndsWithTheTransaction) {
+TEST(FsRm, AViewMadeWithoutAnOpCostsTheCommitNothing) {
   // chown(f, -1, -1) logs nothing but stamps a ctime in the view: the overlay it needs is made
-  // with the RM enlisted, so the transaction's end reaches the RM and drops it.
+  // without enlisting, so the commit neither logs nor waits here, and the daemon drops it at
+  // the end (DropUnenlisted).
   FsRmWorld w;
   ASSERT_TRUE(w.Start().ok());
   const auto before = Snapshot(w.root());
+  const size_t records = w.Records().size();
   for (bool commit : {true, false}) {
     auto tx = w.tm().Begin({});
     ASSERT_TRUE(tx.ok());
     EXPECT_EQ(w.rm().Overlay(*tx), nullptr);
-    auto ov = w.rm().OverlayFor(*tx);
-    ASSERT_TRUE(ov.ok()) << ov.status().ToString();
-    EXPECT_EQ(w.rm().Overlay(*tx), *ov);
-    auto again = w.rm().OverlayFor(*tx);
-    ASSERT_TRUE(again.ok());
-    EXPECT_EQ(*again, *ov);  // one per transaction
-    (*ov)->Touch(ObjectId::Existing(1, 2), {1, 0}, false);
+    TxOverlay* ov = w.rm().OverlayFor(*tx);
+    ASSERT_NE(ov, nullptr);
+    EXPECT_EQ(w.rm().Overlay(*tx), ov);
+    EXPECT_EQ(w.rm().OverlayFor(*tx), ov);  // one per transaction
+    ov->Touch(ObjectId::Existing(1, 2), {1, 0}, false);
     Status s = commit ? w.tm().Commit(*tx) : w.tm().Rollback(*tx);
     ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(w.Records().size(), records) << "the RM took part in the transaction";
+    w.rm().DropUnenlisted(*tx);
     EXPECT_EQ(w.rm().Overlay(*tx), nullptr) << (commit ? "commit" : "rollback");
     EXPECT_EQ(Snapshot(w.root()), before);
   }
+  // A change after the view enlists as usual; the end's notification drops the overlay, and
+  // DropUnenlisted leaves an enlisted transaction alone.
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(tx.ok());
+  w.rm().OverlayFor(*tx);
+  ASSERT_TRUE(w.changes().Rename(*tx, "a.txt", "z.txt").ok());
+  w.rm().DropUnenlisted(*tx);
+  ASSERT_NE(w.rm().Overlay(*tx), nullptr);
+  Status s = w.tm().Commit(*tx);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(w.rm().Overlay(*tx), nullptr);
+  EXPECT_EQ(Snapshot(w.root()).count("z.txt"), 1u);
 }
 
 TEST(FsRm, TwoBackingDirectoriesCommitTogether) {
