@@ -1,6 +1,6 @@
 // A mutex that knows, in debug builds, which thread holds it, so that code written to run with it
-// held (the *Locked functions) can assert so. std::mutex cannot say. In release builds (NDEBUG)
-// it is a std::mutex and nothing more.
+// held (the *Locked functions) can assert so. std::mutex cannot say. Built with NDEBUG (asserts
+// off) it is a std::mutex and nothing more.
 //
 // It is a Lockable: std::lock_guard and std::unique_lock take it, and a
 // std::condition_variable_any waits on it.

@@ -38,7 +38,6 @@ Status FsResourceManager::WaitAppliedDurable() {
 }
 
 Status FsResourceManager::SyncBatch(const std::vector<AppliedSyncQueue::Item>& batch) {
-  if (!together_) together_ = std::make_unique<SyncTogether>();
   std::vector<const AppliedChanges*> all;
   for (const auto& item : batch)
     all.push_back(&item.changes);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -75,20 +76,23 @@ TEST(AppliedSyncQueue, WhatIsQueuedMeanwhileIsSyncedAsOneBatch) {
 }
 
 TEST(AppliedSyncQueue, AFailedBatchFailsEveryLaterWait) {
-  int calls = 0, after = 0;
-  AppliedSyncQueue q(
-      [&](const std::vector<Item>&) {
-        return ++calls == 1 ? Status::IoError("fsync of d: EIO") : Status::Ok();
-      },
-      [&] { after++; });
-  q.Push(At(100));
-  Status s = q.WaitSynced();
-  EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.ToString().find("EIO"), std::string::npos) << s.ToString();
-  q.Push(At(200));
-  EXPECT_FALSE(q.WaitSynced().ok());  // the backing directory is only right after recovery
-  EXPECT_EQ(calls, 2);
-  EXPECT_EQ(after, 1);  // only the batch that succeeded
+  std::atomic<int> calls{0}, after{0};
+  {
+    AppliedSyncQueue q(
+        [&](const std::vector<Item>&) {
+          return ++calls == 1 ? Status::IoError("fsync of d: EIO") : Status::Ok();
+        },
+        [&] { after++; });
+    q.Push(At(100));
+    Status s = q.WaitSynced();
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.ToString().find("EIO"), std::string::npos) << s.ToString();
+    q.Push(At(200));
+    // At once: the backing directory is only known to be right after recovery.
+    EXPECT_FALSE(q.WaitSynced().ok());
+  }  // the queue's thread syncs the second batch before it stops
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_EQ(after.load(), 1);  // only the batch that succeeded
 }
 
 TEST(AppliedSyncQueue, StoppingSyncsWhatIsQueuedFirst) {
