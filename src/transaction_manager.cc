@@ -32,7 +32,8 @@ struct Enlistment {
   std::vector<std::byte> info;
   ResourceManager* callbacks = nullptr;  // null for enlistments found by recovery
   log::Log* log = nullptr;
-  NotificationKind awaiting = NotificationKind::kPrepare;
+  NotificationKind awaiting = NotificationKind::kPrepare;  // the last one queued, if notified
+  bool notified = false;
   bool awaiting_reply = false;
   log::Lsn durable_at = log::kInvalidLsn;
   bool resolved = false;  // recovered enlistments: the RM has redone or discarded it
@@ -213,6 +214,15 @@ bool LegalTransition(TxState from, TxState to) {
   return false;
 }
 
+// The enlistment's side of the protocol, as KTM's: prepare, single-phase commit or rollback
+// first; after prepare, commit or rollback; after those, nothing. A debug-build check at every
+// notification queued.
+bool LegalNotification(const Enlistment& e, NotificationKind next) {
+  if (!e.notified) return next != NotificationKind::kCommit;
+  return e.awaiting == NotificationKind::kPrepare &&
+         (next == NotificationKind::kCommit || next == NotificationKind::kRollback);
+}
+
 }  // namespace
 
 void TransactionManagerImpl::SetStateLocked(Transaction& tx, TxState to) {
@@ -287,7 +297,9 @@ Result<log::Lsn> TransactionManagerImpl::AppendLocked(TmRecordType type,
 
 void TransactionManagerImpl::Queue(const TxPtr& tx, Enlistment* e, NotificationKind kind,
                                    Deliveries* out) {
+  assert(LegalNotification(*e, kind) && "illegal notification for the enlistment's state");
   if (kind == NotificationKind::kRollback) e->outbox.clear();  // supersedes anything queued
+  e->notified = true;
   e->awaiting = kind;
   e->awaiting_reply = true;
   e->outbox.push_back(kind);
