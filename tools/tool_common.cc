@@ -109,6 +109,20 @@ void PrintVersion() {
   std::printf("%s (ktmfs) %s\n", g_program, KTMFS_VERSION);
 }
 
+int EndOptions(int c, const std::function<void(FILE*)>& usage, int usage_exit) {
+  switch (c) {
+    case kHelpOption:
+      usage(stdout);
+      return KTMFS_EXIT_OK;
+    case kVersionOption:
+      PrintVersion();
+      return KTMFS_EXIT_OK;
+    default:
+      usage(stderr);
+      return usage_exit;
+  }
+}
+
 bool ParseUnsigned(const char* text, unsigned long max, unsigned long* out) {
   if (!*text || *text == '-' || *text == '+') return false;
   char* end = nullptr;

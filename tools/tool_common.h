@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <string>
 
 #include "ktmfs.h"
@@ -35,6 +37,13 @@ int ReportError(int fd, const std::string& path, const char* what, int neg_errno
 void WarnApplyPending(int fd, const std::string& path);
 
 void PrintVersion();
+
+// --help and --version, which every tool takes: their values in its getopt_long option table.
+enum : int { kHelpOption = 256, kVersionOption };
+// Where a tool's option switch ends, for `c` one of those two or an option it does not know:
+// prints the help (`usage`) on stdout or the version, and returns KTMFS_EXIT_OK; or prints the
+// help on stderr and returns `usage_exit`.
+int EndOptions(int c, const std::function<void(FILE*)>& usage, int usage_exit);
 
 // The options txbegin and txrun share. Each checks its argument (and says what is wrong with it,
 // returning false) before storing it.

@@ -39,12 +39,14 @@ int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
   argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
-  enum { kHelp = 256, kVersion };
-  static const option kOptions[] = {
-      {"scope", required_argument, nullptr, 's'},   {"pid", required_argument, nullptr, 'p'},
-      {"timeout", required_argument, nullptr, 't'}, {"name", required_argument, nullptr, 'n'},
-      {"quiet", no_argument, nullptr, 'q'},         {"help", no_argument, nullptr, kHelp},
-      {"version", no_argument, nullptr, kVersion},  {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {{"scope", required_argument, nullptr, 's'},
+                                    {"pid", required_argument, nullptr, 'p'},
+                                    {"timeout", required_argument, nullptr, 't'},
+                                    {"name", required_argument, nullptr, 'n'},
+                                    {"quiet", no_argument, nullptr, 'q'},
+                                    {"help", no_argument, nullptr, kHelpOption},
+                                    {"version", no_argument, nullptr, kVersionOption},
+                                    {nullptr, 0, nullptr, 0}};
 
   ktmfs_scope scope = KTMFS_SCOPE_TREE;
   pid_t pid = getppid();
@@ -83,15 +85,8 @@ int main(int argc, char** argv) {
       case 'q':
         quiet = true;
         break;
-      case kHelp:
-        Usage(stdout);
-        return KTMFS_EXIT_OK;
-      case kVersion:
-        PrintVersion();
-        return KTMFS_EXIT_OK;
       default:
-        Usage(stderr);
-        return KTMFS_EXIT_USAGE;
+        return EndOptions(c, Usage, KTMFS_EXIT_USAGE);
     }
   }
   if (argc - optind > 1) {

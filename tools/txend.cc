@@ -59,10 +59,9 @@ int main(int argc, char** argv) {
   SetProgramName(argv[0]);
   argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
   const bool commit = std::strcmp(ProgramName(), "txrollback") != 0;
-  enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"id", required_argument, nullptr, 'i'},
-                                    {"help", no_argument, nullptr, kHelp},
-                                    {"version", no_argument, nullptr, kVersion},
+                                    {"help", no_argument, nullptr, kHelpOption},
+                                    {"version", no_argument, nullptr, kVersionOption},
                                     {nullptr, 0, nullptr, 0}};
   std::string id;
   int c;
@@ -75,15 +74,9 @@ int main(int argc, char** argv) {
         }
         id = optarg;
         break;
-      case kHelp:
-        Usage(stdout, commit);
-        return KTMFS_EXIT_OK;
-      case kVersion:
-        PrintVersion();
-        return KTMFS_EXIT_OK;
       default:
-        Usage(stderr, commit);
-        return KTMFS_EXIT_USAGE;
+        return EndOptions(
+            c, [commit](FILE* out) { Usage(out, commit); }, KTMFS_EXIT_USAGE);
     }
   }
   if (argc - optind > 1) {

@@ -43,11 +43,10 @@ int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
   argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
-  enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"timeout", required_argument, nullptr, 't'},
                                     {"name", required_argument, nullptr, 'n'},
-                                    {"help", no_argument, nullptr, kHelp},
-                                    {"version", no_argument, nullptr, kVersion},
+                                    {"help", no_argument, nullptr, kHelpOption},
+                                    {"version", no_argument, nullptr, kVersionOption},
                                     {nullptr, 0, nullptr, 0}};
   uint32_t timeout = 0;
   std::string name;
@@ -61,15 +60,8 @@ int main(int argc, char** argv) {
       case 'n':
         if (!NameOption(optarg, &name)) return KTMFS_EXIT_TXRUN_USAGE;
         break;
-      case kHelp:
-        Usage(stdout);
-        return KTMFS_EXIT_OK;
-      case kVersion:
-        PrintVersion();
-        return KTMFS_EXIT_OK;
       default:
-        Usage(stderr);
-        return KTMFS_EXIT_TXRUN_USAGE;
+        return EndOptions(c, Usage, KTMFS_EXIT_TXRUN_USAGE);
     }
   }
   std::string path = ".";

@@ -318,11 +318,10 @@ int main(int argc, char** argv) {
   using namespace ktmfs::tools;
   SetProgramName(argv[0]);
   argv[0] = const_cast<char*>(ProgramName());  // getopt names the tool, not its path
-  enum { kHelp = 256, kVersion };
   static const option kOptions[] = {{"json", no_argument, nullptr, 'j'},
                                     {"recent", no_argument, nullptr, 'r'},
-                                    {"help", no_argument, nullptr, kHelp},
-                                    {"version", no_argument, nullptr, kVersion},
+                                    {"help", no_argument, nullptr, kHelpOption},
+                                    {"version", no_argument, nullptr, kVersionOption},
                                     {nullptr, 0, nullptr, 0}};
   bool json = false, recent = false;
   int c;
@@ -334,15 +333,8 @@ int main(int argc, char** argv) {
       case 'r':
         recent = true;
         break;
-      case kHelp:
-        Usage(stdout);
-        return KTMFS_EXIT_OK;
-      case kVersion:
-        PrintVersion();
-        return KTMFS_EXIT_OK;
       default:
-        Usage(stderr);
-        return KTMFS_EXIT_USAGE;
+        return EndOptions(c, Usage, KTMFS_EXIT_USAGE);
     }
   }
   // Positionals: an argument that looks like an id is the id; the other is the path.
