@@ -87,7 +87,7 @@ struct Inode {
   int source_index = -1;  // the source this object belongs to
 
   // The kernel asks for security.capability before every write(2) to a FUSE file (see
-  // ops_xattr.cc). Its absence is known while caps_absent_at == xattr_gen + 1; every xattr
+  // committed_xattr.cc). Its absence is known while caps_absent_at == xattr_gen + 1; every xattr
   // change to the object bumps xattr_gen before and after, so an answer read while a change
   // ran is never kept.
   std::atomic<uint64_t> xattr_gen{0};

@@ -173,8 +173,8 @@ void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectI
 
 int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {
   fstx::TxOverlay* ov = fs.txs()->rm(source).OverlayFor(tx.id());
-  // No op paid for the stamps of an object no op touched, and chown(f, -1, -1) needs no
-  // permission: without a charge, a user could fill the daemon's memory with every file it sees.
+  // No op paid for this entry, and chown(f, -1, -1) needs no permission: without a charge, a
+  // user could fill the daemon's memory with every file it sees.
   if (!ov->Stamps(object)) {
     Status s = fs.txs()->ChargeMemory(*tx, fstx::TxOverlay::kStampBytes);
     if (!s.ok()) return Errno(s);

@@ -50,9 +50,10 @@ int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 // in `source`.
 void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
               int delta);
-// Stamps the ctime of `object` in the view also where the change may have logged nothing
-// (chown(f, -1, -1), an ACL equal to the mode): makes the overlay, without enlisting the RM
-// (FsResourceManager::OverlayFor), if no op made it. 0, or ENOSPC past the owner's memory cap.
+// Stamps the ctime of `object` in the view for a change that logged nothing (chown(f, -1, -1),
+// an ACL equal to the mode): makes the overlay, without enlisting the RM
+// (FsResourceManager::OverlayFor), if no op made it, and charges a new entry to the owner, as
+// an op is charged for its own. 0, or ENOSPC past the owner's memory cap.
 int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object);
 // The transaction changed names in `parent`: its attributes and entries are served with zero
 // timeouts to everyone until the transaction ends.

@@ -133,8 +133,9 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
     Status s = LogXattr(fs, tx, source, object, *path, kAclAccessXattr, changed.Serialize());
     if (!s.ok()) return Errno(s);
   }
-  // Only a created file's mtime may be all this logged (it is its staged file's).
-  if (int err = StampUnlogged(fs, tx, source, object); err != 0) return err;
+  // Something was logged, or the file is one the transaction created (only its staged file's
+  // mtime changed): either way an op made the overlay, and paid for the entry.
+  TouchTimes(fs, tx, source, object, false);
   if (mtime) fs.txs()->rm(source).Overlay(tx.id())->SetMtime(object, *mtime);
   return 0;
 }

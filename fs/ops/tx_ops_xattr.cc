@@ -223,8 +223,9 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
     if (!equivalent) store = acl->Serialize();
   }
   Status s = Status::Ok();
+  const bool mode_changes = mode != (st.st_mode & 07777);
   if (store || cur) s = LogXattr(fs, tx, source, object, *path, name, store);
-  if (s.ok() && mode != (st.st_mode & 07777)) {
+  if (s.ok() && mode_changes) {
     fstx::Op op;
     op.kind = fstx::OpKind::kSetattr;
     op.object = object;
@@ -234,8 +235,12 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
     s = fs.txs()->LogOp(*tx, source, op);
   }
   if (!s.ok()) return reply(Errno(s));
-  // An ACL equal to the mode it has logs nothing, and still stamps the ctime.
-  if (int err = StampUnlogged(fs, tx, source, object); err != 0) return reply(err);
+  if (store || cur || mode_changes) {
+    TouchTimes(fs, tx, source, object, false);
+  } else if (int err = StampUnlogged(fs, tx, source, object); err != 0) {
+    // An ACL equal to the mode it has logs nothing, and still stamps the ctime.
+    return reply(err);
+  }
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);
 }

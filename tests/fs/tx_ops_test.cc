@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -186,26 +188,30 @@ TEST_F(TxOpsCappedTest, ViewOnlyStampsCountAgainstTheOwnersMemory) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
+    close(ready[0]);
+    close(release[1]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // not left behind by a test that dies
     char c = 0;
     if (setgid(1000) != 0 || setuid(1000) != 0) _exit(1);
     if (write(ready[1], &c, 1) != 1) _exit(1);
-    (void)read(release[0], &c, 1);
+    (void)!read(release[0], &c, 1);
     _exit(0);
   }
+  // Each side keeps only its ends: a child that cannot become uid 1000 ends the wait below.
+  close(ready[1]);
+  close(release[0]);
   // Let go and reaped in every path, an assertion's early return included.
   struct Reap {
     pid_t pid;
-    int fds[4];
+    int ready, release;
     ~Reap() {
-      const char c = 0;
-      (void)!write(fds[3], &c, 1);
+      close(release);  // the child's read returns
       waitpid(pid, nullptr, 0);
-      for (int fd : fds)
-        close(fd);
+      close(ready);
     }
-  } reap{child, {ready[0], ready[1], release[0], release[1]}};
+  } reap{child, ready[0], release[1]};
   char c;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_EQ(read(ready[0], &c, 1), 1) << "the child could not become uid 1000";
   const CallerContext owner{1000, 1000, child};
   const Caller user(1000, 1000, child, {1000});
   auto id = txs_->Begin(owner, Scope::kProcess, child, 0, "stamps");
