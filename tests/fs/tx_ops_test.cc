@@ -183,16 +183,19 @@ TEST_F(TxOpsCappedTest, ViewOnlyStampsCountAgainstTheOwnersMemory) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: the transaction is another user's";
   // The transaction must be bound to a process of its owner's: a child as uid 1000, waiting.
   int ready[2], release[2];
-  ASSERT_EQ(pipe(ready), 0);
-  ASSERT_EQ(pipe(release), 0);
+  ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(release, O_CLOEXEC), 0);
+  const pid_t parent = getpid();
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
     close(ready[0]);
     close(release[1]);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // not left behind by a test that dies
     char c = 0;
     if (setgid(1000) != 0 || setuid(1000) != 0) _exit(1);
+    // After the ids change, which clears it; and the parent may be gone already.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     if (write(ready[1], &c, 1) != 1) _exit(1);
     (void)!read(release[0], &c, 1);
     _exit(0);
