@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cassert>
 #include <cstring>
 #include <functional>
 
@@ -166,9 +165,7 @@ int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::strin
 
 void AddLinks(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
               int delta) {
-  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
-  assert(ov != nullptr && "AddLinks after an op logged here");
-  if (ov != nullptr) ov->AddLinks(object, delta);
+  if (fstx::TxOverlay* ov = OverlayOfLogged(fs, tx, source)) ov->AddLinks(object, delta);
 }
 
 int StampUnlogged(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object) {

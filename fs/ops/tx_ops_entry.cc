@@ -136,7 +136,9 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   // Something was logged, or the file is one the transaction created (only its staged file's
   // mtime changed): either way an op made the overlay, and paid for the entry.
   TouchTimes(fs, tx, source, object, false);
-  if (mtime) fs.txs()->rm(source).Overlay(tx.id())->SetMtime(object, *mtime);
+  if (mtime) {
+    if (fstx::TxOverlay* ov = OverlayOfLogged(fs, tx, source)) ov->SetMtime(object, *mtime);
+  }
   return 0;
 }
 

@@ -253,10 +253,15 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
   return 0;
 }
 
+fstx::TxOverlay* OverlayOfLogged(Filesystem& fs, const TxGuard& tx, int source) {
+  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
+  assert(ov != nullptr && "an op logged here first; else StampUnlogged");
+  return ov;
+}
+
 void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                 bool data) {
-  fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
-  assert(ov != nullptr && "TouchTimes after an op logged here; else StampUnlogged");
+  fstx::TxOverlay* ov = OverlayOfLogged(fs, tx, source);
   if (ov == nullptr) return;
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);

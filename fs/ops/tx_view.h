@@ -71,6 +71,11 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
 // The attributes the transaction sees for a node.
 int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st);
 
+// The transaction's overlay in `source`, where an op it logged there made it (TouchTimes,
+// AddLinks, SetMtime rely on that): asserts so; nullptr, with nothing to stamp, only if that
+// rule was broken.
+fstx::TxOverlay* OverlayOfLogged(Filesystem& fs, const TxGuard& tx, int source);
+
 // Stamps the times the view shows for `object`, which the transaction changed now
 // (TxOverlay::Touch): after an op logged in `source`, which made the overlay there.
 void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,

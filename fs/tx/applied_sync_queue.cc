@@ -1,6 +1,5 @@
 #include "fs/tx/applied_sync_queue.h"
 
-#include <algorithm>
 #include <cassert>
 #include <utility>
 
