@@ -1,6 +1,9 @@
 #include "fs/mount/mount_state.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
@@ -50,9 +53,8 @@ bool Has(const std::vector<std::string>& list, const char* item) {
   return false;
 }
 
-// Every mount of this namespace, in the order the kernel lists them.
-std::vector<MountEntry> Mounts() {
-  std::ifstream in("/proc/self/mountinfo");
+// Every mount in a mountinfo text, in the order the kernel lists them.
+std::vector<MountEntry> ParseMounts(std::istream& in) {
   std::vector<MountEntry> out;
   for (std::string line; std::getline(in, line);) {
     // id parent major:minor root mount-point mount-options [optional...] - fstype source super
@@ -68,21 +70,91 @@ std::vector<MountEntry> Mounts() {
   return out;
 }
 
+// Every mount of this namespace.
+std::vector<MountEntry> Mounts() {
+  std::ifstream in("/proc/self/mountinfo");
+  return ParseMounts(in);
+}
+
 // The topmost mount at `mountpoint` (the last listed: later mounts stack on earlier ones).
-std::optional<MountEntry> Find(const std::string& mountpoint) {
+std::optional<MountEntry> FindIn(std::vector<MountEntry> mounts, const std::string& mountpoint) {
   std::optional<MountEntry> found;
-  for (MountEntry& e : Mounts())
+  for (MountEntry& e : mounts)
     if (e.mount_point == mountpoint) found = std::move(e);
   return found;
+}
+
+std::optional<MountEntry> Find(const std::string& mountpoint) {
+  return FindIn(Mounts(), mountpoint);
+}
+
+Result<bool> ReadOnlyIn(std::vector<MountEntry> mounts, const std::string& mountpoint) {
+  auto e = FindIn(std::move(mounts), mountpoint);
+  if (!e || e->fstype.compare(0, 4, "fuse") != 0)
+    return Status::NotFound("no FUSE filesystem is mounted on " + mountpoint);
+  return Has(e->mount_options, "ro") || Has(e->super_options, "ro");
+}
+
+// The whole table through `fd`, from its start; nullopt if a read fails.
+std::optional<std::string> ReadAll(int fd) {
+  if (::lseek(fd, 0, SEEK_SET) != 0) return std::nullopt;
+  std::string text;
+  char buf[16384];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+  }
 }
 
 }  // namespace
 
 Result<bool> IsReadOnly(const std::string& mountpoint) {
-  auto e = Find(mountpoint);
-  if (!e || e->fstype.compare(0, 4, "fuse") != 0)
-    return Status::NotFound("no FUSE filesystem is mounted on " + mountpoint);
-  return Has(e->mount_options, "ro") || Has(e->super_options, "ro");
+  return ReadOnlyIn(Mounts(), mountpoint);
+}
+
+ReadOnlyWatch::ReadOnlyWatch(std::string mountpoint, std::string table)
+    : mountpoint_(std::move(mountpoint)), table_(std::move(table)) {
+  fd_ = ::open(table_.c_str(), O_RDONLY | O_CLOEXEC);
+}
+
+ReadOnlyWatch::~ReadOnlyWatch() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+uint64_t ReadOnlyWatch::reads() const {
+  std::lock_guard l(mu_);
+  return reads_;
+}
+
+Result<bool> ReadOnlyWatch::Get() {
+  std::lock_guard l(mu_);
+  if (fd_ >= 0 && answer_) {
+    // The poll takes the event it reports: poll first, read after, so a change made while the
+    // table is read is reported again by the next poll.
+    pollfd p{fd_, POLLPRI, 0};
+    int n = ::poll(&p, 1, 0);
+    if (n == 0) return *answer_;
+    if (n < 0 || (p.revents & POLLNVAL)) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ++reads_;
+  std::optional<std::string> text;
+  if (fd_ >= 0) text = ReadAll(fd_);
+  if (!text) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    std::ifstream in(table_);
+    answer_ = ReadOnlyIn(ParseMounts(in), mountpoint_);
+    return *answer_;
+  }
+  std::istringstream in(*text);
+  answer_ = ReadOnlyIn(ParseMounts(in), mountpoint_);
+  return *answer_;
 }
 
 bool KtmfsMountedAt(const std::string& mountpoint) {

@@ -6,9 +6,11 @@
 // kernel makes every write through a read-only mount fail with EROFS before the daemon hears of
 // it. What it does hear of is commit, an ioctl or xattr that a read-only mount lets through; it
 // asks IsReadOnly first, from /proc/self/mountinfo (statvfs of its own mount would be a request
-// to itself).
+// to itself). Every commit asks, so the daemon keeps the answer in a ReadOnlyWatch.
 #pragma once
 
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "log/status.h"
@@ -18,6 +20,32 @@ namespace ktmfs::fs {
 // Whether the ktmfs mount at `mountpoint` (absolute) is read-only: its mount or its superblock.
 // NotFound if no FUSE filesystem is mounted there.
 Result<bool> IsReadOnly(const std::string& mountpoint);
+
+// IsReadOnly's answer for one mountpoint, kept until the mount table changes. Generating
+// /proc/self/mountinfo costs the kernel a path walk per mount: about a tenth of the daemon's CPU
+// in a loop of small commits. The kernel marks an open mountinfo with POLLPRI whenever this
+// namespace's table changes (a mount, an unmount, any remount), so Get reads it again only
+// then. Safe for concurrent callers.
+class ReadOnlyWatch {
+ public:
+  // `table`: the mountinfo file to watch (tests give another process's).
+  explicit ReadOnlyWatch(std::string mountpoint, std::string table = "/proc/self/mountinfo");
+  ~ReadOnlyWatch();
+  ReadOnlyWatch(const ReadOnlyWatch&) = delete;
+  ReadOnlyWatch& operator=(const ReadOnlyWatch&) = delete;
+
+  Result<bool> Get();
+  // How many times Get read the table (tests).
+  uint64_t reads() const;
+
+ private:
+  const std::string mountpoint_;
+  const std::string table_;
+  mutable std::mutex mu_;
+  int fd_ = -1;  // -1: the table could not be opened; every Get reads it afresh
+  std::optional<Result<bool>> answer_;
+  uint64_t reads_ = 0;
+};
 
 // Whether a ktmfs filesystem is mounted at `mountpoint` in this mount namespace.
 bool KtmfsMountedAt(const std::string& mountpoint);

@@ -54,7 +54,7 @@ int Report(const char* what, const Status& s) {
 // once the mount is read-write again, or rolled back.
 Status CommitUnlessReadOnly(Filesystem& fs, const CallerContext& caller, const Guid& id,
                             std::string* apply_pending = nullptr) {
-  auto ro = IsReadOnly(fs.options().mountpoint);
+  auto ro = fs.MountIsReadOnly();
   if (ro.ok() && *ro) {
     return Status::Error(EROFS, fs.options().mountpoint +
                                     " is mounted read-only: commit after remounting it "

@@ -22,7 +22,7 @@ ProcPath::ProcPath(int fd) {
 }
 
 Filesystem::Filesystem(Options options, Layout layout)
-    : options_(std::move(options)), layout_(std::move(layout)) {
+    : options_(std::move(options)), layout_(std::move(layout)), read_only_(options_.mountpoint) {
   clock_gettime(CLOCK_REALTIME, &mounted_at_);
 }
 

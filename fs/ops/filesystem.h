@@ -17,6 +17,7 @@
 #include "fs/fuse/inode_table.h"
 #include "fs/fuse/reply.h"
 #include "fs/mount/layout.h"
+#include "fs/mount/mount_state.h"
 #include "fs/mount/options.h"
 #include "fs/ops/passthrough.h"
 #include "fs/service/tx_service.h"
@@ -56,6 +57,8 @@ class Filesystem {
   FailureReasons& reasons() { return reasons_; }
   // Open files the kernel serves itself (fs/ops/passthrough.h).
   PassthroughFiles& passthrough() { return passthrough_; }
+  // Whether the mount is read-only now (IsReadOnly, kept until the mount table changes).
+  Result<bool> MountIsReadOnly() { return read_only_.Get(); }
   // The caller's transaction, held live for this request; empty if none.
   TxGuard EnterTx(fuse_req_t req);
   // Held by a request that reads `inode` in the committed view outside transactions, while it
@@ -100,6 +103,7 @@ class Filesystem {
   Invalidator* direct_write_invalidator_ = nullptr;
   FailureReasons reasons_;
   PassthroughFiles passthrough_;
+  ReadOnlyWatch read_only_;
   struct timespec mounted_at_ {};
 };
 
