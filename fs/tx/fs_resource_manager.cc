@@ -271,9 +271,12 @@ uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
 }
 
 Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
-  // Commits applied before must be durable before this one can change the backing directory:
-  // a redo of theirs must never find this one's changes (a directory it moved, say) half there.
-  if (AppliedPending()) KTMFS_RETURN_IF_ERROR(WaitAppliedDurable());
+  // Commits applied before must be synced, their APPLIED records appended, before this one can
+  // change the backing directory: a redo of theirs must never find this one's changes (a
+  // directory it moved, say) half there. The records need not be durable yet: this
+  // transaction changes nothing before its own decision is durable, and the flush that makes it
+  // so covers every record appended before.
+  KTMFS_RETURN_IF_ERROR(WaitSynced());
   std::lock_guard l(mu_);
   Tx& t = txs_[tx];
   if (t.broken) {
@@ -385,12 +388,7 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   KTMFS_RETURN_IF_ERROR(SyncApplied(*changes));
   *applied = true;
   KTMFS_RETURN_IF_ERROR(Applied(tx));
-  // Covers this APPLIED (and the COMMITTED before it) however the newest moves meanwhile.
-  const log::Lsn appended = o_.stream->last_lsn();
-  log::Lsn seen = unflushed_applied_.load(std::memory_order_acquire);
-  while ((seen == log::kInvalidLsn || seen < appended) &&
-         !unflushed_applied_.compare_exchange_weak(seen, appended, std::memory_order_acq_rel)) {
-  }
+  NoteUnflushedApplied();
   DropDurableStaging();
   return Status::Ok();
 }

@@ -65,8 +65,9 @@ struct FsRmOptions {
   // A single-phase commit is acknowledged once its COMMITTED record is durable and apply has
   // made the backing directory show it; fsyncing what apply changed and logging APPLIED follow
   // in a background thread, for several commits at once. The log keeps such a commit for redo
-  // until then. What must not land on its changes before they are durable waits for them
-  // (WaitAppliedDurable): every later Prepare here, and the daemon's non-transactional changes.
+  // until then. What must not land on its changes before they are durable waits for them: every
+  // later Prepare here (for the syncs; its own decision flush covers the APPLIED records), and
+  // the daemon's non-transactional changes (WaitAppliedDurable).
   bool sync_in_background = false;
   // Called when a pending apply (see PendingApply) has finally been done, with the existing
   // objects it changed and the (directory, name) pairs whose entries it changed, so the daemon
@@ -154,6 +155,10 @@ class FsResourceManager : public tm::ResourceManager {
   // housekeeping), so staging does not wait for the next commit.
   void DropDurableStaging(bool flush = false);
 
+  // Returns once every commit applied so far is synced and its APPLIED record appended (not
+  // necessarily durable: the next flush of the log covers it); an error if a background sync
+  // failed. What Prepare waits for.
+  Status WaitSynced();
   // Returns once every commit applied so far is durable in the backing directory (see
   // FsRmOptions::sync_in_background); an error if a background sync failed, after which the
   // backing directory is only known to be right after recovery.
@@ -209,6 +214,9 @@ class FsResourceManager : public tm::ResourceManager {
   // Logs APPLIED for a transaction whose apply is durable; DropDurableStaging drops its
   // staging once the record is durable.
   Status Applied(const Guid& tx);
+  // After APPLIED records are appended and not flushed: WaitAppliedDurable is to flush up to
+  // the stream's end as it is now.
+  void NoteUnflushedApplied();
   // The background sync thread's work: syncs what a batch of applied commits changed, all at
   // once, and logs their APPLIED records (AppliedSyncQueue::SyncBatch).
   Status SyncBatch(const std::vector<AppliedSyncQueue::Item>& batch);

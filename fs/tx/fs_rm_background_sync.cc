@@ -1,7 +1,8 @@
 // The fsyncs that follow a single-phase commit's apply (FsRmOptions::sync_in_background): a
 // thread syncs what several applied commits changed at once, logs their APPLIED records, and
-// then lets their staging go; whatever must not land on their changes before they are durable
-// waits for it (WaitAppliedDurable).
+// lets their staging go once a flush has made the records durable (the next commit's, or the
+// daemon's housekeeping when none follows); whatever must not land on their changes before they are
+// durable waits for it (WaitAppliedDurable).
 #include "fs/tx/fs_resource_manager.h"
 #include "fs/tx/sync_together.h"
 
@@ -23,8 +24,21 @@ Status FsResourceManager::Applied(const Guid& tx) {
   return Status::Ok();
 }
 
+void FsResourceManager::NoteUnflushedApplied() {
+  // Covers the records appended so far however the newest moves meanwhile.
+  const log::Lsn appended = o_.stream->last_lsn();
+  log::Lsn seen = unflushed_applied_.load(std::memory_order_acquire);
+  while ((seen == log::kInvalidLsn || seen < appended) &&
+         !unflushed_applied_.compare_exchange_weak(seen, appended, std::memory_order_acq_rel)) {
+  }
+}
+
+Status FsResourceManager::WaitSynced() {
+  return syncs_ && syncs_->Unsynced() ? syncs_->WaitSynced() : Status::Ok();
+}
+
 Status FsResourceManager::WaitAppliedDurable() {
-  if (syncs_) KTMFS_RETURN_IF_ERROR(syncs_->WaitSynced());
+  KTMFS_RETURN_IF_ERROR(WaitSynced());
   log::Lsn applied = unflushed_applied_.load(std::memory_order_acquire);
   if (applied == log::kInvalidLsn) return Status::Ok();
   if (applied >= o_.log->flushed_lsn()) {  // flushed_lsn() is the end of what is durable
@@ -44,10 +58,16 @@ Status FsResourceManager::SyncBatch(const std::vector<AppliedSyncQueue::Item>& b
   Status s = together_->Sync(all);
   for (const auto& item : batch)
     if (s.ok()) s = Applied(item.tx);
-  // Non-transactional changes go ahead once this returns, and they are not logged: APPLIED
-  // must be durable before them, or a crash would redo these commits over them.
-  if (s.ok()) s = o_.stream->Flush(o_.stream->last_lsn());
-  if (s.ok()) return s;
+  // Not flushed here: the next commit's flush covers these records (the log is one sequence),
+  // and a change made outside transactions, which is not logged, flushes them first
+  // (WaitAppliedDurable), or a crash would redo these commits over it. When no commit follows,
+  // the daemon's housekeeping flushes them within a fifth of a second, so that their staging
+  // can go (DropDurableStaging). In a loop of small commits this spares a log write and a
+  // device flush per commit.
+  if (s.ok()) {
+    NoteUnflushedApplied();
+    return s;
+  }
   Report(true, "fs RM " + o_.name + ": " + s.message() +
                    "; the log keeps the commits for recovery at the next mount, and "
                    "changes here fail until then");

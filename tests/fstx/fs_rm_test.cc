@@ -720,6 +720,53 @@ TEST(FsRm, CrashBeforeTheBackgroundSyncIsRedoneByRecovery) {
   EXPECT_TRUE(StagingEmpty(w.staging_root()));
 }
 
+// A sync round appends its APPLIED records and leaves them to the next flush: in a loop of
+// small commits that is the next commit's own, which spares a log write and a device flush per
+// commit. Until then a crash redoes the commit over its own result; after it, nothing is redone
+// that was synced.
+TEST(FsRm, ASyncRoundLeavesItsAppliedRecordsToTheNextFlush) {
+  {
+    FsRmWorld w;
+    w.background = true;
+    ASSERT_TRUE(w.Start().ok());
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(Workload(w, *tx).ok());
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    ASSERT_TRUE(w.rm().WaitSynced().ok());
+    EXPECT_TRUE(w.rm().AppliedPending()) << "the round flushed its APPLIED record itself";
+    w.CrashAndRestart();
+    ASSERT_TRUE(w.Start().ok());
+    EXPECT_EQ(w.rm().recovery_report().redone, 1u);
+    EXPECT_EQ(Snapshot(w.root()), Expected());
+    EXPECT_TRUE(StagingEmpty(w.staging_root()));
+  }
+  FsRmWorld w;
+  w.background = true;
+  ASSERT_TRUE(w.Start().ok());
+  std::atomic<int> batches{0};
+  std::atomic<bool> release{false};
+  w.rm().SetSyncHook([&] {
+    if (batches++ == 1)  // the second commit's round: held until the crash
+      while (!release.load())
+        std::this_thread::yield();
+  });
+  auto t1 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t1, "a.txt", 0, "1").ok());
+  ASSERT_TRUE(w.tm().Commit(*t1).ok());
+  ASSERT_TRUE(w.rm().WaitSynced().ok());
+  auto t2 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t2, "a.txt", 1, "2").ok());
+  ASSERT_TRUE(w.tm().Commit(*t2).ok());  // its decision's flush covers t1's APPLIED
+  w.storage().CrashNow(log::CrashMode::kDropUnsynced);
+  release = true;
+  w.CrashAndRestart();
+  ASSERT_TRUE(w.Start().ok());
+  EXPECT_EQ(w.rm().recovery_report().redone, 1u) << "t1 was redone: its APPLIED was lost";
+  std::ifstream in(w.root() + "/a.txt");
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(data, "12pha");
+}
+
 TEST(FsRm, ALaterCommitWaitsForTheEarlierOnesSync) {
   FsRmWorld w;
   w.background = true;
