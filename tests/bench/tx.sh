@@ -7,7 +7,9 @@
 #   small, 1 and 16 clients: each client commits 4 KiB to each of its own two files, over and
 #     over (commits/s); against the careful POSIX way per file (write temp, fsync, rename, fsync
 #     directory) on the native directory, and SQLite (WAL, synchronous=FULL, both blobs in one
-#     transaction). Targets: at 16 clients >= 2x both, at 1 client >= 1x POSIX.
+#     transaction). Targets: at 16 clients >= 2x both, at 1 client >= 1x POSIX. Two ktmfs ways:
+#     a program's (ioctls, pwrite into the files as they are) and a script's ("script": the
+#     control xattrs, each file opened with O_TRUNC and written whole, as `>` does).
 #   big, new file and existing file: one transaction writes BIG_BYTES in 1 MiB writes and
 #     commits (seconds); against native write + fsync of the same data. Target <= 1.3x. Shown
 #     under it without a target: the same write + fsync through the mount outside any
@@ -149,7 +151,7 @@ settle() {
 
 failed=0
 # on_mount SYSTEM: whether the system's rows run through a ktmfs mount.
-on_mount() { [ "$1" = ktmfs ] || [ "$1" = mount ] || [ "$1" = served ]; }
+on_mount() { [ "$1" = ktmfs ] || [ "$1" = script ] || [ "$1" = mount ] || [ "$1" = served ]; }
 
 # row KEY SYSTEM DIR ARGS...: one measurement in a new directory DIR; appends "KEY SYSTEM
 # REP VALUE" (VALUE "-" if not run, "failed" if it failed) to the results.
@@ -186,6 +188,7 @@ for rep in $(seq "$repeat"); do
     # hits all three rather than whichever ran during it.
     for _ in $(seq "$slices"); do
       row "small-$n" ktmfs "$mnt/small" small ktmfs "$mnt/small" "$n" "$slice_seconds"
+      row "small-$n" script "$mnt/small" small ktmfs-script "$mnt/small" "$n" "$slice_seconds"
       row "small-$n" posix "$native/small" small posix "$native/small" "$n" "$slice_seconds"
       row "small-$n" sqlite "$native/small" small sqlite "$native/small" "$n" "$slice_seconds"
     done
@@ -262,6 +265,9 @@ for key in sorted({k for k, _ in runs if k.startswith("small-")}, key=lambda k: 
     # The targets are set for 1 and 16 clients; other counts are shown without one.
     rows.append((key, label, "ktmfs", "commits/s", "posix", {1: 1.0, 16: 2.0}.get(n), True))
     rows.append((key, label, "ktmfs", "commits/s", "sqlite", {16: 2.0}.get(n), True))
+    label += ", script"
+    rows.append((key, label, "script", "commits/s", "posix", {1: 1.0, 16: 2.0}.get(n), True))
+    rows.append((key, label, "script", "commits/s", "sqlite", {16: 2.0}.get(n), True))
 for target in ("new", "existing"):
     label = "%s, %s file" % (big_bytes, target)
     rows.append(("big-" + target, label, "ktmfs", "seconds", "native", 1.3, False))

@@ -1,9 +1,10 @@
 // Transaction benchmark driver: measures one row of tests/bench/tx.sh and prints its number on
 // stdout (progress and errors on stderr). tx.sh runs the rows side by side and makes the table.
 //
-//   tx_bench small ktmfs|posix|sqlite DIR CLIENTS SECONDS   -> commits/s
+//   tx_bench small ktmfs|ktmfs-script|posix|sqlite DIR CLIENTS SECONDS   -> commits/s
 //       CLIENTS threads each commit 4 KiB to each of their own two files, over and over, for
-//       SECONDS; afterwards every client's files must hold its last commit.
+//       SECONDS; afterwards every client's files must hold its last commit. ktmfs-script: as a
+//       script does it (the control xattrs, each file truncated and written whole).
 //   tx_bench big ktmfs|native DIR BYTES new|existing         -> seconds
 //       one file of BYTES (suffix K, M or G) written in 1 MiB writes, until durable.
 //   tx_bench reader DIR BYTES commit|idle                    -> milliseconds
@@ -40,7 +41,7 @@ constexpr int kWarmupCommits = 2;
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: tx_bench small ktmfs|posix|sqlite DIR CLIENTS SECONDS\n"
+               "usage: tx_bench small ktmfs|ktmfs-script|posix|sqlite DIR CLIENTS SECONDS\n"
                "       tx_bench big ktmfs|native DIR BYTES new|existing\n"
                "       tx_bench reader DIR BYTES commit|idle\n"
                "       tx_bench probe MOUNT\n");
@@ -159,6 +160,8 @@ int Small(int argc, char** argv) {
   PairSystem system;
   if (name == "ktmfs") {
     system = PairSystem::kKtmfs;
+  } else if (name == "ktmfs-script") {
+    system = PairSystem::kKtmfsScript;
   } else if (name == "posix") {
     system = PairSystem::kPosix;
   } else if (name == "sqlite") {
@@ -172,7 +175,7 @@ int Small(int argc, char** argv) {
   if (!ParseCount(argv[4], &clients) || clients > 1024 || *end != '\0' || !(seconds > 0)) {
     return Usage();
   }
-  if (system == PairSystem::kKtmfs) {
+  if (system == PairSystem::kKtmfs || system == PairSystem::kKtmfsScript) {
     if (int rc = ProbeOrExit(argv[3]); rc != 0) return rc;
   }
   return RunSmall(system, argv[3], static_cast<int>(clients), seconds);

@@ -126,9 +126,12 @@ class PosixPairWriter : public PairWriter {
 };
 
 // One transaction per commit, bound to the calling thread: open and write both files inside
-// it, then commit (which returns once durable).
+// it, then commit (which returns once durable). Two ways: a program's (ioctls; pwrite into the
+// file as it is), and a script's (the control xattrs, as setfattr sets them; each file opened
+// with O_TRUNC and written whole, as `>` does).
 class KtmfsPairWriter : public PairWriter {
  public:
+  explicit KtmfsPairWriter(bool script = false) : script_(script) {}
   std::string Open(const std::string& root, int client) {
     client_ = client;
     std::string error = dir_.Open(ClientDir(root, client));
@@ -139,7 +142,7 @@ class KtmfsPairWriter : public PairWriter {
   }
   std::string Commit(const Blob& a, const Blob& b) override {
     char id[KTMFS_ID_SIZE] = {};
-    int rc = ktmfs_begin(dir_.fd(), KTMFS_SCOPE_THREAD, 0, 0, "tx_bench", id);
+    int rc = Begin(id);
     if (rc < 0) return ErrnoMessage("begin a transaction in " + dir_.path(), -rc);
     std::string error = WriteInTransaction(kNames[0], a);
     if (error.empty()) error = WriteInTransaction(kNames[1], b);
@@ -148,11 +151,11 @@ class KtmfsPairWriter : public PairWriter {
       checked_ = true;
     }
     if (!error.empty()) {
-      rc = ktmfs_rollback(dir_.fd(), id);
+      rc = End(id, false);
       if (rc < 0) error += "; " + ErrnoMessage(std::string("roll back transaction ") + id, -rc);
       return error + " (transaction " + id + ")";
     }
-    rc = ktmfs_commit(dir_.fd(), id);
+    rc = End(id, true);
     if (rc < 0)
       return ErrnoMessage(std::string("commit transaction ") + id + " in " + dir_.path(), -rc);
     return "";
@@ -163,9 +166,25 @@ class KtmfsPairWriter : public PairWriter {
   }
 
  private:
+  // Fills `id` (the script way asks for it only once, for CheckIsolated).
+  int Begin(char* id) {
+    if (!script_) return ktmfs_begin(dir_.fd(), KTMFS_SCOPE_THREAD, 0, 0, "tx_bench", id);
+    const char value[] = "scope=thread name=tx_bench";
+    if (fsetxattr(dir_.fd(), KTMFS_XATTR_BEGIN, value, sizeof value - 1, 0) != 0) return -errno;
+    if (checked_) return 0;
+    ssize_t n = fgetxattr(dir_.fd(), KTMFS_XATTR_TX, id, KTMFS_ID_SIZE - 1);
+    return n < 0 ? -errno : 0;
+  }
+  int End(const char* id, bool commit) {
+    if (!script_) return commit ? ktmfs_commit(dir_.fd(), id) : ktmfs_rollback(dir_.fd(), id);
+    const char* name = commit ? KTMFS_XATTR_COMMIT : KTMFS_XATTR_ROLLBACK;
+    return fsetxattr(dir_.fd(), name, "", 0, 0) == 0 ? 0 : -errno;
+  }
+
   std::string WriteInTransaction(const char* name, const Blob& blob) {
     std::string what = dir_.path() + "/" + name;
-    int fd = openat(dir_.fd(), name, O_WRONLY | O_CLOEXEC);
+    int fd =
+        openat(dir_.fd(), name, O_WRONLY | O_CLOEXEC | (script_ ? O_CREAT | O_TRUNC : 0), 0644);
     if (fd < 0) return ErrnoMessage("open " + what, errno);
     std::string error = WriteAt(fd, blob, what);
     if (close(fd) != 0 && error.empty()) error = ErrnoMessage("close " + what, errno);
@@ -195,6 +214,7 @@ class KtmfsPairWriter : public PairWriter {
     return error;
   }
 
+  const bool script_;
   int client_ = 0;
   bool checked_ = false;
   ClientDirectory dir_;
@@ -341,9 +361,10 @@ std::string PrepareSqlite(const std::string& root) {
   return error;
 }
 
-template <typename Writer>
-std::string OpenWriter(const std::string& root, int client, std::unique_ptr<PairWriter>* out) {
-  auto writer = std::make_unique<Writer>();
+template <typename Writer, typename... Args>
+std::string OpenWriter(const std::string& root, int client, std::unique_ptr<PairWriter>* out,
+                       Args... args) {
+  auto writer = std::make_unique<Writer>(args...);
   std::string error = writer->Open(root, client);
   if (error.empty()) *out = std::move(writer);
   return error;
@@ -374,6 +395,8 @@ std::string OpenPairWriter(PairSystem system, const std::string& root, int clien
   switch (system) {
     case PairSystem::kKtmfs:
       return OpenWriter<KtmfsPairWriter>(root, client, out);
+    case PairSystem::kKtmfsScript:
+      return OpenWriter<KtmfsPairWriter>(root, client, out, true);
     case PairSystem::kPosix:
       return OpenWriter<PosixPairWriter>(root, client, out);
     case PairSystem::kSqlite:

@@ -1,5 +1,6 @@
-// The three ways tx_bench makes a client's two small files durable: a ktmfs transaction, the
-// careful POSIX replacement of each file, and one SQLite transaction holding both blobs.
+// The ways tx_bench makes a client's two small files durable: a ktmfs transaction (as a program
+// does it, or as a script does), the careful POSIX replacement of each file, and one SQLite
+// transaction holding both blobs.
 // Every method returns "" on success or a message naming the file, database or transaction.
 #pragma once
 
@@ -28,14 +29,17 @@ class PairWriter {
   virtual std::string ReadBack(Blob* a, Blob* b) = 0;
 };
 
-enum class PairSystem { kKtmfs, kPosix, kSqlite };
+// kKtmfs: ioctls, and pwrite into each file as it is. kKtmfsScript: the control xattrs, and
+// each file opened with O_CREAT | O_TRUNC and written whole, as a shell's `>` does.
+enum class PairSystem { kKtmfs, kKtmfsScript, kPosix, kSqlite };
 
 // Creates what every client's writer needs under `root` (the SQLite database; directories),
 // before the clients start. `root` is a directory on the mount for kKtmfs.
 std::string PreparePairs(PairSystem system, const std::string& root, int clients);
 
 // One writer for client `client`; its files (or rows) exist with an initial content once this
-// returns. With kKtmfs, each Commit is one transaction bound to the calling thread.
+// returns. With kKtmfs and kKtmfsScript, each Commit is one transaction bound to the calling
+// thread.
 std::string OpenPairWriter(PairSystem system, const std::string& root, int client,
                            std::unique_ptr<PairWriter>* out);
 
