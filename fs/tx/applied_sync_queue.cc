@@ -62,7 +62,10 @@ void AppliedSyncQueue::Loop() {
     // syncing_ is the thread's alone until it is cleared under mu_ (OldestNeeded only reads it).
     Status s = sync_batch_(syncing_);
     l.lock();
-    if (!s.ok() && error_.ok()) error_ = s;
+    if (!s.ok() && error_.ok()) {
+      error_ = s;
+      failed_.store(true, std::memory_order_release);
+    }
     synced_count_ += syncing_.size();
     assert(synced_count_ <= queued_count_);
     unsynced_.fetch_sub(syncing_.size(), std::memory_order_release);

@@ -45,8 +45,11 @@ class AppliedSyncQueue {
   void Push(Item item);
   // Returns once every commit queued before the call is synced; the first failure, if any.
   Status WaitSynced();
-  // Whether some queued commit is not synced yet (cheap: callers test it first).
-  bool Unsynced() const { return unsynced_.load(std::memory_order_acquire) > 0; }
+  // Whether some queued commit is not synced yet, or a batch failed (cheap: callers test it
+  // first, and then WaitSynced says which).
+  bool Unsynced() const {
+    return unsynced_.load(std::memory_order_acquire) > 0 || failed_.load(std::memory_order_acquire);
+  }
   // The first LSN of the oldest commit not yet synced; kInvalidLsn if there is none.
   log::Lsn OldestNeeded() const;
 
@@ -75,7 +78,8 @@ class AppliedSyncQueue {
   bool stop_ = false;
   int waiters_ = 0;
   std::atomic<uint64_t> unsynced_{0};
-  std::thread thread_;  // last: started once everything above is
+  std::atomic<bool> failed_{false};  // error_ is set
+  std::thread thread_;               // last: started once everything above is
 };
 
 }  // namespace ktmfs::fstx

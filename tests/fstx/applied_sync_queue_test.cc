@@ -87,6 +87,8 @@ TEST(AppliedSyncQueue, AFailedBatchFailsEveryLaterWait) {
     Status s = q.WaitSynced();
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.ToString().find("EIO"), std::string::npos) << s.ToString();
+    // Nothing is left to sync, yet callers that test first must still be sent to the error.
+    EXPECT_TRUE(q.Unsynced());
     q.Push(At(200));
     // At once: the backing directory is only known to be right after recovery.
     EXPECT_FALSE(q.WaitSynced().ok());

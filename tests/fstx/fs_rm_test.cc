@@ -767,6 +767,38 @@ TEST(FsRm, ASyncRoundLeavesItsAppliedRecordsToTheNextFlush) {
   EXPECT_EQ(data, "12pha");
 }
 
+// After a sync round fails, the backing directory is right only once recovery has redone the
+// log: every later commit and every change outside transactions is refused until the next
+// mount, also once nothing is left in the queue (a later change that went ahead would be
+// overwritten by that redo).
+TEST(FsRm, AFailedSyncRoundRefusesEveryLaterCommit) {
+  FsRmWorld w;
+  w.background = true;
+  ASSERT_TRUE(w.Start().ok());
+  std::atomic<int> batches{0};
+  const std::string a = w.root() + "/a.txt";
+  w.rm().SetSyncHook([&] {
+    // The first round cannot open the file its commit wrote.
+    if (batches++ == 0) {
+      ASSERT_EQ(::rename(a.c_str(), (a + ".away").c_str()), 0);
+    }
+  });
+  auto t1 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t1, "a.txt", 0, "1").ok());
+  ASSERT_TRUE(w.tm().Commit(*t1).ok());  // acknowledged: durable in the log
+  EXPECT_FALSE(w.rm().WaitSynced().ok());
+  // Nothing is queued now; the failure stays.
+  EXPECT_TRUE(w.rm().AppliedPending());
+  EXPECT_FALSE(w.rm().WaitSynced().ok());
+  EXPECT_FALSE(w.rm().WaitAppliedDurable().ok());
+  auto t2 = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*t2, "b.txt", 0, "2").ok());
+  EXPECT_FALSE(w.tm().Commit(*t2).ok());
+  std::ifstream in(w.root() + "/b.txt");
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(data, "bravo");
+}
+
 TEST(FsRm, ALaterCommitWaitsForTheEarlierOnesSync) {
   FsRmWorld w;
   w.background = true;
