@@ -345,9 +345,9 @@ int WaitAppliedDurable(Filesystem& fs, int source) {
 
 }  // namespace
 
-int CheckNotHeld(Filesystem& fs, const Inode* inode) {
-  if (fs.txs() == nullptr || inode->is_virtual_root() || inode->source_index < 0) return 0;
-  if (int err = WaitAppliedDurable(fs, inode->source_index); err != 0) return err;
+namespace {
+
+int ObjectHeld(Filesystem& fs, const Inode* inode) {
   auto& locks = fs.txs()->rm(inode->source_index).locks();
   if (locks.empty()) return 0;
   if (locks.Holder(
@@ -364,9 +364,7 @@ int CheckNotHeld(Filesystem& fs, const Inode* inode) {
   return 0;
 }
 
-int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
-  if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
-  if (int err = WaitAppliedDurable(fs, parent->source_index); err != 0) return err;
+int EntryHeld(Filesystem& fs, const Inode* parent, const char* name) {
   auto& locks = fs.txs()->rm(parent->source_index).locks();
   if (locks.empty()) return 0;
   if (locks.Holder(fstx::EntryKey{parent->dev, parent->ino, name})) return EBUSY;
@@ -383,6 +381,24 @@ int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
   // directory removed, moved or replaced here would take along what transactions hold below.
   if (locks.NameHeldAbove(path, Guid{}) || locks.HeldUnder(path, Guid{})) return EBUSY;
   return 0;
+}
+
+}  // namespace
+
+// The locks first, then the wait for applied commits: a commit queues its sync before it lets
+// go of its locks, so a change that finds the object free then also finds that sync. In the
+// other order a commit could queue its sync and let go in between, and the change would go
+// ahead of the sync, which a crash would then redo over it.
+int CheckNotHeld(Filesystem& fs, const Inode* inode) {
+  if (fs.txs() == nullptr || inode->is_virtual_root() || inode->source_index < 0) return 0;
+  if (int err = ObjectHeld(fs, inode); err != 0) return err;
+  return WaitAppliedDurable(fs, inode->source_index);
+}
+
+int CheckEntryNotHeld(Filesystem& fs, const Inode* parent, const char* name) {
+  if (fs.txs() == nullptr || parent->is_virtual_root() || parent->source_index < 0) return 0;
+  if (int err = EntryHeld(fs, parent, name); err != 0) return err;
+  return WaitAppliedDurable(fs, parent->source_index);
 }
 
 int CheckRenameNotHeld(Filesystem& fs, const Inode* parent, const char* name,
