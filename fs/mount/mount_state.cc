@@ -116,9 +116,7 @@ Result<bool> IsReadOnly(const std::string& mountpoint) {
 }
 
 ReadOnlyWatch::ReadOnlyWatch(std::string mountpoint, std::string table)
-    : mountpoint_(std::move(mountpoint)), table_(std::move(table)) {
-  fd_ = ::open(table_.c_str(), O_RDONLY | O_CLOEXEC);
-}
+    : mountpoint_(std::move(mountpoint)), table_(std::move(table)) {}
 
 ReadOnlyWatch::~ReadOnlyWatch() {
   if (fd_ >= 0) ::close(fd_);
@@ -131,11 +129,16 @@ uint64_t ReadOnlyWatch::reads() const {
 
 Result<bool> ReadOnlyWatch::Get() {
   std::lock_guard l(mu_);
-  if (fd_ >= 0 && answer_) {
+  if (fd_ == -2) fd_ = ::open(table_.c_str(), O_RDONLY | O_CLOEXEC);
+  const auto now = std::chrono::steady_clock::now();
+  if (fd_ >= 0 && answer_ && now - read_at_ < std::chrono::seconds(1)) {
     // The poll takes the event it reports: poll first, read after, so a change made while the
     // table is read is reported again by the next poll.
     pollfd p{fd_, POLLPRI, 0};
-    int n = ::poll(&p, 1, 0);
+    int n;
+    do {
+      n = ::poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
     if (n == 0) return *answer_;
     if (n < 0 || (p.revents & POLLNVAL)) {
       ::close(fd_);
@@ -143,6 +146,7 @@ Result<bool> ReadOnlyWatch::Get() {
     }
   }
   ++reads_;
+  read_at_ = now;
   std::optional<std::string> text;
   if (fd_ >= 0) text = ReadAll(fd_);
   if (!text) {

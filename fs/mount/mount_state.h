@@ -9,6 +9,7 @@
 // to itself). Every commit asks, so the daemon keeps the answer in a ReadOnlyWatch.
 #pragma once
 
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -21,11 +22,15 @@ namespace ktmfs::fs {
 // NotFound if no FUSE filesystem is mounted there.
 Result<bool> IsReadOnly(const std::string& mountpoint);
 
-// IsReadOnly's answer for one mountpoint, kept until the mount table changes. Generating
-// /proc/self/mountinfo costs the kernel a path walk per mount: about a tenth of the daemon's CPU
-// in a loop of small commits. The kernel marks an open mountinfo with POLLPRI whenever this
-// namespace's table changes (a mount, an unmount, any remount), so Get reads it again only
-// then. Safe for concurrent callers.
+// IsReadOnly's answer for one mountpoint, kept until the mount table changes, and for at most a
+// second. Generating /proc/self/mountinfo costs the kernel a path walk per mount: about a tenth
+// of the daemon's CPU in a loop of small commits. The kernel marks an open mountinfo with
+// POLLPRI whenever this namespace's table changes (a mount, an unmount, any remount done here),
+// so Get reads it again then. A superblock made read-only with no event here (a remount in
+// another mount namespace that holds a copy of the mount, an emergency remount,
+// fsconfig(FSCONFIG_CMD_RECONFIGURE)) is seen within the second. Safe for concurrent callers.
+// The table is opened at the first Get, in the process that asks (the daemon, after it went to
+// the background).
 class ReadOnlyWatch {
  public:
   // `table`: the mountinfo file to watch (tests give another process's).
@@ -42,8 +47,9 @@ class ReadOnlyWatch {
   const std::string mountpoint_;
   const std::string table_;
   mutable std::mutex mu_;
-  int fd_ = -1;  // -1: the table could not be opened; every Get reads it afresh
+  int fd_ = -2;  // -2: not opened yet; -1: could not be opened, every Get reads the table afresh
   std::optional<Result<bool>> answer_;
+  std::chrono::steady_clock::time_point read_at_;
   uint64_t reads_ = 0;
 };
 
