@@ -54,6 +54,18 @@ void Invalidator::InodeNow(fuse_ino_t node) {
   if (--now_senders_ == 0) done_cv_.notify_all();
 }
 
+void Invalidator::AttributesNow(fuse_ino_t node) {
+  {
+    std::lock_guard l(mu_);
+    if (discarded_) return;
+    now_senders_++;
+  }
+  // A negative offset: the kernel drops the attributes and leaves the pages alone.
+  (void)fuse_lowlevel_notify_inval_inode(se_, node, -1, 0);
+  std::lock_guard l(mu_);
+  if (--now_senders_ == 0) done_cv_.notify_all();
+}
+
 bool Invalidator::PagesWithin(fuse_ino_t node, off_t off, off_t len,
                               std::chrono::milliseconds wait) {
   std::unique_lock l(mu_);
