@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -28,35 +26,13 @@ Filesystem::Filesystem(Options options, Layout layout)
   clock_gettime(CLOCK_REALTIME, &mounted_at_);
 }
 
-namespace {
-
-// Whether close(2) of a file on the filesystem holding `fd` can report anything: only a
-// filesystem with a flush operation (NFS, CIFS, FUSE, ...) reports at close. ext4, XFS and tmpfs
-// have none: their deferred write errors are fsync's to report.
-bool CloseCanReport(int fd) {
-  struct statfs sf;
-  if (fstatfs(fd, &sf) != 0) return true;
-  switch (static_cast<unsigned long>(sf.f_type)) {
-    case EXT4_SUPER_MAGIC:  // ext2 and ext3 too
-    case XFS_SUPER_MAGIC:
-    case TMPFS_MAGIC:
-      return false;
-    default:
-      return true;
-  }
-}
-
-}  // namespace
-
 Status Filesystem::OpenRoots() {
   const auto& sources = layout_.sources();
-  close_reports_nothing_ = true;
   for (size_t i = 0; i < sources.size(); i++) {
     int fd = open(sources[i].path.c_str(), O_PATH | O_DIRECTORY);
     if (fd < 0) {
       return Status::FromErrno(errno, "source " + sources[i].path);
     }
-    if (CloseCanReport(fd)) close_reports_nothing_ = false;
     struct stat st;
     if (fstat(fd, &st) != 0) {
       int err = errno;

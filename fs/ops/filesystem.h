@@ -57,10 +57,12 @@ class Filesystem {
   FailureReasons& reasons() { return reasons_; }
   // Open files the kernel serves itself (fs/ops/passthrough.h).
   PassthroughFiles& passthrough() { return passthrough_; }
-  // Whether closing a file in any source can report an error (CloseCanReport): if not, FLUSH
-  // has nothing to do, and the kernel is told so once (ENOSYS), which spares every close(2) of
-  // a file written through the mount a round trip.
-  bool close_reports_nothing() const { return close_reports_nothing_; }
+  // Whether FLUSH has nothing to do: without the writeback cache, the kernel sends it only for
+  // handles opened inside transactions (the others are noflush), whose close reports nothing.
+  // The kernel is then told so once (ENOSYS), which spares a round trip at every close(2) of
+  // such a handle. With the writeback cache, FLUSH passes on what closing the backing file
+  // reports (OpFlush).
+  bool flush_does_nothing() const { return !options_.cache.writeback; }
   // Whether the mount is read-only now (IsReadOnly, kept until the mount table changes).
   Result<bool> MountIsReadOnly() { return read_only_.Get(); }
   // The caller's transaction, held live for this request; empty if none.
@@ -108,7 +110,6 @@ class Filesystem {
   FailureReasons reasons_;
   PassthroughFiles passthrough_;
   ReadOnlyWatch read_only_;
-  bool close_reports_nothing_ = false;
   struct timespec mounted_at_ {};
 };
 

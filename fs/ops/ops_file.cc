@@ -93,11 +93,10 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  // A handle opened in a transaction has nothing to report at close (its changes are checked
-  // at commit), and neither has a file whose backing filesystem has no flush: ENOSYS turns
-  // FLUSH off for the whole mount. The kernel still writes dirty pages back at close(2) itself.
+  // ENOSYS turns FLUSH off for the whole mount. The kernel still writes dirty pages back at
+  // close(2), and reports their errors, itself.
   Filesystem& fs = Fs(req);
-  if (fs.close_reports_nothing()) {
+  if (fs.flush_does_nothing()) {
     Send(req, Reply::Error(ENOSYS));
     return;
   }
