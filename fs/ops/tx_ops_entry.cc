@@ -36,10 +36,11 @@ namespace {
 // How long the kernel may keep attributes a transaction's caller was given. A version node's are
 // that transaction's view: never kept. A committed directory (one the caller entered before the
 // transaction) is a node shared by every view: kept as long as an outside caller's answer would
-// be, when no view differs from the committed one. Every change to its attributes takes its lock
-// (IsUnsettled), a change of names in it marks it touched (AttrTimeout), and this view's stamps
-// (a chown that changes nothing) are checked here. Each path walk through such a directory (a
-// program's working directory, entered before txbegin) then costs no GETATTR.
+// be, while no view differs from the committed one. A transaction's change to it, through any of
+// its nodes, marks it touched (AttrTimeout says 0 then) and drops what the kernel kept
+// (UnshareCommittedDirectory, tx_view.cc); a change to its attributes also holds its lock
+// (IsUnsettled). Each path walk through such a directory (a program's working directory,
+// entered before txbegin) then costs no GETATTR.
 double ViewAttrTimeout(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   if (inode->is_tx_version() || inode->is_virtual_root() || inode->source_index < 0) return 0;
   if (fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino)) return 0;
