@@ -48,6 +48,9 @@ class Invalidator {
   void Discard(std::chrono::milliseconds most = std::chrono::milliseconds::max());
 
  private:
+  // Sends at once on the calling thread: off 0 drops the node's pages and attributes, a negative
+  // off its attributes only.
+  void SendNow(fuse_ino_t node, off_t off);
   struct Item {
     fuse_ino_t node;
     std::string name;  // empty: the node's attributes and pages

@@ -111,10 +111,6 @@ std::optional<std::string> ReadAll(int fd) {
 
 }  // namespace
 
-Result<bool> IsReadOnly(const std::string& mountpoint) {
-  return ReadOnlyIn(Mounts(), mountpoint);
-}
-
 ReadOnlyWatch::ReadOnlyWatch(std::string mountpoint, std::string table)
     : mountpoint_(std::move(mountpoint)), table_(std::move(table)) {}
 

@@ -5,8 +5,8 @@
 // live ktmfs mount) read-only or read-write and exits. The running daemon is not involved: the
 // kernel makes every write through a read-only mount fail with EROFS before the daemon hears of
 // it. What it does hear of is commit, an ioctl or xattr that a read-only mount lets through; it
-// asks IsReadOnly first, from /proc/self/mountinfo (statvfs of its own mount would be a request
-// to itself). Every commit asks, so the daemon keeps the answer in a ReadOnlyWatch.
+// asks a ReadOnlyWatch first, which reads /proc/self/mountinfo (statvfs of its own mount would be
+// a request to itself).
 #pragma once
 
 #include <chrono>
@@ -18,16 +18,13 @@
 
 namespace ktmfs::fs {
 
-// Whether the ktmfs mount at `mountpoint` (absolute) is read-only: its mount or its superblock.
-// NotFound if no FUSE filesystem is mounted there.
-Result<bool> IsReadOnly(const std::string& mountpoint);
-
-// IsReadOnly's answer for one mountpoint, kept until the mount table changes, and for at most a
-// second. Generating /proc/self/mountinfo costs the kernel a path walk per mount: about a tenth
-// of the daemon's CPU in a loop of small commits. The kernel marks an open mountinfo with
-// POLLPRI whenever this namespace's table changes (a mount, an unmount, any remount done here),
-// so Get reads it again then. A superblock made read-only with no event here (a remount in
-// another mount namespace that holds a copy of the mount, an emergency remount,
+// Whether the ktmfs mount at `mountpoint` (absolute) is read-only: its mount or its superblock
+// (Get; NotFound if no FUSE filesystem is mounted there). The answer is kept until the mount
+// table changes, and for at most a second. Generating /proc/self/mountinfo costs the kernel a path
+// walk per mount: about a tenth of the daemon's CPU in a loop of small commits. The kernel marks an
+// open mountinfo with POLLPRI whenever this namespace's table changes (a mount, an unmount, any
+// remount done here), so Get reads it again then. A superblock made read-only with no event here (a
+// remount in another mount namespace that holds a copy of the mount, an emergency remount,
 // fsconfig(FSCONFIG_CMD_RECONFIGURE)) is seen within the second. Safe for concurrent callers.
 // The table is opened at the first Get, in the process that asks (the daemon, after it went to
 // the background).

@@ -9,7 +9,6 @@
 #include "fs/control/control_decode.h"
 #include "fs/fuse/invalidator.h"
 #include "fs/mount/daemon_log.h"
-#include "fs/mount/mount_state.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/tx_view.h"
 #include "ktmfs.h"

@@ -63,7 +63,7 @@ class Filesystem {
   // such a handle. With the writeback cache, FLUSH passes on what closing the backing file
   // reports (OpFlush).
   bool flush_does_nothing() const { return !options_.cache.writeback; }
-  // Whether the mount is read-only now (IsReadOnly, kept until the mount table changes).
+  // Whether the mount is read-only now (ReadOnlyWatch: kept until the mount table changes).
   Result<bool> MountIsReadOnly() { return read_only_.Get(); }
   // The caller's transaction, held live for this request; empty if none.
   TxGuard EnterTx(fuse_req_t req);
