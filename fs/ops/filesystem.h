@@ -57,12 +57,6 @@ class Filesystem {
   FailureReasons& reasons() { return reasons_; }
   // Open files the kernel serves itself (fs/ops/passthrough.h).
   PassthroughFiles& passthrough() { return passthrough_; }
-  // Whether FLUSH has nothing to do: without the writeback cache, the kernel sends it only for
-  // handles opened inside transactions (the others are noflush), whose close reports nothing.
-  // The kernel is then told so once (ENOSYS), which spares a round trip at every close(2) of
-  // such a handle. With the writeback cache, FLUSH passes on what closing the backing file
-  // reports (OpFlush).
-  bool flush_does_nothing() const { return !options_.cache.writeback; }
   // Whether the mount is read-only now (ReadOnlyWatch: kept until the mount table changes).
   Result<bool> MountIsReadOnly() { return read_only_.Get(); }
   // The caller's transaction, held live for this request; empty if none.

@@ -93,13 +93,6 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  // ENOSYS turns FLUSH off for the whole mount. The kernel still writes dirty pages back at
-  // close(2), and reports their errors, itself.
-  Filesystem& fs = Fs(req);
-  if (fs.flush_does_nothing()) {
-    Send(req, Reply::Error(ENOSYS));
-    return;
-  }
   if (txops::IsTxHandle(fi)) {
     Send(req, Reply::Ok());
     return;

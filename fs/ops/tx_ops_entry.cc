@@ -31,32 +31,10 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
   return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }
 
-namespace {
-
-// How long the kernel may keep attributes a transaction's caller was given. A version node's are
-// that transaction's view: never kept. A committed directory (one the caller entered before the
-// transaction) is a node shared by every view: kept as long as an outside caller's answer would
-// be, while no view differs from the committed one. A transaction's change to it, through any of
-// its nodes, marks it touched (AttrTimeout says 0 then) and drops what the kernel kept
-// (UnshareCommittedDirectory, tx_view.cc); a change to its attributes also holds its lock
-// (IsUnsettled). Each path walk through such a directory (a program's working directory,
-// entered before txbegin) then costs no GETATTR.
-double ViewAttrTimeout(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
-  if (inode->is_tx_version() || inode->is_virtual_root() || inode->source_index < 0) return 0;
-  if (fs.txs()->IsUnsettled(inode->source_index, inode->dev, inode->ino)) return 0;
-  if (const fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id())) {
-    const fstx::ObjectId object = ObjectOf(inode);
-    if (ov->Attributes(object) || ov->Stamps(object)) return 0;
-  }
-  return fs.AttrTimeout(inode);
-}
-
-}  // namespace
-
 Reply Getattr(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   int err = TxStat(fs, tx, inode, &st);
-  return err != 0 ? Reply::Error(err) : Reply::Attr(st, ViewAttrTimeout(fs, tx, inode));
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, 0);
 }
 
 namespace {
