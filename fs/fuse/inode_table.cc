@@ -448,6 +448,13 @@ std::optional<fuse_ino_t> InodeTable::FindNode(dev_t dev, ino_t ino) const {
   return NodeId(it->second.get());
 }
 
+std::optional<fuse_ino_t> InodeTable::FindDirectoryNode(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  if (it == by_key_.end() || !S_ISDIR(it->second->type)) return std::nullopt;
+  return NodeId(it->second.get());
+}
+
 int InodeTable::ReopenObject(dev_t dev, ino_t ino, int flags) const {
   std::lock_guard lock(mu_);
   const Inode* inode = nullptr;

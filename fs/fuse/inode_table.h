@@ -197,6 +197,8 @@ class InodeTable {
   // size or pages from before the commit; otherwise only where that saves copying its data.
   fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
+  // The committed node of (dev, ino) if the kernel knows it and it is a directory.
+  std::optional<fuse_ino_t> FindDirectoryNode(dev_t dev, ino_t ino) const;
   // The committed node of (dev, ino), if any, told that its xattrs may have changed, and
   // whether it is a directory: all under the table's lock, since a FORGET may free the node as
   // soon as it is let go (the kernel drops a replaced file's node at once).

@@ -44,12 +44,20 @@ void Invalidator::Attributes(fuse_ino_t node) {
 }
 
 void Invalidator::InodeNow(fuse_ino_t node) {
+  SendNow(node, 0);
+}
+
+void Invalidator::AttributesNow(fuse_ino_t node) {
+  SendNow(node, -1);  // a negative offset: the kernel leaves the pages alone
+}
+
+void Invalidator::SendNow(fuse_ino_t node, off_t off) {
   {
     std::lock_guard l(mu_);
     if (discarded_) return;
     now_senders_++;
   }
-  (void)fuse_lowlevel_notify_inval_inode(se_, node, 0, 0);
+  (void)fuse_lowlevel_notify_inval_inode(se_, node, off, 0);
   std::lock_guard l(mu_);
   if (--now_senders_ == 0) done_cv_.notify_all();
 }

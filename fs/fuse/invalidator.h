@@ -28,6 +28,9 @@ class Invalidator {
   // Sends at once, on the calling thread: safe only where the kernel holds no lock the
   // invalidation needs (attributes and pages need none of the inode locks).
   void InodeNow(fuse_ino_t node);
+  // Only the attributes (and cached ACLs), at once on the calling thread: takes no lock in the
+  // kernel, so safe from any request.
+  void AttributesNow(fuse_ino_t node);
   // Drops the pages OFF..OFF+LEN of `node` (and its attributes) from the thread, and waits at
   // most `wait` for that to be done: true if it was. The wait is bounded because the kernel
   // may hold one of those pages locked until the caller's own request is answered.
@@ -45,6 +48,9 @@ class Invalidator {
   void Discard(std::chrono::milliseconds most = std::chrono::milliseconds::max());
 
  private:
+  // Sends at once on the calling thread: off 0 drops the node's pages and attributes, a negative
+  // off its attributes only.
+  void SendNow(fuse_ino_t node, off_t off);
   struct Item {
     fuse_ino_t node;
     std::string name;  // empty: the node's attributes and pages

@@ -259,6 +259,25 @@ fstx::TxOverlay* OverlayOfLogged(Filesystem& fs, const TxGuard& tx, int source) 
   return ov;
 }
 
+namespace {
+
+// A directory a program entered before the transaction is a committed node shared by every
+// view, whose attributes the kernel may keep from a lookup made before the transaction (for a
+// day, by default). Once this transaction's view differs, everyone is served the directory with
+// zero timeouts while it lives (touched), and what the kernel kept is dropped now, before the
+// change is answered: the change may have come through the transaction's own version node,
+// which the kernel does not relate to the shared one (regress tx/076).
+void UnshareCommittedDirectory(Filesystem& fs, const TxGuard& tx, const fstx::ObjectId& object) {
+  if (object.kind != fstx::ObjectId::Kind::kExisting) return;
+  auto node =
+      fs.inodes().FindDirectoryNode(static_cast<dev_t>(object.dev), static_cast<ino_t>(object.ino));
+  if (!node) return;
+  fs.txs()->MarkTouched(tx.id(), static_cast<dev_t>(object.dev), static_cast<ino_t>(object.ino));
+  if (fs.invalidator() != nullptr) fs.invalidator()->AttributesNow(*node);
+}
+
+}  // namespace
+
 void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                 bool data) {
   fstx::TxOverlay* ov = OverlayOfLogged(fs, tx, source);
@@ -266,6 +285,7 @@ void TouchTimes(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   ov->Touch(object, now, data);
+  UnshareCommittedDirectory(fs, tx, object);
 }
 
 }  // namespace ktmfs::fs
