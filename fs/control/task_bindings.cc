@@ -149,7 +149,13 @@ Status MayBind(pid_t pid, const TaskCredentials& target, const Binder& binder) {
 }
 
 Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& binder) {
-  auto task = proc_->Read(pid);
+  // A process that begins one transaction after another is known from the last: only its
+  // stat is read again (for its state), not its status.
+  auto current = [&](pid_t p) {
+    std::lock_guard lock(mu_);
+    return Current(p);
+  };
+  auto task = current(pid);
   if (!task.ok() || task->exited())
     return Status::Error(ESRCH, "no such process " + std::to_string(pid));
   // The ids of the task named, and for a process of its leader too: binding a process binds
@@ -163,7 +169,7 @@ Status TaskBindings::Bind(const Guid& tx, Scope scope, pid_t pid, const Binder& 
   if (Status s = may_bind(pid); !s.ok()) return s;
   Binding binding{tx, scope, task->tid, task->start_time, task->uid, proc_->NowTicks(), {}};
   if (scope != Scope::kThread && task->tgid != task->tid) {
-    auto leader = proc_->Read(task->tgid);
+    auto leader = current(task->tgid);
     if (!leader.ok()) return Status::Error(ESRCH, "no such process " + std::to_string(pid));
     if (Status s = may_bind(task->tgid); !s.ok()) return s;
     binding.pid = leader->tid;

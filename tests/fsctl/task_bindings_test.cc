@@ -222,6 +222,25 @@ TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {
   EXPECT_EQ(proc.reads, reads);
 }
 
+TEST_F(TaskBindingsTest, BindingAKnownTaskAgainReadsOnlyItsStat) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, User(1000)).ok());
+  bindings.Unbind(t1);
+  const int reads = proc.reads;
+  ASSERT_TRUE(bindings.Bind(t2, Scope::kProcess, 300, User(1000)).ok());
+  EXPECT_EQ(proc.reads, reads);
+  EXPECT_EQ(bindings.Lookup(300), t2);
+  bindings.Unbind(t2);
+  // Its state is read afresh each time: a zombie is not bound.
+  proc.tasks[300].state = 'Z';
+  EXPECT_EQ(bindings.Bind(t1, Scope::kProcess, 300, User(1000)).code(), ESRCH);
+  // Nor is a newer task that took its pid.
+  proc.Exit(300);
+  proc.Add(300, 300, 200, 2000, 80);
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, User(0)).ok());
+  EXPECT_EQ(bindings.Get(t1)->start_time, 80u);
+  EXPECT_EQ(bindings.Get(t1)->uid, 2000u);
+}
+
 TEST_F(TaskBindingsTest, AnOrphanLeavesTheTreeEvenWhenItsOldParentsPidIsReused) {
   ASSERT_TRUE(bindings.Bind(t1, Scope::kTree, 200, User(1000)).ok());
   EXPECT_EQ(bindings.Lookup(400), t1);
