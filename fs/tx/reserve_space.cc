@@ -17,6 +17,20 @@
 #include "fs/tx/value_file.h"
 
 namespace ktmfs::fstx {
+namespace {
+
+// Whether apply's write of [offset, offset + length) finds every block there already: an
+// overwrite then needs none new, and fallocate would only stamp the mtime. A hole, or a range
+// past the end, is reserved. (A filesystem that copies on write needs new blocks for an
+// overwrite too, and fallocate reserves none for it either.) Unwritten extents count as holes
+// to SEEK_HOLE on ext4 and XFS: reserving them again costs nothing.
+bool HasBlocks(int fd, const struct stat& st, uint64_t offset, uint64_t length) {
+  if (offset + length > static_cast<uint64_t>(st.st_size)) return false;
+  const off_t hole = ::lseek(fd, static_cast<off_t>(offset), SEEK_HOLE);
+  return hole >= 0 && static_cast<uint64_t>(hole) >= offset + length;
+}
+
+}  // namespace
 
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan) {
   // The ranges per file, so each file is opened once.
@@ -42,7 +56,10 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
       continue;
     }
     Status s;
+    bool allocated_some = false;
     for (const auto& [offset, length] : list) {
+      if (HasBlocks(fd, st, offset, length)) continue;
+      allocated_some = true;
       if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                       static_cast<off_t>(length)) == 0) {
         continue;
@@ -56,8 +73,10 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     }
     // ext4 stamps the file's mtime at fallocate: everyone would see a commit that may yet be
     // refused (txcheck --disk-mb, seed 1023). Its ctime cannot be put back.
-    const timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
-    (void)::futimens(fd, times);
+    if (allocated_some) {
+      const timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+      (void)::futimens(fd, times);
+    }
     ::close(fd);
     KTMFS_RETURN_IF_ERROR(s);
   }
