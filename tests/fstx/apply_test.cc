@@ -136,6 +136,28 @@ void WholeRewrites(Workload& w) {
   w.Write("dir1/sub/d.txt", 1, "ELT");  // in part: in place
 }
 
+// Truncates followed by writes, as a script's O_TRUNC and rewrite make them: b.txt cut to
+// nothing and written whole again; big.bin cut and written over the cut in two overlapping
+// writes; dir1/c.txt grown by the truncate and written below it. Apply writes these first and
+// sets the size after. a.txt is written past a gap the truncate zeroes, and dir1/sub/d.txt in
+// two writes with a gap between: the old bytes there must not come back, so these are cut
+// first.
+void TruncatedRewrites(Workload& w) {
+  w.Truncate("b.txt", 0);
+  w.Write("b.txt", 0, "new b");
+  w.Write("b.txt", 3, "tail");
+  w.Truncate("big.bin", 1000);
+  w.Write("big.bin", 1000, std::string(500, 'N'));
+  w.Write("big.bin", 990, std::string(20, 'O'));
+  w.Truncate("dir1/c.txt", 10);
+  w.Write("dir1/c.txt", 2, "zz");
+  w.Truncate("a.txt", 1);
+  w.Write("a.txt", 3, "X");
+  w.Truncate("dir1/sub/d.txt", 0);
+  w.Write("dir1/sub/d.txt", 0, "ab");
+  w.Write("dir1/sub/d.txt", 4, "cd");
+}
+
 struct World {
   TempDir tmp;
   std::string backing = tmp.path() + "/backing";
@@ -160,7 +182,16 @@ struct World {
 
 // Stops apply after k changes for every k, then runs it again from the start as recovery
 // would; the result must be exactly the reference tree every time.
-void CrashAtEveryStep(const WorkloadFn& fn) {
+// `when`: as ApplyChanges takes it; kNever writes every file in place.
+Status ApplyAll(const World& world, const MutationHook& hook,
+                ReplaceWhen when = ReplaceWhen::kIfWhole) {
+  auto changes =
+      ApplyChanges(world.target(), world.ops, hook, [when](const ObjectId&) { return when; });
+  if (!changes.ok()) return changes.status();
+  return SyncApplied(*changes);
+}
+
+void CrashAtEveryStep(const WorkloadFn& fn, ReplaceWhen when = ReplaceWhen::kIfWhole) {
   int total = 0;
   {
     World world(fn);
@@ -168,7 +199,7 @@ void CrashAtEveryStep(const WorkloadFn& fn) {
       ++total;
       return Status::Ok();
     };
-    Status s = ApplyTransaction(world.target(), world.ops, count);
+    Status s = ApplyAll(world, count, when);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   ASSERT_GT(total, 5);
@@ -179,9 +210,9 @@ void CrashAtEveryStep(const WorkloadFn& fn) {
       if (seen++ == k) return Status::IoError("injected crash before " + what);
       return Status::Ok();
     };
-    Status first = ApplyTransaction(world.target(), world.ops, stop);
+    Status first = ApplyAll(world, stop, when);
     ASSERT_EQ(first.code(), EIO) << "k=" << k << " " << first.ToString();
-    Status again = ApplyTransaction(world.target(), world.ops);
+    Status again = ApplyAll(world, nullptr, when);
     ASSERT_TRUE(again.ok()) << "k=" << k << " " << again.ToString();
     ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
     ASSERT_EQ(Snapshot(world.backing), Snapshot(world.ref)) << "crash after " << k << " changes";
@@ -239,6 +270,38 @@ TEST(Apply, BigWritesSurviveCrashAtEveryStep) {
 
 TEST(Apply, WholeRewritesSurviveCrashAtEveryStep) {
   CrashAtEveryStep(WholeRewrites);
+}
+
+TEST(Apply, TruncatedRewritesSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(TruncatedRewrites, ReplaceWhen::kNever);
+}
+
+// Written in place, a truncate that the writes after it cover comes after them, with the size
+// they leave: the blocks the file has are overwritten, not freed and allocated again.
+TEST(Apply, ATruncateCoveredByTheWritesAfterItComesLast) {
+  World world(TruncatedRewrites);
+  std::vector<std::string> steps;
+  MutationHook record = [&](const std::string& what) {
+    const std::string root = world.backing + "/";
+    steps.push_back(what.find(root) == std::string::npos
+                        ? what
+                        : what.substr(0, what.find(root)) +
+                              what.substr(what.find(root) + root.size()));
+    return Status::Ok();
+  };
+  ASSERT_TRUE(ApplyAll(world, record, ReplaceWhen::kNever).ok());
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+  auto at = [&](const std::string& step) {
+    auto it = std::find(steps.begin(), steps.end(), step);
+    EXPECT_NE(it, steps.end()) << step;
+    return it - steps.begin();
+  };
+  EXPECT_LT(at("write b.txt @3"), at("truncate b.txt"));
+  EXPECT_LT(at("write big.bin @990"), at("truncate big.bin"));
+  EXPECT_LT(at("write dir1/c.txt @2"), at("truncate dir1/c.txt"));
+  EXPECT_LT(at("truncate a.txt"), at("write a.txt @3"));
+  EXPECT_LT(at("truncate dir1/sub/d.txt"), at("write dir1/sub/d.txt @0"));
 }
 
 // A file rewritten whole is a new file under the old name, with the old one's mode and xattrs;
