@@ -13,6 +13,7 @@
 
 #include "fs/tx/beneath.h"
 #include "fs/tx/direct_io.h"
+#include "fs/tx/overwrite_in_place.h"
 #include "fs/tx/owner_access.h"
 #include "fs/tx/replacement.h"
 #include "fs/tx/reserve_space.h"
@@ -386,7 +387,9 @@ class Applier {
   // no byte the truncate would have zeroed survives: the same bytes and size either way, and
   // each step still absolute for a re-run. A script's O_TRUNC and rewrite then overwrites the
   // blocks the file has, instead of freeing them and allocating them again (a journal
-  // transaction of bitmaps on ext4, under the visibility gate).
+  // transaction of bitmaps on ext4, under the visibility gate). Only where the backing
+  // filesystem overwrites in place (overwrite_in_place.h): one that copies on write would need
+  // room for the new blocks before the old ones are freed.
   static std::optional<std::pair<size_t, uint64_t>> SizeAfterWrites(const std::vector<Op>& ops,
                                                                     size_t i) {
     const Op& cut = ops[i];
@@ -418,6 +421,7 @@ class Applier {
     // A truncate put after the writes that follow it (SizeAfterWrites): the index of the last
     // of them and the truncate, with its size.
     std::optional<std::pair<size_t, Op>> deferred;
+    std::optional<bool> in_place;  // OverwritesInPlace, asked at the first truncate to defer
     for (size_t i = 0; i < ops.size(); ++i) {
       const PlannedObject* o = plan_.Find(ops[i].object);
       if (o == nullptr) continue;
@@ -434,7 +438,10 @@ class Applier {
       // Its new content came with everything the transaction set (ReplaceFiles).
       if (replaced_.count(o->id) > 0) continue;
       if (!deferred && !o->is_new()) {
-        if (auto after = SizeAfterWrites(ops, i)) {
+        auto after = SizeAfterWrites(ops, i);
+        // Where an overwrite allocates anew, the old blocks must go first to make room.
+        if (after && !in_place) in_place = OverwritesInPlace(t_.backing_root);
+        if (after && *in_place) {
           deferred.emplace(after->first, ops[i]);
           deferred->second.size = after->second;
           continue;

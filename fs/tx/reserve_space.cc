@@ -13,17 +13,17 @@
 #include <vector>
 
 #include "fs/tx/beneath.h"
+#include "fs/tx/overwrite_in_place.h"
 #include "fs/tx/staging.h"
 #include "fs/tx/value_file.h"
 
 namespace ktmfs::fstx {
 namespace {
 
-// Whether apply's write of [offset, offset + length) finds every block there already: an
-// overwrite then needs none new, and fallocate would only stamp the mtime. A hole, or a range
-// past the end, is reserved. (A filesystem that copies on write needs new blocks for an
-// overwrite too, and fallocate reserves none for it either.) Unwritten extents count as holes
-// to SEEK_HOLE on ext4 and XFS: reserving them again costs nothing.
+// Whether apply's write of [offset, offset + length) finds every block there already: on a
+// filesystem that overwrites in place it then needs none new, and fallocate would only stamp
+// the mtime. A hole, or a range past the end, is reserved. Unwritten extents count as holes to
+// SEEK_HOLE on ext4 and XFS: reserving them again costs nothing.
 bool HasBlocks(int fd, const struct stat& st, uint64_t offset, uint64_t length) {
   if (offset + length > static_cast<uint64_t>(st.st_size)) return false;
   const off_t hole = ::lseek(fd, static_cast<off_t>(offset), SEEK_HOLE);
@@ -43,6 +43,8 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     const uint64_t length = op.kind == OpKind::kWriteData ? op.data.size() : op.length;
     if (length > 0) ranges[o].emplace_back(op.offset, length);
   }
+  if (ranges.empty()) return Status::Ok();
+  const bool in_place = OverwritesInPlace(backing_root);
   const BackingRoot root(backing_root);
   for (const auto& [o, list] : ranges) {
     const BackingName name = root.Name(o->original);
@@ -58,7 +60,7 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     Status s;
     bool allocated_some = false;
     for (const auto& [offset, length] : list) {
-      if (HasBlocks(fd, st, offset, length)) continue;
+      if (in_place && HasBlocks(fd, st, offset, length)) continue;
       allocated_some = true;
       if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                       static_cast<off_t>(length)) == 0) {

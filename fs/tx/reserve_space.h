@@ -12,10 +12,11 @@ namespace ktmfs::fstx {
 
 // Allocates, without changing any size (FALLOC_FL_KEEP_SIZE), every range apply will write
 // into an existing file of `plan`, found at its original path under `backing_root`. ENOSPC
-// or EDQUOT naming the file when the backing filesystem cannot hold them. New files need
-// nothing: their staged files are renamed into place. Best effort otherwise: a filesystem
-// without fallocate, or a file the daemon cannot open for writing, reserves nothing (apply
-// then reports what fails, and the commit stays pending).
+// or EDQUOT naming the file when the backing filesystem cannot hold them. Where the filesystem
+// overwrites in place (overwrite_in_place.h), a range the file has every block of is skipped. New
+// files need nothing: their staged files are renamed into place. Best effort otherwise: a
+// filesystem without fallocate, or a file the daemon cannot open for writing, reserves nothing
+// (apply then reports what fails, and the commit stays pending).
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan);
 
 // What apply allocates besides file data: a block for each directory that gains a name (it may

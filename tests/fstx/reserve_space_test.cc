@@ -2,11 +2,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 
 #include <cstring>
 
+#include "fs/tx/overwrite_in_place.h"
 #include "tests/fstx/temp_dir.h"
 
 namespace ktmfs::fstx {
@@ -98,6 +101,8 @@ TEST(ReserveApplySpace, LeavesAnOverwriteOfBlocksTheFileHasUntouched) {
   };
   auto plan = PlanApply(ops);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  if (!OverwritesInPlace(dir.path()))
+    GTEST_SKIP() << dir.path() << " may copy on write: every overwrite is reserved there";
   // Read first: with fine-grained timestamps (ext4 and tmpfs since Linux 6.13) any change
   // after this stat shows in the ctime, and fallocate or futimens would be one.
   const struct stat before = StatOf(path);
@@ -106,6 +111,15 @@ TEST(ReserveApplySpace, LeavesAnOverwriteOfBlocksTheFileHasUntouched) {
   EXPECT_EQ(after.st_ctim.tv_sec, before.st_ctim.tv_sec);
   EXPECT_EQ(after.st_ctim.tv_nsec, before.st_ctim.tv_nsec);
   EXPECT_EQ(after.st_blocks, before.st_blocks);
+}
+
+TEST(OverwritesInPlace, OnlyForFilesystemsKnownToDoSo) {
+  EXPECT_FALSE(OverwritesInPlace("/proc"));
+  EXPECT_FALSE(OverwritesInPlace("/nonexistent/ktmfs"));
+  struct statfs shm {};
+  if (::statfs("/dev/shm", &shm) == 0 && shm.f_type == TMPFS_MAGIC) {
+    EXPECT_TRUE(OverwritesInPlace("/dev/shm"));
+  }
 }
 
 TEST(ReserveApplySpace, LeavesAnotherObjectAtTheNameAlone) {
