@@ -139,10 +139,10 @@ void WholeRewrites(Workload& w) {
 
 // Truncates followed by writes, as a script's O_TRUNC and rewrite make them: b.txt cut to
 // nothing and written whole again; big.bin cut and written over the cut in two overlapping
-// writes; dir1/c.txt grown by the truncate and written below it. Apply writes these first and
-// sets the size after. a.txt is written past a gap the truncate zeroes, and dir1/sub/d.txt in
-// two writes with a gap between: the old bytes there must not come back, so these are cut
-// first.
+// writes, then cut to nothing and written in big extents; dir1/c.txt grown by the truncate and
+// written below it. Apply writes these first and sets the size after. a.txt is written past a gap
+// the truncate zeroes, and dir1/sub/d.txt in two writes with a gap between: the old bytes there
+// must not come back, so these are cut first.
 void TruncatedRewrites(Workload& w) {
   w.Truncate("b.txt", 0);
   w.Write("b.txt", 0, "new b");
@@ -150,6 +150,10 @@ void TruncatedRewrites(Workload& w) {
   w.Truncate("big.bin", 1000);
   w.Write("big.bin", 1000, std::string(500, 'N'));
   w.Write("big.bin", 990, std::string(20, 'O'));
+  // Cut again, and written whole in staged extents (one run, copied at once) past its old end.
+  w.Truncate("big.bin", 0);
+  w.Write("big.bin", 0, std::string(70000, 'P'));
+  w.Write("big.bin", 70000, std::string(80000, 'Q'));
   w.Truncate("dir1/c.txt", 10);
   w.Write("dir1/c.txt", 2, "zz");
   w.Truncate("a.txt", 1);
@@ -302,6 +306,12 @@ TEST(Apply, ATruncateCoveredByTheWritesAfterItComesLast) {
   };
   EXPECT_LT(at("write b.txt @3"), at("truncate b.txt"));
   EXPECT_LT(at("write big.bin @990"), at("truncate big.bin"));
+  // The second truncate of big.bin comes after its extents' copy too.
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), "truncate big.bin"), 2);
+  auto last = [&](const std::string& step) {
+    return std::find(steps.rbegin(), steps.rend(), step) - steps.rbegin();  // from the end
+  };
+  EXPECT_LT(last("truncate big.bin"), last("write big.bin @0"));
   EXPECT_LT(at("write dir1/c.txt @2"), at("truncate dir1/c.txt"));
   EXPECT_LT(at("truncate a.txt"), at("write a.txt @3"));
   EXPECT_LT(at("truncate dir1/sub/d.txt"), at("write dir1/sub/d.txt @0"));
