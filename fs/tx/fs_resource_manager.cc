@@ -351,16 +351,19 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
   std::optional<AppliedChanges> changes;
   Status s;
   {
-    // The lock first: a reader inside a transaction holds it shared and may then wait at the
-    // gate, which is closed only while apply holds the lock.
     std::unique_lock<std::shared_mutex> visible;
-    if (o_.visibility) visible = std::unique_lock(*o_.visibility);
     VisibilityGate::Closed closed;
-    if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
+    // Closed only once apply has made, in staging, what it can beforehand (ApplyChanges). The
+    // lock first: a reader inside a transaction holds it shared and may then wait at the gate,
+    // which is closed only while apply holds the lock.
+    auto close_gate = [&] {
+      if (o_.visibility) visible = std::unique_lock(*o_.visibility);
+      if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
+    };
     std::function<ReplaceWhen(const ObjectId&)> replace_when;
     if (o_.replace_when)
       replace_when = [this, &tx](const ObjectId& id) { return o_.replace_when(tx, id); };
-    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when);
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when, close_gate);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
   }

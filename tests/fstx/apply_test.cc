@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "fs/tx/overwrite_in_place.h"
 #include "tests/fstx/temp_dir.h"
@@ -163,6 +164,21 @@ void TruncatedRewrites(Workload& w) {
   w.Write("dir1/sub/d.txt", 4, "cd");
 }
 
+// Whole rewrites in many small writes, which the records carry: a.txt in 20 writes of 4 KiB
+// (past apply's threshold for writing the data before the gate), b.txt in two small ones; and
+// a file changed in part and a new one beside them.
+void SmallWriteRewrites(Workload& w) {
+  w.Truncate("a.txt", 0);
+  for (int i = 0; i < 20; ++i)
+    w.Write("a.txt", static_cast<uint64_t>(i) * 4096,
+            std::string(4096, static_cast<char>('a' + i)));
+  w.Truncate("b.txt", 0);
+  w.Write("b.txt", 0, "new b");
+  w.Write("b.txt", 3, "tail");
+  w.Write("dir1/sub/d.txt", 1, "ELT");  // in part: in place
+  w.Create("new.txt", "fresh");
+}
+
 struct World {
   TempDir tmp;
   std::string backing = tmp.path() + "/backing";
@@ -277,6 +293,10 @@ TEST(Apply, WholeRewritesSurviveCrashAtEveryStep) {
   CrashAtEveryStep(WholeRewrites);
 }
 
+TEST(Apply, SmallWriteRewritesSurviveCrashAtEveryStep) {
+  CrashAtEveryStep(SmallWriteRewrites);
+}
+
 TEST(Apply, TruncatedRewritesSurviveCrashAtEveryStep) {
   CrashAtEveryStep(TruncatedRewrites, ReplaceWhen::kNever);
 }
@@ -373,6 +393,90 @@ TEST(Apply, WholeRewritesReplacedWhenThatSavesTheCopy) {
     ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
     EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
   }
+}
+
+// Where apply makes the new content of a file whose data came in the records (apply.cc's
+// MadeContentPath).
+std::string MadeContent(const World& world, const ObjectId& id) {
+  return world.staging->dir() + "/r" + std::to_string(id.dev) + "." + std::to_string(id.ino);
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The data of a whole rewrite that the records carry is written into its new file before the
+// caller closes the visibility gate: under it only the attributes and the exchange are left,
+// whatever the size of the data. Before the gate nothing is changed that a reader could see,
+// and no step goes through the mutation hook.
+TEST(Apply, NewContentIsMadeBeforeTheGateCloses) {
+  World world(SmallWriteRewrites);
+  const ObjectId a = world.w->Original("a.txt");
+  const ObjectId b = world.w->Original("b.txt");
+  std::vector<std::string> steps;
+  MutationHook record = [&](const std::string& what) {
+    steps.push_back(what);
+    return Status::Ok();
+  };
+  bool closed = false;
+  auto close_gate = [&] {
+    closed = true;
+    EXPECT_TRUE(steps.empty()) << steps.front();
+    EXPECT_EQ(ReadWhole(world.backing + "/a.txt"), "alpha");
+    EXPECT_EQ(ReadWhole(MadeContent(world, a)), ReadWhole(world.ref + "/a.txt"));
+    // Too little data to be worth it: left to the exchange.
+    struct stat st;
+    EXPECT_NE(::lstat(MadeContent(world, b).c_str(), &st), 0);
+  };
+  auto changes = ApplyChanges(world.target(), world.ops, record, nullptr, close_gate);
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  EXPECT_TRUE(closed);
+  ASSERT_TRUE(SyncApplied(*changes).ok());
+  struct stat st;
+  for (const auto& [name, id] : {std::pair{"/a.txt", a}, std::pair{"/b.txt", b}}) {
+    ASSERT_EQ(::stat((world.backing + name).c_str(), &st), 0);
+    EXPECT_NE(ObjectId::Existing(st.st_dev, st.st_ino), id) << name;  // exchanged
+  }
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+}
+
+// The old file's attributes are copied under the gate, as they are then: a change made behind
+// the daemon's back while apply waited for the gate is kept, not undone by the exchange.
+TEST(Apply, TheOldFilesAttributesAreTakenUnderTheGate) {
+  World world(SmallWriteRewrites);
+  const std::string a = world.backing + "/a.txt";
+  auto changes = ApplyChanges(world.target(), world.ops, nullptr, nullptr,
+                              [&] { ASSERT_EQ(::chmod(a.c_str(), 0600), 0); });
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_TRUE(SyncApplied(*changes).ok());
+  struct stat st;
+  ASSERT_EQ(::stat(a.c_str(), &st), 0);
+  EXPECT_NE(ObjectId::Existing(st.st_dev, st.st_ino), world.w->Original("a.txt"));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(ReadWhole(a), ReadWhole(world.ref + "/a.txt"));
+}
+
+// Asked again under the gate, the answer may now be to write the file in place (the
+// transaction's own handle is open, say): the content made early goes unused, and goes.
+TEST(Apply, NewContentMadeEarlyGoesWhenTheFileIsWrittenInPlace) {
+  World world(SmallWriteRewrites);
+  const ObjectId a = world.w->Original("a.txt");
+  bool closed = false;
+  auto when = [&](const ObjectId&) { return closed ? ReplaceWhen::kNever : ReplaceWhen::kIfWhole; };
+  auto changes = ApplyChanges(world.target(), world.ops, nullptr, when, [&] {
+    closed = true;
+    EXPECT_EQ(ReadWhole(MadeContent(world, a)), ReadWhole(world.ref + "/a.txt"));
+  });
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_TRUE(SyncApplied(*changes).ok());
+  struct stat st;
+  ASSERT_EQ(::stat((world.backing + "/a.txt").c_str(), &st), 0);
+  EXPECT_EQ(ObjectId::Existing(st.st_dev, st.st_ino), a);  // written in place
+  EXPECT_NE(::lstat(MadeContent(world, a).c_str(), &st), 0);
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
 }
 
 // A file changed in part is written in place: it keeps its inode.
