@@ -10,6 +10,9 @@ namespace ktmfs::fs {
 
 namespace {
 
+constexpr int kMemoryRetries = 10;
+constexpr useconds_t kMemoryRetryMicros = 1000;
+
 // struct file_handle ends in a flexible array: room for the largest handle any filesystem gives.
 struct HandleBuffer {
   alignas(struct file_handle) unsigned char storage[sizeof(struct file_handle) + MAX_HANDLE_SZ];
@@ -43,7 +46,15 @@ int ObjectHandle::Open(int mount_fd, int flags) const {
   // identity cleared from the effective set come back from the permitted one.
   const auto daemon_uid = static_cast<uid_t>(geteuid());
   const auto previous = static_cast<uid_t>(syscall(SYS_setfsuid, daemon_uid));
-  const int fd = open_by_handle_at(mount_fd, fh, flags);
+  int fd = open_by_handle_at(mount_fd, fh, flags);
+  // ext4 (Linux 6.18) answers ENOMEM, not ESTALE, for an inode it is still freeing: measured,
+  // 1-3% of such opens right after the last unlink, with two processes at it; a few ms later it
+  // answers ESTALE. A real shortage of memory lasts, so a few short waits tell them apart, and
+  // only a node whose object went (or a failing system) ever waits here.
+  for (int i = 0; fd < 0 && errno == ENOMEM && i < kMemoryRetries; ++i) {
+    usleep(kMemoryRetryMicros);
+    fd = open_by_handle_at(mount_fd, fh, flags);
+  }
   const int err = errno;
   if (previous != daemon_uid) syscall(SYS_setfsuid, previous);
   errno = err;
