@@ -10,8 +10,8 @@ namespace ktmfs::fs {
 
 namespace {
 
-constexpr int kMemoryRetries = 10;
-constexpr useconds_t kMemoryRetryMicros = 1000;
+constexpr int kMemoryRetries = 50;
+constexpr useconds_t kMemoryRetryMicros = 2000;
 
 // struct file_handle ends in a flexible array: room for the largest handle any filesystem gives.
 struct HandleBuffer {
@@ -48,8 +48,8 @@ int ObjectHandle::Open(int mount_fd, int flags) const {
   const auto previous = static_cast<uid_t>(syscall(SYS_setfsuid, daemon_uid));
   int fd = open_by_handle_at(mount_fd, fh, flags);
   // ext4 (Linux 6.18) answers ENOMEM, not ESTALE, for an inode it is still freeing: measured,
-  // 1-3% of such opens right after the last unlink, with two processes at it; a few ms later it
-  // answers ESTALE. A real shortage of memory lasts, so a few short waits tell them apart, and
+  // 1-3% of such opens right after the last unlink, with two processes at it; mostly 2 ms later,
+  // under load (ASan, parallel tests) sometimes more than 10 ms later, it answers ESTALE. A real shortage of memory lasts, so a few short waits tell them apart, and
   // only a node whose object went (or a failing system) ever waits here.
   for (int i = 0; fd < 0 && errno == ENOMEM && i < kMemoryRetries; ++i) {
     usleep(kMemoryRetryMicros);
