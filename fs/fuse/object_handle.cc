@@ -49,8 +49,9 @@ int ObjectHandle::Open(int mount_fd, int flags) const {
   int fd = open_by_handle_at(mount_fd, fh, flags);
   // ext4 (Linux 6.18) answers ENOMEM, not ESTALE, for an inode it is still freeing: measured,
   // 1-3% of such opens right after the last unlink, with two processes at it; mostly 2 ms later,
-  // under load (ASan, parallel tests) sometimes more than 10 ms later, it answers ESTALE. A real shortage of memory lasts, so a few short waits tell them apart, and
-  // only a node whose object went (or a failing system) ever waits here.
+  // under load (ASan, parallel tests) sometimes more than 10 ms later, it answers ESTALE. A real
+  // shortage of memory lasts, so a few short waits tell them apart, and only a node whose object
+  // went (or a failing system) ever waits here.
   for (int i = 0; fd < 0 && errno == ENOMEM && i < kMemoryRetries; ++i) {
     usleep(kMemoryRetryMicros);
     fd = open_by_handle_at(mount_fd, fh, flags);
