@@ -74,9 +74,7 @@ class Applier {
       const ReplaceWhen when = replace_when_ ? replace_when_(o.id) : ReplaceWhen::kIfWhole;
       if (when != ReplaceWhen::kIfWhole) continue;  // kIfWrittenOnce: only staged files
       struct stat st;
-      if (::lstat(path.path(), &st) != 0 || st.st_dev != o.id.dev || st.st_ino != o.id.ino ||
-          !S_ISREG(st.st_mode) || st.st_nlink != 1)
-        continue;
+      if (::lstat(path.path(), &st) != 0 || !Replaceable(st, o.id)) continue;
       auto r = FindReplacement(plan_.content_ops, o.id, static_cast<uint64_t>(st.st_size));
       if (!r || !r->staged_file.empty()) continue;
       uint64_t bytes = 0;
@@ -120,6 +118,12 @@ class Applier {
   }
 
   Status Mutate(const std::string& what) { return hook_ && hooked_ ? hook_(what) : Status::Ok(); }
+
+  // Whether `st` is the object `id` as a file a new one can take the place of: regular, with
+  // one name (replacing one of several would split it in two).
+  static bool Replaceable(const struct stat& st, const ObjectId& id) {
+    return st.st_dev == id.dev && st.st_ino == id.ino && S_ISREG(st.st_mode) && st.st_nlink == 1;
+  }
 
   // Whether `path` holds exactly this existing object.
   static bool Holds(const std::string& path, const ObjectId& id) { return HoldsObject(path, id); }
@@ -263,8 +267,7 @@ class Applier {
       // The old file's attributes are read through a descriptor of the object itself.
       const int old_fd = ::open(path.path(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
       struct stat st;
-      const bool regular = old_fd >= 0 && ::fstat(old_fd, &st) == 0 && st.st_dev == o.id.dev &&
-                           st.st_ino == o.id.ino && S_ISREG(st.st_mode) && st.st_nlink == 1;
+      const bool regular = old_fd >= 0 && ::fstat(old_fd, &st) == 0 && Replaceable(st, o.id);
       Status s = regular ? Replace(o, path, FdPath(old_fd), st, when) : Status::Ok();
       if (old_fd >= 0) ::close(old_fd);
       KTMFS_RETURN_IF_ERROR(s);
