@@ -290,6 +290,7 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
     }
     if (known->listed) Unlist(known);
     view_paths_.erase(known);
+    DropObjectVersion(known);
     retired_.emplace(known, std::move(it->second));
     versions_.erase(it);
   }
@@ -328,8 +329,34 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
   inode->object = object;
   Inode* raw = inode.get();
   versions_.emplace(key, std::move(inode));
+  if (object.kind == fstx::ObjectId::Kind::kExisting)
+    object_versions_.emplace(std::make_pair(source_index, object), raw);
   view_paths_[raw] = view_path;
   return raw;
+}
+
+void InodeTable::DropObjectVersion(Inode* v) {
+  mu_.AssertHeld();
+  auto [from, to] = object_versions_.equal_range({v->source_index, v->object});
+  for (auto e = from; e != to; ++e) {
+    if (e->second == v) {
+      object_versions_.erase(e);
+      return;
+    }
+  }
+}
+
+std::vector<fuse_ino_t> InodeTable::OtherVersionNodes(const Guid& tx, int source,
+                                                      const fstx::ObjectId& id) const {
+  std::lock_guard lock(mu_);
+  std::vector<fuse_ino_t> out;
+  auto [from, to] = object_versions_.equal_range({source, id});
+  for (auto e = from; e != to; ++e) {
+    const Inode* v = e->second;
+    std::lock_guard l(v->tx_mu);
+    if (v->tx != tx) out.push_back(NodeId(v));
+  }
+  return out;
 }
 
 void InodeTable::MarkTxEnded(const Guid& tx) {
@@ -396,6 +423,7 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
         }
       }
     }
+    DropObjectVersion(inode);
     versions_.erase(VersionKey{inode->tx, inode->source_index, inode->object});
   } else {
     by_key_.erase(Key{inode->dev, inode->ino});

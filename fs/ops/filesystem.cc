@@ -110,6 +110,14 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
     const dev_t dev = static_cast<dev_t>(o.dev);
     const ino_t ino = static_cast<ino_t>(o.ino);
+    // Other transactions read the object as committed, through nodes of their own: their
+    // pages and attributes from before the commit would outlive it (a reader that opens the
+    // file afresh keeps its cached pages once the commit has been told), and so would an ended
+    // one's, which its tasks go on using as a plain node.
+    if (e.committed) {
+      for (fuse_ino_t v : inodes_.OtherVersionNodes(e.id, e.source, o))
+        invalidator_->InodeNow(v);
+    }
     // The commit may have set xattrs (capabilities among them) on the object.
     auto n = inodes_.NoteChanged(dev, ino);
     if (!n) continue;
