@@ -2,7 +2,8 @@
 // enters the caller's transaction, classifies the request once (Classify in tx_view.h), calls the
 // committed view's operation or the transaction's, and sends the Reply it returns
 // (fs/fuse/reply.h), all while the caller's transaction stays entered. The operations decide and
-// return; none of them replies.
+// return; none of them replies. Inside a transaction the request also passes the visibility gate
+// for its nodes while a commit still writes big files in place (Filesystem::ReadingInTx).
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -33,9 +34,11 @@ void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, In
   TxGuard tx = fs.EnterTx(req);
   const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
   switch (route) {
-    case Route::kTx:
+    case Route::kTx: {
+      auto visible = fs.ReadingInTx(node);
       Send(req, last(in_tx(tx)));
       return;
+    }
     case Route::kStale:
       Send(req, last(Reply::Error(ESTALE)));
       return;
@@ -63,6 +66,7 @@ void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& co
       (tx && !both_tx && (rule == PairRule::kLink || ra == Route::kTx || rb == Route::kTx))) {
     Send(req, Reply::Error(ESTALE));
   } else if (both_tx) {
+    auto visible = fs.ReadingInTx(a, b);
     Send(req, in_tx(tx));
   } else {
     Send(req, committed());
@@ -75,6 +79,9 @@ void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& co
 template <typename Op>
 void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op) {
   TxGuard tx = txops::EnterByHandle(Fs(req), fi);
+  // Once the transaction has ended, the handle reads the committed file, as a reader outside.
+  Inode* inode = txops::HandleInode(fi);
+  auto visible = tx ? Fs(req).ReadingInTx(inode) : Fs(req).ReadingCommitted(inode);
   Send(req, op(tx));
 }
 

@@ -214,6 +214,37 @@ bool Filesystem::ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_en
   return true;
 }
 
+fstx::VisibilityGate::Pass Filesystem::ReadingInTx(const Inode* a, const Inode* b) const {
+  if (txs_ == nullptr || !txs_->gate().AnyClosed()) return {};
+  fstx::VisibilityGate& gate = txs_->gate();
+  for (;;) {
+    fstx::VisibilityGate::Pass pass = gate.Enter();
+    std::optional<fstx::VisibilityGate::Key> closed;
+    for (const Inode* n : {a, b}) {
+      if (n == nullptr || n->is_virtual_root() || closed) continue;
+      if (!pass.Add(GateKey(n))) closed = GateKey(n);
+    }
+    if (!closed) return pass;
+    pass.Release();
+    gate.Await(*closed);
+  }
+}
+
+bool Filesystem::LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child,
+                               bool first_look) const {
+  // An inactive pass: nothing was closed when the request began, so nothing can be now.
+  if (!pass.active() || child->is_virtual_root()) return false;
+  if (!pass.Add(GateKey(child))) {
+    // What the pass holds stays counted while it waits: no apply can be closing it, as none
+    // closes while this request holds the visibility lock.
+    txs_->gate().Await(GateKey(child));
+    return true;
+  }
+  // Open now, and so until the request ends; but it may have been opened after the first look
+  // read it. A later look came after the wait.
+  return first_look && pass.OpenedSince();
+}
+
 void Filesystem::AwaitApply(fstx::VisibilityGate::Key key) {
   if (txs_ != nullptr) txs_->gate().Await(key);
 }

@@ -74,6 +74,16 @@ class Filesystem {
   bool ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
                              fstx::VisibilityGate::Key* closed);
   void AwaitApply(fstx::VisibilityGate::Key key);
+  // Held by a request inside a transaction while it reads `a` and `b` (either may be null):
+  // empty unless a commit's apply still writes big files in place after letting readers in
+  // (FsResourceManager::ApplyAndFinish), and then a pass on both, waiting while either is
+  // among those files. The request holds the visibility lock shared, so no apply closes
+  // anything while it runs.
+  fstx::VisibilityGate::Pass ReadingInTx(const Inode* a, const Inode* b = nullptr) const;
+  // Whether a lookup inside a transaction, holding `pass` from ReadingInTx, must look `child`
+  // up again before answering: an apply may have been writing it when the lookup read it. If
+  // so, the apply is done with it on return, and it stays so while the request runs.
+  bool LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child, bool first_look) const;
   // Timeouts for what the kernel caches about a committed object: zero while a transaction
   // changes it (its entries or attributes may then differ between callers).
   double AttrTimeout(const Inode* inode) const;

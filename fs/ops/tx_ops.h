@@ -42,6 +42,8 @@ bool IsTxHandle(const fuse_file_info* fi);
 // The transaction a handle belongs to, entered; empty once it has ended. The requests below get
 // it from the adapter (ServeTxHandle), which keeps it entered until their reply is sent.
 TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi);
+// The node a transaction's file handle was opened on.
+Inode* HandleInode(const fuse_file_info* fi);
 Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_info* fi);
 Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, off_t off,
             fuse_file_info* fi);

@@ -24,9 +24,16 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
   } else if (fs.IsHiddenName(parent, name)) {
     err = ENOENT;
   } else {
-    auto view = ViewDir(fs, tx, parent);
-    err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)
-                    : view.status().code();
+    // The child's attributes come from its backing object, which a commit may still be
+    // writing after letting readers in (Filesystem::ReadingInTx).
+    auto pass = fs.ReadingInTx(parent);
+    for (bool first = true;; first = false) {
+      auto view = ViewDir(fs, tx, parent);
+      err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)
+                      : view.status().code();
+      if (err != 0 || !fs.LookAgainInTx(pass, fs.Get(e.ino), first)) break;
+      fs.inodes().Forget(fs.Get(e.ino), 1);
+    }
   }
   return err != 0 ? Reply::Error(err) : Reply::Entry(e);
 }

@@ -161,6 +161,10 @@ bool IsTxHandle(const fuse_file_info* fi) {
   return fi != nullptr && (fi->fh & kTxHandleTag) != 0;
 }
 
+Inode* HandleInode(const fuse_file_info* fi) {
+  return HandleOf(fi)->inode;
+}
+
 TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi) {
   return fs.txs()->EnterById(HandleOf(fi)->tx);
 }

@@ -94,15 +94,20 @@ class Applier {
     }
   }
 
-  Result<AppliedChanges> Run() {
+  Result<AppliedChanges> Run(const LetReadersIn& let_in) {
     // What prepare set aside for the directory entries and xattrs below (reserve_space.h).
     KTMFS_RETURN_IF_ERROR(RemovePlaceholder(t_.staging_dir));
     KTMFS_RETURN_IF_ERROR(Park());
     KTMFS_RETURN_IF_ERROR(Place());
     KTMFS_RETURN_IF_ERROR(ReplaceFiles());
     DropUnusedEarly();
-    KTMFS_RETURN_IF_ERROR(Content());
+    if (let_in) late_ = LateObjects();
+    KTMFS_RETURN_IF_ERROR(Content(Pass::kAllButLate));
     KTMFS_RETURN_IF_ERROR(Unpark());
+    if (let_in) {
+      let_in(std::vector<ObjectId>(late_.begin(), late_.end()));
+      KTMFS_RETURN_IF_ERROR(Content(Pass::kLate));
+    }
     return Changes();
   }
 
@@ -495,7 +500,29 @@ class Applier {
     return std::make_pair(last, std::max(cut.size, end));
   }
 
-  Status Content() {
+  // The existing files whose content is written last, after the caller has let readers into
+  // everything else (ApplyChanges' `let_in`): those written in place with kLateDataMin bytes or
+  // more. Each object's changes stay in log order and no other object's depend on them, so
+  // the end is the same, and so is a re-run's.
+  static constexpr uint64_t kLateDataMin = 1 << 20;
+  std::set<ObjectId> LateObjects() const {
+    std::map<ObjectId, uint64_t> bytes;
+    for (const Op& op : plan_.content_ops) {
+      if (op.kind == OpKind::kWriteExtent) bytes[op.object] += op.length;
+      if (op.kind == OpKind::kWriteData) bytes[op.object] += op.data.size();
+    }
+    std::set<ObjectId> late;
+    for (const auto& [id, n] : bytes) {
+      const PlannedObject* o = plan_.Find(id);
+      if (n < kLateDataMin || o == nullptr || o->is_new() || o->deleted() || replaced_.count(id))
+        continue;
+      late.insert(id);
+    }
+    return late;
+  }
+
+  enum class Pass { kAllButLate, kLate };
+  Status Content(Pass pass) {
     const std::vector<Op>& ops = plan_.content_ops;
     // A truncate put after the writes that follow it (SizeAfterWrites): the index of the last
     // of them and the truncate, with its size.
@@ -504,6 +531,7 @@ class Applier {
     for (size_t i = 0; i < ops.size(); ++i) {
       const PlannedObject* o = plan_.Find(ops[i].object);
       if (o == nullptr) continue;
+      if ((late_.count(o->id) > 0) != (pass == Pass::kLate)) continue;
       BackingName path =
           o->deleted() ? BackingName::Trusted(Parking(o->id)) : Backing(o->canonical);
       if (path.error() != 0) return path.ErrorStatus("change");
@@ -767,6 +795,7 @@ class Applier {
   std::set<ObjectId> replaced_;  // files exchanged for their new content, in this run or before
   std::vector<std::string> replaced_names_;
   std::map<ObjectId, std::string> early_;  // data written before the gate closed, by object
+  std::set<ObjectId> late_;                // content written after readers were let in
 };
 
 }  // namespace
@@ -774,13 +803,14 @@ class Applier {
 Result<AppliedChanges> ApplyChanges(const ApplyTarget& target, const std::vector<Op>& ops,
                                     const MutationHook& hook,
                                     const std::function<ReplaceWhen(const ObjectId&)>& replace_when,
-                                    const std::function<void()>& close_gate) {
+                                    const std::function<void()>& close_gate,
+                                    const LetReadersIn& let_in) {
   auto plan = PlanApply(ops);
   if (!plan.ok()) return plan.status().Annotate("planning apply");
   Applier applier(target, *plan, hook, replace_when);
   applier.MakeReplacementsEarly();
   if (close_gate) close_gate();
-  return applier.Run();
+  return applier.Run(let_in);
 }
 
 std::vector<std::pair<ObjectId, std::string>> ReplacementsMade(const ApplyTarget& target,

@@ -44,16 +44,23 @@ struct AppliedChanges {
   std::vector<std::string> replaced;
 };
 
+// Called once by apply when every change a reader could see is made but the content of the
+// objects it names (big files written in place, whose data is still to be written): a caller
+// may then let readers into everything else.
+using LetReadersIn = std::function<void(const std::vector<ObjectId>& still_changing)>;
+
 // Steps 1-3: afterwards the backing directory shows the transaction, not yet durably.
 // `replace_when`: when a file the transaction rewrote whole is replaced (replacement.h) rather
 // than written in place. Null: always (ReplaceWhen::kIfWhole). `close_gate`, if given, is
 // called once, before the first change a reader could see: before it apply plans, and writes in
 // staging the data of the files it will replace whose data the records carry, so that a caller
-// that closes the visibility gate there keeps it closed for the changes alone.
+// that closes the visibility gate there keeps it closed for the changes alone. `let_in`, if
+// given, is called once the rest is done and only those files' content is left (LetReadersIn);
+// without it, content goes in log order.
 Result<AppliedChanges> ApplyChanges(
     const ApplyTarget& target, const std::vector<Op>& ops, const MutationHook& hook = nullptr,
     const std::function<ReplaceWhen(const ObjectId&)>& replace_when = nullptr,
-    const std::function<void()>& close_gate = nullptr);
+    const std::function<void()>& close_gate = nullptr, const LetReadersIn& let_in = nullptr);
 // The files a run of apply that did not finish put in place of objects of `ops` (whole
 // rewrites whose names it exchanged, replacement.h), with their names: a pending apply holds
 // them as it holds the objects, since every retry makes them again.

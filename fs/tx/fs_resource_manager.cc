@@ -277,12 +277,19 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // transaction changes nothing before its own decision is durable, and the flush that makes it
   // so covers every record appended before.
   KTMFS_RETURN_IF_ERROR(WaitSynced());
-  std::lock_guard l(mu_);
-  Tx& t = txs_[tx];
-  if (t.broken) {
-    return Status::IoError("fs RM " + o_.name + ": transaction " + tx.ToString() +
-                           " lost an operation to a failed log append; it can only roll back");
+  Tx* found;
+  {
+    std::lock_guard l(mu_);
+    found = &txs_[tx];
+    if (found->broken) {
+      return Status::IoError("fs RM " + o_.name + ": transaction " + tx.ToString() +
+                             " lost an operation to a failed log append; it can only roll back");
+    }
   }
+  // The rest runs without mu_: it checks, reserves and syncs for seconds when the transaction is
+  // big, and every other transaction's operations take mu_. This one's do not run any more (its
+  // end holds it), so nothing else changes its ops or staging, and a map's entries stay put.
+  Tx& t = *found;
   // What apply's plan refuses (two pre-existing names of one object, say) must refuse the
   // commit now: once the decision is durable, apply may no longer fail for it.
   // So must an object an administrator made immutable or append-only, and a backing filesystem
@@ -299,6 +306,7 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
     return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
                                " cannot be applied");
   }
+  if (prepare_hook_) prepare_hook_(tx);
   fstx::Record r;
   r.type = RecordType::kPrepared;
   r.tx = tx;
@@ -360,10 +368,23 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       if (o_.visibility) visible = std::unique_lock(*o_.visibility);
       if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
     };
+    // Once only big files' data is left to write in place, everything else opens: readers
+    // inside transactions, which wait for the lock, wait no longer, and readers of those files
+    // still wait at the gate. The transaction keeps its locks meanwhile, so nothing else
+    // changes those files or moves a directory above them.
+    VisibilityGate::Closed late;
+    auto let_in = [&](const std::vector<ObjectId>& still_changing) {
+      std::vector<VisibilityGate::Key> keys;
+      for (const ObjectId& id : still_changing)
+        keys.push_back({id.dev, id.ino});
+      late = closed.Keep(keys);
+      closed.Open();
+      if (visible.owns_lock()) visible.unlock();
+    };
     std::function<ReplaceWhen(const ObjectId&)> replace_when;
     if (o_.replace_when)
       replace_when = [this, &tx](const ObjectId& id) { return o_.replace_when(tx, id); };
-    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when, close_gate);
+    auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when, close_gate, let_in);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
   }

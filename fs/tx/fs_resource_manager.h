@@ -174,6 +174,14 @@ class FsResourceManager : public tm::ResourceManager {
 
   // Tests: called before each change apply makes (see MutationHook).
   void SetApplyHook(MutationHook hook) { apply_hook_ = std::move(hook); }
+  // Tests: called by Prepare once it has let go of the RM's mutex, before it syncs staging.
+  void SetPrepareHook(std::function<void(const Guid& tx)> hook) { prepare_hook_ = std::move(hook); }
+  // Tests: whether some thread holds the RM's mutex now.
+  bool MutexHeldForTests() {
+    if (!mu_.try_lock()) return true;
+    mu_.unlock();
+    return false;
+  }
   // Tests: called by the sync thread before it syncs a batch. Set before the first commit.
   void SetSyncHook(std::function<void()> hook) {
     if (syncs_) syncs_->SetHook(std::move(hook));
@@ -250,6 +258,7 @@ class FsResourceManager : public tm::ResourceManager {
   bool recovered_ = false;  // Recover() finished: the stream may be truncated at shutdown
   LockTable locks_;
   MutationHook apply_hook_;
+  std::function<void(const Guid& tx)> prepare_hook_;
   mutable OwnedMutex mu_;
   std::map<Guid, Tx> txs_;
   struct Unclean {

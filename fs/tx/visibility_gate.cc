@@ -11,6 +11,7 @@ VisibilityGate::Pass& VisibilityGate::Pass::operator=(Pass&& o) noexcept {
     Release();
     gate_ = std::exchange(o.gate_, nullptr);
     applies_seen_ = o.applies_seen_;
+    opens_seen_ = o.opens_seen_;
     apply_was_running_ = o.apply_was_running_;
     keys_ = std::move(o.keys_);
     o.keys_.clear();
@@ -31,6 +32,12 @@ bool VisibilityGate::Pass::ApplyOverlapped() const {
   if (gate_ == nullptr) return false;
   std::lock_guard l(gate_->mu_);
   return apply_was_running_ || gate_->applies_begun_ != applies_seen_;
+}
+
+bool VisibilityGate::Pass::OpenedSince() const {
+  if (gate_ == nullptr) return false;
+  std::lock_guard l(gate_->mu_);
+  return gate_->opens_ != opens_seen_;
 }
 
 void VisibilityGate::Pass::Release() {
@@ -75,12 +82,31 @@ void VisibilityGate::Closed::Open() {
       [[maybe_unused]] size_t erased = gate_->closed_.erase(k);
       assert(erased == 1);
     }
+    gate_->closed_count_.store(gate_->closed_.size(), std::memory_order_release);
+    if (!keys_.empty()) gate_->opens_++;
     assert(gate_->applies_running_ > 0);
     gate_->applies_running_--;
   }
   gate_->changed_.notify_all();
   keys_.clear();
   gate_ = nullptr;
+}
+
+VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys) {
+  Closed kept;
+  if (gate_ == nullptr) return kept;
+  std::lock_guard l(gate_->mu_);
+  for (const Key& k : keys) {
+    auto it = std::find(keys_.begin(), keys_.end(), k);
+    if (it == keys_.end()) continue;
+    kept.keys_.push_back(k);
+    keys_.erase(it);
+  }
+  if (kept.keys_.empty()) return kept;
+  kept.gate_ = gate_;
+  // Each hold opens once, and counts as an apply running until it does.
+  gate_->applies_running_++;
+  return kept;
 }
 
 VisibilityGate::~VisibilityGate() {
@@ -93,6 +119,7 @@ VisibilityGate::Pass VisibilityGate::Enter() {
   p.gate_ = this;
   std::lock_guard l(mu_);
   p.applies_seen_ = applies_begun_;
+  p.opens_seen_ = opens_;
   p.apply_was_running_ = applies_running_ > 0;
   return p;
 }
@@ -123,6 +150,7 @@ VisibilityGate::Closed VisibilityGate::Close(std::vector<Key> keys) {
                         [&](const Key& k) { return closed_.contains(k); });
   });
   closed_.insert(keys.begin(), keys.end());
+  closed_count_.store(closed_.size(), std::memory_order_release);
   applies_begun_++;
   applies_running_++;
   changed_.wait(l, [&] {

@@ -17,6 +17,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <compare>
 #include <condition_variable>
 #include <cstdint>
@@ -51,12 +52,18 @@ class VisibilityGate {
     // Whether an apply ran at some time since the pass was made (one already under way then
     // included): what the reader read before it counted the object may have been half applied.
     bool ApplyOverlapped() const;
+    // Whether some apply opened objects since the pass was made: a closed object read before
+    // may have been opened since, after a change the reader saw half of.
+    bool OpenedSince() const;
+    // Whether the pass was made by the gate (not default-constructed) and not released.
+    bool active() const { return gate_ != nullptr; }
     void Release();
 
    private:
     friend class VisibilityGate;
     VisibilityGate* gate_ = nullptr;
     uint64_t applies_seen_ = 0;
+    uint64_t opens_seen_ = 0;
     bool apply_was_running_ = false;
     std::vector<Key> keys_;
   };
@@ -71,6 +78,10 @@ class VisibilityGate {
     Closed& operator=(const Closed&) = delete;
     ~Closed() { Open(); }
     void Open();
+    // Moves those of `keys` this holds closed into a hold of their own, which opens them
+    // separately: apply lets readers into the rest while it still writes these (a big file's
+    // data, written in place).
+    Closed Keep(const std::vector<Key>& keys);
 
    private:
     friend class VisibilityGate;
@@ -95,17 +106,25 @@ class VisibilityGate {
   // nothing is closed, and no reader has to look again.
   Closed Close(std::vector<Key> keys);
 
+  // Whether an apply has any object closed. Objects are closed only while apply holds the
+  // daemon's visibility lock exclusive, so a reader inside a transaction, which holds it shared
+  // for each request, that finds none closed need not pass here at all: none can close before
+  // its request ends.
+  bool AnyClosed() const { return closed_count_.load(std::memory_order_acquire) != 0; }
+
   // For tests: how many readers are counted on `key` and whether it is closed.
   size_t ReadersOf(Key key) const;
   bool IsClosed(Key key) const;
 
  private:
   mutable std::mutex mu_;
-  std::condition_variable changed_;  // a reader let go, or an apply opened its objects
-  std::map<Key, uint32_t> readers_;  // readers counted per object (absent: none)
-  std::set<Key> closed_;             // objects an apply has closed
-  uint64_t applies_begun_ = 0;       // counts Close calls that have closed their objects
-  uint32_t applies_running_ = 0;     // of those, the ones not opened again yet
+  std::condition_variable changed_;      // a reader let go, or an apply opened its objects
+  std::map<Key, uint32_t> readers_;      // readers counted per object (absent: none)
+  std::set<Key> closed_;                 // objects an apply has closed
+  uint64_t applies_begun_ = 0;           // counts Close calls that have closed their objects
+  uint32_t applies_running_ = 0;         // of those, the ones not opened again yet
+  uint64_t opens_ = 0;                   // counts holds that opened objects
+  std::atomic<size_t> closed_count_{0};  // closed_.size(), for AnyClosed
 
   void ReleaseLocked(std::vector<Key>& keys);
 };

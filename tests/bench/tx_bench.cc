@@ -7,10 +7,11 @@
 //       script does it (the control xattrs, each file truncated and written whole).
 //   tx_bench big ktmfs|native DIR BYTES new|existing         -> seconds
 //       one file of BYTES (suffix K, M or G) written in 1 MiB writes, until durable.
-//   tx_bench reader DIR BYTES commit|idle                    -> milliseconds
+//   tx_bench reader DIR BYTES commit|idle [inside]           -> milliseconds
 //       the worst round of a reader of an unrelated file (stat, then open, read 4 KiB, close):
 //       while one transaction's commit overwrites an existing file of BYTES, or for 3 s of no
-//       commit at all.
+//       commit at all. "inside": the reader runs inside a transaction of its own, and the
+//       commit overwrites all of the file but its first 4 KiB (so apply writes it in place).
 //   tx_bench probe MOUNT                                     -> whether ktmfs serves transactions
 //
 // DIR must be an empty directory (on the mount for ktmfs). Exit status: 0 measured, 1 failed,
@@ -43,7 +44,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tx_bench small ktmfs|ktmfs-script|posix|sqlite DIR CLIENTS SECONDS\n"
                "       tx_bench big ktmfs|native DIR BYTES new|existing\n"
-               "       tx_bench reader DIR BYTES commit|idle\n"
+               "       tx_bench reader DIR BYTES commit|idle [inside]\n"
                "       tx_bench probe MOUNT\n");
   return kExitUsage;
 }
@@ -204,13 +205,20 @@ int Big(int argc, char** argv) {
 }
 
 int Reader(int argc, char** argv) {
-  if (argc != 5) return Usage();
+  if (argc != 5 && argc != 6) return Usage();
   BigWrite w;
   w.ktmfs = true;
   w.existing = true;
   w.dir = argv[2];
   const std::string when = argv[4];
-  if (!ParseCount(argv[3], &w.bytes) || (when != "commit" && when != "idle")) return Usage();
+  const bool inside = argc == 6 && std::string(argv[5]) == "inside";
+  if (!ParseCount(argv[3], &w.bytes) || (when != "commit" && when != "idle") ||
+      (argc == 6 && !inside)) {
+    return Usage();
+  }
+  // Inside a transaction, the commit changes the file in part: apply then copies its data in
+  // place, where a whole rewrite is only renamed into place.
+  if (inside) w.from = 4096;
   if (int rc = ProbeOrExit(w.dir); rc != 0) return rc;
   const std::string unrelated = w.dir + "/unrelated";
   {
@@ -220,7 +228,7 @@ int Reader(int argc, char** argv) {
     bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
     if (std::fclose(f) != 0 || !ok) return Fail("write " + unrelated);
   }
-  ReaderProbe probe(unrelated);
+  ReaderProbe probe(unrelated, inside ? w.dir : "");
   std::string error;
   if (when == "commit") {
     w.probe = &probe;

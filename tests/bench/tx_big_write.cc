@@ -31,9 +31,10 @@ std::vector<char> Pattern(size_t size, const char* text) {
   return chunk;
 }
 
+// Writes [from, bytes) chunk after chunk.
 std::string WriteChunks(int fd, const std::vector<char>& chunk, uint64_t bytes,
-                        const std::string& path) {
-  for (uint64_t off = 0; off < bytes;) {
+                        const std::string& path, uint64_t from = 0) {
+  for (uint64_t off = from; off < bytes;) {
     size_t len = static_cast<size_t>(std::min<uint64_t>(chunk.size(), bytes - off));
     ssize_t n = pwrite(fd, chunk.data(), len, static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
@@ -99,7 +100,7 @@ std::string WriteDurably(const BigWrite& w, const std::string& path,
     if (fd < 0) {
       error = ErrnoMessage("open " + path, errno);
     } else {
-      error = WriteChunks(fd, chunk, w.bytes, path);
+      error = WriteChunks(fd, chunk, w.bytes, path, w.existing ? w.from : 0);
       if (error.empty() && !w.ktmfs && fsync(fd) != 0) error = ErrnoMessage("fsync " + path, errno);
       if (close(fd) != 0 && error.empty()) error = ErrnoMessage("close " + path, errno);
     }
@@ -132,8 +133,10 @@ std::string Check(const BigWrite& w, const std::string& path, const std::vector<
     error = path + " has " + std::to_string(st.st_size) + " bytes after the write, not " +
             std::to_string(w.bytes);
   }
-  uint64_t last = w.bytes > chunk.size() ? (w.bytes - 1) / chunk.size() * chunk.size() : 0;
-  for (uint64_t off : {uint64_t{0}, last}) {
+  const uint64_t from = w.existing ? w.from : 0;
+  const uint64_t written = w.bytes - from;
+  uint64_t last = from + (written > chunk.size() ? (written - 1) / chunk.size() * chunk.size() : 0);
+  for (uint64_t off : {from, last}) {
     if (!error.empty()) break;
     size_t len = static_cast<size_t>(std::min<uint64_t>(chunk.size(), w.bytes - off));
     std::vector<char> got(len);

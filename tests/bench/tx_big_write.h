@@ -15,6 +15,9 @@ struct BigWrite {
   bool existing = false;  // overwrite a file of the same size made beforehand; else a new file
   std::string dir;        // where the file goes (on the mount for ktmfs)
   uint64_t bytes = 0;
+  // Existing file only: where the writes start. Above 0 the bytes before it stay, so the
+  // commit changes the file in part, and apply writes it in place instead of replacing it.
+  uint64_t from = 0;
   size_t chunk = 1 << 20;
   // For ktmfs: runs while the commit is under way (from the call until it returns).
   ReaderProbe* probe = nullptr;

@@ -119,6 +119,26 @@ void BigWrites(Workload& w) {
   w.SetXattr("a.txt", "user.big", "1");
 }
 
+// A big write in place (more than apply's kLateDataMin, from byte 1: no whole rewrite, so no
+// replacement), in runs of extents with a truncate between them, and changes of other objects
+// around it: a rename into a new directory, a new file, another file written a little, a mode
+// and an xattr on the big file after its writes.
+void LateBigWrite(Workload& w) {
+  std::string run(700000, 'L');
+  for (size_t i = 0; i < run.size(); i += 89)
+    run[i] = static_cast<char>('0' + i % 10);
+  w.Write("big.bin", 1, run);
+  w.Mkdir("moved");
+  w.Rename("dir1/c.txt", "moved/c.txt");
+  w.Write("big.bin", 700001, run);
+  w.Truncate("big.bin", 1200000);
+  w.Write("big.bin", 1200000, run);
+  w.Create("new.txt", "fresh");
+  w.Write("a.txt", 1, "LP");
+  w.Chmod("big.bin", 0600);
+  w.SetXattr("big.bin", "user.late", "1");
+}
+
 // Whole rewrites (replacement.h): big.bin overwritten from its first byte to past its end in
 // staged extents, b.txt truncated and written again in small writes that carry their data,
 // a.txt overwritten exactly; each keeps its mode and xattrs. dir1/c.txt gets a second name
@@ -204,15 +224,17 @@ struct World {
 // Stops apply after k changes for every k, then runs it again from the start as recovery
 // would; the result must be exactly the reference tree every time.
 // `when`: as ApplyChanges takes it; kNever writes every file in place.
+// `let_in`: as ApplyChanges takes it (big files' content last).
 Status ApplyAll(const World& world, const MutationHook& hook,
-                ReplaceWhen when = ReplaceWhen::kIfWhole) {
-  auto changes =
-      ApplyChanges(world.target(), world.ops, hook, [when](const ObjectId&) { return when; });
+                ReplaceWhen when = ReplaceWhen::kIfWhole, const LetReadersIn& let_in = nullptr) {
+  auto changes = ApplyChanges(
+      world.target(), world.ops, hook, [when](const ObjectId&) { return when; }, nullptr, let_in);
   if (!changes.ok()) return changes.status();
   return SyncApplied(*changes);
 }
 
-void CrashAtEveryStep(const WorkloadFn& fn, ReplaceWhen when = ReplaceWhen::kIfWhole) {
+void CrashAtEveryStep(const WorkloadFn& fn, ReplaceWhen when = ReplaceWhen::kIfWhole,
+                      const LetReadersIn& let_in = nullptr) {
   int total = 0;
   {
     World world(fn);
@@ -220,7 +242,7 @@ void CrashAtEveryStep(const WorkloadFn& fn, ReplaceWhen when = ReplaceWhen::kIfW
       ++total;
       return Status::Ok();
     };
-    Status s = ApplyAll(world, count, when);
+    Status s = ApplyAll(world, count, when, let_in);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   ASSERT_GT(total, 5);
@@ -231,9 +253,9 @@ void CrashAtEveryStep(const WorkloadFn& fn, ReplaceWhen when = ReplaceWhen::kIfW
       if (seen++ == k) return Status::IoError("injected crash before " + what);
       return Status::Ok();
     };
-    Status first = ApplyAll(world, stop, when);
+    Status first = ApplyAll(world, stop, when, let_in);
     ASSERT_EQ(first.code(), EIO) << "k=" << k << " " << first.ToString();
-    Status again = ApplyAll(world, nullptr, when);
+    Status again = ApplyAll(world, nullptr, when, let_in);
     ASSERT_TRUE(again.ok()) << "k=" << k << " " << again.ToString();
     ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
     ASSERT_EQ(Snapshot(world.backing), Snapshot(world.ref)) << "crash after " << k << " changes";
@@ -295,6 +317,10 @@ TEST(Apply, WholeRewritesSurviveCrashAtEveryStep) {
 
 TEST(Apply, SmallWriteRewritesSurviveCrashAtEveryStep) {
   CrashAtEveryStep(SmallWriteRewrites);
+}
+
+TEST(Apply, BigContentWrittenLastSurvivesCrashAtEveryStep) {
+  CrashAtEveryStep(LateBigWrite, ReplaceWhen::kIfWhole, [](const std::vector<ObjectId>&) {});
 }
 
 TEST(Apply, TruncatedRewritesSurviveCrashAtEveryStep) {
@@ -577,6 +603,57 @@ TEST(Apply, InconsistentOpsAreRefusedBeforeAnyChange) {
   Status s = ApplyTransaction(world.target(), ops, count);
   EXPECT_EQ(s.code(), EINVAL) << s.ToString();
   EXPECT_EQ(changes, 0);
+}
+
+// With `let_in`, the content of a file written in place with a MiB or more comes after every
+// other change, and the caller is told which files are left before it: readers can go on with
+// the rest. The file's own changes keep their order.
+TEST(Apply, BigContentInPlaceIsWrittenAfterTheRestIsLetIn) {
+  World world(LateBigWrite);
+  const ObjectId big = world.w->Original("big.bin");
+  const std::string old_big = ReadWhole(world.backing + "/big.bin");
+  std::vector<std::string> steps;
+  MutationHook record = [&](const std::string& what) {
+    steps.push_back(what);
+    return Status::Ok();
+  };
+  size_t at_let_in = 0;
+  bool let_in_called = false;
+  LetReadersIn let_in = [&](const std::vector<ObjectId>& late) {
+    let_in_called = true;
+    at_let_in = steps.size();
+    EXPECT_EQ(late, std::vector<ObjectId>{big});
+    // Everything else is there; the big file is as it was.
+    EXPECT_EQ(ReadWhole(world.backing + "/moved/c.txt"), "charlie");
+    EXPECT_EQ(ReadWhole(world.backing + "/new.txt"), "fresh");
+    EXPECT_EQ(ReadWhole(world.backing + "/a.txt"), ReadWhole(world.ref + "/a.txt"));
+    EXPECT_EQ(ReadWhole(world.backing + "/big.bin"), old_big);
+  };
+  auto changes = ApplyChanges(world.target(), world.ops, record, nullptr, nullptr, let_in);
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_TRUE(let_in_called);
+  ASSERT_LT(at_let_in, steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const bool of_big = steps[i].find("big.bin") != std::string::npos;
+    EXPECT_EQ(of_big, i >= at_let_in) << steps[i];
+  }
+  ASSERT_TRUE(SyncApplied(*changes).ok());
+  ASSERT_TRUE(CleanupAppliedTransaction(world.target()).ok());
+  EXPECT_EQ(Snapshot(world.backing), Snapshot(world.ref));
+  struct stat st;
+  ASSERT_EQ(::stat((world.backing + "/big.bin").c_str(), &st), 0);
+  EXPECT_EQ(ObjectId::Existing(st.st_dev, st.st_ino), big);  // written in place
+}
+
+// Below kLateDataMin nothing is worth letting readers in early for: the order stays the log's,
+// and the caller is still called, with no file left.
+TEST(Apply, SmallContentNamesNoFileLeft) {
+  World world(Mixed);
+  std::vector<ObjectId> late{ObjectId::Existing(1, 1)};
+  auto changes = ApplyChanges(world.target(), world.ops, nullptr, nullptr, nullptr,
+                              [&](const std::vector<ObjectId>& l) { late = l; });
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  EXPECT_TRUE(late.empty());
 }
 
 }  // namespace

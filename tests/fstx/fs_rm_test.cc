@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <shared_mutex>
 #include <thread>
 
 #include "fs/tx/fs_resource_manager.h"
@@ -145,6 +146,8 @@ class FsRmWorld {
       o.log = log_.get();
       o.stream = *stream;
       o.sync_in_background = background;
+      o.visibility = visibility;
+      o.gate = gate;
       streams_.push_back(*stream);
       rms_.push_back(std::make_unique<FsResourceManager>(o));
       if (recovery_hook) rms_.back()->SetApplyHook(recovery_hook);
@@ -170,6 +173,9 @@ class FsRmWorld {
   bool background = false;
   // The apply hook of the RMs made by the next Start, already during their recovery.
   MutationHook recovery_hook;
+  // The daemon's visibility lock and gate, for the RMs made by the next Start.
+  std::shared_mutex* visibility = nullptr;
+  VisibilityGate* gate = nullptr;
   // The log the next Start creates, and whether it starts as the daemon does (TM restart areas
   // after recovery).
   uint32_t max_containers = 256;
@@ -485,6 +491,71 @@ TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
     EXPECT_EQ(Snapshot(w.root()), Expected()) << "stop=" << stop;
     EXPECT_TRUE(StagingEmpty(w.staging_root()));
   }
+}
+
+// A commit that writes a big file in place lets readers into everything else before it writes
+// that file's data: the visibility lock, which readers inside transactions take, is free, and
+// only the big file stays closed at the gate, until its data is there.
+TEST(FsRm, ABigFileWrittenInPlaceKeepsOnlyItselfFromReaders) {
+  std::shared_mutex visibility;
+  VisibilityGate gate;
+  FsRmWorld w;
+  w.visibility = &visibility;
+  w.gate = &gate;
+  WriteFile(w.root() + "/big.bin", std::string(3 << 20, 'o'));
+  ASSERT_TRUE(w.Start().ok());
+  const ObjectId big = IdOf(w.root() + "/big.bin");
+  const ObjectId a = IdOf(w.root() + "/a.txt");
+  const std::string data(2 << 20, 'n');
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*tx, "big.bin", 4096, data).ok());
+  ASSERT_TRUE(w.changes().WriteData(*tx, "a.txt", 0, "A").ok());
+  int big_writes = 0;
+  w.rm().SetApplyHook([&](const std::string& what) {
+    const bool of_big = what.find("big.bin") != std::string::npos;
+    EXPECT_EQ(gate.IsClosed({big.dev, big.ino}), true) << what;
+    if (of_big && big_writes++ == 0) {
+      EXPECT_TRUE(visibility.try_lock_shared()) << what;
+      visibility.unlock_shared();
+      EXPECT_FALSE(gate.IsClosed({a.dev, a.ino})) << what;
+      EXPECT_EQ(ReadFile(w.root() + "/a.txt"), "Alpha");
+    } else if (!of_big) {
+      // Under the lock, with everything the transaction holds closed.
+      EXPECT_FALSE(visibility.try_lock_shared()) << what;
+      EXPECT_TRUE(gate.IsClosed({a.dev, a.ino})) << what;
+    }
+    return Status::Ok();
+  });
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  EXPECT_GT(big_writes, 0);
+  EXPECT_FALSE(gate.AnyClosed());
+  EXPECT_EQ(ReadFile(w.root() + "/big.bin"),
+            std::string(4096, 'o') + data + std::string((3 << 20) - 4096 - data.size(), 'o'));
+}
+
+// Prepare checks, reserves and syncs a big transaction's staged data without the RM's mutex,
+// which every other transaction's operations take: they go on meanwhile.
+TEST(FsRm, PrepareSyncsStagingWithoutHoldingOthersUp) {
+  FsRmWorld w;
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  auto other = w.tm().Begin({});
+  ASSERT_TRUE(w.changes().Write(*tx, "a.txt", 0, std::string(1 << 20, 'z')).ok());
+  bool hooked = false;
+  w.rm().SetPrepareHook([&](const Guid& preparing) {
+    hooked = true;
+    EXPECT_EQ(preparing, *tx);
+    EXPECT_FALSE(w.rm().MutexHeldForTests());
+    // Another transaction's change, on this thread: it would wait forever for a held mutex.
+    if (!w.rm().MutexHeldForTests()) {
+      EXPECT_TRUE(w.changes().WriteData(*other, "b.txt", 0, "B").ok());
+    }
+  });
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  EXPECT_TRUE(hooked);
+  w.rm().SetPrepareHook(nullptr);
+  ASSERT_TRUE(w.tm().Commit(*other).ok());
+  EXPECT_EQ(ReadFile(w.root() + "/b.txt"), "Bravo");
 }
 
 // A big xattr value waits in the transaction's staging, not in memory with its op; commit

@@ -129,5 +129,45 @@ TEST(VisibilityGate, DuplicateKeysAreClosedOnce) {
   EXPECT_FALSE(g.IsClosed(kA));
 }
 
+TEST(VisibilityGate, KeptObjectsStayClosedWhenTheRestOpens) {
+  VisibilityGate g;
+  EXPECT_FALSE(g.AnyClosed());
+  auto c = g.Close({kA, kB});
+  EXPECT_TRUE(g.AnyClosed());
+  auto kept = c.Keep({kB, kC});  // C was never closed: not kept
+  c.Open();
+  EXPECT_FALSE(g.IsClosed(kA));
+  EXPECT_TRUE(g.IsClosed(kB));
+  EXPECT_FALSE(g.IsClosed(kC));
+  EXPECT_TRUE(g.AnyClosed());
+  // A reader of A goes on; one of B waits for the kept hold alone.
+  auto on_a = g.EnterFor(kA);
+  std::atomic<bool> in_b{false};
+  std::thread reader([&] {
+    auto p = g.EnterFor(kB);
+    in_b = true;
+  });
+  // The reader cannot get past a closed B, whatever the scheduling: it is in Await or before.
+  EXPECT_FALSE(in_b);
+  kept.Open();
+  reader.join();
+  EXPECT_TRUE(in_b);
+  EXPECT_FALSE(g.AnyClosed());
+  // A pass made while the kept hold was open counts an apply under way.
+  auto later = g.Enter();
+  EXPECT_FALSE(later.ApplyOverlapped());
+}
+
+TEST(VisibilityGate, KeepingNothingOpensWithTheRest) {
+  VisibilityGate g;
+  auto c = g.Close({kA});
+  auto kept = c.Keep({kB});
+  c.Open();
+  EXPECT_FALSE(g.AnyClosed());
+  kept.Open();  // holds nothing: no apply to count off
+  auto p = g.Enter();
+  EXPECT_FALSE(p.ApplyOverlapped());
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx
