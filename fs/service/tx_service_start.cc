@@ -61,11 +61,21 @@ log::LogOptions DaemonLogOptions(uint64_t log_size) {
   return lo;
 }
 
-// KTMFS_FAULT_APPLY_PAUSE: lets a test look at the mount while an apply is under way.
+// KTMFS_FAULT_APPLY_PAUSE: lets a test look at the mount while an apply is under way. A file
+// that holds text pauses only before a change whose description contains it (its first line),
+// such as the first data apply writes into a big file in place, after letting readers in.
 fstx::MutationHook PauseApplyWhile(const std::string& file) {
   return [file](const std::string& what) -> Status {
     struct stat st;
     if (stat(file.c_str(), &st) != 0) return Status::Ok();
+    std::string only;
+    if (std::FILE* f = std::fopen(file.c_str(), "re")) {
+      char line[256];
+      if (std::fgets(line, sizeof line, f) != nullptr) only = line;
+      std::fclose(f);
+    }
+    if (!only.empty() && only.back() == '\n') only.pop_back();
+    if (!only.empty() && what.find(only) == std::string::npos) return Status::Ok();
     DaemonLog(LogLevel::kWarning,
               "fault injection: apply paused before \"" + what + "\" while " + file + " exists");
     while (stat(file.c_str(), &st) == 0)
