@@ -329,15 +329,14 @@ Inode* InodeTable::AcquireTx(const Guid& tx, const fstx::ObjectId& object, int f
   inode->object = object;
   Inode* raw = inode.get();
   versions_.emplace(key, std::move(inode));
-  if (object.kind == fstx::ObjectId::Kind::kExisting)
-    object_versions_.emplace(std::make_pair(source_index, object), raw);
+  object_versions_.emplace(std::make_tuple(source_index, raw->dev, raw->ino), raw);
   view_paths_[raw] = view_path;
   return raw;
 }
 
 void InodeTable::DropObjectVersion(Inode* v) {
   mu_.AssertHeld();
-  auto [from, to] = object_versions_.equal_range({v->source_index, v->object});
+  auto [from, to] = object_versions_.equal_range({v->source_index, v->dev, v->ino});
   for (auto e = from; e != to; ++e) {
     if (e->second == v) {
       object_versions_.erase(e);
@@ -346,11 +345,11 @@ void InodeTable::DropObjectVersion(Inode* v) {
   }
 }
 
-std::vector<fuse_ino_t> InodeTable::OtherVersionNodes(const Guid& tx, int source,
-                                                      const fstx::ObjectId& id) const {
+std::vector<fuse_ino_t> InodeTable::OtherVersionNodes(const Guid& tx, int source, dev_t dev,
+                                                      ino_t ino) const {
   std::lock_guard lock(mu_);
   std::vector<fuse_ino_t> out;
-  auto [from, to] = object_versions_.equal_range({source, id});
+  auto [from, to] = object_versions_.equal_range({source, dev, ino});
   for (auto e = from; e != to; ++e) {
     const Inode* v = e->second;
     std::lock_guard l(v->tx_mu);

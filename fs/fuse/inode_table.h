@@ -190,11 +190,11 @@ class InodeTable {
   // Node ids of every version node of `tx`, and of the committed node of (dev, ino) if the
   // kernel knows it: what an ending transaction invalidates.
   std::vector<fuse_ino_t> VersionNodes(const Guid& tx) const;
-  // Node ids of the version nodes other transactions than `tx` have of existing object `id`
-  // of source `source`, live or ended: a commit of `tx` that changed the object invalidates
-  // them too, or their pages and attributes from before it would go on being read.
-  std::vector<fuse_ino_t> OtherVersionNodes(const Guid& tx, int source,
-                                            const fstx::ObjectId& id) const;
+  // Node ids of the version nodes other transactions than `tx` have of the object (dev, ino) of
+  // source `source`, live or ended, whether they found it or created it: a commit of `tx` that
+  // changed the object invalidates them too, or their pages and attributes from before it would
+  // go on being read.
+  std::vector<fuse_ino_t> OtherVersionNodes(const Guid& tx, int source, dev_t dev, ino_t ino) const;
   // When a commit of `tx` replaces object `id` of source `source` rather than write it in place
   // (FsRmOptions::replace_when): never while `tx` has a file open on it, whose writes must keep
   // reaching the committed file; whenever rewritten whole if a node besides `tx`'s own knows it
@@ -269,8 +269,9 @@ class InodeTable {
   std::map<VersionKey, std::unique_ptr<Inode>> versions_;
   // Version nodes of ended transactions that may be handed over, by source and object.
   std::multimap<std::pair<int, fstx::ObjectId>, Inode*> ended_versions_;
-  // Every version node of an existing object (in versions_), by source and object.
-  std::multimap<std::pair<int, fstx::ObjectId>, Inode*> object_versions_;
+  // Every version node (in versions_) by source and the identity of its object: an object a
+  // transaction created has the identity of the committed file once placed.
+  std::multimap<std::tuple<int, dev_t, ino_t>, Inode*> object_versions_;
   void DropObjectVersion(Inode* v);  // mu_ held
   std::unordered_map<const Inode*, std::string> view_paths_;
   std::unordered_map<const Inode*, std::unique_ptr<Inode>> retired_;

@@ -79,9 +79,9 @@ void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& co
 template <typename Op>
 void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op) {
   TxGuard tx = txops::EnterByHandle(Fs(req), fi);
-  // Once the transaction has ended, the handle reads the committed file, as a reader outside.
-  Inode* inode = txops::HandleInode(fi);
-  auto visible = tx ? Fs(req).ReadingInTx(inode) : Fs(req).ReadingCommitted(inode);
+  // Once the transaction has ended, no pass: the handle writes and syncs the committed file too,
+  // and an apply would wait for those with the visibility lock held.
+  auto visible = tx ? Fs(req).ReadingInTx(txops::HandleInode(fi)) : fstx::VisibilityGate::Pass();
   Send(req, op(tx));
 }
 

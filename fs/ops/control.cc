@@ -67,8 +67,7 @@ std::optional<Guid> HolderOf(Filesystem& fs, Inode* inode) {
   if (inode->is_virtual_root() || inode->source_index < 0) return std::nullopt;
   if (inode->is_tx_version()) {
     const Guid owner = inode->bound_tx();
-    if (fs.txs()->EnterById(owner) && inode->object.kind == fstx::ObjectId::Kind::kNew)
-      return owner;
+    if (fs.txs()->IsLive(owner) && inode->object.kind == fstx::ObjectId::Kind::kNew) return owner;
   }
   return fs.txs()
       ->rm(inode->source_index)

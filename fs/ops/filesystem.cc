@@ -115,7 +115,7 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     // file afresh keeps its cached pages once the commit has been told), and so would an ended
     // one's, which its tasks go on using as a plain node.
     if (e.committed) {
-      for (fuse_ino_t v : inodes_.OtherVersionNodes(e.id, e.source, o))
+      for (fuse_ino_t v : inodes_.OtherVersionNodes(e.id, e.source, dev, ino))
         invalidator_->InodeNow(v);
     }
     // The commit may have set xattrs (capabilities among them) on the object.

@@ -104,6 +104,10 @@ class TxService {
   TxGuard Enter(pid_t tid);
   // The same by id (handles opened inside a transaction); empty if it has ended.
   TxGuard EnterById(const Guid& id);
+  // Whether the transaction has not ended yet (its end, a commit with its apply say, may be
+  // under way). Waits for nothing: a request that holds a guard of its own must not wait for
+  // another transaction's `live`, which its end holds while it waits for the visibility lock.
+  bool IsLive(const Guid& id) const { return Find(id) != nullptr; }
   fstx::FsResourceManager& rm(int source) { return *rms_[source]; }
   // Operations inside transactions hold this shared, apply holds it exclusive.
   std::shared_mutex& visibility() { return visibility_; }
