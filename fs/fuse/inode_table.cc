@@ -352,8 +352,7 @@ std::vector<fuse_ino_t> InodeTable::OtherVersionNodes(const Guid& tx, int source
   auto [from, to] = object_versions_.equal_range({source, dev, ino});
   for (auto e = from; e != to; ++e) {
     const Inode* v = e->second;
-    std::lock_guard l(v->tx_mu);
-    if (v->tx != tx) out.push_back(NodeId(v));
+    if (v->tx != tx) out.push_back(NodeId(v));  // written under mu_ alone (AcquireTx)
   }
   return out;
 }
@@ -454,9 +453,13 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   auto own = versions_.find(VersionKey{tx, source, id});
   if (own != versions_.end() && own->second->open_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
-  const bool known =
-      by_key_.count(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)}) > 0 ||
-      ended_versions_.count({source, id}) > 0;
+  const dev_t dev = static_cast<dev_t>(id.dev);
+  const ino_t ino = static_cast<ino_t>(id.ino);
+  // Another transaction's node, live or ended, found or created there, reads it as committed.
+  bool known = by_key_.count(Key{dev, ino}) > 0;
+  auto [from, to] = object_versions_.equal_range({source, dev, ino});
+  for (auto e = from; !known && e != to; ++e)
+    known = e->second->tx != tx;
   return known ? fstx::ReplaceWhen::kIfWhole : fstx::ReplaceWhen::kIfWrittenOnce;
 }
 

@@ -198,8 +198,9 @@ class InodeTable {
   // When a commit of `tx` replaces object `id` of source `source` rather than write it in place
   // (FsRmOptions::replace_when): never while `tx` has a file open on it, whose writes must keep
   // reaching the committed file; whenever rewritten whole if a node besides `tx`'s own knows it
-  // (a committed node, or a version node of an ended transaction), since such a node can hold a
-  // size or pages from before the commit; otherwise only where that saves copying its data.
+  // (a committed node, or another transaction's version node, live or ended), since such a node
+  // can hold a size or pages from before the commit; otherwise only where that saves copying
+  // its data.
   fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // The committed node of (dev, ino) if the kernel knows it and it is a directory.

@@ -41,9 +41,14 @@ Route Classify(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   if (inode->is_tx_version()) {
     const Guid owner = inode->bound_tx();
     if (tx && tx.id() == owner) return Route::kTx;
-    // Another transaction's version: stale for everyone while it lives (its end included), the
-    // object after.
-    if (fs.txs() != nullptr && fs.txs()->IsLive(owner)) return Route::kStale;
+    // Another transaction's version: stale for everyone while it lives, the object after. A
+    // request inside a transaction holds its guard (the visibility lock, shared) and must not
+    // wait for the other's end, which waits for that lock to apply: while it ends, its nodes
+    // are stale to it. A request outside any holds nothing and waits for the end, as its
+    // answer is then the committed object.
+    if (fs.txs() != nullptr &&
+        (tx ? fs.txs()->IsLive(owner) : static_cast<bool>(fs.txs()->EnterById(owner))))
+      return Route::kStale;
     // Except a directory for a task inside a transaction (a shell whose working directory was
     // entered during an earlier one): served as committed, the names it creates there would
     // bypass its transaction and survive the rollback. Its own view of the directory is
