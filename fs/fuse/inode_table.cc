@@ -345,15 +345,24 @@ void InodeTable::DropObjectVersion(Inode* v) {
   }
 }
 
+std::vector<const Inode*> InodeTable::OtherVersionsLocked(const Guid& tx, int source, dev_t dev,
+                                                          ino_t ino) const {
+  mu_.AssertHeld();
+  std::vector<const Inode*> out;
+  auto [from, to] = object_versions_.equal_range({source, dev, ino});
+  for (auto e = from; e != to; ++e) {
+    // A node's transaction changes under mu_ (AcquireTx's hand-over).
+    if (e->second->tx != tx) out.push_back(e->second);
+  }
+  return out;
+}
+
 std::vector<fuse_ino_t> InodeTable::OtherVersionNodes(const Guid& tx, int source, dev_t dev,
                                                       ino_t ino) const {
   std::lock_guard lock(mu_);
   std::vector<fuse_ino_t> out;
-  auto [from, to] = object_versions_.equal_range({source, dev, ino});
-  for (auto e = from; e != to; ++e) {
-    const Inode* v = e->second;
-    if (v->tx != tx) out.push_back(NodeId(v));  // written under mu_ alone (AcquireTx)
-  }
+  for (const Inode* v : OtherVersionsLocked(tx, source, dev, ino))
+    out.push_back(NodeId(v));
   return out;
 }
 
@@ -456,10 +465,8 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   const dev_t dev = static_cast<dev_t>(id.dev);
   const ino_t ino = static_cast<ino_t>(id.ino);
   // Another transaction's node, live or ended, found or created there, reads it as committed.
-  bool known = by_key_.count(Key{dev, ino}) > 0;
-  auto [from, to] = object_versions_.equal_range({source, dev, ino});
-  for (auto e = from; !known && e != to; ++e)
-    known = e->second->tx != tx;
+  const bool known =
+      by_key_.count(Key{dev, ino}) > 0 || !OtherVersionsLocked(tx, source, dev, ino).empty();
   return known ? fstx::ReplaceWhen::kIfWhole : fstx::ReplaceWhen::kIfWrittenOnce;
 }
 

@@ -274,6 +274,10 @@ class InodeTable {
   // transaction created has the identity of the committed file once placed.
   std::multimap<std::tuple<int, dev_t, ino_t>, Inode*> object_versions_;
   void DropObjectVersion(Inode* v);  // mu_ held
+  // The version nodes of (dev, ino) of `source` that belong to transactions other than `tx`
+  // (mu_ held): what OtherVersionNodes invalidates and ReplaceWhen counts.
+  std::vector<const Inode*> OtherVersionsLocked(const Guid& tx, int source, dev_t dev,
+                                                ino_t ino) const;
   std::unordered_map<const Inode*, std::string> view_paths_;
   std::unordered_map<const Inode*, std::unique_ptr<Inode>> retired_;
   std::unique_ptr<Inode> virtual_root_;
