@@ -478,6 +478,60 @@ TEST_F(VersionHandOverTest, NotOnceTheKernelForgotIt) {
   EXPECT_EQ(table_.size(), 1u);
 }
 
+// When a commit replaces a file rather than write it in place (InodeTable::ReplaceWhen): a node
+// anyone else has of the file may hold its size or pages from before the commit.
+class ReplaceWhenTest : public VersionHandOverTest {
+ protected:
+  fstx::ObjectId FileObject() {
+    struct stat st;
+    EXPECT_EQ(stat(t_.Sub("f").c_str(), &st), 0);
+    return fstx::ObjectId::Existing(st.st_dev, st.st_ino);
+  }
+};
+
+TEST_F(ReplaceWhenTest, OnlyTheCommittersOwnNodeCopiesOnlyWhereItSaves) {
+  Acquire(t1_, "f", nullptr);
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kIfWrittenOnce);
+}
+
+TEST_F(ReplaceWhenTest, NeverWhileTheCommitterHasItOpen) {
+  Inode* v = Acquire(t1_, "f", nullptr);
+  v->open_handles = 1;
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kNever);
+  v->open_handles = 0;
+}
+
+TEST_F(ReplaceWhenTest, ACommittedNodeCounts) {
+  int fd = open(t_.Sub("f").c_str(), O_PATH);
+  ASSERT_GE(fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  table_.Acquire(fd, st, 0);
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
+}
+
+TEST_F(ReplaceWhenTest, AnotherLiveTransactionsNodeCounts) {
+  Acquire(t1_, "f", nullptr);
+  Acquire(t2_, "f", nullptr);
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
+  // Of another source it is another object.
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 1, FileObject()), fstx::ReplaceWhen::kIfWrittenOnce);
+}
+
+// The file an earlier transaction created, whose node (of a new object, numbered in its
+// staging) still serves that transaction's tasks as a plain node once it has ended. Before,
+// only nodes of objects transactions had found counted, and such a file was written in place
+// under that node's cached pages.
+TEST_F(ReplaceWhenTest, AnEndedTransactionsNodeOfAFileItCreatedCounts) {
+  int fd = open(t_.Sub("f").c_str(), O_PATH);
+  ASSERT_GE(fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  table_.AcquireTx(t1_, fstx::ObjectId::New(7), fd, st, 0, "f");
+  table_.MarkTxEnded(t1_);
+  EXPECT_EQ(table_.ReplaceWhen(t2_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
+}
+
 class LookupTest : public ::testing::Test {
  protected:
   void Make(const std::string& source) {
