@@ -118,9 +118,11 @@ Reply Lookup(const Caller& caller, Filesystem& fs, Inode* p, const char* name) {
 // The attributes of a committed node, or through a committed file's descriptor `fi`.
 Reply Getattr(Filesystem& fs, Inode* inode, fuse_file_info* fi) {
   struct stat st;
-  int err;
-  auto visible = fs.ReadingCommitted(inode);
-  if (fi != nullptr) {
+  int err = 0;
+  auto visible = fs.ReadingCommittedOrServed(inode);
+  if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode)) {
+    st = served->Attributes();
+  } else if (fi != nullptr) {
     err = fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
   } else {
     err = fs.Stat(inode, &st);

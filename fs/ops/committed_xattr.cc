@@ -47,6 +47,8 @@ Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
   if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1)
     return Reply::Error(ENODATA);
+  // A commit's apply may be setting the object's xattrs: read them before it or after.
+  auto visible = fs.ReadingCommitted(inode);
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
   NodeFd fd = inode->Fd();
   ProcPath path(fd.get());
@@ -63,7 +65,9 @@ Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
 
 Reply Listxattr(const Caller& caller, Filesystem& fs, Inode* inode, size_t size) {
   std::vector<char> names;
+  fstx::VisibilityGate::Pass visible;
   if (!inode->is_virtual_root()) {
+    visible = fs.ReadingCommitted(inode);
     IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
     NodeFd fd = inode->Fd();
     ProcPath path(fd.get());

@@ -195,15 +195,28 @@ fstx::VisibilityGate::Pass Filesystem::ReadingCommitted(const Inode* inode) cons
   return txs_->gate().EnterFor(GateKey(inode));
 }
 
+fstx::VisibilityGate::Pass Filesystem::ReadingCommittedOrServed(const Inode* inode) const {
+  if (txs_ == nullptr) return {};
+  return txs_->gate().EnterOrServe(GateKey(inode));
+}
+
+const fstx::ServedObject* Filesystem::ServedFrom(const fstx::VisibilityGate::Pass& pass,
+                                                 const Inode* inode) const {
+  return pass.ServedFrom(GateKey(inode));
+}
+
 bool Filesystem::ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
                                        fstx::VisibilityGate::Key* closed) {
   if (txs_ == nullptr) return true;
   Inode* child = Get(e->ino);
-  if (!pass.Add(GateKey(child))) {
+  if (!pass.AddOrServe(GateKey(child))) {
     *closed = GateKey(child);
     return false;
   }
-  if (pass.ApplyOverlapped()) {
+  if (const fstx::ServedObject* served = ServedFrom(pass, child)) {
+    e->attr = served->Attributes();
+    e->attr_timeout = AttrTimeout(child);
+  } else if (pass.ApplyOverlapped()) {
     fuse_entry_param fresh;
     // Removed meanwhile: the lookup's answer stands, as for any lookup racing with an unlink.
     if (FillEntry(child, &fresh) == 0) {

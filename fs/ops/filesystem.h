@@ -66,8 +66,16 @@ class Filesystem {
   // for an apply that changes this object (fs/tx/visibility_gate.h). Empty when there is no
   // transaction service.
   fstx::VisibilityGate::Pass ReadingCommitted(const Inode* inode) const;
+  // The same for a reader that can read `inode` from what ServedFrom gives: it does not wait for
+  // an apply that writes the file's data in place after letting readers in.
+  fstx::VisibilityGate::Pass ReadingCommittedOrServed(const Inode* inode) const;
+  // What a reader holding `pass` reads `inode` from while apply writes its data in place (see
+  // fstx::ServedObject); null: the object itself.
+  const fstx::ServedObject* ServedFrom(const fstx::VisibilityGate::Pass& pass,
+                                       const Inode* inode) const;
   // For what a lookup found under a pass on its parent alone: counts the child in the pass too,
-  // and reads its attributes again into `e` if an apply may have changed them meanwhile. False
+  // and reads its attributes again into `e` if an apply may have changed them meanwhile (or
+  // takes them from what the child is served from, ReadingCommittedOrServed). False
   // if an apply is changing the child (`*closed` names it): the caller gives the lookup back,
   // and a lookup lets go of its pass, waits (AwaitApply) and looks the name up again, parent
   // first, so its answer is wholly from before the commit or wholly from after it.

@@ -7,6 +7,8 @@
 
 #include <cassert>
 #include <cstring>
+#include <span>
+#include <vector>
 
 #include "fs/fuse/caller.h"
 #include "fs/fuse/reply.h"
@@ -15,6 +17,7 @@
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_ops_common.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -77,7 +80,19 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     return;
   }
   // The data is read as the reply goes out: the pass lasts until then.
-  auto visible = fs.ReadingCommitted(fs.Get(ino));
+  Inode* inode = fs.Get(ino);
+  auto visible = fs.ReadingCommittedOrServed(inode);
+  if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode)) {
+    std::vector<char> buf(size);
+    auto n = served->Read(static_cast<uint64_t>(off), std::as_writable_bytes(std::span(buf)));
+    if (!n.ok()) {
+      Send(req, Reply::Error(txops::Errno(n.status())));
+      return;
+    }
+    buf.resize(*n);
+    Send(req, Reply::Bytes(std::move(buf)));
+    return;
+  }
   Send(req, Reply::FileData(static_cast<int>(fi->fh), size, off));
 }
 
@@ -149,7 +164,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   }());
 }
 
-void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
+void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
                      fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                      int flags) {
   Send(req, [&] {
@@ -162,13 +177,15 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_f
         err != 0)
       return Reply::Error(err);
     loff_t in = off_in, out = off_out;
+    // A reader of the source, which an apply may be writing: it waits for that, as a read does.
+    auto visible = fs.ReadingCommitted(fs.Get(ino_in));
     ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh),
                                 &out, len, static_cast<unsigned>(flags));
     return n < 0 ? Reply::Error(errno) : Reply::Written(static_cast<size_t>(n));
   }());
 }
 
-void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
     ServeTxHandle(req, fi,
                   [&](const TxGuard& tx) { return txops::Lseek(Fs(req), tx, off, whence, fi); });
@@ -181,6 +198,8 @@ void OpLseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_fil
     Send(req, Reply::Error(ENOSYS));
     return;
   }
+  // Where the data and holes are: read as any read of the file is.
+  auto visible = Fs(req).ReadingCommitted(Fs(req).Get(ino));
   off_t r = lseek(static_cast<int>(fi->fh), off, whence);
   Send(req, r < 0 ? Reply::Error(errno) : Reply::Seek(r));
 }

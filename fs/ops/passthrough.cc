@@ -136,6 +136,11 @@ PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode*
   return Decision{node.backing_id, 0};
 }
 
+bool PassthroughFiles::PassesThrough(const Inode* inode) {
+  std::lock_guard l(mu_);
+  return nodes_.count(inode) != 0;
+}
+
 void PassthroughFiles::Release(Filesystem& fs, Inode* inode, int fd) {
   std::lock_guard l(mu_);
   auto file = files_.find(fd);

@@ -59,6 +59,8 @@ class PassthroughFiles {
   Decision OpenCreated(Filesystem& fs, Inode* inode, int fd, int open_flags,
                        const std::function<bool()>& setid);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
+  // Whether files open on `inode` are passed through now (a next open would be too).
+  bool PassesThrough(const Inode* inode);
   // The release of a committed handle: closes `fd`, and ends what its open registered. A
   // writer's hold outlives it while the backing file is still open for writing elsewhere (a
   // shared mapping made through it: fstx::LockTable::RemoveOutsideWriter).

@@ -15,14 +15,6 @@
 #include "fs/tx/apply_plan.h"
 
 namespace ktmfs::fs {
-namespace {
-
-bool Later(const timespec& a, const timespec& b) {
-  return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
-}
-
-}  // namespace
-
 std::string JoinPath(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + "/" + name;
 }
@@ -235,27 +227,8 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
   const bool staged_content = IsCreatedFile(inode);
   const int source = inode->source_index;
   fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
-  if (ov != nullptr) {
-    if (auto a = ov->Attributes(object)) {
-      if (a->mode) st->st_mode = (st->st_mode & S_IFMT) | (*a->mode & 07777);
-      if (a->uid) st->st_uid = *a->uid;
-      if (a->gid) st->st_gid = *a->gid;
-      if (!staged_content) {
-        st->st_size = static_cast<off_t>(a->Size(static_cast<uint64_t>(st->st_size)));
-        st->st_blocks = (st->st_size + 511) / 512;
-      }
-      if (a->atime_ns) st->st_atim = {*a->atime_ns / 1000000000, *a->atime_ns % 1000000000};
-      if (a->mtime_ns && !staged_content)
-        st->st_mtim = {*a->mtime_ns / 1000000000, *a->mtime_ns % 1000000000};
-    }
-    if (auto t = ov->Stamps(object)) {
-      if (t->mtime && !staged_content) st->st_mtim = *t->mtime;
-      // A staged file's own ctime moves with writes the daemon does not see.
-      if (t->ctime && (!staged_content || Later(*t->ctime, st->st_ctim))) st->st_ctim = *t->ctime;
-      const long n = static_cast<long>(st->st_nlink) + t->nlink_delta;
-      st->st_nlink = static_cast<nlink_t>(n < 0 ? 0 : n);
-    }
-  }
+  if (ov != nullptr)
+    fstx::ShowViewAttributes(st, ov->Attributes(object), ov->Stamps(object), staged_content);
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/apply_targets_check.h"
 #include "fs/tx/reserve_space.h"
+#include "fs/tx/served_from_staging.h"
 #include "fs/tx/sync_together.h"
 
 namespace ktmfs::fstx {
@@ -354,6 +355,28 @@ std::vector<VisibilityGate::Key> FsResourceManager::GateKeys(const Guid& tx) con
   return keys;
 }
 
+VisibilityGate::Closed::ServedObjects FsResourceManager::ServedWhileApplied(
+    const Guid& tx, const std::vector<ObjectId>& objects) {
+  VisibilityGate::Closed::ServedObjects served;
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  if (it == txs_.end() || !it->second.staging || !it->second.overlay) return served;
+  for (const ObjectId& id : objects) {
+    const StagedFile* f = it->second.staging->Find(StagedNameForExisting(id.dev, id.ino));
+    if (f == nullptr) continue;
+    auto object = ServedFromStaging::Make(f, *it->second.overlay, id);
+    if (!object.ok()) {
+      Report(false, "transaction " + tx.ToString() +
+                        ": readers of a file it changed wait for "
+                        "its apply instead of reading staging (" +
+                        object.status().ToString() + ")");
+      continue;
+    }
+    served.emplace(VisibilityGate::Key{id.dev, id.ino}, std::move(*object));
+  }
+  return served;
+}
+
 Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
                                          bool background) {
   std::optional<AppliedChanges> changes;
@@ -369,15 +392,16 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
     };
     // Once only big files' data is left to write in place, everything else opens: readers
-    // inside transactions, which wait for the lock, wait no longer, and readers of those files
-    // still wait at the gate. The transaction keeps its locks meanwhile, so nothing else
-    // changes those files or moves a directory above them.
+    // inside transactions, which wait for the lock, wait no longer. Readers of those files who
+    // can are served them from staging (ServedFromStaging), and the rest wait at the gate. The
+    // transaction keeps its locks meanwhile, so nothing else changes those files or moves a
+    // directory above them; its staging stays until apply is done.
     VisibilityGate::Closed late;
     auto let_in = [&](const std::vector<ObjectId>& still_changing) {
       std::vector<VisibilityGate::Key> keys;
       for (const ObjectId& id : still_changing)
         keys.push_back({id.dev, id.ino});
-      late = closed.Keep(keys);
+      late = closed.Keep(keys, ServedWhileApplied(tx, still_changing));
       closed.Open();
       if (visible.owns_lock()) visible.unlock();
     };

@@ -217,6 +217,10 @@ class FsResourceManager : public tm::ResourceManager {
   // sync and APPLIED are left to the sync thread.
   Status ApplyAndFinish(const Guid& tx, const std::vector<Op>& ops, bool* applied,
                         bool background = false);
+  // What readers of `objects`, which apply writes in place after letting readers into the
+  // rest, are served meanwhile: each one's staged file, where the transaction's staging has it.
+  VisibilityGate::Closed::ServedObjects ServedWhileApplied(const Guid& tx,
+                                                           const std::vector<ObjectId>& objects);
   // What apply closes to readers (FsRmOptions::gate): what tx holds.
   std::vector<VisibilityGate::Key> GateKeys(const Guid& tx) const;
   // Logs APPLIED for a transaction whose apply is durable; DropDurableStaging drops its

@@ -438,6 +438,37 @@ Result<std::vector<OverlayDirEntry>> TxOverlay::ReadDir(
   return out;
 }
 
+namespace {
+
+bool Later(const timespec& a, const timespec& b) {
+  return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
+}
+
+}  // namespace
+
+void ShowViewAttributes(struct stat* st, const std::optional<AttrOverride>& attrs,
+                        const std::optional<ViewStamps>& stamps, bool staged_content) {
+  if (const AttrOverride* a = attrs ? &*attrs : nullptr) {
+    if (a->mode) st->st_mode = (st->st_mode & S_IFMT) | (*a->mode & 07777);
+    if (a->uid) st->st_uid = *a->uid;
+    if (a->gid) st->st_gid = *a->gid;
+    if (!staged_content) {
+      st->st_size = static_cast<off_t>(a->Size(static_cast<uint64_t>(st->st_size)));
+      st->st_blocks = (st->st_size + 511) / 512;
+    }
+    if (a->atime_ns) st->st_atim = {*a->atime_ns / 1000000000, *a->atime_ns % 1000000000};
+    if (a->mtime_ns && !staged_content)
+      st->st_mtim = {*a->mtime_ns / 1000000000, *a->mtime_ns % 1000000000};
+  }
+  if (const ViewStamps* t = stamps ? &*stamps : nullptr) {
+    if (t->mtime && !staged_content) st->st_mtim = *t->mtime;
+    // A staged file's own ctime moves with writes the daemon does not see.
+    if (t->ctime && (!staged_content || Later(*t->ctime, st->st_ctim))) st->st_ctim = *t->ctime;
+    const long n = static_cast<long>(st->st_nlink) + t->nlink_delta;
+    st->st_nlink = static_cast<nlink_t>(n < 0 ? 0 : n);
+  }
+}
+
 std::optional<AttrOverride> TxOverlay::Attributes(const ObjectId& object) const {
   std::lock_guard lock(mu_);
   auto it = attrs_.find(object);

@@ -16,6 +16,7 @@
 // rmdir of a backing directory with unchanged entries), the caller checks before calling.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -71,6 +72,12 @@ struct ViewStamps {
   std::optional<timespec> mtime, ctime;
   int nlink_delta = 0;
 };
+
+// What the view shows of an object whose backing attributes are `st`: the transaction's
+// overrides and stamps put over them. `staged_content`: a file the transaction created, whose
+// staged file is its whole content (its size, mtime and a later ctime are the staged file's).
+void ShowViewAttributes(struct stat* st, const std::optional<AttrOverride>& attrs,
+                        const std::optional<ViewStamps>& stamps, bool staged_content);
 
 struct XattrLookup {
   enum class Kind { kUnchanged, kRemoved, kValue };

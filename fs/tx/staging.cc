@@ -347,6 +347,12 @@ Status StagedFile::Truncate(uint64_t size) {
   return Status::Ok();
 }
 
+Status StagedFile::StatCommitted(struct stat* st) const {
+  if (committed_fd_ < 0) return Status::Error(ENOENT, "no committed file under " + path_);
+  if (::fstat(committed_fd_, st) != 0) return Status::FromErrno("committed file of " + path_);
+  return Status::Ok();
+}
+
 uint64_t StagedFile::size() const {
   std::lock_guard lock(mu_);
   return size_;

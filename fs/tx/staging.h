@@ -47,6 +47,8 @@ class StagedFile {
   // Fills `out` from `offset`; returns the bytes read (short only at the end of the file).
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;
   Status Truncate(uint64_t size);
+  // The attributes of the committed file this one's writes go over (an existing file's).
+  Status StatCommitted(struct stat* st) const;
   uint64_t size() const;
   std::vector<Extent> written() const;
   const std::string& name() const { return name_; }

@@ -15,17 +15,40 @@ VisibilityGate::Pass& VisibilityGate::Pass::operator=(Pass&& o) noexcept {
     apply_was_running_ = o.apply_was_running_;
     keys_ = std::move(o.keys_);
     o.keys_.clear();
+    served_ = std::move(o.served_);
+    o.served_.clear();
   }
   return *this;
+}
+
+bool VisibilityGate::Pass::AddLocked(Key key, bool serve) {
+  if (gate_->closed_.contains(key)) {
+    if (!serve) return false;
+    auto s = gate_->served_.find(key);
+    if (s == gate_->served_.end()) return false;
+    served_.emplace_back(key, s->second);
+  }
+  gate_->readers_[key]++;
+  keys_.push_back(key);
+  return true;
 }
 
 bool VisibilityGate::Pass::Add(Key key) {
   assert(gate_ != nullptr);
   std::lock_guard l(gate_->mu_);
-  if (gate_->closed_.contains(key)) return false;
-  gate_->readers_[key]++;
-  keys_.push_back(key);
-  return true;
+  return AddLocked(key, false);
+}
+
+bool VisibilityGate::Pass::AddOrServe(Key key) {
+  assert(gate_ != nullptr);
+  std::lock_guard l(gate_->mu_);
+  return AddLocked(key, true);
+}
+
+const ServedObject* VisibilityGate::Pass::ServedFrom(Key key) const {
+  for (const auto& [k, object] : served_)
+    if (k == key) return object.get();
+  return nullptr;
 }
 
 bool VisibilityGate::Pass::ApplyOverlapped() const {
@@ -42,6 +65,8 @@ bool VisibilityGate::Pass::OpenedSince() const {
 
 void VisibilityGate::Pass::Release() {
   if (gate_ == nullptr) return;
+  // Before the count: the hold that serves these waits for it, and then lets them go.
+  served_.clear();
   {
     std::lock_guard l(gate_->mu_);
     gate_->ReleaseLocked(keys_);
@@ -70,6 +95,7 @@ VisibilityGate::Closed& VisibilityGate::Closed::operator=(Closed&& o) noexcept {
     gate_ = std::exchange(o.gate_, nullptr);
     keys_ = std::move(o.keys_);
     o.keys_.clear();
+    serves_ = std::exchange(o.serves_, false);
   }
   return *this;
 }
@@ -77,7 +103,19 @@ VisibilityGate::Closed& VisibilityGate::Closed::operator=(Closed&& o) noexcept {
 void VisibilityGate::Closed::Open() {
   if (gate_ == nullptr) return;
   {
-    std::lock_guard l(gate_->mu_);
+    std::unique_lock l(gate_->mu_);
+    if (serves_) {
+      // No reader is served these from now on, and the ones being served finish before what
+      // serves them goes (it reads the transaction's staging). Meanwhile the objects stay
+      // closed, so every reader counted on them is one of those: none waits while counted.
+      for (const Key& k : keys_)
+        gate_->served_.erase(k);
+      gate_->changed_.wait(l, [&] {
+        return std::none_of(keys_.begin(), keys_.end(),
+                            [&](const Key& k) { return gate_->readers_.contains(k); });
+      });
+      serves_ = false;
+    }
     for (const Key& k : keys_) {
       [[maybe_unused]] size_t erased = gate_->closed_.erase(k);
       assert(erased == 1);
@@ -92,7 +130,8 @@ void VisibilityGate::Closed::Open() {
   gate_ = nullptr;
 }
 
-VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys) {
+VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys,
+                                                    ServedObjects served) {
   Closed kept;
   if (gate_ == nullptr) return kept;
   std::lock_guard l(gate_->mu_);
@@ -101,6 +140,11 @@ VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys
     if (it == keys_.end()) continue;
     kept.keys_.push_back(k);
     keys_.erase(it);
+    auto s = served.find(k);
+    if (s == served.end() || s->second == nullptr) continue;
+    assert(!gate_->served_.contains(k));
+    gate_->served_.emplace(k, std::move(s->second));
+    kept.serves_ = true;
   }
   if (kept.keys_.empty()) return kept;
   kept.gate_ = gate_;
@@ -111,6 +155,7 @@ VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys
 
 VisibilityGate::~VisibilityGate() {
   assert(readers_.empty());
+  assert(served_.empty());
   assert(closed_.empty());
 }
 
@@ -124,13 +169,21 @@ VisibilityGate::Pass VisibilityGate::Enter() {
   return p;
 }
 
-VisibilityGate::Pass VisibilityGate::EnterFor(Key key) {
+VisibilityGate::Pass VisibilityGate::EnterWith(Key key, bool serve) {
   for (;;) {
     Pass p = Enter();
-    if (p.Add(key)) return p;
+    if (serve ? p.AddOrServe(key) : p.Add(key)) return p;
     p.Release();
     Await(key);
   }
+}
+
+VisibilityGate::Pass VisibilityGate::EnterFor(Key key) {
+  return EnterWith(key, false);
+}
+
+VisibilityGate::Pass VisibilityGate::EnterOrServe(Key key) {
+  return EnterWith(key, true);
 }
 
 void VisibilityGate::Await(Key key) {
@@ -172,6 +225,11 @@ size_t VisibilityGate::ReadersOf(Key key) const {
 bool VisibilityGate::IsClosed(Key key) const {
   std::lock_guard l(mu_);
   return closed_.contains(key);
+}
+
+bool VisibilityGate::IsServed(Key key) const {
+  std::lock_guard l(mu_);
+  return served_.contains(key);
 }
 
 }  // namespace ktmfs::fstx

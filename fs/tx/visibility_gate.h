@@ -13,8 +13,14 @@
 // reader never holds up an apply while it waits for another one, and no wait can form a cycle.
 // A reader that learns which object it read only after reading it (a lookup finds the child
 // by its name) reads it again when an apply ran meanwhile (Pass::ApplyOverlapped).
+//
+// An object apply keeps closed while it still writes it in place, after letting readers into
+// the rest (Closed::Keep), can come with what its readers are served meanwhile (ServedObject):
+// the object as the commit leaves it, read from where the data already is. A reader that can
+// use that asks for it (Pass::AddOrServe, EnterOrServe) and does not wait.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -22,11 +28,26 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <span>
+#include <utility>
 #include <vector>
 
+#include "log/status.h"
+
 namespace ktmfs::fstx {
+
+// What readers of an object are answered while apply writes its data in place: the attributes
+// and bytes the commit gives it, which do not change while it is served.
+class ServedObject {
+ public:
+  virtual ~ServedObject() = default;
+  virtual const struct stat& Attributes() const = 0;
+  // Fills `out` from `offset`; the bytes read (short only at the end).
+  virtual Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const = 0;
+};
 
 class VisibilityGate {
  public:
@@ -49,6 +70,12 @@ class VisibilityGate {
     // Counts the reader on `key`; false if an apply has it closed. The caller must then let go
     // of the pass before it waits for that apply (VisibilityGate::Await).
     [[nodiscard]] bool Add(Key key);
+    // The same, but an object apply keeps closed with a ServedObject counts too: the reader
+    // then reads it from ServedFrom(key), which stays valid while the pass holds it.
+    [[nodiscard]] bool AddOrServe(Key key);
+    // What the reader is to read `key` from instead of the object itself: null unless
+    // AddOrServe (or EnterOrServe) counted it as served.
+    const ServedObject* ServedFrom(Key key) const;
     // Whether an apply ran at some time since the pass was made (one already under way then
     // included): what the reader read before it counted the object may have been half applied.
     bool ApplyOverlapped() const;
@@ -66,6 +93,9 @@ class VisibilityGate {
     uint64_t opens_seen_ = 0;
     bool apply_was_running_ = false;
     std::vector<Key> keys_;
+    std::vector<std::pair<Key, std::shared_ptr<const ServedObject>>> served_;
+
+    bool AddLocked(Key key, bool serve);
   };
 
   // Apply's hold: the objects stay closed to readers until it is destroyed.
@@ -80,13 +110,16 @@ class VisibilityGate {
     void Open();
     // Moves those of `keys` this holds closed into a hold of their own, which opens them
     // separately: apply lets readers into the rest while it still writes these (a big file's
-    // data, written in place).
-    Closed Keep(const std::vector<Key>& keys);
+    // data, written in place). Readers who ask are served those in `served` meanwhile; when the
+    // hold opens, it waits for them to finish first.
+    using ServedObjects = std::map<Key, std::shared_ptr<const ServedObject>>;
+    Closed Keep(const std::vector<Key>& keys, ServedObjects served = {});
 
    private:
     friend class VisibilityGate;
     VisibilityGate* gate_ = nullptr;
     std::vector<Key> keys_;
+    bool serves_ = false;  // some of keys_ are in VisibilityGate::served_
   };
 
   VisibilityGate() = default;
@@ -98,6 +131,8 @@ class VisibilityGate {
   Pass Enter();
   // A pass counting `key`, waiting first while an apply has it closed.
   Pass EnterFor(Key key);
+  // The same, but served instead of waiting where Pass::AddOrServe would be.
+  Pass EnterOrServe(Key key);
   // Waits until no apply has `key` closed (the caller holds no pass).
   void Await(Key key);
 
@@ -115,18 +150,22 @@ class VisibilityGate {
   // For tests: how many readers are counted on `key` and whether it is closed.
   size_t ReadersOf(Key key) const;
   bool IsClosed(Key key) const;
+  // Whether readers who ask are served `key` from a ServedObject now.
+  bool IsServed(Key key) const;
 
  private:
   mutable std::mutex mu_;
   std::condition_variable changed_;      // a reader let go, or an apply opened its objects
   std::map<Key, uint32_t> readers_;      // readers counted per object (absent: none)
   std::set<Key> closed_;                 // objects an apply has closed
+  Closed::ServedObjects served_;         // of those, the ones readers may be served
   uint64_t applies_begun_ = 0;           // counts Close calls that have closed their objects
   uint32_t applies_running_ = 0;         // of those, the ones not opened again yet
   uint64_t opens_ = 0;                   // counts holds that opened objects
   std::atomic<size_t> closed_count_{0};  // closed_.size(), for AnyClosed
 
   void ReleaseLocked(std::vector<Key>& keys);
+  Pass EnterWith(Key key, bool serve);
 };
 
 }  // namespace ktmfs::fstx

@@ -93,6 +93,19 @@ struct Changes {
                           .length = data.size(),
                           .data = data});
   }
+  Status Truncate(const Guid& tx, const std::string& name, uint64_t size) {
+    ObjectId id = IdOf(root + "/" + name);
+    KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {ObjectKey{id.dev, id.ino}}));
+    auto st = rm->Staging(tx);
+    if (!st.ok()) return st.status();
+    std::string staged = StagedNameForExisting(id.dev, id.ino);
+    StagedFile* f = (*st)->Find(staged);
+    if (!f) return Status::Error(ENOENT, "write " + name + " first");
+    KTMFS_RETURN_IF_ERROR(f->Truncate(size));
+    return rm->LogOp(
+        tx,
+        {.kind = OpKind::kSetattr, .object = id, .path = name, .set_mask = kSetSize, .size = size});
+  }
   Status Rename(const Guid& tx, const std::string& from, const std::string& to) {
     ObjectId id = IdOf(root + "/" + from);
     KTMFS_RETURN_IF_ERROR(
@@ -531,6 +544,63 @@ TEST(FsRm, ABigFileWrittenInPlaceKeepsOnlyItselfFromReaders) {
   EXPECT_FALSE(gate.AnyClosed());
   EXPECT_EQ(ReadFile(w.root() + "/big.bin"),
             std::string(4096, 'o') + data + std::string((3 << 20) - 4096 - data.size(), 'o'));
+}
+
+// Meanwhile a reader that asks is served the big file as the commit leaves it, from staging:
+// before apply has written any of its data, and after it has written part of it.
+TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
+  struct Case {
+    const char* what;
+    uint64_t truncate_to;  // after the write; 0: none
+  };
+  for (const Case c : {Case{"grown", 0}, Case{"cut short after the write", (1 << 20) + 12345}}) {
+    SCOPED_TRACE(c.what);
+    std::shared_mutex visibility;
+    VisibilityGate gate;
+    FsRmWorld w;
+    w.visibility = &visibility;
+    w.gate = &gate;
+    WriteFile(w.root() + "/big.bin", std::string(3 << 20, 'o'));
+    ASSERT_TRUE(w.Start().ok());
+    const ObjectId big = IdOf(w.root() + "/big.bin");
+    const VisibilityGate::Key key{big.dev, big.ino};
+    // Two writes apply makes one by one, the second ending 8 KiB past the old end.
+    const std::string first(1 << 20, 'n'), second((1 << 20) + 8192, 'm');
+    std::string expected = std::string(3 << 20, 'o');
+    expected.replace(4096, first.size(), first);
+    expected.replace(2 << 20, second.size(), second);
+    if (c.truncate_to != 0) expected.resize(c.truncate_to);
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(w.changes().Write(*tx, "big.bin", 4096, first).ok());
+    ASSERT_TRUE(w.changes().Write(*tx, "big.bin", 2 << 20, second).ok());
+    if (c.truncate_to != 0) {
+      ASSERT_TRUE(w.changes().Truncate(*tx, "big.bin", c.truncate_to).ok());
+    }
+    ASSERT_TRUE(w.changes().WriteData(*tx, "a.txt", 0, "A").ok());
+    int served = 0;
+    w.rm().SetApplyHook([&](const std::string& what) {
+      if (what.find("big.bin") == std::string::npos || !gate.IsServed(key)) return Status::Ok();
+      VisibilityGate::Pass pass = gate.Enter();
+      EXPECT_FALSE(pass.Add(key)) << what;  // a reader that does not ask still waits
+      EXPECT_TRUE(pass.AddOrServe(key)) << what;
+      const ServedObject* o = pass.ServedFrom(key);
+      EXPECT_NE(o, nullptr) << what;
+      if (o == nullptr) return Status::Ok();
+      EXPECT_EQ(o->Attributes().st_size, static_cast<off_t>(expected.size())) << what;
+      std::string got(expected.size() + 100, '?');
+      auto n = o->Read(0, std::as_writable_bytes(std::span(got)));
+      EXPECT_TRUE(n.ok()) << what;
+      got.resize(n.ok() ? *n : 0);
+      EXPECT_TRUE(got == expected) << what << ": " << got.size() << " bytes, not the commit's";
+      served++;
+      return Status::Ok();
+    });
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    EXPECT_GE(served, 2) << "served before big's first data and between its changes";
+    EXPECT_FALSE(gate.IsServed(key));
+    EXPECT_FALSE(gate.AnyClosed());
+    EXPECT_TRUE(ReadFile(w.root() + "/big.bin") == expected);
+  }
 }
 
 // Prepare checks, reserves and syncs a big transaction's staged data without the RM's mutex,

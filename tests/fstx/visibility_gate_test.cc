@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <utility>
 
@@ -167,6 +168,68 @@ TEST(VisibilityGate, KeepingNothingOpensWithTheRest) {
   kept.Open();  // holds nothing: no apply to count off
   auto p = g.Enter();
   EXPECT_FALSE(p.ApplyOverlapped());
+}
+
+class Served : public ServedObject {
+ public:
+  explicit Served(off_t size) { st_.st_size = size; }
+  const struct stat& Attributes() const override { return st_; }
+  Result<size_t> Read(uint64_t, std::span<std::byte>) const override { return size_t{0}; }
+
+ private:
+  struct stat st_ {};
+};
+
+TEST(VisibilityGate, AKeptObjectIsServedToReadersWhoAsk) {
+  VisibilityGate g;
+  auto c = g.Close({kA, kB});
+  auto kept = c.Keep({kA, kB}, {{kA, std::make_shared<Served>(42)}});
+  c.Open();
+  EXPECT_TRUE(g.IsServed(kA));
+  EXPECT_FALSE(g.IsServed(kB));  // kept without anything to serve
+  {
+    auto p = g.Enter();
+    EXPECT_FALSE(p.Add(kA));  // a reader that cannot use it still waits
+    EXPECT_FALSE(p.AddOrServe(kB));
+    ASSERT_TRUE(p.AddOrServe(kA));
+    ASSERT_NE(p.ServedFrom(kA), nullptr);
+    EXPECT_EQ(p.ServedFrom(kA)->Attributes().st_size, 42);
+    EXPECT_EQ(p.ServedFrom(kB), nullptr);
+    EXPECT_EQ(g.ReadersOf(kA), 1u);
+  }
+  auto q = g.EnterOrServe(kA);  // does not wait
+  EXPECT_NE(q.ServedFrom(kA), nullptr);
+  q.Release();
+  kept.Open();
+  EXPECT_FALSE(g.IsServed(kA));
+  EXPECT_FALSE(g.AnyClosed());
+  // Open again, it is read as itself.
+  auto r = g.EnterOrServe(kA);
+  EXPECT_EQ(r.ServedFrom(kA), nullptr);
+}
+
+// What serves a kept object reads the transaction's staging, which goes once apply is done: the
+// hold opens only after the readers being served have let go.
+TEST(VisibilityGate, AServingHoldOpensAfterItsReadersLetGo) {
+  VisibilityGate g;
+  auto c = g.Close({kA});
+  auto kept = c.Keep({kA}, {{kA, std::make_shared<Served>(1)}});
+  c.Open();
+  auto reader = g.EnterOrServe(kA);
+  ASSERT_NE(reader.ServedFrom(kA), nullptr);
+  std::atomic<bool> opened{false};
+  std::thread apply([&] {
+    kept.Open();
+    opened = true;
+  });
+  // No longer served to newcomers once the hold is opening; still closed until it has opened.
+  Until([&] { return !g.IsServed(kA); });
+  EXPECT_TRUE(g.IsClosed(kA));
+  EXPECT_FALSE(opened);
+  reader.Release();
+  apply.join();
+  EXPECT_TRUE(opened);
+  EXPECT_FALSE(g.IsClosed(kA));
 }
 
 }  // namespace
