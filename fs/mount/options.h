@@ -77,7 +77,7 @@ struct Options {
   std::string fault_log_sync;
   // From $KTMFS_FAULT_APPLY_PAUSE (the same builds only): while this file exists, a commit's
   // apply waits before its next change, with the objects it changes closed to readers; if the
-  // file holds text, only before a change whose description contains it.
+  // file holds text, only before a change whose description contains it, while it still does.
   std::string fault_apply_pause;
   // What is left for fuse_session_new (argv[0], -o fsname=..., libfuse options).
   std::vector<std::string> fuse_args;

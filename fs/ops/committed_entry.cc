@@ -102,7 +102,7 @@ Reply Lookup(const Caller& caller, Filesystem& fs, Inode* p, const char* name) {
     if (err != 0 || fs.ReadingCommittedEntry(visible, &e, &closed)) break;
     fs.inodes().Forget(fs.Get(e.ino), 1);
     visible.Release();
-    fs.AwaitApply(closed);
+    fs.AwaitApplyOrServed(closed);
   }
   // A transaction may create the name in its own view of this directory: the kernel's cached
   // absence would hide it from the transaction's tasks.

@@ -47,8 +47,15 @@ Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
   if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1)
     return Reply::Error(ENODATA);
-  // A commit's apply may be setting the object's xattrs: read them before it or after.
-  auto visible = fs.ReadingCommitted(inode);
+  // A commit's apply may be setting the object's xattrs: read them before it or after, or as
+  // it leaves them while it copies a big file's data (ServedFrom).
+  auto visible = fs.ReadingCommittedOrServed(inode);
+  if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode)) {
+    if (auto v = served->Xattr(name)) {
+      if (!v->ok()) return Reply::Error(txops::Errno(v->status()));
+      return Reply::XattrBytes(**v, size);
+    }
+  }
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
   NodeFd fd = inode->Fd();
   ProcPath path(fd.get());
@@ -67,7 +74,7 @@ Reply Listxattr(const Caller& caller, Filesystem& fs, Inode* inode, size_t size)
   std::vector<char> names;
   fstx::VisibilityGate::Pass visible;
   if (!inode->is_virtual_root()) {
-    visible = fs.ReadingCommitted(inode);
+    visible = fs.ReadingCommittedOrServed(inode);
     IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
     NodeFd fd = inode->Fd();
     ProcPath path(fd.get());
@@ -84,13 +91,18 @@ Reply Listxattr(const Caller& caller, Filesystem& fs, Inode* inode, size_t size)
       if (errno != ERANGE) return Reply::Error(errno);
     }
   }
-  std::vector<char> shown;
+  std::vector<std::string> listed;
   for (size_t i = 0; i < names.size();) {
     const char* name = names.data() + i;
     size_t len = strnlen(name, names.size() - i);
-    if (!IsControlXattr(name)) shown.insert(shown.end(), name, name + len + 1);
+    if (!IsControlXattr(name)) listed.emplace_back(name, len);
     i += len + 1;
   }
+  if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode))
+    listed = served->XattrNames(std::move(listed));
+  std::vector<char> shown;
+  for (const std::string& name : listed)
+    shown.insert(shown.end(), name.c_str(), name.c_str() + name.size() + 1);
   return Reply::XattrBytes(std::move(shown), size);
 }
 

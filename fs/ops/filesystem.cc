@@ -262,6 +262,10 @@ void Filesystem::AwaitApply(fstx::VisibilityGate::Key key) {
   if (txs_ != nullptr) txs_->gate().Await(key);
 }
 
+void Filesystem::AwaitApplyOrServed(fstx::VisibilityGate::Key key) {
+  if (txs_ != nullptr) txs_->gate().AwaitOrServed(key);
+}
+
 int Filesystem::Lookup(Inode* parent, const char* name, fuse_entry_param* e) {
   if (parent->is_virtual_root()) {
     if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) {

@@ -82,6 +82,9 @@ class Filesystem {
   bool ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_entry_param* e,
                              fstx::VisibilityGate::Key* closed);
   void AwaitApply(fstx::VisibilityGate::Key key);
+  // The same for a reader that can be served what it reads (ReadingCommittedEntry): also
+  // returns once apply serves `key` to such readers.
+  void AwaitApplyOrServed(fstx::VisibilityGate::Key key);
   // Held by a request inside a transaction while it reads `a` and `b` (either may be null):
   // empty unless a commit's apply still writes big files in place after letting readers in
   // (FsResourceManager::ApplyAndFinish), and then a pass on both, waiting while either is

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 #include <span>
@@ -164,6 +165,8 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   }());
 }
 
+constexpr size_t kCopyAtMost = 64 << 20;
+
 void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
                      fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                      int flags) {
@@ -171,16 +174,19 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
     // Inside a transaction the kernel copies through read and write instead.
     if (txops::IsTxHandle(fi_in) || txops::IsTxHandle(fi_out)) return Reply::Error(EOPNOTSUPP);
     Filesystem& fs = Fs(req);
+    // It reads the source, which an apply may be writing: it waits for that, as a read does,
+    // before the checks of the destination, so that they still hold when it writes. The pass
+    // holds up an apply of the source while the copy runs, so one request copies a bounded
+    // amount (a short copy, which callers of copy_file_range(2) repeat).
+    auto visible = fs.ReadingCommitted(fs.Get(ino_in));
     if (int err = txops::CheckNotHeld(fs, fs.Get(ino_out)); err != 0) return Reply::Error(err);
     if (int err =
             DropSetidOnWrite(Caller::Of(req), fs, ino_out, static_cast<int>(fi_out->fh), fi_out);
         err != 0)
       return Reply::Error(err);
     loff_t in = off_in, out = off_out;
-    // A reader of the source, which an apply may be writing: it waits for that, as a read does.
-    auto visible = fs.ReadingCommitted(fs.Get(ino_in));
     ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh),
-                                &out, len, static_cast<unsigned>(flags));
+                                &out, std::min(len, kCopyAtMost), static_cast<unsigned>(flags));
     return n < 0 ? Reply::Error(errno) : Reply::Written(static_cast<size_t>(n));
   }());
 }

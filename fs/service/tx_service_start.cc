@@ -63,22 +63,32 @@ log::LogOptions DaemonLogOptions(uint64_t log_size) {
 
 // KTMFS_FAULT_APPLY_PAUSE: lets a test look at the mount while an apply is under way. A file
 // that holds text pauses only before a change whose description contains it (its first line),
-// such as the first data apply writes into a big file in place, after letting readers in.
+// such as the first data apply writes into a big file in place, after letting readers in. The
+// pause lasts while the file exists and still names that change: a test moves on to a later
+// change by putting another text in its place (rename(2), so that it never goes missing).
+std::string PauseText(const std::string& file) {
+  std::string only;
+  if (std::FILE* f = std::fopen(file.c_str(), "re")) {
+    char line[256];
+    if (std::fgets(line, sizeof line, f) != nullptr) only = line;
+    std::fclose(f);
+  }
+  if (!only.empty() && only.back() == '\n') only.pop_back();
+  return only;
+}
+
 fstx::MutationHook PauseApplyWhile(const std::string& file) {
   return [file](const std::string& what) -> Status {
     struct stat st;
-    if (stat(file.c_str(), &st) != 0) return Status::Ok();
-    std::string only;
-    if (std::FILE* f = std::fopen(file.c_str(), "re")) {
-      char line[256];
-      if (std::fgets(line, sizeof line, f) != nullptr) only = line;
-      std::fclose(f);
-    }
-    if (!only.empty() && only.back() == '\n') only.pop_back();
-    if (!only.empty() && what.find(only) == std::string::npos) return Status::Ok();
+    auto pauses = [&] {
+      if (stat(file.c_str(), &st) != 0) return false;
+      const std::string only = PauseText(file);
+      return only.empty() || what.find(only) != std::string::npos;
+    };
+    if (!pauses()) return Status::Ok();
     DaemonLog(LogLevel::kWarning,
               "fault injection: apply paused before \"" + what + "\" while " + file + " exists");
-    while (stat(file.c_str(), &st) == 0)
+    while (pauses())
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     DaemonLog(LogLevel::kWarning, "fault injection: apply resumed");
     return Status::Ok();

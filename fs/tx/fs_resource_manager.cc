@@ -364,7 +364,8 @@ VisibilityGate::Closed::ServedObjects FsResourceManager::ServedWhileApplied(
   for (const ObjectId& id : objects) {
     const StagedFile* f = it->second.staging->Find(StagedNameForExisting(id.dev, id.ino));
     if (f == nullptr) continue;
-    auto object = ServedFromStaging::Make(f, *it->second.overlay, id);
+    auto object =
+        ServedFromStaging::Make(it->second.overlay.get(), it->second.staging.get(), f, id);
     if (!object.ok()) {
       Report(false, "transaction " + tx.ToString() +
                         ": readers of a file it changed wait for "

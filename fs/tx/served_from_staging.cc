@@ -1,17 +1,25 @@
 #include "fs/tx/served_from_staging.h"
 
+#include <errno.h>
+
 #include <algorithm>
 #include <cstring>
 
 namespace ktmfs::fstx {
 
-Result<std::shared_ptr<const ServedObject>> ServedFromStaging::Make(const StagedFile* staged,
-                                                                    const TxOverlay& overlay,
+Result<std::shared_ptr<const ServedObject>> ServedFromStaging::Make(const TxOverlay* overlay,
+                                                                    const TxStaging* staging,
+                                                                    const StagedFile* staged,
                                                                     const ObjectId& object) {
   struct stat st;
   KTMFS_RETURN_IF_ERROR(staged->StatCommitted(&st));
-  ShowViewAttributes(&st, overlay.Attributes(object), overlay.Stamps(object), false);
-  return std::shared_ptr<const ServedObject>(new ServedFromStaging(staged, st));
+  // Apply has already placed the file's names (Applier::Place, before let_in): its links are
+  // the commit's, which the view's own count would add a second time.
+  const nlink_t links = st.st_nlink;
+  ShowViewAttributes(&st, overlay->Attributes(object), overlay->Stamps(object), false);
+  st.st_nlink = links;
+  return std::shared_ptr<const ServedObject>(
+      new ServedFromStaging(overlay, staging, staged, object, st));
 }
 
 Result<size_t> ServedFromStaging::Read(uint64_t offset, std::span<std::byte> out) const {
@@ -23,6 +31,24 @@ Result<size_t> ServedFromStaging::Read(uint64_t offset, std::span<std::byte> out
   if (!n.ok()) return n.status();
   std::memset(out.data() + *n, 0, out.size() - *n);
   return out.size();
+}
+
+std::optional<Result<std::string>> ServedFromStaging::Xattr(const std::string& name) const {
+  XattrLookup x = overlay_->GetXattr(object_, name);
+  switch (x.kind) {
+    case XattrLookup::Kind::kUnchanged:
+      return std::nullopt;
+    case XattrLookup::Kind::kRemoved:
+      return Result<std::string>(Status::Error(ENODATA, name));
+    case XattrLookup::Kind::kValue:
+      if (x.stored) return staging_->LoadValue(*x.stored);
+      return Result<std::string>(std::move(x.value));
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> ServedFromStaging::XattrNames(std::vector<std::string> own) const {
+  return overlay_->Xattrs(object_, own);
 }
 
 }  // namespace ktmfs::fstx

@@ -3,8 +3,9 @@
 // commit leaves it, read from where its transaction left the data. The bytes come from the
 // staged file over the committed one (StagedFile::Read); apply writes only the ranges the staged
 // file holds and cuts the file past its new end, so the committed bytes read here are ones it
-// leaves alone. The attributes are the transaction's view of the file at its commit, taken before
-// apply changes the file at all.
+// leaves alone. The attributes are the transaction's view of the file at its commit, taken once
+// apply has placed its names (so its link count is the file's own) and before it changes its
+// content or attributes.
 #pragma once
 
 #include <sys/stat.h>
@@ -17,19 +18,31 @@ namespace ktmfs::fstx {
 
 class ServedFromStaging : public ServedObject {
  public:
-  // `staged` must outlive this (the gate's hold that serves it waits for its readers).
-  // `overlay` is the transaction's view of the file's backing directory, for `object`.
-  static Result<std::shared_ptr<const ServedObject>> Make(const StagedFile* staged,
-                                                          const TxOverlay& overlay,
+  // `overlay` is the transaction's view of the file's backing directory, `staging` its staging
+  // there, which holds `staged`; all three must outlive this (the gate's hold that serves it
+  // waits for its readers before apply drops them).
+  static Result<std::shared_ptr<const ServedObject>> Make(const TxOverlay* overlay,
+                                                          const TxStaging* staging,
+                                                          const StagedFile* staged,
                                                           const ObjectId& object);
 
   const struct stat& Attributes() const override { return attributes_; }
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const override;
+  std::optional<Result<std::string>> Xattr(const std::string& name) const override;
+  std::vector<std::string> XattrNames(std::vector<std::string> own) const override;
 
  private:
-  ServedFromStaging(const StagedFile* staged, const struct stat& attributes)
-      : staged_(staged), attributes_(attributes) {}
+  ServedFromStaging(const TxOverlay* overlay, const TxStaging* staging, const StagedFile* staged,
+                    const ObjectId& object, const struct stat& attributes)
+      : overlay_(overlay),
+        staging_(staging),
+        staged_(staged),
+        object_(object),
+        attributes_(attributes) {}
+  const TxOverlay* const overlay_;
+  const TxStaging* const staging_;
   const StagedFile* const staged_;
+  const ObjectId object_;
   const struct stat attributes_;
 };
 

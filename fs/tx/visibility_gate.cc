@@ -150,6 +150,8 @@ VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys
   kept.gate_ = gate_;
   // Each hold opens once, and counts as an apply running until it does.
   gate_->applies_running_++;
+  // Readers waiting for these may be served now (AwaitOrServed).
+  if (kept.serves_) gate_->changed_.notify_all();
   return kept;
 }
 
@@ -174,7 +176,11 @@ VisibilityGate::Pass VisibilityGate::EnterWith(Key key, bool serve) {
     Pass p = Enter();
     if (serve ? p.AddOrServe(key) : p.Add(key)) return p;
     p.Release();
-    Await(key);
+    if (serve) {
+      AwaitOrServed(key);
+    } else {
+      Await(key);
+    }
   }
 }
 
@@ -189,6 +195,11 @@ VisibilityGate::Pass VisibilityGate::EnterOrServe(Key key) {
 void VisibilityGate::Await(Key key) {
   std::unique_lock l(mu_);
   changed_.wait(l, [&] { return !closed_.contains(key); });
+}
+
+void VisibilityGate::AwaitOrServed(Key key) {
+  std::unique_lock l(mu_);
+  changed_.wait(l, [&] { return !closed_.contains(key) || served_.contains(key); });
 }
 
 VisibilityGate::Closed VisibilityGate::Close(std::vector<Key> keys) {

@@ -30,8 +30,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -47,6 +49,11 @@ class ServedObject {
   virtual const struct stat& Attributes() const = 0;
   // Fills `out` from `offset`; the bytes read (short only at the end).
   virtual Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const = 0;
+  // The value of the extended attribute `name`: nullopt where it is the object's own value (or
+  // absence), which apply leaves as it is; ENODATA where the commit removes it.
+  virtual std::optional<Result<std::string>> Xattr(const std::string& name) const = 0;
+  // The names of its extended attributes, given the object's own.
+  virtual std::vector<std::string> XattrNames(std::vector<std::string> own) const = 0;
 };
 
 class VisibilityGate {
@@ -135,6 +142,9 @@ class VisibilityGate {
   Pass EnterOrServe(Key key);
   // Waits until no apply has `key` closed (the caller holds no pass).
   void Await(Key key);
+  // The same for a reader that can be served (Pass::AddOrServe): also returns once `key` is
+  // served, so a reader that came before apply let readers in is served too.
+  void AwaitOrServed(Key key);
 
   // Closes `keys` to new readers and waits until the readers counted on them have let go.
   // Applies that close the same object run one after the other: the second waits here. No keys:

@@ -7,11 +7,13 @@
 //       script does it (the control xattrs, each file truncated and written whole).
 //   tx_bench big ktmfs|native DIR BYTES new|existing         -> seconds
 //       one file of BYTES (suffix K, M or G) written in 1 MiB writes, until durable.
-//   tx_bench reader DIR BYTES commit|idle [inside]           -> milliseconds
+//   tx_bench reader DIR BYTES commit|idle [inside|same]      -> milliseconds
 //       the worst round of a reader of an unrelated file (stat, then open, read 4 KiB, close):
 //       while one transaction's commit overwrites an existing file of BYTES, or for 3 s of no
 //       commit at all. "inside": the reader runs inside a transaction of its own, and the
 //       commit overwrites all of the file but its first 4 KiB (so apply writes it in place).
+//       "same": the reader, outside transactions, reads the file the commit writes in place
+//       instead (with no commit: the unrelated file, as there is no such file then).
 //   tx_bench probe MOUNT                                     -> whether ktmfs serves transactions
 //
 // DIR must be an empty directory (on the mount for ktmfs). Exit status: 0 measured, 1 failed,
@@ -44,7 +46,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tx_bench small ktmfs|ktmfs-script|posix|sqlite DIR CLIENTS SECONDS\n"
                "       tx_bench big ktmfs|native DIR BYTES new|existing\n"
-               "       tx_bench reader DIR BYTES commit|idle [inside]\n"
+               "       tx_bench reader DIR BYTES commit|idle [inside|same]\n"
                "       tx_bench probe MOUNT\n");
   return kExitUsage;
 }
@@ -212,13 +214,14 @@ int Reader(int argc, char** argv) {
   w.dir = argv[2];
   const std::string when = argv[4];
   const bool inside = argc == 6 && std::string(argv[5]) == "inside";
+  const bool same = argc == 6 && std::string(argv[5]) == "same";
   if (!ParseCount(argv[3], &w.bytes) || (when != "commit" && when != "idle") ||
-      (argc == 6 && !inside)) {
+      (argc == 6 && !inside && !same)) {
     return Usage();
   }
-  // Inside a transaction, the commit changes the file in part: apply then copies its data in
-  // place, where a whole rewrite is only renamed into place.
-  if (inside) w.from = 4096;
+  // Inside a transaction, or reading the file itself, the commit changes the file in part:
+  // apply then copies its data in place, where a whole rewrite is only renamed into place.
+  if (inside || same) w.from = 4096;
   if (int rc = ProbeOrExit(w.dir); rc != 0) return rc;
   const std::string unrelated = w.dir + "/unrelated";
   {
@@ -228,7 +231,8 @@ int Reader(int argc, char** argv) {
     bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
     if (std::fclose(f) != 0 || !ok) return Fail("write " + unrelated);
   }
-  ReaderProbe probe(unrelated, inside ? w.dir : "");
+  // The big file exists once the transaction has written it, before the probe starts.
+  ReaderProbe probe(same && when == "commit" ? BigWritePath(w) : unrelated, inside ? w.dir : "");
   std::string error;
   if (when == "commit") {
     w.probe = &probe;

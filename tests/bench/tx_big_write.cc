@@ -151,8 +151,12 @@ std::string Check(const BigWrite& w, const std::string& path, const std::vector<
 
 }  // namespace
 
+std::string BigWritePath(const BigWrite& w) {
+  return w.dir + "/big";
+}
+
 std::string TimeBigWrite(const BigWrite& w, double* seconds) {
-  std::string path = w.dir + "/big";
+  std::string path = BigWritePath(w);
   if (unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoMessage("unlink " + path, errno);
   std::string error = w.existing ? MakeExisting(w, path) : "";
   if (!error.empty()) return error;

@@ -27,5 +27,7 @@ struct BigWrite {
 // of the directory for a new file) natively, the commit for ktmfs. Preparing the existing
 // file, checking the result and removing the file are not timed. "" or a message.
 std::string TimeBigWrite(const BigWrite& w, double* seconds);
+// The file TimeBigWrite writes.
+std::string BigWritePath(const BigWrite& w);
 
 }  // namespace ktmfs::bench

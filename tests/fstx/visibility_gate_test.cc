@@ -175,6 +175,10 @@ class Served : public ServedObject {
   explicit Served(off_t size) { st_.st_size = size; }
   const struct stat& Attributes() const override { return st_; }
   Result<size_t> Read(uint64_t, std::span<std::byte>) const override { return size_t{0}; }
+  std::optional<Result<std::string>> Xattr(const std::string&) const override {
+    return std::nullopt;
+  }
+  std::vector<std::string> XattrNames(std::vector<std::string> own) const override { return own; }
 
  private:
   struct stat st_ {};
@@ -210,6 +214,22 @@ TEST(VisibilityGate, AKeptObjectIsServedToReadersWhoAsk) {
 
 // What serves a kept object reads the transaction's staging, which goes once apply is done: the
 // hold opens only after the readers being served have let go.
+// A reader that came while the object was closed, before apply let readers in, is served too.
+TEST(VisibilityGate, AReaderWaitingForAnObjectIsServedOnceItIs) {
+  VisibilityGate g;
+  auto c = g.Close({kA});
+  std::atomic<bool> served{false};
+  std::thread reader([&] {
+    auto p = g.EnterOrServe(kA);
+    served = p.ServedFrom(kA) != nullptr;
+  });
+  auto kept = c.Keep({kA}, {{kA, std::make_shared<Served>(1)}});
+  c.Open();
+  reader.join();  // before the kept hold opens
+  EXPECT_TRUE(served);
+  kept.Open();
+}
+
 TEST(VisibilityGate, AServingHoldOpensAfterItsReadersLetGo) {
   VisibilityGate g;
   auto c = g.Close({kA});
