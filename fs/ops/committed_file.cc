@@ -98,13 +98,13 @@ Reply Open(const Caller& caller, Filesystem& fs, Inode* inode, fuse_file_info* f
   if (fi->flags & O_TRUNC) {
     if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
   }
-  // While apply writes the file's data in place, its readers are served it from staging. An
-  // open beside passed-through files of the node is passed through too (the kernel refuses a
-  // mix), and would read the backing file half written: it waits for the apply. A first open
-  // is not passed through meanwhile (the file is unsettled).
+  // An open beside passed-through files of the node is passed through too (the kernel refuses
+  // a mix), and would read the backing file while an apply writes it (half written, where
+  // readers the daemon serves are served it whole from staging): it waits for the apply. A
+  // first open is not passed through while the file is unsettled.
   if (fs.txs() != nullptr && fs.passthrough().PassesThrough(inode)) {
     const fstx::VisibilityGate::Key key{inode->dev, inode->ino};
-    if (fs.txs()->gate().IsServed(key)) fs.AwaitApply(key);
+    if (fs.txs()->gate().IsClosed(key)) fs.AwaitApply(key);
   }
   int fd, open_err = 0;
   {

@@ -45,7 +45,9 @@ Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
   const bool caps =
       inode->type == S_IFREG && !inode->is_tx_version() && std::strcmp(name, kCapabilityXattr) == 0;
   const uint64_t gen = caps ? inode->xattr_gen.load(std::memory_order_acquire) : 0;
-  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1)
+  // Not while an apply has anything closed: it may be changing this object's, or serving it.
+  if (caps && inode->caps_absent_at.load(std::memory_order_acquire) == gen + 1 &&
+      !(fs.txs() != nullptr && fs.txs()->gate().AnyClosed()))
     return Reply::Error(ENODATA);
   // A commit's apply may be setting the object's xattrs: read them before it or after, or as
   // it leaves them while it copies a big file's data (ServedFrom).

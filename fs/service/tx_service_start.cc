@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include "fs/mount/daemon_log.h"
@@ -66,24 +67,23 @@ log::LogOptions DaemonLogOptions(uint64_t log_size) {
 // such as the first data apply writes into a big file in place, after letting readers in. The
 // pause lasts while the file exists and still names that change: a test moves on to a later
 // change by putting another text in its place (rename(2), so that it never goes missing).
-std::string PauseText(const std::string& file) {
+// The file's first line; nullopt once it is gone.
+std::optional<std::string> PauseText(const std::string& file) {
+  std::FILE* f = std::fopen(file.c_str(), "re");
+  if (f == nullptr) return std::nullopt;
   std::string only;
-  if (std::FILE* f = std::fopen(file.c_str(), "re")) {
-    char line[256];
-    if (std::fgets(line, sizeof line, f) != nullptr) only = line;
-    std::fclose(f);
-  }
+  char line[256];
+  if (std::fgets(line, sizeof line, f) != nullptr) only = line;
+  std::fclose(f);
   if (!only.empty() && only.back() == '\n') only.pop_back();
   return only;
 }
 
 fstx::MutationHook PauseApplyWhile(const std::string& file) {
   return [file](const std::string& what) -> Status {
-    struct stat st;
     auto pauses = [&] {
-      if (stat(file.c_str(), &st) != 0) return false;
-      const std::string only = PauseText(file);
-      return only.empty() || what.find(only) != std::string::npos;
+      const std::optional<std::string> only = PauseText(file);
+      return only && (only->empty() || what.find(*only) != std::string::npos);
     };
     if (!pauses()) return Status::Ok();
     DaemonLog(LogLevel::kWarning,

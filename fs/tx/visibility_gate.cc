@@ -194,12 +194,21 @@ VisibilityGate::Pass VisibilityGate::EnterOrServe(Key key) {
 
 void VisibilityGate::Await(Key key) {
   std::unique_lock l(mu_);
+  waiting_++;
   changed_.wait(l, [&] { return !closed_.contains(key); });
+  waiting_--;
 }
 
 void VisibilityGate::AwaitOrServed(Key key) {
   std::unique_lock l(mu_);
+  waiting_++;
   changed_.wait(l, [&] { return !closed_.contains(key) || served_.contains(key); });
+  waiting_--;
+}
+
+size_t VisibilityGate::Waiting() const {
+  std::lock_guard l(mu_);
+  return waiting_;
 }
 
 VisibilityGate::Closed VisibilityGate::Close(std::vector<Key> keys) {

@@ -162,6 +162,8 @@ class VisibilityGate {
   bool IsClosed(Key key) const;
   // Whether readers who ask are served `key` from a ServedObject now.
   bool IsServed(Key key) const;
+  // How many readers wait in Await or AwaitOrServed.
+  size_t Waiting() const;
 
  private:
   mutable std::mutex mu_;
@@ -173,6 +175,7 @@ class VisibilityGate {
   uint32_t applies_running_ = 0;         // of those, the ones not opened again yet
   uint64_t opens_ = 0;                   // counts holds that opened objects
   std::atomic<size_t> closed_count_{0};  // closed_.size(), for AnyClosed
+  size_t waiting_ = 0;                   // readers in Await or AwaitOrServed
 
   void ReleaseLocked(std::vector<Key>& keys);
   Pass EnterWith(Key key, bool serve);

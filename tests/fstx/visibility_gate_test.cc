@@ -223,6 +223,7 @@ TEST(VisibilityGate, AReaderWaitingForAnObjectIsServedOnceItIs) {
     auto p = g.EnterOrServe(kA);
     served = p.ServedFrom(kA) != nullptr;
   });
+  Until([&] { return g.Waiting() == 1; });
   auto kept = c.Keep({kA}, {{kA, std::make_shared<Served>(1)}});
   c.Open();
   reader.join();  // before the kept hold opens
