@@ -60,25 +60,28 @@ struct Changes {
                           .mode = 0644,
                           .staged_file = StagedNameForNew(*n)});
   }
-  Status Write(const Guid& tx, const std::string& name, uint64_t off, const std::string& data) {
+  // Locks the existing file `name` for `tx` and gives its staged file, made if `make`.
+  Result<StagedFile*> Staged(const Guid& tx, const std::string& name, bool make) {
     ObjectId id = IdOf(root + "/" + name);
     KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {ObjectKey{id.dev, id.ino}}));
     auto st = rm->Staging(tx);
     if (!st.ok()) return st.status();
-    std::string staged = StagedNameForExisting(id.dev, id.ino);
-    StagedFile* f = (*st)->Find(staged);
-    if (!f) {
-      int fd = ::open((root + "/" + name).c_str(), O_RDONLY);
-      auto made = (*st)->FileFor(staged, fd);
-      ::close(fd);
-      if (!made.ok()) return made.status();
-      f = *made;
-    }
-    KTMFS_RETURN_IF_ERROR(f->Write(off, B(data)));
+    const std::string staged = StagedNameForExisting(id.dev, id.ino);
+    if (StagedFile* f = (*st)->Find(staged)) return f;
+    if (!make) return Status::Error(ENOENT, "write " + name + " first");
+    int fd = ::open((root + "/" + name).c_str(), O_RDONLY);
+    auto made = (*st)->FileFor(staged, fd);
+    ::close(fd);
+    return made;
+  }
+  Status Write(const Guid& tx, const std::string& name, uint64_t off, const std::string& data) {
+    auto f = Staged(tx, name, true);
+    if (!f.ok()) return f.status();
+    KTMFS_RETURN_IF_ERROR((*f)->Write(off, B(data)));
     return rm->LogOp(tx, {.kind = OpKind::kWriteExtent,
-                          .object = id,
+                          .object = IdOf(root + "/" + name),
                           .path = name,
-                          .staged_file = staged,
+                          .staged_file = (*f)->name(),
                           .offset = off,
                           .length = data.size()});
   }
@@ -94,17 +97,14 @@ struct Changes {
                           .data = data});
   }
   Status Truncate(const Guid& tx, const std::string& name, uint64_t size) {
-    ObjectId id = IdOf(root + "/" + name);
-    KTMFS_RETURN_IF_ERROR(rm->Lock(tx, {ObjectKey{id.dev, id.ino}}));
-    auto st = rm->Staging(tx);
-    if (!st.ok()) return st.status();
-    std::string staged = StagedNameForExisting(id.dev, id.ino);
-    StagedFile* f = (*st)->Find(staged);
-    if (!f) return Status::Error(ENOENT, "write " + name + " first");
-    KTMFS_RETURN_IF_ERROR(f->Truncate(size));
-    return rm->LogOp(
-        tx,
-        {.kind = OpKind::kSetattr, .object = id, .path = name, .set_mask = kSetSize, .size = size});
+    auto f = Staged(tx, name, false);
+    if (!f.ok()) return f.status();
+    KTMFS_RETURN_IF_ERROR((*f)->Truncate(size));
+    return rm->LogOp(tx, {.kind = OpKind::kSetattr,
+                          .object = IdOf(root + "/" + name),
+                          .path = name,
+                          .set_mask = kSetSize,
+                          .size = size});
   }
   Status Rename(const Guid& tx, const std::string& from, const std::string& to) {
     ObjectId id = IdOf(root + "/" + from);
@@ -509,13 +509,23 @@ TEST(FsRm, ApplyInterruptedIsRedoneByRecovery) {
 // A commit that writes a big file in place lets readers into everything else before it writes
 // that file's data: the visibility lock, which readers inside transactions take, is free, and
 // only the big file stays closed at the gate, until its data is there.
-TEST(FsRm, ABigFileWrittenInPlaceKeepsOnlyItselfFromReaders) {
+// A world whose commits take the visibility lock and close the gate, with a 3 MiB big.bin.
+struct GatedWorld {
+  GatedWorld() {
+    w.visibility = &visibility;
+    w.gate = &gate;
+    WriteFile(w.root() + "/big.bin", std::string(3 << 20, 'o'));
+  }
   std::shared_mutex visibility;
   VisibilityGate gate;
   FsRmWorld w;
-  w.visibility = &visibility;
-  w.gate = &gate;
-  WriteFile(w.root() + "/big.bin", std::string(3 << 20, 'o'));
+};
+
+TEST(FsRm, ABigFileWrittenInPlaceKeepsOnlyItselfFromReaders) {
+  GatedWorld g;
+  FsRmWorld& w = g.w;
+  std::shared_mutex& visibility = g.visibility;
+  VisibilityGate& gate = g.gate;
   ASSERT_TRUE(w.Start().ok());
   const ObjectId big = IdOf(w.root() + "/big.bin");
   const ObjectId a = IdOf(w.root() + "/a.txt");
@@ -555,12 +565,9 @@ TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
   };
   for (const Case c : {Case{"grown", 0}, Case{"cut short after the write", (1 << 20) + 12345}}) {
     SCOPED_TRACE(c.what);
-    std::shared_mutex visibility;
-    VisibilityGate gate;
-    FsRmWorld w;
-    w.visibility = &visibility;
-    w.gate = &gate;
-    WriteFile(w.root() + "/big.bin", std::string(3 << 20, 'o'));
+    GatedWorld g;
+    FsRmWorld& w = g.w;
+    VisibilityGate& gate = g.gate;
     ASSERT_TRUE(w.Start().ok());
     const ObjectId big = IdOf(w.root() + "/big.bin");
     const VisibilityGate::Key key{big.dev, big.ino};
