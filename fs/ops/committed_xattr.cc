@@ -73,39 +73,18 @@ Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
 }
 
 Reply Listxattr(const Caller& caller, Filesystem& fs, Inode* inode, size_t size) {
-  std::vector<char> names;
+  std::vector<std::string> listed;
   fstx::VisibilityGate::Pass visible;
   if (!inode->is_virtual_root()) {
     visible = fs.ReadingCommittedOrServed(inode);
     IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
     NodeFd fd = inode->Fd();
-    ProcPath path(fd.get());
-    // The list is filtered, so its size is known only after reading it whole.
-    while (true) {
-      ssize_t n = listxattr(path.c_str(), nullptr, 0);
-      if (n < 0) return Reply::Error(errno);
-      names.resize(static_cast<size_t>(n));
-      n = listxattr(path.c_str(), names.data(), names.size());
-      if (n >= 0) {
-        names.resize(static_cast<size_t>(n));
-        break;
-      }
-      if (errno != ERANGE) return Reply::Error(errno);
-    }
-  }
-  std::vector<std::string> listed;
-  for (size_t i = 0; i < names.size();) {
-    const char* name = names.data() + i;
-    size_t len = strnlen(name, names.size() - i);
-    if (!IsControlXattr(name)) listed.emplace_back(name, len);
-    i += len + 1;
+    if (int err = txops::ShownXattrNames(ProcPath(fd.get()).c_str(), &listed); err != 0)
+      return Reply::Error(err);
   }
   if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode))
     listed = served->XattrNames(std::move(listed));
-  std::vector<char> shown;
-  for (const std::string& name : listed)
-    shown.insert(shown.end(), name.c_str(), name.c_str() + name.size() + 1);
-  return Reply::XattrBytes(std::move(shown), size);
+  return txops::XattrNamesReply(listed, size);
 }
 
 Reply Setxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* name,

@@ -84,14 +84,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   Inode* inode = fs.Get(ino);
   auto visible = fs.ReadingCommittedOrServed(inode);
   if (const fstx::ServedObject* served = fs.ServedFrom(visible, inode)) {
-    std::vector<char> buf(size);
-    auto n = served->Read(static_cast<uint64_t>(off), std::as_writable_bytes(std::span(buf)));
-    if (!n.ok()) {
-      Send(req, Reply::Error(txops::Errno(n.status())));
-      return;
-    }
-    buf.resize(*n);
-    Send(req, Reply::Bytes(std::move(buf)));
+    Send(req, txops::ReadInto(*served, size, off));
     return;
   }
   Send(req, Reply::FileData(static_cast<int>(fi->fh), size, off));

@@ -1,10 +1,14 @@
 // Helpers shared by the transactional operations (tx_ops_*.cc).
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "fs/fuse/reply.h"
 #include "fs/ops/permission.h"
 #include "fs/ops/posix_acl.h"
 #include "fs/ops/tx_ops.h"
@@ -13,6 +17,23 @@ namespace ktmfs::fs::txops {
 
 // A Status as a FUSE errno (EIO when it has none).
 int Errno(const Status& s);
+
+// A read of up to `size` bytes at `off` from a source that fills a span (a staged file, or a
+// file served from staging while apply copies it), as the reply.
+template <class Source>
+Reply ReadInto(const Source& source, size_t size, off_t off) {
+  std::vector<char> buf(size);
+  auto n = source.Read(static_cast<uint64_t>(off), std::as_writable_bytes(std::span(buf)));
+  if (!n.ok()) return Reply::Error(Errno(n.status()));
+  buf.resize(*n);
+  return Reply::Bytes(std::move(buf));
+}
+
+// The xattr names of the object at `path` (a /proc path of its descriptor) that are shown,
+// control names left out, or an errno.
+int ShownXattrNames(const char* path, std::vector<std::string>* out);
+// A listxattr reply of `names` for a caller who asked for `size` bytes (0: only the size).
+Reply XattrNamesReply(const std::vector<std::string>& names, size_t size);
 
 // Where a node is in the transaction's view.
 Result<std::string> NodePath(Filesystem& fs, const TxGuard& tx, Inode* inode);

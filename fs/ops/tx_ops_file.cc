@@ -251,13 +251,7 @@ Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_
     fd = AfterEndFd(h);
     if (fd < 0) return Reply::Error(errno);
   } else if (!h->is_new()) {
-    if (fstx::StagedFile* f = StagedOf(fs, tx, h)) {
-      std::vector<char> buf(size);
-      auto n = f->Read(static_cast<uint64_t>(off), std::as_writable_bytes(std::span(buf)));
-      if (!n.ok()) return Reply::Error(Errno(n.status()));
-      buf.resize(*n);
-      return Reply::Bytes(std::move(buf));
-    }
+    if (fstx::StagedFile* f = StagedOf(fs, tx, h)) return ReadInto(*f, size, off);
   }
   return Reply::FileData(fd, size, off);
 }

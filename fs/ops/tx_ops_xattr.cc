@@ -147,27 +147,48 @@ Reply Getxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name
   return err != 0 ? Reply::Error(err) : Reply::XattrBytes(*v, size);
 }
 
+int ShownXattrNames(const char* path, std::vector<std::string>* out) {
+  std::vector<char> names;
+  // The list is filtered, so its size is known only after reading it whole; it may grow
+  // between the two calls.
+  while (true) {
+    ssize_t n = listxattr(path, nullptr, 0);
+    if (n < 0) return errno;
+    names.resize(static_cast<size_t>(n));
+    n = listxattr(path, names.data(), names.size());
+    if (n >= 0) {
+      names.resize(static_cast<size_t>(n));
+      break;
+    }
+    if (errno != ERANGE) return errno;
+  }
+  out->clear();
+  for (size_t i = 0; i < names.size();) {
+    const char* name = names.data() + i;
+    size_t len = strnlen(name, names.size() - i);
+    if (!IsControlXattr(name)) out->emplace_back(name, len);
+    i += len + 1;
+  }
+  return 0;
+}
+
+Reply XattrNamesReply(const std::vector<std::string>& names, size_t size) {
+  std::vector<char> shown;
+  for (const std::string& name : names)
+    shown.insert(shown.end(), name.c_str(), name.c_str() + name.size() + 1);
+  return Reply::XattrBytes(std::move(shown), size);
+}
+
 Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
   std::vector<std::string> names;
   if (!IsNew(inode)) {
     NodeFd fd = inode->Fd();
-    ProcPath path(fd.get());
-    ssize_t n = listxattr(path.c_str(), nullptr, 0);
-    std::vector<char> buf(n > 0 ? static_cast<size_t>(n) : 0);
-    if (n > 0) n = listxattr(path.c_str(), buf.data(), buf.size());
-    if (n < 0) return Reply::Error(errno);
-    for (size_t i = 0; i < static_cast<size_t>(n);) {
-      std::string name(buf.data() + i);
-      i += name.size() + 1;
-      if (!IsControlXattr(name.c_str())) names.push_back(name);
-    }
+    if (int err = ShownXattrNames(ProcPath(fd.get()).c_str(), &names); err != 0)
+      return Reply::Error(err);
   }
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
     names = ov->Xattrs(ObjectOf(inode), names);
-  std::vector<char> shown;
-  for (const auto& n : names)
-    shown.insert(shown.end(), n.c_str(), n.c_str() + n.size() + 1);
-  return Reply::XattrBytes(std::move(shown), size);
+  return XattrNamesReply(names, size);
 }
 
 // The namespaces a transaction can record: what the backing filesystem would take as plain

@@ -157,8 +157,10 @@ class VisibilityGate {
   // its request ends.
   bool AnyClosed() const { return closed_count_.load(std::memory_order_acquire) != 0; }
 
-  // For tests: how many readers are counted on `key` and whether it is closed.
+  // For tests: how many readers are counted on `key`.
   size_t ReadersOf(Key key) const;
+  // Whether an apply has `key` closed: a committed open that would hand the kernel the backing
+  // file itself (passthrough) waits for the apply then, as it could not be served.
   bool IsClosed(Key key) const;
   // Whether readers who ask are served `key` from a ServedObject now.
   bool IsServed(Key key) const;
@@ -167,7 +169,8 @@ class VisibilityGate {
 
  private:
   mutable std::mutex mu_;
-  std::condition_variable changed_;      // a reader let go, or an apply opened its objects
+  // A reader let go, an apply opened its objects, or a hold began serving them.
+  std::condition_variable changed_;
   std::map<Key, uint32_t> readers_;      // readers counted per object (absent: none)
   std::set<Key> closed_;                 // objects an apply has closed
   Closed::ServedObjects served_;         // of those, the ones readers may be served
