@@ -398,11 +398,13 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     // transaction keeps its locks meanwhile, so nothing else changes those files or moves a
     // directory above them; its staging stays until apply is done.
     VisibilityGate::Closed late;
+    VisibilityGate::Closed::ServedObjects served;
     auto let_in = [&](const std::vector<ObjectId>& still_changing) {
       std::vector<VisibilityGate::Key> keys;
       for (const ObjectId& id : still_changing)
         keys.push_back({id.dev, id.ino});
-      late = closed.Keep(keys, ServedWhileApplied(tx, still_changing));
+      served = ServedWhileApplied(tx, still_changing);
+      late = closed.Keep(keys, served);
       closed.Open();
       if (visible.owns_lock()) visible.unlock();
     };
@@ -412,6 +414,14 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
     auto r = ApplyChanges(Target(tx), ops, apply_hook_, replace_when, close_gate, let_in);
     if (r.ok()) changes = std::move(*r);
     s = r.status();
+    // Before `late` lets its readers read the files themselves. The data is in place whatever
+    // this meets, so it only reports.
+    for (const auto& [key, object] : served) {
+      if (Status kept = s.ok() ? object->KeepWhatWasServed() : Status::Ok(); !kept.ok())
+        Report(false, "transaction " + tx.ToString() +
+                          ": a file served from staging during its apply keeps the time apply " +
+                          "gave it, not the one its readers were shown (" + kept.ToString() + ")");
+    }
   }
   if (changes && !changes->replaced.empty()) {
     std::lock_guard l(mu_);

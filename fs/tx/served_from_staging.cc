@@ -1,6 +1,7 @@
 #include "fs/tx/served_from_staging.h"
 
 #include <errno.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -16,8 +17,15 @@ Result<std::shared_ptr<const ServedObject>> ServedFromStaging::Make(const TxOver
   // Apply has already placed the file's names (Applier::Place, before let_in): its links are
   // the commit's, which the view's own count would add a second time.
   const nlink_t links = st.st_nlink;
-  ShowViewAttributes(&st, overlay->Attributes(object), overlay->Stamps(object), false);
+  const std::optional<AttrOverride> attrs = overlay->Attributes(object);
+  const std::optional<ViewStamps> stamps = overlay->Stamps(object);
+  ShowViewAttributes(&st, attrs, stamps, false);
   st.st_nlink = links;
+  // Its data changes: the committed file's own time would say it had not.
+  if (!(attrs && attrs->mtime_ns) && !(stamps && stamps->mtime)) {
+    if (::clock_gettime(CLOCK_REALTIME, &st.st_mtim) != 0)
+      return Status::FromErrno("the time to show for the file");
+  }
   return std::shared_ptr<const ServedObject>(
       new ServedFromStaging(overlay, staging, staged, object, st));
 }
@@ -49,6 +57,10 @@ std::optional<Result<std::string>> ServedFromStaging::Xattr(const std::string& n
 
 std::vector<std::string> ServedFromStaging::XattrNames(std::vector<std::string> own) const {
   return overlay_->Xattrs(object_, own);
+}
+
+Status ServedFromStaging::KeepWhatWasServed() const {
+  return staged_->SetCommittedMtime(attributes_.st_mtim);
 }
 
 }  // namespace ktmfs::fstx

@@ -5,7 +5,10 @@
 // file holds and cuts the file past its new end, so the committed bytes read here are ones it
 // leaves alone. The attributes are the transaction's view of the file at its commit, taken once
 // apply has placed its names (so its link count is the file's own) and before it changes its
-// content or attributes.
+// content or attributes. Its modification time is the view's (the transaction's last write or
+// its explicit time), or the commit's instant where the view has none, and the file keeps it
+// once apply is done (KeepWhatWasServed); its change time moves then, as it does at every change
+// the backing filesystem makes.
 #pragma once
 
 #include <sys/stat.h>
@@ -30,6 +33,7 @@ class ServedFromStaging : public ServedObject {
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const override;
   std::optional<Result<std::string>> Xattr(const std::string& name) const override;
   std::vector<std::string> XattrNames(std::vector<std::string> own) const override;
+  Status KeepWhatWasServed() const override;
 
  private:
   ServedFromStaging(const TxOverlay* overlay, const TxStaging* staging, const StagedFile* staged,

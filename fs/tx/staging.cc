@@ -353,6 +353,14 @@ Status StagedFile::StatCommitted(struct stat* st) const {
   return Status::Ok();
 }
 
+Status StagedFile::SetCommittedMtime(const timespec& mtime) const {
+  if (committed_fd_ < 0) return Status::Error(ENOENT, "no committed file under " + path_);
+  const timespec times[2] = {{0, UTIME_OMIT}, mtime};
+  if (::futimens(committed_fd_, times) != 0)
+    return Status::FromErrno("modification time of the committed file of " + path_);
+  return Status::Ok();
+}
+
 uint64_t StagedFile::size() const {
   std::lock_guard lock(mu_);
   return size_;

@@ -49,6 +49,8 @@ class StagedFile {
   Status Truncate(uint64_t size);
   // The attributes of the committed file this one's writes go over (an existing file's).
   Status StatCommitted(struct stat* st) const;
+  // Sets the committed file's modification time (its access time stays).
+  Status SetCommittedMtime(const timespec& mtime) const;
   uint64_t size() const;
   std::vector<Extent> written() const;
   const std::string& name() const { return name_; }

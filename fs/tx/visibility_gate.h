@@ -54,6 +54,10 @@ class ServedObject {
   virtual std::optional<Result<std::string>> Xattr(const std::string& name) const = 0;
   // The names of its extended attributes, given the object's own.
   virtual std::vector<std::string> XattrNames(std::vector<std::string> own) const = 0;
+  // Called once apply has written the object, before its readers read the object itself again:
+  // gives it what its readers were shown where apply alone would give it something else (the
+  // modification time, which apply's own writes stamp), so nothing changes when serving ends.
+  virtual Status KeepWhatWasServed() const = 0;
 };
 
 class VisibilityGate {

@@ -577,6 +577,10 @@ TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
     expected.replace(4096, first.size(), first);
     expected.replace(2 << 20, second.size(), second);
     if (c.truncate_to != 0) expected.resize(c.truncate_to);
+    // A time long past, so the commit's own shows.
+    const timespec long_ago[2] = {{0, UTIME_OMIT}, {1'000'000'000, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (w.root() + "/big.bin").c_str(), long_ago, 0), 0);
+    std::optional<timespec> served_mtime;
     auto tx = w.tm().Begin({});
     ASSERT_TRUE(w.changes().Write(*tx, "big.bin", 4096, first).ok());
     ASSERT_TRUE(w.changes().Write(*tx, "big.bin", 2 << 20, second).ok());
@@ -599,6 +603,13 @@ TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
       EXPECT_TRUE(n.ok()) << what;
       got.resize(n.ok() ? *n : 0);
       EXPECT_TRUE(got == expected) << what << ": " << got.size() << " bytes, not the commit's";
+      const timespec m = o->Attributes().st_mtim;
+      EXPECT_GT(m.tv_sec, long_ago[1].tv_sec) << what << ": the old time, for new data";
+      if (served_mtime) {
+        EXPECT_EQ(m.tv_sec, served_mtime->tv_sec) << what;
+        EXPECT_EQ(m.tv_nsec, served_mtime->tv_nsec) << what;
+      }
+      served_mtime = m;
       served++;
       return Status::Ok();
     });
@@ -607,6 +618,12 @@ TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
     EXPECT_FALSE(gate.IsServed(key));
     EXPECT_FALSE(gate.AnyClosed());
     EXPECT_TRUE(ReadFile(w.root() + "/big.bin") == expected);
+    // Serving ends without the time changing: the file keeps the one its readers were shown.
+    struct stat after;
+    ASSERT_EQ(::stat((w.root() + "/big.bin").c_str(), &after), 0);
+    ASSERT_TRUE(served_mtime.has_value());
+    EXPECT_EQ(after.st_mtim.tv_sec, served_mtime->tv_sec);
+    EXPECT_EQ(after.st_mtim.tv_nsec, served_mtime->tv_nsec);
   }
 }
 

@@ -179,6 +179,7 @@ class Served : public ServedObject {
     return std::nullopt;
   }
   std::vector<std::string> XattrNames(std::vector<std::string> own) const override { return own; }
+  Status KeepWhatWasServed() const override { return Status::Ok(); }
 
  private:
   struct stat st_ {};
