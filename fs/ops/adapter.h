@@ -16,8 +16,11 @@
 namespace ktmfs::fs {
 
 // What the request does to its node: a read of a committed file the transaction has not
-// changed is served as committed (ClassifyRead).
-enum class Access { kChange, kRead };
+// changed is served as committed (ClassifyRead). Inside a transaction, a read or an open (which
+// reads nothing of the file's data; a write through the handle takes the file's lock first)
+// reads a file an apply is still writing in place as apply serves it, from staging, instead of
+// waiting for the copy (Filesystem::ReadingInTx).
+enum class Access { kChange, kRead, kOpen };
 
 // What Serve sends unless told otherwise: the operation's Reply as it is.
 struct AsIs {
@@ -35,7 +38,8 @@ void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, In
   const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
   switch (route) {
     case Route::kTx: {
-      auto visible = fs.ReadingInTx(node);
+      auto visible = fs.ReadingInTx(node, nullptr, access != Access::kChange);
+      ReadingThrough through(tx, &visible);
       Send(req, last(in_tx(tx)));
       return;
     }
@@ -75,13 +79,18 @@ void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& co
 
 // Requests on a file opened inside a transaction: its handle names the transaction, which is
 // entered (empty once it has ended) for as long as `op(const TxGuard&)` runs and its Reply goes
-// out, since a reply may still read the file (Reply::FileData).
+// out, since a reply may still read the file (Reply::FileData). A read (`access` kRead) reads a
+// file an apply still writes in place as it is served (see Access).
 template <typename Op>
-void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op) {
+void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op,
+                   Access access = Access::kChange) {
   TxGuard tx = txops::EnterByHandle(Fs(req), fi);
   // Once the transaction has ended, no pass: the handle writes and syncs the committed file too,
   // and an apply would wait for those with the visibility lock held.
-  auto visible = tx ? Fs(req).ReadingInTx(txops::HandleInode(fi)) : fstx::VisibilityGate::Pass();
+  auto visible =
+      tx ? Fs(req).ReadingInTx(txops::HandleInode(fi), nullptr, access != Access::kChange)
+         : fstx::VisibilityGate::Pass();
+  ReadingThrough through(tx, &visible);
   Send(req, op(tx));
 }
 

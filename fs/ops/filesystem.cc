@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -227,7 +228,8 @@ bool Filesystem::ReadingCommittedEntry(fstx::VisibilityGate::Pass& pass, fuse_en
   return true;
 }
 
-fstx::VisibilityGate::Pass Filesystem::ReadingInTx(const Inode* a, const Inode* b) const {
+fstx::VisibilityGate::Pass Filesystem::ReadingInTx(const Inode* a, const Inode* b,
+                                                   bool served) const {
   if (txs_ == nullptr || !txs_->gate().AnyClosed()) return {};
   fstx::VisibilityGate& gate = txs_->gate();
   for (;;) {
@@ -235,11 +237,16 @@ fstx::VisibilityGate::Pass Filesystem::ReadingInTx(const Inode* a, const Inode* 
     std::optional<fstx::VisibilityGate::Key> closed;
     for (const Inode* n : {a, b}) {
       if (n == nullptr || n->is_virtual_root() || closed) continue;
-      if (!pass.Add(GateKey(n))) closed = GateKey(n);
+      const fstx::VisibilityGate::Key key = GateKey(n);
+      if (!(served ? pass.AddOrServe(key) : pass.Add(key))) closed = key;
     }
     if (!closed) return pass;
     pass.Release();
-    gate.Await(*closed);
+    if (served) {
+      gate.AwaitOrServed(*closed);
+    } else {
+      gate.Await(*closed);
+    }
   }
 }
 
@@ -247,12 +254,19 @@ bool Filesystem::LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* ch
                                bool first_look) const {
   // An inactive pass: nothing was closed when the request began, so nothing can be now.
   if (!pass.active() || child->is_virtual_root()) return false;
-  if (!pass.Add(GateKey(child))) {
+  const fstx::VisibilityGate::Key key = GateKey(child);
+  if (!pass.AddOrServe(key)) {
     // What the pass holds stays counted while it waits: no apply can be closing it, as none
-    // closes while this request holds the visibility lock.
-    txs_->gate().Await(GateKey(child));
+    // closes while this request holds the visibility lock. Nor the child after the wait, so
+    // counting it cannot fail then; the next look reads it through the pass.
+    txs_->gate().AwaitOrServed(key);
+    [[maybe_unused]] const bool counted = pass.AddOrServe(key);
+    assert(counted && "closed again while a request inside a transaction runs");
     return true;
   }
+  // Served: the first look read the file itself, which apply is writing; the next reads
+  // what it is served through the pass.
+  if (pass.ServedFrom(key) != nullptr) return first_look;
   // Open now, and so until the request ends; but it may have been opened after the first look
   // read it. A later look came after the wait.
   return first_look && pass.OpenedSince();

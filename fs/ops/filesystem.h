@@ -89,11 +89,15 @@ class Filesystem {
   // empty unless a commit's apply still writes big files in place after letting readers in
   // (FsResourceManager::ApplyAndFinish), and then a pass on both, waiting while either is
   // among those files. The request holds the visibility lock shared, so no apply closes
-  // anything while it runs.
-  fstx::VisibilityGate::Pass ReadingInTx(const Inode* a, const Inode* b = nullptr) const;
-  // Whether a lookup inside a transaction, holding `pass` from ReadingInTx, must look `child`
-  // up again before answering: an apply may have been writing it when the lookup read it. If
-  // so, the apply is done with it on return, and it stays so while the request runs.
+  // anything while it runs. With `served`, the request reads what it reads of those files
+  // through the pass (TxGuard::ReadThrough and ServedFrom), so it does not wait for those the
+  // apply serves from staging.
+  fstx::VisibilityGate::Pass ReadingInTx(const Inode* a, const Inode* b = nullptr,
+                                         bool served = false) const;
+  // Whether a lookup inside a transaction, holding `pass` from ReadingInTx and reading through
+  // it, must look `child` up again before answering: an apply may have been writing it when the
+  // lookup read it. If so, on return the apply is done with it or serves it through the pass,
+  // and stays so while the request runs.
   bool LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child, bool first_look) const;
   // Timeouts for what the kernel caches about a committed object: zero while a transaction
   // changes it (its entries or attributes may then differ between callers).

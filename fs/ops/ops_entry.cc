@@ -46,7 +46,9 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   // A file's handle says which view it belongs to; only a node asks for classifying.
   if (txops::IsTxHandle(fi)) {
-    ServeTxHandle(req, fi, [&](const TxGuard& tx) { return txops::GetattrByHandle(fs, tx, fi); });
+    ServeTxHandle(
+        req, fi, [&](const TxGuard& tx) { return txops::GetattrByHandle(fs, tx, fi); },
+        Access::kRead);
     return;
   }
   Inode* inode = fs.Get(ino);

@@ -59,7 +59,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   HandleCount count(inode);
   Serve(
-      req, inode, Access::kChange, [&] { return committed::Open(Caller::Of(req), fs, inode, fi); },
+      req, inode, Access::kOpen, [&] { return committed::Open(Caller::Of(req), fs, inode, fi); },
       [&](const TxGuard& tx) { return txops::Open(Caller::Of(req), fs, tx, inode, fi); },
       [&](Reply r) { return count.For(std::move(r)); });
 }
@@ -77,7 +77,9 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   if (txops::IsTxHandle(fi)) {
-    ServeTxHandle(req, fi, [&](const TxGuard& tx) { return txops::Read(fs, tx, size, off, fi); });
+    ServeTxHandle(
+        req, fi, [&](const TxGuard& tx) { return txops::Read(fs, tx, size, off, fi); },
+        Access::kRead);
     return;
   }
   // The data is read as the reply goes out: the pass lasts until then.

@@ -25,8 +25,10 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
     err = ENOENT;
   } else {
     // The child's attributes come from its backing object, which a commit may still be
-    // writing after letting readers in (Filesystem::ReadingInTx).
+    // writing after letting readers in (Filesystem::ReadingInTx), or from what apply serves
+    // meanwhile, through the pass.
     auto pass = fs.ReadingInTx(parent);
+    ReadingThrough through(tx, &pass);
     for (bool first = true;; first = false) {
       auto view = ViewDir(fs, tx, parent);
       err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)

@@ -252,6 +252,9 @@ Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_
     if (fd < 0) return Reply::Error(errno);
   } else if (!h->is_new()) {
     if (fstx::StagedFile* f = StagedOf(fs, tx, h)) return ReadInto(*f, size, off);
+    // Not the file itself while a commit's apply writes it in place (TxGuard::ServedFrom).
+    if (const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino}))
+      return ReadInto(*served, size, off);
   }
   return Reply::FileData(fd, size, off);
 }

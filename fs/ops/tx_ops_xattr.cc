@@ -72,6 +72,21 @@ int XattrOf(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId&
       return 0;
     }
   }
+  // The committing transaction's value, while its apply still writes the object in place.
+  if (object.kind == fstx::ObjectId::Kind::kExisting) {
+    if (const fstx::ServedObject* served = tx.ServedFrom({object.dev, object.ino})) {
+      if (auto v = served->Xattr(name)) {
+        if (v->ok()) {
+          *out = std::move(**v);
+        } else if (v->status().code() == ENODATA) {
+          out->reset();
+        } else {
+          return Errno(v->status());
+        }
+        return 0;
+      }
+    }
+  }
   return BackingValue(fd, name, out);
 }
 
@@ -185,6 +200,8 @@ Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
     NodeFd fd = inode->Fd();
     if (int err = ShownXattrNames(ProcPath(fd.get()).c_str(), &names); err != 0)
       return Reply::Error(err);
+    if (const fstx::ServedObject* served = tx.ServedFrom({inode->dev, inode->ino}))
+      names = served->XattrNames(std::move(names));
   }
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
     names = ov->Xattrs(ObjectOf(inode), names);

@@ -220,8 +220,14 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
 }
 
 int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
-  if (int err = fs.Stat(inode, st); err != 0) return err;
-  if (inode->is_virtual_root()) return 0;
+  if (inode->is_virtual_root()) return fs.Stat(inode, st);
+  // A file a commit's apply still writes in place, served to this request from staging: the
+  // attributes it has once applied, and this view's changes over them, as over the file's own.
+  if (const fstx::ServedObject* served = tx.ServedFrom({inode->dev, inode->ino})) {
+    *st = served->Attributes();
+  } else if (int err = fs.Stat(inode, st); err != 0) {
+    return err;
+  }
   const fstx::ObjectId object = ObjectOf(inode);
   // The kernel may write a created file's staged file without the daemon (fs/ops/passthrough.h).
   const bool staged_content = IsCreatedFile(inode);

@@ -75,6 +75,7 @@ class TxGuard {
   TxGuard(TxGuard&&) = default;
   // The locks go before the context that owns the mutex they hold.
   TxGuard& operator=(TxGuard&& other) noexcept {
+    reading_ = other.reading_;
     visible_ = std::move(other.visible_);
     lock_ = std::move(other.lock_);
     tx_ = std::move(other.tx_);
@@ -85,10 +86,40 @@ class TxGuard {
   TxContext& operator*() const { return *tx_; }
   const Guid& id() const { return tx_->id; }
 
+  // The operation reads through `pass`, its hold at the visibility gate (null: none), which may
+  // count objects an apply serves from staging while it writes them in place
+  // (VisibilityGate::Pass::AddOrServe): what the operation reads of those comes from
+  // ServedFrom. Set by whoever holds the pass, for as long as it does (ReadingThrough).
+  void ReadThrough(const fstx::VisibilityGate::Pass* pass) const { reading_ = pass; }
+  const fstx::VisibilityGate::Pass* reading() const { return reading_; }
+  // What the operation reads `key` from instead of the backing object; null: the object.
+  const fstx::ServedObject* ServedFrom(fstx::VisibilityGate::Key key) const {
+    return reading_ != nullptr ? reading_->ServedFrom(key) : nullptr;
+  }
+
  private:
   std::shared_ptr<TxContext> tx_;
   std::shared_lock<std::shared_mutex> lock_;
   std::shared_lock<std::shared_mutex> visible_;
+  // Per operation, like the guard itself; set through const references, as the operations
+  // take their guard so.
+  mutable const fstx::VisibilityGate::Pass* reading_ = nullptr;
+};
+
+// Sets the pass an operation reads through for this scope, and puts the one before back after.
+class ReadingThrough {
+ public:
+  ReadingThrough(const TxGuard& tx, const fstx::VisibilityGate::Pass* pass)
+      : tx_(tx), before_(tx.reading()) {
+    tx.ReadThrough(pass);
+  }
+  ~ReadingThrough() { tx_.ReadThrough(before_); }
+  ReadingThrough(const ReadingThrough&) = delete;
+  ReadingThrough& operator=(const ReadingThrough&) = delete;
+
+ private:
+  const TxGuard& tx_;
+  const fstx::VisibilityGate::Pass* const before_;
 };
 
 class TxService {
