@@ -84,12 +84,19 @@ void ServePair(fuse_req_t req, Inode* a, Inode* b, PairRule rule, Committed&& co
 template <typename Op>
 void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op,
                    Access access = Access::kChange) {
-  TxGuard tx = txops::EnterByHandle(Fs(req), fi);
-  // Once the transaction has ended, no pass: the handle writes and syncs the committed file too,
-  // and an apply would wait for those with the visibility lock held.
-  auto visible =
-      tx ? Fs(req).ReadingInTx(txops::HandleInode(fi), nullptr, access != Access::kChange)
-         : fstx::VisibilityGate::Pass();
+  Filesystem& fs = Fs(req);
+  TxGuard tx = txops::EnterByHandle(fs, fi);
+  const Inode* inode = txops::HandleInode(fi);
+  // Once the transaction has ended, the handle reads the committed file as any reader outside
+  // transactions does, through a pass of its own (the guard is empty, but still carries it). A
+  // change gets no pass: the handle writes and syncs the committed file too, and an apply would
+  // wait for those with the visibility lock held.
+  fstx::VisibilityGate::Pass visible;
+  if (tx) {
+    visible = fs.ReadingInTx(inode, nullptr, access != Access::kChange);
+  } else if (access == Access::kRead) {
+    visible = fs.ReadingCommittedOrServed(inode);
+  }
   ReadingThrough through(tx, &visible);
   Send(req, op(tx));
 }

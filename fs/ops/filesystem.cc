@@ -250,26 +250,18 @@ fstx::VisibilityGate::Pass Filesystem::ReadingInTx(const Inode* a, const Inode* 
   }
 }
 
-bool Filesystem::LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child,
-                               bool first_look) const {
+Filesystem::TxLook Filesystem::LookAgainInTx(fstx::VisibilityGate::Pass& pass,
+                                             const Inode* child) const {
   // An inactive pass: nothing was closed when the request began, so nothing can be now.
-  if (!pass.active() || child->is_virtual_root()) return false;
+  if (!pass.active() || child->is_virtual_root()) return TxLook::kAnswer;
   const fstx::VisibilityGate::Key key = GateKey(child);
-  if (!pass.AddOrServe(key)) {
-    // What the pass holds stays counted while it waits: no apply can be closing it, as none
-    // closes while this request holds the visibility lock. Nor the child after the wait, so
-    // counting it cannot fail then; the next look reads it through the pass.
-    txs_->gate().AwaitOrServed(key);
-    [[maybe_unused]] const bool counted = pass.AddOrServe(key);
-    assert(counted && "closed again while a request inside a transaction runs");
-    return true;
-  }
-  // Served: the first look read the file itself, which apply is writing; the next reads
-  // what it is served through the pass.
-  if (pass.ServedFrom(key) != nullptr) return first_look;
-  // Open now, and so until the request ends; but it may have been opened after the first look
-  // read it. A later look came after the wait.
-  return first_look && pass.OpenedSince();
+  // Counted by an earlier look, so this one read it through the pass.
+  if (pass.Counts(key)) return TxLook::kAnswer;
+  if (!pass.AddOrServe(key)) return TxLook::kWait;
+  // Served: the look read the file itself, which apply is writing. Open: it may have been
+  // opened after the look read it, with a change the look saw half of.
+  return pass.ServedFrom(key) != nullptr || pass.OpenedSince() ? TxLook::kLookAgain
+                                                               : TxLook::kAnswer;
 }
 
 void Filesystem::AwaitApply(fstx::VisibilityGate::Key key) {

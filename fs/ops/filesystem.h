@@ -94,11 +94,16 @@ class Filesystem {
   // apply serves from staging.
   fstx::VisibilityGate::Pass ReadingInTx(const Inode* a, const Inode* b = nullptr,
                                          bool served = false) const;
-  // Whether a lookup inside a transaction, holding `pass` from ReadingInTx and reading through
-  // it, must look `child` up again before answering: an apply may have been writing it when the
-  // lookup read it. If so, on return the apply is done with it or serves it through the pass,
-  // and stays so while the request runs.
-  bool LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child, bool first_look) const;
+  // What a lookup inside a transaction, holding `pass` from ReadingInTx and reading through it,
+  // does with the `child` it found, which it read before the pass counted it:
+  // - kAnswer: the pass counts it now, and it was not being written when read;
+  // - kLookAgain: the pass counts it now, but an apply may have been writing it when read:
+  //   the next look reads it through the pass (served, or as apply left it);
+  // - kWait: an apply is writing it and does not serve it. The caller lets go of the pass,
+  //   waits (AwaitApplyOrServed) and looks up again with a new pass: a pass must not wait
+  //   while it counts a file an apply serves, whose hold waits for its readers before it opens.
+  enum class TxLook { kAnswer, kLookAgain, kWait };
+  TxLook LookAgainInTx(fstx::VisibilityGate::Pass& pass, const Inode* child) const;
   // Timeouts for what the kernel caches about a committed object: zero while a transaction
   // changes it (its entries or attributes may then differ between callers).
   double AttrTimeout(const Inode* inode) const;

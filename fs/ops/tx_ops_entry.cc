@@ -29,12 +29,21 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
     // meanwhile, through the pass.
     auto pass = fs.ReadingInTx(parent);
     ReadingThrough through(tx, &pass);
-    for (bool first = true;; first = false) {
+    for (;;) {
       auto view = ViewDir(fs, tx, parent);
       err = view.ok() ? TxLookupEntry(fs, tx, parent->source_index, *view, name, &e)
                       : view.status().code();
-      if (err != 0 || !fs.LookAgainInTx(pass, fs.Get(e.ino), first)) break;
-      fs.inodes().Forget(fs.Get(e.ino), 1);
+      if (err != 0) break;
+      Inode* child = fs.Get(e.ino);
+      const Filesystem::TxLook next = fs.LookAgainInTx(pass, child);
+      if (next == Filesystem::TxLook::kAnswer) break;
+      const fstx::VisibilityGate::Key key{child->dev, child->ino};
+      fs.inodes().Forget(child, 1);
+      if (next == Filesystem::TxLook::kWait) {
+        pass.Release();
+        fs.AwaitApplyOrServed(key);
+        pass = fs.ReadingInTx(parent);
+      }
     }
   }
   return err != 0 ? Reply::Error(err) : Reply::Entry(e);

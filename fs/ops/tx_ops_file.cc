@@ -247,14 +247,16 @@ Reply Create(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
 Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   int fd = h->fd;
+  // Not the file itself while a commit's apply writes it in place (TxGuard::ServedFrom), inside
+  // the transaction or after it ended.
+  const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino});
   if (!tx) {
+    if (served != nullptr) return ReadInto(*served, size, off);
     fd = AfterEndFd(h);
     if (fd < 0) return Reply::Error(errno);
   } else if (!h->is_new()) {
     if (fstx::StagedFile* f = StagedOf(fs, tx, h)) return ReadInto(*f, size, off);
-    // Not the file itself while a commit's apply writes it in place (TxGuard::ServedFrom).
-    if (const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino}))
-      return ReadInto(*served, size, off);
+    if (served != nullptr) return ReadInto(*served, size, off);
   }
   return Reply::FileData(fd, size, off);
 }
@@ -427,7 +429,14 @@ Reply SetattrByHandle(const Caller& caller, Filesystem& fs, const TxGuard& tx,
 Reply GetattrByHandle(Filesystem& fs, const TxGuard& tx, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   struct stat st;
-  int err = tx ? TxStat(fs, tx, h->inode, &st) : fs.Stat(h->inode, &st);
+  int err = 0;
+  if (tx) {
+    err = TxStat(fs, tx, h->inode, &st);
+  } else if (const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino})) {
+    st = served->Attributes();
+  } else {
+    err = fs.Stat(h->inode, &st);
+  }
   return err != 0 ? Reply::Error(err) : Reply::Attr(st, 0);
 }
 

@@ -23,6 +23,7 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "fs/control/fork_events.h"
@@ -72,10 +73,15 @@ class TxGuard {
   // Holds the transaction live, then `visibility` shared: an operation inside a transaction
   // reads the backing directory too, and must not see another commit's apply half done.
   TxGuard(std::shared_ptr<TxContext> tx, std::shared_mutex* visibility);
-  TxGuard(TxGuard&&) = default;
+  // The pass read through belongs to the operation's scope: a moved-from guard keeps none.
+  TxGuard(TxGuard&& other) noexcept
+      : tx_(std::move(other.tx_)),
+        lock_(std::move(other.lock_)),
+        visible_(std::move(other.visible_)),
+        reading_(std::exchange(other.reading_, nullptr)) {}
   // The locks go before the context that owns the mutex they hold.
   TxGuard& operator=(TxGuard&& other) noexcept {
-    reading_ = other.reading_;
+    reading_ = std::exchange(other.reading_, nullptr);
     visible_ = std::move(other.visible_);
     lock_ = std::move(other.lock_);
     tx_ = std::move(other.tx_);

@@ -51,6 +51,10 @@ const ServedObject* VisibilityGate::Pass::ServedFrom(Key key) const {
   return nullptr;
 }
 
+bool VisibilityGate::Pass::Counts(Key key) const {
+  return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
+}
+
 bool VisibilityGate::Pass::ApplyOverlapped() const {
   if (gate_ == nullptr) return false;
   std::lock_guard l(gate_->mu_);

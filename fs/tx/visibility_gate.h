@@ -87,6 +87,8 @@ class VisibilityGate {
     // What the reader is to read `key` from instead of the object itself: null unless
     // AddOrServe (or EnterOrServe) counted it as served.
     const ServedObject* ServedFrom(Key key) const;
+    // Whether the pass counts the reader on `key`.
+    bool Counts(Key key) const;
     // Whether an apply ran at some time since the pass was made (one already under way then
     // included): what the reader read before it counted the object may have been half applied.
     bool ApplyOverlapped() const;

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "fs/fuse/object_handle.h"
 #include "fs/mount/layout.h"
 #include "fs/ops/filesystem.h"
+#include "fs/tx/visibility_gate.h"
 #include "mount_harness.h"
 
 namespace ktmfs::fs {
@@ -585,6 +588,59 @@ TEST_F(LookupTest, SymlinksAreNodesNotFollowed) {
   EXPECT_TRUE(S_ISLNK(e.attr.st_mode));
   // A name "below" a symlink is not resolved by the daemon.
   EXPECT_EQ(fs_->Lookup(fs_->Get(e.ino), "passwd", &e), ENOTDIR);
+}
+
+// A file an apply serves from staging, for the lookup below.
+class ServedFile : public fstx::ServedObject {
+ public:
+  const struct stat& Attributes() const override { return st_; }
+  Result<size_t> Read(uint64_t, std::span<std::byte>) const override { return size_t{0}; }
+  std::optional<Result<std::string>> Xattr(const std::string&) const override {
+    return std::nullopt;
+  }
+  std::vector<std::string> XattrNames(std::vector<std::string> own) const override { return own; }
+  Status KeepWhatWasServed() const override { return Status::Ok(); }
+
+ private:
+  struct stat st_ {};
+};
+
+// A lookup inside a transaction that counted a served file on its first look answers from its
+// pass on the next, whatever the apply does meanwhile. When the apply's hold opens between the
+// two looks, it waits for the lookup's pass; a lookup that waited for the hold then, holding that
+// pass, would never return (nor would the commit). A file closed and not served is for the
+// caller to wait for, with its pass let go.
+TEST_F(LookupTest, ALookupInsideATransactionNeverWaitsHoldingAServedFile) {
+  Make(t_.MakeDir("b"));
+  ASSERT_TRUE(testing::WriteFile(t_.Sub("b/f"), "data"));
+  fuse_entry_param e;
+  ASSERT_EQ(fs_->Lookup(fs_->inodes().root(), "f", &e), 0);
+  Inode* f = fs_->Get(e.ino);
+  const fstx::VisibilityGate::Key key{f->dev, f->ino};
+  fstx::VisibilityGate gate;
+  auto closed = gate.Close({key});
+  auto serving = closed.Keep({key}, {{key, std::make_shared<ServedFile>()}});
+  closed.Open();
+  auto pass = gate.Enter();
+  EXPECT_EQ(fs_->LookAgainInTx(pass, f), Filesystem::TxLook::kLookAgain);
+  ASSERT_NE(pass.ServedFrom(key), nullptr);
+  // The copy is done: the hold stops serving and waits for the lookup's pass.
+  std::thread open([&] { serving.Open(); });
+  while (gate.IsServed(key))
+    std::this_thread::yield();
+  EXPECT_EQ(fs_->LookAgainInTx(pass, f), Filesystem::TxLook::kAnswer);
+  EXPECT_NE(pass.ServedFrom(key), nullptr);  // still what the lookup read
+  pass.Release();
+  open.join();
+  EXPECT_FALSE(gate.AnyClosed());
+
+  auto closing = gate.Close({key});
+  auto other = gate.Enter();
+  EXPECT_EQ(fs_->LookAgainInTx(other, f), Filesystem::TxLook::kWait);
+  EXPECT_FALSE(other.Counts(key));
+  other.Release();
+  closing.Open();
+  fs_->inodes().Forget(f, 1);
 }
 
 }  // namespace
