@@ -16,11 +16,12 @@
 namespace ktmfs::fs {
 
 // What the request does to its node: a read of a committed file the transaction has not
-// changed is served as committed (ClassifyRead). Inside a transaction, a read or an open (which
-// reads nothing of the file's data; a write through the handle takes the file's lock first)
-// reads a file an apply is still writing in place as apply serves it, from staging, instead of
-// waiting for the copy (Filesystem::ReadingInTx).
-enum class Access { kChange, kRead, kOpen };
+// changed is served as committed (ClassifyRead). Inside a transaction, a read or a read-only
+// open (which reads nothing of the file's data) reads a file an apply is still writing in place
+// as apply serves it, from staging, instead of waiting for the copy (Filesystem::ReadingInTx).
+// kReadLayout reads what cannot be served (where the data and holes are): it waits, as a
+// change does, and through the handle of an ended transaction too.
+enum class Access { kChange, kRead, kOpen, kReadLayout };
 
 // What Serve sends unless told otherwise: the operation's Reply as it is.
 struct AsIs {
@@ -38,7 +39,8 @@ void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, In
   const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
   switch (route) {
     case Route::kTx: {
-      auto visible = fs.ReadingInTx(node, nullptr, access != Access::kChange);
+      auto visible =
+          fs.ReadingInTx(node, nullptr, access == Access::kRead || access == Access::kOpen);
       ReadingThrough through(tx, &visible);
       Send(req, last(in_tx(tx)));
       return;
@@ -93,9 +95,11 @@ void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op,
   // wait for those with the visibility lock held.
   fstx::VisibilityGate::Pass visible;
   if (tx) {
-    visible = fs.ReadingInTx(inode, nullptr, access != Access::kChange);
+    visible = fs.ReadingInTx(inode, nullptr, access == Access::kRead || access == Access::kOpen);
   } else if (access == Access::kRead) {
     visible = fs.ReadingCommittedOrServed(inode);
+  } else if (access == Access::kReadLayout) {
+    visible = fs.ReadingCommitted(inode);
   }
   ReadingThrough through(tx, &visible);
   Send(req, op(tx));

@@ -58,8 +58,11 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   HandleCount count(inode);
+  // An open that will change the file (or truncates it now) waits as a change does.
+  const bool changes = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
   Serve(
-      req, inode, Access::kOpen, [&] { return committed::Open(Caller::Of(req), fs, inode, fi); },
+      req, inode, changes ? Access::kChange : Access::kOpen,
+      [&] { return committed::Open(Caller::Of(req), fs, inode, fi); },
       [&](const TxGuard& tx) { return txops::Open(Caller::Of(req), fs, tx, inode, fi); },
       [&](Reply r) { return count.For(std::move(r)); });
 }
@@ -188,8 +191,9 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
 
 void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
-    ServeTxHandle(req, fi,
-                  [&](const TxGuard& tx) { return txops::Lseek(Fs(req), tx, off, whence, fi); });
+    ServeTxHandle(
+        req, fi, [&](const TxGuard& tx) { return txops::Lseek(Fs(req), tx, off, whence, fi); },
+        Access::kReadLayout);
     return;
   }
   // With the writeback cache, data may still sit in the kernel's pages (the kernel does not

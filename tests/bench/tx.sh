@@ -23,7 +23,7 @@
 #     during the commit. Again with the reader inside a transaction of its own, and the commit
 #     leaving the file's first 4 KiB as they were, so that apply writes it in place. Again with
 #     the reader outside reading the file that commit writes in place, which it is served from
-#     the transaction's staging meanwhile.
+#     the transaction's staging meanwhile; and with that reader inside a transaction of its own.
 # Every repetition runs every row once, the systems of a row back to back (the small rows in
 # SLICES slices of SECONDS_PER_ROW/SLICES each, the systems taking turns), so a change in the
 # machine's load hits them alike; the table gives medians, the range over repetitions, and the
@@ -219,6 +219,10 @@ for rep in $(seq "$repeat"); do
   row reader-inside-idle ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" idle inside
   row reader-same-commit ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" commit same
   row reader-same-idle ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" idle same
+  row reader-same-inside-commit ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" commit \
+    same-inside
+  row reader-same-inside-idle ktmfs "$mnt/reader" reader "$mnt/reader" "$big_bytes" idle \
+    same-inside
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -299,7 +303,8 @@ for key, label, system, unit, base, target, higher in rows:
 print()
 for label, key in (("reader of an unrelated file", "reader"),
                    ("the same, inside a transaction", "reader-inside"),
-                   ("reader of the file written", "reader-same")):
+                   ("reader of the file written", "reader-same"),
+                   ("the same, inside a transaction", "reader-same-inside")):
     busy, idle = runs.get((key + "-commit", "ktmfs"), []), runs.get((key + "-idle", "ktmfs"), [])
     xs = numbers(busy)
     met = "-" if not xs else ("yes" if statistics.median(xs) <= 20 else "no")

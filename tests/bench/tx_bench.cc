@@ -7,13 +7,14 @@
 //       script does it (the control xattrs, each file truncated and written whole).
 //   tx_bench big ktmfs|native DIR BYTES new|existing         -> seconds
 //       one file of BYTES (suffix K, M or G) written in 1 MiB writes, until durable.
-//   tx_bench reader DIR BYTES commit|idle [inside|same]      -> milliseconds
+//   tx_bench reader DIR BYTES commit|idle [inside|same|same-inside] -> milliseconds
 //       the worst round of a reader of an unrelated file (stat, then open, read 4 KiB, close):
 //       while one transaction's commit overwrites an existing file of BYTES, or for 3 s of no
 //       commit at all. "inside": the reader runs inside a transaction of its own, and the
 //       commit overwrites all of the file but its first 4 KiB (so apply writes it in place).
 //       "same": the reader, outside transactions, reads the file the commit writes in place
 //       instead (with no commit: the unrelated file, as there is no such file then).
+//       "same-inside": that reader, inside a transaction of its own.
 //   tx_bench probe MOUNT                                     -> whether ktmfs serves transactions
 //
 // DIR must be an empty directory (on the mount for ktmfs). Exit status: 0 measured, 1 failed,
@@ -46,7 +47,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tx_bench small ktmfs|ktmfs-script|posix|sqlite DIR CLIENTS SECONDS\n"
                "       tx_bench big ktmfs|native DIR BYTES new|existing\n"
-               "       tx_bench reader DIR BYTES commit|idle [inside|same]\n"
+               "       tx_bench reader DIR BYTES commit|idle [inside|same|same-inside]\n"
                "       tx_bench probe MOUNT\n");
   return kExitUsage;
 }
@@ -213,10 +214,11 @@ int Reader(int argc, char** argv) {
   w.existing = true;
   w.dir = argv[2];
   const std::string when = argv[4];
-  const bool inside = argc == 6 && std::string(argv[5]) == "inside";
-  const bool same = argc == 6 && std::string(argv[5]) == "same";
+  const std::string where = argc == 6 ? argv[5] : "";
+  const bool inside = where == "inside" || where == "same-inside";
+  const bool same = where == "same" || where == "same-inside";
   if (!ParseCount(argv[3], &w.bytes) || (when != "commit" && when != "idle") ||
-      (argc == 6 && !inside && !same)) {
+      (!where.empty() && !inside && !same)) {
     return Usage();
   }
   // Inside a transaction, or reading the file itself, the commit changes the file in part:
