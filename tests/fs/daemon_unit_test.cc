@@ -22,6 +22,7 @@
 #include "fs/ops/filesystem.h"
 #include "fs/tx/visibility_gate.h"
 #include "mount_harness.h"
+#include "tests/fstx/stub_served_object.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -590,21 +591,6 @@ TEST_F(LookupTest, SymlinksAreNodesNotFollowed) {
   EXPECT_EQ(fs_->Lookup(fs_->Get(e.ino), "passwd", &e), ENOTDIR);
 }
 
-// A file an apply serves from staging, for the lookup below.
-class ServedFile : public fstx::ServedObject {
- public:
-  const struct stat& Attributes() const override { return st_; }
-  Result<size_t> Read(uint64_t, std::span<std::byte>) const override { return size_t{0}; }
-  std::optional<Result<std::string>> Xattr(const std::string&) const override {
-    return std::nullopt;
-  }
-  std::vector<std::string> XattrNames(std::vector<std::string> own) const override { return own; }
-  Status KeepWhatWasServed() const override { return Status::Ok(); }
-
- private:
-  struct stat st_ {};
-};
-
 // A lookup inside a transaction that counted a served file on its first look answers from its
 // pass on the next, whatever the apply does meanwhile. When the apply's hold opens between the
 // two looks, it waits for the lookup's pass; a lookup that waited for the hold then, holding that
@@ -619,7 +605,7 @@ TEST_F(LookupTest, ALookupInsideATransactionNeverWaitsHoldingAServedFile) {
   const fstx::VisibilityGate::Key key{f->dev, f->ino};
   fstx::VisibilityGate gate;
   auto closed = gate.Close({key});
-  auto serving = closed.Keep({key}, {{key, std::make_shared<ServedFile>()}});
+  auto serving = closed.Keep({key}, {{key, std::make_shared<fstx::StubServedObject>()}});
   closed.Open();
   auto pass = gate.Enter();
   EXPECT_EQ(fs_->LookAgainInTx(pass, f), Filesystem::TxLook::kLookAgain);

@@ -7,6 +7,8 @@
 #include <thread>
 #include <utility>
 
+#include "tests/fstx/stub_served_object.h"
+
 namespace ktmfs::fstx {
 namespace {
 
@@ -170,20 +172,7 @@ TEST(VisibilityGate, KeepingNothingOpensWithTheRest) {
   EXPECT_FALSE(p.ApplyOverlapped());
 }
 
-class Served : public ServedObject {
- public:
-  explicit Served(off_t size) { st_.st_size = size; }
-  const struct stat& Attributes() const override { return st_; }
-  Result<size_t> Read(uint64_t, std::span<std::byte>) const override { return size_t{0}; }
-  std::optional<Result<std::string>> Xattr(const std::string&) const override {
-    return std::nullopt;
-  }
-  std::vector<std::string> XattrNames(std::vector<std::string> own) const override { return own; }
-  Status KeepWhatWasServed() const override { return Status::Ok(); }
-
- private:
-  struct stat st_ {};
-};
+using Served = StubServedObject;
 
 TEST(VisibilityGate, AKeptObjectIsServedToReadersWhoAsk) {
   VisibilityGate g;
