@@ -22,6 +22,10 @@ namespace ktmfs::fs {
 // kReadLayout reads what cannot be served (where the data and holes are): it waits, as a
 // change does, and through the handle of an ended transaction too.
 enum class Access { kChange, kRead, kOpen, kReadLayout };
+// Whether a request of this kind inside a transaction is served files an apply still copies.
+inline bool ServedInTx(Access access) {
+  return access == Access::kRead || access == Access::kOpen;
+}
 
 // What Serve sends unless told otherwise: the operation's Reply as it is.
 struct AsIs {
@@ -39,8 +43,7 @@ void Serve(fuse_req_t req, Inode* node, Access access, Committed&& committed, In
   const Route route = access == Access::kRead ? ClassifyRead(fs, tx, node) : Classify(fs, tx, node);
   switch (route) {
     case Route::kTx: {
-      auto visible =
-          fs.ReadingInTx(node, nullptr, access == Access::kRead || access == Access::kOpen);
+      auto visible = fs.ReadingInTx(node, nullptr, ServedInTx(access));
       ReadingThrough through(tx, &visible);
       Send(req, last(in_tx(tx)));
       return;
@@ -95,7 +98,7 @@ void ServeTxHandle(fuse_req_t req, const fuse_file_info* fi, Op&& op,
   // wait for those with the visibility lock held.
   fstx::VisibilityGate::Pass visible;
   if (tx) {
-    visible = fs.ReadingInTx(inode, nullptr, access == Access::kRead || access == Access::kOpen);
+    visible = fs.ReadingInTx(inode, nullptr, ServedInTx(access));
   } else if (access == Access::kRead) {
     visible = fs.ReadingCommittedOrServed(inode);
   } else if (access == Access::kReadLayout) {

@@ -103,7 +103,7 @@ Reply Open(const Caller& caller, Filesystem& fs, Inode* inode, fuse_file_info* f
   // readers the daemon serves are served it whole from staging): it waits for the apply. A
   // first open is not passed through while the file is unsettled.
   if (fs.txs() != nullptr && fs.passthrough().PassesThrough(inode)) {
-    const fstx::VisibilityGate::Key key{inode->dev, inode->ino};
+    const fstx::VisibilityGate::Key key = GateKey(inode);
     if (fs.txs()->gate().IsClosed(key)) fs.AwaitApply(key);
   }
   int fd, open_err = 0;

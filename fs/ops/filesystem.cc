@@ -185,11 +185,9 @@ int Filesystem::FillEntry(Inode* inode, fuse_entry_param* e) {
   return 0;
 }
 
-namespace {
 fstx::VisibilityGate::Key GateKey(const Inode* inode) {
   return {inode->dev, inode->ino};
 }
-}  // namespace
 
 fstx::VisibilityGate::Pass Filesystem::ReadingCommitted(const Inode* inode) const {
   if (txs_ == nullptr) return {};

@@ -26,6 +26,9 @@ namespace ktmfs::fs {
 
 class Invalidator;
 
+// The visibility gate's key for what `inode` reaches: its backing object.
+fstx::VisibilityGate::Key GateKey(const Inode* inode);
+
 class Filesystem {
  public:
   Filesystem(Options options, Layout layout);

@@ -37,7 +37,7 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
       Inode* child = fs.Get(e.ino);
       const Filesystem::TxLook next = fs.LookAgainInTx(pass, child);
       if (next == Filesystem::TxLook::kAnswer) break;
-      const fstx::VisibilityGate::Key key{child->dev, child->ino};
+      const fstx::VisibilityGate::Key key = GateKey(child);
       fs.inodes().Forget(child, 1);
       if (next == Filesystem::TxLook::kWait) {
         pass.Release();

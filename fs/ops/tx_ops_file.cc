@@ -248,15 +248,15 @@ Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_
   TxHandle* h = HandleOf(fi);
   int fd = h->fd;
   // Not the file itself while a commit's apply writes it in place (TxGuard::ServedFrom), inside
-  // the transaction or after it ended.
-  const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino});
+  // the transaction or after it ended. The transaction has no staged copy of it then: the
+  // committing one holds the file's lock.
+  if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(h->inode)))
+    return ReadInto(*served, size, off);
   if (!tx) {
-    if (served != nullptr) return ReadInto(*served, size, off);
     fd = AfterEndFd(h);
     if (fd < 0) return Reply::Error(errno);
   } else if (!h->is_new()) {
     if (fstx::StagedFile* f = StagedOf(fs, tx, h)) return ReadInto(*f, size, off);
-    if (served != nullptr) return ReadInto(*served, size, off);
   }
   return Reply::FileData(fd, size, off);
 }
@@ -432,7 +432,7 @@ Reply GetattrByHandle(Filesystem& fs, const TxGuard& tx, fuse_file_info* fi) {
   int err = 0;
   if (tx) {
     err = TxStat(fs, tx, h->inode, &st);
-  } else if (const fstx::ServedObject* served = tx.ServedFrom({h->inode->dev, h->inode->ino})) {
+  } else if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(h->inode))) {
     st = served->Attributes();
   } else {
     err = fs.Stat(h->inode, &st);

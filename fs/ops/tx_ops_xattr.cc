@@ -200,7 +200,7 @@ Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
     NodeFd fd = inode->Fd();
     if (int err = ShownXattrNames(ProcPath(fd.get()).c_str(), &names); err != 0)
       return Reply::Error(err);
-    if (const fstx::ServedObject* served = tx.ServedFrom({inode->dev, inode->ino}))
+    if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(inode)))
       names = served->XattrNames(std::move(names));
   }
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))

@@ -223,7 +223,7 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
   if (inode->is_virtual_root()) return fs.Stat(inode, st);
   // A file a commit's apply still writes in place, served to this request from staging: the
   // attributes it has once applied, and this view's changes over them, as over the file's own.
-  if (const fstx::ServedObject* served = tx.ServedFrom({inode->dev, inode->ino})) {
+  if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(inode))) {
     *st = served->Attributes();
   } else if (int err = fs.Stat(inode, st); err != 0) {
     return err;
