@@ -8,8 +8,10 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "ktmfs_config.h"
 
@@ -356,6 +358,18 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
       return Status::InvalidArgument(
           "KTMFS_FAULT_APPLY_PAUSE is set, but this ktmfs was built without -Dfault_hooks=true");
     o.fault_apply_pause = f;
+  }
+  if (const char* f = getenv("KTMFS_FAULT_RELEASE_DELAY_MS"); f != nullptr && *f != '\0') {
+    if (!KTMFS_FAULT_HOOKS)
+      return Status::InvalidArgument(
+          "KTMFS_FAULT_RELEASE_DELAY_MS is set, but this ktmfs was built without "
+          "-Dfault_hooks=true");
+    char* end = nullptr;
+    const unsigned long ms = std::strtoul(f, &end, 10);
+    if (*end != '\0' || ms > 60000)
+      return Status::InvalidArgument(std::string("KTMFS_FAULT_RELEASE_DELAY_MS=") + f +
+                                     ": not a number of milliseconds up to 60000");
+    o.fault_release_delay_ms = static_cast<unsigned>(ms);
   }
   if (!has_fsname) o.fuse_args.push_back("-ofsname=" + EscapeOptionValue(o.source));
   if (!has_subtype) o.fuse_args.push_back("-osubtype=ktmfs");

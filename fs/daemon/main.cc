@@ -321,7 +321,7 @@ int Run(int argc, char** argv) {
   fs.SetInvalidator(&invalidator);
   Invalidator direct_writes(se);
   fs.SetDirectWriteInvalidator(&direct_writes);
-  (*txs)->SetBeforeEnd([&fs](const Guid& tx) { fs.BeforeTxEnd(tx); });
+  (*txs)->SetBeforeEnd([&fs](const Guid& tx, bool commit) { fs.BeforeTxEnd(tx, commit); });
   (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
   (*txs)->SetReplaceWhen([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
     return fs.inodes().ReplaceWhen(tx, source, id);

@@ -462,12 +462,49 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   auto own = versions_.find(VersionKey{tx, source, id});
   if (own != versions_.end() && own->second->open_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
+  return KnownElsewhereLocked(tx, source, id) ? fstx::ReplaceWhen::kIfWhole
+                                              : fstx::ReplaceWhen::kIfWrittenOnce;
+}
+
+bool InodeTable::KnownElsewhereLocked(const Guid& tx, int source, const fstx::ObjectId& id) const {
   const dev_t dev = static_cast<dev_t>(id.dev);
   const ino_t ino = static_cast<ino_t>(id.ino);
   // Another transaction's node, live or ended, found or created there, reads it as committed.
-  const bool known =
-      by_key_.count(Key{dev, ino}) > 0 || !OtherVersionsLocked(tx, source, dev, ino).empty();
-  return known ? fstx::ReplaceWhen::kIfWhole : fstx::ReplaceWhen::kIfWrittenOnce;
+  return by_key_.count(Key{dev, ino}) > 0 || !OtherVersionsLocked(tx, source, dev, ino).empty();
+}
+
+size_t InodeTable::FlushedUnreleasedLocked(const Guid& tx) const {
+  size_t n = 0;
+  for (auto it = versions_.lower_bound(VersionKey{tx, INT_MIN, fstx::ObjectId{}});
+       it != versions_.end() && std::get<0>(it->first) == tx; ++it) {
+    const Inode* v = it->second.get();
+    if (v->object.kind != fstx::ObjectId::Kind::kExisting) continue;  // never replaced
+    const uint32_t open = v->open_handles.load();
+    if (open == 0 || v->flushed_handles.load() < open) continue;
+    // Written in place, a file no other node knows tears for no reader (ReplaceWhen).
+    if (KnownElsewhereLocked(tx, v->source_index, v->object)) n++;
+  }
+  return n;
+}
+
+size_t InodeTable::AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound) {
+  auto pending = [&] {
+    std::lock_guard lock(mu_);
+    return FlushedUnreleasedLocked(tx);
+  };
+  if (pending() == 0) return 0;
+  std::unique_lock l(release_mu_);
+  release_waiters_++;
+  size_t left = 0;
+  released_.wait_for(l, bound, [&] { return (left = pending()) == 0; });
+  release_waiters_--;
+  return left;
+}
+
+void InodeTable::HandleReleased() {
+  if (release_waiters_.load() == 0) return;
+  std::lock_guard l(release_mu_);
+  released_.notify_all();
 }
 
 std::optional<InodeTable::Changed> InodeTable::NoteChanged(dev_t dev, ino_t ino) const {

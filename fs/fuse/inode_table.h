@@ -18,6 +18,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -98,6 +100,12 @@ struct Inode {
   // version node is handed to a later transaction only while none is open (see
   // InodeTable::AcquireTx).
   std::atomic<uint32_t> open_handles{0};
+  // Of those, handles a close(2) has flushed (FLUSH) and that have not been used since
+  // (version nodes only): nearly always closed, their RELEASE still on its way. The kernel sends
+  // RELEASE in the background, so a commit made right after the close can reach the daemon
+  // first (over FUSE's io_uring, on another queue). A handle duplicated before the close is
+  // flushed too and still open.
+  std::atomic<uint32_t> flushed_handles{0};
 
   // Backing paths lookups found this non-directory at while transactions held locks (the
   // newest last, a few at most). The descriptor's own path is the name it was first opened by,
@@ -202,6 +210,14 @@ class InodeTable {
   // can hold a size or pages from before the commit; otherwise only where that saves copying
   // its data.
   fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
+  // Before a commit of `tx`: waits, at most `bound`, while one of its version nodes of an
+  // existing object has handles open that all were flushed (Inode::flushed_handles), for their
+  // RELEASE. A file still open at the commit is written in place (ReplaceWhen), which tears for
+  // readers whose kernel cached its size; one whose last close(2) the commit merely overtook
+  // need not be. Returns how many such nodes still have handles open.
+  size_t AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound);
+  // A handle of a node was released (after its open_handles went down): wakes that wait.
+  void HandleReleased();
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // The committed node of (dev, ino) if the kernel knows it and it is a directory.
   std::optional<fuse_ino_t> FindDirectoryNode(dev_t dev, ino_t ino) const;
@@ -264,6 +280,16 @@ class InodeTable {
   void TrimDescriptors() { TrimDescriptorsTo(Budget(), true); }
 
   mutable OwnedMutex mu_;
+  // AwaitFlushedReleased's wait; taken before mu_.
+  std::mutex release_mu_;
+  std::condition_variable released_;
+  std::atomic<int> release_waiters_{0};
+  // Whether a node besides `tx`'s own knows object `id` of `source`: a committed node, or
+  // another transaction's version node, live or ended (mu_ held).
+  bool KnownElsewhereLocked(const Guid& tx, int source, const fstx::ObjectId& id) const;
+  // Version nodes of `tx` whose open handles were all flushed, of objects known elsewhere
+  // (mu_ held).
+  size_t FlushedUnreleasedLocked(const Guid& tx) const;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
   // By transaction, source and object: objects a transaction creates are numbered per source.
   using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;

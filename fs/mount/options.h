@@ -79,6 +79,10 @@ struct Options {
   // apply waits before its next change, with the objects it changes closed to readers; if the
   // file holds text, only before a change whose description contains it, while it still does.
   std::string fault_apply_pause;
+  // From $KTMFS_FAULT_RELEASE_DELAY_MS (the same builds only): the daemon serves each RELEASE of
+  // a file opened inside a transaction this many milliseconds late, as a kernel that sends it
+  // after the commit that follows the close may.
+  unsigned fault_release_delay_ms = 0;
   // What is left for fuse_session_new (argv[0], -o fsname=..., libfuse options).
   std::vector<std::string> fuse_args;
 };

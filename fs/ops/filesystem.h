@@ -51,7 +51,7 @@ class Filesystem {
   // a page lock held until a request is answered, and must hold up nothing else meanwhile.
   void SetDirectWriteInvalidator(Invalidator* i) { direct_write_invalidator_ = i; }
   // The kernel caches around a transaction's end (see TxService::SetBeforeEnd, SetOnEnded).
-  void BeforeTxEnd(const Guid& tx);
+  void BeforeTxEnd(const Guid& tx, bool commit);
   void OnTxEnded(const EndedTx& e);
   Invalidator* invalidator() const { return invalidator_; }
   Invalidator* direct_write_invalidator() const { return direct_write_invalidator_; }

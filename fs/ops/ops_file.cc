@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cassert>
+#include <chrono>
 #include <cstring>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "fs/fuse/caller.h"
@@ -19,6 +21,7 @@
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
+#include "ktmfs_config.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -108,6 +111,7 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
 
 void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
   if (txops::IsTxHandle(fi)) {
+    txops::Flushed(fi);
     Send(req, Reply::Ok());
     return;
   }
@@ -121,9 +125,13 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
   if (txops::IsTxHandle(fi)) {
+    if (const unsigned ms = fs.options().fault_release_delay_ms; KTMFS_FAULT_HOOKS && ms != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     // Before the count lets a later open of the node choose differently.
-    txops::Release(fs, fi);
+    const bool flushed = txops::Release(fs, fi);
     inode->open_handles.fetch_sub(1);
+    if (flushed) inode->flushed_handles.fetch_sub(1);
+    fs.inodes().HandleReleased();
     Send(req, Reply::Ok());
     return;
   }

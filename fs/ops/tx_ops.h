@@ -40,16 +40,22 @@ Reply Create(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
              const char* name, mode_t mode, fuse_file_info* fi);
 bool IsTxHandle(const fuse_file_info* fi);
 // The transaction a handle belongs to, entered; empty once it has ended. The requests below get
-// it from the adapter (ServeTxHandle), which keeps it entered until their reply is sent.
+// it from the adapter (ServeTxHandle), which keeps it entered until their reply is sent. A
+// handle used is no longer counted as flushed (Flushed).
 TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi);
+// A close(2) flushed the handle: counted in its node's Inode::flushed_handles until the handle
+// is used again or released.
+void Flushed(const fuse_file_info* fi);
 // The node a transaction's file handle was opened on.
 Inode* HandleInode(const fuse_file_info* fi);
 Reply Read(Filesystem& fs, const TxGuard& tx, size_t size, off_t off, fuse_file_info* fi);
 Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec* in, off_t off,
             fuse_file_info* fi);
 // Ends a handle; the caller replies (after its own bookkeeping: the reply lets the kernel
-// forget the node).
-void Release(Filesystem& fs, fuse_file_info* fi);
+// forget the node). Returns whether it was counted as flushed, which the caller takes back
+// after its open count (Inode::open_handles): a commit waiting for the release never sees the
+// handle as open and unflushed.
+bool Release(Filesystem& fs, fuse_file_info* fi);
 Reply Fsync(Filesystem& fs, const TxGuard& tx, int datasync, fuse_file_info* fi);
 Reply Fallocate(const Caller& caller, Filesystem& fs, const TxGuard& tx, int mode, off_t off,
                 off_t len, fuse_file_info* fi);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -45,6 +46,7 @@ struct TxHandle {
   int direct_fd = kNotOpened;
   static constexpr int kNotOpened = -2;
   std::mutex mu;
+  std::atomic<bool> flushed{false};  // counted in inode->flushed_handles (Flushed)
   ~TxHandle() {
     if (fd >= 0) close(fd);
     if (after_end_fd >= 0) close(after_end_fd);
@@ -166,7 +168,15 @@ Inode* HandleInode(const fuse_file_info* fi) {
 }
 
 TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi) {
-  return fs.txs()->EnterById(HandleOf(fi)->tx);
+  TxHandle* h = HandleOf(fi);
+  if (h->flushed.load(std::memory_order_relaxed) && h->flushed.exchange(false))
+    h->inode->flushed_handles.fetch_sub(1);
+  return fs.txs()->EnterById(h->tx);
+}
+
+void Flushed(const fuse_file_info* fi) {
+  TxHandle* h = HandleOf(fi);
+  if (!h->flushed.exchange(true)) h->inode->flushed_handles.fetch_add(1);
 }
 
 Reply Open(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
@@ -356,7 +366,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data.size());
 }
 
-void Release(Filesystem& fs, fuse_file_info* fi) {
+bool Release(Filesystem& fs, fuse_file_info* fi) {
   std::unique_ptr<TxHandle> h(HandleOf(fi));
   // The daemon's other descriptors first: one open for writing would keep a passed-through
   // writer's hold lingering (PassthroughFiles::Release asks whether the file is still open for
@@ -364,6 +374,7 @@ void Release(Filesystem& fs, fuse_file_info* fi) {
   if (h->after_end_fd >= 0) close(std::exchange(h->after_end_fd, -1));
   if (h->direct_fd >= 0) close(std::exchange(h->direct_fd, TxHandle::kNotOpened));
   CloseHandleFd(fs, h.get());
+  return h->flushed.load();
 }
 
 Reply Fsync(Filesystem& fs, const TxGuard& tx, int datasync, fuse_file_info* fi) {

@@ -229,7 +229,7 @@ std::vector<TxService::Ending> TxService::Recent() const {
 }
 
 Status TxService::End(const std::shared_ptr<TxContext>& tx, bool commit, const char* why) {
-  if (before_end_) before_end_(tx->id);
+  if (before_end_) before_end_(tx->id, commit);
   std::unique_lock live(tx->live);  // waits for the operations in flight inside it
   if (tx->ended) return Status::NotFound("transaction " + tx->id.ToString() + " has ended");
   tx->ended = true;

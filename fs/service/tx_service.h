@@ -210,9 +210,10 @@ class TxService {
   // Called with what each ended transaction touched, on the thread that ended it, once the
   // transaction no longer holds back its own operations.
   void SetOnEnded(std::function<void(const EndedTx&)> f) { on_ended_ = std::move(f); }
-  // Called before a transaction ends, while its operations still run: the kernel's dirty pages
-  // of its files (mmap writes) must reach it through its handles now.
-  void SetBeforeEnd(std::function<void(const Guid&)> f) { before_end_ = std::move(f); }
+  // Called before a transaction ends (`commit`: by a commit), while its operations still run:
+  // the kernel's dirty pages of its files (mmap writes) must reach it through its handles now,
+  // and the releases of handles closed just before a commit reach the daemon.
+  void SetBeforeEnd(std::function<void(const Guid&, bool commit)> f) { before_end_ = std::move(f); }
   // When a commit replaces an object of source `source` (FsRmOptions::replace_when). Set before
   // the first transaction begins; without it, every whole rewrite is replaced.
   void SetReplaceWhen(
@@ -256,7 +257,7 @@ class TxService {
   EndingHistory endings_;
   CacheCoherence coherence_;
   std::function<void(const EndedTx&)> on_ended_;
-  std::function<void(const Guid&)> before_end_;
+  std::function<void(const Guid&, bool commit)> before_end_;
   std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> replace_when_;
 
   std::mutex reaper_mu_;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -534,6 +535,64 @@ TEST_F(ReplaceWhenTest, AnEndedTransactionsNodeOfAFileItCreatedCounts) {
   table_.AcquireTx(t1_, fstx::ObjectId::New(7), fd, st, 0, "f");
   table_.MarkTxEnded(t1_);
   EXPECT_EQ(table_.ReplaceWhen(t2_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
+}
+
+// A commit waits for the RELEASE of its files that were closed before it
+// (InodeTable::AwaitFlushedReleased): the kernel may send it after the commit, and a file found
+// open is written in place.
+class FlushedReleaseTest : public ReplaceWhenTest {
+ protected:
+  // t1_'s node of f with `handles` open, `flushed` of them by a close(2); with a committed node
+  // of f besides if `known_outside`: what makes writing it in place tear.
+  Inode* Handles(uint32_t handles, uint32_t flushed, bool known_outside = true) {
+    if (known_outside) {
+      int fd = open(t_.Sub("f").c_str(), O_PATH);
+      struct stat st;
+      EXPECT_EQ(fstat(fd, &st), 0);
+      table_.Acquire(fd, st, 0);
+    }
+    v_ = Acquire(t1_, "f", nullptr);
+    v_->open_handles = handles;
+    v_->flushed_handles = flushed;
+    return v_;
+  }
+  void Released() {
+    v_->open_handles = 0;
+    v_->flushed_handles = 0;
+    table_.HandleReleased();
+  }
+  void TearDown() override {
+    if (v_ != nullptr) Released();
+  }
+  static constexpr std::chrono::milliseconds kLong{10000};
+  Inode* v_ = nullptr;
+};
+
+TEST_F(FlushedReleaseTest, WaitsForTheReleaseOfAClosedHandle) {
+  Handles(1, 1);
+  std::thread release([&] { Released(); });
+  // However the release and the wait interleave, the wait ends with the handle released.
+  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
+  release.join();
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
+}
+
+TEST_F(FlushedReleaseTest, StopsWaitingForAHandleStillOpenAtTheBound) {
+  Handles(1, 1);
+  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, std::chrono::milliseconds(1)), 1u);
+  EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kNever);
+}
+
+// A handle in use, or one of two not closed, is open: nothing to wait for.
+TEST_F(FlushedReleaseTest, NotForAHandleNotClosed) {
+  Handles(2, 1);
+  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
+}
+
+// Written in place, a file no other node knows tears for no reader.
+TEST_F(FlushedReleaseTest, NotForAFileNoOtherNodeKnows) {
+  Handles(1, 1, /*known_outside=*/false);
+  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
 }
 
 class LookupTest : public ::testing::Test {
