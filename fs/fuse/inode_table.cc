@@ -473,8 +473,9 @@ bool InodeTable::KnownElsewhereLocked(const Guid& tx, int source, const fstx::Ob
   return by_key_.count(Key{dev, ino}) > 0 || !OtherVersionsLocked(tx, source, dev, ino).empty();
 }
 
-size_t InodeTable::FlushedUnreleasedLocked(const Guid& tx) const {
-  size_t n = 0;
+std::vector<std::pair<int, fstx::ObjectId>> InodeTable::FlushedUnreleasedLocked(
+    const Guid& tx) const {
+  std::vector<std::pair<int, fstx::ObjectId>> out;
   for (auto it = versions_.lower_bound(VersionKey{tx, INT_MIN, fstx::ObjectId{}});
        it != versions_.end() && std::get<0>(it->first) == tx; ++it) {
     const Inode* v = it->second.get();
@@ -482,15 +483,23 @@ size_t InodeTable::FlushedUnreleasedLocked(const Guid& tx) const {
     const uint32_t open = v->open_handles.load();
     if (open == 0 || v->flushed_handles.load() < open) continue;
     // Written in place, a file no other node knows tears for no reader (ReplaceWhen).
-    if (KnownElsewhereLocked(tx, v->source_index, v->object)) n++;
+    if (KnownElsewhereLocked(tx, v->source_index, v->object))
+      out.emplace_back(v->source_index, v->object);
   }
-  return n;
+  return out;
 }
 
-size_t InodeTable::AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound) {
+size_t InodeTable::AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound,
+                                        const ChangedBy& changed) {
   auto pending = [&] {
-    std::lock_guard lock(mu_);
-    return FlushedUnreleasedLocked(tx);
+    std::vector<std::pair<int, fstx::ObjectId>> nodes;
+    {
+      std::lock_guard lock(mu_);
+      nodes = FlushedUnreleasedLocked(tx);
+    }
+    // Asked without the table's lock: `changed` takes locks of its own.
+    return static_cast<size_t>(std::count_if(
+        nodes.begin(), nodes.end(), [&](const auto& n) { return changed(n.first, n.second); }));
   };
   if (pending() == 0) return 0;
   std::unique_lock l(release_mu_);
@@ -501,7 +510,11 @@ size_t InodeTable::AwaitFlushedReleased(const Guid& tx, std::chrono::millisecond
   return left;
 }
 
-void InodeTable::HandleReleased() {
+size_t InodeTable::ReleaseWaitersForTests() const {
+  return static_cast<size_t>(release_waiters_.load());
+}
+
+void InodeTable::HandlesChanged() {
   if (release_waiters_.load() == 0) return;
   std::lock_guard l(release_mu_);
   released_.notify_all();

@@ -211,13 +211,17 @@ class InodeTable {
   // its data.
   fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
   // Before a commit of `tx`: waits, at most `bound`, while one of its version nodes of an
-  // existing object has handles open that all were flushed (Inode::flushed_handles), for their
-  // RELEASE. A file still open at the commit is written in place (ReplaceWhen), which tears for
-  // readers whose kernel cached its size; one whose last close(2) the commit merely overtook
-  // need not be. Returns how many such nodes still have handles open.
-  size_t AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound);
-  // A handle of a node was released (after its open_handles went down): wakes that wait.
-  void HandleReleased();
+  // existing object that `changed` says it changed, and that another node knows, has handles
+  // open that all were flushed (Inode::flushed_handles), for their RELEASE. A file still open at
+  // the commit is written in place (ReplaceWhen), which tears for readers whose kernel cached
+  // its size; one whose last close(2) the commit merely overtook need not be. Returns how many
+  // such nodes still have handles open.
+  using ChangedBy = std::function<bool(int source, const fstx::ObjectId& id)>;
+  size_t AwaitFlushedReleased(const Guid& tx, std::chrono::milliseconds bound,
+                              const ChangedBy& changed);
+  // A handle of a node was released or used again: wakes that wait to look again.
+  void HandlesChanged();
+  size_t ReleaseWaitersForTests() const;
   std::optional<fuse_ino_t> FindNode(dev_t dev, ino_t ino) const;
   // The committed node of (dev, ino) if the kernel knows it and it is a directory.
   std::optional<fuse_ino_t> FindDirectoryNode(dev_t dev, ino_t ino) const;
@@ -287,9 +291,9 @@ class InodeTable {
   // Whether a node besides `tx`'s own knows object `id` of `source`: a committed node, or
   // another transaction's version node, live or ended (mu_ held).
   bool KnownElsewhereLocked(const Guid& tx, int source, const fstx::ObjectId& id) const;
-  // Version nodes of `tx` whose open handles were all flushed, of objects known elsewhere
-  // (mu_ held).
-  size_t FlushedUnreleasedLocked(const Guid& tx) const;
+  // The source and object of each version node of `tx` whose open handles were all flushed,
+  // of an existing object known elsewhere (mu_ held).
+  std::vector<std::pair<int, fstx::ObjectId>> FlushedUnreleasedLocked(const Guid& tx) const;
   std::unordered_map<Key, std::unique_ptr<Inode>, KeyHash> by_key_;
   // By transaction, source and object: objects a transaction creates are numbered per source.
   using VersionKey = std::tuple<Guid, int, fstx::ObjectId>;

@@ -102,13 +102,18 @@ int Filesystem::Stat(Inode* inode, struct stat* st) const {
 void Filesystem::BeforeTxEnd(const Guid& tx, bool commit) {
   // Worth waiting for only where another worker can serve the RELEASE meanwhile.
   if (commit && !options_.single_thread) {
-    if (size_t left = inodes_.AwaitFlushedReleased(tx, kReleaseWait); left != 0) {
+    // Readers take no locks: an object the transaction holds is one it changed, and only such
+    // a file may be replaced.
+    auto changed = [this, &tx](int source, const fstx::ObjectId& id) {
+      return source >= 0 && txs_ != nullptr &&
+             txs_->rm(source).locks().Holder(fstx::ObjectKey{id.dev, id.ino}) == tx;
+    };
+    if (size_t left = inodes_.AwaitFlushedReleased(tx, kReleaseWait, changed); left != 0) {
       DaemonLog(LogLevel::kInfo,
                 "transaction " + tx.ToString() + ": " + std::to_string(left) +
                     " file(s) closed before its commit but not released " +
                     std::to_string(kReleaseWait.count()) +
-                    " ms later: still open elsewhere (a duplicated descriptor), so written in "
-                    "place");
+                    " ms later: still open by another descriptor, so written in place");
     }
   }
   if (invalidator_ == nullptr) return;

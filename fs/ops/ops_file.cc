@@ -131,7 +131,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     const bool flushed = txops::Release(fs, fi);
     inode->open_handles.fetch_sub(1);
     if (flushed) inode->flushed_handles.fetch_sub(1);
-    fs.inodes().HandleReleased();
+    fs.inodes().HandlesChanged();
     Send(req, Reply::Ok());
     return;
   }

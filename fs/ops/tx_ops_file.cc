@@ -169,14 +169,19 @@ Inode* HandleInode(const fuse_file_info* fi) {
 
 TxGuard EnterByHandle(Filesystem& fs, const fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  if (h->flushed.load(std::memory_order_relaxed) && h->flushed.exchange(false))
+  if (h->flushed.load(std::memory_order_relaxed) && h->flushed.exchange(false)) {
     h->inode->flushed_handles.fetch_sub(1);
+    fs.inodes().HandlesChanged();
+  }
   return fs.txs()->EnterById(h->tx);
 }
 
 void Flushed(const fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
-  if (!h->flushed.exchange(true)) h->inode->flushed_handles.fetch_add(1);
+  // Counted before the mark, so that a use racing this (which takes the count back after the
+  // mark) never takes the count below the marks set.
+  h->inode->flushed_handles.fetch_add(1);
+  if (h->flushed.exchange(true)) h->inode->flushed_handles.fetch_sub(1);  // marked already
 }
 
 Reply Open(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,

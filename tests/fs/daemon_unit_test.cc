@@ -559,40 +559,59 @@ class FlushedReleaseTest : public ReplaceWhenTest {
   void Released() {
     v_->open_handles = 0;
     v_->flushed_handles = 0;
-    table_.HandleReleased();
+    table_.HandlesChanged();
+  }
+  size_t Await(std::chrono::milliseconds bound) {
+    return table_.AwaitFlushedReleased(t1_, bound, [this](int, const fstx::ObjectId& id) {
+      return changed_ && id == FileObject();
+    });
   }
   void TearDown() override {
     if (v_ != nullptr) Released();
   }
-  static constexpr std::chrono::milliseconds kLong{10000};
+  static constexpr std::chrono::milliseconds kLong{20000};
   Inode* v_ = nullptr;
+  bool changed_ = true;  // whether t1_ changed f
 };
 
-TEST_F(FlushedReleaseTest, WaitsForTheReleaseOfAClosedHandle) {
+TEST_F(FlushedReleaseTest, WakesAtTheReleaseOfAClosedHandle) {
   Handles(1, 1);
-  std::thread release([&] { Released(); });
-  // However the release and the wait interleave, the wait ends with the handle released.
-  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
+  std::thread release([&] {
+    while (table_.ReleaseWaitersForTests() == 0)
+      std::this_thread::yield();
+    Released();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Await(kLong), 0u);
+  // Woken by the release, not by the bound (after which it would look again and find it too).
+  EXPECT_LT(std::chrono::steady_clock::now() - start, kLong / 2);
   release.join();
   EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kIfWhole);
 }
 
 TEST_F(FlushedReleaseTest, StopsWaitingForAHandleStillOpenAtTheBound) {
   Handles(1, 1);
-  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, std::chrono::milliseconds(1)), 1u);
+  EXPECT_EQ(Await(std::chrono::milliseconds(1)), 1u);
   EXPECT_EQ(table_.ReplaceWhen(t1_, 0, FileObject()), fstx::ReplaceWhen::kNever);
 }
 
 // A handle in use, or one of two not closed, is open: nothing to wait for.
 TEST_F(FlushedReleaseTest, NotForAHandleNotClosed) {
   Handles(2, 1);
-  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
+  EXPECT_EQ(Await(kLong), 0u);
 }
 
 // Written in place, a file no other node knows tears for no reader.
 TEST_F(FlushedReleaseTest, NotForAFileNoOtherNodeKnows) {
   Handles(1, 1, /*known_outside=*/false);
-  EXPECT_EQ(table_.AwaitFlushedReleased(t1_, kLong), 0u);
+  EXPECT_EQ(Await(kLong), 0u);
+}
+
+// A file the transaction only read is not replaced, whoever has it open.
+TEST_F(FlushedReleaseTest, NotForAFileTheTransactionDidNotChange) {
+  Handles(1, 1);
+  changed_ = false;
+  EXPECT_EQ(Await(kLong), 0u);
 }
 
 class LookupTest : public ::testing::Test {
