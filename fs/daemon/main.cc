@@ -323,6 +323,9 @@ int Run(int argc, char** argv) {
   fs.SetDirectWriteInvalidator(&direct_writes);
   (*txs)->SetBeforeEnd([&fs](const Guid& tx, bool commit) { fs.BeforeTxEnd(tx, commit); });
   (*txs)->SetOnEnded([&fs](const EndedTx& e) { fs.OnTxEnded(e); });
+  (*txs)->SetOnLetIn([&fs](const Guid& tx, int source, const std::vector<fstx::ObjectId>& objects) {
+    fs.OnLetIn(tx, source, objects);
+  });
   (*txs)->SetReplaceWhen([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
     return fs.inodes().ReplaceWhen(tx, source, id);
   });

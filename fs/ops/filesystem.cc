@@ -123,6 +123,22 @@ void Filesystem::BeforeTxEnd(const Guid& tx, bool commit) {
     invalidator_->InodeNow(n);
 }
 
+void Filesystem::OnLetIn(const Guid& tx, int source, const std::vector<fstx::ObjectId>& objects) {
+  if (invalidator_ == nullptr) return;
+  // A descriptor kept from before the commit would otherwise go on reading the old size and
+  // pages, mixed with the new bytes it is served where it has no page, until the copy is done
+  // (OnTxEnded drops them again then). From the invalidator's thread: dropping pages waits for
+  // reads in flight, which are served meanwhile and so end.
+  for (const fstx::ObjectId& o : objects) {
+    if (o.kind != fstx::ObjectId::Kind::kExisting) continue;
+    const dev_t dev = static_cast<dev_t>(o.dev);
+    const ino_t ino = static_cast<ino_t>(o.ino);
+    if (auto n = inodes_.FindNode(dev, ino)) invalidator_->Inode(*n);
+    for (fuse_ino_t v : inodes_.OtherVersionNodes(tx, source, dev, ino))
+      invalidator_->Inode(v);
+  }
+}
+
 void Filesystem::OnTxEnded(const EndedTx& e) {
   if (invalidator_ == nullptr) return;
   for (fuse_ino_t n : inodes_.VersionNodes(e.id))

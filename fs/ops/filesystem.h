@@ -53,6 +53,9 @@ class Filesystem {
   // The kernel caches around a transaction's end (see TxService::SetBeforeEnd, SetOnEnded).
   void BeforeTxEnd(const Guid& tx, bool commit);
   void OnTxEnded(const EndedTx& e);
+  // A commit of `tx` let readers in while it still copies the data of `objects` (of source
+  // `source`) in place, serving them from staging (TxService::SetOnLetIn).
+  void OnLetIn(const Guid& tx, int source, const std::vector<fstx::ObjectId>& objects);
   Invalidator* invalidator() const { return invalidator_; }
   Invalidator* direct_write_invalidator() const { return direct_write_invalidator_; }
   TxService* txs() const { return txs_; }

@@ -216,6 +216,12 @@ class TxService {
   void SetBeforeEnd(std::function<void(const Guid&, bool commit)> f) { before_end_ = std::move(f); }
   // When a commit replaces an object of source `source` (FsRmOptions::replace_when). Set before
   // the first transaction begins; without it, every whole rewrite is replaced.
+  // Called when a commit of source `source` lets readers in while it still copies the data of
+  // `objects` in place (FsRmOptions::on_let_in). Set before the first commit.
+  void SetOnLetIn(
+      std::function<void(const Guid&, int source, const std::vector<fstx::ObjectId>&)> f) {
+    on_let_in_ = std::move(f);
+  }
   void SetReplaceWhen(
       std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> f) {
     replace_when_ = std::move(f);
@@ -259,6 +265,7 @@ class TxService {
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&, bool commit)> before_end_;
   std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> replace_when_;
+  std::function<void(const Guid&, int source, const std::vector<fstx::ObjectId>&)> on_let_in_;
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

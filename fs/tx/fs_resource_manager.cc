@@ -407,6 +407,7 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       late = closed.Keep(keys, served);
       closed.Open();
       if (visible.owns_lock()) visible.unlock();
+      if (o_.on_let_in) o_.on_let_in(tx, still_changing);
     };
     std::function<ReplaceWhen(const ObjectId&)> replace_when;
     if (o_.replace_when)
