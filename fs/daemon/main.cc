@@ -354,7 +354,8 @@ int Run(int argc, char** argv) {
       // Before the unmount closes the session's descriptor: a transaction ending meanwhile (the
       // reaper's) would write its invalidations to a closed descriptor, or to a file that
       // reuses its number (TSan under txcheck).
-      invalidator.Discard();
+      // Bounded: a commit's let_in has it drop pages too (Filesystem::OnLetIn).
+      invalidator.Discard(std::chrono::seconds(1));
       direct_writes.Discard(std::chrono::seconds(1));
       fuse_session_unmount(se);
     }
@@ -363,7 +364,7 @@ int Run(int argc, char** argv) {
   // Unmounted: the kernel caches nothing of the mount any more and the session's device is
   // closed, so the rollbacks below have nothing to invalidate. Whatever is still live rolls
   // back now, with the log still open.
-  invalidator.Discard();  // again, for the paths that never mounted
+  invalidator.Discard(std::chrono::seconds(1));  // again, for the paths that never mounted
   direct_writes.Discard(std::chrono::seconds(1));
   fs.inodes().SetDescriptorsHeldElsewhere(nullptr);
   fs.SetTxService(nullptr);

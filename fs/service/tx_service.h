@@ -214,14 +214,14 @@ class TxService {
   // the kernel's dirty pages of its files (mmap writes) must reach it through its handles now,
   // and the releases of handles closed just before a commit reach the daemon.
   void SetBeforeEnd(std::function<void(const Guid&, bool commit)> f) { before_end_ = std::move(f); }
-  // When a commit replaces an object of source `source` (FsRmOptions::replace_when). Set before
-  // the first transaction begins; without it, every whole rewrite is replaced.
   // Called when a commit of source `source` lets readers in while it still copies the data of
   // `objects` in place (FsRmOptions::on_let_in). Set before the first commit.
   void SetOnLetIn(
       std::function<void(const Guid&, int source, const std::vector<fstx::ObjectId>&)> f) {
     on_let_in_ = std::move(f);
   }
+  // When a commit replaces an object of source `source` (FsRmOptions::replace_when). Set before
+  // the first transaction begins; without it, every whole rewrite is replaced.
   void SetReplaceWhen(
       std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> f) {
     replace_when_ = std::move(f);

@@ -407,7 +407,12 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       late = closed.Keep(keys, served);
       closed.Open();
       if (visible.owns_lock()) visible.unlock();
-      if (o_.on_let_in) o_.on_let_in(tx, still_changing);
+      // Only files served: a reader of one that is not waits for the copy, maybe with the
+      // kernel's pages locked, which dropping them would wait for.
+      std::vector<ObjectId> served_ids;
+      for (const ObjectId& id : still_changing)
+        if (served.count({id.dev, id.ino}) != 0) served_ids.push_back(id);
+      if (o_.on_let_in && !served_ids.empty()) o_.on_let_in(tx, served_ids);
     };
     std::function<ReplaceWhen(const ObjectId&)> replace_when;
     if (o_.replace_when)

@@ -79,9 +79,9 @@ struct FsRmOptions {
   // replacement.h) rather than write it in place. Asked while the object is closed at the gate.
   // Optional: without it, every whole rewrite is replaced.
   std::function<ReplaceWhen(const Guid& tx, const ObjectId& id)> replace_when;
-  // Called when apply lets readers in with the data of `objects` still to be copied in place
-  // (they are served from staging meanwhile): what the kernel cached of them from before the
-  // commit is stale from then on, not only once the copy is done.
+  // Called when apply lets readers in with the data of `objects` still to be copied in place,
+  // served from staging meanwhile (those it cannot serve are not named): what the kernel cached
+  // of them from before the commit is stale from then on, not only once the copy is done.
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects)> on_let_in;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
