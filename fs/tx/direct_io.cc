@@ -274,8 +274,10 @@ Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t 
 
 Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, uint64_t length,
               const std::string& what) {
+  static_assert(kLargestFolio % kDirectAlign == 0);
   const uint64_t end = offset + length;
-  const uint64_t mid_begin = Up(offset), mid_end = Down(end);
+  const uint64_t mid_begin = (offset + kLargestFolio - 1) / kLargestFolio * kLargestFolio;
+  const uint64_t mid_end = end / kLargestFolio * kLargestFolio;
   uint64_t pos = offset;
   if (in_direct >= 0 && out_direct >= 0 && mid_begin < mid_end) {
     KTMFS_RETURN_IF_ERROR(CopyOrdinary(in, out, offset, mid_begin - offset, what));

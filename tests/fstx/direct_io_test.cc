@@ -156,6 +156,41 @@ TEST_F(DirectIoTest, TheAlignedMiddleBypassesThePageCache) {
   }
 }
 
+// A direct write drops the cached folios it touches, whole: a copy that sent the whole aligned
+// range direct dropped the destination's large folios at its ends too, with bytes the copy
+// does not change, and their next reader went to the device. Only the folio-aligned middle
+// goes direct now, so what was cached outside the range stays cached.
+TEST_F(DirectIoTest, CopyAtKeepsTheDestinationCachedOutsideItsRange) {
+  struct statfs sf;
+  ASSERT_EQ(::statfs(tmp.path().c_str(), &sf), 0);
+  constexpr long kTmpfsMagic = 0x01021994;
+  if (!DirectSupported()) GTEST_SKIP() << tmp.path() << " refuses O_DIRECT";
+  if (sf.f_type == kTmpfsMagic) GTEST_SKIP() << "tmpfs serves O_DIRECT from the page cache";
+  const uint64_t size = 4 * kLargestFolio;
+  const uint64_t offset = kDirectAlign, length = 3 * kLargestFolio - 2 * kDirectAlign;
+  const std::string old = Pattern(size, 'o');
+  const std::string data = Pattern(size, 'n');
+  int in = Create("in", data);
+  int out = Create("out", old);  // written through the page cache: all of it cached
+  int in_direct = ReopenDirect(in, O_RDONLY | O_CLOEXEC);
+  int out_direct = ReopenDirect(out, O_WRONLY | O_CLOEXEC);
+  ASSERT_TRUE(in_direct >= 0 && out_direct >= 0);
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  ASSERT_EQ(CachedPages(out, 0, size), size / page)
+      << "the destination is not cached to begin with";
+  Status s = CopyAt(in, in_direct, out, out_direct, offset, length, "test copy");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(CachedPages(out, 0, offset), offset / page) << "the bytes before the range";
+  EXPECT_EQ(CachedPages(out, offset + length, size - offset - length),
+            (size - offset - length) / page)
+      << "the bytes after the range";
+  EXPECT_EQ(CachedPages(out, kLargestFolio, kLargestFolio), 0u)
+      << "the folio-aligned middle went direct";
+  EXPECT_TRUE(Slurp(out) == Overlay(old, data.substr(offset, length), offset));
+  for (int fd : {in, out, in_direct, out_direct})
+    if (fd >= 0) ::close(fd);
+}
+
 // The copy takes exactly the range, or up to the end of the source when it is shorter, and
 // leaves the rest of the destination alone.
 TEST_F(DirectIoTest, CopyAtCopiesTheRangeUpToTheSourceEnd) {
