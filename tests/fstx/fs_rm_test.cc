@@ -556,6 +556,55 @@ TEST(FsRm, ABigFileWrittenInPlaceKeepsOnlyItselfFromReaders) {
             std::string(4096, 'o') + data + std::string((3 << 20) - 4096 - data.size(), 'o'));
 }
 
+// Files written in place with less than 1 MiB each are written after readers are let in too,
+// once together they come to 1 MiB or more, and are served from staging meanwhile: before,
+// 1,000 files of 256 KiB kept readers inside transactions waiting for all of their data. Under
+// that, they are written with everything else, under the lock.
+TEST(FsRm, ManySmallFilesWrittenInPlaceAreServedMeanwhile) {
+  constexpr size_t kSize = 64 << 10;
+  for (int files : {20, 3}) {  // 1.2 MiB written, then 180 KiB
+    SCOPED_TRACE(std::to_string(files) + " files");
+    const bool late = files * (kSize - 4096) >= (1 << 20);
+    GatedWorld g;
+    FsRmWorld& w = g.w;
+    for (int i = 0; i < files; ++i)
+      WriteFile(w.root() + "/s" + std::to_string(i), std::string(kSize, 'o'));
+    ASSERT_TRUE(w.Start().ok());
+    std::vector<VisibilityGate::Key> keys;
+    for (int i = 0; i < files; ++i) {
+      const ObjectId id = IdOf(w.root() + "/s" + std::to_string(i));
+      keys.push_back({id.dev, id.ino});
+    }
+    const std::string expected = std::string(4096, 'o') + std::string(kSize - 4096, 'n');
+    auto tx = w.tm().Begin({});
+    for (int i = 0; i < files; ++i)
+      ASSERT_TRUE(
+          w.changes().Write(*tx, "s" + std::to_string(i), 4096, expected.substr(4096)).ok());
+    int writes = 0;
+    w.rm().SetApplyHook([&](const std::string& what) {
+      if (what.rfind("write ", 0) != 0 || what.find("/s") == std::string::npos) return Status::Ok();
+      ++writes;
+      const bool locked = !g.visibility.try_lock_shared();
+      if (!locked) g.visibility.unlock_shared();
+      EXPECT_EQ(locked, !late) << what;
+      // The last file, whose data is written last: every reader that asks is served it.
+      VisibilityGate::Pass pass = g.gate.Enter();
+      EXPECT_EQ(pass.AddOrServe(keys.back()), late) << what;
+      if (const ServedObject* o = late ? pass.ServedFrom(keys.back()) : nullptr) {
+        std::string got(kSize + 100, '?');
+        auto n = o->Read(0, std::as_writable_bytes(std::span(got)));
+        EXPECT_TRUE(n.ok() && got.substr(0, *n) == expected) << what;
+      }
+      return Status::Ok();
+    });
+    ASSERT_TRUE(w.tm().Commit(*tx).ok());
+    EXPECT_EQ(writes, files);
+    EXPECT_FALSE(g.gate.AnyClosed());
+    for (int i = 0; i < files; ++i)
+      EXPECT_TRUE(ReadFile(w.root() + "/s" + std::to_string(i)) == expected) << i;
+  }
+}
+
 // Meanwhile a reader that asks is served the big file as the commit leaves it, from staging:
 // before apply has written any of its data, and after it has written part of it.
 TEST(FsRm, ABigFileWrittenInPlaceIsServedFromStagingMeanwhile) {
