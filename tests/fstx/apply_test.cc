@@ -139,6 +139,20 @@ void LateBigWrite(Workload& w) {
   w.SetXattr("big.bin", "user.late", "1");
 }
 
+// Files written in part with less than 1 MiB each but more together: their content comes last
+// too (the smallest, b.txt's, with them), around a rename of one of them and a truncate.
+void LateSmallWrites(Workload& w) {
+  const std::string run(400000, 'S');
+  w.Write("a.txt", 1, run);
+  w.Mkdir("moved");
+  w.Write("dir1/c.txt", 2, run);
+  w.Rename("dir1/c.txt", "moved/c.txt");
+  w.Write("dir1/sub/d.txt", 1, run.substr(0, 300000));
+  w.Truncate("dir1/sub/d.txt", 200000);
+  w.Write("b.txt", 3, "tail");
+  w.Create("new.txt", "fresh");
+}
+
 // Whole rewrites (replacement.h): big.bin overwritten from its first byte to past its end in
 // staged extents, b.txt truncated and written again in small writes that carry their data,
 // a.txt overwritten exactly; each keeps its mode and xattrs. dir1/c.txt gets a second name
@@ -321,6 +335,13 @@ TEST(Apply, SmallWriteRewritesSurviveCrashAtEveryStep) {
 
 TEST(Apply, BigContentWrittenLastSurvivesCrashAtEveryStep) {
   CrashAtEveryStep(LateBigWrite, ReplaceWhen::kIfWhole, [](const std::vector<ObjectId>&) {});
+}
+
+TEST(Apply, SmallContentWrittenLastSurvivesCrashAtEveryStep) {
+  size_t late = 0;
+  CrashAtEveryStep(LateSmallWrites, ReplaceWhen::kIfWhole,
+                   [&](const std::vector<ObjectId>& objects) { late = objects.size(); });
+  EXPECT_EQ(late, 4u) << "a.txt, c.txt, d.txt and b.txt are written last";
 }
 
 TEST(Apply, TruncatedRewritesSurviveCrashAtEveryStep) {
