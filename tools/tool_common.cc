@@ -70,6 +70,17 @@ void WarnApplyPending(int fd, const std::string& path) {
       path.c_str(), reason.c_str());
 }
 
+std::string OutcomeWhenDaemonGone(int neg_errno, bool commit) {
+  if (neg_errno == -ECONNABORTED && commit)
+    return "the daemon serving the mount stopped during the commit: its outcome is unknown "
+           "until the next mount recovers the log";
+  if (neg_errno == -ECONNABORTED || neg_errno == -ENOTCONN)
+    return std::string("the daemon serving the mount ") +
+           (neg_errno == -ENOTCONN ? "had stopped before" : "stopped during") + " the " +
+           (commit ? "commit" : "rollback") + ": the next mount rolls the transaction back";
+  return "";
+}
+
 int ReportError(int fd, const std::string& path, const char* what, int neg_errno) {
   int err = -neg_errno;
   const std::string reason = err == ENOTTY ? std::string() : DaemonReason(fd);

@@ -36,6 +36,13 @@ int ReportError(int fd, const std::string& path, const char* what, int neg_errno
 // committed but not all of it is visible yet, and why (the daemon's sentence).
 void WarnApplyPending(int fd, const std::string& path);
 
+// What became of a transaction whose commit (`commit`) or rollback failed with `neg_errno`
+// because the daemon serving the mount died, for a message: "its outcome is unknown ..." or
+// "the next mount rolls ..."; empty for any other error. The kernel ends a request the daemon
+// was serving with ECONNABORTED (a commit's decision may then be durable) and refuses one sent
+// after with ENOTCONN.
+std::string OutcomeWhenDaemonGone(int neg_errno, bool commit);
+
 void PrintVersion();
 
 // --help and --version, which every tool takes: their values in its getopt_long option table.

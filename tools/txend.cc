@@ -43,22 +43,8 @@ int Report(int fd, const std::string& path, bool commit, int rc) {
         path.c_str(), reason.empty() ? "" : ": ", reason.c_str());
     return KTMFS_EXIT_FAILED;
   }
-  // The daemon died: the kernel aborts a request it was serving (ECONNABORTED), and refuses one
-  // sent after (ENOTCONN). The log says what became of the commit, and only the next mount reads
-  // it: its decision may already be durable. A rollback, or a commit the daemon never got, ends
-  // rolled back there.
-  if (rc == -ECONNABORTED && commit) {
-    ktmfs::tools::Warn(
-        "%s: the daemon serving the mount stopped during the commit: its outcome is unknown "
-        "until the next mount recovers the log",
-        path.c_str());
-    return KTMFS_EXIT_FAILED;
-  }
-  if (rc == -ECONNABORTED || rc == -ENOTCONN) {
-    ktmfs::tools::Warn(
-        "%s: the daemon serving the mount %s the %s: the next mount rolls the transaction back",
-        path.c_str(), rc == -ENOTCONN ? "had stopped before" : "stopped during",
-        commit ? "commit" : "rollback");
+  if (std::string gone = ktmfs::tools::OutcomeWhenDaemonGone(rc, commit); !gone.empty()) {
+    ktmfs::tools::Warn("%s: %s", path.c_str(), gone.c_str());
     return KTMFS_EXIT_FAILED;
   }
   if (commit && (rc == -EIO || rc == -ENOSPC || rc == -ETIMEDOUT)) {

@@ -141,6 +141,9 @@ int main(int argc, char** argv) {
           "log (its decision could not be made durable)",
           path.c_str(), id);
       result = KTMFS_EXIT_COMMIT_FAILED;
+    } else if (std::string gone = OutcomeWhenDaemonGone(rc, true); !gone.empty()) {
+      Warn("%s: commit of %s: %s", path.c_str(), id, gone.c_str());
+      result = KTMFS_EXIT_COMMIT_FAILED;
     } else if (rc != 0) {
       Warn("%s: commit of %s failed: %s; the transaction was rolled back", path.c_str(), id,
            std::strerror(-rc));
