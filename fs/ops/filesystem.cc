@@ -109,11 +109,13 @@ void Filesystem::BeforeTxEnd(const Guid& tx, bool commit) {
              txs_->rm(source).locks().Holder(fstx::ObjectKey{id.dev, id.ino}) == tx;
     };
     if (size_t left = inodes_.AwaitFlushedReleased(tx, kReleaseWait, changed); left != 0) {
-      DaemonLog(LogLevel::kInfo,
-                "transaction " + tx.ToString() + ": " + std::to_string(left) +
-                    " file(s) closed before its commit but not released " +
-                    std::to_string(kReleaseWait.count()) +
-                    " ms later: still open by another descriptor, so written in place");
+      DaemonLog(
+          LogLevel::kInfo,
+          "transaction " + tx.ToString() + ": " + std::to_string(left) +
+              " file(s) closed before its commit but not released " +
+              std::to_string(kReleaseWait.count()) +
+              " ms later (still open by another descriptor, or the kernel's RELEASE is that late), "
+              "so written in place");
     }
   }
   if (invalidator_ == nullptr) return;
