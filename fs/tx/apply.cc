@@ -760,7 +760,7 @@ class Applier {
       return id;
     }
     int in_direct = -1, out_direct = -1;
-    if (op.length >= kDirectAlign) {
+    if (CopyGoesDirect(op.offset, op.length)) {
       in_direct = ReopenDirect(in, O_RDONLY | O_CLOEXEC);
       if (in_direct >= 0) out_direct = ReopenDirect(out, O_WRONLY | O_CLOEXEC);
     }

@@ -22,7 +22,11 @@ bool PlannedObject::parks() const {
 }
 
 const PlannedObject* ApplyPlan::Find(const ObjectId& id) const {
-  for (const auto& o : objects)
+  if (by_id.size() == objects.size()) {
+    auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : &objects[it->second];
+  }
+  for (const auto& o : objects)  // a plan put together by hand
     if (o.id == id) return &o;
   return nullptr;
 }
@@ -42,10 +46,13 @@ class Simulator {
 
   ApplyPlan Finish() {
     ApplyPlan plan;
+    // One pass over the names, not one per object: a transaction may touch tens of thousands.
+    std::map<ObjectId, std::vector<std::string>> names;
+    for (const auto& [path, held] : bindings_)
+      names[held].push_back(path);
     for (auto& [id, obj] : objects_) {
       PlannedObject p = obj;
-      for (const auto& [path, held] : bindings_)
-        if (held == id) p.finals.push_back(path);
+      if (auto it = names.find(id); it != names.end()) p.finals = std::move(it->second);
       std::stable_sort(p.finals.begin(), p.finals.end(),
                        [](const auto& a, const auto& b) { return PathDepth(a) < PathDepth(b); });
       if (!p.finals.empty()) {
@@ -53,6 +60,7 @@ class Simulator {
                     std::find(p.finals.begin(), p.finals.end(), p.original) != p.finals.end();
         p.canonical = kept ? p.original : p.finals.front();
       }
+      plan.by_id.emplace(p.id, plan.objects.size());
       plan.objects.push_back(std::move(p));
     }
     plan.content_ops = std::move(content_);

@@ -38,6 +38,8 @@ struct ApplyPlan {
   std::vector<PlannedObject> objects;
   // Data and attribute operations, in log order, each naming an object of `objects`.
   std::vector<Op> content_ops;
+  // Where each object is in `objects`, filled by PlanApply: apply looks objects up once per op.
+  std::map<ObjectId, size_t> by_id;
   const PlannedObject* Find(const ObjectId& id) const;
 };
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "fs/tx/beneath.h"
@@ -272,12 +273,25 @@ Status WriteAt(int fd, int direct_fd, std::span<const std::byte> data, uint64_t 
   return PwriteAll(fd, data.data() + (pos - offset), end - pos, pos, what);
 }
 
+namespace {
+// The part of a copy that goes direct: from the first multiple of kLargestFolio in the range to
+// the last (empty when begin >= end).
+std::pair<uint64_t, uint64_t> DirectMiddle(uint64_t offset, uint64_t length) {
+  static_assert(kLargestFolio % kDirectAlign == 0);
+  return {(offset + kLargestFolio - 1) / kLargestFolio * kLargestFolio,
+          (offset + length) / kLargestFolio * kLargestFolio};
+}
+}  // namespace
+
+bool CopyGoesDirect(uint64_t offset, uint64_t length) {
+  auto [begin, end] = DirectMiddle(offset, length);
+  return begin < end;
+}
+
 Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, uint64_t length,
               const std::string& what) {
-  static_assert(kLargestFolio % kDirectAlign == 0);
   const uint64_t end = offset + length;
-  const uint64_t mid_begin = (offset + kLargestFolio - 1) / kLargestFolio * kLargestFolio;
-  const uint64_t mid_end = end / kLargestFolio * kLargestFolio;
+  const auto [mid_begin, mid_end] = DirectMiddle(offset, length);
   uint64_t pos = offset;
   if (in_direct >= 0 && out_direct >= 0 && mid_begin < mid_end) {
     KTMFS_RETURN_IF_ERROR(CopyOrdinary(in, out, offset, mid_begin - offset, what));

@@ -48,6 +48,9 @@ inline constexpr uint64_t kLargestFolio = 2 << 20;
 // the page cache.
 Status CopyAt(int in, int in_direct, int out, int out_direct, uint64_t offset, uint64_t length,
               const std::string& what);
+// Whether CopyAt sends any of [offset, offset+length) direct: if not, its caller need not open
+// direct descriptors.
+bool CopyGoesDirect(uint64_t offset, uint64_t length);
 
 // A buffer aligned for O_DIRECT, at least `size` bytes, owned by the calling thread and
 // reused by its next call (FUSE workers gather request data into it).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <set>
 #include <utility>
 
 namespace ktmfs::fstx {
@@ -138,12 +139,15 @@ VisibilityGate::Closed VisibilityGate::Closed::Keep(const std::vector<Key>& keys
                                                     ServedObjects served) {
   Closed kept;
   if (gate_ == nullptr) return kept;
+  // A commit may keep thousands of files of its tens of thousands of objects, with the gate's
+  // mutex held, which every reader's Enter takes: one pass over each, not one per kept key.
+  const std::set<Key> wanted(keys.begin(), keys.end());
   std::lock_guard l(gate_->mu_);
-  for (const Key& k : keys) {
-    auto it = std::find(keys_.begin(), keys_.end(), k);
-    if (it == keys_.end()) continue;
-    kept.keys_.push_back(k);
-    keys_.erase(it);
+  auto rest = std::stable_partition(keys_.begin(), keys_.end(),
+                                    [&](const Key& k) { return !wanted.contains(k); });
+  kept.keys_.assign(rest, keys_.end());
+  keys_.erase(rest, keys_.end());
+  for (const Key& k : kept.keys_) {
     auto s = served.find(k);
     if (s == served.end() || s->second == nullptr) continue;
     assert(!gate_->served_.contains(k));
