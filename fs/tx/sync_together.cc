@@ -80,43 +80,47 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
     }
     return OpenAsOwner(name.path(), flags);
   };
-  std::vector<int> fds;
-  std::vector<std::string> names;
-  Status s;
-  auto open_one = [&](const std::string& root, const std::string& path, int flags) {
-    int fd = open_beneath(root, path, O_RDONLY | O_NOFOLLOW | flags);
-    if (fd >= 0) {
-      fds.push_back(fd);
-      names.push_back(path);
-      return true;
-    }
-    return false;
+  // Every file first, then every directory, each once.
+  struct Target {
+    const std::string* root;
+    const std::string* path;
+    bool dir;
   };
-  for (const AppliedChanges* c : changes) {
-    for (const auto& f : c->files) {
-      if (!s.ok()) break;
-      if (!files.insert(f).second) continue;
-      if (!open_one(c->backing_root, f, 0)) s = Status::FromErrno(errno, "open " + f);
-    }
-  }
-  for (const AppliedChanges* c : changes) {
-    if (!s.ok()) break;
-    for (const auto& d : c->dirs) {
-      if (!dirs.insert(d).second) continue;  // opened for an earlier transaction of the batch
-      if (open_one(c->backing_root, d, O_DIRECTORY)) continue;
-      // Moved or gone since (within its transaction), or replaced by a symlink behind the
-      // daemon's back: its whole filesystem is synced instead.
-      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
-        moved_away_roots.insert(c->backing_root);
+  std::vector<Target> targets;
+  for (const AppliedChanges* c : changes)
+    for (const auto& f : c->files)
+      if (files.insert(f).second) targets.push_back({&c->backing_root, &f, false});
+  for (const AppliedChanges* c : changes)
+    for (const auto& d : c->dirs)
+      if (dirs.insert(d).second) targets.push_back({&c->backing_root, &d, true});
+  // Opened, synced and closed a ring's worth at a time: a commit may change more files than
+  // the daemon may have open (20,000 files of one commit failed with EMFILE here, and the RM
+  // then refused changes until the next mount).
+  Status s;
+  for (size_t start = 0; s.ok() && start < targets.size(); start += kRingEntries) {
+    std::vector<int> fds;
+    std::vector<std::string> names;
+    for (size_t i = start; i < std::min(targets.size(), start + kRingEntries); i++) {
+      const Target& t = targets[i];
+      int fd = open_beneath(*t.root, *t.path, O_RDONLY | O_NOFOLLOW | (t.dir ? O_DIRECTORY : 0));
+      if (fd >= 0) {
+        fds.push_back(fd);
+        names.push_back(*t.path);
         continue;
       }
-      s = Status::FromErrno(errno, "open " + d);
+      // A directory moved or gone since (within its transaction), or replaced by a symlink
+      // behind the daemon's back: its whole filesystem is synced instead.
+      if (t.dir && (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)) {
+        moved_away_roots.insert(*t.root);
+        continue;
+      }
+      s = Status::FromErrno(errno, "open " + *t.path);
       break;
     }
+    if (s.ok()) s = FsyncAll(fds, names);
+    for (int fd : fds)
+      ::close(fd);
   }
-  if (s.ok()) s = FsyncAll(fds, names);
-  for (int fd : fds)
-    ::close(fd);
   for (const auto& root : moved_away_roots) {
     if (!s.ok()) break;
     int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
