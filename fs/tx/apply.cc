@@ -502,11 +502,12 @@ class Applier {
 
   // The existing files whose content is written last, after the caller has let readers into
   // everything else (ApplyChanges' `let_in`): those written in place with kLateDataMin bytes or
-  // more, and the others too once together they come to as much, so that what is written in
-  // place before readers are let in stays under kLateDataMin however many files a transaction
-  // changes (1,000 files of 256 KiB held readers inside transactions for 300 ms). Each object's
-  // changes stay in log order and no other object's depend on them, so the end is the same, and
-  // so is a re-run's.
+  // more, and the others too once together they come to as much. What is written in place
+  // before readers are let in then stays under kLateDataMin however many files a transaction
+  // changes in part (1,000 files of 256 KiB held readers inside transactions for 300 ms).
+  // Small files rewritten whole are still made under the lock, and parked files written there.
+  // Each object's changes stay in log order and no other object's depend on them, so the end is
+  // the same, and so is a re-run's.
   static constexpr uint64_t kLateDataMin = 1 << 20;
   std::set<ObjectId> LateObjects() const {
     std::map<ObjectId, uint64_t> bytes;

@@ -392,11 +392,11 @@ Status FsResourceManager::ApplyAndFinish(const Guid& tx, const std::vector<Op>& 
       if (o_.visibility) visible = std::unique_lock(*o_.visibility);
       if (o_.gate) closed = o_.gate->Close(GateKeys(tx));
     };
-    // Once only big files' data is left to write in place, everything else opens: readers
-    // inside transactions, which wait for the lock, wait no longer. Readers of those files who
-    // can are served them from staging (ServedFromStaging), and the rest wait at the gate. The
-    // transaction keeps its locks meanwhile, so nothing else changes those files or moves a
-    // directory above them; its staging stays until apply is done.
+    // Once only the late files' data (Applier::LateObjects) is left to write in place, everything
+    // else opens: readers inside transactions, which wait for the lock, wait no longer. Readers of
+    // those files who can are served them from staging (ServedFromStaging), and the rest wait at
+    // the gate. The transaction keeps its locks meanwhile, so nothing else changes those files or
+    // moves a directory above them; its staging stays until apply is done.
     VisibilityGate::Closed late;
     VisibilityGate::Closed::ServedObjects served;
     auto let_in = [&](const std::vector<ObjectId>& still_changing) {

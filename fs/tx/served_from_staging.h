@@ -1,14 +1,14 @@
-// What readers of a big file are answered while a commit's apply writes its data in place, after
-// letting readers into everything else (FsResourceManager::ApplyAndFinish): the file as the
-// commit leaves it, read from where its transaction left the data. The bytes come from the
-// staged file over the committed one (StagedFile::Read); apply writes only the ranges the staged
-// file holds and cuts the file past its new end, so the committed bytes read here are ones it
-// leaves alone. The attributes are the transaction's view of the file at its commit, taken once
-// apply has placed its names (so its link count is the file's own) and before it changes its
-// content or attributes. Its modification time is the view's (the transaction's last write or
-// its explicit time), or the commit's instant where the view has none, and the file keeps it
-// once apply is done (KeepWhatWasServed); its change time moves then, as it does at every change
-// the backing filesystem makes.
+// What readers of a file written late (Applier::LateObjects) are answered while a commit's apply
+// writes its data in place, after letting readers into everything else
+// (FsResourceManager::ApplyAndFinish): the file as the commit leaves it, read from where its
+// transaction left the data. The bytes come from the staged file over the committed one
+// (StagedFile::Read); apply writes only the ranges the staged file holds and cuts the file past its
+// new end, so the committed bytes read here are ones it leaves alone. The attributes are the
+// transaction's view of the file at its commit, taken once apply has placed its names (so its link
+// count is the file's own) and before it changes its content or attributes. Its modification time
+// is the view's (the transaction's last write or its explicit time), or the commit's instant where
+// the view has none, and the file keeps it once apply is done (KeepWhatWasServed); its change time
+// moves then, as it does at every change the backing filesystem makes.
 #pragma once
 
 #include <sys/stat.h>
