@@ -152,8 +152,11 @@ int main(int argc, char** argv) {
   } else {
     rc = ktmfs_rollback(fd, id);
     // The transaction may already be gone (its timeout expired): that is still a rollback.
-    if (rc != 0 && rc != -ENOENT && rc != -ENODATA)
+    if (std::string gone = OutcomeWhenDaemonGone(rc, false); !gone.empty()) {
+      Warn("%s: rollback of %s: %s", path.c_str(), id, gone.c_str());
+    } else if (rc != 0 && rc != -ENOENT && rc != -ENODATA) {
       Warn("%s: rollback of %s failed: %s", path.c_str(), id, std::strerror(-rc));
+    }
   }
   close(fd);
   return result;
