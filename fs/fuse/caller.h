@@ -6,6 +6,8 @@
 // setgroups would change every thread's), so one request's identity never leaks into another.
 // Changing the fsuid away from 0 also drops the filesystem capabilities, so the backing
 // filesystem checks permissions exactly as it would for the caller; switching back restores them.
+// CAP_SYS_RESOURCE goes too, so what the caller makes takes space as the caller's would
+// (writer_identity.h).
 //
 // Creating as the caller includes the caller's umask. With POSIX ACLs the kernel leaves the
 // umask to the filesystem (FUSE_CAP_DONT_MASK), because a parent's default ACL replaces it;
@@ -81,7 +83,9 @@ class IdentityScope {
 
  private:
   bool switched_ = false;
-  bool own_umask_ = false;  // the thread's umask is the caller's until the scope ends
+  bool own_umask_ = false;   // the thread's umask is the caller's until the scope ends
+  bool caps_saved_ = false;  // CAP_SYS_RESOURCE dropped while switched (writer_identity.h)
+  unsigned saved_caps_[2] = {0, 0};
   mode_t caller_umask_ = 0;
 };
 

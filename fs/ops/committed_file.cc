@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "fs/fuse/writer_identity.h"
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
@@ -162,7 +163,11 @@ Reply Write(const Caller& caller, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* i
   if (int err = DropSetidOnWrite(caller, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
     return Reply::Error(err);
   fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
-  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  ssize_t n;
+  {
+    WriterIdentity as(caller.uid(), caller.gid());
+    n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  }
   if (n < 0) return Reply::Error(static_cast<int>(-n));
   return WriteDone(fs, ino, fi, off, static_cast<size_t>(n));
 }

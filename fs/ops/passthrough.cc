@@ -8,9 +8,11 @@
 
 #include <atomic>
 #include <cassert>
+#include <optional>
 #include <string>
 
 #include "fs/fuse/kernel_channel.h"
+#include "fs/fuse/writer_identity.h"
 #include "fs/mount/daemon_log.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
@@ -88,18 +90,39 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
 }
 
 PassthroughFiles::Decision PassthroughFiles::OpenCreated(Filesystem& fs, Inode* inode, int fd,
-                                                         int open_flags,
+                                                         int open_flags, Owner owner,
                                                          const std::function<bool()>& setid) {
   assert(inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew);
   if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG) return {};
   const bool writer = (open_flags & O_ACCMODE) != O_RDONLY;
   std::lock_guard l(mu_);
   return DecideLocked(fs, inode, fd, writer, writer && setid() ? ETXTBSY : 0,
-                      inode->open_handles.load() <= 1);
+                      inode->open_handles.load() <= 1, owner);
 }
 
+namespace {
+
+// The kernel writes a passed-through file with the credentials the backing file was registered
+// with, whoever writes: registered as the file's owner (writer_identity.h), its writes take
+// space as the owner's would. A root-owned file's writers may so take the blocks ext4 keeps for
+// root, as root; a writer the daemon serves itself is held to its own share. `owner`: the owner
+// the transaction's view gives a file it created (its staged file is the daemon's), else the
+// backing file's.
+Result<int32_t> BackingOpenAsOwner(int fd, std::optional<PassthroughFiles::Owner> owner) {
+  if (!owner) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return Status::FromErrno("stat for passthrough");
+    owner = PassthroughFiles::Owner{st.st_uid, st.st_gid};
+  }
+  WriterIdentity as(owner->uid, owner->gid);
+  return KernelChannel::BackingOpen(fd);
+}
+
+}  // namespace
+
 PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode* inode, int fd,
-                                                          bool writer, int refusal, bool alone) {
+                                                          bool writer, int refusal, bool alone,
+                                                          std::optional<Owner> owner) {
   mu_.AssertHeld();
   auto found = nodes_.find(inode);
   const bool must = found != nodes_.end();
@@ -119,7 +142,7 @@ PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode*
     // flags; the registered one only names it. Registered read-only, it does not count as a
     // writer in the lease probe (fstx::StillOpenForWriting) while readers keep it registered.
     const int ro = open(ProcPath(fd).c_str(), O_RDONLY | O_CLOEXEC);
-    auto id = ro >= 0 ? KernelChannel::BackingOpen(ro)
+    auto id = ro >= 0 ? BackingOpenAsOwner(ro, owner)
                       : Result<int32_t>(Status::FromErrno("reopen for passthrough"));
     if (ro >= 0) close(ro);
     if (!id.ok()) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fs/fuse/kernel_channel.h"
+#include "fs/fuse/writer_identity.h"
 #include "fs/ops/passthrough.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
@@ -83,7 +84,10 @@ void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
 // file (PassthroughFiles::OpenCreated). A writer is not passed through while the view gives the
 // file set-id bits or a capability: only the daemon would clear them at a write.
 PassthroughFiles::Decision PassCreated(Filesystem& fs, const TxGuard& tx, TxHandle* h) {
-  return fs.passthrough().OpenCreated(fs, h->inode, h->fd, h->flags, [&] {
+  struct stat view;
+  if (TxStat(fs, tx, h->inode, &view) != 0) return {};
+  const PassthroughFiles::Owner owner{view.st_uid, view.st_gid};
+  return fs.passthrough().OpenCreated(fs, h->inode, h->fd, h->flags, owner, [&] {
     struct stat st;
     std::optional<std::string> caps;
     return TxStat(fs, tx, h->inode, &st) != 0 || (st.st_mode & (S_ISUID | S_ISGID)) != 0 ||
@@ -282,7 +286,11 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   const size_t size = fuse_buf_size(in);
   auto write_fd = [&](int fd, off_t pos) {
     fuse_bufvec out = FdBuffer(size, fd, pos);
-    ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    ssize_t n;
+    {
+      WriterIdentity as(caller.uid(), caller.gid());
+      n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    }
     if (n < 0) return Reply::Error(static_cast<int>(-n));
     return WriteDone(fs, fs.inodes().NodeId(h->inode), fi, pos, static_cast<size_t>(n));
   };
@@ -312,9 +320,12 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     // A big write goes to the staged file past the page cache: it is read again only by the
     // transaction, and prepare need not write it back (see fs/tx/direct_io.h).
     auto data = Gather(in);
-    Status s = data.ok() ? fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
-                                         "staged file of a new file")
-                         : data.status();
+    Status s = data.status();
+    if (data.ok()) {
+      WriterIdentity as(caller.uid(), caller.gid());
+      s = fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
+                        "staged file of a new file");
+    }
     if (!s.ok()) return Reply::Error(Errno(s));
     return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data->size());
   }
@@ -347,6 +358,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   if (carried) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
+    WriterIdentity as(caller.uid(), caller.gid());
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
   } else {
     // Staged like a big one, which keeps less in memory; counted before it is staged (past the
@@ -357,6 +369,8 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     auto charged = fs.txs()->ChargeFor(*tx, op);
     if (!charged.ok()) return Reply::Error(Errno(charged.status()));
     prepaid = *charged;
+    // The staged data takes space as the writer's would; its record, below, is the daemon's.
+    WriterIdentity as(caller.uid(), caller.gid());
     s = (*f)->Write(static_cast<uint64_t>(off), data);
   }
   if (s.ok()) {
@@ -405,7 +419,10 @@ Reply Fallocate(const Caller& caller, Filesystem& fs, const TxGuard& tx, int mod
                 off_t len, fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   if (!tx) return Reply::Error(EIO);
-  if (h->is_new()) return Reply::Error(fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
+  if (h->is_new()) {
+    WriterIdentity as(caller.uid(), caller.gid());
+    return Reply::Error(fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
+  }
   if (mode & ~FALLOC_FL_KEEP_SIZE) return Reply::Error(EOPNOTSUPP);
   // Set-id bits go as for a write (see DropSetidOnWrite).
   if (int e = DropSetidForWrite(caller, fs, tx, h->inode); e != 0) return Reply::Error(e);

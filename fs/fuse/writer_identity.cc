@@ -1,0 +1,75 @@
+#include "fs/fuse/writer_identity.h"
+
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cassert>
+
+namespace ktmfs::fs {
+namespace {
+
+bool GetCaps(__user_cap_data_struct data[2]) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  return syscall(SYS_capget, &header, data) == 0;
+}
+
+bool SetEffective(const unsigned effective[2]) {
+  __user_cap_data_struct data[2];
+  if (!GetCaps(data)) return false;
+  data[0].effective = effective[0];
+  data[1].effective = effective[1];
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  return syscall(SYS_capset, &header, data) == 0;
+}
+
+bool DaemonIsRoot() {
+  static const bool root = geteuid() == 0;
+  return root;
+}
+
+}  // namespace
+
+bool DropSysResource(unsigned effective[2]) {
+  __user_cap_data_struct data[2];
+  if (!GetCaps(data)) return false;
+  effective[0] = data[0].effective;
+  effective[1] = data[1].effective;
+  static_assert(CAP_SYS_RESOURCE < 32);
+  const unsigned without[2] = {effective[0] & ~(1u << CAP_SYS_RESOURCE), effective[1]};
+  return SetEffective(without);
+}
+
+void RestoreEffectiveCaps(const unsigned effective[2]) {
+  [[maybe_unused]] const bool ok = SetEffective(effective);
+  // Raising what the permitted set holds cannot fail; a thread left without its capabilities
+  // would serve the next request wrongly.
+  assert(ok);
+}
+
+WriterIdentity::WriterIdentity(uid_t uid, gid_t gid) {
+  // A request the kernel sends on nobody's behalf (a writeback) carries no ids.
+  if (uid == 0 || uid == static_cast<uid_t>(-1) || !DaemonIsRoot()) return;
+  __user_cap_data_struct caps[2];
+  if (!GetCaps(caps)) return;
+  old_effective_[0] = caps[0].effective;
+  old_effective_[1] = caps[1].effective;
+  // setfsuid returns the previous value whatever it does. Leaving 0 drops the filesystem
+  // capabilities (CAP_DAC_OVERRIDE, CAP_FSETID, ...) from the effective set: raised again below,
+  // so that only the space rules change.
+  old_fsgid_ = static_cast<gid_t>(syscall(SYS_setfsgid, gid));
+  old_fsuid_ = static_cast<uid_t>(syscall(SYS_setfsuid, uid));
+  const unsigned without[2] = {old_effective_[0] & ~(1u << CAP_SYS_RESOURCE), old_effective_[1]};
+  [[maybe_unused]] const bool ok = SetEffective(without);
+  assert(ok);
+  switched_ = true;
+}
+
+WriterIdentity::~WriterIdentity() {
+  if (!switched_) return;
+  syscall(SYS_setfsuid, old_fsuid_);
+  syscall(SYS_setfsgid, old_fsgid_);
+  RestoreEffectiveCaps(old_effective_);
+}
+
+}  // namespace ktmfs::fs

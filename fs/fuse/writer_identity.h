@@ -1,0 +1,48 @@
+// The identity a daemon thread writes data with on a caller's behalf, so that the backing
+// filesystem's space rules hold for the caller as they do natively.
+//
+// ext4 keeps a share of its blocks (5% by default) for root: a write may take them only if the
+// writer's fsuid is the filesystem's resuid (0 unless set), its fsgid or groups hold the resgid,
+// or it has CAP_SYS_RESOURCE. Quota limits, too, give way to CAP_SYS_RESOURCE. The daemon runs as
+// root, so without this a user's write through the mount would fill the share kept for root,
+// which the daemon's own log and staging, and root's daemons, count on when the disk is full.
+//
+// While a WriterIdentity lives, the thread's fsuid and fsgid are the writer's and
+// CAP_SYS_RESOURCE is out of its effective set; every other capability stays, so what a write
+// does to set-id bits, and what an open may, is as before (the daemon decides those itself, see
+// fs/ops/setid.h). Only the calling thread changes: setfsuid, setfsgid and capset are per
+// thread. Supplementary groups are left alone (reading them costs a /proc read per write): a
+// writer who is in the resgid only through a supplementary group is refused the share, on the
+// safe side.
+#pragma once
+
+#include <sys/types.h>
+
+namespace ktmfs::fs {
+
+class WriterIdentity {
+ public:
+  // For a write by `uid`/`gid`. Nothing changes for root (uid 0), for a request without ids
+  // (the kernel's writeback under -o writeback_cache: its writer is not known, and its data
+  // was taken already), nor when the daemon is not root (it has no share to give away then).
+  WriterIdentity(uid_t uid, gid_t gid);
+  ~WriterIdentity();
+  WriterIdentity(const WriterIdentity&) = delete;
+  WriterIdentity& operator=(const WriterIdentity&) = delete;
+
+  // Whether the thread writes as the writer now.
+  bool switched() const { return switched_; }
+
+ private:
+  bool switched_ = false;
+  uid_t old_fsuid_ = 0;
+  gid_t old_fsgid_ = 0;
+  unsigned old_effective_[2] = {0, 0};
+};
+
+// Drops CAP_SYS_RESOURCE from the calling thread's effective set, returning the set it had
+// (two words, as capget gives them) for RestoreEffectiveCaps; false if it could not.
+bool DropSysResource(unsigned effective[2]);
+void RestoreEffectiveCaps(const unsigned effective[2]);
+
+}  // namespace ktmfs::fs
