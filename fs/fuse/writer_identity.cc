@@ -54,6 +54,12 @@ WriterIdentity::WriterIdentity(uid_t uid, gid_t gid) {
   if (!GetCaps(caps)) return;
   old_effective_[0] = caps[0].effective;
   old_effective_[1] = caps[1].effective;
+  const long groups = syscall(SYS_getgroups, 0, nullptr);
+  if (groups < 0) return;
+  old_groups_.resize(static_cast<size_t>(groups));
+  if (groups > 0 && syscall(SYS_getgroups, groups, old_groups_.data()) != groups) return;
+  // The raw syscall: glibc's setgroups would change every thread's.
+  if (groups > 0 && syscall(SYS_setgroups, 0, nullptr) != 0) return;
   // setfsuid returns the previous value whatever it does. Leaving 0 drops the filesystem
   // capabilities (CAP_DAC_OVERRIDE, CAP_FSETID, ...) from the effective set: raised again below,
   // so that only the space rules change.
@@ -69,6 +75,7 @@ WriterIdentity::~WriterIdentity() {
   if (!switched_) return;
   syscall(SYS_setfsuid, old_fsuid_);
   syscall(SYS_setfsgid, old_fsgid_);
+  if (!old_groups_.empty()) syscall(SYS_setgroups, old_groups_.size(), old_groups_.data());
   RestoreEffectiveCaps(old_effective_);
 }
 

@@ -11,12 +11,14 @@
 // CAP_SYS_RESOURCE is out of its effective set; every other capability stays, so what a write
 // does to set-id bits, and what an open may, is as before (the daemon decides those itself, see
 // fs/ops/setid.h). Only the calling thread changes: setfsuid, setfsgid and capset are per
-// thread. Supplementary groups are left alone (reading them costs a /proc read per write): a
-// writer who is in the resgid only through a supplementary group is refused the share, on the
-// safe side.
+// thread. The thread has no supplementary groups meanwhile (the daemon's own might hold the
+// resgid); the writer's are not fetched (a /proc read per write), so a writer in the resgid only
+// through a supplementary group is refused the share, on the safe side.
 #pragma once
 
 #include <sys/types.h>
+
+#include <vector>
 
 namespace ktmfs::fs {
 
@@ -38,6 +40,7 @@ class WriterIdentity {
   uid_t old_fsuid_ = 0;
   gid_t old_fsgid_ = 0;
   unsigned old_effective_[2] = {0, 0};
+  std::vector<gid_t> old_groups_;
 };
 
 // Drops CAP_SYS_RESOURCE from the calling thread's effective set, returning the set it had

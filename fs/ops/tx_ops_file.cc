@@ -339,6 +339,14 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   auto f = StagedFor(fs, tx, inode);
   if (!f.ok()) return Reply::Error(Errno(f.status()));
   Status s;
+  // The staged data takes space as the writer's own would, unless it replaces bytes the
+  // committed file has blocks for: an overwrite in place needs none natively, and the staged
+  // copy lasts only until the commit puts it in place. Its record is the daemon's, always.
+  std::optional<WriterIdentity> as;
+  auto as_writer = [&] {
+    if (!(*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size()))
+      as.emplace(caller.uid(), caller.gid());
+  };
   fstx::Op op;
   op.object = inode->object;
   op.path = *path;
@@ -358,8 +366,9 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   if (carried) {
     // Small writes travel in their record: the commit then need not sync the staged file,
     // which only serves the transaction's reads (and may stay in memory).
-    WriterIdentity as(caller.uid(), caller.gid());
+    as_writer();
     s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
+    as.reset();
   } else {
     // Staged like a big one, which keeps less in memory; counted before it is staged (past the
     // owner's cap, ENOSPC), so the staged file never holds a write its record lacks.
@@ -369,9 +378,9 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     auto charged = fs.txs()->ChargeFor(*tx, op);
     if (!charged.ok()) return Reply::Error(Errno(charged.status()));
     prepaid = *charged;
-    // The staged data takes space as the writer's would; its record, below, is the daemon's.
-    WriterIdentity as(caller.uid(), caller.gid());
+    as_writer();
     s = (*f)->Write(static_cast<uint64_t>(off), data);
+    as.reset();
   }
   if (s.ok()) {
     s = fs.txs()->LogOp(*tx, source, op, prepaid);

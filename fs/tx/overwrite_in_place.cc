@@ -1,7 +1,9 @@
 #include "fs/tx/overwrite_in_place.h"
 
 #include <linux/magic.h>
+#include <sys/types.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 
 namespace ktmfs::fstx {
 
@@ -16,6 +18,12 @@ bool OverwritesInPlace(const std::string& path) {
     default:
       return false;
   }
+}
+
+bool HasBlocks(int fd, uint64_t size, uint64_t offset, uint64_t length) {
+  if (offset + length > size) return false;
+  const off_t hole = ::lseek(fd, static_cast<off_t>(offset), SEEK_HOLE);
+  return hole >= 0 && static_cast<uint64_t>(hole) >= offset + length;
 }
 
 }  // namespace ktmfs::fstx

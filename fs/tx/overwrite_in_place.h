@@ -5,6 +5,7 @@
 // taken for one that might.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace ktmfs::fstx {
@@ -13,5 +14,11 @@ namespace ktmfs::fstx {
 // copies shared, reflinked extents on write; freeing them first would not free their blocks
 // either, and fallocate does not reserve for them, so it counts as overwriting in place.)
 bool OverwritesInPlace(const std::string& path);
+
+// Whether the file `fd` of `size` bytes has a block for every byte of [offset, offset+length):
+// an overwrite there needs none on such a filesystem. A hole, or a range past the end, has not.
+// Unwritten extents count as holes to SEEK_HOLE on ext4 and XFS (taken for holes costs nothing
+// but a reservation made again).
+bool HasBlocks(int fd, uint64_t size, uint64_t offset, uint64_t length);
 
 }  // namespace ktmfs::fstx

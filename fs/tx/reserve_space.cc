@@ -18,19 +18,6 @@
 #include "fs/tx/value_file.h"
 
 namespace ktmfs::fstx {
-namespace {
-
-// Whether apply's write of [offset, offset + length) finds every block there already: on a
-// filesystem that overwrites in place it then needs none new, and fallocate would only stamp
-// the mtime. A hole, or a range past the end, is reserved. Unwritten extents count as holes to
-// SEEK_HOLE on ext4 and XFS: reserving them again costs nothing.
-bool HasBlocks(int fd, const struct stat& st, uint64_t offset, uint64_t length) {
-  if (offset + length > static_cast<uint64_t>(st.st_size)) return false;
-  const off_t hole = ::lseek(fd, static_cast<off_t>(offset), SEEK_HOLE);
-  return hole >= 0 && static_cast<uint64_t>(hole) >= offset + length;
-}
-
-}  // namespace
 
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan) {
   // The ranges per file, so each file is opened once.
@@ -60,7 +47,9 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     Status s;
     bool allocated_some = false;
     for (const auto& [offset, length] : list) {
-      if (in_place && HasBlocks(fd, st, offset, length)) continue;
+      // Where apply's write finds every block already it needs none new, and fallocate would
+      // only stamp the mtime.
+      if (in_place && HasBlocks(fd, static_cast<uint64_t>(st.st_size), offset, length)) continue;
       allocated_some = true;
       if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                       static_cast<off_t>(length)) == 0) {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "fs/tx/direct_io.h"
+#include "fs/tx/overwrite_in_place.h"
 
 namespace ktmfs::fstx {
 namespace {
@@ -345,6 +346,14 @@ Status StagedFile::Truncate(uint64_t size) {
   committed_limit_ = std::min(committed_limit_, size);
   size_ = size;
   return Status::Ok();
+}
+
+bool StagedFile::CommittedHasBlocks(uint64_t offset, uint64_t length) const {
+  std::lock_guard l(mu_);
+  if (committed_fd_ < 0 || offset + length > committed_limit_) return false;
+  struct stat st;
+  return ::fstat(committed_fd_, &st) == 0 &&
+         HasBlocks(committed_fd_, static_cast<uint64_t>(st.st_size), offset, length);
 }
 
 Status StagedFile::StatCommitted(struct stat* st) const {

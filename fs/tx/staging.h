@@ -49,6 +49,9 @@ class StagedFile {
   Status Truncate(uint64_t size);
   // The attributes of the committed file this one's writes go over (an existing file's).
   Status StatCommitted(struct stat* st) const;
+  // Whether the committed file has every block of [offset, offset+length) (HasBlocks): a write
+  // there replaces bytes that take space already, as an overwrite in place does natively.
+  bool CommittedHasBlocks(uint64_t offset, uint64_t length) const;
   // Sets the committed file's modification time (its access time stays).
   Status SetCommittedMtime(const timespec& mtime) const;
   uint64_t size() const;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace ktmfs::fs {
 namespace {
@@ -20,6 +22,7 @@ namespace {
 struct ThreadCreds {
   unsigned long fsuid = 0, fsgid = 0;
   unsigned long long cap_eff = 0;
+  std::string groups;  // as listed
 };
 
 ThreadCreds Read() {
@@ -34,6 +37,11 @@ ThreadCreds Read() {
     if (key == "Uid:" && fields >> real >> effective >> saved >> fs) c.fsuid = fs;
     if (key == "Gid:" && fields >> real >> effective >> saved >> fs) c.fsgid = fs;
     if (key == "CapEff:") fields >> std::hex >> c.cap_eff;
+    if (key == "Groups:") {
+      std::string g;
+      while (fields >> g)
+        c.groups += (c.groups.empty() ? "" : " ") + g;
+    }
   }
   return c;
 }
@@ -46,7 +54,15 @@ TEST(WriterIdentity, WritesAsTheWriterWithoutTheReserveAndKeepsTheRest) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: only root's writes could take the reserve";
   // Containers often run root without CAP_SYS_RESOURCE (its bounding set): the fsuid then is
   // what gives root the reserve, and what the scope must change.
+  // Supplementary groups of this thread's own, to see them go and come back.
+  std::vector<gid_t> had(64);
+  const long n = syscall(SYS_getgroups, had.size(), had.data());
+  ASSERT_GE(n, 0);
+  had.resize(static_cast<size_t>(n));
+  const gid_t mine[] = {4, 27};
+  ASSERT_EQ(syscall(SYS_setgroups, 2, mine), 0);
   const ThreadCreds before = Read();
+  ASSERT_NE(before.groups.find('4'), std::string::npos);
   // Started before the scope: a thread started inside would copy the scope's credentials.
   std::promise<void> look;
   std::promise<ThreadCreds> seen;
@@ -61,6 +77,8 @@ TEST(WriterIdentity, WritesAsTheWriterWithoutTheReserveAndKeepsTheRest) {
     EXPECT_EQ(now.fsuid, 1234u);
     EXPECT_EQ(now.fsgid, 5678u);
     EXPECT_EQ(now.cap_eff, before.cap_eff & ~Bit(CAP_SYS_RESOURCE));
+    // The daemon's own groups could hold the filesystem's resgid.
+    EXPECT_EQ(now.groups, "");
     // Another thread is untouched.
     look.set_value();
     const ThreadCreds other = seen.get_future().get();
@@ -72,6 +90,8 @@ TEST(WriterIdentity, WritesAsTheWriterWithoutTheReserveAndKeepsTheRest) {
   EXPECT_EQ(after.fsuid, before.fsuid);
   EXPECT_EQ(after.fsgid, before.fsgid);
   EXPECT_EQ(after.cap_eff, before.cap_eff);
+  EXPECT_EQ(after.groups, before.groups);
+  syscall(SYS_setgroups, had.size(), had.data());
 }
 
 TEST(WriterIdentity, RootAndRequestsWithoutIdsChangeNothing) {
