@@ -1,6 +1,7 @@
 #include "fs/fuse/writer_identity.h"
 
 #include <linux/capability.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,6 +30,12 @@ bool DaemonIsRoot() {
 }
 
 }  // namespace
+
+WriterIds OwnerOf(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return {0, 0};
+  return {st.st_uid, st.st_gid};
+}
 
 bool DropSysResource(unsigned effective[2]) {
   __user_cap_data_struct data[2];

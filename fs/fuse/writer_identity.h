@@ -22,12 +22,23 @@
 
 namespace ktmfs::fs {
 
+// Whom a write request's data takes space as: its caller, except for pages the kernel writes
+// back (fuse_file_info::writepage: a shared mmap(2) of a file the daemon serves, or
+// -o writeback_cache). Those come with no caller, so they are written as the file's owner, as a
+// passed-through file's writes are, or for a transaction's staged files as its owner.
+struct WriterIds {
+  uid_t uid;
+  gid_t gid;
+};
+// The owner of the file `fd` (root's ids if it cannot be read).
+WriterIds OwnerOf(int fd);
+
 class WriterIdentity {
  public:
-  // For a write by `uid`/`gid`. Nothing changes for root (uid 0), for a request without ids
-  // (the kernel's writeback under -o writeback_cache: its writer is not known, and its data
-  // was taken already), nor when the daemon is not root (it has no share to give away then).
+  // For a write by `uid`/`gid`. Nothing changes for root (uid 0), for no ids (-1), nor when
+  // the daemon is not root (it has no share to give away then).
   WriterIdentity(uid_t uid, gid_t gid);
+  explicit WriterIdentity(WriterIds ids) : WriterIdentity(ids.uid, ids.gid) {}
   ~WriterIdentity();
   WriterIdentity(const WriterIdentity&) = delete;
   WriterIdentity& operator=(const WriterIdentity&) = delete;

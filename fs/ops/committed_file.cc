@@ -165,7 +165,8 @@ Reply Write(const Caller& caller, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* i
   fuse_bufvec out = FdBuffer(fuse_buf_size(in), static_cast<int>(fi->fh), off);
   ssize_t n;
   {
-    WriterIdentity as(caller.uid(), caller.gid());
+    const int fd = static_cast<int>(fi->fh);
+    WriterIdentity as(fi->writepage ? OwnerOf(fd) : WriterIds{caller.uid(), caller.gid()});
     n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   }
   if (n < 0) return Reply::Error(static_cast<int>(-n));

@@ -284,11 +284,17 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
             fuse_file_info* fi) {
   TxHandle* h = HandleOf(fi);
   const size_t size = fuse_buf_size(in);
+  // Pages written back come for nobody (writer_identity.h): the transaction's owner wrote them,
+  // or, once it has ended, the committed file's owner is charged.
+  auto writer = [&](int fd) {
+    if (!fi->writepage) return WriterIds{caller.uid(), caller.gid()};
+    return tx ? WriterIds{tx->owner, OwnerOf(fd).gid} : OwnerOf(fd);
+  };
   auto write_fd = [&](int fd, off_t pos) {
     fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n;
     {
-      WriterIdentity as(caller.uid(), caller.gid());
+      WriterIdentity as(writer(fd));
       n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     }
     if (n < 0) return Reply::Error(static_cast<int>(-n));
@@ -322,7 +328,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     auto data = Gather(in);
     Status s = data.status();
     if (data.ok()) {
-      WriterIdentity as(caller.uid(), caller.gid());
+      WriterIdentity as(writer(h->fd));
       s = fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
                         "staged file of a new file");
     }
@@ -345,7 +351,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   std::optional<WriterIdentity> as;
   auto as_writer = [&] {
     if (!(*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size()))
-      as.emplace(caller.uid(), caller.gid());
+      as.emplace(writer(h->fd));
   };
   fstx::Op op;
   op.object = inode->object;
