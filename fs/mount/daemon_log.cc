@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <utility>
 
 namespace ktmfs::fs {
 
@@ -61,6 +62,16 @@ std::string QuotedForLog(const std::string& text) {
     }
   }
   return out + "\"";
+}
+
+std::optional<uint64_t> LogThrottle::Take(std::chrono::steady_clock::time_point now) {
+  std::lock_guard l(mu_);
+  if (last_ && now - *last_ < every_) {
+    held_++;
+    return std::nullopt;
+  }
+  last_ = now;
+  return std::exchange(held_, 0);
 }
 
 }  // namespace ktmfs::fs

@@ -9,6 +9,10 @@
 // a callback the daemon points here.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace ktmfs::fs {
@@ -23,6 +27,23 @@ void DaemonLog(LogLevel level, const std::string& message);
 void DaemonLogToSyslog(bool keep_stderr);
 // Whether messages go to syslog now.
 bool DaemonLogUsesSyslog();
+
+// For a message users' requests can cause again and again (a write past the user's share of
+// a full filesystem): lets it through once per `every`, so the log stays readable, and says how
+// many were held back meanwhile.
+class LogThrottle {
+ public:
+  explicit LogThrottle(std::chrono::steady_clock::duration every) : every_(every) {}
+  // Whether to log now (with how many were held back since the last one logged), or not.
+  std::optional<uint64_t> Take(
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+ private:
+  const std::chrono::steady_clock::duration every_;
+  std::mutex mu_;
+  std::optional<std::chrono::steady_clock::time_point> last_;
+  uint64_t held_ = 0;
+};
 
 // A user's text (a transaction's description) for a log line: in double quotes, with control
 // bytes, quotes and backslashes as \xNN, so that no description can forge or break a line.

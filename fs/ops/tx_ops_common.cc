@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <functional>
 
@@ -17,6 +18,21 @@ namespace ktmfs::fs::txops {
 
 int Errno(const Status& s) {
   const int err = s.code();
+  if (err == ENOSPC || err == EDQUOT) {
+    // A user past their share of a full filesystem, or every user of a full log, meets it at
+    // every write. Each of the two is said once in a while, so neither hides the other.
+    static LogThrottle log_full(std::chrono::seconds(10));
+    static LogThrottle no_space(std::chrono::seconds(10));
+    LogThrottle& throttle = s.message().find("log full") != std::string::npos ? log_full : no_space;
+    if (auto held = throttle.Take()) {
+      DaemonLog(LogLevel::kError,
+                s.message() + (*held == 0 ? ""
+                                          : " (and " + std::to_string(*held) +
+                                                " more ENOSPC or EDQUOT since the last one "
+                                                "logged)"));
+    }
+    return err;
+  }
   if (err != 0 && err != EBUSY && err != EEXIST && err != ENOENT && err != ENOTEMPTY &&
       err != ENODATA && err != ENOTDIR && err != EISDIR && err != EINVAL) {
     DaemonLog(LogLevel::kError, s.message());
