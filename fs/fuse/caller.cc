@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fs/fuse/kernel_channel.h"
-#include "fs/fuse/writer_identity.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -93,7 +93,7 @@ IdentityScope::IdentityScope(const Caller& caller, IdentityUse use, bool kernel_
   SetThreadGroups(caller.Groups());
   // What the caller makes takes space as the caller's would (writer_identity.h): saved before
   // setfsuid drops the filesystem capabilities, which the restore raises again.
-  caps_saved_ = DropSysResource(saved_caps_);
+  caps_saved_ = fstx::DropSysResource(saved_caps_);
   syscall(SYS_setfsgid, caller.gid());
   syscall(SYS_setfsuid, caller.uid());
   switched_ = true;
@@ -106,7 +106,7 @@ IdentityScope::~IdentityScope() {
   syscall(SYS_setfsuid, g_daemon_uid);
   syscall(SYS_setfsgid, g_daemon_gid);
   SetThreadGroups(g_daemon_groups);
-  if (caps_saved_) RestoreEffectiveCaps(saved_caps_);
+  if (caps_saved_) fstx::RestoreEffectiveCaps(saved_caps_);
 }
 
 }  // namespace ktmfs::fs

@@ -11,12 +11,12 @@
 #include <climits>
 #include <cstring>
 
-#include "fs/fuse/writer_identity.h"
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/permission.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs::committed {
 namespace {
@@ -189,7 +189,7 @@ Reply Link(const Caller& caller, Filesystem& fs, Inode* inode, Inode* p, const c
   if (inode->source_index != p->source_index) return Reply::Error(EXDEV);
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
   // A new name may grow the directory: space as the caller's (writer_identity.h).
-  WriterIdentity space(caller.uid(), caller.gid());
+  fstx::WriterIdentity space(caller.uid(), caller.gid());
   // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH, which a thread acting
   // as the caller does not have.
   if (linkat(AT_FDCWD, ProcPath(inode->Fd().get()).c_str(), p->Fd().get(), newname,
@@ -219,7 +219,7 @@ Reply Rename(const Caller& caller, Filesystem& fs, Inode* p, const char* name, I
   if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
   if (fs.IsHiddenName(np, newname)) return Reply::Error(EPERM);
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
-  WriterIdentity space(caller.uid(), caller.gid());
+  fstx::WriterIdentity space(caller.uid(), caller.gid());
   return Reply::Error(renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0
                                                                                           : errno);
 }

@@ -6,11 +6,11 @@
 
 #include <cstring>
 
-#include "fs/fuse/writer_identity.h"
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs::committed {
 namespace {
@@ -166,7 +166,8 @@ Reply Write(const Caller& caller, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* i
   ssize_t n;
   {
     const int fd = static_cast<int>(fi->fh);
-    WriterIdentity as(fi->writepage ? OwnerOf(fd) : WriterIds{caller.uid(), caller.gid()});
+    fstx::WriterIdentity as(fi->writepage ? fstx::OwnerOf(fd)
+                                          : fstx::WriterIds{caller.uid(), caller.gid()});
     n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   }
   if (n < 0) return Reply::Error(static_cast<int>(-n));

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <vector>
 
-#include "fs/fuse/writer_identity.h"
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/control.h"
 #include "fs/ops/filesystem.h"
@@ -18,6 +17,7 @@
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs::committed {
 namespace {
@@ -93,7 +93,7 @@ Reply Setxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* n
   if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
   // A value may need a block of its own: space as the caller's (writer_identity.h).
-  WriterIdentity space(caller.uid(), caller.gid());
+  fstx::WriterIdentity space(caller.uid(), caller.gid());
   inode->XattrsChanging();
   auto set = [&] {
     return setxattr(ProcPath(inode->Fd().get()).c_str(), name, value, size, flags) == 0 ? 0 : errno;

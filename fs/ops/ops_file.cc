@@ -15,13 +15,13 @@
 
 #include "fs/fuse/caller.h"
 #include "fs/fuse/reply.h"
-#include "fs/fuse/writer_identity.h"
 #include "fs/ops/adapter.h"
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
+#include "fs/tx/writer_identity.h"
 #include "ktmfs_config.h"
 
 namespace ktmfs::fs {
@@ -168,7 +168,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
         err != 0)
       return Reply::Error(err);
     const Caller caller = Caller::Of(req);
-    WriterIdentity as(caller.uid(), caller.gid());
+    fstx::WriterIdentity as(caller.uid(), caller.gid());
     int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
     return Reply::Error(r == 0 ? 0 : errno);
   }());
@@ -195,7 +195,7 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
       return Reply::Error(err);
     loff_t in = off_in, out = off_out;
     const Caller caller = Caller::Of(req);
-    WriterIdentity as(caller.uid(), caller.gid());
+    fstx::WriterIdentity as(caller.uid(), caller.gid());
     ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh),
                                 &out, std::min(len, kCopyAtMost), static_cast<unsigned>(flags));
     return n < 0 ? Reply::Error(errno) : Reply::Written(static_cast<size_t>(n));

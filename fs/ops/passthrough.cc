@@ -12,11 +12,11 @@
 #include <string>
 
 #include "fs/fuse/kernel_channel.h"
-#include "fs/fuse/writer_identity.h"
 #include "fs/mount/daemon_log.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs {
 namespace {
@@ -114,7 +114,7 @@ Result<int32_t> BackingOpenAsOwner(int fd, std::optional<PassthroughFiles::Owner
     if (fstat(fd, &st) != 0) return Status::FromErrno("stat for passthrough");
     owner = PassthroughFiles::Owner{st.st_uid, st.st_gid};
   }
-  WriterIdentity as(owner->uid, owner->gid);
+  fstx::WriterIdentity as(owner->uid, owner->gid);
   return KernelChannel::BackingOpen(fd);
 }
 

@@ -13,6 +13,7 @@
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs::txops {
 
@@ -278,6 +279,8 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
   auto prepaid = fs.txs()->ChargeFor(*tx, op);
   if (!prepaid.ok()) return Errno(prepaid.status());
   Status s;
+  // A link's target, a directory's first block: space as the caller's (writer_identity.h).
+  std::optional<fstx::WriterIdentity> as(std::in_place, caller.uid(), caller.gid());
   switch (op.kind) {
     case fstx::OpKind::kSymlink:
       s = (*staging)->NewSymlink(staged, link_target);
@@ -294,6 +297,7 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
       s = (*staging)->NewNode(staged, mode, rdev);
       break;
   }
+  as.reset();
   if (s.ok()) {
     s = fs.txs()->LogOp(*tx, source, op, *prepaid);
   } else {

@@ -14,12 +14,12 @@
 #include <vector>
 
 #include "fs/fuse/kernel_channel.h"
-#include "fs/fuse/writer_identity.h"
 #include "fs/ops/passthrough.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/direct_io.h"
+#include "fs/tx/writer_identity.h"
 #include "fs/tx/xattr_names.h"
 
 namespace ktmfs::fs::txops {
@@ -287,14 +287,14 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   // Pages written back come for nobody (writer_identity.h): the transaction's owner wrote them,
   // or, once it has ended, the committed file's owner is charged.
   auto writer = [&](int fd) {
-    if (!fi->writepage) return WriterIds{caller.uid(), caller.gid()};
-    return tx ? WriterIds{tx->owner, OwnerOf(fd).gid} : OwnerOf(fd);
+    if (!fi->writepage) return fstx::WriterIds{caller.uid(), caller.gid()};
+    return tx ? fstx::WriterIds{tx->owner, tx->owner_gid} : fstx::OwnerOf(fd);
   };
   auto write_fd = [&](int fd, off_t pos) {
     fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n;
     {
-      WriterIdentity as(writer(fd));
+      fstx::WriterIdentity as(writer(fd));
       n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     }
     if (n < 0) return Reply::Error(static_cast<int>(-n));
@@ -328,7 +328,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     auto data = Gather(in);
     Status s = data.status();
     if (data.ok()) {
-      WriterIdentity as(writer(h->fd));
+      fstx::WriterIdentity as(writer(h->fd));
       s = fstx::WriteAt(h->fd, DirectFd(h), *data, static_cast<uint64_t>(off),
                         "staged file of a new file");
     }
@@ -348,7 +348,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   // The staged data takes space as the writer's own would, unless it replaces bytes the
   // committed file has blocks for: an overwrite in place needs none natively, and the staged
   // copy lasts only until the commit puts it in place. Its record is the daemon's, always.
-  std::optional<WriterIdentity> as;
+  std::optional<fstx::WriterIdentity> as;
   auto as_writer = [&] {
     if (!(*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size()))
       as.emplace(writer(h->fd));
@@ -435,7 +435,7 @@ Reply Fallocate(const Caller& caller, Filesystem& fs, const TxGuard& tx, int mod
   TxHandle* h = HandleOf(fi);
   if (!tx) return Reply::Error(EIO);
   if (h->is_new()) {
-    WriterIdentity as(caller.uid(), caller.gid());
+    fstx::WriterIdentity as(caller.uid(), caller.gid());
     return Reply::Error(fallocate(h->fd, mode, off, len) == 0 ? 0 : errno);
   }
   if (mode & ~FALLOC_FL_KEEP_SIZE) return Reply::Error(EOPNOTSUPP);

@@ -15,6 +15,7 @@
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
 #include "fs/tx/value_file.h"
+#include "fs/tx/writer_identity.h"
 #include "fs/tx/xattr_names.h"
 
 namespace ktmfs::fs::txops {
@@ -143,7 +144,12 @@ Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   if (!prepaid.ok()) return prepaid.status();
   if (!big) return fs.txs()->LogOp(*tx, source, op, *prepaid);
   auto staging = fs.txs()->rm(source).Staging(tx.id());
-  auto stored = staging.ok() ? (*staging)->StoreValue(*value) : staging.status();
+  Result<fstx::StoredValue> stored = staging.status();
+  if (staging.ok()) {
+    // Space as its owner's (writer_identity.h).
+    fstx::WriterIdentity as(tx->owner, tx->owner_gid);
+    stored = (*staging)->StoreValue(*value);
+  }
   if (!stored.ok()) {
     fs.txs()->Refund(*tx, *prepaid);
     return stored.status();

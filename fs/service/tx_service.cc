@@ -125,6 +125,7 @@ Result<Guid> TxService::Begin(const CallerContext& caller, Scope scope, pid_t pi
   auto ctx = std::make_shared<TxContext>();
   ctx->id = *id;
   ctx->owner = caller.uid;
+  ctx->owner_gid = caller.gid;
   ctx->name = name;
   ctx->scope = scope;
   ctx->pid = target;

@@ -44,6 +44,7 @@ namespace ktmfs::fs {
 struct TxContext {
   Guid id;
   uid_t owner = 0;
+  gid_t owner_gid = 0;  // the group it began with: whose space its data takes (writer_identity.h)
   std::string name;
   Scope scope = Scope::kProcess;
   pid_t pid = 0;

@@ -252,6 +252,12 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.on_let_in = [this, source](const Guid& tx, const std::vector<fstx::ObjectId>& objects) {
       if (on_let_in_) on_let_in_(tx, source, objects);
     };
+    o.space_owner = [this](const Guid& tx) -> std::optional<fstx::WriterIds> {
+      // Live until its end returns, which waits for its prepare.
+      auto ctx = Find(tx);
+      if (ctx == nullptr || ctx->owner == 0) return std::nullopt;
+      return fstx::WriterIds{ctx->owner, ctx->owner_gid};
+    };
     o.report = [](bool error, const std::string& message) {
       DaemonLog(error ? LogLevel::kError : LogLevel::kNotice, message);
     };

@@ -301,8 +301,12 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   Status applicable = plan.ok() ? CheckApplyTargets(o_.backing_root, *plan) : plan.status();
   if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
+  // The metadata's blocks stay the daemon's: a user out of space may still rename and remove,
+  // as natively, where the placeholder's worst case (a block per directory gaining a name)
+  // would refuse it.
   if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);
-  if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan);
+  const std::optional<WriterIds> owner = o_.space_owner ? o_.space_owner(tx) : std::nullopt;
+  if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan, owner);
   if (!applicable.ok()) {
     return applicable.Annotate("fs RM " + o_.name + ": transaction " + tx.ToString() +
                                " cannot be applied");

@@ -32,6 +32,7 @@
 #include "fs/tx/staging.h"
 #include "fs/tx/stream_truncator.h"
 #include "fs/tx/visibility_gate.h"
+#include "fs/tx/writer_identity.h"
 #include "log/log.h"
 #include "log/owned_mutex.h"
 #include "src/transaction_manager.h"
@@ -83,6 +84,11 @@ struct FsRmOptions {
   // served from staging meanwhile (those it cannot serve are not named): what the kernel cached
   // of them from before the commit is stale from then on, not only once the copy is done.
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects)> on_let_in;
+  // Whose space the small writes a transaction's records carry take (writer_identity.h):
+  // prepare reserves their blocks as these ids, so a user's commit is refused where the user's
+  // own writes would be (its staged data took its writers' space already). Nullopt (root, a
+  // transaction recovery finds, or no callback): as the daemon.
+  std::function<std::optional<WriterIds>(const Guid& tx)> space_owner;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
   std::function<void(bool error, const std::string& message)> report;

@@ -19,16 +19,21 @@
 
 namespace ktmfs::fstx {
 
-Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan) {
+Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan,
+                         std::optional<WriterIds> record_owner) {
+  struct Range {
+    uint64_t offset, length;
+    bool in_record;  // a small write's, whose data its record carries
+  };
   // The ranges per file, so each file is opened once.
-  std::map<const PlannedObject*, std::vector<std::pair<uint64_t, uint64_t>>> ranges;
+  std::map<const PlannedObject*, std::vector<Range>> ranges;
   for (const Op& op : plan.content_ops) {
     if (op.kind != OpKind::kWriteExtent && op.kind != OpKind::kWriteData) continue;
     const PlannedObject* o = plan.Find(op.object);
     // A deleted file may have names the transaction never saw, and then lives on (apply.h).
     if (o == nullptr || o->is_new()) continue;
     const uint64_t length = op.kind == OpKind::kWriteData ? op.data.size() : op.length;
-    if (length > 0) ranges[o].emplace_back(op.offset, length);
+    if (length > 0) ranges[o].push_back({op.offset, length, op.kind == OpKind::kWriteData});
   }
   if (ranges.empty()) return Status::Ok();
   const bool in_place = OverwritesInPlace(backing_root);
@@ -46,11 +51,13 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan)
     }
     Status s;
     bool allocated_some = false;
-    for (const auto& [offset, length] : list) {
+    for (const auto& [offset, length, in_record] : list) {
       // Where apply's write finds every block already it needs none new, and fallocate would
       // only stamp the mtime.
       if (in_place && HasBlocks(fd, static_cast<uint64_t>(st.st_size), offset, length)) continue;
       allocated_some = true;
+      std::optional<WriterIdentity> as;
+      if (in_record && record_owner) as.emplace(*record_owner);
       if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                       static_cast<off_t>(length)) == 0) {
         continue;

@@ -3,9 +3,11 @@
 // checked before the decision).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/writer_identity.h"
 #include "log/status.h"
 
 namespace ktmfs::fstx {
@@ -17,7 +19,11 @@ namespace ktmfs::fstx {
 // files need nothing: their staged files are renamed into place. Best effort otherwise: a
 // filesystem without fallocate, or a file the daemon cannot open for writing, reserves nothing
 // (apply then reports what fails, and the commit stays pending).
-Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan);
+// `record_owner`: whose space the ranges of small writes, whose data the records carry, take
+// (writer_identity.h); staged data took its writers' space already, and its ranges are taken as
+// the daemon.
+Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan,
+                         std::optional<WriterIds> record_owner = std::nullopt);
 
 // What apply allocates besides file data: a block for each directory that gains a name (it may
 // have to grow) and room for the xattrs it sets. Taken now as a placeholder file fallocated in

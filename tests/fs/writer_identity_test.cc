@@ -1,7 +1,7 @@
 // WriterIdentity: while it lives, the thread writes as the writer for the space rules (fsuid,
 // fsgid, no CAP_SYS_RESOURCE) and keeps every other capability; afterwards it is as before, and
 // other threads never change.
-#include "fs/fuse/writer_identity.h"
+#include "fs/tx/writer_identity.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-namespace ktmfs::fs {
+namespace ktmfs::fstx {
 namespace {
 
 // The calling thread's credentials, as the kernel reports them.
@@ -106,4 +106,4 @@ TEST(WriterIdentity, RootAndRequestsWithoutIdsChangeNothing) {
 }
 
 }  // namespace
-}  // namespace ktmfs::fs
+}  // namespace ktmfs::fstx

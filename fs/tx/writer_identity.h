@@ -20,7 +20,7 @@
 
 #include <vector>
 
-namespace ktmfs::fs {
+namespace ktmfs::fstx {
 
 // Whom a write request's data takes space as: its caller, except for pages the kernel writes
 // back (fuse_file_info::writepage: a shared mmap(2) of a file the daemon serves, or
@@ -59,4 +59,4 @@ class WriterIdentity {
 bool DropSysResource(unsigned effective[2]);
 void RestoreEffectiveCaps(const unsigned effective[2]);
 
-}  // namespace ktmfs::fs
+}  // namespace ktmfs::fstx

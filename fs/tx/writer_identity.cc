@@ -1,4 +1,4 @@
-#include "fs/fuse/writer_identity.h"
+#include "fs/tx/writer_identity.h"
 
 #include <linux/capability.h>
 #include <sys/stat.h>
@@ -7,7 +7,7 @@
 
 #include <cassert>
 
-namespace ktmfs::fs {
+namespace ktmfs::fstx {
 namespace {
 
 bool GetCaps(__user_cap_data_struct data[2]) {
@@ -86,4 +86,4 @@ WriterIdentity::~WriterIdentity() {
   RestoreEffectiveCaps(old_effective_);
 }
 
-}  // namespace ktmfs::fs
+}  // namespace ktmfs::fstx
