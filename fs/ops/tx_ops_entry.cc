@@ -278,26 +278,28 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
   // Counted before anything is staged: a create refused for its owner's cap leaves nothing.
   auto prepaid = fs.txs()->ChargeFor(*tx, op);
   if (!prepaid.ok()) return Errno(prepaid.status());
-  Status s;
-  // A link's target, a directory's first block: space as the caller's (writer_identity.h).
-  std::optional<fstx::WriterIdentity> as(std::in_place, caller.uid(), caller.gid());
-  switch (op.kind) {
-    case fstx::OpKind::kSymlink:
-      s = (*staging)->NewSymlink(staged, link_target);
-      break;
-    case fstx::OpKind::kMkdir:
-      s = (*staging)->NewDirectory(staged, mode & 07777);
-      break;
-    case fstx::OpKind::kCreate: {
-      auto f = (*staging)->NewFile(staged);
-      s = f.ok() ? Status::Ok() : f.status();
-      break;
+  // A link's target, a directory's first block: space as the caller's (writer_identity.h). The
+  // staging directory itself is the daemon's.
+  Status s = (*staging)->MakeDir();
+  if (s.ok()) {
+    fstx::WriterIdentity as(caller.uid(), caller.gid());
+    switch (op.kind) {
+      case fstx::OpKind::kSymlink:
+        s = (*staging)->NewSymlink(staged, link_target);
+        break;
+      case fstx::OpKind::kMkdir:
+        s = (*staging)->NewDirectory(staged, mode & 07777);
+        break;
+      case fstx::OpKind::kCreate: {
+        auto f = (*staging)->NewFile(staged);
+        s = f.ok() ? Status::Ok() : f.status();
+        break;
+      }
+      default:
+        s = (*staging)->NewNode(staged, mode, rdev);
+        break;
     }
-    default:
-      s = (*staging)->NewNode(staged, mode, rdev);
-      break;
   }
-  as.reset();
   if (s.ok()) {
     s = fs.txs()->LogOp(*tx, source, op, *prepaid);
   } else {

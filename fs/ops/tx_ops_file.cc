@@ -350,8 +350,11 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   // copy lasts only until the commit puts it in place. Its record is the daemon's, always.
   std::optional<fstx::WriterIdentity> as;
   auto as_writer = [&] {
-    if (!(*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size()))
-      as.emplace(writer(h->fd));
+    if ((*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size())) return;
+    // The staging directory, if the write makes it, is the daemon's.
+    auto staging = fs.txs()->rm(source).Staging(tx.id());
+    if (staging.ok() && !(*staging)->MakeDir().ok()) return;
+    as.emplace(writer(h->fd));
   };
   fstx::Op op;
   op.object = inode->object;

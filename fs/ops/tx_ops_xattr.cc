@@ -144,12 +144,16 @@ Status LogXattr(Filesystem& fs, const TxGuard& tx, int source, const fstx::Objec
   if (!prepaid.ok()) return prepaid.status();
   if (!big) return fs.txs()->LogOp(*tx, source, op, *prepaid);
   auto staging = fs.txs()->rm(source).Staging(tx.id());
-  Result<fstx::StoredValue> stored = staging.status();
-  if (staging.ok()) {
-    // Space as its owner's (writer_identity.h).
-    fstx::WriterIdentity as(tx->owner, tx->owner_gid);
-    stored = (*staging)->StoreValue(*value);
+  const Status dir = staging.ok() ? (*staging)->MakeDir() : staging.status();
+  if (!dir.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return dir;
   }
+  auto stored = [&] {
+    // Space as its owner's (writer_identity.h); the staging directory is the daemon's.
+    fstx::WriterIdentity as(tx->owner, tx->owner_gid);
+    return (*staging)->StoreValue(*value);
+  }();
   if (!stored.ok()) {
     fs.txs()->Refund(*tx, *prepaid);
     return stored.status();

@@ -446,6 +446,11 @@ Result<int> TxStaging::DirFd() {
   return fd;
 }
 
+Status TxStaging::MakeDir() {
+  auto dir = DirFd();
+  return dir.ok() ? Status::Ok() : dir.status();
+}
+
 Result<StoredValue> TxStaging::StoreValue(std::string_view value) {
   auto dir = DirFd();
   if (!dir.ok()) return dir.status();

@@ -171,6 +171,10 @@ class TxStaging {
   const std::string& dir() const { return dir_; }
   // The staged files on disk.
   std::vector<std::string> file_names() const;
+  // Makes the directory now if it is not there yet. Called before staging anything under a
+  // writer's identity (writer_identity.h): the directory is the daemon's, and a user out of
+  // space must still be able to stage what needs no block of its own (a link, a node).
+  Status MakeDir();
 
  private:
   friend class StagedFile;

@@ -55,7 +55,7 @@ void RestoreEffectiveCaps(const unsigned effective[2]) {
 }
 
 WriterIdentity::WriterIdentity(uid_t uid, gid_t gid) {
-  // A request the kernel sends on nobody's behalf (a writeback) carries no ids.
+  // -1: no ids to take on.
   if (uid == 0 || uid == static_cast<uid_t>(-1) || !DaemonIsRoot()) return;
   __user_cap_data_struct caps[2];
   if (!GetCaps(caps)) return;

@@ -5,7 +5,7 @@
 // writer's fsuid is the filesystem's resuid (0 unless set), its fsgid or groups hold the resgid,
 // or it has CAP_SYS_RESOURCE. Quota limits, too, give way to CAP_SYS_RESOURCE. The daemon runs as
 // root, so without this a user's write through the mount would fill the share kept for root,
-// which the daemon's own log and staging, and root's daemons, count on when the disk is full.
+// which the daemon's own log, and root's daemons, count on when the disk is full.
 //
 // While a WriterIdentity lives, the thread's fsuid and fsgid are the writer's and
 // CAP_SYS_RESOURCE is out of its effective set; every other capability stays, so what a write
