@@ -164,10 +164,9 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   }
   Send(req, [&] {
     if (int err = txops::CheckNotHeld(fs, fs.Get(ino)); err != 0) return Reply::Error(err);
-    if (int err = DropSetidOnWrite(Caller::Of(req), fs, ino, static_cast<int>(fi->fh), fi);
-        err != 0)
-      return Reply::Error(err);
     const Caller caller = Caller::Of(req);
+    if (int err = DropSetidOnWrite(caller, fs, ino, static_cast<int>(fi->fh), fi); err != 0)
+      return Reply::Error(err);
     fstx::WriterIdentity as(caller.uid(), caller.gid());
     int r = fallocate(static_cast<int>(fi->fh), mode, off, len);
     return Reply::Error(r == 0 ? 0 : errno);

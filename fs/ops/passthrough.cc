@@ -90,7 +90,7 @@ PassthroughFiles::Decision PassthroughFiles::Open(Filesystem& fs, Inode* inode, 
 }
 
 PassthroughFiles::Decision PassthroughFiles::OpenCreated(Filesystem& fs, Inode* inode, int fd,
-                                                         int open_flags, Owner owner,
+                                                         int open_flags, fstx::WriterIds owner,
                                                          const std::function<bool()>& setid) {
   assert(inode->is_tx_version() && inode->object.kind == fstx::ObjectId::Kind::kNew);
   if (!KernelChannel::PassthroughTaken() || inode->type != S_IFREG) return {};
@@ -108,11 +108,11 @@ namespace {
 // root, as root; a writer the daemon serves itself is held to its own share. `owner`: the owner
 // the transaction's view gives a file it created (its staged file is the daemon's), else the
 // backing file's.
-Result<int32_t> BackingOpenAsOwner(int fd, std::optional<PassthroughFiles::Owner> owner) {
+Result<int32_t> BackingOpenAsOwner(int fd, std::optional<fstx::WriterIds> owner) {
   if (!owner) {
     struct stat st;
     if (fstat(fd, &st) != 0) return Status::FromErrno("stat for passthrough");
-    owner = PassthroughFiles::Owner{st.st_uid, st.st_gid};
+    owner = fstx::WriterIds{st.st_uid, st.st_gid};
   }
   fstx::WriterIdentity as(owner->uid, owner->gid);
   return KernelChannel::BackingOpen(fd);
@@ -122,7 +122,7 @@ Result<int32_t> BackingOpenAsOwner(int fd, std::optional<PassthroughFiles::Owner
 
 PassthroughFiles::Decision PassthroughFiles::DecideLocked(Filesystem& fs, Inode* inode, int fd,
                                                           bool writer, int refusal, bool alone,
-                                                          std::optional<Owner> owner) {
+                                                          std::optional<fstx::WriterIds> owner) {
   mu_.AssertHeld();
   auto found = nodes_.find(inode);
   const bool must = found != nodes_.end();

@@ -22,14 +22,13 @@
 //   file, as any outside writer's does.
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
 
+#include "fs/tx/writer_identity.h"
 #include "log/owned_mutex.h"
 
 namespace ktmfs::fs {
@@ -61,11 +60,7 @@ class PassthroughFiles {
   // served by the daemon. It is asked under the lock that such a change takes (WithoutWriters).
   // `owner`: whom the view gives the file; its passed-through writes take space as that
   // user's would (BackingOpenAsOwner in passthrough.cc).
-  struct Owner {
-    uid_t uid;
-    gid_t gid;
-  };
-  Decision OpenCreated(Filesystem& fs, Inode* inode, int fd, int open_flags, Owner owner,
+  Decision OpenCreated(Filesystem& fs, Inode* inode, int fd, int open_flags, fstx::WriterIds owner,
                        const std::function<bool()>& setid);
   void Abandon(Filesystem& fs, Inode* inode, int fd) { Release(fs, inode, fd); }
   // Whether files open on `inode` are passed through now (a next open would be too).
@@ -100,7 +95,7 @@ class PassthroughFiles {
   // The decision once the open's own refusal of a writer (an errno, or 0) is known; `alone`:
   // no other open file of the node is served by the daemon, nor still deciding. Under mu_.
   Decision DecideLocked(Filesystem& fs, Inode* inode, int fd, bool writer, int refusal, bool alone,
-                        std::optional<Owner> owner = std::nullopt);
+                        std::optional<fstx::WriterIds> owner = std::nullopt);
 
   OwnedMutex mu_;
   std::unordered_map<const Inode*, Node> nodes_;

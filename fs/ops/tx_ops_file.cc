@@ -86,7 +86,7 @@ void SetTxOpenReply(fuse_file_info* fi, const TxHandle* h) {
 PassthroughFiles::Decision PassCreated(Filesystem& fs, const TxGuard& tx, TxHandle* h) {
   struct stat view;
   if (TxStat(fs, tx, h->inode, &view) != 0) return {};
-  const PassthroughFiles::Owner owner{view.st_uid, view.st_gid};
+  const fstx::WriterIds owner{view.st_uid, view.st_gid};
   return fs.passthrough().OpenCreated(fs, h->inode, h->fd, h->flags, owner, [&] {
     struct stat st;
     std::optional<std::string> caps;
@@ -350,11 +350,14 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   // copy lasts only until the commit puts it in place. Its record is the daemon's, always.
   std::optional<fstx::WriterIdentity> as;
   auto as_writer = [&] {
+    const fstx::WriterIds ids = writer(h->fd);
+    // Every write comes here: the checks below (a stat and a seek) only for one that switches.
+    if (!fstx::WriterIdentity::Switches(ids.uid)) return;
     if ((*f)->CommittedHasBlocks(static_cast<uint64_t>(off), data.size())) return;
     // The staging directory, if the write makes it, is the daemon's.
     auto staging = fs.txs()->rm(source).Staging(tx.id());
     if (staging.ok() && !(*staging)->MakeDir().ok()) return;
-    as.emplace(writer(h->fd));
+    as.emplace(ids);
   };
   fstx::Op op;
   op.object = inode->object;

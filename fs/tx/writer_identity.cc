@@ -54,9 +54,13 @@ void RestoreEffectiveCaps(const unsigned effective[2]) {
   assert(ok);
 }
 
-WriterIdentity::WriterIdentity(uid_t uid, gid_t gid) {
+bool WriterIdentity::Switches(uid_t uid) {
   // -1: no ids to take on.
-  if (uid == 0 || uid == static_cast<uid_t>(-1) || !DaemonIsRoot()) return;
+  return uid != 0 && uid != static_cast<uid_t>(-1) && DaemonIsRoot();
+}
+
+WriterIdentity::WriterIdentity(uid_t uid, gid_t gid) {
+  if (!Switches(uid)) return;
   __user_cap_data_struct caps[2];
   if (!GetCaps(caps)) return;
   old_effective_[0] = caps[0].effective;

@@ -45,6 +45,9 @@ class WriterIdentity {
 
   // Whether the thread writes as the writer now.
   bool switched() const { return switched_; }
+  // Whether a scope for `uid` would switch: callers skip the work that only decides how to
+  // switch (root's writes, a daemon that is not root).
+  static bool Switches(uid_t uid);
 
  private:
   bool switched_ = false;
