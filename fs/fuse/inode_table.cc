@@ -101,7 +101,7 @@ std::unique_ptr<Inode> InodeTable::NewInode(int fd, const struct stat& st, int s
   inode->source_index = source_index;
   if (!handle_mounts_.empty()) {
     // Objects on other mounts (a bind mount inside a source) keep their descriptors.
-    auto handle = ObjectHandle::Of(fd);
+    auto handle = fstx::ObjectHandle::Of(fd);
     for (const auto& [mount_id, mount_fd] : handle_mounts_) {
       if (!handle || handle->mount_id() != mount_id) continue;
       inode->handle = std::move(handle);

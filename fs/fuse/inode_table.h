@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "fs/fuse/object_handle.h"
+#include "fs/tx/object_handle.h"
 #include "fs/tx/records.h"
 #include "fs/tx/replacement.h"
 #include "log/owned_mutex.h"
@@ -131,7 +131,7 @@ struct Inode {
   // open it again by, and a descriptor on its filesystem. The table's mutex, when taken with
   // fd_slot's, comes first.
   InodeTable* table = nullptr;
-  std::optional<ObjectHandle> handle;
+  std::optional<fstx::ObjectHandle> handle;
   int mount_fd = -1;
   mutable std::atomic<bool> fd_used{false};  // since the table last looked (second chance)
   Inode* lru_prev = nullptr;  // the table's list of closable open descriptors (its mutex)

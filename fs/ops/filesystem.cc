@@ -12,10 +12,10 @@
 
 #include "fs/fuse/invalidator.h"
 #include "fs/fuse/kernel_channel.h"
-#include "fs/fuse/object_handle.h"
 #include "fs/mount/daemon_log.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_view.h"
+#include "fs/tx/object_handle.h"
 
 namespace ktmfs::fs {
 
@@ -55,7 +55,7 @@ Status Filesystem::OpenRoots() {
     // open_by_handle_at(2) wants a descriptor on the filesystem that is not O_PATH.
     int mount_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = errno, mount_id = -1;
-    if (mount_fd >= 0 && HandlesWork(mount_fd, &mount_id, &err)) {
+    if (mount_fd >= 0 && fstx::HandlesWork(mount_fd, &mount_id, &err)) {
       inodes_.CloseUnusedDescriptors(mount_id, mount_fd, options_.node_descriptors);
     } else {
       if (mount_fd >= 0) close(mount_fd);

@@ -211,13 +211,20 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
   auto staging = fs.txs()->rm(inode->source_index).Staging(tx.id());
   if (!staging.ok()) return staging.status();
   const std::string name = fstx::StagedNameForExisting(inode->dev, inode->ino);
-  if (fstx::StagedFile* f = (*staging)->Find(name)) return f;
-  // The staged file keeps the committed one open until the transaction ends (which also keeps
-  // the object's number from reuse while the transaction names it).
-  KTMFS_RETURN_IF_ERROR(fs.txs()->ChargeDescriptor(*tx));
+  if (fstx::StagedFile* f = (*staging)->Find(name)) {
+    // The staged file keeps the committed one open (which keeps its number from naming another
+    // object), or, past TxStaging::kCommittedOpen, its handle, which tells the two apart.
+    if (!f->StagesObject(inode->handle)) {
+      return Status::Error(ESTALE, "the file staged under " + name +
+                                       " was removed outside the mount, and its number now "
+                                       "names another");
+    }
+    return f;
+  }
   int fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::Error(errno, "opening the committed file to stage it");
-  auto f = (*staging)->FileFor(name, fd);
+  auto f = (*staging)->FileFor(name, fstx::CommittedFile{fd, inode->handle, inode->mount_fd},
+                               [&] { return fs.txs()->ChargeDescriptor(*tx); });
   close(fd);
   return f;
 }

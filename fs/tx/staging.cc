@@ -112,11 +112,15 @@ Status RemoveTree(const std::string& path) {
 }
 
 StagedFile::StagedFile(TxStaging* staging, std::string name, std::string path, int committed_fd,
+                       std::optional<ObjectHandle> committed_handle, int committed_mount_fd,
                        uint64_t committed_size)
     : staging_(staging),
       name_(std::move(name)),
       path_(std::move(path)),
+      existing_(committed_fd >= 0),
       committed_fd_(committed_fd),
+      committed_handle_(std::move(committed_handle)),
+      committed_mount_fd_(committed_mount_fd),
       size_(committed_size),
       committed_limit_(committed_size) {}
 
@@ -125,14 +129,51 @@ StagedFile::~StagedFile() {
     // No one else can reach the file now; held for CloseLocked's rule (and its asserts).
     std::lock_guard lock(mu_);
     CloseLocked();
+    if (committed_handle_) {
+      CloseCommittedLocked();
+    } else if (committed_fd_ >= 0) {
+      ::close(committed_fd_);
+    }
   }
-  if (committed_fd_ >= 0) ::close(committed_fd_);
 }
 
 void StagedFile::CloseLocked() const {
   mu_.AssertHeld();
-  if (fd_ >= 0) staging_->Closed(this);
+  if (fd_ >= 0) staging_->Closed(this, TxStaging::kStaged);
   CloseFdsLocked();
+}
+
+Result<int> StagedFile::CommittedFdLocked() const {
+  mu_.AssertHeld();
+  assert(existing_);
+  if (committed_fd_ >= 0) {
+    if (committed_handle_) staging_->Used(this, TxStaging::kCommitted);
+    return committed_fd_;
+  }
+  assert(committed_handle_);
+  int fd = committed_handle_->Open(committed_mount_fd_, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    // ESTALE: removed behind the mount's back (through the mount, the transaction's lock on it
+    // keeps it); the transaction can no longer read what it did not write of it.
+    return Status::FromErrno("open again the committed file of " + path_ +
+                             (errno == ESTALE ? " (removed outside the mount)" : ""));
+  }
+  committed_fd_ = fd;
+  staging_->Opened(this, TxStaging::kCommitted);
+  return committed_fd_;
+}
+
+void StagedFile::CloseCommittedLocked() const {
+  mu_.AssertHeld();
+  assert(committed_handle_);
+  if (committed_fd_ < 0) return;
+  staging_->Closed(this, TxStaging::kCommitted);
+  ::close(committed_fd_);
+  committed_fd_ = -1;
+}
+
+bool StagedFile::StagesObject(const std::optional<ObjectHandle>& handle) const {
+  return !committed_handle_ || !handle || *committed_handle_ == *handle;
 }
 
 bool StagedFile::on_disk() const {
@@ -158,7 +199,7 @@ Result<int> StagedFile::FdLocked() const {
   mu_.AssertHeld();
   assert(spilled_);
   if (fd_ >= 0) {
-    staging_->Used(this);
+    staging_->Used(this, TxStaging::kStaged);
     return fd_;
   }
   auto dir = staging_->DirFd();
@@ -166,7 +207,7 @@ Result<int> StagedFile::FdLocked() const {
   int fd = ::openat(*dir, name_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno("open staged file " + path_);
   fd_ = fd;
-  staging_->Opened(this);
+  staging_->Opened(this, TxStaging::kStaged);
   return fd_;
 }
 
@@ -194,7 +235,7 @@ Status StagedFile::SpillLocked() {
   }
   fd_ = fd;
   spilled_ = true;
-  staging_->Opened(this);
+  staging_->Opened(this, TxStaging::kStaged);
   memory_.clear();
   memory_.shrink_to_fit();
   return Status::Ok();
@@ -320,10 +361,12 @@ Result<size_t> StagedFile::Read(uint64_t offset, std::span<std::byte> out) const
       auto fd = FdLocked();
       if (!fd.ok()) return fd.status();
       KTMFS_RETURN_IF_ERROR(PreadFull(*fd, dst, p.length, p.offset, &got, path_));
-    } else if (committed_fd_ >= 0 && p.offset < committed_limit_) {
+    } else if (existing_ && p.offset < committed_limit_) {
       size_t want = static_cast<size_t>(std::min(p.length, committed_limit_ - p.offset));
+      auto committed = CommittedFdLocked();
+      if (!committed.ok()) return committed.status();
       KTMFS_RETURN_IF_ERROR(
-          PreadFull(committed_fd_, dst, want, p.offset, &got, "committed file of " + path_));
+          PreadFull(*committed, dst, want, p.offset, &got, "committed file of " + path_));
     }
     // Whatever neither file supplied (holes, bytes past a truncate) reads as zeros.
     std::memset(dst + got, 0, p.length - got);
@@ -350,22 +393,29 @@ Status StagedFile::Truncate(uint64_t size) {
 
 bool StagedFile::CommittedHasBlocks(uint64_t offset, uint64_t length) const {
   std::lock_guard l(mu_);
-  if (committed_fd_ < 0 || offset + length > committed_limit_) return false;
+  if (!existing_ || offset + length > committed_limit_) return false;
+  auto fd = CommittedFdLocked();
   struct stat st;
-  return ::fstat(committed_fd_, &st) == 0 &&
-         HasBlocks(committed_fd_, static_cast<uint64_t>(st.st_size), offset, length);
+  return fd.ok() && ::fstat(*fd, &st) == 0 &&
+         HasBlocks(*fd, static_cast<uint64_t>(st.st_size), offset, length);
 }
 
 Status StagedFile::StatCommitted(struct stat* st) const {
-  if (committed_fd_ < 0) return Status::Error(ENOENT, "no committed file under " + path_);
-  if (::fstat(committed_fd_, st) != 0) return Status::FromErrno("committed file of " + path_);
+  if (!existing_) return Status::Error(ENOENT, "no committed file under " + path_);
+  std::lock_guard l(mu_);
+  auto fd = CommittedFdLocked();
+  if (!fd.ok()) return fd.status();
+  if (::fstat(*fd, st) != 0) return Status::FromErrno("committed file of " + path_);
   return Status::Ok();
 }
 
 Status StagedFile::SetCommittedMtime(const timespec& mtime) const {
-  if (committed_fd_ < 0) return Status::Error(ENOENT, "no committed file under " + path_);
+  if (!existing_) return Status::Error(ENOENT, "no committed file under " + path_);
+  std::lock_guard l(mu_);
+  auto fd = CommittedFdLocked();
+  if (!fd.ok()) return fd.status();
   const timespec times[2] = {{0, UTIME_OMIT}, mtime};
-  if (::futimens(committed_fd_, times) != 0)
+  if (::futimens(*fd, times) != 0)
     return Status::FromErrno("modification time of the committed file of " + path_);
   return Status::Ok();
 }
@@ -398,7 +448,7 @@ Status StagedFile::Sync() const {
   if (!fd.ok()) return fd.status();
   // A new file's staged file becomes the file, times included (its modification time is the
   // one the transaction showed), so its metadata must last too; fdatasync may leave it behind.
-  if (committed_fd_ < 0 ? ::fsync(*fd) != 0 : ::fdatasync(*fd) != 0)
+  if (!existing_ ? ::fsync(*fd) != 0 : ::fdatasync(*fd) != 0)
     return Status::FromErrno("sync " + path_);
   return Status::Ok();
 }
@@ -462,32 +512,40 @@ void TxStaging::DropValue(const StoredValue& at) {
   if (dir.ok()) values_.Drop(*dir, at);
 }
 
-void TxStaging::Opened(const StagedFile* f) {
+void TxStaging::Opened(const StagedFile* f, Held which) {
   std::lock_guard lock(open_mu_);
-  open_.push_front(f);
-  f->open_at_ = open_.begin();
-  for (auto it = std::prev(open_.end()); open_.size() > kOpenFiles && it != open_.begin();) {
+  auto& open = open_[which];
+  const size_t most = which == kStaged ? kOpenFiles : kCommittedOpen;
+  open.push_front(f);
+  f->open_at_[which] = open.begin();
+  for (auto it = std::prev(open.end()); open.size() > most && it != open.begin();) {
     const StagedFile* victim = *it;
     auto prev = std::prev(it);
     std::unique_lock victim_lock(victim->mu_, std::try_to_lock);
     if (victim_lock.owns_lock()) {
-      victim->CloseFdsLocked();
-      open_.erase(it);
+      // Out of the list here: the victim's own Closed would take open_mu_ again.
+      open.erase(it);
+      if (which == kStaged) {
+        victim->CloseFdsLocked();
+      } else {
+        ::close(victim->committed_fd_);
+        victim->committed_fd_ = -1;
+      }
     }
     it = prev;
   }
 }
 
-void TxStaging::Used(const StagedFile* f) {
+void TxStaging::Used(const StagedFile* f, Held which) {
   f->mu_.AssertHeld();
   std::lock_guard lock(open_mu_);
-  open_.splice(open_.begin(), open_, f->open_at_);
+  open_[which].splice(open_[which].begin(), open_[which], f->open_at_[which]);
 }
 
-void TxStaging::Closed(const StagedFile* f) {
+void TxStaging::Closed(const StagedFile* f, Held which) {
   f->mu_.AssertHeld();
   std::lock_guard lock(open_mu_);
-  open_.erase(f->open_at_);
+  open_[which].erase(f->open_at_[which]);
 }
 
 bool TxStaging::TakeMemory(uint64_t bytes) {
@@ -498,28 +556,38 @@ bool TxStaging::TakeMemory(uint64_t bytes) {
   return true;
 }
 
-Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
+Result<StagedFile*> TxStaging::Make(const std::string& name, const CommittedFile* committed,
+                                    const std::function<Status()>& charge) {
   if (!ValidName(name)) return Status::InvalidArgument("bad staged file name '" + name + "'");
   std::lock_guard lock(mu_);
   if (auto it = files_.find(name); it != files_.end()) return it->second.get();
   std::string path = dir_ + "/" + name;
   uint64_t committed_size = 0;
   int dup_fd = -1;
-  if (committed_fd >= 0) {
+  // A handle is of use only with a descriptor to open it by.
+  const bool reopenable = committed != nullptr && committed->handle && committed->mount_fd >= 0;
+  if (committed != nullptr) {
     struct stat st;
-    if (::fstat(committed_fd, &st) != 0)
+    if (::fstat(committed->fd, &st) != 0)
       return Status::FromErrno("stat committed file for " + path);
     committed_size = static_cast<uint64_t>(st.st_size);
-    dup_fd = ::fcntl(committed_fd, F_DUPFD_CLOEXEC, 0);
+    if (charge && (!reopenable || reopenable_ < kCommittedOpen)) KTMFS_RETURN_IF_ERROR(charge());
+    dup_fd = ::fcntl(committed->fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) return Status::FromErrno("dup committed file for " + path);
   }
-  auto f = std::unique_ptr<StagedFile>(new StagedFile(this, name, path, dup_fd, committed_size));
+  auto f = std::unique_ptr<StagedFile>(
+      new StagedFile(this, name, path, dup_fd, reopenable ? committed->handle : std::nullopt,
+                     reopenable ? committed->mount_fd : -1, committed_size));
+  std::lock_guard file_lock(f->mu_);
+  if (reopenable) {
+    reopenable_++;
+    Opened(f.get(), kCommitted);
+  }
   // A new file is the file apply renames into place: it exists from the start. Its data is
   // written through other descriptors (the transaction's handles, or the kernel's own with
   // passthrough), so this one is not kept: open for writing, it would look like a writer to
   // the lease probe that ends a passed-through writer's hold (fstx::StillOpenForWriting).
-  if (committed_fd < 0) {
-    std::lock_guard file_lock(f->mu_);
+  if (committed == nullptr) {
     KTMFS_RETURN_IF_ERROR(f->SpillLocked());
     f->CloseLocked();
   }
@@ -527,12 +595,13 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, int committed_fd) {
 }
 
 Result<StagedFile*> TxStaging::NewFile(const std::string& name) {
-  return Make(name, -1);
+  return Make(name, nullptr, {});
 }
 
-Result<StagedFile*> TxStaging::FileFor(const std::string& name, int committed_fd) {
-  if (committed_fd < 0) return Status::InvalidArgument("no committed file for " + name);
-  return Make(name, committed_fd);
+Result<StagedFile*> TxStaging::FileFor(const std::string& name, const CommittedFile& committed,
+                                       const std::function<Status()>& charge) {
+  if (committed.fd < 0) return Status::InvalidArgument("no committed file for " + name);
+  return Make(name, &committed, charge);
 }
 
 StagedFile* TxStaging::Find(const std::string& name) {

@@ -9,10 +9,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,6 +22,7 @@
 
 #include "fs/tx/async_direct_writer.h"
 #include "fs/tx/extent_map.h"
+#include "fs/tx/object_handle.h"
 #include "fs/tx/value_file.h"
 #include "log/owned_mutex.h"
 #include "log/status.h"
@@ -28,6 +31,19 @@
 namespace ktmfs::fstx {
 
 class TxStaging;
+
+// The committed file an existing file's staged contents read through to.
+struct CommittedFile {
+  // Without a handle: kept open until the transaction ends.
+  CommittedFile(int fd, std::optional<ObjectHandle> handle = std::nullopt, int mount_fd = -1)
+      : fd(fd), handle(std::move(handle)), mount_fd(mount_fd) {}
+  int fd;  // duplicated: the caller may close its own
+  // The object's handle, and a descriptor on its filesystem that outlives the staging: with
+  // them the staging may close its descriptor while unused and open the same object again
+  // (TxStaging::kCommittedOpen); without, it keeps it open until the transaction ends.
+  std::optional<ObjectHandle> handle;
+  int mount_fd;
+};
 
 // One file's transactional contents: the bytes the transaction wrote (in the staged file, at
 // the same offsets) over the committed file's bytes. An existing file's logged writes
@@ -54,6 +70,9 @@ class StagedFile {
   bool CommittedHasBlocks(uint64_t offset, uint64_t length) const;
   // Sets the committed file's modification time (its access time stays).
   Status SetCommittedMtime(const timespec& mtime) const;
+  // Whether `handle` is the committed file's (true where either is unknown: a file without a
+  // handle keeps its committed descriptor, so its object's number cannot name another).
+  bool StagesObject(const std::optional<ObjectHandle>& handle) const;
   uint64_t size() const;
   std::vector<Extent> written() const;
   const std::string& name() const { return name_; }
@@ -76,7 +95,21 @@ class StagedFile {
 
  private:
   friend class TxStaging;
+
+  // The committed file an existing file's staged contents read through to.
+  struct CommittedFile {
+    // Without a handle: kept open until the transaction ends.
+    CommittedFile(int fd, std::optional<ObjectHandle> handle = std::nullopt, int mount_fd = -1)
+        : fd(fd), handle(std::move(handle)), mount_fd(mount_fd) {}
+    int fd;  // duplicated: the caller may close its own
+    // The object's handle, and a descriptor on its filesystem that outlives the staging: with
+    // them the staging may close its descriptor while unused and open the same object again
+    // (TxStaging::kCommittedOpen); without, it keeps it open until the transaction ends.
+    std::optional<ObjectHandle> handle;
+    int mount_fd;
+  };
   StagedFile(TxStaging* staging, std::string name, std::string path, int committed_fd,
+             std::optional<ObjectHandle> committed_handle, int committed_mount_fd,
              uint64_t committed_size);
   // Makes the file exist on disk with everything written so far.
   Status SpillLocked();
@@ -94,6 +127,11 @@ class StagedFile {
   void CloseFdsLocked() const;
   // The same, and out of the staging's list of open files.
   void CloseLocked() const;
+  // The committed file's descriptor, opened again by handle if it was closed (see
+  // CommittedFile). Only for an existing file.
+  Result<int> CommittedFdLocked() const;
+  // Closes the committed file's descriptor, which its handle opens again.
+  void CloseCommittedLocked() const;
 
   TxStaging* const staging_;
   const std::string name_;         // within the transaction's directory
@@ -101,8 +139,13 @@ class StagedFile {
   bool spilled_ = false;           // the file exists on disk with every write in it
   mutable int fd_ = -1;            // open while in TxStaging's list of open files
   std::vector<std::byte> memory_;  // until spilled: the written bytes at their offsets
-  const int committed_fd_;         // our own dup of the committed file, -1 for a new file
   mutable OwnedMutex mu_;
+  // An existing file's committed file: our own descriptor of it (-1 while closed, which only
+  // one with a handle is), and the handle it is opened again by. A new file has neither.
+  const bool existing_;
+  mutable int committed_fd_;
+  const std::optional<ObjectHandle> committed_handle_;
+  const int committed_mount_fd_;
   // The same file with O_DIRECT, for big writes (see direct_io.h): opened by the first one,
   // -1 where the filesystem refuses it.
   static constexpr int kNotOpened = -2;
@@ -118,8 +161,9 @@ class StagedFile {
   // A queued write that failed: the file no longer holds what written_ says.
   mutable Status failed_ = Status::Ok();
   Status unlogged_ = Status::Ok();  // see Unlogged
-  // Where this file is in TxStaging::open_ while fd_ is open (guarded by open_mu_).
-  mutable std::list<const StagedFile*>::iterator open_at_{};
+  // Where this file is in TxStaging's lists of open descriptors while fd_ (kStaged) and
+  // committed_fd_ (kCommitted, with a handle only) are open (guarded by open_mu_).
+  mutable std::list<const StagedFile*>::iterator open_at_[2]{};
   ExtentMap written_;
   uint64_t size_;
   // Bytes at or past this offset no longer come from the committed file: it was truncated
@@ -134,6 +178,11 @@ class TxStaging {
   // Staged files a transaction keeps open at most: the least recently used is closed when
   // another must open, so a transaction that creates many files holds few descriptors.
   static constexpr size_t kOpenFiles = 32;
+  // Committed files' descriptors a transaction keeps open at most, of those it can open again
+  // by handle (CommittedFile): a transaction may change more existing files than the daemon may
+  // have open (a root daemon's limit stays the hard RLIMIT_NOFILE where it lacks
+  // CAP_SYS_RESOURCE). The rest are opened again on their next read through.
+  static constexpr size_t kCommittedOpen = 512;
 
   // Stages into <root>/<tx>/, made (the root too if missing) when the first thing needs to be
   // on disk. Transaction ids are never reused, so the directory name is never reused either:
@@ -145,9 +194,12 @@ class TxStaging {
 
   // The staged contents of a new file, empty, staged whole.
   Result<StagedFile*> NewFile(const std::string& name);
-  // The staged contents of an existing file, reading through to `committed_fd` (duplicated,
-  // so the caller may close its own). Returns the same StagedFile for the same name.
-  Result<StagedFile*> FileFor(const std::string& name, int committed_fd);
+  // The staged contents of an existing file, reading through to `committed`. Returns the same
+  // StagedFile for the same name. `charge`, before one is made that keeps one more descriptor
+  // in all (the kCommittedOpen most recent of those with handles, every one of the others),
+  // may refuse it.
+  Result<StagedFile*> FileFor(const std::string& name, const CommittedFile& committed,
+                              const std::function<Status()>& charge = {});
   StagedFile* Find(const std::string& name);
   // New objects other than regular files are created here too, at the time of the operation,
   // so apply only ever renames them into place and can tell by the staged name's absence that
@@ -179,19 +231,22 @@ class TxStaging {
  private:
   friend class StagedFile;
   TxStaging(std::string root, std::string dir, int dir_fd);
-  Result<StagedFile*> Make(const std::string& name, int committed_fd);
+  Result<StagedFile*> Make(const std::string& name, const CommittedFile* committed,
+                           const std::function<Status()>& charge);
   // The directory's descriptor, made first if need be.
   Result<int> DirFd();
   // Takes `bytes` more of the memory budget if it allows.
   bool TakeMemory(uint64_t bytes);
-  // `f` (whose mu_ the caller holds) has just opened its descriptor: it becomes the most
-  // recently used, and files past kOpenFiles close theirs. A file busy with its own I/O is
-  // passed over (try_lock), so no lock is waited for in the wrong order.
-  void Opened(const StagedFile* f);
+  // Descriptors of staged files, and of the committed files they read through to.
+  enum Held { kStaged = 0, kCommitted = 1 };
+  // `f` (whose mu_ the caller holds) has just opened its `which` descriptor: it becomes the most
+  // recently used, and files past kOpenFiles (kCommittedOpen) close theirs. A file busy with its
+  // own I/O is passed over (try_lock), so no lock is waited for in the wrong order.
+  void Opened(const StagedFile* f, Held which);
   // `f` (mu_ held) is being used: the most recently used.
-  void Used(const StagedFile* f);
+  void Used(const StagedFile* f, Held which);
   // `f` (mu_ held) closed its descriptor or is going away.
-  void Closed(const StagedFile* f);
+  void Closed(const StagedFile* f, Held which);
 
   const std::string root_;
   const std::string dir_;
@@ -199,9 +254,11 @@ class TxStaging {
   int dir_fd_;  // -1 until the directory is made
   // Before files_: a StagedFile leaves this list as it is destroyed.
   std::mutex open_mu_;
-  std::list<const StagedFile*> open_;  // files with an open descriptor, most recent first
+  // Files with an open descriptor of each kind, most recent first.
+  std::list<const StagedFile*> open_[2];
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<StagedFile>> files_;
+  size_t reopenable_ = 0;  // existing files with handles made (under mu_)
   std::atomic<uint64_t> memory_used_{0};
   ValueFile values_;
 };

@@ -18,9 +18,9 @@
 
 #include "fs/daemon/command_line.h"
 #include "fs/fuse/inode_table.h"
-#include "fs/fuse/object_handle.h"
 #include "fs/mount/layout.h"
 #include "fs/ops/filesystem.h"
+#include "fs/tx/object_handle.h"
 #include "fs/tx/visibility_gate.h"
 #include "mount_harness.h"
 #include "tests/fstx/stub_served_object.h"
@@ -210,7 +210,7 @@ TEST(ObjectHandleTest, AnObjectJustRemovedIsStale) {
       int fd = open(name.c_str(), O_PATH);
       struct stat was;
       if (fd < 0 || fstat(fd, &was) != 0) return -1;
-      auto h = ObjectHandle::Of(fd);
+      auto h = fstx::ObjectHandle::Of(fd);
       close(fd);
       unlink(name.c_str());
       if (!h) return -1;
@@ -254,7 +254,7 @@ class NodeDescriptorBudgetTest : public ::testing::Test {
     mount_fd_ = open(t_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_GE(mount_fd_, 0);
     int err = 0, mount_id = -1;
-    if (!HandlesWork(mount_fd_, &mount_id, &err)) {
+    if (!fstx::HandlesWork(mount_fd_, &mount_id, &err)) {
       close(mount_fd_);
       GTEST_SKIP() << "cannot open by handle here: " << std::strerror(err);
     }
@@ -381,7 +381,7 @@ TEST_F(NodeDescriptorBudgetTest, OpensByHandleUnderACallersIdentity) {
   ASSERT_TRUE(testing::WriteFile(t_.Sub("f"), "x"));
   int fd = open(t_.Sub("f").c_str(), O_PATH);
   ASSERT_GE(fd, 0);
-  auto handle = ObjectHandle::Of(fd);
+  auto handle = fstx::ObjectHandle::Of(fd);
   close(fd);
   ASSERT_TRUE(handle.has_value());
   int opened = -1, err = 0;

@@ -288,16 +288,6 @@ TEST_F(StagingTest, APlainWritePutsAHeldFileOnDisk) {
 namespace ktmfs::fstx {
 namespace {
 
-size_t OpenDescriptors() {
-  size_t n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d) != nullptr)
-      ++n;
-    closedir(d);
-  }
-  return n;
-}
-
 // A transaction that creates many files holds a bounded number of descriptors for them: a
 // file's is closed when others are used, and opened again by name when it is used again.
 TEST_F(StagingTest, ManyFilesHoldFewDescriptors) {

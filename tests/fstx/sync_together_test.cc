@@ -12,17 +12,6 @@
 namespace ktmfs::fstx {
 namespace {
 
-// How many descriptors this process has open.
-size_t OpenDescriptors() {
-  size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d) != nullptr)
-      n++;
-    ::closedir(d);
-  }
-  return n;
-}
-
 // A commit may change more files than the daemon may have open at once: they are synced a few
 // at a time. Before, every one was opened first, and 20,000 files of one commit failed with
 // EMFILE; the RM then refused changes until the next mount.

@@ -1,5 +1,6 @@
 // File helpers shared by the fstx tests: a fresh directory under /tmp for one test, removed
-// (with everything in it) afterwards; writing a file; a test pattern; listing a directory.
+// (with everything in it) afterwards; counting open descriptors; writing a file; a test pattern;
+// listing a directory.
 #pragma once
 
 #include <dirent.h>
@@ -30,6 +31,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// How many descriptors this process has open.
+inline size_t OpenDescriptors() {
+  size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr)
+      ++n;
+    ::closedir(d);
+  }
+  return n;
+}
 
 inline void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;

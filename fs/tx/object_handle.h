@@ -11,7 +11,7 @@
 #include <optional>
 #include <vector>
 
-namespace ktmfs::fs {
+namespace ktmfs::fstx {
 
 class ObjectHandle {
  public:
@@ -25,9 +25,10 @@ class ObjectHandle {
 
   // Opens the object anew with `flags`, `mount_fd` being any descriptor on its filesystem;
   // -1 with errno as open_by_handle_at(2) sets it. Opened as the daemon itself even on a thread
-  // that has taken on a caller's file-system identity (fs/fuse/caller.h): that drops
-  // CAP_DAC_READ_SEARCH, which the call needs. The caller's permissions apply to what is done
-  // with the object afterwards, as they did when it was first looked up.
+  // that has taken on a caller's file-system identity (a request's caller, or a writer's, see
+  // writer_identity.h): that drops CAP_DAC_READ_SEARCH, which the call needs. The caller's
+  // permissions apply to what is done with the object afterwards, as they did when it was first
+  // looked up.
   int Open(int mount_fd, int flags) const;
 
   // The same object (the mount aside).
@@ -44,4 +45,4 @@ class ObjectHandle {
 // `*mount_id` is the mount root_fd is on.
 bool HandlesWork(int root_fd, int* mount_id, int* error);
 
-}  // namespace ktmfs::fs
+}  // namespace ktmfs::fstx

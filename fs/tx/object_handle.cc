@@ -1,4 +1,4 @@
-#include "fs/fuse/object_handle.h"
+#include "fs/tx/object_handle.h"
 
 #include <errno.h>
 #include <sys/syscall.h>
@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-namespace ktmfs::fs {
+namespace ktmfs::fstx {
 
 namespace {
 
@@ -78,4 +78,4 @@ bool HandlesWork(int root_fd, int* mount_id, int* error) {
   return true;
 }
 
-}  // namespace ktmfs::fs
+}  // namespace ktmfs::fstx
