@@ -227,13 +227,18 @@ bool InodeTable::StillThere(Inode* inode) {
   mu_.AssertHeld();
   if (inode->table == nullptr) return true;
   NodeFdSlot& slot = *inode->fd_slot;
-  std::lock_guard l(slot.mu);
-  if (slot.fd >= 0) return true;
-  // A number whose object went behind the daemon's back may name a new object now.
-  slot.fd = inode->handle->Open(inode->mount_fd, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (slot.fd < 0) return false;
-  inode->fd_used.store(true, std::memory_order_relaxed);
-  List(inode);
+  {
+    std::lock_guard l(slot.mu);
+    if (slot.fd >= 0) return true;
+    // A number whose object went behind the daemon's back may name a new object now.
+    slot.fd = inode->handle->Open(inode->mount_fd, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (slot.fd < 0) return false;
+    inode->fd_used.store(true, std::memory_order_relaxed);
+    List(inode);
+  }
+  // Opened again, it counts against the budget as a new node does (the trim takes nodes' slot
+  // locks, this one's among them). Before, a lookup of a known node grew the table past it.
+  TrimDescriptors();
   return true;
 }
 
