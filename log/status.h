@@ -28,7 +28,13 @@ class [[nodiscard]] Status {
   static Status Corruption(std::string m) { return Status(EUCLEAN, std::move(m)); }
   static Status NotFound(std::string m) { return Status(ENOENT, std::move(m)); }
   static Status InvalidArgument(std::string m) { return Status(EINVAL, std::move(m)); }
-  static Status LogFull(std::string m) { return Status(ENOSPC, std::move(m)); }
+  // ENOSPC to the kernel, but told apart from a full filesystem's ENOSPC: what the caller can do
+  // differs (end an old transaction, not free space).
+  static Status LogFull(std::string m) {
+    Status s(ENOSPC, std::move(m));
+    s.log_full_ = true;
+    return s;
+  }
   static Status Busy(std::string m) { return Status(EBUSY, std::move(m)); }
 
   bool ok() const { return code_ == 0; }
@@ -38,20 +44,24 @@ class [[nodiscard]] Status {
   const std::string& message() const { return message_; }
   bool IsCorruption() const { return code_ == EUCLEAN; }
   bool IsNotFound() const { return code_ == ENOENT; }
-  bool IsLogFull() const { return code_ == ENOSPC; }
+  bool IsLogFull() const { return log_full_; }
 
   // "message (strerror)" or "OK", for logs and tool output.
   std::string ToString() const;
 
   // Prefixes context, so a low-level "short read" becomes "stream tm: LSN 0x...: short read".
   Status Annotate(const std::string& context) const {
-    return ok() ? *this : Status(code_, context + ": " + message_);
+    if (ok()) return *this;
+    Status s(code_, context + ": " + message_);
+    s.log_full_ = log_full_;
+    return s;
   }
 
  private:
   Status(int code, std::string message) : code_(code), message_(std::move(message)) {}
   int code_ = 0;
   std::string message_;
+  bool log_full_ = false;
 };
 
 // A value or the Status explaining why there is none.

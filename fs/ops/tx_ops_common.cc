@@ -23,7 +23,7 @@ int Errno(const Status& s) {
     // every write. Each of the two is said once in a while, so neither hides the other.
     static LogThrottle log_full(std::chrono::seconds(10));
     static LogThrottle no_space(std::chrono::seconds(10));
-    LogThrottle& throttle = s.message().find("log full") != std::string::npos ? log_full : no_space;
+    LogThrottle& throttle = s.IsLogFull() ? log_full : no_space;
     if (auto held = throttle.Take()) {
       DaemonLog(LogLevel::kError,
                 s.message() + (*held == 0 ? ""

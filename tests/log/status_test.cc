@@ -37,6 +37,20 @@ TEST(StatusTest, AnnotatePrefixesContextOnlyOnError) {
   EXPECT_EQ(s.code(), EIO);
 }
 
+// A full log and a full filesystem both reach the kernel as ENOSPC, but the daemon tells them
+// apart (which transaction to end, which message to throttle): only the log's says so, also
+// once annotated. Before, every ENOSPC counted as a full log.
+TEST(StatusTest, OnlyTheLogsOwnENOSPCIsLogFull) {
+  Status full = Status::LogFull("log full: 40 of 64 KiB").Annotate("stream fs1");
+  EXPECT_TRUE(full.IsLogFull());
+  EXPECT_EQ(full.code(), ENOSPC);
+  EXPECT_EQ(full.message(), "stream fs1: log full: 40 of 64 KiB");
+  Status disk = Status::FromErrno(ENOSPC, "write staged file").Annotate("tx 1");
+  EXPECT_EQ(disk.code(), ENOSPC);
+  EXPECT_FALSE(disk.IsLogFull());
+  EXPECT_FALSE(Status::Ok().IsLogFull());
+}
+
 Result<int> Half(int x) {
   if (x % 2) return Status::InvalidArgument("odd");
   return x / 2;
