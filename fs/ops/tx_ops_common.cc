@@ -164,7 +164,15 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
     Status s = rm.LockAt(tx.id(), key, path);
     return s.ok() ? 0 : s.code();
   }
-  return Take(fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); });
+  const bool held = rm.locks().Holder(key) == tx.id();
+  if (int err = Take(fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); });
+      err != 0 || held)
+    return err;
+  // Its handle as it is now: nothing keeps its number from being reused before the commit.
+  std::optional<fstx::ObjectHandle> handle = inode->handle;
+  if (!handle) handle = fstx::ObjectHandle::Of(inode->Fd().get());
+  if (handle) rm.Identify(tx.id(), object.dev, object.ino, std::move(*handle));
+  return 0;
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
@@ -213,7 +221,8 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
   const std::string name = fstx::StagedNameForExisting(inode->dev, inode->ino);
   if (fstx::StagedFile* f = (*staging)->Find(name)) {
     // The staged file keeps the committed one open (which keeps its number from naming another
-    // object), or, past TxStaging::kCommittedOpen, its handle, which tells the two apart.
+    // object), or, past TxStaging::kCommittedOpen, its handle, which tells the two apart
+    // (prepare checks it again: CheckApplyTargets).
     if (!f->StagesObject(inode->handle)) {
       return Status::Error(ESTALE, "the file staged under " + name +
                                        " was removed outside the mount, and its number now "

@@ -43,9 +43,22 @@ Status Refuse(const BackingRoot& root, const std::string& rel, uint64_t flags,
                        Shown(root, rel) + " is " + what + " in the backing directory, " + why);
 }
 
+// Whether the object at `rel` is the one `identities` knows by its number (true where it does
+// not know it, or the filesystem gives no handle).
+bool SameObject(const BackingRoot& root, const std::string& rel, const ObjectId& id,
+                const ObjectIdentities& identities) {
+  auto known = identities.find({static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)});
+  if (known == identities.end() || rel.empty()) return true;
+  BackingName name = root.Name(rel);
+  if (name.error() != 0) return true;  // Look reached it a moment ago; apply will say
+  auto now = ObjectHandle::At(name.path());
+  return !now || *now == known->second;
+}
+
 }  // namespace
 
-Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan) {
+Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
+                         const ObjectIdentities& identities) {
   BackingRoot root(backing_root);
   const NamesBeforeApply before(plan);
   for (const PlannedObject& o : plan.objects) {
@@ -58,10 +71,13 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan)
     } else if (err != 0) {
       return Unreachable(root, o.original, err);
     }
-    if (makedev(stx.stx_dev_major, stx.stx_dev_minor) != o.id.dev || stx.stx_ino != o.id.ino) {
+    const bool number =
+        makedev(stx.stx_dev_major, stx.stx_dev_minor) == o.id.dev && stx.stx_ino == o.id.ino;
+    if (!number || !SameObject(root, o.original, o.id, identities)) {
       return Status::Error(ESTALE, Shown(root, o.original) +
                                        " is no longer the object the transaction changed: it "
-                                       "was replaced in the backing directory");
+                                       "was replaced in the backing directory" +
+                                       (number ? " by another that took its number" : ""));
     }
     if (uint64_t f = Unchangeable(stx); f != 0)
       return Refuse(root, o.original, f, "and the transaction changed it");

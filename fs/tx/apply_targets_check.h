@@ -10,16 +10,27 @@
 //   (chattr +a) (tx/067).
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
 #include <string>
+#include <utility>
 
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/object_handle.h"
 #include "log/status.h"
 
 namespace ktmfs::fstx {
 
+// The handles of existing objects as the transaction first changed them, by (dev, ino): an
+// object's number is reused once it is freed, and the transaction keeps no descriptor that
+// would stop that (TxStaging::kCommittedOpen, attribute changes).
+using ObjectIdentities = std::map<std::pair<dev_t, ino_t>, ObjectHandle>;
+
 // Refuses, naming the object:
 // - ESTALE: an existing object of `plan` is no longer at its original name under
-//   `backing_root`;
+//   `backing_root` (another object there that took its number has another handle than
+//   `identities` gives, where it gives one);
 // - EEXIST: something is at a name the plan gives an object, and the plan does not move it
 //   away (apply would replace it);
 // - the resolution's errno (ELOOP, EXDEV, ENOTDIR): a name or directory apply reaches cannot be
@@ -30,6 +41,7 @@ namespace ktmfs::fstx {
 // Directories under one the plan moves are looked at under their names before apply. Flags a
 // filesystem does not report (statx attributes) pass. Anything done after this check still
 // makes apply fail as before, and the commit stays pending (fs/TRANSACTIONS.md).
-Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan);
+Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
+                         const ObjectIdentities& identities = {});
 
 }  // namespace ktmfs::fstx

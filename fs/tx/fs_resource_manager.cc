@@ -154,6 +154,12 @@ Status FsResourceManager::LockAt(const Guid& tx, const LockKey& key,
   return locks_.Acquire(tx, key, backing_path);
 }
 
+void FsResourceManager::Identify(const Guid& tx, dev_t dev, ino_t ino, ObjectHandle handle) {
+  std::lock_guard l(mu_);
+  auto t = Enlisted(tx);
+  if (t.ok()) (*t)->identities.emplace(std::make_pair(dev, ino), std::move(handle));
+}
+
 Result<TxStaging*> FsResourceManager::Staging(const Guid& tx) {
   std::lock_guard l(mu_);
   auto t = Enlisted(tx);
@@ -298,7 +304,8 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // all?), new names, and last (what it allocates in users' files outlives a refusal) the data
   // it writes into existing files.
   auto plan = PlanApply(t.ops);
-  Status applicable = plan.ok() ? CheckApplyTargets(o_.backing_root, *plan) : plan.status();
+  Status applicable =
+      plan.ok() ? CheckApplyTargets(o_.backing_root, *plan, t.identities) : plan.status();
   if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
   // The metadata's blocks stay the daemon's: a user out of space may still rename and remove,

@@ -26,6 +26,7 @@
 
 #include "fs/tx/applied_sync_queue.h"
 #include "fs/tx/apply.h"
+#include "fs/tx/apply_targets_check.h"
 #include "fs/tx/lock_table.h"
 #include "fs/tx/overlay.h"
 #include "fs/tx/records.h"
@@ -119,6 +120,10 @@ class FsResourceManager : public tm::ResourceManager {
   Status Lock(const Guid& tx, const std::vector<LockKey>& keys);
   // One key, with where it is in the backing tree (see LockTable::HeldUnder).
   Status LockAt(const Guid& tx, const LockKey& key, const std::string& backing_path);
+  // The handle of the existing object (dev, ino) the transaction changes, as it is now (the
+  // first one given is kept): prepare refuses the commit if another object has taken its
+  // number at its name by then (CheckApplyTargets). Nothing else keeps its number from reuse.
+  void Identify(const Guid& tx, dev_t dev, ino_t ino, ObjectHandle handle);
   // The transaction's staging, created (and the RM enlisted) on first use.
   Result<TxStaging*> Staging(const Guid& tx);
   // The transaction's staging if it has any yet (reads must not enlist).
@@ -210,6 +215,7 @@ class FsResourceManager : public tm::ResourceManager {
     bool enlisted = false;
     bool broken = false;  // an op reached the overlay but not the log
     std::vector<std::pair<std::string, std::string>> replaced;  // see FsRmOptions::on_end
+    ObjectIdentities identities;                                // see Identify
   };
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;

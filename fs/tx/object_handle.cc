@@ -24,11 +24,19 @@ struct HandleBuffer {
 }  // namespace
 
 std::optional<ObjectHandle> ObjectHandle::Of(int fd) {
+  return Taken(fd, "", AT_EMPTY_PATH);
+}
+
+std::optional<ObjectHandle> ObjectHandle::At(const char* path) {
+  return Taken(AT_FDCWD, path, 0);
+}
+
+std::optional<ObjectHandle> ObjectHandle::Taken(int dirfd, const char* path, int flags) {
   HandleBuffer buf;
   struct file_handle* fh = buf.get();
   fh->handle_bytes = MAX_HANDLE_SZ;
   int mount_id = 0;
-  if (name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return std::nullopt;
+  if (name_to_handle_at(dirfd, path, fh, &mount_id, flags) != 0) return std::nullopt;
   ObjectHandle h;
   h.mount_id_ = mount_id;
   h.type_ = fh->handle_type;

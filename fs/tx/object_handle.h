@@ -18,6 +18,9 @@ class ObjectHandle {
   // The handle of the object `fd` holds (any descriptor, O_PATH included); nothing where its
   // filesystem gives none (EOPNOTSUPP, or a handle larger than MAX_HANDLE_SZ).
   static std::optional<ObjectHandle> Of(int fd);
+  // The handle of the object at `path` (a symlink itself, not followed); nothing as above, or
+  // where the path does not resolve.
+  static std::optional<ObjectHandle> At(const char* path);
 
   // The mount the descriptor it was taken from was on: a handle opened on another mount of the
   // same filesystem would lose that mount's flags (a read-only bind mount, say).
@@ -35,6 +38,8 @@ class ObjectHandle {
   bool operator==(const ObjectHandle& o) const { return type_ == o.type_ && bytes_ == o.bytes_; }
 
  private:
+  static std::optional<ObjectHandle> Taken(int dirfd, const char* path, int flags);
+
   int type_ = 0;
   int mount_id_ = -1;
   std::vector<unsigned char> bytes_;

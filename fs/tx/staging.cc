@@ -152,6 +152,8 @@ Result<int> StagedFile::CommittedFdLocked() const {
   }
   assert(committed_handle_);
   int fd = committed_handle_->Open(committed_mount_fd_, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && staging_->ShedCommitted())
+    fd = committed_handle_->Open(committed_mount_fd_, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     // ESTALE: removed behind the mount's back (through the mount, the transaction's lock on it
     // keeps it); the transaction can no longer read what it did not write of it.
@@ -168,6 +170,11 @@ void StagedFile::CloseCommittedLocked() const {
   assert(committed_handle_);
   if (committed_fd_ < 0) return;
   staging_->Closed(this, TxStaging::kCommitted);
+  CloseCommittedUnlistedLocked();
+}
+
+void StagedFile::CloseCommittedUnlistedLocked() const {
+  mu_.AssertHeld();
   ::close(committed_fd_);
   committed_fd_ = -1;
 }
@@ -528,12 +535,35 @@ void TxStaging::Opened(const StagedFile* f, Held which) {
       if (which == kStaged) {
         victim->CloseFdsLocked();
       } else {
-        ::close(victim->committed_fd_);
-        victim->committed_fd_ = -1;
+        victim->CloseCommittedUnlistedLocked();
       }
     }
     it = prev;
   }
+}
+
+bool TxStaging::ShedCommitted() {
+  std::lock_guard lock(open_mu_);
+  auto& open = open_[kCommitted];
+  bool shed = false;
+  size_t keep = open.size() / 2;
+  for (auto it = open.begin(); it != open.end();) {
+    if (keep > 0) {
+      --keep;
+      ++it;
+      continue;
+    }
+    const StagedFile* victim = *it;
+    std::unique_lock victim_lock(victim->mu_, std::try_to_lock);
+    if (!victim_lock.owns_lock()) {
+      ++it;
+      continue;
+    }
+    it = open.erase(it);
+    victim->CloseCommittedUnlistedLocked();
+    shed = true;
+  }
+  return shed;
 }
 
 void TxStaging::Used(const StagedFile* f, Held which) {
@@ -571,9 +601,17 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, const CommittedFile
     if (::fstat(committed->fd, &st) != 0)
       return Status::FromErrno("stat committed file for " + path);
     committed_size = static_cast<uint64_t>(st.st_size);
-    if (charge && (!reopenable || reopenable_ < kCommittedOpen)) KTMFS_RETURN_IF_ERROR(charge());
     dup_fd = ::fcntl(committed->fd, F_DUPFD_CLOEXEC, 0);
+    // Other transactions may hold the rest: this one gives up what it can open again.
+    if (dup_fd < 0 && (errno == EMFILE || errno == ENFILE) && ShedCommitted())
+      dup_fd = ::fcntl(committed->fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) return Status::FromErrno("dup committed file for " + path);
+    if (charge && (!reopenable || reopenable_ < kCommittedOpen)) {
+      if (Status s = charge(); !s.ok()) {
+        ::close(dup_fd);
+        return s;
+      }
+    }
   }
   auto f = std::unique_ptr<StagedFile>(
       new StagedFile(this, name, path, dup_fd, reopenable ? committed->handle : std::nullopt,

@@ -40,7 +40,9 @@ struct CommittedFile {
   int fd;  // duplicated: the caller may close its own
   // The object's handle, and a descriptor on its filesystem that outlives the staging: with
   // them the staging may close its descriptor while unused and open the same object again
-  // (TxStaging::kCommittedOpen); without, it keeps it open until the transaction ends.
+  // (TxStaging::kCommittedOpen); without, it keeps it open until the transaction ends. Once
+  // closed, nothing keeps the object's number from reuse: the handle tells the object apart
+  // (StagesObject; prepare checks the handles of what the transaction changed).
   std::optional<ObjectHandle> handle;
   int mount_fd;
 };
@@ -95,19 +97,6 @@ class StagedFile {
 
  private:
   friend class TxStaging;
-
-  // The committed file an existing file's staged contents read through to.
-  struct CommittedFile {
-    // Without a handle: kept open until the transaction ends.
-    CommittedFile(int fd, std::optional<ObjectHandle> handle = std::nullopt, int mount_fd = -1)
-        : fd(fd), handle(std::move(handle)), mount_fd(mount_fd) {}
-    int fd;  // duplicated: the caller may close its own
-    // The object's handle, and a descriptor on its filesystem that outlives the staging: with
-    // them the staging may close its descriptor while unused and open the same object again
-    // (TxStaging::kCommittedOpen); without, it keeps it open until the transaction ends.
-    std::optional<ObjectHandle> handle;
-    int mount_fd;
-  };
   StagedFile(TxStaging* staging, std::string name, std::string path, int committed_fd,
              std::optional<ObjectHandle> committed_handle, int committed_mount_fd,
              uint64_t committed_size);
@@ -132,6 +121,8 @@ class StagedFile {
   Result<int> CommittedFdLocked() const;
   // Closes the committed file's descriptor, which its handle opens again.
   void CloseCommittedLocked() const;
+  // The same, for a file already taken out of the staging's list (under its open_mu_).
+  void CloseCommittedUnlistedLocked() const;
 
   TxStaging* const staging_;
   const std::string name_;         // within the transaction's directory
@@ -247,6 +238,9 @@ class TxStaging {
   void Used(const StagedFile* f, Held which);
   // `f` (mu_ held) closed its descriptor or is going away.
   void Closed(const StagedFile* f, Held which);
+  // The daemon is out of descriptors (EMFILE): closes the older half of the committed files'
+  // that can be opened again, passing over files busy with their own I/O. Whether any was.
+  bool ShedCommitted();
 
   const std::string root_;
   const std::string dir_;

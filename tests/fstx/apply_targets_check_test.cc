@@ -124,6 +124,26 @@ TEST_F(ApplyTargetsCheck, AnObjectReplacedOrRemovedBehindTheDaemonIsRefused) {
   EXPECT_EQ(Check({f}).code(), ESTALE);
 }
 
+// An object removed behind the daemon frees its number, which the next object made there may
+// take: the number then matches, the object does not. The transaction knows its objects'
+// handles, which carry their generation. Before, such a commit wrote the transaction's changes
+// into the new object (one that a user could not even open, made by root).
+TEST_F(ApplyTargetsCheck, AnotherObjectThatTookTheNumberIsRefused) {
+  PlannedObject f = Existing("d/f", {"d/f"});
+  auto own = ObjectHandle::At((dir_.path() + "/d/f").c_str());
+  auto other = ObjectHandle::At((dir_.path() + "/g").c_str());
+  if (!own || !other) GTEST_SKIP() << "no file handles under /tmp: " << strerror(errno);
+  const auto key = std::make_pair(static_cast<dev_t>(f.id.dev), static_cast<ino_t>(f.id.ino));
+  ApplyPlan plan;
+  plan.objects = {f};
+  EXPECT_TRUE(CheckApplyTargets(dir_.path(), plan, {{key, *own}}).ok());
+  // As if d/f had been replaced by an object that took its number: its handle is another.
+  Status s = CheckApplyTargets(dir_.path(), plan, {{key, *other}});
+  EXPECT_EQ(s.code(), ESTALE);
+  EXPECT_NE(s.message().find("/d/f is no longer the object"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("another that took its number"), std::string::npos) << s.message();
+}
+
 TEST_F(ApplyTargetsCheck, ASymlinkOrAFileWhereADirectoryWasIsRefused) {
   PlannedObject f = Existing("d/f", {"d/f"});
   ASSERT_EQ(::rename((dir_.path() + "/d").c_str(), (dir_.path() + "/aside").c_str()), 0);
