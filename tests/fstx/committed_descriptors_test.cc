@@ -28,6 +28,36 @@ Result<std::string> ReadAll(StagedFile* f) {
   return out;
 }
 
+// Each file's contents, or the error reading it gave.
+std::vector<std::string> ReadEach(const std::vector<StagedFile*>& files) {
+  std::vector<std::string> read;
+  for (StagedFile* f : files) {
+    auto r = ReadAll(f);
+    read.push_back(r.ok() ? *r : r.status().ToString());
+  }
+  return read;
+}
+
+// Lowers this process's soft RLIMIT_NOFILE to `room` more descriptors than are open now, for
+// as long as it lives.
+class LowFileLimit {
+ public:
+  explicit LowFileLimit(size_t room) {
+    if (::getrlimit(RLIMIT_NOFILE, &saved_) != 0) return;
+    rlimit low = saved_;
+    low.rlim_cur = OpenDescriptors() + room;
+    ok_ = low.rlim_cur <= saved_.rlim_cur && ::setrlimit(RLIMIT_NOFILE, &low) == 0;
+  }
+  ~LowFileLimit() {
+    if (ok_) ::setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit saved_{};
+  bool ok_ = false;
+};
+
 class CommittedDescriptorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -76,31 +106,24 @@ class CommittedDescriptorsTest : public ::testing::Test {
 // file"), and a transaction rewriting 20,000 files could not commit.
 TEST_F(CommittedDescriptorsTest, MoreFilesThanTheProcessMayOpenStageAndReadThrough) {
   const size_t files = TxStaging::kCommittedOpen + 400;
-  rlimit saved;
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
-  rlimit low = saved;
-  low.rlim_cur = OpenDescriptors() + TxStaging::kCommittedOpen + TxStaging::kOpenFiles + 100;
-  ASSERT_LT(low.rlim_cur, files + OpenDescriptors());
-  ASSERT_LE(low.rlim_cur, saved.rlim_cur) << "the test needs a higher limit to start with";
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
   std::vector<StagedFile*> staged;
   Status failed = Status::Ok();
-  for (size_t i = 0; i < files && failed.ok(); ++i) {
-    auto f = Stage("f" + std::to_string(i), "committed " + std::to_string(i));
-    if (!f.ok()) {
-      failed = f.status();
-      break;
-    }
-    // Only the first byte changes: the rest reads through to the committed file.
-    failed = (*f)->WriteLogged(0, B("C"));
-    staged.push_back(*f);
-  }
   std::vector<std::string> read;
-  for (StagedFile* f : staged) {
-    auto r = ReadAll(f);
-    read.push_back(r.ok() ? *r : r.status().ToString());
+  {
+    LowFileLimit low(TxStaging::kCommittedOpen + TxStaging::kOpenFiles + 100);
+    ASSERT_TRUE(low.ok()) << "the test needs a higher file limit to start with";
+    for (size_t i = 0; i < files && failed.ok(); ++i) {
+      auto f = Stage("f" + std::to_string(i), "committed " + std::to_string(i));
+      if (!f.ok()) {
+        failed = f.status();
+        break;
+      }
+      // Only the first byte changes: the rest reads through to the committed file.
+      failed = (*f)->WriteLogged(0, B("C"));
+      staged.push_back(*f);
+    }
+    read = ReadEach(staged);
   }
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   ASSERT_TRUE(failed.ok()) << failed.ToString();
   ASSERT_EQ(read.size(), files);
   for (size_t i = 0; i < files; ++i)
@@ -116,29 +139,23 @@ TEST_F(CommittedDescriptorsTest, TransactionsTogetherPastTheLimitGiveWay) {
   auto other = TxStaging::Create(tmp_.path() + "/staging", Guid::Random());
   ASSERT_TRUE(other.ok()) << other.status().ToString();
   constexpr size_t kFiles = 600;
-  rlimit saved;
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
-  rlimit low = saved;
-  low.rlim_cur = OpenDescriptors() + 700;  // less than twice kCommittedOpen
-  ASSERT_LE(low.rlim_cur, saved.rlim_cur) << "the test needs a higher limit to start with";
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
   std::vector<StagedFile*> staged;
   Status failed = Status::Ok();
-  for (size_t i = 0; i < kFiles && failed.ok(); ++i) {
-    for (TxStaging* st : {staging_.get(), other->get()}) {
-      const std::string name = (st == staging_.get() ? "a" : "b") + std::to_string(i);
-      auto f = Stage(name, "committed " + name, st);
-      failed = f.ok() ? (*f)->WriteLogged(0, B("C")) : f.status();
-      if (!failed.ok()) break;
-      staged.push_back(*f);
-    }
-  }
   std::vector<std::string> read;
-  for (StagedFile* f : staged) {
-    auto r = ReadAll(f);
-    read.push_back(r.ok() ? *r : r.status().ToString());
+  {
+    LowFileLimit low(700);  // less than twice kCommittedOpen
+    ASSERT_TRUE(low.ok()) << "the test needs a higher file limit to start with";
+    for (size_t i = 0; i < kFiles && failed.ok(); ++i) {
+      for (TxStaging* st : {staging_.get(), other->get()}) {
+        const std::string name = (st == staging_.get() ? "a" : "b") + std::to_string(i);
+        auto f = Stage(name, "committed " + name, st);
+        failed = f.ok() ? (*f)->WriteLogged(0, B("C")) : f.status();
+        if (!failed.ok()) break;
+        staged.push_back(*f);
+      }
+    }
+    read = ReadEach(staged);
   }
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   ASSERT_TRUE(failed.ok()) << failed.ToString() << " after " << staged.size() << " files";
   for (size_t i = 0; i < read.size(); ++i) {
     const std::string name = (i % 2 == 0 ? "a" : "b") + std::to_string(i / 2);
