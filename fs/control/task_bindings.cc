@@ -1,6 +1,7 @@
 #include "fs/control/task_bindings.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <string>
 
@@ -228,7 +229,14 @@ std::vector<Guid> TaskBindings::FindOrphans() {
   std::vector<Guid> orphans;
   for (const Binding& b : snapshot) {
     auto task = proc_->Read(b.pid);
-    if (!task.ok() || task->start_time != b.start_time || task->exited()) orphans.push_back(b.tx);
+    // Only a task that is not there is gone: a read the daemon could not make (EMFILE with its
+    // descriptors used up, ENOMEM) says nothing of it, and is tried again next round. Before,
+    // such a failure rolled back every bound transaction.
+    if (!task.ok()) {
+      if (task.status().code() == ENOENT || task.status().code() == ESRCH) orphans.push_back(b.tx);
+      continue;
+    }
+    if (task->start_time != b.start_time || task->exited()) orphans.push_back(b.tx);
   }
   return orphans;
 }

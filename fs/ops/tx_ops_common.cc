@@ -118,8 +118,24 @@ int Take(Filesystem& fs, const TxGuard& tx, int source, const fstx::LockKey& key
 int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                  const std::string& backing_path) {
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
-  return Take(fs, tx, source, fstx::ObjectKey{object.dev, object.ino},
-              [&] { return backing_path; });
+  const fstx::ObjectKey key{object.dev, object.ino};
+  auto& rm = fs.txs()->rm(source);
+  const bool held = rm.locks().Holder(key) == tx.id();
+  if (int err = Take(fs, tx, source, key, [&] { return backing_path; }); err != 0 || held)
+    return err;
+  // Its handle, as LockObject takes it, from the name if it still holds the object (a name
+  // relative to the source's root, which is the empty name).
+  const std::string& root = fs.layout().sources()[static_cast<size_t>(source)].path;
+  const std::string path = backing_path.empty() ? root : root + "/" + backing_path;
+  int fd = open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && st.st_dev == object.dev && st.st_ino == object.ino) {
+    if (auto handle = fstx::ObjectHandle::Of(fd))
+      rm.Identify(tx.id(), object.dev, object.ino, std::move(*handle));
+  }
+  close(fd);
+  return 0;
 }
 
 namespace {

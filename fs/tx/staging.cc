@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -522,7 +523,7 @@ void TxStaging::DropValue(const StoredValue& at) {
 void TxStaging::Opened(const StagedFile* f, Held which) {
   std::lock_guard lock(open_mu_);
   auto& open = open_[which];
-  const size_t most = which == kStaged ? kOpenFiles : kCommittedOpen;
+  const size_t most = which == kStaged ? kOpenFiles : CommittedBudget();
   open.push_front(f);
   f->open_at_[which] = open.begin();
   for (auto it = std::prev(open.end()); open.size() > most && it != open.begin();) {
@@ -540,6 +541,12 @@ void TxStaging::Opened(const StagedFile* f, Held which) {
     }
     it = prev;
   }
+}
+
+size_t TxStaging::CommittedBudget() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return kCommittedOpen;
+  return std::clamp<size_t>(static_cast<size_t>(rl.rlim_cur / 8), 16, kCommittedOpen);
 }
 
 bool TxStaging::ShedCommitted() {

@@ -174,6 +174,10 @@ class TxStaging {
   // have open (a root daemon's limit stays the hard RLIMIT_NOFILE where it lacks
   // CAP_SYS_RESOURCE). The rest are opened again on their next read through.
   static constexpr size_t kCommittedOpen = 512;
+  // The same, with the daemon's file limit as it is now: at most an eighth of it, so that a few
+  // big transactions together leave room for everything else the daemon opens (a request's
+  // file, /proc for the tasks it serves). Read each time, as the limit may change (prlimit).
+  static size_t CommittedBudget();
 
   // Stages into <root>/<tx>/, made (the root too if missing) when the first thing needs to be
   // on disk. Transaction ids are never reused, so the directory name is never reused either:

@@ -32,6 +32,7 @@ class FakeProc : public ProcReader {
     ++reads_allowed;
   }
   void Exit(pid_t tid) { tasks.erase(tid); }
+  int read_error = 0;  // what every Read fails with, if set
   uint64_t NowTicks() override { return now; }
   uint64_t now = 35;  // bash is running; make, cc and 500 start after any begin
   // Processes "started" by now (the table holds later ones too, with their start times).
@@ -43,6 +44,7 @@ class FakeProc : public ProcReader {
   }
   Result<TaskInfo> Read(pid_t tid) override {
     ++reads;
+    if (read_error != 0) return Status::Error(read_error, "/proc/" + std::to_string(tid));
     auto it = tasks.find(tid);
     if (it == tasks.end()) return Status::Error(ENOENT, "gone");
     return it->second;
@@ -203,6 +205,19 @@ TEST_F(TaskBindingsTest, ExitedAndZombieProcessesAreOrphans) {
   proc.Exit(500);
   std::vector<Guid> orphans = bindings.FindOrphans();
   EXPECT_EQ(orphans.size(), 2u);
+}
+
+// The daemon out of descriptors cannot read /proc: that tells nothing of the bound tasks.
+// Before, it made every bound transaction an orphan, rolled back while its process ran.
+TEST_F(TaskBindingsTest, AProcReadThatFailsForTheDaemonOrphansNothing) {
+  ASSERT_TRUE(bindings.Bind(t1, Scope::kProcess, 300, User(1000)).ok());
+  proc.read_error = EMFILE;
+  EXPECT_TRUE(bindings.FindOrphans().empty());
+  proc.read_error = ENOMEM;
+  EXPECT_TRUE(bindings.FindOrphans().empty());
+  proc.read_error = 0;
+  proc.Exit(300);
+  EXPECT_EQ(bindings.FindOrphans(), std::vector<Guid>{t1});
 }
 
 TEST_F(TaskBindingsTest, CachedAnswersAreDroppedWhenBindingsChange) {

@@ -109,9 +109,13 @@ TEST_F(CommittedDescriptorsTest, MoreFilesThanTheProcessMayOpenStageAndReadThrou
   std::vector<StagedFile*> staged;
   Status failed = Status::Ok();
   std::vector<std::string> read;
+  const size_t before = OpenDescriptors();
   {
     LowFileLimit low(TxStaging::kCommittedOpen + TxStaging::kOpenFiles + 100);
     ASSERT_TRUE(low.ok()) << "the test needs a higher file limit to start with";
+    // An eighth of the limit, so that other transactions and the daemon's own work have room.
+    const size_t budget = TxStaging::CommittedBudget();
+    EXPECT_EQ(budget, (before + TxStaging::kCommittedOpen + TxStaging::kOpenFiles + 100) / 8);
     for (size_t i = 0; i < files && failed.ok(); ++i) {
       auto f = Stage("f" + std::to_string(i), "committed " + std::to_string(i));
       if (!f.ok()) {
@@ -122,6 +126,7 @@ TEST_F(CommittedDescriptorsTest, MoreFilesThanTheProcessMayOpenStageAndReadThrou
       failed = (*f)->WriteLogged(0, B("C"));
       staged.push_back(*f);
     }
+    EXPECT_LE(OpenDescriptors() - before, budget + 1);
     read = ReadEach(staged);
   }
   ASSERT_TRUE(failed.ok()) << failed.ToString();
