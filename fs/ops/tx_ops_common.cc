@@ -102,15 +102,17 @@ bool ProtectedHardlinks() {
 namespace {
 
 // Takes `key` for the transaction unless it holds it already (the common case for repeated
-// writes: no path to compute).
+// writes: no path to compute). `taken`, if given, runs once the key is newly taken.
 int Take(Filesystem& fs, const TxGuard& tx, int source, const fstx::LockKey& key,
-         const std::function<std::string()>& path) {
+         const std::function<std::string()>& path, const std::function<void()>& taken = {}) {
   auto& rm = fs.txs()->rm(source);
   auto holder = rm.locks().Holder(key);
   if (holder && *holder == tx.id()) return 0;
   if (holder) return EBUSY;
   Status s = rm.LockAt(tx.id(), key, path());
-  return s.ok() ? 0 : s.code();
+  if (!s.ok()) return s.code();
+  if (taken) taken();
+  return 0;
 }
 
 }  // namespace
@@ -118,24 +120,23 @@ int Take(Filesystem& fs, const TxGuard& tx, int source, const fstx::LockKey& key
 int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                  const std::string& backing_path) {
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
-  const fstx::ObjectKey key{object.dev, object.ino};
-  auto& rm = fs.txs()->rm(source);
-  const bool held = rm.locks().Holder(key) == tx.id();
-  if (int err = Take(fs, tx, source, key, [&] { return backing_path; }); err != 0 || held)
-    return err;
-  // Its handle, as LockObject takes it, from the name if it still holds the object (a name
-  // relative to the source's root, which is the empty name).
-  const std::string& root = fs.layout().sources()[static_cast<size_t>(source)].path;
-  const std::string path = backing_path.empty() ? root : root + "/" + backing_path;
-  int fd = open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return 0;
-  struct stat st;
-  if (fstat(fd, &st) == 0 && st.st_dev == object.dev && st.st_ino == object.ino) {
-    if (auto handle = fstx::ObjectHandle::Of(fd))
-      rm.Identify(tx.id(), object.dev, object.ino, std::move(*handle));
-  }
-  close(fd);
-  return 0;
+  // Newly taken: its handle, as LockObject takes it, from the name if it still holds the
+  // object (a name relative to the source's root, which is the empty name).
+  auto identify = [&] {
+    const std::string& root = fs.layout().sources()[static_cast<size_t>(source)].path;
+    const std::string path = backing_path.empty() ? root : root + "/" + backing_path;
+    int fd = open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_dev == object.dev && st.st_ino == object.ino) {
+      if (auto handle = fstx::ObjectHandle::Of(fd))
+        fs.txs()->rm(source).Identify(tx.id(), object.dev, object.ino, std::move(*handle));
+    }
+    close(fd);
+  };
+  return Take(
+      fs, tx, source, fstx::ObjectKey{object.dev, object.ino}, [&] { return backing_path; },
+      identify);
 }
 
 namespace {
@@ -180,15 +181,15 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
     Status s = rm.LockAt(tx.id(), key, path);
     return s.ok() ? 0 : s.code();
   }
-  const bool held = rm.locks().Holder(key) == tx.id();
-  if (int err = Take(fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); });
-      err != 0 || held)
-    return err;
-  // Its handle as it is now: nothing keeps its number from being reused before the commit.
-  std::optional<fstx::ObjectHandle> handle = inode->handle;
-  if (!handle) handle = fstx::ObjectHandle::Of(inode->Fd().get());
-  if (handle) rm.Identify(tx.id(), object.dev, object.ino, std::move(*handle));
-  return 0;
+  // Newly taken: its handle as it is now, since nothing keeps its number from being reused
+  // before the commit.
+  auto identify = [&] {
+    std::optional<fstx::ObjectHandle> handle = inode->handle;
+    if (!handle) handle = fstx::ObjectHandle::Of(inode->Fd().get());
+    if (handle) rm.Identify(tx.id(), object.dev, object.ino, std::move(*handle));
+  };
+  return Take(
+      fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); }, identify);
 }
 
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
