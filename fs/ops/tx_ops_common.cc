@@ -13,6 +13,7 @@
 #include "fs/fuse/invalidator.h"
 #include "fs/mount/daemon_log.h"
 #include "fs/tx/apply_plan.h"
+#include "fs/tx/mount_id.h"
 
 namespace ktmfs::fs::txops {
 
@@ -192,8 +193,57 @@ int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
       fs, tx, inode->source_index, key, [&] { return LockPath(fs, tx, inode); }, identify);
 }
 
+namespace {
+
+// Apply renames between staging and the backing directory, and no rename crosses a mount.
+// Natively a rename or link out of a mount fails with EXDEV and a mount point cannot be removed
+// or renamed (EBUSY); here a transaction's create or removal inside another mount needs such a
+// rename too. Refused before it is logged: at apply the commit would be acknowledged and then
+// stay pending for ever.
+int OffTheMount(Filesystem& fs, const TxGuard& tx, const Inode* node, const char* name,
+                const char* what, int err) {
+  static LogThrottle throttle(std::chrono::seconds(10));
+  if (auto held = throttle.Take()) {
+    auto path = BackingPath(fs, node);
+    std::string shown = path.ok() ? *path : std::string("?");
+    if (name != nullptr) shown = JoinPath(shown, name);
+    DaemonLog(LogLevel::kNotice,
+              "transaction " + tx.id().ToString() + ": " + shown + " " + what +
+                  " in the backing directory: a transaction moves and removes names only on the "
+                  "backing directory's own mount (" +
+                  (err == EXDEV ? "EXDEV" : "EBUSY") + ")" +
+                  (*held == 0 ? "" : "; " + std::to_string(*held) + " more since the last one"));
+  }
+  return err;
+}
+
+// 0, or why the entry `name` of `parent` cannot change in a transaction (see OffTheMount).
+int EntryOnBackingMount(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
+  const std::optional<uint64_t> root = fs.txs()->rm(parent->source_index).backing_mount();
+  if (!root) return 0;
+  NodeFd dir = parent->Fd();
+  if (auto here = fstx::MountIdAt(dir.get(), ""); here && *here != *root)
+    return OffTheMount(fs, tx, parent, name, "is inside another mount", EXDEV);
+  if (auto child = fstx::MountIdAt(dir.get(), name); child && *child != *root)
+    return OffTheMount(fs, tx, parent, name, "is a mount point", EBUSY);
+  return 0;
+}
+
+}  // namespace
+
+int ObjectOnBackingMount(Filesystem& fs, const TxGuard& tx, const Inode* object) {
+  if (ObjectOf(object).kind != fstx::ObjectId::Kind::kExisting) return 0;
+  const std::optional<uint64_t> root = fs.txs()->rm(object->source_index).backing_mount();
+  if (!root) return 0;
+  NodeFd fd = object->Fd();
+  if (auto here = fstx::MountIdAt(fd.get(), ""); here && *here != *root)
+    return OffTheMount(fs, tx, object, nullptr, "is inside another mount", EXDEV);
+  return 0;
+}
+
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name) {
   if (ObjectOf(parent).kind == fstx::ObjectId::Kind::kNew) return 0;  // only the tx sees it
+  if (int err = EntryOnBackingMount(fs, tx, parent, name); err != 0) return err;
   return Take(fs, tx, parent->source_index, fstx::EntryKey{parent->dev, parent->ino, name}, [&] {
     auto p = BackingPath(fs, parent);
     return p.ok() ? JoinPath(*p, name) : std::string();

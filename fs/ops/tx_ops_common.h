@@ -62,7 +62,12 @@ bool ProtectedHardlinks();
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode);
 int LockObjectId(Filesystem& fs, const TxGuard& tx, int source, const fstx::ObjectId& object,
                  const std::string& backing_path);
+// Also refuses a name in another mount inside the backing directory (EXDEV), or a mount point's
+// own name (EBUSY): apply could not rename it.
 int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char* name);
+// EXDEV if the existing `object` is inside another mount than its backing directory's: a link
+// to it made by apply would cross mounts.
+int ObjectOnBackingMount(Filesystem& fs, const TxGuard& tx, const Inode* object);
 // Moving or removing an existing directory would move objects other transactions hold (their
 // apply finds them by path): refused while another transaction holds anything below it.
 int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);

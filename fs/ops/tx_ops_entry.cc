@@ -359,6 +359,7 @@ Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
         err != 0)
       return reply(err);
   }
+  if (int err = ObjectOnBackingMount(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   fstx::Op op;

@@ -12,6 +12,7 @@
 
 #include "fs/mount/daemon_log.h"
 #include "fs/service/tx_service.h"
+#include "fs/tx/mount_id.h"
 #include "fs/tx/staging.h"
 #include "log/io.h"
 #include "log/sync_fault_storage.h"
@@ -268,6 +269,18 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       if (on_ended_) on_ended_(EndedTx{tx, true, source, objects, entries});
     };
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
+    // One filesystem is not enough: no rename crosses a mount, a bind mount of the same
+    // filesystem included, and apply renames from staging into the source.
+    const auto staging_mount = fstx::MountIdOf(o.staging_root);
+    const auto source_mount = fstx::MountIdOf(sources[i].path);
+    if (staging_mount && source_mount && *staging_mount != *source_mount) {
+      return Status::InvalidArgument("source " + sources[i].path +
+                                     " is on another mount than its staging directory " +
+                                     o.staging_root +
+                                     " (a bind mount of one filesystem counts too); transactions "
+                                     "need both on one: apply moves staged files into place by "
+                                     "rename (use -o state= or -o log=dedicated)");
+    }
     auto rm = std::make_unique<fstx::FsResourceManager>(std::move(o));
     KTMFS_RETURN_IF_ERROR(rm->Register().Annotate("resource manager " + label));
     const auto rm_began = std::chrono::steady_clock::now();

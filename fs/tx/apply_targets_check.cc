@@ -4,12 +4,16 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
+
 #include "fs/tx/beneath.h"
+#include "fs/tx/mount_id.h"
 
 namespace ktmfs::fstx {
 namespace {
 
 constexpr uint64_t kUnchangeable = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND;
+constexpr unsigned kWanted = STATX_BASIC_STATS | STATX_MNT_ID;
 
 std::string Shown(const BackingRoot& root, const std::string& rel) {
   return rel.empty() ? root.path() : root.path() + "/" + rel;
@@ -19,12 +23,25 @@ std::string Shown(const BackingRoot& root, const std::string& rel) {
 // resolution's errno, or statx's.
 int Look(const BackingRoot& root, const std::string& rel, struct statx* stx) {
   if (rel.empty()) {
-    return ::statx(AT_FDCWD, root.path().c_str(), 0, STATX_BASIC_STATS, stx) == 0 ? 0 : errno;
+    return ::statx(AT_FDCWD, root.path().c_str(), 0, kWanted, stx) == 0 ? 0 : errno;
   }
   BackingName name = root.Name(rel);
   if (name.error() != 0) return name.error();
-  return ::statx(AT_FDCWD, name.path(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, stx) == 0 ? 0
-                                                                                          : errno;
+  return ::statx(AT_FDCWD, name.path(), AT_SYMLINK_NOFOLLOW, kWanted, stx) == 0 ? 0 : errno;
+}
+
+// Apply moves names by rename(2), which never crosses a mount (mount_id.h): a name it moves, or
+// a directory it adds names to or takes them from, must be on the backing root's own mount. A
+// transaction's own requests were refused so (LockEntry); this catches mounts made behind the
+// daemon's back since, which would leave the commit acknowledged and its apply pending for ever.
+Status OffTheMount(const BackingRoot& root, const std::string& rel, const struct statx& stx,
+                   std::optional<uint64_t> root_mount, const std::string& why) {
+  if (!root_mount || (stx.stx_mask & STATX_MNT_ID) == 0 || stx.stx_mnt_id == *root_mount)
+    return Status::Ok();
+  return Status::Error(EXDEV, Shown(root, rel) +
+                                  " is on another mount than the backing directory (a mount "
+                                  "point, or inside one), and the transaction " +
+                                  why + ": apply moves names by rename, which cannot cross mounts");
 }
 
 uint64_t Unchangeable(const struct statx& stx) {
@@ -61,6 +78,7 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
                          const ObjectIdentities& identities) {
   BackingRoot root(backing_root);
   const NamesBeforeApply before(plan);
+  const std::optional<uint64_t> root_mount = MountIdOf(backing_root);
   for (const PlannedObject& o : plan.objects) {
     if (o.is_new()) continue;
     struct statx stx;
@@ -81,6 +99,12 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
     }
     if (uint64_t f = Unchangeable(stx); f != 0)
       return Refuse(root, o.original, f, "and the transaction changed it");
+    const bool named_elsewhere = std::any_of(o.finals.begin(), o.finals.end(),
+                                             [&](const std::string& f) { return f != o.original; });
+    if (o.parks() || named_elsewhere) {
+      KTMFS_RETURN_IF_ERROR(
+          OffTheMount(root, o.original, stx, root_mount, "moves, links or removes it"));
+    }
   }
   // A name the transaction gives an object was free in its view: something there now was put
   // there behind the daemon's back, and apply would replace it unseen.
@@ -107,6 +131,7 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
     if (int err = Look(root, dir, &stx); err != 0) return Unreachable(root, dir, err);
     if (uint64_t f = Unchangeable(stx); f != 0)
       return Refuse(root, dir, f, "and the transaction removes a name from it");
+    KTMFS_RETURN_IF_ERROR(OffTheMount(root, dir, stx, root_mount, "removes a name from it"));
   }
   for (const std::string& dir : dirs.gaining) {
     if (dir.empty()) continue;
@@ -121,6 +146,7 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
     }
     if (uint64_t f = Unchangeable(stx); f & STATX_ATTR_IMMUTABLE)
       return Refuse(root, dir, f, "and the transaction adds a name to it");
+    KTMFS_RETURN_IF_ERROR(OffTheMount(root, dir, stx, root_mount, "adds a name to it"));
   }
   return Status::Ok();
 }

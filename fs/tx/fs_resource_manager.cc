@@ -9,6 +9,7 @@
 
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/apply_targets_check.h"
+#include "fs/tx/mount_id.h"
 #include "fs/tx/reserve_space.h"
 #include "fs/tx/served_from_staging.h"
 #include "fs/tx/sync_together.h"
@@ -57,7 +58,9 @@ std::vector<std::pair<std::string, std::string>> PlanNames(const ApplyPlan& plan
 }  // namespace
 
 FsResourceManager::FsResourceManager(FsRmOptions options)
-    : o_(std::move(options)), truncator_(o_.log, o_.stream, o_.name) {
+    : o_(std::move(options)),
+      backing_mount_(MountIdOf(o_.backing_root)),
+      truncator_(o_.log, o_.stream, o_.name) {
   if (o_.sync_in_background) {
     // At mount, not at the first batch: a ring refused later (descriptors short) would leave
     // every sync of the daemon's life one after another.

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -46,7 +47,7 @@ struct FsRmOptions {
   std::string name;          // the RM's name in listings, e.g. the mount's backing name
   Guid id;                   // stable across restarts
   std::string backing_root;  // the backing directory
-  std::string staging_root;  // <state>/staging/<rm>: same filesystem as backing_root
+  std::string staging_root;  // <state>/staging/<rm>: same mount as backing_root
   tm::TransactionManager* tm = nullptr;
   log::Log* log = nullptr;
   log::Stream* stream = nullptr;  // the RM's own stream in `log`
@@ -124,6 +125,10 @@ class FsResourceManager : public tm::ResourceManager {
   // first one given is kept): prepare refuses the commit if another object has taken its
   // number at its name by then (CheckApplyTargets). Nothing else keeps its number from reuse.
   void Identify(const Guid& tx, dev_t dev, ino_t ino, ObjectHandle handle);
+  // The mount the backing directory is reached through (mount_id.h). Apply renames between
+  // staging and the backing directory, and no rename crosses a mount, so a transaction may
+  // change names only in directories on this one. nullopt if the kernel gives no mount ids.
+  std::optional<uint64_t> backing_mount() const { return backing_mount_; }
   // The transaction's staging, created (and the RM enlisted) on first use.
   Result<TxStaging*> Staging(const Guid& tx);
   // The transaction's staging if it has any yet (reads must not enlist).
@@ -274,6 +279,7 @@ class FsResourceManager : public tm::ResourceManager {
   ApplyTarget Target(const Guid& tx) const;
 
   const FsRmOptions o_;
+  const std::optional<uint64_t> backing_mount_;  // see backing_mount
   RecoveryReport report_;
   bool recovered_ = false;  // Recover() finished: the stream may be truncated at shutdown
   LockTable locks_;

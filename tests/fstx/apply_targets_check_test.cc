@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,41 @@ TEST_F(ApplyTargetsCheck, SomethingMadeAtANewNameIsRefused) {
   // Unless the plan moves it away, or removes it.
   EXPECT_TRUE(Check({Existing("d/new", {}), New(1, {"d/new"})}).ok());
   EXPECT_TRUE(Check({Existing("d/g", {"d/g2"}), g}).ok());
+}
+
+// A bind mount of `dir` onto itself, unmounted again on every exit.
+class SelfBind {
+ public:
+  explicit SelfBind(std::string dir) : dir_(std::move(dir)) {
+    err_ = ::mount(dir_.c_str(), dir_.c_str(), nullptr, MS_BIND, nullptr) == 0 ? 0 : errno;
+  }
+  ~SelfBind() {
+    if (err_ == 0) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  int error() const { return err_; }
+
+ private:
+  std::string dir_;
+  int err_ = 0;
+};
+
+// Apply renames between staging and the backing directory, and no rename crosses a mount: a
+// bind mount of the same filesystem (same device number) made behind the daemon's back would
+// leave the commit acknowledged, its apply failing with EXDEV for ever.
+TEST_F(ApplyTargetsCheck, NamesMovedAcrossAMountInsideTheBackingDirectoryAreRefused) {
+  SelfBind bind(dir_.path() + "/d");
+  if (bind.error() != 0) GTEST_SKIP() << "cannot bind-mount here: " << strerror(bind.error());
+  EXPECT_TRUE(Check({Existing("d/f", {"d/f"})}).ok());  // content written in place
+  EXPECT_TRUE(Check({Existing("g", {"h"})}).ok());      // on the root's own mount
+  Status s = Check({Existing("d/f", {})});
+  EXPECT_EQ(s.code(), EXDEV);
+  EXPECT_NE(s.message().find("/d/f is on another mount"), std::string::npos) << s.message();
+  s = Check({New(1, {"d/new"})});
+  EXPECT_EQ(s.code(), EXDEV);
+  EXPECT_NE(s.message().find("/d is on another mount"), std::string::npos) << s.message();
+  EXPECT_EQ(Check({Existing("g", {"g", "d/g"})}).code(), EXDEV);     // linked in
+  EXPECT_EQ(Check({Existing("d/f", {"d/f", "f2"})}).code(), EXDEV);  // linked out
+  EXPECT_EQ(Check({Existing("d", {"e"})}).code(), EXDEV);            // the mount point moved
 }
 
 }  // namespace
