@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <functional>
 
@@ -291,16 +292,23 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
     // object), or, past TxStaging::kCommittedOpen, its handle, which tells the two apart
     // (prepare checks it again: CheckApplyTargets).
     if (!f->StagesObject(inode->handle)) {
-      return Status::Error(ESTALE, "the file staged under " + name +
-                                       " was removed outside the mount, and its number now "
+      auto path = BackingPath(fs, inode);
+      return Status::Error(ESTALE, "transaction " + tx.id().ToString() + ": the file " +
+                                       (path.ok() ? *path + " " : std::string()) +
+                                       "(staged under " + name +
+                                       ") was removed outside the mount, and its number now "
                                        "names another");
     }
     return f;
   }
   int fd = open(ProcPath(inode->Fd().get()).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::Error(errno, "opening the committed file to stage it");
-  auto f = (*staging)->FileFor(name, fstx::CommittedFile{fd, inode->handle, inode->mount_fd},
-                               [&] { return fs.txs()->ChargeDescriptor(*tx); });
+  fstx::CommittedFile committed{fd, inode->handle, inode->mount_fd};
+  // Its name now, for the staged file's messages ("/" if it was opened again by handle).
+  char shown[PATH_MAX + 1];
+  if (ssize_t n = readlink(ProcPath(fd).c_str(), shown, PATH_MAX); n > 1)
+    committed.shown.assign(shown, static_cast<size_t>(n));
+  auto f = (*staging)->FileFor(name, committed, [&] { return fs.txs()->ChargeDescriptor(*tx); });
   close(fd);
   return f;
 }

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "fs/tx/beneath.h"
 #include "fs/tx/mount_id.h"
@@ -19,15 +20,18 @@ std::string Shown(const BackingRoot& root, const std::string& rel) {
   return rel.empty() ? root.path() : root.path() + "/" + rel;
 }
 
-// statx of `rel` beneath the root (the root itself if empty), not following a symlink. 0, the
-// resolution's errno, or statx's.
+// statx of `name`, not following a symlink: 0, the resolution's errno, or statx's.
+int LookAt(const BackingName& name, struct statx* stx) {
+  if (name.error() != 0) return name.error();
+  return ::statx(AT_FDCWD, name.path(), AT_SYMLINK_NOFOLLOW, kWanted, stx) == 0 ? 0 : errno;
+}
+
+// The same for `rel` beneath the root (the root itself if empty).
 int Look(const BackingRoot& root, const std::string& rel, struct statx* stx) {
   if (rel.empty()) {
     return ::statx(AT_FDCWD, root.path().c_str(), 0, kWanted, stx) == 0 ? 0 : errno;
   }
-  BackingName name = root.Name(rel);
-  if (name.error() != 0) return name.error();
-  return ::statx(AT_FDCWD, name.path(), AT_SYMLINK_NOFOLLOW, kWanted, stx) == 0 ? 0 : errno;
+  return LookAt(root.Name(rel), stx);
 }
 
 // Apply moves names by rename(2), which never crosses a mount (mount_id.h): a name it moves, or
@@ -60,15 +64,12 @@ Status Refuse(const BackingRoot& root, const std::string& rel, uint64_t flags,
                        Shown(root, rel) + " is " + what + " in the backing directory, " + why);
 }
 
-// Whether the object at `rel` is the one `identities` knows by its number (true where it does
-// not know it, or the filesystem gives no handle).
-bool SameObject(const BackingRoot& root, const std::string& rel, const ObjectId& id,
-                const ObjectIdentities& identities) {
+// Whether the object at `name` (null: the root) is the one `identities` knows by its number
+// (true where it does not know it, or the filesystem gives no handle).
+bool SameObject(const BackingName* name, const ObjectId& id, const ObjectIdentities& identities) {
   auto known = identities.find({static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)});
-  if (known == identities.end() || rel.empty()) return true;
-  BackingName name = root.Name(rel);
-  if (name.error() != 0) return true;  // Look reached it a moment ago; apply will say
-  auto now = ObjectHandle::At(name.path());
+  if (known == identities.end() || name == nullptr) return true;
+  auto now = ObjectHandle::At(name->path());
   return !now || *now == known->second;
 }
 
@@ -82,7 +83,10 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
   for (const PlannedObject& o : plan.objects) {
     if (o.is_new()) continue;
     struct statx stx;
-    if (int err = Look(root, o.original, &stx); err == ENOENT) {
+    // Resolved once, for the statx and the handle.
+    std::optional<BackingName> name;
+    if (!o.original.empty()) name.emplace(root.Name(o.original));
+    if (int err = name ? LookAt(*name, &stx) : Look(root, "", &stx); err == ENOENT) {
       return Status::Error(ESTALE, Shown(root, o.original) +
                                        " is gone: it was removed or moved in the backing "
                                        "directory after the transaction changed it");
@@ -91,7 +95,7 @@ Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
     }
     const bool number =
         makedev(stx.stx_dev_major, stx.stx_dev_minor) == o.id.dev && stx.stx_ino == o.id.ino;
-    if (!number || !SameObject(root, o.original, o.id, identities)) {
+    if (!number || !SameObject(name ? &*name : nullptr, o.id, identities)) {
       return Status::Error(ESTALE, Shown(root, o.original) +
                                        " is no longer the object the transaction changed: it "
                                        "was replaced in the backing directory" +

@@ -599,6 +599,8 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, const CommittedFile
   std::lock_guard lock(mu_);
   if (auto it = files_.find(name); it != files_.end()) return it->second.get();
   std::string path = dir_ + "/" + name;
+  if (committed != nullptr && !committed->shown.empty())
+    path += ", the staged copy of " + committed->shown;
   uint64_t committed_size = 0;
   int dup_fd = -1;
   // A handle is of use only with a descriptor to open it by.

@@ -45,6 +45,9 @@ struct CommittedFile {
   // (StagesObject; prepare checks the handles of what the transaction changed).
   std::optional<ObjectHandle> handle;
   int mount_fd;
+  // Where the object was in the backing directory when staged, for messages: the staged
+  // file's own name says only its number.
+  std::string shown;
 };
 
 // One file's transactional contents: the bytes the transaction wrote (in the staged file, at
@@ -126,7 +129,7 @@ class StagedFile {
 
   TxStaging* const staging_;
   const std::string name_;         // within the transaction's directory
-  const std::string path_;         // for messages
+  const std::string path_;         // for messages (and, when known, whose copy it is)
   bool spilled_ = false;           // the file exists on disk with every write in it
   mutable int fd_ = -1;            // open while in TxStaging's list of open files
   std::vector<std::byte> memory_;  // until spilled: the written bytes at their offsets
