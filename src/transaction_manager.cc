@@ -936,7 +936,13 @@ void TransactionManagerImpl::MaybeWriteRestartAreaLocked() {
       bytes_since_restart_ < options_.restart_every_bytes && !log_grew)
     return;
   // A failure here leaves the stream longer, nothing worse; the next attempt retries.
-  (void)WriteRestartAreaLocked();
+  const log::Lsn base = last_restart_lsn_;  // the stream's base until this one is written
+  if (!WriteRestartAreaLocked().ok() || !log_grew) return;
+  // The new area makes the previous one the base: while that is far back, the stream still
+  // holds the log's growth since. A log that work filled meanwhile would then stay full once
+  // that work ended, with nothing left to end and write the next area: a second one brings the
+  // base up to the first, which stays as the fallback.
+  if (log_->end_lsn() - base >= options_.restart_every_log_bytes) (void)WriteRestartAreaLocked();
 }
 
 // ---- opening

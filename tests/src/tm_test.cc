@@ -391,6 +391,30 @@ TEST_F(TmTest, RestartAreasFollowTheGrowthOfTheWholeLog) {
   EXPECT_EQ(tm().stats().commits, 40u);
 }
 
+// A log filled by one long piece of work, with no transaction ending meanwhile: when one ends,
+// the TM's base must come up to the log's end, not to its previous restart area, which is as
+// far back as where the work began. Otherwise a log that was full stays full once the work has
+// ended, with nothing left to end and write the next restart area.
+TEST_F(TmTest, AnEndAfterLongGrowthBringsTheBaseUpToTheEnd) {
+  TmOptions o;
+  o.restart_every_log_bytes = 64 << 10;
+  Start(1, ReplyMode::kSync, o);
+  log::Stream* stream = tm().stream();
+  ASSERT_TRUE(tm().Checkpoint().ok());
+  Result<log::Stream*> other = world_->log(0).OpenStream("other", true);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  const std::vector<std::byte> filler(8 << 10, std::byte{7});
+  Guid tx = Begin();
+  ASSERT_TRUE(rm(0).Write(tx, "k", "v").ok());
+  for (int n = 0; n < 40; ++n) {  // five periods
+    Result<log::Lsn> lsn = (*other)->Append({.type = 1, .payload = filler});
+    ASSERT_TRUE(lsn.ok()) << lsn.status().ToString();
+    ASSERT_TRUE((*other)->SetBaseLsn(*lsn).ok());
+  }
+  ASSERT_TRUE(tm().Commit(tx).ok());
+  EXPECT_LT(world_->log(0).end_lsn() - stream->base_lsn(), 16u << 10);
+}
+
 // At mount and at a clean shutdown the TM leaves nothing of the log before its newest restart
 // area but the one before it, and a live transaction survives in it.
 TEST_F(TmTest, CheckpointLeavesTheBaseRightBehindTheNewestRestartArea) {
