@@ -87,17 +87,39 @@ std::string PlaceholderPath(const std::string& staging_dir) {
   return staging_dir + "/space";
 }
 
+// What an entry of `name`'s last component takes in a directory block (ext4: an 8-byte header
+// and the name, in 4-byte units).
+uint64_t EntryBytes(const std::string& name) {
+  const size_t slash = name.rfind('/');
+  const uint64_t len = slash == std::string::npos ? name.size() : name.size() - slash - 1;
+  return (8 + len + 3) / 4 * 4;
+}
+
 uint64_t MetadataBytes(const ApplyPlan& plan) {
   constexpr uint64_t kBlock = 4096;
-  std::set<std::string> growing_dirs;
-  for (const PlannedObject& o : plan.objects)
+  // Each directory gaining names, with the bytes of their entries.
+  std::map<std::string, uint64_t> growing_dirs;
+  // Apply's parking directory (apply.h) gains a name per object that loses its original one: a
+  // mass removal grows it too.
+  uint64_t parked = 0;
+  for (const PlannedObject& o : plan.objects) {
     for (const std::string& name : o.finals)
-      if (o.is_new() || name != o.original) growing_dirs.insert(Parent(name));
+      if (o.is_new() || name != o.original) growing_dirs[Parent(name)] += EntryBytes(name);
+    if (o.parks())
+      parked += EntryBytes("p" + std::to_string(o.id.dev) + "." + std::to_string(o.id.ino));
+  }
   std::map<ObjectId, uint64_t> xattr_bytes;
   for (const Op& op : plan.content_ops)
     if (op.kind == OpKind::kSetxattr)
       xattr_bytes[op.object] += op.name.size() + ValueSize(op) + 32;  // ext4's entry header
-  uint64_t bytes = growing_dirs.size() * kBlock;
+  uint64_t bytes = 0;
+  // A directory's blocks may already be full, and a hashed directory splits a full leaf block
+  // in two, half full each: twice the entries' bytes, and a block at least.
+  auto blocks = [&](uint64_t entries) { return (2 * entries + kBlock - 1) / kBlock; };
+  for (const auto& [dir, entries] : growing_dirs)
+    bytes += std::max<uint64_t>(1, blocks(entries)) * kBlock;
+  // Made empty by prepare (PrepareParking), with its first block.
+  if (parked > 0) bytes += (blocks(parked) - 1) * kBlock;
   for (const auto& [object, n] : xattr_bytes)
     bytes += (n + kBlock - 1) / kBlock * kBlock;
   return bytes;

@@ -25,8 +25,10 @@ namespace ktmfs::fstx {
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan,
                          std::optional<WriterIds> record_owner = std::nullopt);
 
-// What apply allocates besides file data: a block for each directory that gains a name (it may
-// have to grow) and room for the xattrs it sets. Taken now as a placeholder file fallocated in
+// What apply allocates besides file data: room in each directory that gains names (twice their
+// entries' bytes, at least a block: it may have to grow, and a hashed directory splits full
+// blocks), its parking directory included (a name per object moved or removed), and room for
+// the xattrs it sets. Taken now as a placeholder file fallocated in
 // the transaction's staging directory, which apply removes before its first step
 // (RemovePlaceholder), so the blocks it frees are there for apply's own allocations (ext4 retries
 // an allocation that failed once its journal commit has freed blocks). ENOSPC or EDQUOT if they are

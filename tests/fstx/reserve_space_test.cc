@@ -180,6 +180,43 @@ TEST(ReserveMetadataSpace, SetsAsideABlockPerGrowingDirectoryAndTheXattrsUntilAp
   EXPECT_TRUE(RemovePlaceholder(staging).ok()) << "a second removal (a redo) is harmless";
 }
 
+// A block per directory was reserved, whatever the number of names: 1,500 creates in one
+// directory, or 1,500 removals (each parked by apply), on a nearly full filesystem were decided,
+// then applied in part and left pending on ENOSPC.
+TEST(ReserveMetadataSpace, ManyNamesInOneDirectoryOrManyRemovalsTakeRoomForEveryEntry) {
+  TempDir dir;
+  ASSERT_EQ(::mkdir((dir.path() + "/d").c_str(), 0755), 0);
+  std::vector<Op> creates;
+  const std::string long_name(150, 'x');
+  for (uint64_t i = 0; i < 1500; i++) {
+    creates.push_back({.kind = OpKind::kCreate,
+                       .object = ObjectId::New(i + 1),
+                       .path = "d/" + long_name + std::to_string(i),
+                       .staged_file = "n" + std::to_string(i + 1)});
+  }
+  auto plan = PlanApply(creates);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string staging = dir.path() + "/staging";
+  ASSERT_TRUE(ReserveMetadataSpace(staging, *plan).ok());
+  // Each entry: 8 bytes and a name of about 154: at least that much, for every one.
+  EXPECT_GE(StatOf(staging + "/space").st_size, 1500 * (8 + 154));
+  ASSERT_TRUE(RemovePlaceholder(staging).ok());
+
+  std::vector<Op> removals;
+  for (int i = 0; i < 300; i++) {
+    const std::string name = "f" + std::to_string(i);
+    WriteFile(dir.path() + "/" + name, "x");
+    removals.push_back(
+        {.kind = OpKind::kUnlink, .object = IdOf(dir.path() + "/" + name), .path = name});
+  }
+  plan = PlanApply(removals);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_TRUE(ReserveMetadataSpace(staging, *plan).ok());
+  // Parking names p<dev>.<ino>: 8 bytes and at least 4 of name each.
+  EXPECT_GE(StatOf(staging + "/space").st_size, 300 * 12);
+  EXPECT_GT(StatOf(staging + "/space").st_size, 4096);
+}
+
 TEST(ReserveMetadataSpace, ContentOnlyTransactionsNeedNothing) {
   TempDir dir;
   WriteFile(dir.path() + "/f", "x");
