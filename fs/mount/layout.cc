@@ -26,9 +26,11 @@ Result<std::string> CanonicalDirectory(const std::string& path, const std::strin
   return std::string(buf);
 }
 
-// Records the directory `c` (canonical) as hidden if it lies strictly inside a source.
+// Records the directory `c` (canonical) as hidden if it lies strictly inside a source, and the
+// directories between the source and it as guarded.
 Status HideIfInside(const std::string& c, const std::string& what,
-                    const std::vector<Source>& sources, std::vector<HiddenEntry>* hidden) {
+                    const std::vector<Source>& sources, std::vector<HiddenEntry>* hidden,
+                    std::vector<std::pair<dev_t, ino_t>>* guarded) {
   struct stat st, pst;
   std::string parent = c.substr(0, c.rfind('/'));
   if (parent.empty()) parent = "/";
@@ -39,6 +41,11 @@ Status HideIfInside(const std::string& c, const std::string& what,
     if (c.compare(0, s.path.size() + 1, s.path + "/") == 0 || (s.path == "/" && c != "/")) {
       hidden->push_back(
           HiddenEntry{pst.st_dev, pst.st_ino, c.substr(c.rfind('/') + 1), st.st_dev, st.st_ino});
+      for (std::string dir = parent; dir.size() > s.path.size(); dir.resize(dir.rfind('/'))) {
+        struct stat dst;
+        if (stat(dir.c_str(), &dst) != 0) return Status::FromErrno(errno, what + " " + c);
+        guarded->emplace_back(dst.st_dev, dst.st_ino);
+      }
       break;
     }
   }
@@ -47,7 +54,8 @@ Status HideIfInside(const std::string& c, const std::string& what,
 
 // Creates `path` (mode 0700) if missing and records it as hidden if it lies inside a source.
 Status PrepareStateDir(const std::string& path, const std::vector<Source>& sources,
-                       std::vector<HiddenEntry>* hidden) {
+                       std::vector<HiddenEntry>* hidden,
+                       std::vector<std::pair<dev_t, ino_t>>* guarded) {
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FromErrno(errno, "state directory " + path);
   }
@@ -59,7 +67,7 @@ Status PrepareStateDir(const std::string& path, const std::vector<Source>& sourc
                                      " cannot be a backing directory");
     }
   }
-  return HideIfInside(*canon, "state directory", sources, hidden);
+  return HideIfInside(*canon, "state directory", sources, hidden, guarded);
 }
 
 bool ValidName(const std::string& n) {
@@ -117,7 +125,7 @@ Result<Layout> Layout::Create(const Options& options) {
     mountpoint = *mp;
   }
   l.state_dir_ = options.state_dir.empty() ? l.sources_[0].path + "/.ktmfs" : options.state_dir;
-  KTMFS_RETURN_IF_ERROR(PrepareStateDir(l.state_dir_, l.sources_, &l.hidden_));
+  KTMFS_RETURN_IF_ERROR(PrepareStateDir(l.state_dir_, l.sources_, &l.hidden_, &l.guarded_));
   char buf[PATH_MAX];
   if (realpath(l.state_dir_.c_str(), buf) != nullptr) l.state_dir_ = buf;
   l.state_dirs_.push_back(l.state_dir_);
@@ -131,14 +139,15 @@ Result<Layout> Layout::Create(const Options& options) {
         if (stat(dir.c_str(), &st) == 0 && st.st_dev == h.dev && st.st_ino == h.ino) already = true;
       }
       if (already) continue;
-      KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_));
+      KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_, &l.guarded_));
       l.state_dirs_.push_back(dir);
     }
   }
   if (!mountpoint.empty()) {
     // A mountpoint inside a source would lead the daemon into its own mount (a deadlock):
     // inside the mount it is an invisible entry, like the state directory.
-    KTMFS_RETURN_IF_ERROR(HideIfInside(mountpoint, "mountpoint", l.sources_, &l.hidden_));
+    KTMFS_RETURN_IF_ERROR(
+        HideIfInside(mountpoint, "mountpoint", l.sources_, &l.hidden_, &l.guarded_));
   }
   return l;
 }
@@ -146,6 +155,13 @@ Result<Layout> Layout::Create(const Options& options) {
 bool Layout::IsHidden(dev_t parent_dev, ino_t parent_ino, const char* name) const {
   for (const HiddenEntry& h : hidden_) {
     if (h.parent_ino == parent_ino && h.parent_dev == parent_dev && h.name == name) return true;
+  }
+  return false;
+}
+
+bool Layout::IsGuardedDir(dev_t dev, ino_t ino) const {
+  for (const auto& [d, i] : guarded_) {
+    if (i == ino && d == dev) return true;
   }
   return false;
 }

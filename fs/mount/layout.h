@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fs/mount/options.h"
@@ -46,12 +47,19 @@ class Layout {
   bool IsHidden(dev_t parent_dev, ino_t parent_ino, const char* name) const;
   // Whether the object (dev, ino) is a hidden entry (cheap: a few comparisons).
   bool IsHiddenObject(dev_t dev, ino_t ino) const;
+  // Whether the directory (dev, ino) lies between a source and a hidden entry deeper in it (a
+  // state directory given by -o state=): moving it would move the hidden entry, and removing it
+  // or a rename over it, which its hidden entry keeps from working in the backing directory,
+  // would look possible in a transaction's view, which does not show the entry.
+  bool IsGuardedDir(dev_t dev, ino_t ino) const;
+  bool has_guarded_dirs() const { return !guarded_.empty(); }
 
  private:
   std::vector<Source> sources_;
   std::string state_dir_;
   std::vector<std::string> state_dirs_;
   std::vector<HiddenEntry> hidden_;
+  std::vector<std::pair<dev_t, ino_t>> guarded_;
 };
 
 // Splits "data=/srv/data:conf=/etc/app" or "/srv/app" into sources (paths not yet checked).

@@ -218,6 +218,9 @@ Reply Rename(const Caller& caller, Filesystem& fs, Inode* p, const char* name, I
   // The state directory cannot be moved, nor replaced, nor anything moved over its name.
   if (fs.IsHiddenName(p, name)) return Reply::Error(ENOENT);
   if (fs.IsHiddenName(np, newname)) return Reply::Error(EPERM);
+  // Nor a directory on the way to it (a rename over one fails natively: it is not empty).
+  if (fs.IsGuardedName(p, name) || ((flags & RENAME_EXCHANGE) && fs.IsGuardedName(np, newname)))
+    return Reply::Error(EBUSY);
   IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
   fstx::WriterIdentity space(caller.uid(), caller.gid());
   return Reply::Error(renameat2(p->Fd().get(), name, np->Fd().get(), newname, flags) == 0 ? 0

@@ -396,4 +396,12 @@ int DropSetidOnWrite(const Caller& who, Filesystem& fs, fuse_ino_t node, int fd,
   return err;
 }
 
+bool Filesystem::IsGuardedName(const Inode* parent, const char* name) const {
+  if (!layout_.has_guarded_dirs() || parent->is_virtual_root()) return false;
+  struct stat st;
+  NodeFd dir = parent->Fd();
+  return fstatat(dir.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+         layout_.IsGuardedDir(st.st_dev, st.st_ino);
+}
+
 }  // namespace ktmfs::fs

@@ -126,6 +126,9 @@ class Filesystem {
   bool IsHiddenName(const Inode* parent, const char* name) const {
     return !parent->is_virtual_root() && layout_.IsHidden(parent->dev, parent->ino, name);
   }
+  // Whether `name` in `parent` is a directory on the way to a hidden entry (Layout::IsGuardedDir),
+  // which cannot be moved, removed or replaced (EBUSY). One fstatat, only when there is one.
+  bool IsGuardedName(const Inode* parent, const char* name) const;
 
  private:
   void VirtualRootAttr(struct stat* st) const;

@@ -251,6 +251,13 @@ int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char
   });
 }
 
+int CheckNotGuarded(Filesystem& fs, const fstx::ObjectId& object) {
+  if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;
+  return fs.layout().IsGuardedDir(static_cast<dev_t>(object.dev), static_cast<ino_t>(object.ino))
+             ? EBUSY
+             : 0;
+}
+
 int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir) {
   return fs.txs()->rm(source).locks().HeldUnder(backing_dir, tx.id()) ? EBUSY : 0;
 }

@@ -409,6 +409,7 @@ Reply Remove(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
     if (int err = ListViewPath(fs, tx, source, path, &entries); err != 0) return reply(err);
     if (entries.size() > 2) return reply(ENOTEMPTY);  // more than "." and ".."
   }
+  if (int err = CheckNotGuarded(fs, v->object); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   if (int err = LockObjectId(fs, tx, source, v->object, v->backing_path); err != 0)
     return reply(err);
@@ -495,6 +496,10 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
       if (int err = ListViewPath(fs, tx, source, to, &entries); err != 0) return reply(err);
       if (entries.size() > 2) return reply(ENOTEMPTY);
     }
+  }
+  if (int err = CheckNotGuarded(fs, src->object); err != 0) return reply(err);
+  if (dst->exists) {
+    if (int err = CheckNotGuarded(fs, dst->object); err != 0) return reply(err);
   }
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, newparent, newname); err != 0) return reply(err);
