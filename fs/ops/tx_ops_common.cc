@@ -454,7 +454,14 @@ int WaitAppliedDurable(Filesystem& fs, int source) {
   fstx::FsResourceManager& rm = fs.txs()->rm(source);
   if (!rm.AppliedPending()) return 0;
   Status s = rm.WaitAppliedDurable();
-  return s.ok() ? 0 : EIO;
+  if (s.ok()) return 0;
+  static LogThrottle throttle(std::chrono::seconds(10));
+  if (auto held = throttle.Take()) {
+    DaemonLog(LogLevel::kError,
+              "a change outside transactions failed (EIO): " + s.message() +
+                  (*held == 0 ? "" : " (and " + std::to_string(*held) + " more since)"));
+  }
+  return EIO;
 }
 
 }  // namespace

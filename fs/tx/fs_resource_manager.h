@@ -313,6 +313,8 @@ class FsResourceManager : public tm::ResourceManager {
   // no flush may have covered yet; kInvalidLsn when none. A change outside transactions flushes
   // it first: until it is durable, recovery would redo that commit over the change.
   std::atomic<log::Lsn> unflushed_applied_{log::kInvalidLsn};
+  // DropDurableStaging's flush failed and said so; cleared by its next success.
+  std::atomic<bool> housekeeping_flush_failed_{false};
 };
 
 }  // namespace ktmfs::fstx

@@ -87,7 +87,18 @@ void FsResourceManager::DropDurableStaging(bool flush) {
         newest = std::max(newest, u.applied_lsn);
     }
     if (newest == log::kInvalidLsn) return;
-    if (newest >= o_.log->flushed_lsn()) (void)o_.stream->Flush(newest);
+    if (newest >= o_.log->flushed_lsn()) {
+      // Said once per run of failures: the housekeeping retries five times a second, and until
+      // it succeeds every change outside transactions fails too (WaitAppliedDurable).
+      Status s = o_.stream->Flush(newest);
+      if (!s.ok() && !housekeeping_flush_failed_.exchange(true)) {
+        Report(true, "fs RM " + o_.name + ": making the APPLIED record at " +
+                         log::LsnToString(newest) + " durable: " + s.message() +
+                         "; changes outside transactions fail (EIO) until it is");
+      } else if (s.ok()) {
+        housekeeping_flush_failed_.store(false);
+      }
+    }
   }
   const log::Lsn durable = o_.log->flushed_lsn();
   std::vector<ApplyTarget> done;

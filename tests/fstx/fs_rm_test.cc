@@ -161,6 +161,7 @@ class FsRmWorld {
       o.sync_in_background = background;
       o.visibility = visibility;
       o.gate = gate;
+      o.report = report;
       streams_.push_back(*stream);
       rms_.push_back(std::make_unique<FsResourceManager>(o));
       if (recovery_hook) rms_.back()->SetApplyHook(recovery_hook);
@@ -184,6 +185,8 @@ class FsRmWorld {
 
   // The RMs made by the next Start sync applied commits in the background.
   bool background = false;
+  // What the RMs made by the next Start say for the daemon's log.
+  std::function<void(bool error, const std::string& message)> report;
   // The apply hook of the RMs made by the next Start, already during their recovery.
   MutationHook recovery_hook;
   // The daemon's visibility lock and gate, for the RMs made by the next Start.
@@ -932,6 +935,34 @@ TEST(FsRm, CrashBeforeTheBackgroundSyncIsRedoneByRecovery) {
   EXPECT_EQ(w.rm().recovery_report().redone, 1u);
   EXPECT_EQ(Snapshot(w.root()), Expected());
   EXPECT_TRUE(StagingEmpty(w.staging_root()));
+}
+
+// The daemon's housekeeping flushes APPLIED records no commit has flushed. When the log's
+// device fails that flush, every change outside transactions fails (EIO) until it succeeds:
+// before, nothing said why.
+TEST(FsRm, AFailedHousekeepingFlushIsSaidOnce) {
+  std::vector<std::string> errors;  // outlives the world, whose end reports too
+  std::mutex mu;
+  FsRmWorld w;
+  w.background = true;
+  w.report = [&](bool error, const std::string& message) {
+    std::lock_guard l(mu);
+    if (error) errors.push_back(message);
+  };
+  ASSERT_TRUE(w.Start().ok());
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(Workload(w, *tx).ok());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  ASSERT_TRUE(w.rm().WaitSynced().ok());
+  ASSERT_TRUE(w.rm().AppliedPending());
+  w.storage().FailAtEvent(w.storage().events() + 1, EIO);
+  w.rm().DropDurableStaging(/*flush=*/true);
+  w.rm().DropDurableStaging(/*flush=*/true);
+  std::lock_guard l(mu);
+  ASSERT_EQ(errors.size(), 1u);  // each retry fails the same way (the log stays failed)
+  EXPECT_NE(errors[0].find("making the APPLIED record at"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("changes outside transactions fail (EIO)"), std::string::npos)
+      << errors[0];
 }
 
 // A sync round appends its APPLIED records and leaves them to the next flush: in a loop of
