@@ -70,11 +70,11 @@ int LockEntry(Filesystem& fs, const TxGuard& tx, const Inode* parent, const char
 int ObjectOnBackingMount(Filesystem& fs, const TxGuard& tx, const Inode* object);
 // Moving or removing an existing directory would move objects other transactions hold (their
 // apply finds them by path): refused while another transaction holds anything below it.
+int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);
 // EBUSY if `object` is a directory on the way to the state directory (Layout::IsGuardedDir):
 // the transaction's view does not show the state directory in it, so it looks empty, and apply
 // could neither remove it nor move it without moving the state directory.
 int CheckNotGuarded(Filesystem& fs, const fstx::ObjectId& object);
-int CheckDirMove(Filesystem& fs, const TxGuard& tx, int source, const std::string& backing_dir);
 
 // The view's link count of `object` changes by `delta` (TxOverlay::AddLinks); after an op logged
 // in `source`.
