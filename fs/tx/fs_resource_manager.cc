@@ -314,7 +314,7 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // The metadata's blocks stay the daemon's: a user out of space may still rename and remove,
   // as natively, where the placeholder's worst case (a block per directory gaining a name)
   // would refuse it.
-  if (applicable.ok()) applicable = ReserveMetadataSpace(Target(tx).staging_dir, *plan);
+  if (applicable.ok()) applicable = ReserveMetadataSpace(o_.backing_root, Target(tx).staging_dir, *plan);
   const std::optional<WriterIds> owner = o_.space_owner ? o_.space_owner(tx) : std::nullopt;
   if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan, owner);
   if (!applicable.ok()) {

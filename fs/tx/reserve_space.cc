@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -95,40 +96,78 @@ uint64_t EntryBytes(const std::string& name) {
   return (8 + len + 3) / 4 * 4;
 }
 
-uint64_t MetadataBytes(const ApplyPlan& plan) {
-  constexpr uint64_t kBlock = 4096;
-  // Each directory gaining names, with the bytes of their entries.
-  std::map<std::string, uint64_t> growing_dirs;
-  // Apply's parking directory (apply.h) gains a name per object that loses its original one: a
-  // mass removal grows it too.
-  uint64_t parked = 0;
+// New names for one directory: how many, and their entries' bytes.
+struct NewEntries {
+  uint64_t names = 0;
+  uint64_t bytes = 0;
+  void Add(const std::string& name) {
+    names++;
+    bytes += EntryBytes(name);
+  }
+};
+
+// The blocks a directory now `blocks` long (0: made empty by the transaction or by prepare) may
+// take for `e`, on ext4 with blocks of `block` bytes. An empty directory's first block takes
+// entries until it is full. A full leaf block splits in two on the next insert, each half
+// full: so at most one split per block there now, and one more per half block of new entries
+// since, and never more than one per name (new names that each land in another full leaf cost a
+// block each). A full one-block directory becomes hashed: its block becomes the index root, and
+// its entries take two new leaves. Past a few hundred leaves the index takes blocks of its own.
+uint64_t DirectoryGrowth(uint64_t blocks, const NewEntries& e, uint64_t block) {
+  if (blocks == 0) {
+    if (e.bytes + 24 <= block) return 0;  // with "." and ".."
+    blocks = 1;
+  }
+  const uint64_t splits = std::min(e.names, blocks + (2 * e.bytes + block - 1) / block);
+  uint64_t growth = splits + (blocks == 1 ? 1 : 0);
+  if (const uint64_t leaves = blocks + growth; leaves > 400) growth += leaves / 200 + 1;
+  return growth;
+}
+
+// Blocks of the directory at `rel` before apply (0 if it is not there: made by the
+// transaction).
+uint64_t BlocksNow(const std::string& backing_root, const std::optional<std::string>& rel,
+                   uint64_t block) {
+  if (!rel) return 0;
+  struct stat st;
+  const std::string path = rel->empty() ? backing_root : backing_root + "/" + *rel;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+  return (static_cast<uint64_t>(st.st_size) + block - 1) / block;
+}
+
+uint64_t MetadataBytes(const std::string& backing_root, const ApplyPlan& plan) {
+  struct statvfs fs;
+  const uint64_t block = ::statvfs(backing_root.c_str(), &fs) == 0 && fs.f_bsize > 0
+                             ? static_cast<uint64_t>(fs.f_bsize)
+                             : 4096;
+  // Each directory gaining names (as named after apply).
+  std::map<std::string, NewEntries> growing_dirs;
+  // Apply's parking directory (apply.h), made empty by prepare, gains a name per object that
+  // loses its original one: a mass removal grows it too.
+  NewEntries parked;
   for (const PlannedObject& o : plan.objects) {
     for (const std::string& name : o.finals)
-      if (o.is_new() || name != o.original) growing_dirs[Parent(name)] += EntryBytes(name);
-    if (o.parks())
-      parked += EntryBytes("p" + std::to_string(o.id.dev) + "." + std::to_string(o.id.ino));
+      if (o.is_new() || name != o.original) growing_dirs[Parent(name)].Add(name);
+    if (o.parks()) parked.Add("p" + std::to_string(o.id.dev) + "." + std::to_string(o.id.ino));
   }
   std::map<ObjectId, uint64_t> xattr_bytes;
   for (const Op& op : plan.content_ops)
     if (op.kind == OpKind::kSetxattr)
       xattr_bytes[op.object] += op.name.size() + ValueSize(op) + 32;  // ext4's entry header
-  uint64_t bytes = 0;
-  // A directory's blocks may already be full, and a hashed directory splits a full leaf block
-  // in two, half full each: twice the entries' bytes, and a block at least.
-  auto blocks = [&](uint64_t entries) { return (2 * entries + kBlock - 1) / kBlock; };
+  const NamesBeforeApply before(plan);
+  uint64_t blocks = DirectoryGrowth(0, parked, block);
   for (const auto& [dir, entries] : growing_dirs)
-    bytes += std::max<uint64_t>(1, blocks(entries)) * kBlock;
-  // Made empty by prepare (PrepareParking), with its first block.
-  if (parked > 0) bytes += (blocks(parked) - 1) * kBlock;
+    blocks += DirectoryGrowth(BlocksNow(backing_root, before.Of(dir), block), entries, block);
   for (const auto& [object, n] : xattr_bytes)
-    bytes += (n + kBlock - 1) / kBlock * kBlock;
-  return bytes;
+    blocks += (n + block - 1) / block;
+  return blocks * block;
 }
 
 }  // namespace
 
-Status ReserveMetadataSpace(const std::string& staging_dir, const ApplyPlan& plan) {
-  const uint64_t bytes = MetadataBytes(plan);
+Status ReserveMetadataSpace(const std::string& backing_root, const std::string& staging_dir,
+                            const ApplyPlan& plan) {
+  const uint64_t bytes = MetadataBytes(backing_root, plan);
   if (bytes == 0) return Status::Ok();
   KTMFS_RETURN_IF_ERROR(MakeDirs(staging_dir));
   const std::string placeholder = PlaceholderPath(staging_dir);

@@ -25,16 +25,17 @@ namespace ktmfs::fstx {
 Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan,
                          std::optional<WriterIds> record_owner = std::nullopt);
 
-// What apply allocates besides file data: room in each directory that gains names (twice their
-// entries' bytes, at least a block: it may have to grow, and a hashed directory splits full
-// blocks), its parking directory included (a name per object moved or removed), and room for
-// the xattrs it sets. Taken now as a placeholder file fallocated in
+// What apply allocates besides file data: room in each directory that gains names, and in its
+// parking directory (a name per object moved or removed), for the worst an ext4 directory may
+// grow by (DirectoryGrowth in the .cc: up to a block per new name where each lands in a full
+// block), and room for the xattrs it sets. Taken now as a placeholder file fallocated in
 // the transaction's staging directory, which apply removes before its first step
 // (RemovePlaceholder), so the blocks it frees are there for apply's own allocations (ext4 retries
 // an allocation that failed once its journal commit has freed blocks). ENOSPC or EDQUOT if they are
 // not there. Best effort: a writer that races in between may still take them (fs/TRANSACTIONS.md,
-// limits).
-Status ReserveMetadataSpace(const std::string& staging_dir, const ApplyPlan& plan);
+// limits). The directories are found under `backing_root` as they are before apply.
+Status ReserveMetadataSpace(const std::string& backing_root, const std::string& staging_dir,
+                            const ApplyPlan& plan);
 Status RemovePlaceholder(const std::string& staging_dir);
 
 // Sets, on a probe file in the staging directory, the xattrs each object will have after apply
