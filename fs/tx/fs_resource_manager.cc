@@ -67,7 +67,13 @@ FsResourceManager::FsResourceManager(FsRmOptions options)
     together_ = std::make_unique<SyncTogether>();
     syncs_ = std::make_unique<AppliedSyncQueue>(
         [this](const std::vector<AppliedSyncQueue::Item>& batch) { return SyncBatch(batch); },
-        [this] { DropDurableStaging(); });
+        [this] {
+          DropDurableStaging();
+          // The batch's commits no longer hold the stream. A transaction's end gives the stream
+          // back only as far as commits still syncing allow: after one whose sync ran behind,
+          // with the log full, nothing else would (no new work gets in to end).
+          MaybeTruncate();
+        });
   }
 }
 FsResourceManager::~FsResourceManager() {
@@ -135,13 +141,9 @@ Status FsResourceManager::NamePinnerLocked(const Status& s) const {
 }
 
 Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
-  {
-    // Enlisted before the first lock, so the end of the transaction reaches this RM and
-    // releases them, even when the operation that took them is then refused.
-    std::lock_guard l(mu_);
-    auto t = Enlisted(tx);
-    if (!t.ok()) return t.status();
-  }
+  // Enlisted before the first lock, so the end of the transaction reaches this RM and releases
+  // them, even when the operation that took them is then refused.
+  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
   for (const auto& k : keys)
     KTMFS_RETURN_IF_ERROR(locks_.Acquire(tx, k));
   return Status::Ok();
@@ -149,11 +151,7 @@ Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys)
 
 Status FsResourceManager::LockAt(const Guid& tx, const LockKey& key,
                                  const std::string& backing_path) {
-  {
-    std::lock_guard l(mu_);
-    auto t = Enlisted(tx);
-    if (!t.ok()) return t.status();
-  }
+  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
   return locks_.Acquire(tx, key, backing_path);
 }
 
@@ -204,7 +202,23 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   return Status::Ok();
 }
 
+Status FsResourceManager::EnsureEnlisted(const Guid& tx) {
+  {
+    std::lock_guard l(mu_);
+    auto t = Enlisted(tx);
+    if (t.ok() || !t.status().IsLogFull() || !syncs_) return t.status();
+  }
+  // Commits whose fsyncs still run in the background hold the stream until they finish, and
+  // only their end or the next gives it back: new work right after such a commit on a full log
+  // would be refused for what is about to be free. Wait for them, give it back, try again.
+  if (!WaitSynced().ok()) return Status::LogFull("fs RM " + o_.name + ": log full");
+  MaybeTruncate();
+  std::lock_guard l(mu_);
+  return Enlisted(tx).status();
+}
+
 Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
+  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
   std::lock_guard l(mu_);
   auto enlisted = Enlisted(tx);
   if (!enlisted.ok()) return enlisted.status();
@@ -314,7 +328,8 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // The metadata's blocks stay the daemon's: a user out of space may still rename and remove,
   // as natively, where the placeholder's worst case (a block per directory gaining a name)
   // would refuse it.
-  if (applicable.ok()) applicable = ReserveMetadataSpace(o_.backing_root, Target(tx).staging_dir, *plan);
+  if (applicable.ok())
+    applicable = ReserveMetadataSpace(o_.backing_root, Target(tx).staging_dir, *plan);
   const std::optional<WriterIds> owner = o_.space_owner ? o_.space_owner(tx) : std::nullopt;
   if (applicable.ok()) applicable = ReserveApplySpace(o_.backing_root, *plan, owner);
   if (!applicable.ok()) {

@@ -224,8 +224,11 @@ class FsResourceManager : public tm::ResourceManager {
   };
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
-  Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
-  TxOverlay* OverlayLocked(Tx& t);       // mu_ held
+  Result<Tx*> Enlisted(const Guid& tx);
+  // Enlisted, taking mu_ itself; on a full log, first waits for the commits still syncing and
+  // gives the stream back (MaybeTruncate), then tries once more.
+  Status EnsureEnlisted(const Guid& tx);  // mu_ not held
+  TxOverlay* OverlayLocked(Tx& t);        // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
   Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
   Result<log::Lsn> Append(const fstx::Record& r);
