@@ -141,9 +141,13 @@ Status FsResourceManager::NamePinnerLocked(const Status& s) const {
 }
 
 Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys) {
-  // Enlisted before the first lock, so the end of the transaction reaches this RM and releases
-  // them, even when the operation that took them is then refused.
-  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
+  {
+    // Enlisted before the first lock, so the end of the transaction reaches this RM and
+    // releases them, even when the operation that took them is then refused.
+    std::unique_lock l(mu_);
+    auto t = EnlistedFreeingLog(l, tx);
+    if (!t.ok()) return t.status();
+  }
   for (const auto& k : keys)
     KTMFS_RETURN_IF_ERROR(locks_.Acquire(tx, k));
   return Status::Ok();
@@ -151,7 +155,11 @@ Status FsResourceManager::Lock(const Guid& tx, const std::vector<LockKey>& keys)
 
 Status FsResourceManager::LockAt(const Guid& tx, const LockKey& key,
                                  const std::string& backing_path) {
-  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
+  {
+    std::unique_lock l(mu_);
+    auto t = EnlistedFreeingLog(l, tx);
+    if (!t.ok()) return t.status();
+  }
   return locks_.Acquire(tx, key, backing_path);
 }
 
@@ -202,25 +210,23 @@ Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
   return Status::Ok();
 }
 
-Status FsResourceManager::EnsureEnlisted(const Guid& tx) {
-  {
-    std::lock_guard l(mu_);
-    auto t = Enlisted(tx);
-    if (t.ok() || !t.status().IsLogFull() || !syncs_) return t.status();
-  }
+Result<FsResourceManager::Tx*> FsResourceManager::EnlistedFreeingLog(
+    std::unique_lock<OwnedMutex>& l, const Guid& tx) {
+  auto t = Enlisted(tx);
+  if (t.ok() || !t.status().IsLogFull() || !syncs_) return t;
   // Commits whose fsyncs still run in the background hold the stream until they finish, and
   // only their end or the next gives it back: new work right after such a commit on a full log
   // would be refused for what is about to be free. Wait for them, give it back, try again.
-  if (!WaitSynced().ok()) return Status::LogFull("fs RM " + o_.name + ": log full");
-  MaybeTruncate();
-  std::lock_guard l(mu_);
-  return Enlisted(tx).status();
+  l.unlock();
+  const bool synced = WaitSynced().ok();
+  if (synced) MaybeTruncate();
+  l.lock();
+  return synced ? Enlisted(tx) : t;
 }
 
 Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
-  KTMFS_RETURN_IF_ERROR(EnsureEnlisted(tx));
-  std::lock_guard l(mu_);
-  auto enlisted = Enlisted(tx);
+  std::unique_lock l(mu_);
+  auto enlisted = EnlistedFreeingLog(l, tx);
   if (!enlisted.ok()) return enlisted.status();
   Tx* t = *enlisted;
   TxOverlay* ov = OverlayLocked(*t);

@@ -225,10 +225,10 @@ class FsResourceManager : public tm::ResourceManager {
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
   Result<Tx*> Enlisted(const Guid& tx);
-  // Enlisted, taking mu_ itself; on a full log, first waits for the commits still syncing and
-  // gives the stream back (MaybeTruncate), then tries once more.
-  Status EnsureEnlisted(const Guid& tx);  // mu_ not held
-  TxOverlay* OverlayLocked(Tx& t);        // mu_ held
+  // Enlisted, with mu_ held through `l`; refused by a full log, lets go of mu_ to wait for the
+  // commits still syncing and give the stream back (MaybeTruncate), then tries once more.
+  Result<Tx*> EnlistedFreeingLog(std::unique_lock<OwnedMutex>& l, const Guid& tx);
+  TxOverlay* OverlayLocked(Tx& t);  // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
   Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
   Result<log::Lsn> Append(const fstx::Record& r);
