@@ -53,7 +53,7 @@ Reply Lookup(Filesystem& fs, const TxGuard& tx, Inode* parent, const char* name)
 Reply Getattr(Filesystem& fs, const TxGuard& tx, Inode* inode) {
   struct stat st;
   int err = TxStat(fs, tx, inode, &st);
-  return err != 0 ? Reply::Error(err) : Reply::Attr(st, 0);
+  return err != 0 ? Reply::Error(err) : Reply::Attr(st, ViewAttrTimeout(fs, tx, inode));
 }
 
 namespace {

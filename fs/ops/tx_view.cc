@@ -238,6 +238,22 @@ int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st) {
   return 0;
 }
 
+double ViewAttrTimeout(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
+  // A version node's view changes where the kernel does not see it (another transaction's
+  // commit). A committed file may be changed through a descriptor opened before the
+  // transaction, which leaves no mark on it. A committed directory the transaction has not
+  // changed shows everyone the same: it is kept as long as for anyone, and a transaction that
+  // changes it marks it touched, which drops what the kernel kept and serves it with zero
+  // timeouts from then on (UnshareCommittedDirectory). A path walked from a directory opened
+  // before the transaction then costs no GETATTR of that directory per name.
+  if (inode->is_tx_version() || inode->is_virtual_root() || !S_ISDIR(inode->type)) return 0;
+  if (tx.ServedFrom(GateKey(inode)) != nullptr) return 0;
+  const fstx::ObjectId object = ObjectOf(inode);
+  if (const fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
+    if (ov->Attributes(object) || ov->Stamps(object)) return 0;
+  return fs.AttrTimeout(inode);
+}
+
 fstx::TxOverlay* OverlayOfLogged(Filesystem& fs, const TxGuard& tx, int source) {
   fstx::TxOverlay* ov = fs.txs()->rm(source).Overlay(tx.id());
   assert(ov != nullptr && "an op logged here first; else StampUnlogged");

@@ -70,6 +70,9 @@ int TxLookupEntry(Filesystem& fs, const TxGuard& tx, int source, const std::stri
 
 // The attributes the transaction sees for a node.
 int TxStat(Filesystem& fs, const TxGuard& tx, Inode* inode, struct stat* st);
+// How long the kernel may keep what TxStat gave for `inode`, which it keeps once for every
+// caller of the node.
+double ViewAttrTimeout(Filesystem& fs, const TxGuard& tx, const Inode* inode);
 
 // The transaction's overlay in `source`, where an op it logged there made it (TouchTimes,
 // AddLinks, SetMtime rely on that): asserts so; nullptr, with nothing to stamp, only if that
