@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "tools/held_signals.h"
 #include "tools/tool_common.h"
 
 namespace {
@@ -17,6 +18,8 @@ void Usage(FILE* out, bool commit) {
                "Usage: %s [-i ID] [PATH]\n"
                "%s the transaction bound to the calling process on the ktmfs mount holding\n"
                "PATH (default: the current directory)%s.\n"
+               "Once asked, it goes on whatever becomes of %s: SIGINT, SIGQUIT, SIGTERM\n"
+               "and SIGHUP wait until its outcome is said.\n"
                "\n"
                "  -i, --id=ID     end transaction ID instead (you must own it, or be root)\n"
                "      --help      show this help and exit\n"
@@ -25,7 +28,7 @@ void Usage(FILE* out, bool commit) {
                "Exit status: 0 %s, 1 failed%s, 2 usage error, 3 no transaction bound,\n"
                "4 not a ktmfs mount.\n",
                prog, commit ? "Commit" : "Roll back",
-               commit ? "; returns once the transaction is durable" : "",
+               commit ? "; returns once the transaction is durable" : "", prog,
                commit ? "committed" : "rolled back",
                commit ? " (a failed commit is rolled back, or its outcome is unknown until\n"
                         "the next mount)"
@@ -94,10 +97,13 @@ int main(int argc, char** argv) {
   int fd = OpenMount(path, &code);
   if (fd < 0) return code;
   uint32_t flags = 0;
+  HeldSignals held;
   int rc = commit ? ktmfs_commit_flags(fd, id.c_str(), &flags) : ktmfs_rollback(fd, id.c_str());
   const int result = Report(fd, path, commit, rc);
   // Committed: exit status 0 whatever apply did, so that a script does not do its work again.
   if (rc == 0 && (flags & KTMFS_TXF_APPLY_PENDING)) ktmfs::tools::WarnApplyPending(fd, path);
   close(fd);
+  SayHeldSignal(held, path, commit ? "commit" : "rollback",
+                rc == 0 ? (commit ? "committed" : "rolled back") : nullptr);
   return result;
 }

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <string>
 
+#include "tools/held_signals.h"
 #include "tools/tool_common.h"
 
 namespace {
@@ -130,7 +131,9 @@ int main(int argc, char** argv) {
   }
   int result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 
-  if (result == 0) {
+  const bool commit = result == 0;
+  HeldSignals held;
+  if (commit) {
     uint32_t flags = 0;
     rc = ktmfs_commit_flags(fd, id, &flags);
     if (rc == 0 && (flags & KTMFS_TXF_APPLY_PENDING)) {
@@ -159,5 +162,8 @@ int main(int argc, char** argv) {
     }
   }
   close(fd);
+  const bool ended = rc == 0 || (!commit && (rc == -ENOENT || rc == -ENODATA));
+  SayHeldSignal(held, path, commit ? "commit" : "rollback",
+                ended ? (commit ? "committed" : "rolled back") : nullptr);
   return result;
 }
