@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <climits>
 #include <optional>
 
 #include "fs/tx/beneath.h"
@@ -73,11 +74,31 @@ bool SameObject(const BackingName* name, const ObjectId& id, const ObjectIdentit
   return !now || *now == known->second;
 }
 
+// Apply reaches a name through its directory's path below the root (beneath.h), which the kernel
+// resolves up to PATH_MAX only. A name the transaction gives deeper than that (in a tree it
+// made, which it reaches through staging, or below a directory it moved) would be acknowledged
+// and then never placed.
+Status CheckReachable(const BackingRoot& root, const ApplyPlan& plan) {
+  for (const PlannedObject& o : plan.objects) {
+    for (const std::string& name : o.finals) {
+      const std::string dir = ParentPath(name);
+      if (dir.size() < PATH_MAX) continue;
+      return Status::Error(ENAMETOOLONG, "a name the transaction gives is in a directory " +
+                                             std::to_string(dir.size()) + " bytes below " +
+                                             root.path() + " (" + Shown(root, dir.substr(0, 64)) +
+                                             "...), deeper than apply can reach (" +
+                                             std::to_string(PATH_MAX - 1) + " bytes)");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status CheckApplyTargets(const std::string& backing_root, const ApplyPlan& plan,
                          const ObjectIdentities& identities) {
   BackingRoot root(backing_root);
+  KTMFS_RETURN_IF_ERROR(CheckReachable(root, plan));
   const NamesBeforeApply before(plan);
   const std::optional<uint64_t> root_mount = MountIdOf(backing_root);
   for (const PlannedObject& o : plan.objects) {

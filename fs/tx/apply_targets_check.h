@@ -33,6 +33,8 @@ using ObjectIdentities = std::map<std::pair<dev_t, ino_t>, ObjectHandle>;
 //   `identities` gives, where it gives one);
 // - EEXIST: something is at a name the plan gives an object, and the plan does not move it
 //   away (apply would replace it);
+// - ENAMETOOLONG: a name the plan gives is in a directory PATH_MAX or more bytes below
+//   `backing_root`, which apply cannot reach;
 // - the resolution's errno (ELOOP, EXDEV, ENOTDIR): a name or directory apply reaches cannot be
 //   reached beneath the root without following a symlink;
 // - EPERM: an existing object of `plan` is immutable or append-only (every change apply makes
