@@ -467,8 +467,17 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   auto own = versions_.find(VersionKey{tx, source, id});
   if (own != versions_.end() && own->second->open_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
+  auto committed = by_key_.find(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)});
+  if (committed != by_key_.end() && committed->second->write_handles.load() > 0)
+    return fstx::ReplaceWhen::kNever;
   return KnownElsewhereLocked(tx, source, id) ? fstx::ReplaceWhen::kIfWhole
                                               : fstx::ReplaceWhen::kIfWrittenOnce;
+}
+
+bool InodeTable::IsExecuting(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  auto it = by_key_.find(Key{dev, ino});
+  return it != by_key_.end() && it->second->exec_handles.load() > 0;
 }
 
 bool InodeTable::KnownElsewhereLocked(const Guid& tx, int source, const fstx::ObjectId& id) const {

@@ -65,6 +65,20 @@ int TruncateForOpen(const Caller& caller, Filesystem& fs, int fd, int open_flags
 // (after the decision, so a refused open leaves the file as it was), and makes the reply, which
 // closes the descriptor if the kernel refuses it. On failure the descriptor is closed; `inode`'s
 // handle count is the caller's.
+// The kernel passes on the flags of an exec(2)'s open of the program with __FMODE_EXEC among
+// them (not in the uapi: include/linux/fs.h).
+constexpr int kExecOpenFlag = 0x20;
+
+}  // namespace
+
+void CountOpenFor(Inode* inode, int open_flags, bool open) {
+  auto count = [open](std::atomic<uint32_t>& n) { open ? n.fetch_add(1) : n.fetch_sub(1); };
+  if ((open_flags & O_ACCMODE) != O_RDONLY) count(inode->write_handles);
+  if (open_flags & kExecOpenFlag) count(inode->exec_handles);
+}
+
+namespace {
+
 Reply FinishCommittedOpen(const Caller& caller, Filesystem& fs, Inode* inode, fuse_file_info* fi,
                           int fd, bool truncate, const fuse_entry_param* e = nullptr) {
   const bool unsettled =
@@ -82,6 +96,7 @@ Reply FinishCommittedOpen(const Caller& caller, Filesystem& fs, Inode* inode, fu
     }
   }
   SetOpenReply(fs, fi, fd);
+  CountOpenFor(inode, fi->flags, true);
   // Pages cached before a transaction changed the file must not be read once it commits: an
   // open while it runs (or is being settled) drops them, in the opener's own context. A
   // passed-through file has no pages of its own, and the kernel refuses one that asks to keep
@@ -89,7 +104,10 @@ Reply FinishCommittedOpen(const Caller& caller, Filesystem& fs, Inode* inode, fu
   if (unsettled || d.backing_id != 0) fi->keep_cache = 0;
   Reply r = e != nullptr ? Reply::Create(*e, *fi, d.backing_id) : Reply::Open(*fi, d.backing_id);
   // An interrupted request: the kernel has no file for this open.
-  return std::move(r).IfRefused([&fs, inode, fd] { fs.passthrough().Release(fs, inode, fd); });
+  return std::move(r).IfRefused([&fs, inode, fd, flags = fi->flags] {
+    CountOpenFor(inode, flags, false);
+    fs.passthrough().Release(fs, inode, fd);
+  });
 }
 
 }  // namespace

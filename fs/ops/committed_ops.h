@@ -36,6 +36,9 @@ Reply Create(const Caller& caller, Filesystem& fs, Inode* parent, const char* na
              fuse_file_info* fi);
 Reply Write(const Caller& caller, Filesystem& fs, fuse_ino_t ino, fuse_bufvec* in, off_t off,
             fuse_file_info* fi);
+// Counts (`open`) or uncounts (at its release) a committed handle of `inode` opened with
+// `open_flags` among the node's writers and programs run from it (Inode::write_handles).
+void CountOpenFor(Inode* inode, int open_flags, bool open);
 
 // Extended attributes (committed_xattr.cc); not the control interface's.
 Reply Getxattr(const Caller& caller, Filesystem& fs, Inode* inode, const char* name, size_t size);

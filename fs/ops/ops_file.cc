@@ -138,6 +138,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   // Before the count lets a later open of the node choose differently.
   fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
+  committed::CountOpenFor(inode, fi->flags, false);
   inode->open_handles.fetch_sub(1);
   Send(req, Reply::Ok());
 }

@@ -209,7 +209,13 @@ Reply Open(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
     if (err == 0)
       err = MayAccess(RequesterOf(caller), st, kMayWrite,
                       OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
-    if (err != 0) return Reply::Error(err);
+    // A program runs from the file: natively ETXTBSY. The kernel cannot say so here, as the
+    // program runs from the committed node, and the commit would write the file under it.
+    if (err == 0 && !h->is_new() && fs.inodes().IsExecuting(inode->dev, inode->ino)) err = ETXTBSY;
+    if (err != 0) {
+      CloseHandleFd(fs, h.get());
+      return Reply::Error(err);
+    }
   }
   const PassthroughFiles::Decision d =
       h->is_new() ? PassCreated(fs, tx, h.get()) : PassthroughFiles::Decision{};
