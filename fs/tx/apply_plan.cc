@@ -100,7 +100,13 @@ class Simulator {
       case OpKind::kRemovexattr:
       case OpKind::kWriteExtent:
       case OpKind::kWriteData:
-        KTMFS_RETURN_IF_ERROR(Touch(op.object, op.path));
+        // Content goes to the object wherever it ends (apply finds it by its final name, or
+        // parked). Through a descriptor, a change may come after the transaction removed,
+        // replaced or relinked the name the file was opened by, which its record still gives:
+        // a name the transaction bound, and to this object, which it knows already. A name it
+        // never touched is a second pre-existing name of the object, refused as in Touch.
+        if (objects_.count(op.object) == 0 || bindings_.count(op.path) == 0)
+          KTMFS_RETURN_IF_ERROR(Touch(op.object, op.path));
         content_.push_back(op);
         return Status::Ok();
     }

@@ -84,6 +84,27 @@ TEST(ApplyPlan, ReplacedTargetIsDeleted) {
   EXPECT_EQ(plan->Find(kOther)->original, "y");
 }
 
+// A change through a descriptor after the transaction removed, replaced or relinked the name
+// the file was opened by: its record still gives that name.
+TEST(ApplyPlan, ContentAfterTheNameWentGoesToTheObject) {
+  auto removed = PlanApply({{.kind = OpKind::kUnlink, .object = kFile, .path = "a"},
+                            {.kind = OpKind::kWriteData, .object = kFile, .path = "a"}});
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_TRUE(removed->Find(kFile)->deleted());
+  EXPECT_EQ(removed->content_ops.size(), 1u);
+  auto replaced = PlanApply(
+      {{.kind = OpKind::kRename, .object = kOther, .path = "b", .path2 = "a", .replaced = kFile},
+       {.kind = OpKind::kSetattr, .object = kFile, .path = "a", .set_mask = kSetMode}});
+  ASSERT_TRUE(replaced.ok()) << replaced.status().ToString();
+  EXPECT_TRUE(replaced->Find(kFile)->deleted());
+  EXPECT_EQ(replaced->Find(kOther)->canonical, "a");
+  auto relinked = PlanApply({{.kind = OpKind::kLink, .object = kFile, .path = "a", .path2 = "g"},
+                             {.kind = OpKind::kUnlink, .object = kFile, .path = "a"},
+                             {.kind = OpKind::kWriteData, .object = kFile, .path = "a"}});
+  ASSERT_TRUE(relinked.ok()) << relinked.status().ToString();
+  EXPECT_EQ(relinked->Find(kFile)->canonical, "g");
+}
+
 TEST(ApplyPlan, InconsistentOrUnsupportedOpsAreRefused) {
   // An op on a name the transaction removed, naming a different object.
   EXPECT_EQ(PlanApply({{.kind = OpKind::kUnlink, .object = kFile, .path = "a"},
