@@ -296,6 +296,10 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     if (!fi->writepage) return fstx::WriterIds{caller.uid(), caller.gid()};
     return tx ? fstx::WriterIds{tx->owner, tx->owner_gid} : fstx::OwnerOf(fd);
   };
+  // With the writeback cache the kernel puts an O_APPEND write at the end itself, and the
+  // daemon gets pages at their offsets (as BackingOpenFlags says for the committed view):
+  // appending them again duplicated what was there.
+  const bool append = (h->flags & O_APPEND) && !fs.options().cache.writeback;
   auto write_fd = [&](int fd, off_t pos) {
     fuse_bufvec out = FdBuffer(size, fd, pos);
     ssize_t n;
@@ -313,7 +317,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     if (fd < 0) return Reply::Error(errno);
     if (int err = DropSetidOnWrite(caller, fs, fs.inodes().NodeId(h->inode), fd, fi); err != 0)
       return Reply::Error(err);
-    return write_fd(fd, (h->flags & O_APPEND) ? lseek(fd, 0, SEEK_END) : off);
+    return write_fd(fd, append ? lseek(fd, 0, SEEK_END) : off);
   }
   Inode* inode = h->inode;
   const int source = inode->source_index;
@@ -321,7 +325,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   if (!fi->writepage && !KernelChannel::CurrentWriterKeepsSetid()) {
     if (int err = DropSetidForWrite(caller, fs, tx, inode); err != 0) return Reply::Error(err);
   }
-  if (h->flags & O_APPEND) {
+  if (append) {
     auto end = ViewSize(fs, tx, inode);
     if (!end.ok()) return Reply::Error(end.status().code());
     off = static_cast<off_t>(*end);
