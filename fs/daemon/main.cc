@@ -329,6 +329,9 @@ int Run(int argc, char** argv) {
   (*txs)->SetReplaceWhen([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
     return fs.inodes().ReplaceWhen(tx, source, id);
   });
+  (*txs)->SetExecuting([&fs](int, const fstx::ObjectId& id) {
+    return fs.inodes().IsExecuting(static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino));
+  });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {

@@ -227,6 +227,11 @@ class TxService {
       std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> f) {
     replace_when_ = std::move(f);
   }
+  // Whether a program runs from an object of source `source` (FsRmOptions::executing). Set
+  // before the first transaction begins; without it, nothing is.
+  void SetExecuting(std::function<bool(int source, const fstx::ObjectId&)> f) {
+    executing_ = std::move(f);
+  }
 
  private:
   TxService() = default;
@@ -266,6 +271,7 @@ class TxService {
   std::function<void(const EndedTx&)> on_ended_;
   std::function<void(const Guid&, bool commit)> before_end_;
   std::function<fstx::ReplaceWhen(const Guid&, int source, const fstx::ObjectId&)> replace_when_;
+  std::function<bool(int source, const fstx::ObjectId&)> executing_;
   std::function<void(const Guid&, int source, const std::vector<fstx::ObjectId>&)> on_let_in_;
 
   std::mutex reaper_mu_;

@@ -250,6 +250,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.replace_when = [this, source](const Guid& tx, const fstx::ObjectId& id) {
       return replace_when_ ? replace_when_(tx, source, id) : fstx::ReplaceWhen::kIfWhole;
     };
+    o.executing = [this, source](const fstx::ObjectId& id) {
+      return executing_ && executing_(source, id);
+    };
     o.on_let_in = [this, source](const Guid& tx, const std::vector<fstx::ObjectId>& objects) {
       if (on_let_in_) on_let_in_(tx, source, objects);
     };

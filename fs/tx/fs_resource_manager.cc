@@ -300,6 +300,21 @@ uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
   return it == txs_.end() ? 0 : it->second.bytes_logged;
 }
 
+// A program started from a file after the transaction wrote it (before, its open for writing
+// got ETXTBSY: txops::Open).
+Status FsResourceManager::RefuseRunningPrograms(const ApplyPlan& plan) const {
+  for (const Op& op : plan.content_ops) {
+    const bool writes = op.kind == OpKind::kWriteExtent || op.kind == OpKind::kWriteData ||
+                        (op.kind == OpKind::kSetattr && (op.set_mask & kSetSize));
+    if (!writes || op.object.kind != ObjectId::Kind::kExisting) continue;
+    const PlannedObject* o = plan.Find(op.object);
+    if (o == nullptr || o->deleted() || !o_.executing(op.object)) continue;
+    return Status::Error(ETXTBSY, o_.backing_root + "/" + o->canonical +
+                                      ": a program runs from it, and the transaction writes it");
+  }
+  return Status::Ok();
+}
+
 Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   // Commits applied before must be synced, their APPLIED records appended, before this one can
   // change the backing directory: a redo of theirs must never find this one's changes (a
@@ -329,6 +344,7 @@ Status FsResourceManager::Prepare(const Guid& tx, log::Lsn* lsn) {
   auto plan = PlanApply(t.ops);
   Status applicable =
       plan.ok() ? CheckApplyTargets(o_.backing_root, *plan, t.identities) : plan.status();
+  if (applicable.ok() && o_.executing) applicable = RefuseRunningPrograms(*plan);
   if (applicable.ok()) applicable = PrepareParking(Target(tx), *plan);
   if (applicable.ok()) applicable = ProbeXattrs(o_.backing_root, Target(tx).staging_dir, *plan);
   // The metadata's blocks stay the daemon's: a user out of space may still rename and remove,

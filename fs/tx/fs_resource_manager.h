@@ -86,6 +86,10 @@ struct FsRmOptions {
   // served from staging meanwhile (those it cannot serve are not named): what the kernel cached
   // of them from before the commit is stale from then on, not only once the copy is done.
   std::function<void(const Guid& tx, const std::vector<ObjectId>& objects)> on_let_in;
+  // Whether a program runs from the existing file `id` (an exec(2) holds it open). Prepare
+  // refuses, with ETXTBSY as a write to it would be natively, a commit that writes or truncates
+  // such a file: apply would change the program's code under it. Optional.
+  std::function<bool(const ObjectId& id)> executing;
   // Whose space the small writes a transaction's records carry take (writer_identity.h):
   // prepare reserves their blocks as these ids, so a user's commit is refused where the user's
   // own writes would be (its staged data took its writers' space already). Nullopt (root, a
@@ -179,6 +183,8 @@ class FsResourceManager : public tm::ResourceManager {
   // necessarily durable: the next flush of the log covers it); an error if a background sync
   // failed. What Prepare waits for.
   Status WaitSynced();
+  // ETXTBSY if `plan` writes or truncates a file a program runs from (FsRmOptions::executing).
+  Status RefuseRunningPrograms(const ApplyPlan& plan) const;
   // Returns once every commit applied so far is durable in the backing directory (see
   // FsRmOptions::sync_in_background); an error if a background sync failed, after which the
   // backing directory is only known to be right after recovery.
