@@ -329,8 +329,8 @@ int Run(int argc, char** argv) {
   (*txs)->SetReplaceWhen([&fs](const Guid& tx, int source, const fstx::ObjectId& id) {
     return fs.inodes().ReplaceWhen(tx, source, id);
   });
-  (*txs)->SetExecuting([&fs](int, const fstx::ObjectId& id) {
-    return fs.inodes().IsExecuting(static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino));
+  (*txs)->SetExecuting([&fs](int source, const fstx::ObjectId& id) {
+    return fs.inodes().IsExecuting(source, static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino));
   });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {

@@ -467,17 +467,25 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   auto own = versions_.find(VersionKey{tx, source, id});
   if (own != versions_.end() && own->second->open_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
-  auto committed = by_key_.find(Key{static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino)});
+  const dev_t dev = static_cast<dev_t>(id.dev);
+  const ino_t ino = static_cast<ino_t>(id.ino);
+  auto committed = by_key_.find(Key{dev, ino});
   if (committed != by_key_.end() && committed->second->write_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
+  for (const Inode* v : OtherVersionsLocked(tx, source, dev, ino))
+    if (v->write_handles.load() > 0) return fstx::ReplaceWhen::kNever;
   return KnownElsewhereLocked(tx, source, id) ? fstx::ReplaceWhen::kIfWhole
                                               : fstx::ReplaceWhen::kIfWrittenOnce;
 }
 
-bool InodeTable::IsExecuting(dev_t dev, ino_t ino) const {
+bool InodeTable::IsExecuting(int source, dev_t dev, ino_t ino) const {
   std::lock_guard lock(mu_);
   auto it = by_key_.find(Key{dev, ino});
-  return it != by_key_.end() && it->second->exec_handles.load() > 0;
+  if (it != by_key_.end() && it->second->exec_handles.load() > 0) return true;
+  auto [from, to] = object_versions_.equal_range({source, dev, ino});
+  for (auto e = from; e != to; ++e)
+    if (e->second->exec_handles.load() > 0) return true;
+  return false;
 }
 
 bool InodeTable::KnownElsewhereLocked(const Guid& tx, int source, const fstx::ObjectId& id) const {

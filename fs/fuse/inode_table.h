@@ -106,8 +106,8 @@ struct Inode {
   // first (over FUSE's io_uring, on another queue). A handle duplicated before the close is
   // flushed too and still open.
   std::atomic<uint32_t> flushed_handles{0};
-  // Of the handles open outside transactions (committed nodes), those open for writing, and
-  // those an exec(2) opened (the program runs from the file until it exits). A commit must not
+  // Of the handles open on the node, those open for writing, and those an exec(2) opened (the
+  // program runs from the file until it exits). A commit must not
   // replace a file under a writer (what it writes after the commit would go to the file left
   // in staging: ReplaceWhen), and a transaction may not write a running program (ETXTBSY, as
   // natively: IsExecuting).
@@ -211,16 +211,17 @@ class InodeTable {
   // go on being read.
   std::vector<fuse_ino_t> OtherVersionNodes(const Guid& tx, int source, dev_t dev, ino_t ino) const;
   // When a commit of `tx` replaces object `id` of source `source` rather than write it in place
-  // (FsRmOptions::replace_when): never while `tx` has a file open on it, or a process outside
-  // transactions has it open for writing, whose writes must keep reaching the committed file;
+  // (FsRmOptions::replace_when): never while `tx` has a file open on it, or another node of it
+  // (the committed one, another transaction's, live or ended) has one open for writing, whose
+  // writes must keep reaching the committed file;
   // whenever rewritten whole if a node besides `tx`'s own knows it
   // (a committed node, or another transaction's version node, live or ended), since such a node
   // can hold a size or pages from before the commit; otherwise only where that saves copying
   // its data.
   fstx::ReplaceWhen ReplaceWhen(const Guid& tx, int source, const fstx::ObjectId& id) const;
-  // Whether a program runs from the file (dev, ino): its committed node has a handle an exec(2)
-  // opened.
-  bool IsExecuting(dev_t dev, ino_t ino) const;
+  // Whether a program runs from the file (dev, ino) of source `source`: a node of it (the
+  // committed one, or a transaction's, live or ended) has a handle an exec(2) opened.
+  bool IsExecuting(int source, dev_t dev, ino_t ino) const;
   // Before a commit of `tx`: waits, at most `bound`, while one of its version nodes of an
   // existing object that `changed` says it changed, and that another node knows, has handles
   // open that all were flushed (Inode::flushed_handles), for their RELEASE. A file still open at

@@ -117,6 +117,11 @@ Reply Open(const Caller& caller, Filesystem& fs, Inode* inode, fuse_file_info* f
   if (fi->flags & O_TRUNC) {
     if (int err = txops::CheckNotHeld(fs, inode); err != 0) return Reply::Error(err);
   }
+  // A program runs from the file through another node (one a transaction's task started it
+  // from), where the kernel's own ETXTBSY does not see this open.
+  if (((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) && S_ISREG(inode->type) &&
+      fs.inodes().IsExecuting(inode->source_index, inode->dev, inode->ino))
+    return Reply::Error(ETXTBSY);
   // An open beside passed-through files of the node is passed through too (the kernel refuses
   // a mix), and would read the backing file while an apply writes it (half written, where
   // readers the daemon serves are served it whole from staging): it waits for the apply. A

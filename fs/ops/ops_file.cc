@@ -130,6 +130,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     // Before the count lets a later open of the node choose differently.
     const bool flushed = txops::Release(fs, fi);
+    committed::CountOpenFor(inode, fi->flags, false);
     inode->open_handles.fetch_sub(1);
     if (flushed) inode->flushed_handles.fetch_sub(1);
     fs.inodes().HandlesChanged();

@@ -84,7 +84,7 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   if (int err = MaySetattr(who, st, to_set, *attr, by_handle, OrNull(acl)); err != 0) return err;
   // A running program's file is not truncated (ETXTBSY, as natively: see txops::Open).
   if ((to_set & FUSE_SET_ATTR_SIZE) && object.kind == fstx::ObjectId::Kind::kExisting &&
-      fs.inodes().IsExecuting(inode->dev, inode->ino))
+      fs.inodes().IsExecuting(inode->source_index, inode->dev, inode->ino))
     return ETXTBSY;
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (to_set & FUSE_SET_ATTR_SIZE) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fs/fuse/kernel_channel.h"
+#include "fs/ops/committed_ops.h"
 #include "fs/ops/passthrough.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
@@ -107,8 +108,12 @@ void CloseHandleFd(Filesystem& fs, TxHandle* h) {
 Reply OpenReply(Filesystem& fs, fuse_file_info* fi, std::unique_ptr<TxHandle> h, int32_t backing_id,
                 const fuse_entry_param* e = nullptr) {
   SetTxOpenReply(fi, h.get());
+  // A program a transaction's task starts runs from the version node, and a descriptor kept
+  // after the end writes the committed file through it: counted as on committed nodes.
+  committed::CountOpenFor(h->inode, fi->flags, true);
   Reply r = e != nullptr ? Reply::Create(*e, *fi, backing_id) : Reply::Open(*fi, backing_id);
-  return std::move(r).IfRefused([&fs, handle = h.release()] {
+  return std::move(r).IfRefused([&fs, handle = h.release(), flags = fi->flags] {
+    committed::CountOpenFor(handle->inode, flags, false);
     CloseHandleFd(fs, handle);
     delete handle;
   });
@@ -211,7 +216,9 @@ Reply Open(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
                       OrNull(ViewAcl(fs, tx, inode, kAclAccessXattr)));
     // A program runs from the file: natively ETXTBSY. The kernel cannot say so here, as the
     // program runs from the committed node, and the commit would write the file under it.
-    if (err == 0 && !h->is_new() && fs.inodes().IsExecuting(inode->dev, inode->ino)) err = ETXTBSY;
+    if (err == 0 && !h->is_new() &&
+        fs.inodes().IsExecuting(inode->source_index, inode->dev, inode->ino))
+      err = ETXTBSY;
     if (err != 0) {
       CloseHandleFd(fs, h.get());
       return Reply::Error(err);
