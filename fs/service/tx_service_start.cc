@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -271,6 +272,19 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       // What readers cached while the apply was pending is stale now.
       if (on_ended_) on_ended_(EndedTx{tx, true, source, objects, entries});
     };
+    // A transaction's staging is <staging_root>/<id>/ and, under it, names such as
+    // park/p<dev>.<ino>: apply reaches them by path, which the kernel resolves up to PATH_MAX.
+    // Past that, a commit would be acknowledged and its apply would fail for good.
+    constexpr size_t kLongestStagingSuffix = 128;
+    if (o.staging_root.size() + kLongestStagingSuffix >= PATH_MAX) {
+      return Status::Error(ENAMETOOLONG,
+                           "staging directory " + o.staging_root.substr(0, 64) + "... is " +
+                               std::to_string(o.staging_root.size()) +
+                               " bytes long; transactions need it shorter than " +
+                               std::to_string(PATH_MAX - kLongestStagingSuffix) +
+                               " bytes, for the paths apply reaches in it (use -o state= with a "
+                               "shorter path on the same mount)");
+    }
     KTMFS_RETURN_IF_ERROR(fstx::MakeDirs(o.staging_root));
     // One filesystem is not enough: no rename crosses a mount, a bind mount of the same
     // filesystem included, and apply renames from staging into the source.
