@@ -167,7 +167,11 @@ void Filesystem::OnTxEnded(const EndedTx& e) {
     // its old name, and the kernel could not place it at the new one inside a later rename
     // (ESTALE). A new node for it avoids retracting the old name, which would wait for the
     // directory's lock (see ktmfs(8), entry_timeout).
-    if (e.committed && n->dir) inodes_.Retire(dev, ino);
+    // With the writeback cache the kernel trusts its own size of a file for as long as it keeps
+    // the inode, whatever the daemon says: a file the commit wrote in place (one with other
+    // links, or open for writing) kept its old size for every later open, and an append then
+    // landed inside the committed data. A new node is a new inode, which asks.
+    if (e.committed && (n->dir || options_.cache.writeback)) inodes_.Retire(dev, ino);
   }
   // The directories whose names changed: their attributes at once (no lock needed). With a
   // positive entry or negative timeout also the names (a created name may be cached as absent),
