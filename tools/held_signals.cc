@@ -24,8 +24,15 @@ HeldSignals::~HeldSignals() {
 int HeldSignals::Arrived() const {
   sigset_t pending;
   if (!holding_ || sigpending(&pending) != 0) return 0;
-  for (int sig : kHeld)
-    if (sigismember(&pending, sig) == 1 && sigismember(&before_, sig) != 1) return sig;
+  for (int sig : kHeld) {
+    if (sigismember(&pending, sig) != 1 || sigismember(&before_, sig) == 1) continue;
+    // Held, an ignored signal is kept pending all the same (it may be handled by the time it
+    // is let go), and then dropped: it ends nothing (txrun ignores SIGINT; a script's
+    // background job, or nohup, too).
+    struct sigaction sa;
+    if (sigaction(sig, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN) continue;
+    return sig;
+  }
   return 0;
 }
 

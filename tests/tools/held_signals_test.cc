@@ -50,6 +50,22 @@ TEST(HeldSignals, OthersAreNotHeld) {
   EXPECT_EQ(held.Arrived(), 0);
 }
 
+// An ignored signal is pending while held, and then dropped: it ended nothing, so is not said.
+TEST(HeldSignals, AnIgnoredOneIsNotSaid) {
+  struct sigaction ignore = {}, before = {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGINT, &ignore, &before), 0);
+  {
+    HeldSignals held;
+    ASSERT_EQ(raise(SIGINT), 0);
+    EXPECT_EQ(held.Arrived(), 0);
+  }
+  sigset_t pending;
+  ASSERT_EQ(sigpending(&pending), 0);
+  EXPECT_EQ(sigismember(&pending, SIGINT), 0);
+  sigaction(SIGINT, &before, nullptr);
+}
+
 // One the process had blocked before stays blocked, and is not one that came meanwhile.
 TEST(HeldSignals, WhatWasBlockedBeforeStaysBlocked) {
   Caught c(SIGTERM);
