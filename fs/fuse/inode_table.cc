@@ -467,24 +467,25 @@ fstx::ReplaceWhen InodeTable::ReplaceWhen(const Guid& tx, int source,
   auto own = versions_.find(VersionKey{tx, source, id});
   if (own != versions_.end() && own->second->open_handles.load() > 0)
     return fstx::ReplaceWhen::kNever;
-  const dev_t dev = static_cast<dev_t>(id.dev);
-  const ino_t ino = static_cast<ino_t>(id.ino);
-  auto committed = by_key_.find(Key{dev, ino});
-  if (committed != by_key_.end() && committed->second->write_handles.load() > 0)
+  if (OtherNodeHasLocked(tx, source, static_cast<dev_t>(id.dev), static_cast<ino_t>(id.ino),
+                         &Inode::write_handles))
     return fstx::ReplaceWhen::kNever;
-  for (const Inode* v : OtherVersionsLocked(tx, source, dev, ino))
-    if (v->write_handles.load() > 0) return fstx::ReplaceWhen::kNever;
   return KnownElsewhereLocked(tx, source, id) ? fstx::ReplaceWhen::kIfWhole
                                               : fstx::ReplaceWhen::kIfWrittenOnce;
 }
 
 bool InodeTable::IsExecuting(int source, dev_t dev, ino_t ino) const {
   std::lock_guard lock(mu_);
+  return OtherNodeHasLocked(Guid{}, source, dev, ino, &Inode::exec_handles);
+}
+
+bool InodeTable::OtherNodeHasLocked(const Guid& tx, int source, dev_t dev, ino_t ino,
+                                    std::atomic<uint32_t> Inode::*count) const {
+  mu_.AssertHeld();
   auto it = by_key_.find(Key{dev, ino});
-  if (it != by_key_.end() && it->second->exec_handles.load() > 0) return true;
-  auto [from, to] = object_versions_.equal_range({source, dev, ino});
-  for (auto e = from; e != to; ++e)
-    if (e->second->exec_handles.load() > 0) return true;
+  if (it != by_key_.end() && ((*it->second).*count).load() > 0) return true;
+  for (const Inode* v : OtherVersionsLocked(tx, source, dev, ino))
+    if ((v->*count).load() > 0) return true;
   return false;
 }
 

@@ -320,6 +320,11 @@ class InodeTable {
   // (mu_ held): what OtherVersionNodes invalidates and ReplaceWhen counts.
   std::vector<const Inode*> OtherVersionsLocked(const Guid& tx, int source, dev_t dev,
                                                 ino_t ino) const;
+  // Whether the committed node of (dev, ino), or a version node of it of a transaction other
+  // than `tx` (any, for the nil id), has a handle of the kind `count` gives (write_handles,
+  // exec_handles), mu_ held: what ReplaceWhen and IsExecuting ask.
+  bool OtherNodeHasLocked(const Guid& tx, int source, dev_t dev, ino_t ino,
+                          std::atomic<uint32_t> Inode::*count) const;
   std::unordered_map<const Inode*, std::string> view_paths_;
   std::unordered_map<const Inode*, std::unique_ptr<Inode>> retired_;
   std::unique_ptr<Inode> virtual_root_;

@@ -125,12 +125,12 @@ void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = Fs(req);
   Inode* inode = fs.Get(ino);
+  committed::CountOpenFor(inode, fi->flags, false);
   if (txops::IsTxHandle(fi)) {
     if (const unsigned ms = fs.options().fault_release_delay_ms; KTMFS_FAULT_HOOKS && ms != 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     // Before the count lets a later open of the node choose differently.
     const bool flushed = txops::Release(fs, fi);
-    committed::CountOpenFor(inode, fi->flags, false);
     inode->open_handles.fetch_sub(1);
     if (flushed) inode->flushed_handles.fetch_sub(1);
     fs.inodes().HandlesChanged();
@@ -139,7 +139,6 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   // Before the count lets a later open of the node choose differently.
   fs.passthrough().Release(fs, inode, static_cast<int>(fi->fh));
-  committed::CountOpenFor(inode, fi->flags, false);
   inode->open_handles.fetch_sub(1);
   Send(req, Reply::Ok());
 }

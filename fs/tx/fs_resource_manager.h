@@ -230,7 +230,7 @@ class FsResourceManager : public tm::ResourceManager {
   };
   // Records beyond the durable end that one op flushes out of the log's memory.
   static constexpr uint64_t kMaxUnflushedBytes = 4 << 20;
-  Result<Tx*> Enlisted(const Guid& tx);
+  Result<Tx*> Enlisted(const Guid& tx);  // mu_ held
   // Enlisted, with mu_ held through `l`; refused by a full log, lets go of mu_ to wait for the
   // commits still syncing and give the stream back (MaybeTruncate), then tries once more.
   Result<Tx*> EnlistedFreeingLog(std::unique_lock<OwnedMutex>& l, const Guid& tx);
