@@ -16,10 +16,12 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "fs/daemon/command_line.h"
+#include "fs/daemon/stop_notice.h"
 #include "fs/fuse/caller.h"
 #include "fs/fuse/invalidator.h"
 #include "fs/fuse/kernel_channel.h"
@@ -334,6 +336,10 @@ int Run(int argc, char** argv) {
   });
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
+    // Gone before fuse_remove_signal_handlers, and before the service it lists.
+    std::optional<StopNotice> stop_notice;
+    stop_notice.emplace(
+        [t = txs->get()](int sig) { DaemonLog(LogLevel::kNotice, DescribeStop(sig, t->List())); });
     if (fuse_session_mount(se, options.mountpoint.c_str()) == 0) {
       // Before the loop reads the kernel's INIT, which is already queued.
       if (wants.Any()) {
@@ -362,6 +368,7 @@ int Run(int argc, char** argv) {
       direct_writes.Discard(std::chrono::seconds(1));
       fuse_session_unmount(se);
     }
+    stop_notice.reset();
     fuse_remove_signal_handlers(se);
   }
   // Unmounted: the kernel caches nothing of the mount any more and the session's device is

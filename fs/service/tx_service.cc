@@ -335,6 +335,9 @@ std::vector<TxService::Info> TxService::List() const {
     for (const auto& rm : rms_) {
       i.bytes_logged += rm->BytesLogged(tx->id);
       i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(tx->id));
+      // One RM's single-phase commit: decided by its record, not by the TM.
+      if (i.state == tm::TxState::kPreparing && rm->CommitDecided(tx->id))
+        i.state = tm::TxState::kCommitting;
     }
     out.push_back(std::move(i));
   }

@@ -300,6 +300,12 @@ uint64_t FsResourceManager::BytesLogged(const Guid& tx) {
   return it == txs_.end() ? 0 : it->second.bytes_logged;
 }
 
+bool FsResourceManager::CommitDecided(const Guid& tx) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return it != txs_.end() && it->second.decided;
+}
+
 // A program started from a file after the transaction wrote it (before, its open for writing
 // got ETXTBSY: txops::Open).
 Status FsResourceManager::RefuseRunningPrograms(const ApplyPlan& plan) const {
@@ -686,6 +692,10 @@ void FsResourceManager::Notify(const tm::Notification& n) {
       }
       // Committed, whatever apply does now: a failure leaves it pending (the redo is in the
       // log), and the commit is acknowledged as what it is.
+      {
+        std::lock_guard l(mu_);
+        if (auto it = txs_.find(tx); it != txs_.end()) it->second.decided = true;
+      }
       bool applied = false;
       Status a = ApplyAndFinish(tx, ops, &applied, o_.sync_in_background);
       if (!applied) KeepPending(tx, ops, first_lsn, a);

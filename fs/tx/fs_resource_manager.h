@@ -158,6 +158,10 @@ class FsResourceManager : public tm::ResourceManager {
   void DropUnenlisted(const Guid& tx);
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
+  // Whether this RM's COMMITTED record for the transaction is durable while it still applies:
+  // a single-phase commit is decided here, and the TM, which only waits, still calls it
+  // preparing (txstat).
+  bool CommitDecided(const Guid& tx);
   LockTable& locks() { return locks_; }
 
   // --- Committed transactions whose apply failed after the decision ---
@@ -224,7 +228,8 @@ class FsResourceManager : public tm::ResourceManager {
     log::Lsn first_lsn = log::kInvalidLsn;  // its first record: the stream is needed from here
     uint64_t next_object = 0;
     bool enlisted = false;
-    bool broken = false;  // an op reached the overlay but not the log
+    bool broken = false;   // an op reached the overlay but not the log
+    bool decided = false;  // COMMITTED is durable; apply under way (CommitDecided)
     std::vector<std::pair<std::string, std::string>> replaced;  // see FsRmOptions::on_end
     ObjectIdentities identities;                                // see Identify
   };
