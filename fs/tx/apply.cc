@@ -147,6 +147,23 @@ class Applier {
     struct stat st;
     if (o.is_new() || (::fstat(fd, &st) == 0 && st.st_dev == o.id.dev && st.st_ino == o.id.ino))
       return Status::Ok();
+    return IdentityError(name);
+  }
+  // The object `o` at `path`, opened for writing. Anything else there is refused as
+  // CheckIdentity says; what is not a regular file is not even opened (a FIFO put there behind
+  // the daemon's back would block the open, and recovery with it: OpenAsOwner).
+  static Result<int> OpenObject(const PlannedObject& o, const BackingName& path,
+                                const std::string& why) {
+    const int fd = OpenAsOwner(path.path(), O_WRONLY);
+    if (fd < 0 && errno == ESTALE) return IdentityError(path);
+    if (fd < 0) return Status::FromErrno("open " + path.shown() + why);
+    if (Status s = CheckIdentity(fd, o, path); !s.ok()) {
+      ::close(fd);
+      return s;
+    }
+    return fd;
+  }
+  static Status IdentityError(const BackingName& name) {
     return Status::Error(ESTALE, name.shown() + " is no longer the file the transaction changed");
   }
   // A parked, deleted file with a name besides its parking name.
@@ -696,12 +713,12 @@ class Applier {
     // A new file's staged contents already have their final size.
     if ((op.set_mask & kSetSize) && !o.is_new()) {
       KTMFS_RETURN_IF_ERROR(Mutate("truncate " + path.shown()));
-      int fd = OpenAsOwner(path.path(), O_WRONLY);
-      if (fd < 0) return Status::FromErrno("open " + path.shown() + " to truncate it");
-      Status s = CheckIdentity(fd, o, path);
-      if (s.ok() && ::ftruncate(fd, static_cast<off_t>(op.size)) != 0)
+      auto fd = OpenObject(o, path, " to truncate it");
+      if (!fd.ok()) return fd.status();
+      Status s = Status::Ok();
+      if (::ftruncate(*fd, static_cast<off_t>(op.size)) != 0)
         s = Status::FromErrno("truncate " + path.shown());
-      ::close(fd);
+      ::close(*fd);
       KTMFS_RETURN_IF_ERROR(s);
       written_files_.insert(path.shown());
     }
@@ -721,10 +738,10 @@ class Applier {
   }
 
   Status WriteData(const Op& op, const PlannedObject& o, const BackingName& path) {
-    int out = OpenAsOwner(path.path(), O_WRONLY);
-    if (out < 0) return Status::FromErrno("open " + path.shown());
-    Status s = CheckIdentity(out, o, path);
-    if (s.ok()) s = Mutate("write " + path.shown() + " @" + std::to_string(op.offset));
+    auto opened = OpenObject(o, path, "");
+    if (!opened.ok()) return opened.status();
+    const int out = *opened;
+    Status s = Mutate("write " + path.shown() + " @" + std::to_string(op.offset));
     size_t done = 0;
     while (s.ok() && done < op.data.size()) {
       ssize_t n = ::pwrite(out, op.data.data() + done, op.data.size() - done,
@@ -749,17 +766,12 @@ class Applier {
     std::string staged = t_.staging_dir + "/" + op.staged_file;
     int in = OpenAsOwner(staged, O_RDONLY | O_CLOEXEC);
     if (in < 0) return Status::FromErrno("open staged file " + staged);
-    int out = OpenAsOwner(path.path(), O_WRONLY);
-    if (out < 0) {
-      Status s = Status::FromErrno("open " + path.shown());
+    auto opened = OpenObject(o, path, "");
+    if (!opened.ok()) {
       ::close(in);
-      return s;
+      return opened.status();
     }
-    if (Status id = CheckIdentity(out, o, path); !id.ok()) {
-      ::close(in);
-      ::close(out);
-      return id;
-    }
+    const int out = *opened;
     int in_direct = -1, out_direct = -1;
     if (CopyGoesDirect(op.offset, op.length)) {
       in_direct = ReopenDirect(in, O_RDONLY | O_CLOEXEC);

@@ -7,11 +7,38 @@
 
 #include <cerrno>
 
+#include "fs/tx/beneath.h"
+
 namespace ktmfs::fstx {
+
+namespace {
+
+// The object at `path` (not followed) opened with `flags` if it is a regular file or a
+// directory, through an O_PATH descriptor of it, so that what is opened is what was checked.
+int OpenFileOrDirectory(const std::string& path, int flags) {
+  const int at = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (at < 0) return -1;
+  struct stat st;
+  int fd = -1;
+  if (::fstat(at, &st) == 0) {
+    if (S_ISLNK(st.st_mode))
+      errno = ELOOP;  // as open(2) with O_NOFOLLOW says
+    else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+      errno = ESTALE;
+    else  // through the descriptor's magic link, which O_NOFOLLOW (applied above) would refuse
+      fd = ::open(FdPath(at).c_str(), (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+  }
+  const int err = errno;
+  ::close(at);
+  errno = err;
+  return fd;
+}
+
+}  // namespace
 
 int OpenAsOwner(const std::string& path, int flags) {
   flags |= O_NOFOLLOW | O_CLOEXEC;
-  int fd = ::open(path.c_str(), flags);
+  int fd = OpenFileOrDirectory(path, flags);
   if (fd >= 0 || errno != EACCES) return fd;
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0 || S_ISLNK(st.st_mode) || st.st_uid != ::geteuid()) {
@@ -27,7 +54,7 @@ int OpenAsOwner(const std::string& path, int flags) {
     errno = EACCES;  // not the mode bits' doing, or not ours to change
     return -1;
   }
-  fd = ::open(path.c_str(), flags);
+  fd = OpenFileOrDirectory(path, flags);
   const int err = errno;
   // The mode the transaction gave it; a re-run of apply sets it again anyway.
   if (fd >= 0 ? ::fchmod(fd, mode) != 0 : ::chmod(path.c_str(), mode) != 0) {

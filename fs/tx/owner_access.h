@@ -11,7 +11,9 @@ namespace ktmfs::fstx {
 
 // open(2) of `path` with `flags` (O_NOFOLLOW is added). On EACCES, if the daemon owns the
 // object, opens it with the owner's read or write bit set for the moment. -1 and errno as
-// open(2) otherwise.
+// open(2) otherwise. Only a regular file or a directory is opened; anything else at `path` is
+// ESTALE, never opened: a FIFO put at the name behind the daemon's back would block the open
+// until a writer or reader came (a recovery that never ended), and a device's open acts on it.
 int OpenAsOwner(const std::string& path, int flags);
 
 // lsetxattr(2) / lremovexattr(2) of `path`, which a user.* attribute allows only with write

@@ -108,9 +108,11 @@ Status SyncTogether::Sync(const std::vector<const AppliedChanges*>& changes) {
         names.push_back(*t.path);
         continue;
       }
-      // A directory moved or gone since (within its transaction), or replaced by a symlink
-      // behind the daemon's back: its whole filesystem is synced instead.
-      if (t.dir && (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)) {
+      // A directory moved or gone since (within its transaction), or either replaced behind
+      // the daemon's back (by a symlink; a file by a FIFO or a device, which OpenAsOwner
+      // refuses with ESTALE rather than open): its whole filesystem is synced instead. What
+      // apply wrote into a file replaced since is in no name any more.
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || (!t.dir && errno == ESTALE)) {
         moved_away_roots.insert(*t.root);
         continue;
       }

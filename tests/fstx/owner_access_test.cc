@@ -103,5 +103,34 @@ TEST(OwnerAccess, AnotherOwnersFileStaysRefused) {
   EXPECT_EQ(st.st_mode & 07777, 0600u);  // its mode untouched
 }
 
+// What apply opens by name may have been replaced behind the daemon's back. A FIFO there is not
+// opened (the open would wait for a reader or writer for ever), nor a symlink followed; a
+// regular file and a directory still are, with the flags asked for.
+TEST(OwnerAccess, OpensOnlyRegularFilesAndDirectories) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/fifo", link = dir.path() + "/link",
+                    file = dir.path() + "/file";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  WriteFile(file, "x");
+  ASSERT_EQ(::symlink(file.c_str(), link.c_str()), 0);
+  for (int flags : {O_RDONLY, O_WRONLY, O_RDWR}) {
+    errno = 0;
+    EXPECT_EQ(OpenAsOwner(fifo, flags), -1);
+    EXPECT_EQ(errno, ESTALE);
+    errno = 0;
+    EXPECT_EQ(OpenAsOwner(link, flags), -1);
+    EXPECT_EQ(errno, ELOOP);
+  }
+  const int fd = OpenAsOwner(file, O_WRONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::fcntl(fd, F_GETFL) & O_ACCMODE, O_WRONLY);
+  EXPECT_EQ(::write(fd, "y", 1), 1);
+  ::close(fd);
+  EXPECT_EQ(Read(file), "y");
+  const int d = OpenAsOwner(dir.path(), O_RDONLY | O_DIRECTORY);
+  EXPECT_GE(d, 0);
+  if (d >= 0) ::close(d);
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx
