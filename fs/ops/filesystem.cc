@@ -200,8 +200,10 @@ TxGuard Filesystem::EnterTx(fuse_req_t req) {
   // A task acts inside a user's transaction only with that user's authority. A set-id program
   // run by a bound shell is bound too (tree scope) but runs with ids its owner could not
   // ptrace, so it could not have been bound on its own (TaskBindings::Bind): its changes stay
-  // outside, or the owner could roll back what a setuid-root helper did for it.
-  if (tx && tx->owner != 0 && c->uid != tx->owner) return {};
+  // outside, or the owner could roll back what a setuid-root helper did for it. A set-group-ID
+  // program too: a user could otherwise undo what a group's helper wrote with the group's
+  // rights, which the user lacks. Neither id changes otherwise without privilege.
+  if (tx && tx->owner != 0 && (c->uid != tx->owner || c->gid != tx->owner_gid)) return {};
   return tx;
 }
 
