@@ -89,8 +89,16 @@ Result<DirLock> DirLock::LockStateDir(const std::string& dir, const std::string&
   }
   const std::string pid =
       std::to_string(getpid()) + "\n" + (mountpoint.empty() ? "" : mountpoint + "\n");
-  if (ftruncate(fd, 0) != 0 ||
-      pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+  // Written over what is there, then cut to length: on ext4 that needs no new block once the
+  // file has one, so a full filesystem (or quota) still lets the mount come up. The text only
+  // names the holder for messages (the lock is the OFD lock): one that gets no room is cut to
+  // nothing (names nobody, messages say "held by another process"), and the mount goes on.
+  const ssize_t n = pwrite(fd, pid.data(), pid.size(), 0);
+  if (n < 0 && errno != ENOSPC && errno != EDQUOT)
+    return Status::Error(errno, "lock file " + path + ": " + ErrorText(errno));
+  if (n != static_cast<ssize_t>(pid.size())) {
+    (void)ftruncate(fd, 0);
+  } else if (ftruncate(fd, n) != 0) {
     return Status::Error(errno, "lock file " + path + ": " + ErrorText(errno));
   }
   return lock;
