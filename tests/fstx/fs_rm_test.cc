@@ -1021,17 +1021,19 @@ TEST(FsRm, AFailedSyncRoundRefusesEveryLaterCommit) {
   w.background = true;
   ASSERT_TRUE(w.Start().ok());
   std::atomic<int> batches{0};
-  const std::string a = w.root() + "/a.txt";
+  const std::string root = w.root(), away = w.root() + ".away";
   w.rm().SetSyncHook([&] {
-    // The first round cannot open the file its commit wrote.
+    // The first round can open neither the file its commit wrote nor the backing directory,
+    // whose filesystem it would sync instead of a file gone since (SyncTogether).
     if (batches++ == 0) {
-      ASSERT_EQ(::rename(a.c_str(), (a + ".away").c_str()), 0);
+      ASSERT_EQ(::rename(root.c_str(), away.c_str()), 0);
     }
   });
   auto t1 = w.tm().Begin({});
   ASSERT_TRUE(w.changes().Write(*t1, "a.txt", 0, "1").ok());
   ASSERT_TRUE(w.tm().Commit(*t1).ok());  // acknowledged: durable in the log
   EXPECT_FALSE(w.rm().WaitSynced().ok());
+  ASSERT_EQ(::rename(away.c_str(), root.c_str()), 0);
   // Nothing is queued now; the failure stays.
   EXPECT_TRUE(w.rm().AppliedPending());
   EXPECT_FALSE(w.rm().WaitSynced().ok());
