@@ -6,20 +6,43 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <climits>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "fs/ops/committed_ops.h"
 #include "fs/ops/filesystem.h"
 #include "fs/ops/permission.h"
+#include "fs/ops/posix_acl.h"
 #include "fs/ops/setid.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/ops/tx_ops_common.h"
 #include "fs/tx/writer_identity.h"
 
 namespace ktmfs::fs::committed {
 namespace {
+
+// The object's access ACL as the backing file has it, or nullopt without one.
+std::optional<PosixAcl> CommittedAccessAcl(Inode* inode) {
+  std::string v(256, '\0');
+  for (;;) {
+    const ssize_t n =
+        getxattr(ProcPath(inode->Fd().get()).c_str(), kAclAccessXattr, v.data(), v.size());
+    if (n >= 0) {
+      v.resize(static_cast<size_t>(n));
+      break;
+    }
+    if (errno != ERANGE || v.size() >= (64 << 10)) return std::nullopt;
+    v.resize(v.size() * 4);
+  }
+  auto acl = PosixAcl::Parse(v);
+  if (!acl || acl->empty()) return std::nullopt;
+  return acl;
+}
 
 // A name operation's parent must be a real directory: the virtual root's entries are fixed.
 int CheckParent(Filesystem& fs, Inode* parent, const char* name) {
@@ -141,7 +164,17 @@ Reply Setattr(const Caller& caller, Filesystem& fs, Inode* inode, struct stat* a
   // The set-id bits the kernel leaves set for the daemon to clear, decided on the object as it
   // is before the change.
   struct stat a = *attr, before;
-  if (fs.Stat(inode, &before) == 0) AdjustSetattrForSetid(caller, before, &a, &to_set);
+  if (fs.Stat(inode, &before) == 0 && AdjustSetattrForSetid(caller, before, &a, &to_set)) {
+    // The kernel checked what it sent, not the bits the daemon drops on its own: a
+    // chown(f, -1, -1) arrives without fields and unchecked, from anyone. Dropping them is the
+    // owner's, or a writer's (the kernel's clearing for a write arrives so), as MaySetattr says;
+    // anyone else gets EPERM, as natively, and the bits stay.
+    const std::optional<PosixAcl> acl = CommittedAccessAcl(inode);
+    if (int e = MaySetattr(txops::RequesterOf(caller), before, FUSE_SET_ATTR_MODE, a, fi != nullptr,
+                           OrNull(acl));
+        e != 0)
+      return Reply::Error(e);
+  }
   {
     IdentityScope id(caller, IdentityUse::kChecks, fs.kernel_checks());
     err = ApplySetattr(fs, inode, &a, to_set, fi);

@@ -31,7 +31,7 @@ int DropSetgidAfterAcl(const Caller& caller, Inode* inode) {
   if (fstatat(inode->Fd().get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (!(st.st_mode & S_ISGID)) return 0;
   const Requester who = txops::RequesterOf(caller);
-  if (who.InGroup(st.st_gid) || who.Capable(CAP_FSETID)) return 0;
+  if (who.InGroup(st.st_gid) || who.CapableOver(CAP_FSETID, st)) return 0;
   return chmod(ProcPath(inode->Fd().get()).c_str(), st.st_mode & 07777 & ~S_ISGID) == 0 ? 0 : errno;
 }
 

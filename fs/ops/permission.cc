@@ -14,8 +14,13 @@
 namespace ktmfs::fs {
 
 Requester::Requester(uid_t uid, gid_t gid, std::function<std::vector<gid_t>()> groups,
-                     std::function<uint64_t()> capabilities)
-    : uid_(uid), gid_(gid), groups_fn_(std::move(groups)), caps_fn_(std::move(capabilities)) {}
+                     std::function<uint64_t()> capabilities,
+                     std::function<bool(uid_t, gid_t)> covers)
+    : uid_(uid),
+      gid_(gid),
+      groups_fn_(std::move(groups)),
+      caps_fn_(std::move(capabilities)),
+      covers_(std::move(covers)) {}
 
 bool Requester::InGroup(gid_t g) const {
   if (g == gid_) return true;
@@ -24,8 +29,15 @@ bool Requester::InGroup(gid_t g) const {
 }
 
 bool Requester::Capable(int cap) const {
+  if (covers_) return false;  // another user namespace's
   if (!caps_) caps_ = caps_fn_ ? caps_fn_() : uint64_t{0};
   return cap >= 0 && cap < 64 && ((*caps_ >> cap) & 1) != 0;
+}
+
+bool Requester::CapableOver(int cap, const struct stat& st) const {
+  if (!covers_) return Capable(cap);
+  if (!caps_) caps_ = caps_fn_ ? caps_fn_() : uint64_t{0};
+  return cap >= 0 && cap < 64 && ((*caps_ >> cap) & 1) != 0 && covers_(st.st_uid, st.st_gid);
 }
 
 namespace {
@@ -35,7 +47,7 @@ bool IsOwner(const Requester& who, const struct stat& st) {
 }
 
 bool OwnerOrCapable(const Requester& who, const struct stat& st) {
-  return IsOwner(who, st) || who.Capable(CAP_FOWNER);
+  return IsOwner(who, st) || who.CapableOver(CAP_FOWNER, st);
 }
 
 bool HasPrefix(const char* name, const char* prefix) {
@@ -59,12 +71,13 @@ int MayAccess(const Requester& who, const struct stat& st, int mask, const Posix
   }
   // The capabilities, as generic_permission applies them.
   if (S_ISDIR(st.st_mode)) {
-    if (!(mask & kMayWrite) && who.Capable(CAP_DAC_READ_SEARCH)) return 0;
-    return who.Capable(CAP_DAC_OVERRIDE) ? 0 : EACCES;
+    if (!(mask & kMayWrite) && who.CapableOver(CAP_DAC_READ_SEARCH, st)) return 0;
+    return who.CapableOver(CAP_DAC_OVERRIDE, st) ? 0 : EACCES;
   }
-  if (mask == kMayRead && who.Capable(CAP_DAC_READ_SEARCH)) return 0;
+  if (mask == kMayRead && who.CapableOver(CAP_DAC_READ_SEARCH, st)) return 0;
   // Execution needs some execute bit even for root.
-  if ((!(mask & kMayExec) || (st.st_mode & 0111)) && who.Capable(CAP_DAC_OVERRIDE)) return 0;
+  if ((!(mask & kMayExec) || (st.st_mode & 0111)) && who.CapableOver(CAP_DAC_OVERRIDE, st))
+    return 0;
   return EACCES;
 }
 
@@ -81,12 +94,12 @@ int MaySetattr(const Requester& who, const struct stat& st, int to_set, const st
   }
   if (to_set & FUSE_SET_ATTR_UID) {
     const bool keeps_own = IsOwner(who, st) && attr.st_uid == st.st_uid;
-    if (!keeps_own && !who.Capable(CAP_CHOWN)) return EPERM;
+    if (!keeps_own && !who.CapableOver(CAP_CHOWN, st)) return EPERM;
   }
   if (to_set & FUSE_SET_ATTR_GID) {
     const bool owner_gives_own_group =
         IsOwner(who, st) && (attr.st_gid == st.st_gid || who.InGroup(attr.st_gid));
-    if (!owner_gives_own_group && !who.Capable(CAP_CHOWN)) return EPERM;
+    if (!owner_gives_own_group && !who.CapableOver(CAP_CHOWN, st)) return EPERM;
   }
   if ((to_set & FUSE_SET_ATTR_MODE) && !OwnerOrCapable(who, st)) {
     // The kernel clears the set-id bits itself when anyone who may write writes or truncates
@@ -125,7 +138,7 @@ int MayChangeEntry(const Requester& who, const struct stat& dir, const struct st
                    const PosixAcl* dir_acl) {
   if (int err = MayAccess(who, dir, kMayWrite | kMayExec, dir_acl); err != 0) return err;
   if (victim != nullptr && (dir.st_mode & S_ISVTX) && !IsOwner(who, dir) &&
-      !IsOwner(who, *victim) && !who.Capable(CAP_FOWNER)) {
+      !IsOwner(who, *victim) && !who.CapableOver(CAP_FOWNER, *victim)) {
     return EPERM;
   }
   return 0;
@@ -153,7 +166,7 @@ int MayChangeXattr(const Requester& who, const struct stat& st, const char* name
     // The capability module's rule: file capabilities need CAP_SETFCAP, the rest of the
     // namespace CAP_SYS_ADMIN. No write permission is asked for either.
     const int cap = std::strcmp(name, kCapabilityXattr) == 0 ? CAP_SETFCAP : CAP_SYS_ADMIN;
-    return who.Capable(cap) ? 0 : EPERM;
+    return (cap == CAP_SETFCAP ? who.CapableOver(cap, st) : who.Capable(cap)) ? 0 : EPERM;
   }
   if (HasPrefix(name, "user.")) {
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return EPERM;

@@ -31,20 +31,29 @@ class PosixAcl;
 // cost a read of /proc, so they are fetched only when the mode bits alone do not decide.
 class Requester {
  public:
+  // `covers`, for a caller in another user namespace than the daemon's: whether its
+  // capabilities reach an object with the given owner and group (both mapped into its
+  // namespace, capable_wrt_inode_uidgid). Null: they reach everything.
   Requester(uid_t uid, gid_t gid, std::function<std::vector<gid_t>()> groups,
-            std::function<uint64_t()> capabilities);
+            std::function<uint64_t()> capabilities,
+            std::function<bool(uid_t, gid_t)> covers = nullptr);
 
   uid_t uid() const { return uid_; }
   gid_t gid() const { return gid_; }
   bool InGroup(gid_t g) const;
-  // `cap` is a CAP_* number (linux/capability.h).
+  // `cap` is a CAP_* number (linux/capability.h), held in the daemon's user namespace (the
+  // initial one), as capable() asks.
   bool Capable(int cap) const;
+  // `cap` held over the object `st`, as capable_wrt_inode_uidgid asks: in the daemon's user
+  // namespace, or in the caller's if that maps the object's owner and group.
+  bool CapableOver(int cap, const struct stat& st) const;
 
  private:
   uid_t uid_;
   gid_t gid_;
   std::function<std::vector<gid_t>()> groups_fn_;
   std::function<uint64_t()> caps_fn_;
+  std::function<bool(uid_t, gid_t)> covers_;
   mutable std::optional<std::vector<gid_t>> groups_;
   mutable std::optional<uint64_t> caps_;
 };

@@ -222,7 +222,8 @@ mode_t ModeAfterAclSet(const Requester& who, const struct stat& st, const PosixA
   mode_t perms = 0;
   *equivalent = acl.EquivalentToMode(&perms);
   mode_t mode = (st.st_mode & 07000) | perms;
-  if ((mode & S_ISGID) && !who.InGroup(st.st_gid) && !who.Capable(CAP_FSETID)) mode &= ~S_ISGID;
+  if ((mode & S_ISGID) && !who.InGroup(st.st_gid) && !who.CapableOver(CAP_FSETID, st))
+    mode &= ~S_ISGID;
   return mode;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 
@@ -27,10 +28,8 @@ std::string Field(const std::string& text, const char* name) {
   return text.substr(at, end == std::string::npos ? std::string::npos : end - at);
 }
 
-// Whether task `pid` is in the daemon's own user namespace. Capabilities in another one (a
-// user namespace's root has them all in its /proc status) are not CAP_FSETID for the kernel's
-// set-id rules, which ask for it in the initial namespace, where the daemon runs. Unknown (the
-// task is gone): as the daemon's.
+}  // namespace
+
 bool InDaemonUserNamespace(pid_t pid) {
   static const std::string own = [] {
     char buf[64];
@@ -43,7 +42,22 @@ bool InDaemonUserNamespace(pid_t pid) {
   return n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
 }
 
+namespace {
+
+// Whether an id map ("inside outside count" per line) has `id` among its outside ids.
+bool MapHas(pid_t pid, const char* map, uint32_t id) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + map);
+  unsigned long long inside, outside, count;
+  while (in >> inside >> outside >> count)
+    if (id >= outside && id - outside < count) return true;
+  return false;
+}
+
 }  // namespace
+
+bool MapsIds(pid_t pid, uid_t uid, gid_t gid) {
+  return MapHas(pid, "uid_map", uid) && MapHas(pid, "gid_map", gid);
+}
 
 bool SetidCaller::InGroup(gid_t gid) const {
   return gid == fsgid || std::find(groups.begin(), groups.end(), gid) != groups.end();

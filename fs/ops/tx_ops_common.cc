@@ -13,6 +13,7 @@
 
 #include "fs/fuse/invalidator.h"
 #include "fs/mount/daemon_log.h"
+#include "fs/ops/setid.h"
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/mount_id.h"
 
@@ -77,7 +78,13 @@ Requester RequesterOf(const Caller& caller) {
     auto v = ParseCapEff(text);
     return v ? *v : fallback;
   };
-  return Requester(uid, caller.gid(), groups, caps);
+  // Another user namespace's root shows every capability in its status, but they reach only
+  // objects whose owner and group it maps (its root chown(f, -1, -1)'d anyone's set-user-ID
+  // program into a plain one).
+  std::function<bool(uid_t, gid_t)> covers;
+  if (pid > 0 && !InDaemonUserNamespace(pid))
+    covers = [pid](uid_t u, gid_t g) { return MapsIds(pid, u, g); };
+  return Requester(uid, caller.gid(), groups, caps, std::move(covers));
 }
 
 struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
