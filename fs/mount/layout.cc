@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <set>
 
+#include "fs/mount/daemon_log.h"
 #include "fs/mount/source_overlap.h"
 
 namespace ktmfs::fs {
@@ -52,13 +55,59 @@ Status HideIfInside(const std::string& c, const std::string& what,
   return Status::Ok();
 }
 
+// The daemon creates, renames and removes what it finds in its state directory (staging
+// areas, at every mount), as root. A directory that another user owns or may write could lead
+// it anywhere: the owner of a backing directory renamed the root-owned .ktmfs away and made
+// one of its own, whose `staging` symlink had the next mount remove files outside every
+// backing directory. So the state directory must be the daemon's user's, writable by no one
+// else; and the default one, inside the first source, no symlink (a given -o state= is the
+// administrator's to point anywhere). Its parent, if someone else may write it, could have it
+// replaced while mounted: that is said.
+Status CheckStateDirOwner(const std::string& path, bool given) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "state directory " + path);
+  if (S_ISLNK(st.st_mode) && !given) {
+    return Status::Error(ELOOP, "state directory " + path +
+                                    " is a symbolic link: it must be a directory (remove the "
+                                    "link, or give the directory with -o state=)");
+  }
+  if (stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "state directory " + path);
+  const uid_t me = geteuid();
+  if (st.st_uid != me) {
+    return Status::Error(EPERM, "state directory " + path + " belongs to uid " +
+                                    std::to_string(st.st_uid) + ", not to the daemon's uid " +
+                                    std::to_string(me) +
+                                    ": its owner could lead the daemon's removals anywhere "
+                                    "(chown it, or use -o state=)");
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    return Status::Error(EPERM, "state directory " + path + " may be written by others (mode " +
+                                    mode + "): chmod go-w it");
+  }
+  std::string parent = path.substr(0, path.rfind('/'));
+  if (parent.empty()) parent = "/";
+  struct stat pst;
+  if (stat(parent.c_str(), &pst) == 0 && !(pst.st_mode & S_ISVTX) &&
+      (pst.st_uid != me || (pst.st_mode & (S_IWGRP | S_IWOTH)))) {
+    DaemonLog(LogLevel::kWarning,
+              "state directory " + path + ": its parent " + parent +
+                  " may be changed by another user, who could replace it while mounted; an "
+                  "-o state= directory only the daemon's user may change is safer");
+  }
+  return Status::Ok();
+}
+
 // Creates `path` (mode 0700) if missing and records it as hidden if it lies inside a source.
-Status PrepareStateDir(const std::string& path, const std::vector<Source>& sources,
+// `given`: named by -o state=.
+Status PrepareStateDir(const std::string& path, bool given, const std::vector<Source>& sources,
                        std::vector<HiddenEntry>* hidden,
                        std::vector<std::pair<dev_t, ino_t>>* guarded) {
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FromErrno(errno, "state directory " + path);
   }
+  KTMFS_RETURN_IF_ERROR(CheckStateDirOwner(path, given));
   auto canon = CanonicalDirectory(path, "state directory");
   if (!canon.ok()) return canon.status();
   for (const Source& s : sources) {
@@ -125,7 +174,8 @@ Result<Layout> Layout::Create(const Options& options) {
     mountpoint = *mp;
   }
   l.state_dir_ = options.state_dir.empty() ? l.sources_[0].path + "/.ktmfs" : options.state_dir;
-  KTMFS_RETURN_IF_ERROR(PrepareStateDir(l.state_dir_, l.sources_, &l.hidden_, &l.guarded_));
+  KTMFS_RETURN_IF_ERROR(PrepareStateDir(l.state_dir_, !options.state_dir.empty(), l.sources_,
+                                        &l.hidden_, &l.guarded_));
   char buf[PATH_MAX];
   if (realpath(l.state_dir_.c_str(), buf) != nullptr) l.state_dir_ = buf;
   l.state_dirs_.push_back(l.state_dir_);
@@ -139,7 +189,7 @@ Result<Layout> Layout::Create(const Options& options) {
         if (stat(dir.c_str(), &st) == 0 && st.st_dev == h.dev && st.st_ino == h.ino) already = true;
       }
       if (already) continue;
-      KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, l.sources_, &l.hidden_, &l.guarded_));
+      KTMFS_RETURN_IF_ERROR(PrepareStateDir(dir, false, l.sources_, &l.hidden_, &l.guarded_));
       l.state_dirs_.push_back(dir);
     }
   }
