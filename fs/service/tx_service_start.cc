@@ -225,6 +225,9 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       if (!own.ok()) return own.status();
       lg = *own;
     }
+    // Made now if missing: said to the RM, whose recovery must not call anything it took
+    // part in applied without its records.
+    const bool stream_is_new = !lg->OpenStream("fs." + label, /*create=*/false).ok();
     auto stream = lg->OpenStream("fs." + label);
     if (!stream.ok()) return stream.status().Annotate("resource manager " + label);
     fstx::FsRmOptions o;
@@ -235,6 +238,7 @@ Status TxService::Open(const Options& options, const Layout& layout) {
     o.tm = tm_.get();
     o.log = lg;
     o.stream = *stream;
+    o.stream_is_new = stream_is_new;
     o.visibility = &visibility_;
     o.gate = &gate_;
     o.sync_in_background = true;

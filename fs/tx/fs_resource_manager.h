@@ -51,6 +51,11 @@ struct FsRmOptions {
   tm::TransactionManager* tm = nullptr;
   log::Log* log = nullptr;
   log::Stream* stream = nullptr;  // the RM's own stream in `log`
+  // `stream` was made at this mount: nothing the RM ever logged is in it. A transaction the TM
+  // says it took part in then cannot be told applied (its log is elsewhere: a source
+  // directory whose filesystem is not mounted, a source renamed on the command line), and
+  // recovery refuses the mount instead.
+  bool stream_is_new = false;
   // Held exclusively while apply changes the backing directory, so a reader holding it shared
   // sees a commit either not at all or whole. Optional.
   std::shared_mutex* visibility = nullptr;

@@ -84,6 +84,16 @@ Status FsResourceManager::Recover() {
     Seen& s = seen[tx];
     if (s.committed || s.applied) return Status::Ok();
     if (outcome == tm::Outcome::kCommit) {
+      if (o_.stream_is_new && s.first_lsn == log::kInvalidLsn) {
+        return Status::Error(
+            ENODATA, "fs RM " + o_.name + ": the transaction manager says transaction " +
+                         tx.ToString() + " committed with " + o_.name +
+                         " taking part, but its log stream was made at this mount, so the "
+                         "changes it logged are not there: is the filesystem of " +
+                         o_.backing_root +
+                         " mounted (or was the source renamed)? The mount is refused rather than "
+                         "call the transaction applied");
+      }
       if (s.aborted)
         return Status::Corruption("fs RM " + o_.name + ": told to commit " + tx.ToString() +
                                   " which it rolled back");
