@@ -217,6 +217,9 @@ Result<TaskCredentials> ParseCredentials(pid_t tid, const std::string& status, u
     }
   }
   c.dumpable = owner_uid == c.uid[1] && owner_gid == c.gid[1];
+  c.cap_eff = 0;
+  if (size_t at = status.find("\nCapEff:"); at != std::string::npos)
+    c.cap_eff = std::strtoull(status.c_str() + at + 8, nullptr, 16);
   return c;
 }
 
@@ -230,7 +233,19 @@ Result<TaskCredentials> SystemProcReader::Credentials(pid_t tid) {
   if (!status.ok()) return status.status();
   struct stat st;
   if (stat(dir.c_str(), &st) != 0) return Status::Error(errno, dir);
-  return ParseCredentials(tid, *status, st.st_uid, st.st_gid);
+  auto c = ParseCredentials(tid, *status, st.st_uid, st.st_gid);
+  if (c.ok()) {
+    static const std::string own = [] {
+      char buf[64];
+      const ssize_t n = readlink("/proc/self/ns/user", buf, sizeof buf);
+      return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+    }();
+    char buf[64];
+    const ssize_t n = readlink((dir + "/ns/user").c_str(), buf, sizeof buf);
+    c->in_daemon_user_namespace =
+        n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
+  }
+  return c;
 }
 
 Result<TaskInfo> SystemProcReader::ReadStat(pid_t tid) {

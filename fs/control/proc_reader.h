@@ -32,6 +32,11 @@ struct TaskCredentials {
   uid_t uid[4] = {};  // real, effective, saved, filesystem (the Uid: line of /proc/TID/status)
   gid_t gid[4] = {};  // the same for groups (Gid:)
   bool dumpable = true;
+  // Effective capabilities (CapEff:), and whether they are the daemon's user namespace's:
+  // another namespace's root shows them all, and they reach no other user's task. A made-up
+  // task has them all.
+  uint64_t cap_eff = ~uint64_t{0};
+  bool in_daemon_user_namespace = true;
 };
 
 class ProcReader {

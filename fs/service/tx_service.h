@@ -240,6 +240,9 @@ class TxService {
   void StartForkEvents();
   std::shared_ptr<TxContext> Find(const Guid& id) const;
   std::shared_ptr<TxContext> Authorize(const CallerContext& caller, const Guid& id, Status* err);
+  // Whether `caller` may bind another user's task and end another user's transaction.
+  bool ActsForOthers(const CallerContext& caller);
+  static constexpr int kCapSysPtrace = 19;  // linux/capability.h
   // Ends a transaction: waits for its operations, then commits or rolls it back. `why`: the
   // reason for a rollback nobody asked for, remembered with the ending.
   Status End(const std::shared_ptr<TxContext>& tx, bool commit, const char* why = nullptr);
