@@ -174,6 +174,13 @@ std::string LockPath(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
 
 }  // namespace
 
+TakenLocks::TakenLocks(Filesystem& fs, const TxGuard& tx, int source)
+    : journal_(fs.txs()->rm(source).locks(), tx.id()) {}
+
+TakenLocks::~TakenLocks() {
+  if (!kept_) journal_.Undo();
+}
+
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
   const fstx::ObjectId object = ObjectOf(inode);
   if (object.kind != fstx::ObjectId::Kind::kExisting) return 0;

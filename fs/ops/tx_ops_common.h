@@ -12,6 +12,7 @@
 #include "fs/ops/permission.h"
 #include "fs/ops/posix_acl.h"
 #include "fs/ops/tx_ops.h"
+#include "fs/tx/lock_table.h"
 
 namespace ktmfs::fs::txops {
 
@@ -56,6 +57,23 @@ struct stat ViewAttributes(Filesystem& fs, const TxGuard& tx, int source,
                            const fstx::ObjectId& object, struct stat st);
 // Whether fs.protected_hardlinks is set (link(2) then needs ownership or read-write access).
 bool ProtectedHardlinks();
+
+// The locks a change takes one after another before it logs: given back when it returns
+// before Keep(), so a change refused halfway through them (a rename whose target another
+// transaction holds) leaves its transaction holding nothing it took (ktmfs-tx(7): a change
+// that fails holds nothing). Keep() comes right before the change is logged.
+class TakenLocks {
+ public:
+  TakenLocks(Filesystem& fs, const TxGuard& tx, int source);
+  ~TakenLocks();
+  TakenLocks(const TakenLocks&) = delete;
+  TakenLocks& operator=(const TakenLocks&) = delete;
+  void Keep() { kept_ = true; }
+
+ private:
+  fstx::LockTable::Journal journal_;
+  bool kept_ = false;
+};
 
 // Locks (EBUSY if another transaction holds them). Objects the transaction created need none.
 // Every caller checks the requester's permission first (fs/ops/permission.h).

@@ -364,8 +364,10 @@ Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
       return reply(err);
   }
   if (int err = ObjectOnBackingMount(fs, tx, inode); err != 0) return reply(err);
+  TakenLocks taken(fs, tx, source);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
+  taken.Keep();
   fstx::Op op;
   op.kind = fstx::OpKind::kLink;
   op.object = ObjectOf(inode);
@@ -414,12 +416,14 @@ Reply Remove(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
     if (entries.size() > 2) return reply(ENOTEMPTY);  // more than "." and ".."
   }
   if (int err = CheckNotGuarded(fs, v->object); err != 0) return reply(err);
+  TakenLocks taken(fs, tx, source);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   if (int err = LockObjectId(fs, tx, source, v->object, v->backing_path); err != 0)
     return reply(err);
   if (is_dir && !v->is_new) {
     if (int err = CheckDirMove(fs, tx, source, v->backing_path); err != 0) return reply(err);
   }
+  taken.Keep();
   fstx::Op op;
   op.kind = dir ? fstx::OpKind::kRmdir : fstx::OpKind::kUnlink;
   op.object = v->object;
@@ -505,6 +509,7 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   if (dst->exists) {
     if (int err = CheckNotGuarded(fs, dst->object); err != 0) return reply(err);
   }
+  TakenLocks taken(fs, tx, source);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, newparent, newname); err != 0) return reply(err);
   if (int err = LockObjectId(fs, tx, source, src->object, src->backing_path); err != 0)
@@ -519,6 +524,7 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   if (dst_dir && !dst->is_new) {
     if (int err = CheckDirMove(fs, tx, source, dst->backing_path); err != 0) return reply(err);
   }
+  taken.Keep();
   fstx::Op op;
   op.kind = fstx::OpKind::kRename;
   op.object = src->object;

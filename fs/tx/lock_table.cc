@@ -57,6 +57,10 @@ const Guid* LockTable::HeldUnderLocked(const std::string& dir, const Guid& tx) c
   return nullptr;
 }
 
+namespace {
+thread_local LockTable::Journal* t_journal = nullptr;
+}  // namespace
+
 Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string& path) {
   std::unique_lock lock(mu_);
   if (const auto* object = std::get_if<ObjectKey>(&key);
@@ -84,9 +88,12 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
       }
     }
   }
+  Journal* journal = t_journal;
+  if (journal != nullptr && (&journal->table_ != this || journal->tx_ != tx)) journal = nullptr;
   if (!held) {
     holders_.emplace(key, tx);
     held_[tx].push_back(key);
+    if (journal != nullptr) journal->keys_.push_back(key);
   }
   if (!path.empty()) {
     // An object already held, reached now by another of its names: that name is held too, so
@@ -94,6 +101,7 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
     paths_[key].push_back(path);
     by_path_.emplace(path, key);
     ++path_count_;
+    if (journal != nullptr) journal->paths_.emplace_back(key, path);
   }
   count_.store(holders_.size(), std::memory_order_release);
   AssertConsistentLocked();
@@ -183,6 +191,50 @@ std::optional<Guid> LockTable::Holder(const LockKey& key) const {
   auto it = holders_.find(key);
   if (it == holders_.end()) return std::nullopt;
   return it->second;
+}
+
+LockTable::Journal::Journal(LockTable& table, const Guid& tx)
+    : table_(table), tx_(tx), outer_(t_journal) {
+  t_journal = this;
+}
+
+LockTable::Journal::~Journal() {
+  assert(t_journal == this);
+  t_journal = outer_;
+}
+
+void LockTable::Journal::Undo() {
+  LockTable& t = table_;
+  std::lock_guard lock(t.mu_);
+  for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
+    const auto& [key, path] = *it;
+    auto p = t.paths_.find(key);
+    if (p == t.paths_.end()) continue;
+    auto at = std::find(p->second.begin(), p->second.end(), path);
+    if (at == p->second.end()) continue;
+    p->second.erase(at);
+    if (p->second.empty()) t.paths_.erase(p);
+    auto [first, last] = t.by_path_.equal_range(path);
+    for (auto b = first; b != last; ++b) {
+      if (b->second == key) {
+        t.by_path_.erase(b);
+        break;
+      }
+    }
+    --t.path_count_;
+  }
+  for (const LockKey& key : keys_) {
+    auto h = t.holders_.find(key);
+    if (h == t.holders_.end() || h->second != tx_) continue;
+    t.holders_.erase(h);
+    auto& mine = t.held_[tx_];
+    mine.erase(std::remove(mine.begin(), mine.end(), key), mine.end());
+    if (mine.empty()) t.held_.erase(tx_);
+  }
+  keys_.clear();
+  paths_.clear();
+  t.count_.store(t.holders_.size(), std::memory_order_release);
+  t.AssertConsistentLocked();
 }
 
 size_t LockTable::ReleaseAll(const Guid& tx) {

@@ -104,6 +104,27 @@ class LockTable {
   void SetWriterProbe(WriterProbe probe);
   // Drops every lock tx holds; returns how many.
   size_t ReleaseAll(const Guid& tx);
+
+  // While alive, records what Acquire newly takes for `tx` on this thread; Undo gives that
+  // back. A change takes its locks one after another before it logs anything: one refused
+  // halfway (a rename whose target another transaction holds) must not leave its transaction
+  // holding the others, for a change that fails holds nothing (ktmfs-tx(7)).
+  class Journal {
+   public:
+    Journal(LockTable& table, const Guid& tx);
+    ~Journal();  // stops recording; keeps what was taken
+    Journal(const Journal&) = delete;
+    Journal& operator=(const Journal&) = delete;
+    void Undo();
+
+   private:
+    friend class LockTable;
+    LockTable& table_;
+    Guid tx_;
+    Journal* outer_;
+    std::vector<LockKey> keys_;                           // newly held
+    std::vector<std::pair<LockKey, std::string>> paths_;  // paths newly held at
+  };
   // What txstat shows as "objects locked" (objects and entries together).
   size_t CountHeldBy(const Guid& tx) const;
   // Every key tx holds.

@@ -248,5 +248,41 @@ TEST(LockTable, ConcurrentAcquireHasExactlyOneWinnerPerKey) {
   EXPECT_EQ(t.size(), t.CountHeldBy(fresh));
 }
 
+// A change refused halfway through its locks gives back what it took (Journal::Undo), and
+// only that: a key its transaction held before, and that key's earlier paths, stay held.
+TEST(LockTable, AJournalUndoesOnlyWhatItRecorded) {
+  LockTable t;
+  const Guid a = Guid::Random(), b = Guid::Random();
+  const ObjectKey before{8, 1};
+  const EntryKey src{8, 2, "e"}, dst{8, 3, "z"};
+  const ObjectKey object{8, 4};
+  ASSERT_TRUE(t.Acquire(a, before, "x/kept").ok());
+  ASSERT_TRUE(t.Acquire(b, dst, "b/z").ok());
+  {
+    LockTable::Journal journal(t, a);
+    ASSERT_TRUE(t.Acquire(a, src, "a/e").ok());
+    ASSERT_TRUE(t.Acquire(a, object, "a/e").ok());
+    ASSERT_TRUE(t.Acquire(a, before, "x/second").ok());  // held already: a new path only
+    ASSERT_TRUE(t.Acquire(b, ObjectKey{8, 9}).ok());     // another transaction's: not recorded
+    EXPECT_EQ(t.Acquire(a, dst, "b/z").code(), EBUSY);
+    journal.Undo();
+  }
+  EXPECT_EQ(t.CountHeldBy(a), 1u);
+  EXPECT_EQ(t.Holder(before), a);
+  EXPECT_FALSE(t.Holder(src).has_value());
+  EXPECT_FALSE(t.Holder(object).has_value());
+  EXPECT_TRUE(t.HeldUnder("x/kept", b));
+  EXPECT_FALSE(t.HeldUnder("x/second", b));
+  EXPECT_FALSE(t.HeldUnder("a", b));
+  EXPECT_EQ(t.Holder(ObjectKey{8, 9}), b);
+  // Without Undo, what was taken stays.
+  {
+    LockTable::Journal journal(t, a);
+    ASSERT_TRUE(t.Acquire(a, src, "a/e").ok());
+  }
+  EXPECT_EQ(t.Holder(src), a);
+  EXPECT_EQ(t.ReleaseAll(a), 2u);
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx
