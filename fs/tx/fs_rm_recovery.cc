@@ -130,7 +130,13 @@ Status FsResourceManager::Recover() {
     for (const auto& name : names) {
       auto tx = Guid::Parse(name);
       if (tx && seen.count(*tx) && seen[*tx].pending) continue;  // a pending apply's
-      KTMFS_RETURN_IF_ERROR(RemoveTree(o_.staging_root + "/" + name));
+      // Housekeeping only: what cannot go now (an immutable directory, an I/O error) is said
+      // and left for the next mount, which tries again; the mount comes up.
+      if (Status removed = RemoveTree(o_.staging_root + "/" + name); !removed.ok()) {
+        Report(false, "recovery of " + o_.name + ": leftover staging area " + name +
+                          " stays for now: " + removed.message());
+        continue;
+      }
       report_.leftovers++;
     }
   }
