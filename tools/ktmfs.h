@@ -150,6 +150,11 @@ enum ktmfs_outcome {
 /* Settled by recovery at mount: it was unfinished or unapplied when the last daemon stopped. */
 #define KTMFS_TXF_RECOVERED 0x2u
 
+/* In a list: its commit's outcome is unknown until the next mount recovers the log (a log
+ * write failed at its decision); it holds its objects until then. state is
+ * KTMFS_STATE_PREPARED. */
+#define KTMFS_TXF_OUTCOME_UNKNOWN 0x4u
+
 /* owner_uid of a transaction recovery settled without knowing who began it. */
 #define KTMFS_UID_UNKNOWN 0xFFFFFFFFu
 

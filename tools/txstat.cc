@@ -34,6 +34,7 @@ void Usage(FILE* out) {
 
 const char* StateName(uint32_t state, uint32_t flags) {
   if (flags & KTMFS_TXF_APPLY_PENDING) return "apply-pending";
+  if (flags & KTMFS_TXF_OUTCOME_UNKNOWN) return "outcome-unknown";
   switch (state) {
     case KTMFS_STATE_ACTIVE:
       return "active";
@@ -175,6 +176,7 @@ nlohmann::json ToJson(const ktmfs_tx_info& t) {
           {"scope", ScopeName(t.scope)},
           {"state", StateName(t.state, t.flags)},
           {"apply_pending", (t.flags & KTMFS_TXF_APPLY_PENDING) != 0},
+          {"outcome_unknown", (t.flags & KTMFS_TXF_OUTCOME_UNKNOWN) != 0},
           {"begin_time_ns", t.begin_time_ns},
           {"age_seconds",
            t.begin_time_ns == 0
@@ -298,10 +300,10 @@ void RecentTable(const std::vector<ktmfs_ended_info>& recent) {
 }
 
 void LiveTable(const std::vector<ktmfs_tx_info>& txs) {
-  std::printf("%-36s  %-8s %7s  %-11s %7s %3s %6s %7s  %s\n", "ID", "OWNER", "PID", "STATE", "AGE",
+  std::printf("%-36s  %-8s %7s  %-15s %7s %3s %6s %7s  %s\n", "ID", "OWNER", "PID", "STATE", "AGE",
               "RMS", "LOCKED", "LOGGED", "NAME");
   for (const auto& t : txs) {
-    std::printf("%-36s  %-8s %7d  %-11s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
+    std::printf("%-36s  %-8s %7d  %-15s %7s %3u %6u %7s  %s\n", Field(t.id, sizeof t.id).c_str(),
                 UserName(t.owner_uid).c_str(), t.bound_pid, StateName(t.state, t.flags),
                 Age(t.begin_time_ns).c_str(), t.rm_count, t.objects_locked,
                 Bytes(t.bytes_logged).c_str(), Shown(Field(t.name, sizeof t.name)).c_str());

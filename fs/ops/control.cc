@@ -258,7 +258,8 @@ int DispatchIoctl(Filesystem& fs, const ControlIoctl& r, std::vector<char>* out)
         e.objects_locked = t.objects_locked;
         e.rm_count = t.rm_count;
         e.timeout_sec = t.timeout_sec;
-        e.flags = t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0;
+        e.flags = (t.apply_pending ? KTMFS_TXF_APPLY_PENDING : 0) |
+                  (t.outcome_unknown ? KTMFS_TXF_OUTCOME_UNKNOWN : 0);
         // Descriptions may name paths: other users' are not shown, except to root.
         if (r.caller.uid == 0 || r.caller.uid == t.owner) CopyName(t.name, e.name, sizeof e.name);
       }

@@ -378,6 +378,31 @@ std::vector<TxService::Info> TxService::List() const {
       i.bytes_logged += rm->BytesLogged(p.tx);
     }
   }
+  // Ended, neither live nor pending, and still holding objects: a commit whose outcome only
+  // the next mount's recovery will know. Listed, so that whoever meets EBUSY sees the holder
+  // (contract: every transaction can be listed).
+  for (const auto& rm : rms_) {
+    for (const Guid& tx : rm->locks().Holders()) {
+      auto same = std::find_if(out.begin(), out.end(), [&](const Info& i) { return i.id == tx; });
+      const bool first = same == out.end();
+      if (!first && !same->outcome_unknown) continue;
+      Info& i = first ? out.emplace_back() : *same;
+      if (first) {
+        i.id = tx;
+        i.state = tm::TxState::kPrepared;
+        i.outcome_unknown = true;
+        if (auto q = tm_->Query(tx); q.ok()) {
+          i.owner = q->owner;
+          i.name = q->description;
+          const uint64_t now_ns = RealtimeNs();
+          const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
+          i.begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
+        }
+      }
+      i.rm_count++;
+      i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(tx));
+    }
+  }
   return out;
 }
 

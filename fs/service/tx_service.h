@@ -199,6 +199,9 @@ class TxService {
     uint32_t timeout_sec;
     std::string name;
     bool apply_pending = false;  // committed; its apply failed and is retried
+    // Its commit's outcome is unknown until the next mount recovers the log (a log write
+    // failed at the decision): it holds its objects until then.
+    bool outcome_unknown = false;
   };
   // The live transactions, then the committed ones whose apply is pending.
   std::vector<Info> List() const;

@@ -282,6 +282,15 @@ size_t LockTable::CountHeldBy(const Guid& tx) const {
   return it == held_.end() ? 0 : it->second.size();
 }
 
+std::vector<Guid> LockTable::Holders() const {
+  std::lock_guard lock(mu_);
+  std::vector<Guid> out;
+  out.reserve(held_.size());
+  for (const auto& [tx, keys] : held_)
+    out.push_back(tx);
+  return out;
+}
+
 std::vector<LockKey> LockTable::HeldBy(const Guid& tx) const {
   std::lock_guard lock(mu_);
   auto it = held_.find(tx);

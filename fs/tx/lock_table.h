@@ -129,6 +129,8 @@ class LockTable {
   size_t CountHeldBy(const Guid& tx) const;
   // Every key tx holds.
   std::vector<LockKey> HeldBy(const Guid& tx) const;
+  // Every transaction that holds a key.
+  std::vector<Guid> Holders() const;
   size_t size() const;
   // Without taking the lock: every write outside a transaction asks, and usually none is held.
   bool empty() const { return count_.load(std::memory_order_acquire) == 0; }
