@@ -61,9 +61,9 @@ enum ktmfs_state {
 };
 
 /* The version of this interface; KTMFS_IOC_HELLO reports the daemon's. 2 added
- * KTMFS_IOC_REASON, 3 KTMFS_IOC_RECENT, 4 KTMFS_TXF_APPLY_PENDING in a commit's answer; an older
- * daemon answers a newer command with ENOTTY. */
-#define KTMFS_ABI_VERSION 4
+ * KTMFS_IOC_REASON, 3 KTMFS_IOC_RECENT, 4 KTMFS_TXF_APPLY_PENDING in a commit's answer, 5
+ * KTMFS_TXF_OUTCOME_UNKNOWN in a list; an older daemon answers a newer command with ENOTTY. */
+#define KTMFS_ABI_VERSION 5
 
 struct ktmfs_hello_args {
   uint32_t abi_version; /* out */
@@ -150,8 +150,8 @@ enum ktmfs_outcome {
 /* Settled by recovery at mount: it was unfinished or unapplied when the last daemon stopped. */
 #define KTMFS_TXF_RECOVERED 0x2u
 
-/* In a list: its commit's outcome is unknown until the next mount recovers the log (a log
- * write failed at its decision); it holds its objects until then. state is
+/* In a list (ABI version 5): its commit's outcome is unknown until the next mount recovers the
+ * log (a log write failed at its decision); it holds its objects until then. state is
  * KTMFS_STATE_PREPARED. */
 #define KTMFS_TXF_OUTCOME_UNKNOWN 0x4u
 
