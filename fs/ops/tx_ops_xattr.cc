@@ -14,6 +14,7 @@
 #include "fs/ops/control.h"
 #include "fs/ops/tx_ops.h"
 #include "fs/ops/tx_ops_common.h"
+#include "fs/tx/reserve_space.h"
 #include "fs/tx/value_file.h"
 #include "fs/tx/writer_identity.h"
 #include "fs/tx/xattr_names.h"
@@ -293,6 +294,39 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
   return reply(0);
 }
 
+// Natively a value the filesystem cannot hold beside the object's other xattrs fails at once
+// (ENOSPC, on ext4 past about a block for all of them): so it does here, before any lock,
+// rather than at the commit (ProbeXattrs), which refused the whole transaction for it. The set
+// the view would have is tried on a probe in the transaction's staging; a set of 1 KiB or less
+// always fits, and is not tried.
+int FitsBesideTheOthers(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
+                        const char* value, size_t size) {
+  std::vector<std::string> names;
+  if (!IsNew(inode)) {
+    NodeFd fd = inode->Fd();
+    if (ShownXattrNames(ProcPath(fd.get()).c_str(), &names) != 0) return 0;
+    if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(inode)))
+      names = served->XattrNames(std::move(names));
+  }
+  if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
+    names = ov->Xattrs(ObjectOf(inode), names);
+  std::vector<std::pair<std::string, std::string>> all;
+  size_t total = std::strlen(name) + size;
+  for (const std::string& n : names) {
+    if (n == name) continue;
+    std::optional<std::string> v;
+    if (ViewXattr(fs, tx, inode, n.c_str(), &v) != 0 || !v) continue;
+    total += n.size() + v->size();
+    all.emplace_back(n, std::move(*v));
+  }
+  if (total <= 1024) return 0;
+  all.emplace_back(name, std::string(value, size));
+  auto staging = fs.txs()->rm(inode->source_index).Staging(tx.id());
+  // Made when first used; the commit's probe asks again if it cannot be.
+  if (!staging.ok() || !(*staging)->MakeDir().ok()) return 0;
+  return fstx::XattrsFitTogether((*staging)->dir(), S_ISDIR(inode->type), all);
+}
+
 }  // namespace
 
 Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode,
@@ -311,6 +345,7 @@ Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* i
   if ((flags & XATTR_REPLACE) && !cur) return reply(ENODATA);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
+  if (int err = FitsBesideTheOthers(fs, tx, inode, name, value, size); err != 0) return reply(err);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const fstx::ObjectId object = ObjectOf(inode);
   auto log = [&] {

@@ -208,6 +208,35 @@ std::map<std::string, std::string> PresentXattrs(const std::string& path) {
 
 }  // namespace
 
+int XattrsFitTogether(const std::string& staging_dir, bool dir,
+                      const std::vector<std::pair<std::string, std::string>>& xattrs) {
+  const std::string probe = staging_dir + "/xattr-fit." + std::to_string(::gettid());
+  ::unlink(probe.c_str());
+  ::rmdir(probe.c_str());
+  const int fd =
+      dir ? (::mkdir(probe.c_str(), 0700) == 0
+                 ? ::open(probe.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                 : -1)
+          : ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return 0;
+  int err = 0;
+  for (const auto& [name, value] : xattrs) {
+    if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) == 0) continue;
+    const int e = errno;
+    if (e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT) {
+      err = e;
+      break;
+    }
+  }
+  ::close(fd);
+  if (dir) {
+    ::rmdir(probe.c_str());
+  } else {
+    ::unlink(probe.c_str());
+  }
+  return err;
+}
+
 Status ProbeXattrs(const std::string& backing_root, const std::string& staging_dir,
                    const ApplyPlan& plan) {
   const BackingRoot root(backing_root);

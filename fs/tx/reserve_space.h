@@ -5,6 +5,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fs/tx/apply_plan.h"
 #include "fs/tx/writer_identity.h"
@@ -37,6 +39,14 @@ Status ReserveApplySpace(const std::string& backing_root, const ApplyPlan& plan,
 Status ReserveMetadataSpace(const std::string& backing_root, const std::string& staging_dir,
                             const ApplyPlan& plan);
 Status RemovePlaceholder(const std::string& staging_dir);
+
+// Whether `xattrs` (name, value) fit together on one file (a directory, with `dir`) of the
+// filesystem of `staging_dir`, tried on a probe file there named after the calling thread. 0,
+// or the errno (ENOSPC, E2BIG, ERANGE, EDQUOT) of the first that does not fit; another error of
+// the probe itself is not the values' and counts as fitting: the commit's ProbeXattrs asks
+// again.
+int XattrsFitTogether(const std::string& staging_dir, bool dir,
+                      const std::vector<std::pair<std::string, std::string>>& xattrs);
 
 // Sets, on a probe file in the staging directory, the xattrs each object will have after apply
 // (its present ones, changed by the transaction's): what the backing filesystem cannot hold (a
