@@ -297,8 +297,8 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
 // Natively a value the filesystem cannot hold beside the object's other xattrs fails at once
 // (ENOSPC, on ext4 past about a block for all of them): so it does here, before any lock,
 // rather than at the commit (ProbeXattrs), which refused the whole transaction for it. The set
-// the view would have is tried on a probe in the transaction's staging; a set of 1 KiB or less
-// always fits, and is not tried.
+// the view would have is tried on a probe in the transaction's staging; a set of 256 bytes or
+// less fits in any ext4 block, and is not tried.
 int FitsBesideTheOthers(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
                         const char* value, size_t size) {
   std::vector<std::string> names;
@@ -319,7 +319,7 @@ int FitsBesideTheOthers(Filesystem& fs, const TxGuard& tx, Inode* inode, const c
     total += n.size() + v->size();
     all.emplace_back(n, std::move(*v));
   }
-  if (total <= 1024) return 0;
+  if (total <= 256) return 0;
   all.emplace_back(name, std::string(value, size));
   auto staging = fs.txs()->rm(inode->source_index).Staging(tx.id());
   // Made when first used; the commit's probe asks again if it cannot be.
