@@ -321,6 +321,16 @@ void TxService::Reap() {
   }
 }
 
+void TxService::RememberedByTm(const Guid& tx, Info* i) const {
+  auto q = tm_->Query(tx);
+  if (!q.ok()) return;
+  i->owner = q->owner;
+  i->name = q->description;
+  const uint64_t now_ns = RealtimeNs();
+  const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
+  i->begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
+}
+
 std::vector<TxService::Info> TxService::List() const {
   std::vector<std::shared_ptr<TxContext>> live;
   {
@@ -365,13 +375,7 @@ std::vector<TxService::Info> TxService::List() const {
         i.state = tm::TxState::kCommitted;
         i.apply_pending = true;
         // What the TM still remembers of it; nothing for one recovered at mount.
-        if (auto q = tm_->Query(p.tx); q.ok()) {
-          i.owner = q->owner;
-          i.name = q->description;
-          const uint64_t now_ns = RealtimeNs();
-          const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
-          i.begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
-        }
+        RememberedByTm(p.tx, &i);
       }
       i.rm_count++;
       i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(p.tx));
@@ -391,13 +395,7 @@ std::vector<TxService::Info> TxService::List() const {
         i.id = tx;
         i.state = tm::TxState::kPrepared;
         i.outcome_unknown = true;
-        if (auto q = tm_->Query(tx); q.ok()) {
-          i.owner = q->owner;
-          i.name = q->description;
-          const uint64_t now_ns = RealtimeNs();
-          const uint64_t age_ns = static_cast<uint64_t>(q->age.count()) * 1000000ull;
-          i.begin_time_ns = now_ns > age_ns ? now_ns - age_ns : 0;
-        }
+        RememberedByTm(tx, &i);
       }
       i.rm_count++;
       i.objects_locked += static_cast<uint32_t>(rm->locks().CountHeldBy(tx));

@@ -203,7 +203,8 @@ class TxService {
     // failed at the decision): it holds its objects until then.
     bool outcome_unknown = false;
   };
-  // The live transactions, then the committed ones whose apply is pending.
+  // The live transactions, then the committed ones whose apply is pending, then those whose
+  // commit's outcome is unknown and which hold objects meanwhile.
   std::vector<Info> List() const;
 
   // A transaction that ended since the mount, or that recovery settled at it.
@@ -243,6 +244,8 @@ class TxService {
   void StartForkEvents();
   std::shared_ptr<TxContext> Find(const Guid& id) const;
   std::shared_ptr<TxContext> Authorize(const CallerContext& caller, const Guid& id, Status* err);
+  // The owner, description and begin time the TM remembers of an ended transaction, if any.
+  void RememberedByTm(const Guid& tx, Info* i) const;
   // Whether `caller` may bind another user's task and end another user's transaction.
   bool ActsForOthers(const CallerContext& caller);
   static constexpr int kCapSysPtrace = 19;  // linux/capability.h

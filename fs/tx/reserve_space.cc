@@ -192,6 +192,30 @@ Status ReserveMetadataSpace(const std::string& backing_root, const std::string& 
 namespace {
 
 // The xattrs at `path` (not following a symlink), or an empty map if there are none to read.
+// A fresh probe file (a directory, with `dir`) at `probe`, open; -1 and errno if it cannot be
+// made.
+int MakeProbe(const std::string& probe, bool dir) {
+  ::unlink(probe.c_str());
+  ::rmdir(probe.c_str());
+  if (!dir)
+    return ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (::mkdir(probe.c_str(), 0700) != 0) return -1;
+  return ::open(probe.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+void RemoveProbe(const std::string& probe, bool dir) {
+  if (dir) {
+    ::rmdir(probe.c_str());
+  } else {
+    ::unlink(probe.c_str());
+  }
+}
+
+// A setxattr's errno that says the value does not fit (rather than that it is not allowed).
+bool NoRoom(int e) {
+  return e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT;
+}
+
 std::map<std::string, std::string> PresentXattrs(const std::string& path) {
   std::map<std::string, std::string> out;
   std::vector<char> names(65536);
@@ -211,29 +235,18 @@ std::map<std::string, std::string> PresentXattrs(const std::string& path) {
 int XattrsFitTogether(const std::string& staging_dir, bool dir,
                       const std::vector<std::pair<std::string, std::string>>& xattrs) {
   const std::string probe = staging_dir + "/xattr-fit." + std::to_string(::gettid());
-  ::unlink(probe.c_str());
-  ::rmdir(probe.c_str());
-  const int fd =
-      dir ? (::mkdir(probe.c_str(), 0700) == 0
-                 ? ::open(probe.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                 : -1)
-          : ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  const int fd = MakeProbe(probe, dir);
   if (fd < 0) return 0;
   int err = 0;
   for (const auto& [name, value] : xattrs) {
     if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) == 0) continue;
-    const int e = errno;
-    if (e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT) {
-      err = e;
+    if (NoRoom(errno)) {
+      err = errno;
       break;
     }
   }
   ::close(fd);
-  if (dir) {
-    ::rmdir(probe.c_str());
-  } else {
-    ::unlink(probe.c_str());
-  }
+  RemoveProbe(probe, dir);
   return err;
 }
 
@@ -276,13 +289,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       struct stat st;
       dir = ::lstat(root.Name(planned->original).path(), &st) == 0 && S_ISDIR(st.st_mode);
     }
-    ::unlink(probe.c_str());
-    ::rmdir(probe.c_str());
-    int fd =
-        dir ? (::mkdir(probe.c_str(), 0700) == 0
-                   ? ::open(probe.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                   : -1)
-            : ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = MakeProbe(probe, dir);
     if (fd < 0) {
       const int e = errno;
       return Status::FromErrno(e, "creating " + probe);
@@ -304,7 +311,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       const int e = errno;
       // An attribute the transaction left alone that a plain file cannot carry (a security
       // module's label, say) is the object's own business; only room is the probe's question.
-      const bool room = e == ENOSPC || e == E2BIG || e == ERANGE || e == EDQUOT;
+      const bool room = NoRoom(e);
       const bool changed =
           std::any_of(ops.begin(), ops.end(), [&](const Op* c) { return c->name == name; });
       if (!room && !changed) continue;
@@ -316,11 +323,7 @@ Status ProbeXattrs(const std::string& backing_root, const std::string& staging_d
       break;
     }
     ::close(fd);
-    if (dir) {
-      ::rmdir(probe.c_str());
-    } else {
-      ::unlink(probe.c_str());
-    }
+    RemoveProbe(probe, dir);
     KTMFS_RETURN_IF_ERROR(s);
   }
   return Status::Ok();
