@@ -60,8 +60,9 @@ bool ProtectedHardlinks();
 
 // The locks a change takes one after another before it logs: given back when it returns
 // before Keep(), so a change refused halfway through them (a rename whose target another
-// transaction holds) leaves its transaction holding nothing it took (ktmfs-tx(7): a change
-// that fails holds nothing). Keep() comes right before the change is logged.
+// transaction holds), or then by its owner's cap or the log, leaves its transaction holding
+// nothing it took (ktmfs-tx(7): a change that fails holds nothing). Keep() comes once the
+// change is logged.
 class TakenLocks {
  public:
   TakenLocks(Filesystem& fs, const TxGuard& tx, int source);

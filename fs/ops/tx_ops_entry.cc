@@ -243,6 +243,7 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
                                OrNull(ViewAcl(fs, tx, parent, kAclAccessXattr)));
       err != 0)
     return err;
+  TakenLocks taken(fs, tx, source);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return err;
   auto staging = rm.Staging(tx.id());
   if (!staging.ok()) return Errno(staging.status());
@@ -309,6 +310,7 @@ int MakeIn(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* paren
   } else {
     fs.txs()->Refund(*tx, *prepaid);
   }
+  if (s.ok()) taken.Keep();
   if (s.ok() && inherited_access)
     s = LogXattr(fs, tx, source, op.object, op.path, kAclAccessXattr,
                  inherited_access->Serialize());
@@ -367,7 +369,6 @@ Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
   TakenLocks taken(fs, tx, source);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   if (int err = LockEntry(fs, tx, parent, name); err != 0) return reply(err);
-  taken.Keep();
   fstx::Op op;
   op.kind = fstx::OpKind::kLink;
   op.object = ObjectOf(inode);
@@ -375,6 +376,7 @@ Reply Link(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* inode
   op.path2 = JoinPath(pv->view, name);
   Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
+  taken.Keep();
   AddLinks(fs, tx, source, op.object, 1);
   TouchTimes(fs, tx, source, op.object, false);
   TouchTimes(fs, tx, source, ObjectOf(parent), true);
@@ -423,13 +425,13 @@ Reply Remove(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   if (is_dir && !v->is_new) {
     if (int err = CheckDirMove(fs, tx, source, v->backing_path); err != 0) return reply(err);
   }
-  taken.Keep();
   fstx::Op op;
   op.kind = dir ? fstx::OpKind::kRmdir : fstx::OpKind::kUnlink;
   op.object = v->object;
   op.path = path;
   Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
+  taken.Keep();
   const fstx::ObjectId pobj = ObjectOf(parent);
   TouchTimes(fs, tx, source, pobj, true);
   TouchTimes(fs, tx, source, v->object, false);
@@ -524,7 +526,6 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   if (dst_dir && !dst->is_new) {
     if (int err = CheckDirMove(fs, tx, source, dst->backing_path); err != 0) return reply(err);
   }
-  taken.Keep();
   fstx::Op op;
   op.kind = fstx::OpKind::kRename;
   op.object = src->object;
@@ -534,6 +535,7 @@ Reply Rename(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* par
   op.flags = flags;
   Status s = fs.txs()->LogOp(*tx, source, op);
   if (!s.ok()) return reply(Errno(s));
+  taken.Keep();
   fs.inodes().MoveViewPaths(tx.id(), source, from, to, exchange);
   const fstx::ObjectId p1 = ObjectOf(parent), p2 = ObjectOf(newparent);
   TouchTimes(fs, tx, source, p1, true);
