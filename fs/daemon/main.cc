@@ -382,6 +382,7 @@ int Run(int argc, char** argv) {
   fs.SetInvalidator(nullptr);
   fs.SetDirectWriteInvalidator(nullptr);
   fuse_session_destroy(se);
+  FreeUnreleasedDirHandles();
   // SIGINT, SIGTERM and SIGHUP end the loop with the signal's number: a requested, clean stop.
   return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
 }

@@ -181,6 +181,8 @@ int DropSetidOnWrite(const Caller& who, Filesystem& fs, fuse_ino_t node, int fd,
 void AddEntryOps(fuse_lowlevel_ops* ops);
 void AddFileOps(fuse_lowlevel_ops* ops);
 void AddDirOps(fuse_lowlevel_ops* ops);
+// Once the session is gone: frees the directory handles the kernel never released.
+void FreeUnreleasedDirHandles();
 void AddXattrOps(fuse_lowlevel_ops* ops);
 void AddSessionOps(fuse_lowlevel_ops* ops);
 void AddControlOps(fuse_lowlevel_ops* ops);

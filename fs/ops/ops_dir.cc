@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/fuse/caller.h"
@@ -18,7 +19,21 @@
 namespace ktmfs::fs {
 namespace {
 
+struct DirHandle;
+
+// Every directory handle alive: one the kernel never released (a process had the directory
+// open when a signal stopped the daemon, which then takes no more requests) is freed at the
+// end (FreeUnreleasedDirHandles), not left behind.
+std::mutex g_handles_mu;
+std::unordered_set<DirHandle*> g_handles;
+
 struct DirHandle {
+  DirHandle() {
+    std::lock_guard l(g_handles_mu);
+    g_handles.insert(this);
+  }
+  DirHandle(const DirHandle&) = delete;
+  DirHandle& operator=(const DirHandle&) = delete;
   Inode* inode = nullptr;
   DIR* dp = nullptr;  // null for the virtual root
   off_t offset = 0;
@@ -30,6 +45,8 @@ struct DirHandle {
   std::mutex mu;
   ~DirHandle() {
     if (dp != nullptr) closedir(dp);
+    std::lock_guard l(g_handles_mu);
+    g_handles.erase(this);
   }
 };
 
@@ -296,6 +313,16 @@ void AddDirOps(fuse_lowlevel_ops* ops) {
   ops->readdirplus = OpReaddirplus;
   ops->releasedir = OpReleasedir;
   ops->fsyncdir = OpFsyncdir;
+}
+
+void FreeUnreleasedDirHandles() {
+  std::unordered_set<DirHandle*> left;
+  {
+    std::lock_guard l(g_handles_mu);
+    left.swap(g_handles);
+  }
+  for (DirHandle* d : left)
+    delete d;
 }
 
 }  // namespace ktmfs::fs
