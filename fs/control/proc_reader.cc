@@ -223,6 +223,18 @@ Result<TaskCredentials> ParseCredentials(pid_t tid, const std::string& status, u
   return c;
 }
 
+bool InDaemonUserNamespace(pid_t pid) {
+  static const std::string own = [] {
+    char buf[64];
+    const ssize_t n = readlink("/proc/self/ns/user", buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  }();
+  char buf[64];
+  const ssize_t n =
+      readlink(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), buf, sizeof buf);
+  return n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
+}
+
 Result<TaskCredentials> SystemProcReader::Credentials(pid_t tid) {
   if (tid <= 0) return Status::Error(ESRCH, "no such task " + std::to_string(tid));
   const std::string dir = "/proc/" + std::to_string(tid);
@@ -234,17 +246,7 @@ Result<TaskCredentials> SystemProcReader::Credentials(pid_t tid) {
   struct stat st;
   if (stat(dir.c_str(), &st) != 0) return Status::Error(errno, dir);
   auto c = ParseCredentials(tid, *status, st.st_uid, st.st_gid);
-  if (c.ok()) {
-    static const std::string own = [] {
-      char buf[64];
-      const ssize_t n = readlink("/proc/self/ns/user", buf, sizeof buf);
-      return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-    }();
-    char buf[64];
-    const ssize_t n = readlink((dir + "/ns/user").c_str(), buf, sizeof buf);
-    c->in_daemon_user_namespace =
-        n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
-  }
+  if (c.ok()) c->in_daemon_user_namespace = InDaemonUserNamespace(tid);
   return c;
 }
 

@@ -39,6 +39,12 @@ struct TaskCredentials {
   bool in_daemon_user_namespace = true;
 };
 
+// Whether task `pid` is in the daemon's own user namespace. Capabilities in another one (a user
+// namespace's root has them all in its /proc status) count for the kernel only over objects
+// whose owner the namespace maps, and never as CAP_FSETID for the set-id rules. Unknown (the
+// task is gone): as the daemon's.
+bool InDaemonUserNamespace(pid_t pid);
+
 class ProcReader {
  public:
   virtual ~ProcReader() = default;

@@ -30,18 +30,6 @@ std::string Field(const std::string& text, const char* name) {
 
 }  // namespace
 
-bool InDaemonUserNamespace(pid_t pid) {
-  static const std::string own = [] {
-    char buf[64];
-    const ssize_t n = readlink("/proc/self/ns/user", buf, sizeof buf);
-    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-  }();
-  char buf[64];
-  const ssize_t n =
-      readlink(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), buf, sizeof buf);
-  return n <= 0 || own.empty() || own == std::string(buf, static_cast<size_t>(n));
-}
-
 namespace {
 
 // Whether an id map ("inside outside count" per line) has `id` among its outside ids.

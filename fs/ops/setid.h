@@ -16,6 +16,7 @@
 
 #include <vector>
 
+#include "fs/control/proc_reader.h"  // InDaemonUserNamespace
 #include "fs/fuse/caller.h"
 #include "fs/tx/xattr_names.h"
 
@@ -42,11 +43,6 @@ enum class SetidChange {
 // anything but a regular file, except for kChmod.
 mode_t SetidBitsToDrop(mode_t mode, gid_t gid, const SetidCaller& caller, SetidChange change);
 
-// Whether task `pid` is in the daemon's own user namespace. Capabilities in another one (a user
-// namespace's root has them all in its /proc status) count for the kernel only over objects
-// whose owner the namespace maps, and never as CAP_FSETID for the set-id rules: the daemon
-// counts none of them. Unknown (the task is gone): as the daemon's.
-bool InDaemonUserNamespace(pid_t pid);
 // Whether task `pid`'s user namespace maps the (daemon's) uid `uid` and gid `gid`
 // (/proc/PID/uid_map, gid_map). False if the task is gone.
 bool MapsIds(pid_t pid, uid_t uid, gid_t gid);
