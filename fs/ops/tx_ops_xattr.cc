@@ -205,17 +205,27 @@ Reply XattrNamesReply(const std::vector<std::string>& names, size_t size) {
   return Reply::XattrBytes(std::move(shown), size);
 }
 
-Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
-  std::vector<std::string> names;
+namespace {
+
+// The names of the object's xattrs in the transaction's view. 0 or an errno.
+int ViewXattrNames(Filesystem& fs, const TxGuard& tx, Inode* inode,
+                   std::vector<std::string>* names) {
   if (!IsNew(inode)) {
     NodeFd fd = inode->Fd();
-    if (int err = ShownXattrNames(ProcPath(fd.get()).c_str(), &names); err != 0)
-      return Reply::Error(err);
+    if (int err = ShownXattrNames(ProcPath(fd.get()).c_str(), names); err != 0) return err;
     if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(inode)))
-      names = served->XattrNames(std::move(names));
+      *names = served->XattrNames(std::move(*names));
   }
   if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
-    names = ov->Xattrs(ObjectOf(inode), names);
+    *names = ov->Xattrs(ObjectOf(inode), *names);
+  return 0;
+}
+
+}  // namespace
+
+Reply Listxattr(Filesystem& fs, const TxGuard& tx, Inode* inode, size_t size) {
+  std::vector<std::string> names;
+  if (int err = ViewXattrNames(fs, tx, inode, &names); err != 0) return Reply::Error(err);
   return XattrNamesReply(names, size);
 }
 
@@ -302,14 +312,7 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
 int FitsBesideTheOthers(Filesystem& fs, const TxGuard& tx, Inode* inode, const char* name,
                         const char* value, size_t size) {
   std::vector<std::string> names;
-  if (!IsNew(inode)) {
-    NodeFd fd = inode->Fd();
-    if (ShownXattrNames(ProcPath(fd.get()).c_str(), &names) != 0) return 0;
-    if (const fstx::ServedObject* served = tx.ServedFrom(GateKey(inode)))
-      names = served->XattrNames(std::move(names));
-  }
-  if (fstx::TxOverlay* ov = fs.txs()->rm(inode->source_index).Overlay(tx.id()))
-    names = ov->Xattrs(ObjectOf(inode), names);
+  if (ViewXattrNames(fs, tx, inode, &names) != 0) return 0;  // the commit's probe asks again
   std::vector<std::pair<std::string, std::string>> all;
   size_t total = std::strlen(name) + size;
   for (const std::string& n : names) {
