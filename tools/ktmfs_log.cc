@@ -178,6 +178,8 @@ std::string Describe(const klog::Record& r, const std::string& stream) {
         return "applied" + tx;
       case fstx::RecordType::kAborted:
         return "aborted" + tx;
+      case fstx::RecordType::kRelogged:
+        return "relogged" + tx + " (" + std::to_string(rec->ops.size()) + " ops carried forward)";
     }
   }
   return "type " + Hex(r.type) + " (" + std::to_string(r.payload.size()) + " bytes)";
@@ -265,7 +267,8 @@ json RecordJson(const klog::Record& r, const std::string& stream, bool hex) {
           {fstx::RecordType::kPrepared, "prepared"},
           {fstx::RecordType::kCommitted, "committed"},
           {fstx::RecordType::kApplied, "applied"},
-          {fstx::RecordType::kAborted, "aborted"}};
+          {fstx::RecordType::kAborted, "aborted"},
+          {fstx::RecordType::kRelogged, "relogged"}};
       j["kind"] = kKinds.at(rec->type);
       j["tx"] = rec->tx.ToString();
       if (rec->type == fstx::RecordType::kOp) {

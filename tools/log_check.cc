@@ -95,6 +95,8 @@ const char* FsName(fstx::RecordType t) {
       return "APPLIED";
     case fstx::RecordType::kAborted:
       return "ABORTED";
+    case fstx::RecordType::kRelogged:
+      return "RELOGGED";
   }
   return "?";
 }
@@ -379,6 +381,12 @@ void ProtocolChecker::Impl::AddFs(StreamState& s, const log::Record& r) {
       if (t.committed != log::kInvalidLsn || t.applied != log::kInvalidLsn)
         v("ABORTED after " + std::string(latest));
       if (t.aborted == log::kInvalidLsn) t.aborted = r.lsn;
+      break;
+    case fstx::RecordType::kRelogged:
+      // A live transaction's ops carried forward: all of them, whatever came before.
+      if (latest) v("RELOGGED after " + std::string(latest));
+      t.ops = rec->ops.size();
+      t.partial = false;
       break;
   }
 

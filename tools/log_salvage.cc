@@ -127,6 +127,9 @@ void SalvagePlanner::Add(const log::Record& r) {
     case fstx::RecordType::kAborted:
       t.aborted = true;
       break;
+    case fstx::RecordType::kRelogged:
+      t.ops = rec->ops.size();  // they replace every op before
+      break;
   }
 }
 

@@ -647,6 +647,9 @@ void FsResourceManager::Notify(const tm::Notification& n) {
     std::lock_guard l(mu_);
     auto it = txs_.find(tx);
     if (it != txs_.end()) {
+      // Every notification ends the transaction's work: its ops and first record stay as they
+      // are now, and PREPARED, COMMITTED or ABORTED may follow them (CarryForwardIdle).
+      it->second.ending = true;
       ops = it->second.ops;
       first_lsn = it->second.first_lsn;
     }

@@ -235,6 +235,9 @@ class FsResourceManager : public tm::ResourceManager {
     bool enlisted = false;
     bool broken = false;   // an op reached the overlay but not the log
     bool decided = false;  // COMMITTED is durable; apply under way (CommitDecided)
+    // Prepare or rollback has begun: its ops are final, and PREPARED or ABORTED may follow them
+    // at any moment, so they are no longer carried forward (CarryForwardIdle).
+    bool ending = false;
     std::vector<std::pair<std::string, std::string>> replaced;  // see FsRmOptions::on_end
     ObjectIdentities identities;                                // see Identify
   };
@@ -290,9 +293,15 @@ class FsResourceManager : public tm::ResourceManager {
   void LockReplacements(const Guid& tx, const std::vector<Op>& ops);
   // Nothing before the first record of the oldest live transaction is needed again: moves the
   // stream's base there (with a restart area, so it is durable) once enough has been appended
-  // since the last time.
+  // since the last time. Carries idle transactions forward first (CarryForwardIdle).
   // `force`: however little was appended (a clean shutdown).
   void MaybeTruncate(bool force = false);
+  // Once half the log is in use, a live transaction whose first record lies a quarter of the
+  // log or more behind its end, and whose own records are a small part of the log, has its ops
+  // logged again, whole, in one RELOGGED record at the end: the stream's base may then pass its
+  // earlier records. A transaction left open while others work so no longer fills the log for
+  // everyone (CLFS moves a log's tail the same way); one whose own records fill it still does.
+  void CarryForwardIdle();
   // `s`, and if it is "log full" and a live transaction here holds the stream's base, its name.
   Status NamePinnerLocked(const Status& s) const;  // mu_ held
   ApplyTarget Target(const Guid& tx) const;

@@ -47,6 +47,10 @@ Status FsResourceManager::Recover() {
       case RecordType::kAborted:
         s.aborted = true;
         break;
+      case RecordType::kRelogged:
+        // The ops carried forward are all of them: any copy read before is superseded.
+        s.ops = std::move(r->ops);
+        break;
     }
   }
   // A committed transaction that cannot be applied now stays pending: the mount goes on.

@@ -32,10 +32,6 @@ struct Decoder {
   bool Id(Guid& g) { return r.Id(&g); }
 };
 
-// Upper bound on list lengths read from a record, so a damaged count cannot make the decoder
-// reserve gigabytes before it notices the bytes are not there.
-constexpr uint32_t kMaxListLength = 1u << 20;
-
 template <typename C>
 bool ObjectFields(C& c, ObjectId& o) {
   uint8_t kind = static_cast<uint8_t>(o.kind);
@@ -94,7 +90,7 @@ bool OpFields(C& c, Op& op) {
 template <typename C, typename T, typename F>
 bool ListFields(C& c, std::vector<T>& list, F each) {
   uint32_t n = static_cast<uint32_t>(list.size());
-  if (!c.U32(n) || n > kMaxListLength) return false;
+  if (!c.U32(n) || n > kMaxRecordList) return false;
   if (list.size() == n) {  // encoding
     for (auto& item : list)
       if (!each(item)) return false;
@@ -124,6 +120,8 @@ bool BodyFields(C& c, Record& r) {
     case RecordType::kApplied:
     case RecordType::kAborted:
       return true;
+    case RecordType::kRelogged:
+      return ListFields(c, r.ops, [&](Op& op) { return OpFields(c, op); });
   }
   return false;
 }
@@ -149,16 +147,18 @@ Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn) {
   uint8_t version = 0, type = 0;
   if (!d.U8(version) || !d.U8(type) || !d.Id(r.tx))
     return Status::Corruption(where + ": truncated header");
-  if (version != 1 && version != kRecordFormatVersion)
+  if (version < 1 || version > kRecordFormatVersion)
     return Status::Corruption(where + ": unknown format version " + std::to_string(version));
   where += " (transaction " + r.tx.ToString() + ")";
   if (type < static_cast<uint8_t>(RecordType::kOp) ||
-      type > static_cast<uint8_t>(RecordType::kAborted))
+      type > static_cast<uint8_t>(RecordType::kRelogged))
     return Status::Corruption(where + ": unknown record type " + std::to_string(type));
   r.type = static_cast<RecordType>(type);
   if (!BodyFields(d, r)) return Status::Corruption(where + ": damaged or truncated body");
   if (version == 1 && r.type == RecordType::kOp && r.op.kind == OpKind::kWriteData)
     return Status::Corruption(where + ": write-data op in a version 1 record");
+  if (version < 3 && r.type == RecordType::kRelogged)
+    return Status::Corruption(where + ": relogged record of version " + std::to_string(version));
   if (!d.r.done()) return Status::Corruption(where + ": trailing bytes");
   return r;
 }

@@ -16,10 +16,14 @@
 
 namespace ktmfs::fstx {
 
-// Version 2 added the write-data op (kind 13). Records of version 1 are still read.
-inline constexpr uint8_t kRecordFormatVersion = 2;
+// Version 2 added the write-data op (kind 13), version 3 the relogged record (type 6). Records
+// of versions 1 and 2 are still read.
+inline constexpr uint8_t kRecordFormatVersion = 3;
 // The log record type (log::Record::type) of every record of an fs RM's stream.
 inline constexpr uint16_t kFsRecordType = 1;
+// Upper bound on the length of a list in a record, so a damaged count cannot make the decoder
+// reserve gigabytes before it notices the bytes are not there.
+inline constexpr uint32_t kMaxRecordList = 1u << 20;
 
 // How a record names a filesystem object. Existing objects by backing identity (stable across
 // renames); objects the transaction creates by a number unique within the transaction, because
@@ -111,6 +115,10 @@ enum class RecordType : uint8_t {
   kCommitted = 3,
   kApplied = 4,
   kAborted = 5,
+  // A live transaction's ops, all of them, copied to the stream's end so that the stream's base
+  // may pass its earlier records (FsResourceManager::CarryForwardIdle): they replace every op
+  // record of the transaction before it.
+  kRelogged = 6,
 };
 
 struct Record {
@@ -120,6 +128,7 @@ struct Record {
   std::vector<std::string> staged_files;  // kPrepared: what Sync() made durable
   std::vector<ObjectId> objects;          // kPrepared: every object the ops touch
   uint64_t op_count = 0;                  // kPrepared: ops logged before it (a completeness check)
+  std::vector<Op> ops;                    // kRelogged: the transaction's ops so far, in order
 
   bool operator==(const Record&) const = default;
 };

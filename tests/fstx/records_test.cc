@@ -92,6 +92,13 @@ std::vector<Record> SampleRecords() {
     r.tx = tx;
     out.push_back(r);
   }
+  // Every op kind carried forward in one record (the ops above, in order).
+  Record relogged;
+  relogged.type = RecordType::kRelogged;
+  relogged.tx = tx;
+  for (const Record& r : out)
+    if (r.type == RecordType::kOp) relogged.ops.push_back(r.op);
+  out.push_back(relogged);
   return out;
 }
 
@@ -137,14 +144,33 @@ TEST(FsRecords, TrailingBytesUnknownVersionAndTypeAreCorruption) {
   EXPECT_TRUE(DecodeRecord(kind, 1).status().IsCorruption());
 }
 
-// Logs written before version 2 stay readable; the op version 2 added is not valid in them.
+// Logs written before version 2 stay readable; the op version 2 added is not valid in them,
+// nor the record version 3 added.
 TEST(FsRecords, VersionOneRecordsAreReadAndCannotHoldWriteData) {
   for (const Record& r : SampleRecords()) {
     auto bytes = EncodeRecord(r);
     bytes[0] = std::byte{1};
     auto back = DecodeRecord(bytes, 1);
-    if (r.type == RecordType::kOp && r.op.kind == OpKind::kWriteData) {
+    if ((r.type == RecordType::kOp && r.op.kind == OpKind::kWriteData) ||
+        r.type == RecordType::kRelogged) {
       EXPECT_TRUE(back.status().IsCorruption());
+    } else {
+      ASSERT_TRUE(back.ok()) << back.status().ToString();
+      EXPECT_EQ(*back, r);
+    }
+  }
+}
+
+// Version 2 records are read; a relogged record is valid only from version 3 on.
+TEST(FsRecords, VersionTwoRecordsAreReadAndCannotBeRelogged) {
+  for (const Record& r : SampleRecords()) {
+    auto bytes = EncodeRecord(r);
+    bytes[0] = std::byte{2};
+    auto back = DecodeRecord(bytes, 7);
+    if (r.type == RecordType::kRelogged) {
+      EXPECT_TRUE(back.status().IsCorruption());
+      EXPECT_NE(back.status().message().find("relogged record of version 2"), std::string::npos)
+          << back.status().message();
     } else {
       ASSERT_TRUE(back.ok()) << back.status().ToString();
       EXPECT_EQ(*back, r);
@@ -175,8 +201,8 @@ TEST(FsRecords, FuzzedInputNeverCrashes) {
     auto r = DecodeRecord(bytes, static_cast<log::Lsn>(i + 1));
     if (r.ok()) {
       ++decoded;
-      // Whatever decodes must encode back to the same bytes: nothing was half-read. (A version 1
-      // record is written back as version 2, the rest unchanged.)
+      // Whatever decodes must encode back to the same bytes: nothing was half-read. (An older
+      // version's record is written back as the current version, the rest unchanged.)
       auto again = EncodeRecord(*r);
       ASSERT_FALSE(again.empty());
       again[0] = bytes[0];

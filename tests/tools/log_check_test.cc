@@ -73,6 +73,8 @@ class Log {
     r.op.kind = fstx::OpKind::kMkdir;
     r.op.path = "d";
     r.op_count = op_count;
+    // RELOGGED carries op_count ops (PREPARED counts them).
+    if (type == Fs::kRelogged) r.ops.assign(op_count, r.op);
     return Add(stream, fstx::kFsRecordType, fstx::EncodeRecord(r));
   }
 
@@ -383,6 +385,31 @@ TEST(LogCheck, FsStepsOutOfOrder) {
           At("fs.root", aborted, Tx(2), "ABORTED after COMMITTED"),
           At("fs.root", prepared, Tx(3), "PREPARED counts 2 OP record(s), the stream holds 1"),
       }));
+}
+
+// A live transaction carried forward: the ops of its RELOGGED record replace those before it,
+// also where the stream's base has passed them; none may follow its PREPARED.
+TEST(LogCheck, CarriedForwardOpsReplaceTheEarlierOnes) {
+  Log l;
+  l.Enlist(Tx(1));
+  l.Fs(Tx(1), Fs::kOp);
+  l.Fs(Tx(1), Fs::kOp);
+  const log::Lsn base = l.next();
+  l.Fs(Tx(1), Fs::kRelogged, 2);
+  l.Fs(Tx(1), Fs::kOp);
+  l.Fs(Tx(1), Fs::kPrepared, 3);
+  l.Fs(Tx(1), Fs::kCommitted);
+  l.End(Tx(1));
+  l.Fs(Tx(1), Fs::kApplied);
+  l.Enlist(Tx(2));
+  l.Fs(Tx(2), Fs::kOp);
+  l.Fs(Tx(2), Fs::kPrepared, 1);
+  const log::Lsn late = l.Fs(Tx(2), Fs::kRelogged, 1);
+  EXPECT_EQ(Violations(l.Check()),
+            std::vector<std::string>{At("fs.root", late, Tx(2), "RELOGGED after PREPARED")});
+  EXPECT_EQ(Violations(l.Check(base)),
+            std::vector<std::string>{At("fs.root", late, Tx(2), "RELOGGED after PREPARED")});
+  EXPECT_EQ(l.Salvage(), std::vector<std::string>{});
 }
 
 TEST(LogCheck, TmStepsOutOfOrder) {
