@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -31,6 +32,14 @@ namespace {
 // carries at most kInlineBudget bytes that way (they stay in memory until it ends).
 constexpr size_t kInlineWriteMax = 64 << 10;
 constexpr uint64_t kInlineBudget = 16 << 20;
+
+// A user's transaction may log no more than its RM can carry forward (FsResourceManager::
+// CarryLimit): half of that for carried data leaves the rest to its other ops, and its writes
+// past it are staged, not refused.
+uint64_t InlineBudget(Filesystem& fs, const TxGuard& tx, int source) {
+  if (tx->owner == 0) return kInlineBudget;
+  return std::min<uint64_t>(kInlineBudget, fs.txs()->rm(source).CarryLimit() / 2);
+}
 
 // fh values of plain handles are descriptors (below 2^31); transactional handles are tagged
 // pointers, told apart by the top bit.
@@ -385,7 +394,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   uint64_t prepaid = 0;
   bool carried = false;  // the data travels in the record
   if (data.size() <= kInlineWriteMax &&
-      tx->inline_bytes.fetch_add(data.size()) + data.size() <= kInlineBudget) {
+      tx->inline_bytes.fetch_add(data.size()) + data.size() <= InlineBudget(fs, tx, source)) {
     op.kind = fstx::OpKind::kWriteData;
     op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
     auto charged = fs.txs()->ChargeFor(*tx, op);

@@ -74,7 +74,8 @@ Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t 
     Refund(tx, prepaid);
     return s;
   }
-  Status s = rm(source).LogOp(tx.id, op);
+  // Root's transactions may grow past what can be carried forward; a user's may not (ktmfs(8)).
+  Status s = rm(source).LogOp(tx.id, op, /*bounded=*/tx.owner != 0);
   if (!s.ok()) Refund(tx, prepaid + more);
   return s;
 }

@@ -194,8 +194,8 @@ Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
   return ++(*t)->next_object;
 }
 
-Status FsResourceManager::LogOp(const Guid& tx, const Op& op) {
-  auto lsn = LogOpLocked(tx, op);
+Status FsResourceManager::LogOp(const Guid& tx, const Op& op, bool bounded) {
+  auto lsn = LogOpLocked(tx, op, bounded);
   if (!lsn.ok()) return lsn.status();
   // Unflushed records wait in the log's memory: a transaction that logs much (big xattr values,
   // many small writes) flushes as it goes, so what it keeps stays on disk, not in the daemon.
@@ -224,7 +224,7 @@ Result<FsResourceManager::Tx*> FsResourceManager::EnlistedFreeingLog(
   return synced ? Enlisted(tx) : t;
 }
 
-Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
+Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bool bounded) {
   std::unique_lock l(mu_);
   auto enlisted = EnlistedFreeingLog(l, tx);
   if (!enlisted.ok()) return enlisted.status();
@@ -240,6 +240,15 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op) {
   // A stored value is logged as well: recovery finds it in the record.
   assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
+  if (const uint64_t limit = CarryLimit();
+      bounded && limit != 0 && t->bytes_logged + payload.size() > limit) {
+    return Status::Error(
+        ENOSPC, "fs RM " + o_.name + ": transaction " + tx.ToString() + " would log " +
+                    std::to_string(t->bytes_logged + payload.size()) +
+                    " bytes, more than a sixteenth of the log (" + std::to_string(limit) +
+                    "): left open, it could no longer be carried forward and would fill the "
+                    "log for everyone; commit what it did, and go on in another transaction");
+  }
   KTMFS_RETURN_IF_ERROR(ov->Apply(op));
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;

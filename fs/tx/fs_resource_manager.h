@@ -146,8 +146,13 @@ class FsResourceManager : public tm::ResourceManager {
   Result<uint64_t> NewObjectNumber(const Guid& tx);
   // Records one operation in the transaction's overlay (which validates it against the view:
   // an error there changes nothing) and logs it; enlists on the first one. Call after its
-  // staging work is done.
-  Status LogOp(const Guid& tx, const Op& op);
+  // staging work is done. `bounded`: ENOSPC, changing nothing, if the transaction's records
+  // would then take more than CarryLimit (a user's: one transaction left open must never keep
+  // the log from everyone).
+  Status LogOp(const Guid& tx, const Op& op, bool bounded = false);
+  // The most a live transaction's records may take and still be carried forward
+  // (CarryForwardIdle): a sixteenth of the log. 0 without a log.
+  uint64_t CarryLimit() const;
   // An estimate of what the RM keeps in memory for `op` until its transaction ends (the op
   // and its overlay entry): what its owner's memory cap counts.
   static uint64_t MemoryKept(const Op& op);
@@ -249,7 +254,7 @@ class FsResourceManager : public tm::ResourceManager {
   Result<Tx*> EnlistedFreeingLog(std::unique_lock<OwnedMutex>& l, const Guid& tx);
   TxOverlay* OverlayLocked(Tx& t);  // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
-  Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op);
+  Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op, bool bounded);
   Result<log::Lsn> Append(const fstx::Record& r);
   Status Prepare(const Guid& tx, log::Lsn* lsn);
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.

@@ -6,6 +6,12 @@
 
 namespace ktmfs::fstx {
 
+uint64_t FsResourceManager::CarryLimit() const {
+  if (o_.log == nullptr) return 0;
+  const log::LogGeometry g = o_.log->geometry();
+  return g.container_size * g.max_containers / 16;
+}
+
 void FsResourceManager::CarryForwardIdle() {
   if (o_.log == nullptr) return;
   const log::LogGeometry g = o_.log->geometry();
@@ -20,7 +26,7 @@ void FsResourceManager::CarryForwardIdle() {
     if (!t.enlisted || t.ending || t.broken || t.first_lsn == log::kInvalidLsn) continue;
     // Copied only when it holds much of the log, and when copying is cheap beside what that
     // frees: a transaction whose own records fill the log still fills it (ktmfs(8)).
-    if (end - t.first_lsn < capacity / 4 || t.bytes_logged > capacity / 16 ||
+    if (end - t.first_lsn < capacity / 4 || t.bytes_logged > CarryLimit() ||
         t.ops.size() > kMaxRecordList)
       continue;
     Record r;

@@ -1162,6 +1162,41 @@ TEST(FsRm, AnIdleTransactionIsCarriedForwardAndItsCommitRedoneFromTheCopy) {
   EXPECT_TRUE(StagingEmpty(w.staging_root()));
 }
 
+// A user's transaction (bounded) may log no more than can be carried forward: past a sixteenth
+// of the log its next op gets ENOSPC, which changes nothing, and what it did still commits.
+TEST(FsRm, ABoundedTransactionStopsWhereItCouldNoLongerBeCarried) {
+  FsRmWorld w;
+  w.max_containers = 8;  // 2 MiB: the bound is 128 KiB
+  ASSERT_TRUE(w.Start().ok());
+  ASSERT_EQ(w.rm().CarryLimit(), 128u << 10);
+  auto tx = w.tm().Begin({});
+  ASSERT_TRUE(tx.ok());
+  const ObjectId a = IdOf(w.root() + "/a.txt");
+  ASSERT_TRUE(w.rm().Lock(*tx, {ObjectKey{a.dev, a.ino}}).ok());
+  Status refused;
+  int logged = 0;
+  for (int i = 0; i < 20 && refused.ok(); ++i) {
+    const std::string data(16 << 10, static_cast<char>('a' + i));
+    refused = w.rm().LogOp(*tx,
+                           {.kind = OpKind::kWriteData,
+                            .object = a,
+                            .path = "a.txt",
+                            .length = data.size(),
+                            .data = data},
+                           /*bounded=*/true);
+    logged += refused.ok();
+  }
+  ASSERT_EQ(refused.code(), ENOSPC) << refused.ToString();
+  EXPECT_NE(refused.message().find("more than a sixteenth of the log"), std::string::npos)
+      << refused.message();
+  EXPECT_EQ(logged, 7);  // 7 records of 16 KiB and a little fit in 128 KiB, 8 do not
+  EXPECT_LE(w.rm().BytesLogged(*tx), w.rm().CarryLimit());
+  ASSERT_TRUE(w.tm().Commit(*tx).ok());
+  std::ifstream in(w.root() + "/a.txt", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}),
+            std::string(16 << 10, static_cast<char>('a' + logged - 1)));
+}
+
 // Power cuts at every stride of log events while an idle transaction is carried forward past
 // the stream's base and then commits: recovery always comes up, the idle transaction is whole
 // or absent (whole whenever its commit was acknowledged), and the others' last acknowledged
