@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <chrono>
 #include <climits>
 #include <cstring>
@@ -115,9 +116,8 @@ namespace {
 int Take(Filesystem& fs, const TxGuard& tx, int source, const fstx::LockKey& key,
          const std::function<std::string()>& path, const std::function<void()>& taken = {}) {
   auto& rm = fs.txs()->rm(source);
-  auto holder = rm.locks().Holder(key);
-  if (holder && *holder == tx.id()) return 0;
-  if (holder) return EBUSY;
+  if (rm.locks().TakeAgain(tx.id(), key)) return 0;
+  if (rm.locks().Holder(key)) return EBUSY;
   Status s = rm.LockAt(tx.id(), key, path());
   if (!s.ok()) return s.code();
   if (taken) taken();
@@ -175,10 +175,35 @@ std::string LockPath(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
 }  // namespace
 
 TakenLocks::TakenLocks(Filesystem& fs, const TxGuard& tx, int source)
-    : journal_(fs.txs()->rm(source).locks(), tx.id()) {}
+    : fs_(fs), tx_(tx), source_(source), journal_(fs.txs()->rm(source).locks(), tx.id()) {}
 
 TakenLocks::~TakenLocks() {
-  if (!kept_) journal_.Undo();
+  if (!done_) GiveBack();
+}
+
+void TakenLocks::Stages(const Inode* inode) {
+  assert(inode->source_index == source_ && ObjectOf(inode).kind == fstx::ObjectId::Kind::kExisting);
+  staged_ = inode;
+}
+
+bool TakenLocks::GiveBack() {
+  assert(!done_);
+  done_ = true;
+  if (staged_ == nullptr) {
+    journal_.Undo();
+    return false;
+  }
+  const fstx::LockKey key = fstx::ObjectKey{staged_->dev, staged_->ino};
+  // Found before the table's lock is taken: the RM's own lock is taken before it elsewhere.
+  fstx::TxStaging* staging = fs_.txs()->rm(source_).FindStaging(tx_.id());
+  const std::string name = fstx::StagedNameForExisting(staged_->dev, staged_->ino);
+  bool given = false;
+  journal_.Undo([&](const fstx::LockKey& k) {
+    if (k != key) return;
+    given = true;
+    if (staging != nullptr) staging->Drop(name);
+  });
+  return given;
 }
 
 int LockObject(Filesystem& fs, const TxGuard& tx, const Inode* inode) {
@@ -336,33 +361,41 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
 
 int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
              uint64_t size) {
-  const int source = inode->source_index;
+  TakenLocks taken(fs, tx, inode->source_index);
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
+  return TruncateLocked(fs, tx, inode, path, size, taken);
+}
+
+int TruncateLocked(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
+                   uint64_t size, TakenLocks& taken) {
+  const int source = inode->source_index;
   if (inode->object.kind == fstx::ObjectId::Kind::kNew) {
     // A new file's staged file is its content: no record, apply renames it into place.
     if (truncate(ProcPath(inode->Fd().get()).c_str(), static_cast<off_t>(size)) != 0) return errno;
   } else {
-    auto f = StagedFor(fs, tx, inode);
-    if (!f.ok()) return Errno(f.status());
     fstx::Op op;
     op.kind = fstx::OpKind::kSetattr;
     op.object = ObjectOf(inode);
     op.path = path;
     op.set_mask = fstx::kSetSize;
     op.size = size;
-    // Counted before the staged file is cut (past the owner's cap, ENOSPC, and nothing cut).
+    // Counted before anything is staged (past the owner's cap, ENOSPC, and nothing cut).
     auto prepaid = fs.txs()->ChargeFor(*tx, op);
     if (!prepaid.ok()) return Errno(prepaid.status());
-    Status s = (*f)->Truncate(size);
+    taken.Stages(inode);
+    auto f = StagedFor(fs, tx, inode);
+    Status s = f.ok() ? (*f)->Truncate(size) : f.status();
     if (s.ok()) {
       s = fs.txs()->LogOp(*tx, source, op, *prepaid);
-      // The staged file is cut, the records do not say so: see StagedFile::Unlogged.
-      if (!s.ok()) (*f)->Unlogged(s);
+      // The staged file is cut, the records do not say so, unless it goes with the lock: see
+      // StagedFile::Unlogged.
+      if (!s.ok() && !taken.GiveBack()) (*f)->Unlogged(s);
     } else {
       fs.txs()->Refund(*tx, *prepaid);
     }
     if (!s.ok()) return Errno(s);
   }
+  taken.Keep();
   TouchTimes(fs, tx, source, ObjectOf(inode), true);
   return 0;
 }

@@ -66,14 +66,27 @@ bool ProtectedHardlinks();
 class TakenLocks {
  public:
   TakenLocks(Filesystem& fs, const TxGuard& tx, int source);
-  ~TakenLocks();
+  ~TakenLocks();  // GiveBack() unless kept
   TakenLocks(const TakenLocks&) = delete;
   TakenLocks& operator=(const TakenLocks&) = delete;
-  void Keep() { kept_ = true; }
+  void Keep() { done_ = true; }
+  // The change stages contents of the existing file `inode`. If it gives the file's lock back,
+  // the transaction held none before it, so had changed nothing of the file: whatever is
+  // staged for it is this change's, and goes too (TxStaging::Drop). The view reads the
+  // committed file again, and a commit finds nothing of the change.
+  void Stages(const Inode* inode);
+  // Gives back now what the change took. Whether that included the lock of the file Stages
+  // named, whose staged contents are then gone: if not, the transaction changed the file before
+  // (or another of its changes took the lock meanwhile), and those contents stay.
+  bool GiveBack();
 
  private:
+  Filesystem& fs_;
+  const TxGuard& tx_;
+  const int source_;
   fstx::LockTable::Journal journal_;
-  bool kept_ = false;
+  const Inode* staged_ = nullptr;
+  bool done_ = false;
 };
 
 // Locks (EBUSY if another transaction holds them). Objects the transaction created need none.
@@ -115,6 +128,10 @@ Result<fstx::StagedFile*> StagedFor(Filesystem& fs, const TxGuard& tx, Inode* in
 // Sets a regular file's size in the view.
 int Truncate(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
              uint64_t size);
+// The same inside a change that has locked the file through `taken`, and keeps the lock once
+// the new size is logged.
+int TruncateLocked(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::string& path,
+                   uint64_t size, TakenLocks& taken);
 int ListViewPath(Filesystem& fs, const TxGuard& tx, int source, const std::string& view,
                  std::vector<TxDirEntry>* out);
 

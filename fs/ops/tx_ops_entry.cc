@@ -86,10 +86,12 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
   if ((to_set & FUSE_SET_ATTR_SIZE) && object.kind == fstx::ObjectId::Kind::kExisting &&
       fs.inodes().IsExecuting(inode->source_index, inode->dev, inode->ino))
     return ETXTBSY;
+  TakenLocks taken(fs, tx, source);
   if (int err = LockObject(fs, tx, inode); err != 0) return err;
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (!S_ISREG(inode->type)) return S_ISDIR(inode->type) ? EISDIR : EINVAL;
-    if (int err = Truncate(fs, tx, inode, *path, static_cast<uint64_t>(attr->st_size)); err != 0)
+    if (int err = TruncateLocked(fs, tx, inode, *path, static_cast<uint64_t>(attr->st_size), taken);
+        err != 0)
       return err;
   }
   fstx::Op op;
@@ -148,6 +150,7 @@ int SetattrView(Filesystem& fs, const TxGuard& tx, const Requester& who, Inode* 
       return Errno(s);
     }
   }
+  taken.Keep();
   // chmod carries the new permission bits into the access ACL, as the backing filesystem's
   // chmod will at the commit (posix_acl_chmod).
   if ((op.set_mask & fstx::kSetMode) && acl) {

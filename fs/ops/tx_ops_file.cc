@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -166,6 +167,28 @@ fstx::StagedFile* StagedOf(Filesystem& fs, const TxGuard& tx, const TxHandle* h)
   return staging != nullptr
              ? staging->Find(fstx::StagedNameForExisting(h->inode->dev, h->inode->ino))
              : nullptr;
+}
+
+// Makes `op` (its object, path, offset and length set) the record of a write of `data` to an
+// existing file, staged under `staged_name`, and counts what it keeps against its owner's
+// memory (ENOSPC past the cap): the data travels in the record up to kInlineWriteMax, within
+// the transaction's InlineBudget and the owner's cap, else the record refers to the staged file.
+Result<uint64_t> ChargeWrite(Filesystem& fs, const TxGuard& tx, int source,
+                             std::span<const std::byte> data, const std::string& staged_name,
+                             fstx::Op* op) {
+  if (data.size() <= kInlineWriteMax) {
+    if (tx->inline_bytes.fetch_add(data.size()) + data.size() <= InlineBudget(fs, tx, source)) {
+      op->kind = fstx::OpKind::kWriteData;
+      op->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+      auto charged = fs.txs()->ChargeFor(*tx, *op);
+      if (charged.ok()) return charged;
+    }
+    tx->inline_bytes.fetch_sub(data.size());
+  }
+  op->kind = fstx::OpKind::kWriteExtent;
+  op->data.clear();
+  op->staged_file = staged_name;
+  return fs.txs()->ChargeFor(*tx, *op);
 }
 
 Result<uint64_t> ViewSize(Filesystem& fs, const TxGuard& tx, Inode* inode) {
@@ -361,6 +384,7 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     if (!s.ok()) return Reply::Error(Errno(s));
     return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data->size());
   }
+  TakenLocks taken(fs, tx, source);
   if (int err = LockObject(fs, tx, inode); err != 0) return Reply::Error(err);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return Reply::Error(path.status().code());
@@ -368,9 +392,28 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
   auto gathered = Gather(in);
   if (!gathered.ok()) return Reply::Error(Errno(gathered.status()));
   std::span<const std::byte> data = *gathered;
+  fstx::Op op;
+  op.object = inode->object;
+  op.path = *path;
+  op.offset = static_cast<uint64_t>(off);
+  op.length = data.size();
+  const std::string staged_name = fstx::StagedNameForExisting(inode->dev, inode->ino);
+  // What the op keeps counts against its owner's memory before anything is staged: past the
+  // owner's cap, ENOSPC, and nothing staged.
+  auto prepaid = ChargeWrite(fs, tx, source, data, staged_name, &op);
+  if (!prepaid.ok()) return Reply::Error(Errno(prepaid.status()));
+  const bool carried = op.kind == fstx::OpKind::kWriteData;
+  auto refused = [&](const Status& s) {
+    if (carried) tx->inline_bytes.fetch_sub(data.size());
+    return Reply::Error(Errno(s));
+  };
+  taken.Stages(inode);
   auto f = StagedFor(fs, tx, inode);
-  if (!f.ok()) return Reply::Error(Errno(f.status()));
-  Status s;
+  if (!f.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return refused(f.status());
+  }
+  assert((*f)->name() == staged_name);
   // The staged data takes space as the writer's own would, unless it replaces bytes the
   // committed file has blocks for: an overwrite in place needs none natively, and the staged
   // copy lasts only until the commit puts it in place. Its record is the daemon's, always.
@@ -385,49 +428,25 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     if (staging.ok() && !(*staging)->MakeDir().ok()) return;
     as.emplace(ids);
   };
-  fstx::Op op;
-  op.object = inode->object;
-  op.path = *path;
-  op.offset = static_cast<uint64_t>(off);
-  op.length = data.size();
-  // What the op keeps counts against its owner's memory before anything is staged.
-  uint64_t prepaid = 0;
-  bool carried = false;  // the data travels in the record
-  if (data.size() <= kInlineWriteMax &&
-      tx->inline_bytes.fetch_add(data.size()) + data.size() <= InlineBudget(fs, tx, source)) {
-    op.kind = fstx::OpKind::kWriteData;
-    op.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
-    auto charged = fs.txs()->ChargeFor(*tx, op);
-    carried = charged.ok();
-    if (carried) prepaid = *charged;
+  as_writer();
+  // Small writes travel in their record: the commit then need not sync the staged file, which
+  // only serves the transaction's reads (and may stay in memory). Others are staged like big
+  // ones, which keeps less in memory.
+  Status s = carried ? (*f)->WriteLogged(static_cast<uint64_t>(off), data)
+                     : (*f)->Write(static_cast<uint64_t>(off), data);
+  as.reset();
+  if (!s.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return refused(s);
   }
-  if (carried) {
-    // Small writes travel in their record: the commit then need not sync the staged file,
-    // which only serves the transaction's reads (and may stay in memory).
-    as_writer();
-    s = (*f)->WriteLogged(static_cast<uint64_t>(off), data);
-    as.reset();
-  } else {
-    // Staged like a big one, which keeps less in memory; counted before it is staged (past the
-    // owner's cap, ENOSPC), so the staged file never holds a write its record lacks.
-    op.kind = fstx::OpKind::kWriteExtent;
-    op.data.clear();
-    op.staged_file = (*f)->name();
-    auto charged = fs.txs()->ChargeFor(*tx, op);
-    if (!charged.ok()) return Reply::Error(Errno(charged.status()));
-    prepaid = *charged;
-    as_writer();
-    s = (*f)->Write(static_cast<uint64_t>(off), data);
-    as.reset();
+  s = fs.txs()->LogOp(*tx, source, op, *prepaid);
+  if (!s.ok()) {
+    // The staged file has it, the records not, unless it goes with the lock: see
+    // StagedFile::Unlogged.
+    if (!taken.GiveBack()) (*f)->Unlogged(s);
+    return refused(s);
   }
-  if (s.ok()) {
-    s = fs.txs()->LogOp(*tx, source, op, prepaid);
-    // The staged file has it, the records not: see StagedFile::Unlogged.
-    if (!s.ok()) (*f)->Unlogged(s);
-  } else {
-    fs.txs()->Refund(*tx, prepaid);
-  }
-  if (!s.ok()) return Reply::Error(Errno(s));
+  taken.Keep();
   TouchTimes(fs, tx, source, inode->object, true);
   return WriteDone(fs, fs.inodes().NodeId(inode), fi, off, data.size());
 }

@@ -271,8 +271,9 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
   if (int err = ViewXattr(fs, tx, inode, name, &cur); err != 0) return reply(err);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
-  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const int source = inode->source_index;
+  TakenLocks taken(fs, tx, source);
+  if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const fstx::ObjectId object = ObjectOf(inode);
   std::optional<std::string> store;
   mode_t mode = st.st_mode & 07777;
@@ -284,6 +285,7 @@ Reply SetAcl(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* ino
   Status s = Status::Ok();
   const bool mode_changes = mode != (st.st_mode & 07777);
   if (store || cur) s = LogXattr(fs, tx, source, object, *path, name, store);
+  if (s.ok()) taken.Keep();  // logged, or an ACL equal to the mode: a change made
   if (s.ok() && mode_changes) {
     fstx::Op op;
     op.kind = fstx::OpKind::kSetattr;
@@ -349,6 +351,7 @@ Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* i
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
   if (int err = FitsBesideTheOthers(fs, tx, inode, name, value, size); err != 0) return reply(err);
+  TakenLocks taken(fs, tx, inode->source_index);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const fstx::ObjectId object = ObjectOf(inode);
   auto log = [&] {
@@ -361,6 +364,7 @@ Reply Setxattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode* i
           caps && IsCreatedFile(inode) ? fs.passthrough().WithoutWriters(fs, inode, log) : log();
       err != 0)
     return reply(err);
+  taken.Keep();
   TouchTimes(fs, tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);
@@ -382,10 +386,12 @@ Reply Removexattr(const Caller& caller, Filesystem& fs, const TxGuard& tx, Inode
   if (!cur) return reply(IsAclXattr(name) ? 0 : ENODATA);
   auto path = NodePath(fs, tx, inode);
   if (!path.ok()) return reply(path.status().code());
+  TakenLocks taken(fs, tx, inode->source_index);
   if (int err = LockObject(fs, tx, inode); err != 0) return reply(err);
   const fstx::ObjectId object = ObjectOf(inode);
   Status s = LogXattr(fs, tx, inode->source_index, object, *path, name, std::nullopt);
   if (!s.ok()) return reply(Errno(s));
+  taken.Keep();
   TouchTimes(fs, tx, inode->source_index, object, false);
   if (S_ISDIR(inode->type)) MarkParent(fs, tx, inode);
   return reply(0);

@@ -75,6 +75,9 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
     return Status::Busy(Describe(key) + " is open for writing outside transactions");
   }
   const bool held = found != holders_.end();
+  Journal* journal = t_journal;
+  if (journal != nullptr && (&journal->table_ != this || journal->tx_ != tx)) journal = nullptr;
+  if (held) ShareLocked(tx, key, journal);
   if (held && (path.empty() || HasPathLocked(key, path))) return Status::Ok();
   if (!path.empty()) {
     if (const Guid* h = NameAboveLocked(path, tx)) {
@@ -88,8 +91,6 @@ Status LockTable::Acquire(const Guid& tx, const LockKey& key, const std::string&
       }
     }
   }
-  Journal* journal = t_journal;
-  if (journal != nullptr && (&journal->table_ != this || journal->tx_ != tx)) journal = nullptr;
   if (!held) {
     holders_.emplace(key, tx);
     held_[tx].push_back(key);
@@ -193,17 +194,40 @@ std::optional<Guid> LockTable::Holder(const LockKey& key) const {
   return it->second;
 }
 
+void LockTable::ShareLocked(const Guid& tx, const LockKey& key, const Journal* own) {
+  for (Journal* j : journals_) {
+    if (j == own || j->tx_ != tx) continue;
+    j->keys_.erase(std::remove(j->keys_.begin(), j->keys_.end(), key), j->keys_.end());
+    std::erase_if(j->paths_, [&](const auto& p) { return p.first == key; });
+  }
+}
+
+bool LockTable::TakeAgain(const Guid& tx, const LockKey& key) {
+  if (empty()) return false;
+  std::lock_guard lock(mu_);
+  auto it = holders_.find(key);
+  if (it == holders_.end() || it->second != tx) return false;
+  Journal* own = t_journal != nullptr && &t_journal->table_ == this ? t_journal : nullptr;
+  ShareLocked(tx, key, own);
+  return true;
+}
+
 LockTable::Journal::Journal(LockTable& table, const Guid& tx)
     : table_(table), tx_(tx), outer_(t_journal) {
   t_journal = this;
+  std::lock_guard lock(table_.mu_);
+  table_.journals_.push_back(this);
 }
 
 LockTable::Journal::~Journal() {
   assert(t_journal == this);
   t_journal = outer_;
+  std::lock_guard lock(table_.mu_);
+  auto& live = table_.journals_;
+  live.erase(std::find(live.begin(), live.end(), this));
 }
 
-void LockTable::Journal::Undo() {
+void LockTable::Journal::Undo(const std::function<void(const LockKey&)>& releasing) {
   LockTable& t = table_;
   std::lock_guard lock(t.mu_);
   for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
@@ -226,6 +250,7 @@ void LockTable::Journal::Undo() {
   for (const LockKey& key : keys_) {
     auto h = t.holders_.find(key);
     if (h == t.holders_.end() || h->second != tx_) continue;
+    if (releasing) releasing(key);
     t.holders_.erase(h);
     auto& mine = t.held_[tx_];
     mine.erase(std::remove(mine.begin(), mine.end(), key), mine.end());

@@ -74,6 +74,9 @@ class LockTable {
   // ancestors: a change at `path` would land in what that transaction removes or moves.
   bool NameHeldAbove(const std::string& path, const Guid& except) const;
   std::optional<Guid> Holder(const LockKey& key) const;
+  // Whether tx holds `key` already, which is then taken again as Acquire would without a path:
+  // the one change to give it back no longer does (see Journal).
+  bool TakeAgain(const Guid& tx, const LockKey& key);
 
   // Outside writers: files open for writing outside transactions whose writes the kernel makes
   // on the backing file itself (FUSE passthrough, fs/ops/passthrough.h). Such a write cannot be
@@ -109,13 +112,19 @@ class LockTable {
   // back. A change takes its locks one after another before it logs anything: one refused
   // halfway (a rename whose target another transaction holds) must not leave its transaction
   // holding the others, for a change that fails holds nothing (ktmfs-tx(7)).
+  //
+  // Another change of the same transaction may take a recorded key too (another thread, a
+  // write-back racing a refused write) and log before this one fails: the key is then that
+  // change's as well, and out of this record, so Undo leaves it held.
   class Journal {
    public:
     Journal(LockTable& table, const Guid& tx);
     ~Journal();  // stops recording; keeps what was taken
     Journal(const Journal&) = delete;
     Journal& operator=(const Journal&) = delete;
-    void Undo();
+    // `releasing`, if given, runs for each key given back, under the table's lock, before it
+    // is free: nobody can take it meanwhile (it must not call into the table).
+    void Undo(const std::function<void(const LockKey&)>& releasing = {});
 
    private:
     friend class LockTable;
@@ -164,6 +173,10 @@ class LockTable {
   void AssertConsistentLocked() const;
   // Per-transaction index so ReleaseAll need not scan the whole table.
   std::unordered_map<Guid, std::vector<LockKey>, GuidHash> held_;
+  // The live journals (under mu_), and what a key tx holds already, taken again by anyone but
+  // `own`, takes out of the others' records (see Journal).
+  std::vector<Journal*> journals_;
+  void ShareLocked(const Guid& tx, const LockKey& key, const Journal* own);
 };
 
 }  // namespace ktmfs::fstx

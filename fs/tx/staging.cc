@@ -445,6 +445,27 @@ void StagedFile::Unlogged(const Status& why) {
                                        "): the transaction cannot commit it, only roll back");
 }
 
+void StagedFile::ForgetLocked(uint64_t committed_size) {
+  mu_.AssertHeld();
+  assert(existing_ && "a new file's staged file is the file itself");
+  if (spilled_) {
+    CloseLocked();
+    if (auto dir = staging_->DirFd(); dir.ok()) ::unlinkat(*dir, name_.c_str(), 0);
+    spilled_ = false;
+  }
+  staging_->memory_used_.fetch_sub(memory_.size());
+  memory_.clear();
+  memory_.shrink_to_fit();
+  written_ = ExtentMap();
+  allocated_ = ExtentMap();
+  allocate_ahead_ = 0;
+  next_offset_ = 0;
+  failed_ = Status::Ok();
+  unlogged_ = Status::Ok();
+  size_ = committed_size;
+  committed_limit_ = committed_size;
+}
+
 Status StagedFile::Sync() const {
   std::lock_guard lock(mu_);
   KTMFS_RETURN_IF_ERROR(unlogged_);
@@ -597,7 +618,25 @@ Result<StagedFile*> TxStaging::Make(const std::string& name, const CommittedFile
                                     const std::function<Status()>& charge) {
   if (!ValidName(name)) return Status::InvalidArgument("bad staged file name '" + name + "'");
   std::lock_guard lock(mu_);
-  if (auto it = files_.find(name); it != files_.end()) return it->second.get();
+  if (auto it = files_.find(name); it != files_.end()) {
+    StagedFile* f = it->second.get();
+    if (!f->dropped_ || committed == nullptr) return f;
+    // A dropped file is taken up again over the committed file as it is now (others may have
+    // changed it meanwhile), if the same object is still the one staged under that name.
+    if (f->StagesObject(committed->handle)) {
+      struct stat st;
+      if (::fstat(committed->fd, &st) != 0)
+        return Status::FromErrno("stat committed file for " + f->path_);
+      std::lock_guard file_lock(f->mu_);
+      f->ForgetLocked(static_cast<uint64_t>(st.st_size));
+      f->dropped_ = false;
+      return f;
+    }
+    // Removed outside the mount, and its number names another object now: a reader may still
+    // hold the old one.
+    replaced_.push_back(std::move(it->second));
+    files_.erase(it);
+  }
   std::string path = dir_ + "/" + name;
   if (committed != nullptr && !committed->shown.empty())
     path += ", the staged copy of " + committed->shown;
@@ -654,7 +693,22 @@ Result<StagedFile*> TxStaging::FileFor(const std::string& name, const CommittedF
 StagedFile* TxStaging::Find(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = files_.find(name);
-  return it == files_.end() ? nullptr : it->second.get();
+  return it == files_.end() || it->second->dropped_ ? nullptr : it->second.get();
+}
+
+void TxStaging::Drop(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(name);
+  if (it == files_.end() || it->second->dropped_) return;
+  StagedFile* f = it->second.get();
+  struct stat st;
+  std::lock_guard file_lock(f->mu_);
+  auto committed = f->CommittedFdLocked();
+  // Unknown, it reads as empty to a reader that still holds the file.
+  const uint64_t size =
+      committed.ok() && ::fstat(*committed, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  f->ForgetLocked(size);
+  f->dropped_ = true;
 }
 
 Status TxStaging::NewDirectory(const std::string& name, mode_t mode) {
@@ -702,6 +756,7 @@ Status TxStaging::Sync() {
 Status TxStaging::Discard() {
   std::lock_guard lock(mu_);
   files_.clear();
+  replaced_.clear();
   std::lock_guard dir_lock(dir_mu_);
   if (dir_fd_ >= 0) ::close(dir_fd_);
   dir_fd_ = -1;

@@ -89,7 +89,8 @@ class StagedFile {
   Status Settle() const;
   // A change made to the staged file whose record the log then refused (`why`): the file no
   // longer holds what the records say, and apply may copy it or put it in place whole. Sync
-  // refuses from then on, so the transaction can only roll back.
+  // refuses from then on, so the transaction can only roll back. (Unless the change was the
+  // transaction's first to the file: its staged contents are then dropped, TxStaging::Drop.)
   void Unlogged(const Status& why);
 
   static constexpr uint64_t kMemoryExtent = 256 << 10;
@@ -122,6 +123,9 @@ class StagedFile {
   // The committed file's descriptor, opened again by handle if it was closed (see
   // CommittedFile). Only for an existing file.
   Result<int> CommittedFdLocked() const;
+  // Forgets every change staged (see TxStaging::Drop): reads go to the committed file, as
+  // `committed_size` long; a spilled file leaves the disk.
+  void ForgetLocked(uint64_t committed_size);
   // Closes the committed file's descriptor, which its handle opens again.
   void CloseCommittedLocked() const;
   // The same, for a file already taken out of the staging's list (under its open_mu_).
@@ -155,6 +159,7 @@ class StagedFile {
   // A queued write that failed: the file no longer holds what written_ says.
   mutable Status failed_ = Status::Ok();
   Status unlogged_ = Status::Ok();  // see Unlogged
+  bool dropped_ = false;            // see TxStaging::Drop (under the staging's mu_)
   // Where this file is in TxStaging's lists of open descriptors while fd_ (kStaged) and
   // committed_fd_ (kCommitted, with a handle only) are open (guarded by open_mu_).
   mutable std::list<const StagedFile*>::iterator open_at_[2]{};
@@ -198,7 +203,15 @@ class TxStaging {
   // may refuse it.
   Result<StagedFile*> FileFor(const std::string& name, const CommittedFile& committed,
                               const std::function<Status()>& charge = {});
+  // Null for a dropped file (Drop).
   StagedFile* Find(const std::string& name);
+  // Forgets an existing file's staged contents: they hold only a change whose record the log
+  // never got, and the transaction had no other change to the file (it did not hold its lock),
+  // so its view reads the committed file again and nothing of the change stays for apply. The
+  // StagedFile itself stays, reading as the committed file: a reader of the transaction may
+  // hold it still (its memory is given back, a spilled file removed); FileFor takes it up again
+  // over the committed file as it is then.
+  void Drop(const std::string& name);
   // New objects other than regular files are created here too, at the time of the operation,
   // so apply only ever renames them into place and can tell by the staged name's absence that
   // it already did.
@@ -259,6 +272,8 @@ class TxStaging {
   std::list<const StagedFile*> open_[2];
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<StagedFile>> files_;
+  // Dropped files whose name a new file of another object took (see Make).
+  std::vector<std::unique_ptr<StagedFile>> replaced_;
   size_t reopenable_ = 0;  // existing files with handles made (under mu_)
   std::atomic<uint64_t> memory_used_{0};
   ValueFile values_;

@@ -284,5 +284,38 @@ TEST(LockTable, AJournalUndoesOnlyWhatItRecorded) {
   EXPECT_EQ(t.ReleaseAll(a), 2u);
 }
 
+// A key one change of a transaction took and may still give back, which another change of the
+// same transaction takes too (another thread, say a write-back), is the other's as well: the
+// first change, refused, leaves it held, and says so by not naming it to Undo's callback.
+TEST(LockTable, AKeyAnotherChangeTookIsNotGivenBack) {
+  LockTable t;
+  const Guid a = Guid::Random(), b = Guid::Random();
+  const ObjectKey shared{8, 1}, own{8, 2}, by_path{8, 3}, others{8, 4};
+  std::vector<LockKey> released;
+  {
+    LockTable::Journal journal(t, a);
+    ASSERT_TRUE(t.Acquire(a, shared).ok());
+    ASSERT_TRUE(t.Acquire(a, own).ok());
+    ASSERT_TRUE(t.Acquire(a, by_path, "d/f").ok());
+    ASSERT_TRUE(t.Acquire(b, others).ok());
+    std::thread other([&] {
+      LockTable::Journal theirs(t, a);
+      EXPECT_TRUE(t.TakeAgain(a, shared));
+      EXPECT_TRUE(t.Acquire(a, by_path, "d/f").ok());  // held there already
+      EXPECT_FALSE(t.TakeAgain(a, others));            // b's
+      EXPECT_FALSE(t.TakeAgain(a, ObjectKey{8, 9}));   // nobody's
+      EXPECT_TRUE(t.TakeAgain(b, others));             // another transaction's journal: no matter
+    });
+    other.join();
+    journal.Undo([&](const LockKey& k) { released.push_back(k); });
+  }
+  EXPECT_EQ(released, std::vector<LockKey>{own});
+  EXPECT_EQ(t.Holder(shared), a);
+  EXPECT_EQ(t.Holder(by_path), a);
+  EXPECT_TRUE(t.HeldUnder("d", b));
+  EXPECT_FALSE(t.Holder(own).has_value());
+  EXPECT_EQ(t.Holder(others), b);
+}
+
 }  // namespace
 }  // namespace ktmfs::fstx

@@ -170,6 +170,44 @@ TEST_F(StagingTest, AChangeTheLogRefusedRefusesTheSync) {
   EXPECT_EQ(ReadAll(*f), "lost");
 }
 
+// A refused change that was the transaction's first to an existing file: its staged contents
+// go, and the file is staged anew, over the committed file as it is then, by the next change.
+TEST_F(StagingTest, ADroppedFileReadsTheCommittedOneUntilStagedAgain) {
+  const std::string committed = tmp.path() + "/committed";
+  WriteFile(committed, "0123456789");
+  int cfd = ::open(committed.c_str(), O_RDONLY);
+  ASSERT_GE(cfd, 0);
+  auto st = TxStaging::Create(root(), Guid::Random());
+  ASSERT_TRUE(st.ok());
+  auto f = (*st)->FileFor("e1", cfd);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_TRUE((*f)->WriteLogged(2, B("ab")).ok());
+  ASSERT_TRUE((*f)->Write(12, B("refused")).ok());
+  ASSERT_TRUE((*f)->on_disk());
+  (*st)->Drop("e1");
+  EXPECT_EQ((*st)->Find("e1"), nullptr);
+  EXPECT_TRUE((*st)->file_names().empty());
+  struct stat sb;
+  EXPECT_NE(::stat(((*st)->dir() + "/e1").c_str(), &sb), 0);
+  // A reader that still holds it reads the committed file.
+  EXPECT_EQ(ReadAll(*f), "0123456789");
+  EXPECT_TRUE((*f)->written().empty());
+  EXPECT_TRUE((*st)->Sync().ok());
+  // Changed by others once the lock went; staged again over that.
+  WriteFile(committed, "abcdefghijklmno");
+  auto again = (*st)->FileFor("e1", cfd);
+  ::close(cfd);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(*again, *f);
+  EXPECT_EQ((*st)->Find("e1"), *f);
+  EXPECT_EQ((*again)->size(), 15u);
+  EXPECT_EQ(ReadAll(*again), "abcdefghijklmno");
+  ASSERT_TRUE((*again)->Write(1, B("X")).ok());  // on disk again: made anew
+  EXPECT_EQ(ReadAll(*again), "aXcdefghijklmno");
+  EXPECT_EQ((*st)->file_names(), std::vector<std::string>{"e1"});
+  ASSERT_TRUE((*st)->Discard().ok());
+}
+
 TEST_F(StagingTest, SyncThenDiscardRemovesEverything) {
   Guid tx = Guid::Random();
   auto st = TxStaging::Create(root(), tx);
