@@ -382,6 +382,12 @@ int TruncateLocked(Filesystem& fs, const TxGuard& tx, Inode* inode, const std::s
     // Counted before anything is staged (past the owner's cap, ENOSPC, and nothing cut).
     auto prepaid = fs.txs()->ChargeFor(*tx, op);
     if (!prepaid.ok()) return Errno(prepaid.status());
+    // Nor past the bound on a user's records: refused once the file is cut, the transaction
+    // could no longer commit what it did before.
+    if (Status room = fs.txs()->RoomInLog(*tx, source, op); !room.ok()) {
+      fs.txs()->Refund(*tx, *prepaid);
+      return Errno(room);
+    }
     taken.Stages(inode);
     auto f = StagedFor(fs, tx, inode);
     Status s = f.ok() ? (*f)->Truncate(size) : f.status();

@@ -407,6 +407,12 @@ Reply Write(const Caller& caller, Filesystem& fs, const TxGuard& tx, fuse_bufvec
     if (carried) tx->inline_bytes.fetch_sub(data.size());
     return Reply::Error(Errno(s));
   };
+  // A user's record refused once the data is staged would leave the transaction unable to
+  // commit what it did before (StagedFile::Unlogged).
+  if (Status room = fs.txs()->RoomInLog(*tx, source, op); !room.ok()) {
+    fs.txs()->Refund(*tx, *prepaid);
+    return refused(room);
+  }
   taken.Stages(inode);
   auto f = StagedFor(fs, tx, inode);
   if (!f.ok()) {

@@ -80,6 +80,10 @@ Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t 
   return s;
 }
 
+Status TxService::RoomInLog(const TxContext& tx, int source, const fstx::Op& op) {
+  return tx.owner == 0 ? Status::Ok() : rm(source).RoomFor(tx.id, op);
+}
+
 Status TxService::ChargeDescriptor(TxContext& tx) {
   KTMFS_RETURN_IF_ERROR(quota_->TakeDescriptor(tx.owner));
   tx.descriptors_charged++;

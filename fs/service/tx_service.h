@@ -181,6 +181,9 @@ class TxService {
   // (ENOSPC, with nothing logged, past the cap). If it fails, all the op was charged, `prepaid`
   // included, is given back.
   Status LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t prepaid = 0);
+  // For a change that stages before it logs: ENOSPC, before anything is staged, if LogOp would
+  // refuse `op` for the bound on a user's records (FsResourceManager::CarryLimit).
+  Status RoomInLog(const TxContext& tx, int source, const fstx::Op& op);
   // One more descriptor the transaction keeps open until it ends; EMFILE past its owner's cap.
   Status ChargeDescriptor(TxContext& tx);
   // Descriptors kept open that grow with use: live transactions' changed files (all users'

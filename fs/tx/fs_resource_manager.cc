@@ -240,15 +240,7 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bo
   // A stored value is logged as well: recovery finds it in the record.
   assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
-  if (const uint64_t limit = CarryLimit();
-      bounded && limit != 0 && t->bytes_logged + payload.size() > limit) {
-    return Status::Error(
-        ENOSPC, "fs RM " + o_.name + ": transaction " + tx.ToString() + " would log " +
-                    std::to_string(t->bytes_logged + payload.size()) +
-                    " bytes, more than a sixteenth of the log (" + std::to_string(limit) +
-                    "): left open, it could no longer be carried forward and would fill the "
-                    "log for everyone; commit what it did, and go on in another transaction");
-  }
+  if (bounded) KTMFS_RETURN_IF_ERROR(CheckCarryLimit(tx, t->bytes_logged, payload.size()));
   KTMFS_RETURN_IF_ERROR(ov->Apply(op));
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;
@@ -266,6 +258,27 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bo
   t->bytes_logged += payload.size();
   if (t->first_lsn == log::kInvalidLsn) t->first_lsn = *lsn;
   return *lsn;
+}
+
+Status FsResourceManager::CheckCarryLimit(const Guid& tx, uint64_t logged, uint64_t bytes) const {
+  const uint64_t limit = CarryLimit();
+  if (limit == 0 || logged + bytes <= limit) return Status::Ok();
+  return Status::Error(ENOSPC, "fs RM " + o_.name + ": transaction " + tx.ToString() +
+                                   " would log " + std::to_string(logged + bytes) +
+                                   " bytes, more than a sixteenth of the log (" +
+                                   std::to_string(limit) +
+                                   "): left open, it could no longer be carried forward and "
+                                   "would fill the log for everyone; commit what it did, and go "
+                                   "on in another transaction");
+}
+
+Status FsResourceManager::RoomFor(const Guid& tx, const Op& op) {
+  uint64_t logged = 0;
+  {
+    std::lock_guard l(mu_);
+    if (auto it = txs_.find(tx); it != txs_.end()) logged = it->second.bytes_logged;
+  }
+  return CheckCarryLimit(tx, logged, OpRecordSize(op));
 }
 
 uint64_t FsResourceManager::MemoryKept(const Op& op) {

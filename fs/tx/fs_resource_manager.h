@@ -153,6 +153,9 @@ class FsResourceManager : public tm::ResourceManager {
   // The most a live transaction's records may take and still be carried forward
   // (CarryForwardIdle): a sixteenth of the log. 0 without a log.
   uint64_t CarryLimit() const;
+  // ENOSPC if logging `op` as a bounded LogOp would refuse it: asked before a change stages
+  // anything, so that the refusal leaves nothing to undo.
+  Status RoomFor(const Guid& tx, const Op& op);
   // An estimate of what the RM keeps in memory for `op` until its transaction ends (the op
   // and its overlay entry): what its owner's memory cap counts.
   static uint64_t MemoryKept(const Op& op);
@@ -255,6 +258,9 @@ class FsResourceManager : public tm::ResourceManager {
   TxOverlay* OverlayLocked(Tx& t);  // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
   Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op, bool bounded);
+  // ENOSPC, naming the transaction and the bound, if its records would take `bytes` more than
+  // CarryLimit; OK otherwise.
+  Status CheckCarryLimit(const Guid& tx, uint64_t logged, uint64_t bytes) const;
   Result<log::Lsn> Append(const fstx::Record& r);
   Status Prepare(const Guid& tx, log::Lsn* lsn);
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.

@@ -17,6 +17,17 @@ struct Encoder {
   bool Id(Guid& g) { return w.Id(g), true; }
 };
 
+// Counts what Encoder would write, without writing it.
+struct Sizer {
+  uint64_t bytes = 0;
+  bool U8(uint8_t&) { return bytes += 1, true; }
+  bool U32(uint32_t&) { return bytes += 4, true; }
+  bool U64(uint64_t&) { return bytes += 8, true; }
+  bool I64(int64_t&) { return bytes += 8, true; }
+  bool Text(std::string& s) { return bytes += 4 + s.size(), true; }
+  bool Id(Guid&) { return bytes += 16, true; }
+};
+
 struct Decoder {
   tm::ByteReader r;
   bool U8(uint8_t& v) { return r.U8(&v); }
@@ -138,6 +149,14 @@ std::vector<std::byte> EncodeRecord(const Record& in) {
   e.Id(r.tx);
   BodyFields(e, r);
   return std::move(e.w.bytes());
+}
+
+uint64_t OpRecordSize(const Op& op) {
+  Sizer z;
+  z.bytes = 2 + 16;  // version, type, transaction
+  // The walkers only read the fields of what they encode (or count).
+  OpFields(z, const_cast<Op&>(op));
+  return z.bytes;
 }
 
 Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn) {

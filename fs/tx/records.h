@@ -134,6 +134,8 @@ struct Record {
 };
 
 std::vector<std::byte> EncodeRecord(const Record& r);
+// The size of EncodeRecord's bytes for an op record of `op`, without encoding it.
+uint64_t OpRecordSize(const Op& op);
 // Never trusts its input: any damage (short, unknown type or version, bad field, trailing
 // bytes) is a Corruption naming the LSN (and the transaction once it has been read).
 Result<Record> DecodeRecord(std::span<const std::byte> payload, log::Lsn lsn);

@@ -111,6 +111,14 @@ TEST(FsRecords, EveryKindRoundTrips) {
   }
 }
 
+// What LogOp's bound counts before a change stages anything is what the record will take.
+TEST(FsRecords, OpRecordSizeIsTheEncodedSize) {
+  for (const Record& r : SampleRecords()) {
+    if (r.type != RecordType::kOp) continue;
+    EXPECT_EQ(OpRecordSize(r.op), EncodeRecord(r).size()) << OpKindName(r.op.kind);
+  }
+}
+
 TEST(FsRecords, EveryTruncationIsCorruptionNamingLsnAndTransaction) {
   for (const Record& r : SampleRecords()) {
     auto bytes = EncodeRecord(r);
