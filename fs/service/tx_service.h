@@ -267,6 +267,7 @@ class TxService {
   fstx::VisibilityGate gate_;  // before the RMs, which use it
   std::unique_ptr<tm::TransactionManager> tm_;
   std::vector<std::unique_ptr<fstx::FsResourceManager>> rms_;
+  std::atomic<bool> rms_closing_{false};  // rms_ is being cleared (see FsRmOptions::after_end)
   SystemProcReader proc_;
   // Fork events, where the kernel lets the daemon listen: they outlive the bindings using them.
   std::unique_ptr<ProcConnector> proc_events_;

@@ -267,6 +267,14 @@ Status TxService::Open(const Options& options, const Layout& layout) {
       if (ctx == nullptr || ctx->owner == 0) return std::nullopt;
       return fstx::WriterIds{ctx->owner, ctx->owner_gid};
     };
+    o.after_end = [this, source] {
+      // Built one after another at start, each recovering first: only those already there.
+      if (rms_closing_.load() || static_cast<size_t>(source) >= rms_.size()) return;
+      for (size_t j = 0; j < rms_.size(); ++j) {
+        if (static_cast<int>(j) != source && rms_[j]->log() == rms_[source]->log())
+          rms_[j]->GiveBackLog();
+      }
+    };
     o.report = [](bool error, const std::string& message) {
       DaemonLog(error ? LogLevel::kError : LogLevel::kNotice, message);
     };
@@ -361,7 +369,8 @@ TxService::~TxService() {
                                      " rolled back: the filesystem is unmounted" +
                                      (s.ok() ? "" : ": " + s.message()));
   }
-  rms_.clear();  // each moves its stream's base to its end
+  rms_closing_ = true;  // no RM offers the others a truncation while they go
+  rms_.clear();         // each moves its stream's base to its end
   if (tm_ && opened_) {
     // The next mount then reads nothing of the TM's stream before this point. (Not after a
     // failed start: the TM may not have recovered, and the log must stay as it was found.)

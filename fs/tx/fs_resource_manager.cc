@@ -569,6 +569,7 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
     keep_log_ = true;
   }
   MaybeTruncate();
+  if (o_.after_end) o_.after_end();
 }
 
 void FsResourceManager::Report(bool error, const std::string& message) const {

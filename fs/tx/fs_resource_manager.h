@@ -100,6 +100,11 @@ struct FsRmOptions {
   // own writes would be (its staged data took its writers' space already). Nullopt (root, a
   // transaction recovery finds, or no callback): as the daemon.
   std::function<std::optional<WriterIds>(const Guid& tx)> space_owner;
+  // Called when a transaction's end here has given back what it held of the stream
+  // (MaybeTruncate), so the daemon can offer the other RMs that share the log the same
+  // (GiveBackLog): one whose own transactions never end (a source nobody changes) would
+  // otherwise keep the log from its stream's base for ever. Optional.
+  std::function<void()> after_end;
   // What happens in the background that someone must hear of (an apply that failed and stays
   // pending, a pending apply done, a failed sync): the daemon logs it. `error` for failures.
   std::function<void(bool error, const std::string& message)> report;
@@ -169,6 +174,11 @@ class FsResourceManager : public tm::ResourceManager {
   TxOverlay* OverlayFor(const Guid& tx);
   // The transaction has ended: drops what it kept here without enlisting (OverlayFor).
   void DropUnenlisted(const Guid& tx);
+  // Moves the stream's base past what no unfinished transaction needs (see MaybeTruncate), as a
+  // transaction's end here does: for an RM whose own transactions do not end, when another's
+  // on the same log do (FsRmOptions::after_end).
+  void GiveBackLog() { MaybeTruncate(); }
+  log::Log* log() const { return o_.log; }
   // Bytes of op records logged for the transaction (txstat).
   uint64_t BytesLogged(const Guid& tx);
   // Whether this RM's COMMITTED record for the transaction is durable while it still applies:
@@ -313,6 +323,8 @@ class FsResourceManager : public tm::ResourceManager {
   // earlier records. A transaction left open while others work so no longer fills the log for
   // everyone (CLFS moves a log's tail the same way); one whose own records fill it still does.
   void CarryForwardIdle();
+  // Where the stream is needed from when no transaction needs anything: the log's end.
+  log::Lsn NothingNeededFrom() const;
   // `s`, and if it is "log full" and a live transaction here holds the stream's base, its name.
   Status NamePinnerLocked(const Status& s) const;  // mu_ held
   ApplyTarget Target(const Guid& tx) const;

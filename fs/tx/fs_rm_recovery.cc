@@ -150,7 +150,7 @@ Status FsResourceManager::Recover() {
   }
   // Every transaction the stream knew is finished: nothing before its end is needed again,
   // except the records of pending applies.
-  log::Lsn last = o_.stream->last_lsn();
+  log::Lsn last = NothingNeededFrom();
   for (const auto& [tx, s] : seen)
     if (s.pending && s.first_lsn != log::kInvalidLsn && s.first_lsn < last) last = s.first_lsn;
   if (last != log::kInvalidLsn && last != o_.stream->base_lsn()) {

@@ -54,7 +54,16 @@ void FsResourceManager::CarryForwardIdle() {
     args.type = kFsRecordType;
     args.payload = payload;
     auto lsn = o_.stream->Append(args);
-    if (!lsn.ok()) return;  // a full log: the next commit's end tries again
+    // A log filled up to its reserve (a commit that ended just short of it) refuses new work:
+    // then no commit comes to try again, and the copy is what frees the log. Like a restart
+    // area it may use the reserve, if small beside it (the daemon's reserve is about a
+    // container, whose quarter this takes at most), so that the reserve still ends the work
+    // under way should the copy free nothing.
+    if (!lsn.ok() && lsn.status().IsLogFull() && payload.size() <= g.container_size / 4) {
+      args.use_reserve = true;
+      lsn = o_.stream->Append(args);
+    }
+    if (!lsn.ok()) return;  // a full log: the next end tries again
     Report(false, "fs RM " + o_.name + ": transaction " + id.ToString() + ", open since LSN " +
                       log::LsnToString(t.first_lsn) + ", carried forward to LSN " +
                       log::LsnToString(*lsn) + " (" + std::to_string(t.ops.size()) +
@@ -62,6 +71,13 @@ void FsResourceManager::CarryForwardIdle() {
     t.first_lsn = *lsn;
     t.bytes_logged = payload.size();
   }
+}
+
+log::Lsn FsResourceManager::NothingNeededFrom() const {
+  // Its own last record would do, but a stream whose last record is old (a source nobody
+  // changes: its last is the restart area that moved it) would then keep the log from there,
+  // and the ring could not reuse it however much the other streams give back.
+  return o_.log != nullptr ? o_.log->end_lsn() : o_.stream->last_lsn();
 }
 
 void FsResourceManager::MaybeTruncate(bool force) {
@@ -72,7 +88,7 @@ void FsResourceManager::MaybeTruncate(bool force) {
     if (keep_log_) return;
     // Read with the transactions' first records under mu_, under which records are appended:
     // a transaction starting after this keeps everything it writes.
-    needed = o_.stream->last_lsn();
+    needed = NothingNeededFrom();
     if (needed == log::kInvalidLsn) return;
     for (const auto& [id, t] : txs_) {
       if (t.first_lsn != log::kInvalidLsn && t.first_lsn < needed) needed = t.first_lsn;
