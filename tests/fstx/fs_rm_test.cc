@@ -1082,6 +1082,18 @@ TEST(FsRm, ALaterCommitWaitsForTheEarlierOnesSync) {
   EXPECT_EQ(data, "12pha");
 }
 
+// `n` transactions, each writing `chunk` over b.txt (carried in its record) and committing.
+void CommitChunks(FsRmWorld& w, int n, const std::string& chunk) {
+  for (int i = 0; i < n; ++i) {
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    Status s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
+    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
+    s = w.tm().Commit(*tx);
+    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
+  }
+}
+
 // A transaction left open while others work is carried forward in the log (its ops logged
 // again, whole, in one RELOGGED record): the others never get ENOSPC however much they commit,
 // the stream's base passes its first records, and its commit, redone by recovery after a crash
@@ -1117,14 +1129,7 @@ TEST(FsRm, AnIdleTransactionIsCarriedForwardAndItsCommitRedoneFromTheCopy) {
                                    .stored_value = *at})
                     .ok());
   }
-  for (int i = 0; i < 200; ++i) {  // about 10 MiB through a 2 MiB log
-    auto tx = w.tm().Begin({});
-    ASSERT_TRUE(tx.ok());
-    Status s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
-    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
-    s = w.tm().Commit(*tx);
-    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
-  }
+  CommitChunks(w, 200, chunk);  // about 10 MiB through a 2 MiB log
   EXPECT_TRUE(std::any_of(said.begin(), said.end(), [&](const std::string& m) {
     return m.find("transaction " + idle->ToString()) != std::string::npos &&
            m.find("carried forward") != std::string::npos;
@@ -1146,10 +1151,7 @@ TEST(FsRm, AnIdleTransactionIsCarriedForwardAndItsCommitRedoneFromTheCopy) {
   w.CrashAndRestart();
   s = w.Start();
   ASSERT_TRUE(s.ok()) << s.ToString();
-  auto content = [&](const std::string& name) {
-    std::ifstream in(w.root() + "/" + name, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
+  auto content = [&](const std::string& name) { return ReadFile(w.root() + "/" + name); };
   EXPECT_EQ(content("a.txt"), "Ilpha");
   std::string value(4096, '\0');
   const ssize_t n =
@@ -1301,14 +1303,7 @@ TEST(FsRm, ABigIdleTransactionThatFillsTheLogStopsNewWorkOnly) {
   w.checkpoint = true;
   ASSERT_TRUE(w.Start().ok());
   const std::string chunk(48 << 10, 'x');
-  for (int i = 0; i < 100; ++i) {  // about 5 MiB through a 2 MiB log
-    auto tx = w.tm().Begin({});
-    ASSERT_TRUE(tx.ok());
-    Status s = w.changes().WriteData(*tx, "b.txt", 0, chunk);
-    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
-    s = w.tm().Commit(*tx);
-    ASSERT_TRUE(s.ok()) << "commit " << i << ": " << s.ToString();
-  }
+  CommitChunks(w, 100, chunk);  // about 5 MiB through a 2 MiB log
   auto idle = w.tm().Begin({});
   ASSERT_TRUE(idle.ok());
   ASSERT_TRUE(w.changes().WriteData(*idle, "a.txt", 0, "I").ok());
