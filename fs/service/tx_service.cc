@@ -75,13 +75,14 @@ Status TxService::LogOp(TxContext& tx, int source, const fstx::Op& op, uint64_t 
     return s;
   }
   // Root's transactions may grow past what can be carried forward; a user's may not (ktmfs(8)).
-  Status s = rm(source).LogOp(tx.id, op, /*bounded=*/tx.owner != 0);
+  Status s =
+      rm(source).LogOp(tx.id, op, tx.owner != 0 ? std::optional<uid_t>(tx.owner) : std::nullopt);
   if (!s.ok()) Refund(tx, prepaid + more);
   return s;
 }
 
 Status TxService::RoomInLog(const TxContext& tx, int source, const fstx::Op& op) {
-  return tx.owner == 0 ? Status::Ok() : rm(source).RoomFor(tx.id, op);
+  return tx.owner == 0 ? Status::Ok() : rm(source).RoomFor(tx.id, op, tx.owner);
 }
 
 Status TxService::ChargeDescriptor(TxContext& tx) {

@@ -194,8 +194,8 @@ Result<uint64_t> FsResourceManager::NewObjectNumber(const Guid& tx) {
   return ++(*t)->next_object;
 }
 
-Status FsResourceManager::LogOp(const Guid& tx, const Op& op, bool bounded) {
-  auto lsn = LogOpLocked(tx, op, bounded);
+Status FsResourceManager::LogOp(const Guid& tx, const Op& op, std::optional<uid_t> bounded_owner) {
+  auto lsn = LogOpLocked(tx, op, bounded_owner);
   if (!lsn.ok()) return lsn.status();
   // Unflushed records wait in the log's memory: a transaction that logs much (big xattr values,
   // many small writes) flushes as it goes, so what it keeps stays on disk, not in the daemon.
@@ -224,7 +224,8 @@ Result<FsResourceManager::Tx*> FsResourceManager::EnlistedFreeingLog(
   return synced ? Enlisted(tx) : t;
 }
 
-Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bool bounded) {
+Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op,
+                                                std::optional<uid_t> bounded_owner) {
   std::unique_lock l(mu_);
   auto enlisted = EnlistedFreeingLog(l, tx);
   if (!enlisted.ok()) return enlisted.status();
@@ -240,7 +241,10 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bo
   // A stored value is logged as well: recovery finds it in the record.
   assert(!op.stored_value || op.value.size() == op.stored_value->size);
   std::vector<std::byte> payload = EncodeRecord(r);
-  if (bounded) KTMFS_RETURN_IF_ERROR(CheckCarryLimit(tx, t->bytes_logged, payload.size()));
+  if (bounded_owner) {
+    KTMFS_RETURN_IF_ERROR(
+        CheckRecordBoundsLocked(tx, t->bytes_logged, *bounded_owner, payload.size()));
+  }
   KTMFS_RETURN_IF_ERROR(ov->Apply(op));
   log::Stream::AppendArgs args;
   args.type = kFsRecordType;
@@ -256,29 +260,45 @@ Result<log::Lsn> FsResourceManager::LogOpLocked(const Guid& tx, const Op& op, bo
   // A stored value is in the record and in staging: memory keeps only where.
   if (op.stored_value) std::string().swap(t->ops.back().value);
   t->bytes_logged += payload.size();
+  if (bounded_owner && !t->owner) t->owner = bounded_owner;
+  if (t->owner) owner_logged_[*t->owner] += payload.size();
   if (t->first_lsn == log::kInvalidLsn) t->first_lsn = *lsn;
   return *lsn;
 }
 
-Status FsResourceManager::CheckCarryLimit(const Guid& tx, uint64_t logged, uint64_t bytes) const {
+Status FsResourceManager::CheckRecordBoundsLocked(const Guid& tx, uint64_t logged, uid_t owner,
+                                                  uint64_t bytes) const {
+  mu_.AssertHeld();
   const uint64_t limit = CarryLimit();
-  if (limit == 0 || logged + bytes <= limit) return Status::Ok();
-  return Status::Error(ENOSPC, "fs RM " + o_.name + ": transaction " + tx.ToString() +
-                                   " would log " + std::to_string(logged + bytes) +
-                                   " bytes, more than a sixteenth of the log (" +
-                                   std::to_string(limit) +
-                                   "): left open, it could no longer be carried forward and "
-                                   "would fill the log for everyone; commit what it did, and go "
-                                   "on in another transaction");
+  if (limit == 0) return Status::Ok();
+  if (logged + bytes > limit) {
+    return Status::Error(ENOSPC, "fs RM " + o_.name + ": transaction " + tx.ToString() +
+                                     " would log " + std::to_string(logged + bytes) +
+                                     " bytes, more than a sixteenth of the log (" +
+                                     std::to_string(limit) +
+                                     "): left open, it could no longer be carried forward and "
+                                     "would fill the log for everyone; commit what it did, and "
+                                     "go on in another transaction");
+  }
+  auto it = owner_logged_.find(owner);
+  const uint64_t owners = it == owner_logged_.end() ? 0 : it->second;
+  if (owners + bytes > 2 * limit) {
+    return Status::Error(
+        ENOSPC, "fs RM " + o_.name + ": the live transactions of uid " + std::to_string(owner) +
+                    " would log " + std::to_string(owners + bytes) +
+                    " bytes, more than an eighth of the log (" + std::to_string(2 * limit) +
+                    "): left open, they would fill it for everyone; end some "
+                    "of them (transaction " +
+                    tx.ToString() + " asked)");
+  }
+  return Status::Ok();
 }
 
-Status FsResourceManager::RoomFor(const Guid& tx, const Op& op) {
-  uint64_t logged = 0;
-  {
-    std::lock_guard l(mu_);
-    if (auto it = txs_.find(tx); it != txs_.end()) logged = it->second.bytes_logged;
-  }
-  return CheckCarryLimit(tx, logged, OpRecordSize(op));
+Status FsResourceManager::RoomFor(const Guid& tx, const Op& op, uid_t owner) {
+  std::lock_guard l(mu_);
+  auto it = txs_.find(tx);
+  return CheckRecordBoundsLocked(tx, it == txs_.end() ? 0 : it->second.bytes_logged, owner,
+                                 OpRecordSize(op));
 }
 
 uint64_t FsResourceManager::MemoryKept(const Op& op) {
@@ -558,6 +578,12 @@ void FsResourceManager::Forget(const Guid& tx, bool release_locks, bool committe
     if (it != txs_.end()) {
       overlay = std::move(it->second.overlay);
       replaced = std::move(it->second.replaced);
+      if (const auto& owner = it->second.owner) {
+        auto o = owner_logged_.find(*owner);
+        assert(o != owner_logged_.end() && o->second >= it->second.bytes_logged);
+        o->second -= it->second.bytes_logged;
+        if (o->second == 0) owner_logged_.erase(o);
+      }
     }
     txs_.erase(tx);
   }

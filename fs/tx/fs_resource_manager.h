@@ -151,16 +151,17 @@ class FsResourceManager : public tm::ResourceManager {
   Result<uint64_t> NewObjectNumber(const Guid& tx);
   // Records one operation in the transaction's overlay (which validates it against the view:
   // an error there changes nothing) and logs it; enlists on the first one. Call after its
-  // staging work is done. `bounded`: ENOSPC, changing nothing, if the transaction's records
-  // would then take more than CarryLimit (a user's: one transaction left open must never keep
-  // the log from everyone).
-  Status LogOp(const Guid& tx, const Op& op, bool bounded = false);
+  // staging work is done. `bounded_owner` (a user's transaction, not root's): ENOSPC, changing
+  // nothing, if the transaction's records would then take more than CarryLimit, or those of all
+  // that user's live transactions here more than twice that: transactions left open must never
+  // keep the log from everyone.
+  Status LogOp(const Guid& tx, const Op& op, std::optional<uid_t> bounded_owner = std::nullopt);
   // The most a live transaction's records may take and still be carried forward
   // (CarryForwardIdle): a sixteenth of the log. 0 without a log.
   uint64_t CarryLimit() const;
-  // ENOSPC if logging `op` as a bounded LogOp would refuse it: asked before a change stages
-  // anything, so that the refusal leaves nothing to undo.
-  Status RoomFor(const Guid& tx, const Op& op);
+  // ENOSPC if logging `op` as a LogOp bounded for `owner` would refuse it: asked before a
+  // change stages anything, so that the refusal leaves nothing to undo.
+  Status RoomFor(const Guid& tx, const Op& op, uid_t owner);
   // An estimate of what the RM keeps in memory for `op` until its transaction ends (the op
   // and its overlay entry): what its owner's memory cap counts.
   static uint64_t MemoryKept(const Op& op);
@@ -248,6 +249,7 @@ class FsResourceManager : public tm::ResourceManager {
     std::unique_ptr<TxOverlay> overlay;
     std::vector<Op> ops;
     uint64_t bytes_logged = 0;
+    std::optional<uid_t> owner;             // a user's, whose records count in owner_logged_
     log::Lsn first_lsn = log::kInvalidLsn;  // its first record: the stream is needed from here
     uint64_t next_object = 0;
     bool enlisted = false;
@@ -267,10 +269,12 @@ class FsResourceManager : public tm::ResourceManager {
   Result<Tx*> EnlistedFreeingLog(std::unique_lock<OwnedMutex>& l, const Guid& tx);
   TxOverlay* OverlayLocked(Tx& t);  // mu_ held
   // LogOp's work under mu_: the LSN of the op's record.
-  Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op, bool bounded);
-  // ENOSPC, naming the transaction and the bound, if its records would take `bytes` more than
-  // CarryLimit; OK otherwise.
-  Status CheckCarryLimit(const Guid& tx, uint64_t logged, uint64_t bytes) const;
+  Result<log::Lsn> LogOpLocked(const Guid& tx, const Op& op, std::optional<uid_t> bounded_owner);
+  // ENOSPC, naming the transaction or its owner and the bound, if `bytes` more records would
+  // take the transaction (which has logged `logged`) past CarryLimit, or its owner's live
+  // transactions past twice that; OK otherwise. mu_ held.
+  Status CheckRecordBoundsLocked(const Guid& tx, uint64_t logged, uid_t owner,
+                                 uint64_t bytes) const;
   Result<log::Lsn> Append(const fstx::Record& r);
   Status Prepare(const Guid& tx, log::Lsn* lsn);
   // Logs COMMITTED (unless already), applies, logs and flushes APPLIED, drops staging.
@@ -338,6 +342,7 @@ class FsResourceManager : public tm::ResourceManager {
   std::function<void(const Guid& tx)> prepare_hook_;
   mutable OwnedMutex mu_;
   std::map<Guid, Tx> txs_;
+  std::map<uid_t, uint64_t> owner_logged_;  // records of each user's live transactions (mu_)
   struct Unclean {
     log::Lsn applied_lsn;
     ApplyTarget target;

@@ -69,6 +69,12 @@ void FsResourceManager::CarryForwardIdle() {
                       log::LsnToString(*lsn) + " (" + std::to_string(t.ops.size()) +
                       " ops) so the log can be reused behind it");
     t.first_lsn = *lsn;
+    if (t.owner) {
+      // The copy stands for the records before it: its size is what the owner holds now.
+      uint64_t& owners = owner_logged_[*t.owner];
+      assert(owners >= t.bytes_logged);
+      owners = owners - t.bytes_logged + payload.size();
+    }
     t.bytes_logged = payload.size();
   }
 }

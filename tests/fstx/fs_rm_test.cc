@@ -1185,7 +1185,7 @@ TEST(FsRm, ABoundedTransactionStopsWhereItCouldNoLongerBeCarried) {
                             .path = "a.txt",
                             .length = data.size(),
                             .data = data},
-                           /*bounded=*/true);
+                           /*bounded_owner=*/1000);
     logged += refused.ok();
   }
   ASSERT_EQ(refused.code(), ENOSPC) << refused.ToString();
@@ -1197,6 +1197,54 @@ TEST(FsRm, ABoundedTransactionStopsWhereItCouldNoLongerBeCarried) {
   std::ifstream in(w.root() + "/a.txt", std::ios::binary);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}),
             std::string(16 << 10, static_cast<char>('a' + logged - 1)));
+}
+
+// The live transactions of one user may log no more than twice what one may: the user's next
+// op past that gets ENOSPC naming the uid, another user's does not, and once one of the user's
+// transactions ends the others go on.
+TEST(FsRm, OneUsersLiveTransactionsTogetherStopAtAnEighthOfTheLog) {
+  FsRmWorld w;
+  w.max_containers = 8;  // 2 MiB: 128 KiB a transaction, 256 KiB a user
+  ASSERT_TRUE(w.Start().ok());
+  const ObjectId a = IdOf(w.root() + "/a.txt");
+  const ObjectId b = IdOf(w.root() + "/b.txt");
+  const std::string data(16 << 10, 'u');
+  auto write = [&](const Guid& tx, const ObjectId& id, const std::string& path, uid_t owner) {
+    return w.rm().LogOp(tx,
+                        {.kind = OpKind::kWriteData,
+                         .object = id,
+                         .path = path,
+                         .length = data.size(),
+                         .data = data},
+                        owner);
+  };
+  std::vector<Guid> txs;
+  Status refused;
+  int logged = 0;
+  for (int t = 0; t < 3 && refused.ok(); ++t) {
+    auto tx = w.tm().Begin({});
+    ASSERT_TRUE(tx.ok());
+    txs.push_back(*tx);
+    for (int i = 0; i < 6 && refused.ok(); ++i) {
+      refused = write(*tx, a, "a.txt", 1000);
+      logged += refused.ok();
+    }
+  }
+  ASSERT_EQ(refused.code(), ENOSPC) << refused.ToString();
+  EXPECT_NE(refused.message().find("live transactions of uid 1000"), std::string::npos)
+      << refused.message();
+  EXPECT_GE(logged, 12);
+  EXPECT_LT(logged, 18);
+  // Another user is not held back.
+  auto other = w.tm().Begin({});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(w.rm().Lock(*other, {ObjectKey{b.dev, b.ino}}).ok());
+  Status s = write(*other, b, "b.txt", 2000);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // One of the user's transactions ends: the last one goes on.
+  ASSERT_TRUE(w.tm().Rollback(txs.front()).ok());
+  s = write(txs.back(), a, "a.txt", 1000);
+  EXPECT_TRUE(s.ok()) << s.ToString();
 }
 
 // Power cuts at every stride of log events while an idle transaction is carried forward past
